@@ -1,0 +1,57 @@
+//! Object files under `BACKING/objects/`: one per regular file inode, named
+//! after the inode number (never reused), fanned out over 256 directories.
+//!
+//! A missing object is an empty file: objects are created on first open, so
+//! a crash between a create's metadata commit and its object leaves nothing
+//! to clean up.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+pub struct ObjectStore {
+    root: PathBuf,
+}
+
+impl ObjectStore {
+    /// Open the object area under `backing`, creating the fan-out directories.
+    pub fn open(backing: &Path) -> io::Result<ObjectStore> {
+        let root = backing.join("objects");
+        for i in 0..=255u8 {
+            std::fs::create_dir_all(root.join(format!("{i:02x}")))?;
+        }
+        Ok(ObjectStore { root })
+    }
+
+    pub fn path(&self, ino: u64) -> PathBuf {
+        self.root
+            .join(format!("{:02x}", ino & 0xff))
+            .join(format!("{ino:016x}"))
+    }
+
+    /// Open an object for reading and writing, creating it empty if missing.
+    pub fn open_rw(&self, ino: u64) -> io::Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            // The object's atime means nothing; don't pay for updating it.
+            .custom_flags(libc::O_NOATIME | libc::O_CLOEXEC)
+            .open(self.path(ino))
+    }
+
+    /// Remove an object; a missing one is already gone.
+    pub fn remove(&self, ino: u64) -> io::Result<()> {
+        match std::fs::remove_file(self.path(ino)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Backing filesystem figures (for statfs).
+    pub fn statvfs(&self) -> io::Result<nix::sys::statvfs::Statvfs> {
+        nix::sys::statvfs::statvfs(&self.root).map_err(io::Error::from)
+    }
+}

@@ -1,0 +1,282 @@
+//! Open files and their data: open/create, read, write, fsync, release,
+//! fallocate, lseek. While an inode is open its object file is the truth
+//! for size and content; metadata catches up at fsync and last release.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::error::{ebadf, eisdir, Error, Result};
+use super::namespace::NewNode;
+use super::types::{Caller, Kind, Timestamp};
+use super::{Attr, Fs, OpenInode};
+
+/// One open file handle.
+pub struct Handle {
+    pub fh: u64,
+    pub ino: u64,
+    /// The object file, shared by all handles of the inode.
+    pub file: Arc<File>,
+    pub writable: bool,
+}
+
+fn mtime_of(m: &std::fs::Metadata) -> Timestamp {
+    Timestamp(m.mtime() * 1_000_000_000 + m.mtime_nsec())
+}
+
+fn ctime_of(m: &std::fs::Metadata) -> Timestamp {
+    Timestamp(m.ctime() * 1_000_000_000 + m.ctime_nsec())
+}
+
+impl Fs {
+    pub fn open(&self, _caller: &Caller, ino: u64, flags: i32) -> Result<Arc<Handle>> {
+        let inode = self.inode(ino)?;
+        match inode.kind {
+            Kind::File => {}
+            Kind::Dir => return Err(eisdir()),
+            _ => return Err(Error::posix(libc::ENXIO, "not a regular file")),
+        }
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let file = {
+            let mut open = self.open.lock();
+            if let Some(o) = open.get_mut(&ino) {
+                o.count += 1;
+                o.file.clone()
+            } else {
+                let file = Arc::new(self.objects.open_rw(ino)?);
+                let base_mtime = mtime_of(&file.metadata()?);
+                open.insert(
+                    ino,
+                    OpenInode {
+                        count: 1,
+                        file: file.clone(),
+                        base_mtime,
+                    },
+                );
+                file
+            }
+        };
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let handle = Arc::new(Handle {
+            fh,
+            ino,
+            file,
+            writable,
+        });
+        self.handles.lock().insert(fh, handle.clone());
+        Ok(handle)
+    }
+
+    pub fn create(
+        &self,
+        caller: &Caller,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        flags: i32,
+    ) -> Result<(Attr, Arc<Handle>)> {
+        let attr = self.create_node(caller, parent, name, NewNode::File, mode, umask)?;
+        let handle = self.open(caller, attr.inode.ino, flags)?;
+        Ok((attr, handle))
+    }
+
+    pub fn handle(&self, fh: u64) -> Result<Arc<Handle>> {
+        self.handles.lock().get(&fh).cloned().ok_or_else(ebadf)
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: usize) -> Result<Vec<u8>> {
+        let h = self.handle(fh)?;
+        let mut buf = vec![0u8; size];
+        let mut done = 0;
+        while done < size {
+            let n = h.file.read_at(&mut buf[done..], offset + done as u64)?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        buf.truncate(done);
+        Ok(buf)
+    }
+
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<usize> {
+        let h = self.handle(fh)?;
+        if !h.writable {
+            return Err(ebadf());
+        }
+        h.file.write_all_at(data, offset)?;
+        Ok(data.len())
+    }
+
+    /// Make the file's data and metadata durable.
+    pub fn fsync(&self, fh: u64, datasync: bool) -> Result<()> {
+        let h = self.handle(fh)?;
+        if datasync {
+            h.file.sync_data()?;
+        } else {
+            h.file.sync_all()?;
+        }
+        self.persist_open(h.ino)?;
+        self.meta.sync()
+    }
+
+    /// Make all committed metadata durable (fsyncdir, syncfs).
+    pub fn sync_meta(&self) -> Result<()> {
+        self.meta.sync()
+    }
+
+    pub fn release(&self, fh: u64) -> Result<()> {
+        let h = self
+            .handles
+            .lock()
+            .remove(&fh)
+            .ok_or_else(ebadf)?;
+        let last = {
+            let mut open = self.open.lock();
+            match open.get_mut(&h.ino) {
+                Some(o) if o.count > 1 => {
+                    o.count -= 1;
+                    false
+                }
+                Some(_) => true,
+                None => false,
+            }
+        };
+        if !last {
+            return Ok(());
+        }
+        // Bring metadata up to date before forgetting the open state, then
+        // reclaim the inode if its last name went while it was open.
+        let result = self.persist_open(h.ino);
+        let _guard = self.mutate.lock();
+        let mut open = self.open.lock();
+        if open.get(&h.ino).is_some_and(|o| o.count == 1) {
+            open.remove(&h.ino);
+        } else if let Some(o) = open.get_mut(&h.ino) {
+            // Reopened meanwhile: only drop our count.
+            o.count -= 1;
+            return result;
+        }
+        drop(open);
+        drop(_guard);
+        if self.inode(h.ino).is_ok_and(|i| i.nlink == 0) {
+            self.with_tx(|tx| {
+                let inode = tx.inode(h.ino)?;
+                if inode.nlink == 0 {
+                    tx.remove(&inode)?;
+                }
+                Ok(())
+            })?;
+        }
+        result
+    }
+
+    pub fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> Result<()> {
+        let h = self.handle(fh)?;
+        let allowed = libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE;
+        if mode & !allowed != 0 {
+            return Err(Error::posix(libc::EOPNOTSUPP, "unsupported fallocate mode"));
+        }
+        if !h.writable {
+            return Err(ebadf());
+        }
+        // SAFETY: plain syscall on an owned descriptor.
+        let rc = unsafe {
+            libc::fallocate(
+                h.file.as_raw_fd(),
+                mode,
+                offset as libc::off_t,
+                length as libc::off_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        Ok(())
+    }
+
+    /// SEEK_DATA / SEEK_HOLE (and the plain whences) on the object.
+    pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> Result<i64> {
+        let h = self.handle(fh)?;
+        // SAFETY: lseek on an owned descriptor; I/O uses pread/pwrite, so the
+        // shared file position is never relied upon.
+        let r = unsafe { libc::lseek(h.file.as_raw_fd(), offset, whence) };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        Ok(r)
+    }
+
+    pub(crate) fn is_open(&self, ino: u64) -> bool {
+        self.open.lock().contains_key(&ino)
+    }
+
+    /// Attributes of an open file: size and, once written, times from the object.
+    pub(crate) fn open_attr(&self, inode: &super::types::Inode) -> Result<Option<Attr>> {
+        let (file, base) = match self.open.lock().get(&inode.ino) {
+            Some(o) => (o.file.clone(), o.base_mtime),
+            None => return Ok(None),
+        };
+        let m = file.metadata()?;
+        let mut inode = inode.clone();
+        inode.size = m.len();
+        let mtime = mtime_of(&m);
+        if mtime != base {
+            inode.mtime = mtime;
+            inode.ctime = inode.ctime.max(ctime_of(&m));
+        }
+        Ok(Some(Attr {
+            inode,
+            blocks: m.blocks(),
+        }))
+    }
+
+    /// Write an open file's size and times back to the metadata store.
+    fn persist_open(&self, ino: u64) -> Result<()> {
+        let Some(attr) = ({
+            let inode = self.inode(ino)?;
+            self.open_attr(&inode)?
+        }) else {
+            return Ok(());
+        };
+        let fresh = attr.inode;
+        self.with_tx(|tx| {
+            let mut i = tx.inode(ino)?;
+            if i.size == fresh.size && i.mtime == fresh.mtime && i.ctime == fresh.ctime {
+                return Ok(());
+            }
+            i.size = fresh.size;
+            i.mtime = fresh.mtime;
+            i.ctime = fresh.ctime;
+            tx.put(&i)
+        })?;
+        self.rebase_open(ino);
+        Ok(())
+    }
+
+    /// After metadata caught up with the object, treat its mtime as the base.
+    pub(crate) fn rebase_open(&self, ino: u64) {
+        if let Some(o) = self.open.lock().get_mut(&ino) {
+            if let Ok(m) = o.file.metadata() {
+                o.base_mtime = mtime_of(&m);
+            }
+        }
+    }
+
+    /// Set an object's length (truncate up or down).
+    pub(crate) fn truncate_object(&self, ino: u64, size: u64) -> Result<()> {
+        if size > i64::MAX as u64 {
+            return Err(Error::posix(libc::EFBIG, "file too large"));
+        }
+        let shared = self.open.lock().get(&ino).map(|o| o.file.clone());
+        match shared {
+            Some(f) => f.set_len(size)?,
+            None => self.objects.open_rw(ino)?.set_len(size)?,
+        }
+        Ok(())
+    }
+}
+

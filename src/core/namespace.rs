@@ -1,0 +1,549 @@
+//! Namespace and attribute operations: lookup, getattr/setattr, creating
+//! and removing names, rename, link, readdir, statfs.
+
+use super::error::{
+    eexist, einval, eisdir, enametoolong, enoent, enotdir, enotempty, eperm, Error, Result,
+};
+use super::types::{
+    Caller, DirEntry, Inode, Kind, RenameMode, SetAttr, SetTime, StatFs, Timestamp, NAME_MAX,
+    ROOT_INO, SYMLINK_MAX,
+};
+use super::{Attr, Fs};
+
+/// Reject names a directory entry cannot have.
+pub fn check_name(name: &[u8]) -> Result<()> {
+    if name.len() > NAME_MAX {
+        return Err(enametoolong());
+    }
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
+    {
+        return Err(einval("invalid file name"));
+    }
+    Ok(())
+}
+
+/// The user name of a uid, or the number when it has none.
+pub fn user_name(uid: u32) -> String {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| uid.to_string())
+}
+
+/// What to create.
+pub enum NewNode<'a> {
+    File,
+    Dir,
+    Symlink(&'a [u8]),
+    Special { kind: Kind, rdev: u32 },
+}
+
+impl Fs {
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr> {
+        if name.len() > NAME_MAX {
+            return Err(enametoolong());
+        }
+        let dir = self.inode(parent)?;
+        if !dir.kind.is_dir() {
+            return Err(enotdir());
+        }
+        match self.child(parent, name)? {
+            Some((ino, _)) => self.getattr(ino),
+            None => Err(enoent()),
+        }
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Attr> {
+        let inode = self.inode(ino)?;
+        self.attr_of(inode)
+    }
+
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        let inode = self.inode(ino)?;
+        inode.target.ok_or_else(|| einval("not a symbolic link"))
+    }
+
+    /// Create a node in `parent`. `mode` carries permission bits; `umask`
+    /// is applied here (doing it twice is harmless).
+    pub fn create_node(
+        &self,
+        caller: &Caller,
+        parent: u64,
+        name: &[u8],
+        node: NewNode<'_>,
+        mode: u32,
+        umask: u32,
+    ) -> Result<Attr> {
+        check_name(name)?;
+        let (kind, rdev, target) = match node {
+            NewNode::File => (Kind::File, 0, None),
+            NewNode::Dir => (Kind::Dir, 0, None),
+            NewNode::Symlink(t) => {
+                if t.len() > SYMLINK_MAX {
+                    return Err(enametoolong());
+                }
+                if t.is_empty() {
+                    return Err(enoent());
+                }
+                (Kind::Symlink, 0, Some(t.to_vec()))
+            }
+            NewNode::Special { kind, rdev } => (kind, rdev, None),
+        };
+        let inode = self.with_tx(|tx| {
+            let mut dir = tx.inode(parent)?;
+            if !dir.kind.is_dir() {
+                return Err(enotdir());
+            }
+            if dir.nlink == 0 {
+                return Err(enoent());
+            }
+            if tx.lookup(parent, name)?.is_some() {
+                return Err(eexist());
+            }
+            let mut perm = match kind {
+                Kind::Symlink => 0o777,
+                _ => mode & 0o7777 & !umask,
+            };
+            let mut gid = caller.gid;
+            if dir.perm & libc::S_ISGID != 0 {
+                gid = dir.gid;
+                if kind.is_dir() {
+                    perm |= libc::S_ISGID;
+                }
+            }
+            if !kind.is_dir()
+                && perm & libc::S_ISGID != 0
+                && !caller.is_root()
+                && !caller.in_group(gid)
+            {
+                perm &= !libc::S_ISGID;
+            }
+            let now = Timestamp::now();
+            let new = Inode {
+                ino: 0,
+                file_id: uuid::Uuid::now_v7().to_string(),
+                kind,
+                perm,
+                uid: caller.uid,
+                gid,
+                nlink: if kind.is_dir() { 2 } else { 1 },
+                size: target.as_ref().map_or(0, |t| t.len() as u64),
+                atime: now,
+                mtime: now,
+                ctime: now,
+                crtime: now,
+                rdev,
+                parent,
+                target: target.clone(),
+                created_by: user_name(caller.uid),
+                original_name: name.to_vec(),
+            };
+            let new = tx.insert(new)?;
+            tx.add_entry(parent, name, new.ino, kind)?;
+            if kind.is_dir() {
+                dir.nlink += 1;
+            }
+            dir.mtime = now;
+            dir.ctime = now;
+            tx.put(&dir)?;
+            Ok(new)
+        })?;
+        self.attr_of(inode)
+    }
+
+    pub fn unlink(&self, _caller: &Caller, parent: u64, name: &[u8]) -> Result<()> {
+        check_name(name).map_err(not_found_if_invalid)?;
+        self.with_tx(|tx| {
+            let mut dir = tx.inode(parent)?;
+            if !dir.kind.is_dir() {
+                return Err(enotdir());
+            }
+            let (ino, kind) = tx.lookup(parent, name)?.ok_or_else(enoent)?;
+            if kind.is_dir() {
+                return Err(eisdir());
+            }
+            let now = Timestamp::now();
+            tx.remove_entry(parent, name)?;
+            let inode = tx.inode(ino)?;
+            self.drop_link(tx, inode, now)?;
+            dir.mtime = now;
+            dir.ctime = now;
+            tx.put(&dir)
+        })
+    }
+
+    /// One link of a non-directory is gone: keep, orphan or delete it.
+    fn drop_link(&self, tx: &mut super::Tx<'_>, mut inode: Inode, now: Timestamp) -> Result<()> {
+        inode.nlink = inode.nlink.saturating_sub(1);
+        inode.ctime = now;
+        if inode.nlink == 0 && !self.is_open(inode.ino) {
+            tx.remove(&inode)
+        } else {
+            // nlink 0 while open: reclaimed at last release, or at next mount.
+            tx.put(&inode)
+        }
+    }
+
+    pub fn rmdir(&self, _caller: &Caller, parent: u64, name: &[u8]) -> Result<()> {
+        if name == b"." {
+            return Err(einval("cannot remove '.'"));
+        }
+        if name == b".." {
+            return Err(enotempty());
+        }
+        check_name(name).map_err(not_found_if_invalid)?;
+        self.with_tx(|tx| {
+            let mut dir = tx.inode(parent)?;
+            if !dir.kind.is_dir() {
+                return Err(enotdir());
+            }
+            let (ino, kind) = tx.lookup(parent, name)?.ok_or_else(enoent)?;
+            if !kind.is_dir() {
+                return Err(enotdir());
+            }
+            if !tx.txn.dir_is_empty(ino)? {
+                return Err(enotempty());
+            }
+            let victim = tx.inode(ino)?;
+            tx.remove_entry(parent, name)?;
+            tx.remove(&victim)?;
+            let now = Timestamp::now();
+            dir.nlink = dir.nlink.saturating_sub(1);
+            dir.mtime = now;
+            dir.ctime = now;
+            tx.put(&dir)
+        })
+    }
+
+    pub fn link(&self, _caller: &Caller, ino: u64, new_parent: u64, new_name: &[u8]) -> Result<Attr> {
+        check_name(new_name)?;
+        let inode = self.with_tx(|tx| {
+            let mut inode = tx.inode(ino)?;
+            if inode.kind.is_dir() {
+                return Err(eperm("hard links to directories are not allowed"));
+            }
+            if inode.nlink == 0 {
+                return Err(enoent());
+            }
+            if inode.nlink >= 65_000 {
+                return Err(Error::posix(libc::EMLINK, "too many links"));
+            }
+            let mut dir = tx.inode(new_parent)?;
+            if !dir.kind.is_dir() {
+                return Err(enotdir());
+            }
+            if dir.nlink == 0 {
+                return Err(enoent());
+            }
+            if tx.lookup(new_parent, new_name)?.is_some() {
+                return Err(eexist());
+            }
+            let now = Timestamp::now();
+            tx.add_entry(new_parent, new_name, ino, inode.kind)?;
+            inode.nlink += 1;
+            inode.ctime = now;
+            tx.put(&inode)?;
+            dir.mtime = now;
+            dir.ctime = now;
+            tx.put(&dir)?;
+            Ok(inode)
+        })?;
+        self.attr_of(inode)
+    }
+
+    pub fn rename(
+        &self,
+        _caller: &Caller,
+        parent: u64,
+        name: &[u8],
+        new_parent: u64,
+        new_name: &[u8],
+        mode: RenameMode,
+    ) -> Result<()> {
+        check_name(name).map_err(not_found_if_invalid)?;
+        check_name(new_name)?;
+        self.with_tx(|tx| {
+            let src_dir = tx.inode(parent)?;
+            let dst_dir = tx.inode(new_parent)?;
+            if !src_dir.kind.is_dir() || !dst_dir.kind.is_dir() {
+                return Err(enotdir());
+            }
+            let (src_ino, src_kind) = tx.lookup(parent, name)?.ok_or_else(enoent)?;
+            let dst = tx.lookup(new_parent, new_name)?;
+            let now = Timestamp::now();
+
+            if src_kind.is_dir() && is_within(tx, new_parent, src_ino)? {
+                return Err(einval("cannot move a directory into itself"));
+            }
+
+            if mode == RenameMode::Exchange {
+                let (dst_ino, dst_kind) = dst.ok_or_else(enoent)?;
+                if dst_kind.is_dir() && is_within(tx, parent, dst_ino)? {
+                    return Err(einval("cannot move a directory into itself"));
+                }
+                if src_ino == dst_ino {
+                    return Ok(());
+                }
+                tx.txn.retarget_dentry(parent, name, dst_ino, dst_kind)?;
+                tx.set_dentry(parent, name, Some((dst_ino, dst_kind)));
+                tx.txn
+                    .retarget_dentry(new_parent, new_name, src_ino, src_kind)?;
+                tx.set_dentry(new_parent, new_name, Some((src_ino, src_kind)));
+                for (ino, to) in [(src_ino, new_parent), (dst_ino, parent)] {
+                    let mut i = tx.inode(ino)?;
+                    if i.kind.is_dir() || i.parent == parent || i.parent == new_parent {
+                        i.parent = to;
+                    }
+                    i.ctime = now;
+                    tx.put(&i)?;
+                }
+                if parent != new_parent && src_kind.is_dir() != dst_kind.is_dir() {
+                    let (mut a, mut b) = (tx.inode(parent)?, tx.inode(new_parent)?);
+                    if src_kind.is_dir() {
+                        a.nlink -= 1;
+                        b.nlink += 1;
+                    } else {
+                        a.nlink += 1;
+                        b.nlink -= 1;
+                    }
+                    tx.put(&a)?;
+                    tx.put(&b)?;
+                }
+                touch_dirs(tx, parent, new_parent, now)?;
+                return Ok(());
+            }
+
+            if let Some((dst_ino, dst_kind)) = dst {
+                if mode == RenameMode::NoReplace {
+                    return Err(eexist());
+                }
+                if dst_ino == src_ino {
+                    // Two names of one file: POSIX says do nothing.
+                    return Ok(());
+                }
+                match (src_kind.is_dir(), dst_kind.is_dir()) {
+                    (true, false) => return Err(enotdir()),
+                    (false, true) => return Err(eisdir()),
+                    (true, true) => {
+                        if !tx.txn.dir_is_empty(dst_ino)? {
+                            return Err(enotempty());
+                        }
+                        let victim = tx.inode(dst_ino)?;
+                        tx.remove_entry(new_parent, new_name)?;
+                        tx.remove(&victim)?;
+                        let mut d = tx.inode(new_parent)?;
+                        d.nlink -= 1;
+                        tx.put(&d)?;
+                    }
+                    (false, false) => {
+                        tx.remove_entry(new_parent, new_name)?;
+                        let victim = tx.inode(dst_ino)?;
+                        self.drop_link(tx, victim, now)?;
+                    }
+                }
+            }
+
+            tx.txn.move_dentry(parent, name, new_parent, new_name)?;
+            tx.set_dentry(parent, name, None);
+            tx.set_dentry(new_parent, new_name, Some((src_ino, src_kind)));
+            let mut src = tx.inode(src_ino)?;
+            src.ctime = now;
+            if src_kind.is_dir() && parent != new_parent {
+                src.parent = new_parent;
+                let (mut a, mut b) = (tx.inode(parent)?, tx.inode(new_parent)?);
+                a.nlink -= 1;
+                b.nlink += 1;
+                tx.put(&a)?;
+                tx.put(&b)?;
+            } else if src.parent == parent {
+                src.parent = new_parent;
+            }
+            tx.put(&src)?;
+            touch_dirs(tx, parent, new_parent, now)
+        })
+    }
+
+    pub fn setattr(&self, caller: &Caller, ino: u64, set: &SetAttr) -> Result<Attr> {
+        let inode = self.with_tx(|tx| {
+            let mut i = tx.inode(ino)?;
+            let now = Timestamp::now();
+            let mut changed = false;
+            if let Some(size) = set.size {
+                match i.kind {
+                    Kind::File => {}
+                    Kind::Dir => return Err(eisdir()),
+                    _ => return Err(einval("cannot truncate this kind of file")),
+                }
+                self.truncate_object(ino, size)?;
+                i.size = size;
+                if set.mtime.is_none() {
+                    i.mtime = now;
+                }
+                changed = true;
+            }
+            if set.uid.is_some_and(|u| u != i.uid) || set.gid.is_some_and(|g| g != i.gid) {
+                if !caller.is_root() {
+                    if set.uid.is_some_and(|u| u != i.uid) {
+                        return Err(eperm("only root may change the owner"));
+                    }
+                    if caller.uid != i.uid || !set.gid.is_some_and(|g| caller.in_group(g)) {
+                        return Err(eperm("only the owner may change the group, to one of theirs"));
+                    }
+                }
+                // chown of a non-directory drops setuid, and setgid when it
+                // means mandatory locking is off (group-exec set), as Linux.
+                if set.mode.is_none() && !i.kind.is_dir() {
+                    i.perm &= !libc::S_ISUID;
+                    if i.perm & libc::S_IXGRP != 0 {
+                        i.perm &= !libc::S_ISGID;
+                    }
+                }
+            }
+            if let Some(uid) = set.uid {
+                i.uid = uid;
+                changed = true;
+            }
+            if let Some(gid) = set.gid {
+                i.gid = gid;
+                changed = true;
+            }
+            if let Some(mode) = set.mode {
+                let mut perm = mode & 0o7777;
+                if !caller.is_root() && caller.uid != i.uid {
+                    return Err(eperm("only the owner may change the mode"));
+                }
+                if !caller.is_root() && perm & libc::S_ISGID != 0 && !caller.in_group(i.gid) {
+                    perm &= !libc::S_ISGID;
+                }
+                i.perm = perm;
+                changed = true;
+            }
+            if let Some(t) = set.atime {
+                i.atime = resolve(t, now);
+                changed = true;
+            }
+            if let Some(t) = set.mtime {
+                i.mtime = resolve(t, now);
+                changed = true;
+            }
+            if changed {
+                i.ctime = set.ctime.unwrap_or(now);
+            } else if let Some(c) = set.ctime {
+                i.ctime = c;
+            }
+            tx.put(&i)?;
+            Ok(i)
+        })?;
+        if inode.kind == Kind::File && (set.mtime.is_some() || set.size.is_some()) {
+            // The object's own mtime now matches; later writes move it again.
+            self.rebase_open(ino);
+        }
+        self.attr_of(inode)
+    }
+
+    /// Directory entries after cookie `offset` (0 starts; 1 and 2 are "."
+    /// and ".."). Each entry's `offset` is the cookie to continue from.
+    pub fn readdir(&self, ino: u64, offset: u64, limit: usize) -> Result<Vec<DirEntry>> {
+        let dir = self.inode(ino)?;
+        if !dir.kind.is_dir() {
+            return Err(enotdir());
+        }
+        let mut out = Vec::new();
+        if offset < 1 {
+            out.push(DirEntry {
+                offset: 1,
+                ino,
+                kind: Kind::Dir,
+                name: b".".to_vec(),
+            });
+        }
+        if offset < 2 {
+            out.push(DirEntry {
+                offset: 2,
+                ino: dir.parent,
+                kind: Kind::Dir,
+                name: b"..".to_vec(),
+            });
+        }
+        let after = offset.saturating_sub(2);
+        for mut e in self.meta.read_dir(ino, after, limit)? {
+            e.offset += 2;
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    pub fn statfs(&self) -> Result<StatFs> {
+        let v = self.objects.statvfs()?;
+        let frsize = v.fragment_size().max(1) as u64;
+        let bsize = 4096u64;
+        let scale = |n: u64| n.saturating_mul(frsize) / bsize;
+        let files = self.meta.inode_count()?;
+        Ok(StatFs {
+            blocks: scale(v.blocks()),
+            bfree: scale(v.blocks_free()),
+            bavail: scale(v.blocks_available()),
+            files: files + v.files_free(),
+            ffree: v.files_free(),
+            bsize: bsize as u32,
+            namelen: NAME_MAX as u32,
+            frsize: bsize as u32,
+        })
+    }
+
+    /// Resolve a slash-separated path from the root, without following
+    /// symlinks (for the HTTP door and tools).
+    pub fn resolve_path(&self, path: &[u8]) -> Result<u64> {
+        let mut ino = ROOT_INO;
+        for comp in path.split(|b| *b == b'/').filter(|c| !c.is_empty()) {
+            if comp == b"." {
+                continue;
+            }
+            if comp == b".." {
+                return Err(einval("'..' is not allowed in paths"));
+            }
+            ino = self.lookup(ino, comp)?.inode.ino;
+        }
+        Ok(ino)
+    }
+}
+
+fn resolve(t: SetTime, now: Timestamp) -> Timestamp {
+    match t {
+        SetTime::Now => now,
+        SetTime::At(t) => t,
+    }
+}
+
+/// Removing an invalid name finds nothing (ENOENT), except overlong ones.
+fn not_found_if_invalid(e: Error) -> Error {
+    if e.errno() == libc::ENAMETOOLONG {
+        e
+    } else {
+        enoent()
+    }
+}
+
+/// Whether directory `ino` is `ancestor` or lies below it.
+fn is_within(tx: &mut super::Tx<'_>, mut ino: u64, ancestor: u64) -> Result<bool> {
+    loop {
+        if ino == ancestor {
+            return Ok(true);
+        }
+        if ino == ROOT_INO {
+            return Ok(false);
+        }
+        ino = tx.inode(ino)?.parent;
+    }
+}
+
+fn touch_dirs(tx: &mut super::Tx<'_>, a: u64, b: u64, now: Timestamp) -> Result<()> {
+    for ino in if a == b { vec![a] } else { vec![a, b] } {
+        let mut d = tx.inode(ino)?;
+        d.mtime = now;
+        d.ctime = now;
+        tx.put(&d)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,231 @@
+//! Opening a store: check BACKING, take its lock, connect the metadata
+//! database, verify both belong together, create the root on first use and
+//! reclaim files that were unlinked while open when the daemon last stopped.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use tokio::runtime::Handle;
+
+use super::cache::Cache;
+use super::error::{Error, Result};
+use super::types::{Inode, Kind, Timestamp, ROOT_INO};
+use super::Fs;
+use crate::blob::ObjectStore;
+use crate::meta::sqlite::SqliteStore;
+use crate::meta::MetaStore;
+
+/// How to open a store. Plain data with defaults; the CLI fills it.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    pub backing: PathBuf,
+    /// Metadata database URL; default `sqlite://BACKING/.artfs/meta.db`.
+    pub db_url: Option<String>,
+    pub table_prefix: String,
+    /// Entries per in-memory cache.
+    pub cache_entries: usize,
+}
+
+impl StoreOptions {
+    pub fn new(backing: impl Into<PathBuf>) -> StoreOptions {
+        StoreOptions {
+            backing: backing.into(),
+            db_url: None,
+            table_prefix: "artfs".to_string(),
+            cache_entries: 100_000,
+        }
+    }
+
+    pub fn db_url(&self) -> String {
+        self.db_url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}", self.backing.join(".artfs/meta.db").display())
+        })
+    }
+}
+
+fn setup_err(msg: String) -> Error {
+    Error::Meta(msg)
+}
+
+/// Open the store for serving. Fails with a clear message, touching
+/// nothing, when BACKING is unusable, locked by another daemon, or paired
+/// with a database of another store.
+pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Fs, StoreLock)> {
+    let backing = opts.backing.canonicalize().map_err(|e| {
+        setup_err(format!(
+            "BACKING {} is not usable: {e}",
+            opts.backing.display()
+        ))
+    })?;
+    if !backing.is_dir() {
+        return Err(setup_err(format!(
+            "BACKING {} is not a directory",
+            backing.display()
+        )));
+    }
+    if nix::unistd::access(&backing, nix::unistd::AccessFlags::W_OK).is_err() {
+        return Err(setup_err(format!(
+            "BACKING {} is not writable",
+            backing.display()
+        )));
+    }
+    let state_dir = backing.join(".artfs");
+    std::fs::create_dir_all(&state_dir).map_err(|e| {
+        setup_err(format!("cannot create {}: {e}", state_dir.display()))
+    })?;
+    let lock = StoreLock::acquire(&state_dir)?;
+
+    let url = opts.db_url();
+    let meta: Box<dyn MetaStore> = if url.starts_with("sqlite:") || !url.contains("://") {
+        Box::new(SqliteStore::open(&url, &opts.table_prefix, rt)?)
+    } else {
+        return Err(setup_err(format!(
+            "unsupported database URL {url}: this build serves sqlite:// only"
+        )));
+    };
+
+    let id_path = state_dir.join("store-id");
+    let file_id = match std::fs::read_to_string(&id_path) {
+        Ok(s) => Some(s.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    let store_id = match (meta.store_identity()?, file_id) {
+        (Some((db_id, _)), Some(f_id)) if db_id == f_id => db_id,
+        (Some((db_id, db_backing)), f_id) => {
+            return Err(setup_err(format!(
+                "database {url} belongs to store {db_id} (BACKING {db_backing}), but {} holds {}; \
+                 refusing to mix them",
+                backing.display(),
+                f_id.map(|s| format!("store {s}"))
+                    .unwrap_or_else(|| "no store".into())
+            )))
+        }
+        (None, Some(f_id)) => {
+            return Err(setup_err(format!(
+                "BACKING {} holds store {f_id} but database {url} has no metadata for it; \
+                 rebuild the tables from the sidecars or point --db at the right database",
+                backing.display()
+            )))
+        }
+        (None, None) => {
+            let id = uuid::Uuid::now_v7().to_string();
+            let now = Timestamp::now();
+            let root = Inode {
+                ino: ROOT_INO,
+                file_id: uuid::Uuid::now_v7().to_string(),
+                kind: Kind::Dir,
+                perm: 0o755,
+                uid: nix::unistd::getuid().as_raw(),
+                gid: nix::unistd::getgid().as_raw(),
+                nlink: 2,
+                size: 0,
+                atime: now,
+                mtime: now,
+                ctime: now,
+                crtime: now,
+                rdev: 0,
+                parent: ROOT_INO,
+                target: None,
+                created_by: crate::core::namespace::user_name(nix::unistd::getuid().as_raw()),
+                original_name: b"/".to_vec(),
+            };
+            meta.init_store(&id, &backing.to_string_lossy(), &root)?;
+            write_atomic(&id_path, id.as_bytes())?;
+            tracing::info!(store_id = %id, backing = %backing.display(), "initialised new store");
+            id
+        }
+    };
+
+    let objects = ObjectStore::open(&backing)?;
+    let fs = Fs {
+        meta,
+        objects,
+        cache: Cache::new(opts.cache_entries),
+        mutate: Default::default(),
+        open: Default::default(),
+        handles: Default::default(),
+        next_fh: 1.into(),
+        backing,
+        store_id,
+    };
+    fs.reclaim_orphans()?;
+    Ok((fs, lock))
+}
+
+/// Write a small file atomically: temp file, fsync, rename, fsync dir.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// An exclusive lock on a store: one daemon (or repairing fsck) at a time.
+/// Released when dropped or when the process dies.
+pub struct StoreLock {
+    _file: File,
+}
+
+impl StoreLock {
+    pub fn acquire(state_dir: &Path) -> Result<StoreLock> {
+        let path = state_dir.join("lock");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        // SAFETY: flock on a valid, owned descriptor.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            return Err(setup_err(format!(
+                "store {} is in use by another artfs process{}",
+                state_dir.parent().unwrap_or(state_dir).display(),
+                match holder.trim() {
+                    "" => String::new(),
+                    pid => format!(" (pid {pid})"),
+                }
+            )));
+        }
+        file.set_len(0)?;
+        write!(file, "{}", std::process::id())?;
+        Ok(StoreLock { _file: file })
+    }
+
+    /// Whether some process holds the lock on the store under `backing`.
+    pub fn is_held(backing: &Path) -> bool {
+        let state_dir = backing.join(".artfs");
+        if !state_dir.join("lock").exists() {
+            return false;
+        }
+        StoreLock::acquire(&state_dir).is_err()
+    }
+}
+
+impl Fs {
+    /// Delete inodes left with no links (unlinked while open at the last
+    /// stop or crash) and their objects.
+    fn reclaim_orphans(&self) -> Result<()> {
+        let orphans = self.meta.orphans()?;
+        if orphans.is_empty() {
+            return Ok(());
+        }
+        for ino in &orphans {
+            self.with_tx(|tx| {
+                let inode = tx.inode(*ino)?;
+                tx.remove(&inode)
+            })?;
+        }
+        tracing::info!(count = orphans.len(), "reclaimed files unlinked while open");
+        Ok(())
+    }
+}

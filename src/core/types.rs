@@ -1,0 +1,224 @@
+//! Plain data types shared by the core, the metadata stores and the doors.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Inode number of the root directory.
+pub const ROOT_INO: u64 = 1;
+/// Longest name a directory entry may have, in bytes.
+pub const NAME_MAX: usize = 255;
+/// Largest extended attribute value (as Linux `XATTR_SIZE_MAX`).
+pub const XATTR_SIZE_MAX: usize = 64 * 1024;
+/// Longest extended attribute name (as Linux `XATTR_NAME_MAX`).
+pub const XATTR_NAME_MAX: usize = 255;
+/// Longest symlink target (as Linux `PATH_MAX` less the NUL).
+pub const SYMLINK_MAX: usize = 4095;
+
+/// What an inode is. Stored as a small integer; never renumber.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    File = 1,
+    Dir = 2,
+    Symlink = 3,
+    Fifo = 4,
+    Socket = 5,
+    CharDev = 6,
+    BlockDev = 7,
+}
+
+impl Kind {
+    pub fn from_i64(v: i64) -> Option<Kind> {
+        Some(match v {
+            1 => Kind::File,
+            2 => Kind::Dir,
+            3 => Kind::Symlink,
+            4 => Kind::Fifo,
+            5 => Kind::Socket,
+            6 => Kind::CharDev,
+            7 => Kind::BlockDev,
+            _ => return None,
+        })
+    }
+
+    /// The kind encoded in the `S_IFMT` bits of a mode.
+    pub fn from_mode(mode: u32) -> Option<Kind> {
+        Some(match mode & libc::S_IFMT {
+            libc::S_IFREG => Kind::File,
+            libc::S_IFDIR => Kind::Dir,
+            libc::S_IFLNK => Kind::Symlink,
+            libc::S_IFIFO => Kind::Fifo,
+            libc::S_IFSOCK => Kind::Socket,
+            libc::S_IFCHR => Kind::CharDev,
+            libc::S_IFBLK => Kind::BlockDev,
+            _ => return None,
+        })
+    }
+
+    pub fn is_dir(self) -> bool {
+        self == Kind::Dir
+    }
+}
+
+/// Nanoseconds since the Unix epoch, UTC. The one time type of the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub fn now() -> Timestamp {
+        Timestamp::from_system(SystemTime::now())
+    }
+
+    pub fn from_system(t: SystemTime) -> Timestamp {
+        match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Timestamp(d.as_nanos().min(i64::MAX as u128) as i64),
+            Err(e) => Timestamp(-(e.duration().as_nanos().min(i64::MAX as u128) as i64)),
+        }
+    }
+
+    pub fn to_system(self) -> SystemTime {
+        if self.0 >= 0 {
+            UNIX_EPOCH + Duration::from_nanos(self.0 as u64)
+        } else {
+            UNIX_EPOCH - Duration::from_nanos(self.0.unsigned_abs())
+        }
+    }
+}
+
+/// One inode as the metadata store keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inode {
+    pub ino: u64,
+    /// Stable identity (UUID v7), survives rename, shared by hard links.
+    pub file_id: String,
+    pub kind: Kind,
+    /// Permission bits including setuid, setgid and sticky (`mode & 0o7777`).
+    pub perm: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub nlink: u32,
+    pub size: u64,
+    pub atime: Timestamp,
+    pub mtime: Timestamp,
+    pub ctime: Timestamp,
+    pub crtime: Timestamp,
+    pub rdev: u32,
+    /// For directories the containing directory; for other kinds the
+    /// directory of the first link (kept for sidecars and rebuild).
+    pub parent: u64,
+    /// Symlink target bytes.
+    pub target: Option<Vec<u8>>,
+    pub created_by: String,
+    /// The name the inode was created under.
+    pub original_name: Vec<u8>,
+}
+
+impl Inode {
+    /// Full `st_mode` (type and permission bits).
+    pub fn mode(&self) -> u32 {
+        let fmt = match self.kind {
+            Kind::File => libc::S_IFREG,
+            Kind::Dir => libc::S_IFDIR,
+            Kind::Symlink => libc::S_IFLNK,
+            Kind::Fifo => libc::S_IFIFO,
+            Kind::Socket => libc::S_IFSOCK,
+            Kind::CharDev => libc::S_IFCHR,
+            Kind::BlockDev => libc::S_IFBLK,
+        };
+        fmt | (self.perm & 0o7777)
+    }
+}
+
+/// A directory entry as readdir returns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    /// Stable cookie: the next readdir continues after it.
+    pub offset: u64,
+    pub ino: u64,
+    pub kind: Kind,
+    pub name: Vec<u8>,
+}
+
+/// Who is asking. uid/gid come from the kernel request (or the JWT mapping).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: u32,
+}
+
+impl Caller {
+    pub fn root() -> Caller {
+        Caller {
+            uid: 0,
+            gid: 0,
+            pid: 0,
+        }
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.uid == 0
+    }
+
+    /// Whether the caller belongs to `gid`, counting supplementary groups
+    /// (read from /proc for FUSE callers; only asked on rare paths).
+    pub fn in_group(&self, gid: u32) -> bool {
+        if self.gid == gid {
+            return true;
+        }
+        if self.pid == 0 {
+            return false;
+        }
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", self.pid)) else {
+            return false;
+        };
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Groups:"))
+            .map(|groups| {
+                groups
+                    .split_whitespace()
+                    .any(|g| g.parse::<u32>() == Ok(gid))
+            })
+            .unwrap_or(false)
+    }
+}
+
+/// A time to set: a given instant or "now" (UTIME_NOW).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetTime {
+    Now,
+    At(Timestamp),
+}
+
+/// The fields of a setattr request; `None` means leave unchanged (UTIME_OMIT).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<SetTime>,
+    pub mtime: Option<SetTime>,
+    pub ctime: Option<Timestamp>,
+}
+
+/// Filesystem-wide figures for statfs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+    pub frsize: u32,
+}
+
+/// How rename treats an existing target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RenameMode {
+    #[default]
+    Replace,
+    NoReplace,
+    Exchange,
+}

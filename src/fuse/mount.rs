@@ -1,0 +1,139 @@
+//! Mounting and serving: mount point checks (including stale mounts left
+//! by a killed daemon), the multi-threaded fuser session, and clean
+//! unmount on SIGINT/SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use fuser::{Config, MountOption, SessionACL};
+
+use super::FuseFs;
+use crate::core::Fs;
+
+/// Options of the FUSE session. Plain data with defaults.
+#[derive(Clone, Debug)]
+pub struct MountOptions {
+    pub threads: usize,
+    pub allow_other: bool,
+    /// Detach a stale or busy mount at the mount point before mounting.
+    pub force: bool,
+    pub ttl: Duration,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
+            allow_other: false,
+            force: false,
+            ttl: super::DEFAULT_TTL,
+        }
+    }
+}
+
+/// The mount point must be an empty directory; a dead FUSE mount there is
+/// reported (or, with `force`, lazily detached).
+pub fn check_mountpoint(path: &Path, force: bool) -> anyhow::Result<PathBuf> {
+    match std::fs::metadata(path) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            if !force {
+                bail!(
+                    "mount point {} is a stale FUSE mount (transport endpoint is not connected), \
+                     probably left by a killed daemon; run `fusermount3 -uz {}` or mount again \
+                     with --force",
+                    path.display(),
+                    path.display()
+                );
+            }
+            detach(path)?;
+        }
+        Err(e) => bail!("mount point {} is not usable: {e}", path.display()),
+        Ok(m) if !m.is_dir() => bail!("mount point {} is not a directory", path.display()),
+        Ok(_) => {
+            if is_mountpoint(path) {
+                if !force {
+                    bail!(
+                        "{} is already a mount point; unmount it first or use --force",
+                        path.display()
+                    );
+                }
+                detach(path)?;
+            }
+        }
+    }
+    let canon = path.canonicalize()?;
+    if std::fs::read_dir(&canon)?.next().is_some() {
+        bail!("mount point {} is not empty", canon.display());
+    }
+    Ok(canon)
+}
+
+fn detach(path: &Path) -> anyhow::Result<()> {
+    tracing::warn!(path = %path.display(), "detaching stale mount");
+    nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH)
+        .with_context(|| format!("cannot detach the stale mount at {}", path.display()))
+}
+
+/// Whether `path` is listed as a mount point in /proc/self/mountinfo.
+fn is_mountpoint(path: &Path) -> bool {
+    let Ok(canon) = path.canonicalize() else {
+        return false;
+    };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = canon.to_string_lossy().replace(' ', "\\040");
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|mp| mp == want)
+}
+
+/// Mount `fs` at `mountpoint` and serve until unmounted (by umount,
+/// fusermount3 -u, or SIGINT/SIGTERM).
+pub fn serve(fs: Arc<Fs>, mountpoint: &Path, opts: &MountOptions) -> anyhow::Result<()> {
+    let mountpoint = check_mountpoint(mountpoint, opts.force)?;
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(format!("artfs:{}", fs.backing().display())),
+        MountOption::Subtype("artfs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::Dev,
+        MountOption::Suid,
+    ];
+    if opts.allow_other {
+        config.acl = SessionACL::All;
+    }
+    config.n_threads = Some(opts.threads.max(1));
+    config.clone_fd = true;
+
+    let adapter = FuseFs::new(fs.clone()).with_ttl(opts.ttl);
+    let session = fuser::Session::new(adapter, &mountpoint, &config)
+        .with_context(|| format!("cannot mount at {}", mountpoint.display()))?;
+    tracing::info!(mountpoint = %mountpoint.display(), backing = %fs.backing().display(), "mounted");
+
+    spawn_signal_handler(mountpoint.clone())?;
+    let result = session.run();
+    tracing::info!(mountpoint = %mountpoint.display(), "unmounted");
+    result.context("FUSE session failed")
+}
+
+/// On SIGINT/SIGTERM unmount; if busy, detach lazily so the session ends
+/// once the last user lets go.
+fn spawn_signal_handler(mountpoint: PathBuf) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new()
+        .name("artfs-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                tracing::info!(signal = sig, "unmounting on signal");
+                if let Err(e) = nix::mount::umount2(&mountpoint, nix::mount::MntFlags::empty()) {
+                    tracing::warn!(error = %e, "mount busy; detaching lazily");
+                    let _ = nix::mount::umount2(&mountpoint, nix::mount::MntFlags::MNT_DETACH);
+                }
+            }
+        })?;
+    Ok(())
+}

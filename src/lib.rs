@@ -1,0 +1,11 @@
+//! artfs: a crash-safe POSIX filesystem whose content lives as objects
+//! under a BACKING directory and whose namespace and metadata live in SQL
+//! tables. See docs/ARCHITECTURE.md for the map of modules.
+//!
+//! Dependencies point one way: `fuse` (and later `api`) → `core` →
+//! `meta` / `blob`.
+
+pub mod blob;
+pub mod core;
+pub mod fuse;
+pub mod meta;

@@ -1,0 +1,110 @@
+//! The `artfs` command line.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use artfs::core::{open_store, StoreOptions};
+use artfs::fuse::{serve, MountOptions};
+
+#[derive(Parser)]
+#[command(name = "artfs", version, about = "A crash-safe POSIX filesystem with SQL metadata")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Mount BACKING at MOUNTPOINT and serve it in the foreground until
+    /// unmounted or signalled (SIGINT/SIGTERM unmount cleanly).
+    Mount(MountArgs),
+}
+
+#[derive(clap::Args)]
+struct MountArgs {
+    /// Directory holding the objects (and, by default, the metadata database).
+    #[arg(env = "ARTFS_BACKING")]
+    backing: PathBuf,
+    /// Empty directory to mount on.
+    #[arg(env = "ARTFS_MOUNTPOINT")]
+    mountpoint: PathBuf,
+    /// Metadata database URL [default: sqlite://BACKING/.artfs/meta.db].
+    #[arg(long, env = "ARTFS_DB")]
+    db: Option<String>,
+    /// Prefix of the metadata tables (several stores may share one database).
+    #[arg(long, env = "ARTFS_TABLE_PREFIX", default_value = "artfs")]
+    table_prefix: String,
+    /// Let other users access the mount (needed for multi-user use as root).
+    #[arg(long, env = "ARTFS_ALLOW_OTHER")]
+    allow_other: bool,
+    /// FUSE worker threads [default: number of CPUs, at least 2].
+    #[arg(long, env = "ARTFS_THREADS")]
+    threads: Option<usize>,
+    /// Detach a stale mount left at MOUNTPOINT by a killed daemon.
+    #[arg(long)]
+    force: bool,
+    /// Seconds the kernel may cache entries and attributes.
+    #[arg(long, env = "ARTFS_ATTR_TTL", default_value_t = 3600)]
+    attr_ttl: u64,
+    /// Entries per in-memory metadata cache.
+    #[arg(long, env = "ARTFS_CACHE_ENTRIES", default_value_t = 100_000)]
+    cache_entries: usize,
+    /// Run in the foreground (the default; accepted for compatibility).
+    #[arg(long, short = 'f')]
+    foreground: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ARTFS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Mount(args) => mount(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("artfs: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn mount(args: MountArgs) -> anyhow::Result<()> {
+    let mut mopts = MountOptions {
+        allow_other: args.allow_other,
+        force: args.force,
+        ttl: Duration::from_secs(args.attr_ttl),
+        ..MountOptions::default()
+    };
+    if let Some(t) = args.threads {
+        mopts.threads = t;
+    }
+    // Check the mount point before touching BACKING, so a bad one changes nothing.
+    artfs::fuse::check_mountpoint(&args.mountpoint, args.force)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("artfs-rt")
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let mut sopts = StoreOptions::new(&args.backing);
+    sopts.db_url = args.db;
+    sopts.table_prefix = args.table_prefix;
+    sopts.cache_entries = args.cache_entries;
+    let (fs, _lock) = open_store(&sopts, rt.handle().clone())
+        .with_context(|| format!("cannot open store {}", args.backing.display()))?;
+    let fs = Arc::new(fs);
+    let served = serve(fs.clone(), &args.mountpoint, &mopts);
+    fs.close();
+    served
+}
