@@ -11,7 +11,11 @@ use artfs::core::{open_store, StoreOptions};
 use artfs::fuse::{serve, MountOptions};
 
 #[derive(Parser)]
-#[command(name = "artfs", version, about = "A crash-safe POSIX filesystem with SQL metadata")]
+#[command(
+    name = "artfs",
+    version,
+    about = "A crash-safe POSIX filesystem with SQL metadata"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -61,8 +65,9 @@ struct MountArgs {
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ARTFS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("ARTFS_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,fuser::session=error")
+            }),
         )
         .with_writer(std::io::stderr)
         .init();

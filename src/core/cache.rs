@@ -16,11 +16,14 @@ use parking_lot::Mutex;
 use super::types::{Inode, Kind};
 
 pub type Xattrs = Arc<Vec<(Vec<u8>, Vec<u8>)>>;
+/// A directory entry key and what it resolves to (`None`: known absent).
+pub type DentryKey = (u64, Vec<u8>);
+pub type DentryVal = Option<(u64, Kind)>;
 
 struct Inner {
     gen: u64,
     inodes: LruCache<u64, Inode>,
-    dentries: LruCache<(u64, Vec<u8>), Option<(u64, Kind)>>,
+    dentries: LruCache<DentryKey, DentryVal>,
     xattrs: LruCache<u64, Xattrs>,
 }
 
@@ -33,7 +36,7 @@ pub struct Cache {
 pub struct Changes {
     pub inodes: Vec<Inode>,
     pub removed_inodes: Vec<u64>,
-    pub dentries: Vec<((u64, Vec<u8>), Option<(u64, Kind)>)>,
+    pub dentries: Vec<(DentryKey, DentryVal)>,
     pub xattrs_changed: Vec<u64>,
 }
 

@@ -129,11 +129,7 @@ impl Fs {
     }
 
     pub fn release(&self, fh: u64) -> Result<()> {
-        let h = self
-            .handles
-            .lock()
-            .remove(&fh)
-            .ok_or_else(ebadf)?;
+        let h = self.handles.lock().remove(&fh).ok_or_else(ebadf)?;
         let last = {
             let mut open = self.open.lock();
             match open.get_mut(&h.ino) {
@@ -279,4 +275,3 @@ impl Fs {
         Ok(())
     }
 }
-

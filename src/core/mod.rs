@@ -139,7 +139,7 @@ pub(crate) struct Tx<'a> {
     txn: Box<dyn MetaTxn + 'a>,
     changes: Changes,
     local: HashMap<u64, Inode>,
-    local_dentries: HashMap<(u64, Vec<u8>), Option<(u64, Kind)>>,
+    local_dentries: HashMap<cache::DentryKey, cache::DentryVal>,
     released_objects: Vec<u64>,
 }
 

@@ -216,7 +216,13 @@ impl Fs {
         })
     }
 
-    pub fn link(&self, _caller: &Caller, ino: u64, new_parent: u64, new_name: &[u8]) -> Result<Attr> {
+    pub fn link(
+        &self,
+        _caller: &Caller,
+        ino: u64,
+        new_parent: u64,
+        new_name: &[u8],
+    ) -> Result<Attr> {
         check_name(new_name)?;
         let inode = self.with_tx(|tx| {
             let mut inode = tx.inode(ino)?;
@@ -388,7 +394,9 @@ impl Fs {
                         return Err(eperm("only root may change the owner"));
                     }
                     if caller.uid != i.uid || !set.gid.is_some_and(|g| caller.in_group(g)) {
-                        return Err(eperm("only the owner may change the group, to one of theirs"));
+                        return Err(eperm(
+                            "only the owner may change the group, to one of theirs",
+                        ));
                     }
                 }
                 // chown of a non-directory drops setuid, and setgid when it
@@ -476,7 +484,7 @@ impl Fs {
 
     pub fn statfs(&self) -> Result<StatFs> {
         let v = self.objects.statvfs()?;
-        let frsize = v.fragment_size().max(1) as u64;
+        let frsize = v.fragment_size().max(1);
         let bsize = 4096u64;
         let scale = |n: u64| n.saturating_mul(frsize) / bsize;
         let files = self.meta.inode_count()?;

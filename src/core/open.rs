@@ -72,9 +72,8 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Fs, StoreLock)> {
         )));
     }
     let state_dir = backing.join(".artfs");
-    std::fs::create_dir_all(&state_dir).map_err(|e| {
-        setup_err(format!("cannot create {}: {e}", state_dir.display()))
-    })?;
+    std::fs::create_dir_all(&state_dir)
+        .map_err(|e| setup_err(format!("cannot create {}: {e}", state_dir.display())))?;
     let lock = StoreLock::acquire(&state_dir)?;
 
     let url = opts.db_url();

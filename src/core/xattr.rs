@@ -16,7 +16,10 @@ fn enodata() -> Error {
 
 fn check_xattr_name(name: &[u8]) -> Result<()> {
     if name.is_empty() || name.len() > XATTR_NAME_MAX {
-        return Err(Error::posix(libc::ERANGE, "attribute name length out of range"));
+        return Err(Error::posix(
+            libc::ERANGE,
+            "attribute name length out of range",
+        ));
     }
     let known = [&b"user."[..], b"trusted.", b"security."];
     if known
@@ -75,7 +78,10 @@ impl Fs {
     pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
         check_xattr_name(name)?;
         if value.len() > XATTR_SIZE_MAX {
-            return Err(Error::posix(libc::E2BIG, "attribute value larger than 64 KiB"));
+            return Err(Error::posix(
+                libc::E2BIG,
+                "attribute value larger than 64 KiB",
+            ));
         }
         if flags & !(XATTR_CREATE | XATTR_REPLACE) != 0 {
             return Err(Error::posix(libc::EINVAL, "unknown setxattr flags"));

@@ -35,7 +35,9 @@ pub fn valid_prefix(prefix: &str) -> bool {
     !prefix.is_empty()
         && prefix.len() <= 40
         && prefix.starts_with(|c: char| c.is_ascii_alphabetic())
-        && prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 #[cfg(test)]

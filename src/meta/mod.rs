@@ -53,7 +53,13 @@ pub trait MetaTxn: Send {
     fn insert_dentry(&mut self, parent: u64, name: &[u8], ino: u64, kind: Kind) -> Result<()>;
     fn delete_dentry(&mut self, parent: u64, name: &[u8]) -> Result<()>;
     /// Move an entry, keeping its cookie.
-    fn move_dentry(&mut self, parent: u64, name: &[u8], new_parent: u64, new_name: &[u8]) -> Result<()>;
+    fn move_dentry(
+        &mut self,
+        parent: u64,
+        name: &[u8],
+        new_parent: u64,
+        new_name: &[u8],
+    ) -> Result<()>;
     /// Point an existing entry at another inode (rename exchange).
     fn retarget_dentry(&mut self, parent: u64, name: &[u8], ino: u64, kind: Kind) -> Result<()>;
     fn set_xattr(&mut self, ino: u64, name: &[u8], value: &[u8]) -> Result<()>;

@@ -215,8 +215,10 @@ impl MetaStore for SqliteStore {
     fn store_identity(&self) -> Result<Option<(String, String)>> {
         let p = &self.q.prefix;
         let row: Option<(String, String)> = self.rt.block_on(
-            sqlx::query_as(&format!("SELECT store_id, backing FROM {p}_store WHERE id = 1"))
-                .fetch_optional(&self.pool),
+            sqlx::query_as(&format!(
+                "SELECT store_id, backing FROM {p}_store WHERE id = 1"
+            ))
+            .fetch_optional(&self.pool),
         )?;
         Ok(row)
     }
@@ -254,7 +256,8 @@ impl MetaStore for SqliteStore {
                 .bind(name)
                 .fetch_optional(&self.pool),
         )?;
-        row.map(|(ino, k)| Ok((ino as u64, kind_of(k)?))).transpose()
+        row.map(|(ino, k)| Ok((ino as u64, kind_of(k)?)))
+            .transpose()
     }
 
     fn read_dir(&self, parent: u64, after: u64, limit: usize) -> Result<Vec<DirEntry>> {
@@ -352,7 +355,8 @@ impl MetaTxn for SqliteTxn {
                 .bind(name)
                 .fetch_optional(&mut *self.tx),
         )?;
-        row.map(|(ino, k)| Ok((ino as u64, kind_of(k)?))).transpose()
+        row.map(|(ino, k)| Ok((ino as u64, kind_of(k)?)))
+            .transpose()
     }
 
     fn dir_is_empty(&mut self, ino: u64) -> Result<bool> {
