@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install what a fresh Debian 12 machine lacks to build and test artfs.
+# Idempotent: installs only what is missing. Needs root.
+set -euo pipefail
+
+pkgs=(fuse3 fio attr acl libacl1-dev redis-server)
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "installing: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# The POSIX conformance suite (Rust port of pjdfstest) from crates.io.
+if ! command -v pjdfstest >/dev/null 2>&1; then
+    cargo install pjdfstest --locked --version 0.2.2
+fi
+
+# pjdfstest switches to these users and groups.
+getent group nobody >/dev/null || groupadd nobody
+getent group tests >/dev/null || groupadd tests
+id tests >/dev/null 2>&1 || useradd -M -g tests -s /usr/sbin/nologin tests
