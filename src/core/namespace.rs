@@ -22,13 +22,21 @@ pub fn check_name(name: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// The user name of a uid, or the number when it has none.
+/// The user name of a uid, or the number when it has none. Looked up once
+/// per uid: the passwd lookup costs more than the rest of a create.
 pub fn user_name(uid: u32) -> String {
-    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+    static NAMES: std::sync::LazyLock<parking_lot::Mutex<std::collections::HashMap<u32, String>>> =
+        std::sync::LazyLock::new(Default::default);
+    if let Some(n) = NAMES.lock().get(&uid) {
+        return n.clone();
+    }
+    let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
         .ok()
         .flatten()
         .map(|u| u.name)
-        .unwrap_or_else(|| uid.to_string())
+        .unwrap_or_else(|| uid.to_string());
+    NAMES.lock().insert(uid, name.clone());
+    name
 }
 
 /// What to create.
