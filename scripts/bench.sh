@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# Workload benchmark: the same workloads on a plain directory ("raw") and on
+# an artfs mount whose BACKING lives on the same filesystem, in one run.
+# Prints a table of metric / raw / artfs / ratio / target. See benches/README.md.
+#
+# Needs root (drop_caches, mounting), fio, fusermount3 and python3.
+#
+# Environment knobs (defaults in brackets):
+#   BENCH_DIR      parent of the temp dir [/var/tmp]; must not be tmpfs
+#   BENCH_RUNTIME  seconds per time-bounded fio run [5]
+#   BENCH_SEQ_SIZE size of the sequential file [512M]
+#   BENCH_RAND_SIZE size of the random-I/O file [256M]
+#   BENCH_FILES    files for the metadata rows [10000]
+#   BENCH_NO_BUILD set to 1 to skip `cargo build --release`
+#   ARTFS_BIN      artfs binary [target/release/artfs]
+#   BENCH_KEEP     set to 1 to keep the temp dir (and the daemon log)
+#   BENCH_OUT      where to copy the results [target/bench/]
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PY="$ROOT/benches/meta_bench.py"
+RUNTIME=${BENCH_RUNTIME:-5}
+SEQ_SIZE=${BENCH_SEQ_SIZE:-512M}
+RAND_SIZE=${BENCH_RAND_SIZE:-256M}
+NFILES=${BENCH_FILES:-10000}
+STAT_PASSES=3
+READDIR_PASSES=5
+SEQ_WRITE_REPS=5
+OUT_DIR=${BENCH_OUT:-$ROOT/target/bench}
+
+die() { echo "bench: $*" >&2; exit 1; }
+[[ $(id -u) == 0 ]] || die "run as root (drop_caches and mounting need it)"
+for t in fio fusermount3 python3 mountpoint; do
+    command -v "$t" >/dev/null || die "$t not found (scripts/install-deps.sh installs fio and fuse3)"
+done
+
+if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
+    (cd "$ROOT" && cargo build --release --bin artfs --quiet)
+fi
+BIN=${ARTFS_BIN:-$ROOT/target/release/artfs}
+[[ -x $BIN ]] || die "no artfs binary at $BIN"
+
+T=$(mktemp -d "${BENCH_DIR:-/var/tmp}/artfs-bench.XXXXXX")
+[[ $(stat -f -c %T "$T") != tmpfs ]] || die "$T is on tmpfs; set BENCH_DIR to a disk-backed dir"
+mkdir -p "$T/backing" "$T/mnt" "$T/raw"
+RESULTS="$T/results.txt"
+LOG="$T/artfs.log"
+PID=
+
+cleanup() {
+    set +e
+    if mountpoint -q "$T/mnt"; then
+        fusermount3 -u "$T/mnt" || fusermount3 -uz "$T/mnt"
+    fi
+    if [[ -n $PID ]]; then
+        for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+        kill "$PID" 2>/dev/null
+        wait "$PID" 2>/dev/null
+    fi
+    if [[ ${BENCH_KEEP:-0} == 1 ]]; then
+        echo "kept $T"
+    else
+        rm -rf "$T"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ARTFS_LOG=${ARTFS_LOG:-info,fuser::session=error} "$BIN" mount "$T/backing" "$T/mnt" >"$LOG" 2>&1 &
+PID=$!
+for _ in $(seq 100); do
+    mountpoint -q "$T/mnt" && break
+    kill -0 "$PID" 2>/dev/null || { cat "$LOG" >&2; die "artfs exited before mounting"; }
+    sleep 0.1
+done
+mountpoint -q "$T/mnt" || die "artfs did not mount within 10 s"
+
+declare -A DIRS=([raw]="$T/raw" [artfs]="$T/mnt")
+SIDES=(raw artfs)
+
+# Write back dirty data and drop page cache, dentries and inodes, so that
+# each measured run starts from the same state on both sides. (The artfs
+# daemon's own metadata cache is part of artfs and is not dropped.)
+drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+
+record() { # side metric json
+    local v
+    v=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["value"])' "$3")
+    echo "$1 $2 $v $3" >>"$RESULTS"
+    printf '  %-6s %-11s %12.1f  %s\n' "$1" "$2" "$v" "$3"
+}
+
+FIO_COMMON=(--ioengine=psync --direct=0 --invalidate=0 --fallocate=none --numjobs=1
+    --iodepth=1 --group_reporting --output-format=json)
+
+fio_run() { # side metric fio-args...
+    local side=$1 metric=$2
+    shift 2
+    fio "${FIO_COMMON[@]}" "$@" >"$T/fio.json" 2>"$T/fio.err" || { cat "$T/fio.err" >&2; die "fio failed"; }
+    record "$side" "$metric" "$(python3 "$PY" fio "$T/fio.json" "$metric")"
+}
+
+warm() { cat "$1" >/dev/null; }
+
+echo "# artfs workload bench $(date -u +%FT%TZ)" >"$RESULTS"
+{
+    echo "# host: $(uname -r), $(nproc) CPUs, fs $(stat -f -c %T "$T") under $T"
+    echo "# artfs: $(grep -o 'FUSE passthrough enabled\|kernel lacks FUSE passthrough' "$LOG" | head -1)"
+    echo "# fio $(fio --version), runtime ${RUNTIME}s, seq ${SEQ_SIZE}, rand ${RAND_SIZE}, ${NFILES} files"
+} | tee -a "$RESULTS"
+
+echo "== seq write (${SEQ_SIZE} new file, bs 1M, buffered, no fsync; median of ${SEQ_WRITE_REPS})"
+for s in "${SIDES[@]}"; do
+    d=${DIRS[$s]}
+    runs=()
+    for _ in $(seq "$SEQ_WRITE_REPS"); do
+        rm -f "$d/seq.dat"
+        drop
+        fio "${FIO_COMMON[@]}" --name=seqwrite --filename="$d/seq.dat" --rw=write --bs=1M \
+            --size="$SEQ_SIZE" --runtime="$RUNTIME" >"$T/fio.json" 2>"$T/fio.err" ||
+            { cat "$T/fio.err" >&2; die "fio failed"; }
+        runs+=("$(python3 "$PY" fio "$T/fio.json" seq_write)")
+    done
+    record "$s" seq_write "$(python3 -c 'import json,sys,statistics as st
+r=[json.loads(a)["value"] for a in sys.argv[1:]]
+print(json.dumps({"value": st.median(r), "runs_mib_s": [round(v) for v in r]}))' "${runs[@]}")"
+done
+
+echo "== seq read (${SEQ_SIZE}, bs 1M, page cache warmed, ${RUNTIME}s)"
+for s in "${SIDES[@]}"; do
+    d=${DIRS[$s]}
+    drop
+    warm "$d/seq.dat"
+    fio_run "$s" seq_read --name=seqread --filename="$d/seq.dat" --rw=read --bs=1M \
+        --size="$SEQ_SIZE" --time_based --runtime="$RUNTIME"
+    rm -f "$d/seq.dat"
+done
+
+echo "== rand read 4k (${RAND_SIZE}, page cache warmed, ${RUNTIME}s)"
+for s in "${SIDES[@]}"; do
+    d=${DIRS[$s]}
+    dd if=/dev/zero of="$d/rand.dat" bs=1M count=$(($(numfmt --from=iec "$RAND_SIZE") >> 20)) status=none
+    drop
+    warm "$d/rand.dat"
+    fio_run "$s" rand_read --name=randread --filename="$d/rand.dat" --rw=randread --bs=4k \
+        --size="$RAND_SIZE" --time_based --runtime="$RUNTIME" --randrepeat=1
+done
+
+echo "== rand write 4k (${RAND_SIZE} existing file, page cache warmed, buffered, no fsync, ${RUNTIME}s)"
+for s in "${SIDES[@]}"; do
+    d=${DIRS[$s]}
+    drop
+    warm "$d/rand.dat"
+    fio_run "$s" rand_write --name=randwrite --filename="$d/rand.dat" --rw=randwrite --bs=4k \
+        --size="$RAND_SIZE" --time_based --runtime="$RUNTIME" --randrepeat=1
+    rm -f "$d/rand.dat"
+done
+
+echo "== metadata (${NFILES} files in one directory)"
+for s in "${SIDES[@]}"; do
+    d=${DIRS[$s]}/meta
+    mkdir "$d"
+    drop
+    record "$s" create "$(python3 "$PY" create "$d" "$NFILES")"
+    drop
+    record "$s" stat "$(python3 "$PY" stat "$d" "$NFILES" "$STAT_PASSES")"
+    drop
+    record "$s" readdir "$(python3 "$PY" readdir "$d" "$NFILES" "$READDIR_PASSES")"
+    drop
+    record "$s" unlink "$(python3 "$PY" unlink "$d" "$NFILES")"
+    rmdir "$d"
+done
+
+echo
+python3 "$PY" report "$RESULTS" | tee "$T/table.txt"
+mkdir -p "$OUT_DIR"
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+{ cat "$RESULTS"; echo; cat "$T/table.txt"; } >"$OUT_DIR/workload-$stamp.txt"
+echo "results: $OUT_DIR/workload-$stamp.txt"

@@ -1,0 +1,434 @@
+//! Extended attributes through real syscalls: user.* get/set/list/remove,
+//! XATTR_CREATE / XATTR_REPLACE, the size-probe protocol and ERANGE, the
+//! 64 KiB limit, getfattr's view, and persistence across a remount.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::process::Command;
+
+use common::Mount;
+
+fn cstr(s: &[u8]) -> CString {
+    CString::new(s).unwrap()
+}
+
+fn cpath(p: &Path) -> CString {
+    cstr(p.as_os_str().as_bytes())
+}
+
+fn last_errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap()
+}
+
+fn setx(p: &Path, name: &str, value: &[u8], flags: libc::c_int) -> Result<(), i32> {
+    let (c, n) = (cpath(p), cstr(name.as_bytes()));
+    // SAFETY: valid C strings and buffer.
+    let r = unsafe {
+        libc::setxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            flags,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(last_errno())
+    }
+}
+
+/// getxattr with an explicit buffer size; Ok(bytes) or errno.
+fn getx_sized(p: &Path, name: &str, size: usize) -> Result<Vec<u8>, i32> {
+    let (c, n) = (cpath(p), cstr(name.as_bytes()));
+    let mut buf = vec![0u8; size];
+    // SAFETY: valid C strings; buffer of `size` bytes (null when 0).
+    let r = unsafe {
+        libc::getxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            if size == 0 {
+                std::ptr::null_mut()
+            } else {
+                buf.as_mut_ptr().cast()
+            },
+            size,
+        )
+    };
+    if r < 0 {
+        return Err(last_errno());
+    }
+    if size == 0 {
+        // The probe: return a vector of the reported length.
+        return Ok(vec![0; r as usize]);
+    }
+    buf.truncate(r as usize);
+    Ok(buf)
+}
+
+fn getx(p: &Path, name: &str) -> Result<Vec<u8>, i32> {
+    let len = getx_sized(p, name, 0)?.len();
+    getx_sized(p, name, len.max(1)).map(|mut v| {
+        v.truncate(len);
+        v
+    })
+}
+
+fn listx_sized(p: &Path, size: usize) -> Result<Vec<u8>, i32> {
+    let c = cpath(p);
+    let mut buf = vec![0u8; size];
+    // SAFETY: valid C string; buffer of `size` bytes (null when 0).
+    let r = unsafe {
+        libc::listxattr(
+            c.as_ptr(),
+            if size == 0 {
+                std::ptr::null_mut()
+            } else {
+                buf.as_mut_ptr().cast()
+            },
+            size,
+        )
+    };
+    if r < 0 {
+        return Err(last_errno());
+    }
+    if size == 0 {
+        return Ok(vec![0; r as usize]);
+    }
+    buf.truncate(r as usize);
+    Ok(buf)
+}
+
+/// The user.* names, sorted.
+fn user_names(p: &Path) -> Vec<String> {
+    let len = listx_sized(p, 0).unwrap().len();
+    let raw = if len == 0 {
+        vec![]
+    } else {
+        listx_sized(p, len).unwrap()
+    };
+    assert!(
+        raw.is_empty() || raw.ends_with(&[0]),
+        "list not NUL-terminated"
+    );
+    let mut v: Vec<String> = raw
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8(s.to_vec()).unwrap())
+        .filter(|s| s.starts_with("user."))
+        .collect();
+    v.sort();
+    v
+}
+
+fn removex(p: &Path, name: &str) -> Result<(), i32> {
+    let (c, n) = (cpath(p), cstr(name.as_bytes()));
+    // SAFETY: valid C strings.
+    if unsafe { libc::removexattr(c.as_ptr(), n.as_ptr()) } == 0 {
+        Ok(())
+    } else {
+        Err(last_errno())
+    }
+}
+
+fn ext4_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("artfs-ext4-ref-")
+        .tempdir_in("/tmp")
+        .unwrap()
+}
+
+#[test]
+fn set_get_list_remove_user_xattrs() {
+    let m = Mount::new();
+    let f = m.path("f");
+    fs::write(&f, b"data").unwrap();
+    assert_eq!(user_names(&f), Vec::<String>::new());
+    setx(&f, "user.alpha", b"1", 0).unwrap();
+    setx(&f, "user.beta", b"two words", 0).unwrap();
+    setx(&f, "user.empty", b"", 0).unwrap();
+    let binary: Vec<u8> = (0..=255).collect();
+    setx(&f, "user.bin", &binary, 0).unwrap();
+    assert_eq!(getx(&f, "user.alpha").unwrap(), b"1");
+    assert_eq!(getx(&f, "user.beta").unwrap(), b"two words");
+    assert_eq!(getx(&f, "user.empty").unwrap(), b"");
+    assert_eq!(getx(&f, "user.bin").unwrap(), binary);
+    assert_eq!(
+        user_names(&f),
+        ["user.alpha", "user.beta", "user.bin", "user.empty"]
+    );
+    // Overwrite without flags, then remove.
+    setx(&f, "user.alpha", b"changed", 0).unwrap();
+    assert_eq!(getx(&f, "user.alpha").unwrap(), b"changed");
+    removex(&f, "user.beta").unwrap();
+    assert_eq!(getx(&f, "user.beta"), Err(libc::ENODATA));
+    assert_eq!(removex(&f, "user.beta"), Err(libc::ENODATA));
+    assert_eq!(user_names(&f), ["user.alpha", "user.bin", "user.empty"]);
+    // Content is untouched; directories and symlinks' targets carry their own.
+    assert_eq!(fs::read(&f).unwrap(), b"data");
+    fs::create_dir(m.path("d")).unwrap();
+    setx(&m.path("d"), "user.dir", b"on a dir", 0).unwrap();
+    assert_eq!(getx(&m.path("d"), "user.dir").unwrap(), b"on a dir");
+    assert_eq!(getx(&f, "user.dir"), Err(libc::ENODATA));
+    // Hard links share them.
+    fs::hard_link(&f, m.path("link")).unwrap();
+    assert_eq!(getx(&m.path("link"), "user.alpha").unwrap(), b"changed");
+    setx(&m.path("link"), "user.via-link", b"x", 0).unwrap();
+    assert_eq!(getx(&f, "user.via-link").unwrap(), b"x");
+}
+
+#[test]
+fn create_and_replace_flags() {
+    let m = Mount::new();
+    let f = m.path("f");
+    fs::write(&f, b"").unwrap();
+    assert_eq!(
+        setx(&f, "user.k", b"v", libc::XATTR_REPLACE),
+        Err(libc::ENODATA)
+    );
+    assert_eq!(getx(&f, "user.k"), Err(libc::ENODATA));
+    setx(&f, "user.k", b"v1", libc::XATTR_CREATE).unwrap();
+    assert_eq!(
+        setx(&f, "user.k", b"v2", libc::XATTR_CREATE),
+        Err(libc::EEXIST)
+    );
+    assert_eq!(getx(&f, "user.k").unwrap(), b"v1");
+    setx(&f, "user.k", b"v3", libc::XATTR_REPLACE).unwrap();
+    assert_eq!(getx(&f, "user.k").unwrap(), b"v3");
+    // Both flags at once: Linux treats it as CREATE|REPLACE, which ext4
+    // answers by the first check that fails.
+    let reference = ext4_dir();
+    let r = reference.path().join("f");
+    fs::write(&r, b"").unwrap();
+    setx(&r, "user.k", b"v", 0).unwrap();
+    let both = libc::XATTR_CREATE | libc::XATTR_REPLACE;
+    assert_eq!(
+        setx(&f, "user.k", b"x", both),
+        setx(&r, "user.k", b"x", both)
+    );
+    assert_eq!(
+        setx(&f, "user.new", b"x", both),
+        setx(&r, "user.new", b"x", both)
+    );
+    // After all that failing, the attribute is as last set.
+    assert_eq!(getx(&f, "user.k").unwrap(), b"v3");
+    assert_eq!(user_names(&f), ["user.k"]);
+}
+
+#[test]
+fn size_probe_and_erange() {
+    let m = Mount::new();
+    let f = m.path("f");
+    fs::write(&f, b"").unwrap();
+    setx(&f, "user.ten", b"0123456789", 0).unwrap();
+    setx(&f, "user.other", b"x", 0).unwrap();
+    // Size 0 probes.
+    assert_eq!(getx_sized(&f, "user.ten", 0).unwrap().len(), 10);
+    // Too small is ERANGE, exact and larger are fine.
+    assert_eq!(getx_sized(&f, "user.ten", 9), Err(libc::ERANGE));
+    assert_eq!(getx_sized(&f, "user.ten", 1), Err(libc::ERANGE));
+    assert_eq!(getx_sized(&f, "user.ten", 10).unwrap(), b"0123456789");
+    assert_eq!(getx_sized(&f, "user.ten", 100).unwrap(), b"0123456789");
+    // The same protocol for listxattr.
+    let want = b"user.other\0user.ten\0".len();
+    let probed = listx_sized(&f, 0).unwrap().len();
+    assert_eq!(probed, want);
+    assert_eq!(listx_sized(&f, probed - 1), Err(libc::ERANGE));
+    assert_eq!(listx_sized(&f, 1), Err(libc::ERANGE));
+    let list = listx_sized(&f, probed).unwrap();
+    assert_eq!(list.len(), probed);
+    let mut names: Vec<&[u8]> = list.split(|b| *b == 0).filter(|s| !s.is_empty()).collect();
+    names.sort();
+    assert_eq!(names, [&b"user.other"[..], b"user.ten"]);
+    // A missing attribute probes as ENODATA.
+    assert_eq!(getx_sized(&f, "user.none", 0), Err(libc::ENODATA));
+}
+
+#[test]
+fn value_size_limits() {
+    let mut m = Mount::new();
+    let f = m.path("f");
+    fs::write(&f, b"").unwrap();
+    // 64 KiB exactly is allowed (XATTR_SIZE_MAX); one byte more is E2BIG.
+    let max: Vec<u8> = (0..65536).map(|i| (i % 253) as u8).collect();
+    setx(&f, "user.max", &max, 0).unwrap();
+    assert_eq!(getx(&f, "user.max").unwrap(), max);
+    let over = vec![1u8; 65537];
+    assert_eq!(setx(&f, "user.over", &over, 0), Err(libc::E2BIG));
+    assert_eq!(getx(&f, "user.over"), Err(libc::ENODATA));
+    // Names: 255 bytes is fine, longer is ERANGE; an empty name is ERANGE.
+    let long_ok = format!("user.{}", "n".repeat(250));
+    setx(&f, &long_ok, b"v", 0).unwrap();
+    assert_eq!(getx(&f, &long_ok).unwrap(), b"v");
+    let too_long = format!("user.{}", "n".repeat(251));
+    assert_eq!(setx(&f, &too_long, b"v", 0), Err(libc::ERANGE));
+    assert_eq!(setx(&f, "", b"v", 0), Err(libc::ERANGE));
+    m.remount();
+    assert_eq!(getx(&f, "user.max").unwrap(), max);
+    assert_eq!(getx(&f, &long_ok).unwrap(), b"v");
+}
+
+/// Namespace handling errnos, run on `p`.
+fn namespace_errnos(p: &Path) -> Vec<i32> {
+    let e = |r: Result<(), i32>| r.err().unwrap_or(0);
+    let g = |r: Result<Vec<u8>, i32>| r.err().unwrap_or(0);
+    vec![
+        e(setx(p, "nonamespace", b"v", 0)),
+        e(setx(p, "bogus.name", b"v", 0)),
+        e(setx(p, "user.", b"v", 0)),
+        g(getx(p, "nonamespace")),
+        e(removex(p, "nonamespace")),
+        g(getx(p, "user.")),
+        g(getx(p, "user.missing")),
+        e(removex(p, "user.missing")),
+        e(setx(p, "trusted.t", b"root may", 0)),
+        g(getx(p, "trusted.t")),
+    ]
+}
+
+#[test]
+fn namespace_errnos_match_ext4() {
+    let m = Mount::new();
+    fs::write(m.path("f"), b"").unwrap();
+    let got = namespace_errnos(&m.path("f"));
+    let reference = ext4_dir();
+    fs::write(reference.path().join("f"), b"").unwrap();
+    let want = namespace_errnos(&reference.path().join("f"));
+    use libc::*;
+    assert_eq!(
+        want,
+        vec![
+            EOPNOTSUPP, EOPNOTSUPP, EINVAL, EOPNOTSUPP, EOPNOTSUPP, EINVAL, ENODATA, ENODATA, 0, 0
+        ],
+        "ext4 reference changed?"
+    );
+    assert_eq!(got, want);
+}
+
+#[test]
+fn xattrs_on_symlinks_and_special_files() {
+    let m = Mount::new();
+    fs::write(m.path("target"), b"").unwrap();
+    std::os::unix::fs::symlink("target", m.path("l")).unwrap();
+    // user.* is not allowed on a symlink itself (EPERM), as on ext4.
+    let (c, n, v) = (cpath(&m.path("l")), cstr(b"user.x"), b"v");
+    // SAFETY: valid C strings and buffer.
+    let r = unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), v.as_ptr().cast(), 1, 0) };
+    assert_eq!((r, last_errno()), (-1, libc::EPERM));
+    // Through the symlink it lands on the target.
+    setx(&m.path("l"), "user.x", b"v", 0).unwrap();
+    assert_eq!(getx(&m.path("target"), "user.x").unwrap(), b"v");
+    // On a FIFO, user.* is not allowed either (EPERM).
+    nix::unistd::mkfifo(
+        &m.path("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    assert_eq!(setx(&m.path("fifo"), "user.x", b"v", 0), Err(libc::EPERM));
+}
+
+#[test]
+fn getfattr_dump_shows_user_attributes() {
+    let m = Mount::new();
+    let f = m.path("f");
+    fs::write(&f, b"").unwrap();
+    setx(&f, "user.mime_type", b"text/plain", 0).unwrap();
+    setx(&f, "user.checksum", b"abc123", 0).unwrap();
+    setx(&f, "user.bin", &[0, 1, 2, 255], 0).unwrap();
+    let run = |p: &Path| {
+        let out = Command::new("getfattr")
+            .args(["-d", "--absolute-names", "-e", "text"])
+            .arg(p)
+            .output()
+            .expect("getfattr");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = run(&f);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], format!("# file: {}", f.display()));
+    assert!(lines.contains(&"user.mime_type=\"text/plain\""), "{text}");
+    assert!(lines.contains(&"user.checksum=\"abc123\""), "{text}");
+    // The same attributes on ext4 dump identically (modulo the path).
+    let reference = ext4_dir();
+    let r = reference.path().join("f");
+    fs::write(&r, b"").unwrap();
+    setx(&r, "user.mime_type", b"text/plain", 0).unwrap();
+    setx(&r, "user.checksum", b"abc123", 0).unwrap();
+    setx(&r, "user.bin", &[0, 1, 2, 255], 0).unwrap();
+    let body = |t: &str| -> BTreeMap<String, String> {
+        t.lines()
+            .skip(1)
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (k, v) = l.split_once('=').unwrap();
+                (k.to_string(), v.to_string())
+            })
+            .collect()
+    };
+    assert_eq!(body(&text), body(&run(&r)));
+    // setfattr/getfattr round trip of a single value.
+    let st = Command::new("setfattr")
+        .args(["-n", "user.set_by_tool", "-v", "0x00ff10"])
+        .arg(&f)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(getx(&f, "user.set_by_tool").unwrap(), [0x00, 0xff, 0x10]);
+    let out = Command::new("getfattr")
+        .args(["--only-values", "-n", "user.checksum"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, b"abc123");
+}
+
+#[test]
+fn xattrs_survive_remount_and_go_with_the_file() {
+    let mut m = Mount::new();
+    let f = m.path("f");
+    fs::write(&f, b"").unwrap();
+    fs::create_dir(m.path("d")).unwrap();
+    for i in 0..50 {
+        setx(
+            &f,
+            &format!("user.k{i:02}"),
+            format!("value {i}").as_bytes(),
+            0,
+        )
+        .unwrap();
+    }
+    setx(&m.path("d"), "user.on-dir", b"d", 0).unwrap();
+    removex(&f, "user.k07").unwrap();
+    m.remount();
+    let names = user_names(&f);
+    assert_eq!(names.len(), 49);
+    assert!(!names.contains(&"user.k07".to_string()));
+    for i in (0..50).filter(|i| *i != 7) {
+        assert_eq!(
+            getx(&f, &format!("user.k{i:02}")).unwrap(),
+            format!("value {i}").as_bytes()
+        );
+    }
+    assert_eq!(getx(&m.path("d"), "user.on-dir").unwrap(), b"d");
+    // Renamed files keep theirs; a new file under an old name has none.
+    fs::rename(&f, m.path("d/moved")).unwrap();
+    assert_eq!(getx(&m.path("d/moved"), "user.k00").unwrap(), b"value 0");
+    fs::write(&f, b"").unwrap();
+    assert_eq!(user_names(&f), Vec::<String>::new());
+    // Deleting the file deletes its attributes (a new inode starts clean).
+    fs::remove_file(m.path("d/moved")).unwrap();
+    m.remount();
+    assert_eq!(user_names(&f), Vec::<String>::new());
+    assert_eq!(user_names(&m.path("d")), ["user.on-dir"]);
+}
