@@ -1,7 +1,6 @@
 //! The `artfs` command line.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -108,7 +107,6 @@ fn mount(args: MountArgs) -> anyhow::Result<()> {
     sopts.cache_entries = args.cache_entries;
     let (fs, _lock) = open_store(&sopts, rt.handle().clone())
         .with_context(|| format!("cannot open store {}", args.backing.display()))?;
-    let fs = Arc::new(fs);
     let served = serve(fs.clone(), &args.mountpoint, &mopts);
     fs.close();
     served

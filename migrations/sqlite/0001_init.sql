@@ -4,12 +4,15 @@ CREATE TABLE {p}_store (
     id          INTEGER PRIMARY KEY CHECK (id = 1),
     store_id    TEXT    NOT NULL,
     backing     TEXT    NOT NULL,
-    created_at  INTEGER NOT NULL
+    created_at  INTEGER NOT NULL,
+    -- Inode numbers below this may have been handed out before a crash:
+    -- allocation resumes above it, so numbers (and object names) are never reused.
+    ino_reserved INTEGER NOT NULL DEFAULT 0
 );
 
--- AUTOINCREMENT: inode numbers (and object names derived from them) are never reused.
+-- Inode numbers are allocated by the daemon (see ino_reserved), never reused.
 CREATE TABLE {p}_inodes (
-    ino            INTEGER PRIMARY KEY AUTOINCREMENT,
+    ino            INTEGER PRIMARY KEY,
     file_id        TEXT    NOT NULL UNIQUE,
     kind           INTEGER NOT NULL,
     perm           INTEGER NOT NULL,
@@ -29,10 +32,9 @@ CREATE TABLE {p}_inodes (
 );
 CREATE INDEX {p}_inodes_orphans ON {p}_inodes (nlink) WHERE nlink = 0;
 
--- AUTOINCREMENT: the id is the readdir cookie, so it must never be reused
--- while a directory stream may still hold it.
+-- The id is the readdir cookie, allocated by the daemon in increasing order.
 CREATE TABLE {p}_dentries (
-    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    id      INTEGER PRIMARY KEY,
     parent  INTEGER NOT NULL,
     name    BLOB    NOT NULL,
     ino     INTEGER NOT NULL,
@@ -40,6 +42,8 @@ CREATE TABLE {p}_dentries (
     UNIQUE (parent, name)
 );
 CREATE INDEX {p}_dentries_ino ON {p}_dentries (ino);
+-- readdir pages walk a directory in cookie order without sorting it.
+CREATE INDEX {p}_dentries_list ON {p}_dentries (parent, id);
 
 CREATE TABLE {p}_xattrs (
     ino    INTEGER NOT NULL,

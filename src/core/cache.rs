@@ -1,43 +1,96 @@
-//! In-memory LRU caches of inodes, directory entries (positive and
-//! negative) and extended attributes in front of the metadata store.
+//! The in-memory metadata layer in front of the store.
 //!
-//! Coherence rule: every mutation holds the core's mutation lock, commits,
-//! then publishes its changes here under the cache lock and bumps the
-//! generation. A reader that missed fills the cache only if the generation
-//! did not move while it read the database, so a stale read can never
-//! overwrite a fresher value.
+//! Two tiers under one lock:
+//! - the *overlay* holds every change not yet committed to the database
+//!   (never evicted); it is authoritative for the keys it holds;
+//! - LRU caches hold committed state (inodes, directory entries including
+//!   negative ones, attribute lists).
+//!
+//! Mutations apply their staged changes to the overlay atomically; the
+//! writer thread snapshots the overlay, commits it as one batch, then moves
+//! what it committed into the LRU. A directory created (or fully known)
+//! during this run is *complete*: a name it lacks is absent without asking
+//! the database, until one of its entries is evicted.
+//!
+//! Coherence of fills: a reader that missed reads the database and fills
+//! the LRU only if the generation did not move meanwhile, so a stale read
+//! never overwrites fresher state.
 
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use lru::LruCache;
 use parking_lot::Mutex;
 
-use super::types::{Inode, Kind};
+use super::types::Inode;
+use crate::meta::{Batch, Dentry, XattrList};
 
-pub type Xattrs = Arc<Vec<(Vec<u8>, Vec<u8>)>>;
-/// A directory entry key and what it resolves to (`None`: known absent).
+pub type Xattrs = Arc<XattrList>;
+/// A directory entry key: parent inode and name.
 pub type DentryKey = (u64, Vec<u8>);
-pub type DentryVal = Option<(u64, Kind)>;
+
+/// What a tier knows about a key.
+pub enum Known<T> {
+    /// Known: `None` means known absent.
+    Hit(Option<T>),
+    Miss,
+}
+
+/// Changes one mutation staged, applied atomically.
+#[derive(Default)]
+pub struct Staged {
+    pub inodes: HashMap<u64, Option<Inode>>,
+    pub dentries: HashMap<DentryKey, Option<Dentry>>,
+    pub xattrs: HashMap<u64, Option<Xattrs>>,
+    /// Objects to delete once the removal of their inode is committed.
+    pub released_objects: Vec<u64>,
+    /// Directories created empty: complete from birth.
+    pub new_dirs: Vec<u64>,
+}
+
+impl Staged {
+    pub fn is_empty(&self) -> bool {
+        self.inodes.is_empty()
+            && self.dentries.is_empty()
+            && self.xattrs.is_empty()
+            && self.released_objects.is_empty()
+            && self.new_dirs.is_empty()
+    }
+}
 
 struct Inner {
     gen: u64,
+    seq: u64,
+    d_inodes: HashMap<u64, (u64, Option<Inode>)>,
+    d_dentries: HashMap<DentryKey, (u64, Option<Dentry>)>,
+    d_xattrs: HashMap<u64, (u64, Option<Xattrs>)>,
+    released: Vec<(u64, u64)>,
     inodes: LruCache<u64, Inode>,
-    dentries: LruCache<DentryKey, DentryVal>,
+    dentries: LruCache<DentryKey, Option<Dentry>>,
     xattrs: LruCache<u64, Xattrs>,
+    complete: HashSet<u64>,
+}
+
+impl Inner {
+    fn put_dentry(&mut self, k: DentryKey, v: Option<Dentry>) {
+        let replacing = self.dentries.contains(&k);
+        if let Some((evicted, Some(_))) = self.dentries.push(k, v) {
+            if !replacing {
+                // A live entry left the cache: its directory is no longer
+                // fully known.
+                self.complete.remove(&evicted.0);
+            }
+        }
+    }
+
+    fn dirty_len(&self) -> usize {
+        self.d_inodes.len() + self.d_dentries.len() + self.d_xattrs.len()
+    }
 }
 
 pub struct Cache {
     inner: Mutex<Inner>,
-}
-
-/// Changes a committed mutation publishes.
-#[derive(Default)]
-pub struct Changes {
-    pub inodes: Vec<Inode>,
-    pub removed_inodes: Vec<u64>,
-    pub dentries: Vec<(DentryKey, DentryVal)>,
-    pub xattrs_changed: Vec<u64>,
 }
 
 impl Cache {
@@ -46,9 +99,15 @@ impl Cache {
         Cache {
             inner: Mutex::new(Inner {
                 gen: 0,
+                seq: 0,
+                d_inodes: HashMap::new(),
+                d_dentries: HashMap::new(),
+                d_xattrs: HashMap::new(),
+                released: Vec::new(),
                 inodes: LruCache::new(cap),
                 dentries: LruCache::new(cap),
-                xattrs: LruCache::new(NonZeroUsize::new(capacity.max(16) / 4).unwrap()),
+                xattrs: LruCache::new(NonZeroUsize::new(capacity.max(64) / 4).unwrap()),
+                complete: HashSet::new(),
             }),
         }
     }
@@ -57,24 +116,45 @@ impl Cache {
         self.inner.lock().gen
     }
 
-    pub fn inode(&self, ino: u64) -> Option<Inode> {
-        self.inner.lock().inodes.get(&ino).cloned()
+    pub fn inode(&self, ino: u64) -> Known<Inode> {
+        let mut c = self.inner.lock();
+        if let Some((_, v)) = c.d_inodes.get(&ino) {
+            return Known::Hit(v.clone());
+        }
+        match c.inodes.get(&ino) {
+            Some(i) => Known::Hit(Some(i.clone())),
+            None => Known::Miss,
+        }
     }
 
-    pub fn dentry(&self, parent: u64, name: &[u8]) -> Option<Option<(u64, Kind)>> {
-        // The key is owned; a lookup allocates once, far below a query's cost.
-        self.inner
-            .lock()
-            .dentries
-            .get(&(parent, name.to_vec()))
-            .copied()
+    pub fn dentry(&self, parent: u64, name: &[u8]) -> Known<Dentry> {
+        let mut c = self.inner.lock();
+        // Keys are owned; one allocation per lookup is far below a query.
+        let key = (parent, name.to_vec());
+        if let Some((_, v)) = c.d_dentries.get(&key) {
+            return Known::Hit(*v);
+        }
+        if let Some(v) = c.dentries.get(&key) {
+            return Known::Hit(*v);
+        }
+        if c.complete.contains(&parent) {
+            return Known::Hit(None);
+        }
+        Known::Miss
     }
 
-    pub fn xattrs(&self, ino: u64) -> Option<Xattrs> {
-        self.inner.lock().xattrs.get(&ino).cloned()
+    pub fn xattrs(&self, ino: u64) -> Known<Xattrs> {
+        let mut c = self.inner.lock();
+        if let Some((_, v)) = c.d_xattrs.get(&ino) {
+            return Known::Hit(v.clone());
+        }
+        match c.xattrs.get(&ino) {
+            Some(x) => Known::Hit(Some(x.clone())),
+            None => Known::Miss,
+        }
     }
 
-    /// Fill after a miss, unless a mutation published since `gen`.
+    /// Fill after a miss, unless something changed since `gen`.
     pub fn fill_inode(&self, gen: u64, inode: &Inode) {
         let mut c = self.inner.lock();
         if c.gen == gen {
@@ -82,10 +162,10 @@ impl Cache {
         }
     }
 
-    pub fn fill_dentry(&self, gen: u64, parent: u64, name: &[u8], v: Option<(u64, Kind)>) {
+    pub fn fill_dentry(&self, gen: u64, parent: u64, name: &[u8], v: Option<Dentry>) {
         let mut c = self.inner.lock();
         if c.gen == gen {
-            c.dentries.put((parent, name.to_vec()), v);
+            c.put_dentry((parent, name.to_vec()), v);
         }
     }
 
@@ -96,30 +176,133 @@ impl Cache {
         }
     }
 
-    /// Publish a committed mutation.
-    pub fn publish(&self, ch: Changes) {
-        let mut c = self.inner.lock();
-        c.gen += 1;
-        for i in ch.inodes {
-            c.inodes.put(i.ino, i);
-        }
-        for ino in ch.removed_inodes {
-            c.inodes.pop(&ino);
-            c.xattrs.pop(&ino);
-        }
-        for (k, v) in ch.dentries {
-            c.dentries.put(k, v);
-        }
-        for ino in ch.xattrs_changed {
-            c.xattrs.pop(&ino);
-        }
+    /// Whether uncommitted entries exist under `parent`.
+    pub fn has_dirty_entries(&self, parent: u64) -> bool {
+        self.inner.lock().d_dentries.keys().any(|k| k.0 == parent)
     }
 
-    /// Forget an inode's cached state (e.g. after an out-of-band change).
-    pub fn invalidate_inode(&self, ino: u64) {
+    /// Uncommitted entries under `parent`: (present names, removed names).
+    pub fn dirty_entries(&self, parent: u64) -> (usize, Vec<Vec<u8>>) {
+        let c = self.inner.lock();
+        let mut present = 0;
+        let mut removed = Vec::new();
+        for ((p, name), (_, v)) in &c.d_dentries {
+            if *p == parent {
+                match v {
+                    Some(_) => present += 1,
+                    None => removed.push(name.clone()),
+                }
+            }
+        }
+        (present, removed)
+    }
+
+    pub fn dirty_len(&self) -> usize {
+        self.inner.lock().dirty_len()
+    }
+
+    /// Apply one mutation's changes; returns its sequence number.
+    pub fn apply(&self, s: Staged) -> u64 {
+        let mut c = self.inner.lock();
+        c.seq += 1;
+        c.gen += 1;
+        let seq = c.seq;
+        for (k, v) in s.inodes {
+            if v.is_none() {
+                c.complete.remove(&k);
+            }
+            c.d_inodes.insert(k, (seq, v));
+        }
+        for (k, v) in s.dentries {
+            c.d_dentries.insert(k, (seq, v));
+        }
+        for (k, v) in s.xattrs {
+            c.d_xattrs.insert(k, (seq, v));
+        }
+        for ino in s.new_dirs {
+            c.complete.insert(ino);
+        }
+        for ino in s.released_objects {
+            c.released.push((seq, ino));
+        }
+        seq
+    }
+
+    /// Everything uncommitted, as one batch, with the sequence it reaches.
+    pub fn snapshot(&self) -> (u64, Batch) {
+        let c = self.inner.lock();
+        let batch = Batch {
+            inodes: c.d_inodes.iter().map(|(k, (_, v))| (*k, v.clone())).collect(),
+            dentries: c
+                .d_dentries
+                .iter()
+                .map(|(k, (_, v))| (k.clone(), *v))
+                .collect(),
+            xattrs: c
+                .d_xattrs
+                .iter()
+                .map(|(k, (_, v))| (*k, v.as_ref().map(|x| x.as_ref().clone())))
+                .collect(),
+            ino_reserved: None,
+        };
+        (c.seq, batch)
+    }
+
+    /// The batch reaching `seq` is committed: move what did not change
+    /// since into the LRU; return objects now safe to delete.
+    pub fn committed(&self, seq: u64) -> Vec<u64> {
         let mut c = self.inner.lock();
         c.gen += 1;
-        c.inodes.pop(&ino);
-        c.xattrs.pop(&ino);
+        let inodes: Vec<u64> = c
+            .d_inodes
+            .iter()
+            .filter(|(_, (s, _))| *s <= seq)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in inodes {
+            let (_, v) = c.d_inodes.remove(&k).unwrap();
+            match v {
+                Some(i) => {
+                    c.inodes.put(k, i);
+                }
+                None => {
+                    c.inodes.pop(&k);
+                }
+            }
+        }
+        let dentries: Vec<DentryKey> = c
+            .d_dentries
+            .iter()
+            .filter(|(_, (s, _))| *s <= seq)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in dentries {
+            let (_, v) = c.d_dentries.remove(&k).unwrap();
+            c.put_dentry(k, v);
+        }
+        let xattrs: Vec<u64> = c
+            .d_xattrs
+            .iter()
+            .filter(|(_, (s, _))| *s <= seq)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in xattrs {
+            let (_, v) = c.d_xattrs.remove(&k).unwrap();
+            match v {
+                Some(x) => {
+                    c.xattrs.put(k, x);
+                }
+                None => {
+                    c.xattrs.pop(&k);
+                }
+            }
+        }
+        let (done, later): (Vec<_>, Vec<_>) = c.released.drain(..).partition(|(s, _)| *s <= seq);
+        c.released = later;
+        done.into_iter().map(|(_, ino)| ino).collect()
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.inner.lock().seq
     }
 }

@@ -31,7 +31,7 @@ fn ctime_of(m: &std::fs::Metadata) -> Timestamp {
 }
 
 impl Fs {
-    pub fn open(&self, _caller: &Caller, ino: u64, flags: i32) -> Result<Arc<Handle>> {
+    pub fn open(&self, caller: &Caller, ino: u64, flags: i32) -> Result<Arc<Handle>> {
         let inode = self.inode(ino)?;
         match inode.kind {
             Kind::File => {}
@@ -39,6 +39,13 @@ impl Fs {
             _ => return Err(Error::posix(libc::ENXIO, "not a regular file")),
         }
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let readable = flags & libc::O_ACCMODE != libc::O_WRONLY;
+        self.on_open(caller, &inode, readable, writable)?;
+        self.open_handle(ino, writable)
+    }
+
+    /// Register a handle on a regular file's object.
+    fn open_handle(&self, ino: u64, writable: bool) -> Result<Arc<Handle>> {
         let file = {
             let mut open = self.open.lock();
             if let Some(o) = open.get_mut(&ino) {
@@ -69,6 +76,47 @@ impl Fs {
         Ok(handle)
     }
 
+    /// Metadata effects of opening: atime as ext4's relatime (reads may
+    /// bypass the daemon through passthrough, so opening for read counts as
+    /// the read), and setuid/setgid dropped when a non-root caller opens for
+    /// writing (the kernel leaves that to us; ext4 drops them at the first
+    /// write).
+    fn on_open(
+        &self,
+        caller: &Caller,
+        inode: &super::types::Inode,
+        readable: bool,
+        writable: bool,
+    ) -> Result<()> {
+        const DAY_NS: i64 = 24 * 3600 * 1_000_000_000;
+        let now = Timestamp::now();
+        let stale_atime = readable
+            && (inode.atime <= inode.mtime
+                || inode.atime <= inode.ctime
+                || now.0 - inode.atime.0 > DAY_NS);
+        let kill = writable
+            && !caller.is_root()
+            && (inode.perm & libc::S_ISUID != 0
+                || inode.perm & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP);
+        if !stale_atime && !kill {
+            return Ok(());
+        }
+        self.with_tx(|tx| {
+            let mut i = tx.inode(inode.ino)?;
+            if stale_atime {
+                i.atime = now;
+            }
+            if kill {
+                i.perm &= !libc::S_ISUID;
+                if i.perm & libc::S_IXGRP != 0 {
+                    i.perm &= !libc::S_ISGID;
+                }
+                i.ctime = now;
+            }
+            tx.put(&i)
+        })
+    }
+
     pub fn create(
         &self,
         caller: &Caller,
@@ -79,7 +127,9 @@ impl Fs {
         flags: i32,
     ) -> Result<(Attr, Arc<Handle>)> {
         let attr = self.create_node(caller, parent, name, NewNode::File, mode, umask)?;
-        let handle = self.open(caller, attr.inode.ino, flags)?;
+        // A new file has nothing to read and no privileges to drop.
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let handle = self.open_handle(attr.inode.ino, writable)?;
         Ok((attr, handle))
     }
 
@@ -120,16 +170,22 @@ impl Fs {
             h.file.sync_all()?;
         }
         self.persist_open(h.ino)?;
-        self.meta.sync()
+        self.sync_meta()
     }
 
-    /// Make all committed metadata durable (fsyncdir, syncfs).
+    /// Commit all metadata changes so far and make them durable (fsync,
+    /// fsyncdir).
     pub fn sync_meta(&self) -> Result<()> {
+        self.flush()?;
         self.meta.sync()
     }
 
     pub fn release(&self, fh: u64) -> Result<()> {
         let h = self.handles.lock().remove(&fh).ok_or_else(ebadf)?;
+        // Every release records the object's size and times (staged in
+        // memory, so cheap): no write through any handle goes unrecorded,
+        // whichever handle happens to close last.
+        let result = self.persist_open(h.ino);
         let last = {
             let mut open = self.open.lock();
             match open.get_mut(&h.ino) {
@@ -137,31 +193,18 @@ impl Fs {
                     o.count -= 1;
                     false
                 }
-                Some(_) => true,
+                Some(_) => {
+                    open.remove(&h.ino);
+                    true
+                }
                 None => false,
             }
         };
-        if !last {
-            return Ok(());
-        }
-        // Bring metadata up to date before forgetting the open state, then
-        // reclaim the inode if its last name went while it was open.
-        let result = self.persist_open(h.ino);
-        let _guard = self.mutate.lock();
-        let mut open = self.open.lock();
-        if open.get(&h.ino).is_some_and(|o| o.count == 1) {
-            open.remove(&h.ino);
-        } else if let Some(o) = open.get_mut(&h.ino) {
-            // Reopened meanwhile: only drop our count.
-            o.count -= 1;
-            return result;
-        }
-        drop(open);
-        drop(_guard);
-        if self.inode(h.ino).is_ok_and(|i| i.nlink == 0) {
+        // Reclaim the inode if its last name went while it was open.
+        if last && self.inode(h.ino).is_ok_and(|i| i.nlink == 0) {
             self.with_tx(|tx| {
                 let inode = tx.inode(h.ino)?;
-                if inode.nlink == 0 {
+                if inode.nlink == 0 && !self.is_open(h.ino) {
                     tx.remove(&inode)?;
                 }
                 Ok(())
@@ -231,26 +274,28 @@ impl Fs {
     }
 
     /// Write an open file's size and times back to the metadata store.
+    /// The object is examined under the mutation lock, so concurrent
+    /// persists record sizes in order.
     fn persist_open(&self, ino: u64) -> Result<()> {
-        let Some(attr) = ({
-            let inode = self.inode(ino)?;
-            self.open_attr(&inode)?
-        }) else {
-            return Ok(());
-        };
-        let fresh = attr.inode;
         self.with_tx(|tx| {
             let mut i = tx.inode(ino)?;
+            let Some(fresh) = self.open_attr(&i)? else {
+                return Ok(());
+            };
+            let fresh = fresh.inode;
             if i.size == fresh.size && i.mtime == fresh.mtime && i.ctime == fresh.ctime {
                 return Ok(());
             }
             i.size = fresh.size;
             i.mtime = fresh.mtime;
             i.ctime = fresh.ctime;
-            tx.put(&i)
-        })?;
-        self.rebase_open(ino);
-        Ok(())
+            tx.put(&i)?;
+            // The recorded mtime is now the object's: it is the new base.
+            if let Some(o) = self.open.lock().get_mut(&ino) {
+                o.base_mtime = fresh.mtime;
+            }
+            Ok(())
+        })
     }
 
     /// After metadata caught up with the object, treat its mtime as the base.

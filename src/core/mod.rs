@@ -2,10 +2,11 @@
 //! govern them. It knows nothing of FUSE or HTTP; both doors call these
 //! operations, so every rule is written once.
 //!
-//! Concurrency: reads are served from the caches or straight from the
-//! metadata store without locks. Mutations of metadata take one mutation
-//! lock for the span of their transaction (the store serialises writers
-//! anyway); data I/O on open files never takes it.
+//! Concurrency: reads are served from the in-memory layer (`cache`) or the
+//! metadata store without holding the mutation lock. Metadata mutations
+//! take the mutation lock only while they stage and apply their changes in
+//! memory (microseconds); the writer thread commits them in batches. Data
+//! I/O on open files never takes it.
 
 pub mod cache;
 mod data;
@@ -13,21 +14,23 @@ pub mod error;
 pub mod namespace;
 mod open;
 pub mod types;
+mod writer;
 mod xattr;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use crate::blob::ObjectStore;
-use crate::meta::{MetaStore, MetaTxn};
-use cache::{Cache, Changes};
+use crate::meta::{Dentry, MetaStore};
+use cache::{Cache, DentryKey, Known, Staged, Xattrs};
 use error::{enoent, Result};
 pub use open::{open_store, StoreOptions};
 use types::{Inode, Kind};
+use writer::Writer;
 
 pub use data::Handle;
 
@@ -45,7 +48,10 @@ pub struct Fs {
     meta: Box<dyn MetaStore>,
     objects: ObjectStore,
     cache: Cache,
+    writer: Writer,
     mutate: Mutex<()>,
+    next_ino: AtomicU64,
+    next_dentry_id: AtomicU64,
     open: Mutex<HashMap<u64, OpenInode>>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
@@ -70,148 +76,234 @@ impl Fs {
         &self.store_id
     }
 
-    /// Fetch an inode through the cache.
+    /// Fetch an inode through the in-memory layer.
     fn inode(&self, ino: u64) -> Result<Inode> {
-        if let Some(i) = self.cache.inode(ino) {
-            return Ok(i);
+        match self.cache.inode(ino) {
+            Known::Hit(Some(i)) => Ok(i),
+            Known::Hit(None) => Err(enoent()),
+            Known::Miss => {
+                let gen = self.cache.generation();
+                let inode = self.meta.get_inode(ino)?.ok_or_else(enoent)?;
+                self.cache.fill_inode(gen, &inode);
+                Ok(inode)
+            }
         }
-        let gen = self.cache.generation();
-        let inode = self.meta.get_inode(ino)?.ok_or_else(enoent)?;
-        self.cache.fill_inode(gen, &inode);
-        Ok(inode)
     }
 
-    /// Resolve a name in a directory through the cache.
-    fn child(&self, parent: u64, name: &[u8]) -> Result<Option<(u64, Kind)>> {
-        if let Some(v) = self.cache.dentry(parent, name) {
-            return Ok(v);
+    /// Resolve a name in a directory through the in-memory layer.
+    fn child(&self, parent: u64, name: &[u8]) -> Result<Option<Dentry>> {
+        match self.cache.dentry(parent, name) {
+            Known::Hit(v) => Ok(v),
+            Known::Miss => {
+                let gen = self.cache.generation();
+                let v = self.meta.lookup(parent, name)?;
+                self.cache.fill_dentry(gen, parent, name, v);
+                Ok(v)
+            }
         }
-        let gen = self.cache.generation();
-        let v = self.meta.lookup(parent, name)?;
-        self.cache.fill_dentry(gen, parent, name, v);
-        Ok(v)
     }
 
-    /// Run a metadata mutation as one transaction, then publish its changes
-    /// to the caches and remove the objects it released.
+    fn xattr_list(&self, ino: u64) -> Result<Xattrs> {
+        match self.cache.xattrs(ino) {
+            Known::Hit(Some(x)) => Ok(x),
+            Known::Hit(None) => Ok(Arc::default()),
+            Known::Miss => {
+                let gen = self.cache.generation();
+                self.inode(ino)?;
+                let x = Arc::new(self.meta.xattrs(ino)?);
+                self.cache.fill_xattrs(gen, ino, x.clone());
+                Ok(x)
+            }
+        }
+    }
+
+    /// Run a metadata mutation: stage its changes, then apply them to the
+    /// in-memory layer atomically and let the writer commit them. An error
+    /// drops everything staged.
     fn with_tx<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
+        self.writer.throttle(self);
         let _guard = self.mutate.lock();
         let mut tx = Tx {
             fs: self,
-            txn: self.meta.begin()?,
-            changes: Changes::default(),
-            local: HashMap::new(),
-            local_dentries: HashMap::new(),
-            released_objects: Vec::new(),
+            staged: Staged::default(),
         };
         let out = f(&mut tx)?;
-        let Tx {
-            txn,
-            changes,
-            released_objects,
-            ..
-        } = tx;
-        txn.commit()?;
-        self.cache.publish(changes);
-        // Only now that no committed metadata refers to them.
-        for ino in released_objects {
-            if let Err(e) = self.objects.remove(ino) {
-                tracing::warn!(ino, error = %e, "could not remove released object");
-            }
+        if !tx.staged.is_empty() {
+            self.cache.apply(tx.staged);
+            self.writer.kick();
         }
         Ok(out)
     }
 
-    fn attr_of(&self, inode: Inode) -> Result<Attr> {
+    /// Wait until every mutation so far is committed to the store.
+    pub fn flush(&self) -> Result<()> {
+        self.writer.wait_for(self.cache.seq())
+    }
+
+    fn alloc_ino(&self) -> Result<u64> {
+        let ino = self.next_ino.fetch_add(1, Ordering::AcqRel);
+        // Reserve ahead so numbers are durable before use and never reused
+        // after a crash; block only if the writer fell a whole step behind.
+        let want = self.writer.want_reserved.load(Ordering::Acquire);
+        if ino + writer::INO_RESERVE_STEP / 2 >= want {
+            self.writer
+                .want_reserved
+                .fetch_max(ino + writer::INO_RESERVE_STEP, Ordering::AcqRel);
+            self.writer.kick();
+        }
+        while ino >= self.writer.reserved.load(Ordering::Acquire) {
+            self.writer.wait_for(self.cache.seq())?;
+            self.writer.kick();
+        }
+        Ok(ino)
+    }
+
+    fn attr_of(&self, mut inode: Inode) -> Result<Attr> {
         if inode.kind == Kind::File {
             if let Some(a) = self.open_attr(&inode)? {
                 return Ok(a);
             }
+            // A last release may have recorded the size and closed between
+            // the two reads: read again, after the open state is gone.
+            inode = self.inode(inode.ino)?;
         }
         let blocks = inode.size.div_ceil(512);
         Ok(Attr { inode, blocks })
     }
+
+    /// Commit everything, stop the writer and close the store (at unmount).
+    pub fn close(&self) {
+        if let Err(e) = self.flush() {
+            tracing::error!(error = %e, "could not commit metadata at close");
+        }
+        self.writer.shutdown();
+        self.meta.close();
+    }
 }
 
-/// A metadata transaction with read-your-writes and cache bookkeeping.
+/// One mutation's staging area, with read-your-writes.
 pub(crate) struct Tx<'a> {
     fs: &'a Fs,
-    txn: Box<dyn MetaTxn + 'a>,
-    changes: Changes,
-    local: HashMap<u64, Inode>,
-    local_dentries: HashMap<cache::DentryKey, cache::DentryVal>,
-    released_objects: Vec<u64>,
+    staged: Staged,
 }
 
 impl Tx<'_> {
-    /// The inode as this transaction sees it. Under the mutation lock the
-    /// cache holds committed state, so it is consulted before the store.
     fn inode(&mut self, ino: u64) -> Result<Inode> {
-        if let Some(i) = self.local.get(&ino) {
-            return Ok(i.clone());
+        match self.staged.inodes.get(&ino) {
+            Some(Some(i)) => Ok(i.clone()),
+            Some(None) => Err(enoent()),
+            None => self.fs.inode(ino),
         }
-        if let Some(i) = self.fs.cache.inode(ino) {
-            return Ok(i);
+    }
+
+    fn dentry(&mut self, parent: u64, name: &[u8]) -> Result<Option<Dentry>> {
+        if let Some(v) = self.staged.dentries.get(&(parent, name.to_vec())) {
+            return Ok(*v);
         }
-        self.txn.get_inode(ino)?.ok_or_else(enoent)
+        self.fs.child(parent, name)
     }
 
     fn lookup(&mut self, parent: u64, name: &[u8]) -> Result<Option<(u64, Kind)>> {
-        if let Some(v) = self.local_dentries.get(&(parent, name.to_vec())) {
-            return Ok(*v);
-        }
-        if let Some(v) = self.fs.cache.dentry(parent, name) {
-            return Ok(v);
-        }
-        self.txn.lookup(parent, name)
+        Ok(self.dentry(parent, name)?.map(|d| (d.ino, d.kind)))
     }
 
     fn put(&mut self, inode: &Inode) -> Result<()> {
-        self.txn.update_inode(inode)?;
-        self.local.insert(inode.ino, inode.clone());
-        self.changes.inodes.push(inode.clone());
+        self.staged.inodes.insert(inode.ino, Some(inode.clone()));
         Ok(())
     }
 
+    /// Insert a new inode, allocating its number.
     fn insert(&mut self, mut inode: Inode) -> Result<Inode> {
-        inode.ino = self.txn.insert_inode(&inode)?;
-        self.local.insert(inode.ino, inode.clone());
-        self.changes.inodes.push(inode.clone());
+        inode.ino = self.fs.alloc_ino()?;
+        if inode.kind.is_dir() {
+            self.staged.new_dirs.push(inode.ino);
+        }
+        self.staged.inodes.insert(inode.ino, Some(inode.clone()));
+        // A fresh number has no attributes: known, not a miss.
+        self.staged.xattrs.insert(inode.ino, None);
         Ok(inode)
     }
 
-    /// Delete an inode; a regular file's object goes after commit.
+    /// Delete an inode and its attributes; a regular file's object goes
+    /// once the deletion is committed.
     fn remove(&mut self, inode: &Inode) -> Result<()> {
-        self.txn.delete_inode(inode.ino)?;
-        self.local.remove(&inode.ino);
-        self.changes.removed_inodes.push(inode.ino);
+        self.staged.inodes.insert(inode.ino, None);
+        self.staged.xattrs.insert(inode.ino, None);
         if inode.kind == Kind::File {
-            self.released_objects.push(inode.ino);
+            self.staged.released_objects.push(inode.ino);
         }
         Ok(())
     }
 
-    fn set_dentry(&mut self, parent: u64, name: &[u8], v: Option<(u64, Kind)>) {
-        self.local_dentries.insert((parent, name.to_vec()), v);
-        self.changes.dentries.push(((parent, name.to_vec()), v));
+    fn set_dentry(&mut self, parent: u64, name: &[u8], v: Option<Dentry>) {
+        self.staged.dentries.insert((parent, name.to_vec()), v);
     }
 
     fn add_entry(&mut self, parent: u64, name: &[u8], ino: u64, kind: Kind) -> Result<()> {
-        self.txn.insert_dentry(parent, name, ino, kind)?;
-        self.set_dentry(parent, name, Some((ino, kind)));
+        let id = self.fs.next_dentry_id.fetch_add(1, Ordering::AcqRel);
+        self.set_dentry(parent, name, Some(Dentry { ino, kind, id }));
         Ok(())
     }
 
     fn remove_entry(&mut self, parent: u64, name: &[u8]) -> Result<()> {
-        self.txn.delete_dentry(parent, name)?;
         self.set_dentry(parent, name, None);
         Ok(())
     }
-}
 
-impl Fs {
-    /// Flush and close the metadata store (at unmount).
-    pub fn close(&self) {
-        self.meta.close();
+    /// Move an entry to a new key, keeping its readdir cookie.
+    fn move_entry(&mut self, from: DentryKey, to: DentryKey) -> Result<()> {
+        let d = self.dentry(from.0, &from.1)?.ok_or_else(enoent)?;
+        self.set_dentry(from.0, &from.1, None);
+        self.set_dentry(to.0, &to.1, Some(d));
+        Ok(())
+    }
+
+    /// Point an existing entry at another inode (rename exchange).
+    fn retarget(&mut self, parent: u64, name: &[u8], ino: u64, kind: Kind) -> Result<()> {
+        let d = self.dentry(parent, name)?.ok_or_else(enoent)?;
+        self.set_dentry(parent, name, Some(Dentry { ino, kind, id: d.id }));
+        Ok(())
+    }
+
+    fn dir_is_empty(&mut self, ino: u64) -> Result<bool> {
+        if self
+            .staged
+            .dentries
+            .iter()
+            .any(|((p, _), v)| *p == ino && v.is_some())
+        {
+            return Ok(false);
+        }
+        let (present, mut removed) = self.fs.cache.dirty_entries(ino);
+        if present > 0 {
+            return Ok(false);
+        }
+        removed.extend(
+            self.staged
+                .dentries
+                .iter()
+                .filter(|((p, _), v)| *p == ino && v.is_none())
+                .map(|((_, n), _)| n.clone()),
+        );
+        // Committed entries, less those removed but not yet committed.
+        let sample = self.fs.meta.read_dir(ino, 0, removed.len() + 1)?;
+        Ok(sample.iter().all(|e| removed.contains(&e.name)))
+    }
+
+    fn xattrs(&mut self, ino: u64) -> Result<Xattrs> {
+        match self.staged.xattrs.get(&ino) {
+            Some(Some(x)) => Ok(x.clone()),
+            Some(None) => Ok(Arc::default()),
+            None => self.fs.xattr_list(ino),
+        }
+    }
+
+    fn set_xattrs(&mut self, ino: u64, list: Vec<(Vec<u8>, Vec<u8>)>) {
+        let v = if list.is_empty() {
+            None
+        } else {
+            Some(Arc::new(list))
+        };
+        self.staged.xattrs.insert(ino, v);
     }
 }

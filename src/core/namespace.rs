@@ -57,7 +57,7 @@ impl Fs {
             return Err(enotdir());
         }
         match self.child(parent, name)? {
-            Some((ino, _)) => self.getattr(ino),
+            Some(d) => self.getattr(d.ino),
             None => Err(enoent()),
         }
     }
@@ -210,7 +210,7 @@ impl Fs {
             if !kind.is_dir() {
                 return Err(enotdir());
             }
-            if !tx.txn.dir_is_empty(ino)? {
+            if !tx.dir_is_empty(ino)? {
                 return Err(enotempty());
             }
             let victim = tx.inode(ino)?;
@@ -299,11 +299,8 @@ impl Fs {
                 if src_ino == dst_ino {
                     return Ok(());
                 }
-                tx.txn.retarget_dentry(parent, name, dst_ino, dst_kind)?;
-                tx.set_dentry(parent, name, Some((dst_ino, dst_kind)));
-                tx.txn
-                    .retarget_dentry(new_parent, new_name, src_ino, src_kind)?;
-                tx.set_dentry(new_parent, new_name, Some((src_ino, src_kind)));
+                tx.retarget(parent, name, dst_ino, dst_kind)?;
+                tx.retarget(new_parent, new_name, src_ino, src_kind)?;
                 for (ino, to) in [(src_ino, new_parent), (dst_ino, parent)] {
                     let mut i = tx.inode(ino)?;
                     if i.kind.is_dir() || i.parent == parent || i.parent == new_parent {
@@ -340,7 +337,7 @@ impl Fs {
                     (true, false) => return Err(enotdir()),
                     (false, true) => return Err(eisdir()),
                     (true, true) => {
-                        if !tx.txn.dir_is_empty(dst_ino)? {
+                        if !tx.dir_is_empty(dst_ino)? {
                             return Err(enotempty());
                         }
                         let victim = tx.inode(dst_ino)?;
@@ -358,9 +355,7 @@ impl Fs {
                 }
             }
 
-            tx.txn.move_dentry(parent, name, new_parent, new_name)?;
-            tx.set_dentry(parent, name, None);
-            tx.set_dentry(new_parent, new_name, Some((src_ino, src_kind)));
+            tx.move_entry((parent, name.to_vec()), (new_parent, new_name.to_vec()))?;
             let mut src = tx.inode(src_ino)?;
             src.ctime = now;
             if src_kind.is_dir() && parent != new_parent {
@@ -391,6 +386,14 @@ impl Fs {
                 }
                 self.truncate_object(ino, size)?;
                 i.size = size;
+                // As a write would, truncation by non-root drops setuid
+                // (and setgid when group-executable).
+                if !caller.is_root() && set.mode.is_none() {
+                    i.perm &= !libc::S_ISUID;
+                    if i.perm & libc::S_IXGRP != 0 {
+                        i.perm &= !libc::S_ISGID;
+                    }
+                }
                 if set.mtime.is_none() {
                     i.mtime = now;
                 }
@@ -481,6 +484,10 @@ impl Fs {
                 kind: Kind::Dir,
                 name: b"..".to_vec(),
             });
+        }
+        // Listings come from the store: commit pending changes here first.
+        if self.cache.has_dirty_entries(ino) {
+            self.flush()?;
         }
         let after = offset.saturating_sub(2);
         for mut e in self.meta.read_dir(ino, after, limit)? {

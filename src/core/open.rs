@@ -6,13 +6,16 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tokio::runtime::Handle;
 
 use super::cache::Cache;
 use super::error::{Error, Result};
 use super::types::{Inode, Kind, Timestamp, ROOT_INO};
+use super::writer::{Writer, INO_RESERVE_STEP};
 use super::Fs;
+use std::sync::atomic::Ordering;
 use crate::blob::ObjectStore;
 use crate::meta::sqlite::SqliteStore;
 use crate::meta::MetaStore;
@@ -52,7 +55,7 @@ fn setup_err(msg: String) -> Error {
 /// Open the store for serving. Fails with a clear message, touching
 /// nothing, when BACKING is unusable, locked by another daemon, or paired
 /// with a database of another store.
-pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Fs, StoreLock)> {
+pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock)> {
     let backing = opts.backing.canonicalize().map_err(|e| {
         setup_err(format!(
             "BACKING {} is not usable: {e}",
@@ -139,18 +142,32 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Fs, StoreLock)> {
     };
 
     let objects = ObjectStore::open(&backing)?;
-    let fs = Fs {
+    let counters = meta.counters()?;
+    // Resume above every number that may have been handed out.
+    let next_ino = counters.max_ino.max(counters.ino_reserved.saturating_sub(1)) + 1;
+    let writer = Writer::default();
+    writer.reserved.store(counters.ino_reserved.max(next_ino), Ordering::Release);
+    writer.want_reserved.store(next_ino + INO_RESERVE_STEP, Ordering::Release);
+    let fs = Arc::new(Fs {
         meta,
         objects,
         cache: Cache::new(opts.cache_entries),
+        writer,
         mutate: Default::default(),
+        next_ino: next_ino.into(),
+        next_dentry_id: (counters.max_dentry_id + 1).into(),
         open: Default::default(),
         handles: Default::default(),
         next_fh: 1.into(),
         backing,
         store_id,
-    };
+    });
+    let w = fs.clone();
+    std::thread::Builder::new()
+        .name("artfs-writer".into())
+        .spawn(move || super::writer::run(w))?;
     fs.reclaim_orphans()?;
+    fs.flush()?;
     Ok((fs, lock))
 }
 

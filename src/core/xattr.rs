@@ -1,8 +1,6 @@
 //! Extended attributes. Names in the `user.`, `trusted.` and `security.`
 //! namespaces are stored; `system.` (POSIX ACLs) is not supported.
 
-use std::sync::Arc;
-
 use super::error::{Error, Result};
 use super::types::{Timestamp, XATTR_NAME_MAX, XATTR_SIZE_MAX};
 use super::Fs;
@@ -22,39 +20,19 @@ fn check_xattr_name(name: &[u8]) -> Result<()> {
         ));
     }
     let known = [&b"user."[..], b"trusted.", b"security."];
-    if known
-        .iter()
-        .any(|p| name.starts_with(p) && name.len() > p.len())
-    {
-        Ok(())
-    } else {
-        Err(Error::posix(
+    match known.iter().find(|p| name.starts_with(p)) {
+        Some(p) if name.len() == p.len() => Err(Error::posix(libc::EINVAL, "empty attribute name")),
+        Some(_) => Ok(()),
+        None => Err(Error::posix(
             libc::EOPNOTSUPP,
             "attribute namespace not supported",
-        ))
+        )),
     }
 }
 
 impl Fs {
-    fn xattr_list(&self, ino: u64) -> Result<super::cache::Xattrs> {
-        if let Some(x) = self.cache.xattrs(ino) {
-            return Ok(x);
-        }
-        let gen = self.cache.generation();
-        self.inode(ino)?;
-        let x = Arc::new(self.meta.xattrs(ino)?);
-        self.cache.fill_xattrs(gen, ino, x.clone());
-        Ok(x)
-    }
-
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
-        check_xattr_name(name).map_err(|e| {
-            if e.errno() == libc::EOPNOTSUPP {
-                enodata()
-            } else {
-                e
-            }
-        })?;
+        check_xattr_name(name)?;
         self.xattr_list(ino)?
             .iter()
             .find(|(n, _)| n == name)
@@ -78,45 +56,42 @@ impl Fs {
     pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
         check_xattr_name(name)?;
         if value.len() > XATTR_SIZE_MAX {
-            return Err(Error::posix(
-                libc::E2BIG,
-                "attribute value larger than 64 KiB",
-            ));
+            return Err(Error::posix(libc::E2BIG, "attribute value larger than 64 KiB"));
         }
         if flags & !(XATTR_CREATE | XATTR_REPLACE) != 0 {
             return Err(Error::posix(libc::EINVAL, "unknown setxattr flags"));
         }
         self.with_tx(|tx| {
-            // Under the mutation lock the cached list is the committed one.
-            let exists = self.xattr_list(ino)?.iter().any(|(n, _)| n == name);
-            if flags & XATTR_CREATE != 0 && exists {
-                return Err(Error::posix(libc::EEXIST, "attribute exists"));
-            }
-            if flags & XATTR_REPLACE != 0 && !exists {
-                return Err(enodata());
-            }
             let mut inode = tx.inode(ino)?;
-            tx.txn.set_xattr(ino, name, value)?;
-            tx.changes.xattrs_changed.push(ino);
+            let mut list = tx.xattrs(ino)?.as_ref().clone();
+            match list.iter_mut().find(|(n, _)| n == name) {
+                Some(_) if flags & XATTR_CREATE != 0 => {
+                    return Err(Error::posix(libc::EEXIST, "attribute exists"))
+                }
+                Some((_, v)) => *v = value.to_vec(),
+                None if flags & XATTR_REPLACE != 0 => return Err(enodata()),
+                None => {
+                    list.push((name.to_vec(), value.to_vec()));
+                    list.sort();
+                }
+            }
+            tx.set_xattrs(ino, list);
             inode.ctime = Timestamp::now();
             tx.put(&inode)
         })
     }
 
     pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
-        check_xattr_name(name).map_err(|e| {
-            if e.errno() == libc::EOPNOTSUPP {
-                enodata()
-            } else {
-                e
-            }
-        })?;
+        check_xattr_name(name)?;
         self.with_tx(|tx| {
             let mut inode = tx.inode(ino)?;
-            if !tx.txn.remove_xattr(ino, name)? {
+            let mut list = tx.xattrs(ino)?.as_ref().clone();
+            let before = list.len();
+            list.retain(|(n, _)| n != name);
+            if list.len() == before {
                 return Err(enodata());
             }
-            tx.changes.xattrs_changed.push(ino);
+            tx.set_xattrs(ino, list);
             inode.ctime = Timestamp::now();
             tx.put(&inode)
         })

@@ -90,7 +90,20 @@ fn fuse_attr(a: &Attr) -> FileAttr {
 fn set_time(t: TimeOrNow) -> SetTime {
     match t {
         TimeOrNow::Now => SetTime::Now,
-        TimeOrNow::SpecificTime(t) => SetTime::At(Timestamp::from_system(t)),
+        TimeOrNow::SpecificTime(t) => SetTime::At(wire_time(t)),
+    }
+}
+
+/// A time from a kernel request. fuser builds pre-1970 times as
+/// `EPOCH - (-secs, nsecs)`, subtracting the nanoseconds instead of adding
+/// them; undo that so `(-1, 999999999)` stays one nanosecond before 1970.
+fn wire_time(t: SystemTime) -> Timestamp {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(_) => Timestamp::from_system(t),
+        Err(e) => {
+            let d = e.duration();
+            Timestamp(-(d.as_secs() as i64) * 1_000_000_000 + i64::from(d.subsec_nanos()))
+        }
     }
 }
 
@@ -150,10 +163,14 @@ impl FuseFs {
 
 impl Filesystem for FuseFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // HANDLE_KILLPRIV_V2: the kernel would otherwise ask for
+        // security.capability before every write; the core drops
+        // setuid/setgid itself (on open for writing, truncate and chown).
         let wanted = InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_PARALLEL_DIROPS
-            | InitFlags::FUSE_CACHE_SYMLINKS;
+            | InitFlags::FUSE_CACHE_SYMLINKS
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         let _ = config.add_capabilities(wanted & config.capabilities());
         let _ = config.set_max_write(1024 * 1024);
         if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
@@ -210,7 +227,7 @@ impl Filesystem for FuseFs {
             size,
             atime: atime.map(set_time),
             mtime: mtime.map(set_time),
-            ctime: ctime.map(Timestamp::from_system),
+            ctime: ctime.map(wire_time),
         };
         match self.fs.setattr(&caller(req), ino.0, &set) {
             Ok(a) => reply.attr(&self.ttl, &fuse_attr(&a)),
@@ -447,7 +464,9 @@ impl Filesystem for FuseFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // Nothing to do at close (metadata catches up at release); ENOSYS
+        // tells the kernel to stop sending flush, saving a round trip per close.
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(
@@ -485,7 +504,12 @@ impl Filesystem for FuseFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.getattr(ino.0) {
-            Ok(a) if a.inode.kind.is_dir() => reply.opened(FileHandle(0), FopenFlags::empty()),
+            // The kernel may cache listings: every change made through it
+            // invalidates them, and the other doors notify it.
+            Ok(a) if a.inode.kind.is_dir() => reply.opened(
+                FileHandle(0),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            ),
             Ok(_) => reply.error(Errno::ENOTDIR),
             Err(e) => reply.error(errno(&e)),
         }
@@ -500,7 +524,7 @@ impl Filesystem for FuseFs {
         mut reply: ReplyDirectory,
     ) {
         let _s = debug_span!("readdir", ino = ino.0, offset).entered();
-        match self.fs.readdir(ino.0, offset, 512) {
+        match self.fs.readdir(ino.0, offset, 1024) {
             Ok(entries) => {
                 for e in entries {
                     let name = OsStr::from_bytes(&e.name);
@@ -523,7 +547,7 @@ impl Filesystem for FuseFs {
         mut reply: ReplyDirectoryPlus,
     ) {
         let _s = debug_span!("readdirplus", ino = ino.0, offset).entered();
-        match self.fs.readdir(ino.0, offset, 256) {
+        match self.fs.readdir(ino.0, offset, 512) {
             Ok(entries) => {
                 for e in entries {
                     // An entry removed since the listing is simply skipped.

@@ -4,100 +4,34 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite};
+use sqlx::{Arguments, Row, Sqlite};
 use tokio::runtime::Handle;
 
 use super::migrate::{self, valid_prefix};
-use super::{MetaStore, MetaTxn, NewInode};
+use super::{Batch, Counters, Dentry, MetaStore, XattrList};
 use crate::core::error::{Error, Result};
 use crate::core::types::{DirEntry, Inode, Kind, Timestamp};
 
 const INODE_COLS: &str = "ino, file_id, kind, perm, uid, gid, nlink, size, atime, mtime, ctime, \
                           crtime, rdev, parent, target, created_by, original_name";
-
-/// SQL text with the table prefix applied, built once.
-struct Queries {
-    prefix: String,
-    get_inode: String,
-    lookup: String,
-    read_dir: String,
-    xattrs: String,
-    count: String,
-    orphans: String,
-    dir_nonempty: String,
-    insert_inode: String,
-    insert_inode_auto: String,
-    update_inode: String,
-    delete_inode: String,
-    delete_inode_xattrs: String,
-    insert_dentry: String,
-    delete_dentry: String,
-    move_dentry: String,
-    retarget_dentry: String,
-    set_xattr: String,
-    remove_xattr: String,
-}
-
-impl Queries {
-    fn new(p: &str) -> Queries {
-        Queries {
-            prefix: p.to_string(),
-            get_inode: format!("SELECT {INODE_COLS} FROM {p}_inodes WHERE ino = ?"),
-            lookup: format!("SELECT ino, kind FROM {p}_dentries WHERE parent = ? AND name = ?"),
-            read_dir: format!(
-                "SELECT id, ino, kind, name FROM {p}_dentries WHERE parent = ? AND id > ? \
-                 ORDER BY id LIMIT ?"
-            ),
-            xattrs: format!("SELECT name, value FROM {p}_xattrs WHERE ino = ? ORDER BY name"),
-            count: format!("SELECT count(*) FROM {p}_inodes"),
-            orphans: format!("SELECT ino FROM {p}_inodes WHERE nlink = 0"),
-            dir_nonempty: format!("SELECT 1 FROM {p}_dentries WHERE parent = ? LIMIT 1"),
-            insert_inode: format!(
-                "INSERT INTO {p}_inodes ({INODE_COLS}) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            ),
-            insert_inode_auto: format!(
-                "INSERT INTO {p}_inodes (file_id, kind, perm, uid, gid, nlink, size, atime, \
-                 mtime, ctime, crtime, rdev, parent, target, created_by, original_name) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING ino"
-            ),
-            update_inode: format!(
-                "UPDATE {p}_inodes SET perm = ?, uid = ?, gid = ?, nlink = ?, size = ?, \
-                 atime = ?, mtime = ?, ctime = ?, crtime = ?, rdev = ?, parent = ?, target = ? \
-                 WHERE ino = ?"
-            ),
-            delete_inode: format!("DELETE FROM {p}_inodes WHERE ino = ?"),
-            delete_inode_xattrs: format!("DELETE FROM {p}_xattrs WHERE ino = ?"),
-            insert_dentry: format!(
-                "INSERT INTO {p}_dentries (parent, name, ino, kind) VALUES (?, ?, ?, ?)"
-            ),
-            delete_dentry: format!("DELETE FROM {p}_dentries WHERE parent = ? AND name = ?"),
-            move_dentry: format!(
-                "UPDATE {p}_dentries SET parent = ?, name = ? WHERE parent = ? AND name = ?"
-            ),
-            retarget_dentry: format!(
-                "UPDATE {p}_dentries SET ino = ?, kind = ? WHERE parent = ? AND name = ?"
-            ),
-            set_xattr: format!(
-                "INSERT INTO {p}_xattrs (ino, name, value) VALUES (?, ?, ?) \
-                 ON CONFLICT (ino, name) DO UPDATE SET value = excluded.value"
-            ),
-            remove_xattr: format!("DELETE FROM {p}_xattrs WHERE ino = ? AND name = ?"),
-        }
-    }
-}
+const INODE_NCOLS: usize = 17;
+/// Rows per multi-row statement (SQLite allows 32766 parameters).
+const CHUNK: usize = 100;
 
 pub struct SqliteStore {
     pool: SqlitePool,
     rt: Handle,
-    q: Arc<Queries>,
+    p: String,
+    q_get_inode: String,
+    q_lookup: String,
+    q_read_dir: String,
+    q_xattrs: String,
     db_path: PathBuf,
 }
 
@@ -122,18 +56,35 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(30))
             .pragma("cache_size", "-65536")
             .pragma("temp_store", "memory");
+        // Switch to WAL once, on a single connection, before the pool opens
+        // several at once (racing connections would see "database is locked").
+        rt.block_on(async {
+            let conn: sqlx::SqliteConnection = sqlx::Connection::connect_with(&opts).await?;
+            sqlx::Connection::close(conn).await
+        })?;
         let pool = rt.block_on(
             SqlitePoolOptions::new()
                 .max_connections(6)
                 .min_connections(1)
                 .idle_timeout(None)
                 .max_lifetime(None)
+                .test_before_acquire(false)
                 .connect_with(opts),
         )?;
+        let p = prefix;
         let store = SqliteStore {
             pool,
             rt,
-            q: Arc::new(Queries::new(prefix)),
+            p: p.to_string(),
+            q_get_inode: format!("SELECT {INODE_COLS} FROM {p}_inodes WHERE ino = ?"),
+            q_lookup: format!(
+                "SELECT ino, kind, id FROM {p}_dentries WHERE parent = ? AND name = ?"
+            ),
+            q_read_dir: format!(
+                "SELECT id, ino, kind, name FROM {p}_dentries WHERE parent = ? AND id > ? \
+                 ORDER BY id LIMIT ?"
+            ),
+            q_xattrs: format!("SELECT name, value FROM {p}_xattrs WHERE ino = ? ORDER BY name"),
             db_path,
         };
         store.migrate()?;
@@ -145,7 +96,7 @@ impl SqliteStore {
     }
 
     fn migrate(&self) -> Result<()> {
-        let p = &self.q.prefix;
+        let p = &self.p;
         self.rt.block_on(async {
             let mut conn = self.pool.acquire().await?;
             sqlx::query(&format!(
@@ -188,8 +139,7 @@ fn row_to_inode(row: &SqliteRow) -> Result<Inode> {
     Ok(Inode {
         ino: row.try_get::<i64, _>(0)? as u64,
         file_id: row.try_get(1)?,
-        kind: Kind::from_i64(kind)
-            .ok_or_else(|| Error::Meta(format!("corrupt inode kind {kind}")))?,
+        kind: kind_of(kind)?,
         perm: row.try_get::<i64, _>(3)? as u32,
         uid: row.try_get::<i64, _>(4)? as u32,
         gid: row.try_get::<i64, _>(5)? as u32,
@@ -208,61 +158,229 @@ fn row_to_inode(row: &SqliteRow) -> Result<Inode> {
 }
 
 fn kind_of(v: i64) -> Result<Kind> {
-    Kind::from_i64(v).ok_or_else(|| Error::Meta(format!("corrupt entry kind {v}")))
+    Kind::from_i64(v).ok_or_else(|| Error::Meta(format!("corrupt kind {v} in metadata")))
+}
+
+fn add<'q, T>(args: &mut SqliteArguments<'q>, v: T)
+where
+    T: 'q + sqlx::Encode<'q, Sqlite> + sqlx::Type<Sqlite>,
+{
+    // Encoding plain integers and byte strings cannot fail.
+    let _ = args.add(v);
+}
+
+fn push_inode<'q>(args: &mut SqliteArguments<'q>, i: &'q Inode) {
+    add(args, i.ino as i64);
+    add(args, i.file_id.as_str());
+    add(args, i.kind as i64);
+    add(args, i.perm as i64);
+    add(args, i.uid as i64);
+    add(args, i.gid as i64);
+    add(args, i.nlink as i64);
+    add(args, i.size as i64);
+    add(args, i.atime.0);
+    add(args, i.mtime.0);
+    add(args, i.ctime.0);
+    add(args, i.crtime.0);
+    add(args, i.rdev as i64);
+    add(args, i.parent as i64);
+    add(args, i.target.as_deref());
+    add(args, i.created_by.as_str());
+    add(args, i.original_name.as_slice());
+}
+
+/// "(?, ?, ?), (?, ?, ?)" for `rows` rows of `cols` columns.
+fn tuples(rows: usize, cols: usize) -> String {
+    let one = format!("({})", vec!["?"; cols].join(", "));
+    vec![one; rows].join(", ")
+}
+
+impl SqliteStore {
+    async fn apply_async(&self, b: &Batch) -> std::result::Result<(), sqlx::Error> {
+        let p = &self.p;
+        let mut tx = self.pool.begin().await?;
+        // Entries first go away (all touched keys), then come back with
+        // their final state, so moves and replacements never collide.
+        for chunk in b.dentries.chunks(CHUNK) {
+            let sql = format!(
+                "DELETE FROM {p}_dentries WHERE (parent, name) IN (VALUES {})",
+                tuples(chunk.len(), 2)
+            );
+            let mut args = SqliteArguments::default();
+            for ((parent, name), _) in chunk {
+                add(&mut args, *parent as i64);
+                add(&mut args, name.as_slice());
+            }
+            sqlx::query_with(&sql, args).execute(&mut *tx).await?;
+        }
+        let gone: Vec<i64> = b
+            .inodes
+            .iter()
+            .filter(|(_, i)| i.is_none())
+            .map(|(ino, _)| *ino as i64)
+            .collect();
+        for chunk in gone.chunks(CHUNK) {
+            let sql = format!(
+                "DELETE FROM {p}_inodes WHERE ino IN ({})",
+                vec!["?"; chunk.len()].join(", ")
+            );
+            let mut args = SqliteArguments::default();
+            for ino in chunk {
+                add(&mut args, *ino);
+            }
+            sqlx::query_with(&sql, args).execute(&mut *tx).await?;
+        }
+        let live: Vec<&Inode> = b.inodes.iter().filter_map(|(_, i)| i.as_ref()).collect();
+        for chunk in live.chunks(CHUNK / 2) {
+            let sql = format!(
+                "INSERT OR REPLACE INTO {p}_inodes ({INODE_COLS}) VALUES {}",
+                tuples(chunk.len(), INODE_NCOLS)
+            );
+            let mut args = SqliteArguments::default();
+            for i in chunk {
+                push_inode(&mut args, i);
+            }
+            sqlx::query_with(&sql, args).execute(&mut *tx).await?;
+        }
+        for chunk in b.xattrs.chunks(CHUNK) {
+            let sql = format!(
+                "DELETE FROM {p}_xattrs WHERE ino IN ({})",
+                vec!["?"; chunk.len()].join(", ")
+            );
+            let mut args = SqliteArguments::default();
+            for (ino, _) in chunk {
+                add(&mut args, *ino as i64);
+            }
+            sqlx::query_with(&sql, args).execute(&mut *tx).await?;
+        }
+        let rows: Vec<(u64, &[u8], &[u8])> = b
+            .xattrs
+            .iter()
+            .filter_map(|(ino, l)| l.as_ref().map(|l| (ino, l)))
+            .flat_map(|(ino, l)| l.iter().map(|(n, v)| (*ino, n.as_slice(), v.as_slice())))
+            .collect();
+        for chunk in rows.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO {p}_xattrs (ino, name, value) VALUES {}",
+                tuples(chunk.len(), 3)
+            );
+            let mut args = SqliteArguments::default();
+            for (ino, n, v) in chunk {
+                add(&mut args, *ino as i64);
+                add(&mut args, *n);
+                add(&mut args, *v);
+            }
+            sqlx::query_with(&sql, args).execute(&mut *tx).await?;
+        }
+        let present: Vec<(&(u64, Vec<u8>), &Dentry)> = b
+            .dentries
+            .iter()
+            .filter_map(|(k, d)| d.as_ref().map(|d| (k, d)))
+            .collect();
+        for chunk in present.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO {p}_dentries (id, parent, name, ino, kind) VALUES {}",
+                tuples(chunk.len(), 5)
+            );
+            let mut args = SqliteArguments::default();
+            for ((parent, name), d) in chunk {
+                add(&mut args, d.id as i64);
+                add(&mut args, *parent as i64);
+                add(&mut args, name.as_slice());
+                add(&mut args, d.ino as i64);
+                add(&mut args, d.kind as i64);
+            }
+            sqlx::query_with(&sql, args).execute(&mut *tx).await?;
+        }
+        if let Some(r) = b.ino_reserved {
+            sqlx::query(&format!(
+                "UPDATE {p}_store SET ino_reserved = max(ino_reserved, ?) WHERE id = 1"
+            ))
+            .bind(r as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
 }
 
 impl MetaStore for SqliteStore {
     fn store_identity(&self) -> Result<Option<(String, String)>> {
-        let p = &self.q.prefix;
+        let p = &self.p;
         let row: Option<(String, String)> = self.rt.block_on(
-            sqlx::query_as(&format!(
-                "SELECT store_id, backing FROM {p}_store WHERE id = 1"
-            ))
-            .fetch_optional(&self.pool),
+            sqlx::query_as(&format!("SELECT store_id, backing FROM {p}_store WHERE id = 1"))
+                .fetch_optional(&self.pool),
         )?;
         Ok(row)
     }
 
     fn init_store(&self, store_id: &str, backing: &str, root: &Inode) -> Result<()> {
-        let p = self.q.prefix.clone();
-        let mut tx = self.begin()?;
-        tx.insert_inode(root)?;
-        drop(tx.commit());
+        let batch = Batch {
+            inodes: vec![(root.ino, Some(root.clone()))],
+            ..Batch::default()
+        };
+        self.apply(&batch)?;
+        let p = &self.p;
         self.rt.block_on(
             sqlx::query(&format!(
-                "INSERT INTO {p}_store (id, store_id, backing, created_at) VALUES (1, ?, ?, ?)"
+                "INSERT INTO {p}_store (id, store_id, backing, created_at, ino_reserved) \
+                 VALUES (1, ?, ?, ?, ?)"
             ))
             .bind(store_id)
             .bind(backing)
             .bind(Timestamp::now().0)
+            .bind(root.ino as i64 + 1)
             .execute(&self.pool),
         )?;
         Ok(())
     }
 
+    fn counters(&self) -> Result<Counters> {
+        let p = &self.p;
+        let (max_ino, reserved, max_id): (i64, i64, i64) = self.rt.block_on(
+            sqlx::query_as(&format!(
+                "SELECT (SELECT coalesce(max(ino), 0) FROM {p}_inodes), \
+                        (SELECT coalesce(max(ino_reserved), 0) FROM {p}_store), \
+                        (SELECT coalesce(max(id), 0) FROM {p}_dentries)"
+            ))
+            .fetch_one(&self.pool),
+        )?;
+        Ok(Counters {
+            max_ino: max_ino as u64,
+            ino_reserved: reserved as u64,
+            max_dentry_id: max_id as u64,
+        })
+    }
+
     fn get_inode(&self, ino: u64) -> Result<Option<Inode>> {
         let row = self.rt.block_on(
-            sqlx::query(&self.q.get_inode)
+            sqlx::query(&self.q_get_inode)
                 .bind(ino as i64)
                 .fetch_optional(&self.pool),
         )?;
         row.as_ref().map(row_to_inode).transpose()
     }
 
-    fn lookup(&self, parent: u64, name: &[u8]) -> Result<Option<(u64, Kind)>> {
-        let row: Option<(i64, i64)> = self.rt.block_on(
-            sqlx::query_as(&self.q.lookup)
+    fn lookup(&self, parent: u64, name: &[u8]) -> Result<Option<Dentry>> {
+        let row: Option<(i64, i64, i64)> = self.rt.block_on(
+            sqlx::query_as(&self.q_lookup)
                 .bind(parent as i64)
                 .bind(name)
                 .fetch_optional(&self.pool),
         )?;
-        row.map(|(ino, k)| Ok((ino as u64, kind_of(k)?)))
-            .transpose()
+        row.map(|(ino, k, id)| {
+            Ok(Dentry {
+                ino: ino as u64,
+                kind: kind_of(k)?,
+                id: id as u64,
+            })
+        })
+        .transpose()
     }
 
     fn read_dir(&self, parent: u64, after: u64, limit: usize) -> Result<Vec<DirEntry>> {
         let rows: Vec<(i64, i64, i64, Vec<u8>)> = self.rt.block_on(
-            sqlx::query_as(&self.q.read_dir)
+            sqlx::query_as(&self.q_read_dir)
                 .bind(parent as i64)
                 .bind(after as i64)
                 .bind(limit as i64)
@@ -280,35 +398,37 @@ impl MetaStore for SqliteStore {
             .collect()
     }
 
-    fn xattrs(&self, ino: u64) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn xattrs(&self, ino: u64) -> Result<XattrList> {
         Ok(self.rt.block_on(
-            sqlx::query_as(&self.q.xattrs)
+            sqlx::query_as(&self.q_xattrs)
                 .bind(ino as i64)
                 .fetch_all(&self.pool),
         )?)
     }
 
     fn inode_count(&self) -> Result<u64> {
-        let n: i64 = self
-            .rt
-            .block_on(sqlx::query_scalar(&self.q.count).fetch_one(&self.pool))?;
+        let p = &self.p;
+        let n: i64 = self.rt.block_on(
+            sqlx::query_scalar(&format!("SELECT count(*) FROM {p}_inodes")).fetch_one(&self.pool),
+        )?;
         Ok(n as u64)
     }
 
     fn orphans(&self) -> Result<Vec<u64>> {
-        let v: Vec<i64> = self
-            .rt
-            .block_on(sqlx::query_scalar(&self.q.orphans).fetch_all(&self.pool))?;
+        let p = &self.p;
+        let v: Vec<i64> = self.rt.block_on(
+            sqlx::query_scalar(&format!("SELECT ino FROM {p}_inodes WHERE nlink = 0"))
+                .fetch_all(&self.pool),
+        )?;
         Ok(v.into_iter().map(|i| i as u64).collect())
     }
 
-    fn begin(&self) -> Result<Box<dyn MetaTxn + '_>> {
-        let tx = self.rt.block_on(self.pool.begin())?;
-        Ok(Box::new(SqliteTxn {
-            tx,
-            rt: self.rt.clone(),
-            q: self.q.clone(),
-        }))
+    fn apply(&self, batch: &Batch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.rt.block_on(self.apply_async(batch))?;
+        Ok(())
     }
 
     fn sync(&self) -> Result<()> {
@@ -329,192 +449,5 @@ impl MetaStore for SqliteStore {
 
     fn close(&self) {
         self.rt.block_on(self.pool.close());
-    }
-}
-
-struct SqliteTxn {
-    tx: sqlx::Transaction<'static, Sqlite>,
-    rt: Handle,
-    q: Arc<Queries>,
-}
-
-impl MetaTxn for SqliteTxn {
-    fn get_inode(&mut self, ino: u64) -> Result<Option<Inode>> {
-        let row = self.rt.block_on(
-            sqlx::query(&self.q.get_inode)
-                .bind(ino as i64)
-                .fetch_optional(&mut *self.tx),
-        )?;
-        row.as_ref().map(row_to_inode).transpose()
-    }
-
-    fn lookup(&mut self, parent: u64, name: &[u8]) -> Result<Option<(u64, Kind)>> {
-        let row: Option<(i64, i64)> = self.rt.block_on(
-            sqlx::query_as(&self.q.lookup)
-                .bind(parent as i64)
-                .bind(name)
-                .fetch_optional(&mut *self.tx),
-        )?;
-        row.map(|(ino, k)| Ok((ino as u64, kind_of(k)?)))
-            .transpose()
-    }
-
-    fn dir_is_empty(&mut self, ino: u64) -> Result<bool> {
-        let row: Option<i64> = self.rt.block_on(
-            sqlx::query_scalar(&self.q.dir_nonempty)
-                .bind(ino as i64)
-                .fetch_optional(&mut *self.tx),
-        )?;
-        Ok(row.is_none())
-    }
-
-    fn insert_inode(&mut self, i: &NewInode) -> Result<u64> {
-        let auto = i.ino == 0;
-        let sql = if auto {
-            &self.q.insert_inode_auto
-        } else {
-            &self.q.insert_inode
-        };
-        let mut q = sqlx::query(sql);
-        if !auto {
-            q = q.bind(i.ino as i64);
-        }
-        let q = q
-            .bind(&i.file_id)
-            .bind(i.kind as i64)
-            .bind(i.perm as i64)
-            .bind(i.uid as i64)
-            .bind(i.gid as i64)
-            .bind(i.nlink as i64)
-            .bind(i.size as i64)
-            .bind(i.atime.0)
-            .bind(i.mtime.0)
-            .bind(i.ctime.0)
-            .bind(i.crtime.0)
-            .bind(i.rdev as i64)
-            .bind(i.parent as i64)
-            .bind(i.target.as_deref())
-            .bind(&i.created_by)
-            .bind(&i.original_name);
-        if auto {
-            let row = self.rt.block_on(q.fetch_one(&mut *self.tx))?;
-            Ok(row.try_get::<i64, _>(0)? as u64)
-        } else {
-            self.rt.block_on(q.execute(&mut *self.tx))?;
-            Ok(i.ino)
-        }
-    }
-
-    fn update_inode(&mut self, i: &Inode) -> Result<()> {
-        self.rt.block_on(
-            sqlx::query(&self.q.update_inode)
-                .bind(i.perm as i64)
-                .bind(i.uid as i64)
-                .bind(i.gid as i64)
-                .bind(i.nlink as i64)
-                .bind(i.size as i64)
-                .bind(i.atime.0)
-                .bind(i.mtime.0)
-                .bind(i.ctime.0)
-                .bind(i.crtime.0)
-                .bind(i.rdev as i64)
-                .bind(i.parent as i64)
-                .bind(i.target.as_deref())
-                .bind(i.ino as i64)
-                .execute(&mut *self.tx),
-        )?;
-        Ok(())
-    }
-
-    fn delete_inode(&mut self, ino: u64) -> Result<()> {
-        self.rt.block_on(async {
-            sqlx::query(&self.q.delete_inode_xattrs)
-                .bind(ino as i64)
-                .execute(&mut *self.tx)
-                .await?;
-            sqlx::query(&self.q.delete_inode)
-                .bind(ino as i64)
-                .execute(&mut *self.tx)
-                .await
-        })?;
-        Ok(())
-    }
-
-    fn insert_dentry(&mut self, parent: u64, name: &[u8], ino: u64, kind: Kind) -> Result<()> {
-        self.rt.block_on(
-            sqlx::query(&self.q.insert_dentry)
-                .bind(parent as i64)
-                .bind(name)
-                .bind(ino as i64)
-                .bind(kind as i64)
-                .execute(&mut *self.tx),
-        )?;
-        Ok(())
-    }
-
-    fn delete_dentry(&mut self, parent: u64, name: &[u8]) -> Result<()> {
-        self.rt.block_on(
-            sqlx::query(&self.q.delete_dentry)
-                .bind(parent as i64)
-                .bind(name)
-                .execute(&mut *self.tx),
-        )?;
-        Ok(())
-    }
-
-    fn move_dentry(
-        &mut self,
-        parent: u64,
-        name: &[u8],
-        new_parent: u64,
-        new_name: &[u8],
-    ) -> Result<()> {
-        self.rt.block_on(
-            sqlx::query(&self.q.move_dentry)
-                .bind(new_parent as i64)
-                .bind(new_name)
-                .bind(parent as i64)
-                .bind(name)
-                .execute(&mut *self.tx),
-        )?;
-        Ok(())
-    }
-
-    fn retarget_dentry(&mut self, parent: u64, name: &[u8], ino: u64, kind: Kind) -> Result<()> {
-        self.rt.block_on(
-            sqlx::query(&self.q.retarget_dentry)
-                .bind(ino as i64)
-                .bind(kind as i64)
-                .bind(parent as i64)
-                .bind(name)
-                .execute(&mut *self.tx),
-        )?;
-        Ok(())
-    }
-
-    fn set_xattr(&mut self, ino: u64, name: &[u8], value: &[u8]) -> Result<()> {
-        self.rt.block_on(
-            sqlx::query(&self.q.set_xattr)
-                .bind(ino as i64)
-                .bind(name)
-                .bind(value)
-                .execute(&mut *self.tx),
-        )?;
-        Ok(())
-    }
-
-    fn remove_xattr(&mut self, ino: u64, name: &[u8]) -> Result<bool> {
-        let r = self.rt.block_on(
-            sqlx::query(&self.q.remove_xattr)
-                .bind(ino as i64)
-                .bind(name)
-                .execute(&mut *self.tx),
-        )?;
-        Ok(r.rows_affected() > 0)
-    }
-
-    fn commit(self: Box<Self>) -> Result<()> {
-        self.rt.block_on(self.tx.commit())?;
-        Ok(())
     }
 }
