@@ -26,7 +26,7 @@ use artfs::core::{open_store, Fs, StoreOptions};
 /// A store over a fresh temporary BACKING. Field order matters: the store
 /// closes before the lock is released, the runtime and the dir go last.
 struct Store {
-    fs: Fs,
+    fs: std::sync::Arc<Fs>,
     /// The store lock (its type is not exported); released on drop.
     _lock: Box<dyn std::any::Any>,
     _rt: tokio::runtime::Runtime,

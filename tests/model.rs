@@ -1228,11 +1228,6 @@ fn run_model(fam: Families) {
 
 /// Namespace, data, attribute and xattr ops through paths only.
 #[test]
-#[ignore = "artfs bug: an error returned inside Fs::with_tx drops the uncommitted SqliteTxn \
-            outside a Tokio context, sqlx panics and the daemon dies (EIO, then ENOTCONN): \
-            e.g. rmdir of a non-empty dir, removexattr of a missing name, setxattr \
-            XATTR_REPLACE of a missing name (src/meta/sqlite.rs SqliteTxn has no Drop). \
-            Also flaky: st_size 0 after write+close (release/getattr races, src/core/data.rs)"]
 fn model_paths() {
     run_model(Families {
         fds: false,
@@ -1243,9 +1238,6 @@ fn model_paths() {
 /// Everything, including held descriptors (writes through unlinked or
 /// renamed files) and remounts.
 #[test]
-#[ignore = "artfs bug: an error returned inside Fs::with_tx drops the uncommitted SqliteTxn \
-            outside a Tokio context, sqlx panics and the daemon dies (see model_paths); \
-            also flaky: st_size 0 after write+close (release/getattr races, src/core/data.rs)"]
 fn model_full() {
     run_model(Families {
         fds: true,

@@ -39,8 +39,7 @@ impl Fs {
             _ => return Err(Error::posix(libc::ENXIO, "not a regular file")),
         }
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
-        let readable = flags & libc::O_ACCMODE != libc::O_WRONLY;
-        self.on_open(caller, &inode, readable, writable)?;
+        self.on_open(caller, &inode, writable)?;
         self.open_handle(ino, writable)
     }
 
@@ -76,43 +75,25 @@ impl Fs {
         Ok(handle)
     }
 
-    /// Metadata effects of opening: atime as ext4's relatime (reads may
-    /// bypass the daemon through passthrough, so opening for read counts as
-    /// the read), and setuid/setgid dropped when a non-root caller opens for
-    /// writing (the kernel leaves that to us; ext4 drops them at the first
-    /// write).
-    fn on_open(
-        &self,
-        caller: &Caller,
-        inode: &super::types::Inode,
-        readable: bool,
-        writable: bool,
-    ) -> Result<()> {
-        const DAY_NS: i64 = 24 * 3600 * 1_000_000_000;
-        let now = Timestamp::now();
-        let stale_atime = readable
-            && (inode.atime <= inode.mtime
-                || inode.atime <= inode.ctime
-                || now.0 - inode.atime.0 > DAY_NS);
+    /// Metadata effects of opening: setuid/setgid are dropped when a
+    /// non-root caller opens for writing (with passthrough the kernel
+    /// writes without asking us; ext4 drops them at the first write).
+    /// atime is not updated by reads (see docs/SEMANTICS.md).
+    fn on_open(&self, caller: &Caller, inode: &super::types::Inode, writable: bool) -> Result<()> {
         let kill = writable
             && !caller.is_root()
             && (inode.perm & libc::S_ISUID != 0
                 || inode.perm & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP);
-        if !stale_atime && !kill {
+        if !kill {
             return Ok(());
         }
         self.with_tx(|tx| {
             let mut i = tx.inode(inode.ino)?;
-            if stale_atime {
-                i.atime = now;
+            i.perm &= !libc::S_ISUID;
+            if i.perm & libc::S_IXGRP != 0 {
+                i.perm &= !libc::S_ISGID;
             }
-            if kill {
-                i.perm &= !libc::S_ISUID;
-                if i.perm & libc::S_IXGRP != 0 {
-                    i.perm &= !libc::S_ISGID;
-                }
-                i.ctime = now;
-            }
+            i.ctime = Timestamp::now();
             tx.put(&i)
         })
     }

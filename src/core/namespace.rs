@@ -410,14 +410,16 @@ impl Fs {
                         ));
                     }
                 }
-                // chown of a non-directory drops setuid, and setgid when it
-                // means mandatory locking is off (group-exec set), as Linux.
-                if set.mode.is_none() && !i.kind.is_dir() {
-                    i.perm &= !libc::S_ISUID;
-                    if i.perm & libc::S_IXGRP != 0 {
-                        i.perm &= !libc::S_ISGID;
-                    }
+            }
+            // Any chown of a non-directory, even to the same owner and by
+            // root, drops setuid, and setgid when group-executable (Linux).
+            if (set.uid.is_some() || set.gid.is_some()) && set.mode.is_none() && !i.kind.is_dir()
+            {
+                i.perm &= !libc::S_ISUID;
+                if i.perm & libc::S_IXGRP != 0 {
+                    i.perm &= !libc::S_ISGID;
                 }
+                changed = true;
             }
             if let Some(uid) = set.uid {
                 i.uid = uid;
