@@ -507,6 +507,9 @@ fn unlink_while_open_then_crash_is_reclaimed_at_next_mount() {
     let f = File::open(&p).unwrap();
     let obj = object_path(&m, f.metadata().unwrap().ino());
     fs::remove_file(&p).unwrap();
+    // Metadata is durable at fsync (here fsync of the directory); without
+    // it a crash may legitimately bring the name back.
+    File::open(&m.mnt).unwrap().sync_all().unwrap();
     m.kill();
     drop(f);
     assert!(obj.exists());

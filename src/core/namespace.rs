@@ -504,6 +504,8 @@ impl Fs {
         let frsize = v.fragment_size().max(1);
         let bsize = 4096u64;
         let scale = |n: u64| n.saturating_mul(frsize) / bsize;
+        // Count committed inodes after committing pending creates.
+        self.flush()?;
         let files = self.meta.inode_count()?;
         Ok(StatFs {
             blocks: scale(v.blocks()),
