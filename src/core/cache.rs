@@ -232,7 +232,11 @@ impl Cache {
     pub fn snapshot(&self) -> (u64, Batch) {
         let c = self.inner.lock();
         let batch = Batch {
-            inodes: c.d_inodes.iter().map(|(k, (_, v))| (*k, v.clone())).collect(),
+            inodes: c
+                .d_inodes
+                .iter()
+                .map(|(k, (_, v))| (*k, v.clone()))
+                .collect(),
             dentries: c
                 .d_dentries
                 .iter()

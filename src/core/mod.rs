@@ -261,7 +261,15 @@ impl Tx<'_> {
     /// Point an existing entry at another inode (rename exchange).
     fn retarget(&mut self, parent: u64, name: &[u8], ino: u64, kind: Kind) -> Result<()> {
         let d = self.dentry(parent, name)?.ok_or_else(enoent)?;
-        self.set_dentry(parent, name, Some(Dentry { ino, kind, id: d.id }));
+        self.set_dentry(
+            parent,
+            name,
+            Some(Dentry {
+                ino,
+                kind,
+                id: d.id,
+            }),
+        );
         Ok(())
     }
 

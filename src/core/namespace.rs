@@ -413,8 +413,7 @@ impl Fs {
             }
             // Any chown of a non-directory, even to the same owner and by
             // root, drops setuid, and setgid when group-executable (Linux).
-            if (set.uid.is_some() || set.gid.is_some()) && set.mode.is_none() && !i.kind.is_dir()
-            {
+            if (set.uid.is_some() || set.gid.is_some()) && set.mode.is_none() && !i.kind.is_dir() {
                 i.perm &= !libc::S_ISUID;
                 if i.perm & libc::S_IXGRP != 0 {
                     i.perm &= !libc::S_ISGID;

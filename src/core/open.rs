@@ -15,10 +15,10 @@ use super::error::{Error, Result};
 use super::types::{Inode, Kind, Timestamp, ROOT_INO};
 use super::writer::{Writer, INO_RESERVE_STEP};
 use super::Fs;
-use std::sync::atomic::Ordering;
 use crate::blob::ObjectStore;
 use crate::meta::sqlite::SqliteStore;
 use crate::meta::MetaStore;
+use std::sync::atomic::Ordering;
 
 /// How to open a store. Plain data with defaults; the CLI fills it.
 #[derive(Clone, Debug)]
@@ -144,10 +144,17 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
     let objects = ObjectStore::open(&backing)?;
     let counters = meta.counters()?;
     // Resume above every number that may have been handed out.
-    let next_ino = counters.max_ino.max(counters.ino_reserved.saturating_sub(1)) + 1;
+    let next_ino = counters
+        .max_ino
+        .max(counters.ino_reserved.saturating_sub(1))
+        + 1;
     let writer = Writer::default();
-    writer.reserved.store(counters.ino_reserved.max(next_ino), Ordering::Release);
-    writer.want_reserved.store(next_ino + INO_RESERVE_STEP, Ordering::Release);
+    writer
+        .reserved
+        .store(counters.ino_reserved.max(next_ino), Ordering::Release);
+    writer
+        .want_reserved
+        .store(next_ino + INO_RESERVE_STEP, Ordering::Release);
     let fs = Arc::new(Fs {
         meta,
         objects,

@@ -56,7 +56,10 @@ impl Fs {
     pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
         check_xattr_name(name)?;
         if value.len() > XATTR_SIZE_MAX {
-            return Err(Error::posix(libc::E2BIG, "attribute value larger than 64 KiB"));
+            return Err(Error::posix(
+                libc::E2BIG,
+                "attribute value larger than 64 KiB",
+            ));
         }
         if flags & !(XATTR_CREATE | XATTR_REPLACE) != 0 {
             return Err(Error::posix(libc::EINVAL, "unknown setxattr flags"));

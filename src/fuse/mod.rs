@@ -504,12 +504,9 @@ impl Filesystem for FuseFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.getattr(ino.0) {
-            // The kernel may cache listings: every change made through it
-            // invalidates them, and the other doors notify it.
-            Ok(a) if a.inode.kind.is_dir() => reply.opened(
-                FileHandle(0),
-                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
-            ),
+            // No kernel listing cache (FOPEN_CACHE_DIR): a directory moved
+            // by rename keeps its cached listing, whose ".." would go stale.
+            Ok(a) if a.inode.kind.is_dir() => reply.opened(FileHandle(0), FopenFlags::empty()),
             Ok(_) => reply.error(Errno::ENOTDIR),
             Err(e) => reply.error(errno(&e)),
         }

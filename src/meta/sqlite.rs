@@ -308,8 +308,10 @@ impl MetaStore for SqliteStore {
     fn store_identity(&self) -> Result<Option<(String, String)>> {
         let p = &self.p;
         let row: Option<(String, String)> = self.rt.block_on(
-            sqlx::query_as(&format!("SELECT store_id, backing FROM {p}_store WHERE id = 1"))
-                .fetch_optional(&self.pool),
+            sqlx::query_as(&format!(
+                "SELECT store_id, backing FROM {p}_store WHERE id = 1"
+            ))
+            .fetch_optional(&self.pool),
         )?;
         Ok(row)
     }
