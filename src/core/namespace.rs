@@ -399,16 +399,16 @@ impl Fs {
                 }
                 changed = true;
             }
-            if set.uid.is_some_and(|u| u != i.uid) || set.gid.is_some_and(|g| g != i.gid) {
-                if !caller.is_root() {
-                    if set.uid.is_some_and(|u| u != i.uid) {
-                        return Err(eperm("only root may change the owner"));
-                    }
-                    if caller.uid != i.uid || !set.gid.is_some_and(|g| caller.in_group(g)) {
-                        return Err(eperm(
-                            "only the owner may change the group, to one of theirs",
-                        ));
-                    }
+            if (set.uid.is_some_and(|u| u != i.uid) || set.gid.is_some_and(|g| g != i.gid))
+                && !caller.is_root()
+            {
+                if set.uid.is_some_and(|u| u != i.uid) {
+                    return Err(eperm("only root may change the owner"));
+                }
+                if caller.uid != i.uid || !set.gid.is_some_and(|g| caller.in_group(g)) {
+                    return Err(eperm(
+                        "only the owner may change the group, to one of theirs",
+                    ));
                 }
             }
             // Any chown of a non-directory, even to the same owner and by

@@ -28,7 +28,7 @@ pub type XattrList = Vec<(Vec<u8>, Vec<u8>)>;
 #[derive(Default, Debug)]
 pub struct Batch {
     pub inodes: Vec<(u64, Option<Inode>)>,
-    pub dentries: Vec<((u64, Vec<u8>), Option<Dentry>)>,
+    pub dentries: Vec<(crate::core::cache::DentryKey, Option<Dentry>)>,
     /// The whole attribute list of an inode (empty or `None`: no attributes).
     pub xattrs: Vec<(u64, Option<XattrList>)>,
     /// Inode numbers below this may have been handed out.
