@@ -21,6 +21,8 @@ use super::Fs;
 pub const INO_RESERVE_STEP: u64 = 10_000;
 /// Uncommitted keys beyond which mutations wait for the writer.
 const MAX_DIRTY: usize = 200_000;
+/// How long the writer lets changes gather before committing them.
+const GATHER: Duration = Duration::from_millis(5);
 
 #[derive(Default)]
 struct State {
@@ -28,6 +30,8 @@ struct State {
     flushed_seq: u64,
     shutdown: bool,
     stopped: bool,
+    /// Callers blocked in `wait_for`: commit at once for them.
+    waiters: usize,
     last_error: Option<String>,
 }
 
@@ -54,10 +58,18 @@ impl Writer {
     /// Wait until everything up to `seq` is committed.
     pub fn wait_for(&self, seq: u64) -> Result<()> {
         let mut s = self.state.lock();
-        if s.flushed_seq < seq && !s.kicked {
-            s.kicked = true;
-            self.work.notify_one();
+        if s.flushed_seq >= seq {
+            return Ok(());
         }
+        s.kicked = true;
+        self.work.notify_one();
+        s.waiters += 1;
+        let r = self.wait_locked(&mut s, seq);
+        s.waiters -= 1;
+        r
+    }
+
+    fn wait_locked(&self, s: &mut parking_lot::MutexGuard<'_, State>, seq: u64) -> Result<()> {
         while s.flushed_seq < seq {
             if s.stopped {
                 return Err(Error::Meta("metadata writer stopped".into()));
@@ -65,16 +77,13 @@ impl Writer {
             if let Some(e) = &s.last_error {
                 let e = e.clone();
                 // Keep waiting through transient errors, but report them.
-                let timed_out = self
-                    .done
-                    .wait_for(&mut s, Duration::from_secs(5))
-                    .timed_out();
+                let timed_out = self.done.wait_for(s, Duration::from_secs(5)).timed_out();
                 if timed_out && s.flushed_seq < seq {
                     return Err(Error::Meta(format!("cannot commit metadata: {e}")));
                 }
                 continue;
             }
-            self.done.wait(&mut s);
+            self.done.wait(s);
         }
         Ok(())
     }
@@ -103,6 +112,11 @@ pub fn run(fs: Arc<Fs>) {
             let mut s = fs.writer.state.lock();
             while !s.kicked && !s.shutdown {
                 fs.writer.work.wait(&mut s);
+            }
+            // Group commit: unless someone waits for durability, let a burst
+            // of mutations gather so one transaction carries many.
+            if s.waiters == 0 && !s.shutdown {
+                fs.writer.work.wait_for(&mut s, GATHER);
             }
             s.kicked = false;
         }
