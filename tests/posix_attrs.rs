@@ -642,9 +642,6 @@ fn relatime_probe(d: &Path) -> (bool, bool) {
 }
 
 #[test]
-#[ignore = "known gap (docs/SEMANTICS.md): reads do not update atime; with passthrough they \
-            never reach the daemon, and an update at open would leave the kernel's cached \
-            attributes stale until invalidation is wired (issue 5 notifier work)"]
 fn read_updates_atime_like_relatime_ext4() {
     let m = Mount::new();
     let reference = ext4_dir();

@@ -20,6 +20,8 @@ pub struct Handle {
     /// The object file, shared by all handles of the inode.
     pub file: Arc<File>,
     pub writable: bool,
+    /// Opening changed the inode's attributes (atime, dropped setuid).
+    pub attrs_changed: bool,
 }
 
 fn mtime_of(m: &std::fs::Metadata) -> Timestamp {
@@ -39,12 +41,13 @@ impl Fs {
             _ => return Err(Error::posix(libc::ENXIO, "not a regular file")),
         }
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
-        self.on_open(caller, &inode, writable)?;
-        self.open_handle(ino, writable)
+        let readable = flags & libc::O_ACCMODE != libc::O_WRONLY;
+        let changed = self.on_open(caller, &inode, readable, writable)?;
+        self.open_handle(ino, writable, changed)
     }
 
     /// Register a handle on a regular file's object.
-    fn open_handle(&self, ino: u64, writable: bool) -> Result<Arc<Handle>> {
+    fn open_handle(&self, ino: u64, writable: bool, attrs_changed: bool) -> Result<Arc<Handle>> {
         let file = {
             let mut open = self.open.lock();
             if let Some(o) = open.get_mut(&ino) {
@@ -70,32 +73,54 @@ impl Fs {
             ino,
             file,
             writable,
+            attrs_changed,
         });
         self.handles.lock().insert(fh, handle.clone());
         Ok(handle)
     }
 
-    /// Metadata effects of opening: setuid/setgid are dropped when a
-    /// non-root caller opens for writing (with passthrough the kernel
-    /// writes without asking us; ext4 drops them at the first write).
-    /// atime is not updated by reads (see docs/SEMANTICS.md).
-    fn on_open(&self, caller: &Caller, inode: &super::types::Inode, writable: bool) -> Result<()> {
+    /// Metadata effects of opening; returns whether attributes changed
+    /// (the door must then tell the kernel, whose cached copy is stale).
+    /// - atime as ext4's relatime: reads may bypass the daemon through
+    ///   passthrough, so opening for reading counts as the read;
+    /// - setuid/setgid dropped when a non-root caller opens for writing
+    ///   (passthrough writes never reach us; ext4 drops them at the first
+    ///   write).
+    fn on_open(
+        &self,
+        caller: &Caller,
+        inode: &super::types::Inode,
+        readable: bool,
+        writable: bool,
+    ) -> Result<bool> {
+        const DAY_NS: i64 = 24 * 3600 * 1_000_000_000;
+        let now = Timestamp::now();
+        let stale_atime = readable
+            && (inode.atime <= inode.mtime
+                || inode.atime <= inode.ctime
+                || now.0 - inode.atime.0 > DAY_NS);
         let kill = writable
             && !caller.is_root()
             && (inode.perm & libc::S_ISUID != 0
                 || inode.perm & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP);
-        if !kill {
-            return Ok(());
+        if !stale_atime && !kill {
+            return Ok(false);
         }
         self.with_tx(|tx| {
             let mut i = tx.inode(inode.ino)?;
-            i.perm &= !libc::S_ISUID;
-            if i.perm & libc::S_IXGRP != 0 {
-                i.perm &= !libc::S_ISGID;
+            if stale_atime {
+                i.atime = now;
             }
-            i.ctime = Timestamp::now();
+            if kill {
+                i.perm &= !libc::S_ISUID;
+                if i.perm & libc::S_IXGRP != 0 {
+                    i.perm &= !libc::S_ISGID;
+                }
+                i.ctime = now;
+            }
             tx.put(&i)
-        })
+        })?;
+        Ok(true)
     }
 
     pub fn create(
@@ -110,7 +135,7 @@ impl Fs {
         let attr = self.create_node(caller, parent, name, NewNode::File, mode, umask)?;
         // A new file has nothing to read and no privileges to drop.
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
-        let handle = self.open_handle(attr.inode.ino, writable)?;
+        let handle = self.open_handle(attr.inode.ino, writable, false)?;
         Ok((attr, handle))
     }
 

@@ -274,9 +274,11 @@ impl Fs {
         new_parent: u64,
         new_name: &[u8],
         mode: RenameMode,
-    ) -> Result<()> {
+    ) -> Result<Vec<u64>> {
         check_name(name).map_err(not_found_if_invalid)?;
         check_name(new_name)?;
+        // Directories whose ".." changed: a door caching listings must drop them.
+        let mut moved = Vec::new();
         self.with_tx(|tx| {
             let src_dir = tx.inode(parent)?;
             let dst_dir = tx.inode(new_parent)?;
@@ -298,6 +300,14 @@ impl Fs {
                 }
                 if src_ino == dst_ino {
                     return Ok(());
+                }
+                if parent != new_parent {
+                    moved.extend(
+                        [(src_ino, src_kind), (dst_ino, dst_kind)]
+                            .iter()
+                            .filter(|(_, k)| k.is_dir())
+                            .map(|(i, _)| *i),
+                    );
                 }
                 tx.retarget(parent, name, dst_ino, dst_kind)?;
                 tx.retarget(new_parent, new_name, src_ino, src_kind)?;
@@ -359,6 +369,7 @@ impl Fs {
             let mut src = tx.inode(src_ino)?;
             src.ctime = now;
             if src_kind.is_dir() && parent != new_parent {
+                moved.push(src_ino);
                 src.parent = new_parent;
                 let (mut a, mut b) = (tx.inode(parent)?, tx.inode(new_parent)?);
                 a.nlink -= 1;
@@ -370,7 +381,8 @@ impl Fs {
             }
             tx.put(&src)?;
             touch_dirs(tx, parent, new_parent, now)
-        })
+        })?;
+        Ok(moved)
     }
 
     pub fn setattr(&self, caller: &Caller, ino: u64, set: &SetAttr) -> Result<Attr> {

@@ -9,14 +9,14 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
 use tracing::{debug_span, warn};
@@ -35,6 +35,9 @@ const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 
 pub struct FuseFs {
     fs: Arc<Fs>,
+    /// Set once the session exists; used after replying, never inside a
+    /// request, so the kernel never waits on itself.
+    notifier: Arc<OnceLock<Notifier>>,
     ttl: Duration,
     passthrough: AtomicBool,
     /// One kernel backing id per open inode, shared by its handles.
@@ -111,10 +114,28 @@ impl FuseFs {
     pub fn new(fs: Arc<Fs>) -> FuseFs {
         FuseFs {
             fs,
+            notifier: Arc::default(),
             ttl: DEFAULT_TTL,
             passthrough: AtomicBool::new(false),
             backing_by_ino: Mutex::default(),
             backing_by_fh: Mutex::default(),
+        }
+    }
+
+    /// The cell the session's notifier goes into once mounted.
+    pub fn notifier_cell(&self) -> Arc<OnceLock<Notifier>> {
+        self.notifier.clone()
+    }
+
+    /// Drop the kernel's cached attributes (and, with `pages`, cached
+    /// content or listing) of an inode changed behind its back.
+    fn invalidate(&self, ino: u64, pages: bool) {
+        if let Some(n) = self.notifier.get() {
+            let offset = if pages { 0 } else { -1 };
+            if let Err(e) = n.inval_inode(INodeNo(ino), offset, 0) {
+                // ENOENT: the kernel holds nothing for it; fine.
+                tracing::debug!(ino, error = %e, "kernel invalidation");
+            }
         }
     }
 
@@ -351,7 +372,13 @@ impl Filesystem for FuseFs {
             newname.as_bytes(),
             mode,
         ) {
-            Ok(()) => reply.ok(),
+            Ok(moved) => {
+                reply.ok();
+                // A moved directory's cached listing holds the old "..".
+                for dir in moved {
+                    self.invalidate(dir, true);
+                }
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -374,10 +401,17 @@ impl Filesystem for FuseFs {
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let _s = debug_span!("open", ino = ino.0).entered();
         match self.fs.open(&caller(req), ino.0, flags.0) {
-            Ok(h) => match self.backing(&h, |f| reply.open_backing(f)) {
-                Some(id) => reply.opened_passthrough(FileHandle(h.fh), FopenFlags::empty(), &id),
-                None => reply.opened(FileHandle(h.fh), FopenFlags::empty()),
-            },
+            Ok(h) => {
+                match self.backing(&h, |f| reply.open_backing(f)) {
+                    Some(id) => {
+                        reply.opened_passthrough(FileHandle(h.fh), FopenFlags::empty(), &id)
+                    }
+                    None => reply.opened(FileHandle(h.fh), FopenFlags::empty()),
+                }
+                if h.attrs_changed {
+                    self.invalidate(h.ino, false);
+                }
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -504,9 +538,13 @@ impl Filesystem for FuseFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.getattr(ino.0) {
-            // No kernel listing cache (FOPEN_CACHE_DIR): a directory moved
-            // by rename keeps its cached listing, whose ".." would go stale.
-            Ok(a) if a.inode.kind.is_dir() => reply.opened(FileHandle(0), FopenFlags::empty()),
+            // The kernel may cache listings: changes through the mount
+            // invalidate them, and a directory moved by rename (whose ".."
+            // changed) is invalidated after the rename's reply.
+            Ok(a) if a.inode.kind.is_dir() => reply.opened(
+                FileHandle(0),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            ),
             Ok(_) => reply.error(Errno::ENOTDIR),
             Err(e) => reply.error(errno(&e)),
         }

@@ -109,8 +109,10 @@ pub fn serve(fs: Arc<Fs>, mountpoint: &Path, opts: &MountOptions) -> anyhow::Res
     config.clone_fd = true;
 
     let adapter = FuseFs::new(fs.clone()).with_ttl(opts.ttl);
+    let notifier = adapter.notifier_cell();
     let session = fuser::Session::new(adapter, &mountpoint, &config)
         .with_context(|| format!("cannot mount at {}", mountpoint.display()))?;
+    let _ = notifier.set(session.notifier());
     tracing::info!(mountpoint = %mountpoint.display(), backing = %fs.backing().display(), "mounted");
 
     spawn_signal_handler(mountpoint.clone())?;
