@@ -13,21 +13,7 @@ use std::path::Path;
 
 use nix::sys::stat::Mode;
 
-use common::{errno, Mount};
-
-fn ext4_dir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("artfs-ext4-ref-")
-        .tempdir_in("/tmp")
-        .unwrap()
-}
-
-fn code<T>(r: std::io::Result<T>) -> i32 {
-    match r {
-        Ok(_) => 0,
-        Err(e) => e.raw_os_error().expect("an OS error"),
-    }
-}
+use common::{code, errno, ext4_dir, Mount};
 
 fn nlink(p: &Path) -> u64 {
     fs::metadata(p).unwrap().nlink()

@@ -14,7 +14,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{errno, Mount};
+use common::{errno, ext4_dir, Mount};
 
 fn cpath(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).unwrap()
@@ -59,13 +59,6 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// A scratch directory on the local ext4 root, to compare against.
-fn ext4_dir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("artfs-ext4-ref-")
-        .tempdir_in("/tmp")
-        .unwrap()
-}
-
 /// The errnos (0 = success) of a sequence of open calls, run in `dir`.
 fn open_flag_errnos(dir: &Path) -> Vec<i32> {
     let e = |r: std::io::Result<File>| r.err().and_then(|e| e.raw_os_error()).unwrap_or(0);

@@ -3,6 +3,7 @@
 //! link counts) and hard links. Errnos are compared with a local ext4.
 
 mod common;
+use common::ext4_dir;
 
 use std::ffi::CString;
 use std::fs;
@@ -11,13 +12,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use common::Mount;
-
-fn ext4_dir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("artfs-ext4-ref-")
-        .tempdir_in("/tmp")
-        .unwrap()
-}
 
 fn cpath(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).unwrap()

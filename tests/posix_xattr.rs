@@ -3,6 +3,7 @@
 //! 64 KiB limit, getfattr's view, and persistence across a remount.
 
 mod common;
+use common::ext4_dir;
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -135,13 +136,6 @@ fn removex(p: &Path, name: &str) -> Result<(), i32> {
     } else {
         Err(last_errno())
     }
-}
-
-fn ext4_dir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("artfs-ext4-ref-")
-        .tempdir_in("/tmp")
-        .unwrap()
 }
 
 #[test]

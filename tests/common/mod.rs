@@ -156,3 +156,20 @@ pub fn errno<T: std::fmt::Debug>(r: std::io::Result<T>) -> i32 {
         .raw_os_error()
         .expect("an OS error")
 }
+
+/// A fresh directory on the local ext4 root filesystem, to run the same
+/// syscalls against as a reference.
+pub fn ext4_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("artfs-ext4-ref-")
+        .tempdir_in("/tmp")
+        .unwrap()
+}
+
+/// 0 for success, else the errno: for comparing outcomes with ext4.
+pub fn code<T>(r: std::io::Result<T>) -> i32 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error().expect("an OS error"),
+    }
+}
