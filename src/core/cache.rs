@@ -17,6 +17,7 @@
 //! never overwrites fresher state.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
@@ -257,49 +258,14 @@ impl Cache {
     pub fn committed(&self, seq: u64) -> Vec<u64> {
         let mut c = self.inner.lock();
         c.gen += 1;
-        let inodes: Vec<u64> = c
-            .d_inodes
-            .iter()
-            .filter(|(_, (s, _))| *s <= seq)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in inodes {
-            let (_, v) = c.d_inodes.remove(&k).unwrap();
-            match v {
-                Some(i) => {
-                    c.inodes.put(k, i);
-                }
-                None => {
-                    c.inodes.pop(&k);
-                }
-            }
+        for (k, v) in take_committed(&mut c.d_inodes, seq) {
+            settle(&mut c.inodes, k, v);
         }
-        let dentries: Vec<DentryKey> = c
-            .d_dentries
-            .iter()
-            .filter(|(_, (s, _))| *s <= seq)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in dentries {
-            let (_, v) = c.d_dentries.remove(&k).unwrap();
+        for (k, v) in take_committed(&mut c.d_dentries, seq) {
             c.put_dentry(k, v);
         }
-        let xattrs: Vec<u64> = c
-            .d_xattrs
-            .iter()
-            .filter(|(_, (s, _))| *s <= seq)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in xattrs {
-            let (_, v) = c.d_xattrs.remove(&k).unwrap();
-            match v {
-                Some(x) => {
-                    c.xattrs.put(k, x);
-                }
-                None => {
-                    c.xattrs.pop(&k);
-                }
-            }
+        for (k, v) in take_committed(&mut c.d_xattrs, seq) {
+            settle(&mut c.xattrs, k, v);
         }
         let (done, later): (Vec<_>, Vec<_>) = c.released.drain(..).partition(|(s, _)| *s <= seq);
         c.released = later;
@@ -308,5 +274,33 @@ impl Cache {
 
     pub fn seq(&self) -> u64 {
         self.inner.lock().seq
+    }
+}
+
+/// Remove the overlay entries that the batch reaching `seq` committed
+/// (those not changed again since).
+fn take_committed<K: Hash + Eq + Clone, V>(
+    overlay: &mut HashMap<K, (u64, Option<V>)>,
+    seq: u64,
+) -> Vec<(K, Option<V>)> {
+    let keys: Vec<K> = overlay
+        .iter()
+        .filter(|(_, (s, _))| *s <= seq)
+        .map(|(k, _)| k.clone())
+        .collect();
+    keys.into_iter()
+        .filter_map(|k| overlay.remove(&k).map(|(_, v)| (k, v)))
+        .collect()
+}
+
+/// Record committed state in an LRU: present values cached, removed ones dropped.
+fn settle<K: Hash + Eq, V>(lru: &mut LruCache<K, V>, k: K, v: Option<V>) {
+    match v {
+        Some(v) => {
+            lru.put(k, v);
+        }
+        None => {
+            lru.pop(&k);
+        }
     }
 }
