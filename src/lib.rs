@@ -7,5 +7,7 @@
 
 pub mod blob;
 pub mod core;
+pub mod failpoints;
 pub mod fuse;
 pub mod meta;
+pub mod wal;

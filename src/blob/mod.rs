@@ -42,6 +42,45 @@ impl ObjectStore {
             .open(self.path(ino))
     }
 
+    /// Metadata of an object, `None` when it does not exist.
+    pub fn stat(&self, ino: u64) -> io::Result<Option<std::fs::Metadata>> {
+        match std::fs::metadata(self.path(ino)) {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every object present, as inode numbers (a whole-store scan, for
+    /// fsck). Names that are not objects are returned as stray paths.
+    pub fn list(&self) -> io::Result<(Vec<u64>, Vec<PathBuf>)> {
+        let mut inos = Vec::new();
+        let mut stray = Vec::new();
+        for i in 0..=255u8 {
+            let dir = self.root.join(format!("{i:02x}"));
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for e in entries {
+                let e = e?;
+                let name = e.file_name();
+                let parsed = name
+                    .to_str()
+                    .filter(|n| n.len() == 16)
+                    .and_then(|n| u64::from_str_radix(n, 16).ok())
+                    .filter(|ino| ino & 0xff == u64::from(i));
+                match parsed {
+                    Some(ino) => inos.push(ino),
+                    None => stray.push(e.path()),
+                }
+            }
+        }
+        inos.sort_unstable();
+        Ok((inos, stray))
+    }
+
     /// Remove an object; a missing one is already gone.
     pub fn remove(&self, ino: u64) -> io::Result<()> {
         match std::fs::remove_file(self.path(ino)) {

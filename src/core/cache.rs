@@ -26,6 +26,8 @@ use parking_lot::Mutex;
 
 use super::types::Inode;
 use crate::meta::{Batch, Dentry, XattrList};
+use crate::wal;
+use uuid::Uuid;
 
 pub type Xattrs = Arc<XattrList>;
 /// A directory entry key: parent inode and name.
@@ -46,6 +48,12 @@ pub struct Staged {
     pub xattrs: HashMap<u64, Option<Xattrs>>,
     /// Objects to delete once the removal of their inode is committed.
     pub released_objects: Vec<u64>,
+    /// The `reclaim` log row covering `released_objects`.
+    pub reclaim: Option<Uuid>,
+    /// Log rows of this mutation.
+    pub wal: Vec<wal::Record>,
+    /// Status changes of earlier log rows.
+    pub wal_done: Vec<wal::Update>,
     /// Directories created empty: complete from birth.
     pub new_dirs: Vec<u64>,
 }
@@ -57,6 +65,8 @@ impl Staged {
             && self.xattrs.is_empty()
             && self.released_objects.is_empty()
             && self.new_dirs.is_empty()
+            && self.wal.is_empty()
+            && self.wal_done.is_empty()
     }
 }
 
@@ -66,7 +76,11 @@ struct Inner {
     d_inodes: HashMap<u64, (u64, Option<Inode>)>,
     d_dentries: HashMap<DentryKey, (u64, Option<Dentry>)>,
     d_xattrs: HashMap<u64, (u64, Option<Xattrs>)>,
-    released: Vec<(u64, u64)>,
+    released: Vec<(u64, Uuid, Vec<u64>)>,
+    wal: Vec<(u64, wal::Record)>,
+    wal_done: Vec<(u64, wal::Update)>,
+    /// Highest sequence handed to the writer in a snapshot.
+    snap: u64,
     inodes: LruCache<u64, Inode>,
     dentries: LruCache<DentryKey, Option<Dentry>>,
     xattrs: LruCache<u64, Xattrs>,
@@ -85,8 +99,26 @@ impl Inner {
         }
     }
 
+    /// A row not yet handed to the writer is settled in place (an
+    /// operation that starts and ends between two commits costs one insert);
+    /// otherwise the change follows as an update.
+    fn push_done(&mut self, seq: u64, u: wal::Update) {
+        let snap = self.snap;
+        if let Some((s, r)) = self.wal.iter_mut().find(|(_, r)| r.id == u.id) {
+            if *s > snap {
+                r.status = u.status;
+                r.outcome = u.outcome.or(r.outcome.take());
+                r.error = u.error.or(r.error.take());
+                r.completed_at = Some(u.completed_at);
+                *s = seq;
+                return;
+            }
+        }
+        self.wal_done.push((seq, u));
+    }
+
     fn dirty_len(&self) -> usize {
-        self.d_inodes.len() + self.d_dentries.len() + self.d_xattrs.len()
+        self.d_inodes.len() + self.d_dentries.len() + self.d_xattrs.len() + self.wal.len()
     }
 }
 
@@ -105,6 +137,9 @@ impl Cache {
                 d_dentries: HashMap::new(),
                 d_xattrs: HashMap::new(),
                 released: Vec::new(),
+                wal: Vec::new(),
+                wal_done: Vec::new(),
+                snap: 0,
                 inodes: LruCache::new(cap),
                 dentries: LruCache::new(cap),
                 xattrs: LruCache::new(NonZeroUsize::new(capacity.max(64) / 4).unwrap()),
@@ -223,15 +258,33 @@ impl Cache {
         for ino in s.new_dirs {
             c.complete.insert(ino);
         }
-        for ino in s.released_objects {
-            c.released.push((seq, ino));
+        if !s.released_objects.is_empty() {
+            let id = s.reclaim.expect("released objects come with a reclaim row");
+            c.released.push((seq, id, s.released_objects));
         }
+        for r in s.wal {
+            c.wal.push((seq, r));
+        }
+        for u in s.wal_done {
+            c.push_done(seq, u);
+        }
+        seq
+    }
+
+    /// Record a status change of a log row (e.g. after the writer removed
+    /// the objects of a `reclaim` row); returns its sequence number.
+    pub fn push_wal_done(&self, u: wal::Update) -> u64 {
+        let mut c = self.inner.lock();
+        c.seq += 1;
+        let seq = c.seq;
+        c.push_done(seq, u);
         seq
     }
 
     /// Everything uncommitted, as one batch, with the sequence it reaches.
     pub fn snapshot(&self) -> (u64, Batch) {
-        let c = self.inner.lock();
+        let mut c = self.inner.lock();
+        c.snap = c.seq;
         let batch = Batch {
             inodes: c
                 .d_inodes
@@ -249,13 +302,16 @@ impl Cache {
                 .map(|(k, (_, v))| (*k, v.as_ref().map(|x| x.as_ref().clone())))
                 .collect(),
             ino_reserved: None,
+            wal: c.wal.iter().map(|(_, r)| r.clone()).collect(),
+            wal_done: c.wal_done.iter().map(|(_, u)| u.clone()).collect(),
         };
         (c.seq, batch)
     }
 
     /// The batch reaching `seq` is committed: move what did not change
-    /// since into the LRU; return objects now safe to delete.
-    pub fn committed(&self, seq: u64) -> Vec<u64> {
+    /// since into the LRU; return objects now safe to delete, with the
+    /// `reclaim` rows that cover them.
+    pub fn committed(&self, seq: u64) -> Vec<(Uuid, Vec<u64>)> {
         let mut c = self.inner.lock();
         c.gen += 1;
         for (k, v) in take_committed(&mut c.d_inodes, seq) {
@@ -267,9 +323,11 @@ impl Cache {
         for (k, v) in take_committed(&mut c.d_xattrs, seq) {
             settle(&mut c.xattrs, k, v);
         }
-        let (done, later): (Vec<_>, Vec<_>) = c.released.drain(..).partition(|(s, _)| *s <= seq);
+        c.wal.retain(|(s, _)| *s > seq);
+        c.wal_done.retain(|(s, _)| *s > seq);
+        let (done, later): (Vec<_>, Vec<_>) = c.released.drain(..).partition(|(s, _, _)| *s <= seq);
         c.released = later;
-        done.into_iter().map(|(_, ino)| ino).collect()
+        done.into_iter().map(|(_, id, inos)| (id, inos)).collect()
     }
 
     pub fn seq(&self) -> u64 {

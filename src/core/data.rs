@@ -12,6 +12,8 @@ use super::error::{ebadf, eisdir, Error, Result};
 use super::namespace::NewNode;
 use super::types::{Caller, Kind, Timestamp};
 use super::{Attr, Fs, OpenInode};
+use crate::wal;
+use serde_json::json;
 
 /// One open file handle.
 pub struct Handle {
@@ -43,18 +45,51 @@ impl Fs {
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let readable = flags & libc::O_ACCMODE != libc::O_WRONLY;
         let changed = self.on_open(caller, &inode, readable, writable)?;
-        self.open_handle(ino, writable, changed)
+        // Writes through this handle may reach the object without passing
+        // here (passthrough): the intent must be durable before the handle
+        // exists, unless another writer's intent already covers the file.
+        let mut intent = None;
+        if writable && !self.has_write_intent(ino) {
+            let rec = wal::Record::new(
+                wal::Op::Write,
+                wal::Status::Pending,
+                Some(inode.file_id.clone()),
+                json!({ "ino": ino, "size": inode.size }),
+            )
+            .by(caller.uid);
+            intent = Some(self.durable_intent(rec)?);
+            crate::crash_point!("open::after_intent");
+        }
+        self.open_handle(ino, writable, changed, intent)
     }
 
     /// Register a handle on a regular file's object.
-    fn open_handle(&self, ino: u64, writable: bool, attrs_changed: bool) -> Result<Arc<Handle>> {
+    fn open_handle(
+        &self,
+        ino: u64,
+        writable: bool,
+        attrs_changed: bool,
+        intent: Option<uuid::Uuid>,
+    ) -> Result<Arc<Handle>> {
         let file = {
             let mut open = self.open.lock();
             if let Some(o) = open.get_mut(&ino) {
                 o.count += 1;
+                o.writers += u32::from(writable);
+                o.intents.extend(intent);
                 o.file.clone()
             } else {
-                let file = Arc::new(self.objects.open_rw(ino)?);
+                let file = match self.objects.open_rw(ino) {
+                    Ok(f) => Arc::new(f),
+                    Err(e) => {
+                        drop(open);
+                        let e = Error::from(e);
+                        if let Some(id) = intent {
+                            self.fail_intent(id, &e);
+                        }
+                        return Err(e);
+                    }
+                };
                 let base_mtime = mtime_of(&file.metadata()?);
                 open.insert(
                     ino,
@@ -62,6 +97,8 @@ impl Fs {
                         count: 1,
                         file: file.clone(),
                         base_mtime,
+                        writers: u32::from(writable),
+                        intents: intent.into_iter().collect(),
                     },
                 );
                 file
@@ -132,10 +169,15 @@ impl Fs {
         umask: u32,
         flags: i32,
     ) -> Result<(Attr, Arc<Handle>)> {
-        let attr = self.create_node(caller, parent, name, NewNode::File, mode, umask)?;
+        // The create's log row stays pending while the file is open: it is
+        // the write intent of the new handle. Its object may appear before
+        // the row commits; the inode number's `reserve` row covers that.
+        let (attr, intent) =
+            self.make_node(caller, parent, name, NewNode::File, mode, umask, true)?;
         // A new file has nothing to read and no privileges to drop.
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
-        let handle = self.open_handle(attr.inode.ino, writable, false)?;
+        let handle = self.open_handle(attr.inode.ino, writable, false, Some(intent))?;
+        crate::crash_point!("create::after_object");
         Ok((attr, handle))
     }
 
@@ -175,7 +217,7 @@ impl Fs {
         } else {
             h.file.sync_all()?;
         }
-        self.persist_open(h.ino)?;
+        self.persist_open(h.ino, &[])?;
         self.sync_meta()
     }
 
@@ -188,10 +230,27 @@ impl Fs {
 
     pub fn release(&self, fh: u64) -> Result<()> {
         let h = self.handles.lock().remove(&fh).ok_or_else(ebadf)?;
+        // The intents settle with the last writer (or last handle), in the
+        // same commit as the size they lead to.
+        let settle = {
+            let mut open = self.open.lock();
+            match open.get_mut(&h.ino) {
+                Some(o) => {
+                    o.writers -= u32::from(h.writable);
+                    if o.writers == 0 || o.count == 1 {
+                        std::mem::take(&mut o.intents)
+                    } else {
+                        Vec::new()
+                    }
+                }
+                None => Vec::new(),
+            }
+        };
+        crate::crash_point!("release::before_persist");
         // Every release records the object's size and times (staged in
         // memory, so cheap): no write through any handle goes unrecorded,
         // whichever handle happens to close last.
-        let result = self.persist_open(h.ino);
+        let result = self.persist_open(h.ino, &settle);
         let last = {
             let mut open = self.open.lock();
             match open.get_mut(&h.ino) {
@@ -255,6 +314,37 @@ impl Fs {
         Ok(r)
     }
 
+    /// Whether an open handle's durable write intent covers `ino`.
+    pub(crate) fn has_write_intent(&self, ino: u64) -> bool {
+        self.open
+            .lock()
+            .get(&ino)
+            .is_some_and(|o| !o.intents.is_empty())
+    }
+
+    /// Log a pending intent and wait until it is durable: only then may
+    /// its side effect in BACKING begin.
+    pub(crate) fn durable_intent(&self, rec: wal::Record) -> Result<uuid::Uuid> {
+        let id = rec.id;
+        self.with_tx(|tx| {
+            tx.log(rec);
+            Ok(())
+        })?;
+        self.sync_meta()?;
+        Ok(id)
+    }
+
+    /// The side effect of an intent failed before anything changed: record
+    /// why (the row stays for audit).
+    pub(crate) fn fail_intent(&self, id: uuid::Uuid, e: &Error) {
+        let mut u = wal::Update::new(id, wal::Status::Failed, None);
+        u.error = Some(e.to_string());
+        let _ = self.with_tx(|tx| {
+            tx.settle(u);
+            Ok(())
+        });
+    }
+
     pub(crate) fn is_open(&self, ino: u64) -> bool {
         self.open.lock().contains_key(&ino)
     }
@@ -282,13 +372,20 @@ impl Fs {
     /// Write an open file's size and times back to the metadata store.
     /// The object is examined under the mutation lock, so concurrent
     /// persists record sizes in order.
-    fn persist_open(&self, ino: u64) -> Result<()> {
+    fn persist_open(&self, ino: u64, settle: &[uuid::Uuid]) -> Result<()> {
         self.with_tx(|tx| {
             let mut i = tx.inode(ino)?;
             let Some(fresh) = self.open_attr(&i)? else {
                 return Ok(());
             };
             let fresh = fresh.inode;
+            for id in settle {
+                tx.settle(wal::Update::new(
+                    *id,
+                    wal::Status::Committed,
+                    format!("closed at size {}", fresh.size),
+                ));
+            }
             if i.size == fresh.size && i.mtime == fresh.mtime && i.ctime == fresh.ctime {
                 return Ok(());
             }

@@ -26,6 +26,7 @@ use parking_lot::Mutex;
 
 use crate::blob::ObjectStore;
 use crate::meta::{Dentry, MetaStore};
+use crate::wal;
 use cache::{Cache, DentryKey, Known, Staged, Xattrs};
 use error::{enoent, Result};
 pub use open::{open_store, StoreOptions};
@@ -42,6 +43,11 @@ struct OpenInode {
     /// Object mtime when first opened: a different mtime later means the
     /// content changed through an open handle (possibly via passthrough).
     base_mtime: types::Timestamp,
+    /// Open handles that may write.
+    writers: u32,
+    /// Pending log rows (write intents) covering content changes through
+    /// these handles; settled when the last writer closes.
+    intents: Vec<uuid::Uuid>,
 }
 
 pub struct Fs {
@@ -57,6 +63,7 @@ pub struct Fs {
     next_fh: AtomicU64,
     backing: PathBuf,
     store_id: String,
+    wal_retention: wal::Retention,
 }
 
 /// Attributes as a door shows them.
@@ -128,6 +135,18 @@ impl Fs {
             staged: Staged::default(),
         };
         let out = f(&mut tx)?;
+        if !tx.staged.released_objects.is_empty() {
+            // Objects go only after the inode removal commits; this intent
+            // lets recovery finish the job if the daemon dies in between.
+            let rec = wal::Record::new(
+                wal::Op::Reclaim,
+                wal::Status::Pending,
+                None,
+                serde_json::json!({ "inos": tx.staged.released_objects }),
+            );
+            tx.staged.reclaim = Some(rec.id);
+            tx.staged.wal.push(rec);
+        }
         if !tx.staged.is_empty() {
             self.cache.apply(tx.staged);
             self.writer.kick();
@@ -233,6 +252,16 @@ impl Tx<'_> {
             self.staged.released_objects.push(inode.ino);
         }
         Ok(())
+    }
+
+    /// Log this mutation (see `wal`): the row lands with its changes.
+    fn log(&mut self, rec: wal::Record) {
+        self.staged.wal.push(rec);
+    }
+
+    /// Settle an earlier log row together with this mutation's changes.
+    fn settle(&mut self, u: wal::Update) {
+        self.staged.wal_done.push(u);
     }
 
     fn set_dentry(&mut self, parent: u64, name: &[u8], v: Option<Dentry>) {

@@ -9,6 +9,8 @@ use super::types::{
     ROOT_INO, SYMLINK_MAX,
 };
 use super::{Attr, Fs};
+use crate::wal;
+use serde_json::json;
 
 /// Reject names a directory entry cannot have.
 pub fn check_name(name: &[u8]) -> Result<()> {
@@ -83,6 +85,25 @@ impl Fs {
         mode: u32,
         umask: u32,
     ) -> Result<Attr> {
+        Ok(self
+            .make_node(caller, parent, name, node, mode, umask, false)?
+            .0)
+    }
+
+    /// Create a node and log it. With `open_after`, the log row stays
+    /// pending as the write intent of the handle about to be opened on it;
+    /// its id is returned.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn make_node(
+        &self,
+        caller: &Caller,
+        parent: u64,
+        name: &[u8],
+        node: NewNode<'_>,
+        mode: u32,
+        umask: u32,
+        open_after: bool,
+    ) -> Result<(Attr, uuid::Uuid)> {
         check_name(name)?;
         let (kind, rdev, target) = match node {
             NewNode::File => (Kind::File, 0, None),
@@ -149,18 +170,39 @@ impl Fs {
             };
             let new = tx.insert(new)?;
             tx.add_entry(parent, name, new.ino, kind)?;
+            let op = match kind {
+                Kind::File => wal::Op::Create,
+                Kind::Dir => wal::Op::Mkdir,
+                Kind::Symlink => wal::Op::Symlink,
+                _ => wal::Op::Mknod,
+            };
+            let status = if open_after {
+                wal::Status::Pending
+            } else {
+                wal::Status::Committed
+            };
+            let rec = wal::Record::new(
+                op,
+                status,
+                Some(new.file_id.clone()),
+                json!({ "ino": new.ino, "parent": parent, "name": wal::name_json(name),
+                        "mode": new.mode(), "rdev": rdev }),
+            )
+            .by(caller.uid);
+            let id = rec.id;
+            tx.log(rec);
             if kind.is_dir() {
                 dir.nlink += 1;
             }
             dir.mtime = now;
             dir.ctime = now;
             tx.put(&dir)?;
-            Ok(new)
+            Ok((new, id))
         })?;
-        self.attr_of(inode)
+        Ok((self.attr_of(inode.0)?, inode.1))
     }
 
-    pub fn unlink(&self, _caller: &Caller, parent: u64, name: &[u8]) -> Result<()> {
+    pub fn unlink(&self, caller: &Caller, parent: u64, name: &[u8]) -> Result<()> {
         check_name(name).map_err(not_found_if_invalid)?;
         self.with_tx(|tx| {
             let mut dir = tx.inode(parent)?;
@@ -174,6 +216,16 @@ impl Fs {
             let now = Timestamp::now();
             tx.remove_entry(parent, name)?;
             let inode = tx.inode(ino)?;
+            tx.log(
+                wal::Record::new(
+                    wal::Op::Unlink,
+                    wal::Status::Committed,
+                    Some(inode.file_id.clone()),
+                    json!({ "ino": ino, "parent": parent, "name": wal::name_json(name),
+                            "nlink_after": inode.nlink.saturating_sub(1) }),
+                )
+                .by(caller.uid),
+            );
             self.drop_link(tx, inode, now)?;
             dir.mtime = now;
             dir.ctime = now;
@@ -193,7 +245,7 @@ impl Fs {
         }
     }
 
-    pub fn rmdir(&self, _caller: &Caller, parent: u64, name: &[u8]) -> Result<()> {
+    pub fn rmdir(&self, caller: &Caller, parent: u64, name: &[u8]) -> Result<()> {
         if name == b"." {
             return Err(einval("cannot remove '.'"));
         }
@@ -216,6 +268,15 @@ impl Fs {
             let victim = tx.inode(ino)?;
             tx.remove_entry(parent, name)?;
             tx.remove(&victim)?;
+            tx.log(
+                wal::Record::new(
+                    wal::Op::Rmdir,
+                    wal::Status::Committed,
+                    Some(victim.file_id.clone()),
+                    json!({ "ino": ino, "parent": parent, "name": wal::name_json(name) }),
+                )
+                .by(caller.uid),
+            );
             let now = Timestamp::now();
             dir.nlink = dir.nlink.saturating_sub(1);
             dir.mtime = now;
@@ -226,7 +287,7 @@ impl Fs {
 
     pub fn link(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         ino: u64,
         new_parent: u64,
         new_name: &[u8],
@@ -255,6 +316,15 @@ impl Fs {
             }
             let now = Timestamp::now();
             tx.add_entry(new_parent, new_name, ino, inode.kind)?;
+            tx.log(
+                wal::Record::new(
+                    wal::Op::Link,
+                    wal::Status::Committed,
+                    Some(inode.file_id.clone()),
+                    json!({ "ino": ino, "parent": new_parent, "name": wal::name_json(new_name) }),
+                )
+                .by(caller.uid),
+            );
             inode.nlink += 1;
             inode.ctime = now;
             tx.put(&inode)?;
@@ -268,7 +338,7 @@ impl Fs {
 
     pub fn rename(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         parent: u64,
         name: &[u8],
         new_parent: u64,
@@ -288,6 +358,19 @@ impl Fs {
             let (src_ino, src_kind) = tx.lookup(parent, name)?.ok_or_else(enoent)?;
             let dst = tx.lookup(new_parent, new_name)?;
             let now = Timestamp::now();
+            let src_file_id = tx.inode(src_ino)?.file_id;
+            tx.log(
+                wal::Record::new(
+                    wal::Op::Rename,
+                    wal::Status::Committed,
+                    Some(src_file_id),
+                    json!({ "ino": src_ino, "parent": parent, "name": wal::name_json(name),
+                            "new_parent": new_parent, "new_name": wal::name_json(new_name),
+                            "replaced_ino": dst.map(|d| d.0),
+                            "mode": format!("{mode:?}").to_lowercase() }),
+                )
+                .by(caller.uid),
+            );
 
             if src_kind.is_dir() && is_within(tx, new_parent, src_ino)? {
                 return Err(einval("cannot move a directory into itself"));
@@ -386,7 +469,30 @@ impl Fs {
     }
 
     pub fn setattr(&self, caller: &Caller, ino: u64, set: &SetAttr) -> Result<Attr> {
-        let inode = self.with_tx(|tx| {
+        // Changing an object's length is a side effect in BACKING: unless a
+        // write intent of an open handle covers the file, log a durable
+        // intent first.
+        let mut intent = None;
+        if let Some(size) = set.size {
+            let i = self.inode(ino)?;
+            match i.kind {
+                Kind::File => {}
+                Kind::Dir => return Err(eisdir()),
+                _ => return Err(einval("cannot truncate this kind of file")),
+            }
+            if !self.has_write_intent(ino) {
+                let rec = wal::Record::new(
+                    wal::Op::Truncate,
+                    wal::Status::Pending,
+                    Some(i.file_id.clone()),
+                    json!({ "ino": ino, "from": i.size, "to": size }),
+                )
+                .by(caller.uid);
+                intent = Some(self.durable_intent(rec)?);
+                crate::crash_point!("truncate::after_intent");
+            }
+        }
+        let result = self.with_tx(|tx| {
             let mut i = tx.inode(ino)?;
             let now = Timestamp::now();
             let mut changed = false;
@@ -397,6 +503,14 @@ impl Fs {
                     _ => return Err(einval("cannot truncate this kind of file")),
                 }
                 self.truncate_object(ino, size)?;
+                crate::crash_point!("truncate::after_object");
+                if let Some(id) = intent {
+                    tx.settle(wal::Update::new(
+                        id,
+                        wal::Status::Committed,
+                        format!("size {} -> {size}", i.size),
+                    ));
+                }
                 i.size = size;
                 // As a write would, truncation by non-root drops setuid
                 // (and setgid when group-executable).
@@ -465,8 +579,27 @@ impl Fs {
                 i.ctime = c;
             }
             tx.put(&i)?;
+            tx.log(
+                wal::Record::new(
+                    wal::Op::Setattr,
+                    wal::Status::Committed,
+                    Some(i.file_id.clone()),
+                    json!({ "ino": ino, "mode": set.mode, "uid": set.uid, "gid": set.gid,
+                            "size": set.size, "atime": set.atime.is_some(),
+                            "mtime": set.mtime.is_some() }),
+                )
+                .by(caller.uid),
+            );
             Ok(i)
-        })?;
+        });
+        let inode = match (result, intent) {
+            (Ok(i), _) => i,
+            (Err(e), Some(id)) => {
+                self.fail_intent(id, &e);
+                return Err(e);
+            }
+            (Err(e), None) => return Err(e),
+        };
         if inode.kind == Kind::File && (set.mtime.is_some() || set.size.is_some()) {
             // The object's own mtime now matches; later writes move it again.
             self.rebase_open(ino);

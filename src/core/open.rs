@@ -29,6 +29,8 @@ pub struct StoreOptions {
     pub table_prefix: String,
     /// Entries per in-memory cache.
     pub cache_entries: usize,
+    /// How long settled log rows are kept.
+    pub wal_retention: crate::wal::Retention,
 }
 
 impl StoreOptions {
@@ -38,6 +40,7 @@ impl StoreOptions {
             db_url: None,
             table_prefix: "artfs".to_string(),
             cache_entries: 100_000,
+            wal_retention: crate::wal::Retention::default(),
         }
     }
 
@@ -142,6 +145,14 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
     };
 
     let objects = ObjectStore::open(&backing)?;
+    // Before anything is served: settle what a crash left pending.
+    let settled = crate::wal::recover::recover(meta.as_ref(), &objects)?;
+    if !settled.is_empty() {
+        tracing::warn!(
+            rows = settled.len(),
+            "recovered operations interrupted by a crash (see the log table for each)"
+        );
+    }
     let counters = meta.counters()?;
     // Resume above every number that may have been handed out.
     let next_ino = counters
@@ -168,6 +179,7 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
         next_fh: 1.into(),
         backing,
         store_id,
+        wal_retention: opts.wal_retention.clone(),
     });
     let w = fs.clone();
     std::thread::Builder::new()

@@ -10,12 +10,14 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
 use super::error::{Error, Result};
+use super::types::Timestamp;
 use super::Fs;
+use crate::wal;
 
 /// Inode numbers reserved per durable reservation step.
 pub const INO_RESERVE_STEP: u64 = 10_000;
@@ -23,6 +25,8 @@ pub const INO_RESERVE_STEP: u64 = 10_000;
 const MAX_DIRTY: usize = 200_000;
 /// How long the writer lets changes gather before committing them.
 const GATHER: Duration = Duration::from_millis(5);
+/// How often settled log rows past their retention are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 struct State {
@@ -105,8 +109,21 @@ impl Writer {
     }
 }
 
+/// A range of inode numbers reserved with a `reserve` intent: objects in
+/// it may exist before their inode is committed. The range is settled once
+/// every number in it has been handed out and everything staged up to then
+/// is committed.
+struct Range {
+    id: uuid::Uuid,
+    to: u64,
+    /// Sequence that covers every allocation in the range.
+    covered_at: Option<u64>,
+}
+
 /// The writer thread's loop.
 pub fn run(fs: Arc<Fs>) {
+    let mut ranges: Vec<Range> = Vec::new();
+    let mut last_prune: Option<Instant> = None;
     loop {
         {
             let mut s = fs.writer.state.lock();
@@ -121,25 +138,96 @@ pub fn run(fs: Arc<Fs>) {
             s.kicked = false;
         }
         let (seq, mut batch) = fs.cache.snapshot();
-        let want = fs.writer.want_reserved.load(Ordering::Acquire);
-        if want > fs.writer.reserved.load(Ordering::Acquire) {
-            batch.ino_reserved = Some(want);
+        let now = Timestamp::now();
+        for r in &mut batch.wal {
+            if r.status != wal::Status::Pending && r.completed_at.is_none() {
+                r.completed_at = Some(now);
+            }
         }
-        match fs.meta.apply(&batch) {
+        let want = fs.writer.want_reserved.load(Ordering::Acquire);
+        let had = fs.writer.reserved.load(Ordering::Acquire);
+        let mut new_range = None;
+        if want > had {
+            batch.ino_reserved = Some(want);
+            let rec = wal::Record::new(
+                wal::Op::Reserve,
+                wal::Status::Pending,
+                None,
+                serde_json::json!({ "from": had, "to": want }),
+            );
+            new_range = Some(Range {
+                id: rec.id,
+                to: want,
+                covered_at: None,
+            });
+            batch.wal.push(rec);
+        }
+        crate::crash_point!("writer::before_commit");
+        // A reservation is durable (fsync) before any number in it is used:
+        // objects of those numbers may be created at once.
+        let result = fs.meta.apply(&batch).and_then(|()| {
+            if batch.ino_reserved.is_some() {
+                fs.meta.sync()
+            } else {
+                Ok(())
+            }
+        });
+        match result {
             Ok(()) => {
-                if let Some(r) = batch.ino_reserved {
-                    fs.writer.reserved.fetch_max(r, Ordering::AcqRel);
+                crate::crash_point!("writer::after_commit");
+                if let Some(r) = new_range {
+                    ranges.push(r);
+                    fs.writer.reserved.fetch_max(want, Ordering::AcqRel);
                 }
-                for ino in fs.cache.committed(seq) {
-                    if let Err(e) = fs.objects.remove(ino) {
-                        tracing::warn!(ino, error = %e, "could not remove released object");
+                let mut more = false;
+                for (id, inos) in fs.cache.committed(seq) {
+                    let mut removed = 0;
+                    for ino in &inos {
+                        match fs.objects.remove(*ino) {
+                            Ok(()) => removed += 1,
+                            Err(e) => {
+                                tracing::warn!(ino, error = %e, "could not remove released object")
+                            }
+                        }
                     }
+                    crate::crash_point!("writer::after_reclaim");
+                    fs.cache.push_wal_done(wal::Update::new(
+                        id,
+                        wal::Status::Committed,
+                        format!("removed {removed} of {} objects", inos.len()),
+                    ));
+                    more = true;
                 }
                 let mut s = fs.writer.state.lock();
                 s.flushed_seq = s.flushed_seq.max(seq);
                 s.last_error = None;
+                let flushed = s.flushed_seq;
+                drop(s);
+                more |= settle_ranges(&fs, &mut ranges, flushed);
+                if last_prune.is_none_or(|t| t.elapsed() > PRUNE_EVERY) {
+                    last_prune = Some(Instant::now());
+                    match fs.meta.prune_wal(&fs.wal_retention) {
+                        Ok(0) => {}
+                        Ok(n) => tracing::debug!(rows = n, "pruned settled log rows"),
+                        Err(e) => tracing::warn!(error = %e, "could not prune the log"),
+                    }
+                }
+                let mut s = fs.writer.state.lock();
                 fs.writer.done.notify_all();
+                if more {
+                    s.kicked = true;
+                    continue;
+                }
                 if s.shutdown && fs.cache.seq() <= s.flushed_seq && !s.kicked {
+                    if !ranges.is_empty() {
+                        // Everything is committed and nothing more is
+                        // allocated: every open range is settled.
+                        for r in ranges.drain(..) {
+                            fs.cache.push_wal_done(range_done(r.id));
+                        }
+                        s.kicked = true;
+                        continue;
+                    }
                     s.stopped = true;
                     fs.writer.done.notify_all();
                     return;
@@ -163,4 +251,39 @@ pub fn run(fs: Arc<Fs>) {
             }
         }
     }
+}
+
+fn range_done(id: uuid::Uuid) -> wal::Update {
+    wal::Update::new(
+        id,
+        wal::Status::Committed,
+        "every inode of the range committed".to_string(),
+    )
+}
+
+/// Settle the reserve rows whose numbers are all handed out and committed.
+/// Returns whether it staged anything.
+fn settle_ranges(fs: &Fs, ranges: &mut Vec<Range>, flushed: u64) -> bool {
+    let next = fs.next_ino.load(Ordering::Acquire);
+    for r in ranges.iter_mut() {
+        if r.covered_at.is_none() && next >= r.to {
+            // Allocations happen under the mutation lock and are staged
+            // before it is released: holding it once means every number
+            // below `next` is staged at or before the current sequence.
+            // Never block on it: a mutation holding it may wait for us.
+            if let Some(_guard) = fs.mutate.try_lock() {
+                r.covered_at = Some(fs.cache.seq());
+            }
+        }
+    }
+    let mut any = false;
+    ranges.retain(|r| match r.covered_at {
+        Some(at) if at <= flushed => {
+            fs.cache.push_wal_done(range_done(r.id));
+            any = true;
+            false
+        }
+        _ => true,
+    });
+    any
 }

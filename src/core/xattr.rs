@@ -4,6 +4,8 @@
 use super::error::{Error, Result};
 use super::types::{Timestamp, XATTR_NAME_MAX, XATTR_SIZE_MAX};
 use super::Fs;
+use crate::wal;
+use serde_json::json;
 
 pub const XATTR_CREATE: i32 = libc::XATTR_CREATE;
 pub const XATTR_REPLACE: i32 = libc::XATTR_REPLACE;
@@ -80,6 +82,12 @@ impl Fs {
             }
             tx.set_xattrs(ino, list);
             inode.ctime = Timestamp::now();
+            tx.log(wal::Record::new(
+                wal::Op::XattrSet,
+                wal::Status::Committed,
+                Some(inode.file_id.clone()),
+                json!({ "ino": ino, "name": wal::name_json(name), "size": value.len() }),
+            ));
             tx.put(&inode)
         })
     }
@@ -96,6 +104,12 @@ impl Fs {
             }
             tx.set_xattrs(ino, list);
             inode.ctime = Timestamp::now();
+            tx.log(wal::Record::new(
+                wal::Op::XattrRemove,
+                wal::Status::Committed,
+                Some(inode.file_id.clone()),
+                json!({ "ino": ino, "name": wal::name_json(name) }),
+            ));
             tx.put(&inode)
         })
     }

@@ -9,11 +9,18 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-pub const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../migrations/sqlite/0001_init.sql"),
-}];
+pub const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "wal",
+        sql: include_str!("../../migrations/sqlite/0002_wal.sql"),
+    },
+];
 
 /// Split a migration into statements with the prefix substituted.
 pub fn statements(m: &Migration, prefix: &str) -> Vec<String> {

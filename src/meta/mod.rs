@@ -12,6 +12,7 @@ pub mod sqlite;
 
 use crate::core::error::Result;
 use crate::core::types::{DirEntry, Inode, Kind};
+use crate::wal;
 
 /// A directory entry's target and readdir cookie.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +34,10 @@ pub struct Batch {
     pub xattrs: Vec<(u64, Option<XattrList>)>,
     /// Inode numbers below this may have been handed out.
     pub ino_reserved: Option<u64>,
+    /// Log rows to insert, in order (see `wal`).
+    pub wal: Vec<wal::Record>,
+    /// Status changes of rows already in the log.
+    pub wal_done: Vec<wal::Update>,
 }
 
 impl Batch {
@@ -41,6 +46,8 @@ impl Batch {
             && self.dentries.is_empty()
             && self.xattrs.is_empty()
             && self.ino_reserved.is_none()
+            && self.wal.is_empty()
+            && self.wal_done.is_empty()
     }
 }
 
@@ -68,6 +75,20 @@ pub trait MetaStore: Send + Sync {
     fn inode_count(&self) -> Result<u64>;
     /// Inodes with no links left (unlinked while open when the daemon stopped).
     fn orphans(&self) -> Result<Vec<u64>>;
+
+    /// Log rows still pending, oldest first.
+    fn pending_wal(&self) -> Result<Vec<wal::Record>>;
+    /// Number of log rows per status.
+    fn wal_counts(&self) -> Result<Vec<(String, u64)>>;
+    /// Delete settled rows past their retention; returns how many went.
+    fn prune_wal(&self, keep: &wal::Retention) -> Result<u64>;
+
+    /// Everything, for fsck and rebuild checks (whole-store scans).
+    fn all_inodes(&self) -> Result<Vec<Inode>>;
+    /// Every directory entry as (parent, name, entry).
+    fn all_dentries(&self) -> Result<Vec<(u64, Vec<u8>, Dentry)>>;
+    /// Inodes that have extended attributes rows.
+    fn xattr_owners(&self) -> Result<Vec<u64>>;
 
     /// Apply a batch atomically.
     fn apply(&self, batch: &Batch) -> Result<()>;

@@ -17,10 +17,14 @@ use super::migrate::{self, valid_prefix};
 use super::{Batch, Counters, Dentry, MetaStore, XattrList};
 use crate::core::error::{Error, Result};
 use crate::core::types::{DirEntry, Inode, Kind, Timestamp};
+use crate::wal;
 
 const INODE_COLS: &str = "ino, file_id, kind, perm, uid, gid, nlink, size, atime, mtime, ctime, \
                           crtime, rdev, parent, target, created_by, original_name";
 const INODE_NCOLS: usize = 17;
+const WAL_COLS: &str = "transaction_id, operation_type, status, file_id, operation_data, \
+                        error_message, started_at, completed_at, duration_ms, user_id, outcome";
+const WAL_NCOLS: usize = 11;
 /// Rows per multi-row statement (SQLite allows 32766 parameters).
 const CHUNK: usize = 100;
 
@@ -154,6 +158,28 @@ fn row_to_inode(row: &SqliteRow) -> Result<Inode> {
         target: row.try_get(14)?,
         created_by: row.try_get(15)?,
         original_name: row.try_get(16)?,
+    })
+}
+
+fn row_to_wal(row: &SqliteRow) -> Result<wal::Record> {
+    let bad = |what: &str| Error::Meta(format!("corrupt log row: bad {what}"));
+    let id: String = row.try_get(0)?;
+    let op: String = row.try_get(1)?;
+    let status: String = row.try_get(2)?;
+    let data: String = row.try_get(4)?;
+    let started: String = row.try_get(6)?;
+    let completed: Option<String> = row.try_get(7)?;
+    Ok(wal::Record {
+        id: uuid::Uuid::parse_str(&id).map_err(|_| bad("transaction_id"))?,
+        op: wal::Op::parse(&op).ok_or_else(|| bad("operation_type"))?,
+        status: wal::Status::parse(&status).ok_or_else(|| bad("status"))?,
+        file_id: row.try_get(3)?,
+        data: serde_json::from_str(&data).map_err(|_| bad("operation_data"))?,
+        error: row.try_get(5)?,
+        started_at: wal::parse_rfc3339(&started).ok_or_else(|| bad("started_at"))?,
+        completed_at: completed.as_deref().and_then(wal::parse_rfc3339),
+        user_id: row.try_get(9)?,
+        outcome: row.try_get(10)?,
     })
 }
 
@@ -292,6 +318,45 @@ impl SqliteStore {
             }
             sqlx::query_with(&sql, args).execute(&mut *tx).await?;
         }
+        for chunk in b.wal.chunks(CHUNK / 2) {
+            let sql = format!(
+                "INSERT INTO {p}_wal ({WAL_COLS}) VALUES {}",
+                tuples(chunk.len(), WAL_NCOLS)
+            );
+            let mut args = SqliteArguments::default();
+            for r in chunk {
+                add(&mut args, r.id.to_string());
+                add(&mut args, r.op.as_str());
+                add(&mut args, r.status.as_str());
+                add(&mut args, r.file_id.clone());
+                add(&mut args, r.data.to_string());
+                add(&mut args, r.error.clone());
+                add(&mut args, wal::rfc3339(r.started_at));
+                add(&mut args, r.completed_at.map(wal::rfc3339));
+                add(&mut args, r.duration_ms());
+                add(&mut args, r.user_id.clone());
+                add(&mut args, r.outcome.clone());
+            }
+            sqlx::query_with(&sql, args).execute(&mut *tx).await?;
+        }
+        for u in &b.wal_done {
+            let done = wal::rfc3339(u.completed_at);
+            sqlx::query(&format!(
+                "UPDATE {p}_wal SET status = ?, outcome = coalesce(?, outcome), \
+                 error_message = coalesce(?, error_message), completed_at = ?, \
+                 duration_ms = coalesce(?, round((julianday(?) - julianday(started_at)) \
+                 * 86400000.0, 3)) WHERE transaction_id = ?"
+            ))
+            .bind(u.status.as_str())
+            .bind(u.outcome.as_deref())
+            .bind(u.error.as_deref())
+            .bind(&done)
+            .bind(u.duration_ms)
+            .bind(&done)
+            .bind(u.id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
         if let Some(r) = b.ino_reserved {
             sqlx::query(&format!(
                 "UPDATE {p}_store SET ino_reserved = max(ino_reserved, ?) WHERE id = 1"
@@ -420,6 +485,105 @@ impl MetaStore for SqliteStore {
         let p = &self.p;
         let v: Vec<i64> = self.rt.block_on(
             sqlx::query_scalar(&format!("SELECT ino FROM {p}_inodes WHERE nlink = 0"))
+                .fetch_all(&self.pool),
+        )?;
+        Ok(v.into_iter().map(|i| i as u64).collect())
+    }
+
+    fn pending_wal(&self) -> Result<Vec<wal::Record>> {
+        let p = &self.p;
+        let rows = self.rt.block_on(
+            sqlx::query(&format!(
+                "SELECT {WAL_COLS} FROM {p}_wal WHERE status = 'pending' ORDER BY seq"
+            ))
+            .fetch_all(&self.pool),
+        )?;
+        rows.iter().map(row_to_wal).collect()
+    }
+
+    fn wal_counts(&self) -> Result<Vec<(String, u64)>> {
+        let p = &self.p;
+        let rows: Vec<(String, i64)> = self.rt.block_on(
+            sqlx::query_as(&format!(
+                "SELECT status, count(*) FROM {p}_wal GROUP BY status ORDER BY status"
+            ))
+            .fetch_all(&self.pool),
+        )?;
+        Ok(rows.into_iter().map(|(s, n)| (s, n as u64)).collect())
+    }
+
+    fn prune_wal(&self, keep: &wal::Retention) -> Result<u64> {
+        let p = &self.p;
+        let now = Timestamp::now().0;
+        let age = |d: std::time::Duration| wal::rfc3339(Timestamp(now - d.as_nanos() as i64));
+        let committed_before = age(keep.committed_max_age);
+        let failed_before = age(keep.failed_max_age);
+        let n = self.rt.block_on(async {
+            let mut n = sqlx::query(&format!(
+                "DELETE FROM {p}_wal WHERE status = 'committed' AND completed_at < ?"
+            ))
+            .bind(&committed_before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            n += sqlx::query(&format!(
+                "DELETE FROM {p}_wal WHERE status = 'committed' AND seq <= \
+                 (SELECT seq FROM {p}_wal WHERE status = 'committed' \
+                  ORDER BY seq DESC LIMIT 1 OFFSET ?)"
+            ))
+            .bind(keep.committed_max_rows as i64)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            n += sqlx::query(&format!(
+                "DELETE FROM {p}_wal WHERE status IN ('failed', 'rolled_back') \
+                 AND completed_at < ?"
+            ))
+            .bind(&failed_before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            Ok::<_, sqlx::Error>(n)
+        })?;
+        Ok(n)
+    }
+
+    fn all_inodes(&self) -> Result<Vec<Inode>> {
+        let p = &self.p;
+        let rows = self.rt.block_on(
+            sqlx::query(&format!("SELECT {INODE_COLS} FROM {p}_inodes ORDER BY ino"))
+                .fetch_all(&self.pool),
+        )?;
+        rows.iter().map(row_to_inode).collect()
+    }
+
+    fn all_dentries(&self) -> Result<Vec<(u64, Vec<u8>, Dentry)>> {
+        let p = &self.p;
+        let rows: Vec<(i64, Vec<u8>, i64, i64, i64)> = self.rt.block_on(
+            sqlx::query_as(&format!(
+                "SELECT parent, name, ino, kind, id FROM {p}_dentries ORDER BY id"
+            ))
+            .fetch_all(&self.pool),
+        )?;
+        rows.into_iter()
+            .map(|(parent, name, ino, kind, id)| {
+                Ok((
+                    parent as u64,
+                    name,
+                    Dentry {
+                        ino: ino as u64,
+                        kind: kind_of(kind)?,
+                        id: id as u64,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    fn xattr_owners(&self) -> Result<Vec<u64>> {
+        let p = &self.p;
+        let v: Vec<i64> = self.rt.block_on(
+            sqlx::query_scalar(&format!("SELECT DISTINCT ino FROM {p}_xattrs ORDER BY ino"))
                 .fetch_all(&self.pool),
         )?;
         Ok(v.into_iter().map(|i| i as u64).collect())
