@@ -8,6 +8,7 @@
 pub mod blob;
 pub mod core;
 pub mod failpoints;
+pub mod fsck;
 pub mod fuse;
 pub mod meta;
 pub mod wal;

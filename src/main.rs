@@ -6,7 +6,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use artfs::core::{open_store, StoreOptions};
+use artfs::core::{open_offline, open_store, StoreLock, StoreOptions};
+use artfs::fsck;
 use artfs::fuse::{serve, MountOptions};
 
 #[derive(Parser)]
@@ -25,6 +26,26 @@ enum Cmd {
     /// Mount BACKING at MOUNTPOINT and serve it in the foreground until
     /// unmounted or signalled (SIGINT/SIGTERM unmount cleanly).
     Mount(MountArgs),
+    /// Check that the metadata tables and the objects in BACKING agree.
+    /// Exit 0 when consistent, 1 with a report otherwise.
+    Fsck(FsckArgs),
+}
+
+#[derive(clap::Args)]
+struct FsckArgs {
+    /// Directory holding the objects.
+    #[arg(env = "ARTFS_BACKING")]
+    backing: PathBuf,
+    /// Metadata database URL [default: sqlite://BACKING/.artfs/meta.db].
+    #[arg(long, env = "ARTFS_DB")]
+    db: Option<String>,
+    /// Prefix of the metadata tables.
+    #[arg(long, env = "ARTFS_TABLE_PREFIX", default_value = "artfs")]
+    table_prefix: String,
+    /// Fix what can be fixed without guessing, and say what was done.
+    /// Refused while the store is mounted.
+    #[arg(long)]
+    repair: bool,
 }
 
 #[derive(clap::Args)]
@@ -70,12 +91,15 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Crash points from FAILPOINTS (test builds only; inert otherwise).
+    let _failpoints = fail::FailScenario::setup();
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Mount(args) => mount(args),
+        Cmd::Mount(args) => mount(args).map(|()| std::process::ExitCode::SUCCESS),
+        Cmd::Fsck(args) => fsck(args),
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("artfs: {e:#}");
             std::process::ExitCode::from(2)
@@ -95,12 +119,7 @@ fn mount(args: MountArgs) -> anyhow::Result<()> {
     }
     // Check the mount point before touching BACKING, so a bad one changes nothing.
     artfs::fuse::check_mountpoint(&args.mountpoint, args.force)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("artfs-rt")
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
+    let rt = runtime()?;
     let mut sopts = StoreOptions::new(&args.backing);
     sopts.db_url = args.db;
     sopts.table_prefix = args.table_prefix;
@@ -110,4 +129,55 @@ fn mount(args: MountArgs) -> anyhow::Result<()> {
     let served = serve(fs.clone(), &args.mountpoint, &mopts);
     fs.close();
     served
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("artfs-rt")
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")
+}
+
+fn fsck(args: FsckArgs) -> anyhow::Result<std::process::ExitCode> {
+    let backing = args
+        .backing
+        .canonicalize()
+        .with_context(|| format!("BACKING {} is not usable", args.backing.display()))?;
+    if args.repair && StoreLock::is_held(&backing) {
+        anyhow::bail!(
+            "{} is mounted (its daemon holds the store lock); unmount it before --repair",
+            backing.display()
+        );
+    }
+    let rt = runtime()?;
+    let mut sopts = StoreOptions::new(&backing);
+    sopts.db_url = args.db;
+    sopts.table_prefix = args.table_prefix;
+    let (meta, objects, _lock) = open_offline(&sopts, rt.handle().clone(), args.repair)?;
+    let mounted = !args.repair && StoreLock::is_held(&backing);
+    if mounted {
+        println!("note: the store is mounted; this checks its last committed state");
+    }
+    if args.repair {
+        for line in fsck::repair(meta.as_ref(), &objects)? {
+            println!("repaired: {line}");
+        }
+    }
+    let report = fsck::check(meta.as_ref(), &objects, mounted)?;
+    meta.close();
+    println!(
+        "checked {} inodes, {} entries, {} objects",
+        report.inodes, report.entries, report.objects
+    );
+    if report.is_clean() {
+        println!("consistent");
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    for f in &report.findings {
+        println!("problem: {f}");
+    }
+    println!("{} problems", report.findings.len());
+    Ok(std::process::ExitCode::from(1))
 }

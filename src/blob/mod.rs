@@ -66,12 +66,19 @@ impl ObjectStore {
             for e in entries {
                 let e = e?;
                 let name = e.file_name();
-                let parsed = name
-                    .to_str()
+                let name = name.to_string_lossy();
+                // `<ino>` is an object; `<ino>.<suffix>` belongs to one
+                // (its attr.json sidecar, or a temp file of an atomic write).
+                let (stem, aux) = match name.split_once('.') {
+                    Some((stem, _)) => (stem, true),
+                    None => (&*name, false),
+                };
+                let parsed = Some(stem)
                     .filter(|n| n.len() == 16)
                     .and_then(|n| u64::from_str_radix(n, 16).ok())
                     .filter(|ino| ino & 0xff == u64::from(i));
                 match parsed {
+                    Some(_) if aux => {}
                     Some(ino) => inos.push(ino),
                     None => stray.push(e.path()),
                 }

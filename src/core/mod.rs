@@ -29,7 +29,7 @@ use crate::meta::{Dentry, MetaStore};
 use crate::wal;
 use cache::{Cache, DentryKey, Known, Staged, Xattrs};
 use error::{enoent, Result};
-pub use open::{open_store, StoreOptions};
+pub use open::{open_offline, open_store, StoreLock, StoreOptions};
 use types::{Inode, Kind};
 use writer::Writer;
 

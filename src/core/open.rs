@@ -83,67 +83,9 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
     let lock = StoreLock::acquire(&state_dir)?;
 
     let url = opts.db_url();
-    let meta: Box<dyn MetaStore> = if url.starts_with("sqlite:") || !url.contains("://") {
-        Box::new(SqliteStore::open(&url, &opts.table_prefix, rt)?)
-    } else {
-        return Err(setup_err(format!(
-            "unsupported database URL {url}: this build serves sqlite:// only"
-        )));
-    };
+    let meta = open_meta(&url, &opts.table_prefix, rt)?;
 
-    let id_path = state_dir.join("store-id");
-    let file_id = match std::fs::read_to_string(&id_path) {
-        Ok(s) => Some(s.trim().to_string()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e.into()),
-    };
-    let store_id = match (meta.store_identity()?, file_id) {
-        (Some((db_id, _)), Some(f_id)) if db_id == f_id => db_id,
-        (Some((db_id, db_backing)), f_id) => {
-            return Err(setup_err(format!(
-                "database {url} belongs to store {db_id} (BACKING {db_backing}), but {} holds {}; \
-                 refusing to mix them",
-                backing.display(),
-                f_id.map(|s| format!("store {s}"))
-                    .unwrap_or_else(|| "no store".into())
-            )))
-        }
-        (None, Some(f_id)) => {
-            return Err(setup_err(format!(
-                "BACKING {} holds store {f_id} but database {url} has no metadata for it; \
-                 rebuild the tables from the sidecars or point --db at the right database",
-                backing.display()
-            )))
-        }
-        (None, None) => {
-            let id = uuid::Uuid::now_v7().to_string();
-            let now = Timestamp::now();
-            let root = Inode {
-                ino: ROOT_INO,
-                file_id: uuid::Uuid::now_v7().to_string(),
-                kind: Kind::Dir,
-                perm: 0o755,
-                uid: nix::unistd::getuid().as_raw(),
-                gid: nix::unistd::getgid().as_raw(),
-                nlink: 2,
-                size: 0,
-                atime: now,
-                mtime: now,
-                ctime: now,
-                crtime: now,
-                rdev: 0,
-                parent: ROOT_INO,
-                target: None,
-                created_by: crate::core::namespace::user_name(nix::unistd::getuid().as_raw()),
-                original_name: b"/".to_vec(),
-            };
-            meta.init_store(&id, &backing.to_string_lossy(), &root)?;
-            write_atomic(&id_path, id.as_bytes())?;
-            tracing::info!(store_id = %id, backing = %backing.display(), "initialised new store");
-            id
-        }
-    };
-
+    let store_id = identify(meta.as_ref(), &backing, &state_dir, &url, true)?;
     let objects = ObjectStore::open(&backing)?;
     // Before anything is served: settle what a crash left pending.
     let settled = crate::wal::recover::recover(meta.as_ref(), &objects)?;
@@ -188,6 +130,136 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
     fs.reclaim_orphans()?;
     fs.flush()?;
     Ok((fs, lock))
+}
+
+/// Check that the database and BACKING belong to the same store (creating
+/// the store on a first mount when `create`); returns the store id.
+fn identify(
+    meta: &dyn MetaStore,
+    backing: &Path,
+    state_dir: &Path,
+    url: &str,
+    create: bool,
+) -> Result<String> {
+    let id_path = state_dir.join("store-id");
+    let file_id = match std::fs::read_to_string(&id_path) {
+        Ok(s) => Some(s.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    let store_id = match (meta.store_identity()?, file_id) {
+        (Some((db_id, _)), Some(f_id)) if db_id == f_id => db_id,
+        (Some((db_id, db_backing)), f_id) => {
+            return Err(setup_err(format!(
+                "database {url} belongs to store {db_id} (BACKING {db_backing}), but {} holds {}; \
+                 refusing to mix them",
+                backing.display(),
+                f_id.map(|s| format!("store {s}"))
+                    .unwrap_or_else(|| "no store".into())
+            )))
+        }
+        (None, Some(f_id)) => {
+            return Err(setup_err(format!(
+                "BACKING {} holds store {f_id} but database {url} has no metadata for it; \
+                 rebuild the tables from the sidecars or point --db at the right database",
+                backing.display()
+            )))
+        }
+        (None, None) if !create => {
+            return Err(setup_err(format!(
+                "{} holds no artfs store (it was never mounted)",
+                backing.display()
+            )))
+        }
+        (None, None) => {
+            let id = uuid::Uuid::now_v7().to_string();
+            let now = Timestamp::now();
+            let root = Inode {
+                ino: ROOT_INO,
+                file_id: uuid::Uuid::now_v7().to_string(),
+                kind: Kind::Dir,
+                perm: 0o755,
+                uid: nix::unistd::getuid().as_raw(),
+                gid: nix::unistd::getgid().as_raw(),
+                nlink: 2,
+                size: 0,
+                atime: now,
+                mtime: now,
+                ctime: now,
+                crtime: now,
+                rdev: 0,
+                parent: ROOT_INO,
+                target: None,
+                created_by: crate::core::namespace::user_name(nix::unistd::getuid().as_raw()),
+                original_name: b"/".to_vec(),
+            };
+            meta.init_store(&id, &backing.to_string_lossy(), &root)?;
+            write_atomic(&id_path, id.as_bytes())?;
+            tracing::info!(store_id = %id, backing = %backing.display(), "initialised new store");
+            id
+        }
+    };
+
+    Ok(store_id)
+}
+
+/// The stores of BACKING for offline tools (fsck, rebuild, mode): no
+/// mount, no writer. With `exclusive`, take the store lock first, so that
+/// no daemon serves it meanwhile (fails if one does).
+pub fn open_offline(
+    opts: &StoreOptions,
+    rt: Handle,
+    exclusive: bool,
+) -> Result<(Box<dyn MetaStore>, ObjectStore, Option<StoreLock>)> {
+    let backing = opts.backing.canonicalize().map_err(|e| {
+        setup_err(format!(
+            "BACKING {} is not usable: {e}",
+            opts.backing.display()
+        ))
+    })?;
+    let state_dir = backing.join(".artfs");
+    if !state_dir.is_dir() {
+        return Err(setup_err(format!(
+            "{} holds no artfs store (no .artfs directory)",
+            backing.display()
+        )));
+    }
+    let lock = if exclusive {
+        Some(StoreLock::acquire(&state_dir)?)
+    } else {
+        None
+    };
+    let url = opts.db_url();
+    if let Some(path) = sqlite_path(&url) {
+        if !Path::new(path).exists() {
+            return Err(setup_err(format!("database {path} does not exist")));
+        }
+    }
+    let meta = open_meta(&url, &opts.table_prefix, rt)?;
+    identify(meta.as_ref(), &backing, &state_dir, &url, false)?;
+    let objects = ObjectStore::open(&backing)?;
+    Ok((meta, objects, lock))
+}
+
+fn sqlite_path(url: &str) -> Option<&str> {
+    if url.contains("://") && !url.starts_with("sqlite:") {
+        return None;
+    }
+    Some(
+        url.strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url),
+    )
+}
+
+fn open_meta(url: &str, prefix: &str, rt: Handle) -> Result<Box<dyn MetaStore>> {
+    if url.starts_with("sqlite:") || !url.contains("://") {
+        Ok(Box::new(SqliteStore::open(url, prefix, rt)?))
+    } else {
+        Err(setup_err(format!(
+            "unsupported database URL {url}: this build serves sqlite:// only"
+        )))
+    }
 }
 
 /// Write a small file atomically: temp file, fsync, rename, fsync dir.

@@ -115,21 +115,28 @@ pub fn serve(fs: Arc<Fs>, mountpoint: &Path, opts: &MountOptions) -> anyhow::Res
     let _ = notifier.set(session.notifier());
     tracing::info!(mountpoint = %mountpoint.display(), backing = %fs.backing().display(), "mounted");
 
-    spawn_signal_handler(mountpoint.clone())?;
+    spawn_signal_handler(mountpoint.clone(), fs.backing().join(".artfs/failpoints"))?;
     let result = session.run();
     tracing::info!(mountpoint = %mountpoint.display(), "unmounted");
     result.context("FUSE session failed")
 }
 
 /// On SIGINT/SIGTERM unmount; if busy, detach lazily so the session ends
-/// once the last user lets go.
-fn spawn_signal_handler(mountpoint: PathBuf) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+/// once the last user lets go. SIGUSR1 arms crash points from
+/// `failpoints_file` (test builds; see `crate::failpoints`).
+fn spawn_signal_handler(mountpoint: PathBuf, failpoints_file: PathBuf) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1])?;
     std::thread::Builder::new()
         .name("artfs-signals".into())
         .spawn(move || {
             for sig in signals.forever() {
+                if sig == SIGUSR1 {
+                    if let Err(e) = crate::failpoints::arm_from_file(&failpoints_file) {
+                        tracing::warn!(error = %e, "could not arm crash points");
+                    }
+                    continue;
+                }
                 tracing::info!(signal = sig, "unmounting on signal");
                 if let Err(e) = nix::mount::umount2(&mountpoint, nix::mount::MntFlags::empty()) {
                     tracing::warn!(error = %e, "mount busy; detaching lazily");

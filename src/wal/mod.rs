@@ -45,6 +45,8 @@ pub enum Op {
     Reserve,
     /// Objects to delete once their inodes are committed away.
     Reclaim,
+    /// Repairs made by `artfs fsck --repair`.
+    Repair,
 }
 
 impl Op {
@@ -65,6 +67,7 @@ impl Op {
             Op::Rename => "rename",
             Op::Reserve => "reserve",
             Op::Reclaim => "reclaim",
+            Op::Repair => "fsck_repair",
         }
     }
 
@@ -73,7 +76,7 @@ impl Op {
     }
 }
 
-const ALL_OPS: [Op; 15] = [
+const ALL_OPS: [Op; 16] = [
     Op::Create,
     Op::Mkdir,
     Op::Mknod,
@@ -89,6 +92,7 @@ const ALL_OPS: [Op; 15] = [
     Op::Rename,
     Op::Reserve,
     Op::Reclaim,
+    Op::Repair,
 ];
 
 /// The `status` column.

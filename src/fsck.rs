@@ -1,0 +1,544 @@
+//! `artfs fsck`: check that the metadata tables and BACKING agree, and
+//! repair what can be repaired without guessing.
+//!
+//! It works on the stores directly (no mount, no in-memory layer), so on a
+//! mounted store it sees the last committed state: it reports, and refuses
+//! to repair.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+use serde_json::json;
+
+use crate::blob::ObjectStore;
+use crate::core::error::Result;
+use crate::core::types::{Inode, Kind, Timestamp, ROOT_INO};
+use crate::meta::{Batch, Dentry, MetaStore};
+use crate::wal;
+
+/// One inconsistency.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Finding {
+    NoRoot,
+    RootNotDir,
+    /// An entry whose parent is missing or not a directory.
+    EntryWithoutParent {
+        parent: u64,
+        name: Vec<u8>,
+    },
+    /// An entry pointing at a missing inode.
+    DanglingEntry {
+        parent: u64,
+        name: Vec<u8>,
+        ino: u64,
+    },
+    /// An entry whose recorded kind differs from its inode's.
+    EntryKindMismatch {
+        parent: u64,
+        name: Vec<u8>,
+        ino: u64,
+    },
+    /// A directory reachable under more than one name.
+    DirectoryHardLink {
+        ino: u64,
+        links: usize,
+    },
+    WrongLinkCount {
+        ino: u64,
+        recorded: u32,
+        counted: u32,
+    },
+    /// An inode no entry reaches, with links recorded.
+    Unreachable {
+        ino: u64,
+    },
+    /// An inode with no links left (unlinked while open; the next mount
+    /// reclaims it).
+    AwaitingReclaim {
+        ino: u64,
+    },
+    /// A regular file whose object is missing (and its size not zero).
+    MissingObject {
+        ino: u64,
+        size: u64,
+    },
+    /// A regular file whose object length differs from its recorded size.
+    SizeMismatch {
+        ino: u64,
+        recorded: u64,
+        object: u64,
+    },
+    /// An object no regular file owns.
+    OrphanObject {
+        ino: u64,
+    },
+    /// A file in the object area that is not an object.
+    StrayFile {
+        path: String,
+    },
+    /// Attribute rows of a missing inode.
+    OrphanAttributes {
+        ino: u64,
+    },
+    /// Log rows left pending by a crash (the next mount settles them).
+    PendingLog {
+        count: usize,
+    },
+    /// Inode numbers in use above the durable reservation.
+    ReservationBehind {
+        reserved: u64,
+        max_ino: u64,
+    },
+}
+
+fn show(name: &[u8]) -> String {
+    String::from_utf8_lossy(name).into_owned()
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Finding::*;
+        match self {
+            NoRoot => write!(f, "the root directory (inode 1) is missing"),
+            RootNotDir => write!(f, "the root inode is not a directory"),
+            EntryWithoutParent { parent, name } => write!(
+                f,
+                "entry {:?} in inode {parent}: the parent is missing or not a directory",
+                show(name)
+            ),
+            DanglingEntry { parent, name, ino } => write!(
+                f,
+                "entry {:?} in directory {parent} points at missing inode {ino}",
+                show(name)
+            ),
+            EntryKindMismatch { parent, name, ino } => write!(
+                f,
+                "entry {:?} in directory {parent}: recorded kind differs from inode {ino}",
+                show(name)
+            ),
+            DirectoryHardLink { ino, links } => {
+                write!(
+                    f,
+                    "directory {ino} has {links} names (directories have one)"
+                )
+            }
+            WrongLinkCount {
+                ino,
+                recorded,
+                counted,
+            } => write!(
+                f,
+                "inode {ino}: link count {recorded} recorded, {counted} counted"
+            ),
+            Unreachable { ino } => write!(f, "inode {ino} has links but no entry reaches it"),
+            AwaitingReclaim { ino } => write!(
+                f,
+                "inode {ino} has no links left (unlinked while open); not yet reclaimed"
+            ),
+            MissingObject { ino, size } => {
+                write!(f, "file {ino}: object missing, {size} bytes recorded")
+            }
+            SizeMismatch {
+                ino,
+                recorded,
+                object,
+            } => write!(
+                f,
+                "file {ino}: size {recorded} recorded, object holds {object} bytes"
+            ),
+            OrphanObject { ino } => write!(f, "object {ino:016x} belongs to no file"),
+            StrayFile { path } => write!(f, "{path} is not an object"),
+            OrphanAttributes { ino } => write!(f, "attributes of missing inode {ino}"),
+            PendingLog { count } => write!(
+                f,
+                "{count} log rows pending (an interrupted operation; recovery settles them)"
+            ),
+            ReservationBehind { reserved, max_ino } => {
+                write!(f, "inode {max_ino} exists above the reservation {reserved}")
+            }
+        }
+    }
+}
+
+/// What a check found, with figures.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub findings: Vec<Finding>,
+    pub inodes: usize,
+    pub entries: usize,
+    pub objects: usize,
+}
+
+impl Report {
+    pub fn is_clean(&self) -> bool {
+        self.findings.is_empty()
+    }
+}
+
+/// What pending log rows cover: differences there are an operation in
+/// flight (mounted) or one recovery will settle (not mounted), not damage.
+#[derive(Default)]
+struct Covered {
+    inos: BTreeSet<u64>,
+    ranges: Vec<(u64, u64)>,
+    rows: usize,
+}
+
+impl Covered {
+    fn read(meta: &dyn MetaStore) -> Result<Covered> {
+        let mut c = Covered::default();
+        for r in meta.pending_wal()? {
+            c.rows += 1;
+            let num = |k: &str| r.data.get(k).and_then(serde_json::Value::as_u64);
+            match r.op {
+                wal::Op::Reserve => {
+                    if let (Some(a), Some(b)) = (num("from"), num("to")) {
+                        c.ranges.push((a, b));
+                    }
+                }
+                wal::Op::Reclaim => c.inos.extend(
+                    r.data
+                        .get("inos")
+                        .and_then(serde_json::Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(serde_json::Value::as_u64),
+                ),
+                _ => c.inos.extend(num("ino")),
+            }
+        }
+        Ok(c)
+    }
+
+    fn covers(&self, ino: u64) -> bool {
+        self.inos.contains(&ino) || self.ranges.iter().any(|(a, b)| (*a..*b).contains(&ino))
+    }
+}
+
+/// Check the store. Reads everything once; memory grows with the number
+/// of inodes. With `mounted`, pending log rows and files unlinked while
+/// open are the daemon's work in progress, not problems.
+pub fn check(meta: &dyn MetaStore, objects: &ObjectStore, mounted: bool) -> Result<Report> {
+    let covered = Covered::read(meta)?;
+    let inodes: BTreeMap<u64, Inode> = meta.all_inodes()?.into_iter().map(|i| (i.ino, i)).collect();
+    let dentries = meta.all_dentries()?;
+    let (object_inos, stray) = objects.list()?;
+    let mut r = Report {
+        inodes: inodes.len(),
+        entries: dentries.len(),
+        objects: object_inos.len(),
+        ..Report::default()
+    };
+    let f = &mut r.findings;
+
+    match inodes.get(&ROOT_INO) {
+        None => f.push(Finding::NoRoot),
+        Some(i) if !i.kind.is_dir() => f.push(Finding::RootNotDir),
+        _ => {}
+    }
+
+    // Count names per inode and subdirectories per directory.
+    let mut names: HashMap<u64, u32> = HashMap::new();
+    let mut subdirs: HashMap<u64, u32> = HashMap::new();
+    for (parent, name, d) in &dentries {
+        if !inodes.get(parent).is_some_and(|p| p.kind.is_dir()) {
+            f.push(Finding::EntryWithoutParent {
+                parent: *parent,
+                name: name.clone(),
+            });
+            continue;
+        }
+        let Some(target) = inodes.get(&d.ino) else {
+            f.push(Finding::DanglingEntry {
+                parent: *parent,
+                name: name.clone(),
+                ino: d.ino,
+            });
+            continue;
+        };
+        if target.kind != d.kind {
+            f.push(Finding::EntryKindMismatch {
+                parent: *parent,
+                name: name.clone(),
+                ino: d.ino,
+            });
+        }
+        *names.entry(d.ino).or_default() += 1;
+        if target.kind.is_dir() {
+            *subdirs.entry(*parent).or_default() += 1;
+        }
+    }
+
+    let objects_set: BTreeSet<u64> = object_inos.iter().copied().collect();
+    for (ino, i) in &inodes {
+        let n = names.get(ino).copied().unwrap_or(0);
+        if i.kind.is_dir() {
+            if n > 1 {
+                f.push(Finding::DirectoryHardLink {
+                    ino: *ino,
+                    links: n as usize,
+                });
+            }
+            if *ino != ROOT_INO && n == 0 {
+                f.push(Finding::Unreachable { ino: *ino });
+            }
+            let counted = 2 + subdirs.get(ino).copied().unwrap_or(0);
+            if i.nlink != counted {
+                f.push(Finding::WrongLinkCount {
+                    ino: *ino,
+                    recorded: i.nlink,
+                    counted,
+                });
+            }
+        } else if n == 0 && i.nlink == 0 {
+            if !mounted {
+                f.push(Finding::AwaitingReclaim { ino: *ino });
+            }
+        } else if n == 0 {
+            f.push(Finding::Unreachable { ino: *ino });
+        } else if i.nlink != n {
+            f.push(Finding::WrongLinkCount {
+                ino: *ino,
+                recorded: i.nlink,
+                counted: n,
+            });
+        }
+        if i.kind == Kind::File && !covered.covers(*ino) {
+            match objects.stat(*ino)? {
+                Some(m) if m.len() != i.size => f.push(Finding::SizeMismatch {
+                    ino: *ino,
+                    recorded: i.size,
+                    object: m.len(),
+                }),
+                None if i.size != 0 => f.push(Finding::MissingObject {
+                    ino: *ino,
+                    size: i.size,
+                }),
+                _ => {}
+            }
+        }
+    }
+    for ino in &objects_set {
+        if !inodes.get(ino).is_some_and(|i| i.kind == Kind::File) && !covered.covers(*ino) {
+            f.push(Finding::OrphanObject { ino: *ino });
+        }
+    }
+    for p in stray {
+        f.push(Finding::StrayFile {
+            path: p.display().to_string(),
+        });
+    }
+    for ino in meta.xattr_owners()? {
+        if !inodes.contains_key(&ino) {
+            f.push(Finding::OrphanAttributes { ino });
+        }
+    }
+    if covered.rows > 0 && !mounted {
+        f.push(Finding::PendingLog {
+            count: covered.rows,
+        });
+    }
+    let counters = meta.counters()?;
+    if let Some(max) = inodes.keys().next_back() {
+        if *max >= counters.ino_reserved {
+            f.push(Finding::ReservationBehind {
+                reserved: counters.ino_reserved,
+                max_ino: *max,
+            });
+        }
+    }
+    Ok(r)
+}
+
+/// Repair what can be repaired without guessing; returns what was done.
+/// Not for a mounted store (the caller holds the store lock).
+///
+/// - pending log rows: settled by recovery, as a mount would;
+/// - entries without a parent or target: removed;
+/// - link counts: set to the counted names (a file left with none is
+///   reclaimed);
+/// - files with links but no name: reconnected under `/lost+found`;
+/// - sizes: set from the object (the object is the truth for content);
+/// - orphan objects and attribute rows: removed;
+/// - inodes awaiting reclaim: removed with their objects.
+///
+/// Left alone (reported again): a missing root, directory hard links,
+/// kind mismatches, stray files.
+pub fn repair(meta: &dyn MetaStore, objects: &ObjectStore) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    for s in wal::recover::recover(meta, objects)? {
+        done.push(format!(
+            "settled pending {} row {}: {}",
+            s.op.as_str(),
+            s.id,
+            s.outcome
+        ));
+    }
+    let report = check(meta, objects, false)?;
+    let inodes: BTreeMap<u64, Inode> = meta.all_inodes()?.into_iter().map(|i| (i.ino, i)).collect();
+    let mut batch = Batch::default();
+    let mut fixed: BTreeMap<u64, Inode> = BTreeMap::new();
+    let mut lost = Vec::new();
+    for finding in &report.findings {
+        use Finding::*;
+        let get = |ino: u64| fixed.get(&ino).or(inodes.get(&ino)).cloned();
+        match finding {
+            EntryWithoutParent { parent, name } | DanglingEntry { parent, name, .. } => {
+                batch.dentries.push(((*parent, name.clone()), None));
+                done.push(format!("removed {finding}"));
+            }
+            WrongLinkCount { ino, counted, .. } => {
+                let Some(mut i) = get(*ino) else { continue };
+                i.nlink = *counted;
+                fixed.insert(*ino, i);
+                done.push(format!("fixed {finding}"));
+            }
+            AwaitingReclaim { ino } => {
+                batch.inodes.push((*ino, None));
+                batch.xattrs.push((*ino, None));
+                objects.remove(*ino)?;
+                done.push(format!("reclaimed inode {ino}"));
+            }
+            Unreachable { ino } => lost.push(*ino),
+            SizeMismatch { ino, object, .. } => {
+                let Some(mut i) = get(*ino) else { continue };
+                i.size = *object;
+                fixed.insert(*ino, i);
+                done.push(format!("fixed {finding}: size set from the object"));
+            }
+            MissingObject { ino, .. } => {
+                let Some(mut i) = get(*ino) else { continue };
+                i.size = 0;
+                fixed.insert(*ino, i);
+                done.push(format!("fixed {finding}: the file is now empty"));
+            }
+            OrphanObject { ino } => {
+                objects.remove(*ino)?;
+                done.push(format!("removed {finding}"));
+            }
+            OrphanAttributes { ino } => {
+                batch.xattrs.push((*ino, None));
+                done.push(format!("removed {finding}"));
+            }
+            ReservationBehind { max_ino, .. } => {
+                batch.ino_reserved = Some(max_ino + 1);
+                done.push(format!("fixed {finding}"));
+            }
+            NoRoot
+            | RootNotDir
+            | EntryKindMismatch { .. }
+            | DirectoryHardLink { .. }
+            | StrayFile { .. }
+            | PendingLog { .. } => {}
+        }
+    }
+    if !lost.is_empty() {
+        reconnect(meta, &inodes, &mut fixed, &mut batch, &lost, &mut done)?;
+    }
+    batch
+        .inodes
+        .extend(fixed.into_iter().map(|(k, v)| (k, Some(v))));
+    if !batch.is_empty() {
+        let mut rec = wal::Record::new(
+            wal::Op::Repair,
+            wal::Status::Committed,
+            None,
+            json!({ "repairs": done }),
+        );
+        rec.completed_at = Some(Timestamp::now());
+        batch.wal.push(rec);
+        meta.apply(&batch)?;
+        meta.sync()?;
+    }
+    Ok(done)
+}
+
+/// Give unreachable inodes a name in `/lost+found` (created if needed),
+/// as `#<ino>`.
+fn reconnect(
+    meta: &dyn MetaStore,
+    inodes: &BTreeMap<u64, Inode>,
+    fixed: &mut BTreeMap<u64, Inode>,
+    batch: &mut Batch,
+    lost: &[u64],
+    done: &mut Vec<String>,
+) -> Result<()> {
+    let counters = meta.counters()?;
+    let mut next_id = counters.max_dentry_id + 1;
+    let Some(mut root) = fixed.get(&ROOT_INO).or(inodes.get(&ROOT_INO)).cloned() else {
+        return Ok(());
+    };
+    let lf = match meta.lookup(ROOT_INO, b"lost+found")? {
+        Some(d) if d.kind.is_dir() => fixed.get(&d.ino).or(inodes.get(&d.ino)).cloned(),
+        Some(_) => {
+            done.push("cannot reconnect: /lost+found is not a directory".into());
+            return Ok(());
+        }
+        None => None,
+    };
+    let mut lf = match lf {
+        Some(lf) => lf,
+        None => {
+            let ino = counters.max_ino.max(counters.ino_reserved) + 1;
+            let now = Timestamp::now();
+            batch.ino_reserved = Some(ino + 1);
+            batch.dentries.push((
+                (ROOT_INO, b"lost+found".to_vec()),
+                Some(Dentry {
+                    ino,
+                    kind: Kind::Dir,
+                    id: next_id,
+                }),
+            ));
+            next_id += 1;
+            root.nlink += 1;
+            done.push("created /lost+found".into());
+            Inode {
+                ino,
+                file_id: uuid::Uuid::now_v7().to_string(),
+                kind: Kind::Dir,
+                perm: 0o700,
+                uid: 0,
+                gid: 0,
+                nlink: 2,
+                size: 0,
+                atime: now,
+                mtime: now,
+                ctime: now,
+                crtime: now,
+                rdev: 0,
+                parent: ROOT_INO,
+                target: None,
+                created_by: "fsck".into(),
+                original_name: b"lost+found".to_vec(),
+            }
+        }
+    };
+    for ino in lost {
+        let Some(mut i) = fixed.get(ino).or(inodes.get(ino)).cloned() else {
+            continue;
+        };
+        let name = format!("#{ino}").into_bytes();
+        batch.dentries.push((
+            (lf.ino, name),
+            Some(Dentry {
+                ino: *ino,
+                kind: i.kind,
+                id: next_id,
+            }),
+        ));
+        next_id += 1;
+        if i.kind.is_dir() {
+            lf.nlink += 1;
+            i.parent = lf.ino;
+            i.nlink = i.nlink.max(2);
+        } else {
+            i.nlink = 1;
+        }
+        fixed.insert(*ino, i);
+        done.push(format!("reconnected inode {ino} as /lost+found/#{ino}"));
+    }
+    fixed.insert(lf.ino, lf);
+    fixed.insert(ROOT_INO, root);
+    Ok(())
+}
