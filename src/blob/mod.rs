@@ -5,6 +5,8 @@
 //! a crash between a create's metadata commit and its object leaves nothing
 //! to clean up.
 
+pub mod ballast;
+
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;

@@ -24,6 +24,16 @@ impl Error {
         Error::Posix { errno, reason }
     }
 
+    /// Whether the failure is the disk (or database) being full.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::Io(e) => e.raw_os_error() == Some(libc::ENOSPC),
+            // SQLITE_FULL's message; PostgreSQL says "No space left on device".
+            Error::Meta(m) => m.contains("disk is full") || m.contains("No space left"),
+            Error::Posix { errno, .. } => *errno == libc::ENOSPC,
+        }
+    }
+
     /// The errno to hand back to the kernel.
     pub fn errno(&self) -> i32 {
         match self {

@@ -64,6 +64,8 @@ pub struct Fs {
     backing: PathBuf,
     store_id: String,
     wal_retention: wal::Retention,
+    /// Disk space kept back for the database (see `blob::ballast`).
+    ballast: crate::blob::ballast::Ballast,
 }
 
 /// Attributes as a door shows them.

@@ -95,6 +95,15 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
             "recovered operations interrupted by a crash (see the log table for each)"
         );
     }
+    let ballast = crate::blob::ballast::Ballast::new(&state_dir)?;
+    match ballast.ensure() {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            bytes = ballast.size(),
+            "BACKING is nearly full: no space reserved for the database"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not reserve space for the database"),
+    }
     let counters = meta.counters()?;
     // Resume above every number that may have been handed out.
     let next_ino = counters
@@ -122,6 +131,7 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
         backing,
         store_id,
         wal_retention: opts.wal_retention.clone(),
+        ballast,
     });
     let w = fs.clone();
     std::thread::Builder::new()

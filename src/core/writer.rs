@@ -27,6 +27,8 @@ const MAX_DIRTY: usize = 200_000;
 const GATHER: Duration = Duration::from_millis(5);
 /// How often settled log rows past their retention are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// How often to try to put the database's reserve back once released.
+const BALLAST_RETRY: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 struct State {
@@ -124,6 +126,8 @@ struct Range {
 pub fn run(fs: Arc<Fs>) {
     let mut ranges: Vec<Range> = Vec::new();
     let mut last_prune: Option<Instant> = None;
+    // When the ballast was last found missing.
+    let mut ballast_out: Option<Instant> = (!fs.ballast.present()).then(Instant::now);
     loop {
         {
             let mut s = fs.writer.state.lock();
@@ -204,6 +208,15 @@ pub fn run(fs: Arc<Fs>) {
                 let flushed = s.flushed_seq;
                 drop(s);
                 more |= settle_ranges(&fs, &mut ranges, flushed);
+                if ballast_out.is_some_and(|t| t.elapsed() > BALLAST_RETRY) {
+                    ballast_out = match fs.ballast.ensure() {
+                        Ok(true) => {
+                            tracing::info!("space reserved for the database again");
+                            None
+                        }
+                        _ => Some(Instant::now()),
+                    };
+                }
                 if last_prune.is_none_or(|t| t.elapsed() > PRUNE_EVERY) {
                     last_prune = Some(Instant::now());
                     match fs.meta.prune_wal(&fs.wal_retention) {
@@ -232,6 +245,17 @@ pub fn run(fs: Arc<Fs>) {
                     fs.writer.done.notify_all();
                     return;
                 }
+            }
+            Err(e) if e.is_disk_full() && fs.ballast.release().unwrap_or(false) => {
+                // Objects filled the disk: give the database the reserve so
+                // this commit (which may free space) goes through.
+                tracing::warn!(
+                    bytes = fs.ballast.size(),
+                    "BACKING is full: released the space reserved for the database"
+                );
+                let mut s = fs.writer.state.lock();
+                s.kicked = true;
+                ballast_out = Some(Instant::now());
             }
             Err(e) => {
                 tracing::error!(error = %e, "metadata commit failed; retrying");

@@ -35,6 +35,12 @@ impl Mount {
     }
 
     pub fn with_args(args: &[&str]) -> Mount {
+        Mount::prepared(args, |_| {})
+    }
+
+    /// Mount a fresh store after `prepare` ran on the empty BACKING
+    /// directory (e.g. to mount a small tmpfs there).
+    pub fn prepared(args: &[&str], prepare: impl FnOnce(&Path)) -> Mount {
         let dir = tempfile::Builder::new()
             .prefix("artfs-test-")
             .tempdir()
@@ -43,6 +49,7 @@ impl Mount {
         let mnt = dir.path().join("mnt");
         std::fs::create_dir_all(&backing).unwrap();
         std::fs::create_dir_all(&mnt).unwrap();
+        prepare(&backing);
         let mut m = Mount {
             backing,
             mnt,
@@ -60,6 +67,14 @@ impl Mount {
 
     /// Start the daemon and wait until the mount is live.
     pub fn mount(&mut self) {
+        if let Err(status) = self.try_mount(&[]) {
+            panic!("artfs exited before mounting: {status}");
+        }
+    }
+
+    /// Start the daemon with extra environment; Err if it exits before the
+    /// mount appears.
+    pub fn try_mount(&mut self, env: &[(&str, &str)]) -> Result<(), std::process::ExitStatus> {
         assert!(self.child.is_none(), "already mounted");
         let child = Command::new(bin())
             .arg("mount")
@@ -71,6 +86,7 @@ impl Mount {
                 "ARTFS_LOG",
                 std::env::var("ARTFS_LOG").unwrap_or_else(|_| "warn,fuser::session=error".into()),
             )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn artfs");
@@ -78,11 +94,75 @@ impl Mount {
         let deadline = Instant::now() + Duration::from_secs(20);
         while !is_mounted(&self.mnt) {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("artfs exited before mounting: {status}");
+                self.child = None;
+                return Err(status);
             }
             assert!(Instant::now() < deadline, "mount did not appear");
             std::thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
+    }
+
+    /// Arm crash points in the running daemon (test builds have them):
+    /// `name=actions` lines, as the `fail` crate reads them.
+    pub fn arm(&self, points: &[&str]) {
+        let file = self.backing.join(".artfs/failpoints");
+        let armed = self.backing.join(".artfs/failpoints.armed");
+        let _ = std::fs::remove_file(&armed);
+        std::fs::write(&file, points.join("\n")).unwrap();
+        let pid = nix::unistd::Pid::from_raw(self.pid().expect("mounted") as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !armed.exists() {
+            assert!(Instant::now() < deadline, "crash points were not armed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Wait for the daemon to die at an armed crash point (abnormally),
+    /// then clear the stale mount it leaves. Panics if it lives on.
+    pub fn expect_crash(&mut self, what: &str) {
+        let mut child = self.child.take().expect("mounted");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = nix::mount::umount2(&self.mnt, nix::mount::MntFlags::MNT_DETACH);
+                panic!("the daemon never reached crash point {what}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(
+            !status.success(),
+            "the daemon exited cleanly instead of crashing"
+        );
+        let _ = nix::mount::umount2(&self.mnt, nix::mount::MntFlags::MNT_DETACH);
+    }
+
+    /// Run `artfs fsck` on this store: (exit code, output).
+    pub fn fsck(&self, repair: bool) -> (i32, String) {
+        let mut c = Command::new(bin());
+        c.arg("fsck").arg(&self.backing);
+        if repair {
+            c.arg("--repair");
+        }
+        let out = c.env("ARTFS_LOG", "warn").output().expect("run fsck");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
+    }
+
+    /// Assert that fsck finds the (unmounted) store consistent.
+    pub fn assert_consistent(&self) {
+        let (code, out) = self.fsck(false);
+        assert_eq!(code, 0, "fsck found problems:\n{out}");
     }
 
     /// Unmount cleanly and wait for the daemon to exit successfully.
