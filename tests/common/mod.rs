@@ -200,6 +200,20 @@ impl Mount {
         let _ = nix::mount::umount2(&self.mnt, nix::mount::MntFlags::MNT_DETACH);
     }
 
+    /// SIGKILL the daemon and wait for it, leaving the dead mount in place
+    /// (its users get ENOTCONN) until [`Mount::clear_stale`].
+    pub fn kill_only(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Detach the dead mount a killed daemon left.
+    pub fn clear_stale(&self) {
+        let _ = nix::mount::umount2(&self.mnt, nix::mount::MntFlags::MNT_DETACH);
+    }
+
     pub fn remount(&mut self) {
         self.unmount();
         self.mount();
