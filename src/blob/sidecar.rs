@@ -73,7 +73,8 @@ impl SidecarError {
 ///
 /// Fields the original may leave out or null are `Option`s (or empty);
 /// only `file_id` is required. Keys are written in declaration order,
-/// then any unknown keys (kept in `extra`) in name order.
+/// then any unknown keys (kept in `extra`) in name order. Read documents
+/// with `AttrJson::parse`, which maps V1 and checks what serde cannot.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttrJson {
     /// Always `"2.0"` once parsed (V1 is mapped into V2).
@@ -1050,6 +1051,20 @@ mod tests {
         // The message names the field for a human reading a report.
         let msg = parse_err(&format!(r#"{{"file_id":"{ID}","created_at":"soon"}}"#)).to_string();
         assert!(msg.contains("created_at") && msg.contains("soon"), "{msg}");
+    }
+
+    #[test]
+    fn example_in_docs_parses() {
+        let md = include_str!("../../docs/SIDECAR.md");
+        let start = md.find("```json\n").expect("example block") + 8;
+        let end = start + md[start..].find("```").unwrap();
+        let (doc, version) = AttrJson::parse(&md.as_bytes()[start..end]).unwrap();
+        assert_eq!(version, SchemaVersion::V2);
+        let fs = doc.fs.unwrap();
+        assert_eq!(fs.mode, 0o4755);
+        assert_eq!(fs.links[1].name.0, vec![0xc3, 0x28]);
+        assert_eq!(fs.xattrs[1].value.0, vec![0, 1, 2, 0xff]);
+        assert!(doc.extra.is_empty());
     }
 
     #[test]
