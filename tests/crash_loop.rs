@@ -58,7 +58,17 @@ fn workload(dir: &Path, model: Model, next_id: u64, seed: u64) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut id = next_id;
     loop {
-        let r: u32 = rng.gen_range(0..100);
+        let mut r: u32 = rng.gen_range(0..100);
+        // Keep the tree small: past 150 live files, creates become unlinks.
+        let live = model
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|k| !k.maybe_gone)
+            .count();
+        if live > 150 && r < 55 {
+            r = 80;
+        }
         if r < 55 {
             id += 1;
             let len = rng.gen_range(1..48 * 1024);
@@ -249,7 +259,14 @@ fn killed_at_random_moments_the_store_stays_consistent() {
     for round in 0..rounds {
         let dir = m.mnt.clone();
         let mdl = model.clone();
-        let next = model.lock().unwrap().keys().next_back().copied().unwrap_or(0) + 1_000;
+        let next = model
+            .lock()
+            .unwrap()
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(0)
+            + 1_000;
         let wseed = rng.gen();
         let worker = std::thread::spawn(move || workload(&dir, mdl, next, wseed));
         std::thread::sleep(Duration::from_millis(rng.gen_range(20..250)));

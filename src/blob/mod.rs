@@ -12,6 +12,8 @@ use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+pub mod sidecar;
+
 pub struct ObjectStore {
     root: PathBuf,
 }
@@ -30,6 +32,13 @@ impl ObjectStore {
         self.root
             .join(format!("{:02x}", ino & 0xff))
             .join(format!("{ino:016x}"))
+    }
+
+    /// The `attr.json` sidecar beside object `ino` (see `sidecar`).
+    pub fn sidecar_path(&self, ino: u64) -> PathBuf {
+        self.root
+            .join(format!("{:02x}", ino & 0xff))
+            .join(format!("{ino:016x}{}", sidecar::SUFFIX))
     }
 
     /// Open an object for reading and writing, creating it empty if missing.

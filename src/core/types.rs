@@ -81,7 +81,50 @@ impl Timestamp {
             UNIX_EPOCH - Duration::from_nanos(self.0.unsigned_abs())
         }
     }
+
+    /// RFC 3339 in UTC with `Z`, keeping as many fractional digits as the
+    /// nanoseconds need (none for a whole second): `2024-03-05T10:20:30.5Z`.
+    pub fn to_rfc3339(self) -> String {
+        // Every i64 of nanoseconds is within years 1677..2262, so neither
+        // the conversion nor RFC 3339's four-digit year can fail.
+        time::OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128)
+            .expect("i64 nanoseconds are a valid instant")
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("years 1677..2262 fit RFC 3339")
+    }
+
+    /// Parse RFC 3339 (`Z` or any offset, converted to UTC) or a naive
+    /// ISO 8601 date-time without an offset (`2024-03-05T10:20:30.123456`,
+    /// as Python's `isoformat()` writes for naive datetimes), which is taken
+    /// as UTC. A space may stand for the `T`.
+    pub fn parse_rfc3339(s: &str) -> Result<Timestamp, TimestampError> {
+        use time::format_description::well_known::Rfc3339;
+        use time::macros::format_description;
+        let s = s.trim();
+        let bad = || TimestampError(s.to_string());
+        let utc = match time::OffsetDateTime::parse(s, &Rfc3339) {
+            Ok(t) => t,
+            Err(_) => {
+                let naive = format_description!(
+                    version = 2,
+                    "[year]-[month]-[day][first [T] [t] [ ]][hour]:[minute]:[second][optional [.[subsecond]]]"
+                );
+                time::PrimitiveDateTime::parse(s, &naive)
+                    .map_err(|_| bad())?
+                    .assume_utc()
+            }
+        };
+        i64::try_from(utc.unix_timestamp_nanos())
+            .map(Timestamp)
+            .map_err(|_| bad())
+    }
 }
+
+/// A time string that is neither RFC 3339 nor a naive ISO 8601 date-time,
+/// or lies outside what i64 nanoseconds hold (years 1677..2262).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not an RFC 3339 time within 1677..2262: {0:?}")]
+pub struct TimestampError(pub String);
 
 /// One inode as the metadata store keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]

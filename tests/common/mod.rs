@@ -2,6 +2,8 @@
 //! binary, and unmount it when dropped. Every test owns its own mount.
 #![allow(dead_code)]
 
+pub mod archive;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

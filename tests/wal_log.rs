@@ -1,0 +1,218 @@
+//! The intent log's rows (issue 3): every mutation through the mount
+//! leaves one, with UTC times, the caller's uid and a status that ends
+//! settled; settled rows are pruned by age and count.
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use artfs::core::types::Timestamp;
+use artfs::meta::sqlite::SqliteStore;
+use artfs::meta::{Batch, MetaStore};
+use artfs::wal::{Op, Record, Retention, Status};
+use common::Mount;
+
+#[derive(Debug)]
+struct Row {
+    op: String,
+    status: String,
+    file_id: Option<String>,
+    started: String,
+    completed: Option<String>,
+    user: Option<String>,
+}
+
+fn rows(db: &std::path::Path) -> Vec<Row> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        let v: Vec<(
+            String,
+            String,
+            Option<String>,
+            String,
+            Option<String>,
+            Option<String>,
+        )> = sqlx::query_as(
+            "SELECT operation_type, status, file_id, started_at, completed_at, user_id \
+                 FROM artfs_wal ORDER BY seq",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        v.into_iter()
+            .map(|(op, status, file_id, started, completed, user)| Row {
+                op,
+                status,
+                file_id,
+                started,
+                completed,
+                user,
+            })
+            .collect()
+    })
+}
+
+#[test]
+fn every_mutation_leaves_a_settled_row_with_utc_times() {
+    let mut m = Mount::new();
+    let p = |s: &str| m.path(s);
+    fs::create_dir(p("d")).unwrap();
+    fs::write(p("d/f"), b"x").unwrap();
+    let mut f = fs::OpenOptions::new().append(true).open(p("d/f")).unwrap();
+    f.write_all(b"yz").unwrap();
+    drop(f);
+    nix::unistd::truncate(&p("d/f"), 1).unwrap();
+    fs::set_permissions(p("d/f"), fs::Permissions::from_mode(0o600)).unwrap();
+    xattr_set(&p("d/f"), "user.k", b"v");
+    xattr_remove(&p("d/f"), "user.k");
+    fs::hard_link(p("d/f"), p("d/g")).unwrap();
+    std::os::unix::fs::symlink("f", p("d/s")).unwrap();
+    nix::unistd::mkfifo(
+        &p("d/fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    fs::rename(p("d/g"), p("d/h")).unwrap();
+    fs::remove_file(p("d/h")).unwrap();
+    fs::remove_file(p("d/f")).unwrap();
+    fs::remove_file(p("d/s")).unwrap();
+    fs::remove_file(p("d/fifo")).unwrap();
+    fs::remove_dir(p("d")).unwrap();
+    m.unmount();
+
+    let rows = rows(&m.backing.join(".artfs/meta.db"));
+    let ops: Vec<&str> = rows.iter().map(|r| r.op.as_str()).collect();
+    for want in [
+        "mkdir",
+        "create",
+        "write",
+        "truncate",
+        "setattr",
+        "xattr_set",
+        "xattr_remove",
+        "link",
+        "symlink",
+        "mknod",
+        "rename",
+        "unlink",
+        "rmdir",
+        "reserve",
+        "reclaim",
+    ] {
+        assert!(ops.contains(&want), "no {want} row in {ops:?}");
+    }
+    for r in &rows {
+        assert_eq!(
+            r.status, "committed",
+            "{r:?} not settled after a clean unmount"
+        );
+        assert!(r.started.ends_with('Z'), "{r:?}");
+        assert!(
+            r.completed.as_deref().is_some_and(|c| c.ends_with('Z')),
+            "{r:?}"
+        );
+        if !matches!(r.op.as_str(), "reserve" | "reclaim") {
+            assert!(r.file_id.is_some(), "{r:?}");
+        }
+        if !matches!(
+            r.op.as_str(),
+            "reserve" | "reclaim" | "xattr_set" | "xattr_remove"
+        ) {
+            assert_eq!(r.user.as_deref(), Some("0"), "{r:?}");
+        }
+    }
+}
+
+fn xattr_set(path: &std::path::Path, name: &str, value: &[u8]) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    // SAFETY: valid C strings and buffer.
+    let rc = unsafe {
+        libc::setxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+}
+
+fn xattr_remove(path: &std::path::Path, name: &str) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    // SAFETY: valid C strings.
+    let rc = unsafe { libc::removexattr(c.as_ptr(), n.as_ptr()) };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+}
+
+/// Times are UTC whatever the local zone: the daemon under a UTC+3 zone
+/// writes the same instants (within the test's run) as `Z` times.
+#[test]
+fn times_are_utc_under_a_non_utc_zone() {
+    let mut m = Mount::prepared(&[], |_| {});
+    m.unmount();
+    // Remount under Moscow time.
+    m.try_mount(&[("TZ", "Europe/Moscow")]).unwrap();
+    let before = Timestamp::now();
+    fs::write(m.path("a"), b"1").unwrap();
+    m.unmount();
+    let after = Timestamp::now();
+    let rows = rows(&m.backing.join(".artfs/meta.db"));
+    let create = rows.iter().find(|r| r.op == "create").unwrap();
+    let t = artfs::wal::parse_rfc3339(&create.started).unwrap();
+    assert!(
+        t >= before && t <= after,
+        "started_at {} is not the UTC instant of the create",
+        create.started
+    );
+}
+
+#[test]
+fn settled_rows_are_pruned_by_age_and_count_failed_ones_kept_longer() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = dir.path().join("meta.db");
+    let store = SqliteStore::open(db.to_str().unwrap(), "artfs", rt.handle().clone()).unwrap();
+    let day = 24 * 3600 * 1_000_000_000i64;
+    let now = Timestamp::now();
+    let mut batch = Batch::default();
+    let mut add = |age_days: i64, status: Status| {
+        let mut r = Record::new(Op::Mkdir, status, None, serde_json::json!({}));
+        r.started_at = Timestamp(now.0 - age_days * day);
+        r.completed_at = Some(r.started_at);
+        batch.wal.push(r);
+    };
+    for _ in 0..3 {
+        add(10, Status::Committed); // past the age limit
+    }
+    for _ in 0..5 {
+        add(1, Status::Committed); // young, but over the count limit
+    }
+    add(30, Status::Failed); // kept: failures stay 90 days
+    add(100, Status::RolledBack); // past even that
+    add(100, Status::Pending); // never pruned
+    store.apply(&batch).unwrap();
+    let keep = Retention {
+        committed_max_rows: 2,
+        committed_max_age: Duration::from_secs(7 * 24 * 3600),
+        failed_max_age: Duration::from_secs(90 * 24 * 3600),
+    };
+    let pruned = store.prune_wal(&keep).unwrap();
+    assert_eq!(pruned, 3 + 3 + 1);
+    let counts: std::collections::BTreeMap<String, u64> =
+        store.wal_counts().unwrap().into_iter().collect();
+    assert_eq!(counts.get("committed"), Some(&2));
+    assert_eq!(counts.get("failed"), Some(&1));
+    assert_eq!(counts.get("rolled_back"), None);
+    assert_eq!(counts.get("pending"), Some(&1));
+    store.close();
+}
