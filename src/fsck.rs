@@ -511,6 +511,7 @@ fn reconnect(
                 target: None,
                 created_by: "fsck".into(),
                 original_name: b"lost+found".to_vec(),
+                sha256: None,
             }
         }
     };

@@ -57,7 +57,7 @@ impl Fs {
                 json!({ "ino": ino, "size": inode.size }),
             )
             .by(caller.uid);
-            intent = Some(self.durable_intent(rec)?);
+            intent = Some(self.durable_intent(rec, Some(ino))?);
             crate::crash_point!("open::after_intent");
         }
         self.open_handle(ino, writable, changed, intent)
@@ -324,9 +324,21 @@ impl Fs {
 
     /// Log a pending intent and wait until it is durable: only then may
     /// its side effect in BACKING begin.
-    pub(crate) fn durable_intent(&self, rec: wal::Record) -> Result<uuid::Uuid> {
+    /// With `content_of`, the file's recorded hash is cleared in the same
+    /// commit: its content may change from now on.
+    pub(crate) fn durable_intent(
+        &self,
+        rec: wal::Record,
+        content_of: Option<u64>,
+    ) -> Result<uuid::Uuid> {
         let id = rec.id;
         self.with_tx(|tx| {
+            if let Some(ino) = content_of {
+                let mut i = tx.inode(ino)?;
+                if i.sha256.take().is_some() {
+                    tx.put(&i)?;
+                }
+            }
             tx.log(rec);
             Ok(())
         })?;
@@ -373,12 +385,37 @@ impl Fs {
     /// The object is examined under the mutation lock, so concurrent
     /// persists record sizes in order.
     fn persist_open(&self, ino: u64, settle: &[uuid::Uuid]) -> Result<()> {
+        // The last writer is closing: hash a small file now, while its
+        // pages are warm (see `checksum`).
+        let mut hash = None;
+        if !settle.is_empty() {
+            let size = self
+                .open
+                .lock()
+                .get(&ino)
+                .and_then(|o| o.file.metadata().ok());
+            if size.is_some_and(|m| m.len() <= super::checksum::HASH_AT_CLOSE_MAX) {
+                hash = Some(self.hash_object(ino)?);
+            }
+        }
+        let mut queue = false;
         self.with_tx(|tx| {
             let mut i = tx.inode(ino)?;
             let Some(fresh) = self.open_attr(&i)? else {
                 return Ok(());
             };
             let fresh = fresh.inode;
+            let mut hashed = false;
+            if !settle.is_empty() && i.sha256.is_none() {
+                match &hash {
+                    Some((h, (size, mtime))) if *size == fresh.size && *mtime == fresh.mtime.0 => {
+                        i.sha256 = Some(h.clone());
+                        hashed = true;
+                        tx.put(&i)?;
+                    }
+                    _ => queue = true,
+                }
+            }
             for id in settle {
                 tx.settle(wal::Update::new(
                     *id,
@@ -389,6 +426,11 @@ impl Fs {
             if i.size == fresh.size && i.mtime == fresh.mtime && i.ctime == fresh.ctime {
                 return Ok(());
             }
+            if !hashed {
+                // Content may have changed: the hash is unknown until
+                // recomputed.
+                i.sha256 = None;
+            }
             i.size = fresh.size;
             i.mtime = fresh.mtime;
             i.ctime = fresh.ctime;
@@ -398,7 +440,13 @@ impl Fs {
                 o.base_mtime = fresh.mtime;
             }
             Ok(())
-        })
+        })?;
+        if queue {
+            if let Some(h) = self.hasher.get() {
+                h.queue(ino);
+            }
+        }
+        Ok(())
     }
 
     /// After metadata caught up with the object, treat its mtime as the base.

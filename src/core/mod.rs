@@ -8,7 +8,9 @@
 //! memory (microseconds); the writer thread commits them in batches. Data
 //! I/O on open files never takes it.
 
+mod archive_attrs;
 pub mod cache;
+mod checksum;
 mod data;
 pub mod error;
 pub mod namespace;
@@ -66,6 +68,7 @@ pub struct Fs {
     wal_retention: wal::Retention,
     /// Disk space kept back for the database (see `blob::ballast`).
     ballast: crate::blob::ballast::Ballast,
+    hasher: std::sync::OnceLock<checksum::Hasher>,
 }
 
 /// Attributes as a door shows them.

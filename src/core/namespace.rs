@@ -167,6 +167,7 @@ impl Fs {
                 target: target.clone(),
                 created_by: user_name(caller.uid),
                 original_name: name.to_vec(),
+                sha256: None,
             };
             let new = tx.insert(new)?;
             tx.add_entry(parent, name, new.ino, kind)?;
@@ -488,7 +489,7 @@ impl Fs {
                     json!({ "ino": ino, "from": i.size, "to": size }),
                 )
                 .by(caller.uid);
-                intent = Some(self.durable_intent(rec)?);
+                intent = Some(self.durable_intent(rec, Some(ino))?);
                 crate::crash_point!("truncate::after_intent");
             }
         }
@@ -512,6 +513,7 @@ impl Fs {
                     ));
                 }
                 i.size = size;
+                i.sha256 = None;
                 // As a write would, truncation by non-root drops setuid
                 // (and setgid when group-executable).
                 if !caller.is_root() && set.mode.is_none() {

@@ -132,7 +132,11 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
         store_id,
         wal_retention: opts.wal_retention.clone(),
         ballast,
+        hasher: Default::default(),
     });
+    let _ = fs
+        .hasher
+        .set(super::checksum::Hasher::start(Arc::downgrade(&fs))?);
     let w = fs.clone();
     std::thread::Builder::new()
         .name("artfs-writer".into())
@@ -202,6 +206,7 @@ fn identify(
                 target: None,
                 created_by: crate::core::namespace::user_name(nix::unistd::getuid().as_raw()),
                 original_name: b"/".to_vec(),
+                sha256: None,
             };
             meta.init_store(&id, &backing.to_string_lossy(), &root)?;
             write_atomic(&id_path, id.as_bytes())?;

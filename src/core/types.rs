@@ -152,6 +152,8 @@ pub struct Inode {
     pub created_by: String,
     /// The name the inode was created under.
     pub original_name: Vec<u8>,
+    /// SHA-256 (hex) of a regular file's content; `None` while unknown.
+    pub sha256: Option<String>,
 }
 
 impl Inode {

@@ -1,6 +1,7 @@
 //! Extended attributes. Names in the `user.`, `trusted.` and `security.`
 //! namespaces are stored; `system.` (POSIX ACLs) is not supported.
 
+use super::archive_attrs::{self, Class};
 use super::error::{Error, Result};
 use super::types::{Timestamp, XATTR_NAME_MAX, XATTR_SIZE_MAX};
 use super::Fs;
@@ -12,6 +13,10 @@ pub const XATTR_REPLACE: i32 = libc::XATTR_REPLACE;
 
 fn enodata() -> Error {
     Error::posix(libc::ENODATA, "no such attribute")
+}
+
+fn read_only() -> Error {
+    Error::posix(libc::EPERM, "maintained by artfs: read-only")
 }
 
 fn check_xattr_name(name: &[u8]) -> Result<()> {
@@ -35,6 +40,14 @@ fn check_xattr_name(name: &[u8]) -> Result<()> {
 impl Fs {
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
         check_xattr_name(name)?;
+        if let Class::ReadOnly(n) = archive_attrs::classify(name) {
+            let inode = self.inode(ino)?;
+            let value = match n {
+                "sha256" => self.sha256(ino)?.map(String::into_bytes),
+                _ => archive_attrs::read_only_value(&inode, n),
+            };
+            return value.ok_or_else(enodata);
+        }
         self.xattr_list(ino)?
             .iter()
             .find(|(n, _)| n == name)
@@ -45,6 +58,12 @@ impl Fs {
     /// All names, each followed by NUL (the listxattr wire format).
     pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
         let mut out = Vec::new();
+        let inode = self.inode(ino)?;
+        for n in archive_attrs::read_only_names(&inode) {
+            out.extend_from_slice(archive_attrs::PREFIX);
+            out.extend_from_slice(n.as_bytes());
+            out.push(0);
+        }
         for (n, _) in self.xattr_list(ino)?.iter() {
             out.extend_from_slice(n);
             out.push(0);
@@ -66,6 +85,15 @@ impl Fs {
         if flags & !(XATTR_CREATE | XATTR_REPLACE) != 0 {
             return Err(Error::posix(libc::EINVAL, "unknown setxattr flags"));
         }
+        let value = match archive_attrs::classify(name) {
+            Class::ReadOnly(_) => return Err(read_only()),
+            Class::Writable(n) => {
+                archive_attrs::validate(n, value)?;
+                archive_attrs::normalise(n, value)
+            }
+            Class::Other => value.to_vec(),
+        };
+        let value = value.as_slice();
         self.with_tx(|tx| {
             let mut inode = tx.inode(ino)?;
             let mut list = tx.xattrs(ino)?.as_ref().clone();
@@ -94,6 +122,9 @@ impl Fs {
 
     pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
         check_xattr_name(name)?;
+        if let Class::ReadOnly(_) = archive_attrs::classify(name) {
+            return Err(read_only());
+        }
         self.with_tx(|tx| {
             let mut inode = tx.inode(ino)?;
             let mut list = tx.xattrs(ino)?.as_ref().clone();

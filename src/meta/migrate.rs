@@ -20,6 +20,11 @@ pub const SQLITE: &[Migration] = &[
         name: "wal",
         sql: include_str!("../../migrations/sqlite/0002_wal.sql"),
     },
+    Migration {
+        version: 3,
+        name: "checksum",
+        sql: include_str!("../../migrations/sqlite/0003_checksum.sql"),
+    },
 ];
 
 /// Split a migration into statements with the prefix substituted.

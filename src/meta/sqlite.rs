@@ -20,8 +20,8 @@ use crate::core::types::{DirEntry, Inode, Kind, Timestamp};
 use crate::wal;
 
 const INODE_COLS: &str = "ino, file_id, kind, perm, uid, gid, nlink, size, atime, mtime, ctime, \
-                          crtime, rdev, parent, target, created_by, original_name";
-const INODE_NCOLS: usize = 17;
+                          crtime, rdev, parent, target, created_by, original_name, sha256";
+const INODE_NCOLS: usize = 18;
 const WAL_COLS: &str = "transaction_id, operation_type, status, file_id, operation_data, \
                         error_message, started_at, completed_at, duration_ms, user_id, outcome";
 const WAL_NCOLS: usize = 11;
@@ -158,6 +158,7 @@ fn row_to_inode(row: &SqliteRow) -> Result<Inode> {
         target: row.try_get(14)?,
         created_by: row.try_get(15)?,
         original_name: row.try_get(16)?,
+        sha256: row.try_get(17)?,
     })
 }
 
@@ -213,6 +214,7 @@ fn push_inode<'q>(args: &mut SqliteArguments<'q>, i: &'q Inode) {
     add(args, i.target.as_deref());
     add(args, i.created_by.as_str());
     add(args, i.original_name.as_slice());
+    add(args, i.sha256.as_deref());
 }
 
 /// "(?, ?, ?), (?, ?, ?)" for `rows` rows of `cols` columns.

@@ -1,0 +1,157 @@
+//! The archive's metadata as extended attributes (`user.artstore.*`, the
+//! contract of DESIGN §5): which names are maintained by artfs and
+//! read-only, which are writable and how their values are checked.
+//! Everything else under `user.` is a custom attribute.
+
+use super::error::{Error, Result};
+use super::types::{Inode, Kind, Timestamp};
+
+pub const PREFIX: &[u8] = b"user.artstore.";
+
+/// Maintained by artfs; setting or removing them fails with EPERM.
+pub const READ_ONLY: [&str; 6] = [
+    "file_id",
+    "sha256",
+    "created_at",
+    "updated_at",
+    "created_by",
+    "original_filename",
+];
+
+/// Writable, with validated values.
+pub const WRITABLE: [&str; 4] = ["description", "version", "content_type", "retention_until"];
+
+/// What an attribute name is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// `user.artstore.<one of READ_ONLY>`.
+    ReadOnly(&'static str),
+    /// `user.artstore.<one of WRITABLE>`: stored like any attribute.
+    Writable(&'static str),
+    /// Any other name: stored as given.
+    Other,
+}
+
+pub fn classify(name: &[u8]) -> Class {
+    let Some(rest) = name.strip_prefix(PREFIX) else {
+        return Class::Other;
+    };
+    if let Some(n) = READ_ONLY.iter().find(|n| n.as_bytes() == rest) {
+        return Class::ReadOnly(n);
+    }
+    if let Some(n) = WRITABLE.iter().find(|n| n.as_bytes() == rest) {
+        return Class::Writable(n);
+    }
+    Class::Other
+}
+
+/// The read-only names an inode shows (sha256 only for regular files).
+pub fn read_only_names(inode: &Inode) -> impl Iterator<Item = &'static str> + '_ {
+    READ_ONLY
+        .iter()
+        .copied()
+        .filter(move |n| *n != "sha256" || inode.kind == Kind::File)
+}
+
+/// The value of a read-only attribute other than sha256 (which needs the
+/// content). `None` when the inode does not have it.
+pub fn read_only_value(inode: &Inode, name: &str) -> Option<Vec<u8>> {
+    Some(match name {
+        "file_id" => inode.file_id.clone().into_bytes(),
+        "created_at" => inode.crtime.to_rfc3339().into_bytes(),
+        "updated_at" => updated_at(inode).to_rfc3339().into_bytes(),
+        "created_by" => inode.created_by.clone().into_bytes(),
+        "original_filename" => inode.original_name.clone(),
+        _ => return None,
+    })
+}
+
+/// When the file or its metadata last changed.
+pub fn updated_at(inode: &Inode) -> Timestamp {
+    inode.mtime.max(inode.ctime)
+}
+
+/// Check a value for a writable attribute.
+pub fn validate(name: &str, value: &[u8]) -> Result<()> {
+    let text = std::str::from_utf8(value)
+        .map_err(|_| Error::posix(libc::EINVAL, "archive attributes must be UTF-8 text"))?;
+    match name {
+        "retention_until" => {
+            Timestamp::parse_rfc3339(text.trim()).map_err(|_| {
+                Error::posix(
+                    libc::EINVAL,
+                    "retention_until must be an RFC 3339 time (e.g. 2030-01-01T00:00:00Z)",
+                )
+            })?;
+        }
+        "content_type" => {
+            let ok = text.len() <= 255
+                && text.split_once('/').is_some_and(|(t, s)| {
+                    !t.is_empty()
+                        && !s.is_empty()
+                        && text
+                            .bytes()
+                            .all(|b| b.is_ascii_graphic() || b == b' ' || b == b';')
+                });
+            if !ok {
+                return Err(Error::posix(
+                    libc::EINVAL,
+                    "content_type must be a MIME type such as text/plain",
+                ));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A time value normalised for storage (`Z`, UTC), as the sidecar keeps it.
+pub fn normalise(name: &str, value: &[u8]) -> Vec<u8> {
+    if name == "retention_until" {
+        if let Some(t) = std::str::from_utf8(value)
+            .ok()
+            .and_then(|s| Timestamp::parse_rfc3339(s.trim()).ok())
+        {
+            return t.to_rfc3339().into_bytes();
+        }
+    }
+    value.to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_classified() {
+        assert_eq!(
+            classify(b"user.artstore.file_id"),
+            Class::ReadOnly("file_id")
+        );
+        assert_eq!(
+            classify(b"user.artstore.description"),
+            Class::Writable("description")
+        );
+        assert_eq!(classify(b"user.artstore.other"), Class::Other);
+        assert_eq!(classify(b"user.project"), Class::Other);
+    }
+
+    #[test]
+    fn values_are_checked() {
+        assert!(validate("retention_until", b"2030-01-01T00:00:00Z").is_ok());
+        assert!(validate("retention_until", b"2030-01-01T03:00:00+03:00").is_ok());
+        assert_eq!(
+            validate("retention_until", b"next year")
+                .unwrap_err()
+                .errno(),
+            libc::EINVAL
+        );
+        assert!(validate("content_type", b"text/plain; charset=utf-8").is_ok());
+        assert!(validate("content_type", b"plain").is_err());
+        assert!(validate("description", &[0xff]).is_err());
+        assert_eq!(
+            normalise("retention_until", b"2030-01-01T03:00:00+03:00"),
+            b"2030-01-01T00:00:00Z".to_vec()
+        );
+    }
+}

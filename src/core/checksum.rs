@@ -1,0 +1,143 @@
+//! SHA-256 of file content, never stale.
+//!
+//! With passthrough, writes never pass through the daemon, so the hash
+//! cannot be computed while streaming. Instead: opening a file for writing
+//! clears the recorded hash (in the same commit as the write intent); when
+//! the last writer closes, small files are hashed at once (their pages are
+//! in cache) and larger ones by a background thread; asking for
+//! `user.artstore.sha256` of a file with no recorded hash computes it on
+//! demand. A hash is recorded only if the content did not change while it
+//! was computed.
+
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::sync::mpsc;
+use std::sync::{Arc, Weak};
+
+use sha2::{Digest, Sha256};
+
+use super::error::Result;
+use super::types::Kind;
+use super::Fs;
+
+/// Files up to this size are hashed when their last writer closes.
+pub const HASH_AT_CLOSE_MAX: u64 = 1 << 20;
+
+/// (size, mtime ns) of an object: what a hash was computed against.
+type Version = (u64, i64);
+
+impl Fs {
+    /// Hash an object's current content; also returns the version hashed.
+    pub(crate) fn hash_object(&self, ino: u64) -> Result<(String, Version)> {
+        let mut hasher = Sha256::new();
+        let file = match std::fs::File::open(self.objects.path(ino)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((hex::encode(hasher.finalize()), (0, 0)));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let before = file.metadata()?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut f = &file;
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        let after = file.metadata()?;
+        let v = (
+            after.len(),
+            after.mtime() * 1_000_000_000 + after.mtime_nsec(),
+        );
+        let v0 = (
+            before.len(),
+            before.mtime() * 1_000_000_000 + before.mtime_nsec(),
+        );
+        // Changed while reading: report a version that matches nothing.
+        let v = if v == v0 { v } else { (u64::MAX, i64::MIN) };
+        Ok((hex::encode(hasher.finalize()), v))
+    }
+
+    /// Whether a handle that may write is open on `ino`.
+    pub(crate) fn open_for_write(&self, ino: u64) -> bool {
+        self.open.lock().get(&ino).is_some_and(|o| o.writers > 0)
+    }
+
+    /// The SHA-256 of a regular file's content, computing (and, when the
+    /// file is quiet, recording) it if unknown. `None` for other kinds.
+    pub fn sha256(&self, ino: u64) -> Result<Option<String>> {
+        let inode = self.inode(ino)?;
+        if inode.kind != Kind::File {
+            return Ok(None);
+        }
+        if let Some(h) = inode.sha256 {
+            return Ok(Some(h));
+        }
+        let (hash, version) = self.hash_object(ino)?;
+        self.record_hash(ino, &hash, version)?;
+        Ok(Some(hash))
+    }
+
+    /// Record `hash` if the file still is the version it was computed on
+    /// and nobody may be writing to it.
+    fn record_hash(&self, ino: u64, hash: &str, version: Version) -> Result<()> {
+        self.with_tx(|tx| {
+            let mut i = tx.inode(ino)?;
+            if i.sha256.is_some() || self.open_for_write(ino) {
+                return Ok(());
+            }
+            let now = match self.objects.stat(ino)? {
+                Some(m) => (m.len(), m.mtime() * 1_000_000_000 + m.mtime_nsec()),
+                None => (0, 0),
+            };
+            if now != version || i.size != version.0 {
+                return Ok(());
+            }
+            i.sha256 = Some(hash.to_string());
+            tx.put(&i)
+        })
+    }
+}
+
+/// The background hasher: hashes files whose last writer closed, one at a
+/// time, so a burst of large files does not take every core.
+pub struct Hasher {
+    tx: mpsc::Sender<u64>,
+}
+
+impl Hasher {
+    pub fn start(fs: Weak<Fs>) -> std::io::Result<Hasher> {
+        let (tx, rx) = mpsc::channel::<u64>();
+        std::thread::Builder::new()
+            .name("artfs-hasher".into())
+            .spawn(move || {
+                while let Ok(ino) = rx.recv() {
+                    let Some(fs) = fs.upgrade() else { return };
+                    if let Err(e) = run_one(&fs, ino) {
+                        tracing::debug!(ino, error = %e, "could not hash");
+                    }
+                }
+            })?;
+        Ok(Hasher { tx })
+    }
+
+    pub fn queue(&self, ino: u64) {
+        let _ = self.tx.send(ino);
+    }
+}
+
+fn run_one(fs: &Arc<Fs>, ino: u64) -> Result<()> {
+    if fs.open_for_write(ino) {
+        return Ok(());
+    }
+    match fs.inode(ino) {
+        Ok(i) if i.kind == Kind::File && i.sha256.is_none() => {
+            fs.sha256(ino)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
