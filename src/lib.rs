@@ -3,8 +3,10 @@
 //! tables. See docs/ARCHITECTURE.md for the map of modules.
 //!
 //! Dependencies point one way: `fuse` (and later `api`) → `core` →
-//! `meta` / `blob`.
+//! `meta` / `blob`. `auth` (JWT verification and roles, for the HTTP door)
+//! depends on none of them.
 
+pub mod auth;
 pub mod blob;
 pub mod core;
 pub mod failpoints;

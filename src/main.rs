@@ -29,6 +29,9 @@ enum Cmd {
     /// Check that the metadata tables and the objects in BACKING agree.
     /// Exit 0 when consistent, 1 with a report otherwise.
     Fsck(FsckArgs),
+    /// Mint a signed access token for tests and administration; prints it
+    /// on stdout. The algorithm follows the key (RS256, ES256, EdDSA).
+    Token(TokenArgs),
 }
 
 #[derive(clap::Args)]
@@ -97,6 +100,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.cmd {
         Cmd::Mount(args) => mount(args).map(|()| std::process::ExitCode::SUCCESS),
         Cmd::Fsck(args) => fsck(args),
+        Cmd::Token(args) => return token(args),
     };
     match result {
         Ok(code) => code,
@@ -180,4 +184,66 @@ fn fsck(args: FsckArgs) -> anyhow::Result<std::process::ExitCode> {
     }
     println!("{} problems", report.findings.len());
     Ok(std::process::ExitCode::from(1))
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// Private key PEM: RSA (2048 bits or more), EC P-256 or Ed25519.
+    #[arg(long)]
+    key: PathBuf,
+    /// Subject (`sub`): who the token is for.
+    #[arg(long)]
+    sub: String,
+    /// Role: user (read, write), operator (also delete), admin (everything).
+    #[arg(long)]
+    role: artfs::auth::Role,
+    /// Token type: service_account, admin_user or access.
+    #[arg(long = "type", default_value = "service_account")]
+    token_type: artfs::auth::TokenType,
+    /// Lifetime, e.g. 30m, 12h, 7d.
+    #[arg(long, default_value = "30m", value_parser = artfs::auth::parse_ttl)]
+    ttl: Duration,
+    /// Space-separated scopes narrowing the role: files:read files:write
+    /// files:delete storage:admin.
+    #[arg(long)]
+    scope: Option<artfs::auth::ScopeList>,
+    /// Issuer (`iss`).
+    #[arg(long)]
+    iss: Option<String>,
+    /// Audience (`aud`).
+    #[arg(long)]
+    aud: Option<String>,
+    /// Display name (`name`).
+    #[arg(long)]
+    name: Option<String>,
+    /// Key id (`kid` header), to select the key in a JWKS.
+    #[arg(long)]
+    kid: Option<String>,
+}
+
+/// `artfs token`. Bad arguments exit 2 (clap); failures here exit 1.
+fn token(args: TokenArgs) -> std::process::ExitCode {
+    let minted = std::fs::read(&args.key)
+        .with_context(|| format!("cannot read key file {}", args.key.display()))
+        .and_then(|pem| {
+            let mut req = artfs::auth::MintRequest::new(pem, args.sub, args.role);
+            req.token_type = args.token_type;
+            req.ttl = args.ttl;
+            req.scope = args.scope.map(|s| s.0);
+            req.issuer = args.iss;
+            req.audience = args.aud;
+            req.name = args.name;
+            req.kid = args.kid;
+            artfs::auth::mint(&req).with_context(|| format!("key file {}", args.key.display()))
+        });
+    match minted {
+        Ok(token) => {
+            println!("{token}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("artfs: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
 }
