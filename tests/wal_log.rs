@@ -31,14 +31,15 @@ fn rows(db: &std::path::Path) -> Vec<Row> {
         let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
             .await
             .unwrap();
-        let v: Vec<(
+        type Cols = (
             String,
             String,
             Option<String>,
             String,
             Option<String>,
             Option<String>,
-        )> = sqlx::query_as(
+        );
+        let v: Vec<Cols> = sqlx::query_as(
             "SELECT operation_type, status, file_id, started_at, completed_at, user_id \
                  FROM artfs_wal ORDER BY seq",
         )
