@@ -69,6 +69,18 @@ pub struct Fs {
     /// Disk space kept back for the database (see `blob::ballast`).
     ballast: crate::blob::ballast::Ballast,
     hasher: std::sync::OnceLock<checksum::Hasher>,
+    invalidator: std::sync::OnceLock<Arc<dyn Invalidator>>,
+}
+
+/// Tells a door that caches (the kernel, through FUSE) what changed behind
+/// its back. Doors other than the one that made a change call it after the
+/// change, never from inside a request of the caching door itself.
+pub trait Invalidator: Send + Sync {
+    /// The name `name` in directory `parent` changed (created, removed,
+    /// replaced).
+    fn entry(&self, parent: u64, name: &[u8]);
+    /// The attributes or content of `ino` changed.
+    fn inode(&self, ino: u64);
 }
 
 /// Attributes as a door shows them.
@@ -86,6 +98,23 @@ impl Fs {
 
     pub fn store_id(&self) -> &str {
         &self.store_id
+    }
+
+    /// Install the caching door's invalidator (once, at mount).
+    pub fn set_invalidator(&self, inv: Arc<dyn Invalidator>) {
+        let _ = self.invalidator.set(inv);
+    }
+
+    /// The caching door's invalidator, if one is installed.
+    pub fn invalidator(&self) -> Option<&Arc<dyn Invalidator>> {
+        self.invalidator.get()
+    }
+
+    /// The inode with this stable file id (commits what is staged first:
+    /// the index lives in the database).
+    pub fn find_by_file_id(&self, file_id: &str) -> Result<Option<u64>> {
+        self.flush()?;
+        self.meta.find_by_file_id(file_id)
     }
 
     /// Fetch an inode through the in-memory layer.

@@ -133,6 +133,7 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
         wal_retention: opts.wal_retention.clone(),
         ballast,
         hasher: Default::default(),
+        invalidator: Default::default(),
     });
     let _ = fs
         .hasher

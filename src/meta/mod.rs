@@ -76,6 +76,8 @@ pub trait MetaStore: Send + Sync {
     /// Inodes with no links left (unlinked while open when the daemon stopped).
     fn orphans(&self) -> Result<Vec<u64>>;
 
+    /// The inode with this stable file id.
+    fn find_by_file_id(&self, file_id: &str) -> Result<Option<u64>>;
     /// Log rows still pending, oldest first.
     fn pending_wal(&self) -> Result<Vec<wal::Record>>;
     /// Number of log rows per status.

@@ -492,6 +492,16 @@ impl MetaStore for SqliteStore {
         Ok(v.into_iter().map(|i| i as u64).collect())
     }
 
+    fn find_by_file_id(&self, file_id: &str) -> Result<Option<u64>> {
+        let p = &self.p;
+        let v: Option<i64> = self.rt.block_on(
+            sqlx::query_scalar(&format!("SELECT ino FROM {p}_inodes WHERE file_id = ?"))
+                .bind(file_id)
+                .fetch_optional(&self.pool),
+        )?;
+        Ok(v.map(|i| i as u64))
+    }
+
     fn pending_wal(&self) -> Result<Vec<wal::Record>> {
         let p = &self.p;
         let rows = self.rt.block_on(
