@@ -196,7 +196,7 @@ impl Covered {
                         c.ranges.push((a, b));
                     }
                 }
-                wal::Op::Reclaim => c.inos.extend(
+                wal::Op::Reclaim | wal::Op::Sidecars => c.inos.extend(
                     r.data
                         .get("inos")
                         .and_then(serde_json::Value::as_array)

@@ -13,4 +13,5 @@ pub mod failpoints;
 pub mod fsck;
 pub mod fuse;
 pub mod meta;
+pub mod rebuild;
 pub mod wal;

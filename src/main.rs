@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use artfs::core::{open_offline, open_store, StoreLock, StoreOptions};
+use artfs::core::{open_for_rebuild, open_offline, open_store, StoreLock, StoreOptions};
 use artfs::fsck;
 use artfs::fuse::{serve, MountOptions};
 
@@ -29,6 +29,9 @@ enum Cmd {
     /// Check that the metadata tables and the objects in BACKING agree.
     /// Exit 0 when consistent, 1 with a report otherwise.
     Fsck(FsckArgs),
+    /// Rebuild the metadata tables from the attr.json sidecars in BACKING
+    /// (the store must not be mounted).
+    Rebuild(RebuildArgs),
     /// Mint a signed access token for tests and administration; prints it
     /// on stdout. The algorithm follows the key (RS256, ES256, EdDSA).
     Token(TokenArgs),
@@ -49,6 +52,26 @@ struct FsckArgs {
     /// Refused while the store is mounted.
     #[arg(long)]
     repair: bool,
+}
+
+#[derive(clap::Args)]
+struct RebuildArgs {
+    /// Directory holding the objects and their sidecars.
+    #[arg(env = "ARTFS_BACKING")]
+    backing: PathBuf,
+    /// Metadata database URL [default: sqlite://BACKING/.artfs/meta.db].
+    #[arg(long, env = "ARTFS_DB")]
+    db: Option<String>,
+    /// Prefix of the metadata tables.
+    #[arg(long, env = "ARTFS_TABLE_PREFIX", default_value = "artfs")]
+    table_prefix: String,
+    /// Only add inodes missing from the tables; keep the rest.
+    #[arg(long, conflicts_with = "check")]
+    incremental: bool,
+    /// Change nothing: report sidecars without rows and rows without
+    /// sidecars (exit 1 if any).
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(clap::Args)]
@@ -100,6 +123,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.cmd {
         Cmd::Mount(args) => mount(args).map(|()| std::process::ExitCode::SUCCESS),
         Cmd::Fsck(args) => fsck(args),
+        Cmd::Rebuild(args) => rebuild(args),
         Cmd::Token(args) => return token(args),
     };
     match result {
@@ -246,4 +270,69 @@ fn token(args: TokenArgs) -> std::process::ExitCode {
             std::process::ExitCode::from(1)
         }
     }
+}
+
+fn progress(what: &'static str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg}: {pos} ({per_sec})")
+            .expect("valid template"),
+    );
+    bar.set_message(what);
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+fn rebuild(args: RebuildArgs) -> anyhow::Result<std::process::ExitCode> {
+    let rt = runtime()?;
+    let mut sopts = StoreOptions::new(&args.backing);
+    sopts.db_url = args.db;
+    sopts.table_prefix = args.table_prefix;
+    let (meta, objects, _lock) = open_for_rebuild(&sopts, rt.handle().clone())
+        .with_context(|| format!("cannot rebuild {}", args.backing.display()))?;
+    let bar = progress("reading sidecars");
+    let code = if args.check {
+        let o = artfs::rebuild::check(meta.as_ref(), &objects, &bar)?;
+        bar.finish_and_clear();
+        for ino in &o.sidecars_without_rows {
+            println!("sidecar without rows: inode {ino}");
+        }
+        for ino in &o.rows_without_sidecars {
+            println!("rows without sidecar: inode {ino}");
+        }
+        for (p, why) in &o.skipped {
+            println!("unusable sidecar {}: {why}", p.display());
+        }
+        let n = o.sidecars_without_rows.len() + o.rows_without_sidecars.len() + o.skipped.len();
+        println!("{n} problems");
+        if n == 0 {
+            std::process::ExitCode::SUCCESS
+        } else {
+            std::process::ExitCode::from(1)
+        }
+    } else {
+        let r = artfs::rebuild::rebuild(meta.as_ref(), &objects, args.incremental, &bar)?;
+        bar.finish_and_clear();
+        for (p, why) in &r.skipped {
+            println!("skipped {}: {why}", p.display());
+        }
+        println!(
+            "rebuilt {} inodes, {} entries, {} attributes{}",
+            r.inodes,
+            r.entries,
+            r.attributes,
+            if r.lost_links > 0 {
+                format!(" ({} names dropped: parent unknown)", r.lost_links)
+            } else {
+                String::new()
+            }
+        );
+        if r.skipped.is_empty() && r.lost_links == 0 {
+            std::process::ExitCode::SUCCESS
+        } else {
+            std::process::ExitCode::from(1)
+        }
+    };
+    meta.close();
+    Ok(code)
 }

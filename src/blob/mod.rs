@@ -6,6 +6,7 @@
 //! to clean up.
 
 pub mod ballast;
+pub mod render;
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -26,6 +27,11 @@ impl ObjectStore {
             std::fs::create_dir_all(root.join(format!("{i:02x}")))?;
         }
         Ok(ObjectStore { root })
+    }
+
+    /// The object area (`BACKING/objects`).
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     pub fn path(&self, ino: u64) -> PathBuf {

@@ -153,6 +153,9 @@ pub struct FsAttrs {
     /// All extended attributes, raw.
     #[serde(default)]
     pub xattrs: Vec<Xattr>,
+    /// The name at creation, lossless (`original_filename` is text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_name: Option<Bytes>,
 }
 
 /// One directory entry naming the inode.
@@ -621,6 +624,7 @@ mod tests {
             }],
             target: None,
             xattrs: vec![],
+            original_name: None,
         }
     }
 

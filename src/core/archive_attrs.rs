@@ -45,12 +45,15 @@ pub fn classify(name: &[u8]) -> Class {
     Class::Other
 }
 
-/// The read-only names an inode shows (sha256 only for regular files).
+/// The read-only names an inode shows: sha256 only for regular files, and
+/// none for symlinks and special files, where Linux allows no `user.`
+/// attributes (the kernel would refuse to read what we listed).
 pub fn read_only_names(inode: &Inode) -> impl Iterator<Item = &'static str> + '_ {
+    let shown = matches!(inode.kind, Kind::File | Kind::Dir);
     READ_ONLY
         .iter()
         .copied()
-        .filter(move |n| *n != "sha256" || inode.kind == Kind::File)
+        .filter(move |n| shown && (*n != "sha256" || inode.kind == Kind::File))
 }
 
 /// The value of a read-only attribute other than sha256 (which needs the

@@ -8,13 +8,14 @@
 //! memory (microseconds); the writer thread commits them in batches. Data
 //! I/O on open files never takes it.
 
-mod archive_attrs;
+pub mod archive_attrs;
 pub mod cache;
 mod checksum;
 mod data;
 pub mod error;
 pub mod namespace;
 mod open;
+mod sidecars;
 pub mod types;
 mod writer;
 mod xattr;
@@ -31,7 +32,7 @@ use crate::meta::{Dentry, MetaStore};
 use crate::wal;
 use cache::{Cache, DentryKey, Known, Staged, Xattrs};
 use error::{enoent, Result};
-pub use open::{open_offline, open_store, StoreLock, StoreOptions};
+pub use open::{open_for_rebuild, open_offline, open_store, StoreLock, StoreOptions};
 use types::{Inode, Kind};
 use writer::Writer;
 
@@ -69,6 +70,7 @@ pub struct Fs {
     /// Disk space kept back for the database (see `blob::ballast`).
     ballast: crate::blob::ballast::Ballast,
     hasher: std::sync::OnceLock<checksum::Hasher>,
+    sidecars: Arc<sidecars::Sidecars>,
     invalidator: std::sync::OnceLock<Arc<dyn Invalidator>>,
 }
 
@@ -229,6 +231,12 @@ impl Fs {
         if let Err(e) = self.flush() {
             tracing::error!(error = %e, "could not commit metadata at close");
         }
+        // Sidecars of everything committed, then their log rows settled.
+        self.sidecars.drain();
+        if let Err(e) = self.flush() {
+            tracing::error!(error = %e, "could not commit metadata at close");
+        }
+        self.sidecars.stop();
         self.writer.shutdown();
         self.meta.close();
     }

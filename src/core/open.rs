@@ -133,8 +133,15 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
         wal_retention: opts.wal_retention.clone(),
         ballast,
         hasher: Default::default(),
+        sidecars: Default::default(),
         invalidator: Default::default(),
     });
+    {
+        let (sc, weak) = (fs.sidecars.clone(), Arc::downgrade(&fs));
+        std::thread::Builder::new()
+            .name("artfs-sidecars".into())
+            .spawn(move || super::sidecars::run(sc, weak))?;
+    }
     let _ = fs
         .hasher
         .set(super::checksum::Hasher::start(Arc::downgrade(&fs))?);
@@ -253,6 +260,45 @@ pub fn open_offline(
     }
     let meta = open_meta(&url, &opts.table_prefix, rt)?;
     identify(meta.as_ref(), &backing, &state_dir, &url, false)?;
+    let objects = ObjectStore::open(&backing)?;
+    Ok((meta, objects, lock))
+}
+
+/// The stores of BACKING for `artfs rebuild`: like [`open_offline`] with
+/// the lock taken, but the database may be missing or empty (it is what
+/// gets rebuilt); only a database of another store is refused.
+pub fn open_for_rebuild(
+    opts: &StoreOptions,
+    rt: Handle,
+) -> Result<(Box<dyn MetaStore>, ObjectStore, StoreLock)> {
+    let backing = opts.backing.canonicalize().map_err(|e| {
+        setup_err(format!(
+            "BACKING {} is not usable: {e}",
+            opts.backing.display()
+        ))
+    })?;
+    let state_dir = backing.join(".artfs");
+    let store_id = std::fs::read_to_string(state_dir.join("store-id"))
+        .map(|s| s.trim().to_string())
+        .map_err(|_| {
+            setup_err(format!(
+                "{} holds no artfs store (no .artfs/store-id)",
+                backing.display()
+            ))
+        })?;
+    let lock = StoreLock::acquire(&state_dir)?;
+    let url = opts.db_url();
+    let meta = open_meta(&url, &opts.table_prefix, rt)?;
+    match meta.store_identity()? {
+        Some((db_id, db_backing)) if db_id != store_id => {
+            return Err(setup_err(format!(
+                "database {url} belongs to store {db_id} (BACKING {db_backing}), not to {}",
+                backing.display()
+            )))
+        }
+        Some(_) => {}
+        None => meta.init_identity(&store_id, &backing.to_string_lossy(), 0)?,
+    }
     let objects = ObjectStore::open(&backing)?;
     Ok((meta, objects, lock))
 }

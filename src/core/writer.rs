@@ -166,6 +166,26 @@ pub fn run(fs: Arc<Fs>) {
             });
             batch.wal.push(rec);
         }
+        // Sidecars of what this batch changes are stale until rewritten.
+        let mut touched: Vec<u64> = batch
+            .inodes
+            .iter()
+            .map(|(i, _)| *i)
+            .chain(batch.xattrs.iter().map(|(i, _)| *i))
+            .collect();
+        touched.sort_unstable();
+        touched.dedup();
+        let sidecar_row = (!touched.is_empty()).then(|| {
+            let rec = wal::Record::new(
+                wal::Op::Sidecars,
+                wal::Status::Pending,
+                None,
+                serde_json::json!({ "inos": touched }),
+            );
+            let id = rec.id;
+            batch.wal.push(rec);
+            id
+        });
         crate::crash_point!("writer::before_commit");
         // A reservation is durable (fsync) before any number in it is used:
         // objects of those numbers may be created at once.
@@ -179,6 +199,9 @@ pub fn run(fs: Arc<Fs>) {
         match result {
             Ok(()) => {
                 crate::crash_point!("writer::after_commit");
+                if let Some(id) = sidecar_row {
+                    fs.sidecars.push(id, touched);
+                }
                 if let Some(r) = new_range {
                     ranges.push(r);
                     fs.writer.reserved.fetch_max(want, Ordering::AcqRel);

@@ -24,6 +24,8 @@ pub struct Dentry {
 }
 
 pub type XattrList = Vec<(Vec<u8>, Vec<u8>)>;
+/// Attribute rows of several inodes: (ino, name, value).
+pub type XattrRows = Vec<(u64, Vec<u8>, Vec<u8>)>;
 
 /// Final states to write: `None` deletes.
 #[derive(Default, Debug)]
@@ -75,6 +77,17 @@ pub trait MetaStore: Send + Sync {
     fn inode_count(&self) -> Result<u64>;
     /// Inodes with no links left (unlinked while open when the daemon stopped).
     fn orphans(&self) -> Result<Vec<u64>>;
+
+    /// Inodes among `inos` that exist (any order).
+    fn inodes_of(&self, inos: &[u64]) -> Result<Vec<Inode>>;
+    /// Every name of the given inodes: (ino, parent, name).
+    fn links_of(&self, inos: &[u64]) -> Result<Vec<(u64, u64, Vec<u8>)>>;
+    /// Extended attributes of the given inodes: (ino, name, value).
+    fn xattrs_of(&self, inos: &[u64]) -> Result<XattrRows>;
+    /// Delete every inode, entry and attribute (rebuild starts from here).
+    fn clear_namespace(&self) -> Result<()>;
+    /// Record the store identity without creating a root (rebuild).
+    fn init_identity(&self, store_id: &str, backing: &str, ino_reserved: u64) -> Result<()>;
 
     /// The inode with this stable file id.
     fn find_by_file_id(&self, file_id: &str) -> Result<Option<u64>>;

@@ -492,6 +492,92 @@ impl MetaStore for SqliteStore {
         Ok(v.into_iter().map(|i| i as u64).collect())
     }
 
+    fn inodes_of(&self, inos: &[u64]) -> Result<Vec<Inode>> {
+        let p = &self.p;
+        let mut out = Vec::with_capacity(inos.len());
+        for chunk in inos.chunks(500) {
+            let sql = format!(
+                "SELECT {INODE_COLS} FROM {p}_inodes WHERE ino IN ({})",
+                vec!["?"; chunk.len()].join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for ino in chunk {
+                q = q.bind(*ino as i64);
+            }
+            let rows = self.rt.block_on(q.fetch_all(&self.pool))?;
+            for r in &rows {
+                out.push(row_to_inode(r)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn links_of(&self, inos: &[u64]) -> Result<Vec<(u64, u64, Vec<u8>)>> {
+        let p = &self.p;
+        let mut out = Vec::new();
+        for chunk in inos.chunks(500) {
+            let sql = format!(
+                "SELECT ino, parent, name FROM {p}_dentries WHERE ino IN ({}) ORDER BY id",
+                vec!["?"; chunk.len()].join(", ")
+            );
+            let mut q = sqlx::query_as::<_, (i64, i64, Vec<u8>)>(&sql);
+            for ino in chunk {
+                q = q.bind(*ino as i64);
+            }
+            let rows = self.rt.block_on(q.fetch_all(&self.pool))?;
+            out.extend(rows.into_iter().map(|(i, p, n)| (i as u64, p as u64, n)));
+        }
+        Ok(out)
+    }
+
+    fn xattrs_of(&self, inos: &[u64]) -> Result<super::XattrRows> {
+        let p = &self.p;
+        let mut out = Vec::new();
+        for chunk in inos.chunks(500) {
+            let sql = format!(
+                "SELECT ino, name, value FROM {p}_xattrs WHERE ino IN ({}) ORDER BY ino, name",
+                vec!["?"; chunk.len()].join(", ")
+            );
+            let mut q = sqlx::query_as::<_, (i64, Vec<u8>, Vec<u8>)>(&sql);
+            for ino in chunk {
+                q = q.bind(*ino as i64);
+            }
+            let rows = self.rt.block_on(q.fetch_all(&self.pool))?;
+            out.extend(rows.into_iter().map(|(i, n, v)| (i as u64, n, v)));
+        }
+        Ok(out)
+    }
+
+    fn clear_namespace(&self) -> Result<()> {
+        let p = &self.p;
+        self.rt.block_on(async {
+            let mut tx = self.pool.begin().await?;
+            for t in ["inodes", "dentries", "xattrs"] {
+                sqlx::query(&format!("DELETE FROM {p}_{t}"))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await
+        })?;
+        Ok(())
+    }
+
+    fn init_identity(&self, store_id: &str, backing: &str, ino_reserved: u64) -> Result<()> {
+        let p = &self.p;
+        self.rt.block_on(
+            sqlx::query(&format!(
+                "INSERT OR REPLACE INTO {p}_store (id, store_id, backing, created_at, ino_reserved) \
+                 VALUES (1, ?, ?, ?, ?)"
+            ))
+            .bind(store_id)
+            .bind(backing)
+            .bind(Timestamp::now().0)
+            .bind(ino_reserved as i64)
+            .execute(&self.pool),
+        )?;
+        Ok(())
+    }
+
     fn find_by_file_id(&self, file_id: &str) -> Result<Option<u64>> {
         let p = &self.p;
         let v: Option<i64> = self.rt.block_on(

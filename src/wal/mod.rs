@@ -47,6 +47,10 @@ pub enum Op {
     Reclaim,
     /// Repairs made by `artfs fsck --repair`.
     Repair,
+    /// Sidecars of these inodes may be stale until rewritten.
+    Sidecars,
+    /// `artfs rebuild` replaced or completed the tables from the sidecars.
+    Rebuild,
 }
 
 impl Op {
@@ -68,6 +72,8 @@ impl Op {
             Op::Reserve => "reserve",
             Op::Reclaim => "reclaim",
             Op::Repair => "fsck_repair",
+            Op::Sidecars => "sidecars",
+            Op::Rebuild => "cache_rebuild",
         }
     }
 
@@ -76,7 +82,7 @@ impl Op {
     }
 }
 
-const ALL_OPS: [Op; 16] = [
+const ALL_OPS: [Op; 18] = [
     Op::Create,
     Op::Mkdir,
     Op::Mknod,
@@ -93,6 +99,8 @@ const ALL_OPS: [Op; 16] = [
     Op::Reserve,
     Op::Reclaim,
     Op::Repair,
+    Op::Sidecars,
+    Op::Rebuild,
 ];
 
 /// The `status` column.

@@ -138,6 +138,19 @@ fn settle(
                 batch,
             ))
         }
+        Op::Sidecars => {
+            let Some(inos) = rec.data.get("inos").and_then(Value::as_array) else {
+                return Ok(malformed(rec));
+            };
+            let inos: Vec<u64> = inos.iter().filter_map(Value::as_u64).collect();
+            let n = crate::blob::render::rewrite(meta, objects, &inos)?;
+            crate::blob::render::sync_all(objects.root())?;
+            Ok((
+                Status::Committed,
+                format!("rewrote {n} sidecars from the tables"),
+                batch,
+            ))
+        }
         Op::Reclaim => {
             let Some(inos) = rec.data.get("inos").and_then(Value::as_array) else {
                 return Ok(malformed(rec));

@@ -1,0 +1,130 @@
+//! The sidecar thread: keeps each inode's attr.json (see `blob::sidecar`)
+//! in step with the tables.
+//!
+//! Every batch that changes inodes or attributes carries a pending
+//! `sidecars` log row naming them. After the batch commits, the writer
+//! hands the row here; the thread lets changes gather (a burst of changes
+//! to one file writes its sidecar once), renders the sidecars of all named
+//! inodes from the committed tables, syncs the filesystem once, and only
+//! then settles the rows. A crash in between leaves the rows pending, and
+//! recovery rewrites those sidecars: the log covers the window.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use uuid::Uuid;
+
+use super::Fs;
+use crate::blob::render;
+use crate::wal;
+
+/// How long changes gather before their sidecars are written.
+const GATHER: Duration = Duration::from_millis(200);
+
+#[derive(Default)]
+struct State {
+    jobs: Vec<(Uuid, Vec<u64>)>,
+    first_at: Option<Instant>,
+    /// Skip the gathering delay (someone waits in `drain`).
+    urgent: bool,
+    stop: bool,
+    queued: u64,
+    handled: u64,
+}
+
+#[derive(Default)]
+pub struct Sidecars {
+    state: Mutex<State>,
+    work: Condvar,
+    done: Condvar,
+}
+
+impl Sidecars {
+    /// Queue the sidecars of `inos`, covered by the pending log row `id`.
+    pub fn push(&self, id: Uuid, inos: Vec<u64>) {
+        let mut s = self.state.lock();
+        s.jobs.push((id, inos));
+        s.first_at.get_or_insert_with(Instant::now);
+        s.queued += 1;
+        self.work.notify_one();
+    }
+
+    /// Wait until every queued sidecar is written and synced.
+    pub fn drain(&self) {
+        let mut s = self.state.lock();
+        let target = s.queued;
+        s.urgent = true;
+        self.work.notify_one();
+        while s.handled < target && !s.stop {
+            self.done.wait(&mut s);
+        }
+        s.urgent = false;
+    }
+
+    pub fn stop(&self) {
+        let mut s = self.state.lock();
+        s.stop = true;
+        self.work.notify_one();
+        self.done.notify_all();
+    }
+}
+
+/// The thread's loop. It holds the filesystem only while working, so it
+/// never keeps a closed store alive.
+pub fn run(sc: Arc<Sidecars>, fs: Weak<Fs>) {
+    loop {
+        let jobs = {
+            let mut s = sc.state.lock();
+            loop {
+                if s.stop {
+                    return;
+                }
+                match s.first_at {
+                    Some(first) if s.urgent || Instant::now() >= first + GATHER => break,
+                    Some(first) => {
+                        sc.work.wait_until(&mut s, first + GATHER);
+                    }
+                    None => sc.work.wait(&mut s),
+                }
+            }
+            s.first_at = None;
+            std::mem::take(&mut s.jobs)
+        };
+        let Some(fs) = fs.upgrade() else { return };
+        let n = jobs.len() as u64;
+        let inos: BTreeSet<u64> = jobs.iter().flat_map(|(_, v)| v.iter().copied()).collect();
+        let inos: Vec<u64> = inos.into_iter().collect();
+        let result = render::rewrite(fs.meta.as_ref(), &fs.objects, &inos)
+            .and_then(|_| render::sync_all(fs.objects.root()));
+        match result {
+            Ok(()) => {
+                crate::crash_point!("sidecars::before_settle");
+                for (id, _) in &jobs {
+                    fs.cache.push_wal_done(wal::Update::new(
+                        *id,
+                        wal::Status::Committed,
+                        format!("{} sidecars written", inos.len()),
+                    ));
+                }
+                fs.writer.kick();
+                let mut s = sc.state.lock();
+                s.handled += n;
+                sc.done.notify_all();
+            }
+            Err(e) => {
+                // The rows stay pending; retry (after a crash, recovery
+                // redoes them).
+                tracing::error!(error = %e, "could not write sidecars; retrying");
+                let mut s = sc.state.lock();
+                let mut rest = jobs;
+                rest.append(&mut s.jobs);
+                s.jobs = rest;
+                s.first_at = Some(Instant::now());
+                drop(s);
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}

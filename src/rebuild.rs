@@ -1,0 +1,193 @@
+//! `artfs rebuild`: the tables rebuilt from the attr.json sidecars alone,
+//! and `--check`, which reports where sidecars and tables disagree about
+//! which inodes exist.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use crate::blob::render;
+use crate::blob::sidecar::{self, AttrJson};
+use crate::blob::ObjectStore;
+use crate::core::error::Result;
+use crate::core::types::{Inode, Kind, Timestamp, ROOT_INO};
+use crate::meta::{Batch, Dentry, MetaStore};
+use crate::wal;
+
+/// What a rebuild did.
+#[derive(Debug, Default)]
+pub struct Rebuilt {
+    pub inodes: usize,
+    pub entries: usize,
+    pub attributes: usize,
+    /// Sidecars that could not be used, with why.
+    pub skipped: Vec<(PathBuf, String)>,
+    /// Names whose parent has no sidecar (the entry is dropped).
+    pub lost_links: usize,
+}
+
+/// Every usable sidecar under the object area, by inode number.
+fn read_all(
+    objects: &ObjectStore,
+    progress: &indicatif::ProgressBar,
+) -> (BTreeMap<u64, AttrJson>, Vec<(PathBuf, String)>) {
+    let mut docs = BTreeMap::new();
+    let mut skipped = Vec::new();
+    for (path, parsed) in sidecar::scan(objects.root()) {
+        progress.inc(1);
+        match parsed {
+            Ok((doc, _)) => match doc.fs.as_ref().map(|f| f.ino) {
+                Some(ino) => {
+                    docs.insert(ino, doc);
+                }
+                None => skipped.push((path, "no fs section (not written by artfs)".into())),
+            },
+            Err(e) => skipped.push((path, e.to_string())),
+        }
+    }
+    (docs, skipped)
+}
+
+/// Rebuild the tables from the sidecars. With `incremental`, only inodes
+/// missing from the tables are added (with their names and attributes);
+/// otherwise the namespace tables are replaced.
+pub fn rebuild(
+    meta: &dyn MetaStore,
+    objects: &ObjectStore,
+    incremental: bool,
+    progress: &indicatif::ProgressBar,
+) -> Result<Rebuilt> {
+    let (docs, skipped) = read_all(objects, progress);
+    let mut out = Rebuilt {
+        skipped,
+        ..Rebuilt::default()
+    };
+    let by_file_id: HashMap<&str, u64> = docs
+        .iter()
+        .map(|(ino, d)| (d.file_id.as_str(), *ino))
+        .collect();
+    let existing: BTreeSet<u64> = if incremental {
+        meta.all_inodes()?.into_iter().map(|i| i.ino).collect()
+    } else {
+        meta.clear_namespace()?;
+        BTreeSet::new()
+    };
+    let mut next_id = meta.counters()?.max_dentry_id + 1;
+    let mut batch = Batch::default();
+    for (ino, doc) in &docs {
+        if existing.contains(ino) {
+            continue;
+        }
+        let Some(inode) = render::to_inode(doc, |fid| by_file_id.get(fid).copied()) else {
+            continue;
+        };
+        let fs = doc.fs.as_ref().expect("to_inode checked the fs section");
+        for link in &fs.links {
+            let Some(parent) = by_file_id.get(link.parent.as_str()) else {
+                out.lost_links += 1;
+                continue;
+            };
+            batch.dentries.push((
+                (*parent, link.name.0.clone()),
+                Some(Dentry {
+                    ino: *ino,
+                    kind: inode.kind,
+                    id: next_id,
+                }),
+            ));
+            next_id += 1;
+            out.entries += 1;
+        }
+        if !fs.xattrs.is_empty() {
+            out.attributes += fs.xattrs.len();
+            batch.xattrs.push((
+                *ino,
+                Some(
+                    fs.xattrs
+                        .iter()
+                        .map(|x| (x.name.0.clone(), x.value.0.clone()))
+                        .collect(),
+                ),
+            ));
+        }
+        batch.inodes.push((*ino, Some(inode)));
+        out.inodes += 1;
+    }
+    if !docs.contains_key(&ROOT_INO) && !existing.contains(&ROOT_INO) {
+        // A store whose root never changed has no root sidecar.
+        batch.inodes.push((ROOT_INO, Some(default_root())));
+        out.inodes += 1;
+    }
+    let max_ino = docs
+        .keys()
+        .chain(existing.iter())
+        .copied()
+        .max()
+        .unwrap_or(ROOT_INO);
+    batch.ino_reserved = Some(max_ino + 1);
+    let mut rec = wal::Record::new(
+        wal::Op::Rebuild,
+        wal::Status::Committed,
+        None,
+        json!({ "incremental": incremental, "inodes": out.inodes, "entries": out.entries,
+                "skipped": out.skipped.len() }),
+    );
+    rec.completed_at = Some(Timestamp::now());
+    batch.wal.push(rec);
+    meta.apply(&batch)?;
+    meta.sync()?;
+    Ok(out)
+}
+
+fn default_root() -> Inode {
+    let now = Timestamp::now();
+    Inode {
+        ino: ROOT_INO,
+        file_id: uuid::Uuid::now_v7().to_string(),
+        kind: Kind::Dir,
+        perm: 0o755,
+        uid: 0,
+        gid: 0,
+        nlink: 2,
+        size: 0,
+        atime: now,
+        mtime: now,
+        ctime: now,
+        crtime: now,
+        rdev: 0,
+        parent: ROOT_INO,
+        target: None,
+        created_by: "rebuild".into(),
+        original_name: b"/".to_vec(),
+        sha256: None,
+    }
+}
+
+/// Orphans both ways, for `rebuild --check`.
+#[derive(Debug, Default)]
+pub struct Orphans {
+    /// Sidecars of inodes the tables do not have.
+    pub sidecars_without_rows: Vec<u64>,
+    /// Inodes (other than an untouched root) without a sidecar.
+    pub rows_without_sidecars: Vec<u64>,
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+pub fn check(
+    meta: &dyn MetaStore,
+    objects: &ObjectStore,
+    progress: &indicatif::ProgressBar,
+) -> Result<Orphans> {
+    let (docs, skipped) = read_all(objects, progress);
+    let rows: BTreeSet<u64> = meta.all_inodes()?.into_iter().map(|i| i.ino).collect();
+    Ok(Orphans {
+        sidecars_without_rows: docs.keys().filter(|i| !rows.contains(i)).copied().collect(),
+        rows_without_sidecars: rows
+            .iter()
+            .filter(|i| **i != ROOT_INO && !docs.contains_key(i))
+            .copied()
+            .collect(),
+        skipped,
+    })
+}

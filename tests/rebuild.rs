@@ -1,0 +1,257 @@
+//! Rebuild from sidecars (issue 4): a varied tree survives losing its
+//! database: `artfs rebuild` from the attr.json sidecars alone gives back
+//! the same stat and the same extended attributes for everything.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::ffi::{CString, OsStr};
+use std::fs;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{bin, Mount};
+
+fn setxattr(p: &Path, name: &str, value: &[u8]) {
+    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+    let n = CString::new(name).unwrap();
+    // SAFETY: valid C strings and buffer.
+    let rc = unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setxattr {name} on {p:?}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Every attribute of `p` (not following symlinks), name -> value.
+fn xattrs(p: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+    let mut names = vec![0u8; 65536];
+    // SAFETY: valid C string and buffer.
+    let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    assert!(
+        n >= 0,
+        "listxattr {p:?}: {}",
+        std::io::Error::last_os_error()
+    );
+    names.truncate(n as usize);
+    let mut out = BTreeMap::new();
+    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let cn = CString::new(name).unwrap();
+        let mut v = vec![0u8; 65536];
+        // SAFETY: valid C strings and buffer.
+        let len =
+            unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
+        assert!(
+            len >= 0,
+            "getxattr {:?} on {p:?}",
+            String::from_utf8_lossy(name)
+        );
+        v.truncate(len as usize);
+        out.insert(name.to_vec(), v);
+    }
+    out
+}
+
+#[derive(Debug, PartialEq)]
+struct Seen {
+    ino: u64,
+    mode: u32,
+    nlink: u64,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    rdev: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+    target: Option<PathBuf>,
+}
+
+/// lstat and attributes of everything under `root`, by relative path.
+fn record(root: &Path) -> BTreeMap<PathBuf, Seen> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let m = fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                stack.push(p.clone());
+            }
+            out.insert(
+                p.strip_prefix(root).unwrap().to_path_buf(),
+                Seen {
+                    ino: m.ino(),
+                    mode: m.mode(),
+                    nlink: m.nlink(),
+                    uid: m.uid(),
+                    gid: m.gid(),
+                    size: m.size(),
+                    rdev: m.rdev(),
+                    mtime: (m.mtime(), m.mtime_nsec()),
+                    ctime: (m.ctime(), m.ctime_nsec()),
+                    xattrs: xattrs(&p),
+                    target: m
+                        .file_type()
+                        .is_symlink()
+                        .then(|| fs::read_link(&p).unwrap()),
+                },
+            );
+        }
+    }
+    out
+}
+
+fn build_tree(m: &Mount) {
+    let p = |s: &str| m.path(s);
+    fs::create_dir_all(p("a/b/c")).unwrap();
+    fs::write(p("a/b/c/deep.txt"), b"deep content").unwrap();
+    fs::write(p("a/file"), vec![7u8; 100_000]).unwrap();
+    fs::hard_link(p("a/file"), p("a/b/hardlink")).unwrap();
+    std::os::unix::fs::symlink("../file", p("a/b/link")).unwrap();
+    std::os::unix::fs::symlink("/nowhere/at/all", p("dangling")).unwrap();
+    nix::unistd::mkfifo(
+        &p("a/fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o640),
+    )
+    .unwrap();
+    let mut sparse = fs::File::create(p("sparse")).unwrap();
+    sparse.seek(SeekFrom::Start(10 << 20)).unwrap();
+    sparse.write_all(b"end").unwrap();
+    drop(sparse);
+    // Odd names: not UTF-8, 255 bytes, spaces and a newline.
+    let bad = OsStr::from_bytes(b"caf\xe9 \xff");
+    fs::write(m.mnt.join(bad), b"latin-1").unwrap();
+    let long = "x".repeat(255);
+    fs::write(p(&long), b"long").unwrap();
+    fs::write(p("with space\nand newline"), b"odd").unwrap();
+    fs::create_dir(p("empty dir")).unwrap();
+    // Metadata: custom and archive attributes, owners, modes.
+    setxattr(&p("a/file"), "user.project", b"apollo");
+    setxattr(&p("a/file"), "user.binary", &[0, 159, 146, 150]);
+    setxattr(&p("a/file"), "user.artstore.description", b"the main file");
+    setxattr(&p("a/file"), "user.artstore.version", b"3");
+    setxattr(&p("a/b/c"), "user.on-a-dir", b"yes");
+    setxattr(&p("a/b/link"), "trusted.on-a-link", b"t");
+    nix::unistd::chown(&p("a/b/c/deep.txt"), Some(1234.into()), Some(5678.into())).unwrap();
+    fs::set_permissions(p("a/b/c/deep.txt"), fs::Permissions::from_mode(0o4751)).unwrap();
+    fs::set_permissions(p("a/b"), fs::Permissions::from_mode(0o1777)).unwrap();
+    // A removed file and a rename leave no trace.
+    fs::write(p("gone"), b"x").unwrap();
+    fs::remove_file(p("gone")).unwrap();
+    fs::rename(p("a/b/c/deep.txt"), p("a/moved.txt")).unwrap();
+}
+
+fn run(args: &[&OsStr]) -> (i32, String) {
+    let out = Command::new(bin())
+        .args(args)
+        .env("ARTFS_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn losing_the_database_loses_nothing() {
+    let mut m = Mount::new();
+    build_tree(&m);
+    let before = record(&m.mnt);
+    assert!(before.len() >= 12, "{before:?}");
+    // The archive attributes are part of what must come back.
+    let file_attrs = &before[Path::new("a/file")].xattrs;
+    assert!(file_attrs.contains_key(&b"user.artstore.sha256"[..]));
+    assert!(file_attrs.contains_key(&b"user.artstore.file_id"[..]));
+    let before = record(&m.mnt); // the sha256 just computed is recorded now
+    m.unmount();
+
+    let b = m.backing.clone();
+    let (code, out) = run(&["rebuild".as_ref(), b.as_os_str(), "--check".as_ref()]);
+    assert_eq!(code, 0, "sidecars and tables should agree:\n{out}");
+    for f in ["meta.db", "meta.db-wal", "meta.db-shm"] {
+        let _ = fs::remove_file(b.join(".artfs").join(f));
+    }
+    let (code, out) = run(&["rebuild".as_ref(), b.as_os_str()]);
+    assert_eq!(code, 0, "rebuild failed:\n{out}");
+    m.assert_consistent();
+    m.mount();
+    let after = record(&m.mnt);
+    for (path, seen) in &before {
+        assert_eq!(
+            after.get(path),
+            Some(seen),
+            "{path:?} differs after rebuild"
+        );
+    }
+    assert_eq!(before.len(), after.len());
+    assert_eq!(
+        fs::read(m.path("a/b/hardlink")).unwrap(),
+        vec![7u8; 100_000]
+    );
+    assert_eq!(fs::read(m.path("a/moved.txt")).unwrap(), b"deep content");
+    // Writing after a rebuild allocates fresh inode numbers.
+    fs::write(m.path("new"), b"n").unwrap();
+    let new_ino = fs::metadata(m.path("new")).unwrap().ino();
+    assert!(before.values().all(|s| s.ino != new_ino));
+}
+
+#[test]
+fn check_reports_orphans_both_ways_and_changes_nothing() {
+    let mut m = Mount::new();
+    fs::write(m.path("a"), b"a").unwrap();
+    fs::write(m.path("b"), b"b").unwrap();
+    let ino_a = fs::metadata(m.path("a")).unwrap().ino();
+    m.unmount();
+    let b = m.backing.clone();
+    let sidecar = b.join(format!(
+        "objects/{:02x}/{:016x}.attr.json",
+        ino_a & 0xff,
+        ino_a
+    ));
+    assert!(sidecar.exists());
+    fs::remove_file(&sidecar).unwrap();
+    fs::write(
+        b.join("objects/ee/00000000000000ee.attr.json"),
+        b"{ not json",
+    )
+    .unwrap();
+    let (code, out) = run(&["rebuild".as_ref(), b.as_os_str(), "--check".as_ref()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("rows without sidecar: inode {ino_a}")),
+        "{out}"
+    );
+    assert!(out.contains("unusable sidecar"), "{out}");
+    assert!(!sidecar.exists(), "--check must not write");
+    // The mount still works and serves the file.
+    m.mount();
+    assert_eq!(fs::read(m.path("a")).unwrap(), b"a");
+}
+
+#[test]
+fn rebuild_refuses_a_mounted_store() {
+    let m = Mount::new();
+    let (code, out) = run(&["rebuild".as_ref(), m.backing.as_os_str()]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("in use by another artfs process"), "{out}");
+}
