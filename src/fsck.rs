@@ -10,6 +10,8 @@ use std::fmt;
 
 use serde_json::json;
 
+use crate::blob::render;
+use crate::blob::sidecar::{self, AttrJson};
 use crate::blob::ObjectStore;
 use crate::core::error::Result;
 use crate::core::types::{Inode, Kind, Timestamp, ROOT_INO};
@@ -84,6 +86,24 @@ pub enum Finding {
     PendingLog {
         count: usize,
     },
+    /// An inode without its attr.json sidecar.
+    MissingSidecar {
+        ino: u64,
+    },
+    /// A sidecar that cannot be read.
+    BadSidecar {
+        ino: u64,
+        why: String,
+    },
+    /// A sidecar that says something else than the tables.
+    StaleSidecar {
+        ino: u64,
+        field: &'static str,
+    },
+    /// A sidecar of an inode the tables do not have.
+    OrphanSidecar {
+        ino: u64,
+    },
     /// Inode numbers in use above the durable reservation.
     ReservationBehind {
         reserved: u64,
@@ -156,6 +176,13 @@ impl fmt::Display for Finding {
             ReservationBehind { reserved, max_ino } => {
                 write!(f, "inode {max_ino} exists above the reservation {reserved}")
             }
+            MissingSidecar { ino } => write!(f, "inode {ino} has no sidecar"),
+            BadSidecar { ino, why } => write!(f, "sidecar of inode {ino} is unreadable: {why}"),
+            StaleSidecar { ino, field } => write!(
+                f,
+                "sidecar of inode {ino} disagrees with the tables ({field})"
+            ),
+            OrphanSidecar { ino } => write!(f, "sidecar of missing inode {ino}"),
         }
     }
 }
@@ -333,6 +360,7 @@ pub fn check(meta: &dyn MetaStore, objects: &ObjectStore, mounted: bool) -> Resu
             f.push(Finding::OrphanAttributes { ino });
         }
     }
+    check_sidecars(meta, objects, &inodes, &dentries, &covered, f)?;
     if covered.rows > 0 && !mounted {
         f.push(Finding::PendingLog {
             count: covered.rows,
@@ -379,6 +407,7 @@ pub fn repair(meta: &dyn MetaStore, objects: &ObjectStore) -> Result<Vec<String>
     let mut batch = Batch::default();
     let mut fixed: BTreeMap<u64, Inode> = BTreeMap::new();
     let mut lost = Vec::new();
+    let mut rewrite = Vec::new();
     for finding in &report.findings {
         use Finding::*;
         let get = |ino: u64| fixed.get(&ino).or(inodes.get(&ino)).cloned();
@@ -424,6 +453,16 @@ pub fn repair(meta: &dyn MetaStore, objects: &ObjectStore) -> Result<Vec<String>
                 batch.ino_reserved = Some(max_ino + 1);
                 done.push(format!("fixed {finding}"));
             }
+            MissingSidecar { ino } | BadSidecar { ino, .. } | StaleSidecar { ino, .. } => {
+                rewrite.push(*ino);
+                done.push(format!(
+                    "rewrote the sidecar of inode {ino} from the tables"
+                ));
+            }
+            OrphanSidecar { ino } => {
+                std::fs::remove_file(objects.sidecar_path(*ino))?;
+                done.push(format!("removed {finding}"));
+            }
             NoRoot
             | RootNotDir
             | EntryKindMismatch { .. }
@@ -438,7 +477,11 @@ pub fn repair(meta: &dyn MetaStore, objects: &ObjectStore) -> Result<Vec<String>
     batch
         .inodes
         .extend(fixed.into_iter().map(|(k, v)| (k, Some(v))));
-    if !batch.is_empty() {
+    // Every inode the repair touched gets its sidecar rewritten too.
+    rewrite.extend(batch.inodes.iter().map(|(i, _)| *i));
+    rewrite.sort_unstable();
+    rewrite.dedup();
+    if !batch.is_empty() || !rewrite.is_empty() {
         let mut rec = wal::Record::new(
             wal::Op::Repair,
             wal::Status::Committed,
@@ -449,8 +492,103 @@ pub fn repair(meta: &dyn MetaStore, objects: &ObjectStore) -> Result<Vec<String>
         batch.wal.push(rec);
         meta.apply(&batch)?;
         meta.sync()?;
+        // Sidecars follow the repaired tables.
+        render::rewrite(meta, objects, &rewrite)?;
+        render::sync_all(objects.root())?;
     }
     Ok(done)
+}
+
+/// Compare every inode's sidecar with what the tables say.
+fn check_sidecars(
+    meta: &dyn MetaStore,
+    objects: &ObjectStore,
+    inodes: &BTreeMap<u64, Inode>,
+    dentries: &[(u64, Vec<u8>, Dentry)],
+    covered: &Covered,
+    f: &mut Vec<Finding>,
+) -> Result<()> {
+    let mut found: BTreeMap<u64, std::result::Result<AttrJson, String>> = BTreeMap::new();
+    for (path, parsed) in sidecar::scan(objects.root()) {
+        let ino = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(sidecar::SUFFIX))
+            .and_then(|n| u64::from_str_radix(n, 16).ok());
+        if let Some(ino) = ino {
+            found.insert(ino, parsed.map(|(d, _)| d).map_err(|e| e.to_string()));
+        }
+    }
+    let mut links: HashMap<u64, Vec<(String, Vec<u8>)>> = HashMap::new();
+    for (parent, name, d) in dentries {
+        let pid = inodes
+            .get(parent)
+            .map(|p| p.file_id.clone())
+            .unwrap_or_default();
+        links.entry(d.ino).or_default().push((pid, name.clone()));
+    }
+    let all: Vec<u64> = inodes.keys().copied().collect();
+    let mut attrs: HashMap<u64, crate::meta::XattrList> = HashMap::new();
+    for (ino, n, v) in meta.xattrs_of(&all)? {
+        attrs.entry(ino).or_default().push((n, v));
+    }
+    for (ino, inode) in inodes {
+        if covered.covers(*ino) {
+            continue;
+        }
+        match found.get(ino) {
+            None => f.push(Finding::MissingSidecar { ino: *ino }),
+            Some(Err(why)) => f.push(Finding::BadSidecar {
+                ino: *ino,
+                why: why.clone(),
+            }),
+            Some(Ok(doc)) => {
+                let want = render::to_doc(
+                    inode,
+                    links.remove(ino).unwrap_or_default(),
+                    attrs.get(ino).map(Vec::as_slice).unwrap_or(&[]),
+                );
+                if let Some(field) = differs(doc, &want) {
+                    f.push(Finding::StaleSidecar { ino: *ino, field });
+                }
+            }
+        }
+    }
+    for ino in found.keys() {
+        if !inodes.contains_key(ino) && !covered.covers(*ino) {
+            f.push(Finding::OrphanSidecar { ino: *ino });
+        }
+    }
+    Ok(())
+}
+
+/// The first field where a sidecar differs from the tables' rendering.
+fn differs(have: &AttrJson, want: &AttrJson) -> Option<&'static str> {
+    if have.file_id != want.file_id {
+        return Some("file_id");
+    }
+    if have.checksum != want.checksum {
+        return Some("checksum");
+    }
+    let (Some(h), Some(w)) = (&have.fs, &want.fs) else {
+        return Some("fs section");
+    };
+    let fields: [(&'static str, bool); 10] = [
+        ("kind", h.kind == w.kind),
+        ("mode", h.mode == w.mode),
+        ("owner", h.uid == w.uid && h.gid == w.gid),
+        ("size", h.size == w.size),
+        ("nlink", h.nlink == w.nlink),
+        (
+            "times",
+            h.mtime == w.mtime && h.ctime == w.ctime && h.crtime == w.crtime,
+        ),
+        ("names", h.links == w.links),
+        ("target", h.target == w.target),
+        ("xattrs", h.xattrs == w.xattrs),
+        ("atime", h.atime == w.atime),
+    ];
+    fields.iter().find(|(_, same)| !same).map(|(n, _)| *n)
 }
 
 /// Give unreachable inodes a name in `/lost+found` (created if needed),

@@ -83,6 +83,10 @@ impl ObjectStore {
             for e in entries {
                 let e = e?;
                 let name = e.file_name();
+                if sidecar::is_temp_name(&name) {
+                    // A sidecar write cut short; swept after a crash.
+                    continue;
+                }
                 let name = name.to_string_lossy();
                 // `<ino>` is an object; `<ino>.<suffix>` belongs to one
                 // (its attr.json sidecar, or a temp file of an atomic write).
@@ -103,6 +107,25 @@ impl ObjectStore {
         }
         inos.sort_unstable();
         Ok((inos, stray))
+    }
+
+    /// Delete temp files of sidecar writes cut short by a crash.
+    pub fn sweep_temp(&self) -> io::Result<usize> {
+        let mut n = 0;
+        for i in 0..=255u8 {
+            let dir = self.root.join(format!("{i:02x}"));
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries {
+                let e = e?;
+                if sidecar::is_temp_name(&e.file_name()) {
+                    std::fs::remove_file(e.path())?;
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
     }
 
     /// Remove an object; a missing one is already gone.

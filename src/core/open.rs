@@ -95,6 +95,11 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
             "recovered operations interrupted by a crash (see the log table for each)"
         );
     }
+    if !objects.sidecar_path(ROOT_INO).exists() {
+        // A new store's root: every other inode gets its sidecar when a
+        // batch first changes it.
+        crate::blob::render::rewrite(meta.as_ref(), &objects, &[ROOT_INO])?;
+    }
     let ballast = crate::blob::ballast::Ballast::new(&state_dir)?;
     match ballast.ensure() {
         Ok(true) => {}

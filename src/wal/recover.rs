@@ -49,6 +49,15 @@ pub fn recover(meta: &dyn MetaStore, objects: &ObjectStore) -> Result<Vec<Settle
     if !report.is_empty() {
         meta.sync()?;
     }
+    if report.iter().any(|s| s.op == Op::Sidecars) {
+        let n = objects.sweep_temp()?;
+        if n > 0 {
+            tracing::info!(
+                files = n,
+                "removed temp files of interrupted sidecar writes"
+            );
+        }
+    }
     Ok(report)
 }
 
