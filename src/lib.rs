@@ -14,4 +14,5 @@ pub mod fsck;
 pub mod fuse;
 pub mod meta;
 pub mod rebuild;
+pub mod scrub;
 pub mod wal;

@@ -32,6 +32,12 @@ enum Cmd {
     /// Rebuild the metadata tables from the attr.json sidecars in BACKING
     /// (the store must not be mounted).
     Rebuild(RebuildArgs),
+    /// Verify every file's content against its recorded SHA-256; exit 1
+    /// if any is damaged. Read-only: safe while mounted.
+    Scrub(ScrubArgs),
+    /// Full-text search over names, descriptions, versions and custom
+    /// attributes; prints matching paths, best first.
+    Search(SearchArgs),
     /// Mint a signed access token for tests and administration; prints it
     /// on stdout. The algorithm follows the key (RS256, ES256, EdDSA).
     Token(TokenArgs),
@@ -52,6 +58,50 @@ struct FsckArgs {
     /// Refused while the store is mounted.
     #[arg(long)]
     repair: bool,
+}
+
+/// Where a store is: BACKING, and its database when not the default.
+#[derive(clap::Args)]
+struct StoreArgs {
+    /// Directory holding the objects.
+    #[arg(env = "ARTFS_BACKING")]
+    backing: PathBuf,
+    /// Metadata database URL [default: sqlite://BACKING/.artfs/meta.db].
+    #[arg(long, env = "ARTFS_DB")]
+    db: Option<String>,
+    /// Prefix of the metadata tables.
+    #[arg(long, env = "ARTFS_TABLE_PREFIX", default_value = "artfs")]
+    table_prefix: String,
+}
+
+impl StoreArgs {
+    fn options(&self) -> StoreOptions {
+        let mut o = StoreOptions::new(&self.backing);
+        o.db_url = self.db.clone();
+        o.table_prefix = self.table_prefix.clone();
+        o
+    }
+}
+
+#[derive(clap::Args)]
+struct ScrubArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Read at most this many MiB per second.
+    #[arg(long, value_name = "MIB_PER_S")]
+    rate_limit: Option<u64>,
+}
+
+#[derive(clap::Args)]
+struct SearchArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// FTS5 query: words, "phrases", prefix*, AND/OR/NOT, column:word
+    /// (columns: names, description, version, custom).
+    query: String,
+    /// Most results to print.
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
 }
 
 #[derive(clap::Args)]
@@ -124,6 +174,8 @@ fn main() -> std::process::ExitCode {
         Cmd::Mount(args) => mount(args).map(|()| std::process::ExitCode::SUCCESS),
         Cmd::Fsck(args) => fsck(args),
         Cmd::Rebuild(args) => rebuild(args),
+        Cmd::Scrub(args) => scrub(args),
+        Cmd::Search(args) => search(args),
         Cmd::Token(args) => return token(args),
     };
     match result {
@@ -335,4 +387,57 @@ fn rebuild(args: RebuildArgs) -> anyhow::Result<std::process::ExitCode> {
     };
     meta.close();
     Ok(code)
+}
+
+fn scrub(args: ScrubArgs) -> anyhow::Result<std::process::ExitCode> {
+    let rt = runtime()?;
+    let (meta, objects, _) = open_offline(&args.store.options(), rt.handle().clone(), false)
+        .with_context(|| format!("cannot scrub {}", args.store.backing.display()))?;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+        )
+        .expect("valid template"),
+    );
+    let r = artfs::scrub::scrub(
+        meta.as_ref(),
+        &objects,
+        args.rate_limit.map(|m| m << 20),
+        &bar,
+    )?;
+    bar.finish_and_clear();
+    meta.close();
+    for (path, what) in &r.damaged {
+        println!("damaged: {path}: {what}");
+    }
+    println!(
+        "verified {} files ({} bytes), {} without a recorded hash, {} damaged",
+        r.verified,
+        r.bytes,
+        r.unverified,
+        r.damaged.len()
+    );
+    Ok(if r.damaged.is_empty() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(1)
+    })
+}
+
+fn search(args: SearchArgs) -> anyhow::Result<std::process::ExitCode> {
+    let rt = runtime()?;
+    let (meta, _, _) = open_offline(&args.store.options(), rt.handle().clone(), false)
+        .with_context(|| format!("cannot search {}", args.store.backing.display()))?;
+    let hits = artfs::core::search::search_in(meta.as_ref(), &args.query, args.limit, 0);
+    meta.close();
+    let hits = hits.map_err(|e| anyhow::anyhow!("{e}: {:?}", args.query))?;
+    for h in &hits {
+        println!("{}", String::from_utf8_lossy(&h.path));
+    }
+    if hits.is_empty() {
+        eprintln!("no matches");
+        return Ok(std::process::ExitCode::from(1));
+    }
+    Ok(std::process::ExitCode::SUCCESS)
 }

@@ -339,3 +339,31 @@ impl Drop for Unmounter {
         let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
     }
 }
+
+/// Regression: closing any descriptor of the database file drops SQLite's
+/// POSIX locks; an outside reader then thought it was the last user and
+/// deleted the -wal file, so later commits went to an unlinked file and a
+/// crash lost them.
+#[test]
+fn outside_readers_of_the_database_never_make_commits_vanish() {
+    let mut m = Mount::new();
+    write_file(&m.path("before"), b"1");
+    sync(&m);
+    // Read the database from other processes while mounted.
+    let out = std::process::Command::new(common::bin())
+        .args(["search".as_ref(), m.backing.as_os_str(), "before".as_ref()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let (code, _) = m.fsck(false);
+    assert_eq!(code, 0);
+    assert!(m.backing.join(".artfs/meta.db-wal").exists());
+    write_file(&m.path("after"), b"2");
+    fs::rename(m.path("before"), m.path("renamed")).unwrap();
+    sync(&m);
+    m.kill();
+    m.mount();
+    assert_eq!(fs::read(m.path("after")).unwrap(), b"2");
+    assert_eq!(fs::read(m.path("renamed")).unwrap(), b"1");
+    assert!(!m.path("before").exists());
+}

@@ -15,6 +15,7 @@ mod data;
 pub mod error;
 pub mod namespace;
 mod open;
+pub mod search;
 mod sidecars;
 pub mod types;
 mod writer;

@@ -25,6 +25,11 @@ pub const SQLITE: &[Migration] = &[
         name: "checksum",
         sql: include_str!("../../migrations/sqlite/0003_checksum.sql"),
     },
+    Migration {
+        version: 4,
+        name: "search",
+        sql: include_str!("../../migrations/sqlite/0004_search.sql"),
+    },
 ];
 
 /// Split a migration into statements with the prefix substituted.

@@ -89,6 +89,10 @@ pub trait MetaStore: Send + Sync {
     /// Record the store identity without creating a root (rebuild).
     fn init_identity(&self, store_id: &str, backing: &str, ino_reserved: u64) -> Result<()>;
 
+    /// Full-text search: matching inodes, best first, with their rank
+    /// (lower is better). A malformed query is an EINVAL error.
+    fn search(&self, query: &str, limit: usize, offset: usize) -> Result<Vec<(u64, f64)>>;
+
     /// The inode with this stable file id.
     fn find_by_file_id(&self, file_id: &str) -> Result<Option<u64>>;
     /// Log rows still pending, oldest first.
@@ -104,6 +108,31 @@ pub trait MetaStore: Send + Sync {
     fn all_dentries(&self) -> Result<Vec<(u64, Vec<u8>, Dentry)>>;
     /// Inodes that have extended attributes rows.
     fn xattr_owners(&self) -> Result<Vec<u64>>;
+
+    /// The path of an inode from the root (its first name at each level),
+    /// `None` if it has no name.
+    fn path_of(&self, mut ino: u64) -> Result<Option<Vec<u8>>> {
+        let mut parts: Vec<Vec<u8>> = Vec::new();
+        while ino != crate::core::types::ROOT_INO {
+            let Some((_, parent, name)) = self.links_of(&[ino])?.into_iter().next() else {
+                return Ok(None);
+            };
+            parts.push(name);
+            ino = parent;
+            if parts.len() > 4096 {
+                return Ok(None); // a cycle: damage for fsck to find
+            }
+        }
+        let mut path = Vec::new();
+        for p in parts.iter().rev() {
+            path.push(b'/');
+            path.extend_from_slice(p);
+        }
+        if path.is_empty() {
+            path.push(b'/');
+        }
+        Ok(Some(path))
+    }
 
     /// Apply a batch atomically.
     fn apply(&self, batch: &Batch) -> Result<()>;

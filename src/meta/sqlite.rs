@@ -36,7 +36,11 @@ pub struct SqliteStore {
     q_lookup: String,
     q_read_dir: String,
     q_xattrs: String,
+    q_search_del: String,
+    q_search_ins: String,
     db_path: PathBuf,
+    /// Kept open for `sync` (see there why never closed early).
+    sync_files: parking_lot::Mutex<Vec<std::fs::File>>,
 }
 
 impl SqliteStore {
@@ -89,7 +93,23 @@ impl SqliteStore {
                  ORDER BY id LIMIT ?"
             ),
             q_xattrs: format!("SELECT name, value FROM {p}_xattrs WHERE ino = ? ORDER BY name"),
+            q_search_del: format!("DELETE FROM {p}_search WHERE rowid IN ({{list}})"),
+            q_search_ins: format!(
+                "INSERT INTO {p}_search (rowid, names, description, version, custom) \
+                 SELECT i.ino, \
+                   (SELECT group_concat(CAST(d.name AS TEXT), ' ') FROM {p}_dentries d \
+                     WHERE d.ino = i.ino), \
+                   (SELECT CAST(x.value AS TEXT) FROM {p}_xattrs x WHERE x.ino = i.ino \
+                     AND x.name = CAST('user.artstore.description' AS BLOB)), \
+                   (SELECT CAST(x.value AS TEXT) FROM {p}_xattrs x WHERE x.ino = i.ino \
+                     AND x.name = CAST('user.artstore.version' AS BLOB)), \
+                   (SELECT group_concat(CAST(x.value AS TEXT), ' ') FROM {p}_xattrs x \
+                     WHERE x.ino = i.ino AND substr(x.name, 1, 5) = CAST('user.' AS BLOB) \
+                     AND substr(x.name, 1, 14) != CAST('user.artstore.' AS BLOB)) \
+                 FROM {p}_inodes i WHERE i.ino IN ({{list}})"
+            ),
             db_path,
+            sync_files: Default::default(),
         };
         store.migrate()?;
         Ok(store)
@@ -359,6 +379,31 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
+        // The search index follows every inode whose names or attributes
+        // may have changed (every entry change also changes its inode).
+        let mut touched: Vec<i64> = b
+            .inodes
+            .iter()
+            .map(|(i, _)| *i as i64)
+            .chain(b.xattrs.iter().map(|(i, _)| *i as i64))
+            .collect();
+        touched.sort_unstable();
+        touched.dedup();
+        for chunk in touched.chunks(CHUNK * 4) {
+            let list = vec!["?"; chunk.len()].join(", ");
+            let (del_sql, ins_sql) = (
+                self.q_search_del.replace("{list}", &list),
+                self.q_search_ins.replace("{list}", &list),
+            );
+            let mut del = sqlx::query(&del_sql);
+            let mut ins = sqlx::query(&ins_sql);
+            for ino in chunk {
+                del = del.bind(*ino);
+                ins = ins.bind(*ino);
+            }
+            del.execute(&mut *tx).await?;
+            ins.execute(&mut *tx).await?;
+        }
         if let Some(r) = b.ino_reserved {
             sqlx::query(&format!(
                 "UPDATE {p}_store SET ino_reserved = max(ino_reserved, ?) WHERE id = 1"
@@ -578,6 +623,30 @@ impl MetaStore for SqliteStore {
         Ok(())
     }
 
+    fn search(&self, query: &str, limit: usize, offset: usize) -> Result<Vec<(u64, f64)>> {
+        let p = &self.p;
+        let rows: std::result::Result<Vec<(i64, f64)>, sqlx::Error> = self.rt.block_on(
+            sqlx::query_as(&format!(
+                "SELECT rowid, bm25({p}_search) AS r FROM {p}_search \
+                 WHERE {p}_search MATCH ? ORDER BY r, rowid LIMIT ? OFFSET ?"
+            ))
+            .bind(query)
+            .bind(limit as i64)
+            .bind(offset as i64)
+            .fetch_all(&self.pool),
+        );
+        match rows {
+            Ok(rows) => Ok(rows.into_iter().map(|(i, r)| (i as u64, r)).collect()),
+            // FTS5 reports query mistakes (unterminated strings, bad
+            // operators, unknown columns) as errors of the statement.
+            Err(sqlx::Error::Database(e)) => {
+                tracing::debug!(error = %e.message(), "search query refused");
+                Err(Error::posix(libc::EINVAL, "malformed search query"))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn find_by_file_id(&self, file_id: &str) -> Result<Option<u64>> {
         let p = &self.p;
         let v: Option<i64> = self.rt.block_on(
@@ -699,14 +768,31 @@ impl MetaStore for SqliteStore {
         // In WAL mode with synchronous=NORMAL a commit is in the -wal file
         // (or already checkpointed, and checkpoints sync the main file):
         // syncing both makes every committed transaction durable.
-        let mut wal = self.db_path.clone().into_os_string();
-        wal.push("-wal");
-        for p in [PathBuf::from(wal), self.db_path.clone()] {
-            match std::fs::File::open(&p) {
-                Ok(f) => f.sync_data()?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
+        //
+        // The descriptors stay open for the life of the store: closing any
+        // descriptor of a file drops every POSIX lock this process holds
+        // on it, SQLite's included. Another process (sqlite3, `artfs
+        // search`) would then believe it is the last user, checkpoint, and
+        // delete the -wal file under our feet.
+        let mut files = self.sync_files.lock();
+        if files.is_empty() {
+            let mut wal = self.db_path.clone().into_os_string();
+            wal.push("-wal");
+            for p in [PathBuf::from(wal), self.db_path.clone()] {
+                match std::fs::File::open(&p) {
+                    Ok(f) => files.push(f),
+                    // The -wal file appears with the first commit; try again
+                    // at the next sync.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        files.clear();
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
+        }
+        for f in files.iter() {
+            f.sync_data()?;
         }
         Ok(())
     }
