@@ -38,6 +38,9 @@ enum Cmd {
     /// Full-text search over names, descriptions, versions and custom
     /// attributes; prints matching paths, best first.
     Search(SearchArgs),
+    /// Show the store's mode, or change it (edit | rw -> ro -> ar; ro -> rw
+    /// with --confirm). A running mount follows within a second.
+    Mode(ModeArgs),
     /// Mint a signed access token for tests and administration; prints it
     /// on stdout. The algorithm follows the key (RS256, ES256, EdDSA).
     Token(TokenArgs),
@@ -81,6 +84,17 @@ impl StoreArgs {
         o.table_prefix = self.table_prefix.clone();
         o
     }
+}
+
+#[derive(clap::Args)]
+struct ModeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The new mode: edit, rw, ro or ar. Without it, print the mode.
+    mode: Option<artfs::core::policy::Mode>,
+    /// Confirm going back from ro to rw.
+    #[arg(long)]
+    confirm: bool,
 }
 
 #[derive(clap::Args)]
@@ -153,6 +167,10 @@ struct MountArgs {
     /// Entries per in-memory metadata cache.
     #[arg(long, env = "ARTFS_CACHE_ENTRIES", default_value_t = 100_000)]
     cache_entries: usize,
+    /// Mode of a new store: edit (default), rw, ro or ar. An existing
+    /// store keeps its mode (change it with `artfs mode`).
+    #[arg(long, env = "ARTFS_MODE", default_value = "edit")]
+    mode: artfs::core::policy::Mode,
     /// Run in the foreground (the default; accepted for compatibility).
     #[arg(long, short = 'f')]
     foreground: bool,
@@ -176,6 +194,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Rebuild(args) => rebuild(args),
         Cmd::Scrub(args) => scrub(args),
         Cmd::Search(args) => search(args),
+        Cmd::Mode(args) => mode(args),
         Cmd::Token(args) => return token(args),
     };
     match result {
@@ -204,6 +223,7 @@ fn mount(args: MountArgs) -> anyhow::Result<()> {
     sopts.db_url = args.db;
     sopts.table_prefix = args.table_prefix;
     sopts.cache_entries = args.cache_entries;
+    sopts.initial_mode = args.mode;
     let (fs, _lock) = open_store(&sopts, rt.handle().clone())
         .with_context(|| format!("cannot open store {}", args.backing.display()))?;
     let served = serve(fs.clone(), &args.mountpoint, &mopts);
@@ -440,4 +460,36 @@ fn search(args: SearchArgs) -> anyhow::Result<std::process::ExitCode> {
         return Ok(std::process::ExitCode::from(1));
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn mode(args: ModeArgs) -> anyhow::Result<std::process::ExitCode> {
+    let rt = runtime()?;
+    let (meta, _, _) = open_offline(&args.store.options(), rt.handle().clone(), false)
+        .with_context(|| format!("cannot open {}", args.store.backing.display()))?;
+    let result = match args.mode {
+        None => meta
+            .config()
+            .map_err(anyhow::Error::from)
+            .and_then(|c| c.context("the store has no mode yet (never mounted)"))
+            .map(|c| {
+                println!(
+                    "{} (since {}, by {})",
+                    c.mode, c.mode_changed_at, c.mode_changed_by
+                )
+            }),
+        Some(to) => {
+            let by = artfs::core::namespace::user_name(nix::unistd::getuid().as_raw());
+            artfs::core::policy::change_mode(meta.as_ref(), to, args.confirm, &by)
+                .map(|from| {
+                    if from == to {
+                        println!("mode is already {to}");
+                    } else {
+                        println!("mode: {from} -> {to}");
+                    }
+                })
+                .map_err(anyhow::Error::from)
+        }
+    };
+    meta.close();
+    result.map(|()| std::process::ExitCode::SUCCESS)
 }

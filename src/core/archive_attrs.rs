@@ -108,6 +108,26 @@ pub fn validate(name: &str, value: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Until when the attributes keep a file from being changed or deleted
+/// (`user.artstore.retention_until`), if that is still in the future.
+pub fn retained_until(xattrs: &[(Vec<u8>, Vec<u8>)], now: Timestamp) -> Option<Timestamp> {
+    let name = [PREFIX, b"retention_until"].concat();
+    let (_, v) = xattrs.iter().find(|(n, _)| *n == name)?;
+    let t = Timestamp::parse_rfc3339(std::str::from_utf8(v).ok()?.trim()).ok()?;
+    (t > now).then_some(t)
+}
+
+/// EPERM while `xattrs` hold a retention date in the future.
+pub fn check_retention(xattrs: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+    match retained_until(xattrs, Timestamp::now()) {
+        Some(_) => Err(Error::posix(
+            libc::EPERM,
+            "under retention (user.artstore.retention_until)",
+        )),
+        None => Ok(()),
+    }
+}
+
 /// A time value normalised for storage (`Z`, UTC), as the sidecar keeps it.
 pub fn normalise(name: &str, value: &[u8]) -> Vec<u8> {
     if name == "retention_until" {

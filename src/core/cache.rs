@@ -304,6 +304,7 @@ impl Cache {
             ino_reserved: None,
             wal: c.wal.iter().map(|(_, r)| r.clone()).collect(),
             wal_done: c.wal_done.iter().map(|(_, u)| u.clone()).collect(),
+            config: None,
         };
         (c.seq, batch)
     }

@@ -8,8 +8,10 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::archive_attrs;
 use super::error::{ebadf, eisdir, Error, Result};
 use super::namespace::NewNode;
+use super::policy::Change;
 use super::types::{Caller, Kind, Timestamp};
 use super::{Attr, Fs, OpenInode};
 use crate::wal;
@@ -44,6 +46,16 @@ impl Fs {
         }
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let readable = flags & libc::O_ACCMODE != libc::O_WRONLY;
+        if readable {
+            self.allow(Change::Read)?;
+        }
+        if writable {
+            self.allow(Change::Write)?;
+            if flags & libc::O_TRUNC != 0 && inode.size > 0 {
+                self.allow(Change::Shrink)?;
+            }
+            archive_attrs::check_retention(&self.xattr_list(ino)?)?;
+        }
         let changed = self.on_open(caller, &inode, readable, writable)?;
         // Writes through this handle may reach the object without passing
         // here (passthrough): the intent must be durable before the handle
@@ -132,7 +144,9 @@ impl Fs {
     ) -> Result<bool> {
         const DAY_NS: i64 = 24 * 3600 * 1_000_000_000;
         let now = Timestamp::now();
+        // A read-only store records no atime (as a read-only mount).
         let stale_atime = readable
+            && self.allow(Change::Metadata).is_ok()
             && (inode.atime <= inode.mtime
                 || inode.atime <= inode.ctime
                 || now.0 - inode.atime.0 > DAY_NS);
@@ -205,6 +219,9 @@ impl Fs {
         if !h.writable {
             return Err(ebadf());
         }
+        // The mode may have changed since the open (writes reach the daemon
+        // in every mode but edit, which never changes).
+        self.allow(Change::Write)?;
         h.file.write_all_at(data, offset)?;
         Ok(data.len())
     }
@@ -287,6 +304,11 @@ impl Fs {
         if !h.writable {
             return Err(ebadf());
         }
+        self.allow(if mode & libc::FALLOC_FL_PUNCH_HOLE != 0 {
+            Change::Shrink
+        } else {
+            Change::Write
+        })?;
         // SAFETY: plain syscall on an owned descriptor.
         let rc = unsafe {
             libc::fallocate(

@@ -17,6 +17,9 @@ pub enum Error {
     /// The metadata database failed or is unreachable.
     #[error("metadata store: {0}")]
     Meta(String),
+    /// A policy refusal with a message for people (a mode transition).
+    #[error("{0}")]
+    Policy(String),
 }
 
 impl Error {
@@ -31,6 +34,7 @@ impl Error {
             // SQLITE_FULL's message; PostgreSQL says "No space left on device".
             Error::Meta(m) => m.contains("disk is full") || m.contains("No space left"),
             Error::Posix { errno, .. } => *errno == libc::ENOSPC,
+            Error::Policy(_) => false,
         }
     }
 
@@ -40,6 +44,7 @@ impl Error {
             Error::Posix { errno, .. } => *errno,
             Error::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
             Error::Meta(_) => libc::EIO,
+            Error::Policy(_) => libc::EPERM,
         }
     }
 }

@@ -15,6 +15,7 @@ mod data;
 pub mod error;
 pub mod namespace;
 mod open;
+pub mod policy;
 pub mod search;
 mod sidecars;
 pub mod types;
@@ -73,6 +74,8 @@ pub struct Fs {
     hasher: std::sync::OnceLock<checksum::Hasher>,
     sidecars: Arc<sidecars::Sidecars>,
     invalidator: std::sync::OnceLock<Arc<dyn Invalidator>>,
+    /// The store's mode (`policy::Mode` as u8), followed live.
+    mode: std::sync::atomic::AtomicU8,
 }
 
 /// Tells a door that caches (the kernel, through FUSE) what changed behind
@@ -111,6 +114,36 @@ impl Fs {
     /// The caching door's invalidator, if one is installed.
     pub fn invalidator(&self) -> Option<&Arc<dyn Invalidator>> {
         self.invalidator.get()
+    }
+
+    /// The store's mode now.
+    pub fn mode(&self) -> policy::Mode {
+        policy::Mode::from_u8(self.mode.load(Ordering::Acquire))
+    }
+
+    /// Whether the current mode allows `change`.
+    pub(crate) fn allow(&self, change: policy::Change) -> Result<()> {
+        policy::check(self.mode(), change)
+    }
+
+    /// Whether the daemon must see every write (see `policy`): if so, the
+    /// doors must not hand writes to the kernel (FUSE passthrough).
+    pub fn writes_through_daemon(&self) -> bool {
+        self.mode().writes_through_daemon()
+    }
+
+    /// Follow mode changes made by other processes (`artfs mode`).
+    pub(crate) fn refresh_policy(&self) -> Result<()> {
+        if let Some(c) = self.meta.config()? {
+            if let Ok(m) = c.mode.parse::<policy::Mode>() {
+                let old = self.mode.swap(m.to_u8(), Ordering::AcqRel);
+                if old != m.to_u8() {
+                    tracing::warn!(from = %policy::Mode::from_u8(old), to = %m,
+                        by = %c.mode_changed_by, "store mode changed");
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The inode with this stable file id (commits what is staged first:

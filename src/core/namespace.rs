@@ -1,9 +1,11 @@
 //! Namespace and attribute operations: lookup, getattr/setattr, creating
 //! and removing names, rename, link, readdir, statfs.
 
+use super::archive_attrs;
 use super::error::{
     eexist, einval, eisdir, enametoolong, enoent, enotdir, enotempty, eperm, Error, Result,
 };
+use super::policy::Change;
 use super::types::{
     Caller, DirEntry, Inode, Kind, RenameMode, SetAttr, SetTime, StatFs, Timestamp, NAME_MAX,
     ROOT_INO, SYMLINK_MAX,
@@ -105,6 +107,7 @@ impl Fs {
         open_after: bool,
     ) -> Result<(Attr, uuid::Uuid)> {
         check_name(name)?;
+        self.allow(Change::Create)?;
         let (kind, rdev, target) = match node {
             NewNode::File => (Kind::File, 0, None),
             NewNode::Dir => (Kind::Dir, 0, None),
@@ -205,6 +208,7 @@ impl Fs {
 
     pub fn unlink(&self, caller: &Caller, parent: u64, name: &[u8]) -> Result<()> {
         check_name(name).map_err(not_found_if_invalid)?;
+        self.allow(Change::Remove)?;
         self.with_tx(|tx| {
             let mut dir = tx.inode(parent)?;
             if !dir.kind.is_dir() {
@@ -214,6 +218,7 @@ impl Fs {
             if kind.is_dir() {
                 return Err(eisdir());
             }
+            archive_attrs::check_retention(&tx.xattrs(ino)?)?;
             let now = Timestamp::now();
             tx.remove_entry(parent, name)?;
             let inode = tx.inode(ino)?;
@@ -254,6 +259,7 @@ impl Fs {
             return Err(enotempty());
         }
         check_name(name).map_err(not_found_if_invalid)?;
+        self.allow(Change::Remove)?;
         self.with_tx(|tx| {
             let mut dir = tx.inode(parent)?;
             if !dir.kind.is_dir() {
@@ -294,6 +300,7 @@ impl Fs {
         new_name: &[u8],
     ) -> Result<Attr> {
         check_name(new_name)?;
+        self.allow(Change::Create)?;
         let inode = self.with_tx(|tx| {
             let mut inode = tx.inode(ino)?;
             if inode.kind.is_dir() {
@@ -358,6 +365,16 @@ impl Fs {
             }
             let (src_ino, src_kind) = tx.lookup(parent, name)?.ok_or_else(enoent)?;
             let dst = tx.lookup(new_parent, new_name)?;
+            match dst {
+                Some((dst_ino, _)) if dst_ino != src_ino => {
+                    self.allow(Change::RenameOver)?;
+                    archive_attrs::check_retention(&tx.xattrs(dst_ino)?)?;
+                    if mode == RenameMode::Exchange {
+                        archive_attrs::check_retention(&tx.xattrs(src_ino)?)?;
+                    }
+                }
+                _ => self.allow(Change::Rename)?,
+            }
             let now = Timestamp::now();
             let src_file_id = tx.inode(src_ino)?.file_id;
             tx.log(
@@ -474,6 +491,16 @@ impl Fs {
         // write intent of an open handle covers the file, log a durable
         // intent first.
         let mut intent = None;
+        let current = self.getattr(ino)?.inode;
+        let change = match set.size {
+            Some(s) if s < current.size => Change::Shrink,
+            Some(_) => Change::Write,
+            None => Change::Metadata,
+        };
+        self.allow(change)?;
+        if change != Change::Metadata {
+            archive_attrs::check_retention(&self.xattr_list(ino)?)?;
+        }
         if let Some(size) = set.size {
             let i = self.inode(ino)?;
             match i.kind {

@@ -31,6 +31,8 @@ pub struct StoreOptions {
     pub cache_entries: usize,
     /// How long settled log rows are kept.
     pub wal_retention: crate::wal::Retention,
+    /// Mode of a store created by this mount (an existing store keeps its own).
+    pub initial_mode: super::policy::Mode,
 }
 
 impl StoreOptions {
@@ -41,6 +43,7 @@ impl StoreOptions {
             table_prefix: "artfs".to_string(),
             cache_entries: 100_000,
             wal_retention: crate::wal::Retention::default(),
+            initial_mode: super::policy::Mode::Edit,
         }
     }
 
@@ -100,6 +103,29 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
         // batch first changes it.
         crate::blob::render::rewrite(meta.as_ref(), &objects, &[ROOT_INO])?;
     }
+    let mode = match meta.config()? {
+        Some(c) => {
+            let m: super::policy::Mode = c.mode.parse().map_err(Error::Meta)?;
+            if m != opts.initial_mode && opts.initial_mode != super::policy::Mode::Edit {
+                tracing::warn!(mode = %m, asked = %opts.initial_mode,
+                    "--mode applies to new stores only; use `artfs mode` to change it");
+            }
+            m
+        }
+        None => {
+            let cfg = crate::meta::StoreConfig {
+                mode: opts.initial_mode.as_str().into(),
+                mode_changed_at: Timestamp::now().to_rfc3339(),
+                mode_changed_by: crate::core::namespace::user_name(nix::unistd::getuid().as_raw()),
+                capacity: None,
+            };
+            meta.apply(&crate::meta::Batch {
+                config: Some(cfg),
+                ..Default::default()
+            })?;
+            opts.initial_mode
+        }
+    };
     let ballast = crate::blob::ballast::Ballast::new(&state_dir)?;
     match ballast.ensure() {
         Ok(true) => {}
@@ -140,7 +166,21 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
         hasher: Default::default(),
         sidecars: Default::default(),
         invalidator: Default::default(),
+        mode: mode.to_u8().into(),
     });
+    {
+        // Mode changes by other processes take effect within a second.
+        let weak = Arc::downgrade(&fs);
+        std::thread::Builder::new()
+            .name("artfs-policy".into())
+            .spawn(move || loop {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                let Some(fs) = weak.upgrade() else { return };
+                if let Err(e) = fs.refresh_policy() {
+                    tracing::debug!(error = %e, "could not read the policy row");
+                }
+            })?;
+    }
     {
         let (sc, weak) = (fs.sidecars.clone(), Arc::downgrade(&fs));
         std::thread::Builder::new()

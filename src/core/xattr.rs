@@ -3,6 +3,7 @@
 
 use super::archive_attrs::{self, Class};
 use super::error::{Error, Result};
+use super::policy::Change;
 use super::types::{Timestamp, XATTR_NAME_MAX, XATTR_SIZE_MAX};
 use super::Fs;
 use crate::wal;
@@ -93,10 +94,27 @@ impl Fs {
             }
             Class::Other => value.to_vec(),
         };
+        self.allow(Change::Metadata)?;
         let value = value.as_slice();
+        let is_retention = archive_attrs::classify(name) == Class::Writable("retention_until");
         self.with_tx(|tx| {
             let mut inode = tx.inode(ino)?;
             let mut list = tx.xattrs(ino)?.as_ref().clone();
+            if is_retention {
+                // A retention date in force may be extended, never shortened.
+                let now = Timestamp::now();
+                if let Some(until) = archive_attrs::retained_until(&list, now) {
+                    let new = std::str::from_utf8(value)
+                        .ok()
+                        .and_then(|v| Timestamp::parse_rfc3339(v).ok());
+                    if new.is_none_or(|t| t < until) {
+                        return Err(Error::posix(
+                            libc::EPERM,
+                            "retention can be extended, never shortened",
+                        ));
+                    }
+                }
+            }
             match list.iter_mut().find(|(n, _)| n == name) {
                 Some(_) if flags & XATTR_CREATE != 0 => {
                     return Err(Error::posix(libc::EEXIST, "attribute exists"))
@@ -122,11 +140,16 @@ impl Fs {
 
     pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
         check_xattr_name(name)?;
-        if let Class::ReadOnly(_) = archive_attrs::classify(name) {
+        let class = archive_attrs::classify(name);
+        if let Class::ReadOnly(_) = class {
             return Err(read_only());
         }
+        self.allow(Change::Metadata)?;
         self.with_tx(|tx| {
             let mut inode = tx.inode(ino)?;
+            if class == Class::Writable("retention_until") {
+                archive_attrs::check_retention(&tx.xattrs(ino)?)?;
+            }
             let mut list = tx.xattrs(ino)?.as_ref().clone();
             let before = list.len();
             list.retain(|(n, _)| n != name);

@@ -158,7 +158,9 @@ impl FuseFs {
         h: &Handle,
         open: impl FnOnce(&std::fs::File) -> std::io::Result<BackingId>,
     ) -> Option<Arc<BackingId>> {
-        if !self.passthrough.load(Ordering::Relaxed) {
+        // Passthrough hands writes to the kernel; a mode that can change
+        // (anything but edit) needs to see every write.
+        if !self.passthrough.load(Ordering::Relaxed) || self.fs.writes_through_daemon() {
             return None;
         }
         let mut by_ino = self.backing_by_ino.lock();

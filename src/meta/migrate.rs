@@ -30,6 +30,11 @@ pub const SQLITE: &[Migration] = &[
         name: "search",
         sql: include_str!("../../migrations/sqlite/0004_search.sql"),
     },
+    Migration {
+        version: 5,
+        name: "config",
+        sql: include_str!("../../migrations/sqlite/0005_config.sql"),
+    },
 ];
 
 /// Split a migration into statements with the prefix substituted.

@@ -40,6 +40,8 @@ pub struct Batch {
     pub wal: Vec<wal::Record>,
     /// Status changes of rows already in the log.
     pub wal_done: Vec<wal::Update>,
+    /// A new policy row.
+    pub config: Option<StoreConfig>,
 }
 
 impl Batch {
@@ -50,7 +52,18 @@ impl Batch {
             && self.ino_reserved.is_none()
             && self.wal.is_empty()
             && self.wal_done.is_empty()
+            && self.config.is_none()
     }
+}
+
+/// The store's policy row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreConfig {
+    pub mode: String,
+    /// RFC 3339 UTC.
+    pub mode_changed_at: String,
+    pub mode_changed_by: String,
+    pub capacity: Option<u64>,
 }
 
 /// Counters the core resumes from at mount.
@@ -92,6 +105,9 @@ pub trait MetaStore: Send + Sync {
     /// Full-text search: matching inodes, best first, with their rank
     /// (lower is better). A malformed query is an EINVAL error.
     fn search(&self, query: &str, limit: usize, offset: usize) -> Result<Vec<(u64, f64)>>;
+
+    /// The policy row, if the store has one yet.
+    fn config(&self) -> Result<Option<StoreConfig>>;
 
     /// The inode with this stable file id.
     fn find_by_file_id(&self, file_id: &str) -> Result<Option<u64>>;

@@ -404,6 +404,18 @@ impl SqliteStore {
             del.execute(&mut *tx).await?;
             ins.execute(&mut *tx).await?;
         }
+        if let Some(c) = &b.config {
+            sqlx::query(&format!(
+                "INSERT OR REPLACE INTO {p}_config \
+                 (id, mode, mode_changed_at, mode_changed_by, capacity) VALUES (1, ?, ?, ?, ?)"
+            ))
+            .bind(&c.mode)
+            .bind(&c.mode_changed_at)
+            .bind(&c.mode_changed_by)
+            .bind(c.capacity.map(|v| v as i64))
+            .execute(&mut *tx)
+            .await?;
+        }
         if let Some(r) = b.ino_reserved {
             sqlx::query(&format!(
                 "UPDATE {p}_store SET ino_reserved = max(ino_reserved, ?) WHERE id = 1"
@@ -645,6 +657,23 @@ impl MetaStore for SqliteStore {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    fn config(&self) -> Result<Option<super::StoreConfig>> {
+        let p = &self.p;
+        let row: Option<(String, String, String, Option<i64>)> = self.rt.block_on(
+            sqlx::query_as(&format!(
+                "SELECT mode, mode_changed_at, mode_changed_by, capacity FROM {p}_config \
+                 WHERE id = 1"
+            ))
+            .fetch_optional(&self.pool),
+        )?;
+        Ok(row.map(|(mode, at, by, cap)| super::StoreConfig {
+            mode,
+            mode_changed_at: at,
+            mode_changed_by: by,
+            capacity: cap.map(|c| c as u64),
+        }))
     }
 
     fn find_by_file_id(&self, file_id: &str) -> Result<Option<u64>> {

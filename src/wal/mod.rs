@@ -51,6 +51,8 @@ pub enum Op {
     Sidecars,
     /// `artfs rebuild` replaced or completed the tables from the sidecars.
     Rebuild,
+    /// The store's mode changed.
+    ModeChange,
 }
 
 impl Op {
@@ -74,6 +76,7 @@ impl Op {
             Op::Repair => "fsck_repair",
             Op::Sidecars => "sidecars",
             Op::Rebuild => "cache_rebuild",
+            Op::ModeChange => "mode_change",
         }
     }
 
@@ -82,7 +85,7 @@ impl Op {
     }
 }
 
-const ALL_OPS: [Op; 18] = [
+const ALL_OPS: [Op; 19] = [
     Op::Create,
     Op::Mkdir,
     Op::Mknod,
@@ -101,6 +104,7 @@ const ALL_OPS: [Op; 18] = [
     Op::Repair,
     Op::Sidecars,
     Op::Rebuild,
+    Op::ModeChange,
 ];
 
 /// The `status` column.

@@ -1,0 +1,238 @@
+//! Storage policy: the store's mode, a state machine, and what each mode
+//! allows. Both doors ask here (through the core's operations), so each
+//! rule is written once.
+//!
+//! | mode | allows |
+//! |---|---|
+//! | `edit` | everything |
+//! | `rw` | create, write, change metadata; no unlink, rmdir, rename over an existing file, or truncate that shrinks |
+//! | `ro` | reading only (EROFS for any change) |
+//! | `ar` | as `ro`, and file content is not served (EACCES on open for reading) |
+//!
+//! Transitions: rw → ro → ar; ro → rw only with confirmation; edit has
+//! none in or out.
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::error::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mode {
+    Edit,
+    Rw,
+    Ro,
+    Ar,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Edit => "edit",
+            Mode::Rw => "rw",
+            Mode::Ro => "ro",
+            Mode::Ar => "ar",
+        }
+    }
+
+    pub(crate) fn to_u8(self) -> u8 {
+        self as u8
+    }
+
+    pub(crate) fn from_u8(v: u8) -> Mode {
+        match v {
+            0 => Mode::Edit,
+            1 => Mode::Rw,
+            2 => Mode::Ro,
+            _ => Mode::Ar,
+        }
+    }
+
+    /// Modes reachable from this one (`confirm` unlocks ro → rw).
+    pub fn next(self, confirm: bool) -> Vec<Mode> {
+        match self {
+            Mode::Edit | Mode::Ar => vec![],
+            Mode::Rw => vec![Mode::Ro],
+            Mode::Ro if confirm => vec![Mode::Ar, Mode::Rw],
+            Mode::Ro => vec![Mode::Ar],
+        }
+    }
+
+    /// Check a transition; the error names the allowed moves.
+    pub fn check_transition(self, to: Mode, confirm: bool) -> std::result::Result<(), String> {
+        if self.next(confirm).contains(&to) {
+            return Ok(());
+        }
+        if self == Mode::Ro && to == Mode::Rw {
+            return Err("ro -> rw needs explicit confirmation (--confirm)".into());
+        }
+        let allowed: Vec<&str> = self.next(true).iter().map(|m| m.as_str()).collect();
+        Err(if allowed.is_empty() {
+            format!("mode {self} has no transitions")
+        } else {
+            format!(
+                "cannot go from {self} to {to}; allowed: {}",
+                allowed.join(", ")
+            )
+        })
+    }
+
+    /// Whether the daemon must see every write (any mode but edit can
+    /// change while files are open, so FUSE passthrough, which hands
+    /// writes to the kernel, is only used in edit).
+    pub fn writes_through_daemon(self) -> bool {
+        self != Mode::Edit
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Mode, String> {
+        match s {
+            "edit" => Ok(Mode::Edit),
+            "rw" => Ok(Mode::Rw),
+            "ro" => Ok(Mode::Ro),
+            "ar" => Ok(Mode::Ar),
+            _ => Err(format!("unknown mode {s:?}: use edit, rw, ro or ar")),
+        }
+    }
+}
+
+/// What an operation does, as far as the mode cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// New names: create, mkdir, mknod, symlink, link.
+    Create,
+    /// File content grows or is overwritten (write, fallocate, extend).
+    Write,
+    /// Content is cut (truncate to a smaller size, O_TRUNC).
+    Shrink,
+    /// Attributes and extended attributes.
+    Metadata,
+    /// Names go away: unlink, rmdir.
+    Remove,
+    /// A rename onto a free name.
+    Rename,
+    /// A rename that replaces an existing file.
+    RenameOver,
+    /// Reading file content.
+    Read,
+}
+
+/// Whether `mode` allows `change` (the errno a refusal gives).
+pub fn check(mode: Mode, change: Change) -> Result<()> {
+    use Change::*;
+    match (mode, change) {
+        (Mode::Edit, _) => Ok(()),
+        (Mode::Rw, Remove | RenameOver | Shrink) => Err(Error::posix(
+            libc::EPERM,
+            "not allowed in rw mode (no deletion, replacement or shrinking)",
+        )),
+        (Mode::Rw, _) => Ok(()),
+        (Mode::Ar, Read) => Err(Error::posix(
+            libc::EACCES,
+            "archived (ar mode): content is not served",
+        )),
+        (Mode::Ro, Read) => Ok(()),
+        (Mode::Ro | Mode::Ar, _) => Err(Error::posix(libc::EROFS, "store is read-only")),
+    }
+}
+
+/// Change the mode of the store behind `meta` (a running daemon picks it
+/// up within a second). Logged as a `mode_change` row recording who and
+/// when. Returns the previous mode.
+pub fn change_mode(
+    meta: &dyn crate::meta::MetaStore,
+    to: Mode,
+    confirm: bool,
+    by: &str,
+) -> Result<Mode> {
+    let mut cfg = meta
+        .config()?
+        .ok_or_else(|| Error::Meta("the store has no policy row yet (never mounted)".into()))?;
+    let from: Mode = cfg.mode.parse().map_err(Error::Meta)?;
+    if from == to {
+        return Ok(from);
+    }
+    from.check_transition(to, confirm)
+        .map_err(|m| Error::Policy(format!("mode change refused: {m}")))?;
+    let now = super::types::Timestamp::now();
+    cfg.mode = to.as_str().to_string();
+    cfg.mode_changed_at = now.to_rfc3339();
+    cfg.mode_changed_by = by.to_string();
+    let mut rec = crate::wal::Record::new(
+        crate::wal::Op::ModeChange,
+        crate::wal::Status::Committed,
+        None,
+        serde_json::json!({ "from": from.as_str(), "to": to.as_str(), "confirm": confirm }),
+    );
+    rec.user_id = Some(by.to_string());
+    rec.completed_at = Some(now);
+    let batch = crate::meta::Batch {
+        config: Some(cfg),
+        wal: vec![rec],
+        ..Default::default()
+    };
+    meta.apply(&batch)?;
+    meta.sync()?;
+    Ok(from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transitions_follow_the_state_machine() {
+        use Mode::*;
+        assert!(Rw.check_transition(Ro, false).is_ok());
+        assert!(Ro.check_transition(Ar, false).is_ok());
+        assert!(Ro
+            .check_transition(Rw, false)
+            .unwrap_err()
+            .contains("confirm"));
+        assert!(Ro.check_transition(Rw, true).is_ok());
+        assert!(Edit
+            .check_transition(Rw, true)
+            .unwrap_err()
+            .contains("no transitions"));
+        assert!(Ar.check_transition(Ro, true).is_err());
+        assert!(Rw
+            .check_transition(Ar, true)
+            .unwrap_err()
+            .contains("allowed: ro"));
+        assert!(Rw.check_transition(Edit, true).is_err());
+    }
+
+    #[test]
+    fn every_mode_and_change() {
+        use Change::*;
+        for c in [
+            Create, Write, Shrink, Metadata, Remove, Rename, RenameOver, Read,
+        ] {
+            assert!(check(Mode::Edit, c).is_ok());
+        }
+        for (c, ok) in [
+            (Create, true),
+            (Write, true),
+            (Metadata, true),
+            (Rename, true),
+            (Read, true),
+            (Shrink, false),
+            (Remove, false),
+            (RenameOver, false),
+        ] {
+            assert_eq!(check(Mode::Rw, c).is_ok(), ok, "rw {c:?}");
+        }
+        assert_eq!(check(Mode::Ro, Create).unwrap_err().errno(), libc::EROFS);
+        assert!(check(Mode::Ro, Read).is_ok());
+        assert_eq!(check(Mode::Ar, Read).unwrap_err().errno(), libc::EACCES);
+        assert_eq!(check(Mode::Ar, Metadata).unwrap_err().errno(), libc::EROFS);
+    }
+}
