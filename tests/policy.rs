@@ -1,0 +1,269 @@
+//! Storage policy (issue 6) through the mount: every mode × every mutating
+//! operation gives the errno the mode promises and changes nothing when
+//! refused; modes change live (open write handles see the new rule on
+//! their next write); retention blocks deletion, replacement, truncation
+//! and writes, and can only be extended.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{bin, code, Mount};
+
+fn setx(p: &Path, name: &str, value: &[u8]) -> std::io::Result<()> {
+    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+    let n = CString::new(name).unwrap();
+    // SAFETY: valid C strings and buffer.
+    let rc = unsafe {
+        libc::setxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn removex(p: &Path, name: &str) -> std::io::Result<()> {
+    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+    let n = CString::new(name).unwrap();
+    // SAFETY: valid C strings.
+    if unsafe { libc::removexattr(c.as_ptr(), n.as_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Change the mode with the CLI and wait until the mount follows.
+fn set_mode(m: &Mount, mode: &str, confirm: bool) {
+    let mut c = Command::new(bin());
+    c.arg("mode").arg(&m.backing).arg(mode);
+    if confirm {
+        c.arg("--confirm");
+    }
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "artfs mode {mode}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The daemon polls the policy every 500 ms.
+    std::thread::sleep(Duration::from_millis(1200));
+}
+
+/// Everything observable about the tree: name -> (mode, size, content).
+fn snapshot(root: &Path) -> BTreeMap<String, (u32, u64, Vec<u8>)> {
+    let mut out = BTreeMap::new();
+    for e in fs::read_dir(root).unwrap() {
+        let e = e.unwrap();
+        let md = fs::symlink_metadata(e.path()).unwrap();
+        let content = if md.is_file() {
+            // Reading is refused in ar mode: size and mode still count.
+            fs::read(e.path()).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        out.insert(
+            e.file_name().to_string_lossy().into_owned(),
+            (md.mode(), md.size(), content),
+        );
+    }
+    out
+}
+
+fn fixtures(m: &Mount) {
+    for f in [
+        "f_write", "f_shrink", "f_grow", "f_unlink", "f_rename", "f_src", "f_dst", "f_chmod",
+        "f_xattr", "f_read",
+    ] {
+        fs::write(m.path(f), format!("content of {f}")).unwrap();
+    }
+    fs::create_dir(m.path("d_empty")).unwrap();
+}
+
+type Op = (&'static str, fn(&Path) -> std::io::Result<()>);
+
+const OPS: [Op; 14] = [
+    ("create", |r| fs::write(r.join("n_file"), b"x")),
+    ("mkdir", |r| fs::create_dir(r.join("n_dir"))),
+    ("symlink", |r| {
+        std::os::unix::fs::symlink("f_read", r.join("n_link"))
+    }),
+    ("link", |r| {
+        fs::hard_link(r.join("f_read"), r.join("n_hard"))
+    }),
+    ("write", |r| {
+        OpenOptions::new()
+            .append(true)
+            .open(r.join("f_write"))?
+            .write_all(b" more")
+    }),
+    ("truncate-shrink", |r| {
+        nix::unistd::truncate(&r.join("f_shrink"), 1).map_err(std::io::Error::from)
+    }),
+    ("truncate-grow", |r| {
+        nix::unistd::truncate(&r.join("f_grow"), 100).map_err(std::io::Error::from)
+    }),
+    ("unlink", |r| fs::remove_file(r.join("f_unlink"))),
+    ("rmdir", |r| fs::remove_dir(r.join("d_empty"))),
+    ("rename", |r| {
+        fs::rename(r.join("f_rename"), r.join("f_renamed"))
+    }),
+    ("rename-over", |r| {
+        fs::rename(r.join("f_src"), r.join("f_dst"))
+    }),
+    ("chmod", |r| {
+        fs::set_permissions(r.join("f_chmod"), fs::Permissions::from_mode(0o600))
+    }),
+    ("setxattr", |r| setx(&r.join("f_xattr"), "user.k", b"v")),
+    ("read", |r| fs::read(r.join("f_read")).map(|_| ())),
+];
+
+/// The errno each mode gives each operation (0: allowed).
+fn expected(mode: &str, op: &str) -> i32 {
+    match (mode, op) {
+        ("edit", _) => 0,
+        ("rw", "truncate-shrink" | "unlink" | "rmdir" | "rename-over") => libc::EPERM,
+        ("rw", _) => 0,
+        ("ro", "read") => 0,
+        ("ar", "read") => libc::EACCES,
+        (_, _) => libc::EROFS,
+    }
+}
+
+#[test]
+fn every_mode_times_every_operation() {
+    for mode in ["edit", "rw", "ro", "ar"] {
+        let start = if mode == "edit" { "edit" } else { "rw" };
+        let m = Mount::with_args(&["--mode", start]);
+        fixtures(&m);
+        match mode {
+            "ro" => set_mode(&m, "ro", false),
+            "ar" => {
+                set_mode(&m, "ro", false);
+                set_mode(&m, "ar", false);
+            }
+            _ => {}
+        }
+        for (name, op) in OPS {
+            let before = snapshot(&m.mnt);
+            let got = code(op(&m.mnt));
+            let want = expected(mode, name);
+            assert_eq!(
+                got, want,
+                "{mode} mode, {name}: errno {got}, expected {want}"
+            );
+            if want != 0 {
+                assert_eq!(
+                    snapshot(&m.mnt),
+                    before,
+                    "{mode} mode, {name} refused but changed"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn mode_changes_reach_open_write_handles_and_follow_the_state_machine() {
+    let m = Mount::with_args(&["--mode", "rw"]);
+    let mut f = fs::File::create(m.path("log")).unwrap();
+    f.write_all(b"line 1\n").unwrap();
+    f.flush().unwrap();
+    set_mode(&m, "ro", false);
+    let err = f.write_all(b"line 2\n").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+    drop(f);
+    assert_eq!(fs::read(m.path("log")).unwrap(), b"line 1\n");
+    // Refused moves name the allowed ones; ro -> rw needs confirmation.
+    let out = Command::new(bin())
+        .args(["mode".as_ref(), m.backing.as_os_str(), "rw".as_ref()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--confirm"));
+    let out = Command::new(bin())
+        .args(["mode".as_ref(), m.backing.as_os_str(), "edit".as_ref()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("allowed: ar, rw"));
+    set_mode(&m, "rw", true);
+    fs::write(m.path("again"), b"writable again").unwrap();
+    // The mode survives a remount, and --mode does not change an existing store.
+    drop(m);
+}
+
+#[test]
+fn edit_mode_has_no_transitions() {
+    let m = Mount::new();
+    let out = Command::new(bin())
+        .args(["mode".as_ref(), m.backing.as_os_str(), "ro".as_ref()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no transitions"));
+    fs::write(m.path("still"), b"edit").unwrap();
+}
+
+#[test]
+fn mode_is_kept_across_remounts_and_mount_flag_only_seeds_new_stores() {
+    let mut m = Mount::with_args(&["--mode", "rw"]);
+    fs::write(m.path("a"), b"a").unwrap();
+    m.unmount();
+    // Remounting with another --mode keeps the store's own.
+    m.try_mount(&[("ARTFS_MODE", "edit")]).unwrap();
+    assert_eq!(code(fs::remove_file(m.path("a"))), libc::EPERM);
+}
+
+#[test]
+fn retention_blocks_changes_until_it_passes_and_only_extends() {
+    let m = Mount::new();
+    let r = m.path("kept");
+    fs::write(&r, b"evidence").unwrap();
+    fs::write(m.path("other"), b"other").unwrap();
+    setx(&r, "user.artstore.retention_until", b"2200-01-01T00:00:00Z").unwrap();
+    assert_eq!(code(fs::remove_file(&r)), libc::EPERM);
+    assert_eq!(code(fs::rename(m.path("other"), &r)), libc::EPERM);
+    assert_eq!(
+        code(nix::unistd::truncate(&r, 0).map_err(std::io::Error::from)),
+        libc::EPERM
+    );
+    assert_eq!(code(OpenOptions::new().append(true).open(&r)), libc::EPERM);
+    assert_eq!(
+        code(setx(
+            &r,
+            "user.artstore.retention_until",
+            b"2199-01-01T00:00:00Z"
+        )),
+        libc::EPERM
+    );
+    assert_eq!(
+        code(removex(&r, "user.artstore.retention_until")),
+        libc::EPERM
+    );
+    // Extending is fine, and so are other metadata and renaming the file itself.
+    setx(&r, "user.artstore.retention_until", b"2201-01-01T00:00:00Z").unwrap();
+    setx(&r, "user.artstore.description", b"legal hold").unwrap();
+    fs::rename(&r, m.path("kept-renamed")).unwrap();
+    assert_eq!(fs::read(m.path("kept-renamed")).unwrap(), b"evidence");
+    // A date in the past holds nothing.
+    let p = m.path("expired");
+    fs::write(&p, b"old").unwrap();
+    setx(&p, "user.artstore.retention_until", b"2001-01-01T00:00:00Z").unwrap();
+    fs::write(&p, b"rewritten").unwrap();
+    fs::remove_file(&p).unwrap();
+}
