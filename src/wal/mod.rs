@@ -47,6 +47,9 @@ pub enum Op {
     Reclaim,
     /// Repairs made by `artfs fsck --repair`.
     Repair,
+    /// A file adopted from the original storage element (`artfs import`):
+    /// a record; its object was durable before the row was staged.
+    Import,
 }
 
 impl Op {
@@ -68,6 +71,7 @@ impl Op {
             Op::Reserve => "reserve",
             Op::Reclaim => "reclaim",
             Op::Repair => "fsck_repair",
+            Op::Import => "import",
         }
     }
 
@@ -76,7 +80,7 @@ impl Op {
     }
 }
 
-const ALL_OPS: [Op; 16] = [
+const ALL_OPS: [Op; 17] = [
     Op::Create,
     Op::Mkdir,
     Op::Mknod,
@@ -93,6 +97,7 @@ const ALL_OPS: [Op; 16] = [
     Op::Reserve,
     Op::Reclaim,
     Op::Repair,
+    Op::Import,
 ];
 
 /// The `status` column.
