@@ -12,5 +12,6 @@ pub mod core;
 pub mod failpoints;
 pub mod fsck;
 pub mod fuse;
+pub mod import;
 pub mod meta;
 pub mod wal;
