@@ -197,7 +197,7 @@ fn import_all(fs: &Fs, src: &Path, opts: &ImportOptions) -> anyhow::Result<Repor
     };
     bar.set_style(
         indicatif::ProgressStyle::with_template(
-            "{elapsed_precise} [{wide_bar}] {pos}/{len} {per_sec} {msg}",
+            "{elapsed_precise} [{wide_bar}] {pos}/{len} eta {eta} {msg}",
         )
         .expect("a valid template")
         .progress_chars("=> "),
