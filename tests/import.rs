@@ -368,3 +368,57 @@ fn a_crash_mid_import_leaves_nothing_behind() {
     m.unmount();
     m.assert_consistent();
 }
+
+#[test]
+fn link_across_filesystems_falls_back_to_copying() {
+    let archive = tempfile::tempdir().unwrap();
+    let spec = ArchiveSpec {
+        seed: 3,
+        v1: 1,
+        v2: 1,
+        same_name_same_day: false,
+        malformed_json: 0,
+        missing_file_id: 0,
+        checksum_mismatch: 0,
+        missing_data: 0,
+        ..ArchiveSpec::default()
+    };
+    let records = write_archive(archive.path(), &spec);
+    let mut result = None;
+    let mut m = Mount::prepared(&[], |backing| {
+        nix::mount::mount(
+            Some("tmpfs"),
+            backing,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=64m"),
+        )
+        .expect("mount a tmpfs as BACKING (needs root)");
+        result = Some(import(archive.path(), backing, &["--link"], &[]));
+    });
+    let _tmpfs = Unmounter(m.backing.clone());
+    let (code, out) = result.unwrap();
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        out.matches("note: copied instead of linked").count(),
+        2,
+        "{out}"
+    );
+    assert!(!out.contains(", linked)"), "{out}");
+    check_mount(&m, &records, "/");
+    for r in &records {
+        assert_eq!(std::fs::metadata(&r.data_path).unwrap().nlink(), 1);
+    }
+    m.unmount();
+    m.assert_consistent();
+}
+
+/// Unmount a tmpfs BACKING after the test's mount is gone.
+struct Unmounter(PathBuf);
+
+impl Drop for Unmounter {
+    fn drop(&mut self) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
