@@ -12,6 +12,7 @@ pub mod core;
 pub mod failpoints;
 pub mod fsck;
 pub mod fuse;
+pub mod import;
 pub mod meta;
 pub mod rebuild;
 pub mod scrub;

@@ -44,6 +44,12 @@ enum Cmd {
     /// Mint a signed access token for tests and administration; prints it
     /// on stdout. The algorithm follows the key (RS256, ES256, EdDSA).
     Token(TokenArgs),
+    /// Adopt a tree written by the original storage element
+    /// (YYYY/MM/DD/HH/{storage_filename} + .attr.json, V1 or V2) into the
+    /// (unmounted) store: DEST/YYYY/MM/DD/original_filename. Exit 0 when
+    /// every file was imported or already present, 1 when some were
+    /// skipped (listed with reasons). See docs/IMPORT.md.
+    Import(ImportArgs),
 }
 
 #[derive(clap::Args)]
@@ -196,6 +202,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Search(args) => search(args),
         Cmd::Mode(args) => mode(args),
         Cmd::Token(args) => return token(args),
+        Cmd::Import(args) => import(args),
     };
     match result {
         Ok(code) => code,
@@ -492,4 +499,48 @@ fn mode(args: ModeArgs) -> anyhow::Result<std::process::ExitCode> {
     };
     meta.close();
     result.map(|()| std::process::ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    /// The original's tree (holding YYYY/MM/DD/HH/ directories).
+    src: PathBuf,
+    /// Directory holding the objects; a new store is initialised if it
+    /// holds none. Refused while mounted.
+    #[arg(env = "ARTFS_BACKING")]
+    backing: PathBuf,
+    /// Directory of the store (from its root) under which YYYY/MM/DD/ go.
+    #[arg(long, default_value = "/")]
+    dest: String,
+    /// Hard-link content into BACKING instead of copying (same
+    /// filesystem only; falls back to copying). The source and the store
+    /// then share the data: a change through the mount changes the source.
+    #[arg(long)]
+    link: bool,
+    /// Metadata database URL [default: sqlite://BACKING/.artfs/meta.db].
+    #[arg(long, env = "ARTFS_DB")]
+    db: Option<String>,
+    /// Prefix of the metadata tables.
+    #[arg(long, env = "ARTFS_TABLE_PREFIX", default_value = "artfs")]
+    table_prefix: String,
+}
+
+/// `artfs import`: the report on stdout, exit 1 if anything was skipped.
+fn import(args: ImportArgs) -> anyhow::Result<std::process::ExitCode> {
+    let rt = runtime()?;
+    let mut store = StoreOptions::new(&args.backing);
+    store.db_url = args.db;
+    store.table_prefix = args.table_prefix;
+    let opts = artfs::import::ImportOptions {
+        src: args.src,
+        store,
+        dest: args.dest,
+        link: args.link,
+        progress: true,
+    };
+    let report = artfs::import::run(&opts, rt.handle().clone())?;
+    for line in report.lines() {
+        println!("{line}");
+    }
+    Ok(std::process::ExitCode::from(report.exit_code()))
 }

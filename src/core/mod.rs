@@ -13,6 +13,7 @@ pub mod cache;
 mod checksum;
 mod data;
 pub mod error;
+mod import;
 pub mod namespace;
 mod open;
 pub mod policy;
@@ -39,6 +40,7 @@ use types::{Inode, Kind};
 use writer::Writer;
 
 pub use data::Handle;
+pub use import::{ImportMeta, ImportOutcome};
 
 /// An inode with at least one open handle: the object file is shared by
 /// all handles and is the truth for size and content while open.

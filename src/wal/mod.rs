@@ -53,6 +53,9 @@ pub enum Op {
     Rebuild,
     /// The store's mode changed.
     ModeChange,
+    /// A file adopted from the original storage element (`artfs import`):
+    /// a record; its object was durable before the row was staged.
+    Import,
 }
 
 impl Op {
@@ -77,6 +80,7 @@ impl Op {
             Op::Sidecars => "sidecars",
             Op::Rebuild => "cache_rebuild",
             Op::ModeChange => "mode_change",
+            Op::Import => "import",
         }
     }
 
@@ -85,7 +89,7 @@ impl Op {
     }
 }
 
-const ALL_OPS: [Op; 19] = [
+const ALL_OPS: [Op; 20] = [
     Op::Create,
     Op::Mkdir,
     Op::Mknod,
@@ -105,6 +109,7 @@ const ALL_OPS: [Op; 19] = [
     Op::Sidecars,
     Op::Rebuild,
     Op::ModeChange,
+    Op::Import,
 ];
 
 /// The `status` column.
