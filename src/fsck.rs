@@ -104,6 +104,11 @@ pub enum Finding {
     OrphanSidecar {
         ino: u64,
     },
+    /// The usage the capacity is checked against disagrees with the files.
+    UsageMismatch {
+        recorded: (u64, u64),
+        counted: (u64, u64),
+    },
     /// Inode numbers in use above the durable reservation.
     ReservationBehind {
         reserved: u64,
@@ -176,6 +181,11 @@ impl fmt::Display for Finding {
             ReservationBehind { reserved, max_ino } => {
                 write!(f, "inode {max_ino} exists above the reservation {reserved}")
             }
+            UsageMismatch { recorded, counted } => write!(
+                f,
+                "usage recorded as {} bytes in {} files, counted {} bytes in {} files",
+                recorded.0, recorded.1, counted.0, counted.1
+            ),
             MissingSidecar { ino } => write!(f, "inode {ino} has no sidecar"),
             BadSidecar { ino, why } => write!(f, "sidecar of inode {ino} is unreadable: {why}"),
             StaleSidecar { ino, field } => write!(
@@ -361,6 +371,17 @@ pub fn check(meta: &dyn MetaStore, objects: &ObjectStore, mounted: bool) -> Resu
         }
     }
     check_sidecars(meta, objects, &inodes, &dentries, &covered, f)?;
+    if covered.rows == 0 {
+        if let Some(c) = meta.config()? {
+            let counted = usage_of(&inodes);
+            if (c.used_bytes, c.file_count) != counted {
+                f.push(Finding::UsageMismatch {
+                    recorded: (c.used_bytes, c.file_count),
+                    counted,
+                });
+            }
+        }
+    }
     if covered.rows > 0 && !mounted {
         f.push(Finding::PendingLog {
             count: covered.rows,
@@ -408,6 +429,7 @@ pub fn repair(meta: &dyn MetaStore, objects: &ObjectStore) -> Result<Vec<String>
     let mut fixed: BTreeMap<u64, Inode> = BTreeMap::new();
     let mut lost = Vec::new();
     let mut rewrite = Vec::new();
+    let mut fix_usage = false;
     for finding in &report.findings {
         use Finding::*;
         let get = |ino: u64| fixed.get(&ino).or(inodes.get(&ino)).cloned();
@@ -463,6 +485,7 @@ pub fn repair(meta: &dyn MetaStore, objects: &ObjectStore) -> Result<Vec<String>
                 std::fs::remove_file(objects.sidecar_path(*ino))?;
                 done.push(format!("removed {finding}"));
             }
+            UsageMismatch { .. } => fix_usage = true,
             NoRoot
             | RootNotDir
             | EntryKindMismatch { .. }
@@ -496,7 +519,34 @@ pub fn repair(meta: &dyn MetaStore, objects: &ObjectStore) -> Result<Vec<String>
         render::rewrite(meta, objects, &rewrite)?;
         render::sync_all(objects.root())?;
     }
+    // Usage last: the fixes above may have changed sizes.
+    if fix_usage || !done.is_empty() {
+        if let Some(c) = meta.config()? {
+            let inodes: BTreeMap<u64, Inode> =
+                meta.all_inodes()?.into_iter().map(|i| (i.ino, i)).collect();
+            let (b, n) = usage_of(&inodes);
+            let delta = (
+                b as i64 - c.used_bytes as i64,
+                n as i64 - c.file_count as i64,
+            );
+            if delta != (0, 0) {
+                meta.apply(&Batch {
+                    usage_delta: delta,
+                    ..Batch::default()
+                })?;
+                done.push(format!("recounted usage: {b} bytes in {n} files"));
+            }
+        }
+    }
     Ok(done)
+}
+
+/// (bytes, number) of regular files.
+pub fn usage_of(inodes: &BTreeMap<u64, Inode>) -> (u64, u64) {
+    inodes
+        .values()
+        .filter(|i| i.kind == Kind::File)
+        .fold((0, 0), |(b, n), i| (b + i.size, n + 1))
 }
 
 /// Compare every inode's sidecar with what the tables say.

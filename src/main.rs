@@ -173,6 +173,11 @@ struct MountArgs {
     /// Entries per in-memory metadata cache.
     #[arg(long, env = "ARTFS_CACHE_ENTRIES", default_value_t = 100_000)]
     cache_entries: usize,
+    /// Capacity: the most bytes regular files may hold (e.g. 500G, 10M;
+    /// 0 removes the limit). Kept by the store; writes past it fail with
+    /// ENOSPC. Writes then go through the daemon (no passthrough).
+    #[arg(long, env = "ARTFS_CAPACITY", value_parser = parse_bytes)]
+    capacity: Option<u64>,
     /// Mode of a new store: edit (default), rw, ro or ar. An existing
     /// store keeps its mode (change it with `artfs mode`).
     #[arg(long, env = "ARTFS_MODE", default_value = "edit")]
@@ -231,6 +236,7 @@ fn mount(args: MountArgs) -> anyhow::Result<()> {
     sopts.table_prefix = args.table_prefix;
     sopts.cache_entries = args.cache_entries;
     sopts.initial_mode = args.mode;
+    sopts.capacity = args.capacity;
     let (fs, _lock) = open_store(&sopts, rt.handle().clone())
         .with_context(|| format!("cannot open store {}", args.backing.display()))?;
     let served = serve(fs.clone(), &args.mountpoint, &mopts);
@@ -390,7 +396,8 @@ fn rebuild(args: RebuildArgs) -> anyhow::Result<std::process::ExitCode> {
             std::process::ExitCode::from(1)
         }
     } else {
-        let r = artfs::rebuild::rebuild(meta.as_ref(), &objects, args.incremental, &bar)?;
+        let backing = args.backing.canonicalize()?;
+        let r = artfs::rebuild::rebuild(meta.as_ref(), &objects, &backing, args.incremental, &bar)?;
         bar.finish_and_clear();
         for (p, why) in &r.skipped {
             println!("skipped {}: {why}", p.display());
@@ -486,7 +493,8 @@ fn mode(args: ModeArgs) -> anyhow::Result<std::process::ExitCode> {
             }),
         Some(to) => {
             let by = artfs::core::namespace::user_name(nix::unistd::getuid().as_raw());
-            artfs::core::policy::change_mode(meta.as_ref(), to, args.confirm, &by)
+            let backing = args.store.backing.canonicalize()?;
+            artfs::core::policy::change_mode(meta.as_ref(), &backing, to, args.confirm, &by)
                 .map(|from| {
                     if from == to {
                         println!("mode is already {to}");
@@ -543,4 +551,27 @@ fn import(args: ImportArgs) -> anyhow::Result<std::process::ExitCode> {
         println!("{line}");
     }
     Ok(std::process::ExitCode::from(report.exit_code()))
+}
+
+/// Bytes with an optional binary suffix: 1048576, 512K, 10M, 2G, 1T.
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("unknown size suffix in {s:?}: use K, M, G or T")),
+            };
+            (&s[..i], m)
+        }
+        _ => (s, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("not a size: {s:?}"))
 }

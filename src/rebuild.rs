@@ -55,6 +55,7 @@ fn read_all(
 pub fn rebuild(
     meta: &dyn MetaStore,
     objects: &ObjectStore,
+    backing: &std::path::Path,
     incremental: bool,
     progress: &indicatif::ProgressBar,
 ) -> Result<Rebuilt> {
@@ -126,6 +127,39 @@ pub fn rebuild(
         .max()
         .unwrap_or(ROOT_INO);
     batch.ino_reserved = Some(max_ino + 1);
+    // The usage the capacity is checked against, counted afresh; a lost
+    // policy row comes back from .artfs/policy.json.
+    let config = match meta.config()? {
+        Some(c) => Some(c),
+        None => {
+            let c = crate::core::policy::load_policy_file(backing).unwrap_or_else(|| {
+                crate::meta::StoreConfig {
+                    mode: "edit".into(),
+                    mode_changed_at: Timestamp::now().to_rfc3339(),
+                    mode_changed_by: "rebuild".into(),
+                    capacity: None,
+                    used_bytes: 0,
+                    file_count: 0,
+                }
+            });
+            batch.config = Some(c.clone());
+            Some(c)
+        }
+    };
+    if let Some(c) = config {
+        let (mut bytes, mut files) = (0i64, 0i64);
+        if incremental {
+            bytes = c.used_bytes as i64;
+            files = c.file_count as i64;
+        }
+        for (_, i) in batch.inodes.iter() {
+            if let Some(i) = i.as_ref().filter(|i| i.kind == Kind::File) {
+                bytes += i.size as i64;
+                files += 1;
+            }
+        }
+        batch.usage_delta = (bytes - c.used_bytes as i64, files - c.file_count as i64);
+    }
     let mut rec = wal::Record::new(
         wal::Op::Rebuild,
         wal::Status::Committed,

@@ -267,3 +267,83 @@ fn retention_blocks_changes_until_it_passes_and_only_extends() {
     fs::write(&p, b"rewritten").unwrap();
     fs::remove_file(&p).unwrap();
 }
+
+fn df(p: &Path) -> (u64, u64) {
+    let s = nix::sys::statvfs::statvfs(p).unwrap();
+    (
+        s.blocks() as u64 * s.fragment_size() as u64,
+        s.blocks_available() as u64 * s.fragment_size() as u64,
+    )
+}
+
+#[test]
+fn capacity_is_exact_at_the_boundary_and_df_tells_the_truth() {
+    const CAP: u64 = 1 << 20;
+    let mut m = Mount::with_args(&["--capacity", "1M"]);
+    assert_eq!(df(&m.mnt), (CAP, CAP));
+    // Exact fit.
+    let mut f = fs::File::create(m.path("a")).unwrap();
+    f.write_all(&vec![1u8; 600 << 10]).unwrap();
+    drop(f);
+    let mut g = fs::File::create(m.path("b")).unwrap();
+    g.write_all(&vec![2u8; (CAP - (600 << 10)) as usize])
+        .unwrap();
+    assert_eq!(df(&m.mnt), (CAP, 0));
+    // One byte over: ENOSPC, and nothing of it lands.
+    assert_eq!(
+        g.write(b"x").unwrap_err().raw_os_error(),
+        Some(libc::ENOSPC)
+    );
+    drop(g);
+    assert_eq!(fs::metadata(m.path("b")).unwrap().len(), CAP - (600 << 10));
+    assert_eq!(
+        code(nix::unistd::truncate(&m.path("a"), (600 << 10) + 1).map_err(std::io::Error::from)),
+        libc::ENOSPC
+    );
+    // Freeing space gives it back.
+    fs::remove_file(m.path("a")).unwrap();
+    assert_eq!(df(&m.mnt).1, 600 << 10);
+    fs::write(m.path("c"), vec![3u8; 600 << 10]).unwrap();
+    // Kept across remounts; fsck agrees with the accounting.
+    m.unmount();
+    m.assert_consistent();
+    m.mount();
+    assert_eq!(df(&m.mnt), (CAP, 0));
+    assert_eq!(code(fs::write(m.path("d"), b"1")), libc::ENOSPC);
+    assert!(!m.path("d").exists() || fs::metadata(m.path("d")).unwrap().len() == 0);
+}
+
+#[test]
+fn concurrent_writers_never_exceed_the_capacity() {
+    const CAP: u64 = 1 << 20;
+    let m = Mount::with_args(&["--capacity", "1M"]);
+    let root = m.mnt.clone();
+    let threads: Vec<_> = (0..6)
+        .map(|t| {
+            let root = root.clone();
+            std::thread::spawn(move || {
+                let mut f = fs::File::create(root.join(format!("w{t}"))).unwrap();
+                let mut written = 0u64;
+                for _ in 0..64 {
+                    match f.write(&[t as u8; 4096]) {
+                        Ok(n) => written += n as u64,
+                        Err(e) => {
+                            assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+                            break;
+                        }
+                    }
+                }
+                written
+            })
+        })
+        .collect();
+    let total: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(
+        total, CAP,
+        "6 writers of 256 KiB into 1 MiB fill it exactly"
+    );
+    let on_disk: u64 = (0..6)
+        .map(|t| fs::metadata(m.path(&format!("w{t}"))).unwrap().len())
+        .sum();
+    assert_eq!(on_disk, CAP);
+}

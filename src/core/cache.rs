@@ -56,6 +56,8 @@ pub struct Staged {
     pub wal_done: Vec<wal::Update>,
     /// Directories created empty: complete from birth.
     pub new_dirs: Vec<u64>,
+    /// Change of (bytes, number) of regular files.
+    pub usage: (i64, i64),
 }
 
 impl Staged {
@@ -67,6 +69,7 @@ impl Staged {
             && self.new_dirs.is_empty()
             && self.wal.is_empty()
             && self.wal_done.is_empty()
+            && self.usage == (0, 0)
     }
 }
 
@@ -81,6 +84,10 @@ struct Inner {
     wal_done: Vec<(u64, wal::Update)>,
     /// Highest sequence handed to the writer in a snapshot.
     snap: u64,
+    /// Usage changes not yet committed, by sequence.
+    usage: Vec<(u64, i64, i64)>,
+    /// Usage with everything staged: (bytes, files) of regular files.
+    usage_total: (i64, i64),
     inodes: LruCache<u64, Inode>,
     dentries: LruCache<DentryKey, Option<Dentry>>,
     xattrs: LruCache<u64, Xattrs>,
@@ -140,6 +147,8 @@ impl Cache {
                 wal: Vec::new(),
                 wal_done: Vec::new(),
                 snap: 0,
+                usage: Vec::new(),
+                usage_total: (0, 0),
                 inodes: LruCache::new(cap),
                 dentries: LruCache::new(cap),
                 xattrs: LruCache::new(NonZeroUsize::new(capacity.max(64) / 4).unwrap()),
@@ -265,6 +274,11 @@ impl Cache {
         for r in s.wal {
             c.wal.push((seq, r));
         }
+        if s.usage != (0, 0) {
+            c.usage.push((seq, s.usage.0, s.usage.1));
+            c.usage_total.0 += s.usage.0;
+            c.usage_total.1 += s.usage.1;
+        }
         for u in s.wal_done {
             c.push_done(seq, u);
         }
@@ -305,6 +319,10 @@ impl Cache {
             wal: c.wal.iter().map(|(_, r)| r.clone()).collect(),
             wal_done: c.wal_done.iter().map(|(_, u)| u.clone()).collect(),
             config: None,
+            usage_delta: c
+                .usage
+                .iter()
+                .fold((0, 0), |(b, f), (_, db, df)| (b + db, f + df)),
         };
         (c.seq, batch)
     }
@@ -325,10 +343,21 @@ impl Cache {
             settle(&mut c.xattrs, k, v);
         }
         c.wal.retain(|(s, _)| *s > seq);
+        c.usage.retain(|(s, _, _)| *s > seq);
         c.wal_done.retain(|(s, _)| *s > seq);
         let (done, later): (Vec<_>, Vec<_>) = c.released.drain(..).partition(|(s, _, _)| *s <= seq);
         c.released = later;
         done.into_iter().map(|(_, id, inos)| (id, inos)).collect()
+    }
+
+    /// (bytes, files) of regular files including everything staged.
+    pub fn usage_total(&self) -> (i64, i64) {
+        self.inner.lock().usage_total
+    }
+
+    /// Start the running usage from the committed figures (at mount).
+    pub fn set_usage_total(&self, bytes: i64, files: i64) {
+        self.inner.lock().usage_total = (bytes, files);
     }
 
     pub fn seq(&self) -> u64 {

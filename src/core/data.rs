@@ -222,6 +222,8 @@ impl Fs {
         // The mode may have changed since the open (writes reach the daemon
         // in every mode but edit, which never changes).
         self.allow(Change::Write)?;
+        let end = offset.saturating_add(data.len() as u64);
+        self.reserve_size(h.ino, end)?;
         h.file.write_all_at(data, offset)?;
         Ok(data.len())
     }
@@ -309,6 +311,9 @@ impl Fs {
         } else {
             Change::Write
         })?;
+        if mode & (libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE) == 0 {
+            self.reserve_size(h.ino, offset.saturating_add(length))?;
+        }
         // SAFETY: plain syscall on an owned descriptor.
         let rc = unsafe {
             libc::fallocate(
@@ -406,6 +411,23 @@ impl Fs {
     /// Write an open file's size and times back to the metadata store.
     /// The object is examined under the mutation lock, so concurrent
     /// persists record sizes in order.
+    /// With a capacity set, record a file's new size before the bytes that
+    /// grow it are written: the capacity check sees the growth, exactly,
+    /// even with concurrent writers (they stage one at a time).
+    fn reserve_size(&self, ino: u64, end: u64) -> Result<()> {
+        if self.capacity().is_none() {
+            return Ok(());
+        }
+        self.with_tx(|tx| {
+            let mut i = tx.inode(ino)?;
+            if end > i.size {
+                i.size = end;
+                tx.put(&i)?;
+            }
+            Ok(())
+        })
+    }
+
     fn persist_open(&self, ino: u64, settle: &[uuid::Uuid]) -> Result<()> {
         // The last writer is closing: hash a small file now, while its
         // pages are warm (see `checksum`).
@@ -422,6 +444,8 @@ impl Fs {
         }
         let mut queue = false;
         self.with_tx(|tx| {
+            // What the object holds is already there: record it.
+            tx.exempt = true;
             let mut i = tx.inode(ino)?;
             let Some(fresh) = self.open_attr(&i)? else {
                 return Ok(());

@@ -34,7 +34,7 @@ use crate::blob::ObjectStore;
 use crate::meta::{Dentry, MetaStore};
 use crate::wal;
 use cache::{Cache, DentryKey, Known, Staged, Xattrs};
-use error::{enoent, Result};
+use error::{enoent, Error, Result};
 pub use open::{open_for_rebuild, open_offline, open_store, StoreLock, StoreOptions};
 use types::{Inode, Kind};
 use writer::Writer;
@@ -78,6 +78,10 @@ pub struct Fs {
     invalidator: std::sync::OnceLock<Arc<dyn Invalidator>>,
     /// The store's mode (`policy::Mode` as u8), followed live.
     mode: std::sync::atomic::AtomicU8,
+    /// Capacity in bytes of regular files; `u64::MAX`: none.
+    capacity: AtomicU64,
+    /// Last free-space level seen (`policy::Level` as u8).
+    level: std::sync::atomic::AtomicU8,
 }
 
 /// Tells a door that caches (the kernel, through FUSE) what changed behind
@@ -129,14 +133,46 @@ impl Fs {
     }
 
     /// Whether the daemon must see every write (see `policy`): if so, the
-    /// doors must not hand writes to the kernel (FUSE passthrough).
+    /// doors must not hand writes to the kernel (FUSE passthrough). True
+    /// in every mode but edit, and whenever a capacity is set.
     pub fn writes_through_daemon(&self) -> bool {
-        self.mode().writes_through_daemon()
+        self.mode().writes_through_daemon() || self.capacity().is_some()
+    }
+
+    /// Log when usage crosses a free-space level.
+    fn note_level(&self) {
+        let Some(cap) = self.capacity() else { return };
+        let level = policy::Thresholds::default().level(cap, self.usage().0);
+        let old = self.level.swap(level as u8, Ordering::AcqRel);
+        if old != level as u8 {
+            let (used, _) = self.usage();
+            if level == policy::Level::Ok {
+                tracing::info!(used, capacity = cap, "capacity level back to ok");
+            } else {
+                tracing::warn!(?level, used, capacity = cap, "capacity level crossed");
+            }
+        }
+    }
+
+    /// The capacity (bytes of regular files), if one is set.
+    pub fn capacity(&self) -> Option<u64> {
+        match self.capacity.load(Ordering::Acquire) {
+            u64::MAX => None,
+            c => Some(c),
+        }
+    }
+
+    /// (bytes, files) of regular files, including staged changes.
+    pub fn usage(&self) -> (u64, u64) {
+        let (b, f) = self.cache.usage_total();
+        (b.max(0) as u64, f.max(0) as u64)
     }
 
     /// Follow mode changes made by other processes (`artfs mode`).
     pub(crate) fn refresh_policy(&self) -> Result<()> {
         if let Some(c) = self.meta.config()? {
+            self.capacity
+                .store(c.capacity.unwrap_or(u64::MAX), Ordering::Release);
             if let Ok(m) = c.mode.parse::<policy::Mode>() {
                 let old = self.mode.swap(m.to_u8(), Ordering::AcqRel);
                 if old != m.to_u8() {
@@ -205,8 +241,18 @@ impl Fs {
         let mut tx = Tx {
             fs: self,
             staged: Staged::default(),
+            exempt: false,
         };
         let out = f(&mut tx)?;
+        // Capacity is checked once, on what the whole mutation adds.
+        if let Some(cap) = self.capacity() {
+            if tx.staged.usage.0 > 0 && !tx.exempt {
+                let used = self.cache.usage_total().0.max(0) as u64;
+                if used + tx.staged.usage.0 as u64 > cap {
+                    return Err(Error::posix(libc::ENOSPC, "store capacity reached"));
+                }
+            }
+        }
         if !tx.staged.released_objects.is_empty() {
             // Objects go only after the inode removal commits; this intent
             // lets recovery finish the job if the daemon dies in between.
@@ -219,9 +265,13 @@ impl Fs {
             tx.staged.reclaim = Some(rec.id);
             tx.staged.wal.push(rec);
         }
+        let grew = tx.staged.usage.0 != 0;
         if !tx.staged.is_empty() {
             self.cache.apply(tx.staged);
             self.writer.kick();
+            if grew {
+                self.note_level();
+            }
         }
         Ok(out)
     }
@@ -282,6 +332,9 @@ impl Fs {
 pub(crate) struct Tx<'a> {
     fs: &'a Fs,
     staged: Staged,
+    /// Record what already happened (sizes found in objects): no capacity
+    /// check.
+    exempt: bool,
 }
 
 impl Tx<'_> {
@@ -305,6 +358,11 @@ impl Tx<'_> {
     }
 
     fn put(&mut self, inode: &Inode) -> Result<()> {
+        if inode.kind == Kind::File {
+            if let Ok(old) = self.inode(inode.ino) {
+                self.staged.usage.0 += inode.size as i64 - old.size as i64;
+            }
+        }
         self.staged.inodes.insert(inode.ino, Some(inode.clone()));
         Ok(())
     }
@@ -312,6 +370,10 @@ impl Tx<'_> {
     /// Insert a new inode, allocating its number.
     fn insert(&mut self, mut inode: Inode) -> Result<Inode> {
         inode.ino = self.fs.alloc_ino()?;
+        if inode.kind == Kind::File {
+            self.staged.usage.0 += inode.size as i64;
+            self.staged.usage.1 += 1;
+        }
         if inode.kind.is_dir() {
             self.staged.new_dirs.push(inode.ino);
         }
@@ -324,6 +386,11 @@ impl Tx<'_> {
     /// Delete an inode and its attributes; a regular file's object goes
     /// once the deletion is committed.
     fn remove(&mut self, inode: &Inode) -> Result<()> {
+        if inode.kind == Kind::File {
+            let size = self.inode(inode.ino).map_or(inode.size, |i| i.size);
+            self.staged.usage.0 -= size as i64;
+            self.staged.usage.1 -= 1;
+        }
         self.staged.inodes.insert(inode.ino, None);
         self.staged.xattrs.insert(inode.ino, None);
         if inode.kind == Kind::File {

@@ -680,10 +680,23 @@ impl Fs {
         // Count committed inodes after committing pending creates.
         self.flush()?;
         let files = self.meta.inode_count()?;
+        let (mut blocks, mut bfree, mut bavail) = (
+            scale(v.blocks()),
+            scale(v.blocks_free()),
+            scale(v.blocks_available()),
+        );
+        if let Some(cap) = self.capacity() {
+            // `df` tells the store's own accounting, never more than the
+            // backing filesystem can hold.
+            let free = cap.saturating_sub(self.usage().0) / bsize;
+            blocks = cap / bsize;
+            bfree = bfree.min(free);
+            bavail = bavail.min(free);
+        }
         Ok(StatFs {
-            blocks: scale(v.blocks()),
-            bfree: scale(v.blocks_free()),
-            bavail: scale(v.blocks_available()),
+            blocks,
+            bfree,
+            bavail,
             files: files + v.files_free(),
             ffree: v.files_free(),
             bsize: bsize as u32,

@@ -33,6 +33,8 @@ pub struct StoreOptions {
     pub wal_retention: crate::wal::Retention,
     /// Mode of a store created by this mount (an existing store keeps its own).
     pub initial_mode: super::policy::Mode,
+    /// Set the store's capacity (bytes of regular files; 0 removes it).
+    pub capacity: Option<u64>,
 }
 
 impl StoreOptions {
@@ -44,6 +46,7 @@ impl StoreOptions {
             cache_entries: 100_000,
             wal_retention: crate::wal::Retention::default(),
             initial_mode: super::policy::Mode::Edit,
+            capacity: None,
         }
     }
 
@@ -104,7 +107,16 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
         crate::blob::render::rewrite(meta.as_ref(), &objects, &[ROOT_INO])?;
     }
     let mode = match meta.config()? {
-        Some(c) => {
+        Some(mut c) => {
+            if opts.capacity.is_some() && opts.capacity != c.capacity {
+                c.capacity = opts.capacity.filter(|b| *b > 0);
+                tracing::info!(capacity = ?c.capacity, "capacity set");
+                meta.apply(&crate::meta::Batch {
+                    config: Some(c.clone()),
+                    ..Default::default()
+                })?;
+            }
+            super::policy::save_policy_file(&backing, &c);
             let m: super::policy::Mode = c.mode.parse().map_err(Error::Meta)?;
             if m != opts.initial_mode && opts.initial_mode != super::policy::Mode::Edit {
                 tracing::warn!(mode = %m, asked = %opts.initial_mode,
@@ -117,12 +129,15 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
                 mode: opts.initial_mode.as_str().into(),
                 mode_changed_at: Timestamp::now().to_rfc3339(),
                 mode_changed_by: crate::core::namespace::user_name(nix::unistd::getuid().as_raw()),
-                capacity: None,
+                capacity: opts.capacity.filter(|b| *b > 0),
+                used_bytes: 0,
+                file_count: 0,
             };
             meta.apply(&crate::meta::Batch {
-                config: Some(cfg),
+                config: Some(cfg.clone()),
                 ..Default::default()
             })?;
+            super::policy::save_policy_file(&backing, &cfg);
             opts.initial_mode
         }
     };
@@ -167,7 +182,14 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
         sidecars: Default::default(),
         invalidator: Default::default(),
         mode: mode.to_u8().into(),
+        capacity: u64::MAX.into(),
+        level: 0.into(),
     });
+    fs.refresh_policy()?;
+    if let Some(c) = fs.meta.config()? {
+        fs.cache
+            .set_usage_total(c.used_bytes as i64, c.file_count as i64);
+    }
     {
         // Mode changes by other processes take effect within a second.
         let weak = Arc::downgrade(&fs);

@@ -149,6 +149,7 @@ pub fn check(mode: Mode, change: Change) -> Result<()> {
 /// when. Returns the previous mode.
 pub fn change_mode(
     meta: &dyn crate::meta::MetaStore,
+    backing: &std::path::Path,
     to: Mode,
     confirm: bool,
     by: &str,
@@ -175,12 +176,13 @@ pub fn change_mode(
     rec.user_id = Some(by.to_string());
     rec.completed_at = Some(now);
     let batch = crate::meta::Batch {
-        config: Some(cfg),
+        config: Some(cfg.clone()),
         wal: vec![rec],
         ..Default::default()
     };
     meta.apply(&batch)?;
     meta.sync()?;
+    save_policy_file(backing, &cfg);
     Ok(from)
 }
 
@@ -235,4 +237,116 @@ mod tests {
         assert_eq!(check(Mode::Ar, Read).unwrap_err().errno(), libc::EACCES);
         assert_eq!(check(Mode::Ar, Metadata).unwrap_err().errno(), libc::EROFS);
     }
+}
+
+/// How full the store is, by its free space (the original's levels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Ok,
+    Warning,
+    Critical,
+    Full,
+}
+
+/// Free-space levels: a level applies when free space is below its
+/// percentage of the capacity or below its absolute floor.
+#[derive(Clone, Debug)]
+pub struct Thresholds {
+    pub warning_pct: f64,
+    pub critical_pct: f64,
+    pub full_pct: f64,
+    pub warning_bytes: u64,
+    pub critical_bytes: u64,
+    pub full_bytes: u64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            warning_pct: 20.0,
+            critical_pct: 10.0,
+            full_pct: 2.0,
+            warning_bytes: 0,
+            critical_bytes: 0,
+            full_bytes: 0,
+        }
+    }
+}
+
+impl Thresholds {
+    pub fn level(&self, capacity: u64, used: u64) -> Level {
+        let free = capacity.saturating_sub(used);
+        let pct = if capacity == 0 {
+            0.0
+        } else {
+            free as f64 * 100.0 / capacity as f64
+        };
+        if free == 0 || pct < self.full_pct || free < self.full_bytes {
+            Level::Full
+        } else if pct < self.critical_pct || free < self.critical_bytes {
+            Level::Critical
+        } else if pct < self.warning_pct || free < self.warning_bytes {
+            Level::Warning
+        } else {
+            Level::Ok
+        }
+    }
+}
+
+/// Capacity and usage, as `/api/v1/capacity` reports them.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CapacityReport {
+    pub mode: String,
+    pub capacity: Option<u64>,
+    pub used_bytes: u64,
+    pub free_bytes: Option<u64>,
+    pub file_count: u64,
+    pub level: Level,
+}
+
+impl super::Fs {
+    pub fn capacity_report(&self) -> CapacityReport {
+        let (used, files) = self.usage();
+        let cap = self.capacity();
+        CapacityReport {
+            mode: self.mode().as_str().to_string(),
+            capacity: cap,
+            used_bytes: used,
+            free_bytes: cap.map(|c| c.saturating_sub(used)),
+            file_count: files,
+            level: cap.map_or(Level::Ok, |c| Thresholds::default().level(c, used)),
+        }
+    }
+}
+
+/// The policy row is also kept in `BACKING/.artfs/policy.json`, so that a
+/// store rebuilt from BACKING alone keeps its mode and capacity.
+pub fn save_policy_file(backing: &std::path::Path, cfg: &crate::meta::StoreConfig) {
+    let doc = serde_json::json!({
+        "mode": cfg.mode,
+        "mode_changed_at": cfg.mode_changed_at,
+        "mode_changed_by": cfg.mode_changed_by,
+        "capacity": cfg.capacity,
+    });
+    let path = backing.join(".artfs/policy.json");
+    if let Err(e) = super::open::write_atomic(&path, doc.to_string().as_bytes()) {
+        tracing::warn!(error = %e, "could not write {}", path.display());
+    }
+}
+
+/// The policy saved by [`save_policy_file`], if any.
+pub fn load_policy_file(backing: &std::path::Path) -> Option<crate::meta::StoreConfig> {
+    let text = std::fs::read(backing.join(".artfs/policy.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    let mode = v.get("mode")?.as_str()?;
+    mode.parse::<Mode>().ok()?;
+    Some(crate::meta::StoreConfig {
+        mode: mode.to_string(),
+        mode_changed_at: v.get("mode_changed_at")?.as_str()?.to_string(),
+        mode_changed_by: v.get("mode_changed_by")?.as_str()?.to_string(),
+        capacity: v.get("capacity").and_then(serde_json::Value::as_u64),
+        used_bytes: 0,
+        file_count: 0,
+    })
 }

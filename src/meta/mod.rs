@@ -40,8 +40,10 @@ pub struct Batch {
     pub wal: Vec<wal::Record>,
     /// Status changes of rows already in the log.
     pub wal_done: Vec<wal::Update>,
-    /// A new policy row.
+    /// A new policy row (mode and capacity; usage is kept by deltas).
     pub config: Option<StoreConfig>,
+    /// Change of (bytes of regular files, number of regular files).
+    pub usage_delta: (i64, i64),
 }
 
 impl Batch {
@@ -53,6 +55,7 @@ impl Batch {
             && self.wal.is_empty()
             && self.wal_done.is_empty()
             && self.config.is_none()
+            && self.usage_delta == (0, 0)
     }
 }
 
@@ -64,6 +67,10 @@ pub struct StoreConfig {
     pub mode_changed_at: String,
     pub mode_changed_by: String,
     pub capacity: Option<u64>,
+    /// Bytes of regular files (logical sizes), as committed.
+    pub used_bytes: u64,
+    /// Number of regular files, as committed.
+    pub file_count: u64,
 }
 
 /// Counters the core resumes from at mount.

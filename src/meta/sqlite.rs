@@ -406,13 +406,26 @@ impl SqliteStore {
         }
         if let Some(c) = &b.config {
             sqlx::query(&format!(
-                "INSERT OR REPLACE INTO {p}_config \
-                 (id, mode, mode_changed_at, mode_changed_by, capacity) VALUES (1, ?, ?, ?, ?)"
+                "INSERT INTO {p}_config \
+                 (id, mode, mode_changed_at, mode_changed_by, capacity) VALUES (1, ?, ?, ?, ?) \
+                 ON CONFLICT (id) DO UPDATE SET mode = excluded.mode, \
+                 mode_changed_at = excluded.mode_changed_at, \
+                 mode_changed_by = excluded.mode_changed_by, capacity = excluded.capacity"
             ))
             .bind(&c.mode)
             .bind(&c.mode_changed_at)
             .bind(&c.mode_changed_by)
             .bind(c.capacity.map(|v| v as i64))
+            .execute(&mut *tx)
+            .await?;
+        }
+        if b.usage_delta != (0, 0) {
+            sqlx::query(&format!(
+                "UPDATE {p}_config SET used_bytes = used_bytes + ?, \
+                 file_count = file_count + ? WHERE id = 1"
+            ))
+            .bind(b.usage_delta.0)
+            .bind(b.usage_delta.1)
             .execute(&mut *tx)
             .await?;
         }
@@ -661,19 +674,24 @@ impl MetaStore for SqliteStore {
 
     fn config(&self) -> Result<Option<super::StoreConfig>> {
         let p = &self.p;
-        let row: Option<(String, String, String, Option<i64>)> = self.rt.block_on(
+        type Row = (String, String, String, Option<i64>, i64, i64);
+        let row: Option<Row> = self.rt.block_on(
             sqlx::query_as(&format!(
-                "SELECT mode, mode_changed_at, mode_changed_by, capacity FROM {p}_config \
-                 WHERE id = 1"
+                "SELECT mode, mode_changed_at, mode_changed_by, capacity, used_bytes, \
+                 file_count FROM {p}_config WHERE id = 1"
             ))
             .fetch_optional(&self.pool),
         )?;
-        Ok(row.map(|(mode, at, by, cap)| super::StoreConfig {
-            mode,
-            mode_changed_at: at,
-            mode_changed_by: by,
-            capacity: cap.map(|c| c as u64),
-        }))
+        Ok(
+            row.map(|(mode, at, by, cap, used, files)| super::StoreConfig {
+                mode,
+                mode_changed_at: at,
+                mode_changed_by: by,
+                capacity: cap.map(|c| c as u64),
+                used_bytes: used.max(0) as u64,
+                file_count: files.max(0) as u64,
+            }),
+        )
     }
 
     fn find_by_file_id(&self, file_id: &str) -> Result<Option<u64>> {

@@ -136,6 +136,7 @@ fn settle(
                 ));
             }
             inode.size = size;
+            batch.usage_delta = (size as i64 - before as i64, 0);
             if newer {
                 inode.mtime = mtime;
                 inode.ctime = inode.ctime.max(ctime);
