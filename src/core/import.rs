@@ -365,7 +365,7 @@ impl Fs {
                 original_name: meta.original_filename.clone(),
                 sha256: Some(actual.clone()),
             };
-            tx.staged.inodes.insert(ino, Some(inode));
+            tx.insert_allocated(inode);
             tx.set_xattrs(ino, xattrs.clone());
             tx.add_entry(parent_dir_ino, name, ino, Kind::File)?;
             tx.log(

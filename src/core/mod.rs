@@ -383,6 +383,16 @@ impl Tx<'_> {
         Ok(inode)
     }
 
+    /// Insert a new inode whose number was allocated already (its object
+    /// was put in place first, as import does).
+    fn insert_allocated(&mut self, inode: Inode) {
+        if inode.kind == Kind::File {
+            self.staged.usage.0 += inode.size as i64;
+            self.staged.usage.1 += 1;
+        }
+        self.staged.inodes.insert(inode.ino, Some(inode));
+    }
+
     /// Delete an inode and its attributes; a regular file's object goes
     /// once the deletion is committed.
     fn remove(&mut self, inode: &Inode) -> Result<()> {
