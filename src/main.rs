@@ -178,6 +178,21 @@ struct MountArgs {
     /// ENOSPC. Writes then go through the daemon (no passthrough).
     #[arg(long, env = "ARTFS_CAPACITY", value_parser = parse_bytes)]
     capacity: Option<u64>,
+    /// Days an unlinked file stays in /.trash before it is purged (edit
+    /// mode; 0 turns the trash off).
+    #[arg(long, env = "ARTFS_TRASH_DAYS", default_value_t = 1.0)]
+    trash_days: f64,
+    /// Seconds between collector sweeps (trash purge, expiry).
+    #[arg(
+        long,
+        env = "ARTFS_COLLECT_INTERVAL",
+        default_value_t = 60.0,
+        hide = true
+    )]
+    collect_interval: f64,
+    /// Seconds added to the collector's clock (tests of expiry and trash).
+    #[arg(long, env = "ARTFS_CLOCK_SKEW", default_value_t = 0, hide = true)]
+    clock_skew: u64,
     /// Mode of a new store: edit (default), rw, ro or ar. An existing
     /// store keeps its mode (change it with `artfs mode`).
     #[arg(long, env = "ARTFS_MODE", default_value = "edit")]
@@ -237,6 +252,12 @@ fn mount(args: MountArgs) -> anyhow::Result<()> {
     sopts.cache_entries = args.cache_entries;
     sopts.initial_mode = args.mode;
     sopts.capacity = args.capacity;
+    if !(args.trash_days >= 0.0 && args.trash_days.is_finite()) {
+        anyhow::bail!("--trash-days must be 0 or more");
+    }
+    sopts.collector.trash_days = args.trash_days;
+    sopts.collector.interval = Duration::from_secs_f64(args.collect_interval.max(0.05));
+    sopts.collector.clock_skew = Duration::from_secs(args.clock_skew);
     let (fs, _lock) = open_store(&sopts, rt.handle().clone())
         .with_context(|| format!("cannot open store {}", args.backing.display()))?;
     let served = serve(fs.clone(), &args.mountpoint, &mopts);

@@ -36,6 +36,10 @@ fn objects(backing: &Path) -> Vec<String> {
 /// Arm `point`, run `op` (which dies with the daemon), and recover:
 /// fsck must then find the unmounted store consistent.
 fn crash_during(m: &mut Mount, point: &str, op: impl FnOnce(&Path) + Send + 'static) {
+    // Let the sidecar thread settle what the setup wrote (its rows commit
+    // in a batch of their own), so the armed point hits the operation's.
+    std::thread::sleep(Duration::from_millis(400));
+    sync(m);
     m.arm(&[&format!("{point}=return")]);
     let mnt = m.mnt.clone();
     // The syscall that hits the crash point fails (ENOTCONN) or hangs until
@@ -72,7 +76,8 @@ fn crash_before_a_batch_commits_loses_the_create_whole() {
 
 #[test]
 fn crash_after_an_unlink_commits_removes_the_object() {
-    let mut m = Mount::new();
+    // Unlink for real: no trash.
+    let mut m = Mount::with_args(&["--trash-days", "0"]);
     write_file(&m.path("victim"), b"doomed");
     write_file(&m.path("keep"), b"kept");
     sync(&m);
@@ -94,7 +99,8 @@ fn crash_after_an_unlink_commits_removes_the_object() {
 
 #[test]
 fn crash_between_object_removal_and_its_log_row() {
-    let mut m = Mount::new();
+    // Unlink for real: no trash.
+    let mut m = Mount::with_args(&["--trash-days", "0"]);
     write_file(&m.path("victim"), b"doomed");
     sync(&m);
     crash_during(&mut m, "writer::after_reclaim", |mnt| {
@@ -288,7 +294,7 @@ fn fsck_on_a_directory_that_is_no_store_fails_clearly() {
 
 #[test]
 fn disk_full_gives_enospc_and_keeps_metadata_true() {
-    let mut m = Mount::prepared(&[], |backing| {
+    let mut m = Mount::prepared(&["--trash-days", "0"], |backing| {
         nix::mount::mount(
             Some("tmpfs"),
             backing,

@@ -513,7 +513,8 @@ fn unlink_while_open_then_crash_is_reclaimed_at_next_mount() {
 
 #[test]
 fn unlinked_file_object_is_removed_and_hard_link_keeps_it() {
-    let m = Mount::new();
+    // Unlink for real (the trash would keep the object for a day).
+    let m = Mount::with_args(&["--trash-days", "0"]);
     fs::write(m.path("a"), b"x").unwrap();
     let ino = fs::metadata(m.path("a")).unwrap().ino();
     let obj = object_path(&m, ino);

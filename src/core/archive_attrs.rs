@@ -19,7 +19,17 @@ pub const READ_ONLY: [&str; 6] = [
 ];
 
 /// Writable, with validated values.
-pub const WRITABLE: [&str; 4] = ["description", "version", "content_type", "retention_until"];
+pub const WRITABLE: [&str; 6] = [
+    "description",
+    "version",
+    "content_type",
+    "retention_until",
+    // When the collector removes the file (RFC 3339).
+    "expires_at",
+    // On a directory: seconds until new files in it expire (inherited by
+    // new subdirectories).
+    "default_ttl",
+];
 
 /// What an attribute name is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,7 +89,15 @@ pub fn validate(name: &str, value: &[u8]) -> Result<()> {
     let text = std::str::from_utf8(value)
         .map_err(|_| Error::posix(libc::EINVAL, "archive attributes must be UTF-8 text"))?;
     match name {
-        "retention_until" => {
+        "default_ttl" => {
+            if !text.trim().parse::<u64>().is_ok_and(|s| s > 0) {
+                return Err(Error::posix(
+                    libc::EINVAL,
+                    "default_ttl must be a number of seconds above 0",
+                ));
+            }
+        }
+        "retention_until" | "expires_at" => {
             Timestamp::parse_rfc3339(text.trim()).map_err(|_| {
                 Error::posix(
                     libc::EINVAL,
@@ -130,7 +148,7 @@ pub fn check_retention(xattrs: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
 
 /// A time value normalised for storage (`Z`, UTC), as the sidecar keeps it.
 pub fn normalise(name: &str, value: &[u8]) -> Vec<u8> {
-    if name == "retention_until" {
+    if name == "retention_until" || name == "expires_at" {
         if let Some(t) = std::str::from_utf8(value)
             .ok()
             .and_then(|s| Timestamp::parse_rfc3339(s.trim()).ok())

@@ -11,6 +11,7 @@
 pub mod archive_attrs;
 pub mod cache;
 mod checksum;
+pub mod collector;
 mod data;
 pub mod error;
 mod import;
@@ -82,6 +83,7 @@ pub struct Fs {
     capacity: AtomicU64,
     /// Last free-space level seen (`policy::Level` as u8).
     level: std::sync::atomic::AtomicU8,
+    collector: collector::CollectorConfig,
 }
 
 /// Tells a door that caches (the kernel, through FUSE) what changed behind
@@ -300,6 +302,14 @@ impl Fs {
     }
 
     fn attr_of(&self, mut inode: Inode) -> Result<Attr> {
+        if inode.ino == types::ROOT_INO {
+            // The trash is hidden: its ".." does not count for the root.
+            if let Ok(Some(d)) = self.child(types::ROOT_INO, collector::TRASH) {
+                if d.kind == Kind::Dir {
+                    inode.nlink = inode.nlink.saturating_sub(1);
+                }
+            }
+        }
         if inode.kind == Kind::File {
             if let Some(a) = self.open_attr(&inode)? {
                 return Ok(a);

@@ -174,6 +174,10 @@ impl Fs {
             };
             let new = tx.insert(new)?;
             tx.add_entry(parent, name, new.ino, kind)?;
+            let inherited = self.inherited_expiry(tx, parent, kind, now)?;
+            if !inherited.is_empty() {
+                tx.set_xattrs(new.ino, inherited);
+            }
             let op = match kind {
                 Kind::File => wal::Op::Create,
                 Kind::Dir => wal::Op::Mkdir,
@@ -220,8 +224,24 @@ impl Fs {
             }
             archive_attrs::check_retention(&tx.xattrs(ino)?)?;
             let now = Timestamp::now();
-            tx.remove_entry(parent, name)?;
             let inode = tx.inode(ino)?;
+            if let Some(tname) = self.trash_entry(tx, parent, name, &inode, now)? {
+                tx.log(
+                    wal::Record::new(
+                        wal::Op::Unlink,
+                        wal::Status::Committed,
+                        Some(inode.file_id.clone()),
+                        json!({ "ino": ino, "parent": parent, "name": wal::name_json(name),
+                                "trashed_as": wal::name_json(&tname) }),
+                    )
+                    .by(caller.uid),
+                );
+                dir = tx.inode(parent)?;
+                dir.mtime = now;
+                dir.ctime = now;
+                return tx.put(&dir);
+            }
+            tx.remove_entry(parent, name)?;
             tx.log(
                 wal::Record::new(
                     wal::Op::Unlink,
@@ -240,7 +260,12 @@ impl Fs {
     }
 
     /// One link of a non-directory is gone: keep, orphan or delete it.
-    fn drop_link(&self, tx: &mut super::Tx<'_>, mut inode: Inode, now: Timestamp) -> Result<()> {
+    pub(crate) fn drop_link(
+        &self,
+        tx: &mut super::Tx<'_>,
+        mut inode: Inode,
+        now: Timestamp,
+    ) -> Result<()> {
         inode.nlink = inode.nlink.saturating_sub(1);
         inode.ctime = now;
         if inode.nlink == 0 && !self.is_open(inode.ino) {
@@ -666,6 +691,10 @@ impl Fs {
         }
         let after = offset.saturating_sub(2);
         for mut e in self.meta.read_dir(ino, after, limit)? {
+            // The trash is reachable by path, not listed.
+            if ino == ROOT_INO && e.name == super::collector::TRASH {
+                continue;
+            }
             e.offset += 2;
             out.push(e);
         }

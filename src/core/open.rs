@@ -35,6 +35,8 @@ pub struct StoreOptions {
     pub initial_mode: super::policy::Mode,
     /// Set the store's capacity (bytes of regular files; 0 removes it).
     pub capacity: Option<u64>,
+    /// Trash and expiry.
+    pub collector: super::collector::CollectorConfig,
 }
 
 impl StoreOptions {
@@ -47,6 +49,7 @@ impl StoreOptions {
             wal_retention: crate::wal::Retention::default(),
             initial_mode: super::policy::Mode::Edit,
             capacity: None,
+            collector: Default::default(),
         }
     }
 
@@ -184,7 +187,14 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
         mode: mode.to_u8().into(),
         capacity: u64::MAX.into(),
         level: 0.into(),
+        collector: opts.collector.clone(),
     });
+    {
+        let (weak, every) = (Arc::downgrade(&fs), opts.collector.interval);
+        std::thread::Builder::new()
+            .name("artfs-collector".into())
+            .spawn(move || super::collector::run(weak, every))?;
+    }
     fs.refresh_policy()?;
     if let Some(c) = fs.meta.config()? {
         fs.cache

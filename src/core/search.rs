@@ -40,8 +40,12 @@ pub fn search_in(
 ) -> Result<Vec<Hit>> {
     let mut out = Vec::new();
     for (ino, rank) in meta.search(query, limit.clamp(1, 1000), offset)? {
-        // An inode without a name (unlinked while open) is not a result.
+        // An inode without a name (unlinked while open) or in the trash
+        // is not a result.
         if let Some(path) = meta.path_of(ino)? {
+            if path.starts_with(b"/.trash/") {
+                continue;
+            }
             out.push(Hit { ino, path, rank });
         }
     }

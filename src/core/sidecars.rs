@@ -51,14 +51,20 @@ impl Sidecars {
         self.work.notify_one();
     }
 
-    /// Wait until every queued sidecar is written and synced.
+    /// Wait until every queued sidecar is written and synced, for at most
+    /// half a minute (if they cannot be written, e.g. on a full disk, their
+    /// rows stay pending and recovery writes them at the next mount).
     pub fn drain(&self) {
         let mut s = self.state.lock();
         let target = s.queued;
         s.urgent = true;
         self.work.notify_one();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while s.handled < target && !s.stop {
-            self.done.wait(&mut s);
+            if self.done.wait_until(&mut s, deadline).timed_out() {
+                tracing::warn!("sidecars not all written at close; recovery will finish them");
+                break;
+            }
         }
         s.urgent = false;
     }

@@ -104,6 +104,8 @@ pub trait MetaStore: Send + Sync {
     fn links_of(&self, inos: &[u64]) -> Result<Vec<(u64, u64, Vec<u8>)>>;
     /// Extended attributes of the given inodes: (ino, name, value).
     fn xattrs_of(&self, inos: &[u64]) -> Result<XattrRows>;
+    /// Every (ino, value) of the attribute `name`.
+    fn xattr_values(&self, name: &[u8]) -> Result<Vec<(u64, Vec<u8>)>>;
     /// Delete every inode, entry and attribute (rebuild starts from here).
     fn clear_namespace(&self) -> Result<()>;
     /// Record the store identity without creating a root (rebuild).

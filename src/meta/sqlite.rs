@@ -618,6 +618,16 @@ impl MetaStore for SqliteStore {
         Ok(out)
     }
 
+    fn xattr_values(&self, name: &[u8]) -> Result<Vec<(u64, Vec<u8>)>> {
+        let p = &self.p;
+        let rows: Vec<(i64, Vec<u8>)> = self.rt.block_on(
+            sqlx::query_as(&format!("SELECT ino, value FROM {p}_xattrs WHERE name = ?"))
+                .bind(name)
+                .fetch_all(&self.pool),
+        )?;
+        Ok(rows.into_iter().map(|(i, v)| (i as u64, v)).collect())
+    }
+
     fn clear_namespace(&self) -> Result<()> {
         let p = &self.p;
         self.rt.block_on(async {
