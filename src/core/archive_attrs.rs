@@ -89,13 +89,11 @@ pub fn validate(name: &str, value: &[u8]) -> Result<()> {
     let text = std::str::from_utf8(value)
         .map_err(|_| Error::posix(libc::EINVAL, "archive attributes must be UTF-8 text"))?;
     match name {
-        "default_ttl" => {
-            if !text.trim().parse::<u64>().is_ok_and(|s| s > 0) {
-                return Err(Error::posix(
-                    libc::EINVAL,
-                    "default_ttl must be a number of seconds above 0",
-                ));
-            }
+        "default_ttl" if !text.trim().parse::<u64>().is_ok_and(|s| s > 0) => {
+            return Err(Error::posix(
+                libc::EINVAL,
+                "default_ttl must be a number of seconds above 0",
+            ));
         }
         "retention_until" | "expires_at" => {
             Timestamp::parse_rfc3339(text.trim()).map_err(|_| {
