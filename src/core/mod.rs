@@ -17,6 +17,7 @@ pub mod error;
 mod import;
 pub mod namespace;
 mod open;
+mod maintenance;
 pub mod policy;
 pub mod search;
 mod sidecars;
