@@ -114,6 +114,7 @@ impl Hasher {
         std::thread::Builder::new()
             .name("artfs-hasher".into())
             .spawn(move || {
+                super::background_thread();
                 while let Ok(ino) = rx.recv() {
                     let Some(fs) = fs.upgrade() else { return };
                     if let Err(e) = run_one(&fs, ino) {

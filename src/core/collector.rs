@@ -280,6 +280,7 @@ impl Fs {
 
 /// Run sweeps every `interval` until the filesystem goes away.
 pub fn run(fs: Weak<Fs>, interval: Duration) {
+    super::background_thread();
     loop {
         std::thread::sleep(interval);
         let Some(fs) = fs.upgrade() else { return };

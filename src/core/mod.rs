@@ -15,9 +15,9 @@ pub mod collector;
 mod data;
 pub mod error;
 mod import;
+mod maintenance;
 pub mod namespace;
 mod open;
-mod maintenance;
 pub mod policy;
 pub mod search;
 mod sidecars;
@@ -85,6 +85,16 @@ pub struct Fs {
     /// Last free-space level seen (`policy::Level` as u8).
     level: std::sync::atomic::AtomicU8,
     collector: collector::CollectorConfig,
+}
+
+/// Lower the calling thread's CPU priority: background upkeep (sidecars,
+/// hashing, the collector) yields to the requests users wait for.
+pub(crate) fn background_thread() {
+    // SAFETY: plain syscalls on the calling thread's own id.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
 }
 
 /// Tells a door that caches (the kernel, through FUSE) what changed behind

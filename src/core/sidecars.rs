@@ -80,6 +80,7 @@ impl Sidecars {
 /// The thread's loop. It holds the filesystem only while working, so it
 /// never keeps a closed store alive.
 pub fn run(sc: Arc<Sidecars>, fs: Weak<Fs>) {
+    super::background_thread();
     loop {
         let jobs = {
             let mut s = sc.state.lock();
