@@ -45,6 +45,20 @@ pub struct FuseFs {
     /// One kernel backing id per open inode, shared by its handles.
     backing_by_ino: Mutex<HashMap<u64, Weak<BackingId>>>,
     backing_by_fh: Mutex<HashMap<u64, Arc<BackingId>>>,
+    /// Per open directory: the rest of the last chunk read from the store.
+    /// A reply holds only what fits the kernel's buffer (a few dozen
+    /// entries with attributes); the next request continues from here
+    /// instead of querying the store again.
+    listings: Mutex<HashMap<u64, Listing>>,
+    next_dir_fh: std::sync::atomic::AtomicU64,
+}
+
+/// Entries fetched for an open directory and not yet handed out.
+#[derive(Default)]
+struct Listing {
+    entries: std::collections::VecDeque<crate::core::types::DirEntry>,
+    /// The offset the kernel continues from if it read what we sent.
+    next_offset: u64,
 }
 
 fn caller(req: &Request) -> Caller {
@@ -121,6 +135,8 @@ impl FuseFs {
             passthrough: AtomicBool::new(false),
             backing_by_ino: Mutex::default(),
             backing_by_fh: Mutex::default(),
+            listings: Mutex::default(),
+            next_dir_fh: 1.into(),
         }
     }
 
@@ -151,6 +167,46 @@ impl FuseFs {
             Ok(a) => reply.entry(&self.ttl, &fuse_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
+    }
+
+    /// Hand directory entries after `offset` to `add` until it reports a
+    /// full buffer (`Some(true)`; `None` skips an entry), reading the store
+    /// in chunks kept per open directory.
+    fn list(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        mut add: impl FnMut(&crate::core::types::DirEntry) -> Option<bool>,
+    ) -> Result<(), Error> {
+        const CHUNK: usize = 1024;
+        let mut l = self.listings.lock().remove(&fh).unwrap_or_default();
+        if l.next_offset != offset {
+            // A seek (or a reread): start over from the store.
+            l.entries.clear();
+            l.next_offset = offset;
+        }
+        loop {
+            if l.entries.is_empty() {
+                let fetched = self.fs.readdir(ino, l.next_offset, CHUNK)?;
+                if fetched.is_empty() {
+                    break;
+                }
+                l.entries.extend(fetched);
+            }
+            let Some(e) = l.entries.front() else { break };
+            match add(e) {
+                Some(true) => break,
+                _ => {
+                    l.next_offset = e.offset;
+                    l.entries.pop_front();
+                }
+            }
+        }
+        if fh != 0 {
+            self.listings.lock().insert(fh, l);
+        }
+        Ok(())
     }
 
     /// The backing id for a handle's inode, registering it on first open.
@@ -545,10 +601,14 @@ impl Filesystem for FuseFs {
             // The kernel may cache listings: changes through the mount
             // invalidate them, and a directory moved by rename (whose ".."
             // changed) is invalidated after the rename's reply.
-            Ok(a) if a.inode.kind.is_dir() => reply.opened(
-                FileHandle(0),
-                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
-            ),
+            Ok(a) if a.inode.kind.is_dir() => {
+                let fh = self.next_dir_fh.fetch_add(1, Ordering::Relaxed);
+                self.listings.lock().insert(fh, Listing::default());
+                reply.opened(
+                    FileHandle(fh),
+                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+                )
+            }
             Ok(_) => reply.error(Errno::ENOTDIR),
             Err(e) => reply.error(errno(&e)),
         }
@@ -558,55 +618,57 @@ impl Filesystem for FuseFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
         let _s = debug_span!("readdir", ino = ino.0, offset).entered();
-        match self.fs.readdir(ino.0, offset, 1024) {
-            Ok(entries) => {
-                for e in entries {
-                    let name = OsStr::from_bytes(&e.name);
-                    if reply.add(INodeNo(e.ino), e.offset, file_type(e.kind), name) {
-                        break;
-                    }
-                }
-                reply.ok();
-            }
+        let r = self.list(ino.0, fh.0, offset, |e| {
+            let name = OsStr::from_bytes(&e.name);
+            Some(reply.add(INodeNo(e.ino), e.offset, file_type(e.kind), name))
+        });
+        match r {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.listings.lock().remove(&fh.0);
+        reply.ok();
     }
 
     fn readdirplus(
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
         let _s = debug_span!("readdirplus", ino = ino.0, offset).entered();
-        match self.fs.readdir(ino.0, offset, 512) {
-            Ok(entries) => {
-                for e in entries {
-                    // An entry removed since the listing is simply skipped.
-                    let Ok(attr) = self.fs.getattr(e.ino) else {
-                        continue;
-                    };
-                    let name = OsStr::from_bytes(&e.name);
-                    if reply.add(
-                        INodeNo(e.ino),
-                        e.offset,
-                        name,
-                        &self.ttl,
-                        &fuse_attr(&attr),
-                        Generation(0),
-                    ) {
-                        break;
-                    }
-                }
-                reply.ok();
-            }
+        let r = self.list(ino.0, fh.0, offset, |e| {
+            // An entry removed since the listing was read is skipped.
+            let attr = self.fs.getattr(e.ino).ok()?;
+            let name = OsStr::from_bytes(&e.name);
+            Some(reply.add(
+                INodeNo(e.ino),
+                e.offset,
+                name,
+                &self.ttl,
+                &fuse_attr(&attr),
+                Generation(0),
+            ))
+        });
+        match r {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
     }
