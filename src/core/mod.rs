@@ -8,13 +8,16 @@
 //! memory (microseconds); the writer thread commits them in batches. Data
 //! I/O on open files never takes it.
 
-mod archive_attrs;
+pub mod access;
+pub mod archive_attrs;
 pub mod cache;
 mod checksum;
 mod data;
 pub mod error;
 pub mod namespace;
 mod open;
+mod publish;
+mod stats;
 pub mod types;
 mod writer;
 mod xattr;
@@ -36,6 +39,7 @@ use types::{Inode, Kind};
 use writer::Writer;
 
 pub use data::Handle;
+pub use publish::{estale, Expect, Published};
 
 /// An inode with at least one open handle: the object file is shared by
 /// all handles and is the truth for size and content while open.

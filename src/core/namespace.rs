@@ -235,7 +235,12 @@ impl Fs {
     }
 
     /// One link of a non-directory is gone: keep, orphan or delete it.
-    fn drop_link(&self, tx: &mut super::Tx<'_>, mut inode: Inode, now: Timestamp) -> Result<()> {
+    pub(super) fn drop_link(
+        &self,
+        tx: &mut super::Tx<'_>,
+        mut inode: Inode,
+        now: Timestamp,
+    ) -> Result<()> {
         inode.nlink = inode.nlink.saturating_sub(1);
         inode.ctime = now;
         if inode.nlink == 0 && !self.is_open(inode.ino) {

@@ -3,6 +3,7 @@
 //! kernel connection has (passthrough backing ids, TTLs). It holds no policy.
 
 mod mount;
+mod notify;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -27,6 +28,7 @@ use crate::core::types::{Caller, Kind, RenameMode, SetAttr, SetTime, Timestamp};
 use crate::core::{Attr, Fs, Handle};
 
 pub use mount::{check_mountpoint, serve, MountOptions};
+pub use notify::KernelInvalidator;
 
 /// How long the kernel may trust entries and attributes. The daemon owns
 /// its metadata, so this is long; changes made behind the kernel's back

@@ -113,6 +113,8 @@ pub fn serve(fs: Arc<Fs>, mountpoint: &Path, opts: &MountOptions) -> anyhow::Res
     let session = fuser::Session::new(adapter, &mountpoint, &config)
         .with_context(|| format!("cannot mount at {}", mountpoint.display()))?;
     let _ = notifier.set(session.notifier());
+    // Other doors (the HTTP API) push their changes out of the kernel's caches.
+    fs.set_invalidator(Arc::new(super::KernelInvalidator::new(notifier.clone())));
     tracing::info!(mountpoint = %mountpoint.display(), backing = %fs.backing().display(), "mounted");
 
     spawn_signal_handler(mountpoint.clone(), fs.backing().join(".artfs/failpoints"))?;

@@ -47,6 +47,9 @@ pub enum Op {
     Reclaim,
     /// Repairs made by `artfs fsck --repair`.
     Repair,
+    /// A staged upload (HTTP PUT) published under its name, replacing
+    /// any file there, in one transaction.
+    Upload,
 }
 
 impl Op {
@@ -68,6 +71,7 @@ impl Op {
             Op::Reserve => "reserve",
             Op::Reclaim => "reclaim",
             Op::Repair => "fsck_repair",
+            Op::Upload => "upload",
         }
     }
 
@@ -76,7 +80,7 @@ impl Op {
     }
 }
 
-const ALL_OPS: [Op; 16] = [
+const ALL_OPS: [Op; 17] = [
     Op::Create,
     Op::Mkdir,
     Op::Mknod,
@@ -93,6 +97,7 @@ const ALL_OPS: [Op; 16] = [
     Op::Reserve,
     Op::Reclaim,
     Op::Repair,
+    Op::Upload,
 ];
 
 /// The `status` column.
