@@ -386,6 +386,18 @@ fn put_get_delete_round_trip() {
     );
     assert_eq!(r.bytes().unwrap().as_ref(), body.as_slice());
     assert_eq!(std::fs::read(api.m.path("notes.txt")).unwrap(), body);
+    let r = api
+        .client
+        .head(api.fs_url("notes.txt"))
+        .bearer_auth(&api.user)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-length"],
+        body.len().to_string().as_str()
+    );
+    assert!(r.bytes().unwrap().is_empty());
 
     // Replace: 200, whole new content, a new file.
     let r = api.put("notes.txt", b"v2".to_vec()).send().unwrap();
@@ -713,6 +725,28 @@ fn concurrent_puts_to_one_path_never_tear() {
             }
             seen
         });
+        // A reader through the API: whole bodies too, never an error once
+        // the file exists.
+        let api_reader = s.spawn(|| {
+            let c = client();
+            let mut seen = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = c
+                    .get(api.fs_url("same.bin"))
+                    .bearer_auth(&api.user)
+                    .send()
+                    .unwrap();
+                if r.status() == 404 && seen == 0 {
+                    continue;
+                }
+                assert_eq!(r.status(), 200);
+                let data = r.bytes().unwrap();
+                assert_eq!(data.len(), SIZE, "a torn length");
+                assert!(data.iter().all(|b| *b == data[0]), "a torn file");
+                seen += 1;
+            }
+            seen
+        });
         let writers: Vec<_> = bodies
             .iter()
             .map(|b| {
@@ -741,6 +775,8 @@ fn concurrent_puts_to_one_path_never_tear() {
             .collect();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let seen = reader.join().unwrap();
+        let api_seen = api_reader.join().unwrap();
+        assert!(api_seen > 0, "the API reader never saw the file");
         assert!(failures.is_empty(), "uploads failed: {failures:?}");
         assert!(seen > 0, "the reader never saw the file");
     });

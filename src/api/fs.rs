@@ -87,7 +87,19 @@ pub async fn get(
     let attr = blocking(move || Ok(st2.fs.walk(&st2.caller, &comps)?)).await?;
     match attr.inode.kind {
         Kind::Dir => list(st, attr, p, &q).await,
-        Kind::File => serve_file(st, attr, &headers, None).await,
+        Kind::File => match serve_file(st.clone(), attr, &headers, None).await {
+            // Replaced (and reclaimed) between the lookup and the open:
+            // look again and serve the new file.
+            Err(e) if e.status == StatusCode::NOT_FOUND => {
+                let st2 = st.clone();
+                let attr = blocking(move || Ok(st2.fs.walk(&st2.caller, &p.components)?)).await?;
+                if attr.inode.kind != Kind::File {
+                    return Err(e);
+                }
+                serve_file(st, attr, &headers, None).await
+            }
+            r => r,
+        },
         _ => Err(ApiError::bad_request(
             "not a regular file or directory (symbolic links are not followed)",
         )),
@@ -461,6 +473,7 @@ async fn mkdir(st: AppState, p: ApiPath) -> ApiResult<Response> {
             st.dir_mode,
             0,
         )?;
+        st.fs.sync_meta()?;
         st.invalidate_entry(dir.inode.ino, name);
         file_meta(&st.fs, &attr, Some(p.display()))
     })
@@ -814,6 +827,8 @@ pub fn remove_name(st: &AppState, dir: u64, name: &[u8]) -> ApiResult<()> {
     } else {
         st.fs.unlink(&st.caller, dir, name)?;
     }
+    // Durable when answered, as an upload is.
+    st.fs.sync_meta()?;
     st.invalidate_entry(dir, name);
     st.invalidate_inode(victim.inode.ino);
     Ok(())

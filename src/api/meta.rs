@@ -359,6 +359,8 @@ pub fn patch_inode(
     st.fs.check_access(&st.caller, ino, MAY_WRITE)?;
     changes.apply(&st.fs, ino)?;
     if !changes.is_empty() {
+        // Durable when answered, as an upload is.
+        st.fs.sync_meta()?;
         st.invalidate_inode(ino);
     }
     let attr = st.fs.getattr(ino)?;
