@@ -2,10 +2,11 @@
 //! under a BACKING directory and whose namespace and metadata live in SQL
 //! tables. See docs/ARCHITECTURE.md for the map of modules.
 //!
-//! Dependencies point one way: `fuse` (and later `api`) → `core` →
-//! `meta` / `blob`. `auth` (JWT verification and roles, for the HTTP door)
-//! depends on none of them.
+//! Dependencies point one way: `fuse` and `api` → `core` → `meta` /
+//! `blob`. `auth` (JWT verification and roles, used by the HTTP door in
+//! `api`) depends on none of them.
 
+pub mod api;
 pub mod auth;
 pub mod blob;
 pub mod core;

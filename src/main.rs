@@ -200,6 +200,8 @@ struct MountArgs {
     /// Run in the foreground (the default; accepted for compatibility).
     #[arg(long, short = 'f')]
     foreground: bool,
+    #[command(flatten)]
+    api: artfs::api::ApiArgs,
 }
 
 fn main() -> std::process::ExitCode {
@@ -243,8 +245,10 @@ fn mount(args: MountArgs) -> anyhow::Result<()> {
     if let Some(t) = args.threads {
         mopts.threads = t;
     }
-    // Check the mount point before touching BACKING, so a bad one changes nothing.
+    // Check the mount point and the API settings before touching BACKING,
+    // so bad ones change nothing.
     artfs::fuse::check_mountpoint(&args.mountpoint, args.force)?;
+    let api = args.api.config()?;
     let rt = runtime()?;
     let mut sopts = StoreOptions::new(&args.backing);
     sopts.db_url = args.db;
@@ -260,7 +264,20 @@ fn mount(args: MountArgs) -> anyhow::Result<()> {
     sopts.collector.clock_skew = Duration::from_secs(args.clock_skew);
     let (fs, _lock) = open_store(&sopts, rt.handle().clone())
         .with_context(|| format!("cannot open store {}", args.backing.display()))?;
+    // The HTTP door binds before the mount appears: a bad key, certificate
+    // or address fails the start.
+    let server = match api.map(|cfg| artfs::api::start(fs.clone(), cfg, rt.handle())) {
+        Some(Err(e)) => {
+            fs.close();
+            return Err(e);
+        }
+        Some(Ok(s)) => Some(s),
+        None => None,
+    };
     let served = serve(fs.clone(), &args.mountpoint, &mopts);
+    if let Some(s) = server {
+        s.shutdown();
+    }
     fs.close();
     served
 }

@@ -76,7 +76,7 @@ impl Fs {
     }
 
     /// Register a handle on a regular file's object.
-    fn open_handle(
+    pub(super) fn open_handle(
         &self,
         ino: u64,
         writable: bool,

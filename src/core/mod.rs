@@ -8,6 +8,7 @@
 //! memory (microseconds); the writer thread commits them in batches. Data
 //! I/O on open files never takes it.
 
+pub mod access;
 pub mod archive_attrs;
 pub mod cache;
 mod checksum;
@@ -19,8 +20,10 @@ mod maintenance;
 pub mod namespace;
 mod open;
 pub mod policy;
+mod publish;
 pub mod search;
 mod sidecars;
+mod stats;
 pub mod types;
 mod writer;
 mod xattr;
@@ -43,6 +46,7 @@ use writer::Writer;
 
 pub use data::Handle;
 pub use import::{ImportMeta, ImportOutcome};
+pub use publish::{estale, Expect, Published};
 
 /// An inode with at least one open handle: the object file is shared by
 /// all handles and is the truth for size and content while open.
@@ -199,9 +203,18 @@ impl Fs {
 
     /// The inode with this stable file id (commits what is staged first:
     /// the index lives in the database).
+    /// A file in the trash counts as deleted here.
     pub fn find_by_file_id(&self, file_id: &str) -> Result<Option<u64>> {
         self.flush()?;
-        self.meta.find_by_file_id(file_id)
+        let Some(ino) = self.meta.find_by_file_id(file_id)? else {
+            return Ok(None);
+        };
+        if let Some(t) = self.child(types::ROOT_INO, collector::TRASH)? {
+            if self.inode(ino)?.parent == t.ino {
+                return Ok(None);
+            }
+        }
+        Ok(Some(ino))
     }
 
     /// Fetch an inode through the in-memory layer.

@@ -56,6 +56,9 @@ pub enum Op {
     /// A file adopted from the original storage element (`artfs import`):
     /// a record; its object was durable before the row was staged.
     Import,
+    /// A staged upload (HTTP PUT) published under its name, replacing
+    /// any file there, in one transaction.
+    Upload,
 }
 
 impl Op {
@@ -81,6 +84,7 @@ impl Op {
             Op::Rebuild => "cache_rebuild",
             Op::ModeChange => "mode_change",
             Op::Import => "import",
+            Op::Upload => "upload",
         }
     }
 
@@ -89,7 +93,7 @@ impl Op {
     }
 }
 
-const ALL_OPS: [Op; 20] = [
+const ALL_OPS: [Op; 21] = [
     Op::Create,
     Op::Mkdir,
     Op::Mknod,
@@ -110,6 +114,7 @@ const ALL_OPS: [Op; 20] = [
     Op::Rebuild,
     Op::ModeChange,
     Op::Import,
+    Op::Upload,
 ];
 
 /// The `status` column.

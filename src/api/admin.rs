@@ -1,0 +1,241 @@
+//! Search, mode changes and maintenance jobs over HTTP.
+//!
+//! - `GET /api/v1/search?q=&limit=&cursor=`: full-text search (read).
+//! - `POST /api/v1/mode` `{"mode", "confirm"}`: admin only; refused moves
+//!   are 409 with the allowed ones named.
+//! - `POST|GET /api/v1/maintenance/{fsck|scrub|rebuild}`: admin only; one
+//!   job of a kind at a time (409 otherwise). On a mounted store the jobs
+//!   are the read-only checks (`rebuild` compares sidecars and tables).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
+
+use super::error::{ApiError, ApiResult};
+use super::{blocking, AppState};
+use crate::auth::{Action, Principal};
+use crate::core::error::Error as CoreError;
+use crate::core::policy::Mode;
+use crate::core::types::Timestamp;
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct SearchQuery {
+    /// FTS5 query: words, "phrases", prefix*, AND/OR/NOT, column:word.
+    pub q: String,
+    /// Most results (1..=1000, default 50).
+    pub limit: Option<usize>,
+    /// Where the previous page ended (its `next_cursor`).
+    pub cursor: Option<usize>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchHit {
+    pub path: String,
+    pub file_id: String,
+    /// BM25 rank: lower is better.
+    pub rank: f64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchPage {
+    pub results: Vec<SearchHit>,
+    pub next_cursor: Option<usize>,
+}
+
+/// Full-text search over names, descriptions, versions and custom values.
+#[utoipa::path(get, path = "/api/v1/search", tag = "search", security(("bearer" = [])),
+    params(SearchQuery),
+    responses((status = 200, body = SearchPage), (status = 400, body = super::ErrorBody)))]
+pub async fn search(
+    State(st): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Query(q): Query<SearchQuery>,
+) -> ApiResult<Json<SearchPage>> {
+    who.require(Action::Read)?;
+    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    let offset = q.cursor.unwrap_or(0);
+    let page = blocking(move || {
+        let hits = st.fs.search(&q.q, limit, offset)?;
+        let mut results = Vec::with_capacity(hits.len());
+        for h in hits {
+            let file_id = st.fs.getattr(h.ino)?.inode.file_id;
+            results.push(SearchHit {
+                path: String::from_utf8_lossy(&h.path).into_owned(),
+                file_id,
+                rank: h.rank,
+            });
+        }
+        let next = (results.len() == limit).then_some(offset + limit);
+        Ok(SearchPage {
+            results,
+            next_cursor: next,
+        })
+    })
+    .await?;
+    Ok(Json(page))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ModeChange {
+    pub mode: String,
+    #[serde(default)]
+    pub confirm: bool,
+}
+
+/// Change the store's mode (admin). 409 for a move the state machine
+/// refuses.
+#[utoipa::path(post, path = "/api/v1/mode", tag = "store", security(("bearer" = [])),
+    request_body = ModeChange,
+    responses((status = 200), (status = 403, body = super::ErrorBody),
+        (status = 409, body = super::ErrorBody)))]
+pub async fn change_mode(
+    State(st): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Json(req): Json<ModeChange>,
+) -> ApiResult<Json<Value>> {
+    who.require(Action::Admin)?;
+    let to: Mode = req
+        .mode
+        .parse()
+        .map_err(|m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m))?;
+    let by = who.sub.clone();
+    let from = blocking(move || match st.fs.change_mode(to, req.confirm, &by) {
+        Ok(from) => Ok(from),
+        Err(CoreError::Policy(m)) => Err(ApiError::new(StatusCode::CONFLICT, "conflict", m)),
+        Err(e) => Err(e.into()),
+    })
+    .await?;
+    Ok(Json(json!({ "from": from.as_str(), "mode": to.as_str() })))
+}
+
+/// One maintenance job's state.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Job {
+    pub kind: String,
+    pub state: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    /// The job's findings when finished.
+    #[schema(value_type = Object)]
+    pub result: Option<Value>,
+}
+
+/// Jobs by kind (the last run of each).
+#[derive(Default)]
+pub struct Jobs {
+    by_kind: Mutex<HashMap<String, Job>>,
+}
+
+fn job_kind(kind: &str) -> ApiResult<&'static str> {
+    match kind {
+        "fsck" => Ok("fsck"),
+        "scrub" => Ok("scrub"),
+        "rebuild" => Ok("rebuild"),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "maintenance jobs: fsck, scrub, rebuild",
+        )),
+    }
+}
+
+/// Start a maintenance job (admin); 409 while one of its kind runs.
+#[utoipa::path(post, path = "/api/v1/maintenance/{kind}", tag = "maintenance",
+    security(("bearer" = [])), params(("kind" = String, Path)),
+    responses((status = 202, body = Job), (status = 409, body = super::ErrorBody)))]
+pub async fn start_job(
+    State(st): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(kind): Path<String>,
+) -> ApiResult<(StatusCode, Json<Job>)> {
+    who.require(Action::Admin)?;
+    let kind = job_kind(&kind)?;
+    let job = Job {
+        kind: kind.into(),
+        state: "running".into(),
+        started_at: Timestamp::now().to_rfc3339(),
+        finished_at: None,
+        result: None,
+    };
+    {
+        let mut jobs = st.jobs.by_kind.lock();
+        if jobs.get(kind).is_some_and(|j| j.state == "running") {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("a {kind} job is already running"),
+            ));
+        }
+        jobs.insert(kind.into(), job.clone());
+    }
+    let st2: Arc<super::Inner> = st.clone();
+    tokio::task::spawn_blocking(move || {
+        let fs = &st2.fs;
+        let result = match kind {
+            "fsck" => fs.fsck_report().map(|r| {
+                json!({ "consistent": r.is_clean(), "inodes": r.inodes, "entries": r.entries,
+                        "objects": r.objects,
+                        "problems": r.findings.iter().map(|f| f.to_string()).collect::<Vec<_>>() })
+            }),
+            "scrub" => fs.scrub_report(None).map(|r| {
+                json!({ "verified": r.verified, "bytes": r.bytes, "unverified": r.unverified,
+                        "damaged": r.damaged.iter()
+                            .map(|(p, w)| json!({ "path": p, "problem": w }))
+                            .collect::<Vec<_>>() })
+            }),
+            _ => fs.rebuild_check().map(|o| {
+                json!({ "sidecars_without_rows": o.sidecars_without_rows,
+                        "rows_without_sidecars": o.rows_without_sidecars,
+                        "unusable_sidecars": o.skipped.len() })
+            }),
+        };
+        let mut jobs = st2.jobs.by_kind.lock();
+        if let Some(j) = jobs.get_mut(kind) {
+            j.finished_at = Some(Timestamp::now().to_rfc3339());
+            match result {
+                Ok(v) => {
+                    j.state = "finished".into();
+                    j.result = Some(v);
+                }
+                Err(e) => {
+                    j.state = "failed".into();
+                    j.result = Some(json!({ "error": e.to_string() }));
+                }
+            }
+        }
+    });
+    Ok((StatusCode::ACCEPTED, Json(job)))
+}
+
+/// The last job of a kind (admin).
+#[utoipa::path(get, path = "/api/v1/maintenance/{kind}", tag = "maintenance",
+    security(("bearer" = [])), params(("kind" = String, Path)),
+    responses((status = 200, body = Job), (status = 404, body = super::ErrorBody)))]
+pub async fn job_status(
+    State(st): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(kind): Path<String>,
+) -> ApiResult<Json<Job>> {
+    who.require(Action::Admin)?;
+    let kind = job_kind(&kind)?;
+    st.jobs
+        .by_kind
+        .lock()
+        .get(kind)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no {kind} job has run"),
+            )
+        })
+}

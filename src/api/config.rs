@@ -1,0 +1,238 @@
+//! Settings of the HTTP door: plain data with defaults ([`ApiConfig`],
+//! [`Limits`]) and the `artfs mount` flags that fill them ([`ApiArgs`]).
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use crate::auth::{AuthConfig, KeySource};
+
+/// Limits protecting the daemon from large or slow requests.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest upload body, in bytes (413 beyond).
+    pub max_upload: u64,
+    /// Uploads running at once; more are refused with 503 and Retry-After.
+    pub max_concurrent_uploads: usize,
+    /// Requests handled at once; more wait their turn.
+    pub max_in_flight: usize,
+    /// Room for the request line and headers, in bytes (431 beyond);
+    /// at least 8 KiB.
+    pub max_header_bytes: usize,
+    /// Time a client has to send the request line and headers.
+    pub header_timeout: Duration,
+    /// Longest pause allowed between two pieces of an upload body.
+    pub body_idle_timeout: Duration,
+    /// Largest page of a directory listing.
+    pub max_list_page: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_upload: 64 << 30,
+            max_concurrent_uploads: 16,
+            max_in_flight: 512,
+            max_header_bytes: 16 << 10,
+            header_timeout: Duration::from_secs(10),
+            body_idle_timeout: Duration::from_secs(60),
+            max_list_page: 10_000,
+        }
+    }
+}
+
+/// Everything the HTTP door needs to start.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    pub addr: SocketAddr,
+    pub auth: AuthConfig,
+    /// Certificate chain and private key (PEM) to serve HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Allow plain HTTP on an address other than loopback.
+    pub insecure_public: bool,
+    /// POSIX identity of API callers; default the root directory's owner.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// Name reported by `/api/v1/info`.
+    pub name: String,
+    /// Permission bits of uploaded files and of directories made by `?mkdir`.
+    pub file_mode: u32,
+    pub dir_mode: u32,
+    pub limits: Limits,
+}
+
+impl ApiConfig {
+    /// A configuration with defaults: no TLS, loopback only, identity of
+    /// the root directory's owner.
+    pub fn new(addr: SocketAddr, key: KeySource) -> ApiConfig {
+        ApiConfig {
+            addr,
+            auth: AuthConfig::new(key),
+            tls: None,
+            insecure_public: false,
+            uid: None,
+            gid: None,
+            name: "artfs".to_string(),
+            file_mode: 0o644,
+            dir_mode: 0o755,
+            limits: Limits::default(),
+        }
+    }
+
+    /// Refuse what must not start: plain HTTP on a public address unless
+    /// explicitly allowed.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.tls.is_none() && !self.addr.ip().is_loopback() && !self.insecure_public {
+            bail!(
+                "refusing to serve plain HTTP on {} (not a loopback address): give \
+                 --tls-cert and --tls-key, or --api-insecure-public",
+                self.addr
+            );
+        }
+        if self.limits.max_header_bytes < 8192 {
+            bail!("--api-max-header-bytes must be at least 8192");
+        }
+        Ok(())
+    }
+}
+
+/// The HTTP door's flags of `artfs mount`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ApiArgs {
+    /// Serve the HTTP API on this address (e.g. 127.0.0.1:8080). Needs
+    /// --jwt-key or --jwks. Plain HTTP is served on loopback only unless
+    /// --api-insecure-public; use --tls-cert/--tls-key otherwise.
+    #[arg(long = "api", env = "ARTFS_API", value_name = "ADDR")]
+    pub addr: Option<String>,
+    /// Public key (PEM: RSA, EC P-256 or Ed25519) verifying bearer tokens.
+    /// Reloaded on SIGHUP.
+    #[arg(
+        long,
+        env = "ARTFS_JWT_KEY",
+        value_name = "PEM",
+        conflicts_with = "jwks"
+    )]
+    pub jwt_key: Option<PathBuf>,
+    /// JWKS document verifying bearer tokens (keys chosen by `kid`).
+    #[arg(long, env = "ARTFS_JWKS", value_name = "FILE")]
+    pub jwks: Option<PathBuf>,
+    /// Required `iss` claim.
+    #[arg(long, env = "ARTFS_JWT_ISSUER", value_name = "S")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim.
+    #[arg(long, env = "ARTFS_JWT_AUDIENCE", value_name = "S")]
+    pub jwt_audience: Option<String>,
+    /// Certificate chain (PEM) to serve HTTPS; reloaded on SIGHUP.
+    #[arg(long, env = "ARTFS_TLS_CERT", requires = "tls_key", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "ARTFS_TLS_KEY", requires = "tls_cert", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+    /// Allow plain HTTP on a non-loopback address.
+    #[arg(long, env = "ARTFS_API_INSECURE_PUBLIC")]
+    pub api_insecure_public: bool,
+    /// uid API callers act as [default: owner of the root directory].
+    #[arg(long, env = "ARTFS_API_UID")]
+    pub api_uid: Option<u32>,
+    /// gid API callers act as [default: group of the root directory].
+    #[arg(long, env = "ARTFS_API_GID")]
+    pub api_gid: Option<u32>,
+    /// Name reported by /api/v1/info.
+    #[arg(long, env = "ARTFS_API_NAME", default_value = "artfs")]
+    pub api_name: String,
+    /// Largest upload, in bytes.
+    #[arg(long, env = "ARTFS_API_MAX_UPLOAD", default_value_t = Limits::default().max_upload)]
+    pub api_max_upload: u64,
+    /// Uploads running at once (more get 503).
+    #[arg(long, env = "ARTFS_API_MAX_UPLOADS", default_value_t = Limits::default().max_concurrent_uploads)]
+    pub api_max_uploads: usize,
+    /// Room for request line and headers, in bytes (at least 8192).
+    #[arg(long, env = "ARTFS_API_MAX_HEADER_BYTES", default_value_t = Limits::default().max_header_bytes)]
+    pub api_max_header_bytes: usize,
+    /// Seconds a client has to send its request headers.
+    #[arg(long, env = "ARTFS_API_HEADER_TIMEOUT", default_value_t = 10)]
+    pub api_header_timeout: u64,
+    /// Longest pause, in seconds, between pieces of an upload body.
+    #[arg(long, env = "ARTFS_API_BODY_TIMEOUT", default_value_t = 60)]
+    pub api_body_timeout: u64,
+}
+
+impl ApiArgs {
+    /// The configuration, or `None` when `--api` is not given. Fails when
+    /// the API is asked for without a verification key, or on a public
+    /// address without TLS.
+    pub fn config(&self) -> anyhow::Result<Option<ApiConfig>> {
+        let Some(addr) = &self.addr else {
+            return Ok(None);
+        };
+        let addr: SocketAddr = match addr.parse() {
+            Ok(a) => a,
+            Err(_) => addr
+                .to_socket_addrs()
+                .with_context(|| format!("--api {addr}: not an address"))?
+                .next()
+                .with_context(|| format!("--api {addr}: resolves to no address"))?,
+        };
+        let key = match (&self.jwt_key, &self.jwks) {
+            (Some(p), _) => KeySource::Pem(p.clone()),
+            (None, Some(p)) => KeySource::Jwks(p.clone()),
+            (None, None) => {
+                bail!("--api needs a token verification key: give --jwt-key PEM or --jwks FILE")
+            }
+        };
+        let mut c = ApiConfig::new(addr, key);
+        c.auth.issuer = self.jwt_issuer.clone();
+        c.auth.audience = self.jwt_audience.clone();
+        c.tls = self.tls_cert.clone().zip(self.tls_key.clone());
+        c.insecure_public = self.api_insecure_public;
+        c.uid = self.api_uid;
+        c.gid = self.api_gid;
+        c.name = self.api_name.clone();
+        c.limits.max_upload = self.api_max_upload;
+        c.limits.max_concurrent_uploads = self.api_max_uploads.max(1);
+        c.limits.max_header_bytes = self.api_max_header_bytes;
+        c.limits.header_timeout = Duration::from_secs(self.api_header_timeout.max(1));
+        c.limits.body_idle_timeout = Duration::from_secs(self.api_body_timeout.max(1));
+        c.validate()?;
+        Ok(Some(c))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(addr: &str) -> ApiArgs {
+        ApiArgs {
+            addr: Some(addr.into()),
+            jwt_key: Some("/k.pub".into()),
+            api_name: "artfs".into(),
+            api_max_header_bytes: 16384,
+            ..ApiArgs::default()
+        }
+    }
+
+    #[test]
+    fn no_api_without_flag_and_no_api_without_key() {
+        assert!(ApiArgs::default().config().unwrap().is_none());
+        let mut a = args("127.0.0.1:0");
+        a.jwt_key = None;
+        assert!(a.config().unwrap_err().to_string().contains("--jwt-key"));
+    }
+
+    #[test]
+    fn plain_http_is_loopback_only() {
+        assert!(args("127.0.0.1:8080").config().unwrap().is_some());
+        assert!(args("[::1]:8080").config().unwrap().is_some());
+        assert!(args("0.0.0.0:8080").config().is_err());
+        let mut a = args("0.0.0.0:8080");
+        a.api_insecure_public = true;
+        assert!(a.config().unwrap().is_some());
+        let mut a = args("0.0.0.0:8080");
+        a.tls_cert = Some("/c.pem".into());
+        a.tls_key = Some("/k.pem".into());
+        assert!(a.config().unwrap().is_some());
+    }
+}

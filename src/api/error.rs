@@ -1,0 +1,178 @@
+//! Errors as HTTP responses: `{"error": CODE, "message": TEXT}` with the
+//! status the core's errno (or the auth error) implies. A client's mistake
+//! is never a 500: only failures of the store itself (I/O, database) are.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::auth::AuthError;
+use crate::core::error::Error as CoreError;
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `not_found`, `conflict`.
+    pub error: String,
+    /// Human-readable explanation (never contains a token).
+    pub message: String,
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// `WWW-Authenticate` for 401 and 403 from authentication.
+    pub www_authenticate: Option<String>,
+    /// Extra headers (e.g. `Content-Range` on 416, `Retry-After` on 503).
+    pub headers: Vec<(header::HeaderName, String)>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            www_authenticate: None,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn precondition_failed(message: impl Into<String>) -> ApiError {
+        ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+            message,
+        )
+    }
+
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    pub fn with_header(mut self, name: header::HeaderName, value: impl Into<String>) -> ApiError {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+/// Status and code for an errno of the core.
+pub fn errno_status(errno: i32) -> (StatusCode, &'static str) {
+    match errno {
+        libc::ENOENT | libc::ENODATA => (StatusCode::NOT_FOUND, "not_found"),
+        libc::EEXIST | libc::ENOTEMPTY | libc::EMLINK | libc::EBUSY | libc::ETXTBSY => {
+            (StatusCode::CONFLICT, "conflict")
+        }
+        libc::ENOSPC | libc::EDQUOT => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"),
+        libc::EACCES | libc::EPERM | libc::EROFS => (StatusCode::FORBIDDEN, "forbidden"),
+        libc::EINVAL
+        | libc::ENAMETOOLONG
+        | libc::EISDIR
+        | libc::ENOTDIR
+        | libc::ERANGE
+        | libc::E2BIG
+        | libc::EOPNOTSUPP
+        | libc::ENXIO
+        | libc::ELOOP => (StatusCode::BAD_REQUEST, "bad_request"),
+        libc::EFBIG => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        libc::ESTALE => (StatusCode::PRECONDITION_FAILED, "precondition_failed"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> ApiError {
+        let errno = if e.is_disk_full() {
+            libc::ENOSPC
+        } else {
+            e.errno()
+        };
+        let (status, code) = errno_status(errno);
+        if status.is_server_error() && status != StatusCode::INSUFFICIENT_STORAGE {
+            tracing::error!(error = %e, "store failure serving an API request");
+        }
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> ApiError {
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+        ApiError {
+            status,
+            code: e.code(),
+            // Fixed texts: never the token or a claim value.
+            message: e.to_string(),
+            www_authenticate: Some(e.www_authenticate()),
+            headers: Vec::new(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: self.code.to_string(),
+            message: self.message,
+        };
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        let h = resp.headers_mut();
+        if let Some(v) = self
+            .www_authenticate
+            .and_then(|v| HeaderValue::from_str(&v).ok())
+        {
+            h.insert(header::WWW_AUTHENTICATE, v);
+        }
+        for (name, value) in self.headers {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.insert(name, v);
+            }
+        }
+        resp
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errnos_map_to_client_statuses() {
+        let s = |e| errno_status(e).0.as_u16();
+        assert_eq!(s(libc::ENOENT), 404);
+        assert_eq!(s(libc::EEXIST), 409);
+        assert_eq!(s(libc::ENOTEMPTY), 409);
+        assert_eq!(s(libc::ENOSPC), 507);
+        assert_eq!(s(libc::EACCES), 403);
+        assert_eq!(s(libc::EPERM), 403);
+        assert_eq!(s(libc::EROFS), 403);
+        for e in [
+            libc::EINVAL,
+            libc::ENAMETOOLONG,
+            libc::EISDIR,
+            libc::ENOTDIR,
+        ] {
+            assert_eq!(s(e), 400);
+        }
+        assert_eq!(s(libc::EIO), 500);
+    }
+
+    #[test]
+    fn disk_full_database_is_507() {
+        let e: ApiError = CoreError::Meta("database or disk is full".into()).into();
+        assert_eq!(e.status.as_u16(), 507);
+    }
+}

@@ -1,0 +1,867 @@
+//! The path door, `/api/v1/fs/{path}`: GET streams a file (Range,
+//! conditional requests) or lists a directory; PUT uploads a whole file
+//! atomically (or, with `?mkdir`, makes a directory); DELETE removes a file
+//! or an empty directory.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Extension, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::StreamExt;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ApiResult};
+use super::meta::{content_type, file_meta, kind_name, with_etag, MetaChanges};
+use super::path::{self, encode_segment, ApiPath};
+use super::{blocking, AppState};
+use crate::auth::{Action, Principal};
+use crate::core::access::MAY_READ;
+use crate::core::namespace::NewNode;
+use crate::core::types::Kind;
+use crate::core::{Attr, Expect, Fs};
+
+const PREFIX: &str = "/api/v1/fs";
+/// Bytes read per step when sending a file.
+const READ_CHUNK: usize = 256 << 10;
+/// Bytes gathered before each write of an upload.
+const WRITE_CHUNK: usize = 1 << 20;
+/// Default page of a directory listing.
+const DEFAULT_PAGE: usize = 1000;
+
+/// One entry of a directory listing.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ListEntry {
+    /// The name (lossy when it is not UTF-8; see `name_encoded`).
+    pub name: String,
+    /// Percent-encoded name, for names that are not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name_encoded: Option<String>,
+    pub kind: String,
+    pub size: u64,
+    pub file_id: String,
+    /// RFC 3339 UTC.
+    pub modified_at: String,
+    /// Cursor that continues the listing after this entry.
+    pub cursor: String,
+}
+
+/// A page of a directory listing.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Listing {
+    pub path: String,
+    pub entries: Vec<ListEntry>,
+    /// Pass as `?cursor=` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Read a file (Range, ETag, If-None-Match, If-Modified-Since) or list a
+/// directory (`?cursor=&limit=`).
+#[utoipa::path(get, path = "/api/v1/fs/{path}", tag = "fs", security(("bearer" = [])),
+    params(("path" = String, Path, description = "path below the root, '/'-separated, percent-encoded"),
+           ("cursor" = Option<String>, Query, description = "listing: continue after this cursor"),
+           ("limit" = Option<usize>, Query, description = "listing: entries per page (default 1000)")),
+    responses((status = 200, description = "file content, or a directory listing", body = Listing),
+              (status = 206, description = "the requested range"),
+              (status = 304, description = "not modified"),
+              (status = 400, body = super::ErrorBody), (status = 403, body = super::ErrorBody),
+              (status = 404, body = super::ErrorBody),
+              (status = 416, description = "range not satisfiable", body = super::ErrorBody)))]
+pub async fn get(
+    State(st): State<AppState>,
+    Extension(who): Extension<Principal>,
+    uri: Uri,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    who.require(Action::Read)?;
+    let p = path::parse(uri.path(), PREFIX)?;
+    let st2 = st.clone();
+    let comps = p.components.clone();
+    let attr = blocking(move || Ok(st2.fs.walk(&st2.caller, &comps)?)).await?;
+    match attr.inode.kind {
+        Kind::Dir => list(st, attr, p, &q).await,
+        Kind::File => match serve_file(st.clone(), attr, &headers, None).await {
+            // Replaced (and reclaimed) between the lookup and the open:
+            // look again and serve the new file.
+            Err(e) if e.status == StatusCode::NOT_FOUND => {
+                let st2 = st.clone();
+                let attr = blocking(move || Ok(st2.fs.walk(&st2.caller, &p.components)?)).await?;
+                if attr.inode.kind != Kind::File {
+                    return Err(e);
+                }
+                serve_file(st, attr, &headers, None).await
+            }
+            r => r,
+        },
+        _ => Err(ApiError::bad_request(
+            "not a regular file or directory (symbolic links are not followed)",
+        )),
+    }
+}
+
+async fn list(
+    st: AppState,
+    dir: Attr,
+    p: ApiPath,
+    q: &HashMap<String, String>,
+) -> ApiResult<Response> {
+    let cursor = match q.get("cursor").map(String::as_str) {
+        None | Some("") => 0,
+        Some(c) => c
+            .parse::<u64>()
+            .map_err(|_| ApiError::bad_request("cursor is not one this server gave"))?,
+    };
+    let limit = match q.get("limit") {
+        None => DEFAULT_PAGE,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| ApiError::bad_request("limit must be a positive integer"))?,
+    }
+    .min(st.limits.max_list_page);
+    let listing = blocking(move || {
+        let ino = dir.inode.ino;
+        st.fs.check_access(&st.caller, ino, MAY_READ)?;
+        // Cookies 1 and 2 are "." and "..": start after them.
+        let mut entries = st.fs.readdir(ino, cursor.max(2), limit + 1)?;
+        entries.retain(|e| e.name != b"." && e.name != b"..");
+        let more = entries.len() > limit;
+        entries.truncate(limit);
+        let next_cursor = if more {
+            entries.last().map(|e| e.offset.to_string())
+        } else {
+            None
+        };
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            // An entry removed since the listing is simply left out.
+            let Ok(a) = st.fs.getattr(e.ino) else {
+                continue;
+            };
+            let utf8 = std::str::from_utf8(&e.name).is_ok();
+            out.push(ListEntry {
+                name: String::from_utf8_lossy(&e.name).into_owned(),
+                name_encoded: (!utf8).then(|| encode_segment(&e.name)),
+                kind: kind_name(a.inode.kind).into(),
+                size: a.inode.size,
+                file_id: a.inode.file_id.clone(),
+                modified_at: a.inode.mtime.to_rfc3339(),
+                cursor: e.offset.to_string(),
+            });
+        }
+        Ok(Listing {
+            path: p.display(),
+            entries: out,
+            next_cursor,
+        })
+    })
+    .await?;
+    Ok(Json(listing).into_response())
+}
+
+/// Whether an `If-None-Match` / `If-Match` list names `etag` (or is `*`).
+fn etag_listed(list: &str, etag: Option<&str>) -> bool {
+    list.split(',').map(str::trim).any(|t| {
+        t == "*"
+            || etag.is_some_and(|e| {
+                let t = t.strip_prefix("W/").unwrap_or(t);
+                t == e
+            })
+    })
+}
+
+fn http_date(t: SystemTime) -> String {
+    httpdate::fmt_http_date(t)
+}
+
+/// Whole seconds, as HTTP dates carry.
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A byte range to send: `start..start+len`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    pub start: u64,
+    pub len: u64,
+}
+
+/// Parse a `Range` header against a file of `size` bytes. `Ok(None)`: send
+/// the whole file (no header, another unit, several ranges or bad
+/// syntax, which RFC 9110 lets a server ignore). `Err(())`: not
+/// satisfiable (416).
+pub fn parse_range(value: &str, size: u64) -> Result<Option<ByteRange>, ()> {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return Ok(None);
+    };
+    let (a, b) = (a.trim(), b.trim());
+    if a.is_empty() {
+        // Suffix: the last n bytes.
+        let Ok(n) = b.parse::<u64>() else {
+            return Ok(None);
+        };
+        if n == 0 || size == 0 {
+            return Err(());
+        }
+        let n = n.min(size);
+        return Ok(Some(ByteRange {
+            start: size - n,
+            len: n,
+        }));
+    }
+    let Ok(start) = a.parse::<u64>() else {
+        return Ok(None);
+    };
+    let end = if b.is_empty() {
+        None
+    } else {
+        match b.parse::<u64>() {
+            Ok(e) if e >= start => Some(e),
+            _ => return Ok(None),
+        }
+    };
+    if start >= size {
+        return Err(());
+    }
+    let last = end.map_or(size - 1, |e| e.min(size - 1));
+    Ok(Some(ByteRange {
+        start,
+        len: last - start + 1,
+    }))
+}
+
+/// An open read handle, released when the response body is done or dropped.
+struct ReadHandle {
+    fs: Arc<Fs>,
+    fh: u64,
+}
+
+impl Drop for ReadHandle {
+    fn drop(&mut self) {
+        release_later(self.fs.clone(), self.fh);
+    }
+}
+
+/// Release a handle off the async threads when there is a runtime.
+fn release_later(fs: Arc<Fs>, fh: u64) {
+    let release = move || {
+        if let Err(e) = fs.release(fh) {
+            tracing::warn!(fh, error = %e, "could not release an API handle");
+        }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            rt.spawn_blocking(release);
+        }
+        Err(_) => release(),
+    }
+}
+
+fn body_of(handle: ReadHandle, range: ByteRange) -> Body {
+    let stream = futures_util::stream::try_unfold(
+        (handle, range.start, range.len),
+        |(h, pos, left)| async move {
+            if left == 0 {
+                return Ok::<_, std::io::Error>(None);
+            }
+            let n = left.min(READ_CHUNK as u64) as usize;
+            let (fs, fh) = (h.fs.clone(), h.fh);
+            let data = tokio::task::spawn_blocking(move || fs.read(fh, pos, n))
+                .await
+                .map_err(std::io::Error::other)?
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            if data.is_empty() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the file shrank while being sent",
+                ));
+            }
+            let got = data.len() as u64;
+            Ok(Some((Bytes::from(data), (h, pos + got, left - got))))
+        },
+    );
+    Body::from_stream(stream)
+}
+
+/// Send a regular file's content, honouring conditional and range
+/// requests. `disposition`: a `Content-Disposition` value (downloads).
+pub async fn serve_file(
+    st: AppState,
+    attr: Attr,
+    headers: &HeaderMap,
+    disposition: Option<String>,
+) -> ApiResult<Response> {
+    let ino = attr.inode.ino;
+    let st2 = st.clone();
+    let (sha, ctype) = blocking(move || {
+        st2.fs.check_access(&st2.caller, ino, MAY_READ)?;
+        let sha = st2.fs.sha256(ino)?;
+        let ctype = content_type(&st2.fs, ino, &attr.inode.original_name);
+        Ok((sha, ctype))
+    })
+    .await?;
+    let etag = sha.map(|s| format!("\"{s}\""));
+    let mtime = attr.inode.mtime.to_system();
+    let last_modified = http_date(mtime);
+    let hdr = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+
+    // Conditional GET: If-None-Match wins over If-Modified-Since.
+    let not_modified = match hdr(header::IF_NONE_MATCH) {
+        Some(list) => etag_listed(list, etag.as_deref()),
+        None => hdr(header::IF_MODIFIED_SINCE)
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+            .is_some_and(|since| secs(mtime) <= secs(since)),
+    };
+    if not_modified {
+        let mut resp = StatusCode::NOT_MODIFIED.into_response();
+        let h = resp.headers_mut();
+        if let Some(e) = etag.as_deref().and_then(|e| HeaderValue::from_str(e).ok()) {
+            h.insert(header::ETAG, e);
+        }
+        if let Ok(v) = HeaderValue::from_str(&last_modified) {
+            h.insert(header::LAST_MODIFIED, v);
+        }
+        return Ok(resp);
+    }
+
+    // Open, then take the size the handle sees.
+    let st2 = st.clone();
+    let (handle, size) = blocking(move || {
+        let h = st2.fs.open(&st2.caller, ino, libc::O_RDONLY)?;
+        let handle = ReadHandle {
+            fs: st2.fs.clone(),
+            fh: h.fh,
+        };
+        if h.attrs_changed {
+            st2.invalidate_inode(ino);
+        }
+        let size = st2.fs.getattr(ino)?.inode.size;
+        Ok((handle, size))
+    })
+    .await?;
+
+    // If-Range: the range only applies to the representation named.
+    let range_applies = match hdr(header::IF_RANGE) {
+        None => true,
+        Some(v) if v.starts_with('"') => etag.as_deref() == Some(v.trim()),
+        Some(v) => httpdate::parse_http_date(v).is_ok_and(|d| secs(d) == secs(mtime)),
+    };
+    let range = match hdr(header::RANGE).filter(|_| range_applies) {
+        None => None,
+        Some(r) => match parse_range(r, size) {
+            Ok(r) => r,
+            Err(()) => {
+                drop(handle);
+                return Err(ApiError::new(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "range_not_satisfiable",
+                    format!("the file has {size} bytes"),
+                )
+                .with_header(header::CONTENT_RANGE, format!("bytes */{size}")));
+            }
+        },
+    };
+    let (status, span) = match range {
+        Some(r) => (StatusCode::PARTIAL_CONTENT, r),
+        None => (
+            StatusCode::OK,
+            ByteRange {
+                start: 0,
+                len: size,
+            },
+        ),
+    };
+    let mut resp = Response::new(body_of(handle, span));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    let mut set = |name: header::HeaderName, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(name, v);
+        }
+    };
+    set(header::CONTENT_TYPE, &ctype);
+    set(header::CONTENT_LENGTH, &span.len.to_string());
+    set(header::ACCEPT_RANGES, "bytes");
+    set(header::LAST_MODIFIED, &last_modified);
+    if let Some(e) = &etag {
+        set(header::ETAG, e);
+    }
+    if status == StatusCode::PARTIAL_CONTENT {
+        set(
+            header::CONTENT_RANGE,
+            &format!(
+                "bytes {}-{}/{size}",
+                span.start,
+                span.start + span.len.saturating_sub(1)
+            ),
+        );
+    }
+    set(
+        header::HeaderName::from_static("x-artfs-file-id"),
+        &attr.inode.file_id,
+    );
+    if let Some(d) = disposition {
+        set(header::CONTENT_DISPOSITION, &d);
+    }
+    Ok(resp)
+}
+
+/// Upload a whole file (created or atomically replaced), or make a
+/// directory with `?mkdir`.
+#[utoipa::path(put, path = "/api/v1/fs/{path}", tag = "fs", security(("bearer" = [])),
+    params(("path" = String, Path, description = "path of the file to create or replace"),
+           ("mkdir" = Option<String>, Query, description = "present: make a directory instead"),
+           ("If-Match" = Option<String>, Header, description = "replace only if the current ETag is one of these"),
+           ("If-None-Match" = Option<String>, Header, description = "`*`: create only, never replace"),
+           ("X-Artfs-Description" = Option<String>, Header, description = "description to record"),
+           ("X-Artfs-Version" = Option<String>, Header, description = "version to record"),
+           ("X-Artfs-Retention-Until" = Option<String>, Header, description = "retention time, RFC 3339"),
+           ("X-Artfs-Attr-{name}" = Option<String>, Header, description = "custom attribute `name` (lowercase)")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the file's content, streamed"),
+    responses((status = 201, description = "created", body = super::meta::FileMeta),
+              (status = 200, description = "replaced", body = super::meta::FileMeta),
+              (status = 400, body = super::ErrorBody), (status = 403, body = super::ErrorBody),
+              (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody),
+              (status = 412, body = super::ErrorBody), (status = 413, body = super::ErrorBody),
+              (status = 503, description = "too many uploads at once", body = super::ErrorBody),
+              (status = 507, body = super::ErrorBody)))]
+pub async fn put(
+    State(st): State<AppState>,
+    Extension(who): Extension<Principal>,
+    uri: Uri,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    who.require(Action::Write)?;
+    let p = path::parse(uri.path(), PREFIX)?;
+    if p.is_root() {
+        return Err(ApiError::bad_request(
+            "the root directory cannot be replaced",
+        ));
+    }
+    if q.contains_key("mkdir") {
+        return mkdir(st, p).await;
+    }
+    upload(st, who, p, headers, body).await
+}
+
+async fn mkdir(st: AppState, p: ApiPath) -> ApiResult<Response> {
+    let meta = blocking(move || {
+        let (parent, name) = p.split_last().expect("not the root");
+        let dir = st.fs.walk(&st.caller, parent)?;
+        st.fs.check_dir_change(&st.caller, dir.inode.ino, None)?;
+        let attr = st.fs.create_node(
+            &st.caller,
+            dir.inode.ino,
+            name,
+            NewNode::Dir,
+            st.dir_mode,
+            0,
+        )?;
+        st.fs.sync_meta()?;
+        st.invalidate_entry(dir.inode.ino, name);
+        file_meta(&st.fs, &attr, Some(p.display()))
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(meta)).into_response())
+}
+
+/// What the client's preconditions ask of the name.
+enum Precondition {
+    Any,
+    /// `If-None-Match: *`.
+    Absent,
+    /// `If-None-Match` with ETags: fail if the current one is listed.
+    NoneOf(String),
+    /// `If-Match`: the current file's ETag is listed (or `*`: any file).
+    OneOf(String),
+}
+
+fn precondition(headers: &HeaderMap) -> ApiResult<Precondition> {
+    let get = |n: header::HeaderName| -> ApiResult<Option<String>> {
+        headers
+            .get(n)
+            .map(|v| {
+                v.to_str()
+                    .map(str::to_string)
+                    .map_err(|_| ApiError::bad_request("conditional header is not ASCII"))
+            })
+            .transpose()
+    };
+    match (get(header::IF_MATCH)?, get(header::IF_NONE_MATCH)?) {
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "give If-Match or If-None-Match, not both",
+        )),
+        (Some(m), None) => Ok(Precondition::OneOf(m)),
+        (None, Some(n)) if n.trim() == "*" => Ok(Precondition::Absent),
+        (None, Some(n)) => Ok(Precondition::NoneOf(n)),
+        (None, None) => Ok(Precondition::Any),
+    }
+}
+
+/// Metadata sent with an upload as headers.
+fn header_changes(headers: &HeaderMap) -> ApiResult<MetaChanges> {
+    let mut c = MetaChanges::default();
+    let utf8 = |name: &str, v: &HeaderValue| -> ApiResult<String> {
+        String::from_utf8(v.as_bytes().to_vec())
+            .map_err(|_| ApiError::bad_request(format!("header {name} is not UTF-8")))
+    };
+    for (name, value) in headers {
+        let n = name.as_str();
+        let field = match n {
+            "x-artfs-description" => Some("description"),
+            "x-artfs-version" => Some("version"),
+            "x-artfs-retention-until" => Some("retention_until"),
+            "x-artfs-content-type" => Some("content_type"),
+            _ => None,
+        };
+        if let Some(f) = field {
+            c.field(f, Some(utf8(n, value)?))?;
+        } else if let Some(key) = n.strip_prefix("x-artfs-attr-") {
+            c.custom(key, Some(value.as_bytes().to_vec()))?;
+        }
+    }
+    // The request's own Content-Type, unless it is a transport default
+    // that says nothing about the file.
+    if !headers.contains_key("x-artfs-content-type") {
+        if let Some(ct) = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+        {
+            let essence = ct
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            let generic = [
+                "application/octet-stream",
+                "application/x-www-form-urlencoded",
+                "multipart/form-data",
+            ];
+            if !essence.is_empty() && !generic.contains(&essence.as_str()) {
+                c.field("content_type", Some(ct.trim().to_string()))?;
+            }
+        }
+    }
+    Ok(c)
+}
+
+/// A staging inode being filled; discarded (released unpublished) if
+/// dropped before [`Staging::finish`].
+struct Staging {
+    fs: Arc<Fs>,
+    fh: u64,
+    ino: u64,
+    done: bool,
+}
+
+impl Staging {
+    /// Release the handle now (after publishing, or to discard).
+    fn finish(mut self) -> ApiResult<()> {
+        self.done = true;
+        Ok(self.fs.release(self.fh)?)
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.done {
+            release_later(self.fs.clone(), self.fh);
+        }
+    }
+}
+
+async fn upload(
+    st: AppState,
+    who: Principal,
+    p: ApiPath,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let max = st.limits.max_upload;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_large(max));
+    }
+    let _permit = st.uploads.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "too many uploads in progress; try again",
+        )
+        .with_header(header::RETRY_AFTER, "1")
+    })?;
+    let pre = precondition(&headers)?;
+    let changes = header_changes(&headers)?;
+
+    // Check the target and open a nameless staging file in its directory.
+    let st2 = st.clone();
+    let p2 = p.clone();
+    let (parent, expect, staging) = blocking(move || {
+        let (parent, name) = p2.split_last().expect("not the root");
+        let dir = st2.fs.walk(&st2.caller, parent)?;
+        if !dir.inode.kind.is_dir() {
+            return Err(ApiError::from(crate::core::error::enotdir()));
+        }
+        let dir = dir.inode.ino;
+        let existing = match st2.fs.lookup(dir, name) {
+            Ok(a) => Some(a),
+            Err(e) if e.errno() == libc::ENOENT => None,
+            Err(e) => return Err(e.into()),
+        };
+        if existing.as_ref().is_some_and(|a| a.inode.kind.is_dir()) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "a directory has that name",
+            ));
+        }
+        st2.fs
+            .check_dir_change(&st2.caller, dir, existing.as_ref().map(|a| a.inode.ino))?;
+        let expect = resolve_precondition(&st2.fs, pre, existing.as_ref())?;
+        let (ino, h) = st2
+            .fs
+            .create_staging(&st2.caller, dir, st2.file_mode, &who.sub)?;
+        let staging = Staging {
+            fs: st2.fs.clone(),
+            fh: h.fh,
+            ino,
+            done: false,
+        };
+        Ok((dir, expect, staging))
+    })
+    .await?;
+
+    // Stream the body into it, hashing as it goes.
+    let mut stream = body.into_data_stream();
+    let mut hasher = Sha256::new();
+    let mut buf: Vec<u8> = Vec::with_capacity(WRITE_CHUNK);
+    let mut written = 0u64;
+    let mut total = 0u64;
+    loop {
+        let next = tokio::time::timeout(st.limits.body_idle_timeout, stream.next())
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "timeout",
+                    "the request body stalled",
+                )
+            })?;
+        let chunk = match next {
+            None => break,
+            Some(Ok(c)) => c,
+            Some(Err(e)) => {
+                return Err(ApiError::bad_request(format!(
+                    "could not read the request body: {e}"
+                )))
+            }
+        };
+        total += chunk.len() as u64;
+        if total > max {
+            return Err(too_large(max));
+        }
+        hasher.update(&chunk);
+        buf.extend_from_slice(&chunk);
+        if buf.len() >= WRITE_CHUNK {
+            let data = std::mem::replace(&mut buf, Vec::with_capacity(WRITE_CHUNK));
+            written += write_at(&staging, written, data).await?;
+        }
+    }
+    if !buf.is_empty() {
+        written += write_at(&staging, written, buf).await?;
+    }
+    debug_assert_eq!(written, total);
+    let sha = hex::encode(hasher.finalize());
+
+    // Durable data, attributes, then the name: all or nothing.
+    let create_only = expect == Expect::Absent;
+    let meta = blocking(move || {
+        let (_, name) = p.split_last().expect("not the root");
+        let fs = staging.fs.clone();
+        let ino = staging.ino;
+        fs.fsync(staging.fh, false)?;
+        changes.apply(&fs, ino)?;
+        let published = fs.publish(&st.caller, ino, parent, name, &expect, Some(sha))?;
+        fs.sync_meta()?;
+        st.invalidate_entry(parent, name);
+        if let Some(old) = published.replaced {
+            st.invalidate_inode(old);
+        }
+        // Describe the file while the handle keeps it: a concurrent upload
+        // may replace it the moment it is published.
+        let attr = fs.getattr(ino)?;
+        let meta = file_meta(&fs, &attr, Some(p.display()))?;
+        staging.finish()?;
+        Ok((meta, published.replaced.is_some()))
+    })
+    .await
+    .map_err(|e| {
+        if create_only && e.status == StatusCode::CONFLICT {
+            // EEXIST from If-None-Match: * is a failed precondition.
+            ApiError::precondition_failed("the file exists (If-None-Match: *)")
+        } else {
+            e
+        }
+    })?;
+    let (meta, replaced) = meta;
+    let status = if replaced {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let mut resp = with_etag(meta);
+    *resp.status_mut() = status;
+    Ok(resp)
+}
+
+fn too_large(max: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("uploads are limited to {max} bytes"),
+    )
+}
+
+async fn write_at(staging: &Staging, offset: u64, data: Vec<u8>) -> ApiResult<u64> {
+    let fs = staging.fs.clone();
+    let fh = staging.fh;
+    let n = data.len() as u64;
+    blocking(move || {
+        fs.write(fh, offset, &data)?;
+        Ok(n)
+    })
+    .await
+}
+
+/// Turn the client's preconditions into what publish must find.
+fn resolve_precondition(fs: &Fs, pre: Precondition, existing: Option<&Attr>) -> ApiResult<Expect> {
+    let etag_of = |a: &Attr| -> ApiResult<Option<String>> {
+        Ok(fs.sha256(a.inode.ino)?.map(|s| format!("\"{s}\"")))
+    };
+    match pre {
+        Precondition::Any => Ok(Expect::Any),
+        Precondition::Absent => match existing {
+            None => Ok(Expect::Absent),
+            Some(_) => Err(ApiError::precondition_failed(
+                "the file exists (If-None-Match: *)",
+            )),
+        },
+        Precondition::NoneOf(list) => match existing {
+            Some(a) if etag_listed(&list, etag_of(a)?.as_deref()) => Err(
+                ApiError::precondition_failed("the current file matches If-None-Match"),
+            ),
+            Some(a) => Ok(Expect::FileId(a.inode.file_id.clone())),
+            None => Ok(Expect::Absent),
+        },
+        Precondition::OneOf(list) => match existing {
+            Some(a) if etag_listed(&list, etag_of(a)?.as_deref()) => {
+                Ok(Expect::FileId(a.inode.file_id.clone()))
+            }
+            Some(_) => Err(ApiError::precondition_failed(
+                "the current file does not match If-Match",
+            )),
+            None => Err(ApiError::precondition_failed("no file to match (If-Match)")),
+        },
+    }
+}
+
+/// Delete a file or an empty directory (operator or admin).
+#[utoipa::path(delete, path = "/api/v1/fs/{path}", tag = "fs", security(("bearer" = [])),
+    params(("path" = String, Path, description = "path of the file or empty directory")),
+    responses((status = 204, description = "deleted"), (status = 403, body = super::ErrorBody),
+              (status = 404, body = super::ErrorBody), (status = 409, description = "directory not empty", body = super::ErrorBody)))]
+pub async fn delete(
+    State(st): State<AppState>,
+    Extension(who): Extension<Principal>,
+    uri: Uri,
+) -> ApiResult<Response> {
+    who.require(Action::Delete)?;
+    let p = path::parse(uri.path(), PREFIX)?;
+    if p.is_root() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the root directory cannot be deleted",
+        ));
+    }
+    blocking(move || {
+        let (parent, name) = p.split_last().expect("not the root");
+        let dir = st.fs.walk(&st.caller, parent)?;
+        if !dir.inode.kind.is_dir() {
+            return Err(crate::core::error::enotdir().into());
+        }
+        remove_name(&st, dir.inode.ino, name)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Remove `name` from directory `dir` (unlink, or rmdir for a directory)
+/// with the permission rules, and tell the kernel.
+pub fn remove_name(st: &AppState, dir: u64, name: &[u8]) -> ApiResult<()> {
+    let victim = st.fs.lookup(dir, name)?;
+    st.fs
+        .check_dir_change(&st.caller, dir, Some(victim.inode.ino))?;
+    if victim.inode.kind.is_dir() {
+        st.fs.rmdir(&st.caller, dir, name)?;
+    } else {
+        st.fs.unlink(&st.caller, dir, name)?;
+    }
+    // Durable when answered, as an upload is.
+    st.fs.sync_meta()?;
+    st.invalidate_entry(dir, name);
+    st.invalidate_inode(victim.inode.ino);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        let r = |s: &str, size| parse_range(s, size);
+        let br = |start, len| Ok(Some(ByteRange { start, len }));
+        assert_eq!(r("bytes=0-9", 100), br(0, 10));
+        assert_eq!(r("bytes=90-", 100), br(90, 10));
+        assert_eq!(r("bytes=90-200", 100), br(90, 10));
+        assert_eq!(r("bytes=-10", 100), br(90, 10));
+        assert_eq!(r("bytes=-1000", 100), br(0, 100));
+        assert_eq!(r("bytes=100-", 100), Err(()));
+        assert_eq!(r("bytes=-0", 100), Err(()));
+        assert_eq!(r("bytes=0-", 0), Err(()));
+        assert_eq!(r("bytes=0-1,5-6", 100), Ok(None));
+        assert_eq!(r("items=0-1", 100), Ok(None));
+        assert_eq!(r("bytes=5-1", 100), Ok(None));
+        assert_eq!(r("bytes=x-1", 100), Ok(None));
+    }
+
+    #[test]
+    fn etag_lists() {
+        assert!(etag_listed("\"a\", \"b\"", Some("\"b\"")));
+        assert!(etag_listed("W/\"b\"", Some("\"b\"")));
+        assert!(etag_listed("*", None));
+        assert!(!etag_listed("\"a\"", Some("\"b\"")));
+        assert!(!etag_listed("\"a\"", None));
+    }
+}

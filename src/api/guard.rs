@@ -1,0 +1,33 @@
+//! Bearer-token authentication of every `/api/v1` request. The verified
+//! [`Principal`](crate::auth::Principal) goes into the request's extensions;
+//! handlers then check the action they perform (`Principal::require`).
+//! Tokens are never logged: only the fixed reason of a refusal is.
+
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use super::AppState;
+use crate::auth::AuthError;
+
+pub async fn require_token(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    let result = match req.headers().get(AUTHORIZATION).map(|v| v.to_str()) {
+        None => st.verifier.authenticate(None),
+        Some(Err(_)) => Err(AuthError::MalformedHeader(
+            "the Authorization header is not ASCII",
+        )),
+        Some(Ok(v)) => st.verifier.authenticate(Some(v)),
+    };
+    match result {
+        Ok(principal) => {
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
+        Err(e) => {
+            tracing::debug!(reason = %e, "request refused");
+            ApiError::from(e).into_response()
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Request metrics in the Prometheus text format: counts and latency
+//! histograms per method, route (the route template, never the concrete
+//! path: file names stay out of metrics) and status.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use parking_lot::Mutex;
+
+/// Upper bounds of the latency buckets, in seconds (time to response
+/// headers; streamed bodies are not included).
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+#[derive(Default, Clone)]
+struct Series {
+    count: u64,
+    sum: f64,
+    buckets: [u64; BUCKETS.len()],
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    series: Mutex<BTreeMap<(String, String, u16), Series>>,
+}
+
+impl Metrics {
+    pub fn record(&self, method: &str, route: &str, status: u16, secs: f64) {
+        let mut m = self.series.lock();
+        let s = m
+            .entry((method.to_string(), route.to_string(), status))
+            .or_default();
+        s.count += 1;
+        s.sum += secs;
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if secs <= *le {
+                s.buckets[i] += 1;
+            }
+        }
+    }
+
+    /// The request series in the text exposition format.
+    pub fn render(&self, out: &mut String) {
+        let m = self.series.lock().clone();
+        out.push_str("# HELP artfs_http_requests_total HTTP requests served.\n");
+        out.push_str("# TYPE artfs_http_requests_total counter\n");
+        for ((method, route, status), s) in &m {
+            let _ = writeln!(
+                out,
+                "artfs_http_requests_total{{method=\"{method}\",route=\"{}\",status=\"{status}\"}} {}",
+                escape(route),
+                s.count
+            );
+        }
+        out.push_str("# HELP artfs_http_request_duration_seconds Time to response headers.\n");
+        out.push_str("# TYPE artfs_http_request_duration_seconds histogram\n");
+        for ((method, route, status), s) in &m {
+            let labels = format!(
+                "method=\"{method}\",route=\"{}\",status=\"{status}\"",
+                escape(route)
+            );
+            for (i, le) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "artfs_http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {}",
+                    s.buckets[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "artfs_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                s.count
+            );
+            let _ = writeln!(
+                out,
+                "artfs_http_request_duration_seconds_sum{{{labels}}} {}",
+                s.sum
+            );
+            let _ = writeln!(
+                out,
+                "artfs_http_request_duration_seconds_count{{{labels}}} {}",
+                s.count
+            );
+        }
+    }
+}
+
+/// Escape a label value (backslash, quote, newline).
+pub fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Middleware recording every request.
+pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().as_str().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let resp = next.run(req).await;
+    metrics.record(
+        &method,
+        &route,
+        resp.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counts_and_buckets() {
+        let m = Metrics::default();
+        m.record("GET", "/api/v1/fs/{*path}", 200, 0.003);
+        m.record("GET", "/api/v1/fs/{*path}", 200, 0.2);
+        let mut out = String::new();
+        m.render(&mut out);
+        assert!(out.contains(
+            "artfs_http_requests_total{method=\"GET\",route=\"/api/v1/fs/{*path}\",status=\"200\"} 2"
+        ));
+        assert!(out.contains("le=\"0.005\"} 1"));
+        assert!(out.contains("le=\"0.25\"} 2"));
+        assert!(out.contains("le=\"+Inf\"} 2"));
+    }
+}

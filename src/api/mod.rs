@@ -1,0 +1,143 @@
+//! The HTTP door: an axum server inside the daemon, on its tokio runtime,
+//! calling the same core as the FUSE door, so every rule (names, rename
+//! semantics, permissions, capacity) is written once.
+//!
+//! What it owns: routes, request parsing, JWT authentication (through
+//! `auth`), the mapping of core errors to statuses, limits, metrics, TLS.
+//! It holds no filesystem policy. Core calls are synchronous and may wait
+//! for the database, so handlers make them on the blocking pool
+//! ([`blocking`]). After each mutation the handler tells the kernel what
+//! changed (`Fs::invalidator`), so the mount is right at once although the
+//! kernel caches entries and attributes for an hour.
+//!
+//! Modules: `config` (CLI flags, defaults), `server` (binding, TLS, limits,
+//! SIGHUP), `guard` (bearer tokens), `path` (safe path parsing), `error`
+//! (statuses), one module per door: `health`, `fs`, `meta`, `files`; and
+//! `metrics`, `openapi`.
+
+mod admin;
+mod config;
+mod error;
+mod files;
+mod fs;
+mod guard;
+mod health;
+mod meta;
+mod metrics;
+mod openapi;
+pub mod path;
+mod server;
+
+use std::sync::Arc;
+
+use axum::middleware;
+use axum::routing::get;
+use axum::Router;
+use tokio::sync::Semaphore;
+
+pub use config::{ApiArgs, ApiConfig, Limits};
+pub use error::{errno_status, ApiError, ErrorBody};
+pub use openapi::ApiDoc;
+pub use server::{start, ApiServer};
+
+use crate::auth::Verifier;
+use crate::core::types::Caller;
+use crate::core::Fs;
+use error::ApiResult;
+
+/// What every handler shares.
+pub struct Inner {
+    pub fs: Arc<Fs>,
+    pub verifier: Arc<Verifier>,
+    /// The POSIX identity API callers act as.
+    pub caller: Caller,
+    /// Reported by `/api/v1/info`.
+    pub name: String,
+    pub limits: Limits,
+    /// Uploads in flight (permits: `limits.max_concurrent_uploads`).
+    pub uploads: Arc<Semaphore>,
+    pub metrics: Arc<metrics::Metrics>,
+    /// Permission bits of uploaded files and of directories made by `?mkdir`.
+    pub file_mode: u32,
+    pub dir_mode: u32,
+    /// Maintenance jobs started through the API.
+    pub jobs: admin::Jobs,
+}
+
+pub type AppState = Arc<Inner>;
+
+impl Inner {
+    /// Tell the caching door (the kernel) that `name` in `parent` changed,
+    /// and so did the directory's attributes and listing.
+    pub fn invalidate_entry(&self, parent: u64, name: &[u8]) {
+        if let Some(inv) = self.fs.invalidator() {
+            inv.entry(parent, name);
+            inv.inode(parent);
+        }
+    }
+
+    /// Tell the caching door that `ino`'s attributes or content changed.
+    pub fn invalidate_inode(&self, ino: u64) {
+        if let Some(inv) = self.fs.invalidator() {
+            inv.inode(ino);
+        }
+    }
+}
+
+/// Run a synchronous core call on the blocking pool.
+pub async fn blocking<T, F>(f: F) -> ApiResult<T>
+where
+    F: FnOnce() -> ApiResult<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
+}
+
+/// All routes. Health and metrics need no token; everything under
+/// `/api/v1` does.
+pub fn router(state: AppState) -> Router {
+    let fs_routes = || get(fs::get).put(fs::put).delete(fs::delete);
+    let meta_routes = || get(meta::get).patch(meta::patch);
+    let api = Router::new()
+        .route("/api/v1/info", get(health::info))
+        .route("/api/v1/capacity", get(health::capacity))
+        .route("/api/v1/openapi.json", get(openapi::spec))
+        .route("/api/v1/fs", fs_routes())
+        .route("/api/v1/fs/", fs_routes())
+        .route("/api/v1/fs/{*path}", fs_routes())
+        .route("/api/v1/meta", meta_routes())
+        .route("/api/v1/meta/", meta_routes())
+        .route("/api/v1/meta/{*path}", meta_routes())
+        .route(
+            "/api/v1/files/{file_id}",
+            get(files::get).patch(files::patch).delete(files::delete),
+        )
+        .route("/api/v1/files/{file_id}/download", get(files::download))
+        .route("/api/v1/search", get(admin::search))
+        .route("/api/v1/mode", axum::routing::post(admin::change_mode))
+        .route(
+            "/api/v1/maintenance/{kind}",
+            get(admin::job_status).post(admin::start_job),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::require_token,
+        ));
+    let public = Router::new()
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/metrics", get(health::metrics));
+    public
+        .merge(api)
+        .route_layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            metrics::track,
+        ))
+        .fallback(health::no_route)
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            state.limits.max_in_flight.max(1),
+        ))
+        .with_state(state)
+}

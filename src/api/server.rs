@@ -1,0 +1,179 @@
+//! Starting and stopping the HTTP door: bind (before the mount appears, so
+//! a bad address or key fails the start), plain HTTP or TLS (rustls),
+//! connection limits and timeouts, SIGHUP to reload keys and certificates.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum_server::tls_rustls::RustlsConfig;
+use hyper_util::server::conn::auto::Builder;
+use tokio::sync::Semaphore;
+
+use super::config::{ApiConfig, Limits};
+use super::{metrics::Metrics, router, Inner};
+use crate::auth::Verifier;
+use crate::core::types::{Caller, ROOT_INO};
+use crate::core::Fs;
+
+/// A running HTTP door.
+pub struct ApiServer {
+    handle: axum_server::Handle<SocketAddr>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    rt: tokio::runtime::Handle,
+    local_addr: SocketAddr,
+}
+
+impl ApiServer {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stop accepting, give requests in flight a few seconds, then close.
+    /// Call from outside the runtime (the daemon's main thread).
+    pub fn shutdown(self) {
+        self.handle.graceful_shutdown(Some(Duration::from_secs(5)));
+        let task = self.task;
+        let r = self
+            .rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(10), task).await });
+        match r {
+            Ok(Ok(Ok(()))) => tracing::info!("HTTP API stopped"),
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP API ended with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP API task failed"),
+            Err(_) => tracing::warn!("HTTP API did not stop in time"),
+        }
+    }
+}
+
+fn configure(builder: &mut Builder<hyper_util::rt::TokioExecutor>, limits: &Limits) {
+    builder
+        .http1()
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .header_read_timeout(Some(limits.header_timeout));
+    builder
+        .http2()
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256);
+}
+
+/// Start the HTTP door on `rt`. Fails (nothing started) without a usable
+/// verification key or certificate, or when the address cannot be bound.
+/// Call from outside the runtime.
+pub fn start(
+    fs: Arc<Fs>,
+    cfg: ApiConfig,
+    rt: &tokio::runtime::Handle,
+) -> anyhow::Result<ApiServer> {
+    cfg.validate()?;
+    let verifier = Arc::new(
+        Verifier::new(cfg.auth.clone()).context("the HTTP API needs a usable verification key")?,
+    );
+    let root = fs
+        .getattr(ROOT_INO)
+        .context("cannot read the root directory")?;
+    let caller = Caller {
+        uid: cfg.uid.unwrap_or(root.inode.uid),
+        gid: cfg.gid.unwrap_or(root.inode.gid),
+        pid: 0,
+    };
+    let tls = match &cfg.tls {
+        Some((cert, key)) => {
+            // One crypto provider in this build (ring); make it the default.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            Some(
+                rt.block_on(RustlsConfig::from_pem_file(cert, key))
+                    .with_context(|| {
+                        format!(
+                            "cannot load TLS certificate {} and key {}",
+                            cert.display(),
+                            key.display()
+                        )
+                    })?,
+            )
+        }
+        None => None,
+    };
+    let listener = std::net::TcpListener::bind(cfg.addr)
+        .with_context(|| format!("cannot listen on {}", cfg.addr))?;
+    let local_addr = listener.local_addr()?;
+    let limits = cfg.limits.clone();
+    let state = Arc::new(Inner {
+        fs,
+        verifier: verifier.clone(),
+        caller: caller.clone(),
+        name: cfg.name.clone(),
+        uploads: Arc::new(Semaphore::new(limits.max_concurrent_uploads.max(1))),
+        limits: limits.clone(),
+        metrics: Arc::new(Metrics::default()),
+        file_mode: cfg.file_mode,
+        dir_mode: cfg.dir_mode,
+        jobs: Default::default(),
+    });
+    let app = router(state);
+    let handle = axum_server::Handle::new();
+    let _enter = rt.enter();
+    let task = match &tls {
+        Some(tls) => {
+            let mut server = axum_server::from_tcp_rustls(listener, tls.clone())?
+                .handle(handle.clone())
+                .first_request_timeout(limits.header_timeout);
+            configure(server.http_builder(), &limits);
+            rt.spawn(server.serve(app.into_make_service()))
+        }
+        None => {
+            let mut server = axum_server::from_tcp(listener)?
+                .handle(handle.clone())
+                .first_request_timeout(limits.header_timeout);
+            configure(server.http_builder(), &limits);
+            rt.spawn(server.serve(app.into_make_service()))
+        }
+    };
+    spawn_reloader(rt, verifier, tls.zip(cfg.tls.clone()))?;
+    tracing::info!(
+        addr = %local_addr,
+        tls = cfg.tls.is_some(),
+        uid = caller.uid,
+        gid = caller.gid,
+        "HTTP API listening"
+    );
+    Ok(ApiServer {
+        handle,
+        task,
+        rt: rt.clone(),
+        local_addr,
+    })
+}
+
+/// SIGHUP: reload the token verification keys and the TLS certificate.
+/// A bad new file is logged and the old one stays in use.
+fn spawn_reloader(
+    rt: &tokio::runtime::Handle,
+    verifier: Arc<Verifier>,
+    tls: Option<(RustlsConfig, (std::path::PathBuf, std::path::PathBuf))>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let _enter = rt.enter();
+    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    rt.spawn(async move {
+        while hup.recv().await.is_some() {
+            let v = verifier.clone();
+            match tokio::task::spawn_blocking(move || v.reload()).await {
+                Ok(Ok(())) => tracing::info!("SIGHUP: token verification keys reloaded"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "SIGHUP: keys not reloaded; the old ones stay")
+                }
+                Err(e) => tracing::warn!(error = %e, "SIGHUP: key reload failed"),
+            }
+            if let Some((config, (cert, key))) = &tls {
+                match config.reload_from_pem_file(cert, key).await {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                    Err(e) => tracing::warn!(error = %e,
+                        "SIGHUP: TLS certificate not reloaded; the old one stays"),
+                }
+            }
+        }
+    });
+    Ok(())
+}

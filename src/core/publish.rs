@@ -1,0 +1,217 @@
+//! Atomic publication of whole files (the HTTP door's PUT).
+//!
+//! An upload is written into a *staging* inode: a regular file with no
+//! name and a link count of 0, like `open(O_TMPFILE)`. Nobody can reach it
+//! while it fills. [`Fs::publish`] then links it under its name in one
+//! mutation, replacing whatever file had the name (dropping that file's
+//! link, as rename does): readers see the old file or the new one, never a
+//! mix, and of concurrent uploads to one name the last to publish wins
+//! whole.
+//!
+//! Crash safety: the staging inode's object is covered like a file created
+//! open (a pending `create` intent, settled at the last release); an upload
+//! never published leaves an inode with no links, which the last release
+//! removes, or, if the daemon died, the next mount's orphan reclaim.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::error::{eexist, eisdir, enoent, enotdir, Error, Result};
+use super::namespace::{check_name, user_name};
+use super::types::{Caller, Inode, Kind, Timestamp};
+use super::{Attr, Fs, Handle};
+use crate::wal;
+
+/// What the name must hold for a publish to go ahead (HTTP preconditions).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// Create or replace.
+    Any,
+    /// Only create (`If-None-Match: *`): EEXIST when the name exists.
+    Absent,
+    /// Only replace this very file (`If-Match`): ESTALE when the name is
+    /// missing or names another file.
+    FileId(String),
+}
+
+/// The name was changed by someone else since the caller looked.
+pub fn estale() -> Error {
+    Error::posix(libc::ESTALE, "the name no longer holds the expected file")
+}
+
+/// A published upload.
+#[derive(Clone, Debug)]
+pub struct Published {
+    pub attr: Attr,
+    /// The inode whose link the upload replaced.
+    pub replaced: Option<u64>,
+}
+
+impl Fs {
+    /// A nameless regular file in directory `parent` (which must exist) to
+    /// write an upload into, open for writing. `perm` is used as given (no
+    /// umask); `created_by` is recorded as the file's creator. Write with
+    /// [`Fs::write`], make durable with [`Fs::fsync`], then
+    /// [`Fs::publish`] and [`Fs::release`]; releasing without publishing
+    /// discards it.
+    pub fn create_staging(
+        &self,
+        caller: &Caller,
+        parent: u64,
+        perm: u32,
+        created_by: &str,
+    ) -> Result<(u64, Arc<Handle>)> {
+        self.allow(super::policy::Change::Create)?;
+        let (ino, intent) = self.with_tx(|tx| {
+            let dir = tx.inode(parent)?;
+            if !dir.kind.is_dir() {
+                return Err(enotdir());
+            }
+            if dir.nlink == 0 {
+                return Err(enoent());
+            }
+            let mut perm = perm & 0o7777;
+            let mut gid = caller.gid;
+            if dir.perm & libc::S_ISGID != 0 {
+                gid = dir.gid;
+            }
+            if perm & libc::S_ISGID != 0 && !caller.is_root() && !caller.in_group(gid) {
+                perm &= !libc::S_ISGID;
+            }
+            let now = Timestamp::now();
+            let new = tx.insert(Inode {
+                ino: 0,
+                file_id: uuid::Uuid::now_v7().to_string(),
+                kind: Kind::File,
+                perm,
+                uid: caller.uid,
+                gid,
+                nlink: 0,
+                size: 0,
+                atime: now,
+                mtime: now,
+                ctime: now,
+                crtime: now,
+                rdev: 0,
+                parent,
+                target: None,
+                created_by: if created_by.is_empty() {
+                    user_name(caller.uid)
+                } else {
+                    created_by.to_string()
+                },
+                original_name: Vec::new(),
+                sha256: None,
+            })?;
+            // The write intent of the handle about to be opened, as for a
+            // file created open; settled at the last release.
+            let rec = wal::Record::new(
+                wal::Op::Create,
+                wal::Status::Pending,
+                Some(new.file_id.clone()),
+                json!({ "ino": new.ino, "parent": parent, "staging": true, "mode": new.mode() }),
+            )
+            .by(caller.uid);
+            let id = rec.id;
+            tx.log(rec);
+            Ok((new.ino, id))
+        })?;
+        match self.open_handle(ino, true, false, Some(intent)) {
+            Ok(h) => Ok((ino, h)),
+            Err(e) => {
+                // Nothing was written: drop the nameless inode now.
+                let _ = self.with_tx(|tx| {
+                    let inode = tx.inode(ino)?;
+                    tx.remove(&inode)
+                });
+                Err(e)
+            }
+        }
+    }
+
+    /// Link the staged inode `ino` as `name` in `parent`, replacing a file
+    /// of that name, in one mutation, if `expect` holds. `sha256`, when
+    /// given, is the hash of the content as written (the caller streamed
+    /// it); it is recorded with the link. Logs an `upload` row. The caller
+    /// still holds the staging handle and releases it afterwards.
+    pub fn publish(
+        &self,
+        caller: &Caller,
+        ino: u64,
+        parent: u64,
+        name: &[u8],
+        expect: &Expect,
+        sha256: Option<String>,
+    ) -> Result<Published> {
+        check_name(name)?;
+        let (inode, replaced) = self.with_tx(|tx| {
+            let mut new = tx.inode(ino)?;
+            if new.kind != Kind::File || new.nlink != 0 || !self.is_open(ino) {
+                return Err(Error::posix(libc::EINVAL, "not a staged upload"));
+            }
+            let mut dir = tx.inode(parent)?;
+            if !dir.kind.is_dir() {
+                return Err(enotdir());
+            }
+            if dir.nlink == 0 {
+                return Err(enoent());
+            }
+            let existing = tx.lookup(parent, name)?;
+            match (expect, existing) {
+                (Expect::Absent, Some(_)) => return Err(eexist()),
+                (Expect::FileId(_), None) => return Err(estale()),
+                (Expect::FileId(id), Some((e, _))) if tx.inode(e)?.file_id != *id => {
+                    return Err(estale())
+                }
+                _ => {}
+            }
+            let now = Timestamp::now();
+            let mut replaced = None;
+            if let Some((e_ino, e_kind)) = existing {
+                if e_kind.is_dir() {
+                    return Err(eisdir());
+                }
+                // Replacing a file is what rw mode and retention forbid.
+                self.allow(super::policy::Change::RenameOver)?;
+                super::archive_attrs::check_retention(&tx.xattrs(e_ino)?)?;
+                tx.remove_entry(parent, name)?;
+                let victim = tx.inode(e_ino)?;
+                self.drop_link(tx, victim, now)?;
+                replaced = Some(e_ino);
+            }
+            tx.add_entry(parent, name, ino, Kind::File)?;
+            new.nlink = 1;
+            new.parent = parent;
+            new.original_name = name.to_vec();
+            new.ctime = now;
+            if sha256.is_some() {
+                new.sha256 = sha256;
+            }
+            tx.put(&new)?;
+            dir.mtime = now;
+            dir.ctime = now;
+            tx.put(&dir)?;
+            tx.log(
+                wal::Record::new(
+                    wal::Op::Upload,
+                    wal::Status::Committed,
+                    Some(new.file_id.clone()),
+                    json!({ "ino": ino, "parent": parent, "name": wal::name_json(name),
+                            "size": new.size, "replaced_ino": replaced,
+                            "expect": match expect {
+                                Expect::Any => "any",
+                                Expect::Absent => "absent",
+                                Expect::FileId(_) => "file_id",
+                            } }),
+                )
+                .by(caller.uid),
+            );
+            Ok((new, replaced))
+        })?;
+        Ok(Published {
+            attr: self.attr_of(inode)?,
+            replaced,
+        })
+    }
+}
