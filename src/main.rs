@@ -25,7 +25,7 @@ struct Cli {
 enum Cmd {
     /// Mount BACKING at MOUNTPOINT and serve it in the foreground until
     /// unmounted or signalled (SIGINT/SIGTERM unmount cleanly).
-    Mount(MountArgs),
+    Mount(Box<MountArgs>),
     /// Check that the metadata tables and the objects in BACKING agree.
     /// Exit 0 when consistent, 1 with a report otherwise.
     Fsck(FsckArgs),
@@ -217,7 +217,7 @@ fn main() -> std::process::ExitCode {
     let _failpoints = fail::FailScenario::setup();
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Mount(args) => mount(args).map(|()| std::process::ExitCode::SUCCESS),
+        Cmd::Mount(args) => mount(*args).map(|()| std::process::ExitCode::SUCCESS),
         Cmd::Fsck(args) => fsck(args),
         Cmd::Rebuild(args) => rebuild(args),
         Cmd::Scrub(args) => scrub(args),
