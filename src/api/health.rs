@@ -173,6 +173,28 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
             out.push_str(
                 "# HELP artfs_up Whether the store answered.\n# TYPE artfs_up gauge\nartfs_up 1\n",
             );
+            let ops = st.fs.ops().snapshot();
+            out.push_str("# HELP artfs_fuse_ops_total FUSE requests served, per operation.\n");
+            out.push_str("# TYPE artfs_fuse_ops_total counter\n");
+            for (op, n, _) in &ops {
+                let _ = writeln!(out, "artfs_fuse_ops_total{{op=\"{op}\"}} {n}");
+            }
+            out.push_str(
+                "# HELP artfs_fuse_op_seconds_total Time spent serving FUSE requests, per operation.\n",
+            );
+            out.push_str("# TYPE artfs_fuse_op_seconds_total counter\n");
+            for (op, _, secs) in &ops {
+                let _ = writeln!(out, "artfs_fuse_op_seconds_total{{op=\"{op}\"}} {secs:.6}");
+            }
+            let c = st.fs.cache_stats();
+            let _ = writeln!(
+                out,
+                "# HELP artfs_cache_lookups_total Metadata lookups answered from memory (hit) \
+                 or the database (miss).\n# TYPE artfs_cache_lookups_total counter\n\
+                 artfs_cache_lookups_total{{result=\"hit\"}} {}\n\
+                 artfs_cache_lookups_total{{result=\"miss\"}} {}",
+                c.hits, c.misses
+            );
         }
         Err(_) => out.push_str(
             "# HELP artfs_up Whether the store answered.\n# TYPE artfs_up gauge\nartfs_up 0\n",

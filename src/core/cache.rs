@@ -131,6 +131,15 @@ impl Inner {
 
 pub struct Cache {
     inner: Mutex<Inner>,
+    hits: std::sync::atomic::AtomicU64,
+    misses: std::sync::atomic::AtomicU64,
+}
+
+/// How often lookups were answered from memory.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
 }
 
 impl Cache {
@@ -154,7 +163,26 @@ impl Cache {
                 xattrs: LruCache::new(NonZeroUsize::new(capacity.max(64) / 4).unwrap()),
                 complete: HashSet::new(),
             }),
+            hits: Default::default(),
+            misses: Default::default(),
         }
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        CacheStats {
+            hits: self.hits.load(Relaxed),
+            misses: self.misses.load(Relaxed),
+        }
+    }
+
+    fn count<T>(&self, k: Known<T>) -> Known<T> {
+        use std::sync::atomic::Ordering::Relaxed;
+        match &k {
+            Known::Hit(_) => self.hits.fetch_add(1, Relaxed),
+            Known::Miss => self.misses.fetch_add(1, Relaxed),
+        };
+        k
     }
 
     pub fn generation(&self) -> u64 {
@@ -162,6 +190,11 @@ impl Cache {
     }
 
     pub fn inode(&self, ino: u64) -> Known<Inode> {
+        let k = self.inode_raw(ino);
+        self.count(k)
+    }
+
+    fn inode_raw(&self, ino: u64) -> Known<Inode> {
         let mut c = self.inner.lock();
         if let Some((_, v)) = c.d_inodes.get(&ino) {
             return Known::Hit(v.clone());
@@ -173,6 +206,11 @@ impl Cache {
     }
 
     pub fn dentry(&self, parent: u64, name: &[u8]) -> Known<Dentry> {
+        let k = self.dentry_raw(parent, name);
+        self.count(k)
+    }
+
+    fn dentry_raw(&self, parent: u64, name: &[u8]) -> Known<Dentry> {
         let mut c = self.inner.lock();
         // Keys are owned; one allocation per lookup is far below a query.
         let key = (parent, name.to_vec());

@@ -19,6 +19,7 @@ mod import;
 mod maintenance;
 pub mod namespace;
 mod open;
+pub mod opstats;
 pub mod policy;
 mod publish;
 pub mod search;
@@ -89,6 +90,7 @@ pub struct Fs {
     /// Last free-space level seen (`policy::Level` as u8).
     level: std::sync::atomic::AtomicU8,
     collector: collector::CollectorConfig,
+    ops: opstats::OpStats,
 }
 
 /// Lower the calling thread's CPU priority: background upkeep (sidecars,
@@ -137,6 +139,16 @@ impl Fs {
     /// The caching door's invalidator, if one is installed.
     pub fn invalidator(&self) -> Option<&Arc<dyn Invalidator>> {
         self.invalidator.get()
+    }
+
+    /// Counts and latencies of the operations the doors serve.
+    pub fn ops(&self) -> &opstats::OpStats {
+        &self.ops
+    }
+
+    /// Hits and misses of the in-memory metadata caches.
+    pub fn cache_stats(&self) -> cache::CacheStats {
+        self.cache.stats()
     }
 
     /// The store's mode now.

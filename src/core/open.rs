@@ -188,6 +188,7 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
         capacity: u64::MAX.into(),
         level: 0.into(),
         collector: opts.collector.clone(),
+        ops: Default::default(),
     });
     {
         let (weak, every) = (Arc::downgrade(&fs), opts.collector.interval);

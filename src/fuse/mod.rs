@@ -270,11 +270,13 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _t = self.fs.ops().time("lookup");
         let _s = debug_span!("lookup", parent = parent.0).entered();
         self.entry(reply, self.fs.lookup(parent.0, name.as_bytes()));
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _t = self.fs.ops().time("getattr");
         let _s = debug_span!("getattr", ino = ino.0).entered();
         match self.fs.getattr(ino.0) {
             Ok(a) => reply.attr(&self.ttl, &fuse_attr(&a)),
@@ -300,6 +302,7 @@ impl Filesystem for FuseFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _t = self.fs.ops().time("setattr");
         let _s = debug_span!("setattr", ino = ino.0).entered();
         let set = SetAttr {
             mode,
@@ -317,6 +320,7 @@ impl Filesystem for FuseFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let _t = self.fs.ops().time("readlink");
         match self.fs.readlink(ino.0) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(errno(&e)),
@@ -333,6 +337,7 @@ impl Filesystem for FuseFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let _t = self.fs.ops().time("mknod");
         let _s = debug_span!("mknod", parent = parent.0).entered();
         let node = match Kind::from_mode(mode) {
             Some(Kind::File) | None => NewNode::File,
@@ -356,6 +361,7 @@ impl Filesystem for FuseFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        let _t = self.fs.ops().time("mkdir");
         let _s = debug_span!("mkdir", parent = parent.0).entered();
         let r = self.fs.create_node(
             &caller(req),
@@ -369,6 +375,7 @@ impl Filesystem for FuseFs {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _t = self.fs.ops().time("unlink");
         let _s = debug_span!("unlink", parent = parent.0).entered();
         match self.fs.unlink(&caller(req), parent.0, name.as_bytes()) {
             Ok(()) => reply.ok(),
@@ -377,6 +384,7 @@ impl Filesystem for FuseFs {
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _t = self.fs.ops().time("rmdir");
         let _s = debug_span!("rmdir", parent = parent.0).entered();
         match self.fs.rmdir(&caller(req), parent.0, name.as_bytes()) {
             Ok(()) => reply.ok(),
@@ -392,6 +400,7 @@ impl Filesystem for FuseFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        let _t = self.fs.ops().time("symlink");
         let _s = debug_span!("symlink", parent = parent.0).entered();
         let r = self.fs.create_node(
             &caller(req),
@@ -414,6 +423,7 @@ impl Filesystem for FuseFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let _t = self.fs.ops().time("rename");
         let _s = debug_span!("rename", parent = parent.0, newparent = newparent.0).entered();
         let mode = if flags.contains(RenameFlags::RENAME_EXCHANGE) {
             RenameMode::Exchange
@@ -451,6 +461,7 @@ impl Filesystem for FuseFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        let _t = self.fs.ops().time("link");
         let _s = debug_span!("link", ino = ino.0, newparent = newparent.0).entered();
         let r = self
             .fs
@@ -459,6 +470,7 @@ impl Filesystem for FuseFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _t = self.fs.ops().time("open");
         let _s = debug_span!("open", ino = ino.0).entered();
         match self.fs.open(&caller(req), ino.0, flags.0) {
             Ok(h) => {
@@ -486,6 +498,7 @@ impl Filesystem for FuseFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let _t = self.fs.ops().time("create");
         let _s = debug_span!("create", parent = parent.0).entered();
         match self
             .fs
@@ -526,6 +539,7 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _t = self.fs.ops().time("read");
         match self.fs.read(fh.0, offset, size as usize) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(errno(&e)),
@@ -544,6 +558,7 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let _t = self.fs.ops().time("write");
         match self.fs.write(fh.0, offset, data) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(&e)),
@@ -558,6 +573,7 @@ impl Filesystem for FuseFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let _t = self.fs.ops().time("flush");
         // Nothing to do at close (metadata catches up at release); ENOSYS
         // tells the kernel to stop sending flush, saving a round trip per close.
         reply.error(Errno::ENOSYS);
@@ -573,6 +589,7 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _t = self.fs.ops().time("release");
         let _s = debug_span!("release", fh = fh.0).entered();
         self.backing_by_fh.lock().remove(&fh.0);
         match self.fs.release(fh.0) {
@@ -589,6 +606,7 @@ impl Filesystem for FuseFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _t = self.fs.ops().time("fsync");
         let _s = debug_span!("fsync", fh = fh.0).entered();
         match self.fs.fsync(fh.0, datasync) {
             Ok(()) => reply.ok(),
@@ -597,6 +615,7 @@ impl Filesystem for FuseFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _t = self.fs.ops().time("opendir");
         match self.fs.getattr(ino.0) {
             // The kernel may cache listings: changes through the mount
             // invalidate them, and a directory moved by rename (whose ".."
@@ -622,6 +641,7 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        let _t = self.fs.ops().time("readdir");
         let _s = debug_span!("readdir", ino = ino.0, offset).entered();
         let r = self.list(ino.0, fh.0, offset, |e| {
             let name = OsStr::from_bytes(&e.name);
@@ -641,6 +661,7 @@ impl Filesystem for FuseFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        let _t = self.fs.ops().time("releasedir");
         self.listings.lock().remove(&fh.0);
         reply.ok();
     }
@@ -653,6 +674,7 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let _t = self.fs.ops().time("readdirplus");
         let _s = debug_span!("readdirplus", ino = ino.0, offset).entered();
         let r = self.list(ino.0, fh.0, offset, |e| {
             // An entry removed since the listing was read is skipped.
@@ -681,6 +703,7 @@ impl Filesystem for FuseFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _t = self.fs.ops().time("fsyncdir");
         match self.fs.sync_meta() {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
@@ -688,6 +711,7 @@ impl Filesystem for FuseFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let _t = self.fs.ops().time("statfs");
         match self.fs.statfs() {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
@@ -706,6 +730,7 @@ impl Filesystem for FuseFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let _t = self.fs.ops().time("setxattr");
         let _s = debug_span!("setxattr", ino = ino.0).entered();
         match self.fs.setxattr(ino.0, name.as_bytes(), value, flags) {
             Ok(()) => reply.ok(),
@@ -714,6 +739,7 @@ impl Filesystem for FuseFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let _t = self.fs.ops().time("getxattr");
         let _s = debug_span!("getxattr", ino = ino.0).entered();
         match self.fs.getxattr(ino.0, name.as_bytes()) {
             Ok(v) => xattr_reply(reply, &v, size),
@@ -722,6 +748,7 @@ impl Filesystem for FuseFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let _t = self.fs.ops().time("listxattr");
         match self.fs.listxattr(ino.0) {
             Ok(v) => xattr_reply(reply, &v, size),
             Err(e) => reply.error(errno(&e)),
@@ -729,6 +756,7 @@ impl Filesystem for FuseFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _t = self.fs.ops().time("removexattr");
         match self.fs.removexattr(ino.0, name.as_bytes()) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
@@ -736,6 +764,7 @@ impl Filesystem for FuseFs {
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        let _t = self.fs.ops().time("access");
         // With default_permissions the kernel checks mode bits itself.
         match self.fs.getattr(ino.0) {
             Ok(_) => reply.ok(),
@@ -753,6 +782,7 @@ impl Filesystem for FuseFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        let _t = self.fs.ops().time("fallocate");
         match self.fs.fallocate(fh.0, offset, length, mode) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
@@ -768,6 +798,7 @@ impl Filesystem for FuseFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
+        let _t = self.fs.ops().time("lseek");
         match self.fs.lseek(fh.0, offset, whence) {
             Ok(o) => reply.offset(o),
             Err(e) => reply.error(errno(&e)),
