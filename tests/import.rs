@@ -346,12 +346,18 @@ fn a_crash_mid_import_leaves_nothing_behind() {
     let mut crashed = None;
     let mut m = Mount::prepared(&[], |backing| {
         // Dies with the first object in place and its inode not staged.
-        crashed = Some(import(
+        let run = import(
             archive.path(),
             backing,
             &[],
             &[("FAILPOINTS", "import::after_object=return")],
-        ));
+        );
+        assert_eq!(
+            run.0, None,
+            "the import should die at the crash point: {}",
+            run.1
+        );
+        crashed = Some(run);
         let objects: usize = std::fs::read_dir(backing.join("objects"))
             .unwrap()
             .map(|d| {
