@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod blob;
+pub mod config;
 pub mod core;
 pub mod failpoints;
 pub mod fsck;
