@@ -9,6 +9,7 @@
 pub mod api;
 pub mod auth;
 pub mod blob;
+pub mod config;
 pub mod core;
 pub mod failpoints;
 pub mod fsck;

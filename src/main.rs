@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
+use artfs::config::{over, Config};
 use artfs::core::{open_for_rebuild, open_offline, open_store, StoreLock, StoreOptions};
 use artfs::fsck;
 use artfs::fuse::{serve, MountOptions};
@@ -50,53 +51,106 @@ enum Cmd {
     /// every file was imported or already present, 1 when some were
     /// skipped (listed with reasons). See docs/IMPORT.md.
     Import(ImportArgs),
+    /// The configuration file: print an example with every key and its
+    /// default, or check a file.
+    Config(ConfigArgs),
+}
+
+#[derive(clap::Args)]
+struct ConfigArgs {
+    #[command(subcommand)]
+    cmd: ConfigCmd,
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Print an example configuration file: every key, with its default.
+    Example,
+    /// Read a configuration file and report the first problem (exit 2) or
+    /// "ok" (exit 0).
+    Check {
+        /// The file to check.
+        file: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
 struct FsckArgs {
-    /// Directory holding the objects.
-    #[arg(env = "ARTFS_BACKING")]
-    backing: PathBuf,
-    /// Metadata database URL [default: sqlite://BACKING/.artfs/meta.db].
-    #[arg(long, env = "ARTFS_DB")]
-    db: Option<String>,
-    /// Prefix of the metadata tables.
-    #[arg(long, env = "ARTFS_TABLE_PREFIX", default_value = "artfs")]
-    table_prefix: String,
+    #[command(flatten)]
+    store: StoreArgs,
     /// Fix what can be fixed without guessing, and say what was done.
     /// Refused while the store is mounted.
     #[arg(long)]
     repair: bool,
 }
 
-/// Where a store is: BACKING, and its database when not the default.
+// Where a store is: BACKING, and its database when not the default; or
+// the `[store]` section of a configuration file.
+//
+// Settings a file may also give are `Option`s without a clap default
+// (defaults live in artfs::config): `Some` means the flag or its
+// `ARTFS_*` variable was given, and then it wins over the file.
 #[derive(clap::Args)]
 struct StoreArgs {
-    /// Directory holding the objects.
+    /// Directory holding the objects [or `backing` in the config file's
+    /// [store]].
     #[arg(env = "ARTFS_BACKING")]
-    backing: PathBuf,
+    backing: Option<PathBuf>,
     /// Metadata database URL [default: sqlite://BACKING/.artfs/meta.db].
     #[arg(long, env = "ARTFS_DB")]
     db: Option<String>,
-    /// Prefix of the metadata tables.
-    #[arg(long, env = "ARTFS_TABLE_PREFIX", default_value = "artfs")]
-    table_prefix: String,
+    /// Prefix of the metadata tables [default: artfs].
+    #[arg(long, env = "ARTFS_TABLE_PREFIX")]
+    table_prefix: Option<String>,
+    /// TOML configuration file; flags and ARTFS_* variables override it
+    /// (`artfs config example` shows every key).
+    #[arg(long, env = "ARTFS_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 impl StoreArgs {
-    fn options(&self) -> StoreOptions {
-        let mut o = StoreOptions::new(&self.backing);
-        o.db_url = self.db.clone();
-        o.table_prefix = self.table_prefix.clone();
-        o
+    /// The command line and environment laid over the file's `[store]`.
+    fn merge(self, cfg: &mut Config) {
+        over(&mut cfg.store.backing, self.backing.map(Some));
+        over(&mut cfg.store.db, self.db.map(Some));
+        over(&mut cfg.store.table_prefix, self.table_prefix);
     }
+}
+
+/// The store the merged settings name; without a BACKING, clap's usage
+/// error for the subcommand (exit 2).
+fn store_options(cfg: &Config, cmd: &str) -> StoreOptions {
+    let Some(backing) = &cfg.store.backing else {
+        missing(
+            cmd,
+            "<BACKING>\n(give it on the command line, in ARTFS_BACKING, \
+             or as [store] backing in the --config file)",
+        );
+    };
+    let mut o = StoreOptions::new(backing);
+    o.db_url = cfg.store.db.clone();
+    o.table_prefix = cfg.store.table_prefix.clone();
+    o
+}
+
+/// Exit as clap does for a missing required argument (exit 2).
+fn missing(cmd: &str, what: &str) -> ! {
+    let mut c = Cli::command();
+    c.build(); // names the subcommand's usage `artfs CMD`
+    let sub = c.find_subcommand_mut(cmd).expect("known subcommand");
+    sub.error(
+        clap::error::ErrorKind::MissingRequiredArgument,
+        format!("the following required argument was not provided: {what}"),
+    )
+    .exit()
 }
 
 #[derive(clap::Args)]
 struct ModeArgs {
     #[command(flatten)]
     store: StoreArgs,
-    /// The new mode: edit, rw, ro or ar. Without it, print the mode.
+    /// The new mode: edit, rw, ro or ar. Without it, print the mode. With
+    /// BACKING from ARTFS_BACKING or --config, `artfs mode MODE` works.
     mode: Option<artfs::core::policy::Mode>,
     /// Confirm going back from ro to rw.
     #[arg(long)]
@@ -117,8 +171,9 @@ struct SearchArgs {
     #[command(flatten)]
     store: StoreArgs,
     /// FTS5 query: words, "phrases", prefix*, AND/OR/NOT, column:word
-    /// (columns: names, description, version, custom).
-    query: String,
+    /// (columns: names, description, version, custom). Required; with
+    /// BACKING from ARTFS_BACKING or --config, `artfs search QUERY` works.
+    query: Option<String>,
     /// Most results to print.
     #[arg(long, default_value_t = 20)]
     limit: usize,
@@ -126,15 +181,8 @@ struct SearchArgs {
 
 #[derive(clap::Args)]
 struct RebuildArgs {
-    /// Directory holding the objects and their sidecars.
-    #[arg(env = "ARTFS_BACKING")]
-    backing: PathBuf,
-    /// Metadata database URL [default: sqlite://BACKING/.artfs/meta.db].
-    #[arg(long, env = "ARTFS_DB")]
-    db: Option<String>,
-    /// Prefix of the metadata tables.
-    #[arg(long, env = "ARTFS_TABLE_PREFIX", default_value = "artfs")]
-    table_prefix: String,
+    #[command(flatten)]
+    store: StoreArgs,
     /// Only add inodes missing from the tables; keep the rest.
     #[arg(long, conflicts_with = "check")]
     incremental: bool,
@@ -144,39 +192,45 @@ struct RebuildArgs {
     check: bool,
 }
 
+// `artfs mount`. Every setting may also come from `ARTFS_*` and from the
+// `--config` file. To add one: a field in artfs::config (with its default,
+// and a line in docs/artfs.example.toml), an `Option` field here with
+// `env = "ARTFS_..."` and no clap default, and a line in `merge` below.
 #[derive(clap::Args)]
 struct MountArgs {
-    /// Directory holding the objects (and, by default, the metadata database).
-    #[arg(env = "ARTFS_BACKING")]
-    backing: PathBuf,
-    /// Empty directory to mount on.
+    /// BACKING (directory holding the objects and, by default, the
+    /// metadata database), --db, --table-prefix and --config.
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Empty directory to mount on [or `mountpoint` in the config file's
+    /// [mount]].
     #[arg(env = "ARTFS_MOUNTPOINT")]
-    mountpoint: PathBuf,
-    /// Metadata database URL [default: sqlite://BACKING/.artfs/meta.db].
-    #[arg(long, env = "ARTFS_DB")]
-    db: Option<String>,
-    /// Prefix of the metadata tables (several stores may share one database).
-    #[arg(long, env = "ARTFS_TABLE_PREFIX", default_value = "artfs")]
-    table_prefix: String,
-    /// Let other users access the mount (needed for multi-user use as root).
-    #[arg(long, env = "ARTFS_ALLOW_OTHER")]
-    allow_other: bool,
+    mountpoint: Option<PathBuf>,
+    /// Let other users access the mount (needed for multi-user use as
+    /// root) [default: false].
+    #[arg(long, env = "ARTFS_ALLOW_OTHER", value_name = "BOOL", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true",
+          value_parser = artfs::config::parse_bool)]
+    allow_other: Option<bool>,
     /// FUSE worker threads [default: number of CPUs, at least 2].
     #[arg(long, env = "ARTFS_THREADS")]
     threads: Option<usize>,
-    /// Detach a stale mount left at MOUNTPOINT by a killed daemon.
-    #[arg(long)]
-    force: bool,
-    /// Seconds the kernel may cache entries and attributes.
-    #[arg(long, env = "ARTFS_ATTR_TTL", default_value_t = 3600)]
-    attr_ttl: u64,
-    /// Entries per in-memory metadata cache.
-    #[arg(long, env = "ARTFS_CACHE_ENTRIES", default_value_t = 100_000)]
-    cache_entries: usize,
+    /// Detach a stale mount left at MOUNTPOINT by a killed daemon
+    /// [default: false].
+    #[arg(long, env = "ARTFS_FORCE", value_name = "BOOL", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true",
+          value_parser = artfs::config::parse_bool)]
+    force: Option<bool>,
+    /// Seconds the kernel may cache entries and attributes [default: 3600].
+    #[arg(long, env = "ARTFS_ATTR_TTL")]
+    attr_ttl: Option<u64>,
+    /// Entries per in-memory metadata cache [default: 100000].
+    #[arg(long, env = "ARTFS_CACHE_ENTRIES")]
+    cache_entries: Option<usize>,
     /// Capacity: the most bytes regular files may hold (e.g. 500G, 10M;
     /// 0 removes the limit). Kept by the store; writes past it fail with
     /// ENOSPC. Writes then go through the daemon (no passthrough).
-    #[arg(long, env = "ARTFS_CAPACITY", value_parser = parse_bytes)]
+    #[arg(long, env = "ARTFS_CAPACITY", value_parser = artfs::config::parse_bytes)]
     capacity: Option<u64>,
     /// Days an unlinked file stays in /.trash before it is purged (edit
     /// mode; 0 turns the trash off).
@@ -193,10 +247,10 @@ struct MountArgs {
     /// Seconds added to the collector's clock (tests of expiry and trash).
     #[arg(long, env = "ARTFS_CLOCK_SKEW", default_value_t = 0, hide = true)]
     clock_skew: u64,
-    /// Mode of a new store: edit (default), rw, ro or ar. An existing
+    /// Mode of a new store: edit, rw, ro or ar [default: edit]. An existing
     /// store keeps its mode (change it with `artfs mode`).
-    #[arg(long, env = "ARTFS_MODE", default_value = "edit")]
-    mode: artfs::core::policy::Mode,
+    #[arg(long, env = "ARTFS_MODE")]
+    mode: Option<artfs::core::policy::Mode>,
     /// Run in the foreground (the default; accepted for compatibility).
     #[arg(long, short = 'f')]
     foreground: bool,
@@ -204,28 +258,75 @@ struct MountArgs {
     api: artfs::api::ApiArgs,
 }
 
+impl MountArgs {
+    /// The command line and environment laid over the file: one line per
+    /// setting.
+    fn merge(self, cfg: &mut Config) {
+        self.store.merge(cfg);
+        over(&mut cfg.mount.mountpoint, self.mountpoint.map(Some));
+        over(&mut cfg.mount.allow_other, self.allow_other);
+        over(&mut cfg.mount.threads, self.threads.map(Some));
+        over(&mut cfg.mount.force, self.force);
+        over(&mut cfg.mount.attr_ttl, self.attr_ttl);
+        over(&mut cfg.mount.cache_entries, self.cache_entries);
+        over(&mut cfg.policy.capacity, self.capacity.map(Some));
+        over(&mut cfg.policy.mode, self.mode);
+    }
+}
+
+impl Cmd {
+    /// The `--config` file (or `ARTFS_CONFIG`) of commands that take one.
+    fn config_file(&self) -> Option<&std::path::Path> {
+        let store = match self {
+            Cmd::Mount(a) => &a.store,
+            Cmd::Fsck(a) => &a.store,
+            Cmd::Rebuild(a) => &a.store,
+            Cmd::Scrub(a) => &a.store,
+            Cmd::Search(a) => &a.store,
+            Cmd::Mode(a) => &a.store,
+            Cmd::Token(_) | Cmd::Import(_) | Cmd::Config(_) => return None,
+        };
+        store.config.as_deref()
+    }
+}
+
 fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // The file first: its [log] filter sets up logging (ARTFS_LOG wins).
+    let file = Config::load(cli.cmd.config_file());
+    let log = file
+        .as_ref()
+        .map_or(artfs::config::DEFAULT_LOG, |c| &c.log.filter);
+    let filter = match (
+        tracing_subscriber::EnvFilter::try_new(log),
+        tracing_subscriber::EnvFilter::try_from_env("ARTFS_LOG"),
+    ) {
+        (Err(e), _) if file.is_ok() => {
+            let path = cli.cmd.config_file().unwrap_or(std::path::Path::new("?"));
+            eprintln!("artfs: config file {}: [log] filter: {e}", path.display());
+            return std::process::ExitCode::from(2);
+        }
+        (_, Ok(from_env)) => from_env,
+        (from_file, Err(_)) => from_file
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(artfs::config::DEFAULT_LOG)),
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ARTFS_LOG").unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,fuser::session=error")
-            }),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     // Crash points from FAILPOINTS (test builds only; inert otherwise).
     let _failpoints = fail::FailScenario::setup();
-    let cli = Cli::parse();
-    let result = match cli.cmd {
-        Cmd::Mount(args) => mount(*args).map(|()| std::process::ExitCode::SUCCESS),
-        Cmd::Fsck(args) => fsck(args),
-        Cmd::Rebuild(args) => rebuild(args),
-        Cmd::Scrub(args) => scrub(args),
-        Cmd::Search(args) => search(args),
-        Cmd::Mode(args) => mode(args),
-        Cmd::Token(args) => return token(args),
+    let result = file.and_then(|file| match cli.cmd {
+        Cmd::Mount(args) => mount(*args, file).map(|()| std::process::ExitCode::SUCCESS),
+        Cmd::Fsck(args) => fsck(args, file),
+        Cmd::Rebuild(args) => rebuild(args, file),
+        Cmd::Scrub(args) => scrub(args, file),
+        Cmd::Search(args) => search(args, file),
+        Cmd::Mode(args) => mode(args, file),
+        Cmd::Token(args) => Ok(token(args)),
         Cmd::Import(args) => import(args),
-    };
+        Cmd::Config(args) => config(args),
+    });
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -235,35 +336,47 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn mount(args: MountArgs) -> anyhow::Result<()> {
+/// `artfs mount`: flags and environment over the file over the defaults,
+/// turned into the store's and the mount's options.
+fn mount(args: MountArgs, mut cfg: Config) -> anyhow::Result<()> {
+    // Settings only the command line and environment give (for now).
+    let (trash_days, collect_interval, clock_skew) =
+        (args.trash_days, args.collect_interval, args.clock_skew);
+    let api = args.api.config()?;
+    args.merge(&mut cfg);
+    let mut sopts = store_options(&cfg, "mount");
+    let Some(mountpoint) = cfg.mount.mountpoint.clone() else {
+        missing(
+            "mount",
+            "<MOUNTPOINT>\n(give it on the command line, in ARTFS_MOUNTPOINT, \
+             or as [mount] mountpoint in the --config file)",
+        );
+    };
+    let m = &cfg.mount;
     let mut mopts = MountOptions {
-        allow_other: args.allow_other,
-        force: args.force,
-        ttl: Duration::from_secs(args.attr_ttl),
+        allow_other: m.allow_other,
+        force: m.force,
+        ttl: Duration::from_secs(m.attr_ttl),
         ..MountOptions::default()
     };
-    if let Some(t) = args.threads {
+    if let Some(t) = m.threads {
         mopts.threads = t;
     }
-    // Check the mount point and the API settings before touching BACKING,
-    // so bad ones change nothing.
-    artfs::fuse::check_mountpoint(&args.mountpoint, args.force)?;
-    let api = args.api.config()?;
-    let rt = runtime()?;
-    let mut sopts = StoreOptions::new(&args.backing);
-    sopts.db_url = args.db;
-    sopts.table_prefix = args.table_prefix;
-    sopts.cache_entries = args.cache_entries;
-    sopts.initial_mode = args.mode;
-    sopts.capacity = args.capacity;
-    if !(args.trash_days >= 0.0 && args.trash_days.is_finite()) {
+    sopts.cache_entries = m.cache_entries;
+    sopts.initial_mode = cfg.policy.mode;
+    sopts.capacity = cfg.policy.capacity;
+    if !(trash_days >= 0.0 && trash_days.is_finite()) {
         anyhow::bail!("--trash-days must be 0 or more");
     }
-    sopts.collector.trash_days = args.trash_days;
-    sopts.collector.interval = Duration::from_secs_f64(args.collect_interval.max(0.05));
-    sopts.collector.clock_skew = Duration::from_secs(args.clock_skew);
+    sopts.collector.trash_days = trash_days;
+    sopts.collector.interval = Duration::from_secs_f64(collect_interval.max(0.05));
+    sopts.collector.clock_skew = Duration::from_secs(clock_skew);
+    // Check the mount point (and, above, the API settings) before touching
+    // BACKING, so bad ones change nothing.
+    artfs::fuse::check_mountpoint(&mountpoint, m.force)?;
+    let rt = runtime()?;
     let (fs, _lock) = open_store(&sopts, rt.handle().clone())
-        .with_context(|| format!("cannot open store {}", args.backing.display()))?;
+        .with_context(|| format!("cannot open store {}", sopts.backing.display()))?;
     // The HTTP door binds before the mount appears: a bad key, certificate
     // or address fails the start.
     let server = match api.map(|cfg| artfs::api::start(fs.clone(), cfg, rt.handle())) {
@@ -274,12 +387,26 @@ fn mount(args: MountArgs) -> anyhow::Result<()> {
         Some(Ok(s)) => Some(s),
         None => None,
     };
-    let served = serve(fs.clone(), &args.mountpoint, &mopts);
+    let served = serve(fs.clone(), &mountpoint, &mopts);
     if let Some(s) = server {
         s.shutdown();
     }
     fs.close();
     served
+}
+
+/// `artfs config example|check`.
+fn config(args: ConfigArgs) -> anyhow::Result<std::process::ExitCode> {
+    match args.cmd {
+        ConfigCmd::Example => print!("{}", artfs::config::EXAMPLE),
+        ConfigCmd::Check { file } => {
+            let cfg = Config::load(Some(&file))?;
+            tracing_subscriber::EnvFilter::try_new(&cfg.log.filter)
+                .with_context(|| format!("config file {}: [log] filter", file.display()))?;
+            println!("{}: ok", file.display());
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -291,11 +418,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the runtime")
 }
 
-fn fsck(args: FsckArgs) -> anyhow::Result<std::process::ExitCode> {
-    let backing = args
+fn fsck(args: FsckArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitCode> {
+    args.store.merge(&mut cfg);
+    let mut sopts = store_options(&cfg, "fsck");
+    let backing = sopts
         .backing
         .canonicalize()
-        .with_context(|| format!("BACKING {} is not usable", args.backing.display()))?;
+        .with_context(|| format!("BACKING {} is not usable", sopts.backing.display()))?;
     if args.repair && StoreLock::is_held(&backing) {
         anyhow::bail!(
             "{} is mounted (its daemon holds the store lock); unmount it before --repair",
@@ -303,9 +432,7 @@ fn fsck(args: FsckArgs) -> anyhow::Result<std::process::ExitCode> {
         );
     }
     let rt = runtime()?;
-    let mut sopts = StoreOptions::new(&backing);
-    sopts.db_url = args.db;
-    sopts.table_prefix = args.table_prefix;
+    sopts.backing = backing.clone();
     let (meta, objects, _lock) = open_offline(&sopts, rt.handle().clone(), args.repair)?;
     let mounted = !args.repair && StoreLock::is_held(&backing);
     if mounted {
@@ -406,13 +533,12 @@ fn progress(what: &'static str) -> indicatif::ProgressBar {
     bar
 }
 
-fn rebuild(args: RebuildArgs) -> anyhow::Result<std::process::ExitCode> {
+fn rebuild(args: RebuildArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitCode> {
+    args.store.merge(&mut cfg);
+    let sopts = store_options(&cfg, "rebuild");
     let rt = runtime()?;
-    let mut sopts = StoreOptions::new(&args.backing);
-    sopts.db_url = args.db;
-    sopts.table_prefix = args.table_prefix;
     let (meta, objects, _lock) = open_for_rebuild(&sopts, rt.handle().clone())
-        .with_context(|| format!("cannot rebuild {}", args.backing.display()))?;
+        .with_context(|| format!("cannot rebuild {}", sopts.backing.display()))?;
     let bar = progress("reading sidecars");
     let code = if args.check {
         let o = artfs::rebuild::check(meta.as_ref(), &objects, &bar)?;
@@ -434,7 +560,7 @@ fn rebuild(args: RebuildArgs) -> anyhow::Result<std::process::ExitCode> {
             std::process::ExitCode::from(1)
         }
     } else {
-        let backing = args.backing.canonicalize()?;
+        let backing = sopts.backing.canonicalize()?;
         let r = artfs::rebuild::rebuild(meta.as_ref(), &objects, &backing, args.incremental, &bar)?;
         bar.finish_and_clear();
         for (p, why) in &r.skipped {
@@ -461,10 +587,12 @@ fn rebuild(args: RebuildArgs) -> anyhow::Result<std::process::ExitCode> {
     Ok(code)
 }
 
-fn scrub(args: ScrubArgs) -> anyhow::Result<std::process::ExitCode> {
+fn scrub(args: ScrubArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitCode> {
+    args.store.merge(&mut cfg);
+    let sopts = store_options(&cfg, "scrub");
     let rt = runtime()?;
-    let (meta, objects, _) = open_offline(&args.store.options(), rt.handle().clone(), false)
-        .with_context(|| format!("cannot scrub {}", args.store.backing.display()))?;
+    let (meta, objects, _) = open_offline(&sopts, rt.handle().clone(), false)
+        .with_context(|| format!("cannot scrub {}", sopts.backing.display()))?;
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -497,13 +625,23 @@ fn scrub(args: ScrubArgs) -> anyhow::Result<std::process::ExitCode> {
     })
 }
 
-fn search(args: SearchArgs) -> anyhow::Result<std::process::ExitCode> {
+fn search(mut args: SearchArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitCode> {
+    if args.query.is_none() {
+        // `artfs search QUERY` with the store from ARTFS_BACKING or the file.
+        args.query = artfs::config::shift_positional(&mut args.store.backing, &cfg)
+            .map(|p| p.to_string_lossy().into_owned());
+    }
+    let Some(query) = args.query else {
+        missing("search", "<QUERY>");
+    };
+    args.store.merge(&mut cfg);
+    let sopts = store_options(&cfg, "search");
     let rt = runtime()?;
-    let (meta, _, _) = open_offline(&args.store.options(), rt.handle().clone(), false)
-        .with_context(|| format!("cannot search {}", args.store.backing.display()))?;
-    let hits = artfs::core::search::search_in(meta.as_ref(), &args.query, args.limit, 0);
+    let (meta, _, _) = open_offline(&sopts, rt.handle().clone(), false)
+        .with_context(|| format!("cannot search {}", sopts.backing.display()))?;
+    let hits = artfs::core::search::search_in(meta.as_ref(), &query, args.limit, 0);
     meta.close();
-    let hits = hits.map_err(|e| anyhow::anyhow!("{e}: {:?}", args.query))?;
+    let hits = hits.map_err(|e| anyhow::anyhow!("{e}: {query:?}"))?;
     for h in &hits {
         println!("{}", String::from_utf8_lossy(&h.path));
     }
@@ -514,10 +652,22 @@ fn search(args: SearchArgs) -> anyhow::Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-fn mode(args: ModeArgs) -> anyhow::Result<std::process::ExitCode> {
+fn mode(mut args: ModeArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitCode> {
+    // `artfs mode MODE` with the store from ARTFS_BACKING or the file.
+    let lone_mode = (args.store.backing.as_ref())
+        .and_then(|p| p.to_str())
+        .and_then(|s| s.parse::<artfs::core::policy::Mode>().ok());
+    if args.mode.is_none()
+        && lone_mode.is_some()
+        && artfs::config::shift_positional(&mut args.store.backing, &cfg).is_some()
+    {
+        args.mode = lone_mode;
+    }
+    args.store.merge(&mut cfg);
+    let sopts = store_options(&cfg, "mode");
     let rt = runtime()?;
-    let (meta, _, _) = open_offline(&args.store.options(), rt.handle().clone(), false)
-        .with_context(|| format!("cannot open {}", args.store.backing.display()))?;
+    let (meta, _, _) = open_offline(&sopts, rt.handle().clone(), false)
+        .with_context(|| format!("cannot open {}", sopts.backing.display()))?;
     let result = match args.mode {
         None => meta
             .config()
@@ -531,7 +681,7 @@ fn mode(args: ModeArgs) -> anyhow::Result<std::process::ExitCode> {
             }),
         Some(to) => {
             let by = artfs::core::namespace::user_name(nix::unistd::getuid().as_raw());
-            let backing = args.store.backing.canonicalize()?;
+            let backing = sopts.backing.canonicalize()?;
             artfs::core::policy::change_mode(meta.as_ref(), &backing, to, args.confirm, &by)
                 .map(|from| {
                     if from == to {
@@ -589,27 +739,4 @@ fn import(args: ImportArgs) -> anyhow::Result<std::process::ExitCode> {
         println!("{line}");
     }
     Ok(std::process::ExitCode::from(report.exit_code()))
-}
-
-/// Bytes with an optional binary suffix: 1048576, 512K, 10M, 2G, 1T.
-fn parse_bytes(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, mult) = match s.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let m: u64 = match c.to_ascii_uppercase() {
-                'K' => 1 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                'T' => 1 << 40,
-                _ => return Err(format!("unknown size suffix in {s:?}: use K, M, G or T")),
-            };
-            (&s[..i], m)
-        }
-        _ => (s, 1),
-    };
-    num.trim()
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("not a size: {s:?}"))
 }

@@ -1,0 +1,465 @@
+//! The configuration file (`--config FILE`, or `ARTFS_CONFIG`): plain
+//! structs with defaults, read from TOML, and the rules that combine it
+//! with the command line and the `ARTFS_*` environment.
+//!
+//! Precedence, highest first: command-line flag > `ARTFS_*` environment
+//! variable > config file > built-in default. The command line and the
+//! environment are clap's job: every clap field that a file may also set is
+//! an `Option` without a clap default, so clap hands back `Some` exactly
+//! when the value came from a flag or from the environment (flag first).
+//! [`over`] then lays that value over the file's, and the file's over the
+//! defaults here ([`Default`] impls, the single place defaults live).
+//!
+//! The file is strict: an unknown key is an error naming the key, the line
+//! and the file (`deny_unknown_fields`), so a typo never passes silently.
+//! Relative paths in the file are resolved against the file's directory.
+//! `docs/artfs.example.toml` (also `artfs config example`) lists every key
+//! with its default; a test checks that it parses to [`Config::default`].
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+
+use crate::core::policy::Mode;
+
+/// The example file: every key, with its default.
+pub const EXAMPLE: &str = include_str!("../docs/artfs.example.toml");
+
+/// The default log filter (`[log] filter`, `ARTFS_LOG`).
+pub const DEFAULT_LOG: &str = "info,fuser::session=error";
+
+/// Everything a configuration file may say.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub store: StoreConfig,
+    pub mount: MountConfig,
+    pub policy: PolicyConfig,
+    pub api: ApiConfig,
+    pub log: LogConfig,
+}
+
+/// `[store]`: where a store is. Read by every command that opens one.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Directory holding the objects (BACKING).
+    pub backing: Option<PathBuf>,
+    /// Metadata database URL; `None`: `sqlite://BACKING/.artfs/meta.db`.
+    pub db: Option<String>,
+    /// Prefix of the metadata tables.
+    pub table_prefix: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backing: None,
+            db: None,
+            table_prefix: "artfs".into(),
+        }
+    }
+}
+
+/// `[mount]`: how `artfs mount` serves the store.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MountConfig {
+    /// Empty directory to mount on (MOUNTPOINT).
+    pub mountpoint: Option<PathBuf>,
+    /// Let other users access the mount.
+    pub allow_other: bool,
+    /// FUSE worker threads; `None`: number of CPUs, at least 2.
+    pub threads: Option<usize>,
+    /// Seconds the kernel may cache entries and attributes.
+    pub attr_ttl: u64,
+    /// Entries per in-memory metadata cache.
+    pub cache_entries: usize,
+    /// Detach a stale mount left at the mount point by a killed daemon.
+    pub force: bool,
+}
+
+impl Default for MountConfig {
+    fn default() -> Self {
+        MountConfig {
+            mountpoint: None,
+            allow_other: false,
+            threads: None,
+            attr_ttl: 3600,
+            cache_entries: 100_000,
+            force: false,
+        }
+    }
+}
+
+/// `[policy]`: the store's mode (for a new store) and capacity.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Mode of a new store; an existing store keeps its own.
+    #[serde(deserialize_with = "de_mode")]
+    pub mode: Mode,
+    /// Most bytes regular files may hold (0 removes the limit); `None`
+    /// leaves the store's capacity as it is. In the file: a number of
+    /// bytes or a string with a binary suffix ("500G").
+    #[serde(deserialize_with = "de_size")]
+    pub capacity: Option<u64>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            mode: Mode::Edit,
+            capacity: None,
+        }
+    }
+}
+
+/// `[api]`: the HTTP door (reserved: read and checked, served once the
+/// API lands; see DESIGN.md section 5 and docs/AUTH.md).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address to listen on ("127.0.0.1:8080"); `None`: no API.
+    pub listen: Option<String>,
+    /// PEM public key verifying tokens.
+    pub jwt_key: Option<PathBuf>,
+    /// JWKS file verifying tokens (instead of `jwt_key`).
+    pub jwks: Option<PathBuf>,
+    /// Required token issuer (`iss`).
+    pub jwt_issuer: Option<String>,
+    /// Required token audience (`aud`).
+    pub jwt_audience: Option<String>,
+    /// TLS certificate chain (PEM).
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Allow listening on a non-loopback address without TLS.
+    pub insecure_public: bool,
+}
+
+/// `[log]`: what the daemon logs (to stderr).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter, as in `ARTFS_LOG` (which overrides it).
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            filter: DEFAULT_LOG.into(),
+        }
+    }
+}
+
+impl Config {
+    /// The file at `path`, or the defaults when there is none. Errors name
+    /// the file, and for bad TOML or an unknown key the line.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let mut cfg = Config::parse(&text)
+            .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
+        let abs =
+            std::path::absolute(path).with_context(|| format!("config file {}", path.display()))?;
+        cfg.resolve_paths(abs.parent().unwrap_or(Path::new("/")));
+        Ok(cfg)
+    }
+
+    /// Parse TOML text (relative paths are left as they are).
+    pub fn parse(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Make the relative paths (and a relative SQLite database) relative
+    /// to `dir`, the file's directory, rather than the working directory.
+    pub fn resolve_paths(&mut self, dir: &Path) {
+        let paths = [
+            &mut self.store.backing,
+            &mut self.mount.mountpoint,
+            &mut self.api.jwt_key,
+            &mut self.api.jwks,
+            &mut self.api.tls_cert,
+            &mut self.api.tls_key,
+        ];
+        for p in paths.into_iter().flatten() {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        }
+        if let Some(db) = &mut self.store.db {
+            *db = resolve_sqlite(db, dir);
+        }
+    }
+}
+
+/// Lay a value from the command line or the environment (clap's `Some`)
+/// over the file's. For a setting that is itself optional in the file,
+/// pass `value.map(Some)`.
+pub fn over<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
+/// `BACKING` for commands whose BACKING is followed by another positional
+/// (`search QUERY`, `mode MODE`). clap fills positionals in order, so a
+/// lone one lands in BACKING even when the store comes from `ARTFS_BACKING`
+/// or the file. When the store is known from there, this takes the lone
+/// positional back out of `backing` (the caller makes it the QUERY or
+/// MODE) and puts `ARTFS_BACKING` in its place; otherwise it returns None
+/// and changes nothing.
+pub fn shift_positional(backing: &mut Option<PathBuf>, file: &Config) -> Option<PathBuf> {
+    let env = std::env::var_os("ARTFS_BACKING")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    if env.is_none() && file.store.backing.is_none() {
+        return None;
+    }
+    let lone = backing.take();
+    *backing = env;
+    lone
+}
+
+/// A SQLite URL with a relative path, made relative to `dir`; other URLs
+/// (and `:memory:`) unchanged.
+fn resolve_sqlite(url: &str, dir: &Path) -> String {
+    let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
+        return url.to_string();
+    };
+    let (path, query) = match rest.find('?') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if path.is_empty() || path.starts_with(':') || Path::new(path).is_absolute() {
+        return url.to_string();
+    }
+    format!("sqlite://{}{query}", dir.join(path).display())
+}
+
+/// Bytes with an optional binary suffix: 1048576, 512K, 10M, 2G, 1T.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("unknown size suffix in {s:?}: use K, M, G or T")),
+            };
+            (&s[..i], m)
+        }
+        _ => (s, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("not a size: {s:?}"))
+}
+
+/// A boolean from a flag's `=VALUE` or its variable: true/false, yes/no,
+/// on/off, 1/0 (any case); empty is false, as for a flag never given.
+pub fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "y" | "on" | "1" => Ok(true),
+        "false" | "no" | "n" | "off" | "0" | "" => Ok(false),
+        _ => Err(format!("not a boolean: {s:?} (use true or false)")),
+    }
+}
+
+fn de_mode<'de, D: Deserializer<'de>>(d: D) -> Result<Mode, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(de::Error::custom)
+}
+
+fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    struct Size;
+    impl de::Visitor<'_> for Size {
+        type Value = Option<u64>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a number of bytes or a size like \"500G\"")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            u64::try_from(v)
+                .map(Some)
+                .map_err(|_| E::custom(format!("not a size: {v}")))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            parse_bytes(v).map(Some).map_err(E::custom)
+        }
+    }
+    d.deserialize_any(Size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example with its commented-out settings (`# key = value`)
+    /// turned on.
+    fn uncommented(text: &str) -> String {
+        text.lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if is_setting(rest) => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn is_setting(line: &str) -> bool {
+        let mut words = line.split_whitespace();
+        let key = words.next().unwrap_or("");
+        !key.is_empty()
+            && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            && words.next() == Some("=")
+    }
+
+    #[test]
+    fn example_is_the_defaults() {
+        assert_eq!(Config::parse(EXAMPLE).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn example_names_every_key() {
+        // With every commented-out setting on, it still parses (so they are
+        // spelled right) and every optional setting is set.
+        let all = Config::parse(&uncommented(EXAMPLE)).unwrap();
+        let c = &all;
+        let optional = [
+            ("store.backing", c.store.backing.is_some()),
+            ("store.db", c.store.db.is_some()),
+            ("mount.mountpoint", c.mount.mountpoint.is_some()),
+            ("mount.threads", c.mount.threads.is_some()),
+            ("policy.capacity", c.policy.capacity.is_some()),
+            ("api.listen", c.api.listen.is_some()),
+            ("api.jwt_key", c.api.jwt_key.is_some()),
+            ("api.jwks", c.api.jwks.is_some()),
+            ("api.jwt_issuer", c.api.jwt_issuer.is_some()),
+            ("api.jwt_audience", c.api.jwt_audience.is_some()),
+            ("api.tls_cert", c.api.tls_cert.is_some()),
+            ("api.tls_key", c.api.tls_key.is_some()),
+        ];
+        for (key, set) in optional {
+            assert!(set, "the example does not show {key}");
+        }
+        // Every key of every section appears (the structs' fields, as
+        // deny_unknown_fields lists them when given a bad key).
+        for section in ["store", "mount", "policy", "api", "log"] {
+            let err = Config::parse(&format!("[{section}]\nno_such_key = 1\n"))
+                .unwrap_err()
+                .to_string();
+            let expected = err.split(", expected").nth(1).unwrap_or(&err);
+            for key in expected.split('`').skip(1).step_by(2) {
+                assert!(
+                    uncommented(EXAMPLE)
+                        .lines()
+                        .any(|l| l.starts_with(&format!("{key} = "))),
+                    "the example does not show [{section}] {key}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err = Config::parse("[mount]\nattr_ttl = 5\nmountpiont = \"/mnt\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mountpiont"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        let err = Config::parse("[mont]\n").unwrap_err().to_string();
+        assert!(err.contains("mont"), "{err}");
+    }
+
+    #[test]
+    fn values_and_types() {
+        let c =
+            Config::parse("[policy]\nmode = \"rw\"\ncapacity = \"500G\"\n[mount]\nthreads = 4\n")
+                .unwrap();
+        assert_eq!(c.policy.mode, Mode::Rw);
+        assert_eq!(c.policy.capacity, Some(500 << 30));
+        assert_eq!(c.mount.threads, Some(4));
+        let c = Config::parse("[policy]\ncapacity = 1048576\n").unwrap();
+        assert_eq!(c.policy.capacity, Some(1 << 20));
+        for bad in [
+            "[policy]\nmode = \"rx\"\n",
+            "[policy]\ncapacity = \"5Q\"\n",
+            "[policy]\ncapacity = -1\n",
+            "[mount]\nattr_ttl = \"soon\"\n",
+        ] {
+            assert!(Config::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn relative_paths_follow_the_file() {
+        let mut c = Config::parse(
+            "[store]\nbacking = \"data\"\ndb = \"sqlite://meta/m.db?mode=rwc\"\n\
+             [mount]\nmountpoint = \"/mnt/x\"\n[api]\njwt_key = \"../k.pem\"\n",
+        )
+        .unwrap();
+        c.resolve_paths(Path::new("/etc/artfs"));
+        assert_eq!(c.store.backing.unwrap(), Path::new("/etc/artfs/data"));
+        assert_eq!(c.mount.mountpoint.unwrap(), Path::new("/mnt/x"));
+        assert_eq!(c.api.jwt_key.unwrap(), Path::new("/etc/artfs/../k.pem"));
+        assert_eq!(
+            c.store.db.unwrap(),
+            "sqlite:///etc/artfs/meta/m.db?mode=rwc"
+        );
+        let d = Path::new("/d");
+        assert_eq!(resolve_sqlite("sqlite:x.db", d), "sqlite:///d/x.db");
+        assert_eq!(resolve_sqlite("sqlite:///a/x.db", d), "sqlite:///a/x.db");
+        assert_eq!(resolve_sqlite("sqlite::memory:", d), "sqlite::memory:");
+        assert_eq!(resolve_sqlite("postgres://h/db", d), "postgres://h/db");
+    }
+
+    #[test]
+    fn over_keeps_the_file_unless_given() {
+        let mut ttl = 10u64;
+        over(&mut ttl, None);
+        assert_eq!(ttl, 10);
+        over(&mut ttl, Some(20));
+        assert_eq!(ttl, 20);
+        let mut db = Some("file".to_string());
+        over(&mut db, None::<String>.map(Some));
+        assert_eq!(db.as_deref(), Some("file"));
+    }
+
+    #[test]
+    fn booleans() {
+        for t in ["true", "YES", "on", "1", " y "] {
+            assert_eq!(parse_bool(t), Ok(true), "{t}");
+        }
+        for f in ["false", "No", "off", "0", ""] {
+            assert_eq!(parse_bool(f), Ok(false), "{f}");
+        }
+        assert!(parse_bool("maybe").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("1M"), Ok(1 << 20));
+        assert_eq!(parse_bytes("512k"), Ok(512 << 10));
+        assert_eq!(parse_bytes("42"), Ok(42));
+        assert!(parse_bytes("1X").is_err());
+        assert!(parse_bytes("99999999T").is_err());
+    }
+}
