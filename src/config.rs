@@ -107,6 +107,14 @@ pub struct PolicyConfig {
     /// bytes or a string with a binary suffix ("500G").
     #[serde(deserialize_with = "de_size")]
     pub capacity: Option<u64>,
+    /// Days an unlinked file stays in /.trash (edit mode); 0: no trash.
+    pub trash_days: f64,
+    /// Committed log rows kept at most (older ones are pruned).
+    pub wal_keep_rows: u64,
+    /// Days committed log rows are kept.
+    pub wal_keep_days: u64,
+    /// Days failed and rolled-back log rows are kept, for audit.
+    pub wal_keep_failed_days: u64,
 }
 
 impl Default for PolicyConfig {
@@ -114,12 +122,16 @@ impl Default for PolicyConfig {
         PolicyConfig {
             mode: Mode::Edit,
             capacity: None,
+            trash_days: 1.0,
+            wal_keep_rows: 100_000,
+            wal_keep_days: 7,
+            wal_keep_failed_days: 90,
         }
     }
 }
 
-/// `[api]`: the HTTP door (reserved: read and checked, served once the
-/// API lands; see DESIGN.md section 5 and docs/AUTH.md).
+/// `[api]`: the HTTP door (docs/API.md); flags and `ARTFS_*` variables
+/// override each key.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {

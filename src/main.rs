@@ -233,9 +233,18 @@ struct MountArgs {
     #[arg(long, env = "ARTFS_CAPACITY", value_parser = artfs::config::parse_bytes)]
     capacity: Option<u64>,
     /// Days an unlinked file stays in /.trash before it is purged (edit
-    /// mode; 0 turns the trash off).
-    #[arg(long, env = "ARTFS_TRASH_DAYS", default_value_t = 1.0)]
-    trash_days: f64,
+    /// mode; 0 turns the trash off) [default: 1].
+    #[arg(long, env = "ARTFS_TRASH_DAYS")]
+    trash_days: Option<f64>,
+    /// Committed log rows kept at most [default: 100000].
+    #[arg(long, env = "ARTFS_WAL_KEEP_ROWS")]
+    wal_keep_rows: Option<u64>,
+    /// Days committed log rows are kept [default: 7].
+    #[arg(long, env = "ARTFS_WAL_KEEP_DAYS")]
+    wal_keep_days: Option<u64>,
+    /// Days failed and rolled-back log rows are kept [default: 90].
+    #[arg(long, env = "ARTFS_WAL_KEEP_FAILED_DAYS")]
+    wal_keep_failed_days: Option<u64>,
     /// Seconds between collector sweeps (trash purge, expiry).
     #[arg(
         long,
@@ -271,6 +280,13 @@ impl MountArgs {
         over(&mut cfg.mount.cache_entries, self.cache_entries);
         over(&mut cfg.policy.capacity, self.capacity.map(Some));
         over(&mut cfg.policy.mode, self.mode);
+        over(&mut cfg.policy.trash_days, self.trash_days);
+        over(&mut cfg.policy.wal_keep_rows, self.wal_keep_rows);
+        over(&mut cfg.policy.wal_keep_days, self.wal_keep_days);
+        over(
+            &mut cfg.policy.wal_keep_failed_days,
+            self.wal_keep_failed_days,
+        );
     }
 }
 
@@ -340,8 +356,18 @@ fn main() -> std::process::ExitCode {
 /// turned into the store's and the mount's options.
 fn mount(args: MountArgs, mut cfg: Config) -> anyhow::Result<()> {
     // Settings only the command line and environment give (for now).
-    let (trash_days, collect_interval, clock_skew) =
-        (args.trash_days, args.collect_interval, args.clock_skew);
+    let (collect_interval, clock_skew) = (args.collect_interval, args.clock_skew);
+    // The [api] section of the file fills what flags and variables left out.
+    let mut args = args;
+    let (a, f) = (&mut args.api, &cfg.api);
+    a.addr = a.addr.take().or_else(|| f.listen.clone());
+    a.jwt_key = a.jwt_key.take().or_else(|| f.jwt_key.clone());
+    a.jwks = a.jwks.take().or_else(|| f.jwks.clone());
+    a.jwt_issuer = a.jwt_issuer.take().or_else(|| f.jwt_issuer.clone());
+    a.jwt_audience = a.jwt_audience.take().or_else(|| f.jwt_audience.clone());
+    a.tls_cert = a.tls_cert.take().or_else(|| f.tls_cert.clone());
+    a.tls_key = a.tls_key.take().or_else(|| f.tls_key.clone());
+    a.api_insecure_public |= f.insecure_public;
     let api = args.api.config()?;
     args.merge(&mut cfg);
     let mut sopts = store_options(&cfg, "mount");
@@ -365,10 +391,17 @@ fn mount(args: MountArgs, mut cfg: Config) -> anyhow::Result<()> {
     sopts.cache_entries = m.cache_entries;
     sopts.initial_mode = cfg.policy.mode;
     sopts.capacity = cfg.policy.capacity;
+    let trash_days = cfg.policy.trash_days;
     if !(trash_days >= 0.0 && trash_days.is_finite()) {
         anyhow::bail!("--trash-days must be 0 or more");
     }
     sopts.collector.trash_days = trash_days;
+    const DAY: u64 = 24 * 3600;
+    sopts.wal_retention = artfs::wal::Retention {
+        committed_max_rows: cfg.policy.wal_keep_rows,
+        committed_max_age: Duration::from_secs(cfg.policy.wal_keep_days * DAY),
+        failed_max_age: Duration::from_secs(cfg.policy.wal_keep_failed_days * DAY),
+    };
     sopts.collector.interval = Duration::from_secs_f64(collect_interval.max(0.05));
     sopts.collector.clock_skew = Duration::from_secs(clock_skew);
     // Check the mount point (and, above, the API settings) before touching
