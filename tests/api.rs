@@ -1133,6 +1133,9 @@ fn health_metrics_and_openapi() {
         200
     );
 
+    // Some work through the mount, for the FUSE figures.
+    let _ = std::fs::metadata(api.m.path("x.txt"));
+    let _ = std::fs::metadata(api.m.path("no-such-file"));
     let metrics = api
         .client
         .get(api.url("/metrics"))
@@ -1150,6 +1153,11 @@ fn health_metrics_and_openapi() {
         "artfs_files ",
         "artfs_up 1",
         "artfs_uploads_in_flight 0",
+        "artfs_wal_recovered 0",
+        "artfs_capacity_level 0",
+        "artfs_fuse_ops_total{op=\"lookup\"}",
+        "artfs_fuse_op_seconds_total{op=\"getattr\"}",
+        "artfs_cache_lookups_total{result=\"hit\"}",
     ] {
         assert!(metrics.contains(want), "missing {want:?} in\n{metrics}");
     }

@@ -166,7 +166,22 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
                     "Bytes available to the daemon.",
                     cap.available_bytes,
                 ),
-                ("artfs_files", "Inodes in the store.", cap.file_count),
+                ("artfs_files", "Regular files in the store.", cap.file_count),
+                (
+                    "artfs_wal_recovered",
+                    "Log rows recovery settled when this mount started.",
+                    st.fs.recovered_at_start(),
+                ),
+                (
+                    "artfs_capacity_level",
+                    "Free-space level: 0 ok, 1 warning, 2 critical, 3 full.",
+                    match cap.level.as_str() {
+                        "warning" => 1,
+                        "critical" => 2,
+                        "full" => 3,
+                        _ => 0,
+                    },
+                ),
             ] {
                 let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
             }

@@ -91,6 +91,8 @@ pub struct Fs {
     level: std::sync::atomic::AtomicU8,
     collector: collector::CollectorConfig,
     ops: opstats::OpStats,
+    /// Log rows recovery settled when this mount started.
+    recovered: u64,
 }
 
 /// Lower the calling thread's CPU priority: background upkeep (sidecars,
@@ -139,6 +141,11 @@ impl Fs {
     /// The caching door's invalidator, if one is installed.
     pub fn invalidator(&self) -> Option<&Arc<dyn Invalidator>> {
         self.invalidator.get()
+    }
+
+    /// Log rows recovery settled when this mount started (after a crash).
+    pub fn recovered_at_start(&self) -> u64 {
+        self.recovered
     }
 
     /// Counts and latencies of the operations the doors serve.

@@ -189,6 +189,7 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
         level: 0.into(),
         collector: opts.collector.clone(),
         ops: Default::default(),
+        recovered: settled.len() as u64,
     });
     {
         let (weak, every) = (Arc::downgrade(&fs), opts.collector.interval);

@@ -50,6 +50,9 @@ pub struct FuseFs {
     /// entries with attributes); the next request continues from here
     /// instead of querying the store again.
     listings: Mutex<HashMap<u64, Listing>>,
+    /// Directories moved by rename since their last open: their next open
+    /// must not keep the kernel's cached listing (its ".." is stale).
+    moved_dirs: Mutex<std::collections::HashSet<u64>>,
     next_dir_fh: std::sync::atomic::AtomicU64,
 }
 
@@ -136,6 +139,7 @@ impl FuseFs {
             backing_by_ino: Mutex::default(),
             backing_by_fh: Mutex::default(),
             listings: Mutex::default(),
+            moved_dirs: Mutex::default(),
             next_dir_fh: 1.into(),
         }
     }
@@ -443,8 +447,11 @@ impl Filesystem for FuseFs {
             mode,
         ) {
             Ok(moved) => {
+                // A moved directory's cached listing holds the old "..":
+                // its next open drops the kernel's copy (a sure thing), and
+                // the notifier below drops it for handles already open.
+                self.moved_dirs.lock().extend(moved.iter().copied());
                 reply.ok();
-                // A moved directory's cached listing holds the old "..".
                 for dir in moved {
                     self.invalidate(dir, true);
                 }
@@ -623,10 +630,11 @@ impl Filesystem for FuseFs {
             Ok(a) if a.inode.kind.is_dir() => {
                 let fh = self.next_dir_fh.fetch_add(1, Ordering::Relaxed);
                 self.listings.lock().insert(fh, Listing::default());
-                reply.opened(
-                    FileHandle(fh),
-                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
-                )
+                let mut flags = FopenFlags::FOPEN_CACHE_DIR;
+                if !self.moved_dirs.lock().remove(&ino.0) {
+                    flags |= FopenFlags::FOPEN_KEEP_CACHE;
+                }
+                reply.opened(FileHandle(fh), flags)
             }
             Ok(_) => reply.error(Errno::ENOTDIR),
             Err(e) => reply.error(errno(&e)),
