@@ -668,7 +668,6 @@ fn reconnect(
         Some(lf) => lf,
         None => {
             let ino = counters.max_ino.max(counters.ino_reserved) + 1;
-            let now = Timestamp::now();
             batch.ino_reserved = Some(ino + 1);
             batch.dentries.push((
                 (ROOT_INO, b"lost+found".to_vec()),
@@ -681,26 +680,7 @@ fn reconnect(
             next_id += 1;
             root.nlink += 1;
             done.push("created /lost+found".into());
-            Inode {
-                ino,
-                file_id: uuid::Uuid::now_v7().to_string(),
-                kind: Kind::Dir,
-                perm: 0o700,
-                uid: 0,
-                gid: 0,
-                nlink: 2,
-                size: 0,
-                atime: now,
-                mtime: now,
-                ctime: now,
-                crtime: now,
-                rdev: 0,
-                parent: ROOT_INO,
-                target: None,
-                created_by: "fsck".into(),
-                original_name: b"lost+found".to_vec(),
-                sha256: None,
-            }
+            Inode::new_dir(ino, 0o700, (0, 0), ROOT_INO, b"lost+found", "fsck")
         }
     };
     for ino in lost {

@@ -175,27 +175,7 @@ pub fn rebuild(
 }
 
 fn default_root() -> Inode {
-    let now = Timestamp::now();
-    Inode {
-        ino: ROOT_INO,
-        file_id: uuid::Uuid::now_v7().to_string(),
-        kind: Kind::Dir,
-        perm: 0o755,
-        uid: 0,
-        gid: 0,
-        nlink: 2,
-        size: 0,
-        atime: now,
-        mtime: now,
-        ctime: now,
-        crtime: now,
-        rdev: 0,
-        parent: ROOT_INO,
-        target: None,
-        created_by: "rebuild".into(),
-        original_name: b"/".to_vec(),
-        sha256: None,
-    }
+    Inode::new_dir(ROOT_INO, 0o755, (0, 0), ROOT_INO, b"/", "rebuild")
 }
 
 /// Orphans both ways, for `rebuild --check`.

@@ -5,41 +5,17 @@
 
 mod common;
 
-use std::ffi::CString;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{code, Mount};
+use common::{code, setx, Mount};
 
-fn setx(p: &Path, name: &str, value: &[u8]) -> std::io::Result<()> {
-    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
-    let n = CString::new(name).unwrap();
-    // SAFETY: valid C strings and buffer.
-    let rc = unsafe {
-        libc::setxattr(
-            c.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn getx(p: &Path, name: &str) -> Option<String> {
-    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
-    let n = CString::new(name).unwrap();
-    let mut v = vec![0u8; 4096];
-    // SAFETY: valid C strings and buffer.
-    let len = unsafe { libc::getxattr(c.as_ptr(), n.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
-    (len >= 0).then(|| String::from_utf8_lossy(&v[..len as usize]).into_owned())
+fn getx_s(p: &Path, name: &str) -> Option<String> {
+    common::getx(p, name)
+        .ok()
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
 }
 
 fn names(dir: &Path) -> Vec<String> {
@@ -174,10 +150,10 @@ fn a_directory_default_ttl_gives_new_files_an_expiry() {
     fs::write(m.path("tmp/sub/scratch"), b"s").unwrap();
     fs::write(m.path("kept"), b"k").unwrap();
     assert_eq!(
-        getx(&m.path("tmp/sub"), "user.artstore.default_ttl").as_deref(),
+        getx_s(&m.path("tmp/sub"), "user.artstore.default_ttl").as_deref(),
         Some("3600")
     );
-    let exp = getx(&m.path("tmp/sub/scratch"), "user.artstore.expires_at").unwrap();
+    let exp = getx_s(&m.path("tmp/sub/scratch"), "user.artstore.expires_at").unwrap();
     let t =
         time::OffsetDateTime::parse(&exp, &time::format_description::well_known::Rfc3339).unwrap();
     let left = t - time::OffsetDateTime::now_utc();
@@ -185,7 +161,7 @@ fn a_directory_default_ttl_gives_new_files_an_expiry() {
         left > time::Duration::minutes(59) && left <= time::Duration::minutes(60),
         "{exp}"
     );
-    assert!(getx(&m.path("kept"), "user.artstore.expires_at").is_none());
+    assert!(getx_s(&m.path("kept"), "user.artstore.expires_at").is_none());
     // Two hours later it is gone; the rest stays.
     m.unmount();
     m.try_mount(&[FAST[0], ("ARTFS_CLOCK_SKEW", "7200")])

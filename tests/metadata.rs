@@ -4,29 +4,18 @@
 
 mod common;
 
-use std::ffi::CString;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-use common::{bin, Mount};
+use common::{bin, getx, listx, removex, setx, Mount};
 
 fn get(p: &Path, name: &str) -> std::io::Result<Vec<u8>> {
-    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
-    let n = CString::new(name).unwrap();
-    let mut v = vec![0u8; 65536];
-    // SAFETY: valid C strings and buffer.
-    let len = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
-    if len < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    v.truncate(len as usize);
-    Ok(v)
+    getx(p, name)
 }
 
 fn get_s(p: &Path, name: &str) -> String {
@@ -34,45 +23,15 @@ fn get_s(p: &Path, name: &str) -> String {
 }
 
 fn set(p: &Path, name: &str, value: &[u8]) -> std::io::Result<()> {
-    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
-    let n = CString::new(name).unwrap();
-    // SAFETY: valid C strings and buffer.
-    let rc = unsafe {
-        libc::lsetxattr(
-            c.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    setx(p, name, value)
 }
 
 fn remove(p: &Path, name: &str) -> std::io::Result<()> {
-    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
-    let n = CString::new(name).unwrap();
-    // SAFETY: valid C strings.
-    if unsafe { libc::lremovexattr(c.as_ptr(), n.as_ptr()) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    removex(p, name)
 }
 
 fn list(p: &Path) -> Vec<String> {
-    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
-    let mut v = vec![0u8; 65536];
-    // SAFETY: valid C string and buffer.
-    let n = unsafe { libc::llistxattr(c.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
-    assert!(n >= 0);
-    v.truncate(n as usize);
-    v.split(|b| *b == 0)
-        .filter(|s| !s.is_empty())
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .collect()
+    listx(p)
 }
 
 fn sha(data: &[u8]) -> String {

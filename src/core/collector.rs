@@ -114,27 +114,8 @@ impl Fs {
 
     fn make_trash(&self, tx: &mut Tx<'_>, now: Timestamp) -> Result<u64> {
         let mut root = tx.inode(ROOT_INO)?;
-        let dir = Inode {
-            ino: 0,
-            file_id: uuid::Uuid::now_v7().to_string(),
-            kind: Kind::Dir,
-            // Like /tmp: everyone may restore their own files.
-            perm: 0o1777,
-            uid: 0,
-            gid: 0,
-            nlink: 2,
-            size: 0,
-            atime: now,
-            mtime: now,
-            ctime: now,
-            crtime: now,
-            rdev: 0,
-            parent: ROOT_INO,
-            target: None,
-            created_by: "artfs".into(),
-            original_name: TRASH.to_vec(),
-            sha256: None,
-        };
+        // Like /tmp: everyone may restore their own files.
+        let dir = Inode::new_dir(0, 0o1777, (0, 0), ROOT_INO, TRASH, "artfs");
         let dir = tx.insert(dir)?;
         tx.add_entry(ROOT_INO, TRASH, dir.ino, Kind::Dir)?;
         root.nlink += 1;

@@ -12,7 +12,7 @@ use tokio::runtime::Handle;
 
 use super::cache::Cache;
 use super::error::{Error, Result};
-use super::types::{Inode, Kind, Timestamp, ROOT_INO};
+use super::types::{Inode, Timestamp, ROOT_INO};
 use super::writer::{Writer, INO_RESERVE_STEP};
 use super::Fs;
 use crate::blob::ObjectStore;
@@ -274,27 +274,18 @@ fn identify(
         }
         (None, None) => {
             let id = uuid::Uuid::now_v7().to_string();
-            let now = Timestamp::now();
-            let root = Inode {
-                ino: ROOT_INO,
-                file_id: uuid::Uuid::now_v7().to_string(),
-                kind: Kind::Dir,
-                perm: 0o755,
-                uid: nix::unistd::getuid().as_raw(),
-                gid: nix::unistd::getgid().as_raw(),
-                nlink: 2,
-                size: 0,
-                atime: now,
-                mtime: now,
-                ctime: now,
-                crtime: now,
-                rdev: 0,
-                parent: ROOT_INO,
-                target: None,
-                created_by: crate::core::namespace::user_name(nix::unistd::getuid().as_raw()),
-                original_name: b"/".to_vec(),
-                sha256: None,
-            };
+            let (uid, gid) = (
+                nix::unistd::getuid().as_raw(),
+                nix::unistd::getgid().as_raw(),
+            );
+            let root = Inode::new_dir(
+                ROOT_INO,
+                0o755,
+                (uid, gid),
+                ROOT_INO,
+                b"/",
+                &crate::core::namespace::user_name(uid),
+            );
             meta.init_store(&id, &backing.to_string_lossy(), &root)?;
             write_atomic(&id_path, id.as_bytes())?;
             tracing::info!(store_id = %id, backing = %backing.display(), "initialised new store");

@@ -157,6 +157,39 @@ pub struct Inode {
 }
 
 impl Inode {
+    /// A new, empty directory made by artfs itself (the root, /.trash,
+    /// /lost+found): a fresh file id, all times now.
+    pub fn new_dir(
+        ino: u64,
+        perm: u32,
+        owner: (u32, u32),
+        parent: u64,
+        name: &[u8],
+        by: &str,
+    ) -> Inode {
+        let now = Timestamp::now();
+        Inode {
+            ino,
+            file_id: uuid::Uuid::now_v7().to_string(),
+            kind: Kind::Dir,
+            perm,
+            uid: owner.0,
+            gid: owner.1,
+            nlink: 2,
+            size: 0,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            crtime: now,
+            rdev: 0,
+            parent,
+            target: None,
+            created_by: by.to_string(),
+            original_name: name.to_vec(),
+            sha256: None,
+        }
+    }
+
     /// Full `st_mode` (type and permission bits).
     pub fn mode(&self) -> u32 {
         let fmt = match self.kind {

@@ -269,3 +269,78 @@ pub fn code<T>(r: std::io::Result<T>) -> i32 {
         Err(e) => e.raw_os_error().expect("an OS error"),
     }
 }
+
+fn cpath(p: &Path) -> std::ffi::CString {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap()
+}
+
+fn last_os_error<T>(rc: isize) -> std::io::Result<T>
+where
+    T: Default,
+{
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(T::default())
+    }
+}
+
+/// lsetxattr(2) with no flags.
+pub fn setx(p: &Path, name: &str, value: &[u8]) -> std::io::Result<()> {
+    let n = std::ffi::CString::new(name).unwrap();
+    // SAFETY: valid C strings and buffer.
+    let rc = unsafe {
+        libc::lsetxattr(
+            cpath(p).as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    last_os_error(rc as isize)
+}
+
+/// lgetxattr(2) into a 64 KiB buffer.
+pub fn getx(p: &Path, name: &str) -> std::io::Result<Vec<u8>> {
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut v = vec![0u8; 65536];
+    // SAFETY: valid C strings and buffer.
+    let len = unsafe {
+        libc::lgetxattr(
+            cpath(p).as_ptr(),
+            n.as_ptr(),
+            v.as_mut_ptr().cast(),
+            v.len(),
+        )
+    };
+    last_os_error::<()>(len as isize)?;
+    v.truncate(len as usize);
+    Ok(v)
+}
+
+/// lremovexattr(2).
+pub fn removex(p: &Path, name: &str) -> std::io::Result<()> {
+    let n = std::ffi::CString::new(name).unwrap();
+    // SAFETY: valid C strings.
+    let rc = unsafe { libc::lremovexattr(cpath(p).as_ptr(), n.as_ptr()) };
+    last_os_error(rc as isize)
+}
+
+/// llistxattr(2): the names.
+pub fn listx(p: &Path) -> Vec<String> {
+    let mut v = vec![0u8; 65536];
+    // SAFETY: valid C string and buffer.
+    let n = unsafe { libc::llistxattr(cpath(p).as_ptr(), v.as_mut_ptr().cast(), v.len()) };
+    assert!(
+        n >= 0,
+        "listxattr {p:?}: {}",
+        std::io::Error::last_os_error()
+    );
+    v.truncate(n as usize);
+    v.split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
