@@ -36,9 +36,10 @@ fn objects(backing: &Path) -> Vec<String> {
 /// Arm `point`, run `op` (which dies with the daemon), and recover:
 /// fsck must then find the unmounted store consistent.
 fn crash_during(m: &mut Mount, point: &str, op: impl FnOnce(&Path) + Send + 'static) {
-    // Let the sidecar thread settle what the setup wrote (its rows commit
-    // in a batch of their own), so the armed point hits the operation's.
-    std::thread::sleep(Duration::from_millis(400));
+    // Let the sidecar thread settle what the setup wrote (it waits for
+    // 500 ms of quiet; its rows commit in a batch of their own), so the
+    // armed point hits the operation's batch.
+    std::thread::sleep(Duration::from_millis(1200));
     sync(m);
     m.arm(&[&format!("{point}=return")]);
     let mnt = m.mnt.clone();

@@ -103,19 +103,30 @@ impl Fs {
 }
 
 /// The background hasher: hashes files whose last writer closed, one at a
-/// time, so a burst of large files does not take every core.
+/// time, so a burst of large files does not take every core, and only once
+/// a file has been left alone for a moment (a file rewritten or deleted
+/// soon after is never hashed in vain; asking for the hash computes it at
+/// once anyway).
 pub struct Hasher {
-    tx: mpsc::Sender<u64>,
+    tx: mpsc::Sender<(u64, std::time::Instant)>,
 }
+
+/// How long a closed file stays untouched before the background hashes it.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Hasher {
     pub fn start(fs: Weak<Fs>) -> std::io::Result<Hasher> {
-        let (tx, rx) = mpsc::channel::<u64>();
+        let (tx, rx) = mpsc::channel::<(u64, std::time::Instant)>();
         std::thread::Builder::new()
             .name("artfs-hasher".into())
             .spawn(move || {
                 super::background_thread();
-                while let Ok(ino) = rx.recv() {
+                while let Ok((ino, at)) = rx.recv() {
+                    if let Some(wait) =
+                        (at + SETTLE).checked_duration_since(std::time::Instant::now())
+                    {
+                        std::thread::sleep(wait);
+                    }
                     let Some(fs) = fs.upgrade() else { return };
                     if let Err(e) = run_one(&fs, ino) {
                         tracing::debug!(ino, error = %e, "could not hash");
@@ -126,7 +137,7 @@ impl Hasher {
     }
 
     pub fn queue(&self, ino: u64) {
-        let _ = self.tx.send(ino);
+        let _ = self.tx.send((ino, std::time::Instant::now()));
     }
 }
 

@@ -21,12 +21,18 @@ use crate::blob::render;
 use crate::wal;
 
 /// How long changes gather before their sidecars are written.
-const GATHER: Duration = Duration::from_millis(200);
+/// Sidecars are written once changes have been quiet this long (a burst
+/// of changes writes each sidecar once, after the burst, instead of
+/// competing with it for the CPU)...
+const QUIET: Duration = Duration::from_millis(500);
+/// ...or at the latest this long after the first unwritten change.
+const MAX_DELAY: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 struct State {
     jobs: Vec<(Uuid, Vec<u64>)>,
     first_at: Option<Instant>,
+    last_at: Option<Instant>,
     /// Skip the gathering delay (someone waits in `drain`).
     urgent: bool,
     stop: bool,
@@ -47,6 +53,7 @@ impl Sidecars {
         let mut s = self.state.lock();
         s.jobs.push((id, inos));
         s.first_at.get_or_insert_with(Instant::now);
+        s.last_at = Some(Instant::now());
         s.queued += 1;
         self.work.notify_one();
     }
@@ -89,9 +96,13 @@ pub fn run(sc: Arc<Sidecars>, fs: Weak<Fs>) {
                     return;
                 }
                 match s.first_at {
-                    Some(first) if s.urgent || Instant::now() >= first + GATHER => break,
                     Some(first) => {
-                        sc.work.wait_until(&mut s, first + GATHER);
+                        let last = s.last_at.unwrap_or(first);
+                        let due = (last + QUIET).min(first + MAX_DELAY);
+                        if s.urgent || Instant::now() >= due {
+                            break;
+                        }
+                        sc.work.wait_until(&mut s, due);
                     }
                     None => sc.work.wait(&mut s),
                 }
