@@ -55,6 +55,32 @@ impl Default for OpStats {
     }
 }
 
+/// The index of `op` in [`OPS`] ("other" if unknown).
+pub const fn op_index(op: &str) -> usize {
+    let mut i = 0;
+    while i < OPS.len() {
+        if eq(OPS[i].as_bytes(), op.as_bytes()) {
+            return i;
+        }
+        i += 1;
+    }
+    OPS.len() - 1
+}
+
+const fn eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 /// Records one operation when dropped.
 pub struct OpTimer<'a> {
     stats: &'a OpStats,
@@ -71,9 +97,16 @@ impl Drop for OpTimer<'_> {
 }
 
 impl OpStats {
-    /// Time an operation until the returned guard drops.
+    /// Time an operation until the returned guard drops. `op` is one of
+    /// [`OPS`] (looked up once per call site and remembered by the caller's
+    /// `static`, see [`op_index`]).
     pub fn time(&self, op: &str) -> OpTimer<'_> {
-        let i = OPS.iter().position(|o| *o == op).unwrap_or(OPS.len() - 1);
+        self.time_at(op_index(op))
+    }
+
+    /// As [`OpStats::time`], by index into [`OPS`].
+    pub fn time_at(&self, i: usize) -> OpTimer<'_> {
+        let i = i.min(OPS.len() - 1);
         OpTimer {
             stats: self,
             i,
@@ -90,5 +123,26 @@ impl OpStats {
                 (n > 0).then(|| (*op, n, self.nanos[i].load(Ordering::Relaxed) as f64 / 1e9))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_are_counted_under_their_names() {
+        assert_eq!(OPS[op_index("lookup")], "lookup");
+        assert_eq!(OPS[op_index("readdirplus")], "readdirplus");
+        assert_eq!(OPS[op_index("no-such-op")], "other");
+        let s = OpStats::default();
+        drop(s.time("getattr"));
+        drop(s.time_at(op_index("getattr")));
+        drop(s.time("write"));
+        let snap = s.snapshot();
+        assert_eq!(
+            snap.iter().map(|(o, n, _)| (*o, *n)).collect::<Vec<_>>(),
+            vec![("getattr", 2), ("write", 1)]
+        );
     }
 }

@@ -25,7 +25,7 @@ use tracing::{debug_span, warn};
 use crate::core::error::Error;
 use crate::core::namespace::NewNode;
 use crate::core::types::{Caller, Kind, RenameMode, SetAttr, SetTime, Timestamp};
-use crate::core::{Attr, Fs, Handle};
+use crate::core::{opstats, Attr, Fs, Handle};
 
 pub use mount::{check_mountpoint, serve, MountOptions};
 pub use notify::KernelInvalidator;
@@ -274,13 +274,16 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let _t = self.fs.ops().time("lookup");
+        let _t = self.fs.ops().time_at(const { opstats::op_index("lookup") });
         let _s = debug_span!("lookup", parent = parent.0).entered();
         self.entry(reply, self.fs.lookup(parent.0, name.as_bytes()));
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let _t = self.fs.ops().time("getattr");
+        let _t = self
+            .fs
+            .ops()
+            .time_at(const { opstats::op_index("getattr") });
         let _s = debug_span!("getattr", ino = ino.0).entered();
         match self.fs.getattr(ino.0) {
             Ok(a) => reply.attr(&self.ttl, &fuse_attr(&a)),
@@ -306,7 +309,10 @@ impl Filesystem for FuseFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let _t = self.fs.ops().time("setattr");
+        let _t = self
+            .fs
+            .ops()
+            .time_at(const { opstats::op_index("setattr") });
         let _s = debug_span!("setattr", ino = ino.0).entered();
         let set = SetAttr {
             mode,
@@ -324,7 +330,10 @@ impl Filesystem for FuseFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        let _t = self.fs.ops().time("readlink");
+        let _t = self
+            .fs
+            .ops()
+            .time_at(const { opstats::op_index("readlink") });
         match self.fs.readlink(ino.0) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(errno(&e)),
@@ -341,7 +350,7 @@ impl Filesystem for FuseFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        let _t = self.fs.ops().time("mknod");
+        let _t = self.fs.ops().time_at(const { opstats::op_index("mknod") });
         let _s = debug_span!("mknod", parent = parent.0).entered();
         let node = match Kind::from_mode(mode) {
             Some(Kind::File) | None => NewNode::File,
@@ -365,7 +374,7 @@ impl Filesystem for FuseFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let _t = self.fs.ops().time("mkdir");
+        let _t = self.fs.ops().time_at(const { opstats::op_index("mkdir") });
         let _s = debug_span!("mkdir", parent = parent.0).entered();
         let r = self.fs.create_node(
             &caller(req),
@@ -379,7 +388,7 @@ impl Filesystem for FuseFs {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _t = self.fs.ops().time("unlink");
+        let _t = self.fs.ops().time_at(const { opstats::op_index("unlink") });
         let _s = debug_span!("unlink", parent = parent.0).entered();
         match self.fs.unlink(&caller(req), parent.0, name.as_bytes()) {
             Ok(()) => reply.ok(),
@@ -388,7 +397,7 @@ impl Filesystem for FuseFs {
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _t = self.fs.ops().time("rmdir");
+        let _t = self.fs.ops().time_at(const { opstats::op_index("rmdir") });
         let _s = debug_span!("rmdir", parent = parent.0).entered();
         match self.fs.rmdir(&caller(req), parent.0, name.as_bytes()) {
             Ok(()) => reply.ok(),
@@ -404,7 +413,10 @@ impl Filesystem for FuseFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let _t = self.fs.ops().time("symlink");
+        let _t = self
+            .fs
+            .ops()
+            .time_at(const { opstats::op_index("symlink") });
         let _s = debug_span!("symlink", parent = parent.0).entered();
         let r = self.fs.create_node(
             &caller(req),
@@ -427,7 +439,7 @@ impl Filesystem for FuseFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let _t = self.fs.ops().time("rename");
+        let _t = self.fs.ops().time_at(const { opstats::op_index("rename") });
         let _s = debug_span!("rename", parent = parent.0, newparent = newparent.0).entered();
         let mode = if flags.contains(RenameFlags::RENAME_EXCHANGE) {
             RenameMode::Exchange
@@ -468,7 +480,7 @@ impl Filesystem for FuseFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let _t = self.fs.ops().time("link");
+        let _t = self.fs.ops().time_at(const { opstats::op_index("link") });
         let _s = debug_span!("link", ino = ino.0, newparent = newparent.0).entered();
         let r = self
             .fs
@@ -477,7 +489,7 @@ impl Filesystem for FuseFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let _t = self.fs.ops().time("open");
+        let _t = self.fs.ops().time_at(const { opstats::op_index("open") });
         let _s = debug_span!("open", ino = ino.0).entered();
         match self.fs.open(&caller(req), ino.0, flags.0) {
             Ok(h) => {
@@ -505,7 +517,7 @@ impl Filesystem for FuseFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let _t = self.fs.ops().time("create");
+        let _t = self.fs.ops().time_at(const { opstats::op_index("create") });
         let _s = debug_span!("create", parent = parent.0).entered();
         match self
             .fs
@@ -546,7 +558,7 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let _t = self.fs.ops().time("read");
+        let _t = self.fs.ops().time_at(const { opstats::op_index("read") });
         match self.fs.read(fh.0, offset, size as usize) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(errno(&e)),
@@ -565,7 +577,7 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let _t = self.fs.ops().time("write");
+        let _t = self.fs.ops().time_at(const { opstats::op_index("write") });
         match self.fs.write(fh.0, offset, data) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(&e)),
@@ -580,7 +592,7 @@ impl Filesystem for FuseFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        let _t = self.fs.ops().time("flush");
+        let _t = self.fs.ops().time_at(const { opstats::op_index("flush") });
         // Nothing to do at close (metadata catches up at release); ENOSYS
         // tells the kernel to stop sending flush, saving a round trip per close.
         reply.error(Errno::ENOSYS);
@@ -596,7 +608,10 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let _t = self.fs.ops().time("release");
+        let _t = self
+            .fs
+            .ops()
+            .time_at(const { opstats::op_index("release") });
         let _s = debug_span!("release", fh = fh.0).entered();
         self.backing_by_fh.lock().remove(&fh.0);
         match self.fs.release(fh.0) {
@@ -613,7 +628,7 @@ impl Filesystem for FuseFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let _t = self.fs.ops().time("fsync");
+        let _t = self.fs.ops().time_at(const { opstats::op_index("fsync") });
         let _s = debug_span!("fsync", fh = fh.0).entered();
         match self.fs.fsync(fh.0, datasync) {
             Ok(()) => reply.ok(),
@@ -622,7 +637,10 @@ impl Filesystem for FuseFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let _t = self.fs.ops().time("opendir");
+        let _t = self
+            .fs
+            .ops()
+            .time_at(const { opstats::op_index("opendir") });
         match self.fs.getattr(ino.0) {
             // The kernel may cache listings: changes through the mount
             // invalidate them, and a directory moved by rename (whose ".."
@@ -649,7 +667,10 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let _t = self.fs.ops().time("readdir");
+        let _t = self
+            .fs
+            .ops()
+            .time_at(const { opstats::op_index("readdir") });
         let _s = debug_span!("readdir", ino = ino.0, offset).entered();
         let r = self.list(ino.0, fh.0, offset, |e| {
             let name = OsStr::from_bytes(&e.name);
@@ -669,7 +690,10 @@ impl Filesystem for FuseFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        let _t = self.fs.ops().time("releasedir");
+        let _t = self
+            .fs
+            .ops()
+            .time_at(const { opstats::op_index("releasedir") });
         self.listings.lock().remove(&fh.0);
         reply.ok();
     }
@@ -682,7 +706,10 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let _t = self.fs.ops().time("readdirplus");
+        let _t = self
+            .fs
+            .ops()
+            .time_at(const { opstats::op_index("readdirplus") });
         let _s = debug_span!("readdirplus", ino = ino.0, offset).entered();
         let r = self.list(ino.0, fh.0, offset, |e| {
             // An entry removed since the listing was read is skipped.
@@ -711,7 +738,10 @@ impl Filesystem for FuseFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let _t = self.fs.ops().time("fsyncdir");
+        let _t = self
+            .fs
+            .ops()
+            .time_at(const { opstats::op_index("fsyncdir") });
         match self.fs.sync_meta() {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
@@ -719,7 +749,7 @@ impl Filesystem for FuseFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let _t = self.fs.ops().time("statfs");
+        let _t = self.fs.ops().time_at(const { opstats::op_index("statfs") });
         match self.fs.statfs() {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
@@ -738,7 +768,10 @@ impl Filesystem for FuseFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let _t = self.fs.ops().time("setxattr");
+        let _t = self
+            .fs
+            .ops()
+            .time_at(const { opstats::op_index("setxattr") });
         let _s = debug_span!("setxattr", ino = ino.0).entered();
         match self.fs.setxattr(ino.0, name.as_bytes(), value, flags) {
             Ok(()) => reply.ok(),
@@ -747,7 +780,10 @@ impl Filesystem for FuseFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let _t = self.fs.ops().time("getxattr");
+        let _t = self
+            .fs
+            .ops()
+            .time_at(const { opstats::op_index("getxattr") });
         let _s = debug_span!("getxattr", ino = ino.0).entered();
         match self.fs.getxattr(ino.0, name.as_bytes()) {
             Ok(v) => xattr_reply(reply, &v, size),
@@ -756,7 +792,10 @@ impl Filesystem for FuseFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let _t = self.fs.ops().time("listxattr");
+        let _t = self
+            .fs
+            .ops()
+            .time_at(const { opstats::op_index("listxattr") });
         match self.fs.listxattr(ino.0) {
             Ok(v) => xattr_reply(reply, &v, size),
             Err(e) => reply.error(errno(&e)),
@@ -764,7 +803,10 @@ impl Filesystem for FuseFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _t = self.fs.ops().time("removexattr");
+        let _t = self
+            .fs
+            .ops()
+            .time_at(const { opstats::op_index("removexattr") });
         match self.fs.removexattr(ino.0, name.as_bytes()) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
@@ -772,7 +814,7 @@ impl Filesystem for FuseFs {
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
-        let _t = self.fs.ops().time("access");
+        let _t = self.fs.ops().time_at(const { opstats::op_index("access") });
         // With default_permissions the kernel checks mode bits itself.
         match self.fs.getattr(ino.0) {
             Ok(_) => reply.ok(),
@@ -790,7 +832,10 @@ impl Filesystem for FuseFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let _t = self.fs.ops().time("fallocate");
+        let _t = self
+            .fs
+            .ops()
+            .time_at(const { opstats::op_index("fallocate") });
         match self.fs.fallocate(fh.0, offset, length, mode) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
@@ -806,7 +851,7 @@ impl Filesystem for FuseFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        let _t = self.fs.ops().time("lseek");
+        let _t = self.fs.ops().time_at(const { opstats::op_index("lseek") });
         match self.fs.lseek(fh.0, offset, whence) {
             Ok(o) => reply.offset(o),
             Err(e) => reply.error(errno(&e)),
