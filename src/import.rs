@@ -185,6 +185,7 @@ fn import_all(fs: &Fs, src: &Path, opts: &ImportOptions) -> anyhow::Result<Repor
         uid: nix::unistd::getuid().as_raw(),
         gid: nix::unistd::getgid().as_raw(),
         pid: 0,
+        subject: None,
     };
     let dest = opts.dest.trim_matches('/').to_string();
     fs.mkdir_p(&caller, dest.as_bytes())

@@ -1847,3 +1847,26 @@ fn capacity_search_and_maintenance_over_http() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// The log says who did it: the token's subject for HTTP requests.
+#[test]
+fn log_rows_of_api_requests_carry_the_token_subject() {
+    let api = Api::start_with(&keys().ec, &["--trash-days", "0"]);
+    api.upload("by-alice.txt", b"a");
+    assert_eq!(
+        api.delete("/api/v1/fs/by-alice.txt", &api.operator)
+            .status(),
+        204
+    );
+    let db = api.m.backing.join(".artfs/meta.db");
+    let out = Command::new("sqlite3")
+        .arg(&db)
+        .arg(
+            "SELECT operation_type || '=' || user_id FROM artfs_wal \
+             WHERE operation_type IN ('upload', 'unlink') ORDER BY seq",
+        )
+        .output()
+        .unwrap();
+    let rows = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(rows.trim(), "upload=alice\nunlink=olga", "{rows}");
+}

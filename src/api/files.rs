@@ -165,10 +165,11 @@ pub async fn delete(
     Path(file_id): Path<String>,
 ) -> ApiResult<Response> {
     who.require(Action::Delete)?;
+    let caller = st.caller_for(&who);
     blocking(move || {
         let attr = by_id(&st.fs, &file_id)?;
         let (dir, name) = find_name(&st.fs, &attr)?;
-        remove_name(&st, dir, &name)
+        remove_name(&st, &caller, dir, &name)
     })
     .await?;
     Ok(axum::http::StatusCode::NO_CONTENT.into_response())

@@ -455,24 +455,20 @@ pub async fn put(
         ));
     }
     if q.contains_key("mkdir") {
-        return mkdir(st, p).await;
+        return mkdir(st, who, p).await;
     }
     upload(st, who, p, headers, body).await
 }
 
-async fn mkdir(st: AppState, p: ApiPath) -> ApiResult<Response> {
+async fn mkdir(st: AppState, who: Principal, p: ApiPath) -> ApiResult<Response> {
+    let caller = st.caller_for(&who);
     let meta = blocking(move || {
         let (parent, name) = p.split_last().expect("not the root");
-        let dir = st.fs.walk(&st.caller, parent)?;
-        st.fs.check_dir_change(&st.caller, dir.inode.ino, None)?;
-        let attr = st.fs.create_node(
-            &st.caller,
-            dir.inode.ino,
-            name,
-            NewNode::Dir,
-            st.dir_mode,
-            0,
-        )?;
+        let dir = st.fs.walk(&caller, parent)?;
+        st.fs.check_dir_change(&caller, dir.inode.ino, None)?;
+        let attr = st
+            .fs
+            .create_node(&caller, dir.inode.ino, name, NewNode::Dir, st.dir_mode, 0)?;
         st.fs.sync_meta()?;
         st.invalidate_entry(dir.inode.ino, name);
         file_meta(&st.fs, &attr, Some(p.display()))
@@ -614,6 +610,8 @@ async fn upload(
     let changes = header_changes(&headers)?;
 
     // Check the target and open a nameless staging file in its directory.
+    let caller = st.caller_for(&who);
+    let caller2 = caller.clone();
     let st2 = st.clone();
     let p2 = p.clone();
     let (parent, expect, staging) = blocking(move || {
@@ -640,7 +638,7 @@ async fn upload(
         let expect = resolve_precondition(&st2.fs, pre, existing.as_ref())?;
         let (ino, h) = st2
             .fs
-            .create_staging(&st2.caller, dir, st2.file_mode, &who.sub)?;
+            .create_staging(&caller2, dir, st2.file_mode, &who.sub)?;
         let staging = Staging {
             fs: st2.fs.clone(),
             fh: h.fh,
@@ -701,7 +699,7 @@ async fn upload(
         let ino = staging.ino;
         fs.fsync(staging.fh, false)?;
         changes.apply(&fs, ino)?;
-        let published = fs.publish(&st.caller, ino, parent, name, &expect, Some(sha))?;
+        let published = fs.publish(&caller, ino, parent, name, &expect, Some(sha))?;
         fs.sync_meta()?;
         st.invalidate_entry(parent, name);
         if let Some(old) = published.replaced {
@@ -804,13 +802,14 @@ pub async fn delete(
             "the root directory cannot be deleted",
         ));
     }
+    let caller = st.caller_for(&who);
     blocking(move || {
         let (parent, name) = p.split_last().expect("not the root");
-        let dir = st.fs.walk(&st.caller, parent)?;
+        let dir = st.fs.walk(&caller, parent)?;
         if !dir.inode.kind.is_dir() {
             return Err(crate::core::error::enotdir().into());
         }
-        remove_name(&st, dir.inode.ino, name)
+        remove_name(&st, &caller, dir.inode.ino, name)
     })
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -818,14 +817,19 @@ pub async fn delete(
 
 /// Remove `name` from directory `dir` (unlink, or rmdir for a directory)
 /// with the permission rules, and tell the kernel.
-pub fn remove_name(st: &AppState, dir: u64, name: &[u8]) -> ApiResult<()> {
+pub fn remove_name(
+    st: &AppState,
+    caller: &crate::core::types::Caller,
+    dir: u64,
+    name: &[u8],
+) -> ApiResult<()> {
     let victim = st.fs.lookup(dir, name)?;
     st.fs
-        .check_dir_change(&st.caller, dir, Some(victim.inode.ino))?;
+        .check_dir_change(caller, dir, Some(victim.inode.ino))?;
     if victim.inode.kind.is_dir() {
-        st.fs.rmdir(&st.caller, dir, name)?;
+        st.fs.rmdir(caller, dir, name)?;
     } else {
-        st.fs.unlink(&st.caller, dir, name)?;
+        st.fs.unlink(caller, dir, name)?;
     }
     // Durable when answered, as an upload is.
     st.fs.sync_meta()?;

@@ -67,6 +67,14 @@ pub struct Inner {
 pub type AppState = Arc<Inner>;
 
 impl Inner {
+    /// The identity a request acts as: the configured uid/gid, with the
+    /// token's subject for the log.
+    pub fn caller_for(&self, who: &crate::auth::Principal) -> Caller {
+        let mut c = self.caller.clone();
+        c.subject = Some(who.sub.clone());
+        c
+    }
+
     /// Tell the caching door (the kernel) that `name` in `parent` changed,
     /// and so did the directory's attributes and listing.
     pub fn invalidate_entry(&self, parent: u64, name: &[u8]) {

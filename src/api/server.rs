@@ -77,6 +77,7 @@ pub fn start(
         uid: cfg.uid.unwrap_or(root.inode.uid),
         gid: cfg.gid.unwrap_or(root.inode.gid),
         pid: 0,
+        subject: None,
     };
     let tls = match &cfg.tls {
         Some((cert, key)) => {

@@ -124,7 +124,12 @@ mod tests {
     }
 
     fn user(uid: u32, gid: u32) -> Caller {
-        Caller { uid, gid, pid: 0 }
+        Caller {
+            uid,
+            gid,
+            pid: 0,
+            subject: None,
+        }
     }
 
     #[test]

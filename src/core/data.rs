@@ -68,7 +68,7 @@ impl Fs {
                 Some(inode.file_id.clone()),
                 json!({ "ino": ino, "size": inode.size }),
             )
-            .by(caller.uid);
+            .by_caller(caller);
             intent = Some(self.durable_intent(rec, Some(ino))?);
             crate::crash_point!("open::after_intent");
         }

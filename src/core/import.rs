@@ -378,7 +378,7 @@ impl Fs {
                             "sha256": actual, "linked": linked,
                             "verified": meta.checksum.is_some() }),
                 )
-                .by(caller.uid),
+                .by_caller(caller),
             );
             dir.mtime = now;
             dir.ctime = now;

@@ -196,7 +196,7 @@ impl Fs {
                 json!({ "ino": new.ino, "parent": parent, "name": wal::name_json(name),
                         "mode": new.mode(), "rdev": rdev }),
             )
-            .by(caller.uid);
+            .by_caller(caller);
             let id = rec.id;
             tx.log(rec);
             if kind.is_dir() {
@@ -234,7 +234,7 @@ impl Fs {
                         json!({ "ino": ino, "parent": parent, "name": wal::name_json(name),
                                 "trashed_as": wal::name_json(&tname) }),
                     )
-                    .by(caller.uid),
+                    .by_caller(caller),
                 );
                 dir = tx.inode(parent)?;
                 dir.mtime = now;
@@ -250,7 +250,7 @@ impl Fs {
                     json!({ "ino": ino, "parent": parent, "name": wal::name_json(name),
                             "nlink_after": inode.nlink.saturating_sub(1) }),
                 )
-                .by(caller.uid),
+                .by_caller(caller),
             );
             self.drop_link(tx, inode, now)?;
             dir.mtime = now;
@@ -307,7 +307,7 @@ impl Fs {
                     Some(victim.file_id.clone()),
                     json!({ "ino": ino, "parent": parent, "name": wal::name_json(name) }),
                 )
-                .by(caller.uid),
+                .by_caller(caller),
             );
             let now = Timestamp::now();
             dir.nlink = dir.nlink.saturating_sub(1);
@@ -356,7 +356,7 @@ impl Fs {
                     Some(inode.file_id.clone()),
                     json!({ "ino": ino, "parent": new_parent, "name": wal::name_json(new_name) }),
                 )
-                .by(caller.uid),
+                .by_caller(caller),
             );
             inode.nlink += 1;
             inode.ctime = now;
@@ -412,7 +412,7 @@ impl Fs {
                             "replaced_ino": dst.map(|d| d.0),
                             "mode": format!("{mode:?}").to_lowercase() }),
                 )
-                .by(caller.uid),
+                .by_caller(caller),
             );
 
             if src_kind.is_dir() && is_within(tx, new_parent, src_ino)? {
@@ -540,7 +540,7 @@ impl Fs {
                     Some(i.file_id.clone()),
                     json!({ "ino": ino, "from": i.size, "to": size }),
                 )
-                .by(caller.uid);
+                .by_caller(caller);
                 intent = Some(self.durable_intent(rec, Some(ino))?);
                 crate::crash_point!("truncate::after_intent");
             }
@@ -642,7 +642,7 @@ impl Fs {
                             "size": set.size, "atime": set.atime.is_some(),
                             "mtime": set.mtime.is_some() }),
                 )
-                .by(caller.uid),
+                .by_caller(caller),
             );
             Ok(i)
         });

@@ -112,7 +112,7 @@ impl Fs {
                 Some(new.file_id.clone()),
                 json!({ "ino": new.ino, "parent": parent, "staging": true, "mode": new.mode() }),
             )
-            .by(caller.uid);
+            .by_caller(caller);
             let id = rec.id;
             tx.log(rec);
             Ok((new.ino, id))
@@ -205,7 +205,7 @@ impl Fs {
                                 Expect::FileId(_) => "file_id",
                             } }),
                 )
-                .by(caller.uid),
+                .by_caller(caller),
             );
             Ok((new, replaced))
         })?;

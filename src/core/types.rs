@@ -221,6 +221,9 @@ pub struct Caller {
     pub uid: u32,
     pub gid: u32,
     pub pid: u32,
+    /// Who is behind the request beyond the uid (a JWT subject), for the
+    /// log's `user_id`.
+    pub subject: Option<String>,
 }
 
 impl Caller {
@@ -229,6 +232,7 @@ impl Caller {
             uid: 0,
             gid: 0,
             pid: 0,
+            subject: None,
         }
     }
 

@@ -69,6 +69,7 @@ fn caller(req: &Request) -> Caller {
         uid: req.uid(),
         gid: req.gid(),
         pid: req.pid(),
+        subject: None,
     }
 }
 

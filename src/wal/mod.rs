@@ -186,6 +186,13 @@ impl Record {
         self
     }
 
+    /// Attribute the row to a caller: its JWT subject if it has one, else
+    /// its uid.
+    pub fn by_caller(mut self, c: &crate::core::types::Caller) -> Record {
+        self.user_id = Some(c.subject.clone().unwrap_or_else(|| c.uid.to_string()));
+        self
+    }
+
     pub fn duration_ms(&self) -> Option<f64> {
         self.completed_at
             .map(|c| (c.0 - self.started_at.0).max(0) as f64 / 1e6)
