@@ -72,7 +72,20 @@ impl Fs {
             intent = Some(self.durable_intent(rec, Some(ino))?);
             crate::crash_point!("open::after_intent");
         }
-        self.open_handle(ino, writable, changed, intent)
+        let handle = self.open_handle(ino, writable, changed, intent)?;
+        if writable {
+            // Once this writer is registered no close records a hash (see
+            // persist_open); one recorded by a close that raced with this
+            // open is dropped here.
+            self.with_tx(|tx| {
+                let mut i = tx.inode(ino)?;
+                if i.sha256.take().is_some() {
+                    tx.put(&i)?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(handle)
     }
 
     /// Register a handle on a regular file's object.
@@ -452,7 +465,9 @@ impl Fs {
             };
             let fresh = fresh.inode;
             let mut hashed = false;
-            if !settle.is_empty() && i.sha256.is_none() {
+            // Only if no other writer is registered: its writes would make
+            // the hash stale at once.
+            if !settle.is_empty() && i.sha256.is_none() && !self.open_for_write(ino) {
                 match &hash {
                     Some((h, (size, mtime))) if *size == fresh.size && *mtime == fresh.mtime.0 => {
                         i.sha256 = Some(h.clone());
