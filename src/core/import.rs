@@ -30,7 +30,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::archive_attrs::{self, Class};
-use super::error::{eexist, einval, enoent, enotdir, Error, Result};
+use super::error::{eexist, einval, enotdir, Error, Result};
+use super::namespace::owner_in;
 use super::namespace::{check_name, NewNode};
 use super::types::{Caller, Inode, Kind, Timestamp, ROOT_INO, XATTR_NAME_MAX, XATTR_SIZE_MAX};
 use super::Fs;
@@ -323,13 +324,7 @@ impl Fs {
         // that makes it reachable staged.
         let mut renamed = None;
         let staged = self.with_tx(|tx| {
-            let mut dir = tx.inode(parent_dir_ino)?;
-            if !dir.kind.is_dir() {
-                return Err(enotdir());
-            }
-            if dir.nlink == 0 {
-                return Err(enoent());
-            }
+            let mut dir = tx.live_dir(parent_dir_ino)?;
             if tx.lookup(parent_dir_ino, name)?.is_some() {
                 return Err(eexist());
             }
@@ -340,10 +335,7 @@ impl Fs {
             sync_parent(&object)?;
             crate::crash_point!("import::after_object");
             let now = Timestamp::now();
-            let mut gid = caller.gid;
-            if dir.perm & libc::S_ISGID != 0 {
-                gid = dir.gid;
-            }
+            let (_, gid) = owner_in(caller, &dir, Kind::File, 0o644);
             let inode = Inode {
                 ino,
                 file_id: file_id.clone(),

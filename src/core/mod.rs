@@ -410,6 +410,19 @@ impl Tx<'_> {
         Ok(self.dentry(parent, name)?.map(|d| (d.ino, d.kind)))
     }
 
+    /// A directory new names may go into: it exists, is a directory and
+    /// was not removed.
+    fn live_dir(&mut self, ino: u64) -> Result<Inode> {
+        let dir = self.inode(ino)?;
+        if !dir.kind.is_dir() {
+            return Err(error::enotdir());
+        }
+        if dir.nlink == 0 {
+            return Err(enoent());
+        }
+        Ok(dir)
+    }
+
     fn put(&mut self, inode: &Inode) -> Result<()> {
         if inode.kind == Kind::File {
             if let Ok(old) = self.inode(inode.ino) {

@@ -123,13 +123,7 @@ impl Fs {
             NewNode::Special { kind, rdev } => (kind, rdev, None),
         };
         let inode = self.with_tx(|tx| {
-            let mut dir = tx.inode(parent)?;
-            if !dir.kind.is_dir() {
-                return Err(enotdir());
-            }
-            if dir.nlink == 0 {
-                return Err(enoent());
-            }
+            let mut dir = tx.live_dir(parent)?;
             if tx.lookup(parent, name)?.is_some() {
                 return Err(eexist());
             }
@@ -137,20 +131,8 @@ impl Fs {
                 Kind::Symlink => 0o777,
                 _ => mode & 0o7777 & !umask,
             };
-            let mut gid = caller.gid;
-            if dir.perm & libc::S_ISGID != 0 {
-                gid = dir.gid;
-                if kind.is_dir() {
-                    perm |= libc::S_ISGID;
-                }
-            }
-            if !kind.is_dir()
-                && perm & libc::S_ISGID != 0
-                && !caller.is_root()
-                && !caller.in_group(gid)
-            {
-                perm &= !libc::S_ISGID;
-            }
+            let gid;
+            (perm, gid) = owner_in(caller, &dir, kind, perm);
             let now = Timestamp::now();
             let new = Inode {
                 ino: 0,
@@ -749,6 +731,23 @@ impl Fs {
         }
         Ok(ino)
     }
+}
+
+/// Permission bits and group of a new inode of `kind` in `dir`: a setgid
+/// directory passes its group on (and, to directories, its setgid bit); a
+/// non-directory keeps setgid only if its creator is in that group.
+pub(crate) fn owner_in(caller: &Caller, dir: &Inode, kind: Kind, mut perm: u32) -> (u32, u32) {
+    let mut gid = caller.gid;
+    if dir.perm & libc::S_ISGID != 0 {
+        gid = dir.gid;
+        if kind.is_dir() {
+            perm |= libc::S_ISGID;
+        }
+    }
+    if !kind.is_dir() && perm & libc::S_ISGID != 0 && !caller.is_root() && !caller.in_group(gid) {
+        perm &= !libc::S_ISGID;
+    }
+    (perm, gid)
 }
 
 fn resolve(t: SetTime, now: Timestamp) -> Timestamp {

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::error::{eexist, eisdir, enoent, enotdir, Error, Result};
+use super::namespace::owner_in;
 use super::namespace::{check_name, user_name};
 use super::types::{Caller, Inode, Kind, Timestamp};
 use super::{Attr, Fs, Handle};
@@ -64,21 +65,8 @@ impl Fs {
     ) -> Result<(u64, Arc<Handle>)> {
         self.allow(super::policy::Change::Create)?;
         let (ino, intent) = self.with_tx(|tx| {
-            let dir = tx.inode(parent)?;
-            if !dir.kind.is_dir() {
-                return Err(enotdir());
-            }
-            if dir.nlink == 0 {
-                return Err(enoent());
-            }
-            let mut perm = perm & 0o7777;
-            let mut gid = caller.gid;
-            if dir.perm & libc::S_ISGID != 0 {
-                gid = dir.gid;
-            }
-            if perm & libc::S_ISGID != 0 && !caller.is_root() && !caller.in_group(gid) {
-                perm &= !libc::S_ISGID;
-            }
+            let dir = tx.live_dir(parent)?;
+            let (perm, gid) = owner_in(caller, &dir, Kind::File, perm & 0o7777);
             let now = Timestamp::now();
             let new = tx.insert(Inode {
                 ino: 0,
