@@ -76,6 +76,8 @@ pub struct MountConfig {
     pub threads: Option<usize>,
     /// Seconds the kernel may cache entries and attributes.
     pub attr_ttl: u64,
+    /// Microseconds a CPU is kept busy after each FUSE request (0: never).
+    pub keep_awake_us: u64,
     /// Entries per in-memory metadata cache.
     pub cache_entries: usize,
     /// Detach a stale mount left at the mount point by a killed daemon.
@@ -89,6 +91,7 @@ impl Default for MountConfig {
             allow_other: false,
             threads: None,
             attr_ttl: 3600,
+            keep_awake_us: 1000,
             cache_entries: 100_000,
             force: false,
         }

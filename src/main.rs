@@ -224,6 +224,10 @@ struct MountArgs {
     /// Seconds the kernel may cache entries and attributes [default: 3600].
     #[arg(long, env = "ARTFS_ATTR_TTL")]
     attr_ttl: Option<u64>,
+    /// Microseconds a CPU is kept busy after each request, so the next
+    /// request's hand-offs land on a running CPU (0: never) [default: 1000].
+    #[arg(long, env = "ARTFS_KEEP_AWAKE_US")]
+    keep_awake_us: Option<u64>,
     /// Entries per in-memory metadata cache [default: 100000].
     #[arg(long, env = "ARTFS_CACHE_ENTRIES")]
     cache_entries: Option<usize>,
@@ -277,6 +281,7 @@ impl MountArgs {
         over(&mut cfg.mount.threads, self.threads.map(Some));
         over(&mut cfg.mount.force, self.force);
         over(&mut cfg.mount.attr_ttl, self.attr_ttl);
+        over(&mut cfg.mount.keep_awake_us, self.keep_awake_us);
         over(&mut cfg.mount.cache_entries, self.cache_entries);
         over(&mut cfg.policy.capacity, self.capacity.map(Some));
         over(&mut cfg.policy.mode, self.mode);
@@ -383,6 +388,7 @@ fn mount(args: MountArgs, mut cfg: Config) -> anyhow::Result<()> {
         allow_other: m.allow_other,
         force: m.force,
         ttl: Duration::from_secs(m.attr_ttl),
+        keep_awake: Duration::from_micros(m.keep_awake_us),
         ..MountOptions::default()
     };
     if let Some(t) = m.threads {

@@ -280,12 +280,15 @@ impl AttrJson {
     }
 }
 
-/// Whether to fsync the directory after the rename.
+/// When the new document becomes durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DirSync {
-    /// The rename is durable when `write_atomic_with` returns.
+    /// When `write_atomic_with` returns (file and directory fsynced).
     Now,
-    /// The caller syncs the directory itself (`sync_dir`), once for a batch.
+    /// When the caller syncs the whole filesystem once for a batch
+    /// (`syncfs`). Until then a crash may leave the old document, the new
+    /// one or an empty file: the caller must be able to rewrite it (a
+    /// pending log row names it), and pays no fsync per document.
     Deferred,
 }
 
@@ -304,7 +307,10 @@ pub fn write_atomic_with(path: &Path, doc: &AttrJson, dir_sync: DirSync) -> io::
     let (tmp, mut file) = create_temp(dir)?;
     let written = file
         .write_all(&doc.to_json())
-        .and_then(|()| file.sync_all())
+        .and_then(|()| match dir_sync {
+            DirSync::Now => file.sync_all(),
+            DirSync::Deferred => Ok(()),
+        })
         .and_then(|()| {
             drop(file);
             fs::rename(&tmp, path)

@@ -9,7 +9,6 @@
 //! demand. A hash is recorded only if the content did not change while it
 //! was computed.
 
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::sync::mpsc;
 use std::sync::{Arc, Weak};
@@ -29,36 +28,13 @@ type Version = (u64, i64);
 impl Fs {
     /// Hash an object's current content; also returns the version hashed.
     pub(crate) fn hash_object(&self, ino: u64) -> Result<(String, Version)> {
-        let mut hasher = Sha256::new();
-        let file = match std::fs::File::open(self.objects.path(ino)) {
-            Ok(f) => f,
+        match std::fs::File::open(self.objects.path(ino)) {
+            Ok(f) => hash_file(&f),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok((hex::encode(hasher.finalize()), (0, 0)));
+                Ok((hex::encode(Sha256::new().finalize()), (0, 0)))
             }
-            Err(e) => return Err(e.into()),
-        };
-        let before = file.metadata()?;
-        let mut buf = vec![0u8; 1 << 20];
-        let mut f = &file;
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
+            Err(e) => Err(e.into()),
         }
-        let after = file.metadata()?;
-        let v = (
-            after.len(),
-            after.mtime() * 1_000_000_000 + after.mtime_nsec(),
-        );
-        let v0 = (
-            before.len(),
-            before.mtime() * 1_000_000_000 + before.mtime_nsec(),
-        );
-        // Changed while reading: report a version that matches nothing.
-        let v = if v == v0 { v } else { (u64::MAX, i64::MIN) };
-        Ok((hex::encode(hasher.finalize()), v))
     }
 
     /// Whether a handle that may write is open on `ino`.
@@ -100,6 +76,38 @@ impl Fs {
             tx.put(&i)
         })
     }
+}
+
+/// Hash an open object from its start (positioned reads: the descriptor
+/// may be shared); also returns the version hashed.
+pub(crate) fn hash_file(file: &std::fs::File) -> Result<(String, Version)> {
+    use std::os::unix::fs::FileExt;
+    let mut hasher = Sha256::new();
+    let before = file.metadata()?;
+    // Sized to the file: most are small, and a fresh 1 MiB buffer costs
+    // page faults and zeroing on every call.
+    let mut buf = vec![0u8; before.len().clamp(4096, 1 << 20) as usize];
+    let mut at = 0u64;
+    loop {
+        let n = file.read_at(&mut buf, at)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        at += n as u64;
+    }
+    let after = file.metadata()?;
+    let v = (
+        after.len(),
+        after.mtime() * 1_000_000_000 + after.mtime_nsec(),
+    );
+    let v0 = (
+        before.len(),
+        before.mtime() * 1_000_000_000 + before.mtime_nsec(),
+    );
+    // Changed while reading: report a version that matches nothing.
+    let v = if v == v0 { v } else { (u64::MAX, i64::MIN) };
+    Ok((hex::encode(hasher.finalize()), v))
 }
 
 /// The background hasher: hashes files whose last writer closed, one at a

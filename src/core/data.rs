@@ -446,13 +446,11 @@ impl Fs {
         // pages are warm (see `checksum`).
         let mut hash = None;
         if !settle.is_empty() {
-            let size = self
-                .open
-                .lock()
-                .get(&ino)
-                .and_then(|o| o.file.metadata().ok());
-            if size.is_some_and(|m| m.len() <= super::checksum::HASH_AT_CLOSE_MAX) {
-                hash = Some(self.hash_object(ino)?);
+            let file = self.open.lock().get(&ino).map(|o| o.file.clone());
+            if let Some(f) = file {
+                if f.metadata()?.len() <= super::checksum::HASH_AT_CLOSE_MAX {
+                    hash = Some(super::checksum::hash_file(&f)?);
+                }
             }
         }
         let mut queue = false;

@@ -2,6 +2,7 @@
 //! core calls and core errors into errnos, and manages what only the
 //! kernel connection has (passthrough backing ids, TTLs). It holds no policy.
 
+mod awake;
 mod mount;
 mod notify;
 
@@ -35,6 +36,9 @@ pub use notify::KernelInvalidator;
 /// are pushed out through the notifier.
 const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 
+/// How long a CPU is kept awake after a request (see `awake`).
+const DEFAULT_KEEP_AWAKE: Duration = Duration::from_millis(1);
+
 pub struct FuseFs {
     fs: Arc<Fs>,
     /// Set once the session exists; used after replying, never inside a
@@ -54,6 +58,8 @@ pub struct FuseFs {
     /// must not keep the kernel's cached listing (its ".." is stale).
     moved_dirs: Mutex<std::collections::HashSet<u64>>,
     next_dir_fh: std::sync::atomic::AtomicU64,
+    /// Keeps a CPU awake during bursts of requests (see `awake`).
+    awake: Option<Arc<awake::KeepAwake>>,
 }
 
 /// Entries fetched for an open directory and not yet handed out.
@@ -142,7 +148,23 @@ impl FuseFs {
             listings: Mutex::default(),
             moved_dirs: Mutex::default(),
             next_dir_fh: 1.into(),
+            awake: None,
         }
+    }
+
+    /// Keep a CPU awake for `window` after each request (zero: never).
+    pub fn with_keep_awake(mut self, window: Duration) -> std::io::Result<FuseFs> {
+        self.awake = awake::KeepAwake::start(window)?;
+        Ok(self)
+    }
+
+    /// Count and time a request (see `opstats`); note it for `awake`.
+    #[inline]
+    fn timed(&self, op: usize) -> opstats::OpTimer<'_> {
+        if let Some(a) = &self.awake {
+            a.ping();
+        }
+        self.fs.ops().time_at(op)
     }
 
     /// The cell the session's notifier goes into once mounted.
@@ -275,16 +297,13 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let _t = self.fs.ops().time_at(const { opstats::op_index("lookup") });
+        let _t = self.timed(const { opstats::op_index("lookup") });
         let _s = debug_span!("lookup", parent = parent.0).entered();
         self.entry(reply, self.fs.lookup(parent.0, name.as_bytes()));
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let _t = self
-            .fs
-            .ops()
-            .time_at(const { opstats::op_index("getattr") });
+        let _t = self.timed(const { opstats::op_index("getattr") });
         let _s = debug_span!("getattr", ino = ino.0).entered();
         match self.fs.getattr(ino.0) {
             Ok(a) => reply.attr(&self.ttl, &fuse_attr(&a)),
@@ -310,10 +329,7 @@ impl Filesystem for FuseFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let _t = self
-            .fs
-            .ops()
-            .time_at(const { opstats::op_index("setattr") });
+        let _t = self.timed(const { opstats::op_index("setattr") });
         let _s = debug_span!("setattr", ino = ino.0).entered();
         let set = SetAttr {
             mode,
@@ -331,10 +347,7 @@ impl Filesystem for FuseFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        let _t = self
-            .fs
-            .ops()
-            .time_at(const { opstats::op_index("readlink") });
+        let _t = self.timed(const { opstats::op_index("readlink") });
         match self.fs.readlink(ino.0) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(errno(&e)),
@@ -351,7 +364,7 @@ impl Filesystem for FuseFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        let _t = self.fs.ops().time_at(const { opstats::op_index("mknod") });
+        let _t = self.timed(const { opstats::op_index("mknod") });
         let _s = debug_span!("mknod", parent = parent.0).entered();
         let node = match Kind::from_mode(mode) {
             Some(Kind::File) | None => NewNode::File,
@@ -375,7 +388,7 @@ impl Filesystem for FuseFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let _t = self.fs.ops().time_at(const { opstats::op_index("mkdir") });
+        let _t = self.timed(const { opstats::op_index("mkdir") });
         let _s = debug_span!("mkdir", parent = parent.0).entered();
         let r = self.fs.create_node(
             &caller(req),
@@ -389,7 +402,7 @@ impl Filesystem for FuseFs {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _t = self.fs.ops().time_at(const { opstats::op_index("unlink") });
+        let _t = self.timed(const { opstats::op_index("unlink") });
         let _s = debug_span!("unlink", parent = parent.0).entered();
         match self.fs.unlink(&caller(req), parent.0, name.as_bytes()) {
             Ok(()) => reply.ok(),
@@ -398,7 +411,7 @@ impl Filesystem for FuseFs {
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _t = self.fs.ops().time_at(const { opstats::op_index("rmdir") });
+        let _t = self.timed(const { opstats::op_index("rmdir") });
         let _s = debug_span!("rmdir", parent = parent.0).entered();
         match self.fs.rmdir(&caller(req), parent.0, name.as_bytes()) {
             Ok(()) => reply.ok(),
@@ -414,10 +427,7 @@ impl Filesystem for FuseFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let _t = self
-            .fs
-            .ops()
-            .time_at(const { opstats::op_index("symlink") });
+        let _t = self.timed(const { opstats::op_index("symlink") });
         let _s = debug_span!("symlink", parent = parent.0).entered();
         let r = self.fs.create_node(
             &caller(req),
@@ -440,7 +450,7 @@ impl Filesystem for FuseFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let _t = self.fs.ops().time_at(const { opstats::op_index("rename") });
+        let _t = self.timed(const { opstats::op_index("rename") });
         let _s = debug_span!("rename", parent = parent.0, newparent = newparent.0).entered();
         let mode = if flags.contains(RenameFlags::RENAME_EXCHANGE) {
             RenameMode::Exchange
@@ -481,7 +491,7 @@ impl Filesystem for FuseFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let _t = self.fs.ops().time_at(const { opstats::op_index("link") });
+        let _t = self.timed(const { opstats::op_index("link") });
         let _s = debug_span!("link", ino = ino.0, newparent = newparent.0).entered();
         let r = self
             .fs
@@ -490,7 +500,7 @@ impl Filesystem for FuseFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let _t = self.fs.ops().time_at(const { opstats::op_index("open") });
+        let _t = self.timed(const { opstats::op_index("open") });
         let _s = debug_span!("open", ino = ino.0).entered();
         match self.fs.open(&caller(req), ino.0, flags.0) {
             Ok(h) => {
@@ -518,7 +528,7 @@ impl Filesystem for FuseFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let _t = self.fs.ops().time_at(const { opstats::op_index("create") });
+        let _t = self.timed(const { opstats::op_index("create") });
         let _s = debug_span!("create", parent = parent.0).entered();
         match self
             .fs
@@ -559,7 +569,7 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let _t = self.fs.ops().time_at(const { opstats::op_index("read") });
+        let _t = self.timed(const { opstats::op_index("read") });
         match self.fs.read(fh.0, offset, size as usize) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(errno(&e)),
@@ -578,7 +588,7 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let _t = self.fs.ops().time_at(const { opstats::op_index("write") });
+        let _t = self.timed(const { opstats::op_index("write") });
         match self.fs.write(fh.0, offset, data) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(&e)),
@@ -593,7 +603,7 @@ impl Filesystem for FuseFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        let _t = self.fs.ops().time_at(const { opstats::op_index("flush") });
+        let _t = self.timed(const { opstats::op_index("flush") });
         // Nothing to do at close (metadata catches up at release); ENOSYS
         // tells the kernel to stop sending flush, saving a round trip per close.
         reply.error(Errno::ENOSYS);
@@ -609,10 +619,7 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let _t = self
-            .fs
-            .ops()
-            .time_at(const { opstats::op_index("release") });
+        let _t = self.timed(const { opstats::op_index("release") });
         let _s = debug_span!("release", fh = fh.0).entered();
         self.backing_by_fh.lock().remove(&fh.0);
         match self.fs.release(fh.0) {
@@ -629,7 +636,7 @@ impl Filesystem for FuseFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let _t = self.fs.ops().time_at(const { opstats::op_index("fsync") });
+        let _t = self.timed(const { opstats::op_index("fsync") });
         let _s = debug_span!("fsync", fh = fh.0).entered();
         match self.fs.fsync(fh.0, datasync) {
             Ok(()) => reply.ok(),
@@ -638,10 +645,7 @@ impl Filesystem for FuseFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let _t = self
-            .fs
-            .ops()
-            .time_at(const { opstats::op_index("opendir") });
+        let _t = self.timed(const { opstats::op_index("opendir") });
         match self.fs.getattr(ino.0) {
             // The kernel may cache listings: changes through the mount
             // invalidate them, and a directory moved by rename (whose ".."
@@ -668,10 +672,7 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let _t = self
-            .fs
-            .ops()
-            .time_at(const { opstats::op_index("readdir") });
+        let _t = self.timed(const { opstats::op_index("readdir") });
         let _s = debug_span!("readdir", ino = ino.0, offset).entered();
         let r = self.list(ino.0, fh.0, offset, |e| {
             let name = OsStr::from_bytes(&e.name);
@@ -691,10 +692,7 @@ impl Filesystem for FuseFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        let _t = self
-            .fs
-            .ops()
-            .time_at(const { opstats::op_index("releasedir") });
+        let _t = self.timed(const { opstats::op_index("releasedir") });
         self.listings.lock().remove(&fh.0);
         reply.ok();
     }
@@ -707,10 +705,7 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let _t = self
-            .fs
-            .ops()
-            .time_at(const { opstats::op_index("readdirplus") });
+        let _t = self.timed(const { opstats::op_index("readdirplus") });
         let _s = debug_span!("readdirplus", ino = ino.0, offset).entered();
         let r = self.list(ino.0, fh.0, offset, |e| {
             // An entry removed since the listing was read is skipped.
@@ -739,10 +734,7 @@ impl Filesystem for FuseFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let _t = self
-            .fs
-            .ops()
-            .time_at(const { opstats::op_index("fsyncdir") });
+        let _t = self.timed(const { opstats::op_index("fsyncdir") });
         match self.fs.sync_meta() {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
@@ -750,7 +742,7 @@ impl Filesystem for FuseFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let _t = self.fs.ops().time_at(const { opstats::op_index("statfs") });
+        let _t = self.timed(const { opstats::op_index("statfs") });
         match self.fs.statfs() {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
@@ -769,10 +761,7 @@ impl Filesystem for FuseFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let _t = self
-            .fs
-            .ops()
-            .time_at(const { opstats::op_index("setxattr") });
+        let _t = self.timed(const { opstats::op_index("setxattr") });
         let _s = debug_span!("setxattr", ino = ino.0).entered();
         match self.fs.setxattr(ino.0, name.as_bytes(), value, flags) {
             Ok(()) => reply.ok(),
@@ -781,10 +770,7 @@ impl Filesystem for FuseFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let _t = self
-            .fs
-            .ops()
-            .time_at(const { opstats::op_index("getxattr") });
+        let _t = self.timed(const { opstats::op_index("getxattr") });
         let _s = debug_span!("getxattr", ino = ino.0).entered();
         match self.fs.getxattr(ino.0, name.as_bytes()) {
             Ok(v) => xattr_reply(reply, &v, size),
@@ -793,10 +779,7 @@ impl Filesystem for FuseFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let _t = self
-            .fs
-            .ops()
-            .time_at(const { opstats::op_index("listxattr") });
+        let _t = self.timed(const { opstats::op_index("listxattr") });
         match self.fs.listxattr(ino.0) {
             Ok(v) => xattr_reply(reply, &v, size),
             Err(e) => reply.error(errno(&e)),
@@ -804,10 +787,7 @@ impl Filesystem for FuseFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _t = self
-            .fs
-            .ops()
-            .time_at(const { opstats::op_index("removexattr") });
+        let _t = self.timed(const { opstats::op_index("removexattr") });
         match self.fs.removexattr(ino.0, name.as_bytes()) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
@@ -815,7 +795,7 @@ impl Filesystem for FuseFs {
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
-        let _t = self.fs.ops().time_at(const { opstats::op_index("access") });
+        let _t = self.timed(const { opstats::op_index("access") });
         // With default_permissions the kernel checks mode bits itself.
         match self.fs.getattr(ino.0) {
             Ok(_) => reply.ok(),
@@ -833,10 +813,7 @@ impl Filesystem for FuseFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let _t = self
-            .fs
-            .ops()
-            .time_at(const { opstats::op_index("fallocate") });
+        let _t = self.timed(const { opstats::op_index("fallocate") });
         match self.fs.fallocate(fh.0, offset, length, mode) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
@@ -852,7 +829,7 @@ impl Filesystem for FuseFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        let _t = self.fs.ops().time_at(const { opstats::op_index("lseek") });
+        let _t = self.timed(const { opstats::op_index("lseek") });
         match self.fs.lseek(fh.0, offset, whence) {
             Ok(o) => reply.offset(o),
             Err(e) => reply.error(errno(&e)),

@@ -20,6 +20,8 @@ pub struct MountOptions {
     /// Detach a stale or busy mount at the mount point before mounting.
     pub force: bool,
     pub ttl: Duration,
+    /// How long a CPU is kept awake after each request (see `awake`).
+    pub keep_awake: Duration,
 }
 
 impl Default for MountOptions {
@@ -29,6 +31,7 @@ impl Default for MountOptions {
             allow_other: false,
             force: false,
             ttl: super::DEFAULT_TTL,
+            keep_awake: super::DEFAULT_KEEP_AWAKE,
         }
     }
 }
@@ -108,7 +111,9 @@ pub fn serve(fs: Arc<Fs>, mountpoint: &Path, opts: &MountOptions) -> anyhow::Res
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
 
-    let adapter = FuseFs::new(fs.clone()).with_ttl(opts.ttl);
+    let adapter = FuseFs::new(fs.clone())
+        .with_ttl(opts.ttl)
+        .with_keep_awake(opts.keep_awake)?;
     let notifier = adapter.notifier_cell();
     let session = fuser::Session::new(adapter, &mountpoint, &config)
         .with_context(|| format!("cannot mount at {}", mountpoint.display()))?;
