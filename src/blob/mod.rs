@@ -59,6 +59,57 @@ impl ObjectStore {
             .open(self.path(ino))
     }
 
+    /// A new file with no name yet, on the objects' filesystem (see
+    /// `core::objpool`); `adopt` names it.
+    pub fn anonymous(&self) -> io::Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_TMPFILE | libc::O_NOATIME | libc::O_CLOEXEC)
+            .open(&self.root)
+    }
+
+    /// Name an `anonymous` file as object `ino`.
+    pub fn adopt(&self, ino: u64, file: &File) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        let to = std::ffi::CString::new(self.path(ino).as_os_str().as_bytes())?;
+        // SAFETY: linkat with a live descriptor and NUL-terminated paths.
+        let rc = unsafe {
+            libc::linkat(
+                file.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ENOENT) && e.raw_os_error() != Some(libc::EPERM) {
+            return Err(e);
+        }
+        // Without CAP_DAC_READ_SEARCH: the same through /proc.
+        let from = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+        // SAFETY: as above.
+        let rc = unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                from.as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
     /// Metadata of an object, `None` when it does not exist.
     pub fn stat(&self, ino: u64) -> io::Result<Option<std::fs::Metadata>> {
         match std::fs::metadata(self.path(ino)) {

@@ -96,6 +96,18 @@ impl Fs {
         attrs_changed: bool,
         intent: Option<uuid::Uuid>,
     ) -> Result<Arc<Handle>> {
+        self.open_handle_with(ino, writable, attrs_changed, intent, None)
+    }
+
+    /// `open_handle`, with the object already open when it was just made.
+    fn open_handle_with(
+        &self,
+        ino: u64,
+        writable: bool,
+        attrs_changed: bool,
+        intent: Option<uuid::Uuid>,
+        object: Option<File>,
+    ) -> Result<Arc<Handle>> {
         let file = {
             let mut open = self.open.lock();
             if let Some(o) = open.get_mut(&ino) {
@@ -104,7 +116,11 @@ impl Fs {
                 o.intents.extend(intent);
                 o.file.clone()
             } else {
-                let file = match self.objects.open_rw(ino) {
+                let opened = match object {
+                    Some(f) => Ok(f),
+                    None => self.objects.open_rw(ino),
+                };
+                let file = match opened {
                     Ok(f) => Arc::new(f),
                     Err(e) => {
                         drop(open);
@@ -203,7 +219,20 @@ impl Fs {
             self.make_node(caller, parent, name, NewNode::File, mode, umask, true)?;
         // A new file has nothing to read and no privileges to drop.
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
-        let handle = self.open_handle(attr.inode.ino, writable, false, Some(intent))?;
+        // Its object: a file made ahead of need, named now (an object
+        // missing after a crash is an empty file).
+        let object = self
+            .pool
+            .take()
+            .and_then(|f| match self.objects.adopt(attr.inode.ino, &f) {
+                Ok(()) => Some(f),
+                Err(e) => {
+                    tracing::debug!(error = %e, "could not name a pooled object");
+                    None
+                }
+            });
+        let handle =
+            self.open_handle_with(attr.inode.ino, writable, false, Some(intent), object)?;
         crate::crash_point!("create::after_object");
         Ok((attr, handle))
     }

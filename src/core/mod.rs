@@ -18,6 +18,7 @@ pub mod error;
 mod import;
 mod maintenance;
 pub mod namespace;
+mod objpool;
 mod open;
 pub mod opstats;
 pub mod policy;
@@ -82,6 +83,8 @@ pub struct Fs {
     ballast: crate::blob::ballast::Ballast,
     hasher: std::sync::OnceLock<checksum::Hasher>,
     sidecars: Arc<sidecars::Sidecars>,
+    /// Anonymous files made ahead of need for creates.
+    pool: Arc<objpool::ObjectPool>,
     invalidator: std::sync::OnceLock<Arc<dyn Invalidator>>,
     /// The store's mode (`policy::Mode` as u8), followed live.
     mode: std::sync::atomic::AtomicU8,
@@ -370,6 +373,7 @@ impl Fs {
         if let Err(e) = self.flush() {
             tracing::error!(error = %e, "could not commit metadata at close");
         }
+        self.pool.stop();
         // Sidecars of everything committed, then their log rows settled.
         self.sidecars.drain();
         if let Err(e) = self.flush() {

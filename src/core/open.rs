@@ -183,6 +183,7 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
         ballast,
         hasher: Default::default(),
         sidecars: Default::default(),
+        pool: Default::default(),
         invalidator: Default::default(),
         mode: mode.to_u8().into(),
         capacity: u64::MAX.into(),
@@ -228,6 +229,7 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
     std::thread::Builder::new()
         .name("artfs-writer".into())
         .spawn(move || super::writer::run(w))?;
+    super::objpool::ObjectPool::start(Arc::downgrade(&fs))?;
     fs.reclaim_orphans()?;
     fs.flush()?;
     Ok((fs, lock))
