@@ -11,6 +11,7 @@
 #   BENCH_SEQ_SIZE size of the sequential file [512M]
 #   BENCH_RAND_SIZE size of the random-I/O file [256M]
 #   BENCH_FILES    files for the metadata rows [10000]
+#   BENCH_PHASES   which rows to run: "io" (seq and rand), "meta", or both ["io meta"]
 #   BENCH_NO_BUILD set to 1 to skip `cargo build --release`
 #   ARTFS_BIN      artfs binary [target/release/artfs]
 #   BENCH_KEEP     set to 1 to keep the temp dir (and the daemon log)
@@ -23,6 +24,7 @@ RUNTIME=${BENCH_RUNTIME:-5}
 SEQ_SIZE=${BENCH_SEQ_SIZE:-512M}
 RAND_SIZE=${BENCH_RAND_SIZE:-256M}
 NFILES=${BENCH_FILES:-10000}
+PHASES=${BENCH_PHASES:-io meta}
 STAT_PASSES=3
 READDIR_PASSES=5
 SEQ_WRITE_REPS=5
@@ -109,6 +111,7 @@ echo "# artfs workload bench $(date -u +%FT%TZ)" >"$RESULTS"
     echo "# fio $(fio --version), runtime ${RUNTIME}s, seq ${SEQ_SIZE}, rand ${RAND_SIZE}, ${NFILES} files"
 } | tee -a "$RESULTS"
 
+if [[ $PHASES == *io* ]]; then
 echo "== seq write (${SEQ_SIZE} new file, bs 1M, buffered, no fsync; median of ${SEQ_WRITE_REPS})"
 for s in "${SIDES[@]}"; do
     d=${DIRS[$s]}
@@ -156,6 +159,9 @@ for s in "${SIDES[@]}"; do
     rm -f "$d/rand.dat"
 done
 
+fi
+
+if [[ $PHASES == *meta* ]]; then
 echo "== metadata (${NFILES} files in one directory)"
 for s in "${SIDES[@]}"; do
     d=${DIRS[$s]}/meta
@@ -170,6 +176,8 @@ for s in "${SIDES[@]}"; do
     record "$s" unlink "$(python3 "$PY" unlink "$d" "$NFILES")"
     rmdir "$d"
 done
+
+fi
 
 echo
 python3 "$PY" report "$RESULTS" | tee "$T/table.txt"

@@ -88,9 +88,13 @@ impl SqliteStore {
             q_lookup: format!(
                 "SELECT ino, kind, id FROM {p}_dentries WHERE parent = ? AND name = ?"
             ),
+            // One row for the whole page: sqlx hands rows over from its
+            // worker thread one at a time (a thread wake-up each), which
+            // cost more than the query itself.
             q_read_dir: format!(
-                "SELECT id, ino, kind, name FROM {p}_dentries WHERE parent = ? AND id > ? \
-                 ORDER BY id LIMIT ?"
+                "SELECT group_concat(id || ' ' || ino || ' ' || kind || ' ' || hex(name), ' ' \
+                 ORDER BY id) FROM (SELECT id, ino, kind, name FROM {p}_dentries \
+                 WHERE parent = ? AND id > ? ORDER BY id LIMIT ?)"
             ),
             q_xattrs: format!("SELECT name, value FROM {p}_xattrs WHERE ino = ? ORDER BY name"),
             q_search_del: format!("DELETE FROM {p}_search WHERE rowid IN ({{list}})"),
@@ -518,23 +522,30 @@ impl MetaStore for SqliteStore {
     }
 
     fn read_dir(&self, parent: u64, after: u64, limit: usize) -> Result<Vec<DirEntry>> {
-        let rows: Vec<(i64, i64, i64, Vec<u8>)> = self.rt.block_on(
-            sqlx::query_as(&self.q_read_dir)
+        let page: Option<String> = self.rt.block_on(
+            sqlx::query_scalar(&self.q_read_dir)
                 .bind(parent as i64)
                 .bind(after as i64)
                 .bind(limit as i64)
-                .fetch_all(&self.pool),
+                .fetch_one(&self.pool),
         )?;
-        rows.into_iter()
-            .map(|(id, ino, kind, name)| {
-                Ok(DirEntry {
-                    offset: id as u64,
-                    ino: ino as u64,
-                    kind: kind_of(kind)?,
-                    name,
-                })
-            })
-            .collect()
+        let Some(page) = page else {
+            return Ok(Vec::new());
+        };
+        let bad = || Error::Meta(format!("malformed directory page of {parent}"));
+        let mut fields = page.split(' ');
+        let mut out = Vec::with_capacity(limit.min(1024));
+        while let Some(id) = fields.next() {
+            let mut next = || fields.next().ok_or_else(bad);
+            let (ino, kind, name) = (next()?, next()?, next()?);
+            out.push(DirEntry {
+                offset: id.parse().map_err(|_| bad())?,
+                ino: ino.parse().map_err(|_| bad())?,
+                kind: kind_of(kind.parse().map_err(|_| bad())?)?,
+                name: hex::decode(name).map_err(|_| bad())?,
+            });
+        }
+        Ok(out)
     }
 
     fn xattrs(&self, ino: u64) -> Result<XattrList> {
