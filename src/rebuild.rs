@@ -80,9 +80,15 @@ pub fn rebuild(
         if existing.contains(ino) {
             continue;
         }
-        let Some(inode) = render::to_inode(doc, |fid| by_file_id.get(fid).copied()) else {
+        let Some(mut inode) = render::to_inode(doc, |fid| by_file_id.get(fid).copied()) else {
             continue;
         };
+        if inode.kind == Kind::File {
+            // Not in the sidecar: the object itself tells.
+            inode.blocks = objects
+                .stat(*ino)?
+                .map(|m| std::os::unix::fs::MetadataExt::blocks(&m));
+        }
         let fs = doc.fs.as_ref().expect("to_inode checked the fs section");
         for link in &fs.links {
             let Some(parent) = by_file_id.get(link.parent.as_str()) else {

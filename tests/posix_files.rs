@@ -281,6 +281,48 @@ fn sparse_holes_read_as_zeros() {
 }
 
 #[test]
+fn st_blocks_tells_the_real_allocation_after_close_and_remount() {
+    let mut m = Mount::new();
+    let sparse = m.path("sparse");
+    let f = File::create(&sparse).unwrap();
+    f.write_all_at(b"tail", 256 * 1024 * 1024).unwrap();
+    drop(f);
+    let dense = m.path("dense");
+    fs::write(&dense, vec![7u8; 1 << 20]).unwrap();
+    let truncated = m.path("truncated");
+    fs::write(&truncated, b"x").unwrap();
+    // Truncated up while closed: a hole, no new blocks.
+    File::options()
+        .write(true)
+        .open(&truncated)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let check = |m: &Mount| {
+        let s = fs::metadata(m.path("sparse")).unwrap();
+        assert_eq!(s.len(), 256 * 1024 * 1024 + 4);
+        assert!(
+            s.blocks() * 512 < 1024 * 1024,
+            "a sparse file looks allocated: {} blocks",
+            s.blocks()
+        );
+        assert!(s.blocks() > 0, "the written tail holds a block");
+        let d = fs::metadata(m.path("dense")).unwrap();
+        assert!(
+            d.blocks() >= (1 << 20) / 512,
+            "a dense file shows too few blocks: {}",
+            d.blocks()
+        );
+        let t = fs::metadata(m.path("truncated")).unwrap();
+        assert_eq!(t.len(), 1 << 30);
+        assert!(t.blocks() * 512 < 1024 * 1024, "{} blocks", t.blocks());
+    };
+    check(&m);
+    m.remount();
+    check(&m);
+}
+
+#[test]
 fn seek_data_and_hole_match_ext4() {
     fn probe(dir: &Path) -> Vec<i64> {
         let p = dir.join("s");

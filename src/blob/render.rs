@@ -175,5 +175,6 @@ pub fn to_inode(doc: &AttrJson, parent_of: impl Fn(&str) -> Option<u64>) -> Opti
             .map(|b| b.0.clone())
             .unwrap_or_else(|| doc.original_filename.clone().into_bytes()),
         sha256: doc.checksum.clone(),
+        blocks: None,
     })
 }

@@ -120,6 +120,7 @@ mod tests {
             created_by: String::new(),
             original_name: Vec::new(),
             sha256: None,
+            blocks: None,
         }
     }
 

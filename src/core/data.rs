@@ -490,6 +490,7 @@ impl Fs {
             let Some(fresh) = self.open_attr(&i)? else {
                 return Ok(());
             };
+            let blocks = Some(fresh.blocks);
             let fresh = fresh.inode;
             let mut hashed = false;
             // Only if no other writer is registered: its writes would make
@@ -510,6 +511,12 @@ impl Fs {
                     wal::Status::Committed,
                     format!("closed at size {}", fresh.size),
                 ));
+            }
+            if i.blocks != blocks {
+                // Allocation alone (fallocate, a hole filled) changes no
+                // time: record it without touching the hash.
+                i.blocks = blocks;
+                tx.put(&i)?;
             }
             if i.size == fresh.size && i.mtime == fresh.mtime && i.ctime == fresh.ctime {
                 return Ok(());
@@ -546,16 +553,18 @@ impl Fs {
         }
     }
 
-    /// Set an object's length (truncate up or down).
-    pub(crate) fn truncate_object(&self, ino: u64, size: u64) -> Result<()> {
+    /// Set an object's length (truncate up or down); returns the blocks
+    /// it then holds.
+    pub(crate) fn truncate_object(&self, ino: u64, size: u64) -> Result<u64> {
         if size > i64::MAX as u64 {
             return Err(Error::posix(libc::EFBIG, "file too large"));
         }
         let shared = self.open.lock().get(&ino).map(|o| o.file.clone());
-        match shared {
-            Some(f) => f.set_len(size)?,
-            None => self.objects.open_rw(ino)?.set_len(size)?,
-        }
-        Ok(())
+        let file = match shared {
+            Some(f) => f,
+            None => Arc::new(self.objects.open_rw(ino)?),
+        };
+        file.set_len(size)?;
+        Ok(file.metadata()?.blocks())
     }
 }

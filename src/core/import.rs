@@ -331,6 +331,7 @@ impl Fs {
             let ino = self.alloc_ino()?;
             let object = self.objects.path(ino);
             std::fs::rename(&temp, &object)?;
+            let blocks = std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(&object)?);
             renamed = Some(ino);
             sync_parent(&object)?;
             crate::crash_point!("import::after_object");
@@ -356,6 +357,7 @@ impl Fs {
                 created_by: meta.created_by.clone(),
                 original_name: meta.original_filename.clone(),
                 sha256: Some(actual.clone()),
+                blocks: Some(blocks),
             };
             tx.insert_allocated(inode);
             tx.set_xattrs(ino, xattrs.clone());

@@ -364,7 +364,7 @@ impl Fs {
             // the two reads: read again, after the open state is gone.
             inode = self.inode(inode.ino)?;
         }
-        let blocks = inode.size.div_ceil(512);
+        let blocks = inode.blocks.unwrap_or_else(|| inode.size.div_ceil(512));
         Ok(Attr { inode, blocks })
     }
 

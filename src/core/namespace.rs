@@ -153,6 +153,7 @@ impl Fs {
                 created_by: user_name(caller.uid),
                 original_name: name.to_vec(),
                 sha256: None,
+                blocks: None,
             };
             let new = tx.insert(new)?;
             tx.add_entry(parent, name, new.ino, kind)?;
@@ -537,7 +538,7 @@ impl Fs {
                     Kind::Dir => return Err(eisdir()),
                     _ => return Err(einval("cannot truncate this kind of file")),
                 }
-                self.truncate_object(ino, size)?;
+                i.blocks = Some(self.truncate_object(ino, size)?);
                 crate::crash_point!("truncate::after_object");
                 if let Some(id) = intent {
                     tx.settle(wal::Update::new(

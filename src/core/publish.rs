@@ -91,6 +91,7 @@ impl Fs {
                 },
                 original_name: Vec::new(),
                 sha256: None,
+                blocks: None,
             })?;
             // The write intent of the handle about to be opened, as for a
             // file created open; settled at the last release.

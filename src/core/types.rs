@@ -154,6 +154,9 @@ pub struct Inode {
     pub original_name: Vec<u8>,
     /// SHA-256 (hex) of a regular file's content; `None` while unknown.
     pub sha256: Option<String>,
+    /// 512-byte blocks a regular file's object held when last recorded;
+    /// `None` while unknown (the size stands in).
+    pub blocks: Option<u64>,
 }
 
 impl Inode {
@@ -187,6 +190,7 @@ impl Inode {
             created_by: by.to_string(),
             original_name: name.to_vec(),
             sha256: None,
+            blocks: None,
         }
     }
 

@@ -35,20 +35,25 @@ pub const SQLITE: &[Migration] = &[
         name: "config",
         sql: include_str!("../../migrations/sqlite/0005_config.sql"),
     },
+    Migration {
+        version: 6,
+        name: "blocks",
+        sql: include_str!("../../migrations/sqlite/0006_blocks.sql"),
+    },
 ];
 
 /// Split a migration into statements with the prefix substituted.
+/// Comment lines go first, so a `;` in a comment splits nothing.
 pub fn statements(m: &Migration, prefix: &str) -> Vec<String> {
     m.sql
         .replace("{p}", prefix)
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n")
         .split(';')
-        .map(|s| {
-            s.lines()
-                .filter(|l| !l.trim_start().starts_with("--"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
         .filter(|s| !s.trim().is_empty())
+        .map(str::to_string)
         .collect()
 }
 
@@ -72,6 +77,12 @@ mod tests {
         assert!(stmts.iter().all(|s| !s.contains("{p}")));
         assert!(stmts.iter().any(|s| s.contains("CREATE TABLE x1_inodes")));
         assert!(stmts.iter().all(|s| !s.contains("--")));
+        let m = Migration {
+            version: 99,
+            name: "t",
+            sql: "-- a note; with a semicolon\nCREATE TABLE {p}_t (a);\nSELECT 1;\n",
+        };
+        assert_eq!(statements(&m, "x"), ["CREATE TABLE x_t (a)", "\nSELECT 1"]);
     }
 
     #[test]

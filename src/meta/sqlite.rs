@@ -20,8 +20,8 @@ use crate::core::types::{DirEntry, Inode, Kind, Timestamp};
 use crate::wal;
 
 const INODE_COLS: &str = "ino, file_id, kind, perm, uid, gid, nlink, size, atime, mtime, ctime, \
-                          crtime, rdev, parent, target, created_by, original_name, sha256";
-const INODE_NCOLS: usize = 18;
+                          crtime, rdev, parent, target, created_by, original_name, sha256, blocks";
+const INODE_NCOLS: usize = 19;
 const WAL_COLS: &str = "transaction_id, operation_type, status, file_id, operation_data, \
                         error_message, started_at, completed_at, duration_ms, user_id, outcome";
 const WAL_NCOLS: usize = 11;
@@ -183,6 +183,7 @@ fn row_to_inode(row: &SqliteRow) -> Result<Inode> {
         created_by: row.try_get(15)?,
         original_name: row.try_get(16)?,
         sha256: row.try_get(17)?,
+        blocks: row.try_get::<Option<i64>, _>(18)?.map(|b| b as u64),
     })
 }
 
@@ -239,6 +240,7 @@ fn push_inode<'q>(args: &mut SqliteArguments<'q>, i: &'q Inode) {
     add(args, i.created_by.as_str());
     add(args, i.original_name.as_slice());
     add(args, i.sha256.as_deref());
+    add(args, i.blocks.map(|b| b as i64));
 }
 
 /// "(?, ?, ?), (?, ?, ?)" for `rows` rows of `cols` columns.
