@@ -942,6 +942,34 @@ fn metadata_by_path_and_by_id() {
     assert_error(r, 400, "bad_request");
     assert_eq!(getfattr(&f, "user.artstore.description").unwrap(), b"final");
 
+    // A PATCH is one change: a refused attribute (retention shortened)
+    // leaves the others unset too.
+    let held = api.m.path("held.txt");
+    std::fs::write(&held, b"kept").unwrap();
+    common::setx(
+        &held,
+        "user.artstore.retention_until",
+        b"2100-01-01T00:00:00Z",
+    )
+    .unwrap();
+    let r = api
+        .client
+        .patch(api.url("/api/v1/meta/held.txt"))
+        .bearer_auth(&api.user)
+        .json(
+            &json!({"description": "half", "custom_attributes": {"dept": "x"},
+                      "retention_until": "2050-01-01T00:00:00Z"}),
+        )
+        .send()
+        .unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+    assert!(getfattr(&held, "user.artstore.description").is_none());
+    assert!(getfattr(&held, "user.dept").is_none());
+    assert_eq!(
+        getfattr(&held, "user.artstore.retention_until").unwrap(),
+        b"2100-01-01T00:00:00Z"
+    );
+
     // The id door: same document, download with the original name.
     let by_id = json(api.get(&format!("/api/v1/files/{id}")).send().unwrap());
     assert_eq!(by_id["file_id"], id);

@@ -275,21 +275,10 @@ impl MetaChanges {
         Ok(c)
     }
 
-    /// Apply to `ino`. Not one transaction: each attribute is its own
-    /// change (all were checked first, so only a store failure can stop
-    /// half way).
+    /// Apply to `ino`, all in one change: a refused attribute (a
+    /// shortened retention, say) leaves every other one as it was.
     pub fn apply(&self, fs: &Fs, ino: u64) -> ApiResult<()> {
-        for (name, value) in &self.set {
-            fs.setxattr(ino, name, value, 0)?;
-        }
-        for name in &self.remove {
-            match fs.removexattr(ino, name) {
-                Ok(()) => {}
-                Err(e) if e.errno() == libc::ENODATA => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
+        Ok(fs.update_xattrs(ino, &self.set, &self.remove)?)
     }
 }
 

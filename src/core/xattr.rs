@@ -5,7 +5,7 @@ use super::archive_attrs::{self, Class};
 use super::error::{Error, Result};
 use super::policy::Change;
 use super::types::{Timestamp, XATTR_NAME_MAX, XATTR_SIZE_MAX};
-use super::Fs;
+use super::{Fs, Tx};
 use crate::wal;
 use serde_json::json;
 
@@ -76,95 +76,137 @@ impl Fs {
     }
 
     pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
-        check_xattr_name(name)?;
-        if value.len() > XATTR_SIZE_MAX {
-            return Err(Error::posix(
-                libc::E2BIG,
-                "attribute value larger than 64 KiB",
-            ));
-        }
+        let value = checked_value(name, value)?;
         if flags & !(XATTR_CREATE | XATTR_REPLACE) != 0 {
             return Err(Error::posix(libc::EINVAL, "unknown setxattr flags"));
         }
-        let value = match archive_attrs::classify(name) {
-            Class::ReadOnly(_) => return Err(read_only()),
-            Class::Writable(n) => {
-                archive_attrs::validate(n, value)?;
-                archive_attrs::normalise(n, value)
-            }
-            Class::Other => value.to_vec(),
-        };
         self.allow(Change::Metadata)?;
-        let value = value.as_slice();
-        let is_retention = archive_attrs::classify(name) == Class::Writable("retention_until");
-        self.with_tx(|tx| {
-            let mut inode = tx.inode(ino)?;
-            let mut list = tx.xattrs(ino)?.as_ref().clone();
-            if is_retention {
-                // A retention date in force may be extended, never shortened.
-                let now = Timestamp::now();
-                if let Some(until) = archive_attrs::retained_until(&list, now) {
-                    let new = std::str::from_utf8(value)
-                        .ok()
-                        .and_then(|v| Timestamp::parse_rfc3339(v).ok());
-                    if new.is_none_or(|t| t < until) {
-                        return Err(Error::posix(
-                            libc::EPERM,
-                            "retention can be extended, never shortened",
-                        ));
-                    }
-                }
-            }
-            match list.iter_mut().find(|(n, _)| n == name) {
-                Some(_) if flags & XATTR_CREATE != 0 => {
-                    return Err(Error::posix(libc::EEXIST, "attribute exists"))
-                }
-                Some((_, v)) => *v = value.to_vec(),
-                None if flags & XATTR_REPLACE != 0 => return Err(enodata()),
-                None => {
-                    list.push((name.to_vec(), value.to_vec()));
-                    list.sort();
-                }
-            }
-            tx.set_xattrs(ino, list);
-            inode.ctime = Timestamp::now();
-            tx.log(wal::Record::new(
-                wal::Op::XattrSet,
-                wal::Status::Committed,
-                Some(inode.file_id.clone()),
-                json!({ "ino": ino, "name": wal::name_json(name), "size": value.len() }),
-            ));
-            tx.put(&inode)
-        })
+        self.with_tx(|tx| stage_set(tx, ino, name, &value, flags))
     }
 
     pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
-        check_xattr_name(name)?;
-        let class = archive_attrs::classify(name);
-        if let Class::ReadOnly(_) = class {
-            return Err(read_only());
+        checked_removal(name)?;
+        self.allow(Change::Metadata)?;
+        self.with_tx(|tx| stage_remove(tx, ino, name))
+    }
+
+    /// Set and remove several attributes in one change: all of them or, on
+    /// any error, none. Removing an absent attribute is not an error here.
+    pub fn update_xattrs(
+        &self,
+        ino: u64,
+        set: &[(Vec<u8>, Vec<u8>)],
+        remove: &[Vec<u8>],
+    ) -> Result<()> {
+        let set = set
+            .iter()
+            .map(|(n, v)| Ok((n.as_slice(), checked_value(n, v)?)))
+            .collect::<Result<Vec<_>>>()?;
+        for n in remove {
+            checked_removal(n)?;
         }
         self.allow(Change::Metadata)?;
         self.with_tx(|tx| {
-            let mut inode = tx.inode(ino)?;
-            if class == Class::Writable("retention_until") {
-                archive_attrs::check_retention(&tx.xattrs(ino)?)?;
+            for (name, value) in &set {
+                stage_set(tx, ino, name, value, 0)?;
             }
-            let mut list = tx.xattrs(ino)?.as_ref().clone();
-            let before = list.len();
-            list.retain(|(n, _)| n != name);
-            if list.len() == before {
-                return Err(enodata());
+            for name in remove {
+                match stage_remove(tx, ino, name) {
+                    Err(e) if e.errno() == libc::ENODATA => {}
+                    r => r?,
+                }
             }
-            tx.set_xattrs(ino, list);
-            inode.ctime = Timestamp::now();
-            tx.log(wal::Record::new(
-                wal::Op::XattrRemove,
-                wal::Status::Committed,
-                Some(inode.file_id.clone()),
-                json!({ "ino": ino, "name": wal::name_json(name) }),
-            ));
-            tx.put(&inode)
+            Ok(())
         })
     }
+}
+
+/// A value to store under `name`: checked, and normalised for the archive
+/// attributes.
+fn checked_value(name: &[u8], value: &[u8]) -> Result<Vec<u8>> {
+    check_xattr_name(name)?;
+    if value.len() > XATTR_SIZE_MAX {
+        return Err(Error::posix(
+            libc::E2BIG,
+            "attribute value larger than 64 KiB",
+        ));
+    }
+    match archive_attrs::classify(name) {
+        Class::ReadOnly(_) => Err(read_only()),
+        Class::Writable(n) => {
+            archive_attrs::validate(n, value)?;
+            Ok(archive_attrs::normalise(n, value))
+        }
+        Class::Other => Ok(value.to_vec()),
+    }
+}
+
+fn checked_removal(name: &[u8]) -> Result<()> {
+    check_xattr_name(name)?;
+    match archive_attrs::classify(name) {
+        Class::ReadOnly(_) => Err(read_only()),
+        _ => Ok(()),
+    }
+}
+
+fn stage_set(tx: &mut Tx<'_>, ino: u64, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
+    let mut inode = tx.inode(ino)?;
+    let mut list = tx.xattrs(ino)?.as_ref().clone();
+    if archive_attrs::classify(name) == Class::Writable("retention_until") {
+        // A retention date in force may be extended, never shortened.
+        let now = Timestamp::now();
+        if let Some(until) = archive_attrs::retained_until(&list, now) {
+            let new = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| Timestamp::parse_rfc3339(v).ok());
+            if new.is_none_or(|t| t < until) {
+                return Err(Error::posix(
+                    libc::EPERM,
+                    "retention can be extended, never shortened",
+                ));
+            }
+        }
+    }
+    match list.iter_mut().find(|(n, _)| n == name) {
+        Some(_) if flags & XATTR_CREATE != 0 => {
+            return Err(Error::posix(libc::EEXIST, "attribute exists"))
+        }
+        Some((_, v)) => *v = value.to_vec(),
+        None if flags & XATTR_REPLACE != 0 => return Err(enodata()),
+        None => {
+            list.push((name.to_vec(), value.to_vec()));
+            list.sort();
+        }
+    }
+    tx.set_xattrs(ino, list);
+    inode.ctime = Timestamp::now();
+    tx.log(wal::Record::new(
+        wal::Op::XattrSet,
+        wal::Status::Committed,
+        Some(inode.file_id.clone()),
+        json!({ "ino": ino, "name": wal::name_json(name), "size": value.len() }),
+    ));
+    tx.put(&inode)
+}
+
+fn stage_remove(tx: &mut Tx<'_>, ino: u64, name: &[u8]) -> Result<()> {
+    let mut inode = tx.inode(ino)?;
+    if archive_attrs::classify(name) == Class::Writable("retention_until") {
+        archive_attrs::check_retention(&tx.xattrs(ino)?)?;
+    }
+    let mut list = tx.xattrs(ino)?.as_ref().clone();
+    let before = list.len();
+    list.retain(|(n, _)| n != name);
+    if list.len() == before {
+        return Err(enodata());
+    }
+    tx.set_xattrs(ino, list);
+    inode.ctime = Timestamp::now();
+    tx.log(wal::Record::new(
+        wal::Op::XattrRemove,
+        wal::Status::Committed,
+        Some(inode.file_id.clone()),
+        json!({ "ino": ino, "name": wal::name_json(name) }),
+    ));
+    tx.put(&inode)
 }
