@@ -186,6 +186,7 @@ fn import_all(fs: &Fs, src: &Path, opts: &ImportOptions) -> anyhow::Result<Repor
         gid: nix::unistd::getgid().as_raw(),
         pid: 0,
         subject: None,
+        groups: None,
     };
     let dest = opts.dest.trim_matches('/').to_string();
     fs.mkdir_p(&caller, dest.as_bytes())

@@ -1307,6 +1307,81 @@ fn posix_permissions_apply_to_api_callers() {
     assert_error(r, 403, "forbidden");
 }
 
+/// A system user whose supplementary groups include one made for it
+/// (created once, idempotently; tests run as root): (uid, primary gid,
+/// supplementary gid).
+fn user_with_a_supplementary_group() -> (u32, u32, u32) {
+    use nix::unistd::{Group, User};
+    let run = |cmd: &[&str]| {
+        let st = std::process::Command::new(cmd[0])
+            .args(&cmd[1..])
+            .status()
+            .unwrap();
+        assert!(st.success(), "{cmd:?} failed");
+    };
+    if Group::from_name("artfs-api-extra").unwrap().is_none() {
+        let _ = std::process::Command::new("groupadd")
+            .args(["-f", "artfs-api-extra"])
+            .status();
+    }
+    if User::from_name("artfs-api-user").unwrap().is_none() {
+        let st = std::process::Command::new("useradd")
+            .args([
+                "-M",
+                "-N",
+                "-g",
+                "nogroup",
+                "-G",
+                "artfs-api-extra",
+                "artfs-api-user",
+            ])
+            .status()
+            .unwrap();
+        // Another test process may have made it meanwhile.
+        if !st.success() {
+            assert!(User::from_name("artfs-api-user").unwrap().is_some());
+        }
+    }
+    let extra = Group::from_name("artfs-api-extra")
+        .unwrap()
+        .unwrap()
+        .gid
+        .as_raw();
+    let user = User::from_name("artfs-api-user").unwrap().unwrap();
+    if !Group::from_gid(nix::unistd::Gid::from_raw(extra))
+        .unwrap()
+        .unwrap()
+        .mem
+        .contains(&user.name)
+    {
+        run(&["usermod", "-a", "-G", "artfs-api-extra", "artfs-api-user"]);
+    }
+    (user.uid.as_raw(), user.gid.as_raw(), extra)
+}
+
+#[test]
+fn api_identity_has_its_users_supplementary_groups() {
+    let (uid, gid, extra) = user_with_a_supplementary_group();
+    let (u, g) = (uid.to_string(), gid.to_string());
+    let api = Api::start_with(&keys().ec, &["--api-uid", &u, "--api-gid", &g]);
+    let m = &api.m;
+    // Group-writable directories: one of the user's extra group, one not.
+    for (dir, group) in [("team", extra), ("others", 0)] {
+        std::fs::create_dir(m.path(dir)).unwrap();
+        std::fs::set_permissions(m.path(dir), std::fs::Permissions::from_mode(0o770)).unwrap();
+        std::os::unix::fs::chown(m.path(dir), Some(0), Some(group)).unwrap();
+    }
+    api.upload("team/report.txt", b"ours");
+    let md = std::fs::metadata(m.path("team/report.txt")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (uid, gid));
+    assert_error(
+        api.put("others/report.txt", b"x".to_vec()).send().unwrap(),
+        403,
+        "forbidden",
+    );
+    assert!(!m.path("others/report.txt").exists());
+}
+
 #[test]
 fn limits_on_size_headers_and_slow_clients() {
     let api = Api::start_with(

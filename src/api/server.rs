@@ -73,11 +73,16 @@ pub fn start(
     let root = fs
         .getattr(ROOT_INO)
         .context("cannot read the root directory")?;
+    let (uid, gid) = (
+        cfg.uid.unwrap_or(root.inode.uid),
+        cfg.gid.unwrap_or(root.inode.gid),
+    );
     let caller = Caller {
-        uid: cfg.uid.unwrap_or(root.inode.uid),
-        gid: cfg.gid.unwrap_or(root.inode.gid),
+        uid,
+        gid,
         pid: 0,
         subject: None,
+        groups: Some(supplementary_groups(uid, gid).into()),
     };
     let tls = match &cfg.tls {
         Some((cert, key)) => {
@@ -177,4 +182,20 @@ fn spawn_reloader(
         }
     });
     Ok(())
+}
+
+/// The groups of the user with this uid (from the system's user and group
+/// databases), as a login would have them; just `gid` for a uid with no
+/// user entry.
+fn supplementary_groups(uid: u32, gid: u32) -> Vec<u32> {
+    use nix::unistd::{getgrouplist, Gid, Uid, User};
+    let groups = User::from_uid(Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .and_then(|u| std::ffi::CString::new(u.name).ok())
+        .and_then(|name| getgrouplist(&name, Gid::from_raw(gid)).ok());
+    match groups {
+        Some(g) => g.into_iter().map(Gid::as_raw).collect(),
+        None => vec![gid],
+    }
 }

@@ -130,6 +130,7 @@ mod tests {
             gid,
             pid: 0,
             subject: None,
+            groups: None,
         }
     }
 

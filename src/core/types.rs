@@ -228,6 +228,9 @@ pub struct Caller {
     /// Who is behind the request beyond the uid (a JWT subject), for the
     /// log's `user_id`.
     pub subject: Option<String>,
+    /// Supplementary groups, when known up front (the HTTP API's
+    /// identity); `None`: read from /proc for the calling process.
+    pub groups: Option<std::sync::Arc<[u32]>>,
 }
 
 impl Caller {
@@ -237,6 +240,7 @@ impl Caller {
             gid: 0,
             pid: 0,
             subject: None,
+            groups: None,
         }
     }
 
@@ -249,6 +253,9 @@ impl Caller {
     pub fn in_group(&self, gid: u32) -> bool {
         if self.gid == gid {
             return true;
+        }
+        if let Some(g) = &self.groups {
+            return g.contains(&gid);
         }
         if self.pid == 0 {
             return false;

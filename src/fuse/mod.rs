@@ -76,6 +76,7 @@ fn caller(req: &Request) -> Caller {
         gid: req.gid(),
         pid: req.pid(),
         subject: None,
+        groups: None,
     }
 }
 
