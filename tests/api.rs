@@ -14,6 +14,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use artfs::auth::{mint, MintRequest, Role};
+use common::keys::openssl;
 use common::Mount;
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::StatusCode;
@@ -35,33 +36,8 @@ struct Keys {
     _dir: tempfile::TempDir,
 }
 
-fn openssl(args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("the openssl command (scripts/install-deps.sh installs it)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn keypair(dir: &Path, name: &str, genpkey: &[&str]) -> KeyPair {
-    let private = dir.join(format!("{name}.pem"));
-    let public = dir.join(format!("{name}.pub"));
-    let mut args = vec!["genpkey"];
-    args.extend_from_slice(genpkey);
-    args.extend_from_slice(&["-out", private.to_str().unwrap()]);
-    openssl(&args);
-    openssl(&[
-        "pkey",
-        "-in",
-        private.to_str().unwrap(),
-        "-pubout",
-        "-out",
-        public.to_str().unwrap(),
-    ]);
+    let (private, public) = common::keys::genpkey(dir, name, genpkey);
     KeyPair {
         private: std::fs::read(&private).unwrap(),
         public,

@@ -5,6 +5,9 @@
 //! kept as PEM text; every test writes the files it needs into its own
 //! temporary directory.
 
+#[path = "common/keys.rs"]
+mod keys;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -44,33 +47,8 @@ struct Keys {
     p384_public: String,
 }
 
-fn openssl(args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("the openssl command (scripts/install-deps.sh installs it)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn generate(dir: &Path, name: &str, genpkey: &[&str]) -> (String, String) {
-    let private = dir.join(format!("{name}.pem"));
-    let public = dir.join(format!("{name}.pub"));
-    let mut args = vec!["genpkey"];
-    args.extend_from_slice(genpkey);
-    args.extend_from_slice(&["-out", private.to_str().unwrap()]);
-    openssl(&args);
-    openssl(&[
-        "pkey",
-        "-in",
-        private.to_str().unwrap(),
-        "-pubout",
-        "-out",
-        public.to_str().unwrap(),
-    ]);
+    let (private, public) = keys::genpkey(dir, name, genpkey);
     (
         std::fs::read_to_string(private).unwrap(),
         std::fs::read_to_string(public).unwrap(),
@@ -80,7 +58,7 @@ fn generate(dir: &Path, name: &str, genpkey: &[&str]) -> (String, String) {
 fn traditional(dir: &Path, name: &str) -> String {
     let out = dir.join(format!("{name}.trad"));
     let input = dir.join(format!("{name}.pem"));
-    openssl(&[
+    keys::openssl(&[
         "pkey",
         "-in",
         input.to_str().unwrap(),
@@ -882,7 +860,7 @@ fn unusable_verification_keys_are_refused() {
     // The PKCS#1 form of an RSA public key is fine.
     let pkcs1 = dir.path().join("rsa.pkcs1");
     let src = write(dir.path(), "rsa.pub", &k.rsa.public);
-    openssl(&[
+    keys::openssl(&[
         "rsa",
         "-pubin",
         "-in",

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod archive;
+pub mod keys;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
