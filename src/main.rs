@@ -360,6 +360,7 @@ fn main() -> std::process::ExitCode {
 /// `artfs mount`: flags and environment over the file over the defaults,
 /// turned into the store's and the mount's options.
 fn mount(args: MountArgs, mut cfg: Config) -> anyhow::Result<()> {
+    raise_open_file_limit();
     // Settings only the command line and environment give (for now).
     let (collect_interval, clock_skew) = (args.collect_interval, args.clock_skew);
     // The [api] section of the file fills what flags and variables left out.
@@ -778,4 +779,23 @@ fn import(args: ImportArgs) -> anyhow::Result<std::process::ExitCode> {
         println!("{line}");
     }
     Ok(std::process::ExitCode::from(report.exit_code()))
+}
+
+/// Every file open through the mount holds a descriptor of its object in
+/// the daemon: allow as many as the hard limit does, not the usual 1024.
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let old = lim.rlim_cur;
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                tracing::debug!(from = old, to = lim.rlim_max, "raised the open file limit");
+            }
+        }
+    }
 }

@@ -534,3 +534,62 @@ fn remount_shows_everything() {
     let after_kill = snapshot(&m.mnt);
     assert_eq!(before, after_kill);
 }
+
+fn set_nofile(soft: u64, hard: u64) -> std::io::Result<()> {
+    let lim = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: plain syscall on a local struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[test]
+fn more_files_open_through_the_mount_than_the_usual_fd_limit() {
+    const OPEN: usize = 1500;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscall on a local struct.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    if lim.rlim_max < 4096 {
+        // Root may raise its own hard limit; the daemon only lifts the soft one.
+        set_nofile(8192, 8192).expect("raise the hard open file limit");
+        lim.rlim_max = 8192;
+    }
+    // This process holds the files open: it needs room too.
+    set_nofile(lim.rlim_max, lim.rlim_max).unwrap();
+    let a = Area::new();
+    // The daemon starts with the common default soft limit of 1024.
+    let mut cmd = artfs(&a.backing(), &a.mnt(), &[]);
+    let hard = lim.rlim_max;
+    // SAFETY: only an async-signal-safe syscall between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || set_nofile(1024, hard));
+    }
+    let mut d = cmd.spawn().expect("spawn artfs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(is_mounted(&a.mnt()) && fs::metadata(a.mnt()).is_ok()) {
+        assert!(d.try_wait().unwrap().is_none(), "artfs exited early");
+        assert!(Instant::now() < deadline, "mount did not appear");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let files: Vec<fs::File> = (0..OPEN)
+        .map(|i| {
+            fs::File::create(a.mnt().join(format!("f{i}")))
+                .unwrap_or_else(|e| panic!("open file number {i}: {e}"))
+        })
+        .collect();
+    for (i, mut f) in files.iter().enumerate() {
+        std::io::Write::write_all(&mut f, i.to_string().as_bytes()).unwrap();
+    }
+    drop(files);
+    assert_eq!(fs::read(a.mnt().join("f1499")).unwrap(), b"1499");
+    signal(&d, Signal::SIGTERM);
+    assert!(wait_exit(&mut d, 20).success());
+}
