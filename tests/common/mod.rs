@@ -64,8 +64,10 @@ impl Mount {
         m
     }
 
+    /// A path inside the mount; a leading `/` means the mount's root
+    /// (never the host's: `PathBuf::join` would drop the mount point).
     pub fn path(&self, rel: &str) -> PathBuf {
-        self.mnt.join(rel)
+        self.mnt.join(rel.trim_start_matches('/'))
     }
 
     /// Start the daemon and wait until the mount is live.
