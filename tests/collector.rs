@@ -78,6 +78,46 @@ fn unlink_moves_to_a_hidden_trash_restorable_and_purged_later() {
 }
 
 #[test]
+fn the_trash_cannot_be_renamed_replaced_or_made_by_hand() {
+    let m = Mount::new();
+    // Before the trash exists: nothing may take its name.
+    fs::create_dir(m.path("d")).unwrap();
+    fs::write(m.path("d/important"), b"keep").unwrap();
+    fs::write(m.path("f"), b"x").unwrap();
+    assert_eq!(code(fs::create_dir(m.path(".trash"))), libc::EPERM);
+    assert_eq!(code(fs::write(m.path(".trash"), b"x")), libc::EPERM);
+    assert_eq!(
+        code(std::os::unix::fs::symlink("d", m.path(".trash"))),
+        libc::EPERM
+    );
+    assert_eq!(
+        code(fs::hard_link(m.path("f"), m.path(".trash"))),
+        libc::EPERM
+    );
+    assert_eq!(code(fs::rename(m.path("d"), m.path(".trash"))), libc::EPERM);
+    // A .trash elsewhere is an ordinary name.
+    fs::create_dir(m.path("d/.trash")).unwrap();
+    // Once it exists: it stays where it is.
+    fs::remove_file(m.path("f")).unwrap();
+    assert_eq!(names(&m.path(".trash")).len(), 1);
+    assert_eq!(
+        code(fs::rename(m.path(".trash"), m.path("t2"))),
+        libc::EPERM
+    );
+    fs::create_dir(m.path("empty")).unwrap();
+    assert_eq!(
+        code(fs::rename(m.path("empty"), m.path(".trash"))),
+        libc::EPERM
+    );
+    assert_eq!(names(&m.path(".trash")).len(), 1);
+    assert_eq!(fs::read(m.path("d/important")).unwrap(), b"keep");
+    // Trashed files still come out by rename.
+    let t = m.path(".trash").join(&names(&m.path(".trash"))[0]);
+    fs::rename(&t, m.path("f")).unwrap();
+    assert_eq!(fs::read(m.path("f")).unwrap(), b"x");
+}
+
+#[test]
 fn no_trash_when_turned_off_or_outside_edit_mode() {
     let m = Mount::with_args(&["--trash-days", "0"]);
     fs::write(m.path("f"), b"x").unwrap();

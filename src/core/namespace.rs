@@ -26,6 +26,16 @@ pub fn check_name(name: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// `/.trash` belongs to the trash: no name may be made there, nor may it
+/// be renamed away or replaced (a directory put in its place would be
+/// purged as trash; a renamed trash would keep files nobody purges).
+pub(crate) fn check_not_trash(parent: u64, name: &[u8]) -> Result<()> {
+    if parent == ROOT_INO && name == super::collector::TRASH {
+        return Err(eperm("/.trash is reserved for the trash"));
+    }
+    Ok(())
+}
+
 /// The user name of a uid, or the number when it has none. Looked up once
 /// per uid: the passwd lookup costs more than the rest of a create.
 pub fn user_name(uid: u32) -> String {
@@ -107,6 +117,7 @@ impl Fs {
         open_after: bool,
     ) -> Result<(Attr, uuid::Uuid)> {
         check_name(name)?;
+        check_not_trash(parent, name)?;
         self.allow(Change::Create)?;
         let (kind, rdev, target) = match node {
             NewNode::File => (Kind::File, 0, None),
@@ -308,6 +319,7 @@ impl Fs {
         new_name: &[u8],
     ) -> Result<Attr> {
         check_name(new_name)?;
+        check_not_trash(new_parent, new_name)?;
         self.allow(Change::Create)?;
         let inode = self.with_tx(|tx| {
             let mut inode = tx.inode(ino)?;
@@ -363,6 +375,8 @@ impl Fs {
     ) -> Result<Vec<u64>> {
         check_name(name).map_err(not_found_if_invalid)?;
         check_name(new_name)?;
+        check_not_trash(parent, name)?;
+        check_not_trash(new_parent, new_name)?;
         // Directories whose ".." changed: a door caching listings must drop them.
         let mut moved = Vec::new();
         self.with_tx(|tx| {

@@ -19,7 +19,7 @@ use serde_json::json;
 
 use super::error::{eexist, eisdir, enoent, enotdir, Error, Result};
 use super::namespace::owner_in;
-use super::namespace::{check_name, user_name};
+use super::namespace::{check_name, check_not_trash, user_name};
 use super::types::{Caller, Inode, Kind, Timestamp};
 use super::{Attr, Fs, Handle};
 use crate::wal;
@@ -134,6 +134,7 @@ impl Fs {
         sha256: Option<String>,
     ) -> Result<Published> {
         check_name(name)?;
+        check_not_trash(parent, name)?;
         let (inode, replaced) = self.with_tx(|tx| {
             let mut new = tx.inode(ino)?;
             if new.kind != Kind::File || new.nlink != 0 || !self.is_open(ino) {
