@@ -593,3 +593,40 @@ fn more_files_open_through_the_mount_than_the_usual_fd_limit() {
     signal(&d, Signal::SIGTERM);
     assert!(wait_exit(&mut d, 20).success());
 }
+
+#[test]
+fn unserved_ioctls_answer_enotty_without_filling_the_log() {
+    let a = Area::new();
+    let mut cmd = artfs(&a.backing(), &a.mnt(), &[]);
+    cmd.env("ARTFS_LOG", "warn").stderr(Stdio::piped());
+    let mut d = cmd.spawn().expect("spawn artfs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(is_mounted(&a.mnt()) && fs::metadata(a.mnt()).is_ok()) {
+        assert!(d.try_wait().unwrap().is_none(), "artfs exited early");
+        assert!(Instant::now() < deadline, "mount did not appear");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let f = fs::File::create(a.mnt().join("f")).unwrap();
+    for _ in 0..50 {
+        let mut t = std::mem::MaybeUninit::<libc::termios>::uninit();
+        // SAFETY: TCGETS fills a termios; the descriptor is live.
+        let rc = unsafe {
+            libc::ioctl(
+                std::os::fd::AsRawFd::as_raw_fd(&f),
+                libc::TCGETS,
+                t.as_mut_ptr(),
+            )
+        };
+        assert_eq!(rc, -1);
+        assert_eq!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::ENOTTY)
+        );
+    }
+    drop(f);
+    signal(&d, Signal::SIGTERM);
+    let out = d.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let log = stderr(&out);
+    assert!(!log.contains("ioctl"), "the log mentions ioctls: {log}");
+}

@@ -279,6 +279,35 @@ fn value_size_limits() {
 }
 
 /// Namespace handling errnos, run on `p`.
+#[test]
+fn attributes_stop_with_enospc_while_their_names_still_list() {
+    let m = Mount::new();
+    let f = m.path("many");
+    fs::write(&f, b"").unwrap();
+    let mut added = 0;
+    let err = loop {
+        // 250-byte names: the 64 KiB list is full after about 260.
+        let name = format!("user.{added:0>245}");
+        match setx(&f, &name, b"v", 0) {
+            Ok(()) => added += 1,
+            Err(e) => break e,
+        }
+        assert!(added < 1000, "no limit on the number of attributes");
+    };
+    assert_eq!(err, libc::ENOSPC);
+    assert!(added > 200, "only {added} attributes fit");
+    // All of them list, and replacing a value still works when full.
+    let list = listx_sized(&f, 64 * 1024).unwrap();
+    assert_eq!(
+        list.split(|b| *b == 0)
+            .filter(|n| n.starts_with(b"user.0"))
+            .count(),
+        added
+    );
+    assert_eq!(setx(&f, &format!("user.{:0>245}", 0), b"w", 0), Ok(()));
+    assert_eq!(getx(&f, &format!("user.{:0>245}", 0)).unwrap(), b"w");
+}
+
 fn namespace_errnos(p: &Path) -> Vec<i32> {
     let e = |r: Result<(), i32>| r.err().unwrap_or(0);
     let g = |r: Result<Vec<u8>, i32>| r.err().unwrap_or(0);

@@ -96,6 +96,8 @@ pub struct Fs {
     ops: opstats::OpStats,
     /// Log rows recovery settled when this mount started.
     recovered: u64,
+    /// Inodes in the store, staged changes included (for statfs).
+    inodes: std::sync::atomic::AtomicI64,
 }
 
 /// Lower the calling thread's CPU priority: background upkeep (sidecars,
@@ -159,6 +161,11 @@ impl Fs {
     /// Hits and misses of the in-memory metadata caches.
     pub fn cache_stats(&self) -> cache::CacheStats {
         self.cache.stats()
+    }
+
+    /// Inodes in the store, staged changes included.
+    pub(crate) fn inode_total(&self) -> u64 {
+        self.inodes.load(Ordering::Acquire).max(0) as u64
     }
 
     /// The store's mode now.
@@ -290,6 +297,7 @@ impl Fs {
             fs: self,
             staged: Staged::default(),
             exempt: false,
+            inodes: 0,
         };
         let out = f(&mut tx)?;
         // Capacity is checked once, on what the whole mutation adds.
@@ -313,6 +321,7 @@ impl Fs {
             tx.staged.reclaim = Some(rec.id);
             tx.staged.wal.push(rec);
         }
+        self.inodes.fetch_add(tx.inodes, Ordering::AcqRel);
         let grew = tx.staged.usage.0 != 0;
         if !tx.staged.is_empty() {
             self.cache.apply(tx.staged);
@@ -392,6 +401,8 @@ pub(crate) struct Tx<'a> {
     /// Record what already happened (sizes found in objects): no capacity
     /// check.
     exempt: bool,
+    /// Inodes this mutation adds (less those it removes).
+    inodes: i64,
 }
 
 impl Tx<'_> {
@@ -440,6 +451,7 @@ impl Tx<'_> {
     /// Insert a new inode, allocating its number.
     fn insert(&mut self, mut inode: Inode) -> Result<Inode> {
         inode.ino = self.fs.alloc_ino()?;
+        self.inodes += 1;
         if inode.kind == Kind::File {
             self.staged.usage.0 += inode.size as i64;
             self.staged.usage.1 += 1;
@@ -456,6 +468,7 @@ impl Tx<'_> {
     /// Insert a new inode whose number was allocated already (its object
     /// was put in place first, as import does).
     fn insert_allocated(&mut self, inode: Inode) {
+        self.inodes += 1;
         if inode.kind == Kind::File {
             self.staged.usage.0 += inode.size as i64;
             self.staged.usage.1 += 1;
@@ -466,6 +479,7 @@ impl Tx<'_> {
     /// Delete an inode and its attributes; a regular file's object goes
     /// once the deletion is committed.
     fn remove(&mut self, inode: &Inode) -> Result<()> {
+        self.inodes -= 1;
         if inode.kind == Kind::File {
             let size = self.inode(inode.ino).map_or(inode.size, |i| i.size);
             self.staged.usage.0 -= size as i64;

@@ -703,9 +703,9 @@ impl Fs {
         let frsize = v.fragment_size().max(1);
         let bsize = 4096u64;
         let scale = |n: u64| n.saturating_mul(frsize) / bsize;
-        // Count committed inodes after committing pending creates.
-        self.flush()?;
-        let files = self.meta.inode_count()?;
+        // Counted in memory: statfs is frequent (some tools call it per
+        // file) and must not wait for a commit or scan the table.
+        let files = self.inode_total();
         let (mut blocks, mut bfree, mut bavail) = (
             scale(v.blocks()),
             scale(v.blocks_free()),

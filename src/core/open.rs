@@ -191,6 +191,7 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
         collector: opts.collector.clone(),
         ops: Default::default(),
         recovered: settled.len() as u64,
+        inodes: 0.into(),
     });
     {
         let (weak, every) = (Arc::downgrade(&fs), opts.collector.interval);
@@ -199,6 +200,8 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
             .spawn(move || super::collector::run(weak, every))?;
     }
     fs.refresh_policy()?;
+    fs.inodes
+        .store(fs.meta.inode_count()? as i64, Ordering::Release);
     if let Some(c) = fs.meta.config()? {
         fs.cache
             .set_usage_total(c.used_bytes as i64, c.file_count as i64);

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 /// The operations counted (the FUSE requests the daemon serves; reads and
 /// writes through passthrough never reach it and are not counted).
-pub const OPS: [&str; 32] = [
+pub const OPS: [&str; 33] = [
     "lookup",
     "getattr",
     "setattr",
@@ -31,6 +31,7 @@ pub const OPS: [&str; 32] = [
     "readdirplus",
     "fsyncdir",
     "statfs",
+    "ioctl",
     "setxattr",
     "getxattr",
     "listxattr",

@@ -8,6 +8,8 @@ pub const ROOT_INO: u64 = 1;
 pub const NAME_MAX: usize = 255;
 /// Largest extended attribute value (as Linux `XATTR_SIZE_MAX`).
 pub const XATTR_SIZE_MAX: usize = 64 * 1024;
+/// Longest list of attribute names (as Linux `XATTR_LIST_MAX`).
+pub const XATTR_LIST_MAX: usize = 64 * 1024;
 /// Longest extended attribute name (as Linux `XATTR_NAME_MAX`).
 pub const XATTR_NAME_MAX: usize = 255;
 /// Longest symlink target (as Linux `PATH_MAX` less the NUL).

@@ -4,7 +4,7 @@
 use super::archive_attrs::{self, Class};
 use super::error::{Error, Result};
 use super::policy::Change;
-use super::types::{Timestamp, XATTR_NAME_MAX, XATTR_SIZE_MAX};
+use super::types::{Timestamp, XATTR_LIST_MAX, XATTR_NAME_MAX, XATTR_SIZE_MAX};
 use super::{Fs, Tx};
 use crate::wal;
 use serde_json::json;
@@ -176,6 +176,18 @@ fn stage_set(tx: &mut Tx<'_>, ino: u64, name: &[u8], value: &[u8], flags: i32) -
         None => {
             list.push((name.to_vec(), value.to_vec()));
             list.sort();
+            // Every name must stay listable in one listxattr (ext4 runs out
+            // of room far sooner, with ENOSPC too).
+            let listed: usize = list.iter().map(|(n, _)| n.len() + 1).sum::<usize>()
+                + archive_attrs::read_only_names(&inode)
+                    .map(|n| archive_attrs::PREFIX.len() + n.len() + 1)
+                    .sum::<usize>();
+            if listed > XATTR_LIST_MAX {
+                return Err(Error::posix(
+                    libc::ENOSPC,
+                    "no room for another attribute: the names would not fit one listxattr",
+                ));
+            }
         }
     }
     tx.set_xattrs(ino, list);

@@ -821,6 +821,24 @@ impl Filesystem for FuseFs {
         }
     }
 
+    /// No ioctls are served (as ext4 answers TCGETS, which many programs
+    /// send at every open): ENOTTY, quietly (fuser's default logs a
+    /// warning for each).
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        let _t = self.timed(const { opstats::op_index("ioctl") });
+        reply.error(Errno::ENOTTY);
+    }
+
     fn lseek(
         &self,
         _req: &Request,
