@@ -522,3 +522,61 @@ fn concurrent_creates_renames_and_removes_in_one_directory() {
         }
     }
 }
+
+/// What the calls of a program holding a removed directory open see:
+/// (fstat nlink, entries listed, fchmod, futimens, flistxattr, create inside).
+fn removed_but_open(root: &Path) -> (u64, usize, i32, i32, i32, i32) {
+    use std::os::fd::AsRawFd;
+    let p = root.join("gone");
+    fs::create_dir(&p).unwrap();
+    let replaced = root.join("replaced");
+    fs::create_dir(&replaced).unwrap();
+    let d = fs::File::open(&p).unwrap();
+    let r = fs::File::open(&replaced).unwrap();
+    fs::remove_dir(&p).unwrap();
+    fs::create_dir(root.join("newer")).unwrap();
+    fs::rename(root.join("newer"), &replaced).unwrap();
+    let fd = d.as_raw_fd();
+    let rc = |v: libc::c_int| {
+        if v == 0 {
+            0
+        } else {
+            std::io::Error::last_os_error().raw_os_error().unwrap()
+        }
+    };
+    let nl = d.metadata().unwrap().nlink();
+    assert_eq!(r.metadata().unwrap().nlink(), nl, "the replaced one too");
+    // Through the descriptor's magic link: the name itself is gone.
+    let listed = fs::read_dir(format!("/proc/self/fd/{fd}")).unwrap().count();
+    // SAFETY: plain syscalls on a live descriptor and valid pointers.
+    let (chmod, times, lx, create) = unsafe {
+        let chmod = rc(libc::fchmod(fd, 0o700));
+        let times = rc(libc::futimens(fd, std::ptr::null()));
+        let lx = if libc::flistxattr(fd, std::ptr::null_mut(), 0) >= 0 {
+            0
+        } else {
+            std::io::Error::last_os_error().raw_os_error().unwrap()
+        };
+        let c = libc::openat(fd, c"x".as_ptr(), libc::O_CREAT | libc::O_WRONLY, 0o644);
+        let create = if c >= 0 {
+            libc::close(c);
+            0
+        } else {
+            std::io::Error::last_os_error().raw_os_error().unwrap()
+        };
+        (chmod, times, lx, create)
+    };
+    (nl, listed, chmod, times, lx, create)
+}
+
+#[test]
+fn a_removed_directory_stays_usable_through_open_descriptors() {
+    let mut m = Mount::new();
+    let ext4 = ext4_dir();
+    let want = removed_but_open(ext4.path());
+    assert_eq!(want, (0, 0, 0, 0, 0, libc::ENOENT), "ext4 itself");
+    assert_eq!(removed_but_open(&m.mnt), want);
+    // Closed: nothing is left of them.
+    m.unmount();
+    m.assert_consistent();
+}

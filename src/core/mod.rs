@@ -74,6 +74,8 @@ pub struct Fs {
     next_ino: AtomicU64,
     next_dentry_id: AtomicU64,
     open: Mutex<HashMap<u64, OpenInode>>,
+    /// Directories a door holds open, with how many handles.
+    open_dirs: Mutex<HashMap<u64, u32>>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
     backing: PathBuf,

@@ -270,6 +270,57 @@ impl Fs {
         }
     }
 
+    /// A directory's name is gone: delete it, or keep it with no links
+    /// while it is open (its open descriptors still work, as on ext4),
+    /// until its last close or the next mount.
+    fn drop_dir(&self, tx: &mut super::Tx<'_>, mut dir: Inode, now: Timestamp) -> Result<()> {
+        if self.open_dirs.lock().contains_key(&dir.ino) {
+            dir.nlink = 0;
+            dir.ctime = now;
+            tx.put(&dir)
+        } else {
+            tx.remove(&dir)
+        }
+    }
+
+    /// A door opened directory `ino` (its removal then waits for `releasedir`).
+    pub fn opendir(&self, ino: u64) -> Result<Attr> {
+        let a = self.getattr(ino)?;
+        if !a.inode.kind.is_dir() {
+            return Err(enotdir());
+        }
+        *self.open_dirs.lock().entry(ino).or_insert(0) += 1;
+        Ok(a)
+    }
+
+    /// A door closed directory `ino`; a removed one goes with its last close.
+    pub fn releasedir(&self, ino: u64) -> Result<()> {
+        let last = {
+            let mut open = self.open_dirs.lock();
+            match open.get_mut(&ino) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                Some(_) => {
+                    open.remove(&ino);
+                    true
+                }
+                None => false,
+            }
+        };
+        if last && self.inode(ino).is_ok_and(|i| i.nlink == 0) {
+            self.with_tx(|tx| {
+                let dir = tx.inode(ino)?;
+                if dir.nlink == 0 && !self.open_dirs.lock().contains_key(&ino) {
+                    tx.remove(&dir)?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
     pub fn rmdir(&self, caller: &Caller, parent: u64, name: &[u8]) -> Result<()> {
         if name == b"." {
             return Err(einval("cannot remove '.'"));
@@ -293,7 +344,8 @@ impl Fs {
             }
             let victim = tx.inode(ino)?;
             tx.remove_entry(parent, name)?;
-            tx.remove(&victim)?;
+            let now = Timestamp::now();
+            self.drop_dir(tx, victim.clone(), now)?;
             tx.log(
                 wal::Record::new(
                     wal::Op::Rmdir,
@@ -303,7 +355,6 @@ impl Fs {
                 )
                 .by_caller(caller),
             );
-            let now = Timestamp::now();
             dir.nlink = dir.nlink.saturating_sub(1);
             dir.mtime = now;
             dir.ctime = now;
@@ -475,7 +526,7 @@ impl Fs {
                         }
                         let victim = tx.inode(dst_ino)?;
                         tx.remove_entry(new_parent, new_name)?;
-                        tx.remove(&victim)?;
+                        self.drop_dir(tx, victim, now)?;
                         let mut d = tx.inode(new_parent)?;
                         d.nlink -= 1;
                         tx.put(&d)?;

@@ -175,6 +175,7 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
         next_ino: next_ino.into(),
         next_dentry_id: (counters.max_dentry_id + 1).into(),
         open: Default::default(),
+        open_dirs: Default::default(),
         handles: Default::default(),
         next_fh: 1.into(),
         backing,

@@ -647,7 +647,7 @@ impl Filesystem for FuseFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let _t = self.timed(const { opstats::op_index("opendir") });
-        match self.fs.getattr(ino.0) {
+        match self.fs.opendir(ino.0) {
             // The kernel may cache listings: changes through the mount
             // invalidate them, and a directory moved by rename (whose ".."
             // changed) is invalidated after the rename's reply.
@@ -688,13 +688,16 @@ impl Filesystem for FuseFs {
     fn releasedir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
         let _t = self.timed(const { opstats::op_index("releasedir") });
         self.listings.lock().remove(&fh.0);
+        if let Err(e) = self.fs.releasedir(ino.0) {
+            warn!(ino = ino.0, error = %e, "could not reclaim a removed directory");
+        }
         reply.ok();
     }
 
