@@ -2,14 +2,6 @@
 //! `artfs::core` directly over a temporary BACKING (no FUSE, no kernel
 //! round trips): what the daemon itself spends per request.
 //!
-//! Needs in Cargo.toml (criterion is already a dev-dependency):
-//!
-//! ```toml
-//! [[bench]]
-//! name = "core"
-//! harness = false
-//! ```
-//!
 //! Run with `cargo bench --bench core` (add `-- lookup` to filter).
 //! Set `TMPDIR` to a disk-backed directory if /tmp is tmpfs.
 
