@@ -24,7 +24,7 @@ use std::sync::Arc;
 use lru::LruCache;
 use parking_lot::Mutex;
 
-use super::types::Inode;
+use super::types::{DirEntry, Inode, Kind};
 use crate::meta::{Batch, Dentry, XattrList};
 use crate::wal;
 use uuid::Uuid;
@@ -92,7 +92,13 @@ struct Inner {
     dentries: LruCache<DentryKey, Option<Dentry>>,
     xattrs: LruCache<u64, Xattrs>,
     complete: HashSet<u64>,
+    /// The entries of each complete directory in cookie order (staged ones
+    /// included): its listing needs no query and no commit first.
+    listings: HashMap<u64, Listing>,
 }
+
+/// A directory's entries by cookie: (name, inode, kind).
+type Listing = std::collections::BTreeMap<u64, (Vec<u8>, u64, Kind)>;
 
 impl Inner {
     fn put_dentry(&mut self, k: DentryKey, v: Option<Dentry>) {
@@ -102,6 +108,7 @@ impl Inner {
                 // A live entry left the cache: its directory is no longer
                 // fully known.
                 self.complete.remove(&evicted.0);
+                self.listings.remove(&evicted.0);
             }
         }
     }
@@ -162,6 +169,7 @@ impl Cache {
                 dentries: LruCache::new(cap),
                 xattrs: LruCache::new(NonZeroUsize::new(capacity.max(64) / 4).unwrap()),
                 complete: HashSet::new(),
+                listings: HashMap::new(),
             }),
             hits: Default::default(),
             misses: Default::default(),
@@ -259,6 +267,24 @@ impl Cache {
         }
     }
 
+    /// Up to `limit` entries of a complete directory after cookie `after`
+    /// (`None`: the directory is not complete; ask the store).
+    pub fn listing(&self, dir: u64, after: u64, limit: usize) -> Option<Vec<DirEntry>> {
+        let c = self.inner.lock();
+        let l = c.listings.get(&dir)?;
+        Some(
+            l.range(after.saturating_add(1)..)
+                .take(limit)
+                .map(|(id, (name, ino, kind))| DirEntry {
+                    offset: *id,
+                    ino: *ino,
+                    kind: *kind,
+                    name: name.clone(),
+                })
+                .collect(),
+        )
+    }
+
     /// Whether uncommitted entries exist under `parent`.
     pub fn has_dirty_entries(&self, parent: u64) -> bool {
         self.inner.lock().d_dentries.keys().any(|k| k.0 == parent)
@@ -293,17 +319,38 @@ impl Cache {
         for (k, v) in s.inodes {
             if v.is_none() {
                 c.complete.remove(&k);
+                c.listings.remove(&k);
             }
             c.d_inodes.insert(k, (seq, v));
+        }
+        // New directories first: entries of this same change may go in them.
+        for ino in s.new_dirs {
+            c.complete.insert(ino);
+            c.listings.insert(ino, Default::default());
+        }
+        // Listings: every replaced entry leaves before any new one comes
+        // (a rename moves one cookie from a name to another).
+        for k in s.dentries.keys() {
+            if c.listings.contains_key(&k.0) {
+                let old = match c.d_dentries.get(k) {
+                    Some((_, old)) => *old,
+                    None => c.dentries.peek(k).copied().flatten(),
+                };
+                if let (Some(old), Some(l)) = (old, c.listings.get_mut(&k.0)) {
+                    l.remove(&old.id);
+                }
+            }
+        }
+        for (k, v) in &s.dentries {
+            if let (Some(d), Some(l)) = (v, c.listings.get_mut(&k.0)) {
+                l.insert(d.id, (k.1.clone(), d.ino, d.kind));
+            }
         }
         for (k, v) in s.dentries {
             c.d_dentries.insert(k, (seq, v));
         }
         for (k, v) in s.xattrs {
             c.d_xattrs.insert(k, (seq, v));
-        }
-        for ino in s.new_dirs {
-            c.complete.insert(ino);
         }
         if !s.released_objects.is_empty() {
             let id = s.reclaim.expect("released objects come with a reclaim row");

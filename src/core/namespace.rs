@@ -733,12 +733,19 @@ impl Fs {
                 name: b"..".to_vec(),
             });
         }
-        // Listings come from the store: commit pending changes here first.
-        if self.cache.has_dirty_entries(ino) {
-            self.flush()?;
-        }
         let after = offset.saturating_sub(2);
-        for mut e in self.meta.read_dir(ino, after, limit)? {
+        // A directory made during this run is listed from memory; others
+        // come from the store, with pending changes committed first.
+        let page = match self.cache.listing(ino, after, limit) {
+            Some(p) => p,
+            None => {
+                if self.cache.has_dirty_entries(ino) {
+                    self.flush()?;
+                }
+                self.meta.read_dir(ino, after, limit)?
+            }
+        };
+        for mut e in page {
             // The trash is reachable by path, not listed.
             if ino == ROOT_INO && e.name == super::collector::TRASH {
                 continue;
