@@ -59,55 +59,49 @@ impl ObjectStore {
             .open(self.path(ino))
     }
 
-    /// A new file with no name yet, on the objects' filesystem (see
-    /// `core::objpool`); `adopt` names it.
-    pub fn anonymous(&self) -> io::Result<File> {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_TMPFILE | libc::O_NOATIME | libc::O_CLOEXEC)
-            .open(&self.root)
+    /// Where objects made ahead of need wait for their inode number (see
+    /// `core::objpool`): `BACKING/.artfs/pool`, beside `objects/` on the
+    /// same filesystem (they are renamed into place), holding nothing else.
+    pub fn pool_dir(&self) -> PathBuf {
+        self.root.with_file_name(".artfs").join("pool")
     }
 
-    /// Name an `anonymous` file as object `ino`.
-    pub fn adopt(&self, ino: u64, file: &File) -> io::Result<()> {
-        use std::os::fd::AsRawFd;
-        use std::os::unix::ffi::OsStrExt;
-        let to = std::ffi::CString::new(self.path(ino).as_os_str().as_bytes())?;
-        // SAFETY: linkat with a live descriptor and NUL-terminated paths.
-        let rc = unsafe {
-            libc::linkat(
-                file.as_raw_fd(),
-                c"".as_ptr(),
-                libc::AT_FDCWD,
-                to.as_ptr(),
-                libc::AT_EMPTY_PATH,
-            )
-        };
-        if rc == 0 {
-            return Ok(());
+    /// Make an empty file in the pool under a name of its own. Files go
+    /// round 16 subdirectories: taking one (a rename out of its directory)
+    /// then seldom waits for the lock of the directory being filled.
+    pub fn pooled(&self, n: u64) -> io::Result<(PathBuf, File)> {
+        let path = self
+            .pool_dir()
+            .join(format!("{:x}", n % 16))
+            .join(format!("{n:016x}"));
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOATIME | libc::O_CLOEXEC)
+            .open(&path)?;
+        Ok((path, f))
+    }
+
+    /// Empty the pool (whatever a previous run left there), creating it if
+    /// missing.
+    pub fn reset_pool(&self) -> io::Result<usize> {
+        let dir = self.pool_dir();
+        let mut n = 0;
+        for i in 0..16u8 {
+            let sub = dir.join(format!("{i:x}"));
+            std::fs::create_dir_all(&sub)?;
+            for e in std::fs::read_dir(&sub)? {
+                std::fs::remove_file(e?.path())?;
+                n += 1;
+            }
         }
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::ENOENT) && e.raw_os_error() != Some(libc::EPERM) {
-            return Err(e);
-        }
-        // Without CAP_DAC_READ_SEARCH: the same through /proc.
-        let from = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
-        // SAFETY: as above.
-        let rc = unsafe {
-            libc::linkat(
-                libc::AT_FDCWD,
-                from.as_ptr(),
-                libc::AT_FDCWD,
-                to.as_ptr(),
-                libc::AT_SYMLINK_FOLLOW,
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        Ok(n)
+    }
+
+    /// Name a pooled file (at `from`) as object `ino`.
+    pub fn adopt(&self, ino: u64, from: &Path) -> io::Result<()> {
+        std::fs::rename(from, self.path(ino))
     }
 
     /// Metadata of an object, `None` when it does not exist.

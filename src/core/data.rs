@@ -221,16 +221,16 @@ impl Fs {
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         // Its object: a file made ahead of need, named now (an object
         // missing after a crash is an empty file).
-        let object = self
-            .pool
-            .take()
-            .and_then(|f| match self.objects.adopt(attr.inode.ino, &f) {
-                Ok(()) => Some(f),
-                Err(e) => {
-                    tracing::debug!(error = %e, "could not name a pooled object");
-                    None
-                }
-            });
+        let object =
+            self.pool
+                .take()
+                .and_then(|(at, f)| match self.objects.adopt(attr.inode.ino, &at) {
+                    Ok(()) => Some(f),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "could not name a pooled object");
+                        None
+                    }
+                });
         let handle =
             self.open_handle_with(attr.inode.ino, writable, false, Some(intent), object)?;
         crate::crash_point!("create::after_object");

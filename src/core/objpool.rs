@@ -2,15 +2,17 @@
 //!
 //! Allocating an inode on the backing filesystem is the largest single
 //! cost of a create (ext4 searches its bitmaps and skips recently freed
-//! inodes). A background thread keeps a few dozen *anonymous* files ready
-//! (`O_TMPFILE`: an inode with no name); `create` gives one the object's
-//! name with `linkat`, a plain directory insert, and uses it at once.
+//! inodes). A background thread keeps a few dozen empty files ready in
+//! `.artfs/pool`; `create` renames one into place as the new object (a
+//! plain directory update) and uses its open descriptor at once.
 //!
-//! Nothing here needs recovery: an anonymous file that was never named is
-//! freed by the backing filesystem when the daemon exits, however it
-//! exits. Backing filesystems without `O_TMPFILE` simply get no pool.
+//! Nothing here needs recovery: the pool holds only unused files, and each
+//! mount empties it first. (Anonymous `O_TMPFILE` files were tried first:
+//! on ext4 each sits on the orphan list until named, and with dozens
+//! waiting every new one cost hundreds of microseconds.)
 
 use std::fs::File;
+use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -25,7 +27,8 @@ const HIGH: usize = 96;
 
 #[derive(Default)]
 struct State {
-    ready: Vec<File>,
+    /// Oldest first: the newest sit in the directory being filled.
+    ready: std::collections::VecDeque<(PathBuf, File)>,
     stop: bool,
 }
 
@@ -36,26 +39,34 @@ pub(crate) struct ObjectPool {
 }
 
 impl ObjectPool {
-    /// Take a ready anonymous file, if any.
-    pub(crate) fn take(&self) -> Option<File> {
+    /// Take a ready file: where it waits, and the file open read-write.
+    pub(crate) fn take(&self) -> Option<(PathBuf, File)> {
         let mut s = self.state.lock();
-        let f = s.ready.pop();
+        let f = s.ready.pop_front();
         if s.ready.len() < LOW {
             self.work.notify_one();
         }
         f
     }
 
-    /// Stop the refill thread and free the unused files.
+    /// Stop the refill thread and remove the unused files (at unmount).
     pub(crate) fn stop(&self) {
         let mut s = self.state.lock();
         s.stop = true;
-        s.ready.clear();
+        for (path, _) in s.ready.drain(..) {
+            let _ = std::fs::remove_file(path);
+        }
         self.work.notify_all();
     }
 
-    /// Start the refill thread.
+    /// Empty the pool directory and start the refill thread.
     pub(crate) fn start(fs: Weak<Fs>) -> std::io::Result<()> {
+        if let Some(fs) = fs.upgrade() {
+            let left = fs.objects.reset_pool()?;
+            if left > 0 {
+                tracing::debug!(files = left, "emptied the object pool");
+            }
+        }
         std::thread::Builder::new()
             .name("artfs-objects".into())
             .spawn(move || {
@@ -70,6 +81,7 @@ impl ObjectPool {
 }
 
 fn run(pool: &Arc<ObjectPool>, fs: &Weak<Fs>) {
+    let mut made = 0u64;
     loop {
         {
             let mut s = pool.state.lock();
@@ -82,17 +94,15 @@ fn run(pool: &Arc<ObjectPool>, fs: &Weak<Fs>) {
         }
         let Some(fs) = fs.upgrade() else { return };
         while pool.state.lock().ready.len() < HIGH {
-            match fs.objects.anonymous() {
+            made += 1;
+            match fs.objects.pooled(made) {
                 Ok(f) => {
                     let mut s = pool.state.lock();
                     if s.stop {
+                        let _ = std::fs::remove_file(&f.0);
                         return;
                     }
-                    s.ready.push(f);
-                }
-                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
-                    tracing::info!("BACKING has no O_TMPFILE: objects are made at create");
-                    return;
+                    s.ready.push_back(f);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "could not make an object ahead of need");

@@ -122,8 +122,28 @@ pub fn serve(fs: Arc<Fs>, mountpoint: &Path, opts: &MountOptions) -> anyhow::Res
     fs.set_invalidator(Arc::new(super::KernelInvalidator::new(notifier.clone())));
     tracing::info!(mountpoint = %mountpoint.display(), backing = %fs.backing().display(), "mounted");
 
-    spawn_signal_handler(mountpoint.clone(), fs.backing().join(".artfs/failpoints"))?;
-    let result = session.run();
+    let detached = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    spawn_signal_handler(
+        mountpoint.clone(),
+        fs.backing().join(".artfs/failpoints"),
+        detached.clone(),
+    )?;
+    let mut result = session.run();
+    if let Err(e) = &result {
+        // An unmount (ours on SIGTERM/SIGINT, lazy when busy, or umount)
+        // can end the session with the connection aborted rather than
+        // closed: with several worker threads, the first to see the end
+        // closes its cloned device, and the others then read ECONNABORTED.
+        // The mount is gone either way; whatever was in flight is
+        // recovered at the next mount. An abort with the mount still in
+        // place (fusectl) stays an error.
+        if e.raw_os_error() == Some(libc::ECONNABORTED)
+            && (detached.load(std::sync::atomic::Ordering::Acquire) || !is_mountpoint(&mountpoint))
+        {
+            tracing::info!("the session ended with the unmount");
+            result = Ok(());
+        }
+    }
     tracing::info!(mountpoint = %mountpoint.display(), "unmounted");
     result.context("FUSE session failed")
 }
@@ -131,7 +151,11 @@ pub fn serve(fs: Arc<Fs>, mountpoint: &Path, opts: &MountOptions) -> anyhow::Res
 /// On SIGINT/SIGTERM unmount; if busy, detach lazily so the session ends
 /// once the last user lets go. SIGUSR1 arms crash points from
 /// `failpoints_file` (test builds; see `crate::failpoints`).
-fn spawn_signal_handler(mountpoint: PathBuf, failpoints_file: PathBuf) -> anyhow::Result<()> {
+fn spawn_signal_handler(
+    mountpoint: PathBuf,
+    failpoints_file: PathBuf,
+    detached: Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1])?;
     std::thread::Builder::new()
@@ -147,6 +171,7 @@ fn spawn_signal_handler(mountpoint: PathBuf, failpoints_file: PathBuf) -> anyhow
                 tracing::info!(signal = sig, "unmounting on signal");
                 if let Err(e) = nix::mount::umount2(&mountpoint, nix::mount::MntFlags::empty()) {
                     tracing::warn!(error = %e, "mount busy; detaching lazily");
+                    detached.store(true, std::sync::atomic::Ordering::Release);
                     let _ = nix::mount::umount2(&mountpoint, nix::mount::MntFlags::MNT_DETACH);
                 }
             }
