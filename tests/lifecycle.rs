@@ -630,3 +630,65 @@ fn unserved_ioctls_answer_enotty_without_filling_the_log() {
     let log = stderr(&out);
     assert!(!log.contains("ioctl"), "the log mentions ioctls: {log}");
 }
+
+/// Files in the pool of objects made ahead of need (`.artfs/pool/*/*`).
+fn pooled(backing: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    let Ok(subs) = fs::read_dir(backing.join(".artfs/pool")) else {
+        return v;
+    };
+    for s in subs {
+        for f in fs::read_dir(s.unwrap().path()).unwrap() {
+            v.push(f.unwrap().path());
+        }
+    }
+    v
+}
+
+#[test]
+fn the_object_pool_is_emptied_at_mount_and_unmount_and_feeds_creates() {
+    let a = Area::new();
+    let mut d = start(&a.backing(), &a.mnt(), &[]);
+    // The pool fills in the background (to 96, then waits until below 32).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pooled(&a.backing()).len() < 96 {
+        assert!(Instant::now() < deadline, "the pool never filled");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ready: std::collections::HashSet<u64> = pooled(&a.backing())
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().ino())
+        .collect();
+    for i in 0..10 {
+        let p = a.mnt().join(format!("f{i}"));
+        fs::write(&p, format!("content {i}")).unwrap();
+        // The new object is one of the pooled files, renamed into place.
+        let ino = fs::metadata(&p).unwrap().ino();
+        let object = a
+            .backing()
+            .join(format!("objects/{:02x}/{ino:016x}", ino & 0xff));
+        let backing_ino = fs::metadata(&object).unwrap().ino();
+        assert!(ready.contains(&backing_ino), "f{i} got a new object");
+    }
+    assert_eq!(pooled(&a.backing()).len(), 86);
+    signal(&d, Signal::SIGTERM);
+    assert!(wait_exit(&mut d, 20).success());
+    assert_eq!(
+        pooled(&a.backing()),
+        Vec::<PathBuf>::new(),
+        "unused files left"
+    );
+    // A file left by a killed daemon goes at the next mount.
+    let stray = a.backing().join(".artfs/pool/3/00000000000000ff");
+    fs::write(&stray, b"").unwrap();
+    let mut d = start(&a.backing(), &a.mnt(), &[]);
+    assert!(!stray.exists(), "the pool was not emptied at mount");
+    for i in 0..10 {
+        assert_eq!(
+            fs::read_to_string(a.mnt().join(format!("f{i}"))).unwrap(),
+            format!("content {i}")
+        );
+    }
+    signal(&d, Signal::SIGTERM);
+    assert!(wait_exit(&mut d, 20).success());
+}
