@@ -68,11 +68,13 @@ impl KeepAwake {
                     let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
                     libc::setpriority(libc::PRIO_PROCESS, tid, 19);
                 }
+                // The CPUs the daemon was given; the spinner moves within them.
+                let allowed = affinity();
                 // Only a weak reference between naps, so the thread ends
                 // with the daemon.
                 while let Some(k) = weak.upgrade() {
                     if k.park(Duration::from_secs(1)) {
-                        k.spin();
+                        k.spin(allowed.as_ref());
                     }
                 }
             })?;
@@ -105,7 +107,7 @@ impl KeepAwake {
         *active
     }
 
-    fn spin(&self) {
+    fn spin(&self, allowed: Option<&libc::cpu_set_t>) {
         let window = self.window.as_nanos() as u64;
         let quiet = || self.now().saturating_sub(self.last.load(Ordering::Relaxed)) >= window;
         let mut avoiding = -1;
@@ -115,8 +117,10 @@ impl KeepAwake {
                 // the daemon thread then share it (cheap same-CPU hand-offs)
                 // while this one keeps another CPU from looking idle.
                 let cpu = self.request_cpu.load(Ordering::Relaxed);
-                if cpu != avoiding && cpu >= 0 {
-                    avoid_cpu(cpu);
+                if cpu != avoiding && (0..libc::CPU_SETSIZE).contains(&cpu) {
+                    if let Some(allowed) = allowed {
+                        avoid_cpu(allowed, cpu);
+                    }
                     avoiding = cpu;
                 }
                 std::thread::yield_now();
@@ -133,24 +137,26 @@ impl KeepAwake {
     }
 }
 
-/// Let the calling thread run on every CPU but `cpu` (when there are others).
-fn avoid_cpu(cpu: i32) {
-    // SAFETY: the set is initialised by CPU_ZERO and only touched through
-    // the libc macros; the call affects the calling thread only.
+/// The CPUs the calling thread may run on.
+fn affinity() -> Option<libc::cpu_set_t> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the call fills it.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) != 0 {
+        (libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) == 0).then_some(set)
+    }
+}
+
+/// Let the calling thread run on the `allowed` CPUs but `cpu` (unless that
+/// leaves none).
+fn avoid_cpu(allowed: &libc::cpu_set_t, cpu: i32) {
+    let mut set = *allowed;
+    // SAFETY: the set is a valid cpu_set_t; the libc macros bound-check
+    // nothing but `cpu` comes from sched_getcpu, below CPU_SETSIZE; the
+    // call affects the calling thread only.
+    unsafe {
+        libc::CPU_CLR(cpu as usize, &mut set);
+        if libc::CPU_COUNT(&set) == 0 {
             return;
-        }
-        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-        if n < 2 {
-            return;
-        }
-        libc::CPU_ZERO(&mut set);
-        for c in 0..n.min(libc::CPU_SETSIZE as usize) {
-            if c as i32 != cpu {
-                libc::CPU_SET(c, &mut set);
-            }
         }
         libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set);
     }
