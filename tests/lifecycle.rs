@@ -100,7 +100,12 @@ fn stderr(o: &Output) -> String {
 /// Start a daemon and wait until it is mounted and answering (a stale
 /// mount there is listed too, but does not answer).
 fn start(backing: &Path, mnt: &Path, extra: &[&str]) -> Child {
-    let mut child = artfs(backing, mnt, extra).spawn().expect("spawn artfs");
+    start_cmd(artfs(backing, mnt, extra), mnt)
+}
+
+/// `start` with a command prepared by the caller (limits, piped stderr).
+fn start_cmd(mut cmd: Command, mnt: &Path) -> Child {
+    let mut child = cmd.spawn().expect("spawn artfs");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !(is_mounted(mnt) && fs::metadata(mnt).is_ok()) {
         if let Some(st) = child.try_wait().unwrap() {
@@ -572,13 +577,7 @@ fn more_files_open_through_the_mount_than_the_usual_fd_limit() {
     unsafe {
         cmd.pre_exec(move || set_nofile(1024, hard));
     }
-    let mut d = cmd.spawn().expect("spawn artfs");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !(is_mounted(&a.mnt()) && fs::metadata(a.mnt()).is_ok()) {
-        assert!(d.try_wait().unwrap().is_none(), "artfs exited early");
-        assert!(Instant::now() < deadline, "mount did not appear");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut d = start_cmd(cmd, &a.mnt());
     let files: Vec<fs::File> = (0..OPEN)
         .map(|i| {
             fs::File::create(a.mnt().join(format!("f{i}")))
@@ -599,13 +598,7 @@ fn unserved_ioctls_answer_enotty_without_filling_the_log() {
     let a = Area::new();
     let mut cmd = artfs(&a.backing(), &a.mnt(), &[]);
     cmd.env("ARTFS_LOG", "warn").stderr(Stdio::piped());
-    let mut d = cmd.spawn().expect("spawn artfs");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !(is_mounted(&a.mnt()) && fs::metadata(a.mnt()).is_ok()) {
-        assert!(d.try_wait().unwrap().is_none(), "artfs exited early");
-        assert!(Instant::now() < deadline, "mount did not appear");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let d = start_cmd(cmd, &a.mnt());
     let f = fs::File::create(a.mnt().join("f")).unwrap();
     for _ in 0..50 {
         let mut t = std::mem::MaybeUninit::<libc::termios>::uninit();
