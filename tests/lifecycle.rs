@@ -624,58 +624,71 @@ fn unserved_ioctls_answer_enotty_without_filling_the_log() {
     assert!(!log.contains("ioctl"), "the log mentions ioctls: {log}");
 }
 
-/// Files in the pool of objects made ahead of need (`.artfs/pool/*/*`).
-fn pooled(backing: &Path) -> Vec<PathBuf> {
-    let mut v = Vec::new();
-    let Ok(subs) = fs::read_dir(backing.join(".artfs/pool")) else {
-        return v;
-    };
-    for s in subs {
-        for f in fs::read_dir(s.unwrap().path()).unwrap() {
-            v.push(f.unwrap().path());
+/// Object files in BACKING (not sidecars), by inode number.
+fn object_inos(backing: &Path) -> std::collections::BTreeSet<u64> {
+    let mut v = std::collections::BTreeSet::new();
+    for d in fs::read_dir(backing.join("objects")).unwrap() {
+        for e in fs::read_dir(d.unwrap().path()).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            if let Ok(ino) = u64::from_str_radix(&name, 16) {
+                v.insert(ino);
+            }
         }
     }
     v
 }
 
 #[test]
-fn the_object_pool_is_emptied_at_mount_and_unmount_and_feeds_creates() {
+fn objects_made_ahead_feed_creates_and_go_at_unmount_and_after_a_crash() {
     let a = Area::new();
     let mut d = start(&a.backing(), &a.mnt(), &[]);
-    // The pool fills in the background (to 96, then waits until below 32).
+    // Nothing is made ahead until files are being created.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(object_inos(&a.backing()).is_empty());
+    fs::write(a.mnt().join("first"), b"1").unwrap();
+    // Then the pool fills in the background (to 96, then waits until
+    // below 32): empty objects under numbers no file has yet.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while pooled(&a.backing()).len() < 96 {
+    while object_inos(&a.backing()).len() < 97 {
         assert!(Instant::now() < deadline, "the pool never filled");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let ready: std::collections::HashSet<u64> = pooled(&a.backing())
-        .iter()
-        .map(|p| fs::metadata(p).unwrap().ino())
-        .collect();
+    let ready = object_inos(&a.backing());
     for i in 0..10 {
         let p = a.mnt().join(format!("f{i}"));
         fs::write(&p, format!("content {i}")).unwrap();
-        // The new object is one of the pooled files, renamed into place.
+        // The new file took one of the objects made ahead.
         let ino = fs::metadata(&p).unwrap().ino();
-        let object = a
-            .backing()
-            .join(format!("objects/{:02x}/{ino:016x}", ino & 0xff));
-        let backing_ino = fs::metadata(&object).unwrap().ino();
-        assert!(ready.contains(&backing_ino), "f{i} got a new object");
+        assert!(ready.contains(&ino), "f{i} (inode {ino}) got a new object");
     }
-    assert_eq!(pooled(&a.backing()).len(), 86);
     signal(&d, Signal::SIGTERM);
     assert!(wait_exit(&mut d, 20).success());
-    assert_eq!(
-        pooled(&a.backing()),
-        Vec::<PathBuf>::new(),
-        "unused files left"
-    );
-    // A file left by a killed daemon goes at the next mount.
-    let stray = a.backing().join(".artfs/pool/3/00000000000000ff");
-    fs::write(&stray, b"").unwrap();
+    // Unused objects go at unmount: one object per file remains.
+    assert_eq!(object_inos(&a.backing()).len(), 11, "unused objects left");
+
+    // A killed daemon leaves its objects made ahead; recovery removes them
+    // (their inode numbers' reservation is still pending).
     let mut d = start(&a.backing(), &a.mnt(), &[]);
-    assert!(!stray.exists(), "the pool was not emptied at mount");
+    fs::write(a.mnt().join("g"), b"g").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while object_inos(&a.backing()).len() < 12 + 96 {
+        assert!(Instant::now() < deadline, "the pool never filled");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left = object_inos(&a.backing());
+    signal(&d, Signal::SIGKILL);
+    let _ = d.wait();
+    let _ = Command::new("fusermount3")
+        .args(["-uz"])
+        .arg(a.mnt())
+        .status();
+    let mut d = start(&a.backing(), &a.mnt(), &[]);
+    let now = object_inos(&a.backing());
+    assert!(
+        now.len() <= 12,
+        "objects made ahead survived the crash: {now:?}"
+    );
+    assert!(now.is_subset(&left));
     for i in 0..10 {
         assert_eq!(
             fs::read_to_string(a.mnt().join(format!("f{i}"))).unwrap(),
@@ -684,4 +697,14 @@ fn the_object_pool_is_emptied_at_mount_and_unmount_and_feeds_creates() {
     }
     signal(&d, Signal::SIGTERM);
     assert!(wait_exit(&mut d, 20).success());
+    let out = Command::new(bin())
+        .args(["fsck"])
+        .arg(a.backing())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

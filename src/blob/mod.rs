@@ -59,49 +59,24 @@ impl ObjectStore {
             .open(self.path(ino))
     }
 
-    /// Where objects made ahead of need wait for their inode number (see
-    /// `core::objpool`): `BACKING/.artfs/pool`, beside `objects/` on the
-    /// same filesystem (they are renamed into place), holding nothing else.
-    pub fn pool_dir(&self) -> PathBuf {
-        self.root.with_file_name(".artfs").join("pool")
-    }
-
-    /// Make an empty file in the pool under a name of its own. Files go
-    /// round 16 subdirectories: taking one (a rename out of its directory)
-    /// then seldom waits for the lock of the directory being filled.
-    pub fn pooled(&self, n: u64) -> io::Result<(PathBuf, File)> {
-        let path = self
-            .pool_dir()
-            .join(format!("{:x}", n % 16))
-            .join(format!("{n:016x}"));
-        let f = OpenOptions::new()
+    /// Create object `ino`, which must not exist yet, open read-write
+    /// (objects made ahead of need, see `core::objpool`).
+    pub fn create_new(&self, ino: u64) -> io::Result<File> {
+        OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .custom_flags(libc::O_NOATIME | libc::O_CLOEXEC)
-            .open(&path)?;
-        Ok((path, f))
+            .open(self.path(ino))
     }
 
-    /// Empty the pool (whatever a previous run left there), creating it if
-    /// missing.
-    pub fn reset_pool(&self) -> io::Result<usize> {
-        let dir = self.pool_dir();
-        let mut n = 0;
-        for i in 0..16u8 {
-            let sub = dir.join(format!("{i:x}"));
-            std::fs::create_dir_all(&sub)?;
-            for e in std::fs::read_dir(&sub)? {
-                std::fs::remove_file(e?.path())?;
-                n += 1;
-            }
+    /// Remove `BACKING/.artfs/pool`, where an earlier version kept objects
+    /// made ahead of need (empty files, never part of the store).
+    pub fn remove_legacy_pool(&self) -> io::Result<()> {
+        match std::fs::remove_dir_all(self.root.with_file_name(".artfs").join("pool")) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
         }
-        Ok(n)
-    }
-
-    /// Name a pooled file (at `from`) as object `ino`.
-    pub fn adopt(&self, ino: u64, from: &Path) -> io::Result<()> {
-        std::fs::rename(from, self.path(ino))
     }
 
     /// Metadata of an object, `None` when it does not exist.

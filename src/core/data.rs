@@ -215,22 +215,11 @@ impl Fs {
         // The create's log row stays pending while the file is open: it is
         // the write intent of the new handle. Its object may appear before
         // the row commits; the inode number's `reserve` row covers that.
-        let (attr, intent) =
+        // The object is usually one made ahead of need (see `objpool`).
+        let (attr, intent, object) =
             self.make_node(caller, parent, name, NewNode::File, mode, umask, true)?;
         // A new file has nothing to read and no privileges to drop.
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
-        // Its object: a file made ahead of need, named now (an object
-        // missing after a crash is an empty file).
-        let object =
-            self.pool
-                .take()
-                .and_then(|(at, f)| match self.objects.adopt(attr.inode.ino, &at) {
-                    Ok(()) => Some(f),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "could not name a pooled object");
-                        None
-                    }
-                });
         let handle =
             self.open_handle_with(attr.inode.ino, writable, false, Some(intent), object)?;
         crate::crash_point!("create::after_object");

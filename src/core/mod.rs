@@ -384,7 +384,7 @@ impl Fs {
         if let Err(e) = self.flush() {
             tracing::error!(error = %e, "could not commit metadata at close");
         }
-        self.pool.stop();
+        self.pool.stop(self);
         // Sidecars of everything committed, then their log rows settled.
         self.sidecars.drain();
         if let Err(e) = self.flush() {
@@ -451,8 +451,15 @@ impl Tx<'_> {
     }
 
     /// Insert a new inode, allocating its number.
-    fn insert(&mut self, mut inode: Inode) -> Result<Inode> {
-        inode.ino = self.fs.alloc_ino()?;
+    fn insert(&mut self, inode: Inode) -> Result<Inode> {
+        let ino = self.fs.alloc_ino()?;
+        Ok(self.insert_at(inode, ino))
+    }
+
+    /// Insert a new inode under a number allocated for it already (one
+    /// the object pool holds).
+    fn insert_at(&mut self, mut inode: Inode, ino: u64) -> Inode {
+        inode.ino = ino;
         self.inodes += 1;
         if inode.kind == Kind::File {
             self.staged.usage.0 += inode.size as i64;
@@ -464,7 +471,7 @@ impl Tx<'_> {
         self.staged.inodes.insert(inode.ino, Some(inode.clone()));
         // A fresh number has no attributes: known, not a miss.
         self.staged.xattrs.insert(inode.ino, None);
-        Ok(inode)
+        inode
     }
 
     /// Insert a new inode whose number was allocated already (its object

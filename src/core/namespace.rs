@@ -104,7 +104,8 @@ impl Fs {
 
     /// Create a node and log it. With `open_after`, the log row stays
     /// pending as the write intent of the handle about to be opened on it;
-    /// its id is returned.
+    /// its id is returned, with the new file's object when one made ahead
+    /// of need was used.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn make_node(
         &self,
@@ -115,7 +116,7 @@ impl Fs {
         mode: u32,
         umask: u32,
         open_after: bool,
-    ) -> Result<(Attr, uuid::Uuid)> {
+    ) -> Result<(Attr, uuid::Uuid, Option<std::fs::File>)> {
         check_name(name)?;
         check_not_trash(parent, name)?;
         self.allow(Change::Create)?;
@@ -133,7 +134,10 @@ impl Fs {
             }
             NewNode::Special { kind, rdev } => (kind, rdev, None),
         };
-        let inode = self.with_tx(|tx| {
+        // A file to be opened takes an object made ahead of need, if one
+        // is ready; it goes back if the create fails.
+        let mut pooled = None;
+        let made = self.with_tx(|tx| {
             let mut dir = tx.live_dir(parent)?;
             if tx.lookup(parent, name)?.is_some() {
                 return Err(eexist());
@@ -166,7 +170,16 @@ impl Fs {
                 sha256: None,
                 blocks: None,
             };
-            let new = tx.insert(new)?;
+            let new = match (kind, open_after) {
+                (Kind::File, true) => match self.pool.take() {
+                    Some((ino, object)) => {
+                        pooled = Some((ino, object));
+                        tx.insert_at(new, ino)
+                    }
+                    None => tx.insert(new)?,
+                },
+                _ => tx.insert(new)?,
+            };
             tx.add_entry(parent, name, new.ino, kind)?;
             let inherited = self.inherited_expiry(tx, parent, kind, now)?;
             if !inherited.is_empty() {
@@ -200,8 +213,17 @@ impl Fs {
             dir.ctime = now;
             tx.put(&dir)?;
             Ok((new, id))
-        })?;
-        Ok((self.attr_of(inode.0)?, inode.1))
+        });
+        let (inode, id) = match made {
+            Ok(m) => m,
+            Err(e) => {
+                if let Some(p) = pooled {
+                    self.pool.put_back(p);
+                }
+                return Err(e);
+            }
+        };
+        Ok((self.attr_of(inode)?, id, pooled.map(|(_, f)| f)))
     }
 
     pub fn unlink(&self, caller: &Caller, parent: u64, name: &[u8]) -> Result<()> {

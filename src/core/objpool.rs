@@ -1,18 +1,25 @@
-//! Empty objects made ahead of need.
+//! Objects made ahead of need.
 //!
 //! Allocating an inode on the backing filesystem is the largest single
-//! cost of a create (ext4 searches its bitmaps and skips recently freed
-//! inodes). A background thread keeps a few dozen empty files ready in
-//! `.artfs/pool`; `create` renames one into place as the new object (a
-//! plain directory update) and uses its open descriptor at once.
+//! cost of a create (ext4 searches its bitmaps, and without a journal it
+//! also skips inodes freed in the last minutes). A background thread takes
+//! inode numbers a few dozen ahead and creates their empty objects at
+//! their final paths; `create` takes one, number and open descriptor
+//! together, and touches the backing filesystem not at all.
 //!
-//! Nothing here needs recovery: the pool holds only unused files, and each
-//! mount empties it first. (Anonymous `O_TMPFILE` files were tried first:
-//! on ext4 each sits on the orphan list until named, and with dozens
-//! waiting every new one cost hundreds of microseconds.)
+//! Crash safety comes from the inode reservation (see `writer`): every
+//! number is in a `reserve` log row that stays pending while this pool
+//! holds a number of its range, and recovery removes the objects of a
+//! pending range whose inode never committed. At unmount the unused
+//! objects are removed and their numbers are never used.
+//!
+//! (Two earlier designs: files in a pool directory renamed into place cost
+//! a cross-directory rename, half of a create's time in the daemon;
+//! anonymous `O_TMPFILE` files each sat on ext4's orphan list until named,
+//! and with dozens waiting every new one cost hundreds of microseconds.)
 
+use std::collections::VecDeque;
 use std::fs::File;
-use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -20,15 +27,20 @@ use parking_lot::{Condvar, Mutex};
 
 use super::Fs;
 
-/// Refill when fewer files than this are ready...
+/// Refill when fewer objects than this are ready...
 const LOW: usize = 32;
 /// ...up to this many.
 const HIGH: usize = 96;
 
 #[derive(Default)]
 struct State {
-    /// Oldest first: the newest sit in the directory being filled.
-    ready: std::collections::VecDeque<(PathBuf, File)>,
+    /// Ready objects, by inode number, oldest first.
+    ready: VecDeque<(u64, File)>,
+    /// A number taken whose object is being made.
+    making: Option<u64>,
+    /// Files are being created: keep objects ready (not before the first
+    /// create, so an idle or read-only mount makes none).
+    wanted: bool,
     stop: bool,
 }
 
@@ -39,33 +51,51 @@ pub(crate) struct ObjectPool {
 }
 
 impl ObjectPool {
-    /// Take a ready file: where it waits, and the file open read-write.
-    pub(crate) fn take(&self) -> Option<(PathBuf, File)> {
+    /// Take a ready object: its inode number and the object open
+    /// read-write. Call under the mutation lock, and stage the inode before
+    /// releasing it (see [`ObjectPool::lowest`]).
+    pub(crate) fn take(&self) -> Option<(u64, File)> {
         let mut s = self.state.lock();
         let f = s.ready.pop_front();
         if s.ready.len() < LOW {
+            s.wanted = true;
             self.work.notify_one();
         }
         f
     }
 
-    /// Stop the refill thread and remove the unused files (at unmount).
-    pub(crate) fn stop(&self) {
+    /// Give back an object taken by a create that failed.
+    pub(crate) fn put_back(&self, object: (u64, File)) {
+        self.state.lock().ready.push_front(object);
+    }
+
+    /// The lowest inode number the pool holds: its reservation range must
+    /// stay pending. Numbers handed out by [`ObjectPool::take`] are staged
+    /// under the mutation lock, so whoever holds that lock and sees no
+    /// number below a range's end here knows every number of the range is
+    /// staged or was never used.
+    pub(crate) fn lowest(&self) -> Option<u64> {
+        let s = self.state.lock();
+        s.ready.iter().map(|(i, _)| *i).chain(s.making).min()
+    }
+
+    /// Stop the refill thread and remove the unused objects (at unmount).
+    pub(crate) fn stop(&self, fs: &Fs) {
         let mut s = self.state.lock();
         s.stop = true;
-        for (path, _) in s.ready.drain(..) {
-            let _ = std::fs::remove_file(path);
+        for (ino, _) in s.ready.drain(..) {
+            if let Err(e) = fs.objects.remove(ino) {
+                tracing::warn!(ino, error = %e, "could not remove an unused object");
+            }
         }
         self.work.notify_all();
     }
 
-    /// Empty the pool directory and start the refill thread.
+    /// Start the refill thread (and remove what an older version left in
+    /// `.artfs/pool`). It makes objects once files are being created.
     pub(crate) fn start(fs: Weak<Fs>) -> std::io::Result<()> {
         if let Some(fs) = fs.upgrade() {
-            let left = fs.objects.reset_pool()?;
-            if left > 0 {
-                tracing::debug!(files = left, "emptied the object pool");
-            }
+            fs.objects.remove_legacy_pool()?;
         }
         std::thread::Builder::new()
             .name("artfs-objects".into())
@@ -81,11 +111,10 @@ impl ObjectPool {
 }
 
 fn run(pool: &Arc<ObjectPool>, fs: &Weak<Fs>) {
-    let mut made = 0u64;
     loop {
         {
             let mut s = pool.state.lock();
-            while !s.stop && s.ready.len() >= LOW {
+            while !s.stop && (!s.wanted || s.ready.len() >= LOW) {
                 pool.work.wait(&mut s);
             }
             if s.stop {
@@ -94,17 +123,33 @@ fn run(pool: &Arc<ObjectPool>, fs: &Weak<Fs>) {
         }
         let Some(fs) = fs.upgrade() else { return };
         while pool.state.lock().ready.len() < HIGH {
-            made += 1;
-            match fs.objects.pooled(made) {
-                Ok(f) => {
-                    let mut s = pool.state.lock();
-                    if s.stop {
-                        let _ = std::fs::remove_file(&f.0);
-                        return;
+            // Allocate under the mutation lock, as creates do, and note the
+            // number before letting go: the writer settles a range only
+            // when no allocation below its end is unaccounted for.
+            let ino = {
+                let _guard = fs.mutate.lock();
+                let ino = match fs.alloc_ino() {
+                    Ok(ino) => ino,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no inode number for an object made ahead");
+                        break;
                     }
-                    s.ready.push_back(f);
+                };
+                pool.state.lock().making = Some(ino);
+                ino
+            };
+            let made = fs.objects.create_new(ino);
+            let mut s = pool.state.lock();
+            s.making = None;
+            match made {
+                Ok(f) if !s.stop => s.ready.push_back((ino, f)),
+                Ok(_) => {
+                    drop(s);
+                    let _ = fs.objects.remove(ino);
+                    return;
                 }
                 Err(e) => {
+                    drop(s);
                     tracing::warn!(error = %e, "could not make an object ahead of need");
                     std::thread::sleep(Duration::from_secs(1));
                     break;

@@ -315,11 +315,15 @@ fn settle_ranges(fs: &Fs, ranges: &mut Vec<Range>, flushed: u64) -> bool {
     for r in ranges.iter_mut() {
         if r.covered_at.is_none() && next >= r.to {
             // Allocations happen under the mutation lock and are staged
-            // before it is released: holding it once means every number
-            // below `next` is staged at or before the current sequence.
-            // Never block on it: a mutation holding it may wait for us.
+            // before it is released (or held by the object pool, which
+            // notes them under that lock): holding it once means every
+            // number below `next` not in the pool is staged at or before
+            // the current sequence. Never block on it: a mutation holding
+            // it may wait for us.
             if let Some(_guard) = fs.mutate.try_lock() {
-                r.covered_at = Some(fs.cache.seq());
+                if fs.pool.lowest().is_none_or(|l| l >= r.to) {
+                    r.covered_at = Some(fs.cache.seq());
+                }
             }
         }
     }
