@@ -72,7 +72,7 @@ pub struct MountConfig {
     pub mountpoint: Option<PathBuf>,
     /// Let other users access the mount.
     pub allow_other: bool,
-    /// FUSE worker threads; `None`: number of CPUs, at least 2.
+    /// FUSE request threads; `None`: one (see `fuse::MountOptions`).
     pub threads: Option<usize>,
     /// Seconds the kernel may cache entries and attributes.
     pub attr_ttl: u64,

@@ -212,7 +212,8 @@ struct MountArgs {
           require_equals = true, default_missing_value = "true",
           value_parser = artfs::config::parse_bool)]
     allow_other: Option<bool>,
-    /// FUSE worker threads [default: number of CPUs, at least 2].
+    /// FUSE request threads [default: 1; requests that may block run on
+    /// helper threads].
     #[arg(long, env = "ARTFS_THREADS")]
     threads: Option<usize>,
     /// Detach a stale mount left at MOUNTPOINT by a killed daemon

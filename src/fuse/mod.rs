@@ -5,6 +5,7 @@
 mod awake;
 mod mount;
 mod notify;
+mod offload;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -60,6 +61,9 @@ pub struct FuseFs {
     next_dir_fh: std::sync::atomic::AtomicU64,
     /// Keeps a CPU awake during bursts of requests (see `awake`).
     awake: Option<Arc<awake::KeepAwake>>,
+    /// Helper threads for requests that may block (see `offload`); none:
+    /// they run on the request thread.
+    offload: Option<offload::Offload>,
 }
 
 /// Entries fetched for an open directory and not yet handed out.
@@ -150,6 +154,25 @@ impl FuseFs {
             moved_dirs: Mutex::default(),
             next_dir_fh: 1.into(),
             awake: None,
+            offload: None,
+        }
+    }
+
+    /// Run requests that may block on `n` helper threads.
+    pub fn with_helpers(mut self, n: usize) -> std::io::Result<FuseFs> {
+        self.offload = Some(offload::Offload::start(n)?);
+        Ok(self)
+    }
+
+    /// Serve a request that may block: on a helper thread if there are
+    /// any. `job` times itself (see `opstats`) and sends the reply.
+    fn blocking(&self, job: impl FnOnce() + Send + 'static) {
+        if let Some(a) = &self.awake {
+            a.ping();
+        }
+        match &self.offload {
+            Some(o) => o.run(job),
+            None => job(),
         }
     }
 
@@ -294,6 +317,10 @@ impl Filesystem for FuseFs {
     }
 
     fn destroy(&mut self) {
+        // Requests still on helper threads finish before the store closes.
+        if let Some(o) = &self.offload {
+            o.finish();
+        }
         self.backing_by_fh.lock().clear();
     }
 
@@ -570,11 +597,14 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let _t = self.timed(const { opstats::op_index("read") });
-        match self.fs.read(fh.0, offset, size as usize) {
-            Ok(d) => reply.data(&d),
-            Err(e) => reply.error(errno(&e)),
-        }
+        let fs = self.fs.clone();
+        self.blocking(move || {
+            let _t = fs.ops().time_at(const { opstats::op_index("read") });
+            match fs.read(fh.0, offset, size as usize) {
+                Ok(d) => reply.data(&d),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
     }
 
     fn write(
@@ -589,11 +619,15 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let _t = self.timed(const { opstats::op_index("write") });
-        match self.fs.write(fh.0, offset, data) {
-            Ok(n) => reply.written(n as u32),
-            Err(e) => reply.error(errno(&e)),
-        }
+        let fs = self.fs.clone();
+        let data = data.to_vec();
+        self.blocking(move || {
+            let _t = fs.ops().time_at(const { opstats::op_index("write") });
+            match fs.write(fh.0, offset, &data) {
+                Ok(n) => reply.written(n as u32),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
     }
 
     fn flush(
@@ -620,10 +654,15 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        // On the request thread: a last close costs a few microseconds
+        // (hashing at close stops at 1 MiB, see `checksum`), less than a
+        // hand-off to a helper.
         let _t = self.timed(const { opstats::op_index("release") });
         let _s = debug_span!("release", fh = fh.0).entered();
-        self.backing_by_fh.lock().remove(&fh.0);
-        match self.fs.release(fh.0) {
+        let backing = self.backing_by_fh.lock().remove(&fh.0);
+        let r = self.fs.release(fh.0);
+        drop(backing);
+        match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
@@ -637,12 +676,15 @@ impl Filesystem for FuseFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let _t = self.timed(const { opstats::op_index("fsync") });
-        let _s = debug_span!("fsync", fh = fh.0).entered();
-        match self.fs.fsync(fh.0, datasync) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        let fs = self.fs.clone();
+        self.blocking(move || {
+            let _t = fs.ops().time_at(const { opstats::op_index("fsync") });
+            let _s = debug_span!("fsync", fh = fh.0).entered();
+            match fs.fsync(fh.0, datasync) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -738,11 +780,14 @@ impl Filesystem for FuseFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let _t = self.timed(const { opstats::op_index("fsyncdir") });
-        match self.fs.sync_meta() {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        let fs = self.fs.clone();
+        self.blocking(move || {
+            let _t = fs.ops().time_at(const { opstats::op_index("fsyncdir") });
+            match fs.sync_meta() {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -817,11 +862,14 @@ impl Filesystem for FuseFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let _t = self.timed(const { opstats::op_index("fallocate") });
-        match self.fs.fallocate(fh.0, offset, length, mode) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        let fs = self.fs.clone();
+        self.blocking(move || {
+            let _t = fs.ops().time_at(const { opstats::op_index("fallocate") });
+            match fs.fallocate(fh.0, offset, length, mode) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
     }
 
     /// No ioctls are served (as ext4 answers TCGETS, which many programs

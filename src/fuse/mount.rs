@@ -12,9 +12,16 @@ use fuser::{Config, MountOption, SessionACL};
 use super::FuseFs;
 use crate::core::Fs;
 
+/// Helper threads for requests that may block (fsync, I/O through the
+/// daemon): several at once never wait for each other.
+const HELPERS: usize = 4;
+
 /// Options of the FUSE session. Plain data with defaults.
 #[derive(Clone, Debug)]
 pub struct MountOptions {
+    /// Request threads. One is fastest: the kernel then always wakes the
+    /// same thread, which the scheduler keeps on the caller's CPU; requests
+    /// that may block run on helper threads (see `offload`).
     pub threads: usize,
     pub allow_other: bool,
     /// Detach a stale or busy mount at the mount point before mounting.
@@ -27,7 +34,7 @@ pub struct MountOptions {
 impl Default for MountOptions {
     fn default() -> Self {
         MountOptions {
-            threads: std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
+            threads: 1,
             allow_other: false,
             force: false,
             ttl: super::DEFAULT_TTL,
@@ -113,7 +120,8 @@ pub fn serve(fs: Arc<Fs>, mountpoint: &Path, opts: &MountOptions) -> anyhow::Res
 
     let adapter = FuseFs::new(fs.clone())
         .with_ttl(opts.ttl)
-        .with_keep_awake(opts.keep_awake)?;
+        .with_keep_awake(opts.keep_awake)?
+        .with_helpers(HELPERS)?;
     let notifier = adapter.notifier_cell();
     let session = fuser::Session::new(adapter, &mountpoint, &config)
         .with_context(|| format!("cannot mount at {}", mountpoint.display()))?;
