@@ -286,6 +286,11 @@ impl Cache {
     }
 
     /// Whether uncommitted entries exist under `parent`.
+    /// Whether `dir`'s listing is kept in memory.
+    pub fn has_listing(&self, dir: u64) -> bool {
+        self.inner.lock().listings.contains_key(&dir)
+    }
+
     pub fn has_dirty_entries(&self, parent: u64) -> bool {
         self.inner.lock().d_dentries.keys().any(|k| k.0 == parent)
     }

@@ -40,7 +40,23 @@ const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 /// How long a CPU is kept awake after a request (see `awake`).
 const DEFAULT_KEEP_AWAKE: Duration = Duration::from_millis(1);
 
+/// The door: what its requests share. Requests that may block run on a
+/// helper thread with a clone of it (see `offload`).
 pub struct FuseFs {
+    inner: Arc<Shared>,
+    /// Helper threads for requests that may block (see `offload`); none:
+    /// they run on the request thread.
+    offload: Option<offload::Offload>,
+}
+
+impl std::ops::Deref for FuseFs {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.inner
+    }
+}
+
+pub struct Shared {
     fs: Arc<Fs>,
     /// Set once the session exists; used after replying, never inside a
     /// request, so the kernel never waits on itself.
@@ -61,9 +77,6 @@ pub struct FuseFs {
     next_dir_fh: std::sync::atomic::AtomicU64,
     /// Keeps a CPU awake during bursts of requests (see `awake`).
     awake: Option<Arc<awake::KeepAwake>>,
-    /// Helper threads for requests that may block (see `offload`); none:
-    /// they run on the request thread.
-    offload: Option<offload::Offload>,
 }
 
 /// Entries fetched for an open directory and not yet handed out.
@@ -144,18 +157,25 @@ fn wire_time(t: SystemTime) -> Timestamp {
 impl FuseFs {
     pub fn new(fs: Arc<Fs>) -> FuseFs {
         FuseFs {
-            fs,
-            notifier: Arc::default(),
-            ttl: DEFAULT_TTL,
-            passthrough: AtomicBool::new(false),
-            backing_by_ino: Mutex::default(),
-            backing_by_fh: Mutex::default(),
-            listings: Mutex::default(),
-            moved_dirs: Mutex::default(),
-            next_dir_fh: 1.into(),
-            awake: None,
+            inner: Arc::new(Shared {
+                fs,
+                notifier: Arc::default(),
+                ttl: DEFAULT_TTL,
+                passthrough: AtomicBool::new(false),
+                backing_by_ino: Mutex::default(),
+                backing_by_fh: Mutex::default(),
+                listings: Mutex::default(),
+                moved_dirs: Mutex::default(),
+                next_dir_fh: 1.into(),
+                awake: None,
+            }),
             offload: None,
         }
+    }
+
+    /// The shared state, while building (before any request).
+    fn building(&mut self) -> &mut Shared {
+        Arc::get_mut(&mut self.inner).expect("FuseFs is configured before it serves")
     }
 
     /// Run requests that may block on `n` helper threads.
@@ -164,24 +184,32 @@ impl FuseFs {
         Ok(self)
     }
 
-    /// Serve a request that may block: on a helper thread if there are
-    /// any. `job` times itself (see `opstats`) and sends the reply.
-    fn blocking(&self, job: impl FnOnce() + Send + 'static) {
-        if let Some(a) = &self.awake {
-            a.ping();
-        }
-        match &self.offload {
-            Some(o) => o.run(job),
-            None => job(),
-        }
-    }
-
     /// Keep a CPU awake for `window` after each request (zero: never).
     pub fn with_keep_awake(mut self, window: Duration) -> std::io::Result<FuseFs> {
-        self.awake = awake::KeepAwake::start(window)?;
+        self.building().awake = awake::KeepAwake::start(window)?;
         Ok(self)
     }
 
+    pub fn with_ttl(mut self, ttl: Duration) -> FuseFs {
+        self.building().ttl = ttl;
+        self
+    }
+
+    /// Serve a request that may block: on a helper thread if there are
+    /// any, with the shared state.
+    fn blocking(&self, job: impl FnOnce(&Shared) + Send + 'static) {
+        if let Some(a) = &self.awake {
+            a.ping();
+        }
+        let inner = self.inner.clone();
+        match &self.offload {
+            Some(o) => o.run(move || job(&inner)),
+            None => job(&inner),
+        }
+    }
+}
+
+impl Shared {
     /// Count and time a request (see `opstats`); note it for `awake`.
     #[inline]
     fn timed(&self, op: usize) -> opstats::OpTimer<'_> {
@@ -206,11 +234,6 @@ impl FuseFs {
                 tracing::debug!(ino, error = %e, "kernel invalidation");
             }
         }
-    }
-
-    pub fn with_ttl(mut self, ttl: Duration) -> FuseFs {
-        self.ttl = ttl;
-        self
     }
 
     fn entry(&self, reply: ReplyEntry, r: Result<Attr, Error>) {
@@ -291,6 +314,69 @@ impl FuseFs {
         self.backing_by_fh.lock().insert(h.fh, id.clone());
         Some(id)
     }
+
+    fn setattr_now(&self, who: &Caller, ino: u64, set: &SetAttr, reply: ReplyAttr) {
+        let _t = self.timed(const { opstats::op_index("setattr") });
+        let _s = debug_span!("setattr", ino).entered();
+        match self.fs.setattr(who, ino, set) {
+            Ok(a) => reply.attr(&self.ttl, &fuse_attr(&a)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn open_now(&self, who: &Caller, ino: u64, flags: i32, reply: ReplyOpen) {
+        let _t = self.timed(const { opstats::op_index("open") });
+        let _s = debug_span!("open", ino).entered();
+        match self.fs.open(who, ino, flags) {
+            Ok(h) => {
+                match self.backing(&h, |f| reply.open_backing(f)) {
+                    Some(id) => {
+                        reply.opened_passthrough(FileHandle(h.fh), FopenFlags::empty(), &id)
+                    }
+                    None => reply.opened(FileHandle(h.fh), FopenFlags::empty()),
+                }
+                if h.attrs_changed {
+                    self.invalidate(h.ino, false);
+                }
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdir_now(&self, ino: u64, fh: u64, offset: u64, mut reply: ReplyDirectory) {
+        let _t = self.timed(const { opstats::op_index("readdir") });
+        let _s = debug_span!("readdir", ino, offset).entered();
+        let r = self.list(ino, fh, offset, |e| {
+            let name = OsStr::from_bytes(&e.name);
+            Some(reply.add(INodeNo(e.ino), e.offset, file_type(e.kind), name))
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdirplus_now(&self, ino: u64, fh: u64, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let _t = self.timed(const { opstats::op_index("readdirplus") });
+        let _s = debug_span!("readdirplus", ino, offset).entered();
+        let r = self.list(ino, fh, offset, |e| {
+            // An entry removed since the listing was read is skipped.
+            let attr = self.fs.getattr(e.ino).ok()?;
+            let name = OsStr::from_bytes(&e.name);
+            Some(reply.add(
+                INodeNo(e.ino),
+                e.offset,
+                name,
+                &self.ttl,
+                &fuse_attr(&attr),
+                Generation(0),
+            ))
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
 }
 
 impl Filesystem for FuseFs {
@@ -357,8 +443,6 @@ impl Filesystem for FuseFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let _t = self.timed(const { opstats::op_index("setattr") });
-        let _s = debug_span!("setattr", ino = ino.0).entered();
         let set = SetAttr {
             mode,
             uid,
@@ -368,9 +452,12 @@ impl Filesystem for FuseFs {
             mtime: mtime.map(set_time),
             ctime: ctime.map(wire_time),
         };
-        match self.fs.setattr(&caller(req), ino.0, &set) {
-            Ok(a) => reply.attr(&self.ttl, &fuse_attr(&a)),
-            Err(e) => reply.error(errno(&e)),
+        let who = caller(req);
+        // A truncate waits until its intent is durable.
+        if size.is_some() {
+            self.blocking(move |me| me.setattr_now(&who, ino.0, &set, reply));
+        } else {
+            self.setattr_now(&who, ino.0, &set, reply);
         }
     }
 
@@ -528,21 +615,13 @@ impl Filesystem for FuseFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let _t = self.timed(const { opstats::op_index("open") });
-        let _s = debug_span!("open", ino = ino.0).entered();
-        match self.fs.open(&caller(req), ino.0, flags.0) {
-            Ok(h) => {
-                match self.backing(&h, |f| reply.open_backing(f)) {
-                    Some(id) => {
-                        reply.opened_passthrough(FileHandle(h.fh), FopenFlags::empty(), &id)
-                    }
-                    None => reply.opened(FileHandle(h.fh), FopenFlags::empty()),
-                }
-                if h.attrs_changed {
-                    self.invalidate(h.ino, false);
-                }
-            }
-            Err(e) => reply.error(errno(&e)),
+        let who = caller(req);
+        // Opening for writing may wait until its intent is durable.
+        let writes = flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
+        if writes {
+            self.blocking(move |me| me.open_now(&who, ino.0, flags.0, reply));
+        } else {
+            self.open_now(&who, ino.0, flags.0, reply);
         }
     }
 
@@ -597,8 +676,8 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let fs = self.fs.clone();
-        self.blocking(move || {
+        self.blocking(move |me| {
+            let fs = &me.fs;
             let _t = fs.ops().time_at(const { opstats::op_index("read") });
             match fs.read(fh.0, offset, size as usize) {
                 Ok(d) => reply.data(&d),
@@ -619,9 +698,9 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let fs = self.fs.clone();
         let data = data.to_vec();
-        self.blocking(move || {
+        self.blocking(move |me| {
+            let fs = &me.fs;
             let _t = fs.ops().time_at(const { opstats::op_index("write") });
             match fs.write(fh.0, offset, &data) {
                 Ok(n) => reply.written(n as u32),
@@ -676,8 +755,8 @@ impl Filesystem for FuseFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let fs = self.fs.clone();
-        self.blocking(move || {
+        self.blocking(move |me| {
+            let fs = &me.fs;
             let _t = fs.ops().time_at(const { opstats::op_index("fsync") });
             let _s = debug_span!("fsync", fh = fh.0).entered();
             match fs.fsync(fh.0, datasync) {
@@ -713,17 +792,13 @@ impl Filesystem for FuseFs {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
-        let _t = self.timed(const { opstats::op_index("readdir") });
-        let _s = debug_span!("readdir", ino = ino.0, offset).entered();
-        let r = self.list(ino.0, fh.0, offset, |e| {
-            let name = OsStr::from_bytes(&e.name);
-            Some(reply.add(INodeNo(e.ino), e.offset, file_type(e.kind), name))
-        });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
+        // A listing read from the store waits for pending changes to commit.
+        if self.fs.readdir_waits(ino.0) {
+            self.blocking(move |me| me.readdir_now(ino.0, fh.0, offset, reply));
+        } else {
+            self.readdir_now(ino.0, fh.0, offset, reply);
         }
     }
 
@@ -749,26 +824,12 @@ impl Filesystem for FuseFs {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectoryPlus,
+        reply: ReplyDirectoryPlus,
     ) {
-        let _t = self.timed(const { opstats::op_index("readdirplus") });
-        let _s = debug_span!("readdirplus", ino = ino.0, offset).entered();
-        let r = self.list(ino.0, fh.0, offset, |e| {
-            // An entry removed since the listing was read is skipped.
-            let attr = self.fs.getattr(e.ino).ok()?;
-            let name = OsStr::from_bytes(&e.name);
-            Some(reply.add(
-                INodeNo(e.ino),
-                e.offset,
-                name,
-                &self.ttl,
-                &fuse_attr(&attr),
-                Generation(0),
-            ))
-        });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
+        if self.fs.readdir_waits(ino.0) {
+            self.blocking(move |me| me.readdirplus_now(ino.0, fh.0, offset, reply));
+        } else {
+            self.readdirplus_now(ino.0, fh.0, offset, reply);
         }
     }
 
@@ -780,8 +841,8 @@ impl Filesystem for FuseFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let fs = self.fs.clone();
-        self.blocking(move || {
+        self.blocking(move |me| {
+            let fs = &me.fs;
             let _t = fs.ops().time_at(const { opstats::op_index("fsyncdir") });
             match fs.sync_meta() {
                 Ok(()) => reply.ok(),
@@ -862,8 +923,8 @@ impl Filesystem for FuseFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let fs = self.fs.clone();
-        self.blocking(move || {
+        self.blocking(move |me| {
+            let fs = &me.fs;
             let _t = fs.ops().time_at(const { opstats::op_index("fallocate") });
             match fs.fallocate(fh.0, offset, length, mode) {
                 Ok(()) => reply.ok(),
