@@ -56,7 +56,7 @@ fn snapshot(root: &Path) -> BTreeMap<String, (u32, u64, Vec<u8>)> {
 fn fixtures(m: &Mount) {
     for f in [
         "f_write", "f_shrink", "f_grow", "f_unlink", "f_rename", "f_src", "f_dst", "f_chmod",
-        "f_xattr", "f_read",
+        "f_xattr", "f_read", "f_punch", "f_zero",
     ] {
         fs::write(m.path(f), format!("content of {f}")).unwrap();
     }
@@ -65,7 +65,18 @@ fn fixtures(m: &Mount) {
 
 type Op = (&'static str, fn(&Path) -> std::io::Result<()>);
 
-const OPS: [Op; 14] = [
+/// fallocate on an open file (`mode` as for fallocate(2)).
+fn fallocate_at(p: &Path, mode: libc::c_int) -> std::io::Result<()> {
+    let f = OpenOptions::new().write(true).open(p)?;
+    // SAFETY: plain syscall on an owned descriptor.
+    let rc = unsafe { libc::fallocate(std::os::fd::AsRawFd::as_raw_fd(&f), mode, 2, 4) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+const OPS: [Op; 16] = [
     ("create", |r| fs::write(r.join("n_file"), b"x")),
     ("mkdir", |r| fs::create_dir(r.join("n_dir"))),
     ("symlink", |r| {
@@ -99,13 +110,26 @@ const OPS: [Op; 14] = [
     }),
     ("setxattr", |r| setx(&r.join("f_xattr"), "user.k", b"v")),
     ("read", |r| fs::read(r.join("f_read")).map(|_| ())),
+    ("punch-hole", |r| {
+        fallocate_at(
+            &r.join("f_punch"),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+        )
+    }),
+    ("zero-range", |r| {
+        fallocate_at(&r.join("f_zero"), libc::FALLOC_FL_ZERO_RANGE)
+    }),
 ];
 
 /// The errno each mode gives each operation (0: allowed).
 fn expected(mode: &str, op: &str) -> i32 {
     match (mode, op) {
         ("edit", _) => 0,
-        ("rw", "truncate-shrink" | "unlink" | "rmdir" | "rename-over") => libc::EPERM,
+        // Punching or zeroing a range discards data, as shrinking does.
+        (
+            "rw",
+            "truncate-shrink" | "unlink" | "rmdir" | "rename-over" | "punch-hole" | "zero-range",
+        ) => libc::EPERM,
         ("rw", _) => 0,
         ("ro", "read") => 0,
         ("ar", "read") => libc::EACCES,

@@ -472,6 +472,59 @@ fn fallocate_mode_0_extends_and_keep_size_does_not() {
     assert_eq!(fs::metadata(&p).unwrap().len(), 1 << 20);
 }
 
+/// FALLOC_FL_ZERO_RANGE: the same bytes, sizes and errnos as on ext4.
+#[test]
+fn fallocate_zero_range_matches_ext4() {
+    let mut m = Mount::new();
+    let ext4 = ext4_dir();
+    let run = |p: &Path| -> (Vec<u8>, u64, Vec<u8>, u64, i32) {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(p)
+            .unwrap();
+        f.write_all_at(&[7u8; 20000], 0).unwrap();
+        // Inside the file: zeroes, size kept.
+        fallocate(&f, libc::FALLOC_FL_ZERO_RANGE, 1000, 5000).unwrap();
+        let mut a = vec![0u8; 20000];
+        f.read_exact_at(&mut a, 0).unwrap();
+        // Past the end: grows the file...
+        fallocate(&f, libc::FALLOC_FL_ZERO_RANGE, 15000, 10000).unwrap();
+        let grown = f.metadata().unwrap().len();
+        // ...unless KEEP_SIZE.
+        fallocate(
+            &f,
+            libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+            20000,
+            50000,
+        )
+        .unwrap();
+        let mut b = vec![0u8; grown as usize];
+        f.read_exact_at(&mut b, 0).unwrap();
+        let kept = fs::metadata(p).unwrap().len();
+        let bad = errno(fallocate(
+            &f,
+            libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_PUNCH_HOLE,
+            0,
+            10,
+        ));
+        (a, grown, b, kept, bad)
+    };
+    let ours = run(&m.path("z"));
+    let theirs = run(&ext4.path().join("z"));
+    assert_eq!(ours.0, theirs.0, "bytes after zeroing inside the file");
+    assert!(ours.0[1000..6000].iter().all(|&b| b == 0) && ours.0[999] == 7 && ours.0[6000] == 7);
+    assert_eq!(ours.1, theirs.1);
+    assert_eq!(ours.1, 25000);
+    assert_eq!(ours.2, theirs.2);
+    assert_eq!(ours.3, theirs.3);
+    assert_eq!(ours.4, theirs.4);
+    m.remount();
+    assert_eq!(fs::read(m.path("z")).unwrap(), ours.2);
+}
+
 #[test]
 fn fsync_and_fdatasync_succeed_and_survive_a_crash() {
     let mut m = Mount::new();

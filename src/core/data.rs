@@ -330,14 +330,19 @@ impl Fs {
 
     pub fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> Result<()> {
         let h = self.handle(fh)?;
-        let allowed = libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE;
+        // COLLAPSE_RANGE and INSERT_RANGE never reach a FUSE daemon (the
+        // kernel refuses them); UNSHARE_RANGE means nothing here.
+        let allowed =
+            libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE;
         if mode & !allowed != 0 {
             return Err(Error::posix(libc::EOPNOTSUPP, "unsupported fallocate mode"));
         }
         if !h.writable {
             return Err(ebadf());
         }
-        self.allow(if mode & libc::FALLOC_FL_PUNCH_HOLE != 0 {
+        // Punching or zeroing a range discards data, as shrinking does.
+        let discards = mode & (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE) != 0;
+        self.allow(if discards {
             Change::Shrink
         } else {
             Change::Write
