@@ -382,3 +382,61 @@ fn statfs_figures_are_sane() {
     assert!(raw.f_bsize > 0);
     assert_eq!(raw.f_type, 0x65735546, "FUSE_SUPER_MAGIC");
 }
+
+/// What fstat shows through descriptors held on special files after their
+/// last name goes: (kind bits, nlink) for a FIFO open for reading and
+/// writing, and `O_PATH` descriptors of a socket and a symlink (the socket
+/// and the symlink lose their names to unlink and to rename-over).
+fn removed_special_files(root: &Path) -> Vec<(u32, u64)> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let open = |p: &Path, flags: libc::c_int| -> OwnedFd {
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid C string; the descriptor is owned from here on.
+        let fd = unsafe { libc::open(c.as_ptr(), flags) };
+        assert!(
+            fd >= 0,
+            "open {}: {}",
+            p.display(),
+            std::io::Error::last_os_error()
+        );
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    };
+    let fifo = root.join("fifo");
+    nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o640)).unwrap();
+    let sock = root.join("sock");
+    mknod(&sock, SFlag::S_IFSOCK, Mode::from_bits_truncate(0o600), 0).unwrap();
+    let link = root.join("link");
+    std::os::unix::fs::symlink("target", &link).unwrap();
+    fs::write(root.join("other"), b"x").unwrap();
+
+    let fds = [
+        open(&fifo, libc::O_RDWR | libc::O_NONBLOCK),
+        open(&sock, libc::O_PATH),
+        open(&link, libc::O_PATH | libc::O_NOFOLLOW),
+    ];
+    fs::remove_file(&fifo).unwrap();
+    fs::remove_file(&sock).unwrap();
+    fs::rename(root.join("other"), &link).unwrap();
+    fds.iter()
+        .map(|fd| {
+            let st = nix::sys::stat::fstat(fd.as_raw_fd()).unwrap();
+            (st.st_mode & libc::S_IFMT, st.st_nlink)
+        })
+        .collect()
+}
+
+#[test]
+fn removed_special_files_stay_visible_through_held_descriptors() {
+    let mut m = Mount::new();
+    let ext4 = ext4_dir();
+    let want = removed_special_files(ext4.path());
+    assert_eq!(
+        want,
+        [(libc::S_IFIFO, 0), (libc::S_IFSOCK, 0), (libc::S_IFLNK, 0)],
+        "ext4 itself"
+    );
+    assert_eq!(removed_special_files(&m.mnt), want);
+    // Closed and forgotten: nothing is left of them.
+    m.unmount();
+    m.assert_consistent();
+}

@@ -77,6 +77,24 @@ pub struct Shared {
     next_dir_fh: std::sync::atomic::AtomicU64,
     /// Keeps a CPU awake during bursts of requests (see `awake`).
     awake: Option<Arc<awake::KeepAwake>>,
+    /// Special inodes (FIFOs, sockets, symlinks, devices) the kernel holds,
+    /// by number (see `Held`).
+    held: Mutex<HashMap<u64, Held>>,
+}
+
+/// A special inode the kernel holds (its lookup count). Removed while held
+/// (a FIFO or `O_PATH` descriptor open on it), it keeps answering getattr
+/// with nlink 0 until the kernel forgets it, as on ext4. Regular files and
+/// directories are held by the core through their open handles; special
+/// files are never opened through the daemon, so only the door sees that
+/// the kernel still uses them.
+struct Held {
+    lookups: u64,
+    removed: Option<FileAttr>,
+}
+
+fn is_special(k: Kind) -> bool {
+    !matches!(k, Kind::File | Kind::Dir)
 }
 
 /// Entries fetched for an open directory and not yet handed out.
@@ -168,6 +186,7 @@ impl FuseFs {
                 moved_dirs: Mutex::default(),
                 next_dir_fh: 1.into(),
                 awake: None,
+                held: Mutex::default(),
             }),
             offload: None,
         }
@@ -238,8 +257,46 @@ impl Shared {
 
     fn entry(&self, reply: ReplyEntry, r: Result<Attr, Error>) {
         match r {
-            Ok(a) => reply.entry(&self.ttl, &fuse_attr(&a), Generation(0)),
+            Ok(a) => {
+                self.note_lookup(&a);
+                reply.entry(&self.ttl, &fuse_attr(&a), Generation(0))
+            }
             Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    /// The kernel takes a reference to `a` (an entry reply).
+    fn note_lookup(&self, a: &Attr) {
+        if is_special(a.inode.kind) {
+            self.held
+                .lock()
+                .entry(a.inode.ino)
+                .or_insert(Held {
+                    lookups: 0,
+                    removed: None,
+                })
+                .lookups += 1;
+        }
+    }
+
+    /// The special inode at `parent`/`name` if the kernel holds it: it may
+    /// be about to lose its last name.
+    fn held_at(&self, parent: u64, name: &[u8]) -> Option<Attr> {
+        if self.held.lock().is_empty() {
+            return None;
+        }
+        let a = self.fs.lookup(parent, name).ok()?;
+        (self.held.lock().contains_key(&a.inode.ino) && a.inode.nlink == 1).then_some(a)
+    }
+
+    /// `victim` lost its last name: keep its attributes for the kernel.
+    fn keep_removed(&self, victim: Option<Attr>) {
+        let Some(a) = victim else { return };
+        if let Some(h) = self.held.lock().get_mut(&a.inode.ino) {
+            let mut fa = fuse_attr(&a);
+            fa.nlink = 0;
+            fa.ctime = SystemTime::now();
+            h.removed = Some(fa);
         }
     }
 
@@ -363,14 +420,20 @@ impl Shared {
             // An entry removed since the listing was read is skipped.
             let attr = self.fs.getattr(e.ino).ok()?;
             let name = OsStr::from_bytes(&e.name);
-            Some(reply.add(
+            let full = reply.add(
                 INodeNo(e.ino),
                 e.offset,
                 name,
                 &self.ttl,
                 &fuse_attr(&attr),
                 Generation(0),
-            ))
+            );
+            // The kernel takes a reference to each entry it gets ("." and
+            // ".." are directories, never counted here).
+            if !full {
+                self.note_lookup(&attr);
+            }
+            Some(full)
         });
         match r {
             Ok(()) => reply.ok(),
@@ -416,12 +479,28 @@ impl Filesystem for FuseFs {
         self.entry(reply, self.fs.lookup(parent.0, name.as_bytes()));
     }
 
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        let mut held = self.held.lock();
+        if let Some(h) = held.get_mut(&ino.0) {
+            h.lookups = h.lookups.saturating_sub(nlookup);
+            if h.lookups == 0 {
+                held.remove(&ino.0);
+            }
+        }
+    }
+
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let _t = self.timed(const { opstats::op_index("getattr") });
         let _s = debug_span!("getattr", ino = ino.0).entered();
         match self.fs.getattr(ino.0) {
             Ok(a) => reply.attr(&self.ttl, &fuse_attr(&a)),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => {
+                let kept = self.held.lock().get(&ino.0).and_then(|h| h.removed);
+                match kept {
+                    Some(fa) if e.errno() == libc::ENOENT => reply.attr(&self.ttl, &fa),
+                    _ => reply.error(errno(&e)),
+                }
+            }
         }
     }
 
@@ -519,8 +598,12 @@ impl Filesystem for FuseFs {
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _t = self.timed(const { opstats::op_index("unlink") });
         let _s = debug_span!("unlink", parent = parent.0).entered();
+        let victim = self.held_at(parent.0, name.as_bytes());
         match self.fs.unlink(&caller(req), parent.0, name.as_bytes()) {
-            Ok(()) => reply.ok(),
+            Ok(()) => {
+                self.keep_removed(victim);
+                reply.ok()
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -576,6 +659,15 @@ impl Filesystem for FuseFs {
         } else {
             return reply.error(Errno::EINVAL);
         };
+        // A replaced special file the kernel holds stays visible to it.
+        let victim = match mode {
+            RenameMode::Replace => self.held_at(newparent.0, newname.as_bytes()).filter(|v| {
+                self.fs
+                    .lookup(parent.0, name.as_bytes())
+                    .is_ok_and(|s| s.inode.ino != v.inode.ino)
+            }),
+            _ => None,
+        };
         match self.fs.rename(
             &caller(req),
             parent.0,
@@ -585,6 +677,7 @@ impl Filesystem for FuseFs {
             mode,
         ) {
             Ok(moved) => {
+                self.keep_removed(victim);
                 // A moved directory's cached listing holds the old "..":
                 // its next open drops the kernel's copy (a sure thing), and
                 // the notifier below drops it for handles already open.
