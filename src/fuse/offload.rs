@@ -75,7 +75,11 @@ fn work(rx: &Mutex<Receiver<Job>>) {
         // Hold the lock only to take a job, not while running it.
         let job = rx.lock().recv();
         match job {
-            Ok(job) => job(),
+            // A panicking request drops its reply, which answers EIO; the
+            // thread stays for the next one.
+            Ok(job) => {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            }
             Err(_) => return,
         }
     }
