@@ -48,6 +48,8 @@ struct State {
 pub(crate) struct ObjectPool {
     state: Mutex<State>,
     work: Condvar,
+    /// Signalled when an object being made is ready or removed.
+    made: Condvar,
 }
 
 impl ObjectPool {
@@ -80,15 +82,20 @@ impl ObjectPool {
     }
 
     /// Stop the refill thread and remove the unused objects (at unmount).
+    /// Returns once no object is being made: the writer then settles the
+    /// reservation ranges, and nothing may appear in them afterwards.
     pub(crate) fn stop(&self, fs: &Fs) {
         let mut s = self.state.lock();
         s.stop = true;
+        self.work.notify_all();
+        while s.making.is_some() {
+            self.made.wait(&mut s);
+        }
         for (ino, _) in s.ready.drain(..) {
             if let Err(e) = fs.objects.remove(ino) {
                 tracing::warn!(ino, error = %e, "could not remove an unused object");
             }
         }
-        self.work.notify_all();
     }
 
     /// Start the refill thread (and remove what an older version left in
@@ -135,25 +142,34 @@ fn run(pool: &Arc<ObjectPool>, fs: &Weak<Fs>) {
                         break;
                     }
                 };
-                pool.state.lock().making = Some(ino);
+                let mut s = pool.state.lock();
+                if s.stop {
+                    return;
+                }
+                s.making = Some(ino);
                 ino
             };
             let made = fs.objects.create_new(ino);
+            let failed = made.is_err();
             let mut s = pool.state.lock();
-            s.making = None;
+            let stopped = s.stop;
             match made {
-                Ok(f) if !s.stop => s.ready.push_back((ino, f)),
+                Ok(f) if !stopped => s.ready.push_back((ino, f)),
+                // Removed before `stop` may return (it waits for `making`).
                 Ok(_) => {
-                    drop(s);
                     let _ = fs.objects.remove(ino);
-                    return;
                 }
-                Err(e) => {
-                    drop(s);
-                    tracing::warn!(error = %e, "could not make an object ahead of need");
-                    std::thread::sleep(Duration::from_secs(1));
-                    break;
-                }
+                Err(e) => tracing::warn!(error = %e, "could not make an object ahead of need"),
+            }
+            s.making = None;
+            pool.made.notify_all();
+            drop(s);
+            if stopped {
+                return;
+            }
+            if failed {
+                std::thread::sleep(Duration::from_secs(1));
+                break;
             }
         }
     }
