@@ -78,6 +78,8 @@ struct Inner {
     seq: u64,
     d_inodes: HashMap<u64, (u64, Option<Inode>)>,
     d_dentries: HashMap<DentryKey, (u64, Option<Dentry>)>,
+    /// How many keys of `d_dentries` each directory has (none: absent).
+    d_parents: HashMap<u64, usize>,
     d_xattrs: HashMap<u64, (u64, Option<Xattrs>)>,
     released: Vec<(u64, Uuid, Vec<u64>)>,
     wal: Vec<(u64, wal::Record)>,
@@ -158,6 +160,7 @@ impl Cache {
                 seq: 0,
                 d_inodes: HashMap::new(),
                 d_dentries: HashMap::new(),
+                d_parents: HashMap::new(),
                 d_xattrs: HashMap::new(),
                 released: Vec::new(),
                 wal: Vec::new(),
@@ -285,14 +288,14 @@ impl Cache {
         )
     }
 
-    /// Whether uncommitted entries exist under `parent`.
     /// Whether `dir`'s listing is kept in memory.
     pub fn has_listing(&self, dir: u64) -> bool {
         self.inner.lock().listings.contains_key(&dir)
     }
 
+    /// Whether uncommitted entries exist under `parent`.
     pub fn has_dirty_entries(&self, parent: u64) -> bool {
-        self.inner.lock().d_dentries.keys().any(|k| k.0 == parent)
+        self.inner.lock().d_parents.contains_key(&parent)
     }
 
     /// Uncommitted entries under `parent`: (present names, removed names).
@@ -352,7 +355,10 @@ impl Cache {
             }
         }
         for (k, v) in s.dentries {
-            c.d_dentries.insert(k, (seq, v));
+            let parent = k.0;
+            if c.d_dentries.insert(k, (seq, v)).is_none() {
+                *c.d_parents.entry(parent).or_default() += 1;
+            }
         }
         for (k, v) in s.xattrs {
             c.d_xattrs.insert(k, (seq, v));
@@ -427,6 +433,12 @@ impl Cache {
             settle(&mut c.inodes, k, v);
         }
         for (k, v) in take_committed(&mut c.d_dentries, seq) {
+            if let Some(n) = c.d_parents.get_mut(&k.0) {
+                *n -= 1;
+                if *n == 0 {
+                    c.d_parents.remove(&k.0);
+                }
+            }
             c.put_dentry(k, v);
         }
         for (k, v) in take_committed(&mut c.d_xattrs, seq) {
