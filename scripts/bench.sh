@@ -13,6 +13,7 @@
 #   BENCH_FILES    files for the metadata rows [10000]
 #   BENCH_PHASES   which rows to run: "io" (seq and rand), "meta", or both ["io meta"]
 #   BENCH_NO_BUILD set to 1 to skip `cargo build --release`
+#   BENCH_MOUNT_ARGS extra arguments for `artfs mount` (e.g. "--threads 2") []
 #   ARTFS_BIN      artfs binary [target/release/artfs]
 #   BENCH_KEEP     set to 1 to keep the temp dir (and the daemon log)
 #   BENCH_OUT      where to copy the results [target/bench/]
@@ -71,7 +72,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-ARTFS_LOG=${ARTFS_LOG:-info,fuser::session=error} "$BIN" mount "$T/backing" "$T/mnt" >"$LOG" 2>&1 &
+# shellcheck disable=SC2086 # BENCH_MOUNT_ARGS is a list of arguments
+ARTFS_LOG=${ARTFS_LOG:-info,fuser::session=error} "$BIN" mount "$T/backing" "$T/mnt" \
+    ${BENCH_MOUNT_ARGS:-} >"$LOG" 2>&1 &
 PID=$!
 for _ in $(seq 100); do
     mountpoint -q "$T/mnt" && break
@@ -110,7 +113,7 @@ warm() { cat "$1" >/dev/null; }
 echo "# artfs workload bench $(date -u +%FT%TZ)" >"$RESULTS"
 {
     echo "# host: $(uname -r), $(nproc) CPUs, fs $(stat -f -c %T "$T") under $T"
-    echo "# artfs: $(grep -o 'FUSE passthrough enabled\|kernel lacks FUSE passthrough' "$LOG" | head -1)"
+    echo "# artfs: $(grep -o 'FUSE passthrough enabled\|kernel lacks FUSE passthrough' "$LOG" | head -1)${BENCH_MOUNT_ARGS:+, mounted with $BENCH_MOUNT_ARGS}"
     echo "# fio $(fio --version), runtime ${RUNTIME}s, seq ${SEQ_SIZE}, rand ${RAND_SIZE}, ${NFILES} files"
 } | tee -a "$RESULTS"
 
