@@ -374,6 +374,47 @@ fn sigint_unmounts_cleanly_with_exit_0() {
     signal_unmounts_cleanly(Signal::SIGINT);
 }
 
+/// One request thread is the default; several still serve concurrent
+/// callers and end cleanly (their workers race at the end of the session).
+#[test]
+fn several_request_threads_serve_concurrent_callers_and_exit_0() {
+    let a = Area::new();
+    let mut d = start(&a.backing(), &a.mnt(), &["--threads", "3"]);
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let dir = a.mnt().join(format!("w{w}"));
+            std::thread::spawn(move || {
+                fs::create_dir(&dir).unwrap();
+                for i in 0..200 {
+                    let p = dir.join(format!("f{i}"));
+                    fs::write(&p, format!("{w}/{i}")).unwrap();
+                    assert_eq!(fs::read_to_string(&p).unwrap(), format!("{w}/{i}"));
+                }
+                fs::File::open(&dir).unwrap().sync_all().unwrap();
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    signal(&d, Signal::SIGTERM);
+    let st = wait_exit(&mut d, 20);
+    assert!(st.success(), "artfs exited with {st}");
+    let mut d = start(&a.backing(), &a.mnt(), &[]);
+    for w in 0..4 {
+        assert_eq!(
+            fs::read_dir(a.mnt().join(format!("w{w}"))).unwrap().count(),
+            200
+        );
+        assert_eq!(
+            fs::read_to_string(a.mnt().join(format!("w{w}/f199"))).unwrap(),
+            format!("{w}/199")
+        );
+    }
+    signal(&d, Signal::SIGTERM);
+    assert!(wait_exit(&mut d, 20).success());
+}
+
 #[test]
 fn sigterm_while_busy_detaches_and_exits_after_last_close() {
     let a = Area::new();
