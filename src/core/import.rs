@@ -359,7 +359,7 @@ impl Fs {
                 sha256: Some(actual.clone()),
                 blocks: Some(blocks),
             };
-            tx.insert_allocated(inode);
+            tx.insert_at(inode, ino);
             tx.set_xattrs(ino, xattrs.clone());
             tx.add_entry(parent_dir_ino, name, ino, Kind::File)?;
             tx.log(

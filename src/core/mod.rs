@@ -457,7 +457,7 @@ impl Tx<'_> {
     }
 
     /// Insert a new inode under a number allocated for it already (one
-    /// the object pool holds).
+    /// the object pool held, or an import's whose object is in place).
     fn insert_at(&mut self, mut inode: Inode, ino: u64) -> Inode {
         inode.ino = ino;
         self.inodes += 1;
@@ -472,17 +472,6 @@ impl Tx<'_> {
         // A fresh number has no attributes: known, not a miss.
         self.staged.xattrs.insert(inode.ino, None);
         inode
-    }
-
-    /// Insert a new inode whose number was allocated already (its object
-    /// was put in place first, as import does).
-    fn insert_allocated(&mut self, inode: Inode) {
-        self.inodes += 1;
-        if inode.kind == Kind::File {
-            self.staged.usage.0 += inode.size as i64;
-            self.staged.usage.1 += 1;
-        }
-        self.staged.inodes.insert(inode.ino, Some(inode));
     }
 
     /// Delete an inode and its attributes; a regular file's object goes

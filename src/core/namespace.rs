@@ -731,14 +731,14 @@ impl Fs {
         self.attr_of(inode)
     }
 
-    /// Directory entries after cookie `offset` (0 starts; 1 and 2 are "."
-    /// and ".."). Each entry's `offset` is the cookie to continue from.
     /// Whether listing `ino` would wait for pending changes to commit (a
     /// door serves such requests where waiting holds up nobody).
     pub fn readdir_waits(&self, ino: u64) -> bool {
         !self.cache.has_listing(ino) && self.cache.has_dirty_entries(ino)
     }
 
+    /// Directory entries after cookie `offset` (0 starts; 1 and 2 are "."
+    /// and ".."). Each entry's `offset` is the cookie to continue from.
     pub fn readdir(&self, ino: u64, offset: u64, limit: usize) -> Result<Vec<DirEntry>> {
         let dir = self.inode(ino)?;
         if !dir.kind.is_dir() {
