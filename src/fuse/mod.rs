@@ -119,6 +119,14 @@ fn errno(e: &Error) -> Errno {
     Errno::from_i32(e.errno())
 }
 
+/// Answer a request whose reply carries nothing but success or an errno.
+fn empty(reply: ReplyEmpty, r: Result<(), Error>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
 fn file_type(k: Kind) -> FileType {
     match k {
         Kind::File => FileType::RegularFile,
@@ -611,10 +619,10 @@ impl Filesystem for FuseFs {
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _t = self.timed(const { opstats::op_index("rmdir") });
         let _s = debug_span!("rmdir", parent = parent.0).entered();
-        match self.fs.rmdir(&caller(req), parent.0, name.as_bytes()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        empty(
+            reply,
+            self.fs.rmdir(&caller(req), parent.0, name.as_bytes()),
+        )
     }
 
     fn symlink(
@@ -834,10 +842,7 @@ impl Filesystem for FuseFs {
         let backing = self.backing_by_fh.lock().remove(&fh.0);
         let r = self.fs.release(fh.0);
         drop(backing);
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        empty(reply, r)
     }
 
     fn fsync(
@@ -852,10 +857,7 @@ impl Filesystem for FuseFs {
             let fs = &me.fs;
             let _t = fs.ops().time_at(const { opstats::op_index("fsync") });
             let _s = debug_span!("fsync", fh = fh.0).entered();
-            match fs.fsync(fh.0, datasync) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
+            empty(reply, fs.fsync(fh.0, datasync))
         });
     }
 
@@ -937,10 +939,7 @@ impl Filesystem for FuseFs {
         self.blocking(move |me| {
             let fs = &me.fs;
             let _t = fs.ops().time_at(const { opstats::op_index("fsyncdir") });
-            match fs.sync_meta() {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
+            empty(reply, fs.sync_meta())
         });
     }
 
@@ -966,10 +965,10 @@ impl Filesystem for FuseFs {
     ) {
         let _t = self.timed(const { opstats::op_index("setxattr") });
         let _s = debug_span!("setxattr", ino = ino.0).entered();
-        match self.fs.setxattr(ino.0, name.as_bytes(), value, flags) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        empty(
+            reply,
+            self.fs.setxattr(ino.0, name.as_bytes(), value, flags),
+        )
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -991,10 +990,7 @@ impl Filesystem for FuseFs {
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _t = self.timed(const { opstats::op_index("removexattr") });
-        match self.fs.removexattr(ino.0, name.as_bytes()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        empty(reply, self.fs.removexattr(ino.0, name.as_bytes()))
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
@@ -1019,10 +1015,7 @@ impl Filesystem for FuseFs {
         self.blocking(move |me| {
             let fs = &me.fs;
             let _t = fs.ops().time_at(const { opstats::op_index("fallocate") });
-            match fs.fallocate(fh.0, offset, length, mode) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
+            empty(reply, fs.fallocate(fh.0, offset, length, mode))
         });
     }
 
