@@ -158,7 +158,7 @@ impl fmt::Display for Finding {
             Unreachable { ino } => write!(f, "inode {ino} has links but no entry reaches it"),
             AwaitingReclaim { ino } => write!(
                 f,
-                "inode {ino} has no links left (unlinked while open); not yet reclaimed"
+                "inode {ino} has no links left (removed while open); not yet reclaimed"
             ),
             MissingObject { ino, size } => {
                 write!(f, "file {ino}: object missing, {size} bytes recorded")
@@ -309,7 +309,12 @@ pub fn check(meta: &dyn MetaStore, objects: &ObjectStore, mounted: bool) -> Resu
     let objects_set: BTreeSet<u64> = object_inos.iter().copied().collect();
     for (ino, i) in &inodes {
         let n = names.get(ino).copied().unwrap_or(0);
-        if i.kind.is_dir() {
+        if i.kind.is_dir() && n == 0 && i.nlink == 0 && *ino != ROOT_INO {
+            // Removed while open (a crash came before its last close).
+            if !mounted {
+                f.push(Finding::AwaitingReclaim { ino: *ino });
+            }
+        } else if i.kind.is_dir() {
             if n > 1 {
                 f.push(Finding::DirectoryHardLink {
                     ino: *ino,

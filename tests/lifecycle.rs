@@ -440,6 +440,41 @@ fn sigterm_while_busy_detaches_and_exits_after_last_close() {
     assert!(wait_exit(&mut d, 20).success());
 }
 
+/// An unmount ends the FUSE connection, and the kernel drops the RELEASE
+/// requests still queued then: the daemon closes what is left itself, so a
+/// clean unmount leaves a clean store (sizes recorded, removed files and
+/// directories reclaimed) without waiting for the next mount.
+#[test]
+fn closes_queued_when_the_unmount_comes_are_done_by_the_daemon() {
+    use std::io::Write;
+    let mut m = Mount::new();
+    // The first release holds the request thread, so the others queue
+    // behind it until the unmount drops them.
+    m.arm(&["release::before_persist=1*sleep(1500)"]);
+    let first = fs::File::create(m.path("first")).unwrap();
+    let mut written = fs::File::create(m.path("written")).unwrap();
+    written.write_all(b"recorded at unmount").unwrap();
+    let removed = fs::File::create(m.path("removed")).unwrap();
+    fs::remove_file(m.path("removed")).unwrap();
+    fs::create_dir(m.path("dir")).unwrap();
+    let dir = fs::File::open(m.path("dir")).unwrap();
+    fs::remove_dir(m.path("dir")).unwrap();
+    drop(first);
+    drop(written);
+    drop(removed);
+    drop(dir);
+    m.unmount();
+    m.assert_consistent();
+    m.mount();
+    assert_eq!(fs::read(m.path("written")).unwrap(), b"recorded at unmount");
+    let mut names: Vec<_> = fs::read_dir(&m.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["first", "written"]);
+}
+
 /// Everything observable about a tree, keyed by relative path.
 fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, String> {
     let mut out = BTreeMap::new();

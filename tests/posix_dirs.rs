@@ -580,3 +580,24 @@ fn a_removed_directory_stays_usable_through_open_descriptors() {
     m.unmount();
     m.assert_consistent();
 }
+
+#[test]
+fn a_directory_removed_while_open_then_a_crash_is_reclaimed_at_next_mount() {
+    let mut m = Mount::new();
+    fs::create_dir(m.path("gone")).unwrap();
+    let d = fs::File::open(m.path("gone")).unwrap();
+    fs::remove_dir(m.path("gone")).unwrap();
+    // Durable at fsync of the parent; without it the crash may bring the
+    // name back, legitimately.
+    fs::File::open(&m.mnt).unwrap().sync_all().unwrap();
+    m.kill();
+    drop(d);
+    let (code, out) = m.fsck(false);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("no links left (removed while open)"), "{out}");
+    assert!(!out.contains("no entry reaches it"), "{out}");
+    m.mount();
+    assert!(fs::read_dir(&m.mnt).unwrap().next().is_none());
+    m.unmount();
+    m.assert_consistent();
+}

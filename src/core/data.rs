@@ -278,6 +278,27 @@ impl Fs {
         self.meta.sync()
     }
 
+    /// At unmount, close what the doors left open. The kernel drops the
+    /// RELEASE requests still queued when an unmount ends the connection,
+    /// so files and directories closed just before it would otherwise keep
+    /// their unrecorded sizes, and removed ones would wait for the next
+    /// mount to be reclaimed.
+    pub(crate) fn release_all(&self) {
+        let fhs: Vec<u64> = self.handles.lock().keys().copied().collect();
+        for fh in fhs {
+            if let Err(e) = self.release(fh) {
+                tracing::warn!(fh, error = %e, "could not close a file left open at unmount");
+            }
+        }
+        let dirs: Vec<u64> = self.open_dirs.lock().keys().copied().collect();
+        for ino in dirs {
+            self.open_dirs.lock().insert(ino, 1);
+            if let Err(e) = self.releasedir(ino) {
+                tracing::warn!(ino, error = %e, "could not close a directory left open at unmount");
+            }
+        }
+    }
+
     pub fn release(&self, fh: u64) -> Result<()> {
         let h = self.handles.lock().remove(&fh).ok_or_else(ebadf)?;
         // The intents settle with the last writer (or last handle), in the

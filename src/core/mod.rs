@@ -381,6 +381,7 @@ impl Fs {
 
     /// Commit everything, stop the writer and close the store (at unmount).
     pub fn close(&self) {
+        self.release_all();
         if let Err(e) = self.flush() {
             tracing::error!(error = %e, "could not commit metadata at close");
         }
