@@ -82,6 +82,9 @@ pub struct MountConfig {
     pub cache_entries: usize,
     /// Detach a stale mount left at the mount point by a killed daemon.
     pub force: bool,
+    /// Serve requests over FUSE-over-io_uring when the kernel offers it
+    /// (see `fuse::MountOptions::io_uring`).
+    pub io_uring: bool,
 }
 
 impl Default for MountConfig {
@@ -94,6 +97,7 @@ impl Default for MountConfig {
             keep_awake_us: 1000,
             cache_entries: 100_000,
             force: false,
+            io_uring: false,
         }
     }
 }

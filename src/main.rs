@@ -222,6 +222,14 @@ struct MountArgs {
           require_equals = true, default_missing_value = "true",
           value_parser = artfs::config::parse_bool)]
     force: Option<bool>,
+    /// Serve requests over FUSE-over-io_uring (one queue per CPU, each
+    /// request answered on its caller's CPU) when the kernel offers it;
+    /// needs /sys/module/fuse/parameters/enable_uring set to Y by the
+    /// administrator, else the mount stays on /dev/fuse [default: false].
+    #[arg(long, env = "ARTFS_IO_URING", value_name = "BOOL", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true",
+          value_parser = artfs::config::parse_bool)]
+    io_uring: Option<bool>,
     /// Seconds the kernel may cache entries and attributes [default: 3600].
     #[arg(long, env = "ARTFS_ATTR_TTL")]
     attr_ttl: Option<u64>,
@@ -281,6 +289,7 @@ impl MountArgs {
         over(&mut cfg.mount.allow_other, self.allow_other);
         over(&mut cfg.mount.threads, self.threads.map(Some));
         over(&mut cfg.mount.force, self.force);
+        over(&mut cfg.mount.io_uring, self.io_uring);
         over(&mut cfg.mount.attr_ttl, self.attr_ttl);
         over(&mut cfg.mount.keep_awake_us, self.keep_awake_us);
         over(&mut cfg.mount.cache_entries, self.cache_entries);
@@ -391,6 +400,7 @@ fn mount(args: MountArgs, mut cfg: Config) -> anyhow::Result<()> {
         force: m.force,
         ttl: Duration::from_secs(m.attr_ttl),
         keep_awake: Duration::from_micros(m.keep_awake_us),
+        io_uring: m.io_uring,
         ..MountOptions::default()
     };
     if let Some(t) = m.threads {

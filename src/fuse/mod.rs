@@ -77,6 +77,8 @@ pub struct Shared {
     next_dir_fh: std::sync::atomic::AtomicU64,
     /// Keeps a CPU awake during bursts of requests (see `awake`).
     awake: Option<Arc<awake::KeepAwake>>,
+    /// Ask for FUSE over io_uring at INIT (see `MountOptions::io_uring`).
+    io_uring: bool,
     /// Special inodes (FIFOs, sockets, symlinks, devices) the kernel holds,
     /// by number (see `Held`).
     held: Mutex<HashMap<u64, Held>>,
@@ -194,6 +196,7 @@ impl FuseFs {
                 moved_dirs: Mutex::default(),
                 next_dir_fh: 1.into(),
                 awake: None,
+                io_uring: false,
                 held: Mutex::default(),
             }),
             offload: None,
@@ -215,6 +218,12 @@ impl FuseFs {
     pub fn with_keep_awake(mut self, window: Duration) -> std::io::Result<FuseFs> {
         self.building().awake = awake::KeepAwake::start(window)?;
         Ok(self)
+    }
+
+    /// Ask the kernel for FUSE over io_uring (see `MountOptions::io_uring`).
+    pub fn with_io_uring(mut self, on: bool) -> FuseFs {
+        self.building().io_uring = on;
+        self
     }
 
     pub fn with_ttl(mut self, ttl: Duration) -> FuseFs {
@@ -469,6 +478,18 @@ impl Filesystem for FuseFs {
             tracing::info!("FUSE passthrough enabled");
         } else {
             tracing::info!("kernel lacks FUSE passthrough; I/O goes through the daemon");
+        }
+        if self.io_uring {
+            // The vendored fuser starts the ring queues once the INIT
+            // reply has granted it.
+            if config.add_capabilities(InitFlags::FUSE_OVER_IO_URING).is_ok() {
+                tracing::info!("FUSE over io_uring requested");
+            } else {
+                tracing::warn!(
+                    "--io-uring: the kernel does not offer FUSE over io_uring \
+                     (is /sys/module/fuse/parameters/enable_uring Y?); serving over /dev/fuse"
+                );
+            }
         }
         Ok(())
     }

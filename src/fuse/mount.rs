@@ -29,6 +29,13 @@ pub struct MountOptions {
     pub ttl: Duration,
     /// How long a CPU is kept awake after each request (see `awake`).
     pub keep_awake: Duration,
+    /// Ask the kernel for FUSE over io_uring: requests then come through
+    /// one io_uring queue per possible CPU, served by a thread pinned to
+    /// that CPU (the vendored fuser's `uring` module), so each is answered
+    /// on its caller's CPU. The kernel offers it only when
+    /// /sys/module/fuse/parameters/enable_uring is Y; otherwise, or if
+    /// registering the queues fails, the mount is served over /dev/fuse.
+    pub io_uring: bool,
 }
 
 impl Default for MountOptions {
@@ -39,6 +46,7 @@ impl Default for MountOptions {
             force: false,
             ttl: super::DEFAULT_TTL,
             keep_awake: super::DEFAULT_KEEP_AWAKE,
+            io_uring: false,
         }
     }
 }
@@ -121,6 +129,7 @@ pub fn serve(fs: Arc<Fs>, mountpoint: &Path, opts: &MountOptions) -> anyhow::Res
     let adapter = FuseFs::new(fs.clone())
         .with_ttl(opts.ttl)
         .with_keep_awake(opts.keep_awake)?
+        .with_io_uring(opts.io_uring)
         .with_helpers(HELPERS)?;
     let notifier = adapter.notifier_cell();
     let session = fuser::Session::new(adapter, &mountpoint, &config)

@@ -139,6 +139,10 @@ pub struct Session<FS: Filesystem> {
     /// The field is set to `Some` when the init message is received.
     pub(crate) proto_version: Option<Version>,
     pub(crate) config: Config,
+    /// Set when INIT negotiated FUSE_OVER_IO_URING: `run` then also serves
+    /// the requests through io_uring queues (see `uring`).
+    #[cfg(target_os = "linux")]
+    pub(crate) uring: Option<crate::uring::UringConfig>,
 }
 
 impl<FS: Filesystem> AsFd for Session<FS> {
@@ -186,6 +190,8 @@ impl<FS: Filesystem> Session<FS> {
             session_owner: geteuid(),
             proto_version: None,
             config: options.clone(),
+            #[cfg(target_os = "linux")]
+            uring: None,
         };
 
         session.handshake()?;
@@ -214,6 +220,8 @@ impl<FS: Filesystem> Session<FS> {
             session_owner: geteuid(),
             proto_version: None,
             config,
+            #[cfg(target_os = "linux")]
+            uring: None,
         };
 
         session.handshake()?;
@@ -252,6 +260,8 @@ impl<FS: Filesystem> Session<FS> {
             session_owner,
             proto_version: _,
             config,
+            #[cfg(target_os = "linux")]
+            uring,
         } = self;
 
         let n_threads = config.n_threads.unwrap_or(1);
@@ -286,6 +296,9 @@ impl<FS: Filesystem> Session<FS> {
                 channels.push(ch.clone());
             }
         }
+        // The ring transport needs the /dev/fuse fd that did INIT.
+        #[cfg(target_os = "linux")]
+        let ring_ch = ch.clone();
         channels.push(ch);
 
         let mut threads = Vec::with_capacity(n_threads);
@@ -305,6 +318,37 @@ impl<FS: Filesystem> Session<FS> {
                     .spawn(move || event_loop.event_loop())?,
             );
         }
+
+        // FUSE over io_uring: one queue per possible CPU, each on a thread
+        // pinned to its CPU. The classic threads above keep serving
+        // FORGET and INTERRUPT (and everything if REGISTER fails).
+        #[cfg(target_os = "linux")]
+        if let Some(cfg) = uring {
+            let queues = crate::uring::make_queues(&ring_ch, cfg)?;
+            info!(
+                "FUSE over io_uring: {} queues x {} entries, payload buffers of {} bytes",
+                queues.len(),
+                cfg.depth,
+                cfg.payload_size
+            );
+            for (cpu, queue) in queues.into_iter().enumerate() {
+                let thread_name = format!("fuser-ring-{cpu}");
+                let event_loop = SessionEventLoop {
+                    thread_name: thread_name.clone(),
+                    filesystem: filesystem.clone(),
+                    ch: ring_ch.clone(),
+                    allowed,
+                    session_owner,
+                };
+                threads.push(
+                    thread::Builder::new()
+                        .name(thread_name)
+                        .spawn(move || crate::uring::run_queue(queue, event_loop))?,
+                );
+            }
+        }
+        #[cfg(target_os = "linux")]
+        drop(ring_ch);
 
         let mut reply: io::Result<()> = Ok(());
         for thread in threads {
@@ -468,6 +512,32 @@ impl<FS: Filesystem> Session<FS> {
                 config.max_readahead,
                 config.max_write
             );
+
+            #[cfg(target_os = "linux")]
+            if config.requested.contains(InitFlags::FUSE_OVER_IO_URING) {
+                if init.capabilities().contains(InitFlags::FUSE_OVER_IO_URING) {
+                    // Each entry's payload buffer must hold the largest
+                    // request or reply: max(8192, max_write, max_pages * page).
+                    let page = page_size::get();
+                    let payload_size = [
+                        8192,
+                        config.max_write as usize,
+                        usize::from(config.max_pages()) * page,
+                    ]
+                    .into_iter()
+                    .max()
+                    .unwrap_or(8192);
+                    self.uring = Some(crate::uring::UringConfig {
+                        payload_size,
+                        depth: crate::uring::DEFAULT_DEPTH,
+                    });
+                } else {
+                    warn!(
+                        "FUSE over io_uring requested but not offered by the kernel \
+                         (is /sys/module/fuse/parameters/enable_uring Y?); using /dev/fuse"
+                    );
+                }
+            }
 
             let response = init.reply(&config);
             <ReplyRaw as Reply>::new(request.unique(), ReplySender::Channel(self.ch.sender()))
