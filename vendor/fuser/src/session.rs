@@ -513,30 +513,25 @@ impl<FS: Filesystem> Session<FS> {
                 config.max_write
             );
 
+            // FUSE over io_uring: the filesystem asked for it in `init` (which
+            // `add_capabilities` allows only when the kernel offers it).
             #[cfg(target_os = "linux")]
-            if config.requested.contains(InitFlags::FUSE_OVER_IO_URING) {
-                if init.capabilities().contains(InitFlags::FUSE_OVER_IO_URING) {
-                    // Each entry's payload buffer must hold the largest
-                    // request or reply: max(8192, max_write, max_pages * page).
-                    let page = page_size::get();
-                    let payload_size = [
-                        8192,
-                        config.max_write as usize,
-                        usize::from(config.max_pages()) * page,
-                    ]
-                    .into_iter()
-                    .max()
-                    .unwrap_or(8192);
-                    self.uring = Some(crate::uring::UringConfig {
-                        payload_size,
-                        depth: crate::uring::DEFAULT_DEPTH,
-                    });
-                } else {
-                    warn!(
-                        "FUSE over io_uring requested but not offered by the kernel \
-                         (is /sys/module/fuse/parameters/enable_uring Y?); using /dev/fuse"
-                    );
-                }
+            if (config.requested & init.capabilities()).contains(InitFlags::FUSE_OVER_IO_URING) {
+                // Each entry's payload buffer must hold the largest
+                // request or reply: max(8192, max_write, max_pages * page).
+                let page = page_size::get();
+                let payload_size = [
+                    8192,
+                    config.max_write as usize,
+                    usize::from(config.max_pages()) * page,
+                ]
+                .into_iter()
+                .max()
+                .unwrap_or(8192);
+                self.uring = Some(crate::uring::UringConfig {
+                    payload_size,
+                    depth: crate::uring::DEFAULT_DEPTH,
+                });
             }
 
             let response = init.reply(&config);

@@ -103,17 +103,19 @@ pub(crate) const DEFAULT_DEPTH: u16 = 8;
 /// creates one queue per possible CPU and waits for all of them.
 pub(crate) fn possible_cpus() -> io::Result<usize> {
     let s = std::fs::read_to_string("/sys/devices/system/cpu/possible")?;
-    let mut max = None;
+    parse_cpu_list(&s)
+        .ok_or_else(|| io::Error::other(format!("cannot parse possible CPUs {s:?}")))
+}
+
+/// The number of CPU ids a kernel CPU list (`0-1`, `0,2-5`, `0`) covers:
+/// its highest id plus one (queue ids are CPU ids).
+fn parse_cpu_list(s: &str) -> Option<usize> {
+    let mut max: Option<usize> = None;
     for part in s.trim().split(',') {
-        let last = part.rsplit('-').next().unwrap_or(part);
-        let n: usize = last
-            .trim()
-            .parse()
-            .map_err(|_| io::Error::other(format!("cannot parse possible CPUs {s:?}")))?;
-        max = Some(max.map_or(n, |m: usize| m.max(n)));
+        let last = part.rsplit('-').next()?.trim().parse::<usize>().ok()?;
+        max = Some(max.map_or(last, |m| m.max(last)));
     }
     max.map(|m| m + 1)
-        .ok_or_else(|| io::Error::other("no possible CPUs"))
 }
 
 /// A zeroed, page-aligned heap buffer (large ones come from fresh mmap'd
@@ -537,5 +539,29 @@ fn reply_errno(sender: &RingReplySender, unique: u64, errno: i32) {
 impl Channel {
     fn as_fd_raw(&self) -> RawFd {
         std::os::fd::AsFd::as_fd(self).as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cpu_list;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0-1\n"), Some(2));
+        assert_eq!(parse_cpu_list("0"), Some(1));
+        assert_eq!(parse_cpu_list("0,2-5"), Some(6));
+        assert_eq!(parse_cpu_list("0-63"), Some(64));
+        assert_eq!(parse_cpu_list(""), None);
+        assert_eq!(parse_cpu_list("x"), None);
+    }
+
+    #[test]
+    fn layouts() {
+        // fuse_uring_req_header: in_out[128], op_in[128], ent_in_out(32).
+        assert_eq!(super::HEADER_SIZE, 128 + 128 + 32);
+        assert_eq!(size_of::<crate::ll::fuse_abi::fuse_in_header>(), 40);
+        assert_eq!(size_of::<crate::ll::fuse_abi::fuse_out_header>(), 16);
+        assert_eq!(size_of::<io_uring::squeue::Entry128>(), 128);
     }
 }
