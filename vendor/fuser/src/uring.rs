@@ -276,13 +276,6 @@ impl Queue {
     }
 }
 
-impl Drop for Queue {
-    fn drop(&mut self) {
-        let n = self.served.load(Ordering::Relaxed);
-        debug!("io_uring queue {} served {} requests", self.qid, n);
-    }
-}
-
 /// Sends the reply of a request that came over a ring entry.
 #[derive(Clone, Debug)]
 pub(crate) struct RingReplySender {
@@ -421,6 +414,7 @@ pub(crate) fn run_queue<FS: Filesystem>(
     let mut dead = 0usize;
     let mut done: Vec<(usize, i32)> = Vec::with_capacity(depth * 2);
     let mut first = true;
+    let mut warned = false;
     loop {
         match queue.ring.submit_and_wait(1) {
             Ok(_) => {}
@@ -445,7 +439,8 @@ pub(crate) fn run_queue<FS: Filesystem>(
                 let err = io::Error::from_raw_os_error(-res);
                 if res == -libc::ENOTCONN || res == -libc::ENODEV {
                     debug!("io_uring queue {qid} entry {idx}: {err}");
-                } else if first {
+                } else if first && !warned {
+                    warned = true;
                     warn!(
                         "io_uring queue {qid}: REGISTER failed ({err}); the kernel serves \
                          this mount over /dev/fuse"
@@ -462,7 +457,10 @@ pub(crate) fn run_queue<FS: Filesystem>(
             serve_entry(&queue, idx, &mut reqbuf, &dev, &event_loop);
         }
         if dead >= depth {
-            debug!("io_uring queue {qid}: all entries done");
+            info!(
+                "io_uring queue {qid}: done after {} requests",
+                queue.served.load(Ordering::Relaxed)
+            );
             return Ok(());
         }
     }
