@@ -1,0 +1,110 @@
+//! `--io-uring`: requests served over FUSE-over-io_uring (docs/IO_URING.md).
+//!
+//! The kernel offers it only when /sys/module/fuse/parameters/enable_uring
+//! is Y, a machine-wide setting these tests do not flip: with N they check
+//! that the mount still works over /dev/fuse, and skip the ring checks.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+
+fn uring_enabled() -> bool {
+    fs::read_to_string("/sys/module/fuse/parameters/enable_uring")
+        .is_ok_and(|s| s.trim() == "Y")
+}
+
+/// Names of the daemon's threads.
+fn threads(pid: u32) -> Vec<String> {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return vec![];
+    };
+    dir.filter_map(|e| fs::read_to_string(e.ok()?.path().join("comm")).ok())
+        .map(|s| s.trim().to_string())
+        .collect()
+}
+
+fn exercise(m: &common::Mount) {
+    fs::write(m.path("a.txt"), b"hello ring").unwrap();
+    assert_eq!(fs::read(m.path("a.txt")).unwrap(), b"hello ring");
+    fs::create_dir(m.path("d")).unwrap();
+    fs::rename(m.path("a.txt"), m.path("d/b.txt")).unwrap();
+    common::setx(&m.path("d/b.txt"), "user.k", b"v").unwrap();
+    assert_eq!(common::getx(&m.path("d/b.txt"), "user.k").unwrap(), b"v");
+    // Larger than one 1 MiB ring payload buffer, in several requests.
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    fs::write(m.path("d/big"), &big).unwrap();
+    assert_eq!(fs::read(m.path("d/big")).unwrap(), big);
+    std::os::unix::fs::symlink("big", m.path("d/link")).unwrap();
+    assert_eq!(
+        fs::read_link(m.path("d/link")).unwrap().to_str(),
+        Some("big")
+    );
+    let mut names: Vec<String> = fs::read_dir(m.path("d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["b.txt", "big", "link"]);
+    for n in &names {
+        fs::remove_file(m.path(&format!("d/{n}"))).unwrap();
+    }
+    fs::remove_dir(m.path("d")).unwrap();
+}
+
+#[test]
+fn io_uring_mount_serves_and_unmounts() {
+    // --capacity: writes go through the daemon (no passthrough), so WRITE
+    // and READ requests (answered from helper threads) cross the ring too.
+    for args in [&["--io-uring"][..], &["--io-uring", "--capacity", "1G"][..]] {
+        let mut m = common::Mount::with_args(args);
+        // The ring threads start once the session runs, a moment after the
+        // mount appears; touching the mount waits for INIT.
+        fs::metadata(m.path("")).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let ring_threads = loop {
+            let n = threads(m.pid().unwrap())
+                .into_iter()
+                .filter(|t| t.starts_with("fuser-ring-"))
+                .count();
+            if n > 0 || !uring_enabled() || std::time::Instant::now() > deadline {
+                break n;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        if uring_enabled() {
+            assert!(ring_threads >= 1, "no ring threads with enable_uring=Y");
+        } else {
+            eprintln!("enable_uring is N: checking the /dev/fuse fallback only");
+            assert_eq!(ring_threads, 0);
+        }
+        exercise(&m);
+        fs::write(m.path("kept"), b"kept").unwrap();
+        let ino = fs::metadata(m.path("kept")).unwrap().ino();
+        m.remount();
+        assert_eq!(fs::read(m.path("kept")).unwrap(), b"kept");
+        assert_eq!(fs::metadata(m.path("kept")).unwrap().ino(), ino);
+        m.unmount();
+    }
+}
+
+#[test]
+fn io_uring_concurrent_callers() {
+    let m = common::Mount::with_args(&["--io-uring", "--capacity", "1G"]);
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let m = &m;
+            s.spawn(move || {
+                let dir = m.path(&format!("t{t}"));
+                fs::create_dir(&dir).unwrap();
+                for i in 0..100 {
+                    let p = dir.join(format!("f{i}"));
+                    let data = vec![(t * 7 + i) as u8; 1000 + i * 97];
+                    fs::write(&p, &data).unwrap();
+                    assert_eq!(fs::read(&p).unwrap(), data);
+                }
+                assert_eq!(fs::read_dir(&dir).unwrap().count(), 100);
+            });
+        }
+    });
+}
