@@ -108,3 +108,20 @@ fn io_uring_concurrent_callers() {
         }
     });
 }
+
+#[test]
+fn io_uring_setup_failure_falls_back_to_dev_fuse() {
+    // FUSER_URING_FAIL_SETUP makes the vendored fuser fail to set up its
+    // rings before the INIT reply, which must then not ask for the ring
+    // (else the kernel would hold every request for queues that never come).
+    let mut m = common::Mount::with_args(&["--io-uring"]);
+    m.unmount();
+    m.try_mount(&[("FUSER_URING_FAIL_SETUP", "1")])
+        .expect("artfs exited before mounting");
+    fs::write(m.path("x"), b"over /dev/fuse").unwrap();
+    assert_eq!(fs::read(m.path("x")).unwrap(), b"over /dev/fuse");
+    assert!(!threads(m.pid().unwrap())
+        .iter()
+        .any(|t| t.starts_with("fuser-ring-")));
+    m.unmount();
+}

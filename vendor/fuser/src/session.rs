@@ -139,10 +139,11 @@ pub struct Session<FS: Filesystem> {
     /// The field is set to `Some` when the init message is received.
     pub(crate) proto_version: Option<Version>,
     pub(crate) config: Config,
-    /// Set when INIT negotiated FUSE_OVER_IO_URING: `run` then also serves
-    /// the requests through io_uring queues (see `uring`).
+    /// Set when INIT negotiated FUSE_OVER_IO_URING: the queues (rings and
+    /// buffers, set up before the INIT reply), which `run` serves besides
+    /// /dev/fuse (see `uring`).
     #[cfg(target_os = "linux")]
-    pub(crate) uring: Option<crate::uring::UringConfig>,
+    pub(crate) uring: Option<Vec<Arc<crate::uring::Queue>>>,
 }
 
 impl<FS: Filesystem> AsFd for Session<FS> {
@@ -323,14 +324,7 @@ impl<FS: Filesystem> Session<FS> {
         // pinned to its CPU. The classic threads above keep serving
         // FORGET and INTERRUPT (and everything if REGISTER fails).
         #[cfg(target_os = "linux")]
-        if let Some(cfg) = uring {
-            let queues = crate::uring::make_queues(&ring_ch, cfg)?;
-            info!(
-                "FUSE over io_uring: {} queues x {} entries, payload buffers of {} bytes",
-                queues.len(),
-                cfg.depth,
-                cfg.payload_size
-            );
+        if let Some(queues) = uring {
             for (cpu, queue) in queues.into_iter().enumerate() {
                 let thread_name = format!("fuser-ring-{cpu}");
                 let event_loop = SessionEventLoop {
@@ -514,7 +508,10 @@ impl<FS: Filesystem> Session<FS> {
             );
 
             // FUSE over io_uring: the filesystem asked for it in `init` (which
-            // `add_capabilities` allows only when the kernel offers it).
+            // `add_capabilities` allows only when the kernel offers it). The
+            // rings are set up now, before the INIT reply: once the reply
+            // grants it, the kernel holds every request until all queues are
+            // registered, so if they cannot be made the reply must not ask.
             #[cfg(target_os = "linux")]
             if (config.requested & init.capabilities()).contains(InitFlags::FUSE_OVER_IO_URING) {
                 // Each entry's payload buffer must hold the largest
@@ -528,10 +525,15 @@ impl<FS: Filesystem> Session<FS> {
                 .into_iter()
                 .max()
                 .unwrap_or(8192);
-                self.uring = Some(crate::uring::UringConfig {
+                let cfg = crate::uring::UringConfig {
                     payload_size,
                     depth: crate::uring::DEFAULT_DEPTH,
-                });
+                };
+                // (Logged by `uring`: artfs hides fuser::session below errors.)
+                match crate::uring::setup(&self.ch, cfg) {
+                    Some(queues) => self.uring = Some(queues),
+                    None => config.requested.remove(InitFlags::FUSE_OVER_IO_URING),
+                }
             }
 
             let response = init.reply(&config);

@@ -353,8 +353,33 @@ impl RingReplySender {
     }
 }
 
-/// Sets up one queue per possible CPU; `run_queue` serves each.
+/// The queues for the INIT reply to grant FUSE over io_uring, or `None`
+/// (logged) if they cannot be made: the reply must then not ask for it.
+pub(crate) fn setup(dev: &Channel, cfg: UringConfig) -> Option<Vec<Arc<Queue>>> {
+    match make_queues(dev, cfg) {
+        Ok(queues) => {
+            info!(
+                "FUSE over io_uring: {} queues x {} entries, payload buffers of {} bytes",
+                queues.len(),
+                cfg.depth,
+                cfg.payload_size
+            );
+            Some(queues)
+        }
+        Err(e) => {
+            warn!("FUSE over io_uring unavailable ({e}); serving over /dev/fuse");
+            None
+        }
+    }
+}
+
+/// Sets up one queue per possible CPU (rings and buffers, nothing
+/// registered yet); `run_queue` serves each. `FUSER_URING_FAIL_SETUP`
+/// (any value, for tests) makes it fail, to test the fallback.
 pub(crate) fn make_queues(dev: &Channel, cfg: UringConfig) -> io::Result<Vec<Arc<Queue>>> {
+    if std::env::var_os("FUSER_URING_FAIL_SETUP").is_some() {
+        return Err(io::Error::other("FUSER_URING_FAIL_SETUP is set"));
+    }
     let n = possible_cpus()?;
     let fd = dev.as_fd_raw();
     (0..n)
