@@ -55,7 +55,10 @@ impl Default for MountOptions {
 /// reported (or, with `force`, lazily detached).
 pub fn check_mountpoint(path: &Path, force: bool) -> anyhow::Result<PathBuf> {
     match std::fs::metadata(path) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+        // A dead FUSE-over-io_uring mount answers ECONNABORTED rather than
+        // ENOTCONN: the kernel aborts the connection when the daemon's rings
+        // go away (seen on 6.18 after kill -9 of `artfs mount --io-uring`).
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)) => {
             if !force {
                 bail!(
                     "mount point {} is a stale FUSE mount (transport endpoint is not connected), \
