@@ -462,7 +462,9 @@ pub(crate) fn run_queue<FS: Filesystem>(
             if res < 0 {
                 dead += 1;
                 let err = io::Error::from_raw_os_error(-res);
-                if res == -libc::ENOTCONN || res == -libc::ENODEV {
+                // The end of the connection: unmount (ENOTCONN), abort or
+                // the daemon's rings going away (ECONNABORTED).
+                if matches!(-res, libc::ENOTCONN | libc::ENODEV | libc::ECONNABORTED) {
                     debug!("io_uring queue {qid} entry {idx}: {err}");
                 } else if first && !warned {
                     warned = true;
