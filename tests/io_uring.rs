@@ -10,8 +10,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 
 fn uring_enabled() -> bool {
-    fs::read_to_string("/sys/module/fuse/parameters/enable_uring")
-        .is_ok_and(|s| s.trim() == "Y")
+    fs::read_to_string("/sys/module/fuse/parameters/enable_uring").is_ok_and(|s| s.trim() == "Y")
 }
 
 /// Names of the daemon's threads.

@@ -482,7 +482,10 @@ impl Filesystem for FuseFs {
         if self.io_uring {
             // The vendored fuser starts the ring queues once the INIT
             // reply has granted it.
-            if config.add_capabilities(InitFlags::FUSE_OVER_IO_URING).is_ok() {
+            if config
+                .add_capabilities(InitFlags::FUSE_OVER_IO_URING)
+                .is_ok()
+            {
                 tracing::info!("FUSE over io_uring requested");
             } else {
                 tracing::warn!(

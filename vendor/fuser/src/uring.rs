@@ -103,8 +103,7 @@ pub(crate) const DEFAULT_DEPTH: u16 = 8;
 /// creates one queue per possible CPU and waits for all of them.
 pub(crate) fn possible_cpus() -> io::Result<usize> {
     let s = std::fs::read_to_string("/sys/devices/system/cpu/possible")?;
-    parse_cpu_list(&s)
-        .ok_or_else(|| io::Error::other(format!("cannot parse possible CPUs {s:?}")))
+    parse_cpu_list(&s).ok_or_else(|| io::Error::other(format!("cannot parse possible CPUs {s:?}")))
 }
 
 /// The number of CPU ids a kernel CPU list (`0-1`, `0,2-5`, `0`) covers:
@@ -521,8 +520,7 @@ fn serve_entry<FS: Filesystem>(
     // The kernel sets in_header.len to the classic total length, so the
     // size of op_in (the opcode's first argument) is what is left.
     let op_in = in_len.checked_sub(IN_HEADER_SIZE + payload_sz);
-    let Some(op_in) = op_in.filter(|&n| n <= OP_IN_MAX && payload_sz <= queue.payload_size)
-    else {
+    let Some(op_in) = op_in.filter(|&n| n <= OP_IN_MAX && payload_sz <= queue.payload_size) else {
         error!(
             "io_uring queue {}: malformed request (len {in_len}, payload {payload_sz})",
             queue.qid
