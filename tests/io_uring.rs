@@ -1,16 +1,45 @@
 //! `--io-uring`: requests served over FUSE-over-io_uring (docs/IO_URING.md).
 //!
 //! The kernel offers it only when /sys/module/fuse/parameters/enable_uring
-//! is Y, a machine-wide setting these tests do not flip: with N they check
-//! that the mount still works over /dev/fuse, and skip the ring checks.
+//! is Y (N by default). This binary turns it on for its run when it can
+//! (root) and puts the old value back after, so the ring is exercised on
+//! CI; cargo runs test binaries one at a time, and other binaries never
+//! pass --io-uring. Where it cannot, only the /dev/fuse fallback is
+//! checked. All cases run in one test, in order, so the guard that
+//! restores the parameter outlives them all, even on failure.
 
 mod common;
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 
+const PARAM: &str = "/sys/module/fuse/parameters/enable_uring";
+
 fn uring_enabled() -> bool {
-    fs::read_to_string("/sys/module/fuse/parameters/enable_uring").is_ok_and(|s| s.trim() == "Y")
+    fs::read_to_string(PARAM).is_ok_and(|s| s.trim() == "Y")
+}
+
+/// Turns `enable_uring` on while alive (if it can), then restores it.
+struct EnableUring {
+    old: Option<String>,
+}
+
+impl EnableUring {
+    fn new() -> EnableUring {
+        let old = fs::read_to_string(PARAM).ok().map(|s| s.trim().to_string());
+        if old.as_deref() == Some("N") && fs::write(PARAM, "Y").is_err() {
+            eprintln!("cannot set {PARAM}: checking the /dev/fuse fallback only");
+        }
+        EnableUring { old }
+    }
+}
+
+impl Drop for EnableUring {
+    fn drop(&mut self) {
+        if let Some(old) = &self.old {
+            let _ = fs::write(PARAM, old);
+        }
+    }
 }
 
 /// Names of the daemon's threads.
@@ -52,7 +81,15 @@ fn exercise(m: &common::Mount) {
 }
 
 #[test]
-fn io_uring_mount_serves_and_unmounts() {
+fn io_uring() {
+    let _on = EnableUring::new();
+    mount_serves_and_unmounts();
+    concurrent_callers();
+    setup_failure_falls_back_to_dev_fuse();
+    kill_9_leaves_a_stale_mount_that_force_recovers();
+}
+
+fn mount_serves_and_unmounts() {
     // --capacity: writes go through the daemon (no passthrough), so WRITE
     // and READ requests (answered from helper threads) cross the ring too.
     for args in [&["--io-uring"][..], &["--io-uring", "--capacity", "1G"][..]] {
@@ -87,8 +124,7 @@ fn io_uring_mount_serves_and_unmounts() {
     }
 }
 
-#[test]
-fn io_uring_concurrent_callers() {
+fn concurrent_callers() {
     let m = common::Mount::with_args(&["--io-uring", "--capacity", "1G"]);
     std::thread::scope(|s| {
         for t in 0..8 {
@@ -108,8 +144,7 @@ fn io_uring_concurrent_callers() {
     });
 }
 
-#[test]
-fn io_uring_setup_failure_falls_back_to_dev_fuse() {
+fn setup_failure_falls_back_to_dev_fuse() {
     // FUSER_URING_FAIL_SETUP makes the vendored fuser fail to set up its
     // rings before the INIT reply, which must then not ask for the ring
     // (else the kernel would hold every request for queues that never come).
@@ -123,4 +158,37 @@ fn io_uring_setup_failure_falls_back_to_dev_fuse() {
         .iter()
         .any(|t| t.starts_with("fuser-ring-")));
     m.unmount();
+}
+
+fn kill_9_leaves_a_stale_mount_that_force_recovers() {
+    let mut m = common::Mount::with_args(&["--io-uring"]);
+    let f = fs::File::create(m.path("f")).unwrap();
+    std::io::Write::write_all(&mut &f, b"survives").unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    m.kill_only();
+    // A dead ring mount answers ECONNABORTED (the kernel aborts the
+    // connection when the rings go away), a dead /dev/fuse one ENOTCONN.
+    let e = fs::metadata(&m.mnt).unwrap_err().raw_os_error();
+    let want = if uring_enabled() {
+        libc::ECONNABORTED
+    } else {
+        libc::ENOTCONN
+    };
+    assert_eq!(e, Some(want));
+    let out = std::process::Command::new(common::bin())
+        .arg("mount")
+        .arg(&m.backing)
+        .arg(&m.mnt)
+        .arg("--io-uring")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("stale"), "{err}");
+    // The stale mount is still there: detach it, as --force would.
+    m.clear_stale();
+    m.mount();
+    assert_eq!(fs::read(m.path("f")).unwrap(), b"survives");
+    m.unmount();
+    m.assert_consistent();
 }

@@ -86,8 +86,15 @@ impl KeepAwake {
     }
 
     /// A request arrived (called on every request; two atomics when busy).
+    /// Requests on FUSE-over-io_uring queue threads do not count: each
+    /// such thread is pinned to its caller's CPU, so there is no hand-off
+    /// to another CPU to speed up, and a spinner would only take the CPU
+    /// the writer and the database threads need.
     #[inline]
     pub fn ping(&self) {
+        if super::on_ring_thread() {
+            return;
+        }
         self.last.store(self.now(), Ordering::Relaxed);
         // SAFETY: sched_getcpu has no preconditions (vDSO, no syscall).
         let cpu = unsafe { libc::sched_getcpu() };

@@ -245,6 +245,20 @@ impl FuseFs {
     }
 }
 
+thread_local! {
+    /// This thread serves a FUSE-over-io_uring queue (the vendored fuser
+    /// names them `fuser-ring-CPU`).
+    static ON_RING: bool = std::thread::current()
+        .name()
+        .is_some_and(|n| n.starts_with("fuser-ring-"));
+}
+
+/// The request being served came over a FUSE-over-io_uring queue, on a
+/// thread pinned to its caller's CPU.
+fn on_ring_thread() -> bool {
+    ON_RING.with(|r| *r)
+}
+
 impl Shared {
     /// Count and time a request (see `opstats`); note it for `awake`.
     #[inline]
@@ -253,6 +267,15 @@ impl Shared {
             a.ping();
         }
         self.fs.ops().time_at(op)
+    }
+
+    fn release_now(&self, fh: u64, reply: ReplyEmpty) {
+        let _t = self.timed(const { opstats::op_index("release") });
+        let _s = debug_span!("release", fh).entered();
+        let backing = self.backing_by_fh.lock().remove(&fh);
+        let r = self.fs.release(fh);
+        drop(backing);
+        empty(reply, r)
     }
 
     /// The cell the session's notifier goes into once mounted.
@@ -860,13 +883,10 @@ impl Filesystem for FuseFs {
     ) {
         // On the request thread: a last close costs a few microseconds
         // (hashing at close stops at 1 MiB, see `checksum`), less than a
-        // hand-off to a helper.
-        let _t = self.timed(const { opstats::op_index("release") });
-        let _s = debug_span!("release", fh = fh.0).entered();
-        let backing = self.backing_by_fh.lock().remove(&fh.0);
-        let r = self.fs.release(fh.0);
-        drop(backing);
-        empty(reply, r)
+        // hand-off to a helper. (Also over the ring, where it runs on the
+        // caller's CPU: handed to a helper, creates took 120-170 µs
+        // instead of 100-113.)
+        self.release_now(fh.0, reply);
     }
 
     fn fsync(

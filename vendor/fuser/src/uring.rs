@@ -480,7 +480,15 @@ pub(crate) fn run_queue<FS: Filesystem>(
                 info!("FUSE over io_uring: queue {qid} serving requests");
                 first = false;
             }
-            serve_entry(&queue, idx, &mut reqbuf, &dev, &event_loop);
+            // A panicking handler must not end this thread: nothing else
+            // reads this CPU's completions, so every later request of the
+            // CPU would hang. The reply dropped while unwinding answers EIO.
+            let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                serve_entry(&queue, idx, &mut reqbuf, &dev, &event_loop)
+            }));
+            if served.is_err() {
+                error!("io_uring queue {qid}: a request handler panicked; answered EIO");
+            }
         }
         if dead >= depth {
             info!(

@@ -22,6 +22,9 @@
 
 #![warn(missing_debug_implementations)]
 #![allow(missing_docs)]
+// artfs: upstream keeps the whole ABI; its unused structs only warn
+// here because a path dependency has no --cap-lints.
+#![allow(dead_code)]
 
 use num_enum::TryFromPrimitive;
 use zerocopy::FromBytes;
