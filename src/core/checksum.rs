@@ -29,7 +29,7 @@ impl Fs {
     /// Hash an object's current content; also returns the version hashed.
     pub(crate) fn hash_object(&self, ino: u64) -> Result<(String, Version)> {
         match std::fs::File::open(self.objects.path(ino)) {
-            Ok(f) => hash_file(&f),
+            Ok(f) => Ok(hash_file(&f, u64::MAX)?.expect("no size limit")),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Ok((hex::encode(Sha256::new().finalize()), (0, 0)))
             }
@@ -79,16 +79,25 @@ impl Fs {
 }
 
 /// Hash an open object from its start (positioned reads: the descriptor
-/// may be shared); also returns the version hashed.
-pub(crate) fn hash_file(file: &std::fs::File) -> Result<(String, Version)> {
+/// may be shared) if it holds at most `max` bytes; also returns the
+/// version hashed. The version is the object's before the reads: callers
+/// compare it with a stat taken after them, under the mutation lock, so a
+/// change made while reading is caught there (one stat less per close).
+pub(crate) fn hash_file(file: &std::fs::File, max: u64) -> Result<Option<(String, Version)>> {
     use std::os::unix::fs::FileExt;
-    let mut hasher = Sha256::new();
     let before = file.metadata()?;
+    let len = before.len();
+    if len > max {
+        return Ok(None);
+    }
+    let mut hasher = Sha256::new();
     // Sized to the file: most are small, and a fresh 1 MiB buffer costs
     // page faults and zeroing on every call.
-    let mut buf = vec![0u8; before.len().clamp(4096, 1 << 20) as usize];
+    let mut buf = vec![0u8; len.clamp(4096, 1 << 20) as usize];
     let mut at = 0u64;
-    loop {
+    // Up to the size seen: a file that grows meanwhile fails the
+    // caller's version check anyway, so no read to find the end.
+    while at < len {
         let n = file.read_at(&mut buf, at)?;
         if n == 0 {
             break;
@@ -96,18 +105,8 @@ pub(crate) fn hash_file(file: &std::fs::File) -> Result<(String, Version)> {
         hasher.update(&buf[..n]);
         at += n as u64;
     }
-    let after = file.metadata()?;
-    let v = (
-        after.len(),
-        after.mtime() * 1_000_000_000 + after.mtime_nsec(),
-    );
-    let v0 = (
-        before.len(),
-        before.mtime() * 1_000_000_000 + before.mtime_nsec(),
-    );
-    // Changed while reading: report a version that matches nothing.
-    let v = if v == v0 { v } else { (u64::MAX, i64::MIN) };
-    Ok((hex::encode(hasher.finalize()), v))
+    let v = (len, before.mtime() * 1_000_000_000 + before.mtime_nsec());
+    Ok(Some((hex::encode(hasher.finalize()), v)))
 }
 
 /// The background hasher: hashes files whose last writer closed, one at a

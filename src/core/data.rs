@@ -106,7 +106,7 @@ impl Fs {
         writable: bool,
         attrs_changed: bool,
         intent: Option<uuid::Uuid>,
-        object: Option<File>,
+        object: Option<super::objpool::Made>,
     ) -> Result<Arc<Handle>> {
         let file = {
             let mut open = self.open.lock();
@@ -116,12 +116,17 @@ impl Fs {
                 o.intents.extend(intent);
                 o.file.clone()
             } else {
+                // A new file's object comes with its mtime; an existing
+                // one is asked.
                 let opened = match object {
-                    Some(f) => Ok(f),
-                    None => self.objects.open_rw(ino),
+                    Some(m) => Ok((m.file, m.mtime)),
+                    None => self.objects.open_rw(ino).and_then(|f| {
+                        let m = f.metadata()?;
+                        Ok((f, mtime_of(&m)))
+                    }),
                 };
-                let file = match opened {
-                    Ok(f) => Arc::new(f),
+                let (file, base_mtime) = match opened {
+                    Ok((f, mtime)) => (Arc::new(f), mtime),
                     Err(e) => {
                         drop(open);
                         let e = Error::from(e);
@@ -131,7 +136,6 @@ impl Fs {
                         return Err(e);
                     }
                 };
-                let base_mtime = mtime_of(&file.metadata()?);
                 open.insert(
                     ino,
                     OpenInode {
@@ -492,9 +496,7 @@ impl Fs {
         if !settle.is_empty() {
             let file = self.open.lock().get(&ino).map(|o| o.file.clone());
             if let Some(f) = file {
-                if f.metadata()?.len() <= super::checksum::HASH_AT_CLOSE_MAX {
-                    hash = Some(super::checksum::hash_file(&f)?);
-                }
+                hash = super::checksum::hash_file(&f, super::checksum::HASH_AT_CLOSE_MAX)?;
             }
         }
         let mut queue = false;

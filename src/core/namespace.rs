@@ -116,7 +116,7 @@ impl Fs {
         mode: u32,
         umask: u32,
         open_after: bool,
-    ) -> Result<(Attr, uuid::Uuid, Option<std::fs::File>)> {
+    ) -> Result<(Attr, uuid::Uuid, Option<super::objpool::Made>)> {
         check_name(name)?;
         check_not_trash(parent, name)?;
         self.allow(Change::Create)?;
@@ -172,8 +172,9 @@ impl Fs {
             };
             let new = match (kind, open_after) {
                 (Kind::File, true) => match self.pool.take() {
-                    Some((ino, object)) => {
-                        pooled = Some((ino, object));
+                    Some(made) => {
+                        let ino = made.ino;
+                        pooled = Some(made);
                         tx.insert_at(new, ino)
                     }
                     None => tx.insert(new)?,
@@ -223,7 +224,7 @@ impl Fs {
                 return Err(e);
             }
         };
-        Ok((self.attr_of(inode)?, id, pooled.map(|(_, f)| f)))
+        Ok((self.attr_of(inode)?, id, pooled))
     }
 
     pub fn unlink(&self, caller: &Caller, parent: u64, name: &[u8]) -> Result<()> {

@@ -20,11 +20,13 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
+use super::types::Timestamp;
 use super::Fs;
 
 /// Refill when fewer objects than this are ready...
@@ -32,10 +34,19 @@ const LOW: usize = 32;
 /// ...up to this many.
 const HIGH: usize = 96;
 
+/// An object made ahead of need: its inode number, the object open
+/// read-write, and its mtime (the base later writes are told apart from,
+/// read here so a create needs no stat).
+pub(crate) struct Made {
+    pub ino: u64,
+    pub file: File,
+    pub mtime: Timestamp,
+}
+
 #[derive(Default)]
 struct State {
     /// Ready objects, by inode number, oldest first.
-    ready: VecDeque<(u64, File)>,
+    ready: VecDeque<Made>,
     /// A number taken whose object is being made.
     making: Option<u64>,
     /// Files are being created: keep objects ready (not before the first
@@ -56,7 +67,7 @@ impl ObjectPool {
     /// Take a ready object: its inode number and the object open
     /// read-write. Call under the mutation lock, and stage the inode before
     /// releasing it (see [`ObjectPool::lowest`]).
-    pub(crate) fn take(&self) -> Option<(u64, File)> {
+    pub(crate) fn take(&self) -> Option<Made> {
         let mut s = self.state.lock();
         let f = s.ready.pop_front();
         if s.ready.len() < LOW {
@@ -67,7 +78,7 @@ impl ObjectPool {
     }
 
     /// Give back an object taken by a create that failed.
-    pub(crate) fn put_back(&self, object: (u64, File)) {
+    pub(crate) fn put_back(&self, object: Made) {
         self.state.lock().ready.push_front(object);
     }
 
@@ -78,7 +89,7 @@ impl ObjectPool {
     /// staged or was never used.
     pub(crate) fn lowest(&self) -> Option<u64> {
         let s = self.state.lock();
-        s.ready.iter().map(|(i, _)| *i).chain(s.making).min()
+        s.ready.iter().map(|m| m.ino).chain(s.making).min()
     }
 
     /// Stop the refill thread and remove the unused objects (at unmount).
@@ -91,7 +102,7 @@ impl ObjectPool {
         while s.making.is_some() {
             self.made.wait(&mut s);
         }
-        for (ino, _) in s.ready.drain(..) {
+        for Made { ino, .. } in s.ready.drain(..) {
             if let Err(e) = fs.objects.remove(ino) {
                 tracing::warn!(ino, error = %e, "could not remove an unused object");
             }
@@ -149,12 +160,25 @@ fn run(pool: &Arc<ObjectPool>, fs: &Weak<Fs>) {
                 s.making = Some(ino);
                 ino
             };
-            let made = fs.objects.create_new(ino);
+            let made = fs
+                .objects
+                .create_new(ino)
+                .and_then(|file| match file.metadata() {
+                    Ok(m) => Ok(Made {
+                        ino,
+                        file,
+                        mtime: Timestamp(m.mtime() * 1_000_000_000 + m.mtime_nsec()),
+                    }),
+                    Err(e) => {
+                        let _ = fs.objects.remove(ino);
+                        Err(e)
+                    }
+                });
             let failed = made.is_err();
             let mut s = pool.state.lock();
             let stopped = s.stop;
             match made {
-                Ok(f) if !stopped => s.ready.push_back((ino, f)),
+                Ok(m) if !stopped => s.ready.push_back(m),
                 // Removed before `stop` may return (it waits for `making`).
                 Ok(_) => {
                     let _ = fs.objects.remove(ino);
