@@ -57,8 +57,15 @@ pub fn check_mountpoint(path: &Path, force: bool) -> anyhow::Result<PathBuf> {
     match std::fs::metadata(path) {
         // A dead FUSE-over-io_uring mount answers ECONNABORTED rather than
         // ENOTCONN: the kernel aborts the connection when the daemon's rings
-        // go away (seen on 6.18 after kill -9 of `artfs mount --io-uring`).
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)) => {
+        // go away (seen on 6.18 after kill -9 of `artfs mount --io-uring`);
+        // until the rings are torn down, a request put on a queue whose
+        // thread is dead ends with ECANCELED.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOTCONN | libc::ECONNABORTED | libc::ECANCELED)
+            ) =>
+        {
             if !force {
                 bail!(
                     "mount point {} is a stale FUSE mount (transport endpoint is not connected), \
@@ -129,6 +136,11 @@ pub fn serve(fs: Arc<Fs>, mountpoint: &Path, opts: &MountOptions) -> anyhow::Res
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
 
+    // Catch the signals before the mount appears: a SIGUSR1 or SIGTERM
+    // sent as soon as it does (tests do) would otherwise find the default
+    // action, which ends the process. They are acted on once mounted.
+    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+    let signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1])?;
     let adapter = FuseFs::new(fs.clone())
         .with_ttl(opts.ttl)
         .with_keep_awake(opts.keep_awake)?
@@ -144,6 +156,7 @@ pub fn serve(fs: Arc<Fs>, mountpoint: &Path, opts: &MountOptions) -> anyhow::Res
 
     let detached = Arc::new(std::sync::atomic::AtomicBool::new(false));
     spawn_signal_handler(
+        signals,
         mountpoint.clone(),
         fs.backing().join(".artfs/failpoints"),
         detached.clone(),
@@ -172,12 +185,12 @@ pub fn serve(fs: Arc<Fs>, mountpoint: &Path, opts: &MountOptions) -> anyhow::Res
 /// once the last user lets go. SIGUSR1 arms crash points from
 /// `failpoints_file` (test builds; see `crate::failpoints`).
 fn spawn_signal_handler(
+    mut signals: signal_hook::iterator::Signals,
     mountpoint: PathBuf,
     failpoints_file: PathBuf,
     detached: Arc<std::sync::atomic::AtomicBool>,
 ) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1])?;
+    use signal_hook::consts::SIGUSR1;
     std::thread::Builder::new()
         .name("artfs-signals".into())
         .spawn(move || {
