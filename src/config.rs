@@ -97,7 +97,7 @@ impl Default for MountConfig {
             keep_awake_us: 1000,
             cache_entries: 100_000,
             force: false,
-            io_uring: false,
+            io_uring: true,
         }
     }
 }

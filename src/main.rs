@@ -223,9 +223,10 @@ struct MountArgs {
           value_parser = artfs::config::parse_bool)]
     force: Option<bool>,
     /// Serve requests over FUSE-over-io_uring (one queue per CPU, each
-    /// request answered on its caller's CPU) when the kernel offers it;
-    /// needs /sys/module/fuse/parameters/enable_uring set to Y by the
-    /// administrator, else the mount stays on /dev/fuse [default: false].
+    /// request answered on its caller's CPU) when the kernel offers it,
+    /// which it does once the administrator sets
+    /// /sys/module/fuse/parameters/enable_uring to Y; otherwise, or with
+    /// --io-uring=false, over /dev/fuse [default: true].
     #[arg(long, env = "ARTFS_IO_URING", value_name = "BOOL", num_args = 0..=1,
           require_equals = true, default_missing_value = "true",
           value_parser = artfs::config::parse_bool)]

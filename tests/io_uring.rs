@@ -1,11 +1,12 @@
-//! `--io-uring`: requests served over FUSE-over-io_uring (docs/IO_URING.md).
+//! FUSE over io_uring (docs/IO_URING.md): used by default where the
+//! kernel offers it, `--io-uring=false` to stay on /dev/fuse.
 //!
 //! The kernel offers it only when /sys/module/fuse/parameters/enable_uring
 //! is Y (N by default). This binary turns it on for its run when it can
 //! (root) and puts the old value back after, so the ring is exercised on
-//! CI; cargo runs test binaries one at a time, and other binaries never
-//! pass --io-uring. Where it cannot, only the /dev/fuse fallback is
-//! checked. All cases run in one test, in order, so the guard that
+//! CI; cargo runs test binaries one at a time, so the others run with it
+//! at N (its default) and over /dev/fuse. Where it cannot, only the
+//! /dev/fuse fallback is checked. All cases run in one test, in order, so the guard that
 //! restores the parameter outlives them all, even on failure.
 
 mod common;
@@ -84,6 +85,7 @@ fn exercise(m: &common::Mount) {
 fn io_uring() {
     let _on = EnableUring::new();
     mount_serves_and_unmounts();
+    io_uring_false_stays_on_dev_fuse();
     concurrent_callers();
     setup_failure_falls_back_to_dev_fuse();
     kill_9_leaves_a_stale_mount_that_force_recovers();
@@ -92,7 +94,8 @@ fn io_uring() {
 fn mount_serves_and_unmounts() {
     // --capacity: writes go through the daemon (no passthrough), so WRITE
     // and READ requests (answered from helper threads) cross the ring too.
-    for args in [&["--io-uring"][..], &["--io-uring", "--capacity", "1G"][..]] {
+    // (The ring is used by default where the kernel offers it.)
+    for args in [&[][..], &["--io-uring", "--capacity", "1G"][..]] {
         let mut m = common::Mount::with_args(args);
         // The ring threads start once the session runs, a moment after the
         // mount appears; touching the mount waits for INIT.
@@ -122,6 +125,15 @@ fn mount_serves_and_unmounts() {
         assert_eq!(fs::metadata(m.path("kept")).unwrap().ino(), ino);
         m.unmount();
     }
+}
+
+fn io_uring_false_stays_on_dev_fuse() {
+    let m = common::Mount::with_args(&["--io-uring=false"]);
+    fs::write(m.path("x"), b"over /dev/fuse").unwrap();
+    assert_eq!(fs::read(m.path("x")).unwrap(), b"over /dev/fuse");
+    assert!(!threads(m.pid().unwrap())
+        .iter()
+        .any(|t| t.starts_with("fuser-ring-")));
 }
 
 fn concurrent_callers() {

@@ -511,9 +511,10 @@ impl Filesystem for FuseFs {
             {
                 tracing::info!("FUSE over io_uring requested");
             } else {
-                tracing::warn!(
-                    "--io-uring: the kernel does not offer FUSE over io_uring \
-                     (is /sys/module/fuse/parameters/enable_uring Y?); serving over /dev/fuse"
+                // The usual case: the kernel's enable_uring is N by default.
+                tracing::info!(
+                    "serving over /dev/fuse: the kernel does not offer FUSE over io_uring \
+                     (/sys/module/fuse/parameters/enable_uring is not Y)"
                 );
             }
         }

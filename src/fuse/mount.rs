@@ -35,6 +35,7 @@ pub struct MountOptions {
     /// on its caller's CPU. The kernel offers it only when
     /// /sys/module/fuse/parameters/enable_uring is Y; otherwise, or if
     /// registering the queues fails, the mount is served over /dev/fuse.
+    /// On by default: setting that parameter is the administrator's choice.
     pub io_uring: bool,
 }
 
@@ -46,7 +47,7 @@ impl Default for MountOptions {
             force: false,
             ttl: super::DEFAULT_TTL,
             keep_awake: super::DEFAULT_KEEP_AWAKE,
-            io_uring: false,
+            io_uring: true,
         }
     }
 }
