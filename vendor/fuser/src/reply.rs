@@ -14,6 +14,7 @@ use std::time::Duration;
 #[cfg(target_os = "macos")]
 use std::time::SystemTime;
 
+use log::debug;
 use log::error;
 use log::warn;
 
@@ -143,7 +144,18 @@ impl ReplyRaw {
         let sender = self.sender.take().unwrap();
         let res = response.with_iovec(self.unique, |iov| sender.send(iov));
         if let Err(err) = res {
-            error!("Failed to send FUSE reply: {err}");
+            // artfs: a request the kernel no longer waits for (interrupted,
+            // ENOENT) or a connection that ended (unmount, abort) is no
+            // error of the daemon's: log those quietly.
+            match err.raw_os_error() {
+                Some(libc::ENOENT) => {
+                    debug!("FUSE reply to a request no longer pending (interrupted): {err}")
+                }
+                Some(libc::ENODEV | libc::ENOTCONN | libc::ECONNABORTED) => {
+                    debug!("FUSE reply after the connection ended: {err}")
+                }
+                _ => error!("Failed to send FUSE reply: {err}"),
+            }
         }
     }
     pub(crate) fn send_ll(mut self, response: &impl Response) {
