@@ -115,8 +115,14 @@ impl UmountOnDrop {
 
 impl Drop for UmountOnDrop {
     fn drop(&mut self) {
-        if let Err(e) = self.umount() {
-            warn!("Failed to umount filesystem: {}", e);
+        match self.umount() {
+            Ok(()) => {}
+            // artfs: EINVAL is "not mounted": already unmounted from outside
+            // (fusermount3 -u, umount), the usual end of a session.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                debug!("filesystem already unmounted: {}", e)
+            }
+            Err(e) => warn!("Failed to umount filesystem: {}", e),
         }
     }
 }
