@@ -89,6 +89,7 @@ fn io_uring() {
     concurrent_callers();
     setup_failure_falls_back_to_dev_fuse();
     kill_9_leaves_a_stale_mount_that_force_recovers();
+    unmount_while_a_helper_holds_a_ring_entry();
 }
 
 fn mount_serves_and_unmounts() {
@@ -204,6 +205,32 @@ fn kill_9_leaves_a_stale_mount_that_force_recovers() {
     m.clear_stale();
     m.mount();
     assert_eq!(fs::read(m.path("f")).unwrap(), b"survives");
+    m.unmount();
+    m.assert_consistent();
+}
+
+/// A request answered from a helper thread holds its ring entry until the
+/// reply; an unmount meanwhile (lazy: the mount is busy) must neither hang
+/// nor lose the request's work.
+fn unmount_while_a_helper_holds_a_ring_entry() {
+    use std::io::Write;
+    let mut m = common::Mount::new();
+    fs::write(m.path("f"), b"before,").unwrap();
+    // Opening for writing waits for a durable intent, on a helper thread:
+    // every commit now takes a second.
+    m.arm(&["writer::before_commit=sleep(1000)"]);
+    let p = m.path("f");
+    let writer = std::thread::spawn(move || {
+        let mut f = fs::OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(b"after").unwrap();
+        f.sync_all().unwrap();
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Waits (at most 20 s) for the daemon to exit 0.
+    m.unmount();
+    writer.join().unwrap();
+    m.mount();
+    assert_eq!(fs::read(m.path("f")).unwrap(), b"before,after");
     m.unmount();
     m.assert_consistent();
 }
