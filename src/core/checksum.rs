@@ -9,7 +9,7 @@
 //! demand. A hash is recorded only if the content did not change while it
 //! was computed.
 
-use std::os::unix::fs::MetadataExt;
+use super::types::Timestamp;
 use std::sync::mpsc;
 use std::sync::{Arc, Weak};
 
@@ -66,7 +66,7 @@ impl Fs {
                 return Ok(());
             }
             let now = match self.objects.stat(ino)? {
-                Some(m) => (m.len(), m.mtime() * 1_000_000_000 + m.mtime_nsec()),
+                Some(m) => (m.len(), Timestamp::mtime_of(&m).0),
                 None => (0, 0),
             };
             if now != version || i.size != version.0 {
@@ -105,7 +105,7 @@ pub(crate) fn hash_file(file: &std::fs::File, max: u64) -> Result<Option<(String
         hasher.update(&buf[..n]);
         at += n as u64;
     }
-    let v = (len, before.mtime() * 1_000_000_000 + before.mtime_nsec());
+    let v = (len, Timestamp::mtime_of(&before).0);
     Ok(Some((hex::encode(hasher.finalize()), v)))
 }
 

@@ -28,14 +28,6 @@ pub struct Handle {
     pub attrs_changed: bool,
 }
 
-fn mtime_of(m: &std::fs::Metadata) -> Timestamp {
-    Timestamp(m.mtime() * 1_000_000_000 + m.mtime_nsec())
-}
-
-fn ctime_of(m: &std::fs::Metadata) -> Timestamp {
-    Timestamp(m.ctime() * 1_000_000_000 + m.ctime_nsec())
-}
-
 impl Fs {
     pub fn open(&self, caller: &Caller, ino: u64, flags: i32) -> Result<Arc<Handle>> {
         let inode = self.inode(ino)?;
@@ -122,7 +114,7 @@ impl Fs {
                     Some(m) => Ok((m.file, m.mtime)),
                     None => self.objects.open_rw(ino).and_then(|f| {
                         let m = f.metadata()?;
-                        Ok((f, mtime_of(&m)))
+                        Ok((f, Timestamp::mtime_of(&m)))
                     }),
                 };
                 let (file, base_mtime) = match opened {
@@ -458,10 +450,10 @@ impl Fs {
         let m = file.metadata()?;
         let mut inode = inode.clone();
         inode.size = m.len();
-        let mtime = mtime_of(&m);
+        let mtime = Timestamp::mtime_of(&m);
         if mtime != base {
             inode.mtime = mtime;
-            inode.ctime = inode.ctime.max(ctime_of(&m));
+            inode.ctime = inode.ctime.max(Timestamp::ctime_of(&m));
         }
         Ok(Some(Attr {
             inode,
@@ -565,7 +557,7 @@ impl Fs {
     pub(crate) fn rebase_open(&self, ino: u64) {
         if let Some(o) = self.open.lock().get_mut(&ino) {
             if let Ok(m) = o.file.metadata() {
-                o.base_mtime = mtime_of(&m);
+                o.base_mtime = Timestamp::mtime_of(&m);
             }
         }
     }

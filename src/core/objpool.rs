@@ -20,7 +20,6 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -167,7 +166,7 @@ fn run(pool: &Arc<ObjectPool>, fs: &Weak<Fs>) {
                     Ok(m) => Ok(Made {
                         ino,
                         file,
-                        mtime: Timestamp(m.mtime() * 1_000_000_000 + m.mtime_nsec()),
+                        mtime: Timestamp::mtime_of(&m),
                     }),
                     Err(e) => {
                         let _ = fs.objects.remove(ino);

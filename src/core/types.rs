@@ -76,6 +76,18 @@ impl Timestamp {
         }
     }
 
+    /// The modification time of a file as the backing filesystem has it.
+    pub fn mtime_of(m: &std::fs::Metadata) -> Timestamp {
+        use std::os::unix::fs::MetadataExt;
+        Timestamp(m.mtime() * 1_000_000_000 + m.mtime_nsec())
+    }
+
+    /// The change time of a file as the backing filesystem has it.
+    pub fn ctime_of(m: &std::fs::Metadata) -> Timestamp {
+        use std::os::unix::fs::MetadataExt;
+        Timestamp(m.ctime() * 1_000_000_000 + m.ctime_nsec())
+    }
+
     pub fn to_system(self) -> SystemTime {
         if self.0 >= 0 {
             UNIX_EPOCH + Duration::from_nanos(self.0 as u64)

@@ -7,8 +7,6 @@
 //! idempotent). What each operation type means here is tabled in
 //! docs/ARCHITECTURE.md.
 
-use std::os::unix::fs::MetadataExt;
-
 use serde_json::Value;
 
 use super::{Op, Record, Status, Update};
@@ -119,11 +117,7 @@ fn settle(
             }
             // The object is the truth for content: the metadata follows it.
             let (size, mtime, ctime) = match objects.stat(ino)? {
-                Some(m) => (
-                    m.len(),
-                    Timestamp(m.mtime() * 1_000_000_000 + m.mtime_nsec()),
-                    Timestamp(m.ctime() * 1_000_000_000 + m.ctime_nsec()),
-                ),
+                Some(m) => (m.len(), Timestamp::mtime_of(&m), Timestamp::ctime_of(&m)),
                 None => (0, inode.mtime, inode.ctime),
             };
             let before = inode.size;
