@@ -214,19 +214,36 @@ fn kill_9_leaves_a_stale_mount_that_force_recovers() {
 /// nor lose the request's work.
 fn unmount_while_a_helper_holds_a_ring_entry() {
     use std::io::Write;
+    use std::os::fd::{AsRawFd, FromRawFd};
     let mut m = common::Mount::new();
     fs::write(m.path("f"), b"before,").unwrap();
     // Opening for writing waits for a durable intent, on a helper thread:
     // every commit now takes a second.
     m.arm(&["writer::before_commit=sleep(1000)"]);
-    let p = m.path("f");
+    // The directory descriptor keeps the mount busy, so the unmount is
+    // lazy whatever the timing, and the file is reached through it after.
+    let dir = fs::File::open(&m.mnt).unwrap();
+    let (opening, opened) = std::sync::mpsc::channel();
     let writer = std::thread::spawn(move || {
-        let mut f = fs::OpenOptions::new().append(true).open(&p).unwrap();
+        opening.send(()).unwrap();
+        // SAFETY: a valid directory descriptor and a NUL-terminated name.
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                c"f".as_ptr(),
+                libc::O_WRONLY | libc::O_APPEND,
+            )
+        };
+        assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+        // SAFETY: a descriptor just opened, owned from here on.
+        let mut f = unsafe { fs::File::from_raw_fd(fd) };
         f.write_all(b"after").unwrap();
         f.sync_all().unwrap();
     });
+    opened.recv().unwrap();
+    // Let the open reach its helper thread, then unmount; this waits (at
+    // most 20 s) for the daemon to exit 0, once the writer is done.
     std::thread::sleep(std::time::Duration::from_millis(300));
-    // Waits (at most 20 s) for the daemon to exit 0.
     m.unmount();
     writer.join().unwrap();
     m.mount();
