@@ -474,12 +474,7 @@ fn closes_queued_when_the_unmount_comes_are_done_by_the_daemon() {
     m.assert_consistent();
     m.mount();
     assert_eq!(fs::read(m.path("written")).unwrap(), b"recorded at unmount");
-    let mut names: Vec<_> = fs::read_dir(&m.mnt)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["first", "written"]);
+    assert_eq!(common::names(&m.mnt), ["first", "written"]);
 }
 
 /// Everything observable about a tree, keyed by relative path.

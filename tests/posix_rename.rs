@@ -181,15 +181,7 @@ fn rename_replaces_a_file_atomically() {
     assert_eq!(nlink(&m.mnt), root_links - 1);
     assert_eq!(fs::read(m.path("d2/inner")).unwrap(), b"i");
     m.remount();
-    let names: Vec<_> = {
-        let mut v: Vec<_> = fs::read_dir(&m.mnt)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        v.sort();
-        v
-    };
-    assert_eq!(names, ["d2", "old"]);
+    assert_eq!(common::names(&m.mnt), ["d2", "old"]);
     assert_eq!(fs::read(m.path("old")).unwrap(), b"new content");
     assert_eq!(ino(&m.path("old")), new_ino);
     assert_eq!(nlink(&m.mnt), root_links - 1);

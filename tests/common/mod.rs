@@ -331,6 +331,16 @@ pub fn removex(p: &Path, name: &str) -> std::io::Result<()> {
     last_os_error(rc as isize)
 }
 
+/// The names in directory `dir`, sorted.
+pub fn names(dir: &Path) -> Vec<std::ffi::OsString> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    v.sort();
+    v
+}
+
 /// llistxattr(2): the names.
 pub fn listx(p: &Path) -> Vec<String> {
     let mut v = vec![0u8; 65536];
