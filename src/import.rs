@@ -187,6 +187,7 @@ fn import_all(fs: &Fs, src: &Path, opts: &ImportOptions) -> anyhow::Result<Repor
         pid: 0,
         subject: None,
         groups: None,
+        grants: None,
     };
     let dest = opts.dest.trim_matches('/').to_string();
     fs.mkdir_p(&caller, dest.as_bytes())

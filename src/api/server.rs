@@ -83,6 +83,7 @@ pub fn start(
         pid: 0,
         subject: None,
         groups: Some(supplementary_groups(uid, gid).into()),
+        grants: None,
     };
     let tls = match &cfg.tls {
         Some((cert, key)) => {

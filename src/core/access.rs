@@ -131,6 +131,7 @@ mod tests {
             pid: 0,
             subject: None,
             groups: None,
+            grants: None,
         }
     }
 

@@ -245,6 +245,21 @@ pub struct Caller {
     /// Supplementary groups, when known up front (the HTTP API's
     /// identity); `None`: read from /proc for the calling process.
     pub groups: Option<std::sync::Arc<[u32]>>,
+    /// Archive acts no permission bit governs, granted by an HTTP token's
+    /// role and scope; `None` for a local process (a FUSE request, an
+    /// offline command), whose uid decides instead.
+    pub grants: Option<Grants>,
+}
+
+/// What an HTTP caller's role and scope allow beyond its POSIX identity.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// Set or extend a retention lock (`user.artstore.retention_until`).
+    pub retain: bool,
+    /// Schedule a removal (`user.artstore.expires_at`, `default_ttl`).
+    pub expire: bool,
+    /// See and use `/.trash`.
+    pub trash: bool,
 }
 
 impl Caller {
@@ -255,6 +270,7 @@ impl Caller {
             pid: 0,
             subject: None,
             groups: None,
+            grants: None,
         }
     }
 

@@ -114,6 +114,7 @@ fn caller(req: &Request) -> Caller {
         pid: req.pid(),
         subject: None,
         groups: None,
+        grants: None,
     }
 }
 
