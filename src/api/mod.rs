@@ -68,10 +68,11 @@ pub type AppState = Arc<Inner>;
 
 impl Inner {
     /// The identity a request acts as: the configured uid/gid, with the
-    /// token's subject for the log.
+    /// token's subject for the log and the archive acts its role grants.
     pub fn caller_for(&self, who: &crate::auth::Principal) -> Caller {
         let mut c = self.caller.clone();
         c.subject = Some(who.sub.clone());
+        c.grants = Some(grants_of(who));
         c
     }
 
@@ -89,6 +90,24 @@ impl Inner {
         if let Some(inv) = self.fs.invalidator() {
             inv.inode(ino);
         }
+    }
+}
+
+/// The archive acts a token may do beyond POSIX (docs/AUTH.md): a
+/// retention lock takes operator or admin (and `storage:admin` when the
+/// token is scoped); an expiry is a deferred delete and the trash holds
+/// deleted files, so both take what deleting takes.
+pub fn grants_of(who: &crate::auth::Principal) -> crate::core::types::Grants {
+    use crate::auth::{Action, Role, Scope};
+    let retain = matches!(who.role, Some(Role::Operator | Role::Admin))
+        && who
+            .scopes
+            .as_ref()
+            .is_none_or(|s| s.contains(&Scope::StorageAdmin));
+    crate::core::types::Grants {
+        retain,
+        expire: who.allows(Action::Delete),
+        trash: who.allows(Action::Delete),
     }
 }
 
