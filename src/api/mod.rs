@@ -163,6 +163,7 @@ pub fn router(state: AppState) -> Router {
             metrics::track,
         ))
         .fallback(health::no_route)
+        .layer(middleware::map_response(error::json_errors))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             state.limits.max_in_flight.max(1),
         ))
