@@ -259,7 +259,11 @@ fn ids_and_search_obey_the_directory_walk() {
         }
     }
     let r = api
-        .req(reqwest::Method::PATCH, &format!("/api/v1/files/{hidden}"), &api.user)
+        .req(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/files/{hidden}"),
+            &api.user,
+        )
         .json(&json!({"description": "changed"}))
         .send()
         .unwrap();
@@ -269,7 +273,11 @@ fn ids_and_search_obey_the_directory_walk() {
         b"payroll secret"
     );
     let r = api
-        .req(reqwest::Method::DELETE, &format!("/api/v1/files/{hidden}"), &api.admin)
+        .req(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/files/{hidden}"),
+            &api.admin,
+        )
         .send()
         .unwrap();
     assert_error(r, 404, "not_found");
@@ -293,7 +301,11 @@ fn ids_and_search_obey_the_directory_walk() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().unwrap().as_ref(), b"public summary");
     let r = api
-        .req(reqwest::Method::PATCH, &format!("/api/v1/files/{shown}"), &api.user)
+        .req(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/files/{shown}"),
+            &api.user,
+        )
         .json(&json!({"description": "payroll public v2"}))
         .send()
         .unwrap();
@@ -354,7 +366,11 @@ fn a_hard_link_elsewhere_makes_a_file_reachable() {
     );
     // DELETE by id removes the name the caller reaches (the alias).
     let r = api
-        .req(reqwest::Method::DELETE, &format!("/api/v1/files/{id}"), &api.operator)
+        .req(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/files/{id}"),
+            &api.operator,
+        )
         .send()
         .unwrap();
     assert_eq!(r.status(), 204);
@@ -434,7 +450,11 @@ fn the_trash_is_for_operators_and_admins() {
     describe(&m.path("d/gone.txt"), "vanishedword");
     let id = file_id(&m.path("d/gone.txt"));
     let r = api
-        .req(reqwest::Method::DELETE, "/api/v1/fs/d/gone.txt", &api.operator)
+        .req(
+            reqwest::Method::DELETE,
+            "/api/v1/fs/d/gone.txt",
+            &api.operator,
+        )
         .send()
         .unwrap();
     assert_eq!(r.status(), 204);
@@ -477,13 +497,21 @@ fn the_trash_is_for_operators_and_admins() {
         assert_error(api.get(&path, &api.user), 404, "not_found");
     }
     let r = api
-        .req(reqwest::Method::PUT, "/api/v1/fs/.trash/planted.txt", &api.user)
+        .req(
+            reqwest::Method::PUT,
+            "/api/v1/fs/.trash/planted.txt",
+            &api.user,
+        )
         .body("x")
         .send()
         .unwrap();
     assert_error(r, 404, "not_found");
     let r = api
-        .req(reqwest::Method::PATCH, &format!("/api/v1/files/{id}"), &api.user)
+        .req(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/files/{id}"),
+            &api.user,
+        )
         .json(&json!({"description": "x"}))
         .send()
         .unwrap();
@@ -635,7 +663,10 @@ fn if_match_is_strong_and_applies_to_get() {
             .unwrap()
     };
     let weak = format!("W/{etag}");
-    for path in ["/api/v1/fs/f.txt".to_string(), format!("/api/v1/files/{id}/download")] {
+    for path in [
+        "/api/v1/fs/f.txt".to_string(),
+        format!("/api/v1/files/{id}/download"),
+    ] {
         assert_eq!(get_if(&path, &etag).status(), 200);
         assert_eq!(get_if(&path, "*").status(), 200);
         assert_eq!(get_if(&path, &format!("\"x\", {etag}")).status(), 200);
@@ -696,7 +727,11 @@ fn extractor_errors_have_the_json_body() {
         415,
         "unsupported_media_type",
     );
-    assert_error(post_mode(&api.admin, None, r#"{"mode": "rw"}"#), 415, "unsupported_media_type");
+    assert_error(
+        post_mode(&api.admin, None, r#"{"mode": "rw"}"#),
+        415,
+        "unsupported_media_type",
+    );
     // Bad query strings.
     assert_error(api.get("/api/v1/search", &api.user), 400, "bad_request");
     assert_error(
@@ -730,7 +765,10 @@ fn the_mode_route_checks_the_role_before_the_body() {
             (Some("application/json"), "{not json"),
             (Some("text/plain"), "whatever"),
             (None, ""),
-            (Some("application/json"), r#"{"mode": "ro", "confirm": true}"#),
+            (
+                Some("application/json"),
+                r#"{"mode": "ro", "confirm": true}"#,
+            ),
         ] {
             let mut b = api
                 .req(reqwest::Method::POST, "/api/v1/mode", tok)
@@ -758,14 +796,15 @@ fn a_trailing_slash_on_a_file_is_an_error() {
     let api = Api::start(&[]);
     std::fs::create_dir(api.m.path("dir")).unwrap();
     std::fs::write(api.m.path("dir/file.txt"), b"content").unwrap();
-    for path in [
-        "/api/v1/fs/dir/file.txt/",
-        "/api/v1/meta/dir/file.txt/",
-    ] {
+    for path in ["/api/v1/fs/dir/file.txt/", "/api/v1/meta/dir/file.txt/"] {
         assert_error(api.get(path, &api.user), 400, "bad_request");
     }
     let r = api
-        .req(reqwest::Method::PATCH, "/api/v1/meta/dir/file.txt/", &api.user)
+        .req(
+            reqwest::Method::PATCH,
+            "/api/v1/meta/dir/file.txt/",
+            &api.user,
+        )
         .json(&json!({"description": "x"}))
         .send()
         .unwrap();
@@ -777,11 +816,18 @@ fn a_trailing_slash_on_a_file_is_an_error() {
         .unwrap();
     assert_error(r, 400, "bad_request");
     let r = api
-        .req(reqwest::Method::DELETE, "/api/v1/fs/dir/file.txt/", &api.operator)
+        .req(
+            reqwest::Method::DELETE,
+            "/api/v1/fs/dir/file.txt/",
+            &api.operator,
+        )
         .send()
         .unwrap();
     assert_error(r, 400, "bad_request");
-    assert_eq!(std::fs::read(api.m.path("dir/file.txt")).unwrap(), b"content");
+    assert_eq!(
+        std::fs::read(api.m.path("dir/file.txt")).unwrap(),
+        b"content"
+    );
     // Without the slash it is the file; a directory takes either form.
     let r = api.get("/api/v1/fs/dir/file.txt", &api.user);
     assert_eq!(r.bytes().unwrap().as_ref(), b"content");

@@ -45,7 +45,8 @@ pub async fn get(
     let caller = st.caller_for(&who);
     let meta = blocking(move || {
         let reach = by_id(&st.fs, &caller, &file_id)?;
-        st.fs.check_access(&caller, reach.attr.inode.ino, MAY_READ)?;
+        st.fs
+            .check_access(&caller, reach.attr.inode.ino, MAY_READ)?;
         file_meta(&st.fs, &reach.attr, None)
     })
     .await?;
