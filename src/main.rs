@@ -501,6 +501,13 @@ fn fsck(args: FsckArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitCod
         "checked {} inodes, {} entries, {} objects",
         report.inodes, report.entries, report.objects
     );
+    if report.deferred > 0 {
+        println!(
+            "note: {} sidecar rewrites deferred (housekeeping, not an interrupted operation; \
+             the next mount writes them)",
+            report.deferred
+        );
+    }
     if report.is_clean() {
         println!("consistent");
         return Ok(std::process::ExitCode::SUCCESS);
