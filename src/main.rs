@@ -479,8 +479,12 @@ fn fsck(args: FsckArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitCod
         .with_context(|| format!("BACKING {} is not usable", sopts.backing.display()))?;
     if args.repair && StoreLock::is_held(&backing) {
         anyhow::bail!(
-            "{} is mounted (its daemon holds the store lock); unmount it before --repair",
-            backing.display()
+            "{} is in use by another artfs process{} (a daemon serving it, or a tool; it holds \
+             the store lock); unmount it before --repair",
+            backing.display(),
+            StoreLock::holder_pid(&backing)
+                .map(|p| format!(" (pid {p})"))
+                .unwrap_or_default()
         );
     }
     let rt = runtime()?;
