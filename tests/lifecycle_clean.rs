@@ -145,36 +145,58 @@ fn text(o: &Output) -> String {
     )
 }
 
-/// Creates, writes, renames and truncates for `secs` seconds, plus a few
-/// files large enough to be hashed in the background (so the hasher may
-/// still be committing while the daemon closes).
+/// Creates, writes, renames and truncates in `MNT/r{round}` for `secs`
+/// seconds, plus a few files large enough to be hashed in the background.
 fn churn(mnt: &Path, round: usize, secs: f64) -> usize {
+    let until = Instant::now() + Duration::from_secs_f64(secs);
+    churn_while(mnt, round, || Instant::now() < until)
+}
+
+/// [`churn`] until `go` says stop or a call fails (the mount went away:
+/// its directory is not in the bare mount point). Returns files made.
+fn churn_while(mnt: &Path, round: usize, go: impl Fn() -> bool) -> usize {
     let dir = mnt.join(format!("r{round}"));
     fs::create_dir(&dir).unwrap();
     let big = vec![b'x'; (1 << 20) + 4096];
-    let until = Instant::now() + Duration::from_secs_f64(secs);
     let mut n = 0;
-    while Instant::now() < until {
+    let step = |n: usize| -> std::io::Result<()> {
         let a = dir.join(format!("f{n}"));
         let b = dir.join(format!("g{n}"));
         if n % 25 == 0 {
-            fs::write(&a, &big).unwrap();
+            fs::write(&a, &big)?;
         } else {
-            fs::write(&a, format!("content {round} {n}")).unwrap();
+            fs::write(&a, format!("content {round} {n}"))?;
         }
-        fs::rename(&a, &b).unwrap();
-        File::options()
-            .write(true)
-            .open(&b)
-            .unwrap()
-            .set_len(3)
-            .unwrap();
+        fs::rename(&a, &b)?;
+        File::options().write(true).open(&b)?.set_len(3)?;
         if n % 7 == 0 {
-            fs::write(&b, format!("rewritten {n}")).unwrap();
+            fs::write(&b, format!("rewritten {n}"))?;
         }
+        Ok(())
+    };
+    while go() && step(n).is_ok() {
         n += 1;
     }
     n
+}
+
+/// Unmount while `churn_while` keeps changing files, as an operator
+/// stopping a busy archive does: retry while the mount is busy.
+fn unmount_while_busy(mnt: &Path, round: usize, secs: f64) -> usize {
+    let m = mnt.to_path_buf();
+    let worker = std::thread::spawn(move || churn_while(&m, round, || true));
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match nix::mount::umount2(mnt, nix::mount::MntFlags::empty()) {
+            Ok(()) => break,
+            Err(nix::errno::Errno::EBUSY) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(2))
+            }
+            Err(e) => panic!("unmount: {e}"),
+        }
+    }
+    worker.join().unwrap()
 }
 
 const CRASH: &str = "interrupted by a crash";
@@ -191,9 +213,8 @@ fn clean_unmounts_leave_no_crash_work_over_many_quick_cycles() {
             !log_at_start.contains(CRASH),
             "round {round}: the mount after a clean unmount reported a crash:\n{log_at_start}"
         );
-        let n = churn(&mnt, round, 1.2);
+        let n = unmount_while_busy(&mnt, round, 1.2);
         assert!(n > 10, "round {round}: only {n} files written");
-        unmount(&mnt);
         d.wait_exit();
         let out = fsck(&backing);
         let t = text(&out);
