@@ -478,14 +478,22 @@ fn fsck(args: FsckArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitCod
         .canonicalize()
         .with_context(|| format!("BACKING {} is not usable", sopts.backing.display()))?;
     if args.repair && StoreLock::is_held(&backing) {
-        anyhow::bail!(
-            "{} is in use by another artfs process{} (a daemon serving it, or a tool; it holds \
-             the store lock); unmount it before --repair",
-            backing.display(),
-            StoreLock::holder_pid(&backing)
-                .map(|p| format!(" (pid {p})"))
-                .unwrap_or_default()
-        );
+        let pid = StoreLock::holder_pid(&backing)
+            .map(|p| format!(" (pid {p})"))
+            .unwrap_or_default();
+        match artfs::core::serving_mount(&backing) {
+            Some(mnt) => anyhow::bail!(
+                "{} is mounted at {} (its daemon{pid} holds the store lock); unmount it before \
+                 --repair",
+                backing.display(),
+                mnt.display()
+            ),
+            None => anyhow::bail!(
+                "{} is in use by another artfs process{pid} (it holds the store lock); let it \
+                 finish before --repair",
+                backing.display()
+            ),
+        }
     }
     let rt = runtime()?;
     sopts.backing = backing.clone();
