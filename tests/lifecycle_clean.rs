@@ -162,14 +162,14 @@ fn churn_while(mnt: &Path, round: usize, go: impl Fn() -> bool) -> usize {
     let step = |n: usize| -> std::io::Result<()> {
         let a = dir.join(format!("f{n}"));
         let b = dir.join(format!("g{n}"));
-        if n % 25 == 0 {
+        if n.is_multiple_of(25) {
             fs::write(&a, &big)?;
         } else {
             fs::write(&a, format!("content {round} {n}"))?;
         }
         fs::rename(&a, &b)?;
         File::options().write(true).open(&b)?.set_len(3)?;
-        if n % 7 == 0 {
+        if n.is_multiple_of(7) {
             fs::write(&b, format!("rewritten {n}"))?;
         }
         Ok(())

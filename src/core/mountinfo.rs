@@ -26,10 +26,7 @@ pub fn mounts() -> Vec<MountEntry> {
 
 /// The topmost mount at `path` (compared as given: pass a canonical path).
 pub fn mount_at(path: &std::path::Path) -> Option<MountEntry> {
-    mounts()
-        .into_iter()
-        .filter(|m| m.mountpoint == path)
-        .next_back()
+    mounts().into_iter().rfind(|m| m.mountpoint == path)
 }
 
 fn parse(line: &str) -> Option<MountEntry> {

@@ -559,9 +559,8 @@ pub fn serving_mount(backing: &Path) -> Option<PathBuf> {
     let want = format!("artfs:{}", backing.display());
     super::mountinfo::mounts()
         .into_iter()
-        .filter(|m| (m.fstype == "fuse" || m.fstype == "fuse.artfs") && m.source == want)
+        .rfind(|m| (m.fstype == "fuse" || m.fstype == "fuse.artfs") && m.source == want)
         .map(|m| m.mountpoint)
-        .next_back()
 }
 
 impl Fs {
