@@ -59,12 +59,23 @@ pub enum Finding {
     AwaitingReclaim {
         ino: u64,
     },
-    /// A regular file whose object is missing (and its size not zero).
+    /// A regular file whose object is missing (and its size not zero):
+    /// its content is lost until the object is restored.
     MissingObject {
         ino: u64,
         size: u64,
+        path: String,
     },
-    /// A regular file whose object length differs from its recorded size.
+    /// A regular file whose object holds fewer bytes than recorded: the
+    /// rest of its content is lost until the object is restored.
+    ShortObject {
+        ino: u64,
+        recorded: u64,
+        object: u64,
+        path: String,
+    },
+    /// A regular file whose object holds more bytes than recorded (the
+    /// metadata fell behind the content).
     SizeMismatch {
         ino: u64,
         recorded: u64,
@@ -160,9 +171,21 @@ impl fmt::Display for Finding {
                 f,
                 "inode {ino} has no links left (removed while open); not yet reclaimed"
             ),
-            MissingObject { ino, size } => {
-                write!(f, "file {ino}: object missing, {size} bytes recorded")
-            }
+            MissingObject { ino, size, path } => write!(
+                f,
+                "file {ino} ({path}): object missing, {size} bytes recorded \
+                 (content lost until the object is restored; reads give EIO)"
+            ),
+            ShortObject {
+                ino,
+                recorded,
+                object,
+                path,
+            } => write!(
+                f,
+                "file {ino} ({path}): object short, holds {object} of {recorded} recorded bytes \
+                 (content lost until the object is restored; reads give EIO)"
+            ),
             SizeMismatch {
                 ino,
                 recorded,
@@ -346,7 +369,22 @@ pub fn check(meta: &dyn MetaStore, objects: &ObjectStore, mounted: bool) -> Resu
             });
         }
         if i.kind == Kind::File && !covered.covers(*ino) {
+            // A stat per file: lengths only, no content is read (scrub
+            // re-hashes).
+            let path = || {
+                meta.path_of(*ino)
+                    .ok()
+                    .flatten()
+                    .map(|p| show(&p))
+                    .unwrap_or_else(|| "no path".into())
+            };
             match objects.stat(*ino)? {
+                Some(m) if m.len() < i.size => f.push(Finding::ShortObject {
+                    ino: *ino,
+                    recorded: i.size,
+                    object: m.len(),
+                    path: path(),
+                }),
                 Some(m) if m.len() != i.size => f.push(Finding::SizeMismatch {
                     ino: *ino,
                     recorded: i.size,
@@ -355,6 +393,7 @@ pub fn check(meta: &dyn MetaStore, objects: &ObjectStore, mounted: bool) -> Resu
                 None if i.size != 0 => f.push(Finding::MissingObject {
                     ino: *ino,
                     size: i.size,
+                    path: path(),
                 }),
                 _ => {}
             }
@@ -412,7 +451,9 @@ pub fn check(meta: &dyn MetaStore, objects: &ObjectStore, mounted: bool) -> Resu
 /// - link counts: set to the counted names (a file left with none is
 ///   reclaimed);
 /// - files with links but no name: reconnected under `/lost+found`;
-/// - sizes: set from the object (the object is the truth for content);
+/// - sizes: set from an object that holds more than recorded (the object
+///   is the truth for content); a missing or short object is left alone
+///   and reported (zeroing or shrinking would make the loss permanent);
 /// - orphan objects and attribute rows: removed;
 /// - inodes awaiting reclaim: removed with their objects.
 ///
@@ -462,12 +503,10 @@ pub fn repair(meta: &dyn MetaStore, objects: &ObjectStore) -> Result<Vec<String>
                 fixed.insert(*ino, i);
                 done.push(format!("fixed {finding}: size set from the object"));
             }
-            MissingObject { ino, .. } => {
-                let Some(mut i) = get(*ino) else { continue };
-                i.size = 0;
-                fixed.insert(*ino, i);
-                done.push(format!("fixed {finding}: the file is now empty"));
-            }
+            // Lost content is never "repaired" by zeroing or shrinking the
+            // file: it stays as recorded (EIO on reads) and is reported
+            // again until its object is restored.
+            MissingObject { .. } | ShortObject { .. } => {}
             OrphanObject { ino } => {
                 objects.remove(*ino)?;
                 done.push(format!("removed {finding}"));

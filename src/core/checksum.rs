@@ -27,11 +27,23 @@ type Version = (u64, i64);
 
 impl Fs {
     /// Hash an object's current content; also returns the version hashed.
-    pub(crate) fn hash_object(&self, ino: u64) -> Result<(String, Version)> {
+    /// `recorded` is the file's recorded size: an object that is absent
+    /// (while content is recorded) or shorter than it, with no writer to
+    /// explain it, is lost content: EIO, never the hash of what is left.
+    pub(crate) fn hash_object(&self, ino: u64, recorded: u64) -> Result<(String, Version)> {
         match std::fs::File::open(self.objects.path(ino)) {
-            Ok(f) => Ok(hash_file(&f, u64::MAX)?.expect("no size limit")),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Ok(f) => {
+                let (hash, version) = hash_file(&f, u64::MAX)?.expect("no size limit");
+                if version.0 < recorded && !self.is_open(ino) {
+                    return Err(self.lost_object(ino, recorded, Some(version.0)));
+                }
+                Ok((hash, version))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && recorded == 0 => {
                 Ok((hex::encode(Sha256::new().finalize()), (0, 0)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(self.lost_object(ino, recorded, None))
             }
             Err(e) => Err(e.into()),
         }
@@ -50,9 +62,17 @@ impl Fs {
             return Ok(None);
         }
         if let Some(h) = inode.sha256 {
+            // A recorded hash is of content that must still be there (one
+            // stat): a lost object is EIO here as on every other door.
+            if !self.is_open(ino) {
+                let held = self.objects.stat(ino)?.map(|m| m.len());
+                if held.unwrap_or(0) < inode.size {
+                    return Err(self.lost_object(ino, inode.size, held));
+                }
+            }
             return Ok(Some(h));
         }
-        let (hash, version) = self.hash_object(ino)?;
+        let (hash, version) = self.hash_object(ino, inode.size)?;
         self.record_hash(ino, &hash, version)?;
         Ok(Some(hash))
     }
