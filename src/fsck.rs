@@ -240,6 +240,9 @@ impl Report {
 #[derive(Default)]
 struct Covered {
     inos: BTreeSet<u64>,
+    /// Files an operation on their content is in flight on (the rows
+    /// naming one `ino`: create, write, truncate, ...).
+    content: BTreeSet<u64>,
     ranges: Vec<(u64, u64)>,
     rows: usize,
 }
@@ -264,7 +267,10 @@ impl Covered {
                         .flatten()
                         .filter_map(serde_json::Value::as_u64),
                 ),
-                _ => c.inos.extend(num("ino")),
+                _ => {
+                    c.inos.extend(num("ino"));
+                    c.content.extend(num("ino"));
+                }
             }
         }
         Ok(c)
@@ -368,7 +374,10 @@ pub fn check(meta: &dyn MetaStore, objects: &ObjectStore, mounted: bool) -> Resu
                 counted: n,
             });
         }
-        if i.kind == Kind::File && !covered.covers(*ino) {
+        // A reserved range or a sidecar rewrite explains objects without
+        // inodes or stale sidecars, never a committed file's missing or
+        // short object: only an operation on its content in flight does.
+        if i.kind == Kind::File && !covered.content.contains(ino) {
             // A stat per file: lengths only, no content is read (scrub
             // re-hashes).
             let path = || {
