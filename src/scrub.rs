@@ -114,9 +114,8 @@ pub fn scrub(
         let Some(want) = inode.sha256.clone() else {
             out.unhashed.push(name());
             // No object and no content recorded: an empty file.
-            let got = got.or_else(|| {
-                (inode.size == 0).then(|| (hex::encode(Sha256::new().finalize()), 0))
-            });
+            let got = got
+                .or_else(|| (inode.size == 0).then(|| (hex::encode(Sha256::new().finalize()), 0)));
             match got {
                 None => out.damaged.push((
                     name(),

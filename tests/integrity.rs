@@ -105,7 +105,10 @@ fn files_left_unhashed_by_a_crash_get_their_hash_at_the_next_mount() {
     // Nothing was recorded before the crash.
     let out = scrub_report(&m);
     for (name, _) in &files {
-        assert!(out.contains(&format!("no recorded hash: /{name}\n")), "{out}");
+        assert!(
+            out.contains(&format!("no recorded hash: /{name}\n")),
+            "{out}"
+        );
     }
 
     m.mount();
@@ -158,7 +161,12 @@ fn unhashed_files_are_counted_in_metrics_and_info_until_hashed() {
             .and_then(|v| v.trim().parse().ok())
     };
     let info = || -> serde_json::Value {
-        match api.client.get(format!("{}/api/v1/info", api.base)).bearer_auth(&api.token).send() {
+        match api
+            .client
+            .get(format!("{}/api/v1/info", api.base))
+            .bearer_auth(&api.token)
+            .send()
+        {
             Ok(r) => r.json().unwrap_or_default(),
             Err(_) => serde_json::Value::Null,
         }
@@ -198,10 +206,16 @@ fn scrub_lists_unhashed_files_by_path_and_records_their_hashes() {
     // Report only: lists every file by path, records nothing.
     let out = scrub_report(&m);
     for (name, _) in &files {
-        assert!(out.contains(&format!("no recorded hash: /{name}\n")), "{out}");
+        assert!(
+            out.contains(&format!("no recorded hash: /{name}\n")),
+            "{out}"
+        );
     }
     assert!(
-        out.contains(&format!("{} without a recorded hash (0 recorded now)", files.len())),
+        out.contains(&format!(
+            "{} without a recorded hash (0 recorded now)",
+            files.len()
+        )),
         "{out}"
     );
     assert!(scrub_report(&m).contains(&format!("{} without", files.len())));
@@ -372,7 +386,10 @@ fn a_missing_object_under_a_live_mount_is_an_error_on_every_door() {
     );
     assert_eq!(fs::metadata(m.path("f")).unwrap().len(), data.len() as u64);
     // The API: both download routes fail, never 200 with 0 bytes.
-    for path in ["/api/v1/fs/f".to_string(), format!("/api/v1/files/{id}/download")] {
+    for path in [
+        "/api/v1/fs/f".to_string(),
+        format!("/api/v1/files/{id}/download"),
+    ] {
         let r = api.get(&path);
         assert_eq!(r.status(), 500, "{path}");
     }
@@ -383,7 +400,9 @@ fn a_missing_object_under_a_live_mount_is_an_error_on_every_door() {
     let (code, out) = m.fsck(false);
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains(&format!("file {ino} (/f): object missing, 100000 bytes recorded")),
+        out.contains(&format!(
+            "file {ino} (/f): object missing, 100000 bytes recorded"
+        )),
         "{out}"
     );
     // An empty file may lack its object: it is made again, empty.
@@ -409,7 +428,10 @@ fn a_missing_or_short_object_found_unmounted_is_reported_and_never_zeroed() {
         fs::metadata(m.path("f")).unwrap().ino(),
         fs::metadata(m.path("g")).unwrap().ino(),
     );
-    let id: String = api.get("/api/v1/meta/f").json::<serde_json::Value>().unwrap()["file_id"]
+    let id: String = api
+        .get("/api/v1/meta/f")
+        .json::<serde_json::Value>()
+        .unwrap()["file_id"]
         .as_str()
         .unwrap()
         .into();
@@ -431,7 +453,9 @@ fn a_missing_or_short_object_found_unmounted_is_reported_and_never_zeroed() {
     let (code, out) = m.fsck(false);
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains(&format!("file {ino} (/f): object missing, 50000 bytes recorded")),
+        out.contains(&format!(
+            "file {ino} (/f): object missing, 50000 bytes recorded"
+        )),
         "{out}"
     );
     assert!(
@@ -443,7 +467,10 @@ fn a_missing_or_short_object_found_unmounted_is_reported_and_never_zeroed() {
     // --repair neither zeroes nor shrinks: both are reported again.
     let (code, out) = m.fsck(true);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("object missing") && out.contains("object short"), "{out}");
+    assert!(
+        out.contains("object missing") && out.contains("object short"),
+        "{out}"
+    );
     assert!(!object.exists());
     // Scrub names them too.
     let (code, out) = cli(&["scrub", "--dry-run"], &m.backing);

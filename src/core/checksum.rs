@@ -231,7 +231,12 @@ fn lower_io_priority() {
     // SAFETY: plain syscalls on the calling thread's own id.
     unsafe {
         let tid = libc::syscall(libc::SYS_gettid);
-        libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, tid, IOPRIO_BE_LOWEST);
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            tid,
+            IOPRIO_BE_LOWEST,
+        );
     }
 }
 

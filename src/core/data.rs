@@ -579,8 +579,8 @@ impl Fs {
 
 impl Fs {
     /// Open a regular file's object (not open yet) read-write. It is never
-    /// created in place of lost content: a file that records content (size
-    /// > 0) whose object is absent, or shorter than recorded, is EIO, and
+    /// created in place of lost content: a file that records content
+    /// (a size above 0) whose object is absent, or shorter than recorded, is EIO, and
     /// its size and hash stay as recorded. A file that records no content
     /// may lack its object (mknod makes none); it is made empty then.
     pub(crate) fn open_object(&self, ino: u64) -> Result<File> {
@@ -621,6 +621,9 @@ impl Fs {
             Some(held) => tracing::error!(ino, %path, recorded, held, object = %object.display(),
                 "the file's object holds fewer bytes than recorded; answering EIO"),
         }
-        Error::posix(libc::EIO, "the file's object is missing or short in BACKING")
+        Error::posix(
+            libc::EIO,
+            "the file's object is missing or short in BACKING",
+        )
     }
 }
