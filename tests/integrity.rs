@@ -499,3 +499,39 @@ fn a_missing_or_short_object_found_unmounted_is_reported_and_never_zeroed() {
         sha256_hex(&other).as_bytes()
     );
 }
+
+#[test]
+fn recovery_keeps_the_recorded_size_of_a_file_whose_object_is_missing() {
+    let mut m = Mount::new();
+    let data = content(9, 70_000);
+    fs::write(m.path("f"), &data).unwrap();
+    let ino = fs::metadata(m.path("f")).unwrap().ino();
+    // A writer's intent is durable and pending when the daemon dies.
+    let writer = OpenOptions::new().write(true).open(m.path("f")).unwrap();
+    m.kill();
+    drop(writer);
+    let object = object_path(&m, ino);
+    let saved = m.backing.join("saved-object");
+    fs::rename(&object, &saved).unwrap();
+
+    m.mount();
+    assert_eq!(fs::metadata(m.path("f")).unwrap().len(), 70_000);
+    assert_eq!(common::errno(fs::read(m.path("f"))), libc::EIO);
+    assert!(!object.exists(), "the object was recreated");
+    m.unmount();
+    let (code, out) = m.fsck(false);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("(/f): object missing, 70000 bytes recorded"),
+        "{out}"
+    );
+
+    fs::rename(&saved, &object).unwrap();
+    m.assert_consistent();
+    m.mount();
+    assert_eq!(fs::read(m.path("f")).unwrap(), data);
+    assert_eq!(
+        common::getx(&m.path("f"), "user.artstore.sha256").unwrap(),
+        sha256_hex(&data).as_bytes()
+    );
+}
