@@ -168,11 +168,19 @@ impl Hasher {
                     None => return,
                 };
                 let mut live = VecDeque::new();
+                let mut backlog_left = backlog.len();
                 while let Some(ino) = next(&rx, &mut live, &mut backlog) {
                     crate::crash_point!("hasher::before_hash");
                     let Some(fs) = fs.upgrade() else { return };
                     if let Err(e) = run_one(&fs, ino) {
                         tracing::debug!(ino, error = %e, "could not hash");
+                    }
+                    if backlog_left > 0 && backlog.is_empty() {
+                        tracing::info!(
+                            files = backlog_left,
+                            "worked through the files left without a recorded hash"
+                        );
+                        backlog_left = 0;
                     }
                 }
             })?;
