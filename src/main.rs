@@ -164,6 +164,10 @@ struct ScrubArgs {
     /// Read at most this many MiB per second.
     #[arg(long, value_name = "MIB_PER_S")]
     rate_limit: Option<u64>,
+    /// Only report: list the files without a recorded hash but record
+    /// nothing (recording is the default on a store no daemon serves).
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(clap::Args)]
@@ -660,10 +664,29 @@ fn rebuild(args: RebuildArgs, mut cfg: Config) -> anyhow::Result<std::process::E
 
 fn scrub(args: ScrubArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitCode> {
     args.store.merge(&mut cfg);
-    let sopts = store_options(&cfg, "scrub");
+    let mut sopts = store_options(&cfg, "scrub");
+    let backing = sopts
+        .backing
+        .canonicalize()
+        .with_context(|| format!("BACKING {} is not usable", sopts.backing.display()))?;
+    sopts.backing = backing.clone();
+    // Hashes are recorded only with the store lock held: a daemon serving
+    // the store records them itself (its hasher works through them).
+    let mounted = StoreLock::is_held(&backing);
     let rt = runtime()?;
-    let (meta, objects, _) = open_offline(&sopts, rt.handle().clone(), false)
-        .with_context(|| format!("cannot scrub {}", sopts.backing.display()))?;
+    let (meta, objects, _lock) =
+        open_offline(&sopts, rt.handle().clone(), !args.dry_run && !mounted)
+            .with_context(|| format!("cannot scrub {}", sopts.backing.display()))?;
+    let pending = meta.pending_wal()?.len();
+    let record = !args.dry_run && !mounted && pending == 0;
+    if mounted {
+        println!("note: the store is mounted; its daemon records missing hashes itself");
+    } else if pending > 0 && !args.dry_run {
+        println!(
+            "note: {pending} log rows pending (a crash); mount the store or run \
+             `artfs fsck --repair` first; recording no hashes"
+        );
+    }
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -676,17 +699,22 @@ fn scrub(args: ScrubArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitC
         &objects,
         args.rate_limit.map(|m| m << 20),
         &bar,
+        record,
     )?;
     bar.finish_and_clear();
     meta.close();
+    for path in &r.unhashed {
+        println!("no recorded hash: {path}");
+    }
     for (path, what) in &r.damaged {
         println!("damaged: {path}: {what}");
     }
     println!(
-        "verified {} files ({} bytes), {} without a recorded hash, {} damaged",
+        "verified {} files ({} bytes), {} without a recorded hash ({} recorded now), {} damaged",
         r.verified,
         r.bytes,
-        r.unverified,
+        r.unhashed.len(),
+        r.recorded,
         r.damaged.len()
     );
     Ok(if r.damaged.is_empty() {

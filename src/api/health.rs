@@ -71,6 +71,12 @@ pub struct Info {
     pub used_bytes: u64,
     pub available_bytes: u64,
     pub file_count: u64,
+    /// Regular files with no recorded SHA-256 yet (being written, or
+    /// waiting for the background hasher).
+    pub unhashed_files: u64,
+    /// Accesses refused with EIO since the mount started because a file's
+    /// object was missing or short in BACKING.
+    pub missing_objects: u64,
 }
 
 fn capacity_of(st: &AppState) -> ApiResult<Capacity> {
@@ -105,7 +111,8 @@ pub async fn info(
 ) -> ApiResult<Json<Info>> {
     who.require(Action::Read)?;
     let st2 = st.clone();
-    let c = blocking(move || capacity_of(&st2)).await?;
+    let (c, unhashed_files) =
+        blocking(move || Ok((capacity_of(&st2)?, st2.fs.unhashed_files()?))).await?;
     Ok(Json(Info {
         name: st.name.clone(),
         mode: st.fs.mode().as_str().into(),
@@ -115,6 +122,8 @@ pub async fn info(
         used_bytes: c.used_bytes,
         available_bytes: c.available_bytes,
         file_count: c.file_count,
+        unhashed_files,
+        missing_objects: st.fs.ops().missing_objects(),
     }))
 }
 
@@ -140,11 +149,12 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
     let figures = blocking(move || {
         let wal = st2.fs.wal_counts()?;
         let cap = capacity_of(&st2)?;
-        Ok((wal, cap))
+        let unhashed = st2.fs.unhashed_files()?;
+        Ok((wal, cap, unhashed))
     })
     .await;
     match figures {
-        Ok((wal, cap)) => {
+        Ok((wal, cap, unhashed)) => {
             out.push_str("# HELP artfs_wal_rows Rows of the intent log per status.\n");
             out.push_str("# TYPE artfs_wal_rows gauge\n");
             for (status, n) in wal {
@@ -185,6 +195,15 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
             ] {
                 let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
             }
+            let _ = writeln!(
+                out,
+                "# HELP artfs_unhashed_files Regular files with no recorded SHA-256 yet.\n\
+                 # TYPE artfs_unhashed_files gauge\nartfs_unhashed_files {unhashed}\n\
+                 # HELP artfs_missing_objects_total Accesses refused (EIO) because a file's \
+                 object was missing or short.\n# TYPE artfs_missing_objects_total counter\n\
+                 artfs_missing_objects_total {}",
+                st.fs.ops().missing_objects()
+            );
             out.push_str(
                 "# HELP artfs_up Whether the store answered.\n# TYPE artfs_up gauge\nartfs_up 1\n",
             );
