@@ -17,6 +17,7 @@
 
 mod admin;
 mod config;
+mod connections;
 mod error;
 mod files;
 mod fs;
@@ -27,13 +28,13 @@ mod metrics;
 mod openapi;
 pub mod path;
 mod server;
+mod uploads;
 
 use std::sync::Arc;
 
 use axum::middleware;
 use axum::routing::get;
 use axum::Router;
-use tokio::sync::Semaphore;
 
 pub use config::{ApiArgs, ApiConfig, Limits};
 pub use error::{errno_status, ApiError, ErrorBody};
@@ -54,8 +55,8 @@ pub struct Inner {
     /// Reported by `/api/v1/info`.
     pub name: String,
     pub limits: Limits,
-    /// Uploads in flight (permits: `limits.max_concurrent_uploads`).
-    pub uploads: Arc<Semaphore>,
+    /// Upload slots, in all and per token subject.
+    pub uploads: Arc<uploads::Uploads>,
     pub metrics: Arc<metrics::Metrics>,
     /// Permission bits of uploaded files and of directories made by `?mkdir`.
     pub file_mode: u32,
@@ -158,11 +159,12 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics));
     public
         .merge(api)
-        .route_layer(middleware::from_fn_with_state(
+        .fallback(health::no_route)
+        // Outside the routes, so a path no route serves counts as `unmatched`.
+        .layer(middleware::from_fn_with_state(
             state.metrics.clone(),
             metrics::track,
         ))
-        .fallback(health::no_route)
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             state.limits.max_in_flight.max(1),
         ))

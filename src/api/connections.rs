@@ -1,0 +1,148 @@
+//! How many connections the HTTP door serves at once, and how long one
+//! may sit idle. Every connection holds a file descriptor, and the mount
+//! needs descriptors too (objects of open files, the database, the log):
+//! past the cap the accept loop waits, so further clients queue in the
+//! kernel's listen queue and cost the daemon nothing.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::Response;
+use axum::Router;
+use axum_server::ConnectionShutdown;
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
+use tower::Service;
+
+type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
+
+/// Makes one [`Conn`] per accepted connection, each holding a slot of the
+/// cap; not ready (so the server accepts nothing) while all are taken.
+pub struct Capped {
+    router: Router,
+    slots: Arc<Semaphore>,
+    idle: Duration,
+    acquiring: Option<Acquire>,
+    ready: Option<OwnedSemaphorePermit>,
+}
+
+impl Capped {
+    pub fn new(router: Router, max: usize, idle: Duration) -> Capped {
+        Capped {
+            router,
+            slots: Arc::new(Semaphore::new(max.max(1))),
+            idle,
+            acquiring: None,
+            ready: None,
+        }
+    }
+}
+
+impl<T> Service<T> for Capped {
+    type Response = Conn;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Conn, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        if self.ready.is_none() {
+            let slots = self.slots.clone();
+            let acquiring = self
+                .acquiring
+                .get_or_insert_with(|| Box::pin(slots.acquire_owned()));
+            match acquiring.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(permit) => {
+                    self.acquiring = None;
+                    // The semaphore is never closed.
+                    self.ready = Some(permit.expect("connection slots are never closed"));
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _target: T) -> Self::Future {
+        let permit = self.ready.take().expect("poll_ready before call");
+        std::future::ready(Ok(Conn {
+            router: self.router.clone(),
+            idle: self.idle,
+            state: Arc::new(ConnState {
+                _slot: permit,
+                busy: AtomicUsize::new(0),
+                requests: AtomicU64::new(0),
+            }),
+        }))
+    }
+}
+
+/// What one connection shares among its requests; its slot is given back
+/// when the connection ends (the last clone is dropped).
+struct ConnState {
+    _slot: OwnedSemaphorePermit,
+    /// Requests whose response is not yet ready.
+    busy: AtomicUsize,
+    /// Requests seen so far (to tell whether one came during a wait).
+    requests: AtomicU64,
+}
+
+/// The service of one connection: the router, plus the idle watch.
+#[derive(Clone)]
+pub struct Conn {
+    router: Router,
+    idle: Duration,
+    state: Arc<ConnState>,
+}
+
+impl<B> Service<Request<B>> for Conn
+where
+    Router: Service<Request<B>, Response = Response<Body>, Error = Infallible>,
+    <Router as Service<Request<B>>>::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let shutdown = req.extensions().get::<ConnectionShutdown>().cloned();
+        let state = self.state.clone();
+        state.busy.fetch_add(1, Ordering::SeqCst);
+        let seen = state.requests.fetch_add(1, Ordering::SeqCst) + 1;
+        let idle = self.idle;
+        let call = self.router.clone().call(req);
+        Box::pin(async move {
+            let resp = call.await;
+            if state.busy.fetch_sub(1, Ordering::SeqCst) == 1 {
+                if let Some(shutdown) = shutdown {
+                    watch_idle(Arc::downgrade(&state), seen, idle, shutdown);
+                }
+            }
+            resp
+        })
+    }
+}
+
+/// Close the connection (gracefully: a response still being sent is
+/// finished first) if no request comes within `idle`. HTTP/1 closes an
+/// idle connection by itself (its header timeout runs between requests);
+/// HTTP/2 would not.
+fn watch_idle(state: Weak<ConnState>, seen: u64, idle: Duration, shutdown: ConnectionShutdown) {
+    tokio::spawn(async move {
+        tokio::time::sleep(idle).await;
+        let Some(state) = state.upgrade() else {
+            return; // the connection is gone
+        };
+        if state.busy.load(Ordering::SeqCst) == 0 && state.requests.load(Ordering::SeqCst) == seen {
+            shutdown.graceful_shutdown();
+        }
+    });
+}
