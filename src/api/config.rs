@@ -28,7 +28,7 @@ pub struct Limits {
     /// Largest page of a directory listing.
     pub max_list_page: usize,
     /// Uploads one token subject may run at once (503 beyond), so one
-    /// client cannot take every upload slot.
+    /// client cannot take every upload slot; by default half of them.
     pub max_uploads_per_subject: usize,
     /// Slowest upload body accepted, in bytes a second, judged over each
     /// `min_upload_window` (408 below it); 0: no minimum.
@@ -80,7 +80,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             body_idle_timeout: Duration::from_secs(60),
             max_list_page: 10_000,
-            max_uploads_per_subject: 4,
+            max_uploads_per_subject: 8,
             min_upload_rate: 1024,
             min_upload_window: Duration::from_secs(30),
             max_connections: None,
@@ -205,9 +205,10 @@ pub struct ApiArgs {
     /// Longest pause, in seconds, between pieces of an upload body.
     #[arg(long, env = "ARTFS_API_BODY_TIMEOUT", default_value_t = 60)]
     pub api_body_timeout: u64,
-    /// Uploads one token subject may run at once (more get 503).
-    #[arg(long, env = "ARTFS_API_MAX_UPLOADS_PER_SUBJECT", default_value_t = Limits::default().max_uploads_per_subject)]
-    pub api_max_uploads_per_subject: usize,
+    /// Uploads one token subject may run at once (more get 503)
+    /// [default: half of --api-max-uploads].
+    #[arg(long, env = "ARTFS_API_MAX_UPLOADS_PER_SUBJECT")]
+    pub api_max_uploads_per_subject: Option<usize>,
     /// Slowest upload accepted, in bytes a second over each
     /// --api-min-upload-window (408 below it); 0: no minimum.
     #[arg(long, env = "ARTFS_API_MIN_UPLOAD_RATE", default_value_t = Limits::default().min_upload_rate)]
@@ -262,7 +263,10 @@ impl ApiArgs {
         c.limits.max_header_bytes = self.api_max_header_bytes;
         c.limits.header_timeout = Duration::from_secs(self.api_header_timeout.max(1));
         c.limits.body_idle_timeout = Duration::from_secs(self.api_body_timeout.max(1));
-        c.limits.max_uploads_per_subject = self.api_max_uploads_per_subject.max(1);
+        c.limits.max_uploads_per_subject = self
+            .api_max_uploads_per_subject
+            .unwrap_or(c.limits.max_concurrent_uploads / 2)
+            .clamp(1, c.limits.max_concurrent_uploads);
         c.limits.min_upload_rate = self.api_min_upload_rate;
         c.limits.min_upload_window = Duration::from_secs(self.api_min_upload_window.max(1));
         c.limits.max_connections = self.api_max_connections;
@@ -282,7 +286,6 @@ mod tests {
             jwt_key: Some("/k.pub".into()),
             api_name: "artfs".into(),
             api_max_header_bytes: 16384,
-            api_max_uploads_per_subject: 4,
             api_min_upload_window: 30,
             ..ApiArgs::default()
         }
@@ -306,6 +309,31 @@ mod tests {
         let e = connection_cap(Some(1000), 1024).unwrap_err().to_string();
         assert!(e.contains("at most 896"), "{e}");
         assert!(connection_cap(Some(0), 1024).is_err());
+    }
+
+    #[test]
+    fn one_subject_gets_half_the_upload_slots_by_default() {
+        let mut a = args("127.0.0.1:0");
+        a.api_max_uploads = 16;
+        assert_eq!(
+            a.config().unwrap().unwrap().limits.max_uploads_per_subject,
+            8
+        );
+        a.api_max_uploads = 1;
+        assert_eq!(
+            a.config().unwrap().unwrap().limits.max_uploads_per_subject,
+            1
+        );
+        a.api_max_uploads_per_subject = Some(3);
+        assert_eq!(
+            a.config().unwrap().unwrap().limits.max_uploads_per_subject,
+            1
+        );
+        a.api_max_uploads = 16;
+        assert_eq!(
+            a.config().unwrap().unwrap().limits.max_uploads_per_subject,
+            3
+        );
     }
 
     #[test]

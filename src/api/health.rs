@@ -133,7 +133,8 @@ pub async fn capacity(
 /// status, capacity figures, uploads in flight. Open to all unless the
 /// daemon was given a metrics token (then 401 without it).
 #[utoipa::path(get, path = "/metrics", tag = "health",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"),
+              (status = 401, description = "a metrics token is set and was not given", body = super::ErrorBody)))]
 pub async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     let auth = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
     if !st.metrics.allows(auth) {

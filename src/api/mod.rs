@@ -13,7 +13,8 @@
 //! Modules: `config` (CLI flags, defaults), `server` (binding, TLS, limits,
 //! SIGHUP), `guard` (bearer tokens), `path` (safe path parsing), `error`
 //! (statuses), one module per door: `health`, `fs`, `meta`, `files`; and
-//! `metrics`, `openapi`.
+//! `metrics`, `openapi`, `connections` (connection cap, idle close),
+//! `uploads` (upload slots per subject, minimum body rate).
 
 mod admin;
 mod config;
