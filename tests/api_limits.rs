@@ -425,6 +425,104 @@ fn idle_keep_alive_connections_are_closed() {
     );
 }
 
+/// The same for HTTP/2 (cleartext, prior knowledge), which has no idle
+/// timeout of its own: after one request and the idle time, the server
+/// says GOAWAY and closes.
+#[test]
+fn idle_http2_connections_are_closed() {
+    let (_m, addr) = mount_api(&["--api-header-timeout", "2"]);
+    let mut s = TcpStream::connect(&addr).unwrap();
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // SETTINGS, empty
+                                                         // HEADERS, END_STREAM | END_HEADERS, stream 1: GET http /health/live
+                                                         // (:path as a literal without indexing, name from the static table).
+    let path = b"/health/live";
+    let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
+    block.extend_from_slice(path);
+    out.extend_from_slice(&[0, 0, block.len() as u8, 1, 5, 0, 0, 0, 1]);
+    out.extend_from_slice(&block);
+    s.write_all(&out).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let start = Instant::now();
+    // Read frames until the server closes, answering SETTINGS and PING as
+    // a client must (the server's graceful close waits for the PING's
+    // ack): a HEADERS frame answers the request (status 200 = 0x88), a
+    // GOAWAY (type 7) comes later.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut types = Vec::new();
+    let mut i = 0;
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("the idle HTTP/2 connection stayed open: {e}; got {got:02x?}"),
+        }
+        while i + 9 <= got.len() {
+            let len = u32::from_be_bytes([0, got[i], got[i + 1], got[i + 2]]) as usize;
+            if i + 9 + len > got.len() {
+                break;
+            }
+            let (kind, flags) = (got[i + 3], got[i + 4]);
+            types.push(kind);
+            if kind == 1 {
+                assert_eq!(got.get(i + 9), Some(&0x88), "not a 200");
+            }
+            if kind == 4 && flags & 1 == 0 {
+                let _ = s.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]);
+            }
+            if kind == 6 && flags & 1 == 0 {
+                let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
+                ack.extend_from_slice(&got[i + 9..i + 17]);
+                let _ = s.write_all(&ack);
+            }
+            i += 9 + len;
+        }
+    }
+    let waited = start.elapsed();
+    assert!(types.contains(&1), "no response: {types:?}");
+    assert!(types.contains(&7), "no GOAWAY: {types:?}");
+    assert!(
+        waited >= Duration::from_secs(1) && waited < Duration::from_secs(10),
+        "closed after {waited:?}"
+    );
+}
+
+/// The idle close never cuts a response being sent: a download read
+/// slowly, for longer than the idle time, arrives whole.
+#[test]
+fn slow_download_outlives_the_idle_time() {
+    let (m, addr) = mount_api(&["--api-header-timeout", "1"]);
+    let data: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(m.path("big.bin"), &data).unwrap();
+    let mut s = TcpStream::connect(&addr).unwrap();
+    let req = format!(
+        "GET /api/v1/fs/big.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        token("reader")
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("read failed after {} bytes: {e}", got.len()),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        start.elapsed() > Duration::from_secs(2),
+        "read too fast to test"
+    );
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(got.starts_with(b"HTTP/1.1 200"));
+    assert_eq!(got.len() - head_end, data.len());
+    assert!(got[head_end..] == data[..]);
+}
+
 /// Start an upload on a raw socket: headers and `first` bytes of a body
 /// of `len`; the rest is sent (or not) by the caller.
 fn start_upload(addr: &str, token: &str, path: &str, len: usize, first: &[u8]) -> TcpStream {
