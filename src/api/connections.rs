@@ -7,7 +7,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -18,6 +18,7 @@ use axum::http::Response;
 use axum::Router;
 use axum_server::ConnectionShutdown;
 use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tower::Service;
 
 type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
@@ -75,7 +76,9 @@ impl<T> Service<T> for Capped {
             state: Arc::new(ConnState {
                 _slot: permit,
                 busy: AtomicUsize::new(0),
-                requests: AtomicU64::new(0),
+                born: Instant::now(),
+                last_done: AtomicU64::new(0),
+                watched: AtomicBool::new(false),
             }),
         }))
     }
@@ -87,8 +90,18 @@ struct ConnState {
     _slot: OwnedSemaphorePermit,
     /// Requests whose response is not yet ready.
     busy: AtomicUsize,
-    /// Requests seen so far (to tell whether one came during a wait).
-    requests: AtomicU64,
+    born: Instant,
+    /// When the last response was ready, in ms after `born`.
+    last_done: AtomicU64,
+    /// Whether the connection's idle watch runs (one per connection).
+    watched: AtomicBool,
+}
+
+impl ConnState {
+    /// When the connection becomes idle for too long, as things stand.
+    fn idle_at(&self, idle: Duration) -> Instant {
+        self.born + Duration::from_millis(self.last_done.load(Ordering::SeqCst)) + idle
+    }
 }
 
 /// The service of one connection: the router, plus the idle watch.
@@ -116,14 +129,16 @@ where
         let shutdown = req.extensions().get::<ConnectionShutdown>().cloned();
         let state = self.state.clone();
         state.busy.fetch_add(1, Ordering::SeqCst);
-        let seen = state.requests.fetch_add(1, Ordering::SeqCst) + 1;
         let idle = self.idle;
         let call = self.router.clone().call(req);
         Box::pin(async move {
             let resp = call.await;
-            if state.busy.fetch_sub(1, Ordering::SeqCst) == 1 {
-                if let Some(shutdown) = shutdown {
-                    watch_idle(Arc::downgrade(&state), seen, idle, shutdown);
+            let ms = state.born.elapsed().as_millis() as u64;
+            state.last_done.fetch_max(ms, Ordering::SeqCst);
+            state.busy.fetch_sub(1, Ordering::SeqCst);
+            if let Some(shutdown) = shutdown {
+                if !state.watched.swap(true, Ordering::SeqCst) {
+                    watch_idle(Arc::downgrade(&state), idle, shutdown);
                 }
             }
             resp
@@ -135,14 +150,25 @@ where
 /// finished first) if no request comes within `idle`. HTTP/1 closes an
 /// idle connection by itself (its header timeout runs between requests);
 /// HTTP/2 would not.
-fn watch_idle(state: Weak<ConnState>, seen: u64, idle: Duration, shutdown: ConnectionShutdown) {
+fn watch_idle(state: Weak<ConnState>, idle: Duration, shutdown: ConnectionShutdown) {
+    // Only a weak hold: the watch never keeps an ended connection's slot.
     tokio::spawn(async move {
-        tokio::time::sleep(idle).await;
-        let Some(state) = state.upgrade() else {
-            return; // the connection is gone
-        };
-        if state.busy.load(Ordering::SeqCst) == 0 && state.requests.load(Ordering::SeqCst) == seen {
-            shutdown.graceful_shutdown();
+        loop {
+            let Some(due) = state.upgrade().map(|s| s.idle_at(idle)) else {
+                return; // the connection is gone
+            };
+            tokio::time::sleep_until(due).await;
+            let Some(s) = state.upgrade() else {
+                return;
+            };
+            if s.busy.load(Ordering::SeqCst) > 0 {
+                // A request is being served: look again an idle time later.
+                drop(s);
+                tokio::time::sleep(idle).await;
+            } else if Instant::now() >= s.idle_at(idle) {
+                shutdown.graceful_shutdown();
+                return;
+            }
         }
     });
 }
