@@ -482,10 +482,22 @@ fn fsck(args: FsckArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitCod
         .canonicalize()
         .with_context(|| format!("BACKING {} is not usable", sopts.backing.display()))?;
     if args.repair && StoreLock::is_held(&backing) {
-        anyhow::bail!(
-            "{} is mounted (its daemon holds the store lock); unmount it before --repair",
-            backing.display()
-        );
+        let pid = StoreLock::holder_pid(&backing)
+            .map(|p| format!(" (pid {p})"))
+            .unwrap_or_default();
+        match artfs::core::serving_mount(&backing) {
+            Some(mnt) => anyhow::bail!(
+                "{} is mounted at {} (its daemon{pid} holds the store lock); unmount it before \
+                 --repair",
+                backing.display(),
+                mnt.display()
+            ),
+            None => anyhow::bail!(
+                "{} is in use by another artfs process{pid} (it holds the store lock); let it \
+                 finish before --repair",
+                backing.display()
+            ),
+        }
     }
     let rt = runtime()?;
     sopts.backing = backing.clone();
@@ -505,6 +517,13 @@ fn fsck(args: FsckArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitCod
         "checked {} inodes, {} entries, {} objects",
         report.inodes, report.entries, report.objects
     );
+    if report.deferred > 0 {
+        println!(
+            "note: {} sidecar rewrites deferred (housekeeping, not an interrupted operation; \
+             the next mount writes them)",
+            report.deferred
+        );
+    }
     if report.is_clean() {
         println!("consistent");
         return Ok(std::process::ExitCode::SUCCESS);

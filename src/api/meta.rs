@@ -294,9 +294,10 @@ pub async fn get(
 ) -> ApiResult<Response> {
     who.require(Action::Read)?;
     let p = path::parse(uri.path(), "/api/v1/meta")?;
+    let caller = st.caller_for(&who);
     let meta = blocking(move || {
-        let attr = st.fs.walk(&st.caller, &p.components)?;
-        st.fs.check_access(&st.caller, attr.inode.ino, MAY_READ)?;
+        let attr = p.resolve(&st.fs, &caller)?;
+        st.fs.check_access(&caller, attr.inode.ino, MAY_READ)?;
         file_meta(&st.fs, &attr, Some(p.display()))
     })
     .await?;
@@ -329,8 +330,9 @@ pub async fn patch(
     who.require(Action::Write)?;
     let p = path::parse(uri.path(), "/api/v1/meta")?;
     let changes = MetaChanges::from_patch(parse_patch(&body)?)?;
+    let caller = st.caller_for(&who);
     let meta = blocking(move || {
-        let attr = st.fs.walk(&st.caller, &p.components)?;
+        let attr = p.resolve(&st.fs, &caller)?;
         patch_inode(&st, &attr, &changes, Some(p.display()))
     })
     .await?;

@@ -166,6 +166,7 @@ pub fn router(state: AppState) -> Router {
             state.metrics.clone(),
             metrics::track,
         ))
+        .layer(middleware::map_response(error::json_errors))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             state.limits.max_in_flight.max(1),
         ))
