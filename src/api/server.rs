@@ -243,3 +243,27 @@ fn supplementary_groups(uid: u32, gid: u32) -> Vec<u32> {
         None => vec![gid],
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::metrics_token;
+
+    #[test]
+    fn metrics_token_file_is_trimmed_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t");
+        std::fs::write(&f, "0123456789abcdef-secret\n").unwrap();
+        assert_eq!(
+            metrics_token(Some(&f)).unwrap().unwrap(),
+            b"0123456789abcdef-secret"
+        );
+        for bad in ["short\n", "0123456789 abcdef spaces\n", "\n"] {
+            std::fs::write(&f, bad).unwrap();
+            let e = metrics_token(Some(&f)).unwrap_err().to_string();
+            assert!(e.contains("at least 16"), "{e}");
+            assert!(!e.contains(bad.trim()) || bad.trim().is_empty(), "{e}");
+        }
+        let e = metrics_token(Some(&dir.path().join("none"))).unwrap_err();
+        assert!(e.to_string().contains("cannot read the metrics token file"));
+    }
+}
