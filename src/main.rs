@@ -388,6 +388,10 @@ fn mount(args: MountArgs, mut cfg: Config) -> anyhow::Result<()> {
     a.jwt_audience = a.jwt_audience.take().or_else(|| f.jwt_audience.clone());
     a.tls_cert = a.tls_cert.take().or_else(|| f.tls_cert.clone());
     a.tls_key = a.tls_key.take().or_else(|| f.tls_key.clone());
+    a.metrics_token_file = a
+        .metrics_token_file
+        .take()
+        .or_else(|| f.metrics_token_file.clone());
     a.api_insecure_public |= f.insecure_public;
     let api = args.api.config()?;
     args.merge(&mut cfg);

@@ -12,7 +12,6 @@ use axum::extract::{Extension, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures_util::StreamExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
@@ -642,14 +641,7 @@ async fn upload(
     if declared.is_some_and(|n| n > max) {
         return Err(too_large(max));
     }
-    let _permit = st.uploads.clone().try_acquire_owned().map_err(|_| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
-            "too many uploads in progress; try again",
-        )
-        .with_header(header::RETRY_AFTER, "1")
-    })?;
+    let _slot = st.uploads.admit(&who.sub)?;
     let pre = precondition(&headers)?;
     let changes = header_changes(&headers)?;
 
@@ -694,29 +686,14 @@ async fn upload(
     .await?;
 
     // Stream the body into it, hashing as it goes.
-    let mut stream = body.into_data_stream();
+    let mut stream = super::uploads::BodyReader::new(body, &st.limits);
     let mut hasher = Sha256::new();
     let mut buf: Vec<u8> = Vec::with_capacity(WRITE_CHUNK);
     let mut written = 0u64;
     let mut total = 0u64;
     loop {
-        let next = tokio::time::timeout(st.limits.body_idle_timeout, stream.next())
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "timeout",
-                    "the request body stalled",
-                )
-            })?;
-        let chunk = match next {
-            None => break,
-            Some(Ok(c)) => c,
-            Some(Err(e)) => {
-                return Err(ApiError::bad_request(format!(
-                    "could not read the request body: {e}"
-                )))
-            }
+        let Some(chunk) = stream.next().await? else {
+            break;
         };
         total += chunk.len() as u64;
         if total > max {

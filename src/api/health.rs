@@ -139,10 +139,22 @@ pub async fn capacity(
 }
 
 /// Prometheus text: HTTP requests per route and status, log rows per
-/// status, capacity figures, uploads in flight.
+/// status, capacity figures, uploads in flight. Open to all unless the
+/// daemon was given a metrics token (then 401 without it).
 #[utoipa::path(get, path = "/metrics", tag = "health",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub async fn metrics(State(st): State<AppState>) -> Response {
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"),
+              (status = 401, description = "a metrics token is set and was not given", body = super::ErrorBody)))]
+pub async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    let auth = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    if !st.metrics.allows(auth) {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "/metrics needs the metrics token (--metrics-token-file) as a bearer token",
+        )
+        .with_header(header::WWW_AUTHENTICATE, "Bearer realm=\"metrics\"")
+        .into_response();
+    }
     let mut out = String::new();
     st.metrics.render(&mut out);
     let st2 = st.clone();
@@ -234,10 +246,7 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
             "# HELP artfs_up Whether the store answered.\n# TYPE artfs_up gauge\nartfs_up 0\n",
         ),
     }
-    let busy = st.limits.max_concurrent_uploads
-        - st.uploads
-            .available_permits()
-            .min(st.limits.max_concurrent_uploads);
+    let busy = st.uploads.in_flight();
     let _ = writeln!(
         out,
         "# HELP artfs_uploads_in_flight Uploads being received.\n# TYPE artfs_uploads_in_flight gauge\nartfs_uploads_in_flight {busy}"
