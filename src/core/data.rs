@@ -253,6 +253,8 @@ impl Fs {
         let end = offset.saturating_add(data.len() as u64);
         // Short of space, the oldest trash makes way (see `trash`).
         let need = data.len() as u64;
+        let size = self.inode(h.ino).map_or(0, |i| i.size);
+        self.make_room(end.saturating_sub(size));
         self.with_room(need, || self.reserve_size(h.ino, end))?;
         self.with_room(need, || Ok(h.file.write_all_at(data, offset)?))?;
         Ok(data.len())
@@ -367,6 +369,9 @@ impl Fs {
         } else {
             Change::Write
         })?;
+        if !discards {
+            self.make_room(length);
+        }
         if mode & (libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE) == 0 {
             self.with_room(length, || {
                 self.reserve_size(h.ino, offset.saturating_add(length))

@@ -195,6 +195,14 @@ impl Fs {
         {
             return Ok(None);
         }
+        if self
+            .backing_avail()
+            .is_some_and(|a| a < self.space_reserve())
+        {
+            // BACKING is (nearly) full: a trash would keep the very space
+            // needed now, even by the commit that would purge it.
+            return Ok(None);
+        }
         let trash = match tx.dentry(ROOT_INO, TRASH)? {
             Some(d) if d.kind == Kind::Dir => {
                 let mut t = tx.inode(d.ino)?;
@@ -675,18 +683,29 @@ impl Fs {
         Ok(removed)
     }
 
-    /// Free at least `need` bytes by purging the oldest trash, file by
-    /// file; once committed, so the objects are gone too. Returns the
-    /// bytes freed.
+    /// Free at least `need` bytes by purging the oldest trash: units
+    /// oldest first, and in a unit its files by deletion time (ctime),
+    /// oldest first, then the directories left empty; once committed, so
+    /// the objects are gone too. Returns the bytes freed.
     pub(crate) fn reclaim_trash(&self, need: u64) -> Result<u64> {
         let _one = self.trash.reclaim.lock();
+        let need = need.max(1);
         let mut done = Purged::default();
         let mut budget = usize::MAX;
         for u in self.trash_units()? {
-            if done.bytes >= need.max(1) {
+            if done.bytes >= need {
                 break;
             }
-            self.purge_tree(u.parent, &u.name, Some(need.max(1)), &mut budget, &mut done)?;
+            let mut files = Vec::new();
+            self.files_of(u.parent, &u.name, &mut files)?;
+            files.sort_by_key(|f| f.0);
+            for (_, parent, name) in files {
+                if done.bytes >= need {
+                    break;
+                }
+                self.purge_tree(parent, &name, None, &mut budget, &mut done)?;
+            }
+            self.prune_empty(u.parent, &u.name, &mut done)?;
         }
         self.drop_empty_user_dirs(&mut done)?;
         if done.files + done.dirs > 0 {
@@ -701,6 +720,46 @@ impl Fs {
             );
         }
         Ok(done.bytes)
+    }
+
+    /// The non-directories of a tree as (ctime, parent, name).
+    fn files_of(
+        &self,
+        parent: u64,
+        name: &[u8],
+        out: &mut Vec<(Timestamp, u64, Vec<u8>)>,
+    ) -> Result<()> {
+        let Some(d) = self.child(parent, name)? else {
+            return Ok(());
+        };
+        if d.kind == Kind::Dir {
+            for e in self.entries(d.ino)? {
+                self.files_of(d.ino, &e.name, out)?;
+            }
+        } else {
+            out.push((self.inode(d.ino)?.ctime, parent, name.to_vec()));
+        }
+        Ok(())
+    }
+
+    /// Remove the directories of a tree that hold no files, bottom up.
+    fn prune_empty(&self, parent: u64, name: &[u8], done: &mut Purged) -> Result<()> {
+        let Some(d) = self.child(parent, name)? else {
+            return Ok(());
+        };
+        if d.kind != Kind::Dir {
+            return Ok(());
+        }
+        let entries = self.entries(d.ino)?;
+        for e in &entries {
+            if e.kind == Kind::Dir {
+                self.prune_empty(d.ino, &e.name, done)?;
+            }
+        }
+        if self.entries(d.ino)?.is_empty() && self.remove_for_good(parent, name, "trash purged")? {
+            done.dirs += 1;
+        }
+        Ok(())
     }
 
     /// Run `op`; if it fails for lack of space, purge the oldest trash
@@ -721,21 +780,47 @@ impl Fs {
         }
     }
 
-    /// Before growing files by `grow` bytes under a capacity: purge old
-    /// trash first if the capacity would be exceeded.
+    /// Before growing a file by `grow` bytes: purge the oldest trash first
+    /// if the capacity would be exceeded, or BACKING's free space would
+    /// fall under the reserve (see [`Fs::space_reserve`]).
     pub(crate) fn make_room(&self, grow: u64) {
-        let Some(cap) = self.capacity() else { return };
-        let used = self.usage().0;
-        if used.saturating_add(grow) > cap && self.trash_ino().is_some() {
-            if let Err(e) = self.reclaim_trash(used + grow - cap) {
+        if grow == 0 || self.trash_ino().is_none() {
+            return;
+        }
+        let mut need = 0;
+        if let Some(cap) = self.capacity() {
+            let used = self.usage().0;
+            need = (used.saturating_add(grow)).saturating_sub(cap);
+        }
+        if self.trash_bytes() > 0 {
+            if let Some(avail) = self.backing_avail() {
+                let want = grow.saturating_add(self.space_reserve());
+                need = need.max(want.saturating_sub(avail));
+            }
+        }
+        if need > 0 && self.trash_bytes() > 0 {
+            if let Err(e) = self.reclaim_trash(need) {
                 tracing::warn!(error = %e, "could not purge the trash to make room");
             }
         }
     }
 
-    /// BACKING is nearly full (under a tenth free) while the trash holds
-    /// something: writes must come through the daemon, which can purge
-    /// the trash and retry when one fails for lack of space.
+    /// Free space BACKING keeps for the database's own commits (4 times
+    /// the ballast, so 4 to 256 MiB): the trash never holds it. Purging
+    /// the trash is itself a commit and needs room.
+    pub(crate) fn space_reserve(&self) -> u64 {
+        self.ballast.size().saturating_mul(4)
+    }
+
+    /// Bytes free for us on BACKING's filesystem.
+    fn backing_avail(&self) -> Option<u64> {
+        let v = self.objects.statvfs().ok()?;
+        Some((v.blocks_available() as u64).saturating_mul(v.fragment_size() as u64))
+    }
+
+    /// BACKING is nearly full (under a tenth, or twice the reserve, free)
+    /// while the trash holds something: writes must come through the
+    /// daemon, which purges the trash before they would fill it.
     pub(crate) fn space_tight(&self) -> bool {
         if self.trash_ino().is_none() {
             return false;
@@ -743,6 +828,9 @@ impl Fs {
         let Ok(v) = self.objects.statvfs() else {
             return false;
         };
-        v.blocks_available() < v.blocks() / 10 && self.trash_bytes() > 0
+        let frsize = v.fragment_size() as u64;
+        let avail = (v.blocks_available() as u64).saturating_mul(frsize);
+        let total = (v.blocks() as u64).saturating_mul(frsize);
+        avail < (total / 10).max(2 * self.space_reserve()) && self.trash_bytes() > 0
     }
 }
