@@ -430,3 +430,44 @@ fn each_deleter_has_a_bucket_and_removing_inside_the_trash_is_for_good() {
     assert_eq!(code(fs::metadata(&mine)), libc::ENOENT);
     assert_eq!(trashed(&m).len(), 1, "{:?}", trashed(&m));
 }
+
+#[test]
+fn the_trash_command_lists_and_empties_it() {
+    let mut m = Mount::new();
+    fs::create_dir(m.path("d")).unwrap();
+    fs::write(m.path("d/a"), b"12345").unwrap();
+    fs::write(m.path("b"), b"678").unwrap();
+    settle();
+    fs::remove_file(m.path("d/a")).unwrap();
+    fs::remove_file(m.path("b")).unwrap();
+    m.unmount();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(common::bin())
+            .arg("trash")
+            .args(args)
+            .arg(&m.backing)
+            .env("ARTFS_LOG", "warn")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let uid = nix::unistd::getuid().as_raw();
+    let list = run(&["list"]);
+    assert!(list.contains(&format!("/.trash/{uid}/")), "{list}");
+    assert!(list.contains("1 units, 2 files, 8 bytes"), "{list}");
+    // Nothing is a day old yet.
+    let kept = run(&["empty", "--older-than", "1"]);
+    assert!(kept.contains("purged 0 files"), "{kept}");
+    let purged = run(&["empty"]);
+    assert!(purged.contains("purged 2 files"), "{purged}");
+    assert!(run(&["list"]).contains("0 units, 0 files"));
+    m.assert_consistent();
+    m.mount();
+    assert!(common::names(&m.path(".trash")).is_empty());
+}

@@ -556,6 +556,12 @@ impl Fs {
     /// Purge units last changed before `before` (all with `None`), at most
     /// `budget` removals.
     pub fn trash_empty(&self, before: Option<Timestamp>, budget: usize) -> Result<Purged> {
+        if !matches!(
+            self.mode(),
+            super::policy::Mode::Edit | super::policy::Mode::Rw
+        ) {
+            return Err(Error::posix(libc::EROFS, "the store is read-only"));
+        }
         let mut done = Purged::default();
         let mut budget = budget;
         for u in self.trash_units()? {
