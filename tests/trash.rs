@@ -150,7 +150,7 @@ fn fill(p: &Path, len: usize, byte: u8) -> Result<usize, (usize, std::io::Error)
 
 fn avail(p: &Path) -> u64 {
     let v = nix::sys::statvfs::statvfs(p).unwrap();
-    v.blocks_available() as u64 * v.fragment_size() as u64
+    v.blocks_available() * v.fragment_size()
 }
 
 /// Let the kernel's asynchronous RELEASE of closed files reach the daemon
@@ -469,5 +469,82 @@ fn the_trash_command_lists_and_empties_it() {
     assert!(run(&["list"]).contains("0 units, 0 files"));
     m.assert_consistent();
     m.mount();
+    assert!(common::names(&m.path(".trash")).is_empty());
+}
+
+#[test]
+fn operators_list_and_empty_the_trash_over_http() {
+    use artfs::auth::{mint, MintRequest, Role};
+    let dir = tempfile::tempdir().unwrap();
+    let (private, public) = common::keys::genpkey(
+        dir.path(),
+        "ec",
+        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+    );
+    let private = fs::read(private).unwrap();
+    let token = |sub: &str, role| mint(&MintRequest::new(private.clone(), sub, role)).unwrap();
+    let (user, operator) = (token("alice", Role::User), token("olga", Role::Operator));
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let m = Mount::with_args(&["--api", &addr, "--jwt-key", public.to_str().unwrap()]);
+    let client = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap();
+    let url = format!("http://{addr}/api/v1/trash");
+    eventually("the API answers", || {
+        client
+            .get(format!("http://{addr}/health/live"))
+            .send()
+            .is_ok()
+    });
+    fs::write(m.path("gone"), b"12345").unwrap();
+    settle();
+    fs::remove_file(m.path("gone")).unwrap();
+    let r = client.get(&url).bearer_auth(&user).send().unwrap();
+    assert_eq!(r.status(), 403, "a user token lists no trash");
+    let r = client.delete(&url).bearer_auth(&user).send().unwrap();
+    assert_eq!(r.status(), 403, "a user token empties no trash");
+    let list: serde_json::Value = client
+        .get(&url)
+        .bearer_auth(&operator)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(list["files"], 1, "{list}");
+    assert_eq!(list["bytes"], 5, "{list}");
+    let uid = nix::unistd::getuid().as_raw();
+    assert!(
+        list["units"][0]["path"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("/.trash/{uid}/")),
+        "{list}"
+    );
+    let r = client
+        .delete(format!("{url}?older_than_days=-1"))
+        .bearer_auth(&operator)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let kept: serde_json::Value = client
+        .delete(format!("{url}?older_than_days=1"))
+        .bearer_auth(&operator)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(kept["files"], 0, "{kept}");
+    let purged: serde_json::Value = client
+        .delete(&url)
+        .bearer_auth(&operator)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(purged["files"], 1, "{purged}");
     assert!(common::names(&m.path(".trash")).is_empty());
 }

@@ -177,6 +177,7 @@ impl Fs {
     /// unlinking it (see the module doc for where). Returns its path under
     /// `/.trash`, or `None` when the file must be unlinked for real; adds
     /// to `made` every (directory, name) it made or moved a name into.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn trash_entry(
         &self,
         tx: &mut Tx<'_>,
@@ -821,7 +822,7 @@ impl Fs {
     /// Bytes free for us on BACKING's filesystem.
     fn backing_avail(&self) -> Option<u64> {
         let v = self.objects.statvfs().ok()?;
-        Some((v.blocks_available() as u64).saturating_mul(v.fragment_size() as u64))
+        Some(v.blocks_available().saturating_mul(v.fragment_size()))
     }
 
     /// BACKING is nearly full (under a tenth, or twice the reserve, free)
@@ -834,9 +835,9 @@ impl Fs {
         let Ok(v) = self.objects.statvfs() else {
             return false;
         };
-        let frsize = v.fragment_size() as u64;
-        let avail = (v.blocks_available() as u64).saturating_mul(frsize);
-        let total = (v.blocks() as u64).saturating_mul(frsize);
+        let frsize = v.fragment_size();
+        let avail = v.blocks_available().saturating_mul(frsize);
+        let total = v.blocks().saturating_mul(frsize);
         avail < (total / 10).max(2 * self.space_reserve()) && self.trash_bytes() > 0
     }
 }
