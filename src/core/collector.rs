@@ -107,6 +107,7 @@ impl Fs {
         self.flush()?;
         // Trash older than trash_days.
         if self.collector.trash_days > 0.0 {
+            self.secure_trash()?;
             let keep_ns = (self.collector.trash_days * 86_400e9) as i64;
             let p = self.trash_empty(Some(Timestamp(now.0 - keep_ns)), budget)?;
             done.purged = (p.files + p.dirs) as usize;

@@ -32,7 +32,15 @@
 //!   write that would fail for lack of space (capacity or BACKING's
 //!   filesystem) first purges the oldest trash (oldest units first, file
 //!   by file, enough bytes) and is tried once more; `statfs` counts the
-//!   trash's bytes as free (reclaimable).
+//!   trash's bytes as free (reclaimable). BACKING keeps a reserve for the
+//!   database's commits (4 × the ballast): below it an unlink is for good,
+//!   and daemon-served writes purge trash before dipping into it. Writes
+//!   the daemon does not see (FUSE passthrough) cannot be retried, so
+//!   while BACKING is nearly full and the trash holds bytes, new handles
+//!   get no passthrough (`writes_through_daemon`).
+//! - Emptying: `rm` inside `/.trash` is for good (with the permissions of
+//!   the old path); `artfs trash list|empty` offline; `GET|DELETE
+//!   /api/v1/trash` for operators. Restoring is a rename out.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -324,6 +332,29 @@ impl Fs {
         );
         self.trash.bytes.fetch_add(inode.size, Ordering::AcqRel);
         Ok(Some(rel))
+    }
+
+    /// Make a `/.trash` of the old layout (1777) private: root's, 0711.
+    pub(crate) fn secure_trash(&self) -> Result<()> {
+        let Some(t) = self.trash_ino() else {
+            return Ok(());
+        };
+        let i = self.inode(t)?;
+        if i.perm == PASS_ONLY && i.uid == 0 && i.gid == 0 {
+            return Ok(());
+        }
+        self.with_tx(|tx| {
+            let mut i = tx.inode(t)?;
+            i.perm = PASS_ONLY;
+            (i.uid, i.gid) = (0, 0);
+            i.ctime = Timestamp::now();
+            tx.put(&i)
+        })?;
+        tracing::info!("made /.trash private (root, 0711)");
+        if let Some(inv) = self.invalidator() {
+            inv.inode(t);
+        }
+        Ok(())
     }
 
     /// Tell a caching door about names the trash made behind its back
