@@ -494,6 +494,12 @@ impl Fs {
 
     /// The trash's units, oldest first, with their sizes.
     pub fn trash_units(&self) -> Result<Vec<Unit>> {
+        self.units(true)
+    }
+
+    /// The trash's units, oldest first; their files and bytes counted
+    /// only with `sizes` (a walk of everything).
+    fn units(&self, sizes: bool) -> Result<Vec<Unit>> {
         let Some(t) = self.trash_ino() else {
             return Ok(Vec::new());
         };
@@ -540,7 +546,11 @@ impl Fs {
             path.push(b'/');
             for c in children {
                 let i = self.inode(c.ino)?;
-                let (files, bytes) = self.tree_size(&i)?;
+                let (files, bytes) = if sizes {
+                    self.tree_size(&i)?
+                } else {
+                    (0, 0)
+                };
                 units.push(Unit {
                     path: [path.as_slice(), &c.name].concat(),
                     uid,
@@ -596,7 +606,7 @@ impl Fs {
         }
         let mut done = Purged::default();
         let mut budget = budget;
-        for u in self.trash_units()? {
+        for u in self.units(false)? {
             if before.is_some_and(|b| u.when >= b) {
                 break;
             }
@@ -730,7 +740,7 @@ impl Fs {
         let need = need.max(1);
         let mut done = Purged::default();
         let mut budget = usize::MAX;
-        for u in self.trash_units()? {
+        for u in self.units(false)? {
             if done.bytes >= need {
                 break;
             }
