@@ -548,3 +548,37 @@ fn operators_list_and_empty_the_trash_over_http() {
     assert_eq!(purged["files"], 1, "{purged}");
     assert!(common::names(&m.path(".trash")).is_empty());
 }
+
+#[test]
+fn a_name_deleted_twice_gets_a_second_bucket() {
+    let m = Mount::new();
+    fs::create_dir(m.path("a")).unwrap();
+    let was = mode(&m.path("a"));
+    assert_ne!(was, 0o700);
+    fs::write(m.path("a/f"), b"first").unwrap();
+    settle();
+    fs::remove_file(m.path("a/f")).unwrap();
+    fs::write(m.path("a/f"), b"second").unwrap();
+    settle();
+    fs::remove_file(m.path("a/f")).unwrap();
+    // A directory made private in between: its copy must not stay open.
+    fs::write(m.path("a/g"), b"third").unwrap();
+    fs::set_permissions(m.path("a"), fs::Permissions::from_mode(0o700)).unwrap();
+    settle();
+    fs::remove_file(m.path("a/g")).unwrap();
+    let uid = nix::unistd::getuid().as_raw();
+    let user = m.path(&format!(".trash/{uid}"));
+    let buckets = common::names(&user);
+    assert_eq!(buckets.len(), 3, "{buckets:?}");
+    let got: Vec<Vec<u8>> = buckets
+        .iter()
+        .map(|b| {
+            let d = user.join(b).join("a");
+            let f = if d.join("f").exists() { "f" } else { "g" };
+            fs::read(d.join(f)).unwrap()
+        })
+        .collect();
+    assert_eq!(got, [&b"first"[..], b"second", b"third"]);
+    assert_eq!(mode(&user.join(&buckets[2]).join("a")), 0o700);
+    assert_eq!(mode(&user.join(&buckets[0]).join("a")), was);
+}

@@ -546,11 +546,7 @@ impl Fs {
             path.push(b'/');
             for c in children {
                 let i = self.inode(c.ino)?;
-                let (files, bytes) = if sizes {
-                    self.tree_size(&i)?
-                } else {
-                    (0, 0)
-                };
+                let (files, bytes) = if sizes { self.tree_size(&i)? } else { (0, 0) };
                 units.push(Unit {
                     path: [path.as_slice(), &c.name].concat(),
                     uid,
