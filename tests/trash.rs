@@ -582,3 +582,30 @@ fn a_name_deleted_twice_gets_a_second_bucket() {
     assert_eq!(mode(&user.join(&buckets[2]).join("a")), 0o700);
     assert_eq!(mode(&user.join(&buckets[0]).join("a")), was);
 }
+
+#[test]
+fn the_trash_yields_when_writes_the_daemon_does_not_see_fill_backing() {
+    let m = Mount::prepared(&[], |backing| {
+        nix::mount::mount(
+            Some("tmpfs"),
+            backing,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=40m"),
+        )
+        .expect("mount a tmpfs as BACKING (needs root)");
+    });
+    let _tmpfs = Unmounter(m.backing.clone());
+    const MIB: usize = 1 << 20;
+    fill(&m.path("old"), 10 * MIB, 1).unwrap();
+    settle();
+    fs::remove_file(m.path("old")).unwrap();
+    assert_eq!(trashed(&m).len(), 1);
+    // Leave 5 MiB free (under twice the 4 MiB reserve of a small
+    // filesystem); no further write needed: the trash gives way.
+    let left = avail(&m.backing) as usize;
+    fill(&m.path("filler"), left - 5 * MIB, 2).unwrap();
+    eventually("the trash purged", || trashed(&m).is_empty());
+    assert!(avail(&m.backing) as usize > 12 * MIB);
+    assert_eq!(fs::read(m.path("filler")).unwrap().len(), left - 5 * MIB);
+}

@@ -146,14 +146,22 @@ impl Fs {
     }
 }
 
-/// Run sweeps every `interval` until the filesystem goes away.
+/// Run sweeps every `interval` until the filesystem goes away; every
+/// second in between, keep BACKING's reserve free of trash (writes through
+/// FUSE passthrough fill it without the daemon seeing them).
 pub fn run(fs: Weak<Fs>, interval: Duration) {
     super::background_thread();
+    let tick = interval.min(Duration::from_secs(1));
+    let mut last = std::time::Instant::now();
     loop {
-        std::thread::sleep(interval);
+        std::thread::sleep(tick);
         let Some(fs) = fs.upgrade() else { return };
-        if let Err(e) = fs.sweep() {
-            tracing::warn!(error = %e, "collector sweep failed");
+        fs.keep_reserve();
+        if last.elapsed() >= interval {
+            last = std::time::Instant::now();
+            if let Err(e) = fs.sweep() {
+                tracing::warn!(error = %e, "collector sweep failed");
+            }
         }
     }
 }

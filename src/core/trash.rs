@@ -37,7 +37,8 @@
 //!   and daemon-served writes purge trash before dipping into it. Writes
 //!   the daemon does not see (FUSE passthrough) cannot be retried, so
 //!   while BACKING is nearly full and the trash holds bytes, new handles
-//!   get no passthrough (`writes_through_daemon`).
+//!   get no passthrough (`writes_through_daemon`), and every second the
+//!   collector purges old trash while less than twice the reserve is free.
 //! - Emptying: `rm` inside `/.trash` is for good (with the permissions of
 //!   the old path); `artfs trash list|empty` offline; `GET|DELETE
 //!   /api/v1/trash` for operators. Restoring is a rename out.
@@ -752,6 +753,10 @@ impl Fs {
             self.prune_empty(u.parent, &u.name, &mut done)?;
         }
         self.drop_empty_user_dirs(&mut done)?;
+        if done.bytes == 0 {
+            // Nothing to free after all: count again before trying again.
+            self.trash.known.store(false, Ordering::Release);
+        }
         if done.files + done.dirs > 0 {
             // The writer deletes objects right after the commit that
             // removed their inodes, before it reports the commit done.
@@ -845,6 +850,28 @@ impl Fs {
         if need > 0 && self.trash_bytes() > 0 {
             if let Err(e) = self.reclaim_trash(need) {
                 tracing::warn!(error = %e, "could not purge the trash to make room");
+            }
+        }
+    }
+
+    /// While BACKING has less than twice the reserve free, purge the
+    /// oldest trash until it has (the collector calls this every second).
+    pub(crate) fn keep_reserve(&self) {
+        if self.trash_ino().is_none()
+            || !matches!(
+                self.mode(),
+                super::policy::Mode::Edit | super::policy::Mode::Rw
+            )
+        {
+            return;
+        }
+        let Some(avail) = self.backing_avail() else {
+            return;
+        };
+        let want = 2 * self.space_reserve();
+        if avail < want && self.trash_bytes() > 0 {
+            if let Err(e) = self.reclaim_trash(want - avail) {
+                tracing::warn!(error = %e, "could not purge the trash to keep space free");
             }
         }
     }
