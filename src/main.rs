@@ -54,6 +54,36 @@ enum Cmd {
     /// The configuration file: print an example with every key and its
     /// default, or check a file.
     Config(ConfigArgs),
+    /// The trash (/.trash/<uid>/<when>/<original path>): list its units
+    /// (a user's deletion session each), or empty it. Refused while the
+    /// store is mounted; then use `rm` inside /.trash (or the HTTP API's
+    /// /api/v1/trash).
+    Trash(TrashArgs),
+}
+
+#[derive(clap::Args)]
+struct TrashArgs {
+    #[command(subcommand)]
+    cmd: TrashCmd,
+}
+
+#[derive(Subcommand)]
+enum TrashCmd {
+    /// Each unit, oldest first: path, deleting uid, last deletion, files
+    /// and bytes.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Purge every unit (or those whose last deletion is older than
+    /// --older-than days) for good, with its directories.
+    Empty {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Only units whose last deletion is at least this many days old.
+        #[arg(long, value_name = "DAYS")]
+        older_than: Option<f64>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -320,6 +350,9 @@ impl Cmd {
             Cmd::Scrub(a) => &a.store,
             Cmd::Search(a) => &a.store,
             Cmd::Mode(a) => &a.store,
+            Cmd::Trash(TrashArgs {
+                cmd: TrashCmd::List { store } | TrashCmd::Empty { store, .. },
+            }) => store,
             Cmd::Token(_) | Cmd::Import(_) | Cmd::Config(_) => return None,
         };
         store.config.as_deref()
@@ -362,6 +395,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Token(args) => Ok(token(args)),
         Cmd::Import(args) => import(args),
         Cmd::Config(args) => config(args),
+        Cmd::Trash(args) => trash(args, file),
     });
     match result {
         Ok(code) => code,
@@ -798,6 +832,61 @@ fn mode(mut args: ModeArgs, mut cfg: Config) -> anyhow::Result<std::process::Exi
     };
     meta.close();
     result.map(|()| std::process::ExitCode::SUCCESS)
+}
+
+/// `artfs trash list|empty`: opens the store as a mount would (its lock
+/// taken), without serving it.
+fn trash(args: TrashArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitCode> {
+    let (store, older_than) = match args.cmd {
+        TrashCmd::List { store } => (store, None),
+        TrashCmd::Empty { store, older_than } => (store, Some(older_than)),
+    };
+    store.merge(&mut cfg);
+    let sopts = store_options(&cfg, "trash");
+    if !sopts.backing.join(".artfs").is_dir() {
+        anyhow::bail!("{} holds no artfs store", sopts.backing.display());
+    }
+    if let Some(Some(d)) = older_than {
+        if !(d >= 0.0 && d.is_finite()) {
+            anyhow::bail!("--older-than must be 0 or more days");
+        }
+    }
+    let rt = runtime()?;
+    let (fs, _lock) = open_store(&sopts, rt.handle().clone())
+        .with_context(|| format!("cannot open store {}", sopts.backing.display()))?;
+    let result = match older_than {
+        None => fs.trash_units().map(|units| {
+            let (mut files, mut bytes) = (0, 0);
+            for u in &units {
+                println!(
+                    "{}\tuid {}\t{}\t{} files\t{} bytes",
+                    String::from_utf8_lossy(&u.path),
+                    u.uid.map_or("?".to_string(), |u| u.to_string()),
+                    u.when.to_rfc3339(),
+                    u.files,
+                    u.bytes
+                );
+                files += u.files;
+                bytes += u.bytes;
+            }
+            println!("{} units, {files} files, {bytes} bytes", units.len());
+        }),
+        Some(days) => {
+            let before = days.map(|d| {
+                let now = artfs::core::types::Timestamp::now();
+                artfs::core::types::Timestamp(now.0 - (d * 86_400e9) as i64)
+            });
+            fs.trash_empty(before, usize::MAX).map(|p| {
+                println!(
+                    "purged {} files and {} directories ({} bytes)",
+                    p.files, p.dirs, p.bytes
+                )
+            })
+        }
+    };
+    fs.close();
+    result.map_err(anyhow::Error::from)?;
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 #[derive(clap::Args)]

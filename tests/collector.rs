@@ -27,6 +27,31 @@ fn names(dir: &Path) -> Vec<String> {
     v
 }
 
+/// The files in the trash, as paths relative to `/.trash`
+/// (`<uid>/<when>/<original path>`), sorted.
+fn trashed(m: &Mount) -> Vec<String> {
+    fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let r = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            if e.file_type().unwrap().is_dir() {
+                walk(&e.path(), &r, out);
+            } else {
+                out.push(r);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&m.path(".trash"), "", &mut out);
+    out.sort();
+    out
+}
+
 /// Wait until `cond` holds (the collector runs every 200 ms here).
 fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -50,21 +75,26 @@ fn unlink_moves_to_a_hidden_trash_restorable_and_purged_later() {
         "the trash is not listed: {:?}",
         names(&m.mnt)
     );
-    let trashed = names(&m.path(".trash"));
-    assert_eq!(trashed.len(), 1);
-    assert!(trashed[0].ends_with(&format!("-{ino}-doc")), "{trashed:?}");
+    let files = trashed(&m);
+    assert_eq!(files.len(), 1);
+    // /.trash/<uid>/<when>/<original path>, the same inode.
+    let uid = nix::unistd::getuid().as_raw();
+    assert!(files[0].starts_with(&format!("{uid}/")), "{files:?}");
+    assert!(files[0].ends_with("Z/doc"), "{files:?}");
+    let t = m.path(".trash").join(&files[0]);
+    assert_eq!(fs::metadata(&t).unwrap().ino(), ino);
     // Restore by renaming it out.
-    let t = m.path(".trash").join(&trashed[0]);
     fs::rename(&t, m.path("doc")).unwrap();
     assert_eq!(fs::read(m.path("doc")).unwrap(), b"precious");
     // A file with other names is unlinked as usual (its nlink drops).
     fs::hard_link(m.path("doc"), m.path("alias")).unwrap();
     fs::remove_file(m.path("alias")).unwrap();
     assert_eq!(fs::metadata(m.path("doc")).unwrap().nlink(), 1);
-    assert!(names(&m.path(".trash")).is_empty());
-    // Trash it again; two days later the collector purges it.
+    assert!(trashed(&m).is_empty());
+    // Trash it again; two days later the collector purges it, with the
+    // directories that held it.
     fs::remove_file(m.path("doc")).unwrap();
-    assert_eq!(names(&m.path(".trash")).len(), 1);
+    assert_eq!(trashed(&m).len(), 1);
     m.unmount();
     m.try_mount(&[FAST[0], ("ARTFS_CLOCK_SKEW", "172800")])
         .unwrap();
@@ -99,7 +129,7 @@ fn the_trash_cannot_be_renamed_replaced_or_made_by_hand() {
     fs::create_dir(m.path("d/.trash")).unwrap();
     // Once it exists: it stays where it is.
     fs::remove_file(m.path("f")).unwrap();
-    assert_eq!(names(&m.path(".trash")).len(), 1);
+    assert_eq!(trashed(&m).len(), 1);
     assert_eq!(
         code(fs::rename(m.path(".trash"), m.path("t2"))),
         libc::EPERM
@@ -109,10 +139,10 @@ fn the_trash_cannot_be_renamed_replaced_or_made_by_hand() {
         code(fs::rename(m.path("empty"), m.path(".trash"))),
         libc::EPERM
     );
-    assert_eq!(names(&m.path(".trash")).len(), 1);
+    assert_eq!(trashed(&m).len(), 1);
     assert_eq!(fs::read(m.path("d/important")).unwrap(), b"keep");
     // Trashed files still come out by rename.
-    let t = m.path(".trash").join(&names(&m.path(".trash"))[0]);
+    let t = m.path(".trash").join(&trashed(&m)[0]);
     fs::rename(&t, m.path("f")).unwrap();
     assert_eq!(fs::read(m.path("f")).unwrap(), b"x");
 }

@@ -29,6 +29,7 @@ mod metrics;
 mod openapi;
 pub mod path;
 mod server;
+mod trash;
 mod uploads;
 
 use std::sync::Arc;
@@ -146,6 +147,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/files/{file_id}/download", get(files::download))
         .route("/api/v1/search", get(admin::search))
         .route("/api/v1/mode", axum::routing::post(admin::change_mode))
+        .route("/api/v1/trash", get(trash::list).delete(trash::empty))
         .route(
             "/api/v1/maintenance/{kind}",
             get(admin::job_status).post(admin::start_job),

@@ -53,6 +53,8 @@ impl Modify for BearerAuth {
         super::admin::change_mode,
         super::admin::start_job,
         super::admin::job_status,
+        super::trash::list,
+        super::trash::empty,
     ),
     components(schemas(
         super::error::ErrorBody,

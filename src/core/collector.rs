@@ -1,33 +1,30 @@
 //! Trash and expiry (issue 6).
 //!
 //! - **Trash**: in edit mode with `trash_days > 0`, unlinking the last name
-//!   of a regular file that nobody has open moves it to `/.trash/` as
-//!   `<unix seconds>-<ino>-<name>` instead of deleting it. `/.trash` is
-//!   hidden from the root's listing, reachable by path, and a file is
-//!   restored by renaming it out. Trashed files keep counting toward the
-//!   capacity (once) until purged.
+//!   of a regular file that nobody has open moves it to
+//!   `/.trash/<uid>/<when>/<original path>` instead of deleting it (layout,
+//!   permissions, purge and space: see `trash`). `/.trash` is hidden from
+//!   the root's listing, reachable by path, and a file or tree is
+//!   restored by renaming it out.
 //! - **Expiry**: a regular file whose `user.artstore.expires_at` has passed
 //!   is removed (all its names), unless `retention_until` still holds it.
 //!   New files inherit an expiry from `user.artstore.default_ttl` (seconds)
 //!   on their directory; new directories inherit that attribute.
 //! - **The collector**: a thread that, every `interval`, purges trash older
-//!   than `trash_days` and removes expired files, at most `max_per_sweep`
-//!   of them, each as an ordinary logged unlink (user `collector`), so a
-//!   sweep cut short is simply done again.
+//!   than `trash_days` (with the directories it leaves empty) and removes
+//!   expired files, at most `max_per_sweep` of them, each as an ordinary
+//!   logged unlink or rmdir (user `collector`), so a sweep cut short is
+//!   simply done again.
 
 use std::sync::Weak;
 use std::time::Duration;
 
-use serde_json::json;
-
 use super::archive_attrs::{self, PREFIX};
 use super::error::Result;
-use super::types::{Caller, Inode, Kind, Timestamp, ROOT_INO};
+use super::types::{Kind, Timestamp};
 use super::{Fs, Tx};
-use crate::wal;
 
-/// The trash directory's name in the root.
-pub const TRASH: &[u8] = b".trash";
+pub use super::trash::TRASH;
 
 /// Collector settings (plain data with defaults).
 #[derive(Clone, Debug)]
@@ -68,63 +65,6 @@ impl Fs {
         Timestamp(Timestamp::now().0 + self.collector.clock_skew.as_nanos() as i64)
     }
 
-    /// Move the last name of a quiet regular file into the trash instead of
-    /// unlinking it. Returns the name in the trash, or `None` when the
-    /// file must be unlinked for real.
-    pub(crate) fn trash_entry(
-        &self,
-        tx: &mut Tx<'_>,
-        parent: u64,
-        name: &[u8],
-        inode: &Inode,
-        now: Timestamp,
-    ) -> Result<Option<Vec<u8>>> {
-        if self.collector.trash_days <= 0.0
-            || self.mode() != super::policy::Mode::Edit
-            || inode.kind != Kind::File
-            || inode.nlink != 1
-            || self.is_open(inode.ino)
-        {
-            return Ok(None);
-        }
-        let trash = match tx.dentry(ROOT_INO, TRASH)? {
-            Some(d) if d.kind == Kind::Dir => d.ino,
-            // Something else is called .trash: no trash.
-            Some(_) => return Ok(None),
-            None => self.make_trash(tx, now)?,
-        };
-        if parent == trash {
-            return Ok(None);
-        }
-        let secs = now.0.div_euclid(1_000_000_000);
-        let mut tname = format!("{secs}-{}-", inode.ino).into_bytes();
-        let room = super::types::NAME_MAX - tname.len();
-        tname.extend_from_slice(&name[..name.len().min(room)]);
-        tx.move_entry((parent, name.to_vec()), (trash, tname.clone()))?;
-        let mut i = inode.clone();
-        i.parent = trash;
-        i.ctime = now;
-        tx.put(&i)?;
-        let mut t = tx.inode(trash)?;
-        t.mtime = now;
-        t.ctime = now;
-        tx.put(&t)?;
-        Ok(Some(tname))
-    }
-
-    fn make_trash(&self, tx: &mut Tx<'_>, now: Timestamp) -> Result<u64> {
-        let mut root = tx.inode(ROOT_INO)?;
-        // Like /tmp: everyone may restore their own files.
-        let dir = Inode::new_dir(0, 0o1777, (0, 0), ROOT_INO, TRASH, "artfs");
-        let dir = tx.insert(dir)?;
-        tx.add_entry(ROOT_INO, TRASH, dir.ino, Kind::Dir)?;
-        root.nlink += 1;
-        root.mtime = now;
-        root.ctime = now;
-        tx.put(&root)?;
-        Ok(dir.ino)
-    }
-
     /// New files inherit an expiry from their directory's default TTL.
     pub(crate) fn inherited_expiry(
         &self,
@@ -163,30 +103,14 @@ impl Fs {
             return Ok(done);
         }
         let now = self.collector_now();
-        let collector = Caller::root();
         let budget = self.collector.max_per_sweep;
         self.flush()?;
         // Trash older than trash_days.
         if self.collector.trash_days > 0.0 {
-            if let Some(t) = self.meta.lookup(ROOT_INO, TRASH)? {
-                let keep_ns = (self.collector.trash_days * 86_400e9) as i64;
-                for e in self.meta.read_dir(t.ino, 0, budget)? {
-                    let secs: Option<i64> = e
-                        .name
-                        .split(|b| *b == b'-')
-                        .next()
-                        .and_then(|s| std::str::from_utf8(s).ok())
-                        .and_then(|s| s.parse().ok());
-                    let Some(secs) = secs else { continue };
-                    if now.0 - secs * 1_000_000_000 < keep_ns {
-                        continue;
-                    }
-                    match self.remove_name(&collector, t.ino, &e.name, "trash purged") {
-                        Ok(()) => done.purged += 1,
-                        Err(err) => tracing::warn!(error = %err, "could not purge from the trash"),
-                    }
-                }
-            }
+            self.secure_trash()?;
+            let keep_ns = (self.collector.trash_days * 86_400e9) as i64;
+            let p = self.trash_empty(Some(Timestamp(now.0 - keep_ns)), budget)?;
+            done.purged = (p.files + p.dirs) as usize;
         }
         // Expired files.
         for (ino, value) in self.meta.xattr_values(&attr_name("expires_at"))? {
@@ -204,8 +128,8 @@ impl Fs {
                 continue;
             }
             for (_, parent, name) in self.meta.links_of(&[ino])? {
-                match self.remove_name(&collector, parent, &name, "expired") {
-                    Ok(()) => {}
+                match self.remove_for_good(parent, &name, "expired") {
+                    Ok(_) => {}
                     Err(err) => tracing::warn!(ino, error = %err, "could not remove expired file"),
                 }
             }
@@ -220,53 +144,24 @@ impl Fs {
         }
         Ok(done)
     }
-
-    /// Remove one name for good (no trash), logged as the collector's.
-    fn remove_name(&self, caller: &Caller, parent: u64, name: &[u8], why: &str) -> Result<()> {
-        self.with_tx(|tx| {
-            let mut dir = tx.inode(parent)?;
-            let Some((ino, kind)) = tx.lookup(parent, name)? else {
-                return Ok(()); // gone already: a sweep done twice
-            };
-            if kind.is_dir() {
-                return Ok(());
-            }
-            let now = Timestamp::now();
-            tx.remove_entry(parent, name)?;
-            let inode = tx.inode(ino)?;
-            let mut rec = wal::Record::new(
-                wal::Op::Unlink,
-                wal::Status::Committed,
-                Some(inode.file_id.clone()),
-                json!({ "ino": ino, "parent": parent, "name": wal::name_json(name),
-                        "reason": why }),
-            );
-            rec.user_id = Some("collector".into());
-            tx.log(rec);
-            self.drop_link(tx, inode, now)?;
-            dir.mtime = now;
-            dir.ctime = now;
-            tx.put(&dir)
-        })?;
-        let _ = caller;
-        // Behind the kernel's back: tell it (after the change, never from
-        // inside one of its requests).
-        if let Some(inv) = self.invalidator() {
-            inv.entry(parent, name);
-            inv.inode(parent);
-        }
-        Ok(())
-    }
 }
 
-/// Run sweeps every `interval` until the filesystem goes away.
+/// Run sweeps every `interval` until the filesystem goes away; every
+/// second in between, keep BACKING's reserve free of trash (writes through
+/// FUSE passthrough fill it without the daemon seeing them).
 pub fn run(fs: Weak<Fs>, interval: Duration) {
     super::background_thread();
+    let tick = interval.min(Duration::from_secs(1));
+    let mut last = std::time::Instant::now();
     loop {
-        std::thread::sleep(interval);
+        std::thread::sleep(tick);
         let Some(fs) = fs.upgrade() else { return };
-        if let Err(e) = fs.sweep() {
-            tracing::warn!(error = %e, "collector sweep failed");
+        fs.keep_reserve();
+        if last.elapsed() >= interval {
+            last = std::time::Instant::now();
+            if let Err(e) = fs.sweep() {
+                tracing::warn!(error = %e, "collector sweep failed");
+            }
         }
     }
 }

@@ -211,8 +211,9 @@ impl Fs {
         // the write intent of the new handle. Its object may appear before
         // the row commits; the inode number's `reserve` row covers that.
         // The object is usually one made ahead of need (see `objpool`).
-        let (attr, intent, object) =
-            self.make_node(caller, parent, name, NewNode::File, mode, umask, true)?;
+        let (attr, intent, object) = self.with_room(0, || {
+            self.make_node(caller, parent, name, NewNode::File, mode, umask, true)
+        })?;
         // A new file has nothing to read and no privileges to drop.
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let handle =
@@ -249,8 +250,12 @@ impl Fs {
         // in every mode but edit, which never changes).
         self.allow(Change::Write)?;
         let end = offset.saturating_add(data.len() as u64);
-        self.reserve_size(h.ino, end)?;
-        h.file.write_all_at(data, offset)?;
+        // Short of space, the oldest trash makes way (see `trash`).
+        let need = data.len() as u64;
+        let size = self.inode(h.ino).map_or(0, |i| i.size);
+        self.make_room(end.saturating_sub(size));
+        self.with_room(need, || self.reserve_size(h.ino, end))?;
+        self.with_room(need, || Ok(h.file.write_all_at(data, offset)?))?;
         Ok(data.len())
     }
 
@@ -363,22 +368,29 @@ impl Fs {
         } else {
             Change::Write
         })?;
+        if !discards {
+            self.make_room(length);
+        }
         if mode & (libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE) == 0 {
-            self.reserve_size(h.ino, offset.saturating_add(length))?;
+            self.with_room(length, || {
+                self.reserve_size(h.ino, offset.saturating_add(length))
+            })?;
         }
-        // SAFETY: plain syscall on an owned descriptor.
-        let rc = unsafe {
-            libc::fallocate(
-                h.file.as_raw_fd(),
-                mode,
-                offset as libc::off_t,
-                length as libc::off_t,
-            )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error().into());
-        }
-        Ok(())
+        self.with_room(length, || {
+            // SAFETY: plain syscall on an owned descriptor.
+            let rc = unsafe {
+                libc::fallocate(
+                    h.file.as_raw_fd(),
+                    mode,
+                    offset as libc::off_t,
+                    length as libc::off_t,
+                )
+            };
+            if rc != 0 {
+                return Err(std::io::Error::last_os_error().into());
+            }
+            Ok(())
+        })
     }
 
     /// SEEK_DATA / SEEK_HOLE (and the plain whences) on the object.

@@ -27,6 +27,7 @@ mod publish;
 pub mod search;
 mod sidecars;
 mod stats;
+pub mod trash;
 pub mod types;
 mod writer;
 mod xattr;
@@ -103,6 +104,7 @@ pub struct Fs {
     recovered: u64,
     /// Inodes in the store, staged changes included (for statfs).
     inodes: std::sync::atomic::AtomicI64,
+    trash: trash::TrashState,
 }
 
 /// Lower the calling thread's CPU priority: background upkeep (sidecars,
@@ -185,9 +187,11 @@ impl Fs {
 
     /// Whether the daemon must see every write (see `policy`): if so, the
     /// doors must not hand writes to the kernel (FUSE passthrough). True
-    /// in every mode but edit, and whenever a capacity is set.
+    /// in every mode but edit, whenever a capacity is set, and while
+    /// BACKING is nearly full with something in the trash (a write that
+    /// fails for lack of space then purges the trash and is retried).
     pub fn writes_through_daemon(&self) -> bool {
-        self.mode().writes_through_daemon() || self.capacity().is_some()
+        self.mode().writes_through_daemon() || self.capacity().is_some() || self.space_tight()
     }
 
     /// Log when usage crosses a free-space level.
@@ -243,10 +247,8 @@ impl Fs {
         let Some(ino) = self.meta.find_by_file_id(file_id)? else {
             return Ok(None);
         };
-        if let Some(t) = self.child(types::ROOT_INO, collector::TRASH)? {
-            if self.inode(ino)?.parent == t.ino {
-                return Ok(None);
-            }
+        if self.in_trash(ino) {
+            return Ok(None);
         }
         Ok(Some(ino))
     }

@@ -230,6 +230,8 @@ impl Fs {
     pub fn unlink(&self, caller: &Caller, parent: u64, name: &[u8]) -> Result<()> {
         check_name(name).map_err(not_found_if_invalid)?;
         self.allow(Change::Remove)?;
+        // Names the trash made (its directories), for the kernel's caches.
+        let mut made = Vec::new();
         self.with_tx(|tx| {
             let mut dir = tx.inode(parent)?;
             if !dir.kind.is_dir() {
@@ -242,7 +244,9 @@ impl Fs {
             archive_attrs::check_retention(&tx.xattrs(ino)?)?;
             let now = Timestamp::now();
             let inode = tx.inode(ino)?;
-            if let Some(tname) = self.trash_entry(tx, parent, name, &inode, now)? {
+            if let Some(tname) =
+                self.trash_entry(tx, caller, parent, name, &inode, now, &mut made)?
+            {
                 tx.log(
                     wal::Record::new(
                         wal::Op::Unlink,
@@ -273,7 +277,9 @@ impl Fs {
             dir.mtime = now;
             dir.ctime = now;
             tx.put(&dir)
-        })
+        })?;
+        self.trash_notify(&made);
+        Ok(())
     }
 
     /// One link of a non-directory is gone: keep, orphan or delete it.
@@ -296,7 +302,12 @@ impl Fs {
     /// A directory's name is gone: delete it, or keep it with no links
     /// while it is open (its open descriptors still work, as on ext4),
     /// until its last close or the next mount.
-    fn drop_dir(&self, tx: &mut super::Tx<'_>, mut dir: Inode, now: Timestamp) -> Result<()> {
+    pub(crate) fn drop_dir(
+        &self,
+        tx: &mut super::Tx<'_>,
+        mut dir: Inode,
+        now: Timestamp,
+    ) -> Result<()> {
         if self.open_dirs.lock().contains_key(&dir.ino) {
             dir.nlink = 0;
             dir.ctime = now;
@@ -459,6 +470,8 @@ impl Fs {
             if !src_dir.kind.is_dir() || !dst_dir.kind.is_dir() {
                 return Err(enotdir());
             }
+            // A restore from the trash (or a move into it by hand).
+            self.trash_changed_by_hand(tx, &[parent, new_parent])?;
             let (src_ino, src_kind) = tx.lookup(parent, name)?.ok_or_else(enoent)?;
             let dst = tx.lookup(new_parent, new_name)?;
             match dst {
@@ -599,6 +612,8 @@ impl Fs {
         }
         if let Some(size) = set.size {
             let i = self.inode(ino)?;
+            // Growing under a capacity: old trash makes way first.
+            self.make_room(size.saturating_sub(i.size));
             match i.kind {
                 Kind::File => {}
                 Kind::Dir => return Err(eisdir()),
@@ -798,13 +813,18 @@ impl Fs {
             scale(v.blocks_free()),
             scale(v.blocks_available()),
         );
+        // The trash gives its space back to any write that needs it: it
+        // counts as free (reclaimable).
+        let trash = self.trash_bytes() / bsize;
+        bfree = bfree.saturating_add(trash).min(blocks);
+        bavail = bavail.saturating_add(trash).min(blocks);
         if let Some(cap) = self.capacity() {
             // `df` tells the store's own accounting, never more than the
-            // backing filesystem can hold.
-            let free = cap.saturating_sub(self.usage().0) / bsize;
+            // backing filesystem can hold (trash included).
+            let free = (cap.saturating_sub(self.usage().0) / bsize).saturating_add(trash);
             blocks = cap / bsize;
-            bfree = bfree.min(free);
-            bavail = bavail.min(free);
+            bfree = bfree.min(free).min(blocks);
+            bavail = bavail.min(free).min(blocks);
         }
         Ok(StatFs {
             blocks,

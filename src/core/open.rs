@@ -206,6 +206,7 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
         ops: Default::default(),
         recovered: settled.len() as u64,
         inodes: 0.into(),
+        trash: Default::default(),
     });
     {
         let (weak, every) = (Arc::downgrade(&fs), opts.collector.interval);
