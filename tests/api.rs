@@ -1758,7 +1758,7 @@ fn modes_apply_through_the_api_door_too() {
             "ro" => assert_eq!(set_mode(&api, "ro", false), 200),
             "ar" => {
                 assert_eq!(set_mode(&api, "ro", false), 200);
-                assert_eq!(set_mode(&api, "ar", false), 200);
+                assert_eq!(set_mode(&api, "ar", true), 200);
             }
             _ => {}
         }

@@ -147,7 +147,7 @@ fn every_mode_times_every_operation() {
             "ro" => set_mode(&m, "ro", false),
             "ar" => {
                 set_mode(&m, "ro", false);
-                set_mode(&m, "ar", false);
+                set_mode(&m, "ar", true);
             }
             _ => {}
         }

@@ -146,9 +146,10 @@ pub async fn patch(
 ) -> ApiResult<Response> {
     who.require(Action::Write)?;
     let changes = MetaChanges::from_patch(parse_patch(&body)?)?;
+    let caller = st.caller_for(&who);
     let meta = blocking(move || {
         let attr = by_id(&st.fs, &file_id)?;
-        patch_inode(&st, &attr, &changes, None)
+        patch_inode(&st, &caller, &attr, &changes, None)
     })
     .await?;
     Ok(with_etag(meta))

@@ -616,7 +616,7 @@ async fn upload(
     let p2 = p.clone();
     let (parent, expect, staging) = blocking(move || {
         let (parent, name) = p2.split_last().expect("not the root");
-        let dir = st2.fs.walk(&st2.caller, parent)?;
+        let dir = st2.fs.walk(&caller2, parent)?;
         if !dir.inode.kind.is_dir() {
             return Err(ApiError::from(crate::core::error::enotdir()));
         }
@@ -634,7 +634,7 @@ async fn upload(
             ));
         }
         st2.fs
-            .check_dir_change(&st2.caller, dir, existing.as_ref().map(|a| a.inode.ino))?;
+            .check_dir_change(&caller2, dir, existing.as_ref().map(|a| a.inode.ino))?;
         let expect = resolve_precondition(&st2.fs, pre, existing.as_ref())?;
         let (ino, h) = st2
             .fs
@@ -698,7 +698,7 @@ async fn upload(
         let fs = staging.fs.clone();
         let ino = staging.ino;
         fs.fsync(staging.fh, false)?;
-        changes.apply(&fs, ino)?;
+        changes.apply(&fs, &caller, ino)?;
         let published = fs.publish(&caller, ino, parent, name, &expect, Some(sha))?;
         fs.sync_meta()?;
         st.invalidate_entry(parent, name);

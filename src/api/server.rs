@@ -73,18 +73,10 @@ pub fn start(
     let root = fs
         .getattr(ROOT_INO)
         .context("cannot read the root directory")?;
-    let (uid, gid) = (
-        cfg.uid.unwrap_or(root.inode.uid),
-        cfg.gid.unwrap_or(root.inode.gid),
-    );
-    let caller = Caller {
-        uid,
-        gid,
-        pid: 0,
-        subject: None,
-        groups: Some(supplementary_groups(uid, gid).into()),
-        grants: None,
-    };
+    let (uid, gid) = api_identity(cfg.uid, cfg.gid, (root.inode.uid, root.inode.gid));
+    let caller = identity(uid, gid);
+    // An admin token acts as root; `--api-uid 0` makes every token do so.
+    let admin_caller = identity(0, 0);
     let tls = match &cfg.tls {
         Some((cert, key)) => {
             // One crypto provider in this build (ring); make it the default.
@@ -110,6 +102,7 @@ pub fn start(
         fs,
         verifier: verifier.clone(),
         caller: caller.clone(),
+        admin_caller,
         name: cfg.name.clone(),
         uploads: Arc::new(Semaphore::new(limits.max_concurrent_uploads.max(1))),
         limits: limits.clone(),
@@ -143,7 +136,7 @@ pub fn start(
         tls = cfg.tls.is_some(),
         uid = caller.uid,
         gid = caller.gid,
-        "HTTP API listening"
+        "HTTP API listening (user and operator tokens act as uid:gid, admin tokens as root)"
     );
     Ok(ApiServer {
         handle,
@@ -183,6 +176,39 @@ fn spawn_reloader(
         }
     });
     Ok(())
+}
+
+/// The uid and gid `user` and `operator` tokens act as (docs/AUTH.md,
+/// "Identity"): `--api-uid`/`--api-gid` when given; else the owner of the
+/// root directory when that is not root (a store run by one user); else
+/// the unprivileged `nobody` (65534:65534), so a token passes no POSIX
+/// check that the world would not. Without `--api-gid`, the group is the
+/// primary group of `--api-uid` (its own number when it has no entry).
+pub fn api_identity(uid: Option<u32>, gid: Option<u32>, root_owner: (u32, u32)) -> (u32, u32) {
+    const NOBODY: u32 = 65534;
+    match (uid, gid) {
+        (Some(u), Some(g)) => (u, g),
+        (Some(u), None) => {
+            let g = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(u))
+                .ok()
+                .flatten()
+                .map_or(u, |e| e.gid.as_raw());
+            (u, g)
+        }
+        (None, g) if root_owner.0 != 0 => (root_owner.0, g.unwrap_or(root_owner.1)),
+        (None, g) => (NOBODY, g.unwrap_or(NOBODY)),
+    }
+}
+
+fn identity(uid: u32, gid: u32) -> Caller {
+    Caller {
+        uid,
+        gid,
+        pid: 0,
+        subject: None,
+        groups: Some(supplementary_groups(uid, gid).into()),
+        grants: None,
+    }
 }
 
 /// The groups of the user with this uid (from the system's user and group
