@@ -81,9 +81,10 @@ pub async fn get(
     Path(file_id): Path<String>,
 ) -> ApiResult<Response> {
     who.require(Action::Read)?;
+    let caller = st.caller_for(&who);
     let meta = blocking(move || {
         let attr = by_id(&st.fs, &file_id)?;
-        st.fs.check_access(&st.caller, attr.inode.ino, MAY_READ)?;
+        st.fs.check_access(&caller, attr.inode.ino, MAY_READ)?;
         file_meta(&st.fs, &attr, None)
     })
     .await?;
@@ -128,7 +129,8 @@ pub async fn download(
         return Err(ApiError::bad_request("not a regular file"));
     }
     let d = disposition(&attr.inode.original_name);
-    serve_file(st, attr, &headers, Some(d)).await
+    let caller = st.caller_for(&who);
+    serve_file(st, caller, attr, &headers, Some(d)).await
 }
 
 /// Change description, version, content type, retention or custom

@@ -84,19 +84,22 @@ pub async fn get(
     let p = path::parse(uri.path(), PREFIX)?;
     let st2 = st.clone();
     let comps = p.components.clone();
-    let attr = blocking(move || Ok(st2.fs.walk(&st2.caller, &comps)?)).await?;
+    let caller = st.caller_for(&who);
+    let c2 = caller.clone();
+    let attr = blocking(move || Ok(st2.fs.walk(&c2, &comps)?)).await?;
     match attr.inode.kind {
-        Kind::Dir => list(st, attr, p, &q).await,
-        Kind::File => match serve_file(st.clone(), attr, &headers, None).await {
+        Kind::Dir => list(st, caller, attr, p, &q).await,
+        Kind::File => match serve_file(st.clone(), caller.clone(), attr, &headers, None).await {
             // Replaced (and reclaimed) between the lookup and the open:
             // look again and serve the new file.
             Err(e) if e.status == StatusCode::NOT_FOUND => {
                 let st2 = st.clone();
-                let attr = blocking(move || Ok(st2.fs.walk(&st2.caller, &p.components)?)).await?;
+                let c2 = caller.clone();
+                let attr = blocking(move || Ok(st2.fs.walk(&c2, &p.components)?)).await?;
                 if attr.inode.kind != Kind::File {
                     return Err(e);
                 }
-                serve_file(st, attr, &headers, None).await
+                serve_file(st, caller, attr, &headers, None).await
             }
             r => r,
         },
@@ -108,6 +111,7 @@ pub async fn get(
 
 async fn list(
     st: AppState,
+    caller: crate::core::types::Caller,
     dir: Attr,
     p: ApiPath,
     q: &HashMap<String, String>,
@@ -129,7 +133,7 @@ async fn list(
     .min(st.limits.max_list_page);
     let listing = blocking(move || {
         let ino = dir.inode.ino;
-        st.fs.check_access(&st.caller, ino, MAY_READ)?;
+        st.fs.check_access(&caller, ino, MAY_READ)?;
         // Cookies 1 and 2 are "." and "..": start after them.
         let mut entries = st.fs.readdir(ino, cursor.max(2), limit + 1)?;
         entries.retain(|e| e.name != b"." && e.name != b"..");
@@ -301,14 +305,16 @@ fn body_of(handle: ReadHandle, range: ByteRange) -> Body {
 /// requests. `disposition`: a `Content-Disposition` value (downloads).
 pub async fn serve_file(
     st: AppState,
+    caller: crate::core::types::Caller,
     attr: Attr,
     headers: &HeaderMap,
     disposition: Option<String>,
 ) -> ApiResult<Response> {
     let ino = attr.inode.ino;
     let st2 = st.clone();
+    let c2 = caller.clone();
     let (sha, ctype) = blocking(move || {
-        st2.fs.check_access(&st2.caller, ino, MAY_READ)?;
+        st2.fs.check_access(&c2, ino, MAY_READ)?;
         let sha = st2.fs.sha256(ino)?;
         let ctype = content_type(&st2.fs, ino, &attr.inode.original_name);
         Ok((sha, ctype))
@@ -341,7 +347,7 @@ pub async fn serve_file(
     // Open, then take the size the handle sees.
     let st2 = st.clone();
     let (handle, size) = blocking(move || {
-        let h = st2.fs.open(&st2.caller, ino, libc::O_RDONLY)?;
+        let h = st2.fs.open(&caller, ino, libc::O_RDONLY)?;
         let handle = ReadHandle {
             fs: st2.fs.clone(),
             fh: h.fh,

@@ -91,12 +91,16 @@ impl Fs {
         flags: i32,
     ) -> Result<()> {
         let r = (|| {
-            let value = checked_value(name, value, self.max_retention)?;
+            let value = checked_value(name, value)?;
             if flags & !(XATTR_CREATE | XATTR_REPLACE) != 0 {
                 return Err(Error::posix(libc::EINVAL, "unknown setxattr flags"));
             }
             self.allow(Change::Metadata)?;
-            self.with_tx(|tx| stage_set(tx, caller, ino, name, &value, flags))
+            let who = Who {
+                caller,
+                max_retention: self.max_retention,
+            };
+            self.with_tx(|tx| stage_set(tx, &who, ino, name, &value, flags))
         })();
         refused(caller, ino, name, Some(value), r)
     }
@@ -121,7 +125,7 @@ impl Fs {
     ) -> Result<()> {
         let mut checked = Vec::with_capacity(set.len());
         for (n, v) in set {
-            let value = checked_value(n, v, self.max_retention);
+            let value = checked_value(n, v);
             checked.push((
                 n.as_slice(),
                 refused(caller, ino, n, Some(v.as_slice()), value)?,
@@ -132,10 +136,14 @@ impl Fs {
         }
         self.allow(Change::Metadata)?;
         let mut culprit: Option<(&[u8], Option<&[u8]>)> = None;
+        let who = Who {
+            caller,
+            max_retention: self.max_retention,
+        };
         let r = self.with_tx(|tx| {
             for (name, value) in &checked {
                 culprit = Some((name, Some(value)));
-                stage_set(tx, caller, ino, name, value, 0)?;
+                stage_set(tx, &who, ino, name, value, 0)?;
             }
             for name in remove {
                 culprit = Some((name, None));
@@ -191,11 +199,7 @@ fn refused<T>(
 
 /// A value to store under `name`: checked, and normalised for the archive
 /// attributes.
-fn checked_value(
-    name: &[u8],
-    value: &[u8],
-    max_retention: Option<std::time::Duration>,
-) -> Result<Vec<u8>> {
+fn checked_value(name: &[u8], value: &[u8]) -> Result<Vec<u8>> {
     check_xattr_name(name)?;
     if value.len() > XATTR_SIZE_MAX {
         return Err(Error::posix(
@@ -207,9 +211,6 @@ fn checked_value(
         Class::ReadOnly(_) => Err(read_only()),
         Class::Writable(n) => {
             archive_attrs::validate(n, value)?;
-            if n == "retention_until" {
-                archive_attrs::check_retention_bound(value, max_retention, Timestamp::now())?;
-            }
             Ok(archive_attrs::normalise(n, value))
         }
         Class::Unknown => Err(Error::posix(
@@ -228,9 +229,15 @@ fn checked_removal(name: &[u8]) -> Result<()> {
     }
 }
 
+/// Who sets an attribute, and the store's bound on retention.
+struct Who<'a> {
+    caller: &'a Caller,
+    max_retention: Option<std::time::Duration>,
+}
+
 fn stage_set(
     tx: &mut Tx<'_>,
-    caller: &Caller,
+    who: &Who<'_>,
     ino: u64,
     name: &[u8],
     value: &[u8],
@@ -239,7 +246,11 @@ fn stage_set(
     let mut inode = tx.inode(ino)?;
     let mut list = tx.xattrs(ino)?.as_ref().clone();
     if let Class::Writable(n) = archive_attrs::classify(name) {
-        archive_attrs::check_privilege(n, caller, inode.uid)?;
+        // Privilege first: an unprivileged caller learns nothing more.
+        archive_attrs::check_privilege(n, who.caller, inode.uid)?;
+        if n == "retention_until" {
+            archive_attrs::check_retention_bound(value, who.max_retention, Timestamp::now())?;
+        }
     }
     if archive_attrs::classify(name) == Class::Writable("retention_until") {
         // A retention date in force may be extended, never shortened.
