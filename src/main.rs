@@ -736,7 +736,13 @@ fn mode(mut args: ModeArgs, mut cfg: Config) -> anyhow::Result<std::process::Exi
                 println!(
                     "{} (since {}, by {})",
                     c.mode, c.mode_changed_at, c.mode_changed_by
-                )
+                );
+                if c.mode == "edit" {
+                    println!(
+                        "edit is fixed for the store's life; a store meant to be frozen \
+                         later is created with --mode rw"
+                    );
+                }
             }),
         Some(to) => {
             let by = artfs::core::namespace::user_name(nix::unistd::getuid().as_raw());

@@ -667,4 +667,14 @@ fn irreversible_and_impossible_mode_changes_say_so() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("fixed for the store's life"), "{err}");
     assert!(err.contains("--mode rw"), "{err}");
+    // Showing the mode says so too.
+    let out = Command::new(bin())
+        .args(["mode".as_ref(), m.backing.as_os_str()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("edit ") && text.contains("--mode rw"),
+        "{text}"
+    );
 }

@@ -211,6 +211,27 @@ fn identity(uid: u32, gid: u32) -> Caller {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::api_identity;
+
+    #[test]
+    fn the_default_identity_is_least_privilege() {
+        // A root-owned store: nobody, unless told otherwise.
+        assert_eq!(api_identity(None, None, (0, 0)), (65534, 65534));
+        assert_eq!(api_identity(None, Some(100), (0, 0)), (65534, 100));
+        // A store run by one user: that user, as before.
+        assert_eq!(api_identity(None, None, (1000, 100)), (1000, 100));
+        // Given: as given; without a gid, the uid's primary group.
+        assert_eq!(api_identity(Some(0), None, (1000, 100)), (0, 0));
+        assert_eq!(api_identity(Some(7), Some(8), (0, 0)), (7, 8));
+        assert_eq!(
+            api_identity(Some(987_654), None, (0, 0)),
+            (987_654, 987_654)
+        );
+    }
+}
+
 /// The groups of the user with this uid (from the system's user and group
 /// databases), as a login would have them; just `gid` for a uid with no
 /// user entry.
