@@ -211,6 +211,22 @@ fn identity(uid: u32, gid: u32) -> Caller {
     }
 }
 
+/// The groups of the user with this uid (from the system's user and group
+/// databases), as a login would have them; just `gid` for a uid with no
+/// user entry.
+fn supplementary_groups(uid: u32, gid: u32) -> Vec<u32> {
+    use nix::unistd::{getgrouplist, Gid, Uid, User};
+    let groups = User::from_uid(Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .and_then(|u| std::ffi::CString::new(u.name).ok())
+        .and_then(|name| getgrouplist(&name, Gid::from_raw(gid)).ok());
+    match groups {
+        Some(g) => g.into_iter().map(Gid::as_raw).collect(),
+        None => vec![gid],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::api_identity;
@@ -229,21 +245,5 @@ mod tests {
             api_identity(Some(987_654), None, (0, 0)),
             (987_654, 987_654)
         );
-    }
-}
-
-/// The groups of the user with this uid (from the system's user and group
-/// databases), as a login would have them; just `gid` for a uid with no
-/// user entry.
-fn supplementary_groups(uid: u32, gid: u32) -> Vec<u32> {
-    use nix::unistd::{getgrouplist, Gid, Uid, User};
-    let groups = User::from_uid(Uid::from_raw(uid))
-        .ok()
-        .flatten()
-        .and_then(|u| std::ffi::CString::new(u.name).ok())
-        .and_then(|name| getgrouplist(&name, Gid::from_raw(gid)).ok());
-    match groups {
-        Some(g) => g.into_iter().map(Gid::as_raw).collect(),
-        None => vec![gid],
     }
 }
