@@ -163,6 +163,8 @@ pub struct ApiConfig {
     pub tls_key: Option<PathBuf>,
     /// Allow listening on a non-loopback address without TLS.
     pub insecure_public: bool,
+    /// File holding the secret `/metrics` asks for; `None`: open.
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 /// `[log]`: what the daemon logs (to stderr).
@@ -213,6 +215,7 @@ impl Config {
             &mut self.api.jwks,
             &mut self.api.tls_cert,
             &mut self.api.tls_key,
+            &mut self.api.metrics_token_file,
         ];
         for p in paths.into_iter().flatten() {
             if p.is_relative() {
@@ -411,6 +414,7 @@ mod tests {
             ("api.jwt_audience", c.api.jwt_audience.is_some()),
             ("api.tls_cert", c.api.tls_cert.is_some()),
             ("api.tls_key", c.api.tls_key.is_some()),
+            ("api.metrics_token_file", c.api.metrics_token_file.is_some()),
         ];
         for (key, set) in optional {
             assert!(set, "the example does not show {key}");

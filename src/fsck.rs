@@ -59,12 +59,23 @@ pub enum Finding {
     AwaitingReclaim {
         ino: u64,
     },
-    /// A regular file whose object is missing (and its size not zero).
+    /// A regular file whose object is missing (and its size not zero):
+    /// its content is lost until the object is restored.
     MissingObject {
         ino: u64,
         size: u64,
+        path: String,
     },
-    /// A regular file whose object length differs from its recorded size.
+    /// A regular file whose object holds fewer bytes than recorded: the
+    /// rest of its content is lost until the object is restored.
+    ShortObject {
+        ino: u64,
+        recorded: u64,
+        object: u64,
+        path: String,
+    },
+    /// A regular file whose object holds more bytes than recorded (the
+    /// metadata fell behind the content).
     SizeMismatch {
         ino: u64,
         recorded: u64,
@@ -160,9 +171,21 @@ impl fmt::Display for Finding {
                 f,
                 "inode {ino} has no links left (removed while open); not yet reclaimed"
             ),
-            MissingObject { ino, size } => {
-                write!(f, "file {ino}: object missing, {size} bytes recorded")
-            }
+            MissingObject { ino, size, path } => write!(
+                f,
+                "file {ino} ({path}): object missing, {size} bytes recorded \
+                 (content lost until the object is restored; reads give EIO)"
+            ),
+            ShortObject {
+                ino,
+                recorded,
+                object,
+                path,
+            } => write!(
+                f,
+                "file {ino} ({path}): object short, holds {object} of {recorded} recorded bytes \
+                 (content lost until the object is restored; reads give EIO)"
+            ),
             SizeMismatch {
                 ino,
                 recorded,
@@ -204,6 +227,9 @@ pub struct Report {
     pub inodes: usize,
     pub entries: usize,
     pub objects: usize,
+    /// Sidecar rewrites left pending (deferred housekeeping, not a
+    /// problem: the next mount writes them).
+    pub deferred: usize,
 }
 
 impl Report {
@@ -217,15 +243,25 @@ impl Report {
 #[derive(Default)]
 struct Covered {
     inos: BTreeSet<u64>,
+    /// Files an operation on their content is in flight on (the rows
+    /// naming one `ino`: create, write, truncate, ...).
+    content: BTreeSet<u64>,
     ranges: Vec<(u64, u64)>,
     rows: usize,
+    /// Pending `sidecars` rows: deferred housekeeping (only attr.json
+    /// copies lag the tables), not an interrupted operation.
+    deferred: usize,
 }
 
 impl Covered {
     fn read(meta: &dyn MetaStore) -> Result<Covered> {
         let mut c = Covered::default();
         for r in meta.pending_wal()? {
-            c.rows += 1;
+            if r.op == wal::Op::Sidecars {
+                c.deferred += 1;
+            } else {
+                c.rows += 1;
+            }
             let num = |k: &str| r.data.get(k).and_then(serde_json::Value::as_u64);
             match r.op {
                 wal::Op::Reserve => {
@@ -241,7 +277,10 @@ impl Covered {
                         .flatten()
                         .filter_map(serde_json::Value::as_u64),
                 ),
-                _ => c.inos.extend(num("ino")),
+                _ => {
+                    c.inos.extend(num("ino"));
+                    c.content.extend(num("ino"));
+                }
             }
         }
         Ok(c)
@@ -264,6 +303,7 @@ pub fn check(meta: &dyn MetaStore, objects: &ObjectStore, mounted: bool) -> Resu
         inodes: inodes.len(),
         entries: dentries.len(),
         objects: object_inos.len(),
+        deferred: if mounted { 0 } else { covered.deferred },
         ..Report::default()
     };
     let f = &mut r.findings;
@@ -345,8 +385,26 @@ pub fn check(meta: &dyn MetaStore, objects: &ObjectStore, mounted: bool) -> Resu
                 counted: n,
             });
         }
-        if i.kind == Kind::File && !covered.covers(*ino) {
+        // A reserved range or a sidecar rewrite explains objects without
+        // inodes or stale sidecars, never a committed file's missing or
+        // short object: only an operation on its content in flight does.
+        if i.kind == Kind::File && !covered.content.contains(ino) {
+            // A stat per file: lengths only, no content is read (scrub
+            // re-hashes).
+            let path = || {
+                meta.path_of(*ino)
+                    .ok()
+                    .flatten()
+                    .map(|p| show(&p))
+                    .unwrap_or_else(|| "no path".into())
+            };
             match objects.stat(*ino)? {
+                Some(m) if m.len() < i.size => f.push(Finding::ShortObject {
+                    ino: *ino,
+                    recorded: i.size,
+                    object: m.len(),
+                    path: path(),
+                }),
                 Some(m) if m.len() != i.size => f.push(Finding::SizeMismatch {
                     ino: *ino,
                     recorded: i.size,
@@ -355,6 +413,7 @@ pub fn check(meta: &dyn MetaStore, objects: &ObjectStore, mounted: bool) -> Resu
                 None if i.size != 0 => f.push(Finding::MissingObject {
                     ino: *ino,
                     size: i.size,
+                    path: path(),
                 }),
                 _ => {}
             }
@@ -412,7 +471,9 @@ pub fn check(meta: &dyn MetaStore, objects: &ObjectStore, mounted: bool) -> Resu
 /// - link counts: set to the counted names (a file left with none is
 ///   reclaimed);
 /// - files with links but no name: reconnected under `/lost+found`;
-/// - sizes: set from the object (the object is the truth for content);
+/// - sizes: set from an object that holds more than recorded (the object
+///   is the truth for content); a missing or short object is left alone
+///   and reported (zeroing or shrinking would make the loss permanent);
 /// - orphan objects and attribute rows: removed;
 /// - inodes awaiting reclaim: removed with their objects.
 ///
@@ -462,12 +523,10 @@ pub fn repair(meta: &dyn MetaStore, objects: &ObjectStore) -> Result<Vec<String>
                 fixed.insert(*ino, i);
                 done.push(format!("fixed {finding}: size set from the object"));
             }
-            MissingObject { ino, .. } => {
-                let Some(mut i) = get(*ino) else { continue };
-                i.size = 0;
-                fixed.insert(*ino, i);
-                done.push(format!("fixed {finding}: the file is now empty"));
-            }
+            // Lost content is never "repaired" by zeroing or shrinking the
+            // file: it stays as recorded (EIO on reads) and is reported
+            // again until its object is restored.
+            MissingObject { .. } | ShortObject { .. } => {}
             OrphanObject { ino } => {
                 objects.remove(*ino)?;
                 done.push(format!("removed {finding}"));

@@ -165,6 +165,10 @@ struct ScrubArgs {
     /// Read at most this many MiB per second.
     #[arg(long, value_name = "MIB_PER_S")]
     rate_limit: Option<u64>,
+    /// Only report: list the files without a recorded hash but record
+    /// nothing (recording is the default on a store no daemon serves).
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(clap::Args)]
@@ -390,6 +394,10 @@ fn mount(args: MountArgs, mut cfg: Config) -> anyhow::Result<()> {
     a.jwt_audience = a.jwt_audience.take().or_else(|| f.jwt_audience.clone());
     a.tls_cert = a.tls_cert.take().or_else(|| f.tls_cert.clone());
     a.tls_key = a.tls_key.take().or_else(|| f.tls_key.clone());
+    a.metrics_token_file = a
+        .metrics_token_file
+        .take()
+        .or_else(|| f.metrics_token_file.clone());
     a.api_insecure_public |= f.insecure_public;
     let api = args.api.config()?;
     args.merge(&mut cfg);
@@ -485,10 +493,22 @@ fn fsck(args: FsckArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitCod
         .canonicalize()
         .with_context(|| format!("BACKING {} is not usable", sopts.backing.display()))?;
     if args.repair && StoreLock::is_held(&backing) {
-        anyhow::bail!(
-            "{} is mounted (its daemon holds the store lock); unmount it before --repair",
-            backing.display()
-        );
+        let pid = StoreLock::holder_pid(&backing)
+            .map(|p| format!(" (pid {p})"))
+            .unwrap_or_default();
+        match artfs::core::serving_mount(&backing) {
+            Some(mnt) => anyhow::bail!(
+                "{} is mounted at {} (its daemon{pid} holds the store lock); unmount it before \
+                 --repair",
+                backing.display(),
+                mnt.display()
+            ),
+            None => anyhow::bail!(
+                "{} is in use by another artfs process{pid} (it holds the store lock); let it \
+                 finish before --repair",
+                backing.display()
+            ),
+        }
     }
     let rt = runtime()?;
     sopts.backing = backing.clone();
@@ -508,6 +528,13 @@ fn fsck(args: FsckArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitCod
         "checked {} inodes, {} entries, {} objects",
         report.inodes, report.entries, report.objects
     );
+    if report.deferred > 0 {
+        println!(
+            "note: {} sidecar rewrites deferred (housekeeping, not an interrupted operation; \
+             the next mount writes them)",
+            report.deferred
+        );
+    }
     if report.is_clean() {
         println!("consistent");
         return Ok(std::process::ExitCode::SUCCESS);
@@ -648,10 +675,29 @@ fn rebuild(args: RebuildArgs, mut cfg: Config) -> anyhow::Result<std::process::E
 
 fn scrub(args: ScrubArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitCode> {
     args.store.merge(&mut cfg);
-    let sopts = store_options(&cfg, "scrub");
+    let mut sopts = store_options(&cfg, "scrub");
+    let backing = sopts
+        .backing
+        .canonicalize()
+        .with_context(|| format!("BACKING {} is not usable", sopts.backing.display()))?;
+    sopts.backing = backing.clone();
+    // Hashes are recorded only with the store lock held: a daemon serving
+    // the store records them itself (its hasher works through them).
+    let mounted = StoreLock::is_held(&backing);
     let rt = runtime()?;
-    let (meta, objects, _) = open_offline(&sopts, rt.handle().clone(), false)
-        .with_context(|| format!("cannot scrub {}", sopts.backing.display()))?;
+    let (meta, objects, _lock) =
+        open_offline(&sopts, rt.handle().clone(), !args.dry_run && !mounted)
+            .with_context(|| format!("cannot scrub {}", sopts.backing.display()))?;
+    let pending = meta.pending_wal()?.len();
+    let record = !args.dry_run && !mounted && pending == 0;
+    if mounted {
+        println!("note: the store is mounted; its daemon records missing hashes itself");
+    } else if pending > 0 && !args.dry_run {
+        println!(
+            "note: {pending} log rows pending (a crash); mount the store or run \
+             `artfs fsck --repair` first; recording no hashes"
+        );
+    }
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -664,17 +710,22 @@ fn scrub(args: ScrubArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitC
         &objects,
         args.rate_limit.map(|m| m << 20),
         &bar,
+        record,
     )?;
     bar.finish_and_clear();
     meta.close();
+    for path in &r.unhashed {
+        println!("no recorded hash: {path}");
+    }
     for (path, what) in &r.damaged {
         println!("damaged: {path}: {what}");
     }
     println!(
-        "verified {} files ({} bytes), {} without a recorded hash, {} damaged",
+        "verified {} files ({} bytes), {} without a recorded hash ({} recorded now), {} damaged",
         r.verified,
         r.bytes,
-        r.unverified,
+        r.unhashed.len(),
+        r.recorded,
         r.damaged.len()
     );
     Ok(if r.damaged.is_empty() {

@@ -10,8 +10,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -30,9 +31,12 @@ pub struct SearchQuery {
     /// FTS5 query: words, "phrases", prefix*, AND/OR/NOT, column:word.
     pub q: String,
     /// Most results (1..=1000, default 50).
-    pub limit: Option<usize>,
-    /// Where the previous page ended (its `next_cursor`).
-    pub cursor: Option<usize>,
+    #[param(value_type = Option<usize>)]
+    pub limit: Option<String>,
+    /// Where the previous page ended (its `next_cursor`); 0..2^63-1,
+    /// anything else is 400.
+    #[param(value_type = Option<u64>)]
+    pub cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -46,10 +50,15 @@ pub struct SearchHit {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SearchPage {
     pub results: Vec<SearchHit>,
-    pub next_cursor: Option<usize>,
+    /// Pass as `?cursor=` for the next page; `null` when no match is
+    /// left. A page may hold fewer than `limit` results (even none) and
+    /// still have a next cursor: results the caller cannot reach are
+    /// skipped.
+    pub next_cursor: Option<u64>,
 }
 
-/// Full-text search over names, descriptions, versions and custom values.
+/// Full-text search over names, descriptions, versions and custom values;
+/// only files the token's identity could reach by path are results.
 #[utoipa::path(get, path = "/api/v1/search", tag = "search", security(("bearer" = [])),
     params(SearchQuery),
     responses((status = 200, body = SearchPage), (status = 400, body = super::ErrorBody)))]
@@ -59,12 +68,19 @@ pub async fn search(
     Query(q): Query<SearchQuery>,
 ) -> ApiResult<Json<SearchPage>> {
     who.require(Action::Read)?;
-    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
-    let offset = q.cursor.unwrap_or(0);
+    let limit = match q.limit.as_deref() {
+        None | Some("") => 50,
+        Some(l) => l
+            .parse::<usize>()
+            .map_err(|_| ApiError::bad_request("limit must be a positive integer"))?
+            .clamp(1, 1000),
+    };
+    let cursor = super::fs::parse_cursor(q.cursor.as_deref())?;
+    let caller = st.caller_for(&who);
     let page = blocking(move || {
-        let hits = st.fs.search(&q.q, limit, offset)?;
-        let mut results = Vec::with_capacity(hits.len());
-        for h in hits {
+        let found = st.fs.search_as(&caller, &q.q, limit, cursor)?;
+        let mut results = Vec::with_capacity(found.hits.len());
+        for h in found.hits {
             let file_id = st.fs.getattr(h.ino)?.inode.file_id;
             results.push(SearchHit {
                 path: String::from_utf8_lossy(&h.path).into_owned(),
@@ -72,10 +88,9 @@ pub async fn search(
                 rank: h.rank,
             });
         }
-        let next = (results.len() == limit).then_some(offset + limit);
         Ok(SearchPage {
             results,
-            next_cursor: next,
+            next_cursor: found.next,
         })
     })
     .await?;
@@ -98,9 +113,32 @@ pub struct ModeChange {
 pub async fn change_mode(
     State(st): State<AppState>,
     Extension(who): Extension<Principal>,
-    Json(req): Json<ModeChange>,
+    headers: HeaderMap,
+    body: Body,
 ) -> ApiResult<Json<Value>> {
+    // The role first: nothing of the body is read for a caller who may
+    // not change the mode.
     who.require(Action::Admin)?;
+    let json_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| {
+            let t = t.trim().to_ascii_lowercase();
+            t == "application/json" || t.ends_with("+json")
+        });
+    if !json_type {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the body must be JSON (Content-Type: application/json)",
+        ));
+    }
+    let body = axum::body::to_bytes(body, MODE_BODY_MAX)
+        .await
+        .map_err(|_| ApiError::bad_request("the body is too large or was cut short"))?;
+    let req: ModeChange = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))?;
     let to: Mode = req
         .mode
         .parse()
@@ -114,6 +152,9 @@ pub async fn change_mode(
     .await?;
     Ok(Json(json!({ "from": from.as_str(), "mode": to.as_str() })))
 }
+
+/// Largest body of a mode change.
+const MODE_BODY_MAX: usize = 4096;
 
 /// One maintenance job's state.
 #[derive(Clone, Debug, Serialize, ToSchema)]

@@ -27,6 +27,47 @@ pub struct Limits {
     pub body_idle_timeout: Duration,
     /// Largest page of a directory listing.
     pub max_list_page: usize,
+    /// Uploads one token subject may run at once (503 beyond), so one
+    /// client cannot take every upload slot; by default half of them.
+    pub max_uploads_per_subject: usize,
+    /// Slowest upload body accepted, in bytes a second, judged over each
+    /// `min_upload_window` (408 below it); 0: no minimum.
+    pub min_upload_rate: u64,
+    pub min_upload_window: Duration,
+    /// Connections served at once; more wait in the kernel's listen queue.
+    /// `None`: a quarter of the open file limit, at least 64, leaving
+    /// [`FD_RESERVE`] descriptors for the mount (see [`connection_cap`]).
+    pub max_connections: Option<usize>,
+}
+
+impl Limits {
+    /// How long a connection may sit with no request before it is closed:
+    /// the time a client has to send its headers (HTTP/1 already closes an
+    /// idle keep-alive connection then; this covers HTTP/2 too).
+    pub fn idle_timeout(&self) -> Duration {
+        self.header_timeout
+    }
+}
+
+/// Descriptors kept out of the API's reach for the FUSE door, the writer,
+/// SQLite, the log and the objects of open files.
+pub const FD_RESERVE: usize = 128;
+
+/// The connection cap for a process whose open file limit is `fd_limit`:
+/// `wanted` if given, else a quarter of the limit, at least 64; never more
+/// than the limit minus [`FD_RESERVE`]. Err when `wanted` leaves too little.
+pub fn connection_cap(wanted: Option<usize>, fd_limit: usize) -> anyhow::Result<usize> {
+    let room = fd_limit.saturating_sub(FD_RESERVE).max(1);
+    match wanted {
+        Some(0) => bail!("--api-max-connections must be at least 1"),
+        Some(n) if n > room => bail!(
+            "--api-max-connections {n} leaves too few file descriptors for the mount: \
+             the open file limit is {fd_limit} and {FD_RESERVE} are kept for the mount, \
+             so at most {room} (raise the hard limit, e.g. LimitNOFILE=, or lower the cap)"
+        ),
+        Some(n) => Ok(n),
+        None => Ok((fd_limit / 4).max(64).min(room)),
+    }
 }
 
 impl Default for Limits {
@@ -39,6 +80,10 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             body_idle_timeout: Duration::from_secs(60),
             max_list_page: 10_000,
+            max_uploads_per_subject: 8,
+            min_upload_rate: 1024,
+            min_upload_window: Duration::from_secs(30),
+            max_connections: None,
         }
     }
 }
@@ -62,6 +107,8 @@ pub struct ApiConfig {
     pub file_mode: u32,
     pub dir_mode: u32,
     pub limits: Limits,
+    /// A file holding the secret `/metrics` asks for; `None`: open.
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 impl ApiConfig {
@@ -79,6 +126,7 @@ impl ApiConfig {
             file_mode: 0o644,
             dir_mode: 0o755,
             limits: Limits::default(),
+            metrics_token_file: None,
         }
     }
 
@@ -162,6 +210,26 @@ pub struct ApiArgs {
     /// Longest pause, in seconds, between pieces of an upload body.
     #[arg(long, env = "ARTFS_API_BODY_TIMEOUT", default_value_t = 60)]
     pub api_body_timeout: u64,
+    /// Uploads one token subject may run at once (more get 503)
+    /// [default: half of --api-max-uploads].
+    #[arg(long, env = "ARTFS_API_MAX_UPLOADS_PER_SUBJECT")]
+    pub api_max_uploads_per_subject: Option<usize>,
+    /// Slowest upload accepted, in bytes a second over each
+    /// --api-min-upload-window (408 below it); 0: no minimum.
+    #[arg(long, env = "ARTFS_API_MIN_UPLOAD_RATE", default_value_t = Limits::default().min_upload_rate)]
+    pub api_min_upload_rate: u64,
+    /// Seconds over which --api-min-upload-rate is judged.
+    #[arg(long, env = "ARTFS_API_MIN_UPLOAD_WINDOW", default_value_t = 30)]
+    pub api_min_upload_window: u64,
+    /// Connections served at once; more wait in the listen queue
+    /// [default: a quarter of the open file limit, at least 64, leaving 128
+    /// descriptors for the mount].
+    #[arg(long, env = "ARTFS_API_MAX_CONNECTIONS")]
+    pub api_max_connections: Option<usize>,
+    /// File holding a secret that GET /metrics must present as a bearer
+    /// token [default: /metrics needs no token].
+    #[arg(long, env = "ARTFS_METRICS_TOKEN_FILE", value_name = "FILE")]
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 impl ApiArgs {
@@ -200,6 +268,14 @@ impl ApiArgs {
         c.limits.max_header_bytes = self.api_max_header_bytes;
         c.limits.header_timeout = Duration::from_secs(self.api_header_timeout.max(1));
         c.limits.body_idle_timeout = Duration::from_secs(self.api_body_timeout.max(1));
+        c.limits.max_uploads_per_subject = self
+            .api_max_uploads_per_subject
+            .unwrap_or(c.limits.max_concurrent_uploads / 2)
+            .clamp(1, c.limits.max_concurrent_uploads);
+        c.limits.min_upload_rate = self.api_min_upload_rate;
+        c.limits.min_upload_window = Duration::from_secs(self.api_min_upload_window.max(1));
+        c.limits.max_connections = self.api_max_connections;
+        c.metrics_token_file = self.metrics_token_file.clone();
         c.validate()?;
         Ok(Some(c))
     }
@@ -215,6 +291,7 @@ mod tests {
             jwt_key: Some("/k.pub".into()),
             api_name: "artfs".into(),
             api_max_header_bytes: 16384,
+            api_min_upload_window: 30,
             ..ApiArgs::default()
         }
     }
@@ -225,6 +302,43 @@ mod tests {
         let mut a = args("127.0.0.1:0");
         a.jwt_key = None;
         assert!(a.config().unwrap_err().to_string().contains("--jwt-key"));
+    }
+
+    #[test]
+    fn connection_cap_leaves_the_mount_its_descriptors() {
+        assert_eq!(connection_cap(None, 1024).unwrap(), 256);
+        assert_eq!(connection_cap(None, 256).unwrap(), 64);
+        assert_eq!(connection_cap(None, 160).unwrap(), 32);
+        assert_eq!(connection_cap(None, 1 << 20).unwrap(), 1 << 18);
+        assert_eq!(connection_cap(Some(100), 1024).unwrap(), 100);
+        let e = connection_cap(Some(1000), 1024).unwrap_err().to_string();
+        assert!(e.contains("at most 896"), "{e}");
+        assert!(connection_cap(Some(0), 1024).is_err());
+    }
+
+    #[test]
+    fn one_subject_gets_half_the_upload_slots_by_default() {
+        let mut a = args("127.0.0.1:0");
+        a.api_max_uploads = 16;
+        assert_eq!(
+            a.config().unwrap().unwrap().limits.max_uploads_per_subject,
+            8
+        );
+        a.api_max_uploads = 1;
+        assert_eq!(
+            a.config().unwrap().unwrap().limits.max_uploads_per_subject,
+            1
+        );
+        a.api_max_uploads_per_subject = Some(3);
+        assert_eq!(
+            a.config().unwrap().unwrap().limits.max_uploads_per_subject,
+            1
+        );
+        a.api_max_uploads = 16;
+        assert_eq!(
+            a.config().unwrap().unwrap().limits.max_uploads_per_subject,
+            3
+        );
     }
 
     #[test]

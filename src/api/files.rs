@@ -1,8 +1,12 @@
 //! The id door, `/api/v1/files/{file_id}`: the same files by their stable
 //! id, shaped like the original API (metadata, download, PATCH, DELETE).
 //!
-//! A file reached by id has no path walked, so only the permission on the
-//! file itself is checked (not search permission on its directories).
+//! An id is no shortcut past the directories: a file is served only when
+//! the caller can reach it by some path ([`Fs::reach_by_file_id`]: search
+//! permission on every directory from the root, `/.trash` only for who may
+//! see it), and then read or write permission on the file applies as for
+//! the path door. A file the caller cannot reach is 404, as an unknown id,
+//! so ids of hidden files are not confirmed.
 
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, State};
@@ -15,60 +19,17 @@ use super::meta::{file_meta, parse_patch, patch_inode, with_etag, MetaChanges, P
 use super::path::encode_segment;
 use super::{blocking, AppState};
 use crate::auth::{Action, Principal};
-use crate::core::access::MAY_READ;
-use crate::core::types::Kind;
-use crate::core::{Attr, Fs};
+use crate::core::access::{Reach, MAY_READ};
+use crate::core::types::{Caller, Kind};
+use crate::core::Fs;
 
-/// Entries scanned per step when looking for a file's name in its directory.
-const SCAN_PAGE: usize = 1024;
-
-/// The inode with this id, or 404 (400 when it is not a UUID).
-fn by_id(fs: &Fs, file_id: &str) -> ApiResult<Attr> {
+/// How `caller` reaches the file with this id, or 404 (400 when it is not
+/// a UUID).
+fn by_id(fs: &Fs, caller: &Caller, file_id: &str) -> ApiResult<Reach> {
     let id = uuid::Uuid::parse_str(file_id)
         .map_err(|_| ApiError::bad_request("file_id is not a UUID"))?;
-    let ino = fs
-        .find_by_file_id(&id.hyphenated().to_string())?
-        .ok_or_else(|| ApiError::not_found("no file with this id"))?;
-    let attr = fs.getattr(ino)?;
-    if attr.inode.nlink == 0 {
-        // Unlinked (open somewhere) or an upload not yet published.
-        return Err(ApiError::not_found("no file with this id"));
-    }
-    Ok(attr)
-}
-
-/// The name of `attr` in its recorded directory: the name it was created
-/// under when that still names it, else found by scanning the directory.
-fn find_name(fs: &Fs, attr: &Attr) -> ApiResult<(u64, Vec<u8>)> {
-    let i = &attr.inode;
-    let dir = i.parent;
-    if !i.original_name.is_empty() {
-        if let Ok(a) = fs.lookup(dir, &i.original_name) {
-            if a.inode.ino == i.ino {
-                return Ok((dir, i.original_name.clone()));
-            }
-        }
-    }
-    let mut cursor = 2;
-    loop {
-        let page = fs.readdir(dir, cursor, SCAN_PAGE)?;
-        let Some(last) = page.last() else { break };
-        cursor = last.offset;
-        if let Some(e) = page
-            .iter()
-            .find(|e| e.ino == i.ino && e.name != b"." && e.name != b"..")
-        {
-            return Ok((dir, e.name.clone()));
-        }
-        if page.len() < SCAN_PAGE {
-            break;
-        }
-    }
-    Err(ApiError::new(
-        axum::http::StatusCode::CONFLICT,
-        "conflict",
-        "the file has no name in its recorded directory (hard links elsewhere only); delete it by path",
-    ))
+    fs.reach_by_file_id(caller, &id.hyphenated().to_string())?
+        .ok_or_else(|| ApiError::not_found("no file with this id"))
 }
 
 /// Metadata of a file by id.
@@ -83,9 +44,10 @@ pub async fn get(
     who.require(Action::Read)?;
     let caller = st.caller_for(&who);
     let meta = blocking(move || {
-        let attr = by_id(&st.fs, &file_id)?;
-        st.fs.check_access(&caller, attr.inode.ino, MAY_READ)?;
-        file_meta(&st.fs, &attr, None)
+        let reach = by_id(&st.fs, &caller, &file_id)?;
+        st.fs
+            .check_access(&caller, reach.attr.inode.ino, MAY_READ)?;
+        file_meta(&st.fs, &reach.attr, None)
     })
     .await?;
     Ok(with_etag(meta))
@@ -123,13 +85,14 @@ pub async fn download(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     who.require(Action::Read)?;
-    let st2 = st.clone();
-    let attr = blocking(move || by_id(&st2.fs, &file_id)).await?;
+    let caller = st.caller_for(&who);
+    let (st2, c2) = (st.clone(), caller.clone());
+    let attr = blocking(move || Ok(by_id(&st2.fs, &c2, &file_id)?.attr)).await?;
     if attr.inode.kind != Kind::File {
         return Err(ApiError::bad_request("not a regular file"));
     }
     let d = disposition(&attr.inode.original_name);
-    let caller = st.caller_for(&who);
+    // serve_file checks read permission on the file (as the path door).
     serve_file(st, caller, attr, &headers, Some(d)).await
 }
 
@@ -150,14 +113,16 @@ pub async fn patch(
     let changes = MetaChanges::from_patch(parse_patch(&body)?)?;
     let caller = st.caller_for(&who);
     let meta = blocking(move || {
-        let attr = by_id(&st.fs, &file_id)?;
-        patch_inode(&st, &caller, &attr, &changes, None)
+        let reach = by_id(&st.fs, &caller, &file_id)?;
+        patch_inode(&st, &caller, &reach.attr, &changes, None)
     })
     .await?;
     Ok(with_etag(meta))
 }
 
-/// Delete a file (or empty directory) by id (operator or admin).
+/// Delete a file (or empty directory) by id (operator or admin): the name
+/// the caller reaches it by (outside the trash first; in the trash, this
+/// purges it).
 #[utoipa::path(delete, path = "/api/v1/files/{file_id}", tag = "files", security(("bearer" = [])),
     params(("file_id" = String, Path, description = "the file's UUID")),
     responses((status = 204, description = "deleted"), (status = 403, body = super::ErrorBody),
@@ -170,9 +135,16 @@ pub async fn delete(
     who.require(Action::Delete)?;
     let caller = st.caller_for(&who);
     blocking(move || {
-        let attr = by_id(&st.fs, &file_id)?;
-        let (dir, name) = find_name(&st.fs, &attr)?;
-        remove_name(&st, &caller, dir, &name)
+        // The name removed is the one the caller reaches the file by.
+        let reach = by_id(&st.fs, &caller, &file_id)?;
+        if reach.name.is_empty() {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "forbidden",
+                "the root directory cannot be deleted",
+            ));
+        }
+        remove_name(&st, &caller, reach.dir, &reach.name)
     })
     .await?;
     Ok(axum::http::StatusCode::NO_CONTENT.into_response())

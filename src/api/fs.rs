@@ -12,7 +12,6 @@ use axum::extract::{Extension, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures_util::StreamExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
@@ -24,7 +23,7 @@ use super::{blocking, AppState};
 use crate::auth::{Action, Principal};
 use crate::core::access::MAY_READ;
 use crate::core::namespace::NewNode;
-use crate::core::types::Kind;
+use crate::core::types::{Caller, Kind};
 use crate::core::{Attr, Expect, Fs};
 
 const PREFIX: &str = "/api/v1/fs";
@@ -82,20 +81,17 @@ pub async fn get(
 ) -> ApiResult<Response> {
     who.require(Action::Read)?;
     let p = path::parse(uri.path(), PREFIX)?;
-    let st2 = st.clone();
-    let comps = p.components.clone();
     let caller = st.caller_for(&who);
-    let c2 = caller.clone();
-    let attr = blocking(move || Ok(st2.fs.walk(&c2, &comps)?)).await?;
+    let (st2, c2, p2) = (st.clone(), caller.clone(), p.clone());
+    let attr = blocking(move || Ok(p2.resolve(&st2.fs, &c2)?)).await?;
     match attr.inode.kind {
         Kind::Dir => list(st, caller, attr, p, &q).await,
         Kind::File => match serve_file(st.clone(), caller.clone(), attr, &headers, None).await {
             // Replaced (and reclaimed) between the lookup and the open:
             // look again and serve the new file.
             Err(e) if e.status == StatusCode::NOT_FOUND => {
-                let st2 = st.clone();
-                let c2 = caller.clone();
-                let attr = blocking(move || Ok(st2.fs.walk(&c2, &p.components)?)).await?;
+                let (st2, c2) = (st.clone(), caller.clone());
+                let attr = blocking(move || Ok(p.resolve(&st2.fs, &c2)?)).await?;
                 if attr.inode.kind != Kind::File {
                     return Err(e);
                 }
@@ -109,19 +105,34 @@ pub async fn get(
     }
 }
 
+/// A `?cursor=` of a listing or a search: absent or empty is the start;
+/// otherwise a decimal number below 2^63 (what the server hands out).
+/// Anything else (negative, too large, not a number) is 400, never the
+/// first page again, so a client following cursors cannot loop.
+pub fn parse_cursor(raw: Option<&str>) -> ApiResult<u64> {
+    let c = match raw {
+        None | Some("") => return Ok(0),
+        Some(c) => c,
+    };
+    if !c.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::bad_request(
+            "cursor is not one this server gave (a decimal number)",
+        ));
+    }
+    match c.parse::<u64>() {
+        Ok(n) if n <= i64::MAX as u64 => Ok(n),
+        _ => Err(ApiError::bad_request("cursor out of range (0 to 2^63-1)")),
+    }
+}
+
 async fn list(
     st: AppState,
-    caller: crate::core::types::Caller,
+    caller: Caller,
     dir: Attr,
     p: ApiPath,
     q: &HashMap<String, String>,
 ) -> ApiResult<Response> {
-    let cursor = match q.get("cursor").map(String::as_str) {
-        None | Some("") => 0,
-        Some(c) => c
-            .parse::<u64>()
-            .map_err(|_| ApiError::bad_request("cursor is not one this server gave"))?,
-    };
+    let cursor = parse_cursor(q.get("cursor").map(String::as_str))?;
     let limit = match q.get("limit") {
         None => DEFAULT_PAGE,
         Some(l) => l
@@ -171,13 +182,22 @@ async fn list(
     Ok(Json(listing).into_response())
 }
 
+/// How two entity tags are compared (RFC 9110 8.8.3.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Compare {
+    /// `If-None-Match`: `W/"x"` matches `"x"`.
+    Weak,
+    /// `If-Match`: a weak tag never matches (ours are all strong).
+    Strong,
+}
+
 /// Whether an `If-None-Match` / `If-Match` list names `etag` (or is `*`).
-fn etag_listed(list: &str, etag: Option<&str>) -> bool {
+fn etag_listed(list: &str, etag: Option<&str>, how: Compare) -> bool {
     list.split(',').map(str::trim).any(|t| {
         t == "*"
-            || etag.is_some_and(|e| {
-                let t = t.strip_prefix("W/").unwrap_or(t);
-                t == e
+            || etag.is_some_and(|e| match t.strip_prefix("W/") {
+                Some(weak) => how == Compare::Weak && weak == e,
+                None => t == e,
             })
     })
 }
@@ -305,14 +325,13 @@ fn body_of(handle: ReadHandle, range: ByteRange) -> Body {
 /// requests. `disposition`: a `Content-Disposition` value (downloads).
 pub async fn serve_file(
     st: AppState,
-    caller: crate::core::types::Caller,
+    caller: Caller,
     attr: Attr,
     headers: &HeaderMap,
     disposition: Option<String>,
 ) -> ApiResult<Response> {
     let ino = attr.inode.ino;
-    let st2 = st.clone();
-    let c2 = caller.clone();
+    let (st2, c2) = (st.clone(), caller.clone());
     let (sha, ctype) = blocking(move || {
         st2.fs.check_access(&c2, ino, MAY_READ)?;
         let sha = st2.fs.sha256(ino)?;
@@ -325,9 +344,22 @@ pub async fn serve_file(
     let last_modified = http_date(mtime);
     let hdr = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
 
+    // RFC 9110 13.2.2: If-Match (strong comparison), else
+    // If-Unmodified-Since, decides first: 412 when it fails.
+    let precondition_holds = match hdr(header::IF_MATCH) {
+        Some(list) => etag_listed(list, etag.as_deref(), Compare::Strong),
+        None => hdr(header::IF_UNMODIFIED_SINCE)
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+            .is_none_or(|since| secs(mtime) <= secs(since)),
+    };
+    if !precondition_holds {
+        return Err(ApiError::precondition_failed(
+            "the current file does not match If-Match / If-Unmodified-Since",
+        ));
+    }
     // Conditional GET: If-None-Match wins over If-Modified-Since.
     let not_modified = match hdr(header::IF_NONE_MATCH) {
-        Some(list) => etag_listed(list, etag.as_deref()),
+        Some(list) => etag_listed(list, etag.as_deref(), Compare::Weak),
         None => hdr(header::IF_MODIFIED_SINCE)
             .and_then(|v| httpdate::parse_http_date(v).ok())
             .is_some_and(|since| secs(mtime) <= secs(since)),
@@ -462,6 +494,11 @@ pub async fn put(
     }
     if q.contains_key("mkdir") {
         return mkdir(st, who, p).await;
+    }
+    if p.dir_only {
+        return Err(ApiError::bad_request(
+            "a path ending in '/' names a directory: no file can be uploaded there",
+        ));
     }
     upload(st, who, p, headers, body).await
 }
@@ -604,14 +641,7 @@ async fn upload(
     if declared.is_some_and(|n| n > max) {
         return Err(too_large(max));
     }
-    let _permit = st.uploads.clone().try_acquire_owned().map_err(|_| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
-            "too many uploads in progress; try again",
-        )
-        .with_header(header::RETRY_AFTER, "1")
-    })?;
+    let _slot = st.uploads.admit(&who.sub)?;
     let pre = precondition(&headers)?;
     let changes = header_changes(&headers)?;
 
@@ -656,29 +686,14 @@ async fn upload(
     .await?;
 
     // Stream the body into it, hashing as it goes.
-    let mut stream = body.into_data_stream();
+    let mut stream = super::uploads::BodyReader::new(body, &st.limits);
     let mut hasher = Sha256::new();
     let mut buf: Vec<u8> = Vec::with_capacity(WRITE_CHUNK);
     let mut written = 0u64;
     let mut total = 0u64;
     loop {
-        let next = tokio::time::timeout(st.limits.body_idle_timeout, stream.next())
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "timeout",
-                    "the request body stalled",
-                )
-            })?;
-        let chunk = match next {
-            None => break,
-            Some(Ok(c)) => c,
-            Some(Err(e)) => {
-                return Err(ApiError::bad_request(format!(
-                    "could not read the request body: {e}"
-                )))
-            }
+        let Some(chunk) = stream.next().await? else {
+            break;
         };
         total += chunk.len() as u64;
         if total > max {
@@ -771,14 +786,14 @@ fn resolve_precondition(fs: &Fs, pre: Precondition, existing: Option<&Attr>) -> 
             )),
         },
         Precondition::NoneOf(list) => match existing {
-            Some(a) if etag_listed(&list, etag_of(a)?.as_deref()) => Err(
+            Some(a) if etag_listed(&list, etag_of(a)?.as_deref(), Compare::Weak) => Err(
                 ApiError::precondition_failed("the current file matches If-None-Match"),
             ),
             Some(a) => Ok(Expect::FileId(a.inode.file_id.clone())),
             None => Ok(Expect::Absent),
         },
         Precondition::OneOf(list) => match existing {
-            Some(a) if etag_listed(&list, etag_of(a)?.as_deref()) => {
+            Some(a) if etag_listed(&list, etag_of(a)?.as_deref(), Compare::Strong) => {
                 Ok(Expect::FileId(a.inode.file_id.clone()))
             }
             Some(_) => Err(ApiError::precondition_failed(
@@ -813,6 +828,9 @@ pub async fn delete(
         let (parent, name) = p.split_last().expect("not the root");
         let dir = st.fs.walk(&caller, parent)?;
         if !dir.inode.kind.is_dir() {
+            return Err(crate::core::error::enotdir().into());
+        }
+        if p.dir_only && !st.fs.lookup(dir.inode.ino, name)?.inode.kind.is_dir() {
             return Err(crate::core::error::enotdir().into());
         }
         remove_name(&st, &caller, dir.inode.ino, name)
@@ -868,10 +886,39 @@ mod tests {
 
     #[test]
     fn etag_lists() {
-        assert!(etag_listed("\"a\", \"b\"", Some("\"b\"")));
-        assert!(etag_listed("W/\"b\"", Some("\"b\"")));
-        assert!(etag_listed("*", None));
-        assert!(!etag_listed("\"a\"", Some("\"b\"")));
-        assert!(!etag_listed("\"a\"", None));
+        let weak = |l, e| etag_listed(l, e, Compare::Weak);
+        assert!(weak("\"a\", \"b\"", Some("\"b\"")));
+        assert!(weak("W/\"b\"", Some("\"b\"")));
+        assert!(weak("*", None));
+        assert!(!weak("\"a\"", Some("\"b\"")));
+        assert!(!weak("\"a\"", None));
+        let strong = |l, e| etag_listed(l, e, Compare::Strong);
+        assert!(strong("\"a\", \"b\"", Some("\"b\"")));
+        assert!(!strong("W/\"b\"", Some("\"b\"")));
+        assert!(strong("W/\"b\", \"b\"", Some("\"b\"")));
+        assert!(strong("*", Some("\"b\"")));
+    }
+
+    #[test]
+    fn cursors() {
+        assert_eq!(parse_cursor(None).unwrap(), 0);
+        assert_eq!(parse_cursor(Some("")).unwrap(), 0);
+        assert_eq!(parse_cursor(Some("42")).unwrap(), 42);
+        assert_eq!(
+            parse_cursor(Some("9223372036854775807")).unwrap(),
+            i64::MAX as u64
+        );
+        for bad in [
+            "9223372036854775808",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-1",
+            "+1",
+            "abc",
+            " 1",
+            "1e3",
+        ] {
+            assert_eq!(parse_cursor(Some(bad)).unwrap_err().status, 400, "{bad}");
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! Bearer-token authentication of every `/api/v1` request. The verified
 //! [`Principal`](crate::auth::Principal) goes into the request's extensions;
 //! handlers then check the action they perform (`Principal::require`).
-//! Tokens are never logged: only the fixed reason of a refusal is.
+//! Tokens are never logged: only the fixed reason of a refusal is. Two or
+//! more `Authorization` headers are 400, never "the first one wins".
 
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
@@ -13,6 +14,16 @@ use super::AppState;
 use crate::auth::AuthError;
 
 pub async fn require_token(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    if req.headers().get_all(AUTHORIZATION).iter().nth(1).is_some() {
+        // Which one would count is ambiguous (a proxy may have added
+        // one): refuse rather than pick (RFC 6750 invalid_request, 400).
+        let mut e = ApiError::from(AuthError::MalformedHeader(
+            "more than one Authorization header",
+        ));
+        e.status = axum::http::StatusCode::BAD_REQUEST;
+        tracing::debug!("request refused: more than one Authorization header");
+        return e.into_response();
+    }
     let result = match req.headers().get(AUTHORIZATION).map(|v| v.to_str()) {
         None => st.verifier.authenticate(None),
         Some(Err(_)) => Err(AuthError::MalformedHeader(

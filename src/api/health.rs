@@ -71,6 +71,12 @@ pub struct Info {
     pub used_bytes: u64,
     pub available_bytes: u64,
     pub file_count: u64,
+    /// Regular files with no recorded SHA-256 yet (being written, or
+    /// waiting for the background hasher).
+    pub unhashed_files: u64,
+    /// Accesses refused with EIO since the mount started because a file's
+    /// object was missing or short in BACKING.
+    pub missing_objects: u64,
 }
 
 fn capacity_of(st: &AppState) -> ApiResult<Capacity> {
@@ -105,7 +111,8 @@ pub async fn info(
 ) -> ApiResult<Json<Info>> {
     who.require(Action::Read)?;
     let st2 = st.clone();
-    let c = blocking(move || capacity_of(&st2)).await?;
+    let (c, unhashed_files) =
+        blocking(move || Ok((capacity_of(&st2)?, st2.fs.unhashed_files()?))).await?;
     Ok(Json(Info {
         name: st.name.clone(),
         mode: st.fs.mode().as_str().into(),
@@ -115,6 +122,8 @@ pub async fn info(
         used_bytes: c.used_bytes,
         available_bytes: c.available_bytes,
         file_count: c.file_count,
+        unhashed_files,
+        missing_objects: st.fs.ops().missing_objects(),
     }))
 }
 
@@ -130,21 +139,34 @@ pub async fn capacity(
 }
 
 /// Prometheus text: HTTP requests per route and status, log rows per
-/// status, capacity figures, uploads in flight.
+/// status, capacity figures, uploads in flight. Open to all unless the
+/// daemon was given a metrics token (then 401 without it).
 #[utoipa::path(get, path = "/metrics", tag = "health",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub async fn metrics(State(st): State<AppState>) -> Response {
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"),
+              (status = 401, description = "a metrics token is set and was not given", body = super::ErrorBody)))]
+pub async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    let auth = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    if !st.metrics.allows(auth) {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "/metrics needs the metrics token (--metrics-token-file) as a bearer token",
+        )
+        .with_header(header::WWW_AUTHENTICATE, "Bearer realm=\"metrics\"")
+        .into_response();
+    }
     let mut out = String::new();
     st.metrics.render(&mut out);
     let st2 = st.clone();
     let figures = blocking(move || {
         let wal = st2.fs.wal_counts()?;
         let cap = capacity_of(&st2)?;
-        Ok((wal, cap))
+        let unhashed = st2.fs.unhashed_files()?;
+        Ok((wal, cap, unhashed))
     })
     .await;
     match figures {
-        Ok((wal, cap)) => {
+        Ok((wal, cap, unhashed)) => {
             out.push_str("# HELP artfs_wal_rows Rows of the intent log per status.\n");
             out.push_str("# TYPE artfs_wal_rows gauge\n");
             for (status, n) in wal {
@@ -185,6 +207,15 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
             ] {
                 let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
             }
+            let _ = writeln!(
+                out,
+                "# HELP artfs_unhashed_files Regular files with no recorded SHA-256 yet.\n\
+                 # TYPE artfs_unhashed_files gauge\nartfs_unhashed_files {unhashed}\n\
+                 # HELP artfs_missing_objects_total Accesses refused (EIO) because a file's \
+                 object was missing or short.\n# TYPE artfs_missing_objects_total counter\n\
+                 artfs_missing_objects_total {}",
+                st.fs.ops().missing_objects()
+            );
             out.push_str(
                 "# HELP artfs_up Whether the store answered.\n# TYPE artfs_up gauge\nartfs_up 1\n",
             );
@@ -215,10 +246,7 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
             "# HELP artfs_up Whether the store answered.\n# TYPE artfs_up gauge\nartfs_up 0\n",
         ),
     }
-    let busy = st.limits.max_concurrent_uploads
-        - st.uploads
-            .available_permits()
-            .min(st.limits.max_concurrent_uploads);
+    let busy = st.uploads.in_flight();
     let _ = writeln!(
         out,
         "# HELP artfs_uploads_in_flight Uploads being received.\n# TYPE artfs_uploads_in_flight gauge\nartfs_uploads_in_flight {busy}"

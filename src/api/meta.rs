@@ -330,7 +330,7 @@ pub async fn get(
     let p = path::parse(uri.path(), "/api/v1/meta")?;
     let caller = st.caller_for(&who);
     let meta = blocking(move || {
-        let attr = st.fs.walk(&caller, &p.components)?;
+        let attr = p.resolve(&st.fs, &caller)?;
         st.fs.check_access(&caller, attr.inode.ino, MAY_READ)?;
         file_meta(&st.fs, &attr, Some(p.display()))
     })
@@ -366,7 +366,7 @@ pub async fn patch(
     let changes = MetaChanges::from_patch(parse_patch(&body)?)?;
     let caller = st.caller_for(&who);
     let meta = blocking(move || {
-        let attr = st.fs.walk(&caller, &p.components)?;
+        let attr = p.resolve(&st.fs, &caller)?;
         patch_inode(&st, &caller, &attr, &changes, Some(p.display()))
     })
     .await?;

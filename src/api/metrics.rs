@@ -1,6 +1,11 @@
 //! Request metrics in the Prometheus text format: counts and latency
 //! histograms per method, route (the route template, never the concrete
 //! path: file names stay out of metrics) and status.
+//!
+//! Every label value comes from a closed set, so no request, however
+//! strange, can add a series: the method is one of [`METHODS`] or
+//! `other`, the route one of the router's templates or `unmatched`, the
+//! status a number from 100 to 599.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -28,9 +33,36 @@ struct Series {
 #[derive(Default)]
 pub struct Metrics {
     series: Mutex<BTreeMap<(String, String, u16), Series>>,
+    /// SHA-256 of the secret `/metrics` asks for; `None`: open to all.
+    token: Option<[u8; 32]>,
 }
 
 impl Metrics {
+    /// Metrics whose page asks for `token` as a bearer token, when given.
+    pub fn with_token(token: Option<&[u8]>) -> Metrics {
+        Metrics {
+            series: Mutex::default(),
+            token: token.map(digest),
+        }
+    }
+
+    /// Whether a request with this `Authorization` header may read the
+    /// metrics. The comparison takes the same time whatever the header
+    /// holds (both sides are hashed, then compared in full).
+    pub fn allows(&self, authorization: Option<&[u8]>) -> bool {
+        let Some(want) = &self.token else {
+            return true;
+        };
+        let Some(given) = authorization.and_then(|h| h.strip_prefix(b"Bearer ")) else {
+            return false;
+        };
+        let got = digest(given);
+        want.iter()
+            .zip(got.iter())
+            .fold(0u8, |d, (a, b)| d | (a ^ b))
+            == 0
+    }
+
     pub fn record(&self, method: &str, route: &str, status: u16, secs: f64) {
         let mut m = self.series.lock();
         let s = m
@@ -91,6 +123,11 @@ impl Metrics {
     }
 }
 
+fn digest(secret: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(secret).into()
+}
+
 /// Escape a label value (backslash, quote, newline).
 pub fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -98,10 +135,25 @@ pub fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Middleware recording every request.
+/// The methods counted by name; any other is counted as `other`.
+pub const METHODS: [&str; 9] = [
+    "GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
+];
+
+/// The label of a request method: its name when known, else `other`.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    METHODS
+        .iter()
+        .find(|m| **m == method.as_str())
+        .copied()
+        .unwrap_or("other")
+}
+
+/// Middleware recording every request, routed or not.
 pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().as_str().to_string();
+    let method = method_label(req.method());
+    // The router's own template (a fixed string), never the request's path.
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -109,7 +161,7 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next
         .unwrap_or_else(|| "unmatched".to_string());
     let resp = next.run(req).await;
     metrics.record(
-        &method,
+        method,
         &route,
         resp.status().as_u16(),
         start.elapsed().as_secs_f64(),
@@ -134,5 +186,25 @@ mod tests {
         assert!(out.contains("le=\"0.005\"} 1"));
         assert!(out.contains("le=\"0.25\"} 2"));
         assert!(out.contains("le=\"+Inf\"} 2"));
+    }
+
+    #[test]
+    fn metrics_token_is_checked_when_set() {
+        assert!(Metrics::default().allows(None));
+        let m = Metrics::with_token(Some(b"s3cret-s3cret-s3cret"));
+        assert!(m.allows(Some(b"Bearer s3cret-s3cret-s3cret")));
+        assert!(!m.allows(Some(b"Bearer s3cret-s3cret-s3creT")));
+        assert!(!m.allows(Some(b"Bearer ")));
+        assert!(!m.allows(Some(b"s3cret-s3cret-s3cret")));
+        assert!(!m.allows(None));
+    }
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        use axum::http::Method;
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        let junk = Method::from_bytes(b"XYZZYXYZZYXYZZY").unwrap();
+        assert_eq!(method_label(&junk), "other");
+        assert_eq!(method_label(&Method::from_bytes(b"get").unwrap()), "other");
     }
 }

@@ -13,10 +13,12 @@
 //! Modules: `config` (CLI flags, defaults), `server` (binding, TLS, limits,
 //! SIGHUP), `guard` (bearer tokens), `path` (safe path parsing), `error`
 //! (statuses), one module per door: `health`, `fs`, `meta`, `files`; and
-//! `metrics`, `openapi`.
+//! `metrics`, `openapi`, `connections` (connection cap, idle close),
+//! `uploads` (upload slots per subject, minimum body rate).
 
 mod admin;
 mod config;
+mod connections;
 mod error;
 mod files;
 mod fs;
@@ -27,13 +29,13 @@ mod metrics;
 mod openapi;
 pub mod path;
 mod server;
+mod uploads;
 
 use std::sync::Arc;
 
 use axum::middleware;
 use axum::routing::get;
 use axum::Router;
-use tokio::sync::Semaphore;
 
 pub use config::{ApiArgs, ApiConfig, Limits};
 pub use error::{errno_status, ApiError, ErrorBody};
@@ -57,8 +59,8 @@ pub struct Inner {
     /// Reported by `/api/v1/info`.
     pub name: String,
     pub limits: Limits,
-    /// Uploads in flight (permits: `limits.max_concurrent_uploads`).
-    pub uploads: Arc<Semaphore>,
+    /// Upload slots, in all and per token subject.
+    pub uploads: Arc<uploads::Uploads>,
     pub metrics: Arc<metrics::Metrics>,
     /// Permission bits of uploaded files and of directories made by `?mkdir`.
     pub file_mode: u32,
@@ -166,11 +168,13 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics));
     public
         .merge(api)
-        .route_layer(middleware::from_fn_with_state(
+        .fallback(health::no_route)
+        // Outside the routes, so a path no route serves counts as `unmatched`.
+        .layer(middleware::from_fn_with_state(
             state.metrics.clone(),
             metrics::track,
         ))
-        .fallback(health::no_route)
+        .layer(middleware::map_response(error::json_errors))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             state.limits.max_in_flight.max(1),
         ))

@@ -7,12 +7,14 @@
 //! names over 255 bytes and paths over 4096 bytes. Names are bytes: a
 //! segment may decode to any other bytes, UTF-8 or not. The components are
 //! then resolved from the root through the core, one lookup each
-//! (`Fs::walk`), so no API path can reach outside the mount's tree.
+//! (`Fs::walk`), so no API path can reach outside the mount's tree. A
+//! trailing `/` must name a directory (`file.txt/` is ENOTDIR).
 
 use percent_encoding::percent_decode_str;
 
 use super::error::ApiError;
-use crate::core::types::NAME_MAX;
+use crate::core::types::{Caller, NAME_MAX};
+use crate::core::{Attr, Fs};
 
 /// Longest raw path accepted (as Linux `PATH_MAX`).
 pub const PATH_MAX: usize = 4096;
@@ -21,6 +23,9 @@ pub const PATH_MAX: usize = 4096;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiPath {
     pub components: Vec<Vec<u8>>,
+    /// The path ended in `/`: it must name a directory (as for the
+    /// kernel, `file/` is ENOTDIR).
+    pub dir_only: bool,
 }
 
 impl ApiPath {
@@ -32,6 +37,17 @@ impl ApiPath {
     pub fn split_last(&self) -> Option<(&[Vec<u8>], &[u8])> {
         let (last, parent) = self.components.split_last()?;
         Some((parent, last))
+    }
+
+    /// Walk the path as `caller` ([`Fs::walk`]: search permission on
+    /// every directory, `/.trash` only for who may see it); a trailing
+    /// `/` on something other than a directory is ENOTDIR.
+    pub fn resolve(&self, fs: &Fs, caller: &Caller) -> crate::core::error::Result<Attr> {
+        let attr = fs.walk(caller, &self.components)?;
+        if self.dir_only && !attr.inode.kind.is_dir() {
+            return Err(crate::core::error::enotdir());
+        }
+        Ok(attr)
     }
 
     /// `/a/b` for display (lossy for names that are not UTF-8).
@@ -60,11 +76,16 @@ pub fn parse(raw_path: &str, prefix: &str) -> Result<ApiPath, ApiError> {
         None if rest.is_empty() => rest,
         None => return Err(ApiError::not_found("no such route")),
     };
-    // One trailing slash is allowed ("dir/"), as a shell would.
+    // One trailing slash is allowed ("dir/"), as a shell would; it then
+    // names a directory.
+    let dir_only = rest.ends_with('/');
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     let mut components = Vec::new();
     if rest.is_empty() {
-        return Ok(ApiPath { components });
+        return Ok(ApiPath {
+            components,
+            dir_only: true,
+        });
     }
     for seg in rest.split('/') {
         if seg.is_empty() {
@@ -92,7 +113,10 @@ pub fn parse(raw_path: &str, prefix: &str) -> Result<ApiPath, ApiError> {
         }
         components.push(name);
     }
-    Ok(ApiPath { components })
+    Ok(ApiPath {
+        components,
+        dir_only,
+    })
 }
 
 /// Percent-encode a name for use in a URL path segment.
@@ -136,6 +160,8 @@ mod tests {
         assert!(comps("/api/v1/fs/").is_empty());
         assert_eq!(comps("/api/v1/fs/a/b"), vec![b"a".to_vec(), b"b".to_vec()]);
         assert_eq!(comps("/api/v1/fs/a/b/"), vec![b"a".to_vec(), b"b".to_vec()]);
+        assert!(parse("/api/v1/fs/a/b/", P).unwrap().dir_only);
+        assert!(!parse("/api/v1/fs/a/b", P).unwrap().dir_only);
         assert_eq!(
             comps("/api/v1/fs/%D0%BE%D1%82%D1%87%D1%91%D1%82%20x"),
             vec!["отчёт x".as_bytes().to_vec()]

@@ -6,16 +6,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
-use axum_server::tls_rustls::RustlsConfig;
-use hyper_util::server::conn::auto::Builder;
-use tokio::sync::Semaphore;
-
-use super::config::{ApiConfig, Limits};
-use super::{metrics::Metrics, router, Inner};
+use super::config::{connection_cap, ApiConfig, Limits};
+use super::{connections::Capped, metrics::Metrics, router, Inner};
 use crate::auth::Verifier;
 use crate::core::types::{Caller, ROOT_INO};
 use crate::core::Fs;
+use anyhow::Context;
+use axum_server::tls_rustls::RustlsConfig;
+use hyper_util::server::conn::auto::Builder;
 
 /// A running HTTP door.
 pub struct ApiServer {
@@ -94,6 +92,8 @@ pub fn start(
         }
         None => None,
     };
+    let metrics_token = metrics_token(cfg.metrics_token_file.as_deref())?;
+    let max_connections = connection_cap(cfg.limits.max_connections, open_file_limit())?;
     let listener = std::net::TcpListener::bind(cfg.addr)
         .with_context(|| format!("cannot listen on {}", cfg.addr))?;
     let local_addr = listener.local_addr()?;
@@ -104,14 +104,17 @@ pub fn start(
         caller: caller.clone(),
         admin_caller,
         name: cfg.name.clone(),
-        uploads: Arc::new(Semaphore::new(limits.max_concurrent_uploads.max(1))),
+        uploads: super::uploads::Uploads::new(&limits),
         limits: limits.clone(),
-        metrics: Arc::new(Metrics::default()),
+        metrics: Arc::new(Metrics::with_token(metrics_token.as_deref())),
         file_mode: cfg.file_mode,
         dir_mode: cfg.dir_mode,
         jobs: Default::default(),
     });
-    let app = router(state);
+    // At most `max_connections` at once: the accept loop waits for a free
+    // slot, so more wait in the kernel's listen queue, holding no
+    // descriptor of ours.
+    let app = Capped::new(router(state), max_connections, limits.idle_timeout());
     let handle = axum_server::Handle::new();
     let _enter = rt.enter();
     let task = match &tls {
@@ -120,14 +123,14 @@ pub fn start(
                 .handle(handle.clone())
                 .first_request_timeout(limits.header_timeout);
             configure(server.http_builder(), &limits);
-            rt.spawn(server.serve(app.into_make_service()))
+            rt.spawn(server.serve(app))
         }
         None => {
             let mut server = axum_server::from_tcp(listener)?
                 .handle(handle.clone())
                 .first_request_timeout(limits.header_timeout);
             configure(server.http_builder(), &limits);
-            rt.spawn(server.serve(app.into_make_service()))
+            rt.spawn(server.serve(app))
         }
     };
     spawn_reloader(rt, verifier, tls.zip(cfg.tls.clone()))?;
@@ -136,6 +139,8 @@ pub fn start(
         tls = cfg.tls.is_some(),
         uid = caller.uid,
         gid = caller.gid,
+        max_connections,
+        metrics_token = metrics_token.is_some(),
         "HTTP API listening (user and operator tokens act as uid:gid, admin tokens as root)"
     );
     Ok(ApiServer {
@@ -144,6 +149,44 @@ pub fn start(
         rt: rt.clone(),
         local_addr,
     })
+}
+
+/// The soft limit on open files (raised to the hard one at start).
+fn open_file_limit() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a plain syscall filling a local struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
+}
+
+/// The secret `/metrics` asks for: the content of `file` (one line; the
+/// newline is not part of it), else `ARTFS_METRICS_TOKEN`; none: open.
+/// Never logged.
+fn metrics_token(file: Option<&std::path::Path>) -> anyhow::Result<Option<Vec<u8>>> {
+    let secret = match file {
+        Some(f) => {
+            let text = std::fs::read(f)
+                .with_context(|| format!("cannot read the metrics token file {}", f.display()))?;
+            let end = text
+                .iter()
+                .rposition(|b| !b.is_ascii_whitespace())
+                .map_or(0, |i| i + 1);
+            text[..end].to_vec()
+        }
+        None => match std::env::var_os("ARTFS_METRICS_TOKEN") {
+            Some(v) if !v.is_empty() => v.into_encoded_bytes(),
+            _ => return Ok(None),
+        },
+    };
+    if secret.len() < 16 || secret.iter().any(|b| !b.is_ascii_graphic()) {
+        anyhow::bail!("the metrics token must be at least 16 printable characters without spaces");
+    }
+    Ok(Some(secret))
 }
 
 /// SIGHUP: reload the token verification keys and the TLS certificate.
@@ -229,7 +272,26 @@ fn supplementary_groups(uid: u32, gid: u32) -> Vec<u32> {
 
 #[cfg(test)]
 mod tests {
-    use super::api_identity;
+    use super::{api_identity, metrics_token};
+
+    #[test]
+    fn metrics_token_file_is_trimmed_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t");
+        std::fs::write(&f, "0123456789abcdef-secret\n").unwrap();
+        assert_eq!(
+            metrics_token(Some(&f)).unwrap().unwrap(),
+            b"0123456789abcdef-secret"
+        );
+        for bad in ["short\n", "0123456789 abcdef spaces\n", "\n"] {
+            std::fs::write(&f, bad).unwrap();
+            let e = metrics_token(Some(&f)).unwrap_err().to_string();
+            assert!(e.contains("at least 16"), "{e}");
+            assert!(!e.contains(bad.trim()) || bad.trim().is_empty(), "{e}");
+        }
+        let e = metrics_token(Some(&dir.path().join("none"))).unwrap_err();
+        assert!(e.to_string().contains("cannot read the metrics token file"));
+    }
 
     #[test]
     fn the_default_identity_is_least_privilege() {

@@ -1,9 +1,11 @@
 //! Object files under `BACKING/objects/`: one per regular file inode, named
 //! after the inode number (never reused), fanned out over 256 directories.
 //!
-//! A missing object is an empty file: objects are created on first open, so
-//! a crash between a create's metadata commit and its object leaves nothing
-//! to clean up.
+//! An object is never created by opening it: a regular file with content
+//! recorded (size > 0) whose object is absent lost it, and the core answers
+//! EIO (see `core::data::open_object`). Only a file that records no content
+//! (size 0: made by mknod, or by a create whose object was never made) may
+//! lack its object; the core then makes it empty.
 
 pub mod ballast;
 pub mod render;
@@ -47,14 +49,25 @@ impl ObjectStore {
             .join(format!("{ino:016x}{}", sidecar::SUFFIX))
     }
 
-    /// Open an object for reading and writing, creating it empty if missing.
+    /// Open an existing object for reading and writing (NotFound when it
+    /// is absent: never created here).
     pub fn open_rw(&self, ino: u64) -> io::Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            // The object's atime means nothing; don't pay for updating it.
+            .custom_flags(libc::O_NOATIME | libc::O_CLOEXEC)
+            .open(self.path(ino))
+    }
+
+    /// Open object `ino` read-write, creating it empty if absent: only for
+    /// a file that records no content (see the module docs).
+    pub fn open_or_create(&self, ino: u64) -> io::Result<File> {
         OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            // The object's atime means nothing; don't pay for updating it.
             .custom_flags(libc::O_NOATIME | libc::O_CLOEXEC)
             .open(self.path(ino))
     }

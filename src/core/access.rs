@@ -7,8 +7,16 @@
 //! execute bit is set (or on a directory); search permission on every
 //! directory walked; the sticky-directory rule for removing or replacing a
 //! name.
+//!
+//! Reachability (issue 12): a door that finds an inode without walking a
+//! path (by file id, by search) asks [`Fs::reachable`], which succeeds only
+//! when some name of the inode can be walked from the root by the caller
+//! ([`Fs::walk`]: search permission on every directory, and `/.trash` only
+//! for callers who may see the trash). So every door applies the checks of
+//! a path, written once here.
 
-use super::error::{eacces, enotdir, eperm, Result};
+use super::collector::TRASH;
+use super::error::{eacces, enoent, enotdir, eperm, Result};
 use super::types::{Caller, Inode, ROOT_INO};
 use super::{Attr, Fs};
 
@@ -40,6 +48,41 @@ pub fn permits(caller: &Caller, inode: &Inode, mask: u32) -> bool {
     bits & mask == mask
 }
 
+/// A way a caller reaches an inode: the path walked and where it ends.
+#[derive(Clone, Debug)]
+pub struct Reach {
+    pub attr: Attr,
+    /// `/a/b` (bytes; `/` for the root).
+    pub path: Vec<u8>,
+    /// The directory holding the last name walked, and that name (the
+    /// root: `ROOT_INO` and an empty name).
+    pub dir: u64,
+    pub name: Vec<u8>,
+}
+
+impl Reach {
+    /// Whether the name reached lies in `/.trash` (then the file has no
+    /// name outside it that the caller can walk).
+    pub fn in_trash(&self) -> bool {
+        in_trash(&self.path)
+    }
+}
+
+/// Whether `path` (from the root) is `/.trash` or below it; true of both
+/// trash layouts (flat names or `/.trash/<when>/<original path>`).
+pub fn in_trash(path: &[u8]) -> bool {
+    path.strip_prefix(b"/")
+        .and_then(|p| p.strip_prefix(TRASH))
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"/"))
+}
+
+/// Whether `caller` may see and use `/.trash`: local callers (the mount,
+/// offline commands: their POSIX identity decides) and HTTP tokens whose
+/// role grants it (operator, admin).
+pub fn sees_trash(caller: &Caller) -> bool {
+    caller.grants.is_none_or(|g| g.trash)
+}
+
 impl Fs {
     /// EACCES unless `caller` has every permission in `mask` (a combination
     /// of [`MAY_READ`], [`MAY_WRITE`], [`MAY_EXEC`]) on `ino`.
@@ -55,9 +98,18 @@ impl Fs {
     /// Resolve `components` from the root as `caller`: each directory
     /// walked must grant search permission, as path resolution in the
     /// kernel does. Symbolic links are not followed (a symlink in the
-    /// middle of a path is ENOTDIR).
+    /// middle of a path is ENOTDIR). `/.trash` is ENOENT, as a missing
+    /// name, to a caller who may not see the trash ([`sees_trash`]), so
+    /// its existence is not confirmed either.
     pub fn walk(&self, caller: &Caller, components: &[Vec<u8>]) -> Result<Attr> {
+        Ok(self.walk_in(caller, components)?.1)
+    }
+
+    /// [`Fs::walk`], also giving the directory the last name was found in
+    /// (the root for the root).
+    fn walk_in(&self, caller: &Caller, components: &[Vec<u8>]) -> Result<(u64, Attr)> {
         let mut attr = self.getattr(ROOT_INO)?;
+        let mut dir = ROOT_INO;
         for name in components {
             if !attr.inode.kind.is_dir() {
                 return Err(enotdir());
@@ -65,9 +117,96 @@ impl Fs {
             if !permits(caller, &attr.inode, MAY_EXEC) {
                 return Err(eacces("search permission denied"));
             }
-            attr = self.lookup(attr.inode.ino, name)?;
+            if attr.inode.ino == ROOT_INO && name == TRASH && !sees_trash(caller) {
+                return Err(enoent());
+            }
+            dir = attr.inode.ino;
+            attr = self.lookup(dir, name)?;
         }
-        Ok(attr)
+        Ok((dir, attr))
+    }
+
+    /// How `caller` reaches inode `ino` by path, or `None` when no name of
+    /// it can be walked from the root by them ([`Fs::walk`]), or it has no
+    /// name. For a file with several names any walkable one will do: names
+    /// outside the trash first, the recorded parent's first among them.
+    /// Commits what is staged first (names are read from the database).
+    pub fn reachable(&self, caller: &Caller, ino: u64) -> Result<Option<Reach>> {
+        self.flush()?;
+        self.reach_committed(caller, ino)
+    }
+
+    /// [`Fs::reachable`] of the inode with this stable file id.
+    pub fn reach_by_file_id(&self, caller: &Caller, file_id: &str) -> Result<Option<Reach>> {
+        self.flush()?;
+        match self.meta.find_by_file_id(file_id)? {
+            Some(ino) => self.reach_committed(caller, ino),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Fs::reachable`] without the flush (the caller flushed).
+    pub(crate) fn reach_committed(&self, caller: &Caller, ino: u64) -> Result<Option<Reach>> {
+        if ino == ROOT_INO {
+            let attr = self.walk(caller, &[])?;
+            return Ok(Some(Reach {
+                attr,
+                path: b"/".to_vec(),
+                dir: ROOT_INO,
+                name: Vec::new(),
+            }));
+        }
+        let inode = match self.inode(ino) {
+            Ok(i) => i,
+            Err(e) if e.errno() == libc::ENOENT => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if inode.nlink == 0 {
+            // Unlinked while open, or an upload not yet published.
+            return Ok(None);
+        }
+        // Every name as path components, best first.
+        let mut names: Vec<(bool, bool, Vec<Vec<u8>>)> = Vec::new();
+        for (_, parent, name) in self.meta.links_of(&[ino])? {
+            let Some(dir) = self.meta.path_of(parent)? else {
+                continue;
+            };
+            let mut comps: Vec<Vec<u8>> = dir
+                .split(|b| *b == b'/')
+                .filter(|c| !c.is_empty())
+                .map(<[u8]>::to_vec)
+                .collect();
+            comps.push(name);
+            let trashed = comps[0] == TRASH;
+            names.push((trashed, parent != inode.parent, comps));
+        }
+        names.sort_by_key(|(trashed, elsewhere, _)| (*trashed, *elsewhere));
+        for (trashed, _, comps) in names {
+            if trashed && !sees_trash(caller) {
+                continue;
+            }
+            match self.walk_in(caller, &comps) {
+                Ok((dir, attr)) if attr.inode.ino == ino => {
+                    let name = comps.last().expect("a name");
+                    let mut path = Vec::new();
+                    for c in &comps {
+                        path.push(b'/');
+                        path.extend_from_slice(c);
+                    }
+                    return Ok(Some(Reach {
+                        attr,
+                        path,
+                        dir,
+                        name: name.clone(),
+                    }));
+                }
+                // Renamed meanwhile, or not walkable by this caller.
+                Ok(_) => {}
+                Err(e) if matches!(e.errno(), libc::EACCES | libc::ENOENT | libc::ENOTDIR) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
     }
 
     /// Whether `caller` may add, remove or replace names in directory
@@ -146,6 +285,25 @@ mod tests {
         // The owner class decides even when group or other would allow more.
         let g = inode(Kind::File, 0o066, 1000, 100);
         assert!(!permits(&user(1000, 100), &g, MAY_READ));
+    }
+
+    #[test]
+    fn trash_paths() {
+        assert!(in_trash(b"/.trash"));
+        assert!(in_trash(b"/.trash/1-2-x"));
+        assert!(in_trash(b"/.trash/2026/a/b"));
+        assert!(!in_trash(b"/.trashy"));
+        assert!(!in_trash(b"/a/.trash/x"));
+        assert!(!in_trash(b"/"));
+        let mut u = user(5, 5);
+        assert!(sees_trash(&u));
+        u.grants = Some(Default::default());
+        assert!(!sees_trash(&u));
+        u.grants = Some(crate::core::types::Grants {
+            trash: true,
+            ..Default::default()
+        });
+        assert!(sees_trash(&u));
     }
 
     #[test]

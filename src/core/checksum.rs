@@ -10,7 +10,10 @@
 //! was computed.
 
 use super::types::Timestamp;
+use std::collections::VecDeque;
 use std::sync::mpsc;
+
+use parking_lot::Mutex;
 use std::sync::{Arc, Weak};
 
 use sha2::{Digest, Sha256};
@@ -27,11 +30,23 @@ type Version = (u64, i64);
 
 impl Fs {
     /// Hash an object's current content; also returns the version hashed.
-    pub(crate) fn hash_object(&self, ino: u64) -> Result<(String, Version)> {
+    /// `recorded` is the file's recorded size: an object that is absent
+    /// (while content is recorded) or shorter than it, with no writer to
+    /// explain it, is lost content: EIO, never the hash of what is left.
+    pub(crate) fn hash_object(&self, ino: u64, recorded: u64) -> Result<(String, Version)> {
         match std::fs::File::open(self.objects.path(ino)) {
-            Ok(f) => Ok(hash_file(&f, u64::MAX)?.expect("no size limit")),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Ok(f) => {
+                let (hash, version) = hash_file(&f, u64::MAX)?.expect("no size limit");
+                if version.0 < recorded && !self.is_open(ino) {
+                    return Err(self.lost_object(ino, recorded, Some(version.0)));
+                }
+                Ok((hash, version))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && recorded == 0 => {
                 Ok((hex::encode(Sha256::new().finalize()), (0, 0)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(self.lost_object(ino, recorded, None))
             }
             Err(e) => Err(e.into()),
         }
@@ -50,9 +65,17 @@ impl Fs {
             return Ok(None);
         }
         if let Some(h) = inode.sha256 {
+            // A recorded hash is of content that must still be there (one
+            // stat): a lost object is EIO here as on every other door.
+            if !self.is_open(ino) {
+                let held = self.objects.stat(ino)?.map(|m| m.len());
+                if held.unwrap_or(0) < inode.size {
+                    return Err(self.lost_object(ino, inode.size, held));
+                }
+            }
             return Ok(Some(h));
         }
-        let (hash, version) = self.hash_object(ino)?;
+        let (hash, version) = self.hash_object(ino, inode.size)?;
         self.record_hash(ino, &hash, version)?;
         Ok(Some(hash))
     }
@@ -114,12 +137,23 @@ pub(crate) fn hash_file(file: &std::fs::File, max: u64) -> Result<Option<(String
 /// a file has been left alone for a moment (a file rewritten or deleted
 /// soon after is never hashed in vain; asking for the hash computes it at
 /// once anyway).
+///
+/// At every mount it also takes as its backlog every regular file left
+/// without a recorded hash (a crash before the close or the hasher got to
+/// it, or an unmount while it was queued): found by one query, in its own
+/// thread, so the mount serves at once; worked through whenever no closed
+/// file is due, at lowered CPU and I/O priority.
 pub struct Hasher {
     tx: mpsc::Sender<(u64, std::time::Instant)>,
+    /// The last count of unhashed files, and when it was taken.
+    counted: Mutex<Option<(std::time::Instant, u64)>>,
 }
 
 /// How long a closed file stays untouched before the background hashes it.
 const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long a count of unhashed files is reused (it is a table scan).
+const COUNT_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Hasher {
     pub fn start(fs: Weak<Fs>) -> std::io::Result<Hasher> {
@@ -128,23 +162,128 @@ impl Hasher {
             .name("artfs-hasher".into())
             .spawn(move || {
                 super::background_thread();
-                while let Ok((ino, at)) = rx.recv() {
-                    if let Some(wait) =
-                        (at + SETTLE).checked_duration_since(std::time::Instant::now())
-                    {
-                        std::thread::sleep(wait);
-                    }
+                lower_io_priority();
+                let mut backlog = match fs.upgrade() {
+                    Some(fs) => fs.unhashed_backlog(),
+                    None => return,
+                };
+                let mut live = VecDeque::new();
+                let mut backlog_left = backlog.len();
+                while let Some(ino) = next(&rx, &mut live, &mut backlog) {
+                    crate::crash_point!("hasher::before_hash");
                     let Some(fs) = fs.upgrade() else { return };
                     if let Err(e) = run_one(&fs, ino) {
                         tracing::debug!(ino, error = %e, "could not hash");
                     }
+                    if backlog_left > 0 && backlog.is_empty() {
+                        tracing::info!(
+                            files = backlog_left,
+                            "worked through the files left without a recorded hash"
+                        );
+                        backlog_left = 0;
+                    }
                 }
             })?;
-        Ok(Hasher { tx })
+        Ok(Hasher {
+            tx,
+            counted: Mutex::new(None),
+        })
     }
 
     pub fn queue(&self, ino: u64) {
         let _ = self.tx.send((ino, std::time::Instant::now()));
+    }
+}
+
+/// The next file to hash: a closed file once it has settled, else one of
+/// the backlog, else wait for either. `None` once the store is gone.
+fn next(
+    rx: &mpsc::Receiver<(u64, std::time::Instant)>,
+    live: &mut VecDeque<(u64, std::time::Instant)>,
+    backlog: &mut VecDeque<u64>,
+) -> Option<u64> {
+    use mpsc::{RecvTimeoutError, TryRecvError};
+    loop {
+        loop {
+            match rx.try_recv() {
+                Ok(x) => live.push_back(x),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return None,
+            }
+        }
+        let now = std::time::Instant::now();
+        match live.front() {
+            Some((_, at)) if *at + SETTLE <= now => return live.pop_front().map(|x| x.0),
+            _ => {}
+        }
+        if let Some(ino) = backlog.pop_front() {
+            return Some(ino);
+        }
+        let got = match live.front() {
+            Some((_, at)) => rx.recv_timeout((*at + SETTLE).saturating_duration_since(now)),
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match got {
+            Ok(x) => live.push_back(x),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return None,
+        }
+    }
+}
+
+/// The lowest best-effort I/O priority for the calling thread: hashing a
+/// backlog must not slow the requests being served.
+fn lower_io_priority() {
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    const IOPRIO_BE_LOWEST: libc::c_long = (2 << 13) | 7;
+    // SAFETY: plain syscalls on the calling thread's own id.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid);
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            tid,
+            IOPRIO_BE_LOWEST,
+        );
+    }
+}
+
+impl Fs {
+    /// Every regular file without a recorded hash, for the hasher's backlog.
+    fn unhashed_backlog(&self) -> VecDeque<u64> {
+        match self.meta.unhashed_files() {
+            Ok(v) => {
+                if !v.is_empty() {
+                    tracing::info!(
+                        files = v.len(),
+                        "files without a recorded hash; hashing them in the background"
+                    );
+                }
+                v.into()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list the files without a recorded hash");
+                VecDeque::new()
+            }
+        }
+    }
+
+    /// Regular files with no recorded hash yet (being written, queued, or
+    /// in the backlog), as last committed; counted at most every few
+    /// seconds (`artfs_unhashed_files`).
+    pub fn unhashed_files(&self) -> Result<u64> {
+        let Some(h) = self.hasher.get() else {
+            return self.meta.unhashed_count();
+        };
+        let mut c = h.counted.lock();
+        match *c {
+            Some((at, n)) if at.elapsed() < COUNT_TTL => Ok(n),
+            _ => {
+                let n = self.meta.unhashed_count()?;
+                *c = Some((std::time::Instant::now(), n));
+                Ok(n)
+            }
+        }
     }
 }
 

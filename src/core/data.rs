@@ -112,7 +112,7 @@ impl Fs {
                 // one is asked.
                 let opened = match object {
                     Some(m) => Ok((m.file, m.mtime)),
-                    None => self.objects.open_rw(ino).and_then(|f| {
+                    None => self.open_object(ino).and_then(|f| {
                         let m = f.metadata()?;
                         Ok((f, Timestamp::mtime_of(&m)))
                     }),
@@ -121,7 +121,6 @@ impl Fs {
                     Ok((f, mtime)) => (Arc::new(f), mtime),
                     Err(e) => {
                         drop(open);
-                        let e = Error::from(e);
                         if let Some(id) = intent {
                             self.fail_intent(id, &e);
                         }
@@ -571,9 +570,60 @@ impl Fs {
         let shared = self.open.lock().get(&ino).map(|o| o.file.clone());
         let file = match shared {
             Some(f) => f,
-            None => Arc::new(self.objects.open_rw(ino)?),
+            None => Arc::new(self.open_object(ino)?),
         };
         file.set_len(size)?;
         Ok(file.metadata()?.blocks())
+    }
+}
+
+impl Fs {
+    /// Open a regular file's object (not open yet) read-write. It is never
+    /// created in place of lost content: a file that records content
+    /// (a size above 0) whose object is absent, or shorter than recorded, is EIO, and
+    /// its size and hash stay as recorded. A file that records no content
+    /// may lack its object (mknod makes none); it is made empty then.
+    pub(crate) fn open_object(&self, ino: u64) -> Result<File> {
+        let recorded = self.inode(ino)?.size;
+        let file = match self.objects.open_rw(ino) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && recorded == 0 => {
+                return Ok(self.objects.open_or_create(ino)?)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(self.lost_object(ino, recorded, None))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let len = file.metadata()?.len();
+        if len < recorded {
+            return Err(self.lost_object(ino, recorded, Some(len)));
+        }
+        Ok(file)
+    }
+
+    /// Log and count an object found missing (`held` None) or holding
+    /// fewer bytes than recorded; the EIO to answer with.
+    pub(crate) fn lost_object(&self, ino: u64, recorded: u64, held: Option<u64>) -> Error {
+        self.ops.missing_object();
+        let path = self
+            .meta
+            .path_of(ino)
+            .ok()
+            .flatten()
+            .map(|p| String::from_utf8_lossy(&p).into_owned())
+            .unwrap_or_default();
+        let object = self.objects.path(ino);
+        match held {
+            None => tracing::error!(ino, %path, recorded, object = %object.display(),
+                "the file's object is missing from BACKING; answering EIO (restore the \
+                 object; `artfs fsck` lists every such file)"),
+            Some(held) => tracing::error!(ino, %path, recorded, held, object = %object.display(),
+                "the file's object holds fewer bytes than recorded; answering EIO"),
+        }
+        Error::posix(
+            libc::EIO,
+            "the file's object is missing or short in BACKING",
+        )
     }
 }

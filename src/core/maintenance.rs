@@ -21,7 +21,8 @@ impl Fs {
         crate::fsck::check(self.meta.as_ref(), &self.objects, true)
     }
 
-    /// Re-hash every file against its recorded checksum (read-only).
+    /// Re-hash every file against its recorded checksum (read-only: this
+    /// daemon's hasher records missing hashes itself).
     pub fn scrub_report(&self, rate: Option<u64>) -> Result<crate::scrub::Scrubbed> {
         self.flush()?;
         crate::scrub::scrub(
@@ -29,6 +30,7 @@ impl Fs {
             &self.objects,
             rate,
             &indicatif::ProgressBar::hidden(),
+            false,
         )
     }
 

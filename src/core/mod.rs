@@ -17,6 +17,7 @@ mod data;
 pub mod error;
 mod import;
 mod maintenance;
+pub mod mountinfo;
 pub mod namespace;
 mod objpool;
 mod open;
@@ -42,7 +43,9 @@ use crate::meta::{Dentry, MetaStore};
 use crate::wal;
 use cache::{Cache, DentryKey, Known, Staged, Xattrs};
 use error::{enoent, Error, Result};
-pub use open::{open_for_rebuild, open_offline, open_store, StoreLock, StoreOptions};
+pub use open::{
+    open_for_rebuild, open_offline, open_store, serving_mount, StoreLock, StoreOptions,
+};
 use types::{Inode, Kind};
 use writer::Writer;
 
@@ -395,6 +398,10 @@ impl Fs {
         }
         self.sidecars.stop();
         self.writer.shutdown();
+        // Nothing commits any more: finish the sidecars of what committed
+        // after the drain (the hasher, the last releases), so a clean stop
+        // leaves no pending row.
+        sidecars::finish_at_close(self);
         self.meta.close();
     }
 }

@@ -102,10 +102,23 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
     let objects = ObjectStore::open(&backing)?;
     // Before anything is served: settle what a crash left pending.
     let settled = crate::wal::recover::recover(meta.as_ref(), &objects)?;
-    if !settled.is_empty() {
+    // Pending `sidecars` rows are deferred housekeeping (the tables hold
+    // everything; only attr.json copies lagged), not an interrupted
+    // operation: a clean stop may leave them when it runs out of time.
+    let deferred = settled
+        .iter()
+        .filter(|s| s.op == crate::wal::Op::Sidecars)
+        .count();
+    if settled.len() > deferred {
         tracing::warn!(
-            rows = settled.len(),
+            rows = settled.len() - deferred,
             "recovered operations interrupted by a crash (see the log table for each)"
+        );
+    }
+    if deferred > 0 {
+        tracing::info!(
+            rows = deferred,
+            "wrote the sidecars of deferred sidecar rewrites (housekeeping)"
         );
     }
     if !objects.sidecar_path(ROOT_INO).exists() {
@@ -418,14 +431,33 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// How long taking the store lock waits for an artfs process that holds
+/// it but serves no mount of the store: a daemon finishing its last commit
+/// after `umount` returned, or an offline tool (fsck --repair, rebuild).
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// An exclusive lock on a store: one daemon (or repairing fsck) at a time.
 /// Released when dropped or when the process dies.
 pub struct StoreLock {
     _file: File,
 }
 
+/// Who holds a store's lock, as far as can be told.
+struct Holder {
+    pid: Option<u32>,
+    /// Where the holder serves the store (a live artfs mount of it).
+    serves: Option<PathBuf>,
+}
+
 impl StoreLock {
+    /// Take the lock. A holder that still serves a mount of the store is
+    /// refused at once; any other holder (a daemon finishing after its
+    /// unmount, an offline tool) is waited for, up to [`LOCK_WAIT`].
     pub fn acquire(state_dir: &Path) -> Result<StoreLock> {
+        Self::acquire_within(state_dir, LOCK_WAIT)
+    }
+
+    pub fn acquire_within(state_dir: &Path, wait: std::time::Duration) -> Result<StoreLock> {
         let path = state_dir.join("lock");
         let mut file = OpenOptions::new()
             .read(true)
@@ -433,32 +465,107 @@ impl StoreLock {
             .create(true)
             .truncate(false)
             .open(&path)?;
-        // SAFETY: flock on a valid, owned descriptor.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let holder = std::fs::read_to_string(&path).unwrap_or_default();
-            return Err(setup_err(format!(
-                "store {} is in use by another artfs process{}",
-                state_dir.parent().unwrap_or(state_dir).display(),
-                match holder.trim() {
-                    "" => String::new(),
-                    pid => format!(" (pid {pid})"),
-                }
-            )));
-        }
-        file.set_len(0)?;
-        write!(file, "{}", std::process::id())?;
-        Ok(StoreLock { _file: file })
+        let holder = match Self::wait_for_holder(state_dir, &file, wait) {
+            None => {
+                file.set_len(0)?;
+                write!(file, "{}", std::process::id())?;
+                return Ok(StoreLock { _file: file });
+            }
+            Some(h) => h,
+        };
+        Err(setup_err(format!(
+            "store {} is in use by another artfs process{}{}",
+            state_dir.parent().unwrap_or(state_dir).display(),
+            match holder.pid {
+                None => String::new(),
+                Some(pid) => format!(" (pid {pid})"),
+            },
+            match holder.serves {
+                Some(mnt) => format!(", which serves it at {}", mnt.display()),
+                None => format!(" (waited {} s for it to finish)", wait.as_secs()),
+            }
+        )))
     }
 
-    /// Whether some process holds the lock on the store under `backing`.
+    /// Flock `file` (the lock file of `state_dir`), waiting up to `wait`
+    /// for a holder that serves no mount. None once locked; else who holds
+    /// it.
+    fn wait_for_holder(state_dir: &Path, file: &File, wait: std::time::Duration) -> Option<Holder> {
+        let start = std::time::Instant::now();
+        let mut said = false;
+        loop {
+            // SAFETY: flock on a valid, owned descriptor.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                if said {
+                    tracing::info!("the store is free now");
+                }
+                return None;
+            }
+            let holder = Holder {
+                pid: std::fs::read_to_string(state_dir.join("lock"))
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok()),
+                serves: state_dir.parent().and_then(serving_mount),
+            };
+            if holder.serves.is_some() || start.elapsed() >= wait {
+                return Some(holder);
+            }
+            if !said {
+                said = true;
+                let who = holder
+                    .pid
+                    .map(|p| format!("pid {p}"))
+                    .unwrap_or("a process".into());
+                tracing::info!(
+                    "waiting for artfs {who} to finish with the store (it serves no mount of it; \
+                     up to {} s)",
+                    wait.as_secs()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Whether some process holds the lock on the store under `backing`
+    /// (after waiting, as [`StoreLock::acquire`] does, for a holder that
+    /// serves no mount: a daemon finishing after its unmount counts as
+    /// gone once it is). Never writes the lock file.
     pub fn is_held(backing: &Path) -> bool {
         let state_dir = backing.join(".artfs");
-        if !state_dir.join("lock").exists() {
+        let Ok(file) = File::open(state_dir.join("lock")) else {
             return false;
-        }
-        StoreLock::acquire(&state_dir).is_err()
+        };
+        Self::wait_for_holder(&state_dir, &file, LOCK_WAIT).is_some()
     }
+
+    /// Whether the lock is held right now (no waiting).
+    pub fn is_held_now(backing: &Path) -> bool {
+        let state_dir = backing.join(".artfs");
+        let Ok(file) = File::open(state_dir.join("lock")) else {
+            return false;
+        };
+        Self::wait_for_holder(&state_dir, &file, std::time::Duration::ZERO).is_some()
+    }
+
+    /// The pid written in the lock file under `backing`, if any.
+    pub fn holder_pid(backing: &Path) -> Option<u32> {
+        std::fs::read_to_string(backing.join(".artfs/lock"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+}
+
+/// The mount point of a live artfs mount of the store under `backing`
+/// (its FUSE source is `artfs:BACKING`), from /proc/self/mountinfo.
+/// Listed is not proof of life (a killed daemon's mount stays listed):
+/// callers ask only while some process holds the store's lock.
+pub fn serving_mount(backing: &Path) -> Option<PathBuf> {
+    let backing = backing.canonicalize().ok()?;
+    let want = format!("artfs:{}", backing.display());
+    super::mountinfo::mounts()
+        .into_iter()
+        .rfind(|m| (m.fstype == "fuse" || m.fstype == "fuse.artfs") && m.source == want)
+        .map(|m| m.mountpoint)
 }
 
 impl Fs {

@@ -45,6 +45,9 @@ pub const OPS: [&str; 33] = [
 pub struct OpStats {
     count: [AtomicU64; OPS.len()],
     nanos: [AtomicU64; OPS.len()],
+    /// Opens and hashes refused because a file's object was missing or
+    /// short (`artfs_missing_objects_total`).
+    missing_objects: AtomicU64,
 }
 
 impl Default for OpStats {
@@ -52,6 +55,7 @@ impl Default for OpStats {
         OpStats {
             count: std::array::from_fn(|_| AtomicU64::new(0)),
             nanos: std::array::from_fn(|_| AtomicU64::new(0)),
+            missing_objects: AtomicU64::new(0),
         }
     }
 }
@@ -113,6 +117,16 @@ impl OpStats {
             i,
             start: Instant::now(),
         }
+    }
+
+    /// Count an access refused because a file's object is missing or short.
+    pub fn missing_object(&self) {
+        self.missing_objects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Accesses refused so far because an object was missing or short.
+    pub fn missing_objects(&self) -> u64 {
+        self.missing_objects.load(Ordering::Relaxed)
     }
 
     /// (operation, count, total seconds) for every operation seen.

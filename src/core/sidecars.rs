@@ -8,6 +8,15 @@
 //! inodes from the committed tables, syncs the filesystem once, and only
 //! then settles the rows. A crash in between leaves the rows pending, and
 //! recovery rewrites those sidecars: the log covers the window.
+//!
+//! A clean stop leaves no row pending: the store drains the thread, stops
+//! it and the writer, then [`finish_at_close`] writes the sidecars of the
+//! rows committed meanwhile (by changes made while closing, such as the
+//! hasher recording a checksum) and settles them. Rows that still remain
+//! (the close ran out of time, or the disk is full) are deferred
+//! housekeeping, not an interrupted operation: the tables already hold
+//! everything, only the attr.json copies lag; fsck and the next mount say
+//! so.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Weak};
@@ -36,6 +45,8 @@ struct State {
     /// Skip the gathering delay (someone waits in `drain`).
     urgent: bool,
     stop: bool,
+    /// The thread is writing sidecars (taken jobs not yet handled).
+    busy: bool,
     queued: u64,
     handled: u64,
 }
@@ -76,12 +87,81 @@ impl Sidecars {
         s.urgent = false;
     }
 
+    /// Stop the thread, waiting for the sidecars it is writing (so that
+    /// [`finish_at_close`] never writes the same files at the same time).
     pub fn stop(&self) {
         let mut s = self.state.lock();
         s.stop = true;
         self.work.notify_one();
         self.done.notify_all();
+        while s.busy {
+            self.done.wait(&mut s);
+        }
     }
+}
+
+/// How long a clean close may spend on the sidecars left after the drain
+/// (usually a handful); what is left after that stays deferred.
+const FINISH_WITHIN: Duration = Duration::from_secs(20);
+
+/// At a clean close, with the sidecar thread and the writer stopped (no
+/// commit can happen any more): write the sidecars of every `sidecars` row
+/// still pending and settle the rows, oldest first, in bounded time.
+/// Returns the rows left pending (deferred housekeeping).
+pub fn finish_at_close(fs: &Fs) -> usize {
+    let rows: Vec<(Uuid, Vec<u64>)> = match fs.meta.pending_wal() {
+        Ok(rows) => rows
+            .into_iter()
+            .filter(|r| r.op == wal::Op::Sidecars)
+            .map(|r| {
+                let inos = r.data.get("inos").and_then(serde_json::Value::as_array);
+                let inos = inos.into_iter().flatten();
+                (r.id, inos.filter_map(serde_json::Value::as_u64).collect())
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the log at close");
+            return 0;
+        }
+    };
+    let deadline = Instant::now() + FINISH_WITHIN;
+    let mut left = rows.len();
+    for chunk in rows.chunks(200) {
+        if Instant::now() >= deadline {
+            break;
+        }
+        let inos: BTreeSet<u64> = chunk.iter().flat_map(|(_, v)| v.iter().copied()).collect();
+        let inos: Vec<u64> = inos.into_iter().collect();
+        let result = render::rewrite(fs.meta.as_ref(), &fs.objects, &inos)
+            .and_then(|_| render::sync_all(fs.objects.root()))
+            .and_then(|()| {
+                fs.meta.apply(&crate::meta::Batch {
+                    wal_done: chunk
+                        .iter()
+                        .map(|(id, _)| {
+                            wal::Update::new(
+                                *id,
+                                wal::Status::Committed,
+                                format!("{} sidecars written at close", inos.len()),
+                            )
+                        })
+                        .collect(),
+                    ..Default::default()
+                })
+            });
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not write sidecars at close");
+            break;
+        }
+        left -= chunk.len();
+    }
+    if left > 0 {
+        tracing::warn!(
+            rows = left,
+            "sidecar rewrites deferred to the next mount (housekeeping; the tables hold everything)"
+        );
+    }
+    left
 }
 
 /// The thread's loop. It holds the filesystem only while working, so it
@@ -108,9 +188,14 @@ pub fn run(sc: Arc<Sidecars>, fs: Weak<Fs>) {
                 }
             }
             s.first_at = None;
+            s.busy = true;
             std::mem::take(&mut s.jobs)
         };
-        let Some(fs) = fs.upgrade() else { return };
+        let Some(fs) = fs.upgrade() else {
+            sc.state.lock().busy = false;
+            sc.done.notify_all();
+            return;
+        };
         let n = jobs.len() as u64;
         let inos: BTreeSet<u64> = jobs.iter().flat_map(|(_, v)| v.iter().copied()).collect();
         let inos: Vec<u64> = inos.into_iter().collect();
@@ -129,6 +214,7 @@ pub fn run(sc: Arc<Sidecars>, fs: Weak<Fs>) {
                 fs.writer.kick();
                 let mut s = sc.state.lock();
                 s.handled += n;
+                s.busy = false;
                 sc.done.notify_all();
             }
             Err(e) => {
@@ -140,6 +226,11 @@ pub fn run(sc: Arc<Sidecars>, fs: Weak<Fs>) {
                 rest.append(&mut s.jobs);
                 s.jobs = rest;
                 s.first_at = Some(Instant::now());
+                s.busy = false;
+                sc.done.notify_all();
+                if s.stop {
+                    return;
+                }
                 drop(s);
                 std::thread::sleep(Duration::from_secs(1));
             }

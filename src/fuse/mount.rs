@@ -24,7 +24,8 @@ pub struct MountOptions {
     /// that may block run on helper threads (see `offload`).
     pub threads: usize,
     pub allow_other: bool,
-    /// Detach a stale or busy mount at the mount point before mounting.
+    /// Detach a dead mount at the mount point before mounting (never a
+    /// live one; see [`check_mountpoint`]).
     pub force: bool,
     pub ttl: Duration,
     /// How long a CPU is kept awake after each request (see `awake`).
@@ -52,16 +53,24 @@ impl Default for MountOptions {
     }
 }
 
-/// The mount point must be an empty directory; a dead FUSE mount there is
-/// reported (or, with `force`, lazily detached).
+/// How long the mount point may take to answer a stat: a mount whose
+/// daemon is stopped (SIGSTOP) or hung never does.
+const STAT_WAIT: Duration = Duration::from_secs(5);
+
+/// The mount point must be an empty directory. A mount already there is
+/// detached with `force` only when it is provably dead: it answers
+/// ENOTCONN/ECONNABORTED/ECANCELED (its daemon was killed), or it is an
+/// artfs mount whose store lock nobody holds (no daemon serves it). A live
+/// mount (it answers, and its daemon holds its store) is refused even with
+/// `force`, naming the daemon when it can be found.
 pub fn check_mountpoint(path: &Path, force: bool) -> anyhow::Result<PathBuf> {
-    match std::fs::metadata(path) {
+    match stat_within(path, STAT_WAIT) {
         // A dead FUSE-over-io_uring mount answers ECONNABORTED rather than
         // ENOTCONN: the kernel aborts the connection when the daemon's rings
         // go away (seen on 6.18 after kill -9 of `artfs mount --io-uring`);
         // until the rings are torn down, a request put on a queue whose
         // thread is dead ends with ECANCELED.
-        Err(e)
+        Some(Err(e))
             if matches!(
                 e.raw_os_error(),
                 Some(libc::ENOTCONN | libc::ECONNABORTED | libc::ECANCELED)
@@ -76,19 +85,45 @@ pub fn check_mountpoint(path: &Path, force: bool) -> anyhow::Result<PathBuf> {
                     path.display()
                 );
             }
-            detach(path)?;
+            detach(
+                path,
+                "its daemon is gone (transport endpoint is not connected)",
+            )?;
         }
-        Err(e) => bail!("mount point {} is not usable: {e}", path.display()),
-        Ok(m) if !m.is_dir() => bail!("mount point {} is not a directory", path.display()),
-        Ok(_) => {
-            if is_mountpoint(path) {
-                if !force {
-                    bail!(
-                        "{} is already a mount point; unmount it first or use --force",
+        None => bail!(
+            "mount point {} does not answer within {} s (a mount whose daemon is stopped or \
+             hung?); not touching it, even with --force: only a dead mount is detached",
+            path.display(),
+            STAT_WAIT.as_secs()
+        ),
+        Some(Err(e)) => bail!("mount point {} is not usable: {e}", path.display()),
+        Some(Ok(m)) if !m.is_dir() => bail!("mount point {} is not a directory", path.display()),
+        Some(Ok(_)) => {
+            if let Some(mounted) = path
+                .canonicalize()
+                .ok()
+                .and_then(|c| crate::core::mountinfo::mount_at(&c))
+            {
+                match who_serves(&mounted) {
+                    Served::Dead(why) if force => detach(path, &why)?,
+                    Served::Dead(why) => bail!(
+                        "mount point {} is a stale artfs mount ({why}); run `fusermount3 -uz {}` \
+                         or mount again with --force",
+                        path.display(),
                         path.display()
-                    );
+                    ),
+                    Served::Live(who) => bail!(
+                        "{} is already a mount point, live and {who}; unmount it first \
+                         (`fusermount3 -u {}`){}",
+                        path.display(),
+                        path.display(),
+                        if force {
+                            "; --force detaches only a dead mount, never a live one"
+                        } else {
+                            ""
+                        }
+                    ),
                 }
-                detach(path)?;
             }
         }
     }
@@ -99,10 +134,65 @@ pub fn check_mountpoint(path: &Path, force: bool) -> anyhow::Result<PathBuf> {
     Ok(canon)
 }
 
-fn detach(path: &Path) -> anyhow::Result<()> {
-    tracing::warn!(path = %path.display(), "detaching stale mount");
+/// stat(2) of `path` on a helper thread; None if it did not answer within
+/// `wait` (the thread is left blocked; the process exits soon after).
+fn stat_within(path: &Path, wait: Duration) -> Option<std::io::Result<std::fs::Metadata>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = path.to_path_buf();
+    std::thread::Builder::new()
+        .name("artfs-stat".into())
+        .spawn(move || {
+            let _ = tx.send(std::fs::metadata(&p));
+        })
+        .ok()?;
+    rx.recv_timeout(wait).ok()
+}
+
+/// Whether a mount that answers is served, and by whom.
+enum Served {
+    /// Provably dead, and why.
+    Dead(String),
+    /// Live, described ("served by artfs pid N (BACKING B)").
+    Live(String),
+}
+
+fn who_serves(m: &crate::core::mountinfo::MountEntry) -> Served {
+    use crate::core::StoreLock;
+    // Mounted by root the type is plain `fuse`; through fusermount3 it
+    // carries the subtype, `fuse.artfs`.
+    let fuse = m.fstype == "fuse" || m.fstype == "fuse.artfs";
+    let backing = fuse
+        .then(|| m.source.strip_prefix("artfs:"))
+        .flatten()
+        .map(PathBuf::from)
+        .filter(|b| b.join(".artfs/lock").exists());
+    let Some(backing) = backing else {
+        return Served::Live(format!("served ({} from {})", m.fstype, m.source));
+    };
+    // Every daemon holds its store's lock while it serves: a free lock
+    // means nobody serves this mount any more.
+    if !StoreLock::is_held_now(&backing) {
+        return Served::Dead(format!(
+            "its daemon is gone: nobody holds the lock of its store {}",
+            backing.display()
+        ));
+    }
+    match StoreLock::holder_pid(&backing) {
+        Some(pid) => Served::Live(format!(
+            "served by artfs pid {pid} (BACKING {})",
+            backing.display()
+        )),
+        None => Served::Live(format!(
+            "served by the artfs daemon of BACKING {}",
+            backing.display()
+        )),
+    }
+}
+
+fn detach(path: &Path, why: &str) -> anyhow::Result<()> {
+    tracing::warn!(path = %path.display(), why, "detaching dead mount");
     nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH)
-        .with_context(|| format!("cannot detach the stale mount at {}", path.display()))
+        .with_context(|| format!("cannot detach the dead mount at {}", path.display()))
 }
 
 /// Whether `path` is listed as a mount point in /proc/self/mountinfo.
@@ -110,13 +200,7 @@ fn is_mountpoint(path: &Path) -> bool {
     let Ok(canon) = path.canonicalize() else {
         return false;
     };
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let want = canon.to_string_lossy().replace(' ', "\\040");
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|mp| mp == want)
+    crate::core::mountinfo::mount_at(&canon).is_some()
 }
 
 /// Mount `fs` at `mountpoint` and serve until unmounted (by umount,

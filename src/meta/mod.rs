@@ -127,6 +127,22 @@ pub trait MetaStore: Send + Sync {
     /// Delete settled rows past their retention; returns how many went.
     fn prune_wal(&self, keep: &wal::Retention) -> Result<u64>;
 
+    /// Regular files with a name and no recorded SHA-256, by inode number
+    /// (the hasher's backlog after a crash; scrub).
+    fn unhashed_files(&self) -> Result<Vec<u64>> {
+        Ok(self
+            .all_inodes()?
+            .into_iter()
+            .filter(|i| i.kind == crate::core::types::Kind::File && i.nlink > 0)
+            .filter(|i| i.sha256.is_none())
+            .map(|i| i.ino)
+            .collect())
+    }
+    /// How many files [`MetaStore::unhashed_files`] lists (for metrics).
+    fn unhashed_count(&self) -> Result<u64> {
+        Ok(self.unhashed_files()?.len() as u64)
+    }
+
     /// Everything, for fsck and rebuild checks (whole-store scans).
     fn all_inodes(&self) -> Result<Vec<Inode>>;
     /// Every directory entry as (parent, name, entry).

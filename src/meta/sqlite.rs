@@ -566,6 +566,29 @@ impl MetaStore for SqliteStore {
         Ok(n as u64)
     }
 
+    fn unhashed_files(&self) -> Result<Vec<u64>> {
+        let p = &self.p;
+        let v: Vec<i64> = self.rt.block_on(
+            sqlx::query_scalar(&format!(
+                "SELECT ino FROM {p}_inodes WHERE kind = 1 AND nlink > 0 AND sha256 IS NULL \
+                 ORDER BY ino"
+            ))
+            .fetch_all(&self.pool),
+        )?;
+        Ok(v.into_iter().map(|i| i as u64).collect())
+    }
+
+    fn unhashed_count(&self) -> Result<u64> {
+        let p = &self.p;
+        let n: i64 = self.rt.block_on(
+            sqlx::query_scalar(&format!(
+                "SELECT count(*) FROM {p}_inodes WHERE kind = 1 AND nlink > 0 AND sha256 IS NULL"
+            ))
+            .fetch_one(&self.pool),
+        )?;
+        Ok(n as u64)
+    }
+
     fn orphans(&self) -> Result<Vec<u64>> {
         let p = &self.p;
         let v: Vec<i64> = self.rt.block_on(

@@ -116,10 +116,29 @@ fn settle(
                 return Ok((Status::Committed, "not a regular file".into(), batch));
             }
             // The object is the truth for content: the metadata follows it.
-            let (size, mtime, ctime) = match objects.stat(ino)? {
-                Some(m) => (m.len(), Timestamp::mtime_of(&m), Timestamp::ctime_of(&m)),
-                None => (0, inode.mtime, inode.ctime),
-            };
+            let (size, mtime, ctime) =
+                match objects.stat(ino)? {
+                    Some(m) => (m.len(), Timestamp::mtime_of(&m), Timestamp::ctime_of(&m)),
+                    // No object and no content recorded: an empty file (its
+                    // object is made when it is next opened).
+                    None if inode.size == 0 => (0, inode.mtime, inode.ctime),
+                    // Content recorded but the object is gone: it was lost
+                    // (an object is never removed while its inode lives), not
+                    // emptied by this operation. Keep size and hash as recorded
+                    // for the doors to answer EIO and fsck to report.
+                    None => {
+                        tracing::error!(ino, size = inode.size,
+                        "recovery: the file's object is missing; its metadata is left as recorded");
+                        return Ok((
+                            Status::Failed,
+                            format!(
+                            "the object is missing; {} bytes stay recorded (restore the object)",
+                            inode.size
+                        ),
+                            batch,
+                        ));
+                    }
+                };
             let before = inode.size;
             let newer = mtime > inode.mtime;
             if size == before && !newer {
