@@ -116,6 +116,10 @@ pub struct PolicyConfig {
     pub capacity: Option<u64>,
     /// Days an unlinked file stays in /.trash (edit mode); 0: no trash.
     pub trash_days: f64,
+    /// How far ahead a retention lock may reach; zero: no bound. In the
+    /// file: a duration ("100years", "30d") or seconds.
+    #[serde(deserialize_with = "de_duration")]
+    pub max_retention: std::time::Duration,
     /// Committed log rows kept at most (older ones are pruned).
     pub wal_keep_rows: u64,
     /// Days committed log rows are kept.
@@ -130,6 +134,7 @@ impl Default for PolicyConfig {
             mode: Mode::Edit,
             capacity: None,
             trash_days: 1.0,
+            max_retention: crate::core::archive_attrs::DEFAULT_MAX_RETENTION,
             wal_keep_rows: 100_000,
             wal_keep_days: 7,
             wal_keep_failed_days: 90,
@@ -291,6 +296,37 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         .ok()
         .and_then(|n| n.checked_mul(mult))
         .ok_or_else(|| format!("not a size: {s:?}"))
+}
+
+/// A duration such as "100years", "30d", "1h 30m" (humantime), or "0".
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    match s.trim() {
+        "0" => Ok(std::time::Duration::ZERO),
+        t => humantime::parse_duration(t)
+            .map_err(|e| format!("not a duration: {s:?} ({e}; e.g. 100years, 30d, 0)")),
+    }
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+    struct Dur;
+    impl de::Visitor<'_> for Dur {
+        type Value = std::time::Duration;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a duration like \"100years\" or a number of seconds")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(std::time::Duration::from_secs(v))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            u64::try_from(v)
+                .map(std::time::Duration::from_secs)
+                .map_err(|_| E::custom(format!("not a duration: {v}")))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            parse_duration(v).map_err(E::custom)
+        }
+    }
+    d.deserialize_any(Dur)
 }
 
 /// A boolean from a flag's `=VALUE` or its variable: true/false, yes/no,

@@ -39,8 +39,9 @@ enum Cmd {
     /// Full-text search over names, descriptions, versions and custom
     /// attributes; prints matching paths, best first.
     Search(SearchArgs),
-    /// Show the store's mode, or change it (edit | rw -> ro -> ar; ro -> rw
-    /// with --confirm). A running mount follows within a second.
+    /// Show the store's mode, or change it (rw -> ro -> ar; ro -> rw and
+    /// the irreversible ro -> ar with --confirm; edit is fixed for the
+    /// store's life). A running mount follows within a second.
     Mode(ModeArgs),
     /// Mint a signed access token for tests and administration; prints it
     /// on stdout. The algorithm follows the key (RS256, ES256, EdDSA).
@@ -182,7 +183,7 @@ struct ModeArgs {
     /// The new mode: edit, rw, ro or ar. Without it, print the mode. With
     /// BACKING from ARTFS_BACKING or --config, `artfs mode MODE` works.
     mode: Option<artfs::core::policy::Mode>,
-    /// Confirm going back from ro to rw.
+    /// Confirm going back from ro to rw, or the irreversible ro -> ar.
     #[arg(long)]
     confirm: bool,
 }
@@ -284,6 +285,10 @@ struct MountArgs {
     /// mode; 0 turns the trash off) [default: 1].
     #[arg(long, env = "ARTFS_TRASH_DAYS")]
     trash_days: Option<f64>,
+    /// How far ahead a retention lock may reach (e.g. 100years, 30d; 0: no
+    /// bound) [default: 100years].
+    #[arg(long, env = "ARTFS_MAX_RETENTION", value_parser = artfs::config::parse_duration)]
+    max_retention: Option<Duration>,
     /// Committed log rows kept at most [default: 100000].
     #[arg(long, env = "ARTFS_WAL_KEEP_ROWS")]
     wal_keep_rows: Option<u64>,
@@ -331,6 +336,7 @@ impl MountArgs {
         over(&mut cfg.policy.capacity, self.capacity.map(Some));
         over(&mut cfg.policy.mode, self.mode);
         over(&mut cfg.policy.trash_days, self.trash_days);
+        over(&mut cfg.policy.max_retention, self.max_retention);
         over(&mut cfg.policy.wal_keep_rows, self.wal_keep_rows);
         over(&mut cfg.policy.wal_keep_days, self.wal_keep_days);
         over(
@@ -457,6 +463,7 @@ fn mount(args: MountArgs, mut cfg: Config) -> anyhow::Result<()> {
         anyhow::bail!("--trash-days must be 0 or more");
     }
     sopts.collector.trash_days = trash_days;
+    sopts.max_retention = Some(cfg.policy.max_retention).filter(|d| !d.is_zero());
     const DAY: u64 = 24 * 3600;
     sopts.wal_retention = artfs::wal::Retention {
         committed_max_rows: cfg.policy.wal_keep_rows,
@@ -814,7 +821,13 @@ fn mode(mut args: ModeArgs, mut cfg: Config) -> anyhow::Result<std::process::Exi
                 println!(
                     "{} (since {}, by {})",
                     c.mode, c.mode_changed_at, c.mode_changed_by
-                )
+                );
+                if c.mode == "edit" {
+                    println!(
+                        "edit is fixed for the store's life; a store meant to be frozen \
+                         later is created with --mode rw"
+                    );
+                }
             }),
         Some(to) => {
             let by = artfs::core::namespace::user_name(nix::unistd::getuid().as_raw());

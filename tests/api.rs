@@ -138,11 +138,17 @@ fn wait_for(client: &Client, url: &str) {
 
 impl Api {
     /// A mount with the API on a free loopback port, verifying with `key`.
+    /// Every token acts as root (`--api-uid 0`) unless `extra` names an
+    /// identity: these tests are about the HTTP door, not the default
+    /// least-privilege identity (tests/grants.rs covers that).
     fn start_with(key: &'static KeyPair, extra: &[&str]) -> Api {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let public = key.public.to_str().unwrap().to_string();
         let mut args = vec!["--api", addr.as_str(), "--jwt-key", public.as_str()];
+        if !extra.contains(&"--api-uid") {
+            args.extend_from_slice(&["--api-uid", "0"]);
+        }
         args.extend_from_slice(extra);
         let m = Mount::with_args(&args);
         let base = format!("http://{addr}");
@@ -1758,7 +1764,7 @@ fn modes_apply_through_the_api_door_too() {
             "ro" => assert_eq!(set_mode(&api, "ro", false), 200),
             "ar" => {
                 assert_eq!(set_mode(&api, "ro", false), 200);
-                assert_eq!(set_mode(&api, "ar", false), 200);
+                assert_eq!(set_mode(&api, "ar", true), 200);
             }
             _ => {}
         }

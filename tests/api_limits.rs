@@ -52,13 +52,17 @@ fn free_addr() -> String {
     l.local_addr().unwrap().to_string()
 }
 
-/// The flags starting the API on `addr` with the test key.
+/// The flags starting the API on `addr` with the test key. Every token
+/// acts as root (`--api-uid 0`): these tests are about limits, not the
+/// default least-privilege identity (tests/grants.rs).
 fn api_args(addr: &str) -> Vec<String> {
     vec![
         "--api".into(),
         addr.into(),
         "--jwt-key".into(),
         key().public.to_str().unwrap().into(),
+        "--api-uid".into(),
+        "0".into(),
     ]
 }
 

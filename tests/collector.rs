@@ -176,7 +176,7 @@ fn expired_files_are_removed_unless_retained() {
     setx(
         &m.path("held"),
         "user.artstore.retention_until",
-        b"2200-01-01T00:00:00Z",
+        b"2100-01-01T00:00:00Z",
     )
     .unwrap();
     setx(

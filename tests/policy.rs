@@ -147,7 +147,7 @@ fn every_mode_times_every_operation() {
             "ro" => set_mode(&m, "ro", false),
             "ar" => {
                 set_mode(&m, "ro", false);
-                set_mode(&m, "ar", false);
+                set_mode(&m, "ar", true);
             }
             _ => {}
         }
@@ -228,7 +228,7 @@ fn retention_blocks_changes_until_it_passes_and_only_extends() {
     let r = m.path("kept");
     fs::write(&r, b"evidence").unwrap();
     fs::write(m.path("other"), b"other").unwrap();
-    setx(&r, "user.artstore.retention_until", b"2200-01-01T00:00:00Z").unwrap();
+    setx(&r, "user.artstore.retention_until", b"2100-01-01T00:00:00Z").unwrap();
     assert_eq!(code(fs::remove_file(&r)), libc::EPERM);
     assert_eq!(code(fs::rename(m.path("other"), &r)), libc::EPERM);
     assert_eq!(
@@ -240,7 +240,7 @@ fn retention_blocks_changes_until_it_passes_and_only_extends() {
         code(setx(
             &r,
             "user.artstore.retention_until",
-            b"2199-01-01T00:00:00Z"
+            b"2099-01-01T00:00:00Z"
         )),
         libc::EPERM
     );
@@ -249,7 +249,7 @@ fn retention_blocks_changes_until_it_passes_and_only_extends() {
         libc::EPERM
     );
     // Extending is fine, and so are other metadata and renaming the file itself.
-    setx(&r, "user.artstore.retention_until", b"2201-01-01T00:00:00Z").unwrap();
+    setx(&r, "user.artstore.retention_until", b"2101-01-01T00:00:00Z").unwrap();
     setx(&r, "user.artstore.description", b"legal hold").unwrap();
     fs::rename(&r, m.path("kept-renamed")).unwrap();
     assert_eq!(fs::read(m.path("kept-renamed")).unwrap(), b"evidence");

@@ -97,7 +97,8 @@ pub struct ApiConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Allow plain HTTP on an address other than loopback.
     pub insecure_public: bool,
-    /// POSIX identity of API callers; default the root directory's owner.
+    /// POSIX identity of user and operator tokens (admin tokens act as
+    /// root); default `server::api_identity`.
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     /// Name reported by `/api/v1/info`.
@@ -111,8 +112,8 @@ pub struct ApiConfig {
 }
 
 impl ApiConfig {
-    /// A configuration with defaults: no TLS, loopback only, identity of
-    /// the root directory's owner.
+    /// A configuration with defaults: no TLS, loopback only, the default
+    /// identity (`server::api_identity`).
     pub fn new(addr: SocketAddr, key: KeySource) -> ApiConfig {
         ApiConfig {
             addr,
@@ -181,10 +182,14 @@ pub struct ApiArgs {
     /// Allow plain HTTP on a non-loopback address.
     #[arg(long, env = "ARTFS_API_INSECURE_PUBLIC")]
     pub api_insecure_public: bool,
-    /// uid API callers act as [default: owner of the root directory].
+    /// uid user and operator tokens act as (admin tokens act as root;
+    /// 0 makes every token act as root) [default: the root directory's
+    /// owner if not root, else nobody (65534)].
     #[arg(long, env = "ARTFS_API_UID")]
     pub api_uid: Option<u32>,
-    /// gid API callers act as [default: group of the root directory].
+    /// gid user and operator tokens act as [default: --api-uid's primary
+    /// group, else the root directory's group if its owner is not root,
+    /// else 65534].
     #[arg(long, env = "ARTFS_API_GID")]
     pub api_gid: Option<u32>,
     /// Name reported by /api/v1/info.

@@ -114,7 +114,7 @@ pub async fn patch(
     let caller = st.caller_for(&who);
     let meta = blocking(move || {
         let reach = by_id(&st.fs, &caller, &file_id)?;
-        patch_inode(&st, &reach.attr, &changes, None)
+        patch_inode(&st, &caller, &reach.attr, &changes, None)
     })
     .await?;
     Ok(with_etag(meta))

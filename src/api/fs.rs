@@ -719,7 +719,7 @@ async fn upload(
         let fs = staging.fs.clone();
         let ino = staging.ino;
         fs.fsync(staging.fh, false)?;
-        changes.apply(&fs, ino)?;
+        changes.apply(&fs, &caller, ino)?;
         let published = fs.publish(&caller, ino, parent, name, &expect, Some(sha))?;
         fs.sync_meta()?;
         st.invalidate_entry(parent, name);

@@ -22,7 +22,7 @@ use super::{blocking, AppState};
 use crate::auth::{Action, Principal};
 use crate::core::access::{MAY_READ, MAY_WRITE};
 use crate::core::archive_attrs::{self, Class};
-use crate::core::types::{Kind, XATTR_NAME_MAX};
+use crate::core::types::{Caller, Kind, XATTR_NAME_MAX};
 use crate::core::{Attr, Fs};
 
 const ARTSTORE: &str = "user.artstore.";
@@ -54,6 +54,13 @@ pub struct FileMeta {
     /// SHA-256 of the content, hex (files only).
     pub checksum: Option<String>,
     pub retention_until: Option<String>,
+    /// When the collector removes the file (`user.artstore.expires_at`),
+    /// if scheduled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// On a directory: seconds until new files in it expire, if set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_ttl: Option<String>,
     pub custom_attributes: BTreeMap<String, String>,
     /// Permission bits, octal text (`0644`).
     pub mode: String,
@@ -106,7 +113,9 @@ pub fn file_meta(fs: &Fs, attr: &Attr, path: Option<String>) -> ApiResult<FileMe
                     writable.insert(n, text(v));
                 }
             }
-            Class::Other => {
+            // An unknown name in the reserved namespace, stored before
+            // such names were refused: shown (and removable) as custom.
+            Class::Other | Class::Unknown => {
                 if let Ok(v) = fs.getxattr(i.ino, name) {
                     custom.insert(text(key.to_vec()), text(v));
                 }
@@ -144,6 +153,8 @@ pub fn file_meta(fs: &Fs, attr: &Attr, path: Option<String>) -> ApiResult<FileMe
         version: writable.remove("version"),
         checksum: if is_file { fs.sha256(i.ino)? } else { None },
         retention_until: writable.remove("retention_until"),
+        expires_at: writable.remove("expires_at"),
+        default_ttl: writable.remove("default_ttl"),
         custom_attributes: custom,
         mode: format!("{:04o}", i.perm & 0o7777),
         uid: i.uid,
@@ -176,6 +187,16 @@ pub struct PatchMeta {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub retention_until: Option<Option<Value>>,
+    /// RFC 3339 time at which the collector removes the file; setting it
+    /// takes a token that may delete.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub expires_at: Option<Option<Value>>,
+    /// On a directory: seconds until new files in it expire (a number or
+    /// its text); setting it takes a token that may delete.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub default_ttl: Option<Option<Value>>,
     /// Custom attributes to set (strings as they are, other JSON values as
     /// their compact text) or, with `null`, to remove. Others are kept.
     #[serde(default, alias = "metadata")]
@@ -224,10 +245,20 @@ impl MetaChanges {
                 "custom attribute name {key:?} is empty or too long"
             )));
         }
-        if archive_attrs::classify(&name) != Class::Other {
-            return Err(ApiError::bad_request(format!(
-                "{key:?} is an archive field, not a custom attribute"
-            )));
+        match archive_attrs::classify(&name) {
+            Class::Other => {}
+            // One stored before such names were refused may be removed.
+            Class::Unknown if value.is_none() => {}
+            Class::Unknown => {
+                return Err(ApiError::bad_request(format!(
+                    "{key:?} is in the reserved artstore. namespace, not a custom attribute"
+                )))
+            }
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "{key:?} is an archive field, not a custom attribute"
+                )))
+            }
         }
         if value
             .as_ref()
@@ -251,12 +282,14 @@ impl MetaChanges {
             ("version", p.version),
             ("content_type", p.content_type),
             ("retention_until", p.retention_until),
+            ("expires_at", p.expires_at),
+            ("default_ttl", p.default_ttl),
         ] {
             match v {
                 None => {}
                 Some(None) => c.field(field, None)?,
                 Some(Some(Value::String(s))) => c.field(field, Some(s))?,
-                Some(Some(Value::Number(n))) if field == "version" => {
+                Some(Some(Value::Number(n))) if field == "version" || field == "default_ttl" => {
                     c.field(field, Some(n.to_string()))?
                 }
                 Some(Some(_)) => {
@@ -275,10 +308,11 @@ impl MetaChanges {
         Ok(c)
     }
 
-    /// Apply to `ino`, all in one change: a refused attribute (a
+    /// Apply to `ino` as `caller` (whose grants the core checks for
+    /// retention and expiry), all in one change: a refused attribute (a
     /// shortened retention, say) leaves every other one as it was.
-    pub fn apply(&self, fs: &Fs, ino: u64) -> ApiResult<()> {
-        Ok(fs.update_xattrs(ino, &self.set, &self.remove)?)
+    pub fn apply(&self, fs: &Fs, caller: &Caller, ino: u64) -> ApiResult<()> {
+        Ok(fs.update_xattrs(caller, ino, &self.set, &self.remove)?)
     }
 }
 
@@ -333,22 +367,24 @@ pub async fn patch(
     let caller = st.caller_for(&who);
     let meta = blocking(move || {
         let attr = p.resolve(&st.fs, &caller)?;
-        patch_inode(&st, &attr, &changes, Some(p.display()))
+        patch_inode(&st, &caller, &attr, &changes, Some(p.display()))
     })
     .await?;
     Ok(with_etag(meta))
 }
 
 /// Check write permission, apply, tell the kernel, return the new metadata.
+/// `caller` is the request's identity ([`super::Inner::caller_for`]).
 pub fn patch_inode(
     st: &AppState,
+    caller: &Caller,
     attr: &Attr,
     changes: &MetaChanges,
     path: Option<String>,
 ) -> ApiResult<FileMeta> {
     let ino = attr.inode.ino;
-    st.fs.check_access(&st.caller, ino, MAY_WRITE)?;
-    changes.apply(&st.fs, ino)?;
+    st.fs.check_access(caller, ino, MAY_WRITE)?;
+    changes.apply(&st.fs, caller, ino)?;
     if !changes.is_empty() {
         // Durable when answered, as an upload is.
         st.fs.sync_meta()?;
@@ -395,6 +431,15 @@ mod tests {
         assert!(bad(r#"{"content_type": "plain"}"#));
         assert!(bad(r#"{"description": 5}"#));
         assert!(bad(r#"{"custom_attributes": {"artstore.file_id": "x"}}"#));
+        assert!(bad(
+            r#"{"custom_attributes": {"artstore.descripton": "x"}}"#
+        ));
+        assert!(!bad(
+            r#"{"custom_attributes": {"artstore.descripton": null}}"#
+        ));
+        assert!(bad(r#"{"expires_at": "tomorrow"}"#));
+        assert!(bad(r#"{"default_ttl": 0}"#));
+        assert!(!bad(r#"{"default_ttl": 3600, "expires_at": null}"#));
         assert!(bad(r#"{"custom_attributes": {"": "x"}}"#));
         assert!(bad(r#"{"unknown": 1}"#));
         assert!(!bad(r#"{"metadata": {"dept": "x"}}"#));

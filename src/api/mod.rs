@@ -52,8 +52,11 @@ use error::ApiResult;
 pub struct Inner {
     pub fs: Arc<Fs>,
     pub verifier: Arc<Verifier>,
-    /// The POSIX identity API callers act as.
+    /// The POSIX identity `user` and `operator` tokens act as
+    /// (`--api-uid`/`--api-gid`, by default `nobody`).
     pub caller: Caller,
+    /// The identity `admin` tokens act as: root.
+    pub admin_caller: Caller,
     /// Reported by `/api/v1/info`.
     pub name: String,
     pub limits: Limits,
@@ -70,10 +73,15 @@ pub struct Inner {
 pub type AppState = Arc<Inner>;
 
 impl Inner {
-    /// The identity a request acts as: the configured uid/gid, with the
-    /// token's subject for the log and the archive acts its role grants.
+    /// The identity a request acts as: root for an `admin` token, the
+    /// configured uid/gid for the others (docs/AUTH.md, "Identity"), with
+    /// the token's subject for the log and the archive acts its role grants.
     pub fn caller_for(&self, who: &crate::auth::Principal) -> Caller {
-        let mut c = self.caller.clone();
+        let mut c = if who.role == Some(crate::auth::Role::Admin) {
+            self.admin_caller.clone()
+        } else {
+            self.caller.clone()
+        };
         c.subject = Some(who.sub.clone());
         c.grants = Some(grants_of(who));
         c

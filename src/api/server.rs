@@ -71,18 +71,10 @@ pub fn start(
     let root = fs
         .getattr(ROOT_INO)
         .context("cannot read the root directory")?;
-    let (uid, gid) = (
-        cfg.uid.unwrap_or(root.inode.uid),
-        cfg.gid.unwrap_or(root.inode.gid),
-    );
-    let caller = Caller {
-        uid,
-        gid,
-        pid: 0,
-        subject: None,
-        groups: Some(supplementary_groups(uid, gid).into()),
-        grants: None,
-    };
+    let (uid, gid) = api_identity(cfg.uid, cfg.gid, (root.inode.uid, root.inode.gid));
+    let caller = identity(uid, gid);
+    // An admin token acts as root; `--api-uid 0` makes every token do so.
+    let admin_caller = identity(0, 0);
     let tls = match &cfg.tls {
         Some((cert, key)) => {
             // One crypto provider in this build (ring); make it the default.
@@ -110,6 +102,7 @@ pub fn start(
         fs,
         verifier: verifier.clone(),
         caller: caller.clone(),
+        admin_caller,
         name: cfg.name.clone(),
         uploads: super::uploads::Uploads::new(&limits),
         limits: limits.clone(),
@@ -148,7 +141,7 @@ pub fn start(
         gid = caller.gid,
         max_connections,
         metrics_token = metrics_token.is_some(),
-        "HTTP API listening"
+        "HTTP API listening (user and operator tokens act as uid:gid, admin tokens as root)"
     );
     Ok(ApiServer {
         handle,
@@ -228,6 +221,39 @@ fn spawn_reloader(
     Ok(())
 }
 
+/// The uid and gid `user` and `operator` tokens act as (docs/AUTH.md,
+/// "Identity"): `--api-uid`/`--api-gid` when given; else the owner of the
+/// root directory when that is not root (a store run by one user); else
+/// the unprivileged `nobody` (65534:65534), so a token passes no POSIX
+/// check that the world would not. Without `--api-gid`, the group is the
+/// primary group of `--api-uid` (its own number when it has no entry).
+pub fn api_identity(uid: Option<u32>, gid: Option<u32>, root_owner: (u32, u32)) -> (u32, u32) {
+    const NOBODY: u32 = 65534;
+    match (uid, gid) {
+        (Some(u), Some(g)) => (u, g),
+        (Some(u), None) => {
+            let g = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(u))
+                .ok()
+                .flatten()
+                .map_or(u, |e| e.gid.as_raw());
+            (u, g)
+        }
+        (None, g) if root_owner.0 != 0 => (root_owner.0, g.unwrap_or(root_owner.1)),
+        (None, g) => (NOBODY, g.unwrap_or(NOBODY)),
+    }
+}
+
+fn identity(uid: u32, gid: u32) -> Caller {
+    Caller {
+        uid,
+        gid,
+        pid: 0,
+        subject: None,
+        groups: Some(supplementary_groups(uid, gid).into()),
+        grants: None,
+    }
+}
+
 /// The groups of the user with this uid (from the system's user and group
 /// databases), as a login would have them; just `gid` for a uid with no
 /// user entry.
@@ -246,7 +272,7 @@ fn supplementary_groups(uid: u32, gid: u32) -> Vec<u32> {
 
 #[cfg(test)]
 mod tests {
-    use super::metrics_token;
+    use super::{api_identity, metrics_token};
 
     #[test]
     fn metrics_token_file_is_trimmed_and_checked() {
@@ -265,5 +291,21 @@ mod tests {
         }
         let e = metrics_token(Some(&dir.path().join("none"))).unwrap_err();
         assert!(e.to_string().contains("cannot read the metrics token file"));
+    }
+
+    #[test]
+    fn the_default_identity_is_least_privilege() {
+        // A root-owned store: nobody, unless told otherwise.
+        assert_eq!(api_identity(None, None, (0, 0)), (65534, 65534));
+        assert_eq!(api_identity(None, Some(100), (0, 0)), (65534, 100));
+        // A store run by one user: that user, as before.
+        assert_eq!(api_identity(None, None, (1000, 100)), (1000, 100));
+        // Given: as given; without a gid, the uid's primary group.
+        assert_eq!(api_identity(Some(0), None, (1000, 100)), (0, 0));
+        assert_eq!(api_identity(Some(7), Some(8), (0, 0)), (7, 8));
+        assert_eq!(
+            api_identity(Some(987_654), None, (0, 0)),
+            (987_654, 987_654)
+        );
     }
 }

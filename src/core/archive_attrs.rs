@@ -1,10 +1,14 @@
 //! The archive's metadata as extended attributes (`user.artstore.*`, the
 //! contract of DESIGN §5): which names are maintained by artfs and
-//! read-only, which are writable and how their values are checked.
-//! Everything else under `user.` is a custom attribute.
+//! read-only, which are writable and how their values are checked, and
+//! who may set the ones that lock or remove a file (retention, expiry).
+//! Every other name under `user.artstore.` is reserved (refused); the rest
+//! of `user.` holds custom attributes.
+
+use std::time::Duration;
 
 use super::error::{Error, Result};
-use super::types::{Inode, Kind, Timestamp};
+use super::types::{Caller, Inode, Kind, Timestamp};
 
 pub const PREFIX: &[u8] = b"user.artstore.";
 
@@ -38,6 +42,10 @@ pub enum Class {
     ReadOnly(&'static str),
     /// `user.artstore.<one of WRITABLE>`: stored like any attribute.
     Writable(&'static str),
+    /// Any other name in the reserved namespace (a typo such as
+    /// `user.artstore.descripton`): setting it is refused; one a store
+    /// already holds (from before the rule) can still be read and removed.
+    Unknown,
     /// Any other name: stored as given.
     Other,
 }
@@ -52,7 +60,7 @@ pub fn classify(name: &[u8]) -> Class {
     if let Some(n) = WRITABLE.iter().find(|n| n.as_bytes() == rest) {
         return Class::Writable(n);
     }
-    Class::Other
+    Class::Unknown
 }
 
 /// The read-only names an inode shows: sha256 only for regular files, and
@@ -97,9 +105,9 @@ pub fn validate(name: &str, value: &[u8]) -> Result<()> {
         }
         "retention_until" | "expires_at" => {
             Timestamp::parse_rfc3339(text.trim()).map_err(|_| {
-                Error::posix(
+                Error::posix_msg(
                     libc::EINVAL,
-                    "retention_until must be an RFC 3339 time (e.g. 2030-01-01T00:00:00Z)",
+                    format!("{name} must be an RFC 3339 time (e.g. 2030-01-01T00:00:00Z)"),
                 )
             })?;
         }
@@ -144,6 +152,73 @@ pub fn check_retention(xattrs: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
     }
 }
 
+/// The furthest a retention lock may reach by default (`--max-retention`).
+pub const DEFAULT_MAX_RETENTION: Duration = Duration::from_secs(100 * 36525 * 864);
+
+/// EINVAL when a new `retention_until` reaches beyond `now + max` (the
+/// store's `--max-retention`; `None`: no bound).
+pub fn check_retention_bound(value: &[u8], max: Option<Duration>, now: Timestamp) -> Result<()> {
+    let (Some(max), Some(t)) = (
+        max,
+        std::str::from_utf8(value)
+            .ok()
+            .and_then(|v| Timestamp::parse_rfc3339(v.trim()).ok()),
+    ) else {
+        return Ok(());
+    };
+    let limit = Timestamp(
+        now.0
+            .saturating_add(i64::try_from(max.as_nanos()).unwrap_or(i64::MAX)),
+    );
+    if t > limit {
+        return Err(Error::posix_msg(
+            libc::EINVAL,
+            format!(
+                "retention_until {} is beyond this store's --max-retention ({}): at most {}",
+                t.to_rfc3339(),
+                humantime::format_duration(max),
+                limit.to_rfc3339()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `caller` may set the archive attribute `name` on a file owned
+/// by `owner`, beyond the write access every attribute takes (the rule of
+/// docs/SEMANTICS.md, "Who may lock or schedule removal"):
+/// - `retention_until` (a lock even root cannot lift): an HTTP token with
+///   the `retain` grant (operator/admin); on the mount, root only, as
+///   `chattr +i` needs CAP_LINUX_IMMUTABLE.
+/// - `expires_at`, `default_ttl` (a scheduled removal): an HTTP token that
+///   may delete; on the mount, the owner or root.
+///
+/// Removing them takes nothing more: it lifts no lock in force (that is
+/// refused elsewhere) and cancels a removal rather than causing one.
+pub fn check_privilege(name: &str, caller: &Caller, owner: u32) -> Result<()> {
+    let (allowed, who) = match name {
+        "retention_until" => (
+            caller.grants.map_or(caller.is_root(), |g| g.retain),
+            "root on the mount, an operator or admin token (storage:admin when scoped) through the API",
+        ),
+        "expires_at" | "default_ttl" => (
+            caller
+                .grants
+                .map_or(caller.is_root() || caller.uid == owner, |g| g.expire),
+            "the owner or root on the mount, a token that may delete through the API",
+        ),
+        _ => return Ok(()),
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(Error::posix_msg(
+            libc::EPERM,
+            format!("setting {name} is a privileged act (allowed to: {who})"),
+        ))
+    }
+}
+
 /// A time value normalised for storage (`Z`, UTC), as the sidecar keeps it.
 pub fn normalise(name: &str, value: &[u8]) -> Vec<u8> {
     if name == "retention_until" || name == "expires_at" {
@@ -171,7 +246,8 @@ mod tests {
             classify(b"user.artstore.description"),
             Class::Writable("description")
         );
-        assert_eq!(classify(b"user.artstore.other"), Class::Other);
+        assert_eq!(classify(b"user.artstore.other"), Class::Unknown);
+        assert_eq!(classify(b"user.artstore."), Class::Unknown);
         assert_eq!(classify(b"user.project"), Class::Other);
     }
 
@@ -188,9 +264,63 @@ mod tests {
         assert!(validate("content_type", b"text/plain; charset=utf-8").is_ok());
         assert!(validate("content_type", b"plain").is_err());
         assert!(validate("description", &[0xff]).is_err());
+        assert!(validate("expires_at", b"soon")
+            .unwrap_err()
+            .to_string()
+            .contains("expires_at"));
         assert_eq!(
             normalise("retention_until", b"2030-01-01T03:00:00+03:00"),
             b"2030-01-01T00:00:00Z".to_vec()
         );
+    }
+
+    #[test]
+    fn retention_is_bounded() {
+        let now = Timestamp::parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
+        let year = Duration::from_secs(366 * 86400);
+        assert!(check_retention_bound(b"2026-12-31T00:00:00Z", Some(year), now).is_ok());
+        let e = check_retention_bound(b"2028-01-01T00:00:00Z", Some(year), now).unwrap_err();
+        assert_eq!(e.errno(), libc::EINVAL);
+        assert!(e.to_string().contains("max-retention"), "{e}");
+        assert!(check_retention_bound(b"2261-12-31T00:00:00Z", None, now).is_ok());
+        assert!(
+            check_retention_bound(b"2261-12-31T00:00:00Z", Some(DEFAULT_MAX_RETENTION), now)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn locks_and_expiries_need_their_grant() {
+        use crate::core::types::Grants;
+        let user = |uid, grants| Caller {
+            uid,
+            gid: uid,
+            pid: 0,
+            subject: None,
+            groups: None,
+            grants,
+        };
+        let root = Caller::root();
+        assert!(check_privilege("retention_until", &root, 1000).is_ok());
+        let owner = user(1000, None);
+        assert_eq!(
+            check_privilege("retention_until", &owner, 1000)
+                .unwrap_err()
+                .errno(),
+            libc::EPERM
+        );
+        assert!(check_privilege("expires_at", &owner, 1000).is_ok());
+        assert!(check_privilege("default_ttl", &user(1001, None), 1000).is_err());
+        assert!(check_privilege("description", &user(1001, None), 1000).is_ok());
+        // A token: its grants decide, whatever uid it acts as.
+        let token = user(0, Some(Grants::default()));
+        assert!(check_privilege("retention_until", &token, 0).is_err());
+        assert!(check_privilege("expires_at", &token, 0).is_err());
+        let op = Grants {
+            retain: true,
+            expire: true,
+            trash: true,
+        };
+        assert!(check_privilege("retention_until", &user(65534, Some(op)), 0).is_ok());
     }
 }

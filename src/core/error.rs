@@ -11,6 +11,10 @@ pub enum Error {
     /// A POSIX condition (ENOENT, EEXIST, ...) with a short reason.
     #[error("{reason} ({})", errno_name(*.errno))]
     Posix { errno: i32, reason: &'static str },
+    /// The same with a reason built at run time (which attribute, what
+    /// bound), for refusals people must understand.
+    #[error("{reason} ({})", errno_name(*.errno))]
+    PosixMsg { errno: i32, reason: String },
     /// An I/O error from the backing directory.
     #[error("backing store I/O: {0}")]
     Io(#[from] std::io::Error),
@@ -27,13 +31,20 @@ impl Error {
         Error::Posix { errno, reason }
     }
 
+    pub fn posix_msg(errno: i32, reason: impl Into<String>) -> Error {
+        Error::PosixMsg {
+            errno,
+            reason: reason.into(),
+        }
+    }
+
     /// Whether the failure is the disk (or database) being full.
     pub fn is_disk_full(&self) -> bool {
         match self {
             Error::Io(e) => e.raw_os_error() == Some(libc::ENOSPC),
             // SQLITE_FULL's message; PostgreSQL says "No space left on device".
             Error::Meta(m) => m.contains("disk is full") || m.contains("No space left"),
-            Error::Posix { errno, .. } => *errno == libc::ENOSPC,
+            Error::Posix { errno, .. } | Error::PosixMsg { errno, .. } => *errno == libc::ENOSPC,
             Error::Policy(_) => false,
         }
     }
@@ -41,7 +52,7 @@ impl Error {
     /// The errno to hand back to the kernel.
     pub fn errno(&self) -> i32 {
         match self {
-            Error::Posix { errno, .. } => *errno,
+            Error::Posix { errno, .. } | Error::PosixMsg { errno, .. } => *errno,
             Error::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
             Error::Meta(_) => libc::EIO,
             Error::Policy(_) => libc::EPERM,

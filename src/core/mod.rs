@@ -99,6 +99,8 @@ pub struct Fs {
     /// Last free-space level seen (`policy::Level` as u8).
     level: std::sync::atomic::AtomicU8,
     collector: collector::CollectorConfig,
+    /// Bound on retention locks (`--max-retention`); `None`: none.
+    max_retention: Option<std::time::Duration>,
     ops: opstats::OpStats,
     /// Log rows recovery settled when this mount started.
     recovered: u64,

@@ -37,6 +37,9 @@ pub struct StoreOptions {
     pub capacity: Option<u64>,
     /// Trash and expiry.
     pub collector: super::collector::CollectorConfig,
+    /// How far ahead a retention lock may reach (`--max-retention`);
+    /// `None`: no bound.
+    pub max_retention: Option<std::time::Duration>,
 }
 
 impl StoreOptions {
@@ -50,6 +53,7 @@ impl StoreOptions {
             initial_mode: super::policy::Mode::Edit,
             capacity: None,
             collector: Default::default(),
+            max_retention: Some(super::archive_attrs::DEFAULT_MAX_RETENTION),
         }
     }
 
@@ -203,6 +207,7 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
         capacity: u64::MAX.into(),
         level: 0.into(),
         collector: opts.collector.clone(),
+        max_retention: opts.max_retention,
         ops: Default::default(),
         recovered: settled.len() as u64,
         inodes: 0.into(),

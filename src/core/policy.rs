@@ -9,8 +9,9 @@
 //! | `ro` | reading only (EROFS for any change) |
 //! | `ar` | as `ro`, and file content is not served (EACCES on open for reading) |
 //!
-//! Transitions: rw → ro → ar; ro → rw only with confirmation; edit has
-//! none in or out.
+//! Transitions: rw → ro → ar; ro → rw and ro → ar (which is forever)
+//! only with confirmation; edit has none in or out: it is fixed for the
+//! store's life (a store meant to be frozen later is created `--mode rw`).
 
 use std::fmt;
 use std::str::FromStr;
@@ -48,13 +49,14 @@ impl Mode {
         }
     }
 
-    /// Modes reachable from this one (`confirm` unlocks ro → rw).
+    /// Modes reachable from this one (`confirm` unlocks ro → rw and the
+    /// irreversible ro → ar).
     pub fn next(self, confirm: bool) -> Vec<Mode> {
         match self {
             Mode::Edit | Mode::Ar => vec![],
             Mode::Rw => vec![Mode::Ro],
             Mode::Ro if confirm => vec![Mode::Ar, Mode::Rw],
-            Mode::Ro => vec![Mode::Ar],
+            Mode::Ro => vec![],
         }
     }
 
@@ -64,11 +66,23 @@ impl Mode {
             return Ok(());
         }
         if self == Mode::Ro && to == Mode::Rw {
-            return Err("ro -> rw needs explicit confirmation (--confirm)".into());
+            return Err(
+                "ro -> rw needs explicit confirmation (--confirm; \"confirm\": true through the API)"
+                    .into(),
+            );
+        }
+        if self == Mode::Ro && to == Mode::Ar {
+            return Err("ro -> ar is irreversible (content is never served again): \
+                 needs explicit confirmation (--confirm; \"confirm\": true through the API)"
+                .into());
         }
         let allowed: Vec<&str> = self.next(true).iter().map(|m| m.as_str()).collect();
-        Err(if allowed.is_empty() {
-            format!("mode {self} has no transitions")
+        Err(if self == Mode::Edit {
+            "mode edit is fixed for the store's life (no transitions in or out); \
+             a store meant to be frozen later is created with --mode rw"
+                .to_string()
+        } else if allowed.is_empty() {
+            format!("mode {self} has no transitions (it is final)")
         } else {
             format!(
                 "cannot go from {self} to {to}; allowed: {}",
@@ -194,16 +208,19 @@ mod tests {
     fn transitions_follow_the_state_machine() {
         use Mode::*;
         assert!(Rw.check_transition(Ro, false).is_ok());
-        assert!(Ro.check_transition(Ar, false).is_ok());
+        assert!(Ro
+            .check_transition(Ar, false)
+            .unwrap_err()
+            .contains("irreversible"));
+        assert!(Ro.check_transition(Ar, true).is_ok());
         assert!(Ro
             .check_transition(Rw, false)
             .unwrap_err()
             .contains("confirm"));
         assert!(Ro.check_transition(Rw, true).is_ok());
-        assert!(Edit
-            .check_transition(Rw, true)
-            .unwrap_err()
-            .contains("no transitions"));
+        let e = Edit.check_transition(Rw, true).unwrap_err();
+        assert!(e.contains("fixed for the store's life"), "{e}");
+        assert!(e.contains("--mode rw"), "{e}");
         assert!(Ar.check_transition(Ro, true).is_err());
         assert!(Rw
             .check_transition(Ar, true)

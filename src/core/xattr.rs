@@ -1,10 +1,17 @@
 //! Extended attributes. Names in the `user.`, `trusted.` and `security.`
 //! namespaces are stored; `system.` (POSIX ACLs) is not supported.
+//!
+//! The archive attributes (`user.artstore.*`) are checked here for both
+//! doors: read-only names, values, unknown names in the reserved namespace,
+//! and who may set a retention lock or schedule a removal
+//! ([`archive_attrs::check_privilege`]). Each refusal of an archive
+//! attribute is logged once at info level with its reason, since a mount
+//! can only answer with an errno.
 
 use super::archive_attrs::{self, Class};
 use super::error::{Error, Result};
 use super::policy::Change;
-use super::types::{Timestamp, XATTR_LIST_MAX, XATTR_NAME_MAX, XATTR_SIZE_MAX};
+use super::types::{Caller, Timestamp, XATTR_LIST_MAX, XATTR_NAME_MAX, XATTR_SIZE_MAX};
 use super::{Fs, Tx};
 use crate::wal;
 use serde_json::json;
@@ -75,50 +82,119 @@ impl Fs {
         Ok(out)
     }
 
-    pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
-        let value = checked_value(name, value)?;
-        if flags & !(XATTR_CREATE | XATTR_REPLACE) != 0 {
-            return Err(Error::posix(libc::EINVAL, "unknown setxattr flags"));
-        }
-        self.allow(Change::Metadata)?;
-        self.with_tx(|tx| stage_set(tx, ino, name, &value, flags))
+    pub fn setxattr(
+        &self,
+        caller: &Caller,
+        ino: u64,
+        name: &[u8],
+        value: &[u8],
+        flags: i32,
+    ) -> Result<()> {
+        let r = (|| {
+            let value = checked_value(name, value)?;
+            if flags & !(XATTR_CREATE | XATTR_REPLACE) != 0 {
+                return Err(Error::posix(libc::EINVAL, "unknown setxattr flags"));
+            }
+            self.allow(Change::Metadata)?;
+            let who = Who {
+                caller,
+                max_retention: self.max_retention,
+            };
+            self.with_tx(|tx| stage_set(tx, &who, ino, name, &value, flags))
+        })();
+        refused(caller, ino, name, Some(value), r)
     }
 
-    pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
-        checked_removal(name)?;
-        self.allow(Change::Metadata)?;
-        self.with_tx(|tx| stage_remove(tx, ino, name))
+    pub fn removexattr(&self, caller: &Caller, ino: u64, name: &[u8]) -> Result<()> {
+        let r = (|| {
+            checked_removal(name)?;
+            self.allow(Change::Metadata)?;
+            self.with_tx(|tx| stage_remove(tx, ino, name))
+        })();
+        refused(caller, ino, name, None, r)
     }
 
     /// Set and remove several attributes in one change: all of them or, on
     /// any error, none. Removing an absent attribute is not an error here.
     pub fn update_xattrs(
         &self,
+        caller: &Caller,
         ino: u64,
         set: &[(Vec<u8>, Vec<u8>)],
         remove: &[Vec<u8>],
     ) -> Result<()> {
-        let set = set
-            .iter()
-            .map(|(n, v)| Ok((n.as_slice(), checked_value(n, v)?)))
-            .collect::<Result<Vec<_>>>()?;
+        let mut checked = Vec::with_capacity(set.len());
+        for (n, v) in set {
+            let value = checked_value(n, v);
+            checked.push((
+                n.as_slice(),
+                refused(caller, ino, n, Some(v.as_slice()), value)?,
+            ));
+        }
         for n in remove {
-            checked_removal(n)?;
+            refused(caller, ino, n, None, checked_removal(n))?;
         }
         self.allow(Change::Metadata)?;
-        self.with_tx(|tx| {
-            for (name, value) in &set {
-                stage_set(tx, ino, name, value, 0)?;
+        let mut culprit: Option<(&[u8], Option<&[u8]>)> = None;
+        let who = Who {
+            caller,
+            max_retention: self.max_retention,
+        };
+        let r = self.with_tx(|tx| {
+            for (name, value) in &checked {
+                culprit = Some((name, Some(value)));
+                stage_set(tx, &who, ino, name, value, 0)?;
             }
             for name in remove {
+                culprit = Some((name, None));
                 match stage_remove(tx, ino, name) {
                     Err(e) if e.errno() == libc::ENODATA => {}
                     r => r?,
                 }
             }
             Ok(())
-        })
+        });
+        match (r, culprit) {
+            (Err(e), Some((name, value))) => refused(caller, ino, name, value, Err(e)),
+            (r, _) => r,
+        }
     }
+}
+
+/// Log a refused change of an archive attribute (`user.artstore.*`) once,
+/// at info level, with its reason: the mount can only answer an errno.
+/// Values are cut to a short prefix.
+fn refused<T>(
+    caller: &Caller,
+    ino: u64,
+    name: &[u8],
+    value: Option<&[u8]>,
+    r: Result<T>,
+) -> Result<T> {
+    if let Err(e) = &r {
+        if name.starts_with(archive_attrs::PREFIX)
+            && matches!(e.errno(), libc::EPERM | libc::EINVAL)
+        {
+            let shown = value.map(|v| {
+                let cut = &v[..v.len().min(40)];
+                let mut t = String::from_utf8_lossy(cut).into_owned();
+                if v.len() > cut.len() {
+                    t.push('…');
+                }
+                t
+            });
+            tracing::info!(
+                ino,
+                uid = caller.uid,
+                subject = caller.subject.as_deref().unwrap_or(""),
+                attribute = %String::from_utf8_lossy(name),
+                value = shown.as_deref().unwrap_or("(removal)"),
+                reason = %e,
+                "archive attribute refused"
+            );
+        }
+    }
+    r
 }
 
 /// A value to store under `name`: checked, and normalised for the archive
@@ -137,6 +213,10 @@ fn checked_value(name: &[u8], value: &[u8]) -> Result<Vec<u8>> {
             archive_attrs::validate(n, value)?;
             Ok(archive_attrs::normalise(n, value))
         }
+        Class::Unknown => Err(Error::posix(
+            libc::EINVAL,
+            "unknown name in the reserved user.artstore. namespace (a typo?)",
+        )),
         Class::Other => Ok(value.to_vec()),
     }
 }
@@ -149,9 +229,29 @@ fn checked_removal(name: &[u8]) -> Result<()> {
     }
 }
 
-fn stage_set(tx: &mut Tx<'_>, ino: u64, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
+/// Who sets an attribute, and the store's bound on retention.
+struct Who<'a> {
+    caller: &'a Caller,
+    max_retention: Option<std::time::Duration>,
+}
+
+fn stage_set(
+    tx: &mut Tx<'_>,
+    who: &Who<'_>,
+    ino: u64,
+    name: &[u8],
+    value: &[u8],
+    flags: i32,
+) -> Result<()> {
     let mut inode = tx.inode(ino)?;
     let mut list = tx.xattrs(ino)?.as_ref().clone();
+    if let Class::Writable(n) = archive_attrs::classify(name) {
+        // Privilege first: an unprivileged caller learns nothing more.
+        archive_attrs::check_privilege(n, who.caller, inode.uid)?;
+        if n == "retention_until" {
+            archive_attrs::check_retention_bound(value, who.max_retention, Timestamp::now())?;
+        }
+    }
     if archive_attrs::classify(name) == Class::Writable("retention_until") {
         // A retention date in force may be extended, never shortened.
         let now = Timestamp::now();

@@ -997,7 +997,7 @@ impl Filesystem for FuseFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -1009,7 +1009,8 @@ impl Filesystem for FuseFs {
         let _s = debug_span!("setxattr", ino = ino.0).entered();
         empty(
             reply,
-            self.fs.setxattr(ino.0, name.as_bytes(), value, flags),
+            self.fs
+                .setxattr(&caller(req), ino.0, name.as_bytes(), value, flags),
         )
     }
 
@@ -1030,9 +1031,12 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _t = self.timed(const { opstats::op_index("removexattr") });
-        empty(reply, self.fs.removexattr(ino.0, name.as_bytes()))
+        empty(
+            reply,
+            self.fs.removexattr(&caller(req), ino.0, name.as_bytes()),
+        )
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
