@@ -76,6 +76,10 @@ pub(crate) struct TrashState {
     known: AtomicBool,
     /// One reclaim at a time.
     reclaim: Mutex<()>,
+    /// `space_tight`'s last answer and when it was computed (ns since the
+    /// epoch): it is asked at every open, a statfs each time would show.
+    tight: AtomicBool,
+    tight_at: std::sync::atomic::AtomicI64,
 }
 
 #[derive(Clone)]
@@ -893,7 +897,22 @@ impl Fs {
     /// while the trash holds something: writes must come through the
     /// daemon, which purges the trash before they would fill it.
     pub(crate) fn space_tight(&self) -> bool {
-        if self.trash_ino().is_none() {
+        // Rechecked at most every 250 ms; the collector's check of every
+        // second and the write path's purge cover the time in between.
+        const RECHECK_NS: i64 = 250_000_000;
+        let now = Timestamp::now().0;
+        let at = self.trash.tight_at.load(Ordering::Acquire);
+        if now.saturating_sub(at) < RECHECK_NS && at != 0 {
+            return self.trash.tight.load(Ordering::Acquire);
+        }
+        let tight = self.space_tight_now();
+        self.trash.tight.store(tight, Ordering::Release);
+        self.trash.tight_at.store(now, Ordering::Release);
+        tight
+    }
+
+    fn space_tight_now(&self) -> bool {
+        if self.trash_ino().is_none() || self.trash_bytes() == 0 {
             return false;
         }
         let Ok(v) = self.objects.statvfs() else {
@@ -902,6 +921,6 @@ impl Fs {
         let frsize = v.fragment_size();
         let avail = v.blocks_available().saturating_mul(frsize);
         let total = v.blocks().saturating_mul(frsize);
-        avail < (total / 10).max(2 * self.space_reserve()) && self.trash_bytes() > 0
+        avail < (total / 10).max(2 * self.space_reserve())
     }
 }
