@@ -11,45 +11,14 @@ use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use artfs::auth::{mint, MintRequest, Role};
+use artfs::auth::Role;
+use common::api::{free_addr, raw_http as http_bytes, read_response};
 use common::{is_mounted, Mount};
 
-struct Key {
-    private: Vec<u8>,
-    public: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-fn key() -> &'static Key {
-    static KEY: OnceLock<Key> = OnceLock::new();
-    KEY.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("artfs-limits-keys-")
-            .tempdir()
-            .unwrap();
-        let (private, public) = common::keys::genpkey(
-            dir.path(),
-            "ec",
-            &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
-        );
-        Key {
-            private: std::fs::read(private).unwrap(),
-            public,
-            _dir: dir,
-        }
-    })
-}
-
 fn token(sub: &str) -> String {
-    mint(&MintRequest::new(key().private.clone(), sub, Role::User)).unwrap()
-}
-
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
+    common::api::token(sub, Role::User)
 }
 
 /// The flags starting the API on `addr` with the test key. Every token
@@ -60,20 +29,15 @@ fn api_args(addr: &str) -> Vec<String> {
         "--api".into(),
         addr.into(),
         "--jwt-key".into(),
-        key().public.to_str().unwrap().into(),
+        common::api::key().public.to_str().unwrap().into(),
         "--api-uid".into(),
         "0".into(),
     ]
 }
 
 fn mount_api(extra: &[&str]) -> (Mount, String) {
-    let addr = free_addr();
-    let mut args = api_args(&addr);
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let m = Mount::with_args(&args);
-    wait_for_api(&addr);
-    (m, addr)
+    let api = common::api::Api::start(extra);
+    (api.m, api.addr)
 }
 
 fn wait_for_api(addr: &str) {
@@ -96,29 +60,6 @@ fn wait_for_api(addr: &str) {
 /// the connection failed.
 fn http(addr: &str, request: &str) -> (u16, String) {
     http_bytes(addr, request.as_bytes())
-}
-
-fn http_bytes(addr: &str, request: &[u8]) -> (u16, String) {
-    let Ok(mut s) = TcpStream::connect(addr) else {
-        return (0, String::new());
-    };
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    if s.write_all(request).is_err() {
-        return (0, String::new());
-    }
-    read_response(&mut s)
-}
-
-fn read_response(s: &mut TcpStream) -> (u16, String) {
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, text)
 }
 
 fn get_metrics(addr: &str) -> String {

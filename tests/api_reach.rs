@@ -8,101 +8,45 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::path::Path;
 
-use artfs::auth::{mint, MintRequest, Role};
-use common::{getx, setx, Mount};
-use reqwest::blocking::{Client, RequestBuilder, Response};
+use artfs::auth::Role;
+use common::api::{assert_error, json};
+use common::{getx, setx};
+use reqwest::blocking::{RequestBuilder, Response};
 use serde_json::{json, Value};
 
 // ---------------------------------------------------------------- setup
 
-struct Key {
-    private: Vec<u8>,
-    public: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-fn key() -> &'static Key {
-    static KEY: OnceLock<Key> = OnceLock::new();
-    KEY.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("artfs-reach-keys-")
-            .tempdir()
-            .unwrap();
-        let (private, public) = common::keys::genpkey(
-            dir.path(),
-            "ec",
-            &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
-        );
-        Key {
-            private: std::fs::read(private).unwrap(),
-            public,
-            _dir: dir,
-        }
-    })
-}
-
 fn token(sub: &str, role: Role) -> String {
-    mint(&MintRequest::new(key().private.clone(), sub, role)).unwrap()
+    common::api::token(sub, role)
 }
 
+/// The API (every token acting as root unless a test names an identity)
+/// and a token of each role.
 struct Api {
-    m: Mount,
-    base: String,
-    addr: String,
-    client: Client,
+    api: common::api::Api,
     user: String,
     operator: String,
     admin: String,
 }
 
+impl std::ops::Deref for Api {
+    type Target = common::api::Api;
+    fn deref(&self) -> &common::api::Api {
+        &self.api
+    }
+}
+
 impl Api {
     fn start(extra: &[&str]) -> Api {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let public = key().public.to_str().unwrap().to_string();
-        let mut args = vec!["--api", addr.as_str(), "--jwt-key", public.as_str()];
-        // Every token acts as root unless the test names an identity (the
-        // default least-privilege identity is tests/grants.rs's subject).
-        if !extra.contains(&"--api-uid") {
-            args.extend_from_slice(&["--api-uid", "0"]);
-        }
-        args.extend_from_slice(extra);
-        let m = Mount::with_args(&args);
-        let base = format!("http://{addr}");
-        let client = Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while client.get(format!("{base}/health/live")).send().is_err() {
-            assert!(Instant::now() < deadline, "the API never answered");
-            std::thread::sleep(Duration::from_millis(50));
-        }
         Api {
-            m,
-            base,
-            addr,
-            client,
+            api: common::api::Api::start(extra),
             user: token("alice", Role::User),
             operator: token("olga", Role::Operator),
             admin: token("root", Role::Admin),
         }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
     }
 
     fn get(&self, path: &str, tok: &str) -> Response {
@@ -115,22 +59,6 @@ impl Api {
 
     fn req(&self, method: reqwest::Method, path: &str, tok: &str) -> RequestBuilder {
         self.client.request(method, self.url(path)).bearer_auth(tok)
-    }
-
-    /// A request written by hand on a socket: (status, whole response).
-    fn raw(&self, request: &str) -> (u16, String) {
-        let mut s = TcpStream::connect(&self.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        s.write_all(request.as_bytes()).unwrap();
-        let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out);
-        let text = String::from_utf8_lossy(&out).into_owned();
-        let status = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        (status, text)
     }
 
     /// The first search page (default limit): (paths, next_cursor).
@@ -171,30 +99,9 @@ impl Api {
     }
 }
 
-fn json(r: Response) -> Value {
-    let status = r.status();
-    let text = r.text().unwrap();
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {text}"))
-}
-
 fn json_ok(r: Response) -> Value {
     assert_eq!(r.status(), 200, "{}", r.url());
     json(r)
-}
-
-/// The documented error body with this status and code.
-fn assert_error(r: Response, status: u16, code: &str) -> Value {
-    let got = r.status().as_u16();
-    let ctype = r
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string());
-    let v = json(r);
-    assert_eq!(got, status, "{v}");
-    assert_eq!(ctype.as_deref(), Some("application/json"), "{v}");
-    assert_eq!(v["error"], code, "{v}");
-    assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
-    v
 }
 
 fn file_id(p: &Path) -> String {

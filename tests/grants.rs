@@ -13,14 +13,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use artfs::auth::{mint, MintRequest, Role, Scope};
-use common::{bin, errno, getx, is_mounted, listx, removex, setx, Mount};
-use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, ForkResult};
-use reqwest::blocking::Client;
+use artfs::auth::{Role, Scope};
+use common::{as_user, bin, errno, getx, is_mounted, listx, removex, setx, Mount};
 use serde_json::{json, Value};
 
 const NOBODY: u32 = 65534;
@@ -31,35 +27,6 @@ const TTL: &str = "user.artstore.default_ttl";
 
 // ------------------------------------------------------------ helpers
 
-/// Run `f` in a forked child as uid:gid (no supplementary groups) and
-/// return what it returned (an errno, 0 for success).
-fn as_user(uid: u32, f: impl FnOnce() -> i32) -> i32 {
-    // SAFETY: the child makes plain libc calls and _exits.
-    match unsafe { fork() }.expect("fork") {
-        ForkResult::Child => {
-            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
-                if libc::setgroups(0, std::ptr::null()) != 0
-                    || libc::setresgid(uid, uid, uid) != 0
-                    || libc::setresuid(uid, uid, uid) != 0
-                {
-                    return 250;
-                }
-                f()
-            }))
-            .unwrap_or(251);
-            // SAFETY: leave the child without the parent's destructors.
-            unsafe { libc::_exit(code) }
-        }
-        ForkResult::Parent { child } => match waitpid(child, None).unwrap() {
-            WaitStatus::Exited(_, code) => {
-                assert!(code < 250, "child as uid {uid} failed to start ({code})");
-                code
-            }
-            other => panic!("child as uid {uid}: {other:?}"),
-        },
-    }
-}
-
 /// setxattr as `uid`: 0 or the errno.
 fn setx_as(uid: u32, p: &Path, name: &str, value: &str) -> i32 {
     let (p, n, v) = (
@@ -67,7 +34,7 @@ fn setx_as(uid: u32, p: &Path, name: &str, value: &str) -> i32 {
         CString::new(name).unwrap(),
         value.as_bytes().to_vec(),
     );
-    as_user(uid, move || unsafe {
+    as_user(uid, uid, move || unsafe {
         let rc = libc::lsetxattr(p.as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), 0);
         if rc < 0 {
             *libc::__errno_location()
@@ -83,7 +50,7 @@ fn removex_as(uid: u32, p: &Path, name: &str) -> i32 {
         CString::new(p.as_os_str().as_bytes()).unwrap(),
         CString::new(name).unwrap(),
     );
-    as_user(uid, move || unsafe {
+    as_user(uid, uid, move || unsafe {
         if libc::lremovexattr(p.as_ptr(), n.as_ptr()) < 0 {
             *libc::__errno_location()
         } else {
@@ -348,86 +315,34 @@ fn reserved_names_are_refused_and_every_refusal_is_logged() {
 
 // ------------------------------------------------------------ the API
 
-struct Key {
-    private: Vec<u8>,
-    public: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-fn key() -> &'static Key {
-    static KEY: OnceLock<Key> = OnceLock::new();
-    KEY.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let (private, public) = common::keys::genpkey(
-            dir.path(),
-            "ec",
-            &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
-        );
-        Key {
-            private: fs::read(private).unwrap(),
-            public,
-            _dir: dir,
-        }
-    })
-}
-
 fn token(role: Role) -> String {
-    mint(&MintRequest::new(
-        key().private.clone(),
-        role.as_str(),
-        role,
-    ))
-    .unwrap()
+    common::api::token(role.as_str(), role)
 }
 
 fn scoped(role: Role, scopes: &[Scope]) -> String {
-    let mut r = MintRequest::new(key().private.clone(), "scoped", role);
-    r.scope = Some(scopes.to_vec());
-    mint(&r).unwrap()
+    common::api::scoped("scoped", role, scopes)
 }
 
-struct Api {
-    m: Mount,
-    base: String,
-    client: Client,
+/// The API with the identities the daemon picks by itself (no
+/// `--api-uid 0` added: identity is what these tests are about).
+struct Api(common::api::Api);
+
+impl std::ops::Deref for Api {
+    type Target = common::api::Api;
+    fn deref(&self) -> &common::api::Api {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Api {
+    fn deref_mut(&mut self) -> &mut common::api::Api {
+        &mut self.0
+    }
 }
 
 impl Api {
     fn start(extra: &[&str]) -> Api {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let public = key().public.to_str().unwrap().to_string();
-        let mut args = vec!["--api", addr.as_str(), "--jwt-key", public.as_str()];
-        args.extend_from_slice(extra);
-        let m = Mount::with_args(&args);
-        let api = Api {
-            m,
-            base: format!("http://{addr}"),
-            client: Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
-        };
-        api.wait();
-        api
-    }
-
-    fn wait(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self
-            .client
-            .get(format!("{}/health/live", self.base))
-            .send()
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "the API never answered");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        Api(common::api::Api::with_default_identity(extra))
     }
 
     fn put(&self, tok: &str, rel: &str, headers: &[(&str, &str)]) -> (u16, Value) {

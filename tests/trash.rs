@@ -12,40 +12,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{code, Mount};
-use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, ForkResult};
+use common::{as_user, code, Mount};
 
 const NOBODY: u32 = 65534;
-
-/// Run `f` in a forked child as `uid`/`gid` (no supplementary groups) and
-/// return what it returned (an errno, 0 for success).
-fn as_user(uid: u32, gid: u32, f: impl FnOnce() -> i32) -> i32 {
-    // SAFETY: the child makes only plain libc calls and _exits.
-    match unsafe { fork() }.expect("fork") {
-        ForkResult::Child => {
-            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
-                if libc::setgroups(0, std::ptr::null()) != 0
-                    || libc::setresgid(gid, gid, gid) != 0
-                    || libc::setresuid(uid, uid, uid) != 0
-                {
-                    return 250;
-                }
-                f()
-            }))
-            .unwrap_or(251);
-            // SAFETY: leave the forked child without running destructors.
-            unsafe { libc::_exit(code) }
-        }
-        ForkResult::Parent { child } => match waitpid(child, None).unwrap() {
-            WaitStatus::Exited(_, code) => {
-                assert!(code < 250, "child as uid {uid} failed to start ({code})");
-                code
-            }
-            other => panic!("child as uid {uid}: {other:?}"),
-        },
-    }
-}
 
 fn cpath(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).unwrap()
@@ -474,32 +443,12 @@ fn the_trash_command_lists_and_empties_it() {
 
 #[test]
 fn operators_list_and_empty_the_trash_over_http() {
-    use artfs::auth::{mint, MintRequest, Role};
-    let dir = tempfile::tempdir().unwrap();
-    let (private, public) = common::keys::genpkey(
-        dir.path(),
-        "ec",
-        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
-    );
-    let private = fs::read(private).unwrap();
-    let token = |sub: &str, role| mint(&MintRequest::new(private.clone(), sub, role)).unwrap();
+    use artfs::auth::Role;
+    use common::api::{token, Api};
     let (user, operator) = (token("alice", Role::User), token("olga", Role::Operator));
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().to_string()
-    };
-    let m = Mount::with_args(&["--api", &addr, "--jwt-key", public.to_str().unwrap()]);
-    let client = reqwest::blocking::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap();
-    let url = format!("http://{addr}/api/v1/trash");
-    eventually("the API answers", || {
-        client
-            .get(format!("http://{addr}/health/live"))
-            .send()
-            .is_ok()
-    });
+    let api = Api::with_default_identity(&[]);
+    let (m, client) = (&api.m, &api.client);
+    let url = api.url("/api/v1/trash");
     fs::write(m.path("gone"), b"12345").unwrap();
     settle();
     fs::remove_file(m.path("gone")).unwrap();

@@ -2,6 +2,7 @@
 //! binary, and unmount it when dropped. Every test owns its own mount.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod archive;
 pub mod keys;
 
@@ -356,4 +357,35 @@ pub fn listx(p: &Path) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(|s| String::from_utf8_lossy(s).into_owned())
         .collect()
+}
+
+/// Run `f` in a forked child as `uid`/`gid` (no supplementary groups) and
+/// return what it returned (an errno, 0 for success).
+pub fn as_user(uid: u32, gid: u32, f: impl FnOnce() -> i32) -> i32 {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, ForkResult};
+    // SAFETY: the child makes only plain libc calls and _exits.
+    match unsafe { fork() }.expect("fork") {
+        ForkResult::Child => {
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setresgid(gid, gid, gid) != 0
+                    || libc::setresuid(uid, uid, uid) != 0
+                {
+                    return 250;
+                }
+                f()
+            }))
+            .unwrap_or(251);
+            // SAFETY: leave the forked child without running destructors.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => match waitpid(child, None).unwrap() {
+            WaitStatus::Exited(_, code) => {
+                assert!(code < 250, "child as uid {uid} failed to start ({code})");
+                code
+            }
+            other => panic!("child as uid {uid}: {other:?}"),
+        },
+    }
 }

@@ -1,0 +1,172 @@
+//! The HTTP door under test: one EC P-256 key pair per test process (made
+//! with openssl, as users make them), tokens minted with it, and a mount
+//! serving the API on a free loopback port.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use artfs::auth::{mint, MintRequest, Role, Scope};
+use reqwest::blocking::{Client, Response};
+use serde_json::Value;
+
+use super::Mount;
+
+pub struct TestKey {
+    pub private: Vec<u8>,
+    pub public: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// The process's test key.
+pub fn key() -> &'static TestKey {
+    static KEY: OnceLock<TestKey> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("artfs-api-key-")
+            .tempdir()
+            .unwrap();
+        let (private, public) = super::keys::genpkey(
+            dir.path(),
+            "ec",
+            &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        );
+        TestKey {
+            private: std::fs::read(private).unwrap(),
+            public,
+            _dir: dir,
+        }
+    })
+}
+
+/// A token for `sub` with `role`, signed with the test key.
+pub fn token(sub: &str, role: Role) -> String {
+    mint(&MintRequest::new(key().private.clone(), sub, role)).unwrap()
+}
+
+/// A token narrowed to `scopes`.
+pub fn scoped(sub: &str, role: Role, scopes: &[Scope]) -> String {
+    let mut r = MintRequest::new(key().private.clone(), sub, role);
+    r.scope = Some(scopes.to_vec());
+    mint(&r).unwrap()
+}
+
+/// A loopback address no one listens on now.
+pub fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// A mount with the API on.
+pub struct Api {
+    pub m: Mount,
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    pub client: Client,
+}
+
+impl Api {
+    /// Mount with the API; every token acts as root unless `extra` names
+    /// `--api-uid` (most tests are about something else than the default
+    /// least-privilege identity, which tests/grants.rs checks).
+    pub fn start(extra: &[&str]) -> Api {
+        let mut args: Vec<&str> = Vec::new();
+        if !extra.contains(&"--api-uid") {
+            args.extend_from_slice(&["--api-uid", "0"]);
+        }
+        args.extend_from_slice(extra);
+        Api::with_default_identity(&args)
+    }
+
+    /// Mount with the API and the identities the daemon picks by itself.
+    pub fn with_default_identity(extra: &[&str]) -> Api {
+        let addr = free_addr();
+        let public = key().public.to_str().unwrap().to_string();
+        let mut args = vec!["--api", addr.as_str(), "--jwt-key", public.as_str()];
+        args.extend_from_slice(extra);
+        let m = Mount::with_args(&args);
+        let api = Api {
+            m,
+            base: format!("http://{addr}"),
+            addr,
+            client: Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+        };
+        api.wait();
+        api
+    }
+
+    /// Wait until `/health/live` answers.
+    pub fn wait(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.client.get(self.url("/health/live")).send().is_err() {
+            assert!(Instant::now() < deadline, "the API never answered");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A request written by hand on a new socket: (status, whole response).
+    pub fn raw(&self, request: &str) -> (u16, String) {
+        raw_http(&self.addr, request.as_bytes())
+    }
+}
+
+/// Send `request` as it is on a new connection to `addr` and read until
+/// the server closes it: (status, whole response); status 0 when the
+/// connection failed.
+pub fn raw_http(addr: &str, request: &[u8]) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    if s.write_all(request).is_err() {
+        return (0, String::new());
+    }
+    read_response(&mut s)
+}
+
+/// Read a response until the server closes the connection.
+pub fn read_response(s: &mut TcpStream) -> (u16, String) {
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+/// The body as JSON, or a failure showing it.
+pub fn json(r: Response) -> Value {
+    let status = r.status();
+    let text = r.text().unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {text}"))
+}
+
+/// The documented error body with this status and code.
+pub fn assert_error(r: Response, status: u16, code: &str) -> Value {
+    let got = r.status().as_u16();
+    let ctype = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string());
+    let v = json(r);
+    assert_eq!(got, status, "{v}");
+    assert_eq!(ctype.as_deref(), Some("application/json"), "{v}");
+    assert_eq!(v["error"], code, "{v}");
+    assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    v
+}
