@@ -27,31 +27,6 @@ fn names(dir: &Path) -> Vec<String> {
     v
 }
 
-/// The files in the trash, as paths relative to `/.trash`
-/// (`<uid>/<when>/<original path>`), sorted.
-fn trashed(m: &Mount) -> Vec<String> {
-    fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) {
-        for e in fs::read_dir(dir).unwrap() {
-            let e = e.unwrap();
-            let name = e.file_name().to_string_lossy().into_owned();
-            let r = if rel.is_empty() {
-                name
-            } else {
-                format!("{rel}/{name}")
-            };
-            if e.file_type().unwrap().is_dir() {
-                walk(&e.path(), &r, out);
-            } else {
-                out.push(r);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(&m.path(".trash"), "", &mut out);
-    out.sort();
-    out
-}
-
 /// Wait until `cond` holds (the collector runs every 200 ms here).
 fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -75,7 +50,7 @@ fn unlink_moves_to_a_hidden_trash_restorable_and_purged_later() {
         "the trash is not listed: {:?}",
         names(&m.mnt)
     );
-    let files = trashed(&m);
+    let files = common::trashed(&m);
     assert_eq!(files.len(), 1);
     // /.trash/<uid>/<when>/<original path>, the same inode.
     let uid = nix::unistd::getuid().as_raw();
@@ -90,11 +65,11 @@ fn unlink_moves_to_a_hidden_trash_restorable_and_purged_later() {
     fs::hard_link(m.path("doc"), m.path("alias")).unwrap();
     fs::remove_file(m.path("alias")).unwrap();
     assert_eq!(fs::metadata(m.path("doc")).unwrap().nlink(), 1);
-    assert!(trashed(&m).is_empty());
+    assert!(common::trashed(&m).is_empty());
     // Trash it again; two days later the collector purges it, with the
     // directories that held it.
     fs::remove_file(m.path("doc")).unwrap();
-    assert_eq!(trashed(&m).len(), 1);
+    assert_eq!(common::trashed(&m).len(), 1);
     m.unmount();
     m.try_mount(&[FAST[0], ("ARTFS_CLOCK_SKEW", "172800")])
         .unwrap();
@@ -129,7 +104,7 @@ fn the_trash_cannot_be_renamed_replaced_or_made_by_hand() {
     fs::create_dir(m.path("d/.trash")).unwrap();
     // Once it exists: it stays where it is.
     fs::remove_file(m.path("f")).unwrap();
-    assert_eq!(trashed(&m).len(), 1);
+    assert_eq!(common::trashed(&m).len(), 1);
     assert_eq!(
         code(fs::rename(m.path(".trash"), m.path("t2"))),
         libc::EPERM
@@ -139,10 +114,10 @@ fn the_trash_cannot_be_renamed_replaced_or_made_by_hand() {
         code(fs::rename(m.path("empty"), m.path(".trash"))),
         libc::EPERM
     );
-    assert_eq!(trashed(&m).len(), 1);
+    assert_eq!(common::trashed(&m).len(), 1);
     assert_eq!(fs::read(m.path("d/important")).unwrap(), b"keep");
     // Trashed files still come out by rename.
-    let t = m.path(".trash").join(&trashed(&m)[0]);
+    let t = m.path(".trash").join(&common::trashed(&m)[0]);
     fs::rename(&t, m.path("f")).unwrap();
     assert_eq!(fs::read(m.path("f")).unwrap(), b"x");
 }

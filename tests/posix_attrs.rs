@@ -14,9 +14,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, ForkResult};
-
 use common::Mount;
 
 /// An unprivileged user and group with no other memberships.
@@ -50,37 +47,6 @@ fn rc(rc: libc::c_int) -> i32 {
         std::io::Error::last_os_error().raw_os_error().unwrap()
     } else {
         0
-    }
-}
-
-/// Run `f` in a forked child with the given credentials (and supplementary
-/// groups) and return what it returned (an errno, 0 for success). The
-/// child only makes plain libc calls on strings prepared by the parent.
-fn as_user(uid: u32, gid: u32, groups: &[u32], f: impl FnOnce() -> i32) -> i32 {
-    let groups: Vec<libc::gid_t> = groups.to_vec();
-    // SAFETY: the child makes only async-signal-safe libc calls and _exits.
-    match unsafe { fork() }.expect("fork") {
-        ForkResult::Child => {
-            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
-                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                    || libc::setresgid(gid, gid, gid) != 0
-                    || libc::setresuid(uid, uid, uid) != 0
-                {
-                    return 250;
-                }
-                f()
-            }))
-            .unwrap_or(251);
-            // SAFETY: leave the forked child without running the parent's destructors.
-            unsafe { libc::_exit(code) }
-        }
-        ForkResult::Parent { child } => match waitpid(child, None).unwrap() {
-            WaitStatus::Exited(_, code) => {
-                assert!(code < 250, "child as uid {uid} failed to start ({code})");
-                code
-            }
-            other => panic!("child as uid {uid}: {other:?}"),
-        },
     }
 }
 
@@ -237,41 +203,41 @@ fn chown_rules(d: &Path) -> Vec<(i32, u32, u32, u32)> {
         cpath(&p("u6")),
     );
     // The owner gives the file to a group it belongs to: allowed, bits drop.
-    let e = as_user(NOBODY, NOBODY, &[GROUP], || unsafe {
+    let e = common::as_user_in(NOBODY, NOBODY, &[GROUP], || unsafe {
         rc(libc::chown(c1.as_ptr(), u32::MAX, GROUP))
     });
     push(e, &p("u1"));
     // ... to a group it is not in, or to another user: EPERM.
-    let e = as_user(NOBODY, NOBODY, &[], || unsafe {
+    let e = common::as_user_in(NOBODY, NOBODY, &[], || unsafe {
         rc(libc::chown(c2.as_ptr(), u32::MAX, GROUP))
     });
     push(e, &p("u2"));
-    let e = as_user(NOBODY, NOBODY, &[], || unsafe {
+    let e = common::as_user_in(NOBODY, NOBODY, &[], || unsafe {
         rc(libc::chown(c3.as_ptr(), OTHER, u32::MAX))
     });
     push(e, &p("u3"));
     // A no-op chown by the owner (same uid and gid) is allowed, and still
     // clears setuid/setgid.
-    let e = as_user(NOBODY, NOBODY, &[], || unsafe {
+    let e = common::as_user_in(NOBODY, NOBODY, &[], || unsafe {
         rc(libc::chown(c4.as_ptr(), NOBODY, NOBODY))
     });
     push(e, &p("u4"));
     // Someone else may not chown or chmod it.
-    let e = as_user(OTHER, OTHER, &[NOBODY], || unsafe {
+    let e = common::as_user_in(OTHER, OTHER, &[NOBODY], || unsafe {
         rc(libc::chown(c5.as_ptr(), u32::MAX, NOBODY))
     });
     push(e, &p("u5"));
-    let e = as_user(OTHER, OTHER, &[], || unsafe {
+    let e = common::as_user_in(OTHER, OTHER, &[], || unsafe {
         rc(libc::chmod(c5.as_ptr(), 0o777))
     });
     push(e, &p("u5"));
     // The owner may chmod; setgid is dropped when not in the file's group.
     chown(&p("u6"), None, Some(GROUP));
-    let e = as_user(NOBODY, NOBODY, &[], || unsafe {
+    let e = common::as_user_in(NOBODY, NOBODY, &[], || unsafe {
         rc(libc::chmod(c6.as_ptr(), 0o2770))
     });
     push(e, &p("u6"));
-    let e = as_user(NOBODY, NOBODY, &[GROUP], || unsafe {
+    let e = common::as_user_in(NOBODY, NOBODY, &[GROUP], || unsafe {
         rc(libc::chmod(c6.as_ptr(), 0o2770))
     });
     push(e, &p("u6"));
@@ -323,7 +289,7 @@ fn write_kills_suid(d: &Path) -> Vec<(i32, u32)> {
     }
     for name in ["w1", "w2", "w3"] {
         let c = cpath(&p(name));
-        let e = as_user(NOBODY, NOBODY, &[], || unsafe {
+        let e = common::as_user_in(NOBODY, NOBODY, &[], || unsafe {
             let fd = libc::open(c.as_ptr(), libc::O_WRONLY);
             if fd < 0 {
                 return rc(fd);
@@ -336,7 +302,7 @@ fn write_kills_suid(d: &Path) -> Vec<(i32, u32)> {
         out.push((e, mode(&p(name))));
     }
     let c = cpath(&p("t1"));
-    let e = as_user(NOBODY, NOBODY, &[], || unsafe {
+    let e = common::as_user_in(NOBODY, NOBODY, &[], || unsafe {
         rc(libc::truncate(c.as_ptr(), 10))
     });
     out.push((e, mode(&p("t1"))));
@@ -472,7 +438,7 @@ fn utime_permissions(d: &Path) -> Vec<i32> {
     chmod(&p("readonly"), 0o644);
     let (w, r) = (cpath(&p("writable")), cpath(&p("readonly")));
     let call = |c: &CString, t: [libc::timespec; 2]| {
-        as_user(NOBODY, NOBODY, &[], || unsafe {
+        common::as_user_in(NOBODY, NOBODY, &[], || unsafe {
             rc(libc::utimensat(libc::AT_FDCWD, c.as_ptr(), t.as_ptr(), 0))
         })
     };
@@ -485,7 +451,7 @@ fn utime_permissions(d: &Path) -> Vec<i32> {
         call(&w, mixed),
         call(&r, now2),
         call(&r, explicit),
-        as_user(NOBODY, NOBODY, &[], || unsafe {
+        common::as_user_in(NOBODY, NOBODY, &[], || unsafe {
             rc(libc::utimensat(
                 libc::AT_FDCWD,
                 w.as_ptr(),
@@ -756,7 +722,7 @@ fn setgid_dir(d: &Path) -> Vec<(u32, u32)> {
     // A non-member asks for setgid on a new file (cleared) and on a new
     // directory (kept: it is inherited).
     let (uf, ud) = (cpath(&p("g/user-file")), cpath(&p("g/user-dir")));
-    let e = as_user(NOBODY, NOBODY, &[], || unsafe {
+    let e = common::as_user_in(NOBODY, NOBODY, &[], || unsafe {
         let fd = libc::open(uf.as_ptr(), libc::O_CREAT | libc::O_WRONLY, 0o2755);
         if fd < 0 {
             return rc(fd);
@@ -829,7 +795,7 @@ fn sticky_rules(d: &Path) -> Vec<i32> {
     );
     let elsewhere = c("tmp/elsewhere");
     let mut out = Vec::new();
-    out.push(as_user(NOBODY, NOBODY, &[], || unsafe {
+    out.push(common::as_user_in(NOBODY, NOBODY, &[], || unsafe {
         let fd = libc::open(nob.as_ptr(), libc::O_CREAT | libc::O_WRONLY, 0o666);
         if fd < 0 {
             return rc(fd);
@@ -839,51 +805,51 @@ fn sticky_rules(d: &Path) -> Vec<i32> {
         libc::close(fd);
         0
     }));
-    out.push(as_user(OTHER, OTHER, &[], || unsafe {
+    out.push(common::as_user_in(OTHER, OTHER, &[], || unsafe {
         let fd = libc::open(oth.as_ptr(), libc::O_CREAT | libc::O_WRONLY, 0o666);
         libc::close(fd);
         rc(fd)
     }));
     // NOBODY against root's file: no unlink, no rename away, no replace.
-    out.push(as_user(NOBODY, NOBODY, &[], || unsafe {
+    out.push(common::as_user_in(NOBODY, NOBODY, &[], || unsafe {
         rc(libc::unlink(rootf.as_ptr()))
     }));
-    out.push(as_user(NOBODY, NOBODY, &[], || unsafe {
+    out.push(common::as_user_in(NOBODY, NOBODY, &[], || unsafe {
         rc(libc::rename(rootf.as_ptr(), elsewhere.as_ptr()))
     }));
-    out.push(as_user(NOBODY, NOBODY, &[], || unsafe {
+    out.push(common::as_user_in(NOBODY, NOBODY, &[], || unsafe {
         rc(libc::rename(nob3.as_ptr(), rootf.as_ptr()))
     }));
     // ... but it may write to it (mode 0666).
-    out.push(as_user(NOBODY, NOBODY, &[], || unsafe {
+    out.push(common::as_user_in(NOBODY, NOBODY, &[], || unsafe {
         let fd = libc::open(rootf.as_ptr(), libc::O_WRONLY);
         libc::close(fd);
         rc(fd)
     }));
     // Against another user's file: the same.
-    out.push(as_user(NOBODY, NOBODY, &[], || unsafe {
+    out.push(common::as_user_in(NOBODY, NOBODY, &[], || unsafe {
         rc(libc::unlink(oth.as_ptr()))
     }));
-    out.push(as_user(NOBODY, NOBODY, &[], || unsafe {
+    out.push(common::as_user_in(NOBODY, NOBODY, &[], || unsafe {
         rc(libc::rename(oth.as_ptr(), elsewhere.as_ptr()))
     }));
     // Its own files: rename and unlink are fine.
-    out.push(as_user(NOBODY, NOBODY, &[], || unsafe {
+    out.push(common::as_user_in(NOBODY, NOBODY, &[], || unsafe {
         rc(libc::rename(nob.as_ptr(), nob2.as_ptr()))
     }));
-    out.push(as_user(NOBODY, NOBODY, &[], || unsafe {
+    out.push(common::as_user_in(NOBODY, NOBODY, &[], || unsafe {
         rc(libc::unlink(nob2.as_ptr()))
     }));
     // Root may remove anything.
     out.push(rc(unsafe { libc::unlink(oth.as_ptr()) }));
     // Without the sticky bit the same user may remove root's file.
     chmod(&p("tmp"), 0o777);
-    out.push(as_user(NOBODY, NOBODY, &[], || unsafe {
+    out.push(common::as_user_in(NOBODY, NOBODY, &[], || unsafe {
         rc(libc::unlink(rootf.as_ptr()))
     }));
     // Without write permission on the directory, nothing can be removed.
     chmod(&p("tmp"), 0o755);
-    out.push(as_user(NOBODY, NOBODY, &[], || unsafe {
+    out.push(common::as_user_in(NOBODY, NOBODY, &[], || unsafe {
         rc(libc::unlink(nob3.as_ptr()))
     }));
     out
@@ -933,23 +899,23 @@ fn access_checks_for_unprivileged_users() {
         rc(fd)
     };
     assert_eq!(
-        as_user(NOBODY, NOBODY, &[], || open(&private, libc::O_RDONLY)),
+        common::as_user_in(NOBODY, NOBODY, &[], || open(&private, libc::O_RDONLY)),
         libc::EACCES
     );
     assert_eq!(
-        as_user(NOBODY, NOBODY, &[], || open(&inner, libc::O_RDONLY)),
+        common::as_user_in(NOBODY, NOBODY, &[], || open(&inner, libc::O_RDONLY)),
         libc::EACCES
     );
     assert_eq!(
-        as_user(NOBODY, NOBODY, &[], || open(&public, libc::O_RDONLY)),
+        common::as_user_in(NOBODY, NOBODY, &[], || open(&public, libc::O_RDONLY)),
         0
     );
     assert_eq!(
-        as_user(NOBODY, NOBODY, &[], || open(&public, libc::O_WRONLY)),
+        common::as_user_in(NOBODY, NOBODY, &[], || open(&public, libc::O_WRONLY)),
         libc::EACCES
     );
     assert_eq!(
-        as_user(NOBODY, NOBODY, &[], || open(
+        common::as_user_in(NOBODY, NOBODY, &[], || open(
             &new_in_root,
             libc::O_CREAT | libc::O_WRONLY
         )),
@@ -960,7 +926,7 @@ fn access_checks_for_unprivileged_users() {
     chmod(&p("open-dir"), 0o777);
     let created = cpath(&p("open-dir/mine"));
     assert_eq!(
-        as_user(NOBODY, NOBODY, &[], || open(
+        common::as_user_in(NOBODY, NOBODY, &[], || open(
             &created,
             libc::O_CREAT | libc::O_WRONLY
         )),
@@ -972,7 +938,7 @@ fn access_checks_for_unprivileged_users() {
     chown(&p("private"), None, Some(GROUP));
     chmod(&p("private"), 0o640);
     assert_eq!(
-        as_user(NOBODY, NOBODY, &[GROUP], || open(&private, libc::O_RDONLY)),
+        common::as_user_in(NOBODY, NOBODY, &[GROUP], || open(&private, libc::O_RDONLY)),
         0
     );
     assert!(fs::metadata(p("new")).is_err());

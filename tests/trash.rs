@@ -58,32 +58,6 @@ fn owner(p: &Path) -> (u32, u32) {
     (m.uid(), m.gid())
 }
 
-/// The files in the trash, relative to `/.trash`, sorted.
-fn trashed(m: &Mount) -> Vec<String> {
-    fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) {
-        for e in fs::read_dir(dir).unwrap() {
-            let e = e.unwrap();
-            let name = e.file_name().to_string_lossy().into_owned();
-            let r = if rel.is_empty() {
-                name
-            } else {
-                format!("{rel}/{name}")
-            };
-            if e.file_type().unwrap().is_dir() {
-                walk(&e.path(), &r, out);
-            } else {
-                out.push(r);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    if m.path(".trash").exists() {
-        walk(&m.path(".trash"), "", &mut out);
-    }
-    out.sort();
-    out
-}
-
 /// The one bucket of `uid` in the trash.
 fn only_bucket(m: &Mount, uid: u32) -> PathBuf {
     let dir = m.path(".trash").join(uid.to_string());
@@ -269,7 +243,7 @@ fn old_trash_is_purged_with_its_directories() {
         .status()
         .unwrap();
     assert!(st.success());
-    assert_eq!(trashed(&m).len(), 2, "{:?}", trashed(&m));
+    assert_eq!(common::trashed(&m).len(), 2, "{:?}", common::trashed(&m));
     let ino = fs::metadata(only_bucket(&m, nix::unistd::getuid().as_raw()).join("a/b/c/f"))
         .unwrap()
         .ino();
@@ -277,7 +251,7 @@ fn old_trash_is_purged_with_its_directories() {
     m.unmount();
     m.try_mount(&[("ARTFS_COLLECT_INTERVAL", "0.2")]).unwrap();
     std::thread::sleep(Duration::from_millis(600));
-    assert_eq!(trashed(&m).len(), 2);
+    assert_eq!(common::trashed(&m).len(), 2);
     // Two days on: files and every directory of the trash below it go.
     m.unmount();
     m.try_mount(&[
@@ -304,10 +278,10 @@ fn a_full_capacity_is_freed_by_deleting() {
     assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
     settle();
     fs::remove_file(m.path("f3")).unwrap();
-    assert_eq!(trashed(&m).len(), 1);
+    assert_eq!(common::trashed(&m).len(), 1);
     let before = avail(&m.mnt);
     fs::remove_file(m.path("f2")).unwrap();
-    assert_eq!(trashed(&m).len(), 2);
+    assert_eq!(common::trashed(&m).len(), 2);
     // df counts the trash as free: reclaimable.
     let after = avail(&m.mnt);
     assert!(
@@ -316,7 +290,7 @@ fn a_full_capacity_is_freed_by_deleting() {
     );
     // The next write purges it and goes through.
     fill(&m.path("f4"), 8 * MIB, 4).unwrap();
-    assert!(trashed(&m).is_empty(), "{:?}", trashed(&m));
+    assert!(common::trashed(&m).is_empty(), "{:?}", common::trashed(&m));
     assert_eq!(fs::read(m.path("f4")).unwrap(), vec![4u8; 8 * MIB]);
     assert_eq!(fs::read(m.path("f1")).unwrap(), vec![1u8; 10 * MIB]);
     // Nothing left to purge: ENOSPC as before.
@@ -352,14 +326,14 @@ fn a_full_backing_filesystem_is_freed_by_deleting() {
     fill(&m.path("old"), 10 * MIB, 2).unwrap();
     settle();
     fs::remove_file(m.path("old")).unwrap();
-    assert_eq!(trashed(&m).len(), 1, "old went to the trash");
+    assert_eq!(common::trashed(&m).len(), 1, "old went to the trash");
     // Fill BACKING up to 3 MiB of free space...
     let left = avail(&m.backing) as usize;
     fill(&m.path("filler"), left - 3 * MIB, 3).unwrap();
     settle();
     // ...the next write makes the trash give its space back.
     fill(&m.path("after"), 6 * MIB, 4).unwrap();
-    assert!(trashed(&m).is_empty(), "{:?}", trashed(&m));
+    assert!(common::trashed(&m).is_empty(), "{:?}", common::trashed(&m));
     assert_eq!(fs::read(m.path("after")).unwrap(), vec![4u8; 6 * MIB]);
     assert_eq!(fs::read(m.path("keep")).unwrap(), vec![1u8; 4 * MIB]);
     m.unmount();
@@ -397,7 +371,7 @@ fn each_deleter_has_a_bucket_and_removing_inside_the_trash_is_for_good() {
     // rm inside the trash removes for good.
     fs::remove_file(&mine).unwrap();
     assert_eq!(code(fs::metadata(&mine)), libc::ENOENT);
-    assert_eq!(trashed(&m).len(), 1, "{:?}", trashed(&m));
+    assert_eq!(common::trashed(&m).len(), 1, "{:?}", common::trashed(&m));
 }
 
 #[test]
@@ -549,12 +523,12 @@ fn the_trash_yields_when_writes_the_daemon_does_not_see_fill_backing() {
     fill(&m.path("old"), 10 * MIB, 1).unwrap();
     settle();
     fs::remove_file(m.path("old")).unwrap();
-    assert_eq!(trashed(&m).len(), 1);
+    assert_eq!(common::trashed(&m).len(), 1);
     // Leave 5 MiB free (under twice the 4 MiB reserve of a small
     // filesystem); no further write needed: the trash gives way.
     let left = avail(&m.backing) as usize;
     fill(&m.path("filler"), left - 5 * MIB, 2).unwrap();
-    eventually("the trash purged", || trashed(&m).is_empty());
+    eventually("the trash purged", || common::trashed(&m).is_empty());
     assert!(avail(&m.backing) as usize > 12 * MIB);
     assert_eq!(fs::read(m.path("filler")).unwrap().len(), left - 5 * MIB);
 }

@@ -362,13 +362,20 @@ pub fn listx(p: &Path) -> Vec<String> {
 /// Run `f` in a forked child as `uid`/`gid` (no supplementary groups) and
 /// return what it returned (an errno, 0 for success).
 pub fn as_user(uid: u32, gid: u32, f: impl FnOnce() -> i32) -> i32 {
+    as_user_in(uid, gid, &[], f)
+}
+
+/// [`as_user`] with supplementary `groups`. The child makes only plain
+/// libc calls on what the parent prepared.
+pub fn as_user_in(uid: u32, gid: u32, groups: &[u32], f: impl FnOnce() -> i32) -> i32 {
     use nix::sys::wait::{waitpid, WaitStatus};
     use nix::unistd::{fork, ForkResult};
+    let groups: Vec<libc::gid_t> = groups.to_vec();
     // SAFETY: the child makes only plain libc calls and _exits.
     match unsafe { fork() }.expect("fork") {
         ForkResult::Child => {
             let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
-                if libc::setgroups(0, std::ptr::null()) != 0
+                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
                     || libc::setresgid(gid, gid, gid) != 0
                     || libc::setresuid(uid, uid, uid) != 0
                 {
@@ -388,4 +395,31 @@ pub fn as_user(uid: u32, gid: u32, f: impl FnOnce() -> i32) -> i32 {
             other => panic!("child as uid {uid}: {other:?}"),
         },
     }
+}
+
+/// The files in the trash, as paths relative to `/.trash`
+/// (`<uid>/<when>/<original path>`), sorted; none when there is no trash.
+pub fn trashed(m: &Mount) -> Vec<String> {
+    fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let r = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            if e.file_type().unwrap().is_dir() {
+                walk(&e.path(), &r, out);
+            } else {
+                out.push(r);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if m.path(".trash").exists() {
+        walk(&m.path(".trash"), "", &mut out);
+    }
+    out.sort();
+    out
 }
