@@ -603,12 +603,22 @@ impl Fs {
             touch_dirs(tx, parent, new_parent, now)
         })?;
         if let Some((ino, crtime)) = carried {
-            let now = Timestamp::now();
-            let mut fresh = self.renamed_fresh.lock();
-            fresh.retain(|_, c| archive_attrs::in_rename_window(*c, now));
-            fresh.insert(ino, crtime);
+            self.name_is_final(ino, crtime);
         }
         Ok(moved)
+    }
+
+    /// The original name of `ino` (created at `crtime`) is settled: no
+    /// later rename carries its new name (a rename already did, or an
+    /// upload was published under the name it was given).
+    pub(super) fn name_is_final(&self, ino: u64, crtime: Timestamp) {
+        let now = Timestamp::now();
+        if !archive_attrs::in_rename_window(crtime, now) {
+            return;
+        }
+        let mut fresh = self.renamed_fresh.lock();
+        fresh.retain(|_, c| archive_attrs::in_rename_window(*c, now));
+        fresh.insert(ino, crtime);
     }
 
     pub fn setattr(&self, caller: &Caller, ino: u64, set: &SetAttr) -> Result<Attr> {
