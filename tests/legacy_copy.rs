@@ -369,3 +369,82 @@ fn rename_over_records_the_name_the_user_sees() {
         b"tmpdir"
     );
 }
+
+/// `cmd` run as uid/gid 65534 (nobody): its exit code and stderr.
+fn as_nobody(cmd: &mut Command) -> (i32, String) {
+    let prog = cmd.get_program().to_owned();
+    let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(prog)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn retention_travels_only_with_a_copier_who_may_set_it() {
+    let (a, b) = (Mount::new(), Mount::new());
+    let f = a.path("held.txt");
+    fs::write(&f, b"kept").unwrap();
+    setx(&f, "user.artstore.description", b"kept for audit").unwrap();
+    setx(&f, "user.artstore.retention_until", b"2035-01-01T00:00:00Z").unwrap();
+    std::os::unix::fs::chown(&f, Some(65534), Some(65534)).unwrap();
+    // Its owner may "set" the date it already has (a restore onto the
+    // same file), not another one.
+    let (code, err) = as_nobody(
+        Command::new("setfattr")
+            .args([
+                "-n",
+                "user.artstore.retention_until",
+                "-v",
+                "2035-01-01T00:00:00Z",
+            ])
+            .arg(&f),
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, _) = as_nobody(
+        Command::new("setfattr")
+            .args([
+                "-n",
+                "user.artstore.retention_until",
+                "-v",
+                "2036-01-01T00:00:00Z",
+            ])
+            .arg(&f),
+    );
+    assert_ne!(code, 0);
+    assert_eq!(
+        getx(&f, "user.artstore.retention_until").unwrap(),
+        b"2035-01-01T00:00:00Z"
+    );
+    // A non-root copy: everything but the lock is carried, and rsync
+    // reports that one refusal (exit 23), as documented.
+    fs::create_dir(b.path("dst")).unwrap();
+    std::os::unix::fs::chown(b.path("dst"), Some(65534), Some(65534)).unwrap();
+    let (code, err) = as_nobody(
+        Command::new("rsync")
+            .arg("-aX")
+            .arg(&f)
+            .arg(b.path("dst/held.txt")),
+    );
+    assert_eq!(code, 23, "{err}");
+    assert!(err.contains("user.artstore.retention_until"), "{err}");
+    let copy = b.path("dst/held.txt");
+    assert_eq!(fs::read(&copy).unwrap(), b"kept");
+    assert_eq!(
+        getx(&copy, "user.artstore.description").unwrap(),
+        b"kept for audit"
+    );
+    assert!(getx(&copy, "user.artstore.retention_until").is_err());
+    // Root's copy carries it.
+    rsync(&a.mnt, &b.path("root"));
+    assert_eq!(
+        getx(&b.path("root/held.txt"), "user.artstore.retention_until").unwrap(),
+        b"2035-01-01T00:00:00Z"
+    );
+}
