@@ -85,6 +85,8 @@ pub struct MountConfig {
     /// Serve requests over FUSE-over-io_uring when the kernel offers it
     /// (see `fuse::MountOptions::io_uring`).
     pub io_uring: bool,
+    /// listxattr lists the computed `user.artstore.*` attributes too.
+    pub list_computed_xattrs: bool,
 }
 
 impl Default for MountConfig {
@@ -98,6 +100,7 @@ impl Default for MountConfig {
             cache_entries: 100_000,
             force: false,
             io_uring: true,
+            list_computed_xattrs: false,
         }
     }
 }

@@ -266,6 +266,13 @@ struct MountArgs {
           require_equals = true, default_missing_value = "true",
           value_parser = artfs::config::parse_bool)]
     io_uring: Option<bool>,
+    /// List the computed read-only attributes (user.artstore.file_id,
+    /// sha256, ...) in listxattr; without it they are readable by name
+    /// only, so copying tools do not carry them [default: false].
+    #[arg(long, env = "ARTFS_LIST_COMPUTED_XATTRS", value_name = "BOOL", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true",
+          value_parser = artfs::config::parse_bool)]
+    list_computed_xattrs: Option<bool>,
     /// Seconds the kernel may cache entries and attributes [default: 3600].
     #[arg(long, env = "ARTFS_ATTR_TTL")]
     attr_ttl: Option<u64>,
@@ -330,6 +337,10 @@ impl MountArgs {
         over(&mut cfg.mount.threads, self.threads.map(Some));
         over(&mut cfg.mount.force, self.force);
         over(&mut cfg.mount.io_uring, self.io_uring);
+        over(
+            &mut cfg.mount.list_computed_xattrs,
+            self.list_computed_xattrs,
+        );
         over(&mut cfg.mount.attr_ttl, self.attr_ttl);
         over(&mut cfg.mount.keep_awake_us, self.keep_awake_us);
         over(&mut cfg.mount.cache_entries, self.cache_entries);
@@ -450,6 +461,7 @@ fn mount(args: MountArgs, mut cfg: Config) -> anyhow::Result<()> {
         ttl: Duration::from_secs(m.attr_ttl),
         keep_awake: Duration::from_micros(m.keep_awake_us),
         io_uring: m.io_uring,
+        list_computed_xattrs: m.list_computed_xattrs,
         ..MountOptions::default()
     };
     if let Some(t) = m.threads {

@@ -87,6 +87,27 @@ pub fn read_only_value(inode: &Inode, name: &str) -> Option<Vec<u8>> {
     })
 }
 
+/// How recently a regular file must have been created for its first
+/// rename to carry the new name into `original_filename`: tools that write
+/// a temporary name and rename it over the final one (rsync, editors,
+/// package tools, archivers) do so within moments of creating it.
+pub const RENAME_NAMES_WINDOW: Duration = Duration::from_secs(60);
+
+/// Whether renaming `inode` from `from` at `now` carries the new name into
+/// its original name: a regular file created within
+/// [`RENAME_NAMES_WINDOW`] and still under the name it was created with.
+/// (That no rename carried a name before is the caller's to know.)
+pub fn takes_new_name(inode: &Inode, from: &[u8], now: Timestamp) -> bool {
+    inode.kind == Kind::File && inode.original_name == from && in_rename_window(inode.crtime, now)
+}
+
+/// Whether a file created at `crtime` is still within
+/// [`RENAME_NAMES_WINDOW`] at `now`.
+pub fn in_rename_window(crtime: Timestamp, now: Timestamp) -> bool {
+    let window = RENAME_NAMES_WINDOW.as_nanos() as i64;
+    crtime <= now && now.0 - crtime.0 < window
+}
+
 /// When the file or its metadata last changed.
 pub fn updated_at(inode: &Inode) -> Timestamp {
     inode.mtime.max(inode.ctime)
@@ -272,6 +293,24 @@ mod tests {
             normalise("retention_until", b"2030-01-01T03:00:00+03:00"),
             b"2030-01-01T00:00:00Z".to_vec()
         );
+    }
+
+    #[test]
+    fn a_fresh_file_takes_its_first_new_name() {
+        let now = Timestamp::parse_rfc3339("2026-01-01T00:01:00Z").unwrap();
+        let mut i = Inode::new_dir(5, 0o644, (0, 0), 1, b".a.KXnWkr", "root");
+        i.kind = Kind::File;
+        i.crtime = Timestamp(now.0 - 1_000_000_000);
+        assert!(takes_new_name(&i, b".a.KXnWkr", now));
+        // Not under the name it was created with (a hard link's name).
+        assert!(!takes_new_name(&i, b"other", now));
+        // Old files keep their original name.
+        i.crtime = Timestamp(now.0 - RENAME_NAMES_WINDOW.as_nanos() as i64);
+        assert!(!takes_new_name(&i, b".a.KXnWkr", now));
+        // Directories always keep theirs.
+        let mut d = Inode::new_dir(6, 0o755, (0, 0), 1, b"d", "root");
+        d.crtime = now;
+        assert!(!takes_new_name(&d, b"d", now));
     }
 
     #[test]

@@ -107,6 +107,10 @@ pub struct Fs {
     /// Inodes in the store, staged changes included (for statfs).
     inodes: std::sync::atomic::AtomicI64,
     trash: trash::TrashState,
+    /// Regular files whose original name a rename already replaced, by
+    /// inode, with their creation time (see `archive_attrs::takes_new_name`);
+    /// only files still inside the window are kept.
+    renamed_fresh: Mutex<HashMap<u64, types::Timestamp>>,
 }
 
 /// Lower the calling thread's CPU priority: background upkeep (sidecars,

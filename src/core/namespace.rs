@@ -464,6 +464,9 @@ impl Fs {
         check_not_trash(new_parent, new_name)?;
         // Directories whose ".." changed: a door caching listings must drop them.
         let mut moved = Vec::new();
+        // The file whose original name this rename replaced, and its
+        // creation time: it keeps its new one from now on.
+        let mut carried = None;
         self.with_tx(|tx| {
             let src_dir = tx.inode(parent)?;
             let dst_dir = tx.inode(new_parent)?;
@@ -578,6 +581,13 @@ impl Fs {
             tx.move_entry((parent, name.to_vec()), (new_parent, new_name.to_vec()))?;
             let mut src = tx.inode(src_ino)?;
             src.ctime = now;
+            // Write-temp-and-rename: the name the user sees is the original.
+            if archive_attrs::takes_new_name(&src, name, now)
+                && !self.renamed_fresh.lock().contains_key(&src_ino)
+            {
+                src.original_name = new_name.to_vec();
+                carried = Some((src_ino, src.crtime));
+            }
             if src_kind.is_dir() && parent != new_parent {
                 moved.push(src_ino);
                 src.parent = new_parent;
@@ -592,7 +602,23 @@ impl Fs {
             tx.put(&src)?;
             touch_dirs(tx, parent, new_parent, now)
         })?;
+        if let Some((ino, crtime)) = carried {
+            self.name_is_final(ino, crtime);
+        }
         Ok(moved)
+    }
+
+    /// The original name of `ino` (created at `crtime`) is settled: no
+    /// later rename carries its new name (a rename already did, or an
+    /// upload was published under the name it was given).
+    pub(super) fn name_is_final(&self, ino: u64, crtime: Timestamp) {
+        let now = Timestamp::now();
+        if !archive_attrs::in_rename_window(crtime, now) {
+            return;
+        }
+        let mut fresh = self.renamed_fresh.lock();
+        fresh.retain(|_, c| archive_attrs::in_rename_window(*c, now));
+        fresh.insert(ino, crtime);
     }
 
     pub fn setattr(&self, caller: &Caller, ino: u64, set: &SetAttr) -> Result<Attr> {

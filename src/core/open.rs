@@ -212,6 +212,7 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
         recovered: settled.len() as u64,
         inodes: 0.into(),
         trash: Default::default(),
+        renamed_fresh: Default::default(),
     });
     {
         let (weak, every) = (Arc::downgrade(&fs), opts.collector.interval);

@@ -199,6 +199,8 @@ impl Fs {
             );
             Ok((new, replaced))
         })?;
+        // Named by the uploader: renaming it later keeps that name.
+        self.name_is_final(inode.ino, inode.crtime);
         Ok(Published {
             attr: self.attr_of(inode)?,
             replaced,

@@ -79,6 +79,9 @@ pub struct Shared {
     awake: Option<Arc<awake::KeepAwake>>,
     /// Ask for FUSE over io_uring at INIT (see `MountOptions::io_uring`).
     io_uring: bool,
+    /// listxattr shows the computed `user.artstore.*` names too
+    /// (`MountOptions::list_computed_xattrs`).
+    list_computed_xattrs: bool,
     /// Special inodes (FIFOs, sockets, symlinks, devices) the kernel holds,
     /// by number (see `Held`).
     held: Mutex<HashMap<u64, Held>>,
@@ -198,6 +201,7 @@ impl FuseFs {
                 next_dir_fh: 1.into(),
                 awake: None,
                 io_uring: false,
+                list_computed_xattrs: false,
                 held: Mutex::default(),
             }),
             offload: None,
@@ -224,6 +228,12 @@ impl FuseFs {
     /// Ask the kernel for FUSE over io_uring (see `MountOptions::io_uring`).
     pub fn with_io_uring(mut self, on: bool) -> FuseFs {
         self.building().io_uring = on;
+        self
+    }
+
+    /// List the computed attributes (see `MountOptions::list_computed_xattrs`).
+    pub fn with_list_computed_xattrs(mut self, on: bool) -> FuseFs {
+        self.building().list_computed_xattrs = on;
         self
     }
 
@@ -1025,7 +1035,7 @@ impl Filesystem for FuseFs {
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let _t = self.timed(const { opstats::op_index("listxattr") });
-        match self.fs.listxattr(ino.0) {
+        match self.fs.listxattr_with(ino.0, self.list_computed_xattrs) {
             Ok(v) => xattr_reply(reply, &v, size),
             Err(e) => reply.error(errno(&e)),
         }

@@ -38,6 +38,10 @@ pub struct MountOptions {
     /// registering the queues fails, the mount is served over /dev/fuse.
     /// On by default: setting that parameter is the administrator's choice.
     pub io_uring: bool,
+    /// listxattr also lists the computed read-only `user.artstore.*`
+    /// names (file_id, sha256, ...); off by default, so copying tools do
+    /// not carry them. They are readable by name either way.
+    pub list_computed_xattrs: bool,
 }
 
 impl Default for MountOptions {
@@ -49,6 +53,7 @@ impl Default for MountOptions {
             ttl: super::DEFAULT_TTL,
             keep_awake: super::DEFAULT_KEEP_AWAKE,
             io_uring: true,
+            list_computed_xattrs: false,
         }
     }
 }
@@ -230,6 +235,7 @@ pub fn serve(fs: Arc<Fs>, mountpoint: &Path, opts: &MountOptions) -> anyhow::Res
         .with_ttl(opts.ttl)
         .with_keep_awake(opts.keep_awake)?
         .with_io_uring(opts.io_uring)
+        .with_list_computed_xattrs(opts.list_computed_xattrs)
         .with_helpers(HELPERS)?;
     let notifier = adapter.notifier_cell();
     let session = fuser::Session::new(adapter, &mountpoint, &config)
