@@ -1,0 +1,284 @@
+//! The HTTP door at wire speed (issue 20): no Nagle/delayed-ACK stall on
+//! keep-alive connections, and verified tokens cached only as long as
+//! they may be trusted. Real mounts, real keys (openssl), raw sockets.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use artfs::auth::{mint, MintRequest, Role};
+use common::Mount;
+
+struct Key {
+    private: Vec<u8>,
+    public: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn key() -> &'static Key {
+    static KEY: OnceLock<Key> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("artfs-speed-keys-")
+            .tempdir()
+            .unwrap();
+        let (private, public) = common::keys::genpkey(
+            dir.path(),
+            "ec",
+            &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        );
+        Key {
+            private: std::fs::read(private).unwrap(),
+            public,
+            _dir: dir,
+        }
+    })
+}
+
+fn token(sub: &str) -> String {
+    mint(&MintRequest::new(key().private.clone(), sub, Role::User)).unwrap()
+}
+
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// A mount with the API on a free port; every token acts as root
+/// (`--api-uid 0`): these tests are about speed, not identity.
+fn mount_api(extra: &[&str]) -> (Mount, String) {
+    let addr = free_addr();
+    let mut args: Vec<String> = vec![
+        "--api".into(),
+        addr.clone(),
+        "--jwt-key".into(),
+        key().public.to_str().unwrap().into(),
+        "--api-uid".into(),
+        "0".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let m = Mount::with_args(&args);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut s) = TcpStream::connect(&addr) {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let _ =
+                s.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            if out.starts_with("HTTP/1.1 200") {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the API never answered at {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (m, addr)
+}
+
+/// Read one response off a keep-alive connection: (status, headers, body),
+/// the body by its Content-Length.
+fn read_response(s: &mut TcpStream) -> (u16, String, Vec<u8>) {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut byte).expect("reading the response head");
+        assert_eq!(
+            n,
+            1,
+            "connection closed mid-head: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8(buf).unwrap();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no Content-Length in {head}"));
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    (status, head, body)
+}
+
+fn keep_alive_get(s: &mut TcpStream, path: &str, token: &str) -> (u16, String, Vec<u8>) {
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: keep-alive\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    read_response(s)
+}
+
+// ------------------------------------------------------ no 40 ms stall
+
+/// Ten sequential GETs of a 6-byte file on one keep-alive connection each
+/// take well under the delayed-ACK time (~40 ms on Linux): the server
+/// sets TCP_NODELAY, so a response written in pieces is not held back by
+/// Nagle's algorithm waiting for the client's delayed ACK.
+#[test]
+fn keep_alive_small_gets_do_not_stall() {
+    let (m, addr) = mount_api(&[]);
+    std::fs::write(m.path("six"), b"hello\n").unwrap();
+    let token = token("speed");
+    let mut s = TcpStream::connect(&addr).unwrap();
+    // The client side as common clients are: Nagle on (the default), so
+    // only the server's option can prevent the stall.
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Warm up: the first request pays for the first verification and the
+    // first open of the object.
+    let (status, head, body) = keep_alive_get(&mut s, "/api/v1/fs/six", &token);
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(body, b"hello\n");
+    let mut times = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        let (status, head, body) = keep_alive_get(&mut s, "/api/v1/fs/six", &token);
+        times.push(t.elapsed());
+        assert_eq!(status, 200, "{head}");
+        assert_eq!(body, b"hello\n");
+    }
+    let slow: Vec<_> = times
+        .iter()
+        .filter(|t| **t >= Duration::from_millis(20))
+        .collect();
+    assert!(
+        slow.is_empty(),
+        "keep-alive small GETs stalled: {times:?} (Nagle + delayed ACK)"
+    );
+}
+
+/// `openssl ARGS` with string arguments.
+fn openssl(args: &[&str]) {
+    common::keys::openssl(args);
+}
+
+/// A CA and a server certificate for localhost it signs, in `dir`:
+/// (CA certificate, server certificate, server key).
+fn tls_files(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let (ca_key, ca, key, csr, cert, ext) = (
+        p("ca.key"),
+        p("ca.pem"),
+        p("key.pem"),
+        p("leaf.csr"),
+        p("cert.pem"),
+        p("ext.cnf"),
+    );
+    let mut args = vec!["req", "-x509"];
+    args.extend_from_slice(&ec);
+    args.extend_from_slice(&["-days", "1", "-subj", "/CN=artfs test CA"]);
+    args.extend_from_slice(&["-keyout", &ca_key, "-out", &ca]);
+    openssl(&args);
+    let mut args = vec!["req"];
+    args.extend_from_slice(&ec);
+    args.extend_from_slice(&["-subj", "/CN=localhost", "-keyout", &key, "-out", &csr]);
+    openssl(&args);
+    std::fs::write(
+        &ext,
+        "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        &ext,
+        "-out",
+        &cert,
+    ]);
+    (ca.into(), cert.into(), key.into())
+}
+
+/// The same over TLS (rustls): the option is set under the TLS layer too.
+#[test]
+fn keep_alive_small_gets_do_not_stall_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, tls_key) = tls_files(dir.path());
+    let addr = free_addr();
+    let port = addr.rsplit_once(':').unwrap().1.to_string();
+    let m = Mount::with_args(&[
+        "--api",
+        &addr,
+        "--jwt-key",
+        key().public.to_str().unwrap(),
+        "--api-uid",
+        "0",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        tls_key.to_str().unwrap(),
+    ]);
+    std::fs::write(m.path("six"), b"hello\n").unwrap();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap();
+    // One pooled connection, reused (HTTP/1.1 keep-alive).
+    let client = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .add_root_certificate(ca)
+        .http1_only()
+        .pool_max_idle_per_host(1)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{port}/api/v1/fs/six");
+    let token = token("speed-tls");
+    let get = || {
+        client
+            .get(&url)
+            .bearer_auth(&token)
+            .send()
+            .and_then(|r| Ok((r.status().as_u16(), r.bytes()?)))
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get().is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the API never answered at {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut times = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        let (status, body) = get().unwrap();
+        times.push(t.elapsed());
+        assert_eq!(status, 200);
+        assert_eq!(&body[..], b"hello\n");
+    }
+    assert!(
+        times.iter().all(|t| *t < Duration::from_millis(20)),
+        "keep-alive small GETs over TLS stalled: {times:?}"
+    );
+}
