@@ -282,3 +282,177 @@ fn keep_alive_small_gets_do_not_stall_over_tls() {
         "keep-alive small GETs over TLS stalled: {times:?}"
     );
 }
+
+// ------------------------------------------------- verified-token cache
+
+use artfs::auth::{AuthConfig, AuthError, InvalidReason, KeySource, Verifier};
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn reason(r: Result<artfs::auth::Principal, AuthError>) -> InvalidReason {
+    match r {
+        Err(AuthError::InvalidToken(reason)) => reason,
+        other => panic!("expected an invalid token, got {other:?}"),
+    }
+}
+
+/// An Ed25519 key pair made by openssl: (private PEM, its JWK with `kid`).
+fn ed25519(dir: &std::path::Path, kid: &str) -> (Vec<u8>, serde_json::Value) {
+    use base64::Engine;
+    let (private, public) = common::keys::genpkey(dir, kid, &["-algorithm", "ed25519"]);
+    let der = pem::parse(std::fs::read(public).unwrap()).unwrap();
+    // The SubjectPublicKeyInfo of Ed25519 ends with the 32-byte key.
+    let raw = &der.contents()[der.contents().len() - 32..];
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    let jwk = serde_json::json!({"kty": "OKP", "crv": "Ed25519", "kid": kid, "x": x});
+    (std::fs::read(private).unwrap(), jwk)
+}
+
+fn minted(private: &[u8], kid: &str, ttl: Duration) -> String {
+    let mut req = MintRequest::new(private.to_vec(), "cache", Role::User);
+    req.kid = Some(kid.into());
+    req.ttl = ttl;
+    mint(&req).unwrap()
+}
+
+/// Write a JWKS file aside and rename it over `path`.
+fn write_jwks(path: &std::path::Path, keys: &[&serde_json::Value]) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, serde_json::json!({ "keys": keys }).to_string()).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A token served from the cache is refused from its `exp` on (with no
+/// leeway configured), and one still within the leeway is accepted, as
+/// without a cache.
+#[test]
+fn a_cached_token_is_refused_once_its_exp_passes() {
+    let pem = key().public.clone();
+    let mut strict = AuthConfig::new(KeySource::Pem(pem.clone()));
+    strict.leeway = Duration::ZERO;
+    let v = Verifier::new(strict).unwrap();
+    let lenient = Verifier::new(AuthConfig::new(KeySource::Pem(pem))).unwrap();
+    let mut req = MintRequest::new(key().private.clone(), "short", Role::User);
+    req.ttl = Duration::from_secs(2);
+    let t = mint(&req).unwrap();
+    let exp = v.verify(&t).unwrap().expires_at;
+    assert_eq!(v.cached_tokens(), 1, "a verified token is remembered");
+    assert!(lenient.verify(&t).is_ok());
+    assert!(v.verify(&t).is_ok(), "served from the cache");
+    while now_secs() < exp {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(reason(v.verify(&t)), InvalidReason::Expired);
+    assert_eq!(reason(v.verify(&t)), InvalidReason::Expired);
+    // Within the default 30 s leeway: accepted, cached or not.
+    assert!(lenient.verify(&t).is_ok());
+}
+
+/// A key removed from the JWKS stops its tokens at the reload, cached or
+/// not: on an explicit reload (SIGHUP) and when the file change is seen.
+#[test]
+fn a_key_removed_from_the_jwks_stops_its_cached_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a_priv, a) = ed25519(dir.path(), "a");
+    let (b_priv, b) = ed25519(dir.path(), "b");
+    let path = dir.path().join("jwks.json");
+    write_jwks(&path, &[&a, &b]);
+    let v = Verifier::new(AuthConfig::new(KeySource::Jwks(path.clone()))).unwrap();
+    let by_a = minted(&a_priv, "a", Duration::from_secs(600));
+    let by_b = minted(&b_priv, "b", Duration::from_secs(600));
+    assert!(v.verify(&by_a).is_ok());
+    assert!(v.verify(&by_b).is_ok());
+    assert_eq!(v.cached_tokens(), 2);
+
+    // Explicit reload (what SIGHUP does).
+    write_jwks(&path, &[&b]);
+    v.reload().unwrap();
+    assert_eq!(v.cached_tokens(), 0, "a reload empties the cache");
+    assert_eq!(reason(v.verify(&by_a)), InvalidReason::UnknownKid);
+    assert!(v.verify(&by_b).is_ok());
+
+    // The file changes; the verifier notices within a second.
+    write_jwks(&path, &[&a]);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(reason(v.verify(&by_b)), InvalidReason::UnknownKid);
+    assert!(v.verify(&by_a).is_ok());
+}
+
+/// Refused tokens are never remembered: each is checked anew.
+#[test]
+fn a_token_with_a_bad_signature_is_never_cached() {
+    let v = Verifier::new(AuthConfig::new(KeySource::Pem(key().public.clone()))).unwrap();
+    let good = token("sig");
+    let (signed, sig) = good.rsplit_once('.').unwrap();
+    // Another valid-looking signature: that of a different token.
+    let other_sig = token("other").rsplit_once('.').unwrap().1.to_string();
+    assert_ne!(sig, other_sig);
+    let forged = format!("{signed}.{other_sig}");
+    for _ in 0..3 {
+        assert_eq!(reason(v.verify(&forged)), InvalidReason::BadSignature);
+        assert_eq!(v.cached_tokens(), 0);
+    }
+    // The real one still passes, and only it is remembered.
+    assert!(v.verify(&good).is_ok());
+    assert_eq!(v.cached_tokens(), 1);
+    assert_eq!(reason(v.verify(&forged)), InvalidReason::BadSignature);
+}
+
+/// End to end: the HTTP door stops accepting a token of a key removed
+/// from its JWKS at SIGHUP, though it accepted (and cached) it before.
+#[test]
+fn sighup_revokes_a_removed_key_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a_priv, a) = ed25519(dir.path(), "a");
+    let (b_priv, b) = ed25519(dir.path(), "b");
+    let path = dir.path().join("jwks.json");
+    write_jwks(&path, &[&a, &b]);
+    let addr = free_addr();
+    let m = Mount::with_args(&[
+        "--api",
+        &addr,
+        "--jwks",
+        path.to_str().unwrap(),
+        "--api-uid",
+        "0",
+    ]);
+    let by_a = minted(&a_priv, "a", Duration::from_secs(600));
+    let by_b = minted(&b_priv, "b", Duration::from_secs(600));
+    let status = |t: &str| -> u16 {
+        let Ok(mut s) = TcpStream::connect(&addr) else {
+            return 0;
+        };
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        keep_alive_get(&mut s, "/api/v1/info", t).0
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while status(&by_a) != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the API never answered at {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(status(&by_a), 200);
+    assert_eq!(status(&by_b), 200);
+    // Without the key of `a`, then SIGHUP: `a` is refused (401) though
+    // it was cached, `b` still passes.
+    write_jwks(&path, &[&b]);
+    let pid = m.pid().unwrap();
+    // SAFETY: a signal to the daemon this test started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGHUP) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(&by_a) != 401 {
+        assert!(
+            Instant::now() < deadline,
+            "a token of a removed key still passes"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(status(&by_b), 200);
+}
