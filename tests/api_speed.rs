@@ -164,6 +164,71 @@ fn keep_alive_small_gets_do_not_stall() {
     );
 }
 
+/// A small file's response leaves in one write (head and body together),
+/// so the client's first read gets all of it: one segment on the wire,
+/// not the head and then, a moment later, the body.
+#[test]
+fn a_small_file_response_arrives_in_one_piece() {
+    let (m, addr) = mount_api(&[]);
+    let four_k: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(m.path("six"), b"hello\n").unwrap();
+    std::fs::write(m.path("four_k"), &four_k).unwrap();
+    let token = token("one-piece");
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for (name, want) in [("six", &b"hello\n"[..]), ("four_k", &four_k[..])].repeat(5) {
+        let req = format!(
+            "GET /api/v1/fs/{name} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let mut buf = vec![0u8; 256 * 1024];
+        let n = s.read(&mut buf).unwrap();
+        let got = &buf[..n];
+        let split = got
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("{name}: first read has no whole head: {n} bytes"))
+            + 4;
+        assert!(
+            got.starts_with(b"HTTP/1.1 200"),
+            "{name}: {:?}",
+            String::from_utf8_lossy(got)
+        );
+        assert_eq!(
+            &got[split..],
+            want,
+            "{name}: the first read held {} body bytes of {}",
+            n - split,
+            want.len()
+        );
+    }
+    // HEAD and ranges still answer as before.
+    s.write_all(
+        format!(
+            "HEAD /api/v1/fs/four_k HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1);
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-length: 4096"), "{head}");
+    s.write_all(
+        format!("GET /api/v1/fs/four_k HTTP/1.1\r\nHost: x\r\nRange: bytes=10-19\r\nAuthorization: Bearer {token}\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    let (status, head, body) = read_response(&mut s);
+    assert_eq!(status, 206, "{head}");
+    assert_eq!(body, &four_k[10..20]);
+}
+
 /// `openssl ARGS` with string arguments.
 fn openssl(args: &[&str]) {
     common::keys::openssl(args);
