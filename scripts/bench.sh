@@ -3,7 +3,8 @@
 # an artfs mount whose BACKING lives on the same filesystem, in one run.
 # Prints a table of metric / raw / artfs / ratio / target. See benches/README.md.
 #
-# Needs root (drop_caches, mounting), fio, fusermount3 and python3.
+# Needs root (drop_caches, mounting), fio, fusermount3 and python3; the
+# "api" rows need ab (apache2-utils) and openssl.
 #
 # Environment knobs (defaults in brackets):
 #   BENCH_DIR      parent of the temp dir [/var/tmp]; must not be tmpfs
@@ -11,7 +12,9 @@
 #   BENCH_SEQ_SIZE size of the sequential file [512M]
 #   BENCH_RAND_SIZE size of the random-I/O file [256M]
 #   BENCH_FILES    files for the metadata rows [10000]
-#   BENCH_PHASES   which rows to run: "io" (seq and rand), "meta", or both ["io meta"]
+#   BENCH_PHASES   which rows to run: "io" (seq and rand), "meta", "api" (the
+#                  HTTP door under ab, loopback, RS256 token) ["io meta api"]
+#   BENCH_API_CLIENTS concurrent clients of the api rows [32]
 #   BENCH_NO_BUILD set to 1 to skip `cargo build --release`
 #   BENCH_MOUNT_ARGS extra arguments for `artfs mount` (e.g. "--threads 2") []
 #   BENCH_IO_URING auto: serve the mount over FUSE-over-io_uring (`--io-uring`)
@@ -29,7 +32,8 @@ RUNTIME=${BENCH_RUNTIME:-5}
 SEQ_SIZE=${BENCH_SEQ_SIZE:-512M}
 RAND_SIZE=${BENCH_RAND_SIZE:-256M}
 NFILES=${BENCH_FILES:-10000}
-PHASES=${BENCH_PHASES:-io meta}
+PHASES=${BENCH_PHASES:-io meta api}
+API_CLIENTS=${BENCH_API_CLIENTS:-32}
 STAT_PASSES=3
 READDIR_PASSES=5
 SEQ_WRITE_REPS=5
@@ -40,6 +44,11 @@ die() { echo "bench: $*" >&2; exit 1; }
 for t in fio fusermount3 python3 mountpoint; do
     command -v "$t" >/dev/null || die "$t not found (scripts/install-deps.sh installs fio and fuse3)"
 done
+if [[ $PHASES == *api* ]]; then
+    for t in ab openssl; do
+        command -v "$t" >/dev/null || die "$t not found (scripts/install-deps.sh installs apache2-utils and openssl)"
+    done
+fi
 
 if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
     (cd "$ROOT" && cargo build --release --bin artfs --quiet)
@@ -85,9 +94,19 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# The api rows: the HTTP door on a free loopback port, an RS256 key (as
+# the issue measured), every token acting as root.
+API_ARGS=()
+if [[ $PHASES == *api* ]]; then
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$T/jwt.key" 2>/dev/null
+    openssl pkey -in "$T/jwt.key" -pubout -out "$T/jwt.pub"
+    API_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    API_ARGS=(--api "127.0.0.1:$API_PORT" --jwt-key "$T/jwt.pub" --api-uid 0)
+fi
+
 # shellcheck disable=SC2086 # BENCH_MOUNT_ARGS is a list of arguments
 ARTFS_LOG=${ARTFS_LOG:-info,fuser::session=error} "$BIN" mount "$T/backing" "$T/mnt" \
-    $URING_ARGS ${BENCH_MOUNT_ARGS:-} >"$LOG" 2>&1 &
+    $URING_ARGS ${BENCH_MOUNT_ARGS:-} "${API_ARGS[@]}" >"$LOG" 2>&1 &
 PID=$!
 for _ in $(seq 100); do
     mountpoint -q "$T/mnt" && break
@@ -214,9 +233,76 @@ for s in "${SIDES[@]}"; do rmdir "${DIRS[$s]}/meta"; done
 
 fi
 
+if [[ $PHASES == *api* ]]; then
+echo "== HTTP API (ab, loopback, keep-alive unless said, RS256 token, 6-byte file, ${RUNTIME}s each)"
+URL=http://127.0.0.1:$API_PORT
+for _ in $(seq 100); do
+    python3 -c 'import sys, urllib.request as u; u.urlopen(sys.argv[1], timeout=1)' "$URL/health/live" \
+        2>/dev/null && break
+    sleep 0.1
+done
+printf 'hello\n' >"$T/mnt/six"
+TOKEN=$("$BIN" token --key "$T/jwt.key" --sub bench --role user --ttl 1h)
+AUTH="Authorization: Bearer $TOKEN"
+ab_run() { # metric ab-args... : requests per second, p50 and p99 latency
+    local metric=$1
+    shift
+    ab -q -t "$RUNTIME" -n 1000000 -e "$T/ab.csv" "$@" >"$T/ab.txt" 2>&1 ||
+        { cat "$T/ab.txt" >&2; die "ab failed"; }
+    record api "$metric" "$(python3 - "$T/ab.txt" "$T/ab.csv" <<'PYEOF'
+import json, re, sys
+text = open(sys.argv[1]).read()
+pct = dict(l.split(",") for l in open(sys.argv[2]).read().splitlines()[1:])
+num = lambda pat: float(re.search(pat, text).group(1)) if re.search(pat, text) else 0.0
+print(json.dumps({"value": num(r"Requests per second:\s+([\d.]+)"),
+                  "p50_ms": float(pct["50"]), "p99_ms": float(pct["99"]),
+                  "complete": int(num(r"Complete requests:\s+(\d+)")),
+                  "failed": int(num(r"Failed requests:\s+(\d+)")),
+                  "non_2xx": int(num(r"Non-2xx responses:\s+(\d+)"))}))
+PYEOF
+)"
+}
+ab_run get_small_ka_c1 -k -c 1 -H "$AUTH" "$URL/api/v1/fs/six"
+ab_run get_small_c1 -c 1 -H "$AUTH" "$URL/api/v1/fs/six"
+ab_run get_small_ka_c$API_CLIENTS -k -c "$API_CLIENTS" -H "$AUTH" "$URL/api/v1/fs/six"
+ab_run info_ka_c$API_CLIENTS -k -c "$API_CLIENTS" -H "$AUTH" "$URL/api/v1/info"
+ab_run meta_ka_c$API_CLIENTS -k -c "$API_CLIENTS" -H "$AUTH" "$URL/api/v1/meta/six"
+ab_run live_ka_c$API_CLIENTS -k -c "$API_CLIENTS" "$URL/health/live"
 echo
-python3 "$PY" report "$RESULTS" | tee "$T/table.txt"
+python3 - "$RESULTS" "$API_CLIENTS" <<'PYEOF' | tee "$T/api_table.txt"
+import json, sys
+c = sys.argv[2]
+targets = {"get_small_ka_c1": "p50 < 1 ms, p99 < 5 ms",
+           "get_small_ka_c" + c: ">= 10000 req/s (at 32 clients)",
+           "live_ka_c" + c: "reference: no auth, no store"}
+rows = [("api row", "req/s", "p50 ms", "p99 ms", "failed", "non-2xx", "target")]
+for line in open(sys.argv[1]):
+    parts = line.split(None, 3)
+    if len(parts) == 4 and parts[0] == "api":
+        j = json.loads(parts[3])
+        rows.append((parts[1], "%.0f" % j["value"], "%.2f" % j["p50_ms"], "%.2f" % j["p99_ms"],
+                     str(j["failed"]), str(j["non_2xx"]), targets.get(parts[1], "")))
+w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+for i, r in enumerate(rows):
+    print("| " + " | ".join(x.ljust(w[j]) if j in (0, 6) else x.rjust(w[j]) for j, x in enumerate(r)) + " |")
+    if i == 0:
+        print("|" + "|".join("-" * (x + 2) for x in w) + "|")
+PYEOF
+rm -f "$T/mnt/six"
+fi
+
+echo
+if [[ $PHASES == *io* || $PHASES == *meta* ]]; then
+    python3 "$PY" report "$RESULTS" | tee "$T/table.txt"
+else
+    : >"$T/table.txt"
+fi
 mkdir -p "$OUT_DIR"
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
-{ cat "$RESULTS"; echo; cat "$T/table.txt"; } >"$OUT_DIR/workload-$stamp.txt"
+{
+    cat "$RESULTS"
+    echo
+    cat "$T/table.txt"
+    if [[ -f $T/api_table.txt ]]; then echo; cat "$T/api_table.txt"; fi
+} >"$OUT_DIR/workload-$stamp.txt"
 echo "results: $OUT_DIR/workload-$stamp.txt"

@@ -3,7 +3,7 @@
 # Idempotent: installs only what is missing. Needs root.
 set -euo pipefail
 
-pkgs=(fuse3 fio attr acl libacl1-dev redis-server sqlite3 openssl rsync)
+pkgs=(fuse3 fio attr acl libacl1-dev redis-server sqlite3 openssl rsync apache2-utils)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

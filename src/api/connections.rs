@@ -12,9 +12,10 @@ use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::Request;
-use axum::http::Response;
+use axum::http::header::CONTENT_LENGTH;
+use axum::http::{Method, Response};
 use axum::Router;
 use axum_server::ConnectionShutdown;
 use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
@@ -130,9 +131,13 @@ where
         let state = self.state.clone();
         state.busy.fetch_add(1, Ordering::SeqCst);
         let idle = self.idle;
+        let head = req.method() == Method::HEAD;
         let call = self.router.clone().call(req);
         Box::pin(async move {
-            let resp = call.await;
+            let resp = match call.await {
+                Ok(resp) if !head => Ok(in_one_piece(resp).await),
+                other => other,
+            };
             let ms = state.born.elapsed().as_millis() as u64;
             state.last_done.fetch_max(ms, Ordering::SeqCst);
             state.busy.fetch_sub(1, Ordering::SeqCst);
@@ -144,6 +149,37 @@ where
             resp
         })
     }
+}
+
+/// Streamed bodies at most this long are gathered before the head is sent.
+const ONE_PIECE_MAX: u64 = 64 * 1024;
+
+/// A small streamed response (a file's content) gathered into one buffer,
+/// so hyper sends head and body in one write (one segment on the wire)
+/// rather than the head first and the body when the stream yields it.
+/// Bodies already in memory, of unknown length or longer are left as
+/// they are. A body that fails while gathered fails the same way after
+/// the head, as it would have streamed.
+async fn in_one_piece(resp: Response<Body>) -> Response<Body> {
+    let len = resp
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let Some(len) = len.filter(|n| *n <= ONE_PIECE_MAX) else {
+        return resp;
+    };
+    if resp.body().size_hint().exact().is_some() {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let body = match axum::body::to_bytes(body, len as usize).await {
+        Ok(bytes) => Body::from(bytes),
+        Err(e) => Body::from_stream(futures_util::stream::once(async move {
+            Err::<Bytes, _>(std::io::Error::other(e.to_string()))
+        })),
+    };
+    Response::from_parts(parts, body)
 }
 
 /// Close the connection (gracefully: a response still being sent is

@@ -12,7 +12,8 @@ use crate::auth::Verifier;
 use crate::core::types::{Caller, ROOT_INO};
 use crate::core::Fs;
 use anyhow::Context;
-use axum_server::tls_rustls::RustlsConfig;
+use axum_server::accept::NoDelayAcceptor;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use hyper_util::server::conn::auto::Builder;
 
 /// A running HTTP door.
@@ -117,9 +118,14 @@ pub fn start(
     let app = Capped::new(router(state), max_connections, limits.idle_timeout());
     let handle = axum_server::Handle::new();
     let _enter = rt.enter();
+    // TCP_NODELAY on every accepted connection, plain or TLS: a response
+    // leaves as headers then body (two writes); with Nagle on, the second
+    // waits for the client's delayed ACK (~40 ms) on a reused connection.
     let task = match &tls {
         Some(tls) => {
-            let mut server = axum_server::from_tcp_rustls(listener, tls.clone())?
+            let acceptor = RustlsAcceptor::new(tls.clone()).acceptor(NoDelayAcceptor::new());
+            let mut server = axum_server::from_tcp(listener)?
+                .acceptor(acceptor)
                 .handle(handle.clone())
                 .first_request_timeout(limits.header_timeout);
             configure(server.http_builder(), &limits);
@@ -127,6 +133,7 @@ pub fn start(
         }
         None => {
             let mut server = axum_server::from_tcp(listener)?
+                .acceptor(NoDelayAcceptor::new())
                 .handle(handle.clone())
                 .first_request_timeout(limits.header_timeout);
             configure(server.http_builder(), &limits);

@@ -14,6 +14,7 @@
 //! every time is UTC seconds since the epoch.
 
 mod bearer;
+mod cache;
 mod claims;
 mod error;
 mod keys;
@@ -25,6 +26,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use bearer::bearer_token;
+pub use cache::MAX_ENTRIES as TOKEN_CACHE_ENTRIES;
 pub use error::{AuthError, InvalidReason, KeyError, MintError};
 pub use mint::{mint, parse_ttl, MintRequest, ScopeList};
 pub use principal::{Action, Principal, Role, Scope, TokenType};

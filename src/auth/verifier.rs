@@ -4,6 +4,9 @@
 //! Verifications read the key set through an `ArcSwap`, so a reload never
 //! blocks them: it builds a whole new set aside and swaps it in, or keeps
 //! the old one when the new file is bad.
+//!
+//! Each distinct token is verified once, then served from a bounded cache
+//! until its `exp`; every reload empties the cache (src/auth/cache.rs).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -19,6 +22,7 @@ use parking_lot::Mutex;
 use serde_json::{Map, Value};
 
 use super::bearer::bearer_token;
+use super::cache::{token_hash, TokenCache};
 use super::claims::{self, Checks};
 use super::error::{AuthError, InvalidReason, KeyError};
 use super::keys::KeySet;
@@ -42,6 +46,8 @@ pub struct Verifier {
     started: Instant,
     /// Milliseconds after `started` of the last key file check.
     last_check: AtomicU64,
+    /// Tokens verified with the current keys.
+    cache: TokenCache,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -92,11 +98,18 @@ impl Verifier {
             reloading: Mutex::new(()),
             started: Instant::now(),
             last_check: AtomicU64::new(0),
+            cache: TokenCache::default(),
         })
     }
 
     pub fn config(&self) -> &AuthConfig {
         &self.config
+    }
+
+    /// How many verified tokens are remembered (at most
+    /// [`TOKEN_CACHE_ENTRIES`](super::TOKEN_CACHE_ENTRIES)).
+    pub fn cached_tokens(&self) -> usize {
+        self.cache.len()
     }
 
     /// Re-read the key file. On error the previous keys stay in use (and
@@ -120,7 +133,11 @@ impl Verifier {
                     path.display(),
                     keys.describe()
                 );
+                // Keys first, then the clear: a verification that read
+                // the generation before the clear may have used the old
+                // keys, and its insert is refused (cache.rs).
                 self.keys.store(Arc::new(keys));
+                self.cache.clear();
                 Ok(())
             }
             Err(e) => {
@@ -157,8 +174,21 @@ impl Verifier {
     /// Verify a bearer token and return whom it speaks for.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         self.check_key_file();
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(AuthError::InvalidToken(InvalidReason::Malformed));
+        }
+        let hash = token_hash(token);
+        if let Some(p) = self.cache.get(&hash, now_utc_secs()) {
+            return Ok(p);
+        }
+        // The generation before the keys: see `reload_locked`.
+        let generation = self.cache.generation();
         let keys = self.keys.load();
-        verify_token(&keys, token, &self.config).map_err(AuthError::InvalidToken)
+        let principal =
+            verify_token(&keys, token, &self.config).map_err(AuthError::InvalidToken)?;
+        self.cache
+            .insert(hash, &principal, generation, now_utc_secs());
+        Ok(principal)
     }
 
     /// [`bearer_token`] then [`Verifier::verify`]: the whole check of an

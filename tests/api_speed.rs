@@ -1,0 +1,523 @@
+//! The HTTP door at wire speed (issue 20): no Nagle/delayed-ACK stall on
+//! keep-alive connections, and verified tokens cached only as long as
+//! they may be trusted. Real mounts, real keys (openssl), raw sockets.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use artfs::auth::{mint, MintRequest, Role};
+use common::Mount;
+
+struct Key {
+    private: Vec<u8>,
+    public: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn key() -> &'static Key {
+    static KEY: OnceLock<Key> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("artfs-speed-keys-")
+            .tempdir()
+            .unwrap();
+        let (private, public) = common::keys::genpkey(
+            dir.path(),
+            "ec",
+            &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        );
+        Key {
+            private: std::fs::read(private).unwrap(),
+            public,
+            _dir: dir,
+        }
+    })
+}
+
+fn token(sub: &str) -> String {
+    mint(&MintRequest::new(key().private.clone(), sub, Role::User)).unwrap()
+}
+
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// A mount with the API on a free port; every token acts as root
+/// (`--api-uid 0`): these tests are about speed, not identity.
+fn mount_api(extra: &[&str]) -> (Mount, String) {
+    let addr = free_addr();
+    let mut args: Vec<String> = vec![
+        "--api".into(),
+        addr.clone(),
+        "--jwt-key".into(),
+        key().public.to_str().unwrap().into(),
+        "--api-uid".into(),
+        "0".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let m = Mount::with_args(&args);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut s) = TcpStream::connect(&addr) {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let _ =
+                s.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            if out.starts_with("HTTP/1.1 200") {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the API never answered at {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (m, addr)
+}
+
+/// Read one response off a keep-alive connection: (status, headers, body),
+/// the body by its Content-Length.
+fn read_response(s: &mut TcpStream) -> (u16, String, Vec<u8>) {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut byte).expect("reading the response head");
+        assert_eq!(
+            n,
+            1,
+            "connection closed mid-head: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8(buf).unwrap();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no Content-Length in {head}"));
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    (status, head, body)
+}
+
+fn keep_alive_get(s: &mut TcpStream, path: &str, token: &str) -> (u16, String, Vec<u8>) {
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: keep-alive\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    read_response(s)
+}
+
+// ------------------------------------------------------ no 40 ms stall
+
+/// Ten sequential GETs of a 6-byte file on one keep-alive connection each
+/// take well under the delayed-ACK time (~40 ms on Linux): the server
+/// sets TCP_NODELAY, so a response written in pieces is not held back by
+/// Nagle's algorithm waiting for the client's delayed ACK.
+#[test]
+fn keep_alive_small_gets_do_not_stall() {
+    let (m, addr) = mount_api(&[]);
+    std::fs::write(m.path("six"), b"hello\n").unwrap();
+    let token = token("speed");
+    let mut s = TcpStream::connect(&addr).unwrap();
+    // The client side as common clients are: Nagle on (the default), so
+    // only the server's option can prevent the stall.
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Warm up: the first request pays for the first verification and the
+    // first open of the object.
+    let (status, head, body) = keep_alive_get(&mut s, "/api/v1/fs/six", &token);
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(body, b"hello\n");
+    let mut times = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        let (status, head, body) = keep_alive_get(&mut s, "/api/v1/fs/six", &token);
+        times.push(t.elapsed());
+        assert_eq!(status, 200, "{head}");
+        assert_eq!(body, b"hello\n");
+    }
+    let slow: Vec<_> = times
+        .iter()
+        .filter(|t| **t >= Duration::from_millis(20))
+        .collect();
+    assert!(
+        slow.is_empty(),
+        "keep-alive small GETs stalled: {times:?} (Nagle + delayed ACK)"
+    );
+}
+
+/// A small file's response leaves in one write (head and body together),
+/// so the client's first read gets all of it: one segment on the wire,
+/// not the head and then, a moment later, the body.
+#[test]
+fn a_small_file_response_arrives_in_one_piece() {
+    let (m, addr) = mount_api(&[]);
+    let four_k: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(m.path("six"), b"hello\n").unwrap();
+    std::fs::write(m.path("four_k"), &four_k).unwrap();
+    let token = token("one-piece");
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for (name, want) in [("six", &b"hello\n"[..]), ("four_k", &four_k[..])].repeat(5) {
+        let req = format!(
+            "GET /api/v1/fs/{name} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let mut buf = vec![0u8; 256 * 1024];
+        let n = s.read(&mut buf).unwrap();
+        let got = &buf[..n];
+        let split = got
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("{name}: first read has no whole head: {n} bytes"))
+            + 4;
+        assert!(
+            got.starts_with(b"HTTP/1.1 200"),
+            "{name}: {:?}",
+            String::from_utf8_lossy(got)
+        );
+        assert_eq!(
+            &got[split..],
+            want,
+            "{name}: the first read held {} body bytes of {}",
+            n - split,
+            want.len()
+        );
+    }
+    // HEAD and ranges still answer as before.
+    s.write_all(
+        format!(
+            "HEAD /api/v1/fs/four_k HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1);
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-length: 4096"), "{head}");
+    s.write_all(
+        format!("GET /api/v1/fs/four_k HTTP/1.1\r\nHost: x\r\nRange: bytes=10-19\r\nAuthorization: Bearer {token}\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    let (status, head, body) = read_response(&mut s);
+    assert_eq!(status, 206, "{head}");
+    assert_eq!(body, &four_k[10..20]);
+}
+
+/// `openssl ARGS` with string arguments.
+fn openssl(args: &[&str]) {
+    common::keys::openssl(args);
+}
+
+/// A CA and a server certificate for localhost it signs, in `dir`:
+/// (CA certificate, server certificate, server key).
+fn tls_files(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let (ca_key, ca, key, csr, cert, ext) = (
+        p("ca.key"),
+        p("ca.pem"),
+        p("key.pem"),
+        p("leaf.csr"),
+        p("cert.pem"),
+        p("ext.cnf"),
+    );
+    let mut args = vec!["req", "-x509"];
+    args.extend_from_slice(&ec);
+    args.extend_from_slice(&["-days", "1", "-subj", "/CN=artfs test CA"]);
+    args.extend_from_slice(&["-keyout", &ca_key, "-out", &ca]);
+    openssl(&args);
+    let mut args = vec!["req"];
+    args.extend_from_slice(&ec);
+    args.extend_from_slice(&["-subj", "/CN=localhost", "-keyout", &key, "-out", &csr]);
+    openssl(&args);
+    std::fs::write(
+        &ext,
+        "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        &ext,
+        "-out",
+        &cert,
+    ]);
+    (ca.into(), cert.into(), key.into())
+}
+
+/// The same over TLS (rustls): the option is set under the TLS layer too.
+#[test]
+fn keep_alive_small_gets_do_not_stall_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, tls_key) = tls_files(dir.path());
+    let addr = free_addr();
+    let port = addr.rsplit_once(':').unwrap().1.to_string();
+    let m = Mount::with_args(&[
+        "--api",
+        &addr,
+        "--jwt-key",
+        key().public.to_str().unwrap(),
+        "--api-uid",
+        "0",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        tls_key.to_str().unwrap(),
+    ]);
+    std::fs::write(m.path("six"), b"hello\n").unwrap();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap();
+    // One pooled connection, reused (HTTP/1.1 keep-alive).
+    let client = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .add_root_certificate(ca)
+        .http1_only()
+        .pool_max_idle_per_host(1)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{port}/api/v1/fs/six");
+    let token = token("speed-tls");
+    let get = || {
+        client
+            .get(&url)
+            .bearer_auth(&token)
+            .send()
+            .and_then(|r| Ok((r.status().as_u16(), r.bytes()?)))
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get().is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the API never answered at {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut times = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        let (status, body) = get().unwrap();
+        times.push(t.elapsed());
+        assert_eq!(status, 200);
+        assert_eq!(&body[..], b"hello\n");
+    }
+    assert!(
+        times.iter().all(|t| *t < Duration::from_millis(20)),
+        "keep-alive small GETs over TLS stalled: {times:?}"
+    );
+}
+
+// ------------------------------------------------- verified-token cache
+
+use artfs::auth::{AuthConfig, AuthError, InvalidReason, KeySource, Verifier};
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn reason(r: Result<artfs::auth::Principal, AuthError>) -> InvalidReason {
+    match r {
+        Err(AuthError::InvalidToken(reason)) => reason,
+        other => panic!("expected an invalid token, got {other:?}"),
+    }
+}
+
+/// An Ed25519 key pair made by openssl: (private PEM, its JWK with `kid`).
+fn ed25519(dir: &std::path::Path, kid: &str) -> (Vec<u8>, serde_json::Value) {
+    use base64::Engine;
+    let (private, public) = common::keys::genpkey(dir, kid, &["-algorithm", "ed25519"]);
+    let der = pem::parse(std::fs::read(public).unwrap()).unwrap();
+    // The SubjectPublicKeyInfo of Ed25519 ends with the 32-byte key.
+    let raw = &der.contents()[der.contents().len() - 32..];
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    let jwk = serde_json::json!({"kty": "OKP", "crv": "Ed25519", "kid": kid, "x": x});
+    (std::fs::read(private).unwrap(), jwk)
+}
+
+fn minted(private: &[u8], kid: &str, ttl: Duration) -> String {
+    let mut req = MintRequest::new(private.to_vec(), "cache", Role::User);
+    req.kid = Some(kid.into());
+    req.ttl = ttl;
+    mint(&req).unwrap()
+}
+
+/// Write a JWKS file aside and rename it over `path`.
+fn write_jwks(path: &std::path::Path, keys: &[&serde_json::Value]) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, serde_json::json!({ "keys": keys }).to_string()).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A token served from the cache is refused from its `exp` on (with no
+/// leeway configured), and one still within the leeway is accepted, as
+/// without a cache.
+#[test]
+fn a_cached_token_is_refused_once_its_exp_passes() {
+    let pem = key().public.clone();
+    let mut strict = AuthConfig::new(KeySource::Pem(pem.clone()));
+    strict.leeway = Duration::ZERO;
+    let v = Verifier::new(strict).unwrap();
+    let lenient = Verifier::new(AuthConfig::new(KeySource::Pem(pem))).unwrap();
+    let mut req = MintRequest::new(key().private.clone(), "short", Role::User);
+    req.ttl = Duration::from_secs(2);
+    let t = mint(&req).unwrap();
+    let exp = v.verify(&t).unwrap().expires_at;
+    assert_eq!(v.cached_tokens(), 1, "a verified token is remembered");
+    assert!(lenient.verify(&t).is_ok());
+    assert!(v.verify(&t).is_ok(), "served from the cache");
+    while now_secs() < exp {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(reason(v.verify(&t)), InvalidReason::Expired);
+    assert_eq!(reason(v.verify(&t)), InvalidReason::Expired);
+    // Within the default 30 s leeway: accepted, cached or not.
+    assert!(lenient.verify(&t).is_ok());
+}
+
+/// A key removed from the JWKS stops its tokens at the reload, cached or
+/// not: on an explicit reload (SIGHUP) and when the file change is seen.
+#[test]
+fn a_key_removed_from_the_jwks_stops_its_cached_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a_priv, a) = ed25519(dir.path(), "a");
+    let (b_priv, b) = ed25519(dir.path(), "b");
+    let path = dir.path().join("jwks.json");
+    write_jwks(&path, &[&a, &b]);
+    let v = Verifier::new(AuthConfig::new(KeySource::Jwks(path.clone()))).unwrap();
+    let by_a = minted(&a_priv, "a", Duration::from_secs(600));
+    let by_b = minted(&b_priv, "b", Duration::from_secs(600));
+    assert!(v.verify(&by_a).is_ok());
+    assert!(v.verify(&by_b).is_ok());
+    assert_eq!(v.cached_tokens(), 2);
+
+    // Explicit reload (what SIGHUP does).
+    write_jwks(&path, &[&b]);
+    v.reload().unwrap();
+    assert_eq!(v.cached_tokens(), 0, "a reload empties the cache");
+    assert_eq!(reason(v.verify(&by_a)), InvalidReason::UnknownKid);
+    assert!(v.verify(&by_b).is_ok());
+
+    // The file changes; the verifier notices within a second.
+    write_jwks(&path, &[&a]);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(reason(v.verify(&by_b)), InvalidReason::UnknownKid);
+    assert!(v.verify(&by_a).is_ok());
+}
+
+/// Refused tokens are never remembered: each is checked anew.
+#[test]
+fn a_token_with_a_bad_signature_is_never_cached() {
+    let v = Verifier::new(AuthConfig::new(KeySource::Pem(key().public.clone()))).unwrap();
+    let good = token("sig");
+    let (signed, sig) = good.rsplit_once('.').unwrap();
+    // Another valid-looking signature: that of a different token.
+    let other_sig = token("other").rsplit_once('.').unwrap().1.to_string();
+    assert_ne!(sig, other_sig);
+    let forged = format!("{signed}.{other_sig}");
+    for _ in 0..3 {
+        assert_eq!(reason(v.verify(&forged)), InvalidReason::BadSignature);
+        assert_eq!(v.cached_tokens(), 0);
+    }
+    // The real one still passes, and only it is remembered.
+    assert!(v.verify(&good).is_ok());
+    assert_eq!(v.cached_tokens(), 1);
+    assert_eq!(reason(v.verify(&forged)), InvalidReason::BadSignature);
+}
+
+/// End to end: the HTTP door stops accepting a token of a key removed
+/// from its JWKS at SIGHUP, though it accepted (and cached) it before.
+#[test]
+fn sighup_revokes_a_removed_key_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a_priv, a) = ed25519(dir.path(), "a");
+    let (b_priv, b) = ed25519(dir.path(), "b");
+    let path = dir.path().join("jwks.json");
+    write_jwks(&path, &[&a, &b]);
+    let addr = free_addr();
+    let m = Mount::with_args(&[
+        "--api",
+        &addr,
+        "--jwks",
+        path.to_str().unwrap(),
+        "--api-uid",
+        "0",
+    ]);
+    let by_a = minted(&a_priv, "a", Duration::from_secs(600));
+    let by_b = minted(&b_priv, "b", Duration::from_secs(600));
+    let status = |t: &str| -> u16 {
+        let Ok(mut s) = TcpStream::connect(&addr) else {
+            return 0;
+        };
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        keep_alive_get(&mut s, "/api/v1/info", t).0
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while status(&by_a) != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the API never answered at {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(status(&by_a), 200);
+    assert_eq!(status(&by_b), 200);
+    // Without the key of `a`, then SIGHUP: `a` is refused (401) though
+    // it was cached, `b` still passes.
+    write_jwks(&path, &[&b]);
+    let pid = m.pid().unwrap();
+    // SAFETY: a signal to the daemon this test started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGHUP) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(&by_a) != 401 {
+        assert!(
+            Instant::now() < deadline,
+            "a token of a removed key still passes"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(status(&by_b), 200);
+}
