@@ -131,7 +131,6 @@ impl Drop for Daemon {
         if is_mounted(&self.mnt) {
             let _ = nix::mount::umount2(&self.mnt, nix::mount::MntFlags::MNT_DETACH);
         }
-        let _ = self.dir.path();
     }
 }
 
