@@ -15,7 +15,7 @@ use common::{bin, is_mounted};
 /// A daemon started by the test with NOTIFY_SOCKET set, and the socket
 /// it reports to.
 struct Daemon {
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     mnt: PathBuf,
     sock: UnixDatagram,
     child: Option<Child>,
@@ -26,11 +26,21 @@ impl Daemon {
     /// abstract `@name` socket instead), then start `artfs mount` with
     /// NOTIFY_SOCKET naming it, extra `env` and `args`.
     fn start(abstract_name: bool, env: &[(&str, &str)], args: &[&str]) -> Daemon {
+        Daemon::start_on(None, abstract_name, env, args)
+    }
+
+    /// [`Daemon::start`] on an existing BACKING (None: a fresh one).
+    fn start_on(
+        backing: Option<&Path>,
+        abstract_name: bool,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("artfs-systemd-")
             .tempdir()
             .unwrap();
-        let backing = dir.path().join("backing");
+        let backing = backing.map_or_else(|| dir.path().join("backing"), Path::to_path_buf);
         let mnt = dir.path().join("mnt");
         std::fs::create_dir_all(&backing).unwrap();
         std::fs::create_dir_all(&mnt).unwrap();
@@ -63,7 +73,7 @@ impl Daemon {
             .spawn()
             .expect("spawn artfs");
         Daemon {
-            dir,
+            _dir: dir,
             mnt,
             sock,
             child: Some(child),
@@ -185,6 +195,40 @@ fn ready_only_once_the_mount_answers_then_stopping_at_sigterm() {
         st.iter().any(|s| s.starts_with("stopping")),
         "no stopping status: {st:?}"
     );
+}
+
+#[test]
+fn a_long_recovery_extends_the_start_timeout_before_ready() {
+    // A crash leaves a pending log row: the daemon dies right after the
+    // durable intent of an open for writing.
+    let mut m = common::Mount::new();
+    std::fs::write(m.path("f"), b"old").unwrap();
+    m.arm(&["open::after_intent=return"]);
+    let _ = std::fs::OpenOptions::new().write(true).open(m.path("f"));
+    m.expect_crash("open::after_intent");
+    // Recovery of its first row now takes 11 s: the daemon must ask systemd
+    // for more start time (every 10 s) before READY=1.
+    let mut d = Daemon::start_on(
+        Some(&m.backing),
+        false,
+        &[("FAILPOINTS", "recover::before_settle=1*sleep(11000)")],
+        &[],
+    );
+    let msgs = d.until("READY=1", Duration::from_secs(60));
+    let extend = msgs
+        .iter()
+        .position(|m| m.lines().any(|l| l.starts_with("EXTEND_TIMEOUT_USEC=")))
+        .unwrap_or_else(|| panic!("no EXTEND_TIMEOUT_USEC during recovery: {msgs:?}"));
+    assert!(
+        extend < msgs.len() - 1,
+        "EXTEND_TIMEOUT_USEC with or after READY=1"
+    );
+    let st = statuses(&msgs);
+    assert!(
+        st.last().unwrap().contains(" log rows"),
+        "READY=1 status does not tell the recovery: {st:?}"
+    );
+    d.terminate();
 }
 
 #[test]
