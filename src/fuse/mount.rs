@@ -323,14 +323,17 @@ fn spawn_service_notifier(
     use std::sync::atomic::Ordering;
     let root = mountpoint.clone();
     let describe = move |fs: &Fs| {
-        let (_, error) = fs.writer_health();
+        let (alive, error) = fs.writer_health();
         let recovered = match fs.recovered_at_start() {
             0 => String::new(),
             n => format!(", recovered {n} log rows"),
         };
-        let error = error
+        let mut error = error
             .map(|e| format!("; last error: {e}"))
             .unwrap_or_default();
+        if !alive {
+            error.push_str("; the metadata writer stopped");
+        }
         format!(
             "serving {} at {}, mode {}{recovered}{error}",
             fs.backing().display(),
