@@ -16,6 +16,7 @@ pub mod fsck;
 pub mod fuse;
 pub mod import;
 pub mod meta;
+pub mod notify;
 pub mod rebuild;
 pub mod scrub;
 pub mod wal;

@@ -403,7 +403,9 @@ fn main() -> std::process::ExitCode {
     // Crash points from FAILPOINTS (test builds only; inert otherwise).
     let _failpoints = fail::FailScenario::setup();
     let result = file.and_then(|file| match cli.cmd {
-        Cmd::Mount(args) => mount(*args, file).map(|()| std::process::ExitCode::SUCCESS),
+        Cmd::Mount(args) => mount(*args, file)
+            .inspect_err(|e| artfs::notify::status(&format!("failed: {e:#}")))
+            .map(|()| std::process::ExitCode::SUCCESS),
         Cmd::Fsck(args) => fsck(args, file),
         Cmd::Rebuild(args) => rebuild(args, file),
         Cmd::Scrub(args) => scrub(args, file),
@@ -488,8 +490,13 @@ fn mount(args: MountArgs, mut cfg: Config) -> anyhow::Result<()> {
     // BACKING, so bad ones change nothing.
     artfs::fuse::check_mountpoint(&mountpoint, m.force)?;
     let rt = runtime()?;
+    // systemd (Type=notify): recovery may be long; READY=1 comes from
+    // `serve` once the mount answers.
+    artfs::notify::status("recovering: opening the store and settling its intent log");
+    let extend = artfs::notify::Extender::start();
     let (fs, _lock) = open_store(&sopts, rt.handle().clone())
         .with_context(|| format!("cannot open store {}", sopts.backing.display()))?;
+    drop(extend);
     // The HTTP door binds before the mount appears: a bad key, certificate
     // or address fails the start.
     let server = match api.map(|cfg| artfs::api::start(fs.clone(), cfg, rt.handle())) {

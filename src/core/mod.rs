@@ -181,6 +181,12 @@ impl Fs {
         self.inodes.load(Ordering::Acquire).max(0) as u64
     }
 
+    /// Whether the writer still commits (not stopped), and its last
+    /// commit error if the latest attempt failed (the service watchdog).
+    pub fn writer_health(&self) -> (bool, Option<String>) {
+        self.writer.health()
+    }
+
     /// The store's mode now.
     pub fn mode(&self) -> policy::Mode {
         policy::Mode::from_u8(self.mode.load(Ordering::Acquire))

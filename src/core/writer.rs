@@ -101,6 +101,12 @@ impl Writer {
         }
     }
 
+    /// (running, last commit error): for the service watchdog.
+    pub fn health(&self) -> (bool, Option<String>) {
+        let s = self.state.lock();
+        (!s.stopped && !s.shutdown, s.last_error.clone())
+    }
+
     pub fn shutdown(&self) {
         let mut s = self.state.lock();
         s.shutdown = true;

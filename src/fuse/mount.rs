@@ -252,7 +252,13 @@ pub fn serve(fs: Arc<Fs>, mountpoint: &Path, opts: &MountOptions) -> anyhow::Res
         fs.backing().join(".artfs/failpoints"),
         detached.clone(),
     )?;
+    let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if crate::notify::enabled() {
+        spawn_service_notifier(fs.clone(), mountpoint.clone(), ended.clone())?;
+    }
     let mut result = session.run();
+    ended.store(true, std::sync::atomic::Ordering::Release);
+    crate::notify::stopping("stopping: unmounted; committing and closing the store");
     if let Err(e) = &result {
         // An unmount (ours on SIGTERM/SIGINT, lazy when busy, or umount)
         // can end the session with the connection aborted rather than
@@ -293,10 +299,83 @@ fn spawn_signal_handler(
                     continue;
                 }
                 tracing::info!(signal = sig, "unmounting on signal");
+                crate::notify::stopping(&format!("stopping: unmounting on signal {sig}"));
                 if let Err(e) = nix::mount::umount2(&mountpoint, nix::mount::MntFlags::empty()) {
                     tracing::warn!(error = %e, "mount busy; detaching lazily");
                     detached.store(true, std::sync::atomic::Ordering::Release);
                     let _ = nix::mount::umount2(&mountpoint, nix::mount::MntFlags::MNT_DETACH);
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// How often the service status is refreshed (and, at most, the watchdog
+/// interval).
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+
+/// For systemd (`Type=notify`, see `crate::notify`): READY=1 once the mount
+/// answers (a stat of its root goes through the session, so the kernel's
+/// INIT is done and requests are served; the HTTP door, if any, was bound
+/// before the mount appeared), then STATUS= whenever the mode or the
+/// writer's last error change, and WATCHDOG=1 pings only while the writer
+/// still commits and the session runs.
+fn spawn_service_notifier(
+    fs: Arc<Fs>,
+    mountpoint: PathBuf,
+    ended: Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<()> {
+    use crate::notify;
+    use std::sync::atomic::Ordering;
+    let root = mountpoint.clone();
+    let describe = move |fs: &Fs| {
+        let (alive, error) = fs.writer_health();
+        let recovered = match fs.recovered_at_start() {
+            0 => String::new(),
+            n => format!(", recovered {n} log rows"),
+        };
+        let mut error = error
+            .map(|e| format!("; last error: {e}"))
+            .unwrap_or_default();
+        if !alive {
+            error.push_str("; the metadata writer stopped");
+        }
+        format!(
+            "serving {} at {}, mode {}{recovered}{error}",
+            fs.backing().display(),
+            mountpoint.display(),
+            fs.mode()
+        )
+    };
+    let watchdog = notify::watchdog_interval();
+    let tick = watchdog.map_or(STATUS_EVERY, |w| w.min(STATUS_EVERY));
+    std::thread::Builder::new()
+        .name("artfs-sd-notify".into())
+        .spawn(move || {
+            if let Err(e) = std::fs::metadata(&root) {
+                notify::status(&format!("failed: the mount does not answer: {e}"));
+                return;
+            }
+            if ended.load(Ordering::Acquire) {
+                return;
+            }
+            let mut shown = describe(&fs);
+            tracing::info!(status = %shown, "ready (notified systemd)");
+            notify::ready(&shown);
+            loop {
+                std::thread::sleep(tick);
+                if ended.load(Ordering::Acquire) {
+                    return;
+                }
+                let now = describe(&fs);
+                if now != shown {
+                    notify::status(&now);
+                    shown = now;
+                }
+                // A stopped writer means nothing more gets committed:
+                // stop pinging and let systemd's watchdog act.
+                if watchdog.is_some() && fs.writer_health().0 {
+                    notify::send("WATCHDOG=1");
                 }
             }
         })?;
