@@ -14,7 +14,6 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use artfs::auth::{mint, MintRequest, Role};
-use common::keys::openssl;
 use common::Mount;
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::StatusCode;
@@ -1512,67 +1511,7 @@ fn moscow_time_zone_tokens_and_utc_times() {
 #[test]
 fn tls_and_key_reload_on_sighup() {
     let dir = tempfile::tempdir().unwrap();
-    let cert = dir.path().join("cert.pem");
-    let key = dir.path().join("key.pem");
-    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
-    // A small CA and a server certificate it signs (webpki refuses a CA
-    // certificate used as the server's own).
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    let mut args = vec!["req", "-x509"];
-    args.extend_from_slice(&ec);
-    let (ca_key, ca) = (p("ca.key"), p("ca.pem"));
-    args.extend_from_slice(&[
-        "-days",
-        "1",
-        "-subj",
-        "/CN=artfs test CA",
-        "-keyout",
-        &ca_key,
-        "-out",
-        &ca,
-    ]);
-    openssl(&args);
-    let csr = p("leaf.csr");
-    let mut args = vec!["req"];
-    args.extend_from_slice(&ec);
-    args.extend_from_slice(&[
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        key.to_str().unwrap(),
-        "-out",
-        &csr,
-    ]);
-    openssl(&args);
-    let ext = p("ext.cnf");
-    std::fs::write(
-        &ext,
-        "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        &ca,
-        "-CAkey",
-        &ca_key,
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        &ext,
-        "-out",
-        cert.to_str().unwrap(),
-    ]);
+    let (ca, cert, key) = common::keys::tls_files(dir.path());
     // The verification key is a copy we can replace.
     let jwt_pub = dir.path().join("jwt.pub");
     std::fs::copy(&keys().ec.public, &jwt_pub).unwrap();

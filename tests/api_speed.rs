@@ -6,82 +6,22 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use artfs::auth::{mint, MintRequest, Role};
 use common::Mount;
 
-struct Key {
-    private: Vec<u8>,
-    public: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-fn key() -> &'static Key {
-    static KEY: OnceLock<Key> = OnceLock::new();
-    KEY.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("artfs-speed-keys-")
-            .tempdir()
-            .unwrap();
-        let (private, public) = common::keys::genpkey(
-            dir.path(),
-            "ec",
-            &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
-        );
-        Key {
-            private: std::fs::read(private).unwrap(),
-            public,
-            _dir: dir,
-        }
-    })
-}
+use common::api::{free_addr, key};
 
 fn token(sub: &str) -> String {
-    mint(&MintRequest::new(key().private.clone(), sub, Role::User)).unwrap()
-}
-
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
+    common::api::token(sub, Role::User)
 }
 
 /// A mount with the API on a free port; every token acts as root
 /// (`--api-uid 0`): these tests are about speed, not identity.
 fn mount_api(extra: &[&str]) -> (Mount, String) {
-    let addr = free_addr();
-    let mut args: Vec<String> = vec![
-        "--api".into(),
-        addr.clone(),
-        "--jwt-key".into(),
-        key().public.to_str().unwrap().into(),
-        "--api-uid".into(),
-        "0".into(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let m = Mount::with_args(&args);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(mut s) = TcpStream::connect(&addr) {
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let _ =
-                s.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-            let mut out = String::new();
-            let _ = s.read_to_string(&mut out);
-            if out.starts_with("HTTP/1.1 200") {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the API never answered at {addr}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (m, addr)
+    let api = common::api::Api::start(extra);
+    (api.m, api.addr)
 }
 
 /// Read one response off a keep-alive connection: (status, headers, body),
@@ -229,69 +169,11 @@ fn a_small_file_response_arrives_in_one_piece() {
     assert_eq!(body, &four_k[10..20]);
 }
 
-/// `openssl ARGS` with string arguments.
-fn openssl(args: &[&str]) {
-    common::keys::openssl(args);
-}
-
-/// A CA and a server certificate for localhost it signs, in `dir`:
-/// (CA certificate, server certificate, server key).
-fn tls_files(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
-    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    let (ca_key, ca, key, csr, cert, ext) = (
-        p("ca.key"),
-        p("ca.pem"),
-        p("key.pem"),
-        p("leaf.csr"),
-        p("cert.pem"),
-        p("ext.cnf"),
-    );
-    let mut args = vec!["req", "-x509"];
-    args.extend_from_slice(&ec);
-    args.extend_from_slice(&["-days", "1", "-subj", "/CN=artfs test CA"]);
-    args.extend_from_slice(&["-keyout", &ca_key, "-out", &ca]);
-    openssl(&args);
-    let mut args = vec!["req"];
-    args.extend_from_slice(&ec);
-    args.extend_from_slice(&["-subj", "/CN=localhost", "-keyout", &key, "-out", &csr]);
-    openssl(&args);
-    std::fs::write(
-        &ext,
-        "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        &ca,
-        "-CAkey",
-        &ca_key,
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        &ext,
-        "-out",
-        &cert,
-    ]);
-    (ca.into(), cert.into(), key.into())
-}
-
 /// The same over TLS (rustls): the option is set under the TLS layer too.
 #[test]
 fn keep_alive_small_gets_do_not_stall_over_tls() {
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, tls_key) = tls_files(dir.path());
+    let (ca, cert, tls_key) = common::keys::tls_files(dir.path());
     let addr = free_addr();
     let port = addr.rsplit_once(':').unwrap().1.to_string();
     let m = Mount::with_args(&[
