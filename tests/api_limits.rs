@@ -225,22 +225,9 @@ impl Limited {
 
 impl Drop for Limited {
     fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = Command::new("fusermount3")
-            .arg("-u")
-            .arg(&self.mnt)
-            .status();
-        if is_mounted(&self.mnt) {
-            let _ = nix::mount::umount2(&self.mnt, nix::mount::MntFlags::MNT_DETACH);
+        if let Some(child) = self.child.take() {
+            common::stop_daemon(child, &self.mnt, Duration::from_secs(15));
         }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
 

@@ -153,16 +153,18 @@ impl Daemon {
 
     /// Unmount and check the daemon exits 0.
     fn stop(mut self) {
-        let mut child = self.child.take().unwrap();
+        // The child stays in `self` until it has exited, so a failure
+        // here still leaves Drop to tear the daemon down.
         let st = Command::new("fusermount3")
             .arg("-u")
             .arg(&self.mnt)
             .status()
-            .unwrap();
+            .expect("fusermount3 (scripts/install-deps.sh installs fuse3)");
         assert!(st.success(), "fusermount3 -u failed");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(st) = child.try_wait().unwrap() {
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
                 assert!(st.success(), "artfs exited with {st}");
                 return;
             }
@@ -174,20 +176,8 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("fusermount3")
-                .arg("-u")
-                .arg(&self.mnt)
-                .status();
-            if is_mounted(&self.mnt) {
-                let _ = nix::mount::umount2(&self.mnt, nix::mount::MntFlags::MNT_DETACH);
-            }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            common::stop_daemon(child, &self.mnt, Duration::from_secs(10));
         }
     }
 }

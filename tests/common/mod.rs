@@ -232,20 +232,8 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("fusermount3")
-                .arg("-u")
-                .arg(&self.mnt)
-                .status();
-            if is_mounted(&self.mnt) {
-                let _ = nix::mount::umount2(&self.mnt, nix::mount::MntFlags::MNT_DETACH);
-            }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            stop_daemon(child, &self.mnt, Duration::from_secs(10));
         }
     }
 }
@@ -422,4 +410,20 @@ pub fn trashed(m: &Mount) -> Vec<String> {
     }
     out.sort();
     out
+}
+
+/// Tear down a daemon a test started (on drop, whatever state it is in):
+/// unmount `mnt` (lazily if `fusermount3` cannot), give the daemon `grace`
+/// to exit, then kill it by its own pid.
+pub fn stop_daemon(mut child: Child, mnt: &Path, grace: Duration) {
+    let _ = Command::new("fusermount3").arg("-u").arg(mnt).status();
+    if is_mounted(mnt) {
+        let _ = nix::mount::umount2(mnt, nix::mount::MntFlags::MNT_DETACH);
+    }
+    let deadline = Instant::now() + grace;
+    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
