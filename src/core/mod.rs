@@ -310,7 +310,7 @@ impl Fs {
     /// in-memory layer atomically and let the writer commit them. An error
     /// drops everything staged.
     fn with_tx<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
-        self.writer.throttle(self);
+        self.writer.throttle(self)?;
         let _guard = self.mutate.lock();
         let mut tx = Tx {
             fs: self,

@@ -252,7 +252,20 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
     let w = fs.clone();
     std::thread::Builder::new()
         .name("artfs-writer".into())
-        .spawn(move || super::writer::run(w))?;
+        .spawn(move || {
+            let fs = w.clone();
+            // A panic must not leave callers waiting for commits forever.
+            if let Err(p) =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| super::writer::run(w)))
+            {
+                let why = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic".into());
+                fs.writer.died(why);
+            }
+        })?;
     super::objpool::ObjectPool::start(Arc::downgrade(&fs))?;
     fs.reclaim_orphans()?;
     fs.flush()?;

@@ -94,11 +94,35 @@ impl Writer {
         Ok(())
     }
 
-    /// Make mutations wait while too much is uncommitted.
-    pub fn throttle(&self, fs: &Fs) {
+    /// Make mutations wait while too much is uncommitted; refuse them
+    /// (EIO) once the writer has died, as nothing staged would be saved.
+    pub fn throttle(&self, fs: &Fs) -> Result<()> {
+        if self.dead() {
+            return Err(Error::Meta(
+                "the metadata writer has died: no change can be saved; restart artfs".into(),
+            ));
+        }
         if fs.cache.dirty_len() > MAX_DIRTY {
             let _ = self.wait_for(fs.cache.seq());
         }
+        Ok(())
+    }
+
+    /// Whether the writer stopped without being asked to (it panicked).
+    fn dead(&self) -> bool {
+        let s = self.state.lock();
+        s.stopped && !s.shutdown
+    }
+
+    /// The writer thread ended by a panic: say so, and release everyone
+    /// waiting for a commit (they get an error instead of waiting forever,
+    /// and the service watchdog stops pinging).
+    pub(crate) fn died(&self, why: String) {
+        tracing::error!(why = %why, "the metadata writer died; changes are refused until artfs restarts (recovery at the next mount repairs)");
+        let mut s = self.state.lock();
+        s.last_error = Some(format!("metadata writer died: {why}"));
+        s.stopped = true;
+        self.done.notify_all();
     }
 
     /// (running, last commit error): for the service watchdog.
