@@ -38,11 +38,7 @@ fn import(
         .envs(env.iter().copied())
         .output()
         .expect("run artfs import");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = common::output_text(&out);
     (out.status.code(), text)
 }
 

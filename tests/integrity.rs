@@ -29,11 +29,7 @@ fn cli(args: &[&str], backing: &Path) -> (i32, String) {
         .env("ARTFS_LOG", "warn")
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = common::output_text(&out);
     (out.status.code().unwrap_or(-1), text)
 }
 

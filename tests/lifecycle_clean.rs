@@ -138,11 +138,7 @@ fn fsck(backing: &Path) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    common::output_text(o)
 }
 
 /// Creates, writes, renames and truncates in `MNT/r{round}` for `secs`

@@ -689,11 +689,7 @@ fn times_are_utc_under_a_non_utc_timezone() {
         .env("TZ", "Europe/Moscow")
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = common::output_text(&out);
     assert!(
         out.status.success(),
         "child under TZ=Europe/Moscow failed:\n{text}"

@@ -162,14 +162,7 @@ fn run(args: &[&OsStr]) -> (i32, String) {
         .env("ARTFS_LOG", "warn")
         .output()
         .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    (out.status.code().unwrap_or(-1), common::output_text(&out))
 }
 
 #[test]

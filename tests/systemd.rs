@@ -398,11 +398,7 @@ fn the_unit_passes_systemd_analyze_verify() {
         .arg(&path)
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = common::output_text(&out);
     assert!(
         out.status.success(),
         "systemd-analyze verify failed:\n{text}"

@@ -157,11 +157,7 @@ impl Mount {
             c.arg("--repair");
         }
         let out = c.env("ARTFS_LOG", "warn").output().expect("run fsck");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = output_text(&out);
         (out.status.code().unwrap_or(-1), text)
     }
 
@@ -426,4 +422,14 @@ pub fn stop_daemon(mut child: Child, mnt: &Path, grace: Duration) {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// A finished command's stdout then stderr, as text (for messages and
+/// checks of what a command said).
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
