@@ -513,6 +513,29 @@ pub fn to_tsquery(q: &Query) -> String {
     out
 }
 
+/// `'a':W <-> 'b':*W`: the pieces in order, the last maybe a prefix, all
+/// of weight `weight` (any weight when `None`).
+fn phrase(t: &Term, weight: Option<char>, out: &mut String) {
+    for (i, w) in t.words.iter().enumerate() {
+        if i > 0 {
+            out.push_str(" <-> ");
+        }
+        out.push('\'');
+        out.push_str(&w.replace('\\', "\\\\").replace('\'', "''"));
+        out.push('\'');
+        let last_prefix = t.prefix && i + 1 == t.words.len();
+        if last_prefix || weight.is_some() {
+            out.push(':');
+            if last_prefix {
+                out.push('*');
+            }
+            if let Some(w) = weight {
+                out.push(w);
+            }
+        }
+    }
+}
+
 fn tsquery(q: &Query, out: &mut String) {
     let child = |q: &Query, out: &mut String| {
         if matches!(q, Query::Term(t) if t.words.len() == 1) {
@@ -524,26 +547,18 @@ fn tsquery(q: &Query, out: &mut String) {
         }
     };
     match q {
-        Query::Term(t) => {
-            for (i, w) in t.words.iter().enumerate() {
+        // A phrase in any column is the phrase within one of them: the
+        // columns are concatenated in one tsvector, and a phrase must not
+        // run from the end of one into the next (FTS5 never does).
+        Query::Term(t) if t.field.is_none() && t.words.len() > 1 => {
+            for (i, f) in Field::ALL.into_iter().enumerate() {
                 if i > 0 {
-                    out.push_str(" <-> ");
+                    out.push_str(" | ");
                 }
-                out.push('\'');
-                out.push_str(&w.replace('\\', "\\\\").replace('\'', "''"));
-                out.push('\'');
-                let last_prefix = t.prefix && i + 1 == t.words.len();
-                if last_prefix || t.field.is_some() {
-                    out.push(':');
-                    if last_prefix {
-                        out.push('*');
-                    }
-                    if let Some(f) = t.field {
-                        out.push(f.weight());
-                    }
-                }
+                phrase(t, Some(f.weight()), out);
             }
         }
+        Query::Term(t) => phrase(t, t.field.map(Field::weight), out),
         Query::And(v) | Query::Or(v) => {
             let op = if matches!(q, Query::And(_)) {
                 " & "
@@ -577,6 +592,13 @@ mod tests {
         to_tsquery(&parse(q).unwrap_or_else(|e| panic!("{q}: {e}")))
     }
 
+    /// An unfielded phrase: the template with `#` as each weight, ORed.
+    fn any(template: &str) -> String {
+        Field::ALL
+            .map(|f| template.replace('#', &f.weight().to_string()))
+            .join(" | ")
+    }
+
     fn refused(q: &str) -> String {
         match parse(q) {
             Ok(p) => panic!("{q:?} accepted as {p:?}"),
@@ -589,9 +611,9 @@ mod tests {
         assert_eq!(fts("apollo"), r#""apollo""#);
         assert_eq!(tsq("apollo"), "'apollo'");
         assert_eq!(fts("README.gz"), r#""readme gz""#);
-        assert_eq!(tsq("README.gz"), "'readme' <-> 'gz'");
+        assert_eq!(tsq("README.gz"), any("'readme':# <-> 'gz':#"));
         assert_eq!(fts("5.2.15"), r#""5 2 15""#);
-        assert_eq!(tsq("5.2.15"), "'5' <-> '2' <-> '15'");
+        assert_eq!(tsq("5.2.15"), any("'5':# <-> '2':# <-> '15':#"));
         assert_eq!(fts("day-one"), r#""day one""#);
         assert_eq!(fts("a_b"), r#""a b""#);
         assert_eq!(fts("v5.2.15.txt"), r#""v5 2 15 txt""#);
@@ -639,7 +661,10 @@ mod tests {
             r#"("a" NOT ("b" OR "c")) OR "d""#
         );
         assert_eq!(tsq("a NOT (b OR c) OR d"), "('a' & !('b' | 'c')) | 'd'");
-        assert_eq!(tsq("x NOT day-one"), "'x' & !('day' <-> 'one')");
+        assert_eq!(
+            tsq("x NOT day-one"),
+            format!("'x' & !({})", any("'day':# <-> 'one':#"))
+        );
         for q in ["NOT a", "(NOT a)", "a OR NOT b", "b (NOT a)", "NOT"] {
             let e = refused(q);
             assert!(e.contains("NOT"), "{q}: {e}");
@@ -654,7 +679,7 @@ mod tests {
         assert_eq!(fts("invoice*"), r#""invoice" *"#);
         assert_eq!(tsq("invoice*"), "'invoice':*");
         assert_eq!(fts("README.g*"), r#""readme g" *"#);
-        assert_eq!(tsq("README.g*"), "'readme' <-> 'g':*");
+        assert_eq!(tsq("README.g*"), any("'readme':# <-> 'g':*#"));
         assert_eq!(fts(r#""day on"*"#), r#""day on" *"#);
         assert_eq!(fts("ab**"), r#""ab" *"#);
         // A star inside a word separates.
@@ -668,7 +693,7 @@ mod tests {
     #[test]
     fn phrases() {
         assert_eq!(fts(r#""moon landing""#), r#""moon landing""#);
-        assert_eq!(tsq(r#""moon landing""#), "'moon' <-> 'landing'");
+        assert_eq!(tsq(r#""moon landing""#), any("'moon':# <-> 'landing':#"));
         assert_eq!(fts(r#""5.2.15""#), r#""5 2 15""#);
         assert_eq!(fts(r#"  "a   b"  "#), r#""a b""#);
         // A doubled quote inside is a literal quote: a separator.
@@ -771,11 +796,11 @@ mod tests {
         assert_eq!(fts("+a - b"), r#""a" AND "b""#);
         assert_eq!(fts("rowid:1"), r#""rowid 1""#);
         // tsquery syntax.
-        assert_eq!(tsq("a&b|!c"), "'a' <-> 'b' <-> 'c'");
-        assert_eq!(tsq("'x':*A"), "'x' <-> 'a'");
-        assert_eq!(tsq("a<->b"), "'a' <-> 'b'");
-        assert_eq!(tsq(r"it's"), "'it' <-> 's'");
-        assert_eq!(tsq(r"back\slash"), "'back' <-> 'slash'");
+        assert_eq!(tsq("a&b|!c"), any("'a':# <-> 'b':# <-> 'c':#"));
+        assert_eq!(tsq("'x':*A"), any("'x':# <-> 'a':#"));
+        assert_eq!(tsq("a<->b"), any("'a':# <-> 'b':#"));
+        assert_eq!(tsq(r"it's"), any("'it':# <-> 's':#"));
+        assert_eq!(tsq(r"back\slash"), any("'back':# <-> 'slash':#"));
         // Every rendering keeps quotes balanced and holds no raw input.
         for q in [
             r#"a" OR "b"#,
@@ -800,7 +825,7 @@ mod tests {
         assert_eq!(fts("naïve café"), r#""naïve" AND "café""#);
         assert_eq!(fts("日本語"), r#""日本語""#);
         assert_eq!(fts("Ελληνικά"), r#""ελληνικά""#);
-        assert_eq!(tsq("Москва-2024"), "'москва' <-> '2024'");
+        assert_eq!(tsq("Москва-2024"), any("'москва':# <-> '2024':#"));
         // Non-ASCII punctuation separates too (em dash, guillemets, NBSP).
         assert_eq!(fts("a—b «c»\u{a0}d"), r#""a b" AND "c" AND "d""#);
         // Private-use characters are word characters, as in unicode61.
