@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use artfs::meta::query::{index_text, parse, to_fts5, to_tsquery};
+use artfs::meta::query::{index_text, parse, to_fts5, to_tsquery, words};
 use common::pg::PgServer;
 use sqlx::Connection;
 
@@ -128,6 +128,9 @@ const DOCS: &[[&str; 4]] = &[
     ["it's.txt", "", "", ""],
     // Hard links: every name, space separated.
     ["moon-notes.txt also-moon.txt", "", "", ""],
+    ["Café Crème.txt", "naïve", "", ""],
+    // Decomposed: e and a combining acute accent.
+    ["cafe\u{301}-noir.txt", "", "", "Đồng Khởi"],
 ];
 
 /// Query and the documents (1-based, as DOCS) it must find.
@@ -165,6 +168,15 @@ const CASES: &[(&str, &[i64])] = &[
     ("apollo NOT (budget OR moon)", &[]),
     ("über", &[7]),
     ("ÜBER", &[7]),
+    // Latin diacritics are folded on both (FTS5's remove_diacritics 2).
+    ("uber", &[7]),
+    ("cafe", &[12, 13]),
+    ("CAFÉ", &[12, 13]),
+    ("café-noir", &[13]),
+    ("creme", &[12]),
+    ("naive", &[12]),
+    ("dong", &[]),
+    ("đồng khoi", &[13]),
     ("日本語", &[8]),
     ("МОСКВА", &[8]),
     ("москва-2024", &[8]),
@@ -306,4 +318,68 @@ fn tsquery_and_fts5_renderings_find_the_same_documents() {
     });
     // Bounded: a stuck server fails the test rather than hanging it.
     assert!(t.elapsed() < Duration::from_secs(120));
+}
+
+/// Every character of the Basic Multilingual Plane between two letters,
+/// split and folded by FTS5 (`unicode61 remove_diacritics 2`) and by
+/// `index_text`: identical for Latin (with diacritics and combining
+/// marks), Cyrillic, kana and CJK; elsewhere the differences (Unicode 6.1
+/// tables in SQLite against Rust's current ones) are counted, not fatal.
+#[test]
+fn index_text_splits_and_folds_as_fts5_does() {
+    let rt = runtime();
+    let fts5: Vec<(i64, String)> = rt.block_on(async {
+        let lite = sqlx::SqlitePool::connect("sqlite::memory:").await.unwrap();
+        sqlx::raw_sql(
+            "CREATE VIRTUAL TABLE t USING fts5(x, tokenize = 'unicode61 remove_diacritics 2'); \
+             CREATE VIRTUAL TABLE v USING fts5vocab(t, 'instance'); \
+             WITH RECURSIVE c(cp) AS (SELECT 128 UNION ALL SELECT cp + 1 FROM c WHERE cp < 65533) \
+             INSERT INTO t (rowid, x) SELECT cp, 'a' || char(cp) || 'b' FROM c \
+             WHERE cp NOT BETWEEN 55296 AND 57343",
+        )
+        .execute(&lite)
+        .await
+        .unwrap();
+        let rows = sqlx::query_as(
+            "SELECT doc, group_concat(term, ' ') FROM \
+             (SELECT doc, term FROM v ORDER BY doc, \"offset\") GROUP BY doc ORDER BY doc",
+        )
+        .fetch_all(&lite)
+        .await
+        .unwrap();
+        lite.close().await;
+        rows
+    });
+    assert!(fts5.len() > 60_000, "{}", fts5.len());
+    let must_agree = |cp: u32| {
+        matches!(cp, 0x80..=0x24F | 0x300..=0x36F | 0x400..=0x4FF | 0x1E00..=0x1EFF
+            | 0x3041..=0x3096 | 0x3099..=0x30FF | 0x4E00..=0x9FCC)
+    };
+    let (mut fatal, mut other) = (Vec::new(), Vec::new());
+    for (cp, tokens) in &fts5 {
+        let c = char::from_u32(*cp as u32).unwrap();
+        let ours = index_text(&format!("a{c}b"));
+        if &ours != tokens {
+            let line = format!("U+{cp:04X} {c:?}: FTS5 {tokens:?}, index_text {ours:?}");
+            if must_agree(*cp as u32) {
+                fatal.push(line);
+            } else {
+                other.push(line);
+            }
+        }
+    }
+    eprintln!(
+        "{} of {} characters outside the checked scripts split or fold differently, e.g.:\n{}",
+        other.len(),
+        fts5.len(),
+        other
+            .iter()
+            .step_by(other.len() / 10 + 1)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(fatal.is_empty(), "{}", fatal.join("\n"));
+    // The query side uses the same split.
+    assert_eq!(words("a\u{301}b c").count(), 2);
 }
