@@ -498,7 +498,7 @@ fn flat(items: Vec<Query>, or: bool) -> Query {
 pub fn parse(query: &str) -> Result<Query, QueryError> {
     let toks = lex(query)?;
     if toks.is_empty() {
-        return err(format!("empty query (no letters or digits to search for)"));
+        return err("empty query (no letters or digits to search for)");
     }
     let mut p = Parser { toks, pos: 0 };
     match p.peek() {
