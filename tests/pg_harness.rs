@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use artfs::meta::query::{index_text, parse, to_fts5, to_tsquery, words};
-use common::pg::PgServer;
+use common::pg::{with_database, PgServer};
 use sqlx::Connection;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -371,4 +371,25 @@ fn index_text_splits_and_folds_as_fts5_does() {
     assert!(fatal.is_empty(), "{}", fatal.join("\n"));
     // The query side uses the same split.
     assert_eq!(words("a\u{301}b c").count(), 2);
+}
+
+/// A test's database URL keeps everything of the server's URL but the
+/// database (a `dbname=` parameter would override the path: dropped).
+#[test]
+fn database_urls_keep_host_port_and_options() {
+    assert_eq!(
+        with_database(
+            "postgres:///postgres?host=/tmp/x/sock&port=5432&user=postgres",
+            "t1"
+        ),
+        "postgres:///t1?host=/tmp/x/sock&port=5432&user=postgres"
+    );
+    assert_eq!(
+        with_database(
+            "postgresql://u:p@db.example:6432/main?sslmode=require&dbname=main",
+            "t2"
+        ),
+        "postgresql://u:p@db.example:6432/t2?sslmode=require"
+    );
+    assert_eq!(with_database("postgres://h", "t3"), "postgres://h/t3");
 }
