@@ -9,14 +9,11 @@
 pub mod api;
 pub mod auth;
 pub mod blob;
+pub mod cmd;
 pub mod config;
 pub mod core;
 pub mod failpoints;
-pub mod fsck;
 pub mod fuse;
-pub mod import;
 pub mod meta;
 pub mod notify;
-pub mod rebuild;
-pub mod scrub;
-pub mod wal;
+pub mod types;
