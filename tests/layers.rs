@@ -19,10 +19,7 @@ const LAYERS: &[(&str, u8)] = &[
     // 2: the filesystem rules.
     ("core", 2),
     // 3: offline commands and jobs, configuration, service glue.
-    ("fsck", 3),
-    ("rebuild", 3),
-    ("scrub", 3),
-    ("import", 3),
+    ("cmd", 3),
     ("config", 3),
     ("notify", 3),
     // 4: the doors.
