@@ -8,6 +8,7 @@
 //! blocking code; a backend on an async driver blocks on its own runtime.
 
 mod migrate;
+pub mod query;
 pub mod sqlite;
 
 use crate::types::error::{Error, Result};

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod archive;
 pub mod keys;
+pub mod pg;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
