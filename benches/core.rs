@@ -12,8 +12,8 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 use artfs::core::namespace::NewNode;
-use artfs::core::types::{Caller, ROOT_INO};
 use artfs::core::{open_store, Fs, StoreOptions};
+use artfs::types::{Caller, ROOT_INO};
 
 /// A store over a fresh temporary BACKING. Field order matters: the store
 /// closes before the lock is released, the runtime and the dir go last.

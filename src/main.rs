@@ -6,9 +6,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 
+use artfs::cmd::fsck;
 use artfs::config::{over, Config};
 use artfs::core::{open_for_rebuild, open_offline, open_store, StoreLock, StoreOptions};
-use artfs::fsck;
 use artfs::fuse::{serve, MountOptions};
 
 #[derive(Parser)]
@@ -479,7 +479,7 @@ fn mount(args: MountArgs, mut cfg: Config) -> anyhow::Result<()> {
     sopts.collector.trash_days = trash_days;
     sopts.max_retention = Some(cfg.policy.max_retention).filter(|d| !d.is_zero());
     const DAY: u64 = 24 * 3600;
-    sopts.wal_retention = artfs::wal::Retention {
+    sopts.journal_retention = artfs::types::journal::Retention {
         committed_max_rows: cfg.policy.wal_keep_rows,
         committed_max_age: Duration::from_secs(cfg.policy.wal_keep_days * DAY),
         failed_max_age: Duration::from_secs(cfg.policy.wal_keep_failed_days * DAY),
@@ -680,7 +680,7 @@ fn rebuild(args: RebuildArgs, mut cfg: Config) -> anyhow::Result<std::process::E
         .with_context(|| format!("cannot rebuild {}", sopts.backing.display()))?;
     let bar = progress("reading sidecars");
     let code = if args.check {
-        let o = artfs::rebuild::check(meta.as_ref(), &objects, &bar)?;
+        let o = artfs::cmd::rebuild::check(meta.as_ref(), &objects, &bar)?;
         bar.finish_and_clear();
         for ino in &o.sidecars_without_rows {
             println!("sidecar without rows: inode {ino}");
@@ -700,7 +700,13 @@ fn rebuild(args: RebuildArgs, mut cfg: Config) -> anyhow::Result<std::process::E
         }
     } else {
         let backing = sopts.backing.canonicalize()?;
-        let r = artfs::rebuild::rebuild(meta.as_ref(), &objects, &backing, args.incremental, &bar)?;
+        let r = artfs::cmd::rebuild::rebuild(
+            meta.as_ref(),
+            &objects,
+            &backing,
+            args.incremental,
+            &bar,
+        )?;
         bar.finish_and_clear();
         for (p, why) in &r.skipped {
             println!("skipped {}: {why}", p.display());
@@ -741,7 +747,7 @@ fn scrub(args: ScrubArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitC
     let (meta, objects, _lock) =
         open_offline(&sopts, rt.handle().clone(), !args.dry_run && !mounted)
             .with_context(|| format!("cannot scrub {}", sopts.backing.display()))?;
-    let pending = meta.pending_wal()?.len();
+    let pending = meta.pending_journal()?.len();
     let record = !args.dry_run && !mounted && pending == 0;
     if mounted {
         println!("note: the store is mounted; its daemon records missing hashes itself");
@@ -758,7 +764,7 @@ fn scrub(args: ScrubArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitC
         )
         .expect("valid template"),
     );
-    let r = artfs::scrub::scrub(
+    let r = artfs::cmd::scrub::scrub(
         meta.as_ref(),
         &objects,
         args.rate_limit.map(|m| m << 20),
@@ -905,8 +911,8 @@ fn trash(args: TrashArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitC
         }),
         Some(days) => {
             let before = days.map(|d| {
-                let now = artfs::core::types::Timestamp::now();
-                artfs::core::types::Timestamp(now.0 - (d * 86_400e9) as i64)
+                let now = artfs::types::Timestamp::now();
+                artfs::types::Timestamp(now.0 - (d * 86_400e9) as i64)
             });
             fs.trash_empty(before, usize::MAX).map(|p| {
                 println!(
@@ -951,14 +957,14 @@ fn import(args: ImportArgs) -> anyhow::Result<std::process::ExitCode> {
     let mut store = StoreOptions::new(&args.backing);
     store.db_url = args.db;
     store.table_prefix = args.table_prefix;
-    let opts = artfs::import::ImportOptions {
+    let opts = artfs::cmd::import::ImportOptions {
         src: args.src,
         store,
         dest: args.dest,
         link: args.link,
         progress: true,
     };
-    let report = artfs::import::run(&opts, rt.handle().clone())?;
+    let report = artfs::cmd::import::run(&opts, rt.handle().clone())?;
     for line in report.lines() {
         println!("{line}");
     }

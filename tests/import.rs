@@ -15,7 +15,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use artfs::core::types::Timestamp;
+use artfs::types::Timestamp;
 use common::archive::{write_archive, ArchiveSpec, Defect, Record};
 use common::{bin, Mount};
 

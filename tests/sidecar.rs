@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use artfs::blob::sidecar::{self, AttrJson, SchemaVersion, SidecarError};
-use artfs::core::types::Timestamp;
+use artfs::types::Timestamp;
 use common::archive::{self, ArchiveSpec, Defect, Record, Schema};
 
 /// Check one parse outcome against the fixture's record of what was written.

@@ -9,10 +9,10 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use artfs::core::types::Timestamp;
 use artfs::meta::sqlite::SqliteStore;
 use artfs::meta::{Batch, MetaStore};
-use artfs::wal::{Op, Record, Retention, Status};
+use artfs::types::journal::{Op, Record, Retention, Status};
+use artfs::types::Timestamp;
 use common::Mount;
 
 #[derive(Debug)]
@@ -175,7 +175,7 @@ fn times_are_utc_under_a_non_utc_zone() {
     let after = Timestamp::now();
     let rows = rows(&m.backing.join(".artfs/meta.db"));
     let create = rows.iter().find(|r| r.op == "create").unwrap();
-    let t = artfs::wal::parse_rfc3339(&create.started).unwrap();
+    let t = artfs::types::journal::parse_rfc3339(&create.started).unwrap();
     assert!(
         t >= before && t <= after,
         "started_at {} is not the UTC instant of the create",
@@ -196,7 +196,7 @@ fn settled_rows_are_pruned_by_age_and_count_failed_ones_kept_longer() {
         let mut r = Record::new(Op::Mkdir, status, None, serde_json::json!({}));
         r.started_at = Timestamp(now.0 - age_days * day);
         r.completed_at = Some(r.started_at);
-        batch.wal.push(r);
+        batch.journal.push(r);
     };
     for _ in 0..3 {
         add(10, Status::Committed); // past the age limit
@@ -213,10 +213,10 @@ fn settled_rows_are_pruned_by_age_and_count_failed_ones_kept_longer() {
         committed_max_age: Duration::from_secs(7 * 24 * 3600),
         failed_max_age: Duration::from_secs(90 * 24 * 3600),
     };
-    let pruned = store.prune_wal(&keep).unwrap();
+    let pruned = store.prune_journal(&keep).unwrap();
     assert_eq!(pruned, 3 + 3 + 1);
     let counts: std::collections::BTreeMap<String, u64> =
-        store.wal_counts().unwrap().into_iter().collect();
+        store.journal_counts().unwrap().into_iter().collect();
     assert_eq!(counts.get("committed"), Some(&2));
     assert_eq!(counts.get("failed"), Some(&1));
     assert_eq!(counts.get("rolled_back"), None);

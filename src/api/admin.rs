@@ -22,9 +22,9 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, ApiResult};
 use super::{blocking, AppState};
 use crate::auth::{Action, Principal};
-use crate::core::error::Error as CoreError;
 use crate::core::policy::Mode;
-use crate::core::types::Timestamp;
+use crate::types::error::Error as CoreError;
+use crate::types::Timestamp;
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct SearchQuery {
@@ -219,24 +219,28 @@ pub async fn start_job(
     let st2: Arc<super::Inner> = st.clone();
     tokio::task::spawn_blocking(move || {
         let fs = &st2.fs;
-        let result = match kind {
-            "fsck" => fs.fsck_report().map(|r| {
-                json!({ "consistent": r.is_clean(), "inodes": r.inodes, "entries": r.entries,
+        let result = fs.settle().and_then(|()| {
+            let (meta, objects) = fs.stores();
+            let quiet = indicatif::ProgressBar::hidden();
+            match kind {
+                "fsck" => crate::cmd::fsck::check(meta, objects, true).map(|r| {
+                    json!({ "consistent": r.is_clean(), "inodes": r.inodes, "entries": r.entries,
                         "objects": r.objects,
                         "problems": r.findings.iter().map(|f| f.to_string()).collect::<Vec<_>>() })
-            }),
-            "scrub" => fs.scrub_report(None).map(|r| {
-                json!({ "verified": r.verified, "bytes": r.bytes, "unverified": r.unverified,
+                }),
+                "scrub" => crate::cmd::scrub::scrub(meta, objects, None, &quiet, false).map(|r| {
+                    json!({ "verified": r.verified, "bytes": r.bytes, "unverified": r.unverified,
                         "damaged": r.damaged.iter()
                             .map(|(p, w)| json!({ "path": p, "problem": w }))
                             .collect::<Vec<_>>() })
-            }),
-            _ => fs.rebuild_check().map(|o| {
-                json!({ "sidecars_without_rows": o.sidecars_without_rows,
+                }),
+                _ => crate::cmd::rebuild::check(meta, objects, &quiet).map(|o| {
+                    json!({ "sidecars_without_rows": o.sidecars_without_rows,
                         "rows_without_sidecars": o.rows_without_sidecars,
                         "unusable_sidecars": o.skipped.len() })
-            }),
-        };
+                }),
+            }
+        });
         let mut jobs = st2.jobs.by_kind.lock();
         if let Some(j) = jobs.get_mut(kind) {
             j.finished_at = Some(Timestamp::now().to_rfc3339());

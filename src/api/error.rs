@@ -8,7 +8,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::auth::AuthError;
-use crate::core::error::Error as CoreError;
+use crate::types::error::Error as CoreError;
 
 /// The body of every error response.
 #[derive(Debug, Serialize, ToSchema)]

@@ -14,14 +14,14 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiError, ApiResult};
+use super::file_meta::{file_meta, parse_patch, patch_inode, with_etag, MetaChanges, PatchMeta};
 use super::fs::{remove_name, serve_file};
-use super::meta::{file_meta, parse_patch, patch_inode, with_etag, MetaChanges, PatchMeta};
 use super::path::encode_segment;
 use super::{blocking, AppState};
 use crate::auth::{Action, Principal};
 use crate::core::access::{Reach, MAY_READ};
-use crate::core::types::{Caller, Kind};
 use crate::core::Fs;
+use crate::types::{Caller, Kind};
 
 /// How `caller` reaches the file with this id, or 404 (400 when it is not
 /// a UUID).
@@ -35,7 +35,7 @@ fn by_id(fs: &Fs, caller: &Caller, file_id: &str) -> ApiResult<Reach> {
 /// Metadata of a file by id.
 #[utoipa::path(get, path = "/api/v1/files/{file_id}", tag = "files", security(("bearer" = [])),
     params(("file_id" = String, Path, description = "the file's UUID")),
-    responses((status = 200, body = super::meta::FileMeta), (status = 404, body = super::ErrorBody)))]
+    responses((status = 200, body = super::file_meta::FileMeta), (status = 404, body = super::ErrorBody)))]
 pub async fn get(
     State(st): State<AppState>,
     Extension(who): Extension<Principal>,
@@ -101,7 +101,7 @@ pub async fn download(
 #[utoipa::path(patch, path = "/api/v1/files/{file_id}", tag = "files", security(("bearer" = [])),
     params(("file_id" = String, Path, description = "the file's UUID")),
     request_body = PatchMeta,
-    responses((status = 200, body = super::meta::FileMeta), (status = 400, body = super::ErrorBody),
+    responses((status = 200, body = super::file_meta::FileMeta), (status = 400, body = super::ErrorBody),
               (status = 404, body = super::ErrorBody)))]
 pub async fn patch(
     State(st): State<AppState>,

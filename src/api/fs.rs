@@ -17,14 +17,14 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult};
-use super::meta::{content_type, file_meta, kind_name, with_etag, MetaChanges};
+use super::file_meta::{content_type, file_meta, kind_name, with_etag, MetaChanges};
 use super::path::{self, encode_segment, ApiPath};
 use super::{blocking, AppState};
 use crate::auth::{Action, Principal};
 use crate::core::access::MAY_READ;
 use crate::core::namespace::NewNode;
-use crate::core::types::{Caller, Kind};
 use crate::core::{Attr, Expect, Fs};
+use crate::types::{Caller, Kind};
 
 const PREFIX: &str = "/api/v1/fs";
 /// Bytes read per step when sending a file.
@@ -470,8 +470,8 @@ pub async fn serve_file(
            ("X-Artfs-Retention-Until" = Option<String>, Header, description = "retention time, RFC 3339"),
            ("X-Artfs-Attr-{name}" = Option<String>, Header, description = "custom attribute `name` (lowercase)")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the file's content, streamed"),
-    responses((status = 201, description = "created", body = super::meta::FileMeta),
-              (status = 200, description = "replaced", body = super::meta::FileMeta),
+    responses((status = 201, description = "created", body = super::file_meta::FileMeta),
+              (status = 200, description = "replaced", body = super::file_meta::FileMeta),
               (status = 400, body = super::ErrorBody), (status = 403, body = super::ErrorBody),
               (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody),
               (status = 412, body = super::ErrorBody), (status = 413, body = super::ErrorBody),
@@ -654,7 +654,7 @@ async fn upload(
         let (parent, name) = p2.split_last().expect("not the root");
         let dir = st2.fs.walk(&caller2, parent)?;
         if !dir.inode.kind.is_dir() {
-            return Err(ApiError::from(crate::core::error::enotdir()));
+            return Err(ApiError::from(crate::types::error::enotdir()));
         }
         let dir = dir.inode.ino;
         let existing = match st2.fs.lookup(dir, name) {
@@ -828,10 +828,10 @@ pub async fn delete(
         let (parent, name) = p.split_last().expect("not the root");
         let dir = st.fs.walk(&caller, parent)?;
         if !dir.inode.kind.is_dir() {
-            return Err(crate::core::error::enotdir().into());
+            return Err(crate::types::error::enotdir().into());
         }
         if p.dir_only && !st.fs.lookup(dir.inode.ino, name)?.inode.kind.is_dir() {
-            return Err(crate::core::error::enotdir().into());
+            return Err(crate::types::error::enotdir().into());
         }
         remove_name(&st, &caller, dir.inode.ino, name)
     })
@@ -843,7 +843,7 @@ pub async fn delete(
 /// with the permission rules, and tell the kernel.
 pub fn remove_name(
     st: &AppState,
-    caller: &crate::core::types::Caller,
+    caller: &crate::types::Caller,
     dir: u64,
     name: &[u8],
 ) -> ApiResult<()> {

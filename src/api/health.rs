@@ -159,7 +159,7 @@ pub async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap)
     st.metrics.render(&mut out);
     let st2 = st.clone();
     let figures = blocking(move || {
-        let wal = st2.fs.wal_counts()?;
+        let wal = st2.fs.journal_counts()?;
         let cap = capacity_of(&st2)?;
         let unhashed = st2.fs.unhashed_files()?;
         Ok((wal, cap, unhashed))

@@ -17,18 +17,18 @@
 //! `uploads` (upload slots per subject, minimum body rate).
 
 mod admin;
-mod config;
 mod connections;
 mod error;
+mod file_meta;
 mod files;
 mod fs;
 mod guard;
 mod health;
-mod meta;
 mod metrics;
 mod openapi;
 pub mod path;
 mod server;
+mod settings;
 mod trash;
 mod uploads;
 
@@ -38,14 +38,14 @@ use axum::middleware;
 use axum::routing::get;
 use axum::Router;
 
-pub use config::{ApiArgs, ApiConfig, Limits};
 pub use error::{errno_status, ApiError, ErrorBody};
 pub use openapi::ApiDoc;
 pub use server::{start, ApiServer};
+pub use settings::{ApiArgs, ApiConfig, Limits};
 
 use crate::auth::Verifier;
-use crate::core::types::Caller;
 use crate::core::Fs;
+use crate::types::Caller;
 use error::ApiResult;
 
 /// What every handler shares.
@@ -108,14 +108,14 @@ impl Inner {
 /// retention lock takes operator or admin (and `storage:admin` when the
 /// token is scoped); an expiry is a deferred delete and the trash holds
 /// deleted files, so both take what deleting takes.
-pub fn grants_of(who: &crate::auth::Principal) -> crate::core::types::Grants {
+pub fn grants_of(who: &crate::auth::Principal) -> crate::types::Grants {
     use crate::auth::{Action, Role, Scope};
     let retain = matches!(who.role, Some(Role::Operator | Role::Admin))
         && who
             .scopes
             .as_ref()
             .is_none_or(|s| s.contains(&Scope::StorageAdmin));
-    crate::core::types::Grants {
+    crate::types::Grants {
         retain,
         expire: who.allows(Action::Delete),
         trash: who.allows(Action::Delete),
@@ -137,7 +137,7 @@ where
 /// `/api/v1` does.
 pub fn router(state: AppState) -> Router {
     let fs_routes = || get(fs::get).put(fs::put).delete(fs::delete);
-    let meta_routes = || get(meta::get).patch(meta::patch);
+    let meta_routes = || get(file_meta::get).patch(file_meta::patch);
     let api = Router::new()
         .route("/api/v1/info", get(health::info))
         .route("/api/v1/capacity", get(health::capacity))

@@ -13,8 +13,8 @@
 use percent_encoding::percent_decode_str;
 
 use super::error::ApiError;
-use crate::core::types::{Caller, NAME_MAX};
 use crate::core::{Attr, Fs};
+use crate::types::{Caller, NAME_MAX};
 
 /// Longest raw path accepted (as Linux `PATH_MAX`).
 pub const PATH_MAX: usize = 4096;
@@ -42,10 +42,10 @@ impl ApiPath {
     /// Walk the path as `caller` ([`Fs::walk`]: search permission on
     /// every directory, `/.trash` only for who may see it); a trailing
     /// `/` on something other than a directory is ENOTDIR.
-    pub fn resolve(&self, fs: &Fs, caller: &Caller) -> crate::core::error::Result<Attr> {
+    pub fn resolve(&self, fs: &Fs, caller: &Caller) -> crate::types::error::Result<Attr> {
         let attr = fs.walk(caller, &self.components)?;
         if self.dir_only && !attr.inode.kind.is_dir() {
-            return Err(crate::core::error::enotdir());
+            return Err(crate::types::error::enotdir());
         }
         Ok(attr)
     }

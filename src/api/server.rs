@@ -6,11 +6,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::config::{connection_cap, ApiConfig, Limits};
+use super::settings::{connection_cap, ApiConfig, Limits};
 use super::{connections::Capped, metrics::Metrics, router, Inner};
 use crate::auth::Verifier;
-use crate::core::types::{Caller, ROOT_INO};
 use crate::core::Fs;
+use crate::types::{Caller, ROOT_INO};
 use anyhow::Context;
 use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};

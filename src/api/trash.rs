@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, ApiResult};
 use super::{blocking, AppState};
 use crate::auth::{Action, Principal};
-use crate::core::types::Timestamp;
+use crate::types::Timestamp;
 
 /// One unit of the trash.
 #[derive(Debug, Serialize, ToSchema)]

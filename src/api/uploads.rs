@@ -14,8 +14,8 @@ use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use super::config::Limits;
 use super::error::{ApiError, ApiResult};
+use super::settings::Limits;
 
 /// Upload slots: `max_concurrent_uploads` in all, at most
 /// `max_uploads_per_subject` of them held by one token subject.

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use super::principal::Action;
+use super::action::Action;
 
 /// Why a request is not authenticated or not allowed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

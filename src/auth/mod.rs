@@ -13,6 +13,7 @@
 //! audience are checked when configured; keys reload without a restart;
 //! every time is UTC seconds since the epoch.
 
+mod action;
 mod bearer;
 mod cache;
 mod claims;

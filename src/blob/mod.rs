@@ -8,7 +8,6 @@
 //! lack its object; the core then makes it empty.
 
 pub mod ballast;
-pub mod render;
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -173,4 +172,19 @@ impl ObjectStore {
     pub fn statvfs(&self) -> io::Result<nix::sys::statvfs::Statvfs> {
         nix::sys::statvfs::statvfs(&self.root).map_err(io::Error::from)
     }
+}
+
+/// Write a small state file atomically: temp file, fsync, rename, fsync
+/// of the directory (the store id, the mode file).
+pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }

@@ -24,7 +24,7 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use crate::core::types::{Kind, Timestamp, NAME_MAX};
+use crate::types::{Kind, Timestamp, NAME_MAX};
 
 /// The `schema_version` artfs writes.
 pub const SCHEMA_V2: &str = "2.0";

@@ -16,9 +16,9 @@
 //! a path, written once here.
 
 use super::collector::TRASH;
-use super::error::{eacces, enoent, enotdir, eperm, Result};
-use super::types::{Caller, Inode, ROOT_INO};
 use super::{Attr, Fs};
+use crate::types::error::{eacces, enoent, enotdir, eperm, Result};
+use crate::types::{Caller, Inode, ROOT_INO};
 
 /// Read permission (`R_OK`).
 pub const MAY_READ: u32 = 4;
@@ -132,13 +132,13 @@ impl Fs {
     /// outside the trash first, the recorded parent's first among them.
     /// Commits what is staged first (names are read from the database).
     pub fn reachable(&self, caller: &Caller, ino: u64) -> Result<Option<Reach>> {
-        self.flush()?;
+        self.wait_committed()?;
         self.reach_committed(caller, ino)
     }
 
     /// [`Fs::reachable`] of the inode with this stable file id.
     pub fn reach_by_file_id(&self, caller: &Caller, file_id: &str) -> Result<Option<Reach>> {
-        self.flush()?;
+        self.wait_committed()?;
         match self.meta.find_by_file_id(file_id)? {
             Some(ino) => self.reach_committed(caller, ino),
             None => Ok(None),
@@ -237,7 +237,7 @@ impl Fs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::types::{Kind, Timestamp};
+    use crate::types::{Kind, Timestamp};
 
     fn inode(kind: Kind, perm: u32, uid: u32, gid: u32) -> Inode {
         Inode {
@@ -299,7 +299,7 @@ mod tests {
         assert!(sees_trash(&u));
         u.grants = Some(Default::default());
         assert!(!sees_trash(&u));
-        u.grants = Some(crate::core::types::Grants {
+        u.grants = Some(crate::types::Grants {
             trash: true,
             ..Default::default()
         });

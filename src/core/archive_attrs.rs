@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use super::error::{Error, Result};
-use super::types::{Caller, Inode, Kind, Timestamp};
+use crate::types::error::{Error, Result};
+use crate::types::{Caller, Inode, Kind, Timestamp};
 
 pub const PREFIX: &[u8] = b"user.artstore.";
 
@@ -330,7 +330,7 @@ mod tests {
 
     #[test]
     fn locks_and_expiries_need_their_grant() {
-        use crate::core::types::Grants;
+        use crate::types::Grants;
         let user = |uid, grants| Caller {
             uid,
             gid: uid,

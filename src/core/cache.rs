@@ -24,14 +24,13 @@ use std::sync::Arc;
 use lru::LruCache;
 use parking_lot::Mutex;
 
-use super::types::{DirEntry, Inode, Kind};
 use crate::meta::{Batch, Dentry, XattrList};
-use crate::wal;
+use crate::types::journal;
+use crate::types::{DentryKey, DirEntry, Inode, Kind};
 use uuid::Uuid;
 
 pub type Xattrs = Arc<XattrList>;
 /// A directory entry key: parent inode and name.
-pub type DentryKey = (u64, Vec<u8>);
 
 /// What a tier knows about a key.
 pub enum Known<T> {
@@ -51,9 +50,9 @@ pub struct Staged {
     /// The `reclaim` log row covering `released_objects`.
     pub reclaim: Option<Uuid>,
     /// Log rows of this mutation.
-    pub wal: Vec<wal::Record>,
+    pub journal: Vec<journal::Record>,
     /// Status changes of earlier log rows.
-    pub wal_done: Vec<wal::Update>,
+    pub journal_done: Vec<journal::Update>,
     /// Directories created empty: complete from birth.
     pub new_dirs: Vec<u64>,
     /// Change of (bytes, number) of regular files.
@@ -67,8 +66,8 @@ impl Staged {
             && self.xattrs.is_empty()
             && self.released_objects.is_empty()
             && self.new_dirs.is_empty()
-            && self.wal.is_empty()
-            && self.wal_done.is_empty()
+            && self.journal.is_empty()
+            && self.journal_done.is_empty()
             && self.usage == (0, 0)
     }
 }
@@ -82,8 +81,8 @@ struct Inner {
     d_parents: HashMap<u64, usize>,
     d_xattrs: HashMap<u64, (u64, Option<Xattrs>)>,
     released: Vec<(u64, Uuid, Vec<u64>)>,
-    wal: Vec<(u64, wal::Record)>,
-    wal_done: Vec<(u64, wal::Update)>,
+    journal: Vec<(u64, journal::Record)>,
+    journal_done: Vec<(u64, journal::Update)>,
     /// Highest sequence handed to the writer in a snapshot.
     snap: u64,
     /// Usage changes not yet committed, by sequence.
@@ -118,9 +117,9 @@ impl Inner {
     /// A row not yet handed to the writer is settled in place (an
     /// operation that starts and ends between two commits costs one insert);
     /// otherwise the change follows as an update.
-    fn push_done(&mut self, seq: u64, u: wal::Update) {
+    fn push_done(&mut self, seq: u64, u: journal::Update) {
         let snap = self.snap;
-        if let Some((s, r)) = self.wal.iter_mut().find(|(_, r)| r.id == u.id) {
+        if let Some((s, r)) = self.journal.iter_mut().find(|(_, r)| r.id == u.id) {
             if *s > snap {
                 r.status = u.status;
                 r.outcome = u.outcome.or(r.outcome.take());
@@ -130,11 +129,11 @@ impl Inner {
                 return;
             }
         }
-        self.wal_done.push((seq, u));
+        self.journal_done.push((seq, u));
     }
 
     fn dirty_len(&self) -> usize {
-        self.d_inodes.len() + self.d_dentries.len() + self.d_xattrs.len() + self.wal.len()
+        self.d_inodes.len() + self.d_dentries.len() + self.d_xattrs.len() + self.journal.len()
     }
 }
 
@@ -163,8 +162,8 @@ impl Cache {
                 d_parents: HashMap::new(),
                 d_xattrs: HashMap::new(),
                 released: Vec::new(),
-                wal: Vec::new(),
-                wal_done: Vec::new(),
+                journal: Vec::new(),
+                journal_done: Vec::new(),
                 snap: 0,
                 usage: Vec::new(),
                 usage_total: (0, 0),
@@ -367,15 +366,15 @@ impl Cache {
             let id = s.reclaim.expect("released objects come with a reclaim row");
             c.released.push((seq, id, s.released_objects));
         }
-        for r in s.wal {
-            c.wal.push((seq, r));
+        for r in s.journal {
+            c.journal.push((seq, r));
         }
         if s.usage != (0, 0) {
             c.usage.push((seq, s.usage.0, s.usage.1));
             c.usage_total.0 += s.usage.0;
             c.usage_total.1 += s.usage.1;
         }
-        for u in s.wal_done {
+        for u in s.journal_done {
             c.push_done(seq, u);
         }
         seq
@@ -383,7 +382,7 @@ impl Cache {
 
     /// Record a status change of a log row (e.g. after the writer removed
     /// the objects of a `reclaim` row); returns its sequence number.
-    pub fn push_wal_done(&self, u: wal::Update) -> u64 {
+    pub fn push_journal_done(&self, u: journal::Update) -> u64 {
         let mut c = self.inner.lock();
         c.seq += 1;
         let seq = c.seq;
@@ -412,8 +411,8 @@ impl Cache {
                 .map(|(k, (_, v))| (*k, v.as_ref().map(|x| x.as_ref().clone())))
                 .collect(),
             ino_reserved: None,
-            wal: c.wal.iter().map(|(_, r)| r.clone()).collect(),
-            wal_done: c.wal_done.iter().map(|(_, u)| u.clone()).collect(),
+            journal: c.journal.iter().map(|(_, r)| r.clone()).collect(),
+            journal_done: c.journal_done.iter().map(|(_, u)| u.clone()).collect(),
             config: None,
             usage_delta: c
                 .usage
@@ -444,9 +443,9 @@ impl Cache {
         for (k, v) in take_committed(&mut c.d_xattrs, seq) {
             settle(&mut c.xattrs, k, v);
         }
-        c.wal.retain(|(s, _)| *s > seq);
+        c.journal.retain(|(s, _)| *s > seq);
         c.usage.retain(|(s, _, _)| *s > seq);
-        c.wal_done.retain(|(s, _)| *s > seq);
+        c.journal_done.retain(|(s, _)| *s > seq);
         let (done, later): (Vec<_>, Vec<_>) = c.released.drain(..).partition(|(s, _, _)| *s <= seq);
         c.released = later;
         done.into_iter().map(|(_, id, inos)| (id, inos)).collect()

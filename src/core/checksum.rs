@@ -9,7 +9,7 @@
 //! demand. A hash is recorded only if the content did not change while it
 //! was computed.
 
-use super::types::Timestamp;
+use crate::types::Timestamp;
 use std::collections::VecDeque;
 use std::sync::mpsc;
 
@@ -18,9 +18,9 @@ use std::sync::{Arc, Weak};
 
 use sha2::{Digest, Sha256};
 
-use super::error::Result;
-use super::types::Kind;
 use super::Fs;
+use crate::types::error::Result;
+use crate::types::Kind;
 
 /// Files up to this size are hashed when their last writer closes.
 pub const HASH_AT_CLOSE_MAX: u64 = 1 << 20;
@@ -83,7 +83,7 @@ impl Fs {
     /// Record `hash` if the file still is the version it was computed on
     /// and nobody may be writing to it.
     fn record_hash(&self, ino: u64, hash: &str, version: Version) -> Result<()> {
-        self.with_tx(|tx| {
+        self.mutate(|tx| {
             let mut i = tx.inode(ino)?;
             if i.sha256.is_some() || self.open_for_write(ino) {
                 return Ok(());

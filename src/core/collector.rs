@@ -20,9 +20,9 @@ use std::sync::Weak;
 use std::time::Duration;
 
 use super::archive_attrs::{self, PREFIX};
-use super::error::Result;
-use super::types::{Kind, Timestamp};
-use super::{Fs, Tx};
+use super::{Fs, Mutation};
+use crate::types::error::Result;
+use crate::types::{Kind, Timestamp};
 
 pub use super::trash::TRASH;
 
@@ -68,7 +68,7 @@ impl Fs {
     /// New files inherit an expiry from their directory's default TTL.
     pub(crate) fn inherited_expiry(
         &self,
-        tx: &mut Tx<'_>,
+        tx: &mut Mutation<'_>,
         parent: u64,
         kind: Kind,
         now: Timestamp,
@@ -104,7 +104,7 @@ impl Fs {
         }
         let now = self.collector_now();
         let budget = self.collector.max_per_sweep;
-        self.flush()?;
+        self.wait_committed()?;
         // Trash older than trash_days.
         if self.collector.trash_days > 0.0 {
             self.secure_trash()?;

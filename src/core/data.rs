@@ -9,12 +9,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::archive_attrs;
-use super::error::{ebadf, eisdir, Error, Result};
 use super::namespace::NewNode;
 use super::policy::Change;
-use super::types::{Caller, Kind, Timestamp};
 use super::{Attr, Fs, OpenInode};
-use crate::wal;
+use crate::types::error::{ebadf, eisdir, Error, Result};
+use crate::types::journal;
+use crate::types::{Caller, Kind, Timestamp};
 use serde_json::json;
 
 /// One open file handle.
@@ -54,9 +54,9 @@ impl Fs {
         // exists, unless another writer's intent already covers the file.
         let mut intent = None;
         if writable && !self.has_write_intent(ino) {
-            let rec = wal::Record::new(
-                wal::Op::Write,
-                wal::Status::Pending,
+            let rec = journal::Record::new(
+                journal::Op::Write,
+                journal::Status::Pending,
                 Some(inode.file_id.clone()),
                 json!({ "ino": ino, "size": inode.size }),
             )
@@ -69,7 +69,7 @@ impl Fs {
             // Once this writer is registered no close records a hash (see
             // persist_open); one recorded by a close that raced with this
             // open is dropped here.
-            self.with_tx(|tx| {
+            self.mutate(|tx| {
                 let mut i = tx.inode(ino)?;
                 if i.sha256.take().is_some() {
                     tx.put(&i)?;
@@ -162,7 +162,7 @@ impl Fs {
     fn on_open(
         &self,
         caller: &Caller,
-        inode: &super::types::Inode,
+        inode: &crate::types::Inode,
         readable: bool,
         writable: bool,
     ) -> Result<bool> {
@@ -181,7 +181,7 @@ impl Fs {
         if !stale_atime && !kill {
             return Ok(false);
         }
-        self.with_tx(|tx| {
+        self.mutate(|tx| {
             let mut i = tx.inode(inode.ino)?;
             if stale_atime {
                 i.atime = now;
@@ -274,7 +274,7 @@ impl Fs {
     /// Commit all metadata changes so far and make them durable (fsync,
     /// fsyncdir).
     pub fn sync_meta(&self) -> Result<()> {
-        self.flush()?;
+        self.wait_committed()?;
         self.meta.sync()
     }
 
@@ -338,7 +338,7 @@ impl Fs {
         };
         // Reclaim the inode if its last name went while it was open.
         if last && self.inode(h.ino).is_ok_and(|i| i.nlink == 0) {
-            self.with_tx(|tx| {
+            self.mutate(|tx| {
                 let inode = tx.inode(h.ino)?;
                 if inode.nlink == 0 && !self.is_open(h.ino) {
                     tx.remove(&inode)?;
@@ -419,11 +419,11 @@ impl Fs {
     /// commit: its content may change from now on.
     pub(crate) fn durable_intent(
         &self,
-        rec: wal::Record,
+        rec: journal::Record,
         content_of: Option<u64>,
     ) -> Result<uuid::Uuid> {
         let id = rec.id;
-        self.with_tx(|tx| {
+        self.mutate(|tx| {
             if let Some(ino) = content_of {
                 let mut i = tx.inode(ino)?;
                 if i.sha256.take().is_some() {
@@ -440,9 +440,9 @@ impl Fs {
     /// The side effect of an intent failed before anything changed: record
     /// why (the row stays for audit).
     pub(crate) fn fail_intent(&self, id: uuid::Uuid, e: &Error) {
-        let mut u = wal::Update::new(id, wal::Status::Failed, None);
+        let mut u = journal::Update::new(id, journal::Status::Failed, None);
         u.error = Some(e.to_string());
-        let _ = self.with_tx(|tx| {
+        let _ = self.mutate(|tx| {
             tx.settle(u);
             Ok(())
         });
@@ -453,7 +453,7 @@ impl Fs {
     }
 
     /// Attributes of an open file: size and, once written, times from the object.
-    pub(crate) fn open_attr(&self, inode: &super::types::Inode) -> Result<Option<Attr>> {
+    pub(crate) fn open_attr(&self, inode: &crate::types::Inode) -> Result<Option<Attr>> {
         let (file, base) = match self.open.lock().get(&inode.ino) {
             Some(o) => (o.file.clone(), o.base_mtime),
             None => return Ok(None),
@@ -482,7 +482,7 @@ impl Fs {
         if self.capacity().is_none() {
             return Ok(());
         }
-        self.with_tx(|tx| {
+        self.mutate(|tx| {
             let mut i = tx.inode(ino)?;
             if end > i.size {
                 i.size = end;
@@ -503,7 +503,7 @@ impl Fs {
             }
         }
         let mut queue = false;
-        self.with_tx(|tx| {
+        self.mutate(|tx| {
             // What the object holds is already there: record it.
             tx.exempt = true;
             let mut i = tx.inode(ino)?;
@@ -526,9 +526,9 @@ impl Fs {
                 }
             }
             for id in settle {
-                tx.settle(wal::Update::new(
+                tx.settle(journal::Update::new(
                     *id,
-                    wal::Status::Committed,
+                    journal::Status::Committed,
                     format!("closed at size {}", fresh.size),
                 ));
             }

@@ -30,12 +30,12 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::archive_attrs::{self, Class};
-use super::error::{eexist, einval, enotdir, Error, Result};
 use super::namespace::owner_in;
 use super::namespace::{check_name, NewNode};
-use super::types::{Caller, Inode, Kind, Timestamp, ROOT_INO, XATTR_NAME_MAX, XATTR_SIZE_MAX};
 use super::Fs;
-use crate::wal;
+use crate::types::error::{eexist, einval, enotdir, Error, Result};
+use crate::types::journal;
+use crate::types::{Caller, Inode, Kind, Timestamp, ROOT_INO, XATTR_NAME_MAX, XATTR_SIZE_MAX};
 
 /// What the original recorded about one file, as the import keeps it.
 #[derive(Clone, Debug, Default)]
@@ -323,7 +323,7 @@ impl Fs {
         // object takes its name, durably, and only then is the metadata
         // that makes it reachable staged.
         let mut renamed = None;
-        let staged = self.with_tx(|tx| {
+        let staged = self.mutate(|tx| {
             let mut dir = tx.live_dir(parent_dir_ino)?;
             if tx.lookup(parent_dir_ino, name)?.is_some() {
                 return Err(eexist());
@@ -363,11 +363,11 @@ impl Fs {
             tx.set_xattrs(ino, xattrs.clone());
             tx.add_entry(parent_dir_ino, name, ino, Kind::File)?;
             tx.log(
-                wal::Record::new(
-                    wal::Op::Import,
-                    wal::Status::Committed,
+                journal::Record::new(
+                    journal::Op::Import,
+                    journal::Status::Committed,
                     Some(file_id.clone()),
-                    json!({ "ino": ino, "parent": parent_dir_ino, "name": wal::name_json(name),
+                    json!({ "ino": ino, "parent": parent_dir_ino, "name": journal::name_json(name),
                             "source": source.to_string_lossy(), "size": size,
                             "sha256": actual, "linked": linked,
                             "verified": meta.checksum.is_some() }),

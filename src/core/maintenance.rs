@@ -1,10 +1,13 @@
-//! Maintenance jobs for a mounted store, as the HTTP door starts them:
-//! the checks of `artfs fsck`, `artfs scrub` and `artfs rebuild --check`
-//! (all read-only while mounted), and live mode changes.
+//! What maintenance of a mounted store needs from the core: live mode
+//! changes, and a settled view of the stores for the read-only checks of
+//! `artfs fsck`, `artfs scrub` and `artfs rebuild --check`, which the HTTP
+//! door runs as jobs (`api::admin`).
 
-use super::error::Result;
 use super::policy::{self, Mode};
 use super::Fs;
+use crate::blob::ObjectStore;
+use crate::meta::MetaStore;
+use crate::types::error::Result;
 
 impl Fs {
     /// Change the mode now (state machine and log row as `artfs mode`);
@@ -15,34 +18,17 @@ impl Fs {
         Ok(from)
     }
 
-    /// fsck's check of the committed state (read-only).
-    pub fn fsck_report(&self) -> Result<crate::fsck::Report> {
-        self.flush()?;
-        crate::fsck::check(self.meta.as_ref(), &self.objects, true)
-    }
-
-    /// Re-hash every file against its recorded checksum (read-only: this
-    /// daemon's hasher records missing hashes itself).
-    pub fn scrub_report(&self, rate: Option<u64>) -> Result<crate::scrub::Scrubbed> {
-        self.flush()?;
-        crate::scrub::scrub(
-            self.meta.as_ref(),
-            &self.objects,
-            rate,
-            &indicatif::ProgressBar::hidden(),
-            false,
-        )
-    }
-
-    /// Sidecars and tables compared (`artfs rebuild --check`, read-only).
-    pub fn rebuild_check(&self) -> Result<crate::rebuild::Orphans> {
-        // Sidecars trail commits by a moment: let them catch up first.
-        self.flush()?;
+    /// Commit what is staged and let sidecars catch up, so that a check
+    /// of the stores (fsck, scrub, `rebuild --check`) sees everything
+    /// acknowledged so far.
+    pub fn settle(&self) -> Result<()> {
+        self.wait_committed()?;
         self.sidecars.drain();
-        crate::rebuild::check(
-            self.meta.as_ref(),
-            &self.objects,
-            &indicatif::ProgressBar::hidden(),
-        )
+        Ok(())
+    }
+
+    /// The stores under this mount, for read-only checks run beside it.
+    pub fn stores(&self) -> (&dyn MetaStore, &ObjectStore) {
+        (self.meta.as_ref(), &self.objects)
     }
 }

@@ -14,7 +14,6 @@ pub mod cache;
 mod checksum;
 pub mod collector;
 mod data;
-pub mod error;
 mod import;
 mod maintenance;
 pub mod mountinfo;
@@ -24,11 +23,12 @@ mod open;
 pub mod opstats;
 pub mod policy;
 mod publish;
+pub mod recover;
+pub mod render;
 pub mod search;
-mod sidecars;
+mod sidecar_sync;
 mod stats;
 pub mod trash;
-pub mod types;
 mod writer;
 mod xattr;
 
@@ -41,13 +41,14 @@ use parking_lot::Mutex;
 
 use crate::blob::ObjectStore;
 use crate::meta::{Dentry, MetaStore};
-use crate::wal;
-use cache::{Cache, DentryKey, Known, Staged, Xattrs};
-use error::{enoent, Error, Result};
+use crate::types::error::{enoent, Error, Result};
+use crate::types::journal;
+use crate::types::DentryKey;
+use crate::types::{Inode, Kind};
+use cache::{Cache, Known, Staged, Xattrs};
 pub use open::{
     open_for_rebuild, open_offline, open_store, serving_mount, StoreLock, StoreOptions,
 };
-use types::{Inode, Kind};
 use writer::Writer;
 
 pub use data::Handle;
@@ -61,7 +62,7 @@ struct OpenInode {
     file: Arc<std::fs::File>,
     /// Object mtime when first opened: a different mtime later means the
     /// content changed through an open handle (possibly via passthrough).
-    base_mtime: types::Timestamp,
+    base_mtime: crate::types::Timestamp,
     /// Open handles that may write.
     writers: u32,
     /// Pending log rows (write intents) covering content changes through
@@ -84,11 +85,11 @@ pub struct Fs {
     next_fh: AtomicU64,
     backing: PathBuf,
     store_id: String,
-    wal_retention: wal::Retention,
+    journal_retention: journal::Retention,
     /// Disk space kept back for the database (see `blob::ballast`).
     ballast: crate::blob::ballast::Ballast,
     hasher: std::sync::OnceLock<checksum::Hasher>,
-    sidecars: Arc<sidecars::Sidecars>,
+    sidecars: Arc<sidecar_sync::Sidecars>,
     /// Anonymous files made ahead of need for creates.
     pool: Arc<objpool::ObjectPool>,
     invalidator: std::sync::OnceLock<Arc<dyn Invalidator>>,
@@ -110,7 +111,7 @@ pub struct Fs {
     /// Regular files whose original name a rename already replaced, by
     /// inode, with their creation time (see `archive_attrs::takes_new_name`);
     /// only files still inside the window are kept.
-    renamed_fresh: Mutex<HashMap<u64, types::Timestamp>>,
+    renamed_fresh: Mutex<HashMap<u64, crate::types::Timestamp>>,
 }
 
 /// Lower the calling thread's CPU priority: background upkeep (sidecars,
@@ -255,7 +256,7 @@ impl Fs {
     /// the index lives in the database).
     /// A file in the trash counts as deleted here.
     pub fn find_by_file_id(&self, file_id: &str) -> Result<Option<u64>> {
-        self.flush()?;
+        self.wait_committed()?;
         let Some(ino) = self.meta.find_by_file_id(file_id)? else {
             return Ok(None);
         };
@@ -309,10 +310,10 @@ impl Fs {
     /// Run a metadata mutation: stage its changes, then apply them to the
     /// in-memory layer atomically and let the writer commit them. An error
     /// drops everything staged.
-    fn with_tx<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
+    fn mutate<T>(&self, f: impl FnOnce(&mut Mutation<'_>) -> Result<T>) -> Result<T> {
         self.writer.throttle(self)?;
         let _guard = self.mutate.lock();
-        let mut tx = Tx {
+        let mut tx = Mutation {
             fs: self,
             staged: Staged::default(),
             exempt: false,
@@ -331,14 +332,14 @@ impl Fs {
         if !tx.staged.released_objects.is_empty() {
             // Objects go only after the inode removal commits; this intent
             // lets recovery finish the job if the daemon dies in between.
-            let rec = wal::Record::new(
-                wal::Op::Reclaim,
-                wal::Status::Pending,
+            let rec = journal::Record::new(
+                journal::Op::Reclaim,
+                journal::Status::Pending,
                 None,
                 serde_json::json!({ "inos": tx.staged.released_objects }),
             );
             tx.staged.reclaim = Some(rec.id);
-            tx.staged.wal.push(rec);
+            tx.staged.journal.push(rec);
         }
         self.inodes.fetch_add(tx.inodes, Ordering::AcqRel);
         let grew = tx.staged.usage.0 != 0;
@@ -353,7 +354,7 @@ impl Fs {
     }
 
     /// Wait until every mutation so far is committed to the store.
-    pub fn flush(&self) -> Result<()> {
+    pub fn wait_committed(&self) -> Result<()> {
         self.writer.wait_for(self.cache.seq())
     }
 
@@ -376,9 +377,9 @@ impl Fs {
     }
 
     fn attr_of(&self, mut inode: Inode) -> Result<Attr> {
-        if inode.ino == types::ROOT_INO {
+        if inode.ino == crate::types::ROOT_INO {
             // The trash is hidden: its ".." does not count for the root.
-            if let Ok(Some(d)) = self.child(types::ROOT_INO, collector::TRASH) {
+            if let Ok(Some(d)) = self.child(crate::types::ROOT_INO, collector::TRASH) {
                 if d.kind == Kind::Dir {
                     inode.nlink = inode.nlink.saturating_sub(1);
                 }
@@ -399,13 +400,13 @@ impl Fs {
     /// Commit everything, stop the writer and close the store (at unmount).
     pub fn close(&self) {
         self.release_all();
-        if let Err(e) = self.flush() {
+        if let Err(e) = self.wait_committed() {
             tracing::error!(error = %e, "could not commit metadata at close");
         }
         self.pool.stop(self);
         // Sidecars of everything committed, then their log rows settled.
         self.sidecars.drain();
-        if let Err(e) = self.flush() {
+        if let Err(e) = self.wait_committed() {
             tracing::error!(error = %e, "could not commit metadata at close");
         }
         self.sidecars.stop();
@@ -413,13 +414,13 @@ impl Fs {
         // Nothing commits any more: finish the sidecars of what committed
         // after the drain (the hasher, the last releases), so a clean stop
         // leaves no pending row.
-        sidecars::finish_at_close(self);
+        sidecar_sync::finish_at_close(self);
         self.meta.close();
     }
 }
 
 /// One mutation's staging area, with read-your-writes.
-pub(crate) struct Tx<'a> {
+pub(crate) struct Mutation<'a> {
     fs: &'a Fs,
     staged: Staged,
     /// Record what already happened (sizes found in objects): no capacity
@@ -429,7 +430,7 @@ pub(crate) struct Tx<'a> {
     inodes: i64,
 }
 
-impl Tx<'_> {
+impl Mutation<'_> {
     fn inode(&mut self, ino: u64) -> Result<Inode> {
         match self.staged.inodes.get(&ino) {
             Some(Some(i)) => Ok(i.clone()),
@@ -454,7 +455,7 @@ impl Tx<'_> {
     fn live_dir(&mut self, ino: u64) -> Result<Inode> {
         let dir = self.inode(ino)?;
         if !dir.kind.is_dir() {
-            return Err(error::enotdir());
+            return Err(crate::types::error::enotdir());
         }
         if dir.nlink == 0 {
             return Err(enoent());
@@ -514,13 +515,13 @@ impl Tx<'_> {
     }
 
     /// Log this mutation (see `wal`): the row lands with its changes.
-    fn log(&mut self, rec: wal::Record) {
-        self.staged.wal.push(rec);
+    fn log(&mut self, rec: journal::Record) {
+        self.staged.journal.push(rec);
     }
 
     /// Settle an earlier log row together with this mutation's changes.
-    fn settle(&mut self, u: wal::Update) {
-        self.staged.wal_done.push(u);
+    fn settle(&mut self, u: journal::Update) {
+        self.staged.journal_done.push(u);
     }
 
     fn set_dentry(&mut self, parent: u64, name: &[u8], v: Option<Dentry>) {

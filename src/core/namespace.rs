@@ -2,16 +2,16 @@
 //! and removing names, rename, link, readdir, statfs.
 
 use super::archive_attrs;
-use super::error::{
+use super::policy::Change;
+use super::{Attr, Fs};
+use crate::types::error::{
     eexist, einval, eisdir, enametoolong, enoent, enotdir, enotempty, eperm, Error, Result,
 };
-use super::policy::Change;
-use super::types::{
+use crate::types::journal;
+use crate::types::{
     Caller, DirEntry, Inode, Kind, RenameMode, SetAttr, SetTime, StatFs, Timestamp, NAME_MAX,
     ROOT_INO, SYMLINK_MAX,
 };
-use super::{Attr, Fs};
-use crate::wal;
 use serde_json::json;
 
 /// Reject names a directory entry cannot have.
@@ -137,7 +137,7 @@ impl Fs {
         // A file to be opened takes an object made ahead of need, if one
         // is ready; it goes back if the create fails.
         let mut pooled = None;
-        let made = self.with_tx(|tx| {
+        let made = self.mutate(|tx| {
             let mut dir = tx.live_dir(parent)?;
             if tx.lookup(parent, name)?.is_some() {
                 return Err(eexist());
@@ -187,21 +187,21 @@ impl Fs {
                 tx.set_xattrs(new.ino, inherited);
             }
             let op = match kind {
-                Kind::File => wal::Op::Create,
-                Kind::Dir => wal::Op::Mkdir,
-                Kind::Symlink => wal::Op::Symlink,
-                _ => wal::Op::Mknod,
+                Kind::File => journal::Op::Create,
+                Kind::Dir => journal::Op::Mkdir,
+                Kind::Symlink => journal::Op::Symlink,
+                _ => journal::Op::Mknod,
             };
             let status = if open_after {
-                wal::Status::Pending
+                journal::Status::Pending
             } else {
-                wal::Status::Committed
+                journal::Status::Committed
             };
-            let rec = wal::Record::new(
+            let rec = journal::Record::new(
                 op,
                 status,
                 Some(new.file_id.clone()),
-                json!({ "ino": new.ino, "parent": parent, "name": wal::name_json(name),
+                json!({ "ino": new.ino, "parent": parent, "name": journal::name_json(name),
                         "mode": new.mode(), "rdev": rdev }),
             )
             .by_caller(caller);
@@ -232,7 +232,7 @@ impl Fs {
         self.allow(Change::Remove)?;
         // Names the trash made (its directories), for the kernel's caches.
         let mut made = Vec::new();
-        self.with_tx(|tx| {
+        self.mutate(|tx| {
             let mut dir = tx.inode(parent)?;
             if !dir.kind.is_dir() {
                 return Err(enotdir());
@@ -248,12 +248,12 @@ impl Fs {
                 self.trash_entry(tx, caller, parent, name, &inode, now, &mut made)?
             {
                 tx.log(
-                    wal::Record::new(
-                        wal::Op::Unlink,
-                        wal::Status::Committed,
+                    journal::Record::new(
+                        journal::Op::Unlink,
+                        journal::Status::Committed,
                         Some(inode.file_id.clone()),
-                        json!({ "ino": ino, "parent": parent, "name": wal::name_json(name),
-                                "trashed_as": wal::name_json(&tname) }),
+                        json!({ "ino": ino, "parent": parent, "name": journal::name_json(name),
+                                "trashed_as": journal::name_json(&tname) }),
                     )
                     .by_caller(caller),
                 );
@@ -264,11 +264,11 @@ impl Fs {
             }
             tx.remove_entry(parent, name)?;
             tx.log(
-                wal::Record::new(
-                    wal::Op::Unlink,
-                    wal::Status::Committed,
+                journal::Record::new(
+                    journal::Op::Unlink,
+                    journal::Status::Committed,
                     Some(inode.file_id.clone()),
-                    json!({ "ino": ino, "parent": parent, "name": wal::name_json(name),
+                    json!({ "ino": ino, "parent": parent, "name": journal::name_json(name),
                             "nlink_after": inode.nlink.saturating_sub(1) }),
                 )
                 .by_caller(caller),
@@ -285,7 +285,7 @@ impl Fs {
     /// One link of a non-directory is gone: keep, orphan or delete it.
     pub(crate) fn drop_link(
         &self,
-        tx: &mut super::Tx<'_>,
+        tx: &mut super::Mutation<'_>,
         mut inode: Inode,
         now: Timestamp,
     ) -> Result<()> {
@@ -304,7 +304,7 @@ impl Fs {
     /// until its last close or the next mount.
     pub(crate) fn drop_dir(
         &self,
-        tx: &mut super::Tx<'_>,
+        tx: &mut super::Mutation<'_>,
         mut dir: Inode,
         now: Timestamp,
     ) -> Result<()> {
@@ -344,7 +344,7 @@ impl Fs {
             }
         };
         if last && self.inode(ino).is_ok_and(|i| i.nlink == 0) {
-            self.with_tx(|tx| {
+            self.mutate(|tx| {
                 let dir = tx.inode(ino)?;
                 if dir.nlink == 0 && !self.open_dirs.lock().contains_key(&ino) {
                     tx.remove(&dir)?;
@@ -364,7 +364,7 @@ impl Fs {
         }
         check_name(name).map_err(not_found_if_invalid)?;
         self.allow(Change::Remove)?;
-        self.with_tx(|tx| {
+        self.mutate(|tx| {
             let mut dir = tx.inode(parent)?;
             if !dir.kind.is_dir() {
                 return Err(enotdir());
@@ -381,11 +381,11 @@ impl Fs {
             let now = Timestamp::now();
             self.drop_dir(tx, victim.clone(), now)?;
             tx.log(
-                wal::Record::new(
-                    wal::Op::Rmdir,
-                    wal::Status::Committed,
+                journal::Record::new(
+                    journal::Op::Rmdir,
+                    journal::Status::Committed,
                     Some(victim.file_id.clone()),
-                    json!({ "ino": ino, "parent": parent, "name": wal::name_json(name) }),
+                    json!({ "ino": ino, "parent": parent, "name": journal::name_json(name) }),
                 )
                 .by_caller(caller),
             );
@@ -406,7 +406,7 @@ impl Fs {
         check_name(new_name)?;
         check_not_trash(new_parent, new_name)?;
         self.allow(Change::Create)?;
-        let inode = self.with_tx(|tx| {
+        let inode = self.mutate(|tx| {
             let mut inode = tx.inode(ino)?;
             if inode.kind.is_dir() {
                 return Err(eperm("hard links to directories are not allowed"));
@@ -430,11 +430,11 @@ impl Fs {
             let now = Timestamp::now();
             tx.add_entry(new_parent, new_name, ino, inode.kind)?;
             tx.log(
-                wal::Record::new(
-                    wal::Op::Link,
-                    wal::Status::Committed,
+                journal::Record::new(
+                    journal::Op::Link,
+                    journal::Status::Committed,
                     Some(inode.file_id.clone()),
-                    json!({ "ino": ino, "parent": new_parent, "name": wal::name_json(new_name) }),
+                    json!({ "ino": ino, "parent": new_parent, "name": journal::name_json(new_name) }),
                 )
                 .by_caller(caller),
             );
@@ -467,7 +467,7 @@ impl Fs {
         // The file whose original name this rename replaced, and its
         // creation time: it keeps its new one from now on.
         let mut carried = None;
-        self.with_tx(|tx| {
+        self.mutate(|tx| {
             let src_dir = tx.inode(parent)?;
             let dst_dir = tx.inode(new_parent)?;
             if !src_dir.kind.is_dir() || !dst_dir.kind.is_dir() {
@@ -490,12 +490,12 @@ impl Fs {
             let now = Timestamp::now();
             let src_file_id = tx.inode(src_ino)?.file_id;
             tx.log(
-                wal::Record::new(
-                    wal::Op::Rename,
-                    wal::Status::Committed,
+                journal::Record::new(
+                    journal::Op::Rename,
+                    journal::Status::Committed,
                     Some(src_file_id),
-                    json!({ "ino": src_ino, "parent": parent, "name": wal::name_json(name),
-                            "new_parent": new_parent, "new_name": wal::name_json(new_name),
+                    json!({ "ino": src_ino, "parent": parent, "name": journal::name_json(name),
+                            "new_parent": new_parent, "new_name": journal::name_json(new_name),
                             "replaced_ino": dst.map(|d| d.0),
                             "mode": format!("{mode:?}").to_lowercase() }),
                 )
@@ -646,9 +646,9 @@ impl Fs {
                 _ => return Err(einval("cannot truncate this kind of file")),
             }
             if !self.has_write_intent(ino) {
-                let rec = wal::Record::new(
-                    wal::Op::Truncate,
-                    wal::Status::Pending,
+                let rec = journal::Record::new(
+                    journal::Op::Truncate,
+                    journal::Status::Pending,
                     Some(i.file_id.clone()),
                     json!({ "ino": ino, "from": i.size, "to": size }),
                 )
@@ -657,7 +657,7 @@ impl Fs {
                 crate::crash_point!("truncate::after_intent");
             }
         }
-        let result = self.with_tx(|tx| {
+        let result = self.mutate(|tx| {
             let mut i = tx.inode(ino)?;
             let now = Timestamp::now();
             let mut changed = false;
@@ -670,9 +670,9 @@ impl Fs {
                 i.blocks = Some(self.truncate_object(ino, size)?);
                 crate::crash_point!("truncate::after_object");
                 if let Some(id) = intent {
-                    tx.settle(wal::Update::new(
+                    tx.settle(journal::Update::new(
                         id,
-                        wal::Status::Committed,
+                        journal::Status::Committed,
                         format!("size {} -> {size}", i.size),
                     ));
                 }
@@ -746,9 +746,9 @@ impl Fs {
             }
             tx.put(&i)?;
             tx.log(
-                wal::Record::new(
-                    wal::Op::Setattr,
-                    wal::Status::Committed,
+                journal::Record::new(
+                    journal::Op::Setattr,
+                    journal::Status::Committed,
                     Some(i.file_id.clone()),
                     json!({ "ino": ino, "mode": set.mode, "uid": set.uid, "gid": set.gid,
                             "size": set.size, "atime": set.atime.is_some(),
@@ -810,7 +810,7 @@ impl Fs {
             Some(p) => p,
             None => {
                 if self.cache.has_dirty_entries(ino) {
-                    self.flush()?;
+                    self.wait_committed()?;
                 }
                 self.meta.read_dir(ino, after, limit)?
             }
@@ -915,7 +915,7 @@ fn not_found_if_invalid(e: Error) -> Error {
 }
 
 /// Whether directory `ino` is `ancestor` or lies below it.
-fn is_within(tx: &mut super::Tx<'_>, mut ino: u64, ancestor: u64) -> Result<bool> {
+fn is_within(tx: &mut super::Mutation<'_>, mut ino: u64, ancestor: u64) -> Result<bool> {
     loop {
         if ino == ancestor {
             return Ok(true);
@@ -927,7 +927,7 @@ fn is_within(tx: &mut super::Tx<'_>, mut ino: u64, ancestor: u64) -> Result<bool
     }
 }
 
-fn touch_dirs(tx: &mut super::Tx<'_>, a: u64, b: u64, now: Timestamp) -> Result<()> {
+fn touch_dirs(tx: &mut super::Mutation<'_>, a: u64, b: u64, now: Timestamp) -> Result<()> {
     for ino in if a == b { vec![a] } else { vec![a, b] } {
         let mut d = tx.inode(ino)?;
         d.mtime = now;

@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
-use super::types::Timestamp;
 use super::Fs;
+use crate::types::Timestamp;
 
 /// Refill when fewer objects than this are ready...
 const LOW: usize = 32;

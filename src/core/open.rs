@@ -11,13 +11,12 @@ use std::sync::Arc;
 use tokio::runtime::Handle;
 
 use super::cache::Cache;
-use super::error::{Error, Result};
-use super::types::{Inode, Timestamp, ROOT_INO};
 use super::writer::{Writer, INO_RESERVE_STEP};
 use super::Fs;
 use crate::blob::ObjectStore;
-use crate::meta::sqlite::SqliteStore;
 use crate::meta::MetaStore;
+use crate::types::error::{Error, Result};
+use crate::types::{Inode, Timestamp, ROOT_INO};
 use std::sync::atomic::Ordering;
 
 /// How to open a store. Plain data with defaults; the CLI fills it.
@@ -30,7 +29,7 @@ pub struct StoreOptions {
     /// Entries per in-memory cache.
     pub cache_entries: usize,
     /// How long settled log rows are kept.
-    pub wal_retention: crate::wal::Retention,
+    pub journal_retention: crate::types::journal::Retention,
     /// Mode of a store created by this mount (an existing store keeps its own).
     pub initial_mode: super::policy::Mode,
     /// Set the store's capacity (bytes of regular files; 0 removes it).
@@ -49,7 +48,7 @@ impl StoreOptions {
             db_url: None,
             table_prefix: "artfs".to_string(),
             cache_entries: 100_000,
-            wal_retention: crate::wal::Retention::default(),
+            journal_retention: crate::types::journal::Retention::default(),
             initial_mode: super::policy::Mode::Edit,
             capacity: None,
             collector: Default::default(),
@@ -96,18 +95,18 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
     let lock = StoreLock::acquire(&state_dir)?;
 
     let url = opts.db_url();
-    let meta = open_meta(&url, &opts.table_prefix, rt)?;
+    let meta = crate::meta::open(&url, &opts.table_prefix, rt)?;
 
     let store_id = identify(meta.as_ref(), &backing, &state_dir, &url, true)?;
     let objects = ObjectStore::open(&backing)?;
     // Before anything is served: settle what a crash left pending.
-    let settled = crate::wal::recover::recover(meta.as_ref(), &objects)?;
+    let settled = crate::core::recover::recover(meta.as_ref(), &objects)?;
     // Pending `sidecars` rows are deferred housekeeping (the tables hold
     // everything; only attr.json copies lagged), not an interrupted
     // operation: a clean stop may leave them when it runs out of time.
     let deferred = settled
         .iter()
-        .filter(|s| s.op == crate::wal::Op::Sidecars)
+        .filter(|s| s.op == crate::types::journal::Op::Sidecars)
         .count();
     if settled.len() > deferred {
         tracing::warn!(
@@ -124,7 +123,7 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
     if !objects.sidecar_path(ROOT_INO).exists() {
         // A new store's root: every other inode gets its sidecar when a
         // batch first changes it.
-        crate::blob::render::rewrite(meta.as_ref(), &objects, &[ROOT_INO])?;
+        crate::core::render::rewrite(meta.as_ref(), &objects, &[ROOT_INO])?;
     }
     let mode = match meta.config()? {
         Some(mut c) => {
@@ -197,7 +196,7 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
         next_fh: 1.into(),
         backing,
         store_id,
-        wal_retention: opts.wal_retention.clone(),
+        journal_retention: opts.journal_retention.clone(),
         ballast,
         hasher: Default::default(),
         sidecars: Default::default(),
@@ -244,7 +243,7 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
         let (sc, weak) = (fs.sidecars.clone(), Arc::downgrade(&fs));
         std::thread::Builder::new()
             .name("artfs-sidecars".into())
-            .spawn(move || super::sidecars::run(sc, weak))?;
+            .spawn(move || super::sidecar_sync::run(sc, weak))?;
     }
     let _ = fs
         .hasher
@@ -268,7 +267,7 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
         })?;
     super::objpool::ObjectPool::start(Arc::downgrade(&fs))?;
     fs.reclaim_orphans()?;
-    fs.flush()?;
+    fs.wait_committed()?;
     Ok((fs, lock))
 }
 
@@ -326,7 +325,7 @@ fn identify(
                 &crate::core::namespace::user_name(uid),
             );
             meta.init_store(&id, &backing.to_string_lossy(), &root)?;
-            write_atomic(&id_path, id.as_bytes())?;
+            crate::blob::write_atomic(&id_path, id.as_bytes())?;
             tracing::info!(store_id = %id, backing = %backing.display(), "initialised new store");
             id
         }
@@ -362,12 +361,12 @@ pub fn open_offline(
         None
     };
     let url = opts.db_url();
-    if let Some(path) = sqlite_path(&url) {
+    if let Some(path) = crate::meta::sqlite_path(&url) {
         if !Path::new(path).exists() {
             return Err(setup_err(format!("database {path} does not exist")));
         }
     }
-    let meta = open_meta(&url, &opts.table_prefix, rt)?;
+    let meta = crate::meta::open(&url, &opts.table_prefix, rt)?;
     identify(meta.as_ref(), &backing, &state_dir, &url, false)?;
     let objects = ObjectStore::open(&backing)?;
     Ok((meta, objects, lock))
@@ -397,7 +396,7 @@ pub fn open_for_rebuild(
         })?;
     let lock = StoreLock::acquire(&state_dir)?;
     let url = opts.db_url();
-    let meta = open_meta(&url, &opts.table_prefix, rt)?;
+    let meta = crate::meta::open(&url, &opts.table_prefix, rt)?;
     match meta.store_identity()? {
         Some((db_id, db_backing)) if db_id != store_id => {
             return Err(setup_err(format!(
@@ -410,40 +409,6 @@ pub fn open_for_rebuild(
     }
     let objects = ObjectStore::open(&backing)?;
     Ok((meta, objects, lock))
-}
-
-fn sqlite_path(url: &str) -> Option<&str> {
-    if url.contains("://") && !url.starts_with("sqlite:") {
-        return None;
-    }
-    Some(
-        url.strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-            .unwrap_or(url),
-    )
-}
-
-fn open_meta(url: &str, prefix: &str, rt: Handle) -> Result<Box<dyn MetaStore>> {
-    if url.starts_with("sqlite:") || !url.contains("://") {
-        Ok(Box::new(SqliteStore::open(url, prefix, rt)?))
-    } else {
-        Err(setup_err(format!(
-            "unsupported database URL {url}: this build serves sqlite:// only"
-        )))
-    }
-}
-
-/// Write a small file atomically: temp file, fsync, rename, fsync dir.
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 /// How long taking the store lock waits for an artfs process that holds
@@ -592,7 +557,7 @@ impl Fs {
             return Ok(());
         }
         for ino in &orphans {
-            self.with_tx(|tx| {
+            self.mutate(|tx| {
                 let inode = tx.inode(*ino)?;
                 tx.remove(&inode)
             })?;

@@ -16,7 +16,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::error::{Error, Result};
+use crate::types::error::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Mode {
@@ -177,13 +177,13 @@ pub fn change_mode(
     }
     from.check_transition(to, confirm)
         .map_err(|m| Error::Policy(format!("mode change refused: {m}")))?;
-    let now = super::types::Timestamp::now();
+    let now = crate::types::Timestamp::now();
     cfg.mode = to.as_str().to_string();
     cfg.mode_changed_at = now.to_rfc3339();
     cfg.mode_changed_by = by.to_string();
-    let mut rec = crate::wal::Record::new(
-        crate::wal::Op::ModeChange,
-        crate::wal::Status::Committed,
+    let mut rec = crate::types::journal::Record::new(
+        crate::types::journal::Op::ModeChange,
+        crate::types::journal::Status::Committed,
         None,
         serde_json::json!({ "from": from.as_str(), "to": to.as_str(), "confirm": confirm }),
     );
@@ -191,7 +191,7 @@ pub fn change_mode(
     rec.completed_at = Some(now);
     let batch = crate::meta::Batch {
         config: Some(cfg.clone()),
-        wal: vec![rec],
+        journal: vec![rec],
         ..Default::default()
     };
     meta.apply(&batch)?;
@@ -347,7 +347,7 @@ pub fn save_policy_file(backing: &std::path::Path, cfg: &crate::meta::StoreConfi
         "capacity": cfg.capacity,
     });
     let path = backing.join(".artfs/policy.json");
-    if let Err(e) = super::open::write_atomic(&path, doc.to_string().as_bytes()) {
+    if let Err(e) = crate::blob::write_atomic(&path, doc.to_string().as_bytes()) {
         tracing::warn!(error = %e, "could not write {}", path.display());
     }
 }

@@ -17,12 +17,12 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::error::{eexist, eisdir, enoent, enotdir, Error, Result};
 use super::namespace::owner_in;
 use super::namespace::{check_name, check_not_trash, user_name};
-use super::types::{Caller, Inode, Kind, Timestamp};
 use super::{Attr, Fs, Handle};
-use crate::wal;
+use crate::types::error::{eexist, eisdir, enoent, enotdir, Error, Result};
+use crate::types::journal;
+use crate::types::{Caller, Inode, Kind, Timestamp};
 
 /// What the name must hold for a publish to go ahead (HTTP preconditions).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,7 +64,7 @@ impl Fs {
         created_by: &str,
     ) -> Result<(u64, Arc<Handle>)> {
         self.allow(super::policy::Change::Create)?;
-        let (ino, intent) = self.with_tx(|tx| {
+        let (ino, intent) = self.mutate(|tx| {
             let dir = tx.live_dir(parent)?;
             let (perm, gid) = owner_in(caller, &dir, Kind::File, perm & 0o7777);
             let now = Timestamp::now();
@@ -95,9 +95,9 @@ impl Fs {
             })?;
             // The write intent of the handle about to be opened, as for a
             // file created open; settled at the last release.
-            let rec = wal::Record::new(
-                wal::Op::Create,
-                wal::Status::Pending,
+            let rec = journal::Record::new(
+                journal::Op::Create,
+                journal::Status::Pending,
                 Some(new.file_id.clone()),
                 json!({ "ino": new.ino, "parent": parent, "staging": true, "mode": new.mode() }),
             )
@@ -110,7 +110,7 @@ impl Fs {
             Ok(h) => Ok((ino, h)),
             Err(e) => {
                 // Nothing was written: drop the nameless inode now.
-                let _ = self.with_tx(|tx| {
+                let _ = self.mutate(|tx| {
                     let inode = tx.inode(ino)?;
                     tx.remove(&inode)
                 });
@@ -135,7 +135,7 @@ impl Fs {
     ) -> Result<Published> {
         check_name(name)?;
         check_not_trash(parent, name)?;
-        let (inode, replaced) = self.with_tx(|tx| {
+        let (inode, replaced) = self.mutate(|tx| {
             let mut new = tx.inode(ino)?;
             if new.kind != Kind::File || new.nlink != 0 || !self.is_open(ino) {
                 return Err(Error::posix(libc::EINVAL, "not a staged upload"));
@@ -183,11 +183,11 @@ impl Fs {
             dir.ctime = now;
             tx.put(&dir)?;
             tx.log(
-                wal::Record::new(
-                    wal::Op::Upload,
-                    wal::Status::Committed,
+                journal::Record::new(
+                    journal::Op::Upload,
+                    journal::Status::Committed,
                     Some(new.file_id.clone()),
-                    json!({ "ino": ino, "parent": parent, "name": wal::name_json(name),
+                    json!({ "ino": ino, "parent": parent, "name": journal::name_json(name),
                             "size": new.size, "replaced_ino": replaced,
                             "expect": match expect {
                                 Expect::Any => "any",

@@ -3,9 +3,9 @@
 //! as the metadata; see migrations/sqlite/0004_search.sql). Over HTTP the
 //! results are filtered by what the caller can reach ([`Fs::search_as`]).
 
-use super::error::{einval, Result};
-use super::types::Caller;
 use super::Fs;
+use crate::types::error::{einval, Result};
+use crate::types::Caller;
 
 /// One search result.
 #[derive(Clone, Debug)]
@@ -66,7 +66,7 @@ impl Fs {
             return Err(einval("search cursor out of range"));
         }
         let limit = limit.clamp(1, 1000);
-        self.flush()?;
+        self.wait_committed()?;
         // Fetch a little more than a page: most matches are usually
         // visible, and one more tells whether another page exists.
         let batch = (limit + 1).max(64);

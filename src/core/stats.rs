@@ -1,14 +1,14 @@
 //! Figures and health for doors that report on the store (the HTTP door's
 //! readiness probe and metrics).
 
-use super::error::{Error, Result};
-use super::types::ROOT_INO;
 use super::Fs;
+use crate::types::error::{Error, Result};
+use crate::types::ROOT_INO;
 
 impl Fs {
     /// Number of log rows per status (`pending`, `committed`, ...).
-    pub fn wal_counts(&self) -> Result<Vec<(String, u64)>> {
-        self.meta.wal_counts()
+    pub fn journal_counts(&self) -> Result<Vec<(String, u64)>> {
+        self.meta.journal_counts()
     }
 
     /// Whether the store can serve: the database answers a query (not the

@@ -49,10 +49,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use parking_lot::Mutex;
 use serde_json::json;
 
-use super::error::{Error, Result};
-use super::types::{Caller, DirEntry, Inode, Kind, Timestamp, ROOT_INO};
-use super::{Fs, Tx};
-use crate::wal;
+use super::{Fs, Mutation};
+use crate::types::error::{Error, Result};
+use crate::types::journal;
+use crate::types::{Caller, DirEntry, Inode, Kind, Timestamp, ROOT_INO};
 
 /// The trash directory's name in the root.
 pub const TRASH: &[u8] = b".trash";
@@ -157,7 +157,7 @@ impl Fs {
         false
     }
 
-    fn tx_within(tx: &mut Tx<'_>, mut dir: u64, ancestor: u64) -> Result<bool> {
+    fn tx_within(tx: &mut Mutation<'_>, mut dir: u64, ancestor: u64) -> Result<bool> {
         for _ in 0..4096 {
             if dir == ancestor {
                 return Ok(true);
@@ -173,7 +173,7 @@ impl Fs {
     /// A change was made inside the trash other than by the trash itself
     /// (a restore, an `rm` there): its byte count is recounted when next
     /// needed.
-    pub(crate) fn trash_changed_by_hand(&self, tx: &mut Tx<'_>, dirs: &[u64]) -> Result<()> {
+    pub(crate) fn trash_changed_by_hand(&self, tx: &mut Mutation<'_>, dirs: &[u64]) -> Result<()> {
         let Some(t) = self.trash_ino() else {
             return Ok(());
         };
@@ -193,7 +193,7 @@ impl Fs {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn trash_entry(
         &self,
-        tx: &mut Tx<'_>,
+        tx: &mut Mutation<'_>,
         caller: &Caller,
         parent: u64,
         name: &[u8],
@@ -348,7 +348,7 @@ impl Fs {
         if i.perm == PASS_ONLY && i.uid == 0 && i.gid == 0 {
             return Ok(());
         }
-        self.with_tx(|tx| {
+        self.mutate(|tx| {
             let mut i = tx.inode(t)?;
             i.perm = PASS_ONLY;
             (i.uid, i.gid) = (0, 0);
@@ -381,7 +381,7 @@ impl Fs {
     /// directory copy there has its original's owner, group and mode.
     fn fits(
         &self,
-        tx: &mut Tx<'_>,
+        tx: &mut Mutation<'_>,
         bucket: u64,
         root: &Inode,
         path: &[(Vec<u8>, Inode)],
@@ -406,7 +406,7 @@ impl Fs {
     /// Insert directory `d` as `name` in `parent`; returns its number.
     fn add_dir(
         &self,
-        tx: &mut Tx<'_>,
+        tx: &mut Mutation<'_>,
         parent: u64,
         name: &[u8],
         d: Inode,
@@ -422,7 +422,7 @@ impl Fs {
         Ok(d.ino)
     }
 
-    fn make_trash(&self, tx: &mut Tx<'_>, now: Timestamp) -> Result<u64> {
+    fn make_trash(&self, tx: &mut Mutation<'_>, now: Timestamp) -> Result<u64> {
         let dir = Inode::new_dir(0, PASS_ONLY, (0, 0), ROOT_INO, TRASH, "artfs");
         let ino = self.add_dir(tx, ROOT_INO, TRASH, dir, now)?;
         self.trash.bytes.store(0, Ordering::Release);
@@ -432,7 +432,7 @@ impl Fs {
 
     /// The directories from the root (excluded) down to `dir`, with their
     /// names.
-    fn dir_path(&self, tx: &mut Tx<'_>, dir: u64) -> Result<Vec<(Vec<u8>, Inode)>> {
+    fn dir_path(&self, tx: &mut Mutation<'_>, dir: u64) -> Result<Vec<(Vec<u8>, Inode)>> {
         let mut out = Vec::new();
         let mut d = dir;
         while d != ROOT_INO {
@@ -451,7 +451,7 @@ impl Fs {
     /// A directory's name in its parent: a hint, else the store (after a
     /// commit if the store is behind), always checked against the
     /// current entries.
-    fn name_in_parent(&self, tx: &mut Tx<'_>, di: &Inode) -> Result<Vec<u8>> {
+    fn name_in_parent(&self, tx: &mut Mutation<'_>, di: &Inode) -> Result<Vec<u8>> {
         let hint = self.trash.names.lock().get(&di.ino).cloned();
         if let Some(n) = hint {
             if tx.dentry(di.parent, &n)?.map(|e| e.ino) == Some(di.ino) {
@@ -462,7 +462,7 @@ impl Fs {
             if attempt == 1 {
                 // A rename not committed yet. The writer never waits for
                 // the mutation lock, so waiting for it here is safe.
-                self.flush()?;
+                self.wait_committed()?;
             }
             for (_, p, n) in self.meta.links_of(&[di.ino])? {
                 if p == di.parent && tx.dentry(p, &n)?.map(|e| e.ino) == Some(di.ino) {
@@ -686,7 +686,7 @@ impl Fs {
     /// Remove one name for good (no trash; an empty directory too), logged
     /// as the collector's. Returns whether it removed anything.
     pub(crate) fn remove_for_good(&self, parent: u64, name: &[u8], why: &str) -> Result<bool> {
-        let removed = self.with_tx(|tx| {
+        let removed = self.mutate(|tx| {
             let mut dir = tx.inode(parent)?;
             let Some((ino, kind)) = tx.lookup(parent, name)? else {
                 return Ok(false); // gone already: a sweep done twice
@@ -697,15 +697,15 @@ impl Fs {
             let now = Timestamp::now();
             tx.remove_entry(parent, name)?;
             let inode = tx.inode(ino)?;
-            let mut rec = wal::Record::new(
+            let mut rec = journal::Record::new(
                 if kind.is_dir() {
-                    wal::Op::Rmdir
+                    journal::Op::Rmdir
                 } else {
-                    wal::Op::Unlink
+                    journal::Op::Unlink
                 },
-                wal::Status::Committed,
+                journal::Status::Committed,
                 Some(inode.file_id.clone()),
-                json!({ "ino": ino, "parent": parent, "name": wal::name_json(name),
+                json!({ "ino": ino, "parent": parent, "name": journal::name_json(name),
                         "reason": why }),
             );
             rec.user_id = Some("collector".into());
@@ -764,7 +764,7 @@ impl Fs {
         if done.files + done.dirs > 0 {
             // The writer deletes objects right after the commit that
             // removed their inodes, before it reports the commit done.
-            self.flush()?;
+            self.wait_committed()?;
             tracing::info!(
                 files = done.files,
                 bytes = done.bytes,

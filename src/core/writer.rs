@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::error::{Error, Result};
-use super::types::Timestamp;
 use super::Fs;
-use crate::wal;
+use crate::types::error::{Error, Result};
+use crate::types::journal;
+use crate::types::Timestamp;
 
 /// Inode numbers reserved per durable reservation step.
 pub const INO_RESERVE_STEP: u64 = 10_000;
@@ -173,8 +173,8 @@ pub fn run(fs: Arc<Fs>) {
         }
         let (seq, mut batch) = fs.cache.snapshot();
         let now = Timestamp::now();
-        for r in &mut batch.wal {
-            if r.status != wal::Status::Pending && r.completed_at.is_none() {
+        for r in &mut batch.journal {
+            if r.status != journal::Status::Pending && r.completed_at.is_none() {
                 r.completed_at = Some(now);
             }
         }
@@ -183,9 +183,9 @@ pub fn run(fs: Arc<Fs>) {
         let mut new_range = None;
         if want > had {
             batch.ino_reserved = Some(want);
-            let rec = wal::Record::new(
-                wal::Op::Reserve,
-                wal::Status::Pending,
+            let rec = journal::Record::new(
+                journal::Op::Reserve,
+                journal::Status::Pending,
                 None,
                 serde_json::json!({ "from": had, "to": want }),
             );
@@ -194,7 +194,7 @@ pub fn run(fs: Arc<Fs>) {
                 to: want,
                 covered_at: None,
             });
-            batch.wal.push(rec);
+            batch.journal.push(rec);
         }
         // Sidecars of what this batch changes are stale until rewritten.
         let mut touched: Vec<u64> = batch
@@ -206,14 +206,14 @@ pub fn run(fs: Arc<Fs>) {
         touched.sort_unstable();
         touched.dedup();
         let sidecar_row = (!touched.is_empty()).then(|| {
-            let rec = wal::Record::new(
-                wal::Op::Sidecars,
-                wal::Status::Pending,
+            let rec = journal::Record::new(
+                journal::Op::Sidecars,
+                journal::Status::Pending,
                 None,
                 serde_json::json!({ "inos": touched }),
             );
             let id = rec.id;
-            batch.wal.push(rec);
+            batch.journal.push(rec);
             id
         });
         crate::crash_point!("writer::before_commit");
@@ -248,9 +248,9 @@ pub fn run(fs: Arc<Fs>) {
                         }
                     }
                     crate::crash_point!("writer::after_reclaim");
-                    fs.cache.push_wal_done(wal::Update::new(
+                    fs.cache.push_journal_done(journal::Update::new(
                         id,
-                        wal::Status::Committed,
+                        journal::Status::Committed,
                         format!("removed {removed} of {} objects", inos.len()),
                     ));
                     more = true;
@@ -272,7 +272,7 @@ pub fn run(fs: Arc<Fs>) {
                 }
                 if last_prune.is_none_or(|t| t.elapsed() > PRUNE_EVERY) {
                     last_prune = Some(Instant::now());
-                    match fs.meta.prune_wal(&fs.wal_retention) {
+                    match fs.meta.prune_journal(&fs.journal_retention) {
                         Ok(0) => {}
                         Ok(n) => tracing::debug!(rows = n, "pruned settled log rows"),
                         Err(e) => tracing::warn!(error = %e, "could not prune the log"),
@@ -289,7 +289,7 @@ pub fn run(fs: Arc<Fs>) {
                         // Everything is committed and nothing more is
                         // allocated: every open range is settled.
                         for r in ranges.drain(..) {
-                            fs.cache.push_wal_done(range_done(r.id));
+                            fs.cache.push_journal_done(range_done(r.id));
                         }
                         s.kicked = true;
                         continue;
@@ -330,10 +330,10 @@ pub fn run(fs: Arc<Fs>) {
     }
 }
 
-fn range_done(id: uuid::Uuid) -> wal::Update {
-    wal::Update::new(
+fn range_done(id: uuid::Uuid) -> journal::Update {
+    journal::Update::new(
         id,
-        wal::Status::Committed,
+        journal::Status::Committed,
         "every inode of the range committed".to_string(),
     )
 }
@@ -360,7 +360,7 @@ fn settle_ranges(fs: &Fs, ranges: &mut Vec<Range>, flushed: u64) -> bool {
     let mut any = false;
     ranges.retain(|r| match r.covered_at {
         Some(at) if at <= flushed => {
-            fs.cache.push_wal_done(range_done(r.id));
+            fs.cache.push_journal_done(range_done(r.id));
             any = true;
             false
         }

@@ -9,11 +9,11 @@
 //! can only answer with an errno.
 
 use super::archive_attrs::{self, Class};
-use super::error::{Error, Result};
 use super::policy::Change;
-use super::types::{Caller, Timestamp, XATTR_LIST_MAX, XATTR_NAME_MAX, XATTR_SIZE_MAX};
-use super::{Fs, Tx};
-use crate::wal;
+use super::{Fs, Mutation};
+use crate::types::error::{Error, Result};
+use crate::types::journal;
+use crate::types::{Caller, Timestamp, XATTR_LIST_MAX, XATTR_NAME_MAX, XATTR_SIZE_MAX};
 use serde_json::json;
 
 pub const XATTR_CREATE: i32 = libc::XATTR_CREATE;
@@ -115,7 +115,7 @@ impl Fs {
                 caller,
                 max_retention: self.max_retention,
             };
-            self.with_tx(|tx| stage_set(tx, &who, ino, name, &value, flags))
+            self.mutate(|tx| stage_set(tx, &who, ino, name, &value, flags))
         })();
         refused(caller, ino, name, Some(value), r)
     }
@@ -142,7 +142,7 @@ impl Fs {
         let r = (|| {
             checked_removal(name)?;
             self.allow(Change::Metadata)?;
-            self.with_tx(|tx| stage_remove(tx, ino, name))
+            self.mutate(|tx| stage_remove(tx, ino, name))
         })();
         refused(caller, ino, name, None, r)
     }
@@ -173,7 +173,7 @@ impl Fs {
             caller,
             max_retention: self.max_retention,
         };
-        let r = self.with_tx(|tx| {
+        let r = self.mutate(|tx| {
             for (name, value) in &checked {
                 culprit = Some((name, Some(value)));
                 stage_set(tx, &who, ino, name, value, 0)?;
@@ -269,7 +269,7 @@ struct Who<'a> {
 }
 
 fn stage_set(
-    tx: &mut Tx<'_>,
+    tx: &mut Mutation<'_>,
     who: &Who<'_>,
     ino: u64,
     name: &[u8],
@@ -330,16 +330,16 @@ fn stage_set(
     }
     tx.set_xattrs(ino, list);
     inode.ctime = Timestamp::now();
-    tx.log(wal::Record::new(
-        wal::Op::XattrSet,
-        wal::Status::Committed,
+    tx.log(journal::Record::new(
+        journal::Op::XattrSet,
+        journal::Status::Committed,
         Some(inode.file_id.clone()),
-        json!({ "ino": ino, "name": wal::name_json(name), "size": value.len() }),
+        json!({ "ino": ino, "name": journal::name_json(name), "size": value.len() }),
     ));
     tx.put(&inode)
 }
 
-fn stage_remove(tx: &mut Tx<'_>, ino: u64, name: &[u8]) -> Result<()> {
+fn stage_remove(tx: &mut Mutation<'_>, ino: u64, name: &[u8]) -> Result<()> {
     let mut inode = tx.inode(ino)?;
     if archive_attrs::classify(name) == Class::Writable("retention_until") {
         archive_attrs::check_retention(&tx.xattrs(ino)?)?;
@@ -352,11 +352,11 @@ fn stage_remove(tx: &mut Tx<'_>, ino: u64, name: &[u8]) -> Result<()> {
     }
     tx.set_xattrs(ino, list);
     inode.ctime = Timestamp::now();
-    tx.log(wal::Record::new(
-        wal::Op::XattrRemove,
-        wal::Status::Committed,
+    tx.log(journal::Record::new(
+        journal::Op::XattrRemove,
+        journal::Status::Committed,
         Some(inode.file_id.clone()),
-        json!({ "ino": ino, "name": wal::name_json(name) }),
+        json!({ "ino": ino, "name": journal::name_json(name) }),
     ));
     tx.put(&inode)
 }

@@ -24,10 +24,10 @@ use fuser::{
 use parking_lot::Mutex;
 use tracing::{debug_span, warn};
 
-use crate::core::error::Error;
 use crate::core::namespace::NewNode;
-use crate::core::types::{Caller, Kind, RenameMode, SetAttr, SetTime, Timestamp};
 use crate::core::{opstats, Attr, Fs, Handle};
+use crate::types::error::Error;
+use crate::types::{Caller, Kind, RenameMode, SetAttr, SetTime, Timestamp};
 
 pub use mount::{check_mountpoint, serve, MountOptions};
 pub use notify::KernelInvalidator;
@@ -105,7 +105,7 @@ fn is_special(k: Kind) -> bool {
 /// Entries fetched for an open directory and not yet handed out.
 #[derive(Default)]
 struct Listing {
-    entries: std::collections::VecDeque<crate::core::types::DirEntry>,
+    entries: std::collections::VecDeque<crate::types::DirEntry>,
     /// The offset the kernel continues from if it read what we sent.
     next_offset: u64,
 }
@@ -350,7 +350,7 @@ impl Shared {
         ino: u64,
         fh: u64,
         offset: u64,
-        mut add: impl FnMut(&crate::core::types::DirEntry) -> Option<bool>,
+        mut add: impl FnMut(&crate::types::DirEntry) -> Option<bool>,
     ) -> Result<(), Error> {
         const CHUNK: usize = 1024;
         let mut l = self.listings.lock().remove(&fh).unwrap_or_default();

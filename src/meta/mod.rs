@@ -11,9 +11,9 @@ mod migrate;
 pub mod query;
 pub mod sqlite;
 
-use crate::core::error::Result;
-use crate::core::types::{DirEntry, Inode, Kind};
-use crate::wal;
+use crate::types::error::{Error, Result};
+use crate::types::journal;
+use crate::types::{DirEntry, Inode, Kind};
 
 /// A directory entry's target and readdir cookie.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,15 +32,15 @@ pub type XattrRows = Vec<(u64, Vec<u8>, Vec<u8>)>;
 #[derive(Default, Debug)]
 pub struct Batch {
     pub inodes: Vec<(u64, Option<Inode>)>,
-    pub dentries: Vec<(crate::core::cache::DentryKey, Option<Dentry>)>,
+    pub dentries: Vec<(crate::types::DentryKey, Option<Dentry>)>,
     /// The whole attribute list of an inode (empty or `None`: no attributes).
     pub xattrs: Vec<(u64, Option<XattrList>)>,
     /// Inode numbers below this may have been handed out.
     pub ino_reserved: Option<u64>,
     /// Log rows to insert, in order (see `wal`).
-    pub wal: Vec<wal::Record>,
+    pub journal: Vec<journal::Record>,
     /// Status changes of rows already in the log.
-    pub wal_done: Vec<wal::Update>,
+    pub journal_done: Vec<journal::Update>,
     /// A new policy row (mode and capacity; usage is kept by deltas).
     pub config: Option<StoreConfig>,
     /// Change of (bytes of regular files, number of regular files).
@@ -53,8 +53,8 @@ impl Batch {
             && self.dentries.is_empty()
             && self.xattrs.is_empty()
             && self.ino_reserved.is_none()
-            && self.wal.is_empty()
-            && self.wal_done.is_empty()
+            && self.journal.is_empty()
+            && self.journal_done.is_empty()
             && self.config.is_none()
             && self.usage_delta == (0, 0)
     }
@@ -122,11 +122,11 @@ pub trait MetaStore: Send + Sync {
     /// The inode with this stable file id.
     fn find_by_file_id(&self, file_id: &str) -> Result<Option<u64>>;
     /// Log rows still pending, oldest first.
-    fn pending_wal(&self) -> Result<Vec<wal::Record>>;
+    fn pending_journal(&self) -> Result<Vec<journal::Record>>;
     /// Number of log rows per status.
-    fn wal_counts(&self) -> Result<Vec<(String, u64)>>;
+    fn journal_counts(&self) -> Result<Vec<(String, u64)>>;
     /// Delete settled rows past their retention; returns how many went.
-    fn prune_wal(&self, keep: &wal::Retention) -> Result<u64>;
+    fn prune_journal(&self, keep: &journal::Retention) -> Result<u64>;
 
     /// Regular files with a name and no recorded SHA-256, by inode number
     /// (the hasher's backlog after a crash; scrub).
@@ -134,7 +134,7 @@ pub trait MetaStore: Send + Sync {
         Ok(self
             .all_inodes()?
             .into_iter()
-            .filter(|i| i.kind == crate::core::types::Kind::File && i.nlink > 0)
+            .filter(|i| i.kind == crate::types::Kind::File && i.nlink > 0)
             .filter(|i| i.sha256.is_none())
             .map(|i| i.ino)
             .collect())
@@ -155,7 +155,7 @@ pub trait MetaStore: Send + Sync {
     /// `None` if it has no name.
     fn path_of(&self, mut ino: u64) -> Result<Option<Vec<u8>>> {
         let mut parts: Vec<Vec<u8>> = Vec::new();
-        while ino != crate::core::types::ROOT_INO {
+        while ino != crate::types::ROOT_INO {
             let Some((_, parent, name)) = self.links_of(&[ino])?.into_iter().next() else {
                 return Ok(None);
             };
@@ -182,4 +182,36 @@ pub trait MetaStore: Send + Sync {
     fn sync(&self) -> Result<()>;
     /// Flush and close; called at unmount.
     fn close(&self);
+}
+
+/// Database errors become the core's metadata error (EIO at the doors).
+impl From<sqlx::Error> for crate::types::error::Error {
+    fn from(e: sqlx::Error) -> Self {
+        crate::types::error::Error::Meta(e.to_string())
+    }
+}
+
+/// The file of a SQLite URL (`sqlite://PATH`, `sqlite:PATH` or a bare
+/// path); `None` for other engines.
+pub fn sqlite_path(url: &str) -> Option<&str> {
+    if url.contains("://") && !url.starts_with("sqlite:") {
+        return None;
+    }
+    Some(
+        url.strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url),
+    )
+}
+
+/// Open the metadata store a URL names, tables under `prefix`. The one
+/// place that knows which engines exist.
+pub fn open(url: &str, prefix: &str, rt: tokio::runtime::Handle) -> Result<Box<dyn MetaStore>> {
+    if sqlite_path(url).is_some() {
+        Ok(Box::new(sqlite::SqliteStore::open(url, prefix, rt)?))
+    } else {
+        Err(Error::Meta(format!(
+            "unsupported database URL {url}: this build serves sqlite:// only"
+        )))
+    }
 }

@@ -15,9 +15,9 @@ use tokio::runtime::Handle;
 
 use super::migrate::{self, valid_prefix};
 use super::{Batch, Counters, Dentry, MetaStore, XattrList};
-use crate::core::error::{Error, Result};
-use crate::core::types::{DirEntry, Inode, Kind, Timestamp};
-use crate::wal;
+use crate::types::error::{Error, Result};
+use crate::types::journal;
+use crate::types::{DirEntry, Inode, Kind, Timestamp};
 
 const INODE_COLS: &str = "ino, file_id, kind, perm, uid, gid, nlink, size, atime, mtime, ctime, \
                           crtime, rdev, parent, target, created_by, original_name, sha256, blocks";
@@ -187,7 +187,7 @@ fn row_to_inode(row: &SqliteRow) -> Result<Inode> {
     })
 }
 
-fn row_to_wal(row: &SqliteRow) -> Result<wal::Record> {
+fn row_to_record(row: &SqliteRow) -> Result<journal::Record> {
     let bad = |what: &str| Error::Meta(format!("corrupt log row: bad {what}"));
     let id: String = row.try_get(0)?;
     let op: String = row.try_get(1)?;
@@ -195,15 +195,15 @@ fn row_to_wal(row: &SqliteRow) -> Result<wal::Record> {
     let data: String = row.try_get(4)?;
     let started: String = row.try_get(6)?;
     let completed: Option<String> = row.try_get(7)?;
-    Ok(wal::Record {
+    Ok(journal::Record {
         id: uuid::Uuid::parse_str(&id).map_err(|_| bad("transaction_id"))?,
-        op: wal::Op::parse(&op).ok_or_else(|| bad("operation_type"))?,
-        status: wal::Status::parse(&status).ok_or_else(|| bad("status"))?,
+        op: journal::Op::parse(&op).ok_or_else(|| bad("operation_type"))?,
+        status: journal::Status::parse(&status).ok_or_else(|| bad("status"))?,
         file_id: row.try_get(3)?,
         data: serde_json::from_str(&data).map_err(|_| bad("operation_data"))?,
         error: row.try_get(5)?,
-        started_at: wal::parse_rfc3339(&started).ok_or_else(|| bad("started_at"))?,
-        completed_at: completed.as_deref().and_then(wal::parse_rfc3339),
+        started_at: journal::parse_rfc3339(&started).ok_or_else(|| bad("started_at"))?,
+        completed_at: completed.as_deref().and_then(journal::parse_rfc3339),
         user_id: row.try_get(9)?,
         outcome: row.try_get(10)?,
     })
@@ -346,7 +346,7 @@ impl SqliteStore {
             }
             sqlx::query_with(&sql, args).execute(&mut *tx).await?;
         }
-        for chunk in b.wal.chunks(CHUNK / 2) {
+        for chunk in b.journal.chunks(CHUNK / 2) {
             let sql = format!(
                 "INSERT INTO {p}_wal ({WAL_COLS}) VALUES {}",
                 tuples(chunk.len(), WAL_NCOLS)
@@ -359,16 +359,16 @@ impl SqliteStore {
                 add(&mut args, r.file_id.clone());
                 add(&mut args, r.data.to_string());
                 add(&mut args, r.error.clone());
-                add(&mut args, wal::rfc3339(r.started_at));
-                add(&mut args, r.completed_at.map(wal::rfc3339));
+                add(&mut args, journal::rfc3339(r.started_at));
+                add(&mut args, r.completed_at.map(journal::rfc3339));
                 add(&mut args, r.duration_ms());
                 add(&mut args, r.user_id.clone());
                 add(&mut args, r.outcome.clone());
             }
             sqlx::query_with(&sql, args).execute(&mut *tx).await?;
         }
-        for u in &b.wal_done {
-            let done = wal::rfc3339(u.completed_at);
+        for u in &b.journal_done {
+            let done = journal::rfc3339(u.completed_at);
             sqlx::query(&format!(
                 "UPDATE {p}_wal SET status = ?, outcome = coalesce(?, outcome), \
                  error_message = coalesce(?, error_message), completed_at = ?, \
@@ -763,7 +763,7 @@ impl MetaStore for SqliteStore {
         Ok(v.map(|i| i as u64))
     }
 
-    fn pending_wal(&self) -> Result<Vec<wal::Record>> {
+    fn pending_journal(&self) -> Result<Vec<journal::Record>> {
         let p = &self.p;
         let rows = self.rt.block_on(
             sqlx::query(&format!(
@@ -771,10 +771,10 @@ impl MetaStore for SqliteStore {
             ))
             .fetch_all(&self.pool),
         )?;
-        rows.iter().map(row_to_wal).collect()
+        rows.iter().map(row_to_record).collect()
     }
 
-    fn wal_counts(&self) -> Result<Vec<(String, u64)>> {
+    fn journal_counts(&self) -> Result<Vec<(String, u64)>> {
         let p = &self.p;
         let rows: Vec<(String, i64)> = self.rt.block_on(
             sqlx::query_as(&format!(
@@ -785,10 +785,10 @@ impl MetaStore for SqliteStore {
         Ok(rows.into_iter().map(|(s, n)| (s, n as u64)).collect())
     }
 
-    fn prune_wal(&self, keep: &wal::Retention) -> Result<u64> {
+    fn prune_journal(&self, keep: &journal::Retention) -> Result<u64> {
         let p = &self.p;
         let now = Timestamp::now().0;
-        let age = |d: std::time::Duration| wal::rfc3339(Timestamp(now - d.as_nanos() as i64));
+        let age = |d: std::time::Duration| journal::rfc3339(Timestamp(now - d.as_nanos() as i64));
         let committed_before = age(keep.committed_max_age);
         let failed_before = age(keep.failed_max_age);
         let n = self.rt.block_on(async {

@@ -22,8 +22,8 @@ use super::{blocking, AppState};
 use crate::auth::{Action, Principal};
 use crate::core::access::{MAY_READ, MAY_WRITE};
 use crate::core::archive_attrs::{self, Class};
-use crate::core::types::{Caller, Kind, XATTR_NAME_MAX};
 use crate::core::{Attr, Fs};
+use crate::types::{Caller, Kind, XATTR_NAME_MAX};
 
 const ARTSTORE: &str = "user.artstore.";
 
@@ -262,7 +262,7 @@ impl MetaChanges {
         }
         if value
             .as_ref()
-            .is_some_and(|v| v.len() > crate::core::types::XATTR_SIZE_MAX)
+            .is_some_and(|v| v.len() > crate::types::XATTR_SIZE_MAX)
         {
             return Err(ApiError::bad_request(format!(
                 "custom attribute {key:?} is larger than 64 KiB"

@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 
 use crate::blob::sidecar::{AttrJson, SUFFIX};
-use crate::core::types::{Caller, Timestamp, NAME_MAX};
 use crate::core::{open_store, Fs, ImportMeta, ImportOutcome, StoreLock, StoreOptions};
+use crate::types::{Caller, Timestamp, NAME_MAX};
 
 /// What to import, and where.
 #[derive(Clone, Debug)]

@@ -17,12 +17,10 @@
 //!   (mkdir, rename, chmod, ...): written `committed` in the same
 //!   transaction as the change itself.
 
-pub mod recover;
-
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::core::types::Timestamp;
+use super::Timestamp;
 
 /// The `operation_type` column.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -188,7 +186,7 @@ impl Record {
 
     /// Attribute the row to a caller: its JWT subject if it has one, else
     /// its uid.
-    pub fn by_caller(mut self, c: &crate::core::types::Caller) -> Record {
+    pub fn by_caller(mut self, c: &super::Caller) -> Record {
         self.user_id = Some(c.subject.clone().unwrap_or_else(|| c.uid.to_string()));
         self
     }

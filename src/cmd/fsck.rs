@@ -10,13 +10,13 @@ use std::fmt;
 
 use serde_json::json;
 
-use crate::blob::render;
 use crate::blob::sidecar::{self, AttrJson};
 use crate::blob::ObjectStore;
-use crate::core::error::Result;
-use crate::core::types::{Inode, Kind, Timestamp, ROOT_INO};
+use crate::core::render;
 use crate::meta::{Batch, Dentry, MetaStore};
-use crate::wal;
+use crate::types::error::Result;
+use crate::types::journal;
+use crate::types::{Inode, Kind, Timestamp, ROOT_INO};
 
 /// One inconsistency.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -256,20 +256,20 @@ struct Covered {
 impl Covered {
     fn read(meta: &dyn MetaStore) -> Result<Covered> {
         let mut c = Covered::default();
-        for r in meta.pending_wal()? {
-            if r.op == wal::Op::Sidecars {
+        for r in meta.pending_journal()? {
+            if r.op == journal::Op::Sidecars {
                 c.deferred += 1;
             } else {
                 c.rows += 1;
             }
             let num = |k: &str| r.data.get(k).and_then(serde_json::Value::as_u64);
             match r.op {
-                wal::Op::Reserve => {
+                journal::Op::Reserve => {
                     if let (Some(a), Some(b)) = (num("from"), num("to")) {
                         c.ranges.push((a, b));
                     }
                 }
-                wal::Op::Reclaim | wal::Op::Sidecars => c.inos.extend(
+                journal::Op::Reclaim | journal::Op::Sidecars => c.inos.extend(
                     r.data
                         .get("inos")
                         .and_then(serde_json::Value::as_array)
@@ -481,7 +481,7 @@ pub fn check(meta: &dyn MetaStore, objects: &ObjectStore, mounted: bool) -> Resu
 /// kind mismatches, stray files.
 pub fn repair(meta: &dyn MetaStore, objects: &ObjectStore) -> Result<Vec<String>> {
     let mut done = Vec::new();
-    for s in wal::recover::recover(meta, objects)? {
+    for s in crate::core::recover::recover(meta, objects)? {
         done.push(format!(
             "settled pending {} row {}: {}",
             s.op.as_str(),
@@ -569,14 +569,14 @@ pub fn repair(meta: &dyn MetaStore, objects: &ObjectStore) -> Result<Vec<String>
     rewrite.sort_unstable();
     rewrite.dedup();
     if !batch.is_empty() || !rewrite.is_empty() {
-        let mut rec = wal::Record::new(
-            wal::Op::Repair,
-            wal::Status::Committed,
+        let mut rec = journal::Record::new(
+            journal::Op::Repair,
+            journal::Status::Committed,
             None,
             json!({ "repairs": done }),
         );
         rec.completed_at = Some(Timestamp::now());
-        batch.wal.push(rec);
+        batch.journal.push(rec);
         meta.apply(&batch)?;
         meta.sync()?;
         // Sidecars follow the repaired tables.

@@ -26,8 +26,8 @@ use parking_lot::{Condvar, Mutex};
 use uuid::Uuid;
 
 use super::Fs;
-use crate::blob::render;
-use crate::wal;
+use crate::core::render;
+use crate::types::journal;
 
 /// How long changes gather before their sidecars are written.
 /// Sidecars are written once changes have been quiet this long (a burst
@@ -109,10 +109,10 @@ const FINISH_WITHIN: Duration = Duration::from_secs(20);
 /// still pending and settle the rows, oldest first, in bounded time.
 /// Returns the rows left pending (deferred housekeeping).
 pub fn finish_at_close(fs: &Fs) -> usize {
-    let rows: Vec<(Uuid, Vec<u64>)> = match fs.meta.pending_wal() {
+    let rows: Vec<(Uuid, Vec<u64>)> = match fs.meta.pending_journal() {
         Ok(rows) => rows
             .into_iter()
-            .filter(|r| r.op == wal::Op::Sidecars)
+            .filter(|r| r.op == journal::Op::Sidecars)
             .map(|r| {
                 let inos = r.data.get("inos").and_then(serde_json::Value::as_array);
                 let inos = inos.into_iter().flatten();
@@ -136,12 +136,12 @@ pub fn finish_at_close(fs: &Fs) -> usize {
             .and_then(|_| render::sync_all(fs.objects.root()))
             .and_then(|()| {
                 fs.meta.apply(&crate::meta::Batch {
-                    wal_done: chunk
+                    journal_done: chunk
                         .iter()
                         .map(|(id, _)| {
-                            wal::Update::new(
+                            journal::Update::new(
                                 *id,
-                                wal::Status::Committed,
+                                journal::Status::Committed,
                                 format!("{} sidecars written at close", inos.len()),
                             )
                         })
@@ -203,11 +203,11 @@ pub fn run(sc: Arc<Sidecars>, fs: Weak<Fs>) {
             .and_then(|_| render::sync_all(fs.objects.root()));
         match result {
             Ok(()) => {
-                crate::crash_point!("sidecars::before_settle");
+                crate::crash_point!("sidecar_sync::before_settle");
                 for (id, _) in &jobs {
-                    fs.cache.push_wal_done(wal::Update::new(
+                    fs.cache.push_journal_done(journal::Update::new(
                         *id,
-                        wal::Status::Committed,
+                        journal::Status::Committed,
                         format!("{} sidecars written", inos.len()),
                     ));
                 }

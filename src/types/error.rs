@@ -60,12 +60,6 @@ impl Error {
     }
 }
 
-impl From<sqlx::Error> for Error {
-    fn from(e: sqlx::Error) -> Self {
-        Error::Meta(e.to_string())
-    }
-}
-
 fn errno_name(errno: i32) -> impl fmt::Display {
     std::io::Error::from_raw_os_error(errno)
 }

@@ -13,10 +13,10 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::blob::ObjectStore;
-use crate::core::error::Result;
-use crate::core::types::{Inode, Kind};
 use crate::meta::{Batch, MetaStore};
-use crate::wal;
+use crate::types::error::Result;
+use crate::types::journal;
+use crate::types::{Inode, Kind};
 
 /// What a scrub found.
 #[derive(Debug, Default)]
@@ -178,25 +178,25 @@ fn record_hashes(
         return Ok(0);
     }
     let inos: Vec<u64> = files.iter().map(|i| i.ino).collect();
-    let rec = wal::Record::new(
-        wal::Op::Sidecars,
-        wal::Status::Pending,
+    let rec = journal::Record::new(
+        journal::Op::Sidecars,
+        journal::Status::Pending,
         None,
         json!({ "inos": inos, "why": "scrub recorded missing hashes" }),
     );
     let id = rec.id;
     meta.apply(&Batch {
         inodes: files.drain(..).map(|i| (i.ino, Some(i))).collect(),
-        wal: vec![rec],
+        journal: vec![rec],
         ..Batch::default()
     })?;
     meta.sync()?;
-    crate::blob::render::rewrite(meta, objects, &inos)?;
-    crate::blob::render::sync_all(objects.root())?;
+    crate::core::render::rewrite(meta, objects, &inos)?;
+    crate::core::render::sync_all(objects.root())?;
     meta.apply(&Batch {
-        wal_done: vec![wal::Update::new(
+        journal_done: vec![journal::Update::new(
             id,
-            wal::Status::Committed,
+            journal::Status::Committed,
             format!("recorded {} hashes and their sidecars", inos.len()),
         )],
         ..Batch::default()

@@ -2,6 +2,12 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub mod error;
+pub mod journal;
+
+/// A directory entry's key: (parent inode, name bytes).
+pub type DentryKey = (u64, Vec<u8>);
+
 /// Inode number of the root directory.
 pub const ROOT_INO: u64 = 1;
 /// Longest name a directory entry may have, in bytes.

@@ -9,11 +9,11 @@
 
 use serde_json::Value;
 
-use super::{Op, Record, Status, Update};
 use crate::blob::ObjectStore;
-use crate::core::error::Result;
-use crate::core::types::{Kind, Timestamp};
 use crate::meta::{Batch, MetaStore};
+use crate::types::error::Result;
+use crate::types::journal::{Op, Record, Status, Update};
+use crate::types::{Kind, Timestamp};
 
 /// What recovery did to one row.
 #[derive(Clone, Debug)]
@@ -26,13 +26,13 @@ pub struct Settled {
 
 /// Settle every pending row. Returns what was done, oldest row first.
 pub fn recover(meta: &dyn MetaStore, objects: &ObjectStore) -> Result<Vec<Settled>> {
-    let pending = meta.pending_wal()?;
+    let pending = meta.pending_journal()?;
     let mut report = Vec::with_capacity(pending.len());
     for rec in pending {
         let (status, outcome, mut batch) = settle(meta, objects, &rec)?;
         crate::crash_point!("recover::before_settle");
         batch
-            .wal_done
+            .journal_done
             .push(Update::new(rec.id, status, outcome.clone()));
         meta.apply(&batch)?;
         tracing::info!(op = rec.op.as_str(), id = %rec.id, status = status.as_str(), %outcome,
@@ -166,8 +166,8 @@ fn settle(
                 return Ok(malformed(rec));
             };
             let inos: Vec<u64> = inos.iter().filter_map(Value::as_u64).collect();
-            let n = crate::blob::render::rewrite(meta, objects, &inos)?;
-            crate::blob::render::sync_all(objects.root())?;
+            let n = crate::core::render::rewrite(meta, objects, &inos)?;
+            crate::core::render::sync_all(objects.root())?;
             Ok((
                 Status::Committed,
                 format!("rewrote {n} sidecars from the tables"),

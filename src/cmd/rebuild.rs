@@ -7,13 +7,13 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use crate::blob::render;
 use crate::blob::sidecar::{self, AttrJson};
 use crate::blob::ObjectStore;
-use crate::core::error::Result;
-use crate::core::types::{Inode, Kind, Timestamp, ROOT_INO};
+use crate::core::render;
 use crate::meta::{Batch, Dentry, MetaStore};
-use crate::wal;
+use crate::types::error::Result;
+use crate::types::journal;
+use crate::types::{Inode, Kind, Timestamp, ROOT_INO};
 
 /// What a rebuild did.
 #[derive(Debug, Default)]
@@ -166,15 +166,15 @@ pub fn rebuild(
         }
         batch.usage_delta = (bytes - c.used_bytes as i64, files - c.file_count as i64);
     }
-    let mut rec = wal::Record::new(
-        wal::Op::Rebuild,
-        wal::Status::Committed,
+    let mut rec = journal::Record::new(
+        journal::Op::Rebuild,
+        journal::Status::Committed,
         None,
         json!({ "incremental": incremental, "inodes": out.inodes, "entries": out.entries,
                 "skipped": out.skipped.len() }),
     );
     rec.completed_at = Some(Timestamp::now());
-    batch.wal.push(rec);
+    batch.journal.push(rec);
     meta.apply(&batch)?;
     meta.sync()?;
     Ok(out)

@@ -7,12 +7,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::Path;
 
-use super::sidecar::{self, AttrJson, Bytes, FsAttrs, Link, Xattr};
-use super::ObjectStore;
+use crate::blob::sidecar::{self, AttrJson, Bytes, FsAttrs, Link, Xattr};
+use crate::blob::ObjectStore;
 use crate::core::archive_attrs::{self, PREFIX};
-use crate::core::error::Result;
-use crate::core::types::{Inode, Timestamp};
 use crate::meta::MetaStore;
+use crate::types::error::Result;
+use crate::types::{Inode, Timestamp};
 
 /// The sidecar of `inode`, given its names as (parent file_id, name) and
 /// its extended attributes.
@@ -144,7 +144,7 @@ pub fn sync_all(dir: &Path) -> Result<()> {
 /// The inode an artfs sidecar stands for, if it has an `fs` section.
 pub fn to_inode(doc: &AttrJson, parent_of: impl Fn(&str) -> Option<u64>) -> Option<Inode> {
     let fs = doc.fs.as_ref()?;
-    let parent = if fs.ino == crate::core::types::ROOT_INO {
+    let parent = if fs.ino == crate::types::ROOT_INO {
         fs.ino
     } else {
         fs.links

@@ -1,0 +1,8 @@
+//! The offline commands and the checks the HTTP door runs as jobs:
+//! `artfs fsck`, `artfs rebuild`, `artfs scrub` and `artfs import`. Each
+//! works on the stores (`meta`, `blob`) through the core's rules.
+
+pub mod fsck;
+pub mod import;
+pub mod rebuild;
+pub mod scrub;
