@@ -64,7 +64,7 @@ impl PgServer {
     /// A server of its own (or the external one): for tests that stop and
     /// start it. Most tests take [`PgServer::shared`].
     pub fn start() -> PgServer {
-        match std::env::var("ARTFS_TEST_PG_URL") {
+        match std::env::var(super::services::PG_URL) {
             Ok(url) if !url.is_empty() => PgServer {
                 admin_url: url,
                 own: None,
