@@ -174,6 +174,13 @@ pub struct Jobs {
     by_kind: Mutex<HashMap<String, Job>>,
 }
 
+impl Jobs {
+    /// Whether a maintenance job runs now.
+    pub fn any_running(&self) -> bool {
+        self.by_kind.lock().values().any(|j| j.state == "running")
+    }
+}
+
 fn job_kind(kind: &str) -> ApiResult<&'static str> {
     match kind {
         "fsck" => Ok("fsck"),
