@@ -894,3 +894,4 @@ impl MetaStore for SqliteStore {
         self.rt.block_on(self.pool.close());
     }
 }
+#[cfg(test)] #[path = "sqlite_tests.rs"] mod tests;
