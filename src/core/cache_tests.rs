@@ -219,7 +219,11 @@ fn committing_a_batch_keeps_what_was_staged_after_it() {
         "the committed key 1 is not written again"
     );
     let ids: Vec<_> = b2.journal.iter().map(|r| r.id).collect();
-    assert_eq!(ids, vec![r2.id], "a committed log row is not inserted twice");
+    assert_eq!(
+        ids,
+        vec![r2.id],
+        "a committed log row is not inserted twice"
+    );
     assert_eq!(b2.usage_delta, (5, 0), "usage counted once");
     assert_eq!(c.usage_total(), (105, 1));
     c.committed(seq2);
@@ -359,7 +363,8 @@ fn eviction_never_drops_a_staged_entry() {
     for i in 1..=N {
         let mut s = Staged::default();
         s.inodes.insert(i, Some(inode(i, i)));
-        s.dentries.insert(key(1, &format!("n{i}")), Some(dentry(i, i)));
+        s.dentries
+            .insert(key(1, &format!("n{i}")), Some(dentry(i, i)));
         s.xattrs.insert(i, Some(xa(i as u8)));
         c.apply(s);
         // Fills of committed state in between churn the LRUs.
@@ -522,7 +527,12 @@ fn evicting_a_live_entry_makes_its_directory_incomplete() {
     // Fill the dentry LRU with other names until "a" leaves it.
     for i in 0..16 {
         let gen = c.generation();
-        c.fill_dentry(gen, 1, format!("x{i}").as_bytes(), Some(dentry(99, 100 + i)));
+        c.fill_dentry(
+            gen,
+            1,
+            format!("x{i}").as_bytes(),
+            Some(dentry(99, 100 + i)),
+        );
     }
     assert!(!c.has_listing(50));
     // "b" may exist in the store now as far as memory knows.
@@ -685,7 +695,10 @@ mod model {
             match c.inode(ino) {
                 Known::Hit(v) => assert_eq!(v.as_ref(), self.inodes.get(&ino), "inode {ino}"),
                 Known::Miss => {
-                    assert!(!self.o_inodes.contains_key(&ino), "staged inode {ino} missed");
+                    assert!(
+                        !self.o_inodes.contains_key(&ino),
+                        "staged inode {ino} missed"
+                    );
                     assert_eq!(self.inodes.get(&ino), self.db_inodes.get(&ino));
                 }
             }
@@ -695,7 +708,10 @@ mod model {
             match c.dentry(k.0, &k.1) {
                 Known::Hit(v) => assert_eq!(v.as_ref(), self.dentries.get(k), "entry {k:?}"),
                 Known::Miss => {
-                    assert!(!self.o_dentries.contains_key(k), "staged entry {k:?} missed");
+                    assert!(
+                        !self.o_dentries.contains_key(k),
+                        "staged entry {k:?} missed"
+                    );
                     assert_eq!(self.dentries.get(k), self.db_dentries.get(k));
                 }
             }
@@ -708,7 +724,10 @@ mod model {
                     assert_eq!(v.as_ref(), self.xattrs.get(&ino), "xattrs {ino}")
                 }
                 Known::Miss => {
-                    assert!(!self.o_xattrs.contains_key(&ino), "staged xattrs {ino} missed");
+                    assert!(
+                        !self.o_xattrs.contains_key(&ino),
+                        "staged xattrs {ino} missed"
+                    );
                     assert_eq!(self.xattrs.get(&ino), self.db_xattrs.get(&ino));
                 }
             }
@@ -728,10 +747,8 @@ mod model {
                         want.insert(v.id, (n.clone(), v.ino));
                     }
                 }
-                let got: BTreeMap<u64, (Vec<u8>, u64)> = l
-                    .into_iter()
-                    .map(|e| (e.offset, (e.name, e.ino)))
-                    .collect();
+                let got: BTreeMap<u64, (Vec<u8>, u64)> =
+                    l.into_iter().map(|e| (e.offset, (e.name, e.ino))).collect();
                 assert_eq!(got, want, "listing of {d}");
             }
         }
@@ -817,7 +834,11 @@ mod model {
                         return;
                     }
                     let i = i % self.journal.len();
-                    let st = if ok { Status::Committed } else { Status::Failed };
+                    let st = if ok {
+                        Status::Committed
+                    } else {
+                        Status::Failed
+                    };
                     let id = self.journal[i].0;
                     self.journal[i].1 = st;
                     match self.j_uncommitted.get(&id) {

@@ -142,7 +142,10 @@ impl Store {
                 assert_eq!(a.inode.ino, e.ino, "{p}: listing and lookup agree");
                 let mut d = describe(&a.inode);
                 if a.inode.kind == Kind::File {
-                    d.push_str(&format!(" {:?}", String::from_utf8_lossy(&self.content(e.ino))));
+                    d.push_str(&format!(
+                        " {:?}",
+                        String::from_utf8_lossy(&self.content(e.ino))
+                    ));
                 }
                 out.insert(p.clone(), d);
                 if a.inode.kind.is_dir() {
@@ -208,7 +211,10 @@ fn rename_over_a_file_replaces_it_and_reclaims_it() {
     assert_eq!(s.ino(ROOT_INO, "b"), a);
     assert_eq!(s.content(a), b"new");
     assert_eq!(s.fs.getattr(b).unwrap_err().errno(), libc::ENOENT);
-    assert!(!s.object_exists(b), "the replaced file's object is reclaimed");
+    assert!(
+        !s.object_exists(b),
+        "the replaced file's object is reclaimed"
+    );
     assert!(s.object_exists(a));
     assert_eq!(s.fs.usage(), (3, 1), "one file of 3 bytes left");
 }
@@ -276,10 +282,9 @@ fn hard_links_count_their_names() {
 #[test]
 fn an_unlinked_open_file_keeps_its_content_until_release() {
     let mut s = Store::new(false);
-    let (attr, h) = s
-        .fs
-        .create(&root(), ROOT_INO, b"f", 0o644, 0, libc::O_RDWR)
-        .unwrap();
+    let (attr, h) =
+        s.fs.create(&root(), ROOT_INO, b"f", 0o644, 0, libc::O_RDWR)
+            .unwrap();
     let ino = attr.inode.ino;
     s.fs.write(h.fh, 0, b"still here").unwrap();
     let r = s.fs.open(&root(), ino, libc::O_RDONLY).unwrap();
@@ -354,7 +359,14 @@ fn rename_over_the_wrong_kind_is_refused() {
         rename(fs, ROOT_INO, "nope", ROOT_INO, "x", RenameMode::Replace)
     });
     s.refused(libc::ENOTDIR, "from a file as directory", |fs| {
-        rename(fs, s.ino(ROOT_INO, "f"), "x", ROOT_INO, "y", RenameMode::Replace)
+        rename(
+            fs,
+            s.ino(ROOT_INO, "f"),
+            "x",
+            ROOT_INO,
+            "y",
+            RenameMode::Replace,
+        )
     });
     // A directory over an empty one replaces it; link counts follow.
     let root_links = s.nlink(ROOT_INO);
@@ -366,7 +378,10 @@ fn rename_over_the_wrong_kind_is_refused() {
     assert_eq!(s.nlink(d), 2);
     assert_eq!(s.fs.getattr(dd).unwrap().inode.parent, ROOT_INO);
     let dots: Vec<_> = s.fs.readdir(dd, 0, 10).unwrap();
-    assert_eq!((dots[1].name.as_slice(), dots[1].ino), (&b".."[..], ROOT_INO));
+    assert_eq!(
+        (dots[1].name.as_slice(), dots[1].ino),
+        (&b".."[..], ROOT_INO)
+    );
 }
 
 #[test]
@@ -451,15 +466,28 @@ fn names_are_checked() {
         });
     }
     s.refused(libc::EINVAL, "rmdir .", |fs| fs.rmdir(&root(), d, b"."));
-    s.refused(libc::ENOTEMPTY, "rmdir ..", |fs| fs.rmdir(&root(), d, b".."));
+    s.refused(libc::ENOTEMPTY, "rmdir ..", |fs| {
+        fs.rmdir(&root(), d, b"..")
+    });
     // 255 bytes is a name; 256 is too long, everywhere.
-    s.refused(libc::ENAMETOOLONG, "create 256", create(d, too_long.as_bytes()));
+    s.refused(
+        libc::ENAMETOOLONG,
+        "create 256",
+        create(d, too_long.as_bytes()),
+    );
     s.refused(libc::ENAMETOOLONG, "unlink 256", |fs| {
         fs.unlink(&root(), d, too_long.as_bytes())
     });
     s.refused(libc::ENAMETOOLONG, "rename to 256", |fs| {
-        fs.rename(&root(), d, b"f", d, too_long.as_bytes(), RenameMode::Replace)
-            .map(|_| ())
+        fs.rename(
+            &root(),
+            d,
+            b"f",
+            d,
+            too_long.as_bytes(),
+            RenameMode::Replace,
+        )
+        .map(|_| ())
     });
     assert_eq!(
         s.fs.lookup(d, too_long.as_bytes()).unwrap_err().errno(),
@@ -468,12 +496,11 @@ fn names_are_checked() {
     let ino = s.file(d, &long, b"long");
     assert_eq!(s.ino(d, &long), ino);
     // Names are bytes: not UTF-8 is fine.
-    let odd = s
-        .fs
-        .create_node(&root(), d, b"\xff\xfe", NewNode::File, 0o644, 0)
-        .unwrap()
-        .inode
-        .ino;
+    let odd =
+        s.fs.create_node(&root(), d, b"\xff\xfe", NewNode::File, 0o644, 0)
+            .unwrap()
+            .inode
+            .ino;
     assert_eq!(s.fs.lookup(d, b"\xff\xfe").unwrap().inode.ino, odd);
     s.refused(libc::EEXIST, "create over a name", create(d, b"f"));
 }
@@ -487,7 +514,9 @@ fn removing_the_wrong_kind_is_refused() {
     s.refused(libc::EISDIR, "unlink a directory", |fs| {
         fs.unlink(&root(), ROOT_INO, b"d")
     });
-    s.refused(libc::ENOTDIR, "rmdir a file", |fs| fs.rmdir(&root(), d, b"f"));
+    s.refused(libc::ENOTDIR, "rmdir a file", |fs| {
+        fs.rmdir(&root(), d, b"f")
+    });
     s.refused(libc::ENOTEMPTY, "rmdir a non-empty dir", |fs| {
         fs.rmdir(&root(), ROOT_INO, b"d")
     });
@@ -549,13 +578,12 @@ fn the_trash_at_the_root_is_reserved() {
     s.fs.unlink(&root(), ROOT_INO, b"f").unwrap();
     assert!(s.absent(ROOT_INO, "f"));
     let trash = s.ino(ROOT_INO, ".trash");
-    let listed: Vec<_> = s
-        .fs
-        .readdir(ROOT_INO, 0, 100)
-        .unwrap()
-        .into_iter()
-        .map(|e| e.name)
-        .collect();
+    let listed: Vec<_> =
+        s.fs.readdir(ROOT_INO, 0, 100)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
     assert!(!listed.contains(&TRASH.to_vec()), "the trash is not listed");
     assert!(s.tree().keys().any(|p| p.starts_with("/.trash/")));
     assert_eq!(s.content(f), b"x");
@@ -588,17 +616,18 @@ fn the_sticky_bit_guards_other_users_names() {
         },
     )
     .unwrap();
-    let f = s
-        .fs
-        .create_node(&alice, tmp, b"alices", NewNode::File, 0o666, 0)
-        .unwrap()
-        .inode
-        .ino;
+    let f =
+        s.fs.create_node(&alice, tmp, b"alices", NewNode::File, 0o666, 0)
+            .unwrap()
+            .inode
+            .ino;
     // Anyone may add a name; only the file's owner, the directory's owner
     // or root may remove or replace one.
     s.fs.check_dir_change(&bob, tmp, None).unwrap();
     assert_eq!(
-        s.fs.check_dir_change(&bob, tmp, Some(f)).unwrap_err().errno(),
+        s.fs.check_dir_change(&bob, tmp, Some(f))
+            .unwrap_err()
+            .errno(),
         libc::EPERM
     );
     s.fs.check_dir_change(&alice, tmp, Some(f)).unwrap();
@@ -625,7 +654,9 @@ fn the_sticky_bit_guards_other_users_names() {
     )
     .unwrap();
     assert_eq!(
-        s.fs.check_dir_change(&alice, tmp, Some(f)).unwrap_err().errno(),
+        s.fs.check_dir_change(&alice, tmp, Some(f))
+            .unwrap_err()
+            .errno(),
         libc::EACCES,
         "no write permission on the directory"
     );

@@ -894,4 +894,6 @@ impl MetaStore for SqliteStore {
         self.rt.block_on(self.pool.close());
     }
 }
-#[cfg(test)] #[path = "sqlite_tests.rs"] mod tests;
+#[cfg(test)]
+#[path = "sqlite_tests.rs"]
+mod tests;

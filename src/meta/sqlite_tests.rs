@@ -94,14 +94,26 @@ fn a_batch_round_trips() {
     hashed.sha256 = Some("ab".repeat(32));
     hashed.blocks = Some(24);
     hashed.rdev = 7;
-    let rec = Record::new(Op::Create, Status::Pending, Some(hashed.file_id.clone()), serde_json::json!({"ino": 2}))
-        .by(1000);
+    let rec = Record::new(
+        Op::Create,
+        Status::Pending,
+        Some(hashed.file_id.clone()),
+        serde_json::json!({"ino": 2}),
+    )
+    .by(1000);
     let done = Record::new(Op::Mkdir, Status::Committed, None, serde_json::json!({}));
     m.apply(&Batch {
         inodes: vec![(2, Some(hashed.clone())), (3, Some(link.clone()))],
         dentries: vec![
             ((ROOT_INO, b"h".to_vec()), entry(2, 10)),
-            ((ROOT_INO, b"l".to_vec()), Some(Dentry { ino: 3, kind: Kind::Symlink, id: 11 })),
+            (
+                (ROOT_INO, b"l".to_vec()),
+                Some(Dentry {
+                    ino: 3,
+                    kind: Kind::Symlink,
+                    id: 11,
+                }),
+            ),
         ],
         xattrs: vec![(
             2,
@@ -155,7 +167,10 @@ fn a_batch_round_trips() {
     );
     assert_eq!(m.get_inode(3).unwrap(), None);
     assert_eq!(m.lookup(ROOT_INO, b"l").unwrap(), None);
-    assert_eq!(m.xattrs(2).unwrap(), vec![(b"user.c".to_vec(), b"3".to_vec())]);
+    assert_eq!(
+        m.xattrs(2).unwrap(),
+        vec![(b"user.c".to_vec(), b"3".to_vec())]
+    );
     // `None` and an empty list both clear the attributes.
     m.apply(&Batch {
         xattrs: vec![(2, Some(vec![]))],
@@ -203,7 +218,10 @@ fn renames_and_replacements_in_one_batch_do_not_collide() {
     let l = list(m, ROOT_INO, 10);
     assert_eq!(l.len(), 1);
     assert_eq!((l[0].offset, l[0].ino, &l[0].name[..]), (1, 3, &b"b"[..]));
-    assert_eq!(m.links_of(&[3]).unwrap(), vec![(3, ROOT_INO, b"b".to_vec())]);
+    assert_eq!(
+        m.links_of(&[3]).unwrap(),
+        vec![(3, ROOT_INO, b"b".to_vec())]
+    );
 }
 
 #[test]
@@ -220,13 +238,18 @@ fn readdir_cookies_survive_inserts_and_deletes() {
     // Cookies are allocated store-wide: interleave another directory.
     for i in 0..60u64 {
         let parent = if i % 3 == 0 { ROOT_INO } else { dir };
-        b.dentries
-            .push(((parent, format!("n{i:03}").into_bytes()), entry(100 + i, 1 + i)));
+        b.dentries.push((
+            (parent, format!("n{i:03}").into_bytes()),
+            entry(100 + i, 1 + i),
+        ));
     }
     m.apply(&b).unwrap();
     let all = list(m, dir, 1000);
     assert_eq!(all.len(), 40);
-    assert!(all.windows(2).all(|w| w[0].offset < w[1].offset), "cookie order");
+    assert!(
+        all.windows(2).all(|w| w[0].offset < w[1].offset),
+        "cookie order"
+    );
 
     // Page through while names come and go between pages.
     let mut seen: Vec<Vec<u8>> = Vec::new();
@@ -260,7 +283,8 @@ fn readdir_cookies_survive_inserts_and_deletes() {
         if round < 6 {
             next_id += 1;
             let name = format!("new{round}").into_bytes();
-            b.dentries.push(((dir, name.clone()), entry(5000 + round, next_id)));
+            b.dentries
+                .push(((dir, name.clone()), entry(5000 + round, next_id)));
             added.push(name);
         }
         m.apply(&b).unwrap();
@@ -269,7 +293,10 @@ fn readdir_cookies_survive_inserts_and_deletes() {
         assert!(!seen.contains(n), "{n:?} was deleted before it was reached");
     }
     for n in &added {
-        assert!(seen.contains(n), "{n:?} added ahead of the cursor is listed");
+        assert!(
+            seen.contains(n),
+            "{n:?} added ahead of the cursor is listed"
+        );
     }
     let expected: usize = 40 - deleted_ahead.len() + added.len();
     assert_eq!(seen.len(), expected);
@@ -303,13 +330,18 @@ fn names_are_bytes() {
         let mut f = file(ino, 0);
         f.original_name = n.to_vec();
         b.inodes.push((ino, Some(f)));
-        b.dentries.push(((ROOT_INO, n.to_vec()), entry(ino, 1 + i as u64)));
+        b.dentries
+            .push(((ROOT_INO, n.to_vec()), entry(ino, 1 + i as u64)));
         b.xattrs.push((ino, Some(vec![(n.to_vec(), n.to_vec())])));
     }
     m.apply(&b).unwrap();
     for (i, n) in names.iter().enumerate() {
         let ino = 10 + i as u64;
-        assert_eq!(m.lookup(ROOT_INO, n).unwrap().map(|d| d.ino), Some(ino), "{n:?}");
+        assert_eq!(
+            m.lookup(ROOT_INO, n).unwrap().map(|d| d.ino),
+            Some(ino),
+            "{n:?}"
+        );
         assert_eq!(m.get_inode(ino).unwrap().unwrap().original_name, *n);
         assert_eq!(m.xattrs(ino).unwrap(), vec![(n.to_vec(), n.to_vec())]);
         let mut path = b"/".to_vec();
@@ -325,10 +357,7 @@ fn names_are_bytes() {
     assert_eq!(m.lookup(ROOT_INO, b"caf\xc3\xa9 ").unwrap(), None);
     let mut all = m.all_dentries().unwrap();
     all.sort_by_key(|(_, _, d)| d.id);
-    assert_eq!(
-        all.into_iter().map(|(_, n, _)| n).collect::<Vec<_>>(),
-        want
-    );
+    assert_eq!(all.into_iter().map(|(_, n, _)| n).collect::<Vec<_>>(), want);
 }
 
 #[test]
@@ -343,8 +372,10 @@ fn a_batch_larger_than_the_parameter_limit_is_chunked() {
         if i % 4 == 0 {
             b.inodes.push((ino, Some(file(ino, 1))));
         }
-        b.dentries
-            .push(((ROOT_INO, format!("e{i:05}").into_bytes()), entry(ino, 1 + i)));
+        b.dentries.push((
+            (ROOT_INO, format!("e{i:05}").into_bytes()),
+            entry(ino, 1 + i),
+        ));
         if i % 10 == 0 {
             b.xattrs.push((
                 ino,
@@ -352,8 +383,12 @@ fn a_batch_larger_than_the_parameter_limit_is_chunked() {
             ));
         }
         if i % 100 == 0 {
-            b.journal
-                .push(Record::new(Op::Create, Status::Pending, None, serde_json::json!({ "i": i })));
+            b.journal.push(Record::new(
+                Op::Create,
+                Status::Pending,
+                None,
+                serde_json::json!({ "i": i }),
+            ));
         }
     }
     m.apply(&b).unwrap();
@@ -363,7 +398,10 @@ fn a_batch_larger_than_the_parameter_limit_is_chunked() {
     assert_eq!(m.inode_count().unwrap(), 1 + N / 4);
     assert_eq!(m.xattr_owners().unwrap().len() as u64, N / 10);
     assert_eq!(m.pending_journal().unwrap().len() as u64, N / 100);
-    assert_eq!(m.lookup(ROOT_INO, b"e39999").unwrap(), entry(10 + 39_999, 40_000));
+    assert_eq!(
+        m.lookup(ROOT_INO, b"e39999").unwrap(),
+        entry(10 + 39_999, 40_000)
+    );
 
     // And all of it goes in one batch too.
     let b = Batch {
