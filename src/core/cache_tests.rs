@@ -597,7 +597,7 @@ mod model {
             4 => (0..8usize, 0..NAMES).prop_map(|(p, n)| Op::ReadDentry(p, n)),
             3 => ino.clone().prop_map(Op::ReadXattr),
             3 => (0..3u8, any::<u64>(), 0..NAMES).prop_map(|(w, k, n)| Op::StartFill(w, k, n)),
-            3 => any::<usize>().prop_map(Op::FinishFill),
+            1 => any::<usize>().prop_map(Op::FinishFill),
         ]
     }
 
@@ -996,7 +996,25 @@ mod model {
                         return;
                     }
                     let (gen, f) = self.fills.remove(i % self.fills.len());
-                    apply_fill(c, gen, f);
+                    // A late fill must not bring back what the store held
+                    // before a commit it raced with.
+                    match &f {
+                        Fill::Inode(i) => {
+                            let ino = i.ino;
+                            apply_fill(c, gen, f);
+                            self.check_inode(c, ino);
+                        }
+                        Fill::Dentry(p, n, _) => {
+                            let k = (*p, n.clone());
+                            apply_fill(c, gen, f);
+                            self.check_dentry(c, &k);
+                        }
+                        Fill::Xattr(ino, _) => {
+                            let ino = *ino;
+                            apply_fill(c, gen, f);
+                            self.check_xattr(c, ino);
+                        }
+                    }
                 }
             }
         }
