@@ -259,7 +259,7 @@ pub async fn start_job(
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 
-/// The last job of a kind (admin).
+/// The last job of a kind (auditor or admin).
 #[utoipa::path(get, path = "/api/v1/maintenance/{kind}", tag = "maintenance",
     security(("bearer" = [])), params(("kind" = String, Path)),
     responses((status = 200, body = Job), (status = 404, body = super::ErrorBody)))]
@@ -268,7 +268,7 @@ pub async fn job_status(
     Extension(who): Extension<Principal>,
     Path(kind): Path<String>,
 ) -> ApiResult<Json<Job>> {
-    who.require(Action::Admin)?;
+    who.require(Action::Audit)?;
     let kind = job_kind(&kind)?;
     st.jobs
         .by_kind
