@@ -980,7 +980,7 @@ mod tests {
     use super::*;
 
     fn mount_args(argv: &[&str]) -> MountArgs {
-        let argv = [&["artfs", "mount"], argv].concat();
+        let argv = [&["artfs", "mount"][..], argv].concat();
         match Cli::try_parse_from(argv).unwrap().cmd {
             Cmd::Mount(a) => *a,
             _ => unreachable!(),
@@ -1002,7 +1002,7 @@ mod tests {
         );
         assert!(plan.api.is_none());
         let api = ["--api", "127.0.0.1:0", "--jwt-key", "/k.pem"];
-        let plan = mount_args(&[&["/b", "/m"][..], &api].concat())
+        let plan = mount_args(&[&["/b", "/m"][..], &api[..]].concat())
             .plan(Config::default())
             .unwrap();
         let api = plan.api.unwrap();
@@ -1033,7 +1033,10 @@ mod tests {
             ("threads", m.threads.to_string()),
             ("force", d.mount.force.to_string()),
             ("io_uring", d.mount.io_uring.to_string()),
-            ("list_computed_xattrs", d.mount.list_computed_xattrs.to_string()),
+            (
+                "list_computed_xattrs",
+                d.mount.list_computed_xattrs.to_string(),
+            ),
             ("attr_ttl", d.mount.attr_ttl.to_string()),
             ("keep_awake_us", d.mount.keep_awake_us.to_string()),
             ("cache_entries", d.mount.cache_entries.to_string()),

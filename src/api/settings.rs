@@ -251,7 +251,10 @@ impl ApiArgs {
         over(&mut file.tls_cert, self.tls_cert.clone().map(Some));
         over(&mut file.tls_key, self.tls_key.clone().map(Some));
         // A plain flag: given, it says yes; absent, the file decides.
-        over(&mut file.insecure_public, self.api_insecure_public.then_some(true));
+        over(
+            &mut file.insecure_public,
+            self.api_insecure_public.then_some(true),
+        );
         over(
             &mut file.metrics_token_file,
             self.metrics_token_file.clone().map(Some),

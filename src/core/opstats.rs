@@ -52,7 +52,9 @@ impl OpStats {
     /// catch-all); the first call fixes it. An index past its end counts
     /// under the last name.
     pub fn start(&self, names: &'static [&'static str], i: usize) -> OpTimer<'_> {
-        let names = self.names.get_or_init(|| &names[..names.len().min(MAX_OPS)]);
+        let names = self
+            .names
+            .get_or_init(|| &names[..names.len().min(MAX_OPS)]);
         let i = i.min(names.len().saturating_sub(1));
         OpTimer {
             stats: self,

@@ -393,4 +393,3 @@ fn spawn_service_notifier(
         })?;
     Ok(())
 }
-

@@ -2,8 +2,8 @@
 //! (`artfs_fuse_ops_total{op=...}` and `artfs_fuse_op_seconds_total` on
 //! `/metrics`): the core counts, this door names (see `core::opstats`).
 
-use crate::core::opstats::{OpStats, MAX_OPS};
 pub use crate::core::opstats::OpTimer;
+use crate::core::opstats::{OpStats, MAX_OPS};
 
 /// The operations counted (the FUSE requests the daemon serves; reads and
 /// writes through passthrough never reach it and are not counted). The
