@@ -21,6 +21,7 @@ pub mod namespace;
 mod objpool;
 mod open;
 pub mod opstats;
+pub mod options;
 pub mod policy;
 mod publish;
 pub mod recover;
@@ -46,9 +47,8 @@ use crate::types::journal;
 use crate::types::DentryKey;
 use crate::types::{Inode, Kind};
 use cache::{Cache, Known, Staged, Xattrs};
-pub use open::{
-    open_for_rebuild, open_offline, open_store, serving_mount, StoreLock, StoreOptions,
-};
+pub use open::{open_for_rebuild, open_offline, open_store, serving_mount, StoreLock};
+pub use options::StoreOptions;
 use writer::Writer;
 
 pub use data::Handle;
@@ -260,7 +260,7 @@ impl Fs {
         let Some(ino) = self.meta.find_by_file_id(file_id)? else {
             return Ok(None);
         };
-        if self.in_trash(ino) {
+        if trash::trashed(self.meta.as_ref(), ino)? {
             return Ok(None);
         }
         Ok(Some(ino))
@@ -379,10 +379,8 @@ impl Fs {
     fn attr_of(&self, mut inode: Inode) -> Result<Attr> {
         if inode.ino == crate::types::ROOT_INO {
             // The trash is hidden: its ".." does not count for the root.
-            if let Ok(Some(d)) = self.child(crate::types::ROOT_INO, collector::TRASH) {
-                if d.kind == Kind::Dir {
-                    inode.nlink = inode.nlink.saturating_sub(1);
-                }
+            if self.trash_ino().is_some() {
+                inode.nlink = inode.nlink.saturating_sub(1);
             }
         }
         if inode.kind == Kind::File {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tokio::runtime::Handle;
 
 use super::cache::Cache;
+use super::options::StoreOptions;
 use super::writer::{Writer, INO_RESERVE_STEP};
 use super::Fs;
 use crate::blob::ObjectStore;
@@ -18,50 +19,6 @@ use crate::meta::MetaStore;
 use crate::types::error::{Error, Result};
 use crate::types::{Inode, Timestamp, ROOT_INO};
 use std::sync::atomic::Ordering;
-
-/// How to open a store. Plain data with defaults; the CLI fills it.
-#[derive(Clone, Debug)]
-pub struct StoreOptions {
-    pub backing: PathBuf,
-    /// Metadata database URL; default `sqlite://BACKING/.artfs/meta.db`.
-    pub db_url: Option<String>,
-    pub table_prefix: String,
-    /// Entries per in-memory cache.
-    pub cache_entries: usize,
-    /// How long settled log rows are kept.
-    pub journal_retention: crate::types::journal::Retention,
-    /// Mode of a store created by this mount (an existing store keeps its own).
-    pub initial_mode: super::policy::Mode,
-    /// Set the store's capacity (bytes of regular files; 0 removes it).
-    pub capacity: Option<u64>,
-    /// Trash and expiry.
-    pub collector: super::collector::CollectorConfig,
-    /// How far ahead a retention lock may reach (`--max-retention`);
-    /// `None`: no bound.
-    pub max_retention: Option<std::time::Duration>,
-}
-
-impl StoreOptions {
-    pub fn new(backing: impl Into<PathBuf>) -> StoreOptions {
-        StoreOptions {
-            backing: backing.into(),
-            db_url: None,
-            table_prefix: "artfs".to_string(),
-            cache_entries: 100_000,
-            journal_retention: crate::types::journal::Retention::default(),
-            initial_mode: super::policy::Mode::Edit,
-            capacity: None,
-            collector: Default::default(),
-            max_retention: Some(super::archive_attrs::DEFAULT_MAX_RETENTION),
-        }
-    }
-
-    pub fn db_url(&self) -> String {
-        self.db_url.clone().unwrap_or_else(|| {
-            format!("sqlite://{}", self.backing.join(".artfs/meta.db").display())
-        })
-    }
-}
 
 fn setup_err(msg: String) -> Error {
     Error::Meta(msg)

@@ -6,6 +6,7 @@ mod awake;
 mod mount;
 mod notify;
 mod offload;
+mod opstats;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -25,20 +26,13 @@ use parking_lot::Mutex;
 use tracing::{debug_span, warn};
 
 use crate::core::namespace::NewNode;
-use crate::core::{opstats, Attr, Fs, Handle};
+use crate::core::{Attr, Fs, Handle};
 use crate::types::error::Error;
 use crate::types::{Caller, Kind, RenameMode, SetAttr, SetTime, Timestamp};
+use opstats::FuseOps;
 
 pub use mount::{check_mountpoint, serve, MountOptions};
 pub use notify::KernelInvalidator;
-
-/// How long the kernel may trust entries and attributes. The daemon owns
-/// its metadata, so this is long; changes made behind the kernel's back
-/// are pushed out through the notifier.
-const DEFAULT_TTL: Duration = Duration::from_secs(3600);
-
-/// How long a CPU is kept awake after a request (see `awake`).
-const DEFAULT_KEEP_AWAKE: Duration = Duration::from_millis(1);
 
 /// The door: what its requests share. Requests that may block run on a
 /// helper thread with a clone of it (see `offload`).
@@ -192,7 +186,7 @@ impl FuseFs {
             inner: Arc::new(Shared {
                 fs,
                 notifier: Arc::default(),
-                ttl: DEFAULT_TTL,
+                ttl: MountOptions::default().ttl,
                 passthrough: AtomicBool::new(false),
                 backing_by_ino: Mutex::default(),
                 backing_by_fh: Mutex::default(),
