@@ -14,14 +14,7 @@ use crate::types::Timestamp;
 
 /// Inode numbers at the edges of the naming scheme: fan-out bytes 00 and
 /// ff, the largest numbers, numbers that differ only above the low byte.
-const EDGE_INOS: [u64; 6] = [
-    0x100,
-    0xff,
-    0x1ff,
-    1 << 40,
-    0xffff_ffff_ffff_ff00,
-    u64::MAX,
-];
+const EDGE_INOS: [u64; 6] = [0x100, 0xff, 0x1ff, 1 << 40, 0xffff_ffff_ffff_ff00, u64::MAX];
 
 /// What only the implementation knows how to do to itself: the traces of
 /// a crash and of damage.
@@ -59,7 +52,10 @@ fn doc(n: u64) -> AttrJson {
 
 fn objects(store: &dyn ContentStore) -> Vec<u64> {
     let (inos, stray) = store.list().expect("list");
-    assert!(stray.is_empty(), "strays in a store made by the suite: {stray:?}");
+    assert!(
+        stray.is_empty(),
+        "strays in a store made by the suite: {stray:?}"
+    );
     inos
 }
 
@@ -77,9 +73,13 @@ fn missing_objects_are_not_found(store: &dyn ContentStore) {
     assert_eq!(kind(store.open_rw(ino)), ErrorKind::NotFound);
     assert_eq!(kind(store.open_read(ino)), ErrorKind::NotFound);
     assert_eq!(store.stat(ino).unwrap(), None);
-    store.remove(ino).expect("removing a missing object is not an error");
+    store
+        .remove(ino)
+        .expect("removing a missing object is not an error");
     assert!(store.read_sidecar(ino).unwrap().is_none());
-    store.remove_sidecar(ino).expect("removing a missing sidecar");
+    store
+        .remove_sidecar(ino)
+        .expect("removing a missing sidecar");
     // Asking never creates.
     assert_eq!(store.stat(ino).unwrap(), None);
     assert!(!objects(store).contains(&ino));
@@ -154,7 +154,9 @@ fn remove_is_idempotent(store: &dyn ContentStore) {
 
 fn large_inos_have_distinct_names(store: &dyn ContentStore) {
     for (i, ino) in EDGE_INOS.iter().enumerate() {
-        let f = store.create_new(*ino).unwrap_or_else(|e| panic!("create {ino:#x}: {e}"));
+        let f = store
+            .create_new(*ino)
+            .unwrap_or_else(|e| panic!("create {ino:#x}: {e}"));
         f.write_all_at(&vec![b'x'; i + 1], 0).unwrap();
         store.fsync(*ino, &f, false).unwrap();
     }
@@ -164,7 +166,11 @@ fn large_inos_have_distinct_names(store: &dyn ContentStore) {
     let locations: BTreeSet<String> = EDGE_INOS.iter().map(|i| store.location(*i)).collect();
     assert_eq!(locations.len(), EDGE_INOS.len(), "{locations:?}");
     for (i, ino) in EDGE_INOS.iter().enumerate() {
-        assert_eq!(store.stat(*ino).unwrap().unwrap().size, i as u64 + 1, "{ino:#x}");
+        assert_eq!(
+            store.stat(*ino).unwrap().unwrap().size,
+            i as u64 + 1,
+            "{ino:#x}"
+        );
         assert_eq!(read_all(store, *ino).len(), i + 1);
     }
     for ino in EDGE_INOS {
@@ -225,7 +231,9 @@ fn sidecar_round_trip(store: &dyn ContentStore) {
     }
     assert!(objects(store).is_empty(), "sidecars are not objects");
     store.remove_sidecar(a).unwrap();
-    store.remove_sidecar(a).expect("a second removal is not an error");
+    store
+        .remove_sidecar(a)
+        .expect("a second removal is not an error");
     store.remove_sidecar(b).unwrap();
     store.sync_all().unwrap();
     assert!(store.read_sidecar(a).unwrap().is_none());
@@ -242,7 +250,11 @@ fn list_skips_sidecars_and_temp_files(store: &dyn ContentStore, interrupt: &dyn 
     interrupt(0x2b);
     assert_eq!(objects(store), vec![ino]);
     let found: Vec<_> = store.sidecars().map(|s| s.ino).collect();
-    assert_eq!(found, vec![Some(ino), Some(0x2b)], "temp files are not sidecars");
+    assert_eq!(
+        found,
+        vec![Some(ino), Some(0x2b)],
+        "temp files are not sidecars"
+    );
     assert_eq!(store.sweep_temp().unwrap(), 2);
     store.remove(ino).unwrap();
     store.remove_sidecar(ino).unwrap();

@@ -202,14 +202,16 @@ impl ContentStore for LocalDir {
     }
 
     fn sidecars(&self) -> Box<dyn Iterator<Item = FoundSidecar> + '_> {
-        Box::new(sidecar::scan(&self.root).map(|(path, parsed)| FoundSidecar {
-            ino: path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(sidecar::SUFFIX))
-                .and_then(|n| u64::from_str_radix(n, 16).ok()),
-            path,
-            parsed,
+        Box::new(sidecar::scan(&self.root).map(|(path, parsed)| {
+            FoundSidecar {
+                ino: path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_suffix(sidecar::SUFFIX))
+                    .and_then(|n| u64::from_str_radix(n, 16).ok()),
+                path,
+                parsed,
+            }
         }))
     }
 
@@ -272,9 +274,10 @@ mod tests {
         let interrupt = |ino: u64| {
             // What `sidecar::write_atomic` leaves when cut short.
             n.set(n.get() + 1);
-            let tmp = store
-                .dir_of(ino)
-                .join(format!("{}crashed-{}", sidecar::TEMP_PREFIX, n.get()));
+            let tmp =
+                store
+                    .dir_of(ino)
+                    .join(format!("{}crashed-{}", sidecar::TEMP_PREFIX, n.get()));
             std::fs::write(tmp, b"{\"file_id\":").unwrap();
         };
         let damage = |ino: u64| std::fs::write(store.sidecar_path(ino), b"{ not json").unwrap();
@@ -296,7 +299,11 @@ mod tests {
         let store = crate::blob::open(backing.path()).unwrap();
         store.create_new(0x1234_56ab).unwrap();
         store
-            .write_sidecar(0x1234_56ab, &AttrJson::new(uuid::Uuid::nil().to_string()), DirSync::Now)
+            .write_sidecar(
+                0x1234_56ab,
+                &AttrJson::new(uuid::Uuid::nil().to_string()),
+                DirSync::Now,
+            )
             .unwrap();
         let dir = backing.path().join("objects/ab");
         assert!(dir.join("00000000123456ab").is_file());

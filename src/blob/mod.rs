@@ -126,8 +126,12 @@ pub trait ContentStore: Send + Sync {
     /// with `DirSync::Now`; with `DirSync::Deferred` at the next
     /// [`ContentStore::sync_all`] (until then a crash may also leave an
     /// empty document: the caller's pending log row has it rewritten).
-    fn write_sidecar(&self, ino: u64, doc: &sidecar::AttrJson, when: sidecar::DirSync)
-        -> io::Result<()>;
+    fn write_sidecar(
+        &self,
+        ino: u64,
+        doc: &sidecar::AttrJson,
+        when: sidecar::DirSync,
+    ) -> io::Result<()>;
 
     /// Remove the sidecar of `ino`; a missing one is already gone (`Ok`).
     /// Durable at the next [`ContentStore::sync_all`].

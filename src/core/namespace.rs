@@ -834,11 +834,8 @@ impl Fs {
         // Counted in memory: statfs is frequent (some tools call it per
         // file) and must not wait for a commit or scan the table.
         let files = self.inode_total();
-        let (mut blocks, mut bfree, mut bavail) = (
-            scale(v.blocks),
-            scale(v.bfree),
-            scale(v.bavail),
-        );
+        let (mut blocks, mut bfree, mut bavail) =
+            (scale(v.blocks), scale(v.bfree), scale(v.bavail));
         // The trash gives its space back to any write that needs it: it
         // counts as free (reclaimable).
         let trash = self.trash_bytes() / bsize;
