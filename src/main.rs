@@ -556,11 +556,11 @@ fn fsck(args: FsckArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitCod
         println!("note: the store is mounted; this checks its last committed state");
     }
     if args.repair {
-        for line in fsck::repair(meta.as_ref(), &objects)? {
+        for line in fsck::repair(meta.as_ref(), objects.as_ref())? {
             println!("repaired: {line}");
         }
     }
-    let report = fsck::check(meta.as_ref(), &objects, mounted)?;
+    let report = fsck::check(meta.as_ref(), objects.as_ref(), mounted)?;
     meta.close();
     println!(
         "checked {} inodes, {} entries, {} objects",
@@ -665,7 +665,7 @@ fn rebuild(args: RebuildArgs, mut cfg: Config) -> anyhow::Result<std::process::E
         .with_context(|| format!("cannot rebuild {}", sopts.backing.display()))?;
     let bar = progress("reading sidecars");
     let code = if args.check {
-        let o = artfs::cmd::rebuild::check(meta.as_ref(), &objects, &bar)?;
+        let o = artfs::cmd::rebuild::check(meta.as_ref(), objects.as_ref(), &bar)?;
         bar.finish_and_clear();
         for ino in &o.sidecars_without_rows {
             println!("sidecar without rows: inode {ino}");
@@ -687,7 +687,7 @@ fn rebuild(args: RebuildArgs, mut cfg: Config) -> anyhow::Result<std::process::E
         let backing = sopts.backing.canonicalize()?;
         let r = artfs::cmd::rebuild::rebuild(
             meta.as_ref(),
-            &objects,
+            objects.as_ref(),
             &backing,
             args.incremental,
             &bar,
@@ -751,7 +751,7 @@ fn scrub(args: ScrubArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitC
     );
     let r = artfs::cmd::scrub::scrub(
         meta.as_ref(),
-        &objects,
+        objects.as_ref(),
         args.rate_limit.map(|m| m << 20),
         &bar,
         record,

@@ -34,7 +34,7 @@ impl Fs {
     /// (while content is recorded) or shorter than it, with no writer to
     /// explain it, is lost content: EIO, never the hash of what is left.
     pub(crate) fn hash_object(&self, ino: u64, recorded: u64) -> Result<(String, Version)> {
-        match std::fs::File::open(self.objects.path(ino)) {
+        match self.objects.open_read(ino) {
             Ok(f) => {
                 let (hash, version) = hash_file(&f, u64::MAX)?.expect("no size limit");
                 if version.0 < recorded && !self.is_open(ino) {
@@ -68,7 +68,7 @@ impl Fs {
             // A recorded hash is of content that must still be there (one
             // stat): a lost object is EIO here as on every other door.
             if !self.is_open(ino) {
-                let held = self.objects.stat(ino)?.map(|m| m.len());
+                let held = self.objects.stat(ino)?.map(|m| m.size);
                 if held.unwrap_or(0) < inode.size {
                     return Err(self.lost_object(ino, inode.size, held));
                 }
@@ -89,7 +89,7 @@ impl Fs {
                 return Ok(());
             }
             let now = match self.objects.stat(ino)? {
-                Some(m) => (m.len(), Timestamp::mtime_of(&m).0),
+                Some(m) => (m.size, m.mtime.0),
                 None => (0, 0),
             };
             if now != version || i.size != version.0 {

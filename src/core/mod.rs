@@ -40,7 +40,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::blob::ObjectStore;
+use crate::blob::ContentStore;
 use crate::meta::{Dentry, MetaStore};
 use crate::types::error::{enoent, Error, Result};
 use crate::types::journal;
@@ -72,7 +72,7 @@ struct OpenInode {
 
 pub struct Fs {
     meta: Box<dyn MetaStore>,
-    objects: ObjectStore,
+    objects: Arc<dyn ContentStore>,
     cache: Cache,
     writer: Writer,
     mutate: Mutex<()>,

@@ -112,7 +112,7 @@ impl ObjectPool {
     /// `.artfs/pool`). It makes objects once files are being created.
     pub(crate) fn start(fs: Weak<Fs>) -> std::io::Result<()> {
         if let Some(fs) = fs.upgrade() {
-            fs.objects.remove_legacy_pool()?;
+            crate::blob::remove_legacy_pool(&fs.backing)?;
         }
         std::thread::Builder::new()
             .name("artfs-objects".into())

@@ -14,7 +14,7 @@ use super::cache::Cache;
 use super::options::StoreOptions;
 use super::writer::{Writer, INO_RESERVE_STEP};
 use super::Fs;
-use crate::blob::ObjectStore;
+use crate::blob::ContentStore;
 use crate::meta::MetaStore;
 use crate::types::error::{Error, Result};
 use crate::types::{Inode, Timestamp, ROOT_INO};
@@ -55,9 +55,9 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
     let meta = crate::meta::open(&url, &opts.table_prefix, rt)?;
 
     let store_id = identify(meta.as_ref(), &backing, &state_dir, &url, true)?;
-    let objects = ObjectStore::open(&backing)?;
+    let objects = crate::blob::open(&backing)?;
     // Before anything is served: settle what a crash left pending.
-    let settled = crate::core::recover::recover(meta.as_ref(), &objects)?;
+    let settled = crate::core::recover::recover(meta.as_ref(), objects.as_ref())?;
     // Pending `sidecars` rows are deferred housekeeping (the tables hold
     // everything; only attr.json copies lagged), not an interrupted
     // operation: a clean stop may leave them when it runs out of time.
@@ -77,10 +77,13 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
             "wrote the sidecars of deferred sidecar rewrites (housekeeping)"
         );
     }
-    if !objects.sidecar_path(ROOT_INO).exists() {
+    if matches!(
+        objects.read_sidecar(ROOT_INO),
+        Ok(None) | Err(crate::blob::sidecar::SidecarError::Io(_))
+    ) {
         // A new store's root: every other inode gets its sidecar when a
         // batch first changes it.
-        crate::core::render::rewrite(meta.as_ref(), &objects, &[ROOT_INO])?;
+        crate::core::render::rewrite(meta.as_ref(), objects.as_ref(), &[ROOT_INO])?;
     }
     let mode = match meta.config()? {
         Some(mut c) => {
@@ -298,7 +301,7 @@ pub fn open_offline(
     opts: &StoreOptions,
     rt: Handle,
     exclusive: bool,
-) -> Result<(Box<dyn MetaStore>, ObjectStore, Option<StoreLock>)> {
+) -> Result<(Box<dyn MetaStore>, Arc<dyn ContentStore>, Option<StoreLock>)> {
     let backing = opts.backing.canonicalize().map_err(|e| {
         setup_err(format!(
             "BACKING {} is not usable: {e}",
@@ -325,7 +328,7 @@ pub fn open_offline(
     }
     let meta = crate::meta::open(&url, &opts.table_prefix, rt)?;
     identify(meta.as_ref(), &backing, &state_dir, &url, false)?;
-    let objects = ObjectStore::open(&backing)?;
+    let objects = crate::blob::open(&backing)?;
     Ok((meta, objects, lock))
 }
 
@@ -335,7 +338,7 @@ pub fn open_offline(
 pub fn open_for_rebuild(
     opts: &StoreOptions,
     rt: Handle,
-) -> Result<(Box<dyn MetaStore>, ObjectStore, StoreLock)> {
+) -> Result<(Box<dyn MetaStore>, Arc<dyn ContentStore>, StoreLock)> {
     let backing = opts.backing.canonicalize().map_err(|e| {
         setup_err(format!(
             "BACKING {} is not usable: {e}",
@@ -364,7 +367,7 @@ pub fn open_for_rebuild(
         Some(_) => {}
         None => meta.init_identity(&store_id, &backing.to_string_lossy(), 0)?,
     }
-    let objects = ObjectStore::open(&backing)?;
+    let objects = crate::blob::open(&backing)?;
     Ok((meta, objects, lock))
 }
 

@@ -884,8 +884,8 @@ impl Fs {
 
     /// Bytes free for us on BACKING's filesystem.
     fn backing_avail(&self) -> Option<u64> {
-        let v = self.objects.statvfs().ok()?;
-        Some(v.blocks_available().saturating_mul(v.fragment_size()))
+        let v = self.objects.space().ok()?;
+        Some(v.bavail.saturating_mul(v.frsize))
     }
 
     /// BACKING is nearly full (under a tenth, or twice the reserve, free)
@@ -910,12 +910,12 @@ impl Fs {
         if self.trash_ino().is_none() || self.trash_bytes() == 0 {
             return false;
         }
-        let Ok(v) = self.objects.statvfs() else {
+        let Ok(v) = self.objects.space() else {
             return false;
         };
-        let frsize = v.fragment_size();
-        let avail = v.blocks_available().saturating_mul(frsize);
-        let total = v.blocks().saturating_mul(frsize);
+        let frsize = v.frsize;
+        let avail = v.bavail.saturating_mul(frsize);
+        let total = v.blocks.saturating_mul(frsize);
         avail < (total / 10).max(2 * self.space_reserve())
     }
 }
