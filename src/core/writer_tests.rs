@@ -13,7 +13,8 @@ use crate::core::Fs;
 use crate::types::journal;
 use crate::types::{Caller, ROOT_INO};
 
-/// A store with no thread running. Field order: the store goes first,
+/// A store with no thread running, its first inode reservation
+/// committed. Field order: the store goes first,
 /// then its lock, the runtime and the directory.
 struct Store {
     fs: Arc<Fs>,
@@ -31,8 +32,12 @@ fn store() -> Store {
         .expect("runtime");
     let (fs, lock) =
         open_unstarted(&StoreOptions::new(dir.path()), rt.handle().clone()).expect("open");
+    let fs = Arc::new(fs);
+    // Commit the first inode reservation: allocating a number waits for
+    // it, and no writer thread runs here.
+    round(&mut Run::new(fs.clone()));
     Store {
-        fs: Arc::new(fs),
+        fs,
         _lock: lock,
         _rt: rt,
         _dir: dir,
