@@ -156,34 +156,32 @@ const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 const COUNT_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Hasher {
-    pub fn start(fs: Weak<Fs>) -> std::io::Result<Hasher> {
+    pub fn start(fs: Weak<Fs>, workers: &super::workers::Workers) -> std::io::Result<Hasher> {
         let (tx, rx) = mpsc::channel::<(u64, std::time::Instant)>();
-        std::thread::Builder::new()
-            .name("artfs-hasher".into())
-            .spawn(move || {
-                super::background_thread();
-                lower_io_priority();
-                let mut backlog = match fs.upgrade() {
-                    Some(fs) => fs.unhashed_backlog(),
-                    None => return,
-                };
-                let mut live = VecDeque::new();
-                let mut backlog_left = backlog.len();
-                while let Some(ino) = next(&rx, &mut live, &mut backlog) {
-                    crate::crash_point!("hasher::before_hash");
-                    let Some(fs) = fs.upgrade() else { return };
-                    if let Err(e) = run_one(&fs, ino) {
-                        tracing::debug!(ino, error = %e, "could not hash");
-                    }
-                    if backlog_left > 0 && backlog.is_empty() {
-                        tracing::info!(
-                            files = backlog_left,
-                            "worked through the files left without a recorded hash"
-                        );
-                        backlog_left = 0;
-                    }
+        workers.spawn(super::workers::HASHER, move || {
+            super::background_thread();
+            lower_io_priority();
+            let mut backlog = match fs.upgrade() {
+                Some(fs) => fs.unhashed_backlog(),
+                None => return,
+            };
+            let mut live = VecDeque::new();
+            let mut backlog_left = backlog.len();
+            while let Some(ino) = next(&rx, &mut live, &mut backlog) {
+                crate::crash_point!("hasher::before_hash");
+                let Some(fs) = fs.upgrade() else { return };
+                if let Err(e) = run_one(&fs, ino) {
+                    tracing::debug!(ino, error = %e, "could not hash");
                 }
-            })?;
+                if backlog_left > 0 && backlog.is_empty() {
+                    tracing::info!(
+                        files = backlog_left,
+                        "worked through the files left without a recorded hash"
+                    );
+                    backlog_left = 0;
+                }
+            }
+        })?;
         Ok(Hasher {
             tx,
             counted: Mutex::new(None),

@@ -30,6 +30,8 @@ pub mod search;
 mod sidecar_sync;
 mod stats;
 pub mod trash;
+mod upload;
+mod workers;
 mod writer;
 mod xattr;
 
@@ -54,6 +56,7 @@ use writer::Writer;
 pub use data::Handle;
 pub use import::{ImportMeta, ImportOutcome};
 pub use publish::{estale, Expect, Published};
+pub use upload::{Condition, UploadOptions, Uploaded};
 
 /// An inode with at least one open handle: the object file is shared by
 /// all handles and is the truth for size and content while open.
@@ -112,6 +115,8 @@ pub struct Fs {
     /// inode, with their creation time (see `archive_attrs::takes_new_name`);
     /// only files still inside the window are kept.
     renamed_fresh: Mutex<HashMap<u64, crate::types::Timestamp>>,
+    /// The background threads, and who stops them when (see `workers`).
+    workers: workers::Workers,
 }
 
 /// Lower the calling thread's CPU priority: background upkeep (sidecars,
@@ -396,19 +401,24 @@ impl Fs {
     }
 
     /// Commit everything, stop the writer and close the store (at unmount).
+    /// The threads end in the order `workers` documents.
     pub fn close(&self) {
+        self.workers.stop_periodic();
         self.release_all();
         if let Err(e) = self.wait_committed() {
             tracing::error!(error = %e, "could not commit metadata at close");
         }
         self.pool.stop(self);
+        self.workers.join(workers::OBJECTS);
         // Sidecars of everything committed, then their log rows settled.
         self.sidecars.drain();
         if let Err(e) = self.wait_committed() {
             tracing::error!(error = %e, "could not commit metadata at close");
         }
         self.sidecars.stop();
+        self.workers.join(workers::SIDECARS);
         self.writer.shutdown();
+        self.workers.join(workers::WRITER);
         // Nothing commits any more: finish the sidecars of what committed
         // after the drain (the hasher, the last releases), so a clean stop
         // leaves no pending row.

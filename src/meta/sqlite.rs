@@ -249,12 +249,30 @@ fn tuples(rows: usize, cols: usize) -> String {
     vec![one; rows].join(", ")
 }
 
+/// One transaction's connection, as the apply steps below take it.
+type Conn = sqlx::SqliteConnection;
+type SqlResult = std::result::Result<(), sqlx::Error>;
+
 impl SqliteStore {
-    async fn apply_async(&self, b: &Batch) -> std::result::Result<(), sqlx::Error> {
-        let p = &self.p;
+    /// Commit one batch in one transaction, one table family at a time.
+    /// Entries first go away (all touched keys), then come back with their
+    /// final state, so moves and replacements never collide.
+    async fn apply_async(&self, b: &Batch) -> SqlResult {
         let mut tx = self.pool.begin().await?;
-        // Entries first go away (all touched keys), then come back with
-        // their final state, so moves and replacements never collide.
+        self.delete_dentries(&mut tx, b).await?;
+        self.write_inodes(&mut tx, b).await?;
+        self.write_xattrs(&mut tx, b).await?;
+        self.insert_dentries(&mut tx, b).await?;
+        self.insert_journal(&mut tx, b).await?;
+        self.settle_journal(&mut tx, b).await?;
+        self.update_search(&mut tx, b).await?;
+        self.write_config(&mut tx, b).await?;
+        tx.commit().await
+    }
+
+    /// Remove every entry key the batch touches.
+    async fn delete_dentries(&self, tx: &mut Conn, b: &Batch) -> SqlResult {
+        let p = &self.p;
         for chunk in b.dentries.chunks(CHUNK) {
             let sql = format!(
                 "DELETE FROM {p}_dentries WHERE (parent, name) IN (VALUES {})",
@@ -267,6 +285,38 @@ impl SqliteStore {
             }
             sqlx::query_with(&sql, args).execute(&mut *tx).await?;
         }
+        Ok(())
+    }
+
+    /// Insert the entries the batch leaves present (after the deletes).
+    async fn insert_dentries(&self, tx: &mut Conn, b: &Batch) -> SqlResult {
+        let p = &self.p;
+        let present: Vec<(&(u64, Vec<u8>), &Dentry)> = b
+            .dentries
+            .iter()
+            .filter_map(|(k, d)| d.as_ref().map(|d| (k, d)))
+            .collect();
+        for chunk in present.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO {p}_dentries (id, parent, name, ino, kind) VALUES {}",
+                tuples(chunk.len(), 5)
+            );
+            let mut args = SqliteArguments::default();
+            for ((parent, name), d) in chunk {
+                add(&mut args, d.id as i64);
+                add(&mut args, *parent as i64);
+                add(&mut args, name.as_slice());
+                add(&mut args, d.ino as i64);
+                add(&mut args, d.kind as i64);
+            }
+            sqlx::query_with(&sql, args).execute(&mut *tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Delete the removed inodes, then write the final state of the others.
+    async fn write_inodes(&self, tx: &mut Conn, b: &Batch) -> SqlResult {
+        let p = &self.p;
         let gone: Vec<i64> = b
             .inodes
             .iter()
@@ -296,6 +346,12 @@ impl SqliteStore {
             }
             sqlx::query_with(&sql, args).execute(&mut *tx).await?;
         }
+        Ok(())
+    }
+
+    /// Replace the whole attribute list of every inode the batch touches.
+    async fn write_xattrs(&self, tx: &mut Conn, b: &Batch) -> SqlResult {
+        let p = &self.p;
         for chunk in b.xattrs.chunks(CHUNK) {
             let sql = format!(
                 "DELETE FROM {p}_xattrs WHERE ino IN ({})",
@@ -326,26 +382,12 @@ impl SqliteStore {
             }
             sqlx::query_with(&sql, args).execute(&mut *tx).await?;
         }
-        let present: Vec<(&(u64, Vec<u8>), &Dentry)> = b
-            .dentries
-            .iter()
-            .filter_map(|(k, d)| d.as_ref().map(|d| (k, d)))
-            .collect();
-        for chunk in present.chunks(CHUNK) {
-            let sql = format!(
-                "INSERT INTO {p}_dentries (id, parent, name, ino, kind) VALUES {}",
-                tuples(chunk.len(), 5)
-            );
-            let mut args = SqliteArguments::default();
-            for ((parent, name), d) in chunk {
-                add(&mut args, d.id as i64);
-                add(&mut args, *parent as i64);
-                add(&mut args, name.as_slice());
-                add(&mut args, d.ino as i64);
-                add(&mut args, d.kind as i64);
-            }
-            sqlx::query_with(&sql, args).execute(&mut *tx).await?;
-        }
+        Ok(())
+    }
+
+    /// Insert the batch's new intent-log rows.
+    async fn insert_journal(&self, tx: &mut Conn, b: &Batch) -> SqlResult {
+        let p = &self.p;
         for chunk in b.journal.chunks(CHUNK / 2) {
             let sql = format!(
                 "INSERT INTO {p}_wal ({WAL_COLS}) VALUES {}",
@@ -367,6 +409,12 @@ impl SqliteStore {
             }
             sqlx::query_with(&sql, args).execute(&mut *tx).await?;
         }
+        Ok(())
+    }
+
+    /// Settle intent-log rows (status, outcome, completion time).
+    async fn settle_journal(&self, tx: &mut Conn, b: &Batch) -> SqlResult {
+        let p = &self.p;
         for u in &b.journal_done {
             let done = journal::rfc3339(u.completed_at);
             sqlx::query(&format!(
@@ -385,8 +433,12 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
-        // The search index follows every inode whose names or attributes
-        // may have changed (every entry change also changes its inode).
+        Ok(())
+    }
+
+    /// The search index follows every inode whose names or attributes may
+    /// have changed (every entry change also changes its inode).
+    async fn update_search(&self, tx: &mut Conn, b: &Batch) -> SqlResult {
         let mut touched: Vec<i64> = b
             .inodes
             .iter()
@@ -410,6 +462,12 @@ impl SqliteStore {
             del.execute(&mut *tx).await?;
             ins.execute(&mut *tx).await?;
         }
+        Ok(())
+    }
+
+    /// The store's settings, usage counters and inode reservation.
+    async fn write_config(&self, tx: &mut Conn, b: &Batch) -> SqlResult {
+        let p = &self.p;
         if let Some(c) = &b.config {
             sqlx::query(&format!(
                 "INSERT INTO {p}_config \
@@ -443,7 +501,7 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await
+        Ok(())
     }
 }
 
