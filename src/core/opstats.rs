@@ -4,6 +4,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use crate::types::error::{errno_index, ERRNO_LABELS};
+
 /// The operations counted (the FUSE requests the daemon serves; reads and
 /// writes through passthrough never reach it and are not counted).
 pub const OPS: [&str; 33] = [
@@ -48,6 +50,8 @@ pub struct OpStats {
     /// Opens and hashes refused because a file's object was missing or
     /// short (`artfs_missing_objects_total`).
     missing_objects: AtomicU64,
+    /// Error replies per operation and errno (`artfs_fuse_errors_total`).
+    errors: [[AtomicU64; ERRNO_LABELS.len()]; OPS.len()],
 }
 
 impl Default for OpStats {
@@ -56,6 +60,7 @@ impl Default for OpStats {
             count: std::array::from_fn(|_| AtomicU64::new(0)),
             nanos: std::array::from_fn(|_| AtomicU64::new(0)),
             missing_objects: AtomicU64::new(0),
+            errors: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
         }
     }
 }
@@ -129,6 +134,26 @@ impl OpStats {
         self.missing_objects.load(Ordering::Relaxed)
     }
 
+    /// Count an error reply to operation `op` (an index into [`OPS`]).
+    pub fn error(&self, op: usize, errno: i32) {
+        let op = op.min(OPS.len() - 1);
+        self.errors[op][errno_index(errno)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (operation, errno name, count) for every pair seen.
+    pub fn errors(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let mut out = Vec::new();
+        for (i, op) in OPS.iter().enumerate() {
+            for (j, (_, name)) in ERRNO_LABELS.iter().enumerate() {
+                let n = self.errors[i][j].load(Ordering::Relaxed);
+                if n > 0 {
+                    out.push((*op, *name, n));
+                }
+            }
+        }
+        out
+    }
+
     /// (operation, count, total seconds) for every operation seen.
     pub fn snapshot(&self) -> Vec<(&'static str, u64, f64)> {
         OPS.iter()
@@ -158,6 +183,23 @@ mod tests {
         assert_eq!(
             snap.iter().map(|(o, n, _)| (*o, *n)).collect::<Vec<_>>(),
             vec![("getattr", 2), ("write", 1)]
+        );
+    }
+
+    #[test]
+    fn errors_are_counted_by_operation_and_errno_name() {
+        let s = OpStats::default();
+        s.error(op_index("lookup"), libc::ENOENT);
+        s.error(op_index("lookup"), libc::ENOENT);
+        s.error(op_index("open"), libc::EIO);
+        s.error(op_index("open"), libc::EHOSTDOWN);
+        assert_eq!(
+            s.errors(),
+            vec![
+                ("lookup", "ENOENT", 2),
+                ("open", "EIO", 1),
+                ("open", "other", 1)
+            ]
         );
     }
 }

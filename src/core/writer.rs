@@ -38,7 +38,8 @@ struct State {
     stopped: bool,
     /// Callers blocked in `wait_for`: commit at once for them.
     waiters: usize,
-    last_error: Option<String>,
+    /// The last commit's error, shared with every waiter it fails.
+    last_error: Option<Arc<Error>>,
 }
 
 #[derive(Default)]
@@ -85,7 +86,7 @@ impl Writer {
                 // Keep waiting through transient errors, but report them.
                 let timed_out = self.done.wait_for(s, Duration::from_secs(5)).timed_out();
                 if timed_out && s.flushed_seq < seq {
-                    return Err(Error::Meta(format!("cannot commit metadata: {e}")));
+                    return Err(Error::Uncommitted(e));
                 }
                 continue;
             }
@@ -120,7 +121,7 @@ impl Writer {
     pub(crate) fn died(&self, why: String) {
         tracing::error!(why = %why, "the metadata writer died; changes are refused until artfs restarts (recovery at the next mount repairs)");
         let mut s = self.state.lock();
-        s.last_error = Some(format!("metadata writer died: {why}"));
+        s.last_error = Some(Arc::new(Error::meta(format!("metadata writer died: {why}"))));
         s.stopped = true;
         self.done.notify_all();
     }
@@ -128,7 +129,8 @@ impl Writer {
     /// (running, last commit error): for the service watchdog.
     pub fn health(&self) -> (bool, Option<String>) {
         let s = self.state.lock();
-        (!s.stopped && !s.shutdown, s.last_error.clone())
+        let error = s.last_error.as_ref().map(|e| e.to_string());
+        (!s.stopped && !s.shutdown, error)
     }
 
     pub fn shutdown(&self) {
@@ -313,7 +315,7 @@ pub fn run(fs: Arc<Fs>) {
             Err(e) => {
                 tracing::error!(error = %e, "metadata commit failed; retrying");
                 let mut s = fs.writer.state.lock();
-                s.last_error = Some(e.to_string());
+                s.last_error = Some(Arc::new(e));
                 s.kicked = true;
                 fs.writer.done.notify_all();
                 if s.shutdown {
