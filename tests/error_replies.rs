@@ -57,7 +57,10 @@ impl Daemon {
         let deadline = Instant::now() + Duration::from_secs(20);
         while !is_mounted(&mnt) {
             if let Some(st) = child.try_wait().unwrap() {
-                panic!("artfs exited with {st}: {}", fs::read_to_string(&log).unwrap());
+                panic!(
+                    "artfs exited with {st}: {}",
+                    fs::read_to_string(&log).unwrap()
+                );
             }
             assert!(Instant::now() < deadline, "mount did not appear");
             std::thread::sleep(Duration::from_millis(20));
@@ -183,7 +186,11 @@ fn setxattr(p: &Path, name: &str, value: &[u8], flags: i32) -> i32 {
             flags,
         )
     };
-    code(if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) })
+    code(if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    })
 }
 
 /// getxattr(2) into a buffer of `size` bytes: 0 or the errno.
@@ -191,8 +198,13 @@ fn getxattr_into(p: &Path, name: &str, size: usize) -> i32 {
     let n = CString::new(name).unwrap();
     let mut buf = vec![0u8; size];
     // SAFETY: valid C strings and buffer.
-    let rc = unsafe { libc::getxattr(cpath(p).as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), size) };
-    code(if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) })
+    let rc =
+        unsafe { libc::getxattr(cpath(p).as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), size) };
+    code(if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    })
 }
 
 #[test]
@@ -202,13 +214,22 @@ fn fuse_error_replies_are_counted_by_operation_and_errno_and_logged_once() {
     assert_eq!(code(fs::metadata(d.path("no-such-file"))), libc::ENOENT);
     assert_eq!(d.counter(&fuse_errors("lookup", "ENOENT")), 1);
     let line = d.failure(&["path=\"no-such-file\""]);
-    for part in [" DEBUG ", "op=\"lookup\"", "ino=1 ", "errno=\"ENOENT\"", "reply=ENOENT"] {
+    for part in [
+        " DEBUG ",
+        "op=\"lookup\"",
+        "ino=1 ",
+        "errno=\"ENOENT\"",
+        "reply=ENOENT",
+    ] {
         assert!(line.contains(part), "{part} missing: {line}");
     }
     // EEXIST: an attribute created twice (a name made twice is refused
     // by the kernel itself, from its own dentry).
     fs::write(d.path("f"), b"x").unwrap();
-    assert_eq!(setxattr(&d.path("f"), "user.a", b"1", libc::XATTR_CREATE), 0);
+    assert_eq!(
+        setxattr(&d.path("f"), "user.a", b"1", libc::XATTR_CREATE),
+        0
+    );
     assert_eq!(
         setxattr(&d.path("f"), "user.a", b"2", libc::XATTR_CREATE),
         libc::EEXIST
@@ -249,11 +270,19 @@ fn api_error_responses_are_counted_by_route_status_and_errno() {
     let user = token("alice", Role::User);
     let fs_route = "/api/v1/fs/{*path}";
     // A core error: ENOENT, 404, logged at debug with the route and path.
-    let r = d.http.get(d.url("/api/v1/fs/missing.txt")).bearer_auth(&user);
+    let r = d
+        .http
+        .get(d.url("/api/v1/fs/missing.txt"))
+        .bearer_auth(&user);
     assert_eq!(r.send().unwrap().status(), 404);
     assert_eq!(d.counter(&api_errors("GET", fs_route, 404, "ENOENT")), 1);
     let line = d.failure(&["path=\"/api/v1/fs/missing.txt\""]);
-    for part in [" DEBUG ", "op=\"GET /api/v1/fs/{*path}\"", "errno=\"ENOENT\"", "reply=404"] {
+    for part in [
+        " DEBUG ",
+        "op=\"GET /api/v1/fs/{*path}\"",
+        "errno=\"ENOENT\"",
+        "reply=404",
+    ] {
         assert!(line.contains(part), "{part} missing: {line}");
     }
     // A refusal of the door itself: no token.

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use parking_lot::Mutex;
 use serde::Serialize;
 use utoipa::ToSchema;
 

@@ -252,7 +252,10 @@ pub async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap)
          and errno.\n# TYPE artfs_fuse_errors_total counter\n",
     );
     for (op, errno, n) in st.fs.ops().errors() {
-        let _ = writeln!(out, "artfs_fuse_errors_total{{op=\"{op}\",errno=\"{errno}\"}} {n}");
+        let _ = writeln!(
+            out,
+            "artfs_fuse_errors_total{{op=\"{op}\",errno=\"{errno}\"}} {n}"
+        );
     }
     let busy = st.uploads.in_flight();
     let _ = writeln!(

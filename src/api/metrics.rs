@@ -201,7 +201,12 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next
     if status.is_client_error() || status.is_server_error() {
         let failed = resp.extensions_mut().remove::<Failed>();
         let cause = failed.as_ref().and_then(Failed::take_cause);
-        metrics.record_error(method, &route, status.as_u16(), cause.as_ref().map(Error::errno));
+        metrics.record_error(
+            method,
+            &route,
+            status.as_u16(),
+            cause.as_ref().map(Error::errno),
+        );
         let at = Context::op(format!("{method} {route}")).path(path);
         match cause {
             Some(e) => e.with_context(at).log(&status.as_u16()),

@@ -121,7 +121,9 @@ impl Writer {
     pub(crate) fn died(&self, why: String) {
         tracing::error!(why = %why, "the metadata writer died; changes are refused until artfs restarts (recovery at the next mount repairs)");
         let mut s = self.state.lock();
-        s.last_error = Some(Arc::new(Error::meta(format!("metadata writer died: {why}"))));
+        s.last_error = Some(Arc::new(Error::meta(format!(
+            "metadata writer died: {why}"
+        ))));
         s.stopped = true;
         self.done.notify_all();
     }

@@ -1143,7 +1143,12 @@ impl Filesystem for FuseFs {
         self.blocking(move |me| {
             let fs = &me.fs;
             let _t = fs.ops().time_at(const { opstats::op_index("fallocate") });
-            me.empty("fallocate", ino.0, reply, fs.fallocate(fh.0, offset, length, mode))
+            me.empty(
+                "fallocate",
+                ino.0,
+                reply,
+                fs.fallocate(fh.0, offset, length, mode),
+            )
         });
     }
 

@@ -509,7 +509,7 @@ impl MetaStore for SqliteStore {
     fn lookup(&self, parent: u64, name: &[u8]) -> Result<Option<Dentry>> {
         // Test builds: a lookup SQLite itself refuses (a real database
         // error, with its code), for tests/error_replies.rs.
-        fail::fail_point!("meta::lookup", |_| {
+        fail::fail_point!("meta::lookup", |_| -> Result<Option<Dentry>> {
             let q = sqlx::query("SELECT * FROM fail_point_meta_lookup");
             self.rt.block_on(q.execute(&self.pool))?;
             Ok(None)

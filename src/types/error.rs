@@ -156,7 +156,10 @@ impl Error {
     /// (nearer the failure) keeps what it says; `context` fills the rest.
     pub fn with_context(self, context: Context) -> Error {
         match self {
-            Error::Context { context: mut c, inner } => {
+            Error::Context {
+                context: mut c,
+                inner,
+            } => {
                 if c.op.is_empty() {
                     c.op = context.op;
                 }
@@ -303,13 +306,13 @@ pub struct Failure<'a> {
 impl Failure<'_> {
     /// Log it once, at `level`.
     pub fn log(&self, level: tracing::Level) {
-        let op = self.at.map_or("", |c| &c.op);
+        let op = self.at.map_or("", |c| c.op.as_ref());
         let ino = self.at.and_then(|c| c.ino);
         let path = self.at.and_then(|c| c.path.as_deref());
-        let (errno, code, reply) = (self.errno, self.code, self.reply);
+        let (errno, code, reply, report) = (self.errno, self.code, self.reply, self.report);
         macro_rules! event {
             ($event:ident) => {
-                tracing::$event!(op, ino, path, errno, code, %reply, "request failed: {}", self.report)
+                tracing::$event!(op, ino, path, errno, code, %reply, "request failed: {report}")
             };
         }
         match level {
@@ -583,7 +586,10 @@ mod tests {
         let e = Error::Io(std::io::Error::from_raw_os_error(libc::EIO))
             .with_context(Context::op("read").ino(42).path("a/b"));
         let s = e.to_string();
-        assert!(s.starts_with("read ino 42 \"a/b\": backing store I/O: "), "{s}");
+        assert!(
+            s.starts_with("read ino 42 \"a/b\": backing store I/O: "),
+            "{s}"
+        );
         assert!(s.contains("Input/output error"), "{s}");
         assert_eq!(e.report(), s, "a cause already in the text is not repeated");
         // A database error: its driver's error is the source, its code kept.
@@ -598,10 +604,7 @@ mod tests {
         let e = enoent()
             .with_context(Context::op("lookup").ino(1))
             .with_context(Context::op("other").ino(9).path("x"));
-        assert_eq!(
-            e.context(),
-            Some(&Context::op("lookup").ino(1).path("x"))
-        );
+        assert_eq!(e.context(), Some(&Context::op("lookup").ino(1).path("x")));
         assert_eq!(e.to_string(), "lookup ino 1 \"x\": no such file or directory (No such file or directory (os error 2))");
         // Without a context the text is what it always was (API bodies).
         assert_eq!(
