@@ -31,8 +31,9 @@ pub struct ApiError {
     pub www_authenticate: Option<String>,
     /// Extra headers (e.g. `Content-Range` on 416, `Retry-After` on 503).
     pub headers: Vec<(header::HeaderName, String)>,
-    /// The core's error this answers, if any (see [`Failed`]).
-    pub cause: Option<CoreError>,
+    /// The core's error this answers, if any (see [`Failed`]; boxed: an
+    /// `ApiError` travels in every handler's `Result`).
+    pub cause: Option<Box<CoreError>>,
 }
 
 /// What an error response answers, as a response extension for the
@@ -43,13 +44,13 @@ pub struct Failed {
     pub message: String,
     /// The core's error, with its code and causes; taken by the one who
     /// logs it (extensions must be `Clone`, an error is not).
-    cause: Arc<Mutex<Option<CoreError>>>,
+    cause: Arc<Mutex<Option<Box<CoreError>>>>,
 }
 
 impl Failed {
     /// The core's error, the first time only.
     pub fn take_cause(&self) -> Option<CoreError> {
-        self.cause.lock().take()
+        self.cause.lock().take().map(|e| *e)
     }
 }
 
@@ -124,7 +125,7 @@ impl From<CoreError> for ApiError {
         };
         let (status, code) = errno_status(errno);
         let mut a = ApiError::new(status, code, e.to_string());
-        a.cause = Some(e);
+        a.cause = Some(Box::new(e));
         a
     }
 }
