@@ -3,7 +3,10 @@
 # Idempotent: installs only what is missing. Needs root.
 set -euo pipefail
 
-pkgs=(fuse3 fio attr acl libacl1-dev redis-server sqlite3 openssl rsync apache2-utils)
+# postgresql-15: the tests start throwaway servers of their own from its
+# binaries (tests/common/pg.rs), as its `postgres` user when run as root;
+# a cluster the package may start itself is not used.
+pkgs=(fuse3 fio attr acl libacl1-dev redis-server sqlite3 openssl rsync apache2-utils postgresql-15)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

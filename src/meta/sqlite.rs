@@ -703,20 +703,33 @@ impl MetaStore for SqliteStore {
 
     fn search(&self, query: &str, limit: usize, offset: usize) -> Result<Vec<(u64, f64)>> {
         let p = &self.p;
+        // artfs's grammar, not FTS5's (meta/query.rs): the same queries
+        // are accepted on every backend, and no input reaches FTS5 raw.
+        let expr = match super::query::parse(query) {
+            Ok(q) => super::query::to_fts5(&q),
+            Err(e) => {
+                tracing::debug!(query, error = %e, "search query refused");
+                return Err(Error::posix_msg(
+                    libc::EINVAL,
+                    format!("malformed search query: {e}"),
+                ));
+            }
+        };
+        tracing::debug!(query, fts5 = %expr, "search");
         let rows: std::result::Result<Vec<(i64, f64)>, sqlx::Error> = self.rt.block_on(
             sqlx::query_as(&format!(
                 "SELECT rowid, bm25({p}_search) AS r FROM {p}_search \
                  WHERE {p}_search MATCH ? ORDER BY r, rowid LIMIT ? OFFSET ?"
             ))
-            .bind(query)
+            .bind(&expr)
             .bind(limit as i64)
             .bind(offset as i64)
             .fetch_all(&self.pool),
         );
         match rows {
             Ok(rows) => Ok(rows.into_iter().map(|(i, r)| (i as u64, r)).collect()),
-            // FTS5 reports query mistakes (unterminated strings, bad
-            // operators, unknown columns) as errors of the statement.
+            // The renderer quotes every term, so FTS5 should accept every
+            // expression; should it not, it is still the query's fault.
             Err(sqlx::Error::Database(e)) => {
                 tracing::debug!(error = %e.message(), "search query refused");
                 Err(Error::posix(libc::EINVAL, "malformed search query"))
@@ -901,3 +914,6 @@ impl MetaStore for SqliteStore {
         self.rt.block_on(self.pool.close());
     }
 }
+#[cfg(test)]
+#[path = "sqlite_tests.rs"]
+mod tests;

@@ -5,6 +5,8 @@
 pub mod api;
 pub mod archive;
 pub mod keys;
+pub mod pg;
+pub mod services;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
