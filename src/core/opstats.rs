@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Instant;
 
+use crate::types::error::{errno_index, ERRNO_LABELS};
+
 /// Most operations one door may name.
 pub const MAX_OPS: usize = 64;
 
@@ -18,6 +20,8 @@ pub struct OpStats {
     /// Opens and hashes refused because a file's object was missing or
     /// short (`artfs_missing_objects_total`).
     missing_objects: AtomicU64,
+    /// Error replies per operation and errno (`artfs_fuse_errors_total`).
+    errors: [[AtomicU64; ERRNO_LABELS.len()]; MAX_OPS],
 }
 
 impl Default for OpStats {
@@ -27,6 +31,7 @@ impl Default for OpStats {
             count: std::array::from_fn(|_| AtomicU64::new(0)),
             nanos: std::array::from_fn(|_| AtomicU64::new(0)),
             missing_objects: AtomicU64::new(0),
+            errors: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
         }
     }
 }
@@ -73,6 +78,31 @@ impl OpStats {
         self.missing_objects.load(Ordering::Relaxed)
     }
 
+    /// Count an error reply to operation `names[op]` (the door's table, as
+    /// for [`OpStats::start`]).
+    pub fn error(&self, names: &'static [&'static str], op: usize, errno: i32) {
+        let names = self
+            .names
+            .get_or_init(|| &names[..names.len().min(MAX_OPS)]);
+        let op = op.min(names.len().saturating_sub(1));
+        self.errors[op][errno_index(errno)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (operation, errno name, count) for every pair seen.
+    pub fn errors(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let names = self.names.get().copied().unwrap_or_default();
+        let mut out = Vec::new();
+        for (i, op) in names.iter().enumerate() {
+            for (j, (_, name)) in ERRNO_LABELS.iter().enumerate() {
+                let n = self.errors[i][j].load(Ordering::Relaxed);
+                if n > 0 {
+                    out.push((*op, *name, n));
+                }
+            }
+        }
+        out
+    }
+
     /// (operation, count, total seconds) for every operation seen, in the
     /// door's order.
     pub fn snapshot(&self) -> Vec<(&'static str, u64, f64)> {
@@ -106,6 +136,26 @@ mod tests {
         assert_eq!(
             snap.iter().map(|(o, n, _)| (*o, *n)).collect::<Vec<_>>(),
             vec![("get", 2), ("put", 1), ("other", 1)]
+        );
+    }
+
+    #[test]
+    fn errors_are_counted_by_operation_and_errno_name() {
+        const OPS: &[&str] = &["lookup", "open", "other"];
+        let s = OpStats::default();
+        s.error(OPS, 0, libc::ENOENT);
+        s.error(OPS, 0, libc::ENOENT);
+        s.error(OPS, 1, libc::EIO);
+        s.error(OPS, 1, libc::EHOSTDOWN);
+        s.error(OPS, 7, libc::EIO);
+        assert_eq!(
+            s.errors(),
+            vec![
+                ("lookup", "ENOENT", 2),
+                ("open", "EIO", 1),
+                ("open", "other", 1),
+                ("other", "EIO", 1)
+            ]
         );
     }
 }

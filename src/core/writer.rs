@@ -39,7 +39,8 @@ struct State {
     stopped: bool,
     /// Callers blocked in `wait_for`: commit at once for them.
     waiters: usize,
-    last_error: Option<String>,
+    /// The last commit's error, shared with every waiter it fails.
+    last_error: Option<Arc<Error>>,
 }
 
 #[derive(Default)]
@@ -86,7 +87,7 @@ impl Writer {
                 // Keep waiting through transient errors, but report them.
                 let timed_out = self.done.wait_for(s, Duration::from_secs(5)).timed_out();
                 if timed_out && s.flushed_seq < seq {
-                    return Err(Error::Meta(format!("cannot commit metadata: {e}")));
+                    return Err(Error::Uncommitted(e));
                 }
                 continue;
             }
@@ -121,7 +122,9 @@ impl Writer {
     pub(crate) fn died(&self, why: String) {
         tracing::error!(why = %why, "the metadata writer died; changes are refused until artfs restarts (recovery at the next mount repairs)");
         let mut s = self.state.lock();
-        s.last_error = Some(format!("metadata writer died: {why}"));
+        s.last_error = Some(Arc::new(Error::meta(format!(
+            "metadata writer died: {why}"
+        ))));
         s.stopped = true;
         self.done.notify_all();
     }
@@ -129,7 +132,8 @@ impl Writer {
     /// (running, last commit error): for the service watchdog.
     pub fn health(&self) -> (bool, Option<String>) {
         let s = self.state.lock();
-        (!s.stopped && !s.shutdown, s.last_error.clone())
+        let error = s.last_error.as_ref().map(|e| e.to_string());
+        (!s.stopped && !s.shutdown, error)
     }
 
     pub fn shutdown(&self) {
@@ -420,7 +424,7 @@ impl Run {
         tracing::error!(error = %e, "metadata commit failed; retrying");
         let w = &self.fs.writer;
         let mut s = w.state.lock();
-        s.last_error = Some(e.to_string());
+        s.last_error = Some(Arc::new(e));
         s.kicked = true;
         w.done.notify_all();
         if s.shutdown {

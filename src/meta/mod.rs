@@ -184,10 +184,17 @@ pub trait MetaStore: Send + Sync {
     fn close(&self);
 }
 
-/// Database errors become the core's metadata error (EIO at the doors).
+/// Database errors become the core's metadata error (EIO at the doors),
+/// keeping the engine's code (SQLite's extended result code, PostgreSQL's
+/// SQLSTATE) and the driver's error as the source.
 impl From<sqlx::Error> for crate::types::error::Error {
     fn from(e: sqlx::Error) -> Self {
-        crate::types::error::Error::Meta(e.to_string())
+        let code = match &e {
+            sqlx::Error::Database(d) => d.code().map(|c| c.into_owned()),
+            _ => None,
+        };
+        let message = e.to_string();
+        crate::types::error::Error::database(code, message, e)
     }
 }
 

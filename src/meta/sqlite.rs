@@ -565,6 +565,13 @@ impl MetaStore for SqliteStore {
     }
 
     fn lookup(&self, parent: u64, name: &[u8]) -> Result<Option<Dentry>> {
+        // Test builds: a lookup SQLite itself refuses (a real database
+        // error, with its code), for tests/error_replies.rs.
+        fail::fail_point!("meta::lookup", |_| -> Result<Option<Dentry>> {
+            let q = sqlx::query("SELECT * FROM fail_point_meta_lookup");
+            self.rt.block_on(q.execute(&self.pool))?;
+            Ok(None)
+        });
         let row: Option<(i64, i64, i64)> = self.rt.block_on(
             sqlx::query_as(&self.q_lookup)
                 .bind(parent as i64)
