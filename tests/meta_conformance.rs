@@ -84,9 +84,10 @@ impl Db {
 
     /// Run SQL on a connection of its own (behind the store's back).
     fn exec(&self, sql: &str) {
-        let (url, sql) = (self.url.clone(), sql.to_string());
+        let (url, stmt) = (self.url.clone(), sql.to_string());
         let engine = self.engine;
         rt().block_on(async move {
+            let sql = stmt;
             match engine {
                 Engine::Sqlite => {
                     let mut c = sqlx::SqliteConnection::connect(&url).await?;
@@ -131,8 +132,14 @@ conformance!(
     prefix_length_is_bounded,
 );
 
+/// The same root every call (fixed id and times), to compare with.
 fn root() -> Inode {
-    Inode::new_dir(ROOT_INO, 0o755, (0, 0), ROOT_INO, b"/", "root")
+    let mut r = Inode::new_dir(ROOT_INO, 0o755, (0, 0), ROOT_INO, b"/", "root");
+    r.file_id = "0190aaaa-0000-7000-8000-000000000001".into();
+    for t in [&mut r.atime, &mut r.mtime, &mut r.ctime, &mut r.crtime] {
+        *t = Timestamp(1_700_000_000_000_000_001);
+    }
+    r
 }
 
 fn node(ino: u64, kind: Kind, parent: u64, name: &[u8]) -> Inode {
@@ -725,7 +732,7 @@ fn log_rows(e: Engine) {
     let mut recent = record(Op::Rename, Status::Committed, now - 1000);
     recent.completed_at = Some(Timestamp(now));
     s.apply(&Batch {
-        journal: vec![old, p1.clone(), failed, p2.clone(), recent],
+        journal: vec![old, p1.clone(), failed, p2.clone(), recent.clone()],
         ..Batch::default()
     })
     .unwrap();
@@ -785,7 +792,7 @@ fn log_rows(e: Engine) {
     // A transaction id is unique.
     assert!(s
         .apply(&Batch {
-            journal: vec![p1],
+            journal: vec![recent],
             ..Batch::default()
         })
         .is_err());
