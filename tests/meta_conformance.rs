@@ -77,8 +77,12 @@ impl Db {
     fn fresh(&self, prefix: &str) -> Box<dyn MetaStore> {
         let s = self.open(prefix).unwrap();
         assert_eq!(s.store_identity().unwrap(), None);
-        s.init_store(&format!("store-{prefix}"), &format!("/backing/{prefix}"), &root())
-            .unwrap();
+        s.init_store(
+            &format!("store-{prefix}"),
+            &format!("/backing/{prefix}"),
+            &root(),
+        )
+        .unwrap();
         s
     }
 
@@ -309,12 +313,15 @@ fn every_field_round_trips(e: Engine) {
     dev.rdev = 0x0801;
     dev.blocks = Some(0);
     let mut b = Batch::default();
-    b.inodes.push((5, Some(node(5, Kind::File, ROOT_INO, b"first"))));
+    b.inodes
+        .push((5, Some(node(5, Kind::File, ROOT_INO, b"first"))));
     // The last state of a key in a batch wins.
     b.inodes.push((5, Some(odd.clone())));
     b.inodes.push((6, Some(dev.clone())));
-    b.dentries.push(entry(ROOT_INO, b"odd", 5, Kind::Symlink, 1));
-    b.dentries.push(entry(ROOT_INO, b"dev", 6, Kind::BlockDev, 2));
+    b.dentries
+        .push(entry(ROOT_INO, b"odd", 5, Kind::Symlink, 1));
+    b.dentries
+        .push(entry(ROOT_INO, b"dev", 6, Kind::BlockDev, 2));
     s.apply(&b).unwrap();
     assert_eq!(s.get_inode(5).unwrap(), Some(odd.clone()));
     assert_eq!(s.get_inode(6).unwrap(), Some(dev.clone()));
@@ -380,7 +387,10 @@ fn names_are_bytes(e: Engine) {
         file(&mut b, 10 + n as u64, ROOT_INO, name, 1 + n as u64);
     }
     let attrs = vec![
-        (b"user.\xff".to_vec(), b"\x00\x01\xff value with NUL \x00".to_vec()),
+        (
+            b"user.\xff".to_vec(),
+            b"\x00\x01\xff value with NUL \x00".to_vec(),
+        ),
         (b"user.empty".to_vec(), Vec::new()),
     ];
     b.xattrs.push((10, Some(attrs.clone())));
@@ -408,7 +418,10 @@ fn names_are_bytes(e: Engine) {
     let links = s.links_of(&[11, 12]).unwrap();
     assert_eq!(
         links,
-        vec![(11, ROOT_INO, odd[1].to_vec()), (12, ROOT_INO, odd[2].to_vec())]
+        vec![
+            (11, ROOT_INO, odd[1].to_vec()),
+            (12, ROOT_INO, odd[2].to_vec())
+        ]
     );
     // The text columns of a name still find it (lossy, as both index it).
     assert_eq!(hits(s.as_ref(), "lead"), set(&[17]));
@@ -423,7 +436,13 @@ fn cookies_page_in_order_across_changes(e: Engine) {
     // Cookies are the daemon's, increasing but not dense; names in
     // reverse so cookie order is not name order.
     for n in 0..50u64 {
-        file(&mut b, 100 + n, 2, format!("f{:02}", 49 - n).as_bytes(), 10 + 3 * n);
+        file(
+            &mut b,
+            100 + n,
+            2,
+            format!("f{:02}", 49 - n).as_bytes(),
+            10 + 3 * n,
+        );
     }
     s.apply(&b).unwrap();
     let mut seen = Vec::new();
@@ -482,7 +501,8 @@ fn moves_and_swaps_in_one_batch(e: Engine) {
     let mut a = node(3, Kind::File, ROOT_INO, b"a");
     a.nlink = 2;
     b.inodes.push((3, Some(a)));
-    b.inodes.push((4, Some(node(4, Kind::File, ROOT_INO, b"b"))));
+    b.inodes
+        .push((4, Some(node(4, Kind::File, ROOT_INO, b"b"))));
     b.inodes.push((5, Some(node(5, Kind::File, 2, b"c"))));
     s.apply(&b).unwrap();
     assert_eq!(s.lookup(ROOT_INO, b"a").unwrap().unwrap().ino, 4);
@@ -522,7 +542,8 @@ fn moves_and_swaps_in_one_batch(e: Engine) {
     // An entry whose cookie another key holds is refused as a whole.
     let mut b = Batch::default();
     b.dentries.push(entry(ROOT_INO, b"clash", 4, Kind::File, 1));
-    b.inodes.push((77, Some(node(77, Kind::File, ROOT_INO, b"x"))));
+    b.inodes
+        .push((77, Some(node(77, Kind::File, ROOT_INO, b"x"))));
     assert!(s.apply(&b).is_err());
     assert_eq!(s.get_inode(77).unwrap(), None);
 }
@@ -539,8 +560,10 @@ fn xattr_lists_are_replaced_whole(e: Engine) {
             .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
             .collect()
     };
-    b.xattrs
-        .push((2, Some(list(&[("user.b", "2"), ("user.a", "1"), ("user.c", "3")]))));
+    b.xattrs.push((
+        2,
+        Some(list(&[("user.b", "2"), ("user.a", "1"), ("user.c", "3")])),
+    ));
     b.xattrs.push((3, Some(list(&[("user.a", "g")]))));
     s.apply(&b).unwrap();
     assert_eq!(
@@ -580,8 +603,18 @@ const DOCS: &[(&str, &str, &str, &[&str])] = &[
     ("readme-old.txt", "", "", &[]),
     ("artfs-5.2.15.tar", "", "", &[]),
     ("day-one.md", "First day of the mission", "", &[]),
-    ("notes", "\u{dc}ber die Mondlandung", "draft-7", &["apollo", "moon"]),
-    ("report.pdf", "Quarterly budget, Apollo programme", "1.0", &[]),
+    (
+        "notes",
+        "\u{dc}ber die Mondlandung",
+        "draft-7",
+        &["apollo", "moon"],
+    ),
+    (
+        "report.pdf",
+        "Quarterly budget, Apollo programme",
+        "1.0",
+        &[],
+    ),
 ];
 
 fn search_store(e: Engine, name: &str) -> (Db, Box<dyn MetaStore>) {
@@ -593,10 +626,16 @@ fn search_store(e: Engine, name: &str) -> (Db, Box<dyn MetaStore>) {
         file(&mut b, ino, ROOT_INO, name.as_bytes(), ino);
         let mut attrs = Vec::new();
         if !desc.is_empty() {
-            attrs.push((b"user.artstore.description".to_vec(), desc.as_bytes().to_vec()));
+            attrs.push((
+                b"user.artstore.description".to_vec(),
+                desc.as_bytes().to_vec(),
+            ));
         }
         if !version.is_empty() {
-            attrs.push((b"user.artstore.version".to_vec(), version.as_bytes().to_vec()));
+            attrs.push((
+                b"user.artstore.version".to_vec(),
+                version.as_bytes().to_vec(),
+            ));
         }
         for (k, v) in custom.iter().enumerate() {
             attrs.push((format!("user.c{k}").into_bytes(), v.as_bytes().to_vec()));
@@ -645,7 +684,17 @@ fn search_grammar(e: Engine) {
         assert_eq!(hits(s.as_ref(), q), want, "query {q:?} on {e:?}");
     }
     // Malformed: EINVAL, with why.
-    for q in ["", "\"unbalanced", "(readme", "readme)", "()", "readme OR", "NOT readme", "version:", "---"] {
+    for q in [
+        "",
+        "\"unbalanced",
+        "(readme",
+        "readme)",
+        "()",
+        "readme OR",
+        "NOT readme",
+        "version:",
+        "---",
+    ] {
         let err = s.search(q, 10, 0).unwrap_err();
         assert_eq!(err.errno(), libc::EINVAL, "query {q:?} on {e:?}: {err}");
         assert!(err.to_string().contains("malformed search query"), "{err}");
@@ -669,14 +718,18 @@ fn search_follows_the_namespace(e: Engine) {
     // seen by the next search.
     let mut b = Batch::default();
     b.dentries.push(unlink(ROOT_INO, b"README.gz"));
-    b.dentries.push(entry(ROOT_INO, b"manual.gz", 10, Kind::File, 10));
-    b.inodes.push((10, Some(node(10, Kind::File, ROOT_INO, b"README.gz"))));
+    b.dentries
+        .push(entry(ROOT_INO, b"manual.gz", 10, Kind::File, 10));
+    b.inodes
+        .push((10, Some(node(10, Kind::File, ROOT_INO, b"README.gz"))));
     s.apply(&b).unwrap();
     assert_eq!(hits(s.as_ref(), "readme"), set(&[11]));
     assert_eq!(hits(s.as_ref(), "manual"), set(&[10]));
     let mut b = Batch::default();
-    b.dentries.push(entry(ROOT_INO, b"zebra", 11, Kind::File, 100));
-    b.inodes.push((11, Some(node(11, Kind::File, ROOT_INO, b"x"))));
+    b.dentries
+        .push(entry(ROOT_INO, b"zebra", 11, Kind::File, 100));
+    b.inodes
+        .push((11, Some(node(11, Kind::File, ROOT_INO, b"x"))));
     s.apply(&b).unwrap();
     assert_eq!(hits(s.as_ref(), "zebra"), set(&[11]));
     assert_eq!(hits(s.as_ref(), "readme"), set(&[11]));
@@ -808,8 +861,10 @@ fn batches_past_the_parameter_limit(e: Engine) {
     for n in 0..N {
         let ino = 100 + n;
         file(&mut b, ino, ROOT_INO, format!("bulk {n}").as_bytes(), ino);
-        b.xattrs
-            .push((ino, Some(vec![(b"user.k".to_vec(), n.to_le_bytes().to_vec())])));
+        b.xattrs.push((
+            ino,
+            Some(vec![(b"user.k".to_vec(), n.to_le_bytes().to_vec())]),
+        ));
     }
     b.journal = (0..6_000)
         .map(|n| record(Op::Create, Status::Committed, n))
@@ -817,15 +872,27 @@ fn batches_past_the_parameter_limit(e: Engine) {
     b.ino_reserved = Some(100 + N);
     s.apply(&b).unwrap();
     assert_eq!(s.inode_count().unwrap(), N + 1);
-    assert_eq!(s.read_dir(ROOT_INO, 0, usize::MAX).unwrap().len(), N as usize);
+    assert_eq!(
+        s.read_dir(ROOT_INO, 0, usize::MAX).unwrap().len(),
+        N as usize
+    );
     assert_eq!(s.xattr_owners().unwrap().len(), N as usize);
-    assert_eq!(s.journal_counts().unwrap(), vec![("committed".into(), 6_000)]);
+    assert_eq!(
+        s.journal_counts().unwrap(),
+        vec![("committed".into(), 6_000)]
+    );
     assert_eq!(s.search("bulk", 100_000, 0).unwrap().len(), N as usize);
-    assert_eq!(s.inodes_of(&(0..N + 200).collect::<Vec<_>>()).unwrap().len(), N as usize + 1);
+    assert_eq!(
+        s.inodes_of(&(0..N + 200).collect::<Vec<_>>())
+            .unwrap()
+            .len(),
+        N as usize + 1
+    );
     // And all of it away again in one batch.
     let mut b = Batch::default();
     for n in 0..N {
-        b.dentries.push(unlink(ROOT_INO, format!("bulk {n}").as_bytes()));
+        b.dentries
+            .push(unlink(ROOT_INO, format!("bulk {n}").as_bytes()));
         b.inodes.push((100 + n, None));
         b.xattrs.push((100 + n, None));
     }
@@ -846,8 +913,16 @@ fn prefixes_do_not_see_each_other(e: Engine) {
             t.spawn(move || {
                 for n in 0..20u64 {
                     let mut batch = Batch::default();
-                    file(&mut batch, 10 + n, ROOT_INO, format!("{word} {n}").as_bytes(), 1 + n);
-                    batch.journal.push(record(Op::Create, Status::Pending, n as i64));
+                    file(
+                        &mut batch,
+                        10 + n,
+                        ROOT_INO,
+                        format!("{word} {n}").as_bytes(),
+                        1 + n,
+                    );
+                    batch
+                        .journal
+                        .push(record(Op::Create, Status::Pending, n as i64));
                     s.apply(&batch).unwrap();
                 }
             });
@@ -858,7 +933,11 @@ fn prefixes_do_not_see_each_other(e: Engine) {
         let names = names(s.as_ref(), ROOT_INO);
         assert_eq!(names.len(), 20);
         assert!(names.iter().all(|n| n.starts_with(mine.as_bytes())));
-        assert_eq!(s.lookup(ROOT_INO, format!("{theirs} 3").as_bytes()).unwrap(), None);
+        assert_eq!(
+            s.lookup(ROOT_INO, format!("{theirs} 3").as_bytes())
+                .unwrap(),
+            None
+        );
         assert_eq!(hits(s.as_ref(), mine).len(), 20);
         assert!(hits(s.as_ref(), theirs).is_empty());
         assert_eq!(s.pending_journal().unwrap().len(), 20);
@@ -942,7 +1021,11 @@ fn prefix_length_is_bounded(e: Engine) {
             .unwrap();
         let found: BTreeSet<String> = found.into_iter().collect();
         let want: BTreeSet<String> = migrate::generated_names(&longest).into_iter().collect();
-        assert!(want.is_subset(&found), "missing: {:?}", want.difference(&found));
+        assert!(
+            want.is_subset(&found),
+            "missing: {:?}",
+            want.difference(&found)
+        );
     }
     let err = db
         .open(&"p".repeat(max + 1))
@@ -996,5 +1079,8 @@ fn postgres_urls_are_redacted() {
         .err()
         .expect("unsupported");
     let msg = err.to_string();
-    assert!(!msg.contains("hunter2") && msg.contains("unsupported"), "{msg}");
+    assert!(
+        !msg.contains("hunter2") && msg.contains("unsupported"),
+        "{msg}"
+    );
 }

@@ -97,7 +97,11 @@ pub fn generated_names(prefix: &str) -> Vec<String> {
 /// The longest table prefix every generated name fits with (same bound on
 /// every engine, so a store can move between them).
 pub fn max_prefix_len() -> usize {
-    let longest = generated_names("").iter().map(String::len).max().unwrap_or(0);
+    let longest = generated_names("")
+        .iter()
+        .map(String::len)
+        .max()
+        .unwrap_or(0);
     PG_MAX_IDENTIFIER - longest
 }
 
@@ -200,10 +204,11 @@ pub async fn run_sqlite(conn: &mut SqliteConnection, p: &str) -> Result<()> {
     .execute(&mut *conn)
     .await?;
     // Older builds made the table without checksums.
-    let cols: Vec<String> =
-        sqlx::query_scalar(&format!("SELECT name FROM pragma_table_info('{p}_migrations')"))
-            .fetch_all(&mut *conn)
-            .await?;
+    let cols: Vec<String> = sqlx::query_scalar(&format!(
+        "SELECT name FROM pragma_table_info('{p}_migrations')"
+    ))
+    .fetch_all(&mut *conn)
+    .await?;
     if !cols.iter().any(|c| c == "checksum") {
         sqlx::query(&format!(
             "ALTER TABLE {p}_migrations ADD COLUMN checksum TEXT"
@@ -313,7 +318,12 @@ pub async fn run_postgres(conn: &mut PgConnection, p: &str) -> Result<()> {
             tx.commit().await?;
             return Ok(());
         };
-        tracing::info!(version = m.version, name = m.name, prefix = p, "applying migration");
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            prefix = p,
+            "applying migration"
+        );
         for stmt in statements(m, p) {
             sqlx::query(&stmt).execute(&mut *tx).await?;
         }
@@ -384,7 +394,10 @@ mod tests {
             name: "x".into(),
             checksum: SQLITE.get(v as usize - 1).map(checksum),
         };
-        assert_eq!(verify(SQLITE, &[ok(1), ok(2)], "p").unwrap(), Vec::<i64>::new());
+        assert_eq!(
+            verify(SQLITE, &[ok(1), ok(2)], "p").unwrap(),
+            Vec::<i64>::new()
+        );
         let old = Applied {
             checksum: None,
             ..ok(3)
@@ -394,9 +407,16 @@ mod tests {
             checksum: Some("00".into()),
             ..ok(2)
         };
-        let e = verify(SQLITE, &[ok(1), edited], "p").unwrap_err().to_string();
-        assert!(e.contains("migration 0002 (wal)") && e.contains("edited"), "{e}");
-        let e = verify(SQLITE, &[ok(1), ok(99)], "p").unwrap_err().to_string();
+        let e = verify(SQLITE, &[ok(1), edited], "p")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("migration 0002 (wal)") && e.contains("edited"),
+            "{e}"
+        );
+        let e = verify(SQLITE, &[ok(1), ok(99)], "p")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("0099") && e.contains("newer"), "{e}");
     }
 }

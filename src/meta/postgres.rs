@@ -719,10 +719,7 @@ impl MetaStore for PgStore {
             .bind(ino_array(inos.iter().copied()))
             .fetch_all(&self.pool),
         )?;
-        Ok(rows
-            .into_iter()
-            .map(|(i, n, v)| (i as u64, n, v))
-            .collect())
+        Ok(rows.into_iter().map(|(i, n, v)| (i as u64, n, v)).collect())
     }
 
     fn xattr_values(&self, name: &[u8]) -> Result<Vec<(u64, Vec<u8>)>> {
@@ -989,7 +986,9 @@ mod tests {
     #[test]
     fn passwords_are_found_in_urls() {
         assert!(has_password("postgres://u:pw@h/db"));
-        assert!(has_password("postgresql://u:p%40w@h:5432/db?sslmode=require"));
+        assert!(has_password(
+            "postgresql://u:p%40w@h:5432/db?sslmode=require"
+        ));
         assert!(has_password("postgres:///db?host=/run/pg&password=x"));
         assert!(!has_password("postgres://u@h/db"));
         assert!(!has_password("postgres:///db?host=/run/pg&user=u"));
@@ -1000,7 +999,10 @@ mod tests {
     fn search_documents_are_split_like_queries() {
         let names = vec![b"README.gz".to_vec(), b"also-this".to_vec()];
         let x = vec![
-            (b"user.artstore.description".to_vec(), b"Moon landing".to_vec()),
+            (
+                b"user.artstore.description".to_vec(),
+                b"Moon landing".to_vec(),
+            ),
             (b"user.artstore.version".to_vec(), b"5.2.15".to_vec()),
             (b"user.artstore.other".to_vec(), b"hidden".to_vec()),
             (b"user.a".to_vec(), b"x-1".to_vec()),
