@@ -2,9 +2,12 @@
 //! under a BACKING directory and whose namespace and metadata live in SQL
 //! tables. See docs/ARCHITECTURE.md for the map of modules.
 //!
-//! Dependencies point one way: `fuse` and `api` → `core` → `meta` /
-//! `blob`. `auth` (JWT verification and roles, used by the HTTP door in
-//! `api`) depends on none of them.
+//! Dependencies point down five layers, checked by `tests/layers.rs`:
+//! 0 `types`, `auth`, `failpoints` (know nothing of the crate) → 1 `meta`
+//! (metadata stores), `blob` (content) → 2 `core` (every filesystem rule,
+//! written once) → 3 `cmd` (offline commands), `config`, `notify` → 4 the
+//! doors `fuse` and `api`. A module names only lower layers; the files of
+//! one module form no circle.
 
 pub mod api;
 pub mod auth;

@@ -7,8 +7,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use artfs::meta::query::{index_text, parse, to_fts5, to_tsquery};
-use common::pg::PgServer;
+use artfs::meta::query::{index_text, parse, to_fts5, to_tsquery, words};
+use common::pg::{with_database, PgServer};
 use sqlx::Connection;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -49,12 +49,14 @@ fn throwaway_server_starts_isolates_restarts_and_cleans_up() {
         .await
         .unwrap();
         assert_eq!(n, 0, "database b sees a's table");
-        // Unix socket only: no TCP listener at all.
-        let addrs: String = sqlx::query_scalar("SHOW listen_addresses")
-            .fetch_one(&mut cb)
-            .await
-            .unwrap();
-        assert_eq!(addrs, "");
+        if s.is_own() {
+            // Unix socket only: no TCP listener at all.
+            let addrs: String = sqlx::query_scalar("SHOW listen_addresses")
+                .fetch_one(&mut cb)
+                .await
+                .unwrap();
+            assert_eq!(addrs, "");
+        }
         ca.close().await.unwrap();
         cb.close().await.unwrap();
     });
@@ -63,7 +65,10 @@ fn throwaway_server_starts_isolates_restarts_and_cleans_up() {
         return;
     }
     // Stop (an outage) and start again on the same data.
-    let pid = server_pid(&s);
+    let pid = s.pid().unwrap() as i32;
+    // The pid held is the server's own (postgres, not a wrapper).
+    let postmaster = std::fs::read_to_string(s.data_dir().unwrap().join("postmaster.pid")).unwrap();
+    assert_eq!(postmaster.lines().next(), Some(pid.to_string().as_str()));
     assert!(alive(pid));
     let t = Instant::now();
     s.stop();
@@ -84,29 +89,13 @@ fn throwaway_server_starts_isolates_restarts_and_cleans_up() {
         ca.close().await.unwrap();
     });
     // Dropping stops the server and removes its directory.
-    let pid = server_pid(&s);
-    let dir = data_dir(&s);
-    assert!(dir.exists());
+    let pid = s.pid().unwrap() as i32;
+    let dir = s.data_dir().unwrap().parent().unwrap().to_path_buf();
+    assert!(dir.join("data").exists());
     drop((a, b));
     drop(s);
     assert!(!alive(pid), "postgres {pid} still running after drop");
     assert!(!dir.exists(), "{} left behind", dir.display());
-}
-
-/// The server's pid, as its postmaster.pid says (the one we started).
-fn server_pid(s: &PgServer) -> i32 {
-    let text = std::fs::read_to_string(data_dir(s).join("postmaster.pid")).unwrap();
-    text.lines().next().unwrap().trim().parse().unwrap()
-}
-
-fn data_dir(s: &PgServer) -> std::path::PathBuf {
-    // admin_url: postgres:///postgres?host=<dir>/sock&...
-    let url = s.admin_url();
-    let host = url
-        .split(['?', '&'])
-        .find_map(|p| p.strip_prefix("host="))
-        .unwrap();
-    std::path::Path::new(host).parent().unwrap().join("data")
 }
 
 /// names, description, version, custom values (as the index sees them).
@@ -128,6 +117,9 @@ const DOCS: &[[&str; 4]] = &[
     ["it's.txt", "", "", ""],
     // Hard links: every name, space separated.
     ["moon-notes.txt also-moon.txt", "", "", ""],
+    ["Café Crème.txt", "naïve", "", ""],
+    // Decomposed: e and a combining acute accent.
+    ["cafe\u{301}-noir.txt", "", "", "Đồng Khởi"],
 ];
 
 /// Query and the documents (1-based, as DOCS) it must find.
@@ -165,6 +157,15 @@ const CASES: &[(&str, &[i64])] = &[
     ("apollo NOT (budget OR moon)", &[]),
     ("über", &[7]),
     ("ÜBER", &[7]),
+    // Latin diacritics are folded on both (FTS5's remove_diacritics 2).
+    ("uber", &[7]),
+    ("cafe", &[12, 13]),
+    ("CAFÉ", &[12, 13]),
+    ("café-noir", &[13]),
+    ("creme", &[12]),
+    ("naive", &[12]),
+    ("dong", &[]),
+    ("đồng khoi", &[13]),
     ("日本語", &[8]),
     ("МОСКВА", &[8]),
     ("москва-2024", &[8]),
@@ -306,4 +307,89 @@ fn tsquery_and_fts5_renderings_find_the_same_documents() {
     });
     // Bounded: a stuck server fails the test rather than hanging it.
     assert!(t.elapsed() < Duration::from_secs(120));
+}
+
+/// Every character of the Basic Multilingual Plane between two letters,
+/// split and folded by FTS5 (`unicode61 remove_diacritics 2`) and by
+/// `index_text`: identical for Latin (with diacritics and combining
+/// marks), Cyrillic, kana and CJK; elsewhere the differences (Unicode 6.1
+/// tables in SQLite against Rust's current ones) are counted, not fatal.
+#[test]
+fn index_text_splits_and_folds_as_fts5_does() {
+    let rt = runtime();
+    let fts5: Vec<(i64, String)> = rt.block_on(async {
+        let lite = sqlx::SqlitePool::connect("sqlite::memory:").await.unwrap();
+        sqlx::raw_sql(
+            "CREATE VIRTUAL TABLE t USING fts5(x, tokenize = 'unicode61 remove_diacritics 2'); \
+             CREATE VIRTUAL TABLE v USING fts5vocab(t, 'instance'); \
+             WITH RECURSIVE c(cp) AS (SELECT 128 UNION ALL SELECT cp + 1 FROM c WHERE cp < 65533) \
+             INSERT INTO t (rowid, x) SELECT cp, 'a' || char(cp) || 'b' FROM c \
+             WHERE cp NOT BETWEEN 55296 AND 57343",
+        )
+        .execute(&lite)
+        .await
+        .unwrap();
+        let rows = sqlx::query_as(
+            "SELECT doc, group_concat(term, ' ') FROM \
+             (SELECT doc, term FROM v ORDER BY doc, \"offset\") GROUP BY doc ORDER BY doc",
+        )
+        .fetch_all(&lite)
+        .await
+        .unwrap();
+        lite.close().await;
+        rows
+    });
+    assert!(fts5.len() > 60_000, "{}", fts5.len());
+    let must_agree = |cp: u32| {
+        matches!(cp, 0x80..=0x24F | 0x300..=0x36F | 0x400..=0x4FF | 0x1E00..=0x1EFF
+            | 0x3041..=0x3096 | 0x3099..=0x30FF | 0x4E00..=0x9FCC)
+    };
+    let (mut fatal, mut other) = (Vec::new(), Vec::new());
+    for (cp, tokens) in &fts5 {
+        let c = char::from_u32(*cp as u32).unwrap();
+        let ours = index_text(&format!("a{c}b"));
+        if &ours != tokens {
+            let line = format!("U+{cp:04X} {c:?}: FTS5 {tokens:?}, index_text {ours:?}");
+            if must_agree(*cp as u32) {
+                fatal.push(line);
+            } else {
+                other.push(line);
+            }
+        }
+    }
+    eprintln!(
+        "{} of {} characters outside the checked scripts split or fold differently, e.g.:\n{}",
+        other.len(),
+        fts5.len(),
+        other
+            .iter()
+            .step_by(other.len() / 10 + 1)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(fatal.is_empty(), "{}", fatal.join("\n"));
+    // The query side uses the same split.
+    assert_eq!(words("a\u{301}b c").count(), 2);
+}
+
+/// A test's database URL keeps everything of the server's URL but the
+/// database (a `dbname=` parameter would override the path: dropped).
+#[test]
+fn database_urls_keep_host_port_and_options() {
+    assert_eq!(
+        with_database(
+            "postgres:///postgres?host=/tmp/x/sock&port=5432&user=postgres",
+            "t1"
+        ),
+        "postgres:///t1?host=/tmp/x/sock&port=5432&user=postgres"
+    );
+    assert_eq!(
+        with_database(
+            "postgresql://u:p@db.example:6432/main?sslmode=require&dbname=main",
+            "t2"
+        ),
+        "postgresql://u:p@db.example:6432/t2?sslmode=require"
+    );
+    assert_eq!(with_database("postgres://h", "t3"), "postgres://h/t3");
 }

@@ -121,6 +121,7 @@ fn plain_queries_find_files_and_malformed_ones_say_how_to_quote() {
     // Any case; non-ASCII words.
     assert_eq!(found(b, "über"), ["/notes"]);
     assert_eq!(found(b, "ÜBER"), ["/notes"]);
+    assert_eq!(found(b, "uber"), ["/notes"]);
     assert_eq!(found(b, "日本語"), ["/日本語.txt"]);
     // Lower-case keywords are words; punctuation alone is a separator.
     assert!(found(b, "readme and gz").is_empty());

@@ -514,7 +514,7 @@ impl Mutation<'_> {
         Ok(())
     }
 
-    /// Log this mutation (see `wal`): the row lands with its changes.
+    /// Log this mutation (see `types::journal`): the row lands with its changes.
     fn log(&mut self, rec: journal::Record) {
         self.staged.journal.push(rec);
     }

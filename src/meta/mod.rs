@@ -38,7 +38,7 @@ pub struct Batch {
     pub xattrs: Vec<(u64, Option<XattrList>)>,
     /// Inode numbers below this may have been handed out.
     pub ino_reserved: Option<u64>,
-    /// Log rows to insert, in order (see `wal`).
+    /// Log rows to insert, in order (see `types::journal`).
     pub journal: Vec<journal::Record>,
     /// Status changes of rows already in the log.
     pub journal_done: Vec<journal::Update>,

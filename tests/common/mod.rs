@@ -6,6 +6,7 @@ pub mod api;
 pub mod archive;
 pub mod keys;
 pub mod pg;
+pub mod services;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
