@@ -289,6 +289,8 @@ fn identify(
     url: &str,
     create: bool,
 ) -> Result<String> {
+    // Error messages name the database, never its password.
+    let url = &crate::meta::redact(url);
     let id_path = state_dir.join("store-id");
     let file_id = match std::fs::read_to_string(&id_path) {
         Ok(s) => Some(s.trim().to_string()),
@@ -409,7 +411,8 @@ pub fn open_for_rebuild(
     match meta.store_identity()? {
         Some((db_id, db_backing)) if db_id != store_id => {
             return Err(setup_err(format!(
-                "database {url} belongs to store {db_id} (BACKING {db_backing}), not to {}",
+                "database {} belongs to store {db_id} (BACKING {db_backing}), not to {}",
+                crate::meta::redact(&url),
                 backing.display()
             )))
         }

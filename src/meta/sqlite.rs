@@ -13,7 +13,7 @@ use sqlx::sqlite::{
 use sqlx::{Arguments, Row, Sqlite};
 use tokio::runtime::Handle;
 
-use super::migrate::{self, valid_prefix};
+use super::migrate;
 use super::{Batch, Counters, Dentry, MetaStore, XattrList};
 use crate::types::error::{Error, Result};
 use crate::types::journal;
@@ -47,11 +47,7 @@ impl SqliteStore {
     /// Open (creating and migrating if needed) the database at `url`
     /// (`sqlite://PATH` or a plain path).
     pub fn open(url: &str, prefix: &str, rt: Handle) -> Result<SqliteStore> {
-        if !valid_prefix(prefix) {
-            return Err(Error::Meta(format!(
-                "invalid table prefix {prefix:?}: use letters, digits and '_', starting with a letter"
-            )));
-        }
+        migrate::check_prefix(prefix)?;
         let path = url
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
@@ -124,41 +120,10 @@ impl SqliteStore {
     }
 
     fn migrate(&self) -> Result<()> {
-        let p = &self.p;
         self.rt.block_on(async {
             let mut conn = self.pool.acquire().await?;
-            sqlx::query(&format!(
-                "CREATE TABLE IF NOT EXISTS {p}_migrations (version INTEGER PRIMARY KEY, \
-                 name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
-            ))
-            .execute(&mut *conn)
-            .await?;
-            let applied: Vec<i64> =
-                sqlx::query_scalar(&format!("SELECT version FROM {p}_migrations"))
-                    .fetch_all(&mut *conn)
-                    .await?;
-            for m in migrate::SQLITE {
-                if applied.contains(&m.version) {
-                    continue;
-                }
-                tracing::info!(version = m.version, name = m.name, "applying migration");
-                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-                for stmt in migrate::statements(m, p) {
-                    sqlx::query(&stmt).execute(&mut *tx).await?;
-                }
-                sqlx::query(&format!(
-                    "INSERT INTO {p}_migrations (version, name, applied_at) VALUES (?, ?, ?)"
-                ))
-                .bind(m.version)
-                .bind(m.name)
-                .bind(Timestamp::now().0)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-            }
-            Ok::<_, sqlx::Error>(())
-        })?;
-        Ok(())
+            migrate::run_sqlite(&mut conn, &self.p).await
+        })
     }
 }
 
