@@ -345,6 +345,10 @@ fn identify(
     Ok(store_id)
 }
 
+/// A store's two halves opened for an offline tool, with the store lock
+/// `L` it holds (`Option<StoreLock>` or `StoreLock`).
+pub type Stores<L> = (Box<dyn MetaStore>, Arc<dyn ContentStore>, L);
+
 /// The stores of BACKING for offline tools (fsck, rebuild, mode): no
 /// mount, no writer. With `exclusive`, take the store lock first, so that
 /// no daemon serves it meanwhile (fails if one does).
@@ -352,7 +356,7 @@ pub fn open_offline(
     opts: &StoreOptions,
     rt: Handle,
     exclusive: bool,
-) -> Result<(Box<dyn MetaStore>, Arc<dyn ContentStore>, Option<StoreLock>)> {
+) -> Result<Stores<Option<StoreLock>>> {
     let backing = opts.backing.canonicalize().map_err(|e| {
         setup_err(format!(
             "BACKING {} is not usable: {e}",
@@ -386,10 +390,7 @@ pub fn open_offline(
 /// The stores of BACKING for `artfs rebuild`: like [`open_offline`] with
 /// the lock taken, but the database may be missing or empty (it is what
 /// gets rebuilt); only a database of another store is refused.
-pub fn open_for_rebuild(
-    opts: &StoreOptions,
-    rt: Handle,
-) -> Result<(Box<dyn MetaStore>, Arc<dyn ContentStore>, StoreLock)> {
+pub fn open_for_rebuild(opts: &StoreOptions, rt: Handle) -> Result<Stores<StoreLock>> {
     let backing = opts.backing.canonicalize().map_err(|e| {
         setup_err(format!(
             "BACKING {} is not usable: {e}",

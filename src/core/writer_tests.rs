@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use super::{Next, Run};
 use crate::core::namespace::NewNode;
-use crate::core::open::{open_unstarted, StoreLock, StoreOptions};
+use crate::core::open::{open_unstarted, StoreLock};
+use crate::core::options::StoreOptions;
 use crate::core::Fs;
 use crate::types::journal;
 use crate::types::{Caller, ROOT_INO};

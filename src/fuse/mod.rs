@@ -325,7 +325,9 @@ impl Shared {
         reply: impl ErrorReply,
     ) {
         let errno = e.errno();
-        self.fs.ops().error(&opstats::OPS, opstats::op_index(op), errno);
+        self.fs
+            .ops()
+            .error(&opstats::OPS, opstats::op_index(op), errno);
         let mut at = Context::op(op).ino(ino);
         if let Some(n) = name {
             at = at.path(String::from_utf8_lossy(n));
