@@ -4,10 +4,17 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// `artfs completions SHELL`: the script on `out`.
-pub fn completions(shell: clap_complete::Shell, cli: &mut clap::Command, out: &mut dyn Write) {
+/// `artfs completions SHELL`: the script on `out`. (Generated into memory
+/// first: the generator panics on a write error such as a closed pipe.)
+pub fn completions(
+    shell: clap_complete::Shell,
+    cli: &mut clap::Command,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
     let name = cli.get_name().to_string();
-    clap_complete::generate(shell, cli, name, out);
+    let mut script = Vec::new();
+    clap_complete::generate(shell, cli, name, &mut script);
+    out.write_all(&script)
 }
 
 /// `artfs man`: the page of the command itself (roff) on `out`.

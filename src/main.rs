@@ -21,7 +21,13 @@ use artfs::fuse::{serve, MountOptions};
 )]
 struct Cli {
     /// Log lines as text, or as one JSON object per line for collectors.
-    #[arg(long, global = true, env = "ARTFS_LOG_FORMAT", value_enum, default_value_t)]
+    #[arg(
+        long,
+        global = true,
+        env = "ARTFS_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
     log_format: artfs::logging::LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
@@ -440,7 +446,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Config(args) => config(args),
         Cmd::Trash(args) => trash(args, file),
         Cmd::Completions { shell } => {
-            artfs::cli_docs::completions(shell, &mut Cli::command(), &mut std::io::stdout());
+            artfs::cli_docs::completions(shell, &mut Cli::command(), &mut std::io::stdout())?;
             Ok(std::process::ExitCode::SUCCESS)
         }
         Cmd::Man { dir } => man(dir),

@@ -128,7 +128,8 @@ pub fn parse_args(args: &[OsString]) -> Result<Request, HelperError> {
             _ => positional.push(a.clone()),
         }
     }
-    let [source, mountpoint] = <[OsString; 2]>::try_from(positional).map_err(|_| HelperError::Usage)?;
+    let [source, mountpoint] =
+        <[OsString; 2]>::try_from(positional).map_err(|_| HelperError::Usage)?;
     Ok(Request {
         source,
         mountpoint,
@@ -137,7 +138,9 @@ pub fn parse_args(args: &[OsString]) -> Result<Request, HelperError> {
 }
 
 fn split(opts: &str) -> impl Iterator<Item = String> + '_ {
-    opts.split(',').filter(|o| !o.is_empty()).map(str::to_string)
+    opts.split(',')
+        .filter(|o| !o.is_empty())
+        .map(str::to_string)
 }
 
 /// The `artfs mount` flags for `options`, each looked up among the long
@@ -215,10 +218,7 @@ impl PrivateDir {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
-        let path = std::env::temp_dir().join(format!(
-            "artfs-mount.{}.{nanos}",
-            std::process::id()
-        ));
+        let path = std::env::temp_dir().join(format!("artfs-mount.{}.{nanos}", std::process::id()));
         std::fs::DirBuilder::new().mode(0o700).create(&path)?;
         Ok(PrivateDir(path))
     }
@@ -388,14 +388,28 @@ mod tests {
 
     #[test]
     fn parses_what_mount_passes() {
-        let r = parse_args(&os(&["/b", "/m", "-n", "-o", "rw,allow_other", "-oconfig=/c", "-v"]))
-            .unwrap();
+        let r = parse_args(&os(&[
+            "/b",
+            "/m",
+            "-n",
+            "-o",
+            "rw,allow_other",
+            "-oconfig=/c",
+            "-v",
+        ]))
+        .unwrap();
         assert_eq!(r.source, "/b");
         assert_eq!(r.mountpoint, "/m");
         assert_eq!(r.options, ["rw", "allow_other", "config=/c"]);
         assert_eq!(parse_args(&os(&["/b"])), Err(HelperError::Usage));
-        assert_eq!(parse_args(&os(&["/b", "/m", "-o"])), Err(HelperError::Usage));
-        assert_eq!(parse_args(&os(&["/b", "/m", "/x"])), Err(HelperError::Usage));
+        assert_eq!(
+            parse_args(&os(&["/b", "/m", "-o"])),
+            Err(HelperError::Usage)
+        );
+        assert_eq!(
+            parse_args(&os(&["/b", "/m", "/x"])),
+            Err(HelperError::Usage)
+        );
         assert_eq!(
             parse_args(&os(&["/b", "/m", "-N", "ns"])),
             Err(HelperError::Switch("-N".into()))
@@ -429,10 +443,19 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_do() {
         assert_eq!(flags("ro"), Err(HelperError::ReadOnly));
-        assert_eq!(flags("nosuch=1"), Err(HelperError::Unknown("nosuch".into())));
-        assert_eq!(flags("backing=/x"), Err(HelperError::Unknown("backing".into())));
+        assert_eq!(
+            flags("nosuch=1"),
+            Err(HelperError::Unknown("nosuch".into()))
+        );
+        assert_eq!(
+            flags("backing=/x"),
+            Err(HelperError::Unknown("backing".into()))
+        );
         assert_eq!(flags("help"), Err(HelperError::Unknown("help".into())));
-        assert_eq!(flags("config"), Err(HelperError::NeedsValue("config".into())));
+        assert_eq!(
+            flags("config"),
+            Err(HelperError::NeedsValue("config".into()))
+        );
         assert_eq!(
             flags("foreground=yes"),
             Err(HelperError::TakesNoValue("foreground".into()))

@@ -32,12 +32,16 @@ fn completions_for_each_shell() {
         let s = stdout(&artfs(&["completions", shell]));
         assert!(s.contains(marker), "{shell}: no {marker:?}");
         // Subcommands and their flags come from the definition.
-        for word in ["mount", "fsck", "--trash-days"] {
+        for word in ["mount", "fsck", "trash-days"] {
             assert!(s.contains(word), "{shell} completion lacks {word}");
         }
     }
     let o = artfs(&["completions", "tcsh"]);
-    assert_eq!(o.status.code(), Some(2), "an unknown shell is a usage error");
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
 }
 
 #[test]
@@ -49,7 +53,10 @@ fn manual_pages() {
     let out = stdout(&artfs(&["man", "--dir", dir.path().to_str().unwrap()]));
     assert!(out.contains("pages in"), "{out}");
     let mount = std::fs::read_to_string(dir.path().join("artfs-mount.1")).unwrap();
-    assert!(mount.contains("trash\\-days"), "the mount page has its flags");
+    assert!(
+        mount.contains("trash\\-days"),
+        "the mount page has its flags"
+    );
     assert!(dir.path().join("artfs.1").exists());
 }
 
@@ -71,20 +78,28 @@ fn version_names_the_commit() {
     );
 }
 
-/// Log lines of a command that logs at trace level: fsck of a fresh
-/// store (its database statements are logged).
-fn log_lines(extra: &[&str], env: &[(&str, &str)]) -> Vec<String> {
+/// `artfs [EXTRA] import EMPTY NEW_STORE` at debug level: initialising
+/// the store logs its database statements.
+fn import(extra: &[&str]) -> (Command, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(bin())
-        .args(extra)
-        .arg("fsck")
-        .arg(dir.path())
-        .env("ARTFS_LOG", "trace")
+    for d in ["src", "store"] {
+        std::fs::create_dir(dir.path().join(d)).unwrap();
+    }
+    let mut cmd = Command::new(bin());
+    cmd.args(extra)
+        .arg("import")
+        .arg(dir.path().join("src"))
+        .arg(dir.path().join("store"))
+        .env("ARTFS_LOG", "debug")
         .env_remove("JOURNAL_STREAM")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+        .stdin(Stdio::null());
+    (cmd, dir)
+}
+
+/// The log lines of [`import`] with stderr on a pipe.
+fn log_lines(extra: &[&str], env: &[(&str, &str)]) -> Vec<String> {
+    let (mut cmd, _dir) = import(extra);
+    let out = cmd.envs(env.iter().copied()).output().unwrap();
     let err = String::from_utf8(out.stderr).unwrap();
     let lines: Vec<String> = err.lines().map(str::to_string).collect();
     assert!(!lines.is_empty(), "no log lines");
@@ -112,7 +127,10 @@ fn json_lines_parse() {
         for l in lines.iter().filter(|l| l.starts_with('{')) {
             let v: serde_json::Value =
                 serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
-            assert!(v.get("level").is_some() && v.get("timestamp").is_some(), "{l}");
+            assert!(
+                v.get("level").is_some() && v.get("timestamp").is_some(),
+                "{l}"
+            );
             events += 1;
         }
         assert!(events > 0, "no JSON lines in {lines:?}");
@@ -124,23 +142,15 @@ fn no_timestamps_for_journald() {
     // stderr is "the journal" when JOURNAL_STREAM names its device and
     // inode, as systemd sets it; journald stamps lines itself.
     use std::os::unix::fs::MetadataExt;
-    let dir = tempfile::tempdir().unwrap();
+    let (mut cmd, dir) = import(&[]);
     let path = dir.path().join("journal");
     let file = std::fs::File::create(&path).unwrap();
     let m = file.metadata().unwrap();
-    let store = dir.path().join("store");
-    std::fs::create_dir(&store).unwrap();
-    let st = Command::new(bin())
-        .arg("fsck")
-        .arg(&store)
-        .env("ARTFS_LOG", "trace")
-        .env("JOURNAL_STREAM", format!("{}:{}", m.dev(), m.ino()))
-        .stdin(Stdio::null())
+    cmd.env("JOURNAL_STREAM", format!("{}:{}", m.dev(), m.ino()))
         .stdout(Stdio::null())
         .stderr(file)
         .status()
         .unwrap();
-    assert!(st.success());
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(!text.is_empty(), "no log lines");
     for l in text.lines() {

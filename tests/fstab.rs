@@ -1,6 +1,6 @@
-//! artfs mounted the way fstab does it: `mount -t fuse.artfs BACKING MNT
-//! -o OPTIONS` (mount(8) → Debian's mount.fuse3 → `artfs BACKING MNT -o
-//! OPTIONS`, found on PATH), and `mount.artfs` for `-t artfs`. The options
+//! artfs mounted the way fstab does it: mount(8) → Debian's mount.fuse3 →
+//! `artfs BACKING MNT -o OPTIONS` (what `mount -t fuse.artfs` runs), and
+//! `mount.artfs` for `-t artfs`. The options
 //! take effect, a bad one fails the mount with a message naming it and
 //! leaves nothing mounted, and `umount` stops the daemon.
 //!
@@ -70,13 +70,20 @@ impl Setup {
         }
     }
 
-    /// `mount -t fuse.artfs SOURCE MNT -o OPTS` with its output on pipes:
-    /// it must return although the daemon lives on (the daemon lets go of
-    /// the pipe once ready).
+    /// mount(8) through mount.fuse3 with its output on pipes: it must
+    /// return although the daemon lives on (the daemon lets go of the
+    /// pipe once ready). mount(8) resets PATH for its helpers, so instead
+    /// of `-t fuse.artfs SOURCE` (which needs artfs in /usr/bin or the
+    /// like) this names the test's binary in mount.fuse3's `PROGRAM#SOURCE`
+    /// form: the same `artfs SOURCE MNT -o OPTS` call.
     fn mount(&self, source: &Path, opts: &str) -> Output {
         let mut cmd = Command::new("mount");
-        cmd.args(["-t", "fuse.artfs"])
-            .arg(source)
+        cmd.args(["-t", "fuse"])
+            .arg(format!(
+                "{}#{}",
+                self.dir.path().join("bin/artfs").display(),
+                source.display()
+            ))
             .arg(&self.mnt)
             .args(["-o", opts]);
         self.run(cmd)
@@ -236,7 +243,11 @@ fn bad_option_fails_and_leaves_nothing() {
     // `ro` is refused with the way to get a read-only store.
     let out = s.mount(&s.backing, "ro");
     assert!(!out.status.success());
-    assert!(text(&out).contains("artfs mode BACKING ro"), "{}", text(&out));
+    assert!(
+        text(&out).contains("artfs mode BACKING ro"),
+        "{}",
+        text(&out)
+    );
     assert!(!is_mounted(&s.mnt));
 }
 
@@ -252,7 +263,10 @@ fn daemon_failure_is_reported_by_mount() {
     let out = s.mount(&s.backing, &format!("config={}", missing.display()));
     assert!(!out.status.success(), "mount succeeded: {}", text(&out));
     let t = text(&out);
-    assert!(t.contains("missing.toml"), "the daemon's error is shown: {t}");
+    assert!(
+        t.contains("missing.toml"),
+        "the daemon's error is shown: {t}"
+    );
     assert!(t.contains("the daemon exited with status"), "{t}");
     assert!(!is_mounted(&s.mnt));
     assert!(s.daemons().is_empty());
@@ -280,7 +294,10 @@ fn backing_from_the_config_file() {
     );
     assert!(out.status.success(), "mount failed: {}", text(&out));
     assert_eq!(total_bytes(&s.mnt), 3 * MIB, "capacity from the file");
-    assert!(s.backing.join(".artfs").is_dir(), "the file's BACKING is used");
+    assert!(
+        s.backing.join(".artfs").is_dir(),
+        "the file's BACKING is used"
+    );
     let pids = s.daemons();
     assert_eq!(pids.len(), 1, "{pids:?}");
     s.umount(pids[0]);
