@@ -656,20 +656,25 @@ fn role_matrix() {
     use Action::*;
     let k = keys();
     let (_dir, v) = verifier(&k.ec.public);
-    let table: [(&str, Option<Role>, [bool; 4]); 6] = [
-        ("user", Some(Role::User), [true, true, false, false]),
-        ("operator", Some(Role::Operator), [true, true, true, false]),
-        ("admin", Some(Role::Admin), [true, true, true, true]),
-        ("superuser", None, [false; 4]),
-        ("Admin", None, [false; 4]),
-        ("", None, [false; 4]),
+    // Read, Write, Delete, Audit, Admin.
+    let table: [(&str, Option<Role>, [bool; 5]); 10] = [
+        ("readonly", Some(Role::ReadOnly), [true, false, false, false, false]),
+        ("auditor", Some(Role::Auditor), [true, false, false, true, false]),
+        ("user", Some(Role::User), [true, true, false, false, false]),
+        ("operator", Some(Role::Operator), [true, true, true, false, false]),
+        ("admin", Some(Role::Admin), [true; 5]),
+        ("super_admin", Some(Role::Admin), [true; 5]),
+        ("superuser", None, [false; 5]),
+        ("Admin", None, [false; 5]),
+        ("read_only", None, [false; 5]),
+        ("", None, [false; 5]),
     ];
     for (role, parsed, allowed) in table {
         let p = v
             .verify(&sign(&k.ec, None, &claims(json!({ "role": role }))))
             .unwrap();
         assert_eq!(p.role, parsed, "{role:?}");
-        for (action, want) in [Read, Write, Delete, Admin].into_iter().zip(allowed) {
+        for (action, want) in [Read, Write, Delete, Audit, Admin].into_iter().zip(allowed) {
             assert_eq!(p.allows(action), want, "{role:?} {action}");
             assert_eq!(
                 p.require(action),
@@ -690,13 +695,20 @@ fn role_matrix() {
         "no role, nothing"
     );
     // Minted tokens carry the same roles.
-    for role in [Role::User, Role::Operator, Role::Admin] {
+    for role in [
+        Role::ReadOnly,
+        Role::Auditor,
+        Role::User,
+        Role::Operator,
+        Role::Admin,
+    ] {
         let p = v
             .verify(&mint(&mint_request(&k.ec, role)).unwrap())
             .unwrap();
         assert_eq!(p.role, Some(role));
-        assert_eq!(p.allows(Delete), role != Role::User);
-        assert_eq!(p.allows(Admin), role == Role::Admin);
+        for action in Action::ALL {
+            assert_eq!(p.allows(action), role.allows(action), "{role} {action}");
+        }
     }
 }
 

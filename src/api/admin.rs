@@ -174,6 +174,13 @@ pub struct Jobs {
     by_kind: Mutex<HashMap<String, Job>>,
 }
 
+impl Jobs {
+    /// Whether a maintenance job runs now.
+    pub fn any_running(&self) -> bool {
+        self.by_kind.lock().values().any(|j| j.state == "running")
+    }
+}
+
 fn job_kind(kind: &str) -> ApiResult<&'static str> {
     match kind {
         "fsck" => Ok("fsck"),
@@ -259,7 +266,7 @@ pub async fn start_job(
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 
-/// The last job of a kind (admin).
+/// The last job of a kind (auditor or admin).
 #[utoipa::path(get, path = "/api/v1/maintenance/{kind}", tag = "maintenance",
     security(("bearer" = [])), params(("kind" = String, Path)),
     responses((status = 200, body = Job), (status = 404, body = super::ErrorBody)))]
@@ -268,7 +275,7 @@ pub async fn job_status(
     Extension(who): Extension<Principal>,
     Path(kind): Path<String>,
 ) -> ApiResult<Json<Job>> {
-    who.require(Action::Admin)?;
+    who.require(Action::Audit)?;
     let kind = job_kind(&kind)?;
     st.jobs
         .by_kind

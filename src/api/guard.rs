@@ -14,6 +14,29 @@ use super::AppState;
 use crate::auth::AuthError;
 
 pub async fn require_token(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    match principal(&st, &req) {
+        Ok(principal) => {
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// For the routes the original element served without a token (`/`,
+/// `/api/v1/info`, `/api/v1/capacity`): a request without an
+/// `Authorization` header goes on anonymous (no `Principal`); one with a
+/// header is checked exactly as [`require_token`] checks it, so a bad token
+/// is refused rather than quietly treated as none.
+pub async fn optional_token(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    if req.headers().get(AUTHORIZATION).is_none() {
+        return next.run(req).await;
+    }
+    require_token(State(st), req, next).await
+}
+
+/// The principal the request's bearer token speaks for, or the refusal.
+fn principal(st: &AppState, req: &Request) -> Result<crate::auth::Principal, ApiError> {
     if req.headers().get_all(AUTHORIZATION).iter().nth(1).is_some() {
         // Which one would count is ambiguous (a proxy may have added
         // one): refuse rather than pick (RFC 6750 invalid_request, 400).
@@ -22,7 +45,7 @@ pub async fn require_token(State(st): State<AppState>, mut req: Request, next: N
         ));
         e.status = axum::http::StatusCode::BAD_REQUEST;
         tracing::debug!("request refused: more than one Authorization header");
-        return e.into_response();
+        return Err(e);
     }
     let result = match req.headers().get(AUTHORIZATION).map(|v| v.to_str()) {
         None => st.verifier.authenticate(None),
@@ -31,14 +54,8 @@ pub async fn require_token(State(st): State<AppState>, mut req: Request, next: N
         )),
         Some(Ok(v)) => st.verifier.authenticate(Some(v)),
     };
-    match result {
-        Ok(principal) => {
-            req.extensions_mut().insert(principal);
-            next.run(req).await
-        }
-        Err(e) => {
-            tracing::debug!(reason = %e, "request refused");
-            ApiError::from(e).into_response()
-        }
-    }
+    result.map_err(|e| {
+        tracing::debug!(reason = %e, "request refused");
+        ApiError::from(e)
+    })
 }

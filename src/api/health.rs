@@ -42,7 +42,7 @@ pub async fn ready(State(st): State<AppState>) -> Response {
 /// regular files) against its `--capacity`, or against the filesystem
 /// holding BACKING when none is set.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Capacity {
+pub struct CapacityDetail {
     /// The store's capacity, or the size of BACKING's filesystem.
     pub capacity_bytes: u64,
     /// Bytes of regular files in the store.
@@ -55,22 +55,74 @@ pub struct Capacity {
     pub used_percent: f64,
     /// Free-space level: ok, warning, critical, full.
     pub level: String,
-    /// The store's mode.
-    pub mode: String,
 }
 
-/// What `/api/v1/info` reports.
+/// What `/api/v1/capacity` reports: the original element's document
+/// (what its Ingester's capacity monitor polls, without a token), and
+/// with a token that may read, artfs's figures beside it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Capacity {
+    /// The element's id (`--api-element-id`, default the API name).
+    pub storage_id: String,
+    /// The store's mode: edit, rw, ro or ar.
+    pub mode: String,
+    pub capacity: CapacityFigures,
+    /// healthy, degraded (critical free-space level) or unhealthy (full).
+    pub health: String,
+    /// When these figures were taken (RFC 3339, UTC).
+    pub last_update: String,
+    /// Where content lives: local (or s3).
+    pub backend: String,
+    /// The element's location label (a datacenter).
+    pub location: String,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<CapacityDetail>,
+}
+
+/// The original's nested figures, in bytes.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CapacityFigures {
+    pub total: u64,
+    pub used: u64,
+    pub available: u64,
+    pub percent_used: f64,
+}
+
+/// What `/api/v1/info` reports: the original element's fields (anonymous
+/// callers see only these: it served them to its Admin Module's discovery
+/// without a token), and with a token that may read, artfs's beside them.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Info {
     pub name: String,
+    pub display_name: String,
+    pub version: String,
     /// Operating mode: edit, rw, ro or ar.
     pub mode: String,
-    pub version: String,
-    pub store_id: String,
+    /// local (or s3).
+    pub storage_type: String,
+    /// BACKING (a directory; `bucket/folder` for S3).
+    pub base_path: String,
     pub capacity_bytes: u64,
     pub used_bytes: u64,
-    pub available_bytes: u64,
     pub file_count: u64,
+    /// operational, degraded (free space critical or full) or maintenance
+    /// (a maintenance job runs).
+    pub status: String,
+    /// Lower fills first (`--api-priority`, default 100).
+    pub priority: i64,
+    /// The element's service-discovery id.
+    pub element_id: String,
+    /// When this was taken (RFC 3339, UTC).
+    pub timestamp: String,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<InfoDetail>,
+}
+
+/// artfs's own figures in `/api/v1/info`, for a token that may read.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InfoDetail {
+    pub store_id: String,
+    pub available_bytes: u64,
     /// Regular files with no recorded SHA-256 yet (being written, or
     /// waiting for the background hasher).
     pub unhashed_files: u64,
@@ -79,7 +131,13 @@ pub struct Info {
     pub missing_objects: u64,
 }
 
-fn capacity_of(st: &AppState) -> ApiResult<Capacity> {
+/// Figures of the store and its mode, as `capacity_of` takes them.
+struct Figures {
+    detail: CapacityDetail,
+    mode: String,
+}
+
+fn capacity_of(st: &AppState) -> ApiResult<Figures> {
     let s = st.fs.statfs()?;
     let bs = u64::from(s.frsize.max(1));
     let report = st.fs.capacity_report();
@@ -87,55 +145,139 @@ fn capacity_of(st: &AppState) -> ApiResult<Capacity> {
         .capacity
         .unwrap_or_else(|| s.blocks.saturating_mul(bs));
     let used = report.used_bytes;
-    Ok(Capacity {
-        capacity_bytes: capacity,
-        used_bytes: used,
-        available_bytes: s.bavail.saturating_mul(bs),
-        file_count: report.file_count,
-        level: format!("{:?}", report.level).to_lowercase(),
-        mode: report.mode,
-        used_percent: if capacity == 0 {
-            0.0
-        } else {
-            (used as f64 * 10_000.0 / capacity as f64).round() / 100.0
+    Ok(Figures {
+        detail: CapacityDetail {
+            capacity_bytes: capacity,
+            used_bytes: used,
+            available_bytes: s.bavail.saturating_mul(bs),
+            file_count: report.file_count,
+            level: format!("{:?}", report.level).to_lowercase(),
+            used_percent: if capacity == 0 {
+                0.0
+            } else {
+                (used as f64 * 10_000.0 / capacity as f64).round() / 100.0
+            },
         },
+        mode: report.mode,
     })
 }
 
-/// The store's name, mode and figures.
-#[utoipa::path(get, path = "/api/v1/info", tag = "store", security(("bearer" = [])),
+/// Whether the caller sees artfs's figures: a token that may read. A
+/// token that may not (none here can't, but a scoped one may lack
+/// `files:read`) is refused, as on every other route.
+fn detailed(who: Option<&Principal>) -> ApiResult<bool> {
+    match who {
+        None => Ok(false),
+        Some(p) => {
+            p.require(Action::Read)?;
+            Ok(true)
+        }
+    }
+}
+
+fn now_rfc3339() -> String {
+    crate::types::Timestamp::now().to_rfc3339()
+}
+
+/// The store's name, mode and figures. No token needed (the original's
+/// discovery polled it anonymously); a token adds artfs's figures.
+#[utoipa::path(get, path = "/api/v1/info", tag = "store", security((), ("bearer" = [])),
     responses((status = 200, body = Info), (status = 401, body = super::ErrorBody)))]
 pub async fn info(
     State(st): State<AppState>,
-    Extension(who): Extension<Principal>,
+    who: Option<Extension<Principal>>,
 ) -> ApiResult<Json<Info>> {
-    who.require(Action::Read)?;
+    let detailed = detailed(who.as_deref())?;
     let st2 = st.clone();
-    let (c, unhashed_files) =
-        blocking(move || Ok((capacity_of(&st2)?, st2.fs.unhashed_files()?))).await?;
+    let (f, unhashed_files) = blocking(move || {
+        let unhashed = if detailed {
+            st2.fs.unhashed_files()?
+        } else {
+            0
+        };
+        Ok((capacity_of(&st2)?, unhashed))
+    })
+    .await?;
+    let c = &f.detail;
+    let status = if st.jobs.any_running() {
+        "maintenance"
+    } else if matches!(c.level.as_str(), "critical" | "full") {
+        "degraded"
+    } else {
+        "operational"
+    };
     Ok(Json(Info {
         name: st.name.clone(),
-        mode: st.fs.mode().as_str().into(),
+        display_name: st.element.display_name.clone(),
         version: env!("CARGO_PKG_VERSION").into(),
-        store_id: st.fs.store_id().to_string(),
+        mode: st.fs.mode().as_str().into(),
+        storage_type: st.element.storage_type.clone(),
+        base_path: st.fs.backing().display().to_string(),
         capacity_bytes: c.capacity_bytes,
         used_bytes: c.used_bytes,
-        available_bytes: c.available_bytes,
         file_count: c.file_count,
-        unhashed_files,
-        missing_objects: st.fs.ops().missing_objects(),
+        status: status.into(),
+        priority: st.element.priority,
+        element_id: st.element.element_id.clone(),
+        timestamp: now_rfc3339(),
+        detail: detailed.then(|| InfoDetail {
+            store_id: st.fs.store_id().to_string(),
+            available_bytes: c.available_bytes,
+            unhashed_files,
+            missing_objects: st.fs.ops().missing_objects(),
+        }),
     }))
 }
 
-/// Capacity, used and available bytes, file count.
-#[utoipa::path(get, path = "/api/v1/capacity", tag = "store", security(("bearer" = [])),
+/// Capacity in the original's shape (no token needed: its Ingester polled
+/// it anonymously); a token adds artfs's figures.
+#[utoipa::path(get, path = "/api/v1/capacity", tag = "store", security((), ("bearer" = [])),
     responses((status = 200, body = Capacity), (status = 401, body = super::ErrorBody)))]
 pub async fn capacity(
     State(st): State<AppState>,
-    Extension(who): Extension<Principal>,
+    who: Option<Extension<Principal>>,
 ) -> ApiResult<Json<Capacity>> {
-    who.require(Action::Read)?;
-    Ok(Json(blocking(move || capacity_of(&st)).await?))
+    let detailed = detailed(who.as_deref())?;
+    let st2 = st.clone();
+    let f = blocking(move || capacity_of(&st2)).await?;
+    let c = &f.detail;
+    let health = match c.level.as_str() {
+        "full" => "unhealthy",
+        "critical" => "degraded",
+        _ => "healthy",
+    };
+    Ok(Json(Capacity {
+        storage_id: st.element.element_id.clone(),
+        mode: f.mode.clone(),
+        capacity: CapacityFigures {
+            total: c.capacity_bytes,
+            used: c.used_bytes,
+            available: c
+                .capacity_bytes
+                .saturating_sub(c.used_bytes)
+                .min(c.available_bytes),
+            percent_used: c.used_percent,
+        },
+        health: health.into(),
+        last_update: now_rfc3339(),
+        backend: st.element.storage_type.clone(),
+        location: st.element.location.clone(),
+        detail: detailed.then_some(f.detail),
+    }))
+}
+
+/// `GET /`: what the original answered there, without a token.
+#[utoipa::path(get, path = "/", tag = "health",
+    responses((status = 200, description = "the service, its version, mode and storage type")))]
+pub async fn root(State(st): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "service": "ArtStore Storage Element",
+        "implementation": "artfs",
+        "version": env!("CARGO_PKG_VERSION"),
+        "mode": st.fs.mode().as_str(),
+        "storage_type": st.element.storage_type,
+        "status": "operational",
+    }))
 }
 
 /// Prometheus text: HTTP requests per route and status, log rows per
@@ -160,7 +302,7 @@ pub async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap)
     let st2 = st.clone();
     let figures = blocking(move || {
         let wal = st2.fs.journal_counts()?;
-        let cap = capacity_of(&st2)?;
+        let cap = capacity_of(&st2)?.detail;
         let unhashed = st2.fs.unhashed_files()?;
         Ok((wal, cap, unhashed))
     })

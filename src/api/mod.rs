@@ -18,6 +18,7 @@
 
 mod admin;
 mod connections;
+pub mod element;
 mod error;
 mod file_meta;
 mod files;
@@ -68,6 +69,8 @@ pub struct Inner {
     pub dir_mode: u32,
     /// Maintenance jobs started through the API.
     pub jobs: admin::Jobs,
+    /// What the original's clients see of this element.
+    pub element: element::Element,
 }
 
 pub type AppState = Arc<Inner>;
@@ -138,9 +141,16 @@ where
 pub fn router(state: AppState) -> Router {
     let fs_routes = || get(fs::get).put(fs::put).delete(fs::delete);
     let meta_routes = || get(file_meta::get).patch(file_meta::patch);
-    let api = Router::new()
+    // The original served these without a token; a token adds detail.
+    let open = Router::new()
+        .route("/", get(health::root))
         .route("/api/v1/info", get(health::info))
         .route("/api/v1/capacity", get(health::capacity))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::optional_token,
+        ));
+    let api = Router::new()
         .route("/api/v1/openapi.json", get(openapi::spec))
         .route("/api/v1/fs", fs_routes())
         .route("/api/v1/fs/", fs_routes())
@@ -169,6 +179,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(health::metrics));
     public
+        .merge(open)
         .merge(api)
         .fallback(health::no_route)
         // Outside the routes, so a path no route serves counts as `unmatched`.

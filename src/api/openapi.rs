@@ -34,6 +34,7 @@ impl Modify for BearerAuth {
                        metadata as the mount. Errors are JSON {\"error\": CODE, \"message\": TEXT}."
     ),
     paths(
+        super::health::root,
         super::health::live,
         super::health::ready,
         super::health::metrics,
@@ -63,7 +64,10 @@ impl Modify for BearerAuth {
         super::fs::Listing,
         super::fs::ListEntry,
         super::health::Info,
+        super::health::InfoDetail,
         super::health::Capacity,
+        super::health::CapacityFigures,
+        super::health::CapacityDetail,
         super::admin::SearchPage,
         super::admin::SearchHit,
         super::admin::ModeChange,

@@ -111,6 +111,10 @@ pub fn start(
         file_mode: cfg.file_mode,
         dir_mode: cfg.dir_mode,
         jobs: Default::default(),
+        element: cfg
+            .element
+            .clone()
+            .unwrap_or_else(|| super::element::Element::named(&cfg.name)),
     });
     // At most `max_connections` at once: the accept loop waits for a free
     // slot, so more wait in the kernel's listen queue, holding no

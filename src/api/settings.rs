@@ -103,6 +103,9 @@ pub struct ApiConfig {
     pub gid: Option<u32>,
     /// Name reported by `/api/v1/info`.
     pub name: String,
+    /// What the original's clients see of this element; default
+    /// `Element::named(name)`.
+    pub element: Option<super::element::Element>,
     /// Permission bits of uploaded files and of directories made by `?mkdir`.
     pub file_mode: u32,
     pub dir_mode: u32,
@@ -123,6 +126,7 @@ impl ApiConfig {
             uid: None,
             gid: None,
             name: "artfs".to_string(),
+            element: None,
             file_mode: 0o644,
             dir_mode: 0o755,
             limits: Limits::default(),

@@ -11,18 +11,28 @@ pub enum Action {
     Write,
     /// Delete files and directories.
     Delete,
-    /// Administrative actions: mode change, maintenance.
+    /// Read the results of maintenance jobs (consistency reports): what
+    /// the original's `auditor` accounts were for.
+    Audit,
+    /// Administrative actions: mode change, starting maintenance.
     Admin,
 }
 
 impl Action {
-    pub const ALL: [Action; 4] = [Action::Read, Action::Write, Action::Delete, Action::Admin];
+    pub const ALL: [Action; 5] = [
+        Action::Read,
+        Action::Write,
+        Action::Delete,
+        Action::Audit,
+        Action::Admin,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Read => "read",
             Action::Write => "write",
             Action::Delete => "delete",
+            Action::Audit => "audit",
             Action::Admin => "admin",
         }
     }

@@ -8,9 +8,15 @@ use super::error::AuthError;
 
 pub use super::action::Action;
 
-/// The `role` claim. Anything else grants nothing.
+/// The `role` claim. Anything else grants nothing. The names are the
+/// original element's and its Admin Module's (docs/AUTH.md, "Roles and
+/// scopes"): `super_admin` is read as `admin`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
+    /// Read content and metadata only.
+    ReadOnly,
+    /// Read, and read maintenance results (consistency reports).
+    Auditor,
     /// Read and write.
     User,
     /// Read, write and delete.
@@ -22,6 +28,8 @@ pub enum Role {
 impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
+            Role::ReadOnly => "readonly",
+            Role::Auditor => "auditor",
             Role::User => "user",
             Role::Operator => "operator",
             Role::Admin => "admin",
@@ -32,17 +40,21 @@ impl Role {
     /// role we know and grants nothing.
     pub fn from_claim(s: &str) -> Option<Role> {
         match s {
+            "readonly" => Some(Role::ReadOnly),
+            "auditor" => Some(Role::Auditor),
             "user" => Some(Role::User),
             "operator" => Some(Role::Operator),
-            "admin" => Some(Role::Admin),
+            "admin" | "super_admin" => Some(Role::Admin),
             _ => None,
         }
     }
 
     pub fn allows(self, action: Action) -> bool {
         match action {
-            Action::Read | Action::Write => true,
+            Action::Read => true,
+            Action::Write => matches!(self, Role::User | Role::Operator | Role::Admin),
             Action::Delete => matches!(self, Role::Operator | Role::Admin),
+            Action::Audit => matches!(self, Role::Auditor | Role::Admin),
             Action::Admin => self == Role::Admin,
         }
     }
@@ -58,7 +70,9 @@ impl FromStr for Role {
     type Err = String;
     fn from_str(s: &str) -> Result<Role, String> {
         Role::from_claim(s)
-            .ok_or_else(|| format!("unknown role {s:?} (expected user, operator or admin)"))
+            .ok_or_else(|| format!(
+                "unknown role {s:?} (expected readonly, auditor, user, operator, admin or super_admin)"
+            ))
     }
 }
 
@@ -98,6 +112,8 @@ impl Scope {
             Action::Read => Scope::FilesRead,
             Action::Write => Scope::FilesWrite,
             Action::Delete => Scope::FilesDelete,
+            // Reading a report is reading.
+            Action::Audit => Scope::FilesRead,
             Action::Admin => Scope::StorageAdmin,
         }
     }

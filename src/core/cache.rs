@@ -493,3 +493,7 @@ fn settle<K: Hash + Eq, V>(lru: &mut LruCache<K, V>, k: K, v: Option<V>) {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "cache_tests.rs"]
+mod tests;

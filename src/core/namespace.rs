@@ -936,3 +936,6 @@ fn touch_dirs(tx: &mut super::Mutation<'_>, a: u64, b: u64, now: Timestamp) -> R
     }
     Ok(())
 }
+#[cfg(test)]
+#[path = "namespace_tests.rs"]
+mod tests;

@@ -907,3 +907,6 @@ impl MetaStore for SqliteStore {
         self.rt.block_on(self.pool.close());
     }
 }
+#[cfg(test)]
+#[path = "sqlite_tests.rs"]
+mod tests;

@@ -53,6 +53,35 @@ pub fn scoped(sub: &str, role: Role, scopes: &[Scope]) -> String {
     mint(&r).unwrap()
 }
 
+/// A token whose claims are a valid service account's with `changes`
+/// merged in (for claims `mint` cannot write, such as a role name that is
+/// an alias or unknown).
+pub fn token_with_claims(changes: Value) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut claims = serde_json::json!({
+        "sub": "svc-test",
+        "role": "user",
+        "type": "service_account",
+        "iat": now,
+        "exp": now + 600,
+    });
+    for (k, v) in changes.as_object().unwrap() {
+        claims[k] = v.clone();
+    }
+    // PKCS#8 DER, as jsonwebtoken takes EC keys without its PEM feature.
+    let key =
+        jsonwebtoken::EncodingKey::from_ec_der(pem::parse(&key().private).unwrap().contents());
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+        &claims,
+        &key,
+    )
+    .unwrap()
+}
+
 /// A loopback address no one listens on now.
 pub fn free_addr() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
