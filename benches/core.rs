@@ -12,15 +12,15 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 use artfs::core::namespace::NewNode;
-use artfs::core::{open_store, Fs, StoreOptions};
+use artfs::core::{open_store, Fs, StoreLock, StoreOptions};
 use artfs::types::{Caller, ROOT_INO};
 
 /// A store over a fresh temporary BACKING. Field order matters: the store
 /// closes before the lock is released, the runtime and the dir go last.
 struct Store {
     fs: std::sync::Arc<Fs>,
-    /// The store lock (its type is not exported); released on drop.
-    _lock: Box<dyn std::any::Any>,
+    /// The store lock; released on drop.
+    _lock: StoreLock,
     _rt: tokio::runtime::Runtime,
     _dir: tempfile::TempDir,
 }
@@ -38,7 +38,7 @@ impl Store {
             open_store(&StoreOptions::new(dir.path()), rt.handle().clone()).expect("open store");
         Store {
             fs,
-            _lock: Box::new(lock),
+            _lock: lock,
             _rt: rt,
             _dir: dir,
         }
@@ -99,11 +99,14 @@ fn lookups(c: &mut Criterion) {
     g.bench_function("lookup_hit", |b| {
         b.iter(|| black_box(s.fs.lookup(dir, black_box(b"present")).unwrap()))
     });
-    // The first miss fills a negative dentry; later ones hit it.
+    // "d" was made during this run, so the cache knows all of it
+    // (*complete*, core/cache.rs): every miss below is answered from
+    // memory, never by the database. The same absent name each time:
     g.bench_function("lookup_miss_negative_cached", |b| {
         b.iter(|| black_box(s.fs.lookup(dir, black_box(b"absent")).is_err()))
     });
-    // A miss that reaches the metadata store every time: a new name each iteration.
+    // A new absent name each iteration (the name predates complete
+    // directories; kept so results compare with earlier runs):
     g.bench_function("lookup_miss_uncached", |b| {
         b.iter_batched(
             fresh_name,
@@ -122,8 +125,9 @@ fn files(c: &mut Criterion) {
     let mut g = c.benchmark_group("files");
     g.throughput(Throughput::Elements(1));
     // The daemon's share of `open(O_CREAT)+write(4 KiB)+close` through FUSE:
-    // CREATE (metadata transaction + object file), WRITE, RELEASE (size
-    // written back in a second transaction).
+    // CREATE (metadata staged in memory; the object usually one made ahead
+    // of need), WRITE, RELEASE (size and times staged). No transaction on
+    // this path: the writer thread commits what is staged, in batches.
     g.bench_function("create_write4k_release", |b| {
         b.iter_batched(
             fresh_name,
@@ -154,6 +158,8 @@ fn files(c: &mut Criterion) {
             s.fs.release(h.fh).unwrap();
         })
     });
+    // With the defaults (edit mode, a trash) unlink moves the file to
+    // /.trash/<uid>/<when>/files/NAME rather than deleting it.
     g.bench_function("unlink", |b| {
         b.iter_batched(
             || {

@@ -8,7 +8,12 @@
 //! an `Option` without a clap default, so clap hands back `Some` exactly
 //! when the value came from a flag or from the environment (flag first).
 //! [`over`] then lays that value over the file's, and the file's over the
-//! defaults here ([`Default`] impls, the single place defaults live).
+//! defaults here ([`Default`] impls). Each default has one home: the
+//! store's is [`StoreOptions::default`] (and the option structs it holds),
+//! which `[store]` and `[policy]` read; the mount's and the log's are here,
+//! and the FUSE door (above this layer) takes its defaults from
+//! [`MountConfig`]. A test checks that the file's defaults, converted, are
+//! `StoreOptions::default()`; one in `main.rs` that the flags' are too.
 //!
 //! The file is strict: an unknown key is an error naming the key, the line
 //! and the file (`deny_unknown_fields`), so a typo never passes silently.
@@ -23,7 +28,10 @@ use anyhow::Context;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
+use crate::core::collector::CollectorConfig;
+use crate::core::options::{StoreOptions, DEFAULT_CACHE_ENTRIES, DEFAULT_TABLE_PREFIX};
 use crate::core::policy::Mode;
+use crate::types::journal::Retention;
 
 /// The example file: every key, with its default.
 pub const EXAMPLE: &str = include_str!("../docs/artfs.example.toml");
@@ -59,7 +67,7 @@ impl Default for StoreConfig {
         StoreConfig {
             backing: None,
             db: None,
-            table_prefix: "artfs".into(),
+            table_prefix: DEFAULT_TABLE_PREFIX.into(),
         }
     }
 }
@@ -74,9 +82,12 @@ pub struct MountConfig {
     pub allow_other: bool,
     /// FUSE request threads; `None`: one (see `fuse::MountOptions`).
     pub threads: Option<usize>,
-    /// Seconds the kernel may cache entries and attributes.
+    /// Seconds the kernel may cache entries and attributes. The daemon
+    /// owns its metadata, so this is long; changes made behind the
+    /// kernel's back are pushed out through the notifier.
     pub attr_ttl: u64,
-    /// Microseconds a CPU is kept busy after each FUSE request (0: never).
+    /// Microseconds a CPU is kept busy after each FUSE request (0: never;
+    /// see `fuse::awake`).
     pub keep_awake_us: u64,
     /// Entries per in-memory metadata cache.
     pub cache_entries: usize,
@@ -97,7 +108,7 @@ impl Default for MountConfig {
             threads: None,
             attr_ttl: 3600,
             keep_awake_us: 1000,
-            cache_entries: 100_000,
+            cache_entries: DEFAULT_CACHE_ENTRIES,
             force: false,
             io_uring: true,
             list_computed_xattrs: false,
@@ -131,16 +142,33 @@ pub struct PolicyConfig {
     pub wal_keep_failed_days: u64,
 }
 
+/// Seconds in a day (the `wal_keep_*days` settings).
+const DAY: u64 = 24 * 3600;
+
+/// The store's defaults ([`StoreOptions::default`]).
 impl Default for PolicyConfig {
     fn default() -> Self {
+        let o = StoreOptions::default();
+        let r = &o.journal_retention;
         PolicyConfig {
-            mode: Mode::Edit,
-            capacity: None,
-            trash_days: 1.0,
-            max_retention: crate::core::archive_attrs::DEFAULT_MAX_RETENTION,
-            wal_keep_rows: 100_000,
-            wal_keep_days: 7,
-            wal_keep_failed_days: 90,
+            mode: o.initial_mode,
+            capacity: o.capacity,
+            trash_days: o.collector.trash_days,
+            max_retention: o.max_retention.unwrap_or(std::time::Duration::ZERO),
+            wal_keep_rows: r.committed_max_rows,
+            wal_keep_days: r.committed_max_age.as_secs() / DAY,
+            wal_keep_failed_days: r.failed_max_age.as_secs() / DAY,
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// How long settled log rows are kept.
+    pub fn retention(&self) -> Retention {
+        Retention {
+            committed_max_rows: self.wal_keep_rows,
+            committed_max_age: std::time::Duration::from_secs(self.wal_keep_days * DAY),
+            failed_max_age: std::time::Duration::from_secs(self.wal_keep_failed_days * DAY),
         }
     }
 }
@@ -201,6 +229,39 @@ impl Config {
             std::path::absolute(path).with_context(|| format!("config file {}", path.display()))?;
         cfg.resolve_paths(abs.parent().unwrap_or(Path::new("/")));
         Ok(cfg)
+    }
+
+    /// The store `[store]` names, every other option at its default (what
+    /// the offline commands open); `None` without a BACKING.
+    pub fn store_options(&self) -> Option<StoreOptions> {
+        Some(StoreOptions {
+            backing: self.store.backing.clone()?,
+            db_url: self.store.db.clone(),
+            table_prefix: self.store.table_prefix.clone(),
+            ..StoreOptions::default()
+        })
+    }
+
+    /// `store` as `artfs mount` serves it: with `[mount] cache_entries`
+    /// and `[policy]`. Fails on a trash duration that is not a number of
+    /// days.
+    pub fn serving(&self, store: StoreOptions) -> anyhow::Result<StoreOptions> {
+        let p = &self.policy;
+        if !(p.trash_days >= 0.0 && p.trash_days.is_finite()) {
+            anyhow::bail!("--trash-days must be 0 or more");
+        }
+        Ok(StoreOptions {
+            cache_entries: self.mount.cache_entries,
+            journal_retention: p.retention(),
+            initial_mode: p.mode,
+            capacity: p.capacity,
+            collector: CollectorConfig {
+                trash_days: p.trash_days,
+                ..store.collector
+            },
+            max_retention: Some(p.max_retention).filter(|d| !d.is_zero()),
+            ..store
+        })
     }
 
     /// Parse TOML text (relative paths are left as they are).
@@ -391,6 +452,28 @@ mod tests {
         !key.is_empty()
             && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
             && words.next() == Some("=")
+    }
+
+    #[test]
+    fn defaults_are_the_stores() {
+        // One home per default: the file's defaults, converted, are the
+        // store's own (a copy that drifts fails here).
+        let mut c = Config::default();
+        assert_eq!(c.store_options().map(|o| o.backing), None);
+        c.store.backing = Some("/b".into());
+        let served = c.serving(c.store_options().unwrap()).unwrap();
+        assert_eq!(
+            format!("{served:?}"),
+            format!("{:?}", StoreOptions::new("/b"))
+        );
+        // And the way back: what the file says reaches the store.
+        c.policy.wal_keep_days = 3;
+        c.policy.max_retention = std::time::Duration::ZERO;
+        let o = c.serving(StoreOptions::new("/b")).unwrap();
+        assert_eq!(o.journal_retention.committed_max_age.as_secs(), 3 * DAY);
+        assert_eq!(o.max_retention, None);
+        c.policy.trash_days = -1.0;
+        assert!(c.serving(StoreOptions::new("/b")).is_err());
     }
 
     #[test]

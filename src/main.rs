@@ -176,16 +176,13 @@ impl StoreArgs {
 /// The store the merged settings name; without a BACKING, clap's usage
 /// error for the subcommand (exit 2).
 fn store_options(cfg: &Config, cmd: &str) -> StoreOptions {
-    let Some(backing) = &cfg.store.backing else {
+    let Some(o) = cfg.store_options() else {
         missing(
             cmd,
             "<BACKING>\n(give it on the command line, in ARTFS_BACKING, \
              or as [store] backing in the --config file)",
         );
     };
-    let mut o = StoreOptions::new(backing);
-    o.db_url = cfg.store.db.clone();
-    o.table_prefix = cfg.store.table_prefix.clone();
     o
 }
 
@@ -334,7 +331,7 @@ struct MountArgs {
     #[arg(
         long,
         env = "ARTFS_COLLECT_INTERVAL",
-        default_value_t = 60.0,
+        default_value_t = artfs::core::collector::CollectorConfig::default().interval.as_secs_f64(),
         hide = true
     )]
     collect_interval: f64,
@@ -357,6 +354,7 @@ impl MountArgs {
     /// setting.
     fn merge(self, cfg: &mut Config) {
         self.store.merge(cfg);
+        self.api.merge(&mut cfg.api);
         over(&mut cfg.mount.mountpoint, self.mountpoint.map(Some));
         over(&mut cfg.mount.allow_other, self.allow_other);
         over(&mut cfg.mount.threads, self.threads.map(Some));
@@ -460,70 +458,57 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// `artfs mount`: flags and environment over the file over the defaults,
-/// turned into the store's and the mount's options.
-fn mount(args: MountArgs, mut cfg: Config) -> anyhow::Result<()> {
+/// What `artfs mount` serves and how: flags and environment over the file
+/// over the defaults, turned into the store's, the mount's and the HTTP
+/// door's options.
+struct MountPlan {
+    store: StoreOptions,
+    mountpoint: PathBuf,
+    mount: MountOptions,
+    api: Option<artfs::api::ApiConfig>,
+}
+
+impl MountArgs {
+    /// The plan; bad API settings or a bad trash duration fail, a missing
+    /// BACKING or MOUNTPOINT exits as clap does.
+    fn plan(self, mut cfg: Config) -> anyhow::Result<MountPlan> {
+        // Settings only the command line and environment give (for now).
+        let (collect_interval, clock_skew) = (self.collect_interval, self.clock_skew);
+        let api_args = self.api.clone();
+        self.merge(&mut cfg);
+        let api = api_args.settings(&cfg.api)?;
+        let store = store_options(&cfg, "mount");
+        let Some(mountpoint) = cfg.mount.mountpoint.clone() else {
+            missing(
+                "mount",
+                "<MOUNTPOINT>\n(give it on the command line, in ARTFS_MOUNTPOINT, \
+                 or as [mount] mountpoint in the --config file)",
+            );
+        };
+        let mut store = cfg.serving(store)?;
+        store.collector.interval = Duration::from_secs_f64(collect_interval.max(0.05));
+        store.collector.clock_skew = Duration::from_secs(clock_skew);
+        Ok(MountPlan {
+            store,
+            mountpoint,
+            mount: MountOptions::from(&cfg.mount),
+            api,
+        })
+    }
+}
+
+/// `artfs mount`: serve the plan until unmounted.
+fn mount(args: MountArgs, cfg: Config) -> anyhow::Result<()> {
     raise_open_file_limit();
-    // Settings only the command line and environment give (for now).
-    let (collect_interval, clock_skew) = (args.collect_interval, args.clock_skew);
-    // The [api] section of the file fills what flags and variables left out.
-    let mut args = args;
-    let (a, f) = (&mut args.api, &cfg.api);
-    a.addr = a.addr.take().or_else(|| f.listen.clone());
-    a.jwt_key = a.jwt_key.take().or_else(|| f.jwt_key.clone());
-    a.jwks = a.jwks.take().or_else(|| f.jwks.clone());
-    a.jwt_issuer = a.jwt_issuer.take().or_else(|| f.jwt_issuer.clone());
-    a.jwt_audience = a.jwt_audience.take().or_else(|| f.jwt_audience.clone());
-    a.tls_cert = a.tls_cert.take().or_else(|| f.tls_cert.clone());
-    a.tls_key = a.tls_key.take().or_else(|| f.tls_key.clone());
-    a.metrics_token_file = a
-        .metrics_token_file
-        .take()
-        .or_else(|| f.metrics_token_file.clone());
-    a.api_insecure_public |= f.insecure_public;
-    let api = args.api.config()?;
-    args.merge(&mut cfg);
-    let mut sopts = store_options(&cfg, "mount");
-    let Some(mountpoint) = cfg.mount.mountpoint.clone() else {
-        missing(
-            "mount",
-            "<MOUNTPOINT>\n(give it on the command line, in ARTFS_MOUNTPOINT, \
-             or as [mount] mountpoint in the --config file)",
-        );
-    };
-    let m = &cfg.mount;
-    let mut mopts = MountOptions {
-        allow_other: m.allow_other,
-        force: m.force,
-        ttl: Duration::from_secs(m.attr_ttl),
-        keep_awake: Duration::from_micros(m.keep_awake_us),
-        io_uring: m.io_uring,
-        list_computed_xattrs: m.list_computed_xattrs,
-        ..MountOptions::default()
-    };
-    if let Some(t) = m.threads {
-        mopts.threads = t;
-    }
-    sopts.cache_entries = m.cache_entries;
-    sopts.initial_mode = cfg.policy.mode;
-    sopts.capacity = cfg.policy.capacity;
-    let trash_days = cfg.policy.trash_days;
-    if !(trash_days >= 0.0 && trash_days.is_finite()) {
-        anyhow::bail!("--trash-days must be 0 or more");
-    }
-    sopts.collector.trash_days = trash_days;
-    sopts.max_retention = Some(cfg.policy.max_retention).filter(|d| !d.is_zero());
-    const DAY: u64 = 24 * 3600;
-    sopts.journal_retention = artfs::types::journal::Retention {
-        committed_max_rows: cfg.policy.wal_keep_rows,
-        committed_max_age: Duration::from_secs(cfg.policy.wal_keep_days * DAY),
-        failed_max_age: Duration::from_secs(cfg.policy.wal_keep_failed_days * DAY),
-    };
-    sopts.collector.interval = Duration::from_secs_f64(collect_interval.max(0.05));
-    sopts.collector.clock_skew = Duration::from_secs(clock_skew);
+    let MountPlan {
+        store: sopts,
+        mountpoint,
+        mount: mopts,
+        api,
+    } = args.plan(cfg)?;
     // Check the mount point (and, above, the API settings) before touching
     // BACKING, so bad ones change nothing.
-    artfs::fuse::check_mountpoint(&mountpoint, m.force)?;
+    artfs::fuse::check_mountpoint(&mountpoint, mopts.force)?;
     let rt = runtime()?;
     // systemd (Type=notify): recovery may be long; READY=1 comes from
     // `serve` once the mount answers.
@@ -619,11 +604,11 @@ fn fsck(args: FsckArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitCod
         println!("note: the store is mounted; this checks its last committed state");
     }
     if args.repair {
-        for line in fsck::repair(meta.as_ref(), &objects)? {
+        for line in fsck::repair(meta.as_ref(), objects.as_ref())? {
             println!("repaired: {line}");
         }
     }
-    let report = fsck::check(meta.as_ref(), &objects, mounted)?;
+    let report = fsck::check(meta.as_ref(), objects.as_ref(), mounted)?;
     meta.close();
     println!(
         "checked {} inodes, {} entries, {} objects",
@@ -728,7 +713,7 @@ fn rebuild(args: RebuildArgs, mut cfg: Config) -> anyhow::Result<std::process::E
         .with_context(|| format!("cannot rebuild {}", sopts.backing.display()))?;
     let bar = progress("reading sidecars");
     let code = if args.check {
-        let o = artfs::cmd::rebuild::check(meta.as_ref(), &objects, &bar)?;
+        let o = artfs::cmd::rebuild::check(meta.as_ref(), objects.as_ref(), &bar)?;
         bar.finish_and_clear();
         for ino in &o.sidecars_without_rows {
             println!("sidecar without rows: inode {ino}");
@@ -750,7 +735,7 @@ fn rebuild(args: RebuildArgs, mut cfg: Config) -> anyhow::Result<std::process::E
         let backing = sopts.backing.canonicalize()?;
         let r = artfs::cmd::rebuild::rebuild(
             meta.as_ref(),
-            &objects,
+            objects.as_ref(),
             &backing,
             args.incremental,
             &bar,
@@ -814,7 +799,7 @@ fn scrub(args: ScrubArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitC
     );
     let r = artfs::cmd::scrub::scrub(
         meta.as_ref(),
-        &objects,
+        objects.as_ref(),
         args.rate_limit.map(|m| m << 20),
         &bar,
         record,
@@ -995,7 +980,7 @@ struct ImportArgs {
     #[arg(long, env = "ARTFS_DB")]
     db: Option<String>,
     /// Prefix of the metadata tables.
-    #[arg(long, env = "ARTFS_TABLE_PREFIX", default_value = "artfs")]
+    #[arg(long, env = "ARTFS_TABLE_PREFIX", default_value = artfs::core::options::DEFAULT_TABLE_PREFIX)]
     table_prefix: String,
 }
 
@@ -1034,6 +1019,90 @@ fn raise_open_file_limit() {
             if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
                 tracing::debug!(from = old, to = lim.rlim_max, "raised the open file limit");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mount_args(argv: &[&str]) -> MountArgs {
+        let argv = [&["artfs", "mount"][..], argv].concat();
+        match Cli::try_parse_from(argv).unwrap().cmd {
+            Cmd::Mount(a) => *a,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn flags_left_out_are_the_defaults() {
+        // No flag and no file: the store's, the mount's and the HTTP
+        // door's own defaults (a clap default that drifts fails here).
+        let plan = mount_args(&["/b", "/m"]).plan(Config::default()).unwrap();
+        assert_eq!(
+            format!("{:?}", plan.store),
+            format!("{:?}", StoreOptions::new("/b"))
+        );
+        assert_eq!(
+            format!("{:?}", plan.mount),
+            format!("{:?}", MountOptions::default())
+        );
+        assert!(plan.api.is_none());
+        let api = ["--api", "127.0.0.1:0", "--jwt-key", "/k.pem"];
+        let plan = mount_args(&[&["/b", "/m"][..], &api[..]].concat())
+            .plan(Config::default())
+            .unwrap();
+        let api = plan.api.unwrap();
+        let key = artfs::auth::KeySource::Pem("/k.pem".into());
+        assert_eq!(
+            format!("{api:?}"),
+            format!("{:?}", artfs::api::ApiConfig::new(api.addr, key))
+        );
+    }
+
+    #[test]
+    fn help_states_the_defaults() {
+        // The `[default: ...]` a flag's help names is the default it has.
+        let (d, m) = (Config::default(), MountOptions::default());
+        let cli = Cli::command();
+        let mount = cli.find_subcommand("mount").unwrap();
+        let stated = |id: &str| {
+            let arg = mount.get_arguments().find(|a| a.get_id() == id);
+            let help = arg.and_then(|a| a.get_help()).map(|h| h.to_string());
+            let help = help.unwrap_or_else(|| panic!("--{id}: no help"));
+            let rest = help.split("[default: ").nth(1);
+            let rest = rest.unwrap_or_else(|| panic!("--{id}: no [default: ] in {help:?}"));
+            rest[..rest.find([']', ';']).unwrap()].to_string()
+        };
+        let cases = [
+            ("table_prefix", d.store.table_prefix.clone()),
+            ("allow_other", d.mount.allow_other.to_string()),
+            ("threads", m.threads.to_string()),
+            ("force", d.mount.force.to_string()),
+            ("io_uring", d.mount.io_uring.to_string()),
+            (
+                "list_computed_xattrs",
+                d.mount.list_computed_xattrs.to_string(),
+            ),
+            ("attr_ttl", d.mount.attr_ttl.to_string()),
+            ("keep_awake_us", d.mount.keep_awake_us.to_string()),
+            ("cache_entries", d.mount.cache_entries.to_string()),
+            ("trash_days", d.policy.trash_days.to_string()),
+            (
+                "max_retention",
+                humantime::format_duration(d.policy.max_retention).to_string(),
+            ),
+            ("wal_keep_rows", d.policy.wal_keep_rows.to_string()),
+            ("wal_keep_days", d.policy.wal_keep_days.to_string()),
+            (
+                "wal_keep_failed_days",
+                d.policy.wal_keep_failed_days.to_string(),
+            ),
+            ("mode", d.policy.mode.to_string()),
+        ];
+        for (id, want) in cases {
+            assert_eq!(stated(id), want, "--{id}'s help");
         }
     }
 }

@@ -1804,6 +1804,20 @@ fn capacity_search_and_maintenance_over_http() {
     assert_eq!(cap["used_bytes"], 12);
     assert_eq!(cap["file_count"], 1);
     assert_eq!(cap["level"], "ok");
+    // The failed upload's staging file is gone by the time the 507 is
+    // answered: the very next capacity request never counts it.
+    for _ in 0..10 {
+        let r = client()
+            .put(api.fs_url("big"))
+            .bearer_auth(&api.user)
+            .body(vec![0u8; 2 << 20])
+            .send()
+            .unwrap();
+        assert_error(r, 507, "insufficient_storage");
+        let cap = json(api.get("/api/v1/capacity").send().unwrap());
+        assert_eq!(cap["file_count"], 1, "a failed upload still counted");
+        assert_eq!(cap["used_bytes"], 12, "a failed upload still counted");
+    }
     // Search.
     let page = json(api.get("/api/v1/search?q=apollo").send().unwrap());
     assert_eq!(page["results"][0]["path"], "/notes.txt");

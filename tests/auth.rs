@@ -658,10 +658,22 @@ fn role_matrix() {
     let (_dir, v) = verifier(&k.ec.public);
     // Read, Write, Delete, Audit, Admin.
     let table: [(&str, Option<Role>, [bool; 5]); 10] = [
-        ("readonly", Some(Role::ReadOnly), [true, false, false, false, false]),
-        ("auditor", Some(Role::Auditor), [true, false, false, true, false]),
+        (
+            "readonly",
+            Some(Role::ReadOnly),
+            [true, false, false, false, false],
+        ),
+        (
+            "auditor",
+            Some(Role::Auditor),
+            [true, false, false, true, false],
+        ),
         ("user", Some(Role::User), [true, true, false, false, false]),
-        ("operator", Some(Role::Operator), [true, true, true, false, false]),
+        (
+            "operator",
+            Some(Role::Operator),
+            [true, true, true, false, false],
+        ),
         ("admin", Some(Role::Admin), [true; 5]),
         ("super_admin", Some(Role::Admin), [true; 5]),
         ("superuser", None, [false; 5]),

@@ -2,8 +2,11 @@
 //! status the core's errno (or the auth error) implies. A client's mistake
 //! is never a 500: only failures of the store itself (I/O, database) are.
 
+use std::sync::Arc;
+
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use parking_lot::Mutex;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -28,6 +31,27 @@ pub struct ApiError {
     pub www_authenticate: Option<String>,
     /// Extra headers (e.g. `Content-Range` on 416, `Retry-After` on 503).
     pub headers: Vec<(header::HeaderName, String)>,
+    /// The core's error this answers, if any (see [`Failed`]; boxed: an
+    /// `ApiError` travels in every handler's `Result`).
+    pub cause: Option<Box<CoreError>>,
+}
+
+/// What an error response answers, as a response extension for the
+/// `metrics::track` middleware, which knows the route, logs it once and
+/// counts it.
+#[derive(Clone, Debug)]
+pub struct Failed {
+    pub message: String,
+    /// The core's error, with its code and causes; taken by the one who
+    /// logs it (extensions must be `Clone`, an error is not).
+    cause: Arc<Mutex<Option<Box<CoreError>>>>,
+}
+
+impl Failed {
+    /// The core's error, the first time only.
+    pub fn take_cause(&self) -> Option<CoreError> {
+        self.cause.lock().take().map(|e| *e)
+    }
 }
 
 impl ApiError {
@@ -38,6 +62,7 @@ impl ApiError {
             message: message.into(),
             www_authenticate: None,
             headers: Vec::new(),
+            cause: None,
         }
     }
 
@@ -99,10 +124,9 @@ impl From<CoreError> for ApiError {
             e.errno()
         };
         let (status, code) = errno_status(errno);
-        if status.is_server_error() && status != StatusCode::INSUFFICIENT_STORAGE {
-            tracing::error!(error = %e, "store failure serving an API request");
-        }
-        ApiError::new(status, code, e.to_string())
+        let mut a = ApiError::new(status, code, e.to_string());
+        a.cause = Some(Box::new(e));
+        a
     }
 }
 
@@ -116,12 +140,17 @@ impl From<AuthError> for ApiError {
             message: e.to_string(),
             www_authenticate: Some(e.www_authenticate()),
             headers: Vec::new(),
+            cause: None,
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let failed = Failed {
+            message: self.message.clone(),
+            cause: Arc::new(Mutex::new(self.cause)),
+        };
         let body = ErrorBody {
             error: self.code.to_string(),
             message: self.message,
@@ -139,11 +168,25 @@ impl IntoResponse for ApiError {
                 h.insert(name, v);
             }
         }
+        resp.extensions_mut().insert(failed);
         resp
     }
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The level an error response that answers no core error is logged at
+/// (one that does takes `Error::level`): a server failure is an error, a
+/// full or busy server a warning, an authentication refusal info (as
+/// EACCES is), any other client mistake debug.
+pub fn status_level(status: StatusCode) -> tracing::Level {
+    match status.as_u16() {
+        503 | 507 => tracing::Level::WARN,
+        s if s >= 500 => tracing::Level::ERROR,
+        401 | 403 => tracing::Level::INFO,
+        _ => tracing::Level::DEBUG,
+    }
+}
 
 /// Code of an error status that reached the client without an
 /// [`ApiError`] (axum's extractor rejections, 405).
@@ -237,7 +280,9 @@ mod tests {
 
     #[test]
     fn disk_full_database_is_507() {
-        let e: ApiError = CoreError::Meta("database or disk is full".into()).into();
+        // SQLITE_FULL, as meta's `From<sqlx::Error>` keeps it.
+        let full = std::io::Error::other("database or disk is full");
+        let e: ApiError = CoreError::database(Some("13".into()), "full", full).into();
         assert_eq!(e.status.as_u16(), 507);
     }
 }

@@ -13,7 +13,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult};
@@ -23,14 +22,12 @@ use super::{blocking, AppState};
 use crate::auth::{Action, Principal};
 use crate::core::access::MAY_READ;
 use crate::core::namespace::NewNode;
-use crate::core::{Attr, Expect, Fs};
+use crate::core::{Attr, Condition, Fs, UploadOptions};
 use crate::types::{Caller, Kind};
 
 const PREFIX: &str = "/api/v1/fs";
 /// Bytes read per step when sending a file.
 const READ_CHUNK: usize = 256 << 10;
-/// Bytes gathered before each write of an upload.
-const WRITE_CHUNK: usize = 1 << 20;
 /// Default page of a directory listing.
 const DEFAULT_PAGE: usize = 1000;
 
@@ -601,31 +598,8 @@ fn header_changes(headers: &HeaderMap) -> ApiResult<MetaChanges> {
     Ok(c)
 }
 
-/// A staging inode being filled; discarded (released unpublished) if
-/// dropped before [`Staging::finish`].
-struct Staging {
-    fs: Arc<Fs>,
-    fh: u64,
-    ino: u64,
-    done: bool,
-}
-
-impl Staging {
-    /// Release the handle now (after publishing, or to discard).
-    fn finish(mut self) -> ApiResult<()> {
-        self.done = true;
-        Ok(self.fs.release(self.fh)?)
-    }
-}
-
-impl Drop for Staging {
-    fn drop(&mut self) {
-        if !self.done {
-            release_later(self.fs.clone(), self.fh);
-        }
-    }
-}
-
+/// PUT of a file: parse the request, then let the core upload the body
+/// (read on the blocking pool) in one operation.
 async fn upload(
     st: AppState,
     who: Principal,
@@ -641,108 +615,43 @@ async fn upload(
     if declared.is_some_and(|n| n > max) {
         return Err(too_large(max));
     }
-    let _slot = st.uploads.admit(&who.sub)?;
-    let pre = precondition(&headers)?;
+    let slot = st.uploads.admit(&who.sub)?;
+    let condition = condition(precondition(&headers)?);
     let changes = header_changes(&headers)?;
-
-    // Check the target and open a nameless staging file in its directory.
     let caller = st.caller_for(&who);
-    let caller2 = caller.clone();
-    let st2 = st.clone();
-    let p2 = p.clone();
-    let (parent, expect, staging) = blocking(move || {
-        let (parent, name) = p2.split_last().expect("not the root");
-        let dir = st2.fs.walk(&caller2, parent)?;
-        if !dir.inode.kind.is_dir() {
-            return Err(ApiError::from(crate::types::error::enotdir()));
-        }
-        let dir = dir.inode.ino;
-        let existing = match st2.fs.lookup(dir, name) {
-            Ok(a) => Some(a),
-            Err(e) if e.errno() == libc::ENOENT => None,
-            Err(e) => return Err(e.into()),
+    let opts = UploadOptions {
+        condition,
+        perm: st.file_mode,
+        created_by: who.sub.clone(),
+        set: changes.set,
+        remove: changes.remove,
+    };
+    let mut content = BodyRead::new(body, &st.limits);
+    // The upload runs to its end even if the client goes away meanwhile
+    // (the body then fails, and the core discards the upload), holding
+    // its slot until then.
+    let (meta, replaced) = blocking(move || {
+        let _slot = slot;
+        let (dir, name) = p.split_last().expect("not the root");
+        let up = match st.fs.upload(&caller, dir, name, &mut content, opts) {
+            Ok(up) => up,
+            // The body's own failure is the answer, not the error it
+            // caused in the core.
+            Err(e) => return Err(content.failure.take().unwrap_or_else(|| e.into())),
         };
-        if existing.as_ref().is_some_and(|a| a.inode.kind.is_dir()) {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                "a directory has that name",
-            ));
-        }
-        st2.fs
-            .check_dir_change(&caller2, dir, existing.as_ref().map(|a| a.inode.ino))?;
-        let expect = resolve_precondition(&st2.fs, pre, existing.as_ref())?;
-        let (ino, h) = st2
-            .fs
-            .create_staging(&caller2, dir, st2.file_mode, &who.sub)?;
-        let staging = Staging {
-            fs: st2.fs.clone(),
-            fh: h.fh,
-            ino,
-            done: false,
-        };
-        Ok((dir, expect, staging))
-    })
-    .await?;
-
-    // Stream the body into it, hashing as it goes.
-    let mut stream = super::uploads::BodyReader::new(body, &st.limits);
-    let mut hasher = Sha256::new();
-    let mut buf: Vec<u8> = Vec::with_capacity(WRITE_CHUNK);
-    let mut written = 0u64;
-    let mut total = 0u64;
-    loop {
-        let Some(chunk) = stream.next().await? else {
-            break;
-        };
-        total += chunk.len() as u64;
-        if total > max {
-            return Err(too_large(max));
-        }
-        hasher.update(&chunk);
-        buf.extend_from_slice(&chunk);
-        if buf.len() >= WRITE_CHUNK {
-            let data = std::mem::replace(&mut buf, Vec::with_capacity(WRITE_CHUNK));
-            written += write_at(&staging, written, data).await?;
-        }
-    }
-    if !buf.is_empty() {
-        written += write_at(&staging, written, buf).await?;
-    }
-    debug_assert_eq!(written, total);
-    let sha = hex::encode(hasher.finalize());
-
-    // Durable data, attributes, then the name: all or nothing.
-    let create_only = expect == Expect::Absent;
-    let meta = blocking(move || {
-        let (_, name) = p.split_last().expect("not the root");
-        let fs = staging.fs.clone();
-        let ino = staging.ino;
-        fs.fsync(staging.fh, false)?;
-        changes.apply(&fs, &caller, ino)?;
-        let published = fs.publish(&caller, ino, parent, name, &expect, Some(sha))?;
-        fs.sync_meta()?;
-        st.invalidate_entry(parent, name);
-        if let Some(old) = published.replaced {
+        st.invalidate_entry(up.parent, name);
+        if let Some(old) = up.replaced {
             st.invalidate_inode(old);
         }
-        // Describe the file while the handle keeps it: a concurrent upload
-        // may replace it the moment it is published.
-        let attr = fs.getattr(ino)?;
-        let meta = file_meta(&fs, &attr, Some(p.display()))?;
-        staging.finish()?;
-        Ok((meta, published.replaced.is_some()))
+        // Describe the file while the upload keeps it open: a concurrent
+        // upload may replace it the moment it is published.
+        let attr = st.fs.getattr(up.ino)?;
+        let meta = file_meta(&st.fs, &attr, Some(p.display()))?;
+        let replaced = up.replaced.is_some();
+        up.finish()?;
+        Ok((meta, replaced))
     })
-    .await
-    .map_err(|e| {
-        if create_only && e.status == StatusCode::CONFLICT {
-            // EEXIST from If-None-Match: * is a failed precondition.
-            ApiError::precondition_failed("the file exists (If-None-Match: *)")
-        } else {
-            e
-        }
-    })?;
-    let (meta, replaced) = meta;
+    .await?;
     let status = if replaced {
         StatusCode::OK
     } else {
@@ -753,6 +662,61 @@ async fn upload(
     Ok(resp)
 }
 
+/// An upload's body as a blocking reader, for the core on the blocking
+/// pool. What ends it early (too large, too slow, broken) is kept as the
+/// answer to give, and reads as an I/O error.
+struct BodyRead {
+    body: super::uploads::BodyReader,
+    rt: tokio::runtime::Handle,
+    chunk: Bytes,
+    total: u64,
+    max: u64,
+    ended: bool,
+    failure: Option<ApiError>,
+}
+
+impl BodyRead {
+    /// Must be made on the runtime (it reads the body through it).
+    fn new(body: Body, limits: &super::settings::Limits) -> BodyRead {
+        BodyRead {
+            body: super::uploads::BodyReader::new(body, limits),
+            rt: tokio::runtime::Handle::current(),
+            chunk: Bytes::new(),
+            total: 0,
+            max: limits.max_upload,
+            ended: false,
+            failure: None,
+        }
+    }
+
+    fn fail(&mut self, e: ApiError) -> std::io::Error {
+        let io = std::io::Error::other(e.message.clone());
+        self.failure = Some(e);
+        io
+    }
+}
+
+impl std::io::Read for BodyRead {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() && !self.ended {
+            match self.rt.block_on(self.body.next()) {
+                Ok(Some(c)) => {
+                    self.total += c.len() as u64;
+                    if self.total > self.max {
+                        return Err(self.fail(too_large(self.max)));
+                    }
+                    self.chunk = c;
+                }
+                Ok(None) => self.ended = true,
+                Err(e) => return Err(self.fail(e)),
+            }
+        }
+        let n = out.len().min(self.chunk.len());
+        out[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
+    }
+}
+
 fn too_large(max: u64) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -761,46 +725,19 @@ fn too_large(max: u64) -> ApiError {
     )
 }
 
-async fn write_at(staging: &Staging, offset: u64, data: Vec<u8>) -> ApiResult<u64> {
-    let fs = staging.fs.clone();
-    let fh = staging.fh;
-    let n = data.len() as u64;
-    blocking(move || {
-        fs.write(fh, offset, &data)?;
-        Ok(n)
-    })
-    .await
-}
-
-/// Turn the client's preconditions into what publish must find.
-fn resolve_precondition(fs: &Fs, pre: Precondition, existing: Option<&Attr>) -> ApiResult<Expect> {
-    let etag_of = |a: &Attr| -> ApiResult<Option<String>> {
-        Ok(fs.sha256(a.inode.ino)?.map(|s| format!("\"{s}\"")))
-    };
+/// The client's preconditions as the core's condition; entity tags are
+/// compared here (our ETag is the checksum, quoted).
+fn condition(pre: Precondition) -> Condition {
+    let quoted = |sha: Option<&str>| sha.map(|s| format!("\"{s}\""));
     match pre {
-        Precondition::Any => Ok(Expect::Any),
-        Precondition::Absent => match existing {
-            None => Ok(Expect::Absent),
-            Some(_) => Err(ApiError::precondition_failed(
-                "the file exists (If-None-Match: *)",
-            )),
-        },
-        Precondition::NoneOf(list) => match existing {
-            Some(a) if etag_listed(&list, etag_of(a)?.as_deref(), Compare::Weak) => Err(
-                ApiError::precondition_failed("the current file matches If-None-Match"),
-            ),
-            Some(a) => Ok(Expect::FileId(a.inode.file_id.clone())),
-            None => Ok(Expect::Absent),
-        },
-        Precondition::OneOf(list) => match existing {
-            Some(a) if etag_listed(&list, etag_of(a)?.as_deref(), Compare::Strong) => {
-                Ok(Expect::FileId(a.inode.file_id.clone()))
-            }
-            Some(_) => Err(ApiError::precondition_failed(
-                "the current file does not match If-Match",
-            )),
-            None => Err(ApiError::precondition_failed("no file to match (If-Match)")),
-        },
+        Precondition::Any => Condition::Any,
+        Precondition::Absent => Condition::Absent,
+        Precondition::NoneOf(list) => Condition::NoneOf(Box::new(move |sha| {
+            etag_listed(&list, quoted(sha).as_deref(), Compare::Weak)
+        })),
+        Precondition::OneOf(list) => Condition::OneOf(Box::new(move |sha| {
+            etag_listed(&list, quoted(sha).as_deref(), Compare::Strong)
+        })),
     }
 }
 

@@ -388,6 +388,17 @@ pub async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap)
             "# HELP artfs_up Whether the store answered.\n# TYPE artfs_up gauge\nartfs_up 0\n",
         ),
     }
+    // In memory: shown even when the store does not answer.
+    out.push_str(
+        "# HELP artfs_fuse_errors_total FUSE requests answered with an error, per operation \
+         and errno.\n# TYPE artfs_fuse_errors_total counter\n",
+    );
+    for (op, errno, n) in st.fs.ops().errors() {
+        let _ = writeln!(
+            out,
+            "artfs_fuse_errors_total{{op=\"{op}\",errno=\"{errno}\"}} {n}"
+        );
+    }
     let busy = st.uploads.in_flight();
     let _ = writeln!(
         out,

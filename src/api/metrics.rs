@@ -17,6 +17,11 @@ use axum::middleware::Next;
 use axum::response::Response;
 use parking_lot::Mutex;
 
+use super::error::{status_level, Failed};
+use crate::types::error::{errno_label, Context, Error, Failure};
+
+type ErrorKey = (&'static str, String, u16, &'static str);
+
 /// Upper bounds of the latency buckets, in seconds (time to response
 /// headers; streamed bodies are not included).
 const BUCKETS: [f64; 12] = [
@@ -33,6 +38,9 @@ struct Series {
 #[derive(Default)]
 pub struct Metrics {
     series: Mutex<BTreeMap<(String, String, u16), Series>>,
+    /// Error responses per (method, route, status, errno name or `none`):
+    /// `artfs_api_errors_total`.
+    errors: Mutex<BTreeMap<ErrorKey, u64>>,
     /// SHA-256 of the secret `/metrics` asks for; `None`: open to all.
     token: Option<[u8; 32]>,
 }
@@ -42,6 +50,7 @@ impl Metrics {
     pub fn with_token(token: Option<&[u8]>) -> Metrics {
         Metrics {
             series: Mutex::default(),
+            errors: Mutex::default(),
             token: token.map(digest),
         }
     }
@@ -77,8 +86,31 @@ impl Metrics {
         }
     }
 
+    /// Count an error response; `errno` when it answers a core error.
+    pub fn record_error(&self, method: &'static str, route: &str, status: u16, errno: Option<i32>) {
+        let errno = errno.map_or("none", errno_label);
+        *self
+            .errors
+            .lock()
+            .entry((method, route.to_string(), status, errno))
+            .or_default() += 1;
+    }
+
     /// The request series in the text exposition format.
     pub fn render(&self, out: &mut String) {
+        let errors = self.errors.lock().clone();
+        out.push_str(
+            "# HELP artfs_api_errors_total Error responses, per route, status and the errno \
+             of the core's error they answer (none: no core error).\n\
+             # TYPE artfs_api_errors_total counter\n",
+        );
+        for ((method, route, status, errno), n) in &errors {
+            let _ = writeln!(
+                out,
+                "artfs_api_errors_total{{method=\"{method}\",route=\"{}\",status=\"{status}\",errno=\"{errno}\"}} {n}",
+                escape(route)
+            );
+        }
         let m = self.series.lock().clone();
         out.push_str("# HELP artfs_http_requests_total HTTP requests served.\n");
         out.push_str("# TYPE artfs_http_requests_total counter\n");
@@ -149,7 +181,11 @@ pub fn method_label(method: &axum::http::Method) -> &'static str {
         .unwrap_or("other")
 }
 
-/// Middleware recording every request, routed or not.
+/// Middleware recording every request, routed or not. An error response
+/// is also counted in `artfs_api_errors_total` and logged once, with the
+/// method, route and path: at the level its core error picks
+/// (`Error::log`: a 404 for a missing file is debug, a database failure
+/// error), or by its status when it answers none (`status_level`).
 pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = method_label(req.method());
@@ -159,11 +195,40 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
-    let resp = next.run(req).await;
+    let path = req.uri().path().to_string();
+    let mut resp = next.run(req).await;
+    let status = resp.status();
+    if status.is_client_error() || status.is_server_error() {
+        let failed = resp.extensions_mut().remove::<Failed>();
+        let cause = failed.as_ref().and_then(Failed::take_cause);
+        metrics.record_error(
+            method,
+            &route,
+            status.as_u16(),
+            cause.as_ref().map(Error::errno),
+        );
+        let at = Context::op(format!("{method} {route}")).path(path);
+        match cause {
+            Some(e) => e.with_context(at).log(&status.as_u16()),
+            None => {
+                // A refusal of the door itself (a bad token, a malformed
+                // request, no such route): its message is all there is.
+                let report = failed.map_or_else(|| status.to_string(), |f| f.message);
+                let f = Failure {
+                    at: Some(&at),
+                    errno: "none",
+                    code: None,
+                    reply: &status.as_u16(),
+                    report: &report,
+                };
+                f.log(status_level(status));
+            }
+        }
+    }
     metrics.record(
         method,
         &route,
-        resp.status().as_u16(),
+        status.as_u16(),
         start.elapsed().as_secs_f64(),
     );
     resp
@@ -186,6 +251,27 @@ mod tests {
         assert!(out.contains("le=\"0.005\"} 1"));
         assert!(out.contains("le=\"0.25\"} 2"));
         assert!(out.contains("le=\"+Inf\"} 2"));
+    }
+
+    #[test]
+    fn errors_are_counted_by_route_status_and_errno_name() {
+        let m = Metrics::default();
+        let fs = "/api/v1/fs/{*path}";
+        m.record_error("GET", fs, 404, Some(libc::ENOENT));
+        m.record_error("GET", fs, 404, Some(libc::ENOENT));
+        m.record_error("PUT", fs, 500, Some(libc::EIO));
+        m.record_error("PUT", fs, 500, Some(libc::EHOSTDOWN));
+        m.record_error("GET", "unmatched", 404, None);
+        let mut out = String::new();
+        m.render(&mut out);
+        for line in [
+            "artfs_api_errors_total{method=\"GET\",route=\"/api/v1/fs/{*path}\",status=\"404\",errno=\"ENOENT\"} 2",
+            "artfs_api_errors_total{method=\"PUT\",route=\"/api/v1/fs/{*path}\",status=\"500\",errno=\"EIO\"} 1",
+            "artfs_api_errors_total{method=\"PUT\",route=\"/api/v1/fs/{*path}\",status=\"500\",errno=\"other\"} 1",
+            "artfs_api_errors_total{method=\"GET\",route=\"unmatched\",status=\"404\",errno=\"none\"} 1",
+        ] {
+            assert!(out.contains(line), "{line}\n{out}");
+        }
     }
 
     #[test]

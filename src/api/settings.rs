@@ -1,5 +1,8 @@
 //! Settings of the HTTP door: plain data with defaults ([`ApiConfig`],
-//! [`Limits`]) and the `artfs mount` flags that fill them ([`ApiArgs`]).
+//! [`Limits`]) and the `artfs mount` flags that fill them ([`ApiArgs`]):
+//! those the config file's `[api]` may also give are laid over it
+//! ([`ApiArgs::merge`], as every other section), the rest come from the
+//! command line and the environment only.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -8,6 +11,10 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use crate::auth::{AuthConfig, KeySource};
+use crate::config::over;
+
+/// Name `/api/v1/info` reports unless told otherwise.
+pub const DEFAULT_NAME: &str = "artfs";
 
 /// Limits protecting the daemon from large or slow requests.
 #[derive(Clone, Debug)]
@@ -125,7 +132,7 @@ impl ApiConfig {
             insecure_public: false,
             uid: None,
             gid: None,
-            name: "artfs".to_string(),
+            name: DEFAULT_NAME.to_string(),
             element: None,
             file_mode: 0o644,
             dir_mode: 0o755,
@@ -197,7 +204,7 @@ pub struct ApiArgs {
     #[arg(long, env = "ARTFS_API_GID")]
     pub api_gid: Option<u32>,
     /// Name reported by /api/v1/info.
-    #[arg(long, env = "ARTFS_API_NAME", default_value = "artfs")]
+    #[arg(long, env = "ARTFS_API_NAME", default_value = DEFAULT_NAME)]
     pub api_name: String,
     /// Largest upload, in bytes.
     #[arg(long, env = "ARTFS_API_MAX_UPLOAD", default_value_t = Limits::default().max_upload)]
@@ -209,10 +216,10 @@ pub struct ApiArgs {
     #[arg(long, env = "ARTFS_API_MAX_HEADER_BYTES", default_value_t = Limits::default().max_header_bytes)]
     pub api_max_header_bytes: usize,
     /// Seconds a client has to send its request headers.
-    #[arg(long, env = "ARTFS_API_HEADER_TIMEOUT", default_value_t = 10)]
+    #[arg(long, env = "ARTFS_API_HEADER_TIMEOUT", default_value_t = Limits::default().header_timeout.as_secs())]
     pub api_header_timeout: u64,
     /// Longest pause, in seconds, between pieces of an upload body.
-    #[arg(long, env = "ARTFS_API_BODY_TIMEOUT", default_value_t = 60)]
+    #[arg(long, env = "ARTFS_API_BODY_TIMEOUT", default_value_t = Limits::default().body_idle_timeout.as_secs())]
     pub api_body_timeout: u64,
     /// Uploads one token subject may run at once (more get 503)
     /// [default: half of --api-max-uploads].
@@ -223,7 +230,7 @@ pub struct ApiArgs {
     #[arg(long, env = "ARTFS_API_MIN_UPLOAD_RATE", default_value_t = Limits::default().min_upload_rate)]
     pub api_min_upload_rate: u64,
     /// Seconds over which --api-min-upload-rate is judged.
-    #[arg(long, env = "ARTFS_API_MIN_UPLOAD_WINDOW", default_value_t = 30)]
+    #[arg(long, env = "ARTFS_API_MIN_UPLOAD_WINDOW", default_value_t = Limits::default().min_upload_window.as_secs())]
     pub api_min_upload_window: u64,
     /// Connections served at once; more wait in the listen queue
     /// [default: a quarter of the open file limit, at least 64, leaving 128
@@ -237,11 +244,40 @@ pub struct ApiArgs {
 }
 
 impl ApiArgs {
-    /// The configuration, or `None` when `--api` is not given. Fails when
-    /// the API is asked for without a verification key, or on a public
-    /// address without TLS.
+    /// The command line and environment laid over the file's `[api]`: one
+    /// line per setting the file may also give.
+    pub fn merge(&self, file: &mut crate::config::ApiConfig) {
+        over(&mut file.listen, self.addr.clone().map(Some));
+        over(&mut file.jwt_key, self.jwt_key.clone().map(Some));
+        over(&mut file.jwks, self.jwks.clone().map(Some));
+        over(&mut file.jwt_issuer, self.jwt_issuer.clone().map(Some));
+        over(&mut file.jwt_audience, self.jwt_audience.clone().map(Some));
+        over(&mut file.tls_cert, self.tls_cert.clone().map(Some));
+        over(&mut file.tls_key, self.tls_key.clone().map(Some));
+        // A plain flag: given, it says yes; absent, the file decides.
+        over(
+            &mut file.insecure_public,
+            self.api_insecure_public.then_some(true),
+        );
+        over(
+            &mut file.metrics_token_file,
+            self.metrics_token_file.clone().map(Some),
+        );
+    }
+
+    /// The configuration from these flags alone (no config file).
     pub fn config(&self) -> anyhow::Result<Option<ApiConfig>> {
-        let Some(addr) = &self.addr else {
+        let mut api = crate::config::ApiConfig::default();
+        self.merge(&mut api);
+        self.settings(&api)
+    }
+
+    /// The configuration from the merged `[api]` and the settings only
+    /// flags give, or `None` when no address to listen on is given. Fails
+    /// when the API is asked for without a verification key, or on a
+    /// public address without TLS.
+    pub fn settings(&self, api: &crate::config::ApiConfig) -> anyhow::Result<Option<ApiConfig>> {
+        let Some(addr) = &api.listen else {
             return Ok(None);
         };
         let addr: SocketAddr = match addr.parse() {
@@ -252,7 +288,7 @@ impl ApiArgs {
                 .next()
                 .with_context(|| format!("--api {addr}: resolves to no address"))?,
         };
-        let key = match (&self.jwt_key, &self.jwks) {
+        let key = match (&api.jwt_key, &api.jwks) {
             (Some(p), _) => KeySource::Pem(p.clone()),
             (None, Some(p)) => KeySource::Jwks(p.clone()),
             (None, None) => {
@@ -260,10 +296,10 @@ impl ApiArgs {
             }
         };
         let mut c = ApiConfig::new(addr, key);
-        c.auth.issuer = self.jwt_issuer.clone();
-        c.auth.audience = self.jwt_audience.clone();
-        c.tls = self.tls_cert.clone().zip(self.tls_key.clone());
-        c.insecure_public = self.api_insecure_public;
+        c.auth.issuer = api.jwt_issuer.clone();
+        c.auth.audience = api.jwt_audience.clone();
+        c.tls = api.tls_cert.clone().zip(api.tls_key.clone());
+        c.insecure_public = api.insecure_public;
         c.uid = self.api_uid;
         c.gid = self.api_gid;
         c.name = self.api_name.clone();
@@ -279,7 +315,7 @@ impl ApiArgs {
         c.limits.min_upload_rate = self.api_min_upload_rate;
         c.limits.min_upload_window = Duration::from_secs(self.api_min_upload_window.max(1));
         c.limits.max_connections = self.api_max_connections;
-        c.metrics_token_file = self.metrics_token_file.clone();
+        c.metrics_token_file = api.metrics_token_file.clone();
         c.validate()?;
         Ok(Some(c))
     }
@@ -288,12 +324,13 @@ impl ApiArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn args(addr: &str) -> ApiArgs {
         ApiArgs {
             addr: Some(addr.into()),
             jwt_key: Some("/k.pub".into()),
-            api_name: "artfs".into(),
+            api_name: DEFAULT_NAME.into(),
             api_max_header_bytes: 16384,
             api_min_upload_window: 30,
             ..ApiArgs::default()
@@ -306,6 +343,34 @@ mod tests {
         let mut a = args("127.0.0.1:0");
         a.jwt_key = None;
         assert!(a.config().unwrap_err().to_string().contains("--jwt-key"));
+    }
+
+    #[test]
+    fn flags_over_the_file_over_the_defaults() {
+        let mut file = crate::config::ApiConfig {
+            listen: Some("127.0.0.1:1".into()),
+            jwks: Some("/file.jwks".into()),
+            jwt_issuer: Some("file-iss".into()),
+            insecure_public: true,
+            ..Default::default()
+        };
+        let mut a = args("127.0.0.2:2");
+        a.jwt_key = None;
+        a.jwt_issuer = Some("flag-iss".into());
+        a.merge(&mut file);
+        assert_eq!(file.listen.as_deref(), Some("127.0.0.2:2"));
+        assert_eq!(file.jwt_issuer.as_deref(), Some("flag-iss"));
+        assert_eq!(file.jwks.as_deref(), Some(Path::new("/file.jwks")));
+        // An absent plain flag leaves the file's yes.
+        assert!(file.insecure_public);
+        let c = a.settings(&file).unwrap().unwrap();
+        assert!(matches!(c.auth.key, KeySource::Jwks(_)));
+        assert_eq!(c.auth.issuer.as_deref(), Some("flag-iss"));
+        assert!(c.insecure_public);
+        assert_eq!(c.name, DEFAULT_NAME);
+        // Nothing to listen on: no API.
+        let none = crate::config::ApiConfig::default();
+        assert!(ApiArgs::default().settings(&none).unwrap().is_none());
     }
 
     #[test]

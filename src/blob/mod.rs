@@ -1,177 +1,225 @@
-//! Object files under `BACKING/objects/`: one per regular file inode, named
-//! after the inode number (never reused), fanned out over 256 directories.
+//! Content: the bytes of regular files, one object per inode number, and
+//! beside every inode its `attr.json` sidecar (see `sidecar`). The core
+//! asks for content through [`ContentStore`] only; [`LocalDir`] (objects
+//! as files under `BACKING/objects/`) is the first implementation, an
+//! S3-compatible store with a local staging cache the second (to come).
 //!
 //! An object is never created by opening it: a regular file with content
 //! recorded (size > 0) whose object is absent lost it, and the core answers
 //! EIO (see `core::data::open_object`). Only a file that records no content
 //! (size 0: made by mknod, or by a create whose object was never made) may
 //! lack its object; the core then makes it empty.
+//!
+//! # What the crash protocol relies on
+//!
+//! The core keeps the metadata tables and the content in step with its
+//! intent log (docs/ARCHITECTURE.md); a store must give it these:
+//!
+//! 1. Objects exist before the inode that refers to them commits (made
+//!    ahead of need, staged by uploads, adopted by imports), under numbers
+//!    a pending log row covers. Recovery removes the objects of numbers
+//!    whose inode never committed: [`ContentStore::stat`] and
+//!    [`ContentStore::remove`] work on any number, and `remove` is
+//!    idempotent (recovery may repeat it).
+//! 2. An object is removed only after the metadata removing its inode is
+//!    durable; the store adds no ordering of its own.
+//! 3. Content is durable when [`ContentStore::fsync`] returns: after a
+//!    crash the object is found under its number with that content. Content
+//!    written and not synced may be lost (the object may even be absent),
+//!    never mixed into another object: inode numbers, hence object names,
+//!    are never reused.
+//! 4. Recovery takes the object as the truth for a file's size and mtime
+//!    (roll forward): [`ContentStore::stat`] reports what the content
+//!    holds now, after the crash.
+//! 5. Sidecars are copies: written after the commit that changed their
+//!    inode, under a pending `sidecars` row, durable only at
+//!    [`ContentStore::sync_all`]. A crash before it may leave an old, new
+//!    or empty document, or temp files of the write, which
+//!    [`ContentStore::sweep_temp`] removes; recovery rewrites the documents
+//!    the row names.
+//!
+//! # Local files
+//!
+//! The doors need local descriptors: FUSE passthrough hands the kernel the
+//! object's fd, reads and writes are `pread`/`pwrite` on it, imports
+//! hard-link into a staging area, and statfs reports a local filesystem.
+//! So the object calls return the *local file of an object*: for
+//! `LocalDir` the object itself; for a remote store its copy in the local
+//! cache, fetched (materialised) before the call returns, and sent back at
+//! `fsync`. Nothing outside `blob/` builds a path to an object or sidecar.
 
 pub mod ballast;
-
-use std::fs::{File, OpenOptions};
-use std::io;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
-
+#[cfg(test)]
+mod conformance;
+mod local;
 pub mod sidecar;
 
-pub struct ObjectStore {
-    root: PathBuf,
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use local::{remove_legacy_pool, LocalDir};
+
+use crate::types::Timestamp;
+
+/// What the core needs of content. Object-safe: the core holds an
+/// `Arc<dyn ContentStore>` chosen at open time from BACKING (a virtual
+/// call costs nothing beside the syscall or request behind each method).
+/// Errors are `io::Error`s; a missing object is `NotFound` where an
+/// object is needed, never a panic.
+pub trait ContentStore: Send + Sync {
+    // ---- objects ------------------------------------------------------
+
+    /// The local file of existing object `ino`, open read-write (no atime
+    /// updates). `NotFound` when the object is absent: never created here.
+    fn open_rw(&self, ino: u64) -> io::Result<File>;
+
+    /// The local file of existing object `ino`, open read-only (hashing,
+    /// scrubbing). `NotFound` when absent.
+    fn open_read(&self, ino: u64) -> io::Result<File>;
+
+    /// Object `ino` open read-write, created empty if absent: only for a
+    /// file that records no content (see the module docs).
+    fn open_or_create(&self, ino: u64) -> io::Result<File>;
+
+    /// Create object `ino`, which must not exist yet (`AlreadyExists`
+    /// otherwise), empty and open read-write: objects made ahead of need
+    /// (`core::objpool`), before their inode commits. Not durable by itself
+    /// (nothing is written yet; see [`ContentStore::fsync`]).
+    fn create_new(&self, ino: u64) -> io::Result<File>;
+
+    /// Make the local file `staged` (in [`ContentStore::staging_dir`],
+    /// complete and fsynced) the content of new object `ino`, durably:
+    /// when this returns the object survives a crash. `staged` is consumed.
+    /// On error no object `ino` is left (`staged` may remain: the caller
+    /// removes it). Returns the new object's figures.
+    fn adopt(&self, ino: u64, staged: &Path) -> io::Result<ObjectStat>;
+
+    /// Make the content written through `file` (a local file of object
+    /// `ino` from this store) durable, with its size and times
+    /// (`data_only`: the data and size, as `fdatasync`). After it returns
+    /// the object is found under `ino`, with this content, after a crash.
+    fn fsync(&self, ino: u64, file: &File, data_only: bool) -> io::Result<()>;
+
+    /// The figures of object `ino`, `None` when it does not exist.
+    fn stat(&self, ino: u64) -> io::Result<Option<ObjectStat>>;
+
+    /// Remove object `ino`; a missing one is already gone (`Ok`).
+    fn remove(&self, ino: u64) -> io::Result<()>;
+
+    /// Every object present, as sorted inode numbers (a whole-store scan,
+    /// for fsck), and the locations of names that are neither objects nor
+    /// sidecars nor temp files (strays, reported, never touched).
+    fn list(&self) -> io::Result<(Vec<u64>, Vec<PathBuf>)>;
+
+    /// Where object `ino` lives, for messages (a path, a bucket key).
+    fn location(&self, ino: u64) -> String;
+
+    // ---- sidecars -----------------------------------------------------
+
+    /// The sidecar of `ino`, parsed; `None` when it has none.
+    fn read_sidecar(&self, ino: u64) -> Result<Option<sidecar::Parsed>, sidecar::SidecarError>;
+
+    /// Replace the sidecar of `ino` with `doc` atomically (a reader, or a
+    /// crash, sees the old document or the new one). Durable on return
+    /// with `DirSync::Now`; with `DirSync::Deferred` at the next
+    /// [`ContentStore::sync_all`] (until then a crash may also leave an
+    /// empty document: the caller's pending log row has it rewritten).
+    fn write_sidecar(
+        &self,
+        ino: u64,
+        doc: &sidecar::AttrJson,
+        when: sidecar::DirSync,
+    ) -> io::Result<()>;
+
+    /// Remove the sidecar of `ino`; a missing one is already gone (`Ok`).
+    /// Durable at the next [`ContentStore::sync_all`].
+    fn remove_sidecar(&self, ino: u64) -> io::Result<()>;
+
+    /// Every sidecar, in name order, each parsed or with its own error
+    /// (fsck, rebuild). Temp files of interrupted writes are skipped.
+    fn sidecars(&self) -> Box<dyn Iterator<Item = FoundSidecar> + '_>;
+
+    /// Delete temp files of sidecar writes cut short by a crash; returns
+    /// how many.
+    fn sweep_temp(&self) -> io::Result<usize>;
+
+    /// Make every sidecar write and removal so far durable (deferred
+    /// writes are paid for once per batch, not per document).
+    fn sync_all(&self) -> io::Result<()>;
+
+    // ---- the local side -------------------------------------------------
+
+    /// A local directory, on the filesystem of the store's local files,
+    /// where content is prepared before [`ContentStore::adopt`] makes it an
+    /// object (imports copy or hard-link there). Not created here; what it
+    /// holds after a crash is garbage.
+    fn staging_dir(&self) -> PathBuf;
+
+    /// Figures of the local filesystem that object files fill (`LocalDir`:
+    /// BACKING's; a remote store: its cache's): what statfs reports and
+    /// what free-space checks watch.
+    fn space(&self) -> io::Result<Space>;
+
+    /// Whether the store can take new objects now (the readiness probe):
+    /// `LocalDir` checks the object area is there and writable.
+    fn check_ready(&self) -> io::Result<()>;
 }
 
-impl ObjectStore {
-    /// Open the object area under `backing`, creating the fan-out directories.
-    pub fn open(backing: &Path) -> io::Result<ObjectStore> {
-        let root = backing.join("objects");
-        for i in 0..=255u8 {
-            std::fs::create_dir_all(root.join(format!("{i:02x}")))?;
-        }
-        Ok(ObjectStore { root })
-    }
+/// The figures of one object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjectStat {
+    /// Bytes of content.
+    pub size: u64,
+    /// Last content change.
+    pub mtime: Timestamp,
+    /// Last change of the object's content or attributes.
+    pub ctime: Timestamp,
+    /// Space taken, in 512-byte blocks (`st_blocks`).
+    pub blocks: u64,
+}
 
-    /// The object area (`BACKING/objects`).
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    pub fn path(&self, ino: u64) -> PathBuf {
-        self.root
-            .join(format!("{:02x}", ino & 0xff))
-            .join(format!("{ino:016x}"))
-    }
-
-    /// The `attr.json` sidecar beside object `ino` (see `sidecar`).
-    pub fn sidecar_path(&self, ino: u64) -> PathBuf {
-        self.root
-            .join(format!("{:02x}", ino & 0xff))
-            .join(format!("{ino:016x}{}", sidecar::SUFFIX))
-    }
-
-    /// Open an existing object for reading and writing (NotFound when it
-    /// is absent: never created here).
-    pub fn open_rw(&self, ino: u64) -> io::Result<File> {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            // The object's atime means nothing; don't pay for updating it.
-            .custom_flags(libc::O_NOATIME | libc::O_CLOEXEC)
-            .open(self.path(ino))
-    }
-
-    /// Open object `ino` read-write, creating it empty if absent: only for
-    /// a file that records no content (see the module docs).
-    pub fn open_or_create(&self, ino: u64) -> io::Result<File> {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .custom_flags(libc::O_NOATIME | libc::O_CLOEXEC)
-            .open(self.path(ino))
-    }
-
-    /// Create object `ino`, which must not exist yet, open read-write
-    /// (objects made ahead of need, see `core::objpool`).
-    pub fn create_new(&self, ino: u64) -> io::Result<File> {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOATIME | libc::O_CLOEXEC)
-            .open(self.path(ino))
-    }
-
-    /// Remove `BACKING/.artfs/pool`, where an earlier version kept objects
-    /// made ahead of need (empty files, never part of the store).
-    pub fn remove_legacy_pool(&self) -> io::Result<()> {
-        match std::fs::remove_dir_all(self.root.with_file_name(".artfs").join("pool")) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+impl ObjectStat {
+    /// The figures of a local file.
+    pub fn of(m: &std::fs::Metadata) -> ObjectStat {
+        use std::os::unix::fs::MetadataExt;
+        ObjectStat {
+            size: m.len(),
+            mtime: Timestamp::mtime_of(m),
+            ctime: Timestamp::ctime_of(m),
+            blocks: m.blocks(),
         }
     }
+}
 
-    /// Metadata of an object, `None` when it does not exist.
-    pub fn stat(&self, ino: u64) -> io::Result<Option<std::fs::Metadata>> {
-        match std::fs::metadata(self.path(ino)) {
-            Ok(m) => Ok(Some(m)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
+/// Space on a local filesystem, in `statvfs(3)` terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Space {
+    /// Fragment size: the unit of the block counts.
+    pub frsize: u64,
+    pub blocks: u64,
+    pub bfree: u64,
+    /// Blocks free for unprivileged users.
+    pub bavail: u64,
+    /// Free inodes.
+    pub ffree: u64,
+}
 
-    /// Every object present, as inode numbers (a whole-store scan, for
-    /// fsck). Names that are not objects are returned as stray paths.
-    pub fn list(&self) -> io::Result<(Vec<u64>, Vec<PathBuf>)> {
-        let mut inos = Vec::new();
-        let mut stray = Vec::new();
-        for i in 0..=255u8 {
-            let dir = self.root.join(format!("{i:02x}"));
-            let entries = match std::fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            for e in entries {
-                let e = e?;
-                let name = e.file_name();
-                if sidecar::is_temp_name(&name) {
-                    // A sidecar write cut short; swept after a crash.
-                    continue;
-                }
-                let name = name.to_string_lossy();
-                // `<ino>` is an object; `<ino>.<suffix>` belongs to one
-                // (its attr.json sidecar, or a temp file of an atomic write).
-                let (stem, aux) = match name.split_once('.') {
-                    Some((stem, _)) => (stem, true),
-                    None => (&*name, false),
-                };
-                let parsed = Some(stem)
-                    .filter(|n| n.len() == 16)
-                    .and_then(|n| u64::from_str_radix(n, 16).ok())
-                    .filter(|ino| ino & 0xff == u64::from(i));
-                match parsed {
-                    Some(_) if aux => {}
-                    Some(ino) => inos.push(ino),
-                    None => stray.push(e.path()),
-                }
-            }
-        }
-        inos.sort_unstable();
-        Ok((inos, stray))
-    }
+/// One sidecar found by [`ContentStore::sidecars`].
+#[derive(Debug)]
+pub struct FoundSidecar {
+    /// The inode its name says, if the name is `<ino as hex>.attr.json`.
+    pub ino: Option<u64>,
+    /// Where it is, for reports.
+    pub path: PathBuf,
+    pub parsed: Result<sidecar::Parsed, sidecar::SidecarError>,
+}
 
-    /// Delete temp files of sidecar writes cut short by a crash.
-    pub fn sweep_temp(&self) -> io::Result<usize> {
-        let mut n = 0;
-        for i in 0..=255u8 {
-            let dir = self.root.join(format!("{i:02x}"));
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for e in entries {
-                let e = e?;
-                if sidecar::is_temp_name(&e.file_name()) {
-                    std::fs::remove_file(e.path())?;
-                    n += 1;
-                }
-            }
-        }
-        Ok(n)
-    }
-
-    /// Remove an object; a missing one is already gone.
-    pub fn remove(&self, ino: u64) -> io::Result<()> {
-        match std::fs::remove_file(self.path(ino)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
-    }
-
-    /// Backing filesystem figures (for statfs).
-    pub fn statvfs(&self) -> io::Result<nix::sys::statvfs::Statvfs> {
-        nix::sys::statvfs::statvfs(&self.root).map_err(io::Error::from)
-    }
+/// The content store of BACKING: the one place that knows the kinds of
+/// store (today the local directory only).
+pub fn open(backing: &Path) -> io::Result<Arc<dyn ContentStore>> {
+    Ok(Arc::new(LocalDir::open(backing)?))
 }
 
 /// Write a small state file atomically: temp file, fsync, rename, fsync

@@ -10,8 +10,8 @@ use std::fmt;
 
 use serde_json::json;
 
-use crate::blob::sidecar::{self, AttrJson};
-use crate::blob::ObjectStore;
+use crate::blob::sidecar::AttrJson;
+use crate::blob::ContentStore;
 use crate::core::render;
 use crate::meta::{Batch, Dentry, MetaStore};
 use crate::types::error::Result;
@@ -294,7 +294,7 @@ impl Covered {
 /// Check the store. Reads everything once; memory grows with the number
 /// of inodes. With `mounted`, pending log rows and files unlinked while
 /// open are the daemon's work in progress, not problems.
-pub fn check(meta: &dyn MetaStore, objects: &ObjectStore, mounted: bool) -> Result<Report> {
+pub fn check(meta: &dyn MetaStore, objects: &dyn ContentStore, mounted: bool) -> Result<Report> {
     let covered = Covered::read(meta)?;
     let inodes: BTreeMap<u64, Inode> = meta.all_inodes()?.into_iter().map(|i| (i.ino, i)).collect();
     let dentries = meta.all_dentries()?;
@@ -399,16 +399,16 @@ pub fn check(meta: &dyn MetaStore, objects: &ObjectStore, mounted: bool) -> Resu
                     .unwrap_or_else(|| "no path".into())
             };
             match objects.stat(*ino)? {
-                Some(m) if m.len() < i.size => f.push(Finding::ShortObject {
+                Some(m) if m.size < i.size => f.push(Finding::ShortObject {
                     ino: *ino,
                     recorded: i.size,
-                    object: m.len(),
+                    object: m.size,
                     path: path(),
                 }),
-                Some(m) if m.len() != i.size => f.push(Finding::SizeMismatch {
+                Some(m) if m.size != i.size => f.push(Finding::SizeMismatch {
                     ino: *ino,
                     recorded: i.size,
-                    object: m.len(),
+                    object: m.size,
                 }),
                 None if i.size != 0 => f.push(Finding::MissingObject {
                     ino: *ino,
@@ -479,7 +479,7 @@ pub fn check(meta: &dyn MetaStore, objects: &ObjectStore, mounted: bool) -> Resu
 ///
 /// Left alone (reported again): a missing root, directory hard links,
 /// kind mismatches, stray files.
-pub fn repair(meta: &dyn MetaStore, objects: &ObjectStore) -> Result<Vec<String>> {
+pub fn repair(meta: &dyn MetaStore, objects: &dyn ContentStore) -> Result<Vec<String>> {
     let mut done = Vec::new();
     for s in crate::core::recover::recover(meta, objects)? {
         done.push(format!(
@@ -546,7 +546,7 @@ pub fn repair(meta: &dyn MetaStore, objects: &ObjectStore) -> Result<Vec<String>
                 ));
             }
             OrphanSidecar { ino } => {
-                std::fs::remove_file(objects.sidecar_path(*ino))?;
+                objects.remove_sidecar(*ino)?;
                 done.push(format!("removed {finding}"));
             }
             UsageMismatch { .. } => fix_usage = true,
@@ -581,7 +581,7 @@ pub fn repair(meta: &dyn MetaStore, objects: &ObjectStore) -> Result<Vec<String>
         meta.sync()?;
         // Sidecars follow the repaired tables.
         render::rewrite(meta, objects, &rewrite)?;
-        render::sync_all(objects.root())?;
+        objects.sync_all()?;
     }
     // Usage last: the fixes above may have changed sizes.
     if fix_usage || !done.is_empty() {
@@ -616,19 +616,14 @@ pub fn usage_of(inodes: &BTreeMap<u64, Inode>) -> (u64, u64) {
 /// Compare every inode's sidecar with what the tables say.
 fn check_sidecars(
     meta: &dyn MetaStore,
-    objects: &ObjectStore,
+    objects: &dyn ContentStore,
     inodes: &BTreeMap<u64, Inode>,
     dentries: &[(u64, Vec<u8>, Dentry)],
     covered: &Covered,
     f: &mut Vec<Finding>,
 ) -> Result<()> {
     let mut found: BTreeMap<u64, std::result::Result<AttrJson, String>> = BTreeMap::new();
-    for (path, parsed) in sidecar::scan(objects.root()) {
-        let ino = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(sidecar::SUFFIX))
-            .and_then(|n| u64::from_str_radix(n, 16).ok());
+    for crate::blob::FoundSidecar { ino, parsed, .. } in objects.sidecars() {
         if let Some(ino) = ino {
             found.insert(ino, parsed.map(|(d, _)| d).map_err(|e| e.to_string()));
         }

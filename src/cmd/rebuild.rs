@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use crate::blob::sidecar::{self, AttrJson};
-use crate::blob::ObjectStore;
+use crate::blob::sidecar::AttrJson;
+use crate::blob::ContentStore;
 use crate::core::render;
 use crate::meta::{Batch, Dentry, MetaStore};
 use crate::types::error::Result;
@@ -29,12 +29,12 @@ pub struct Rebuilt {
 
 /// Every usable sidecar under the object area, by inode number.
 fn read_all(
-    objects: &ObjectStore,
+    objects: &dyn ContentStore,
     progress: &indicatif::ProgressBar,
 ) -> (BTreeMap<u64, AttrJson>, Vec<(PathBuf, String)>) {
     let mut docs = BTreeMap::new();
     let mut skipped = Vec::new();
-    for (path, parsed) in sidecar::scan(objects.root()) {
+    for crate::blob::FoundSidecar { path, parsed, .. } in objects.sidecars() {
         progress.inc(1);
         match parsed {
             Ok((doc, _)) => match doc.fs.as_ref().map(|f| f.ino) {
@@ -54,7 +54,7 @@ fn read_all(
 /// otherwise the namespace tables are replaced.
 pub fn rebuild(
     meta: &dyn MetaStore,
-    objects: &ObjectStore,
+    objects: &dyn ContentStore,
     backing: &std::path::Path,
     incremental: bool,
     progress: &indicatif::ProgressBar,
@@ -85,9 +85,7 @@ pub fn rebuild(
         };
         if inode.kind == Kind::File {
             // Not in the sidecar: the object itself tells.
-            inode.blocks = objects
-                .stat(*ino)?
-                .map(|m| std::os::unix::fs::MetadataExt::blocks(&m));
+            inode.blocks = objects.stat(*ino)?.map(|m| m.blocks);
         }
         let fs = doc.fs.as_ref().expect("to_inode checked the fs section");
         for link in &fs.links {
@@ -196,7 +194,7 @@ pub struct Orphans {
 
 pub fn check(
     meta: &dyn MetaStore,
-    objects: &ObjectStore,
+    objects: &dyn ContentStore,
     progress: &indicatif::ProgressBar,
 ) -> Result<Orphans> {
     let (docs, skipped) = read_all(objects, progress);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::blob::ObjectStore;
+use crate::blob::ContentStore;
 use crate::meta::{Batch, MetaStore};
 use crate::types::error::Result;
 use crate::types::journal;
@@ -48,8 +48,9 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     /// (hash, length) of an object, `None` when it is absent.
-    fn hash(&mut self, path: &std::path::Path) -> Result<Option<(String, u64)>> {
-        let mut f = match std::fs::File::open(path) {
+    /// Hash an object as opened (`NotFound`: no object, `None`).
+    fn hash(&mut self, opened: std::io::Result<std::fs::File>) -> Result<Option<(String, u64)>> {
+        let mut f = match opened {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.into()),
@@ -82,7 +83,7 @@ impl Reader<'_> {
 /// the store lock: no daemon serves the store).
 pub fn scrub(
     meta: &dyn MetaStore,
-    objects: &ObjectStore,
+    objects: &dyn ContentStore,
     rate: Option<u64>,
     progress: &indicatif::ProgressBar,
     record: bool,
@@ -110,7 +111,7 @@ pub fn scrub(
                 .map(|p| String::from_utf8_lossy(&p).into_owned())
                 .unwrap_or_else(|| format!("<inode {}>", inode.ino))
         };
-        let got = reader.hash(&objects.path(inode.ino))?;
+        let got = reader.hash(objects.open_read(inode.ino))?;
         let Some(want) = inode.sha256.clone() else {
             out.unhashed.push(name());
             // No object and no content recorded: an empty file.
@@ -171,7 +172,7 @@ pub fn scrub(
 /// between is settled by recovery as any other. Returns how many.
 fn record_hashes(
     meta: &dyn MetaStore,
-    objects: &ObjectStore,
+    objects: &dyn ContentStore,
     files: &mut Vec<Inode>,
 ) -> Result<u64> {
     if files.is_empty() {
@@ -192,7 +193,7 @@ fn record_hashes(
     })?;
     meta.sync()?;
     crate::core::render::rewrite(meta, objects, &inos)?;
-    crate::core::render::sync_all(objects.root())?;
+    objects.sync_all()?;
     meta.apply(&Batch {
         journal_done: vec![journal::Update::new(
             id,

@@ -15,7 +15,7 @@
 //! for callers who may see the trash). So every door applies the checks of
 //! a path, written once here.
 
-use super::collector::TRASH;
+use super::trash::{in_trash, TRASH};
 use super::{Attr, Fs};
 use crate::types::error::{eacces, enoent, enotdir, eperm, Result};
 use crate::types::{Caller, Inode, ROOT_INO};
@@ -66,14 +66,6 @@ impl Reach {
     pub fn in_trash(&self) -> bool {
         in_trash(&self.path)
     }
-}
-
-/// Whether `path` (from the root) is `/.trash` or below it; true of both
-/// trash layouts (flat names or `/.trash/<when>/<original path>`).
-pub fn in_trash(path: &[u8]) -> bool {
-    path.strip_prefix(b"/")
-        .and_then(|p| p.strip_prefix(TRASH))
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"/"))
 }
 
 /// Whether `caller` may see and use `/.trash`: local callers (the mount,
@@ -165,39 +157,36 @@ impl Fs {
             // Unlinked while open, or an upload not yet published.
             return Ok(None);
         }
-        // Every name as path components, best first.
-        let mut names: Vec<(bool, bool, Vec<Vec<u8>>)> = Vec::new();
+        // Every name as a path, best first.
+        let mut names: Vec<(bool, bool, Vec<u8>)> = Vec::new();
         for (_, parent, name) in self.meta.links_of(&[ino])? {
-            let Some(dir) = self.meta.path_of(parent)? else {
+            let Some(mut path) = self.meta.path_of(parent)? else {
                 continue;
             };
-            let mut comps: Vec<Vec<u8>> = dir
+            if path != b"/" {
+                path.push(b'/');
+            }
+            path.extend_from_slice(&name);
+            names.push((in_trash(&path), parent != inode.parent, path));
+        }
+        names.sort_by_key(|(trashed, elsewhere, _)| (*trashed, *elsewhere));
+        for (trashed, _, path) in names {
+            if trashed && !sees_trash(caller) {
+                continue;
+            }
+            let comps: Vec<Vec<u8>> = path
                 .split(|b| *b == b'/')
                 .filter(|c| !c.is_empty())
                 .map(<[u8]>::to_vec)
                 .collect();
-            comps.push(name);
-            let trashed = comps[0] == TRASH;
-            names.push((trashed, parent != inode.parent, comps));
-        }
-        names.sort_by_key(|(trashed, elsewhere, _)| (*trashed, *elsewhere));
-        for (trashed, _, comps) in names {
-            if trashed && !sees_trash(caller) {
-                continue;
-            }
             match self.walk_in(caller, &comps) {
                 Ok((dir, attr)) if attr.inode.ino == ino => {
-                    let name = comps.last().expect("a name");
-                    let mut path = Vec::new();
-                    for c in &comps {
-                        path.push(b'/');
-                        path.extend_from_slice(c);
-                    }
+                    let name = comps.last().expect("a name").clone();
                     return Ok(Some(Reach {
                         attr,
                         path,
                         dir,
-                        name: name.clone(),
+                        name,
                     }));
                 }
                 // Renamed meanwhile, or not walkable by this caller.

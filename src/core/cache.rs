@@ -30,7 +30,6 @@ use crate::types::{DentryKey, DirEntry, Inode, Kind};
 use uuid::Uuid;
 
 pub type Xattrs = Arc<XattrList>;
-/// A directory entry key: parent inode and name.
 
 /// What a tier knows about a key.
 pub enum Known<T> {

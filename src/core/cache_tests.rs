@@ -458,8 +458,10 @@ fn usage_and_released_objects_follow_their_commit() {
     s.reclaim = Some(rid);
     s.usage = (-100, -1);
     let seq1 = c.apply(s);
-    let mut s = Staged::default();
-    s.usage = (40, 1);
+    let s = Staged {
+        usage: (40, 1),
+        ..Default::default()
+    };
     let seq2 = c.apply(s);
     assert_eq!(c.usage_total(), (940, 10));
     let (seq, b) = c.snapshot();

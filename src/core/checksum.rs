@@ -34,7 +34,7 @@ impl Fs {
     /// (while content is recorded) or shorter than it, with no writer to
     /// explain it, is lost content: EIO, never the hash of what is left.
     pub(crate) fn hash_object(&self, ino: u64, recorded: u64) -> Result<(String, Version)> {
-        match std::fs::File::open(self.objects.path(ino)) {
+        match self.objects.open_read(ino) {
             Ok(f) => {
                 let (hash, version) = hash_file(&f, u64::MAX)?.expect("no size limit");
                 if version.0 < recorded && !self.is_open(ino) {
@@ -68,7 +68,7 @@ impl Fs {
             // A recorded hash is of content that must still be there (one
             // stat): a lost object is EIO here as on every other door.
             if !self.is_open(ino) {
-                let held = self.objects.stat(ino)?.map(|m| m.len());
+                let held = self.objects.stat(ino)?.map(|m| m.size);
                 if held.unwrap_or(0) < inode.size {
                     return Err(self.lost_object(ino, inode.size, held));
                 }
@@ -89,7 +89,7 @@ impl Fs {
                 return Ok(());
             }
             let now = match self.objects.stat(ino)? {
-                Some(m) => (m.len(), Timestamp::mtime_of(&m).0),
+                Some(m) => (m.size, m.mtime.0),
                 None => (0, 0),
             };
             if now != version || i.size != version.0 {
@@ -156,34 +156,32 @@ const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 const COUNT_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Hasher {
-    pub fn start(fs: Weak<Fs>) -> std::io::Result<Hasher> {
+    pub fn start(fs: Weak<Fs>, workers: &super::workers::Workers) -> std::io::Result<Hasher> {
         let (tx, rx) = mpsc::channel::<(u64, std::time::Instant)>();
-        std::thread::Builder::new()
-            .name("artfs-hasher".into())
-            .spawn(move || {
-                super::background_thread();
-                lower_io_priority();
-                let mut backlog = match fs.upgrade() {
-                    Some(fs) => fs.unhashed_backlog(),
-                    None => return,
-                };
-                let mut live = VecDeque::new();
-                let mut backlog_left = backlog.len();
-                while let Some(ino) = next(&rx, &mut live, &mut backlog) {
-                    crate::crash_point!("hasher::before_hash");
-                    let Some(fs) = fs.upgrade() else { return };
-                    if let Err(e) = run_one(&fs, ino) {
-                        tracing::debug!(ino, error = %e, "could not hash");
-                    }
-                    if backlog_left > 0 && backlog.is_empty() {
-                        tracing::info!(
-                            files = backlog_left,
-                            "worked through the files left without a recorded hash"
-                        );
-                        backlog_left = 0;
-                    }
+        workers.spawn(super::workers::HASHER, move || {
+            super::background_thread();
+            lower_io_priority();
+            let mut backlog = match fs.upgrade() {
+                Some(fs) => fs.unhashed_backlog(),
+                None => return,
+            };
+            let mut live = VecDeque::new();
+            let mut backlog_left = backlog.len();
+            while let Some(ino) = next(&rx, &mut live, &mut backlog) {
+                crate::crash_point!("hasher::before_hash");
+                let Some(fs) = fs.upgrade() else { return };
+                if let Err(e) = run_one(&fs, ino) {
+                    tracing::debug!(ino, error = %e, "could not hash");
                 }
-            })?;
+                if backlog_left > 0 && backlog.is_empty() {
+                    tracing::info!(
+                        files = backlog_left,
+                        "worked through the files left without a recorded hash"
+                    );
+                    backlog_left = 0;
+                }
+            }
+        })?;
         Ok(Hasher {
             tx,
             counted: Mutex::new(None),

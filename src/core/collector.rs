@@ -149,12 +149,11 @@ impl Fs {
 /// Run sweeps every `interval` until the filesystem goes away; every
 /// second in between, keep BACKING's reserve free of trash (writes through
 /// FUSE passthrough fill it without the daemon seeing them).
-pub fn run(fs: Weak<Fs>, interval: Duration) {
+pub fn run(fs: Weak<Fs>, interval: Duration, stop: &super::workers::Stop) {
     super::background_thread();
     let tick = interval.min(Duration::from_secs(1));
     let mut last = std::time::Instant::now();
-    loop {
-        std::thread::sleep(tick);
+    while stop.sleep(tick) {
         let Some(fs) = fs.upgrade() else { return };
         fs.keep_reserve();
         if last.elapsed() >= interval {

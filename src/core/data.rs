@@ -262,11 +262,7 @@ impl Fs {
     /// Make the file's data and metadata durable.
     pub fn fsync(&self, fh: u64, datasync: bool) -> Result<()> {
         let h = self.handle(fh)?;
-        if datasync {
-            h.file.sync_data()?;
-        } else {
-            h.file.sync_all()?;
-        }
+        self.objects.fsync(h.ino, &h.file, datasync)?;
         self.persist_open(h.ino, &[])?;
         self.sync_meta()
     }
@@ -625,12 +621,12 @@ impl Fs {
             .flatten()
             .map(|p| String::from_utf8_lossy(&p).into_owned())
             .unwrap_or_default();
-        let object = self.objects.path(ino);
+        let object = self.objects.location(ino);
         match held {
-            None => tracing::error!(ino, %path, recorded, object = %object.display(),
+            None => tracing::error!(ino, %path, recorded, %object,
                 "the file's object is missing from BACKING; answering EIO (restore the \
                  object; `artfs fsck` lists every such file)"),
-            Some(held) => tracing::error!(ino, %path, recorded, held, object = %object.display(),
+            Some(held) => tracing::error!(ino, %path, recorded, held, %object,
                 "the file's object holds fewer bytes than recorded; answering EIO"),
         }
         Error::posix(

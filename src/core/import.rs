@@ -212,24 +212,14 @@ fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
     Ok((size, hex::encode(hasher.finalize())))
 }
 
-fn sync_parent(path: &Path) -> std::io::Result<()> {
-    match path.parent() {
-        Some(dir) => File::open(dir)?.sync_all(),
-        None => Ok(()),
-    }
-}
-
-/// Where an import puts content before it becomes an object (see
-/// [`Fs::import_staging_dir`]).
-const STAGING_DIR: &str = ".artfs/import";
-
 impl Fs {
-    /// The directory in BACKING where imports stage content before it
-    /// becomes an object (same filesystem as the objects, so it moves by
-    /// rename). Whatever an interrupted import left there is garbage: the
-    /// importer, holding the store lock, empties it when it starts.
+    /// Where imports stage content before it becomes an object (the
+    /// content store's staging directory, `BACKING/.artfs/import`: same
+    /// filesystem as the objects, so it moves by rename). Whatever an
+    /// interrupted import left there is garbage: the importer, holding the
+    /// store lock, empties it when it starts.
     pub fn import_staging_dir(&self) -> std::path::PathBuf {
-        self.backing.join(STAGING_DIR)
+        self.objects.staging_dir()
     }
 
     fn import_temp_path(&self) -> Result<std::path::PathBuf> {
@@ -329,11 +319,9 @@ impl Fs {
                 return Err(eexist());
             }
             let ino = self.alloc_ino()?;
-            let object = self.objects.path(ino);
-            std::fs::rename(&temp, &object)?;
-            let blocks = std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(&object)?);
+            // Durable when it returns; on error no object is left.
+            let blocks = self.objects.adopt(ino, &temp)?.blocks;
             renamed = Some(ino);
-            sync_parent(&object)?;
             crate::crash_point!("import::after_object");
             let now = Timestamp::now();
             let (_, gid) = owner_in(caller, &dir, Kind::File, 0o644);

@@ -5,7 +5,7 @@
 
 use super::policy::{self, Mode};
 use super::Fs;
-use crate::blob::ObjectStore;
+use crate::blob::ContentStore;
 use crate::meta::MetaStore;
 use crate::types::error::Result;
 
@@ -28,7 +28,7 @@ impl Fs {
     }
 
     /// The stores under this mount, for read-only checks run beside it.
-    pub fn stores(&self) -> (&dyn MetaStore, &ObjectStore) {
-        (self.meta.as_ref(), &self.objects)
+    pub fn stores(&self) -> (&dyn MetaStore, &dyn ContentStore) {
+        (self.meta.as_ref(), self.objects.as_ref())
     }
 }

@@ -21,6 +21,7 @@ pub mod namespace;
 mod objpool;
 mod open;
 pub mod opstats;
+pub mod options;
 pub mod policy;
 mod publish;
 pub mod recover;
@@ -29,6 +30,8 @@ pub mod search;
 mod sidecar_sync;
 mod stats;
 pub mod trash;
+mod upload;
+mod workers;
 mod writer;
 mod xattr;
 
@@ -39,21 +42,21 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::blob::ObjectStore;
+use crate::blob::ContentStore;
 use crate::meta::{Dentry, MetaStore};
 use crate::types::error::{enoent, Error, Result};
 use crate::types::journal;
 use crate::types::DentryKey;
 use crate::types::{Inode, Kind};
 use cache::{Cache, Known, Staged, Xattrs};
-pub use open::{
-    open_for_rebuild, open_offline, open_store, serving_mount, StoreLock, StoreOptions,
-};
+pub use open::{open_for_rebuild, open_offline, open_store, serving_mount, StoreLock};
+pub use options::StoreOptions;
 use writer::Writer;
 
 pub use data::Handle;
 pub use import::{ImportMeta, ImportOutcome};
 pub use publish::{estale, Expect, Published};
+pub use upload::{Condition, UploadOptions, Uploaded};
 
 /// An inode with at least one open handle: the object file is shared by
 /// all handles and is the truth for size and content while open.
@@ -72,7 +75,7 @@ struct OpenInode {
 
 pub struct Fs {
     meta: Box<dyn MetaStore>,
-    objects: ObjectStore,
+    objects: Arc<dyn ContentStore>,
     cache: Cache,
     writer: Writer,
     mutate: Mutex<()>,
@@ -112,6 +115,8 @@ pub struct Fs {
     /// inode, with their creation time (see `archive_attrs::takes_new_name`);
     /// only files still inside the window are kept.
     renamed_fresh: Mutex<HashMap<u64, crate::types::Timestamp>>,
+    /// The background threads, and who stops them when (see `workers`).
+    workers: workers::Workers,
 }
 
 /// Lower the calling thread's CPU priority: background upkeep (sidecars,
@@ -260,7 +265,7 @@ impl Fs {
         let Some(ino) = self.meta.find_by_file_id(file_id)? else {
             return Ok(None);
         };
-        if self.in_trash(ino) {
+        if trash::trashed(self.meta.as_ref(), ino)? {
             return Ok(None);
         }
         Ok(Some(ino))
@@ -379,10 +384,8 @@ impl Fs {
     fn attr_of(&self, mut inode: Inode) -> Result<Attr> {
         if inode.ino == crate::types::ROOT_INO {
             // The trash is hidden: its ".." does not count for the root.
-            if let Ok(Some(d)) = self.child(crate::types::ROOT_INO, collector::TRASH) {
-                if d.kind == Kind::Dir {
-                    inode.nlink = inode.nlink.saturating_sub(1);
-                }
+            if self.trash_ino().is_some() {
+                inode.nlink = inode.nlink.saturating_sub(1);
             }
         }
         if inode.kind == Kind::File {
@@ -398,19 +401,24 @@ impl Fs {
     }
 
     /// Commit everything, stop the writer and close the store (at unmount).
+    /// The threads end in the order `workers` documents.
     pub fn close(&self) {
+        self.workers.stop_periodic();
         self.release_all();
         if let Err(e) = self.wait_committed() {
             tracing::error!(error = %e, "could not commit metadata at close");
         }
         self.pool.stop(self);
+        self.workers.join(workers::OBJECTS);
         // Sidecars of everything committed, then their log rows settled.
         self.sidecars.drain();
         if let Err(e) = self.wait_committed() {
             tracing::error!(error = %e, "could not commit metadata at close");
         }
         self.sidecars.stop();
+        self.workers.join(workers::SIDECARS);
         self.writer.shutdown();
+        self.workers.join(workers::WRITER);
         // Nothing commits any more: finish the sidecars of what committed
         // after the drain (the hasher, the last releases), so a clean stop
         // leaves no pending row.

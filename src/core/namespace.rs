@@ -827,18 +827,15 @@ impl Fs {
     }
 
     pub fn statfs(&self) -> Result<StatFs> {
-        let v = self.objects.statvfs()?;
-        let frsize = v.fragment_size().max(1);
+        let v = self.objects.space()?;
+        let frsize = v.frsize.max(1);
         let bsize = 4096u64;
         let scale = |n: u64| n.saturating_mul(frsize) / bsize;
         // Counted in memory: statfs is frequent (some tools call it per
         // file) and must not wait for a commit or scan the table.
         let files = self.inode_total();
-        let (mut blocks, mut bfree, mut bavail) = (
-            scale(v.blocks()),
-            scale(v.blocks_free()),
-            scale(v.blocks_available()),
-        );
+        let (mut blocks, mut bfree, mut bavail) =
+            (scale(v.blocks), scale(v.bfree), scale(v.bavail));
         // The trash gives its space back to any write that needs it: it
         // counts as free (reclaimable).
         let trash = self.trash_bytes() / bsize;
@@ -856,8 +853,8 @@ impl Fs {
             blocks,
             bfree,
             bavail,
-            files: files + v.files_free(),
-            ffree: v.files_free(),
+            files: files + v.ffree,
+            ffree: v.ffree,
             bsize: bsize as u32,
             namelen: NAME_MAX as u32,
             frsize: bsize as u32,

@@ -111,7 +111,7 @@ impl Store {
         // The writer removes released objects right after the commit, then
         // logs it; one more round makes sure that happened.
         self.fs.wait_committed().expect("commit");
-        self.fs.objects.path(ino).exists()
+        self.fs.objects.stat(ino).expect("stat").is_some()
     }
 
     /// Everything a name shows, by path (the trash included), plus what

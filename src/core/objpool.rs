@@ -110,19 +110,17 @@ impl ObjectPool {
 
     /// Start the refill thread (and remove what an older version left in
     /// `.artfs/pool`). It makes objects once files are being created.
-    pub(crate) fn start(fs: Weak<Fs>) -> std::io::Result<()> {
+    pub(crate) fn start(fs: Weak<Fs>, workers: &super::workers::Workers) -> std::io::Result<()> {
         if let Some(fs) = fs.upgrade() {
-            fs.objects.remove_legacy_pool()?;
+            crate::blob::remove_legacy_pool(&fs.backing)?;
         }
-        std::thread::Builder::new()
-            .name("artfs-objects".into())
-            .spawn(move || {
-                super::background_thread();
-                let Some(pool) = fs.upgrade().map(|f| f.pool.clone()) else {
-                    return;
-                };
-                run(&pool, &fs);
-            })?;
+        workers.spawn(super::workers::OBJECTS, move || {
+            super::background_thread();
+            let Some(pool) = fs.upgrade().map(|f| f.pool.clone()) else {
+                return;
+            };
+            run(&pool, &fs);
+        })?;
         Ok(())
     }
 }

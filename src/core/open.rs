@@ -11,57 +11,15 @@ use std::sync::Arc;
 use tokio::runtime::Handle;
 
 use super::cache::Cache;
+use super::options::StoreOptions;
+use super::workers;
 use super::writer::{Writer, INO_RESERVE_STEP};
 use super::Fs;
-use crate::blob::ObjectStore;
+use crate::blob::ContentStore;
 use crate::meta::MetaStore;
 use crate::types::error::{Error, Result};
 use crate::types::{Inode, Timestamp, ROOT_INO};
 use std::sync::atomic::Ordering;
-
-/// How to open a store. Plain data with defaults; the CLI fills it.
-#[derive(Clone, Debug)]
-pub struct StoreOptions {
-    pub backing: PathBuf,
-    /// Metadata database URL; default `sqlite://BACKING/.artfs/meta.db`.
-    pub db_url: Option<String>,
-    pub table_prefix: String,
-    /// Entries per in-memory cache.
-    pub cache_entries: usize,
-    /// How long settled log rows are kept.
-    pub journal_retention: crate::types::journal::Retention,
-    /// Mode of a store created by this mount (an existing store keeps its own).
-    pub initial_mode: super::policy::Mode,
-    /// Set the store's capacity (bytes of regular files; 0 removes it).
-    pub capacity: Option<u64>,
-    /// Trash and expiry.
-    pub collector: super::collector::CollectorConfig,
-    /// How far ahead a retention lock may reach (`--max-retention`);
-    /// `None`: no bound.
-    pub max_retention: Option<std::time::Duration>,
-}
-
-impl StoreOptions {
-    pub fn new(backing: impl Into<PathBuf>) -> StoreOptions {
-        StoreOptions {
-            backing: backing.into(),
-            db_url: None,
-            table_prefix: "artfs".to_string(),
-            cache_entries: 100_000,
-            journal_retention: crate::types::journal::Retention::default(),
-            initial_mode: super::policy::Mode::Edit,
-            capacity: None,
-            collector: Default::default(),
-            max_retention: Some(super::archive_attrs::DEFAULT_MAX_RETENTION),
-        }
-    }
-
-    pub fn db_url(&self) -> String {
-        self.db_url.clone().unwrap_or_else(|| {
-            format!("sqlite://{}", self.backing.join(".artfs/meta.db").display())
-        })
-    }
-}
 
 fn setup_err(msg: String) -> Error {
     Error::Meta(msg)
@@ -70,7 +28,55 @@ fn setup_err(msg: String) -> Error {
 /// Open the store for serving. Fails with a clear message, touching
 /// nothing, when BACKING is unusable, locked by another daemon, or paired
 /// with a database of another store.
+///
+/// The steps: check BACKING and take its lock; open the stores and check
+/// they belong together; recover what a crash left; settle the store's
+/// settings; build the [`Fs`]; start its workers; reclaim orphans.
 pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock)> {
+    let (fs, lock) = open_unstarted(opts, rt)?;
+    let fs = Arc::new(fs);
+    start_workers(&fs, opts)?;
+    fs.reclaim_orphans()?;
+    fs.wait_committed()?;
+    Ok((fs, lock))
+}
+
+/// Every step of [`open_store`] but the threads: the [`Fs`] with its
+/// state loaded, nothing committing yet (unit tests drive the writer by
+/// hand from here).
+pub(super) fn open_unstarted(opts: &StoreOptions, rt: Handle) -> Result<(Fs, StoreLock)> {
+    let backing = usable_backing(opts)?;
+    let state_dir = backing.join(".artfs");
+    std::fs::create_dir_all(&state_dir)
+        .map_err(|e| setup_err(format!("cannot create {}: {e}", state_dir.display())))?;
+    let lock = StoreLock::acquire(&state_dir)?;
+
+    let url = opts.db_url();
+    let meta = crate::meta::open(&url, &opts.table_prefix, rt)?;
+    let store_id = identify(meta.as_ref(), &backing, &state_dir, &url, true)?;
+    let objects = crate::blob::open(&backing)?;
+    let recovered = recover(meta.as_ref(), objects.as_ref())?;
+    let mode = settle_config(meta.as_ref(), &backing, opts)?;
+    let ballast = reserve_ballast(&state_dir)?;
+
+    let fs = build_fs(
+        opts,
+        Parts {
+            meta,
+            objects,
+            backing,
+            store_id,
+            ballast,
+            mode,
+            recovered,
+        },
+    )?;
+    fs.load_state()?;
+    Ok((fs, lock))
+}
+
+/// BACKING, canonical, checked to be a writable directory.
+fn usable_backing(opts: &StoreOptions) -> Result<PathBuf> {
     let backing = opts.backing.canonicalize().map_err(|e| {
         setup_err(format!(
             "BACKING {} is not usable: {e}",
@@ -89,18 +95,13 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
             backing.display()
         )));
     }
-    let state_dir = backing.join(".artfs");
-    std::fs::create_dir_all(&state_dir)
-        .map_err(|e| setup_err(format!("cannot create {}: {e}", state_dir.display())))?;
-    let lock = StoreLock::acquire(&state_dir)?;
+    Ok(backing)
+}
 
-    let url = opts.db_url();
-    let meta = crate::meta::open(&url, &opts.table_prefix, rt)?;
-
-    let store_id = identify(meta.as_ref(), &backing, &state_dir, &url, true)?;
-    let objects = ObjectStore::open(&backing)?;
-    // Before anything is served: settle what a crash left pending.
-    let settled = crate::core::recover::recover(meta.as_ref(), &objects)?;
+/// Before anything is served: settle what a crash left pending, and give
+/// a new store's root its sidecar. Returns how many log rows it settled.
+fn recover(meta: &dyn MetaStore, objects: &dyn ContentStore) -> Result<u64> {
+    let settled = crate::core::recover::recover(meta, objects)?;
     // Pending `sidecars` rows are deferred housekeeping (the tables hold
     // everything; only attr.json copies lagged), not an interrupted
     // operation: a clean stop may leave them when it runs out of time.
@@ -120,47 +121,61 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
             "wrote the sidecars of deferred sidecar rewrites (housekeeping)"
         );
     }
-    if !objects.sidecar_path(ROOT_INO).exists() {
+    if matches!(
+        objects.read_sidecar(ROOT_INO),
+        Ok(None) | Err(crate::blob::sidecar::SidecarError::Io(_))
+    ) {
         // A new store's root: every other inode gets its sidecar when a
         // batch first changes it.
-        crate::core::render::rewrite(meta.as_ref(), &objects, &[ROOT_INO])?;
+        crate::core::render::rewrite(meta, objects, &[ROOT_INO])?;
     }
-    let mode = match meta.config()? {
-        Some(mut c) => {
-            if opts.capacity.is_some() && opts.capacity != c.capacity {
-                c.capacity = opts.capacity.filter(|b| *b > 0);
-                tracing::info!(capacity = ?c.capacity, "capacity set");
-                meta.apply(&crate::meta::Batch {
-                    config: Some(c.clone()),
-                    ..Default::default()
-                })?;
-            }
-            super::policy::save_policy_file(&backing, &c);
-            let m: super::policy::Mode = c.mode.parse().map_err(Error::Meta)?;
-            if m != opts.initial_mode && opts.initial_mode != super::policy::Mode::Edit {
-                tracing::warn!(mode = %m, asked = %opts.initial_mode,
-                    "--mode applies to new stores only; use `artfs mode` to change it");
-            }
-            m
-        }
-        None => {
-            let cfg = crate::meta::StoreConfig {
-                mode: opts.initial_mode.as_str().into(),
-                mode_changed_at: Timestamp::now().to_rfc3339(),
-                mode_changed_by: crate::core::namespace::user_name(nix::unistd::getuid().as_raw()),
-                capacity: opts.capacity.filter(|b| *b > 0),
-                used_bytes: 0,
-                file_count: 0,
-            };
-            meta.apply(&crate::meta::Batch {
-                config: Some(cfg.clone()),
-                ..Default::default()
-            })?;
-            super::policy::save_policy_file(&backing, &cfg);
-            opts.initial_mode
-        }
+    Ok(settled.len() as u64)
+}
+
+/// The store's settings row: created on a first mount, the capacity
+/// updated when asked; the policy file follows it. Returns the mode.
+fn settle_config(
+    meta: &dyn MetaStore,
+    backing: &Path,
+    opts: &StoreOptions,
+) -> Result<super::policy::Mode> {
+    let Some(mut c) = meta.config()? else {
+        let cfg = crate::meta::StoreConfig {
+            mode: opts.initial_mode.as_str().into(),
+            mode_changed_at: Timestamp::now().to_rfc3339(),
+            mode_changed_by: crate::core::namespace::user_name(nix::unistd::getuid().as_raw()),
+            capacity: opts.capacity.filter(|b| *b > 0),
+            used_bytes: 0,
+            file_count: 0,
+        };
+        meta.apply(&crate::meta::Batch {
+            config: Some(cfg.clone()),
+            ..Default::default()
+        })?;
+        super::policy::save_policy_file(backing, &cfg);
+        return Ok(opts.initial_mode);
     };
-    let ballast = crate::blob::ballast::Ballast::new(&state_dir)?;
+    if opts.capacity.is_some() && opts.capacity != c.capacity {
+        c.capacity = opts.capacity.filter(|b| *b > 0);
+        tracing::info!(capacity = ?c.capacity, "capacity set");
+        meta.apply(&crate::meta::Batch {
+            config: Some(c.clone()),
+            ..Default::default()
+        })?;
+    }
+    super::policy::save_policy_file(backing, &c);
+    let m: super::policy::Mode = c.mode.parse().map_err(Error::Meta)?;
+    if m != opts.initial_mode && opts.initial_mode != super::policy::Mode::Edit {
+        tracing::warn!(mode = %m, asked = %opts.initial_mode,
+            "--mode applies to new stores only; use `artfs mode` to change it");
+    }
+    Ok(m)
+}
+
+/// Keep space back for the database (see `blob::ballast`); a full
+/// BACKING only warns.
+fn reserve_ballast(state_dir: &Path) -> Result<crate::blob::ballast::Ballast> {
+    let ballast = crate::blob::ballast::Ballast::new(state_dir)?;
     match ballast.ensure() {
         Ok(true) => {}
         Ok(false) => tracing::warn!(
@@ -169,8 +184,24 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
         ),
         Err(e) => tracing::warn!(error = %e, "could not reserve space for the database"),
     }
-    let counters = meta.counters()?;
-    // Resume above every number that may have been handed out.
+    Ok(ballast)
+}
+
+/// What opening found, for [`build_fs`].
+struct Parts {
+    meta: Box<dyn MetaStore>,
+    objects: Arc<dyn ContentStore>,
+    backing: PathBuf,
+    store_id: String,
+    ballast: crate::blob::ballast::Ballast,
+    mode: super::policy::Mode,
+    recovered: u64,
+}
+
+/// The [`Fs`], resuming inode and entry numbers above every number that
+/// may have been handed out. No thread runs yet.
+fn build_fs(opts: &StoreOptions, p: Parts) -> Result<Fs> {
+    let counters = p.meta.counters()?;
     let next_ino = counters
         .max_ino
         .max(counters.ino_reserved.saturating_sub(1))
@@ -182,9 +213,9 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
     writer
         .want_reserved
         .store(next_ino + INO_RESERVE_STEP, Ordering::Release);
-    let fs = Arc::new(Fs {
-        meta,
-        objects,
+    Ok(Fs {
+        meta: p.meta,
+        objects: p.objects,
         cache: Cache::new(opts.cache_entries),
         writer,
         mutate: Default::default(),
@@ -194,81 +225,59 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
         open_dirs: Default::default(),
         handles: Default::default(),
         next_fh: 1.into(),
-        backing,
-        store_id,
+        backing: p.backing,
+        store_id: p.store_id,
         journal_retention: opts.journal_retention.clone(),
-        ballast,
+        ballast: p.ballast,
         hasher: Default::default(),
         sidecars: Default::default(),
         pool: Default::default(),
         invalidator: Default::default(),
-        mode: mode.to_u8().into(),
+        mode: p.mode.to_u8().into(),
         capacity: u64::MAX.into(),
         level: 0.into(),
         collector: opts.collector.clone(),
         max_retention: opts.max_retention,
         ops: Default::default(),
-        recovered: settled.len() as u64,
+        recovered: p.recovered,
         inodes: 0.into(),
         trash: Default::default(),
         renamed_fresh: Default::default(),
-    });
-    {
-        let (weak, every) = (Arc::downgrade(&fs), opts.collector.interval);
-        std::thread::Builder::new()
-            .name("artfs-collector".into())
-            .spawn(move || super::collector::run(weak, every))?;
-    }
-    fs.refresh_policy()?;
-    fs.inodes
-        .store(fs.meta.inode_count()? as i64, Ordering::Release);
-    if let Some(c) = fs.meta.config()? {
-        fs.cache
-            .set_usage_total(c.used_bytes as i64, c.file_count as i64);
-    }
-    {
-        // Mode changes by other processes take effect within a second.
-        let weak = Arc::downgrade(&fs);
-        std::thread::Builder::new()
-            .name("artfs-policy".into())
-            .spawn(move || loop {
-                std::thread::sleep(std::time::Duration::from_millis(500));
-                let Some(fs) = weak.upgrade() else { return };
-                if let Err(e) = fs.refresh_policy() {
-                    tracing::debug!(error = %e, "could not read the policy row");
-                }
-            })?;
-    }
-    {
-        let (sc, weak) = (fs.sidecars.clone(), Arc::downgrade(&fs));
-        std::thread::Builder::new()
-            .name("artfs-sidecars".into())
-            .spawn(move || super::sidecar_sync::run(sc, weak))?;
-    }
+        workers: Default::default(),
+    })
+}
+
+/// Start the store's threads (see [`super::workers`] for who stops them
+/// and when).
+fn start_workers(fs: &Arc<Fs>, opts: &StoreOptions) -> Result<()> {
+    let w = &fs.workers;
+    let (weak, every, stop) = (Arc::downgrade(fs), opts.collector.interval, w.periodic());
+    w.spawn(workers::COLLECTOR, move || {
+        super::collector::run(weak, every, &stop)
+    })?;
+    let (weak, stop) = (Arc::downgrade(fs), w.periodic());
+    w.spawn(workers::POLICY, move || follow_policy(weak, &stop))?;
+    let (sc, weak) = (fs.sidecars.clone(), Arc::downgrade(fs));
+    w.spawn(workers::SIDECARS, move || {
+        super::sidecar_sync::run(sc, weak)
+    })?;
     let _ = fs
         .hasher
-        .set(super::checksum::Hasher::start(Arc::downgrade(&fs))?);
-    let w = fs.clone();
-    std::thread::Builder::new()
-        .name("artfs-writer".into())
-        .spawn(move || {
-            let fs = w.clone();
-            // A panic must not leave callers waiting for commits forever.
-            if let Err(p) =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| super::writer::run(w)))
-            {
-                let why = p
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "panic".into());
-                fs.writer.died(why);
-            }
-        })?;
-    super::objpool::ObjectPool::start(Arc::downgrade(&fs))?;
-    fs.reclaim_orphans()?;
-    fs.wait_committed()?;
-    Ok((fs, lock))
+        .set(super::checksum::Hasher::start(Arc::downgrade(fs), w)?);
+    let strong = fs.clone();
+    w.spawn(workers::WRITER, move || super::writer::run_guarded(strong))?;
+    super::objpool::ObjectPool::start(Arc::downgrade(fs), w)?;
+    Ok(())
+}
+
+/// Mode changes by other processes take effect within a second.
+fn follow_policy(fs: std::sync::Weak<Fs>, stop: &workers::Stop) {
+    while stop.sleep(std::time::Duration::from_millis(500)) {
+        let Some(fs) = fs.upgrade() else { return };
+        if let Err(e) = fs.refresh_policy() {
+            tracing::debug!(error = %e, "could not read the policy row");
+        }
+    }
 }
 
 /// Check that the database and BACKING belong to the same store (creating
@@ -280,6 +289,8 @@ fn identify(
     url: &str,
     create: bool,
 ) -> Result<String> {
+    // Error messages name the database, never its password.
+    let url = &crate::meta::redact(url);
     let id_path = state_dir.join("store-id");
     let file_id = match std::fs::read_to_string(&id_path) {
         Ok(s) => Some(s.trim().to_string()),
@@ -341,7 +352,7 @@ pub fn open_offline(
     opts: &StoreOptions,
     rt: Handle,
     exclusive: bool,
-) -> Result<(Box<dyn MetaStore>, ObjectStore, Option<StoreLock>)> {
+) -> Result<(Box<dyn MetaStore>, Arc<dyn ContentStore>, Option<StoreLock>)> {
     let backing = opts.backing.canonicalize().map_err(|e| {
         setup_err(format!(
             "BACKING {} is not usable: {e}",
@@ -368,7 +379,7 @@ pub fn open_offline(
     }
     let meta = crate::meta::open(&url, &opts.table_prefix, rt)?;
     identify(meta.as_ref(), &backing, &state_dir, &url, false)?;
-    let objects = ObjectStore::open(&backing)?;
+    let objects = crate::blob::open(&backing)?;
     Ok((meta, objects, lock))
 }
 
@@ -378,7 +389,7 @@ pub fn open_offline(
 pub fn open_for_rebuild(
     opts: &StoreOptions,
     rt: Handle,
-) -> Result<(Box<dyn MetaStore>, ObjectStore, StoreLock)> {
+) -> Result<(Box<dyn MetaStore>, Arc<dyn ContentStore>, StoreLock)> {
     let backing = opts.backing.canonicalize().map_err(|e| {
         setup_err(format!(
             "BACKING {} is not usable: {e}",
@@ -400,14 +411,15 @@ pub fn open_for_rebuild(
     match meta.store_identity()? {
         Some((db_id, db_backing)) if db_id != store_id => {
             return Err(setup_err(format!(
-                "database {url} belongs to store {db_id} (BACKING {db_backing}), not to {}",
+                "database {} belongs to store {db_id} (BACKING {db_backing}), not to {}",
+                crate::meta::redact(&url),
                 backing.display()
             )))
         }
         Some(_) => {}
         None => meta.init_identity(&store_id, &backing.to_string_lossy(), 0)?,
     }
-    let objects = ObjectStore::open(&backing)?;
+    let objects = crate::blob::open(&backing)?;
     Ok((meta, objects, lock))
 }
 
@@ -549,6 +561,19 @@ pub fn serving_mount(backing: &Path) -> Option<PathBuf> {
 }
 
 impl Fs {
+    /// The live figures the mount starts from: mode and capacity, inode
+    /// count, usage.
+    fn load_state(&self) -> Result<()> {
+        self.refresh_policy()?;
+        self.inodes
+            .store(self.meta.inode_count()? as i64, Ordering::Release);
+        if let Some(c) = self.meta.config()? {
+            self.cache
+                .set_usage_total(c.used_bytes as i64, c.file_count as i64);
+        }
+        Ok(())
+    }
+
     /// Delete inodes left with no links (unlinked while open at the last
     /// stop or crash) and their objects.
     fn reclaim_orphans(&self) -> Result<()> {

@@ -1,89 +1,39 @@
 //! Counts and total latency of each operation a door serves (for
-//! `/metrics`), lock-free: one atomic per figure.
+//! `/metrics`), lock-free: one atomic per figure. The core knows no door's
+//! operations: the door names them (the FUSE door's table is
+//! `fuse::opstats::OPS`) and times each by its index in that table.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Instant;
 
-/// The operations counted (the FUSE requests the daemon serves; reads and
-/// writes through passthrough never reach it and are not counted).
-pub const OPS: [&str; 33] = [
-    "lookup",
-    "getattr",
-    "setattr",
-    "readlink",
-    "mknod",
-    "mkdir",
-    "unlink",
-    "rmdir",
-    "symlink",
-    "rename",
-    "link",
-    "open",
-    "create",
-    "read",
-    "write",
-    "flush",
-    "release",
-    "fsync",
-    "opendir",
-    "readdir",
-    "releasedir",
-    "readdirplus",
-    "fsyncdir",
-    "statfs",
-    "ioctl",
-    "setxattr",
-    "getxattr",
-    "listxattr",
-    "removexattr",
-    "access",
-    "fallocate",
-    "lseek",
-    "other",
-];
+use crate::types::error::{errno_index, ERRNO_LABELS};
+
+/// Most operations one door may name.
+pub const MAX_OPS: usize = 64;
 
 pub struct OpStats {
-    count: [AtomicU64; OPS.len()],
-    nanos: [AtomicU64; OPS.len()],
+    /// The door's operation names, fixed by the first operation timed.
+    names: OnceLock<&'static [&'static str]>,
+    count: [AtomicU64; MAX_OPS],
+    nanos: [AtomicU64; MAX_OPS],
     /// Opens and hashes refused because a file's object was missing or
     /// short (`artfs_missing_objects_total`).
     missing_objects: AtomicU64,
+    /// Error replies per operation and errno (`artfs_fuse_errors_total`).
+    errors: [[AtomicU64; ERRNO_LABELS.len()]; MAX_OPS],
 }
 
 impl Default for OpStats {
     fn default() -> Self {
         OpStats {
+            names: OnceLock::new(),
             count: std::array::from_fn(|_| AtomicU64::new(0)),
             nanos: std::array::from_fn(|_| AtomicU64::new(0)),
             missing_objects: AtomicU64::new(0),
+            errors: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
         }
     }
-}
-
-/// The index of `op` in [`OPS`] ("other" if unknown).
-pub const fn op_index(op: &str) -> usize {
-    let mut i = 0;
-    while i < OPS.len() {
-        if eq(OPS[i].as_bytes(), op.as_bytes()) {
-            return i;
-        }
-        i += 1;
-    }
-    OPS.len() - 1
-}
-
-const fn eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i < a.len() {
-        if a[i] != b[i] {
-            return false;
-        }
-        i += 1;
-    }
-    true
 }
 
 /// Records one operation when dropped.
@@ -102,16 +52,15 @@ impl Drop for OpTimer<'_> {
 }
 
 impl OpStats {
-    /// Time an operation until the returned guard drops. `op` is one of
-    /// [`OPS`] (looked up once per call site and remembered by the caller's
-    /// `static`, see [`op_index`]).
-    pub fn time(&self, op: &str) -> OpTimer<'_> {
-        self.time_at(op_index(op))
-    }
-
-    /// As [`OpStats::time`], by index into [`OPS`].
-    pub fn time_at(&self, i: usize) -> OpTimer<'_> {
-        let i = i.min(OPS.len() - 1);
+    /// Time operation `names[i]` until the returned guard drops. `names` is
+    /// the door's table (at most [`MAX_OPS`] names, the last one the
+    /// catch-all); the first call fixes it. An index past its end counts
+    /// under the last name.
+    pub fn start(&self, names: &'static [&'static str], i: usize) -> OpTimer<'_> {
+        let names = self
+            .names
+            .get_or_init(|| &names[..names.len().min(MAX_OPS)]);
+        let i = i.min(names.len().saturating_sub(1));
         OpTimer {
             stats: self,
             i,
@@ -129,9 +78,37 @@ impl OpStats {
         self.missing_objects.load(Ordering::Relaxed)
     }
 
-    /// (operation, count, total seconds) for every operation seen.
+    /// Count an error reply to operation `names[op]` (the door's table, as
+    /// for [`OpStats::start`]).
+    pub fn error(&self, names: &'static [&'static str], op: usize, errno: i32) {
+        let names = self
+            .names
+            .get_or_init(|| &names[..names.len().min(MAX_OPS)]);
+        let op = op.min(names.len().saturating_sub(1));
+        self.errors[op][errno_index(errno)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (operation, errno name, count) for every pair seen.
+    pub fn errors(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let names = self.names.get().copied().unwrap_or_default();
+        let mut out = Vec::new();
+        for (i, op) in names.iter().enumerate() {
+            for (j, (_, name)) in ERRNO_LABELS.iter().enumerate() {
+                let n = self.errors[i][j].load(Ordering::Relaxed);
+                if n > 0 {
+                    out.push((*op, *name, n));
+                }
+            }
+        }
+        out
+    }
+
+    /// (operation, count, total seconds) for every operation seen, in the
+    /// door's order.
     pub fn snapshot(&self) -> Vec<(&'static str, u64, f64)> {
-        OPS.iter()
+        let names = self.names.get().copied().unwrap_or_default();
+        names
+            .iter()
             .enumerate()
             .filter_map(|(i, op)| {
                 let n = self.count[i].load(Ordering::Relaxed);
@@ -145,19 +122,40 @@ impl OpStats {
 mod tests {
     use super::*;
 
+    const NAMES: &[&str] = &["get", "put", "other"];
+
     #[test]
-    fn operations_are_counted_under_their_names() {
-        assert_eq!(OPS[op_index("lookup")], "lookup");
-        assert_eq!(OPS[op_index("readdirplus")], "readdirplus");
-        assert_eq!(OPS[op_index("no-such-op")], "other");
+    fn operations_are_counted_under_the_door_names() {
         let s = OpStats::default();
-        drop(s.time("getattr"));
-        drop(s.time_at(op_index("getattr")));
-        drop(s.time("write"));
+        assert!(s.snapshot().is_empty());
+        drop(s.start(NAMES, 0));
+        drop(s.start(NAMES, 0));
+        drop(s.start(NAMES, 1));
+        drop(s.start(NAMES, 99));
         let snap = s.snapshot();
         assert_eq!(
             snap.iter().map(|(o, n, _)| (*o, *n)).collect::<Vec<_>>(),
-            vec![("getattr", 2), ("write", 1)]
+            vec![("get", 2), ("put", 1), ("other", 1)]
+        );
+    }
+
+    #[test]
+    fn errors_are_counted_by_operation_and_errno_name() {
+        const OPS: &[&str] = &["lookup", "open", "other"];
+        let s = OpStats::default();
+        s.error(OPS, 0, libc::ENOENT);
+        s.error(OPS, 0, libc::ENOENT);
+        s.error(OPS, 1, libc::EIO);
+        s.error(OPS, 1, libc::EHOSTDOWN);
+        s.error(OPS, 7, libc::EIO);
+        assert_eq!(
+            s.errors(),
+            vec![
+                ("lookup", "ENOENT", 2),
+                ("open", "EIO", 1),
+                ("open", "other", 1),
+                ("other", "EIO", 1)
+            ]
         );
     }
 }

@@ -9,11 +9,11 @@
 
 use serde_json::Value;
 
-use crate::blob::ObjectStore;
+use crate::blob::ContentStore;
 use crate::meta::{Batch, MetaStore};
 use crate::types::error::Result;
 use crate::types::journal::{Op, Record, Status, Update};
-use crate::types::{Kind, Timestamp};
+use crate::types::Kind;
 
 /// What recovery did to one row.
 #[derive(Clone, Debug)]
@@ -25,7 +25,7 @@ pub struct Settled {
 }
 
 /// Settle every pending row. Returns what was done, oldest row first.
-pub fn recover(meta: &dyn MetaStore, objects: &ObjectStore) -> Result<Vec<Settled>> {
+pub fn recover(meta: &dyn MetaStore, objects: &dyn ContentStore) -> Result<Vec<Settled>> {
     let pending = meta.pending_journal()?;
     let mut report = Vec::with_capacity(pending.len());
     for rec in pending {
@@ -67,7 +67,7 @@ fn ino_of(v: &Value, key: &str) -> Option<u64> {
 /// to commit with the status change.
 fn settle(
     meta: &dyn MetaStore,
-    objects: &ObjectStore,
+    objects: &dyn ContentStore,
     rec: &Record,
 ) -> Result<(Status, String, Batch)> {
     let mut batch = Batch::default();
@@ -118,7 +118,7 @@ fn settle(
             // The object is the truth for content: the metadata follows it.
             let (size, mtime, ctime) =
                 match objects.stat(ino)? {
-                    Some(m) => (m.len(), Timestamp::mtime_of(&m), Timestamp::ctime_of(&m)),
+                    Some(m) => (m.size, m.mtime, m.ctime),
                     // No object and no content recorded: an empty file (its
                     // object is made when it is next opened).
                     None if inode.size == 0 => (0, inode.mtime, inode.ctime),
@@ -167,7 +167,7 @@ fn settle(
             };
             let inos: Vec<u64> = inos.iter().filter_map(Value::as_u64).collect();
             let n = crate::core::render::rewrite(meta, objects, &inos)?;
-            crate::core::render::sync_all(objects.root())?;
+            objects.sync_all()?;
             Ok((
                 Status::Committed,
                 format!("rewrote {n} sidecars from the tables"),

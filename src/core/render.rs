@@ -4,11 +4,9 @@
 //! `artfs rebuild` reads).
 
 use std::collections::{BTreeMap, HashMap};
-use std::io;
-use std::path::Path;
 
 use crate::blob::sidecar::{self, AttrJson, Bytes, FsAttrs, Link, Xattr};
-use crate::blob::ObjectStore;
+use crate::blob::ContentStore;
 use crate::core::archive_attrs::{self, PREFIX};
 use crate::meta::MetaStore;
 use crate::types::error::Result;
@@ -87,7 +85,7 @@ pub fn to_doc(
 /// Rewrite the sidecars of `inos` from the tables (removing those of
 /// inodes that are gone). Files are renamed into place but not fsynced:
 /// the caller syncs the filesystem once for the whole set.
-pub fn rewrite(meta: &dyn MetaStore, objects: &ObjectStore, inos: &[u64]) -> Result<usize> {
+pub fn rewrite(meta: &dyn MetaStore, objects: &dyn ContentStore, inos: &[u64]) -> Result<usize> {
     let mut written = 0;
     for chunk in inos.chunks(500) {
         let inodes = meta.inodes_of(chunk)?;
@@ -112,7 +110,6 @@ pub fn rewrite(meta: &dyn MetaStore, objects: &ObjectStore, inos: &[u64]) -> Res
         }
         let live: HashMap<u64, &Inode> = inodes.iter().map(|i| (i.ino, i)).collect();
         for ino in chunk {
-            let path = objects.sidecar_path(*ino);
             match live.get(ino) {
                 Some(inode) => {
                     let doc = to_doc(
@@ -120,25 +117,14 @@ pub fn rewrite(meta: &dyn MetaStore, objects: &ObjectStore, inos: &[u64]) -> Res
                         by_ino.remove(ino).unwrap_or_default(),
                         attrs.get(ino).map(Vec::as_slice).unwrap_or(&[]),
                     );
-                    sidecar::write_atomic_with(&path, &doc, sidecar::DirSync::Deferred)?;
+                    objects.write_sidecar(*ino, &doc, sidecar::DirSync::Deferred)?;
                     written += 1;
                 }
-                None => match std::fs::remove_file(&path) {
-                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
-                    _ => {}
-                },
+                None => objects.remove_sidecar(*ino)?,
             }
         }
     }
     Ok(written)
-}
-
-/// Flush everything written under `dir`'s filesystem to disk (one
-/// `syncfs` for a whole set of sidecars).
-pub fn sync_all(dir: &Path) -> Result<()> {
-    let f = std::fs::File::open(dir)?;
-    nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)).map_err(io::Error::from)?;
-    Ok(())
 }
 
 /// The inode an artfs sidecar stands for, if it has an `fs` section.

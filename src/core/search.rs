@@ -3,6 +3,7 @@
 //! as the metadata; see migrations/sqlite/0004_search.sql). Over HTTP the
 //! results are filtered by what the caller can reach ([`Fs::search_as`]).
 
+use super::trash::in_trash;
 use super::Fs;
 use crate::types::error::{einval, Result};
 use crate::types::Caller;
@@ -126,7 +127,7 @@ pub fn search_in(
         // An inode without a name (unlinked while open) or in the trash
         // is not a result.
         if let Some(path) = meta.path_of(ino)? {
-            if path.starts_with(b"/.trash/") {
+            if in_trash(&path) {
                 continue;
             }
             out.push(Hit { ino, path, rank });

@@ -132,8 +132,8 @@ pub fn finish_at_close(fs: &Fs) -> usize {
         }
         let inos: BTreeSet<u64> = chunk.iter().flat_map(|(_, v)| v.iter().copied()).collect();
         let inos: Vec<u64> = inos.into_iter().collect();
-        let result = render::rewrite(fs.meta.as_ref(), &fs.objects, &inos)
-            .and_then(|_| render::sync_all(fs.objects.root()))
+        let result = render::rewrite(fs.meta.as_ref(), fs.objects.as_ref(), &inos)
+            .and_then(|_| Ok(fs.objects.sync_all()?))
             .and_then(|()| {
                 fs.meta.apply(&crate::meta::Batch {
                     journal_done: chunk
@@ -199,8 +199,8 @@ pub fn run(sc: Arc<Sidecars>, fs: Weak<Fs>) {
         let n = jobs.len() as u64;
         let inos: BTreeSet<u64> = jobs.iter().flat_map(|(_, v)| v.iter().copied()).collect();
         let inos: Vec<u64> = inos.into_iter().collect();
-        let result = render::rewrite(fs.meta.as_ref(), &fs.objects, &inos)
-            .and_then(|_| render::sync_all(fs.objects.root()));
+        let result = render::rewrite(fs.meta.as_ref(), fs.objects.as_ref(), &inos)
+            .and_then(|_| Ok(fs.objects.sync_all()?));
         match result {
             Ok(()) => {
                 crate::crash_point!("sidecar_sync::before_settle");

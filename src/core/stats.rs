@@ -17,11 +17,7 @@ impl Fs {
         if self.meta.get_inode(ROOT_INO)?.is_none() {
             return Err(Error::Meta("the root directory is missing".into()));
         }
-        let objects = self.objects.path(0);
-        let area = objects.parent().unwrap_or(&self.backing);
-        self.objects.statvfs()?;
-        nix::unistd::access(area, nix::unistd::AccessFlags::W_OK)
-            .map_err(|e| Error::Io(std::io::Error::from(e)))?;
+        self.objects.check_ready()?;
         Ok(())
     }
 }

@@ -57,6 +57,23 @@ use crate::types::{Caller, DirEntry, Inode, Kind, Timestamp, ROOT_INO};
 /// The trash directory's name in the root.
 pub const TRASH: &[u8] = b".trash";
 
+/// Whether `path` (from the root) is `/.trash` or below it; true of both
+/// trash layouts (flat names or `/.trash/<uid>/<when>/<original path>`).
+/// The one test of "this is in the trash", for every caller: the names a
+/// door may reach an inode by (`access`), search hits, lookup by file id
+/// ([`trashed`]).
+pub fn in_trash(path: &[u8]) -> bool {
+    path.strip_prefix(b"/")
+        .and_then(|p| p.strip_prefix(TRASH))
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"/"))
+}
+
+/// Whether committed inode `ino`'s path ([`crate::meta::MetaStore::path_of`]:
+/// its first name at each level) lies in the trash; false without a name.
+pub fn trashed(meta: &dyn crate::meta::MetaStore, ino: u64) -> Result<bool> {
+    Ok(meta.path_of(ino)?.is_some_and(|p| in_trash(&p)))
+}
+
 /// Mode of `/.trash` and of each user's directory in it.
 const PASS_ONLY: u32 = 0o711;
 
@@ -133,28 +150,6 @@ impl Fs {
             Ok(Some(d)) if d.kind == Kind::Dir => Some(d.ino),
             _ => None,
         }
-    }
-
-    /// Whether inode `ino` lies in the trash (by its parent chain; for a
-    /// file with several names, by the one it was created or moved under).
-    pub fn in_trash(&self, ino: u64) -> bool {
-        let Some(t) = self.trash_ino() else {
-            return false;
-        };
-        let mut ino = ino;
-        for _ in 0..4096 {
-            if ino == t {
-                return true;
-            }
-            if ino == ROOT_INO {
-                return false;
-            }
-            match self.inode(ino) {
-                Ok(i) => ino = i.parent,
-                Err(_) => return false,
-            }
-        }
-        false
     }
 
     fn tx_within(tx: &mut Mutation<'_>, mut dir: u64, ancestor: u64) -> Result<bool> {
@@ -889,8 +884,8 @@ impl Fs {
 
     /// Bytes free for us on BACKING's filesystem.
     fn backing_avail(&self) -> Option<u64> {
-        let v = self.objects.statvfs().ok()?;
-        Some(v.blocks_available().saturating_mul(v.fragment_size()))
+        let v = self.objects.space().ok()?;
+        Some(v.bavail.saturating_mul(v.frsize))
     }
 
     /// BACKING is nearly full (under a tenth, or twice the reserve, free)
@@ -915,12 +910,12 @@ impl Fs {
         if self.trash_ino().is_none() || self.trash_bytes() == 0 {
             return false;
         }
-        let Ok(v) = self.objects.statvfs() else {
+        let Ok(v) = self.objects.space() else {
             return false;
         };
-        let frsize = v.fragment_size();
-        let avail = v.blocks_available().saturating_mul(frsize);
-        let total = v.blocks().saturating_mul(frsize);
+        let frsize = v.frsize;
+        let avail = v.bavail.saturating_mul(frsize);
+        let total = v.blocks.saturating_mul(frsize);
         avail < (total / 10).max(2 * self.space_reserve())
     }
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::Fs;
+use crate::meta::Batch;
 use crate::types::error::{Error, Result};
 use crate::types::journal;
 use crate::types::Timestamp;
@@ -38,7 +39,8 @@ struct State {
     stopped: bool,
     /// Callers blocked in `wait_for`: commit at once for them.
     waiters: usize,
-    last_error: Option<String>,
+    /// The last commit's error, shared with every waiter it fails.
+    last_error: Option<Arc<Error>>,
 }
 
 #[derive(Default)]
@@ -85,7 +87,7 @@ impl Writer {
                 // Keep waiting through transient errors, but report them.
                 let timed_out = self.done.wait_for(s, Duration::from_secs(5)).timed_out();
                 if timed_out && s.flushed_seq < seq {
-                    return Err(Error::Meta(format!("cannot commit metadata: {e}")));
+                    return Err(Error::Uncommitted(e));
                 }
                 continue;
             }
@@ -120,7 +122,9 @@ impl Writer {
     pub(crate) fn died(&self, why: String) {
         tracing::error!(why = %why, "the metadata writer died; changes are refused until artfs restarts (recovery at the next mount repairs)");
         let mut s = self.state.lock();
-        s.last_error = Some(format!("metadata writer died: {why}"));
+        s.last_error = Some(Arc::new(Error::meta(format!(
+            "metadata writer died: {why}"
+        ))));
         s.stopped = true;
         self.done.notify_all();
     }
@@ -128,7 +132,8 @@ impl Writer {
     /// (running, last commit error): for the service watchdog.
     pub fn health(&self) -> (bool, Option<String>) {
         let s = self.state.lock();
-        (!s.stopped && !s.shutdown, s.last_error.clone())
+        let error = s.last_error.as_ref().map(|e| e.to_string());
+        (!s.stopped && !s.shutdown, error)
     }
 
     pub fn shutdown(&self) {
@@ -152,182 +157,312 @@ struct Range {
     covered_at: Option<u64>,
 }
 
-/// The writer thread's loop.
-pub fn run(fs: Arc<Fs>) {
-    let mut ranges: Vec<Range> = Vec::new();
-    let mut last_prune: Option<Instant> = None;
-    // When the ballast was last found missing.
-    let mut ballast_out: Option<Instant> = (!fs.ballast.present()).then(Instant::now);
+/// One batch on its way to the database, with what to do once it commits.
+struct Pending {
+    /// The overlay sequence the batch covers.
+    seq: u64,
+    batch: Batch,
+    /// The inode reservation the batch makes durable, if any.
+    new_range: Option<Range>,
+    /// The `sidecars` row of the batch and the inodes it covers.
+    sidecars: Option<(uuid::Uuid, Vec<u64>)>,
+}
+
+/// What the loop does after a commit attempt.
+#[derive(PartialEq, Eq)]
+enum Next {
+    Continue,
+    Stop,
+}
+
+/// The writer thread's state between batches.
+struct Run {
+    fs: Arc<Fs>,
+    ranges: Vec<Range>,
+    last_prune: Option<Instant>,
+    /// When the ballast was last found missing.
+    ballast_out: Option<Instant>,
+}
+
+/// The writer thread: [`run`], and on a panic, release everyone waiting
+/// for a commit (a panic must not leave them waiting forever).
+pub fn run_guarded(fs: Arc<Fs>) {
+    let w = fs.clone();
+    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(w))) {
+        let why = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".into());
+        fs.writer.died(why);
+    }
+}
+
+/// The writer thread's loop: wait for changes, gather them into one batch,
+/// commit it, then hand on what the commit settled.
+fn run(fs: Arc<Fs>) {
+    let mut w = Run::new(fs);
     loop {
-        {
-            let mut s = fs.writer.state.lock();
-            while !s.kicked && !s.shutdown {
-                fs.writer.work.wait(&mut s);
-            }
-            // Group commit: unless someone waits for durability, let a burst
-            // of mutations gather so one transaction carries many.
-            if s.waiters == 0 && !s.shutdown {
-                fs.writer.work.wait_for(&mut s, GATHER);
-            }
-            s.kicked = false;
+        w.wait_for_work();
+        let pending = w.gather();
+        crate::crash_point!("writer::before_commit");
+        let next = match w.commit(&pending) {
+            Ok(()) => w.committed(pending),
+            Err(e) => w.failed(e),
+        };
+        if next == Next::Stop {
+            return;
         }
-        let (seq, mut batch) = fs.cache.snapshot();
+    }
+}
+
+impl Run {
+    fn new(fs: Arc<Fs>) -> Run {
+        let ballast_out = (!fs.ballast.present()).then(Instant::now);
+        Run {
+            fs,
+            ranges: Vec::new(),
+            last_prune: None,
+            ballast_out,
+        }
+    }
+
+    /// Sleep until kicked or asked to stop. Group commit: unless someone
+    /// waits for durability, let a burst of mutations gather so one
+    /// transaction carries many.
+    fn wait_for_work(&self) {
+        let w = &self.fs.writer;
+        let mut s = w.state.lock();
+        while !s.kicked && !s.shutdown {
+            w.work.wait(&mut s);
+        }
+        if s.waiters == 0 && !s.shutdown {
+            w.work.wait_for(&mut s, GATHER);
+        }
+        s.kicked = false;
+    }
+
+    /// Everything staged so far as one batch, with the reservation and
+    /// `sidecars` rows it needs.
+    fn gather(&self) -> Pending {
+        let (seq, mut batch) = self.fs.cache.snapshot();
         let now = Timestamp::now();
         for r in &mut batch.journal {
             if r.status != journal::Status::Pending && r.completed_at.is_none() {
                 r.completed_at = Some(now);
             }
         }
-        let want = fs.writer.want_reserved.load(Ordering::Acquire);
-        let had = fs.writer.reserved.load(Ordering::Acquire);
-        let mut new_range = None;
-        if want > had {
-            batch.ino_reserved = Some(want);
-            let rec = journal::Record::new(
-                journal::Op::Reserve,
-                journal::Status::Pending,
-                None,
-                serde_json::json!({ "from": had, "to": want }),
-            );
-            new_range = Some(Range {
-                id: rec.id,
-                to: want,
-                covered_at: None,
-            });
-            batch.journal.push(rec);
+        let new_range = self.reserve(&mut batch);
+        let sidecars = sidecar_row(&mut batch);
+        Pending {
+            seq,
+            batch,
+            new_range,
+            sidecars,
         }
-        // Sidecars of what this batch changes are stale until rewritten.
-        let mut touched: Vec<u64> = batch
-            .inodes
-            .iter()
-            .map(|(i, _)| *i)
-            .chain(batch.xattrs.iter().map(|(i, _)| *i))
-            .collect();
-        touched.sort_unstable();
-        touched.dedup();
-        let sidecar_row = (!touched.is_empty()).then(|| {
-            let rec = journal::Record::new(
-                journal::Op::Sidecars,
-                journal::Status::Pending,
-                None,
-                serde_json::json!({ "inos": touched }),
-            );
-            let id = rec.id;
-            batch.journal.push(rec);
-            id
-        });
-        crate::crash_point!("writer::before_commit");
-        // A reservation is durable (fsync) before any number in it is used:
-        // objects of those numbers may be created at once.
-        let result = fs.meta.apply(&batch).and_then(|()| {
-            if batch.ino_reserved.is_some() {
-                fs.meta.sync()
-            } else {
-                Ok(())
-            }
-        });
-        match result {
-            Ok(()) => {
-                crate::crash_point!("writer::after_commit");
-                if let Some(id) = sidecar_row {
-                    fs.sidecars.push(id, touched);
-                }
-                if let Some(r) = new_range {
-                    ranges.push(r);
-                    fs.writer.reserved.fetch_max(want, Ordering::AcqRel);
-                }
-                let mut more = false;
-                for (id, inos) in fs.cache.committed(seq) {
-                    let mut removed = 0;
-                    for ino in &inos {
-                        match fs.objects.remove(*ino) {
-                            Ok(()) => removed += 1,
-                            Err(e) => {
-                                tracing::warn!(ino, error = %e, "could not remove released object")
-                            }
-                        }
-                    }
-                    crate::crash_point!("writer::after_reclaim");
-                    fs.cache.push_journal_done(journal::Update::new(
-                        id,
-                        journal::Status::Committed,
-                        format!("removed {removed} of {} objects", inos.len()),
-                    ));
-                    more = true;
-                }
-                let mut s = fs.writer.state.lock();
-                s.flushed_seq = s.flushed_seq.max(seq);
-                s.last_error = None;
-                let flushed = s.flushed_seq;
-                drop(s);
-                more |= settle_ranges(&fs, &mut ranges, flushed);
-                if ballast_out.is_some_and(|t| t.elapsed() > BALLAST_RETRY) {
-                    ballast_out = match fs.ballast.ensure() {
-                        Ok(true) => {
-                            tracing::info!("space reserved for the database again");
-                            None
-                        }
-                        _ => Some(Instant::now()),
-                    };
-                }
-                if last_prune.is_none_or(|t| t.elapsed() > PRUNE_EVERY) {
-                    last_prune = Some(Instant::now());
-                    match fs.meta.prune_journal(&fs.journal_retention) {
-                        Ok(0) => {}
-                        Ok(n) => tracing::debug!(rows = n, "pruned settled log rows"),
-                        Err(e) => tracing::warn!(error = %e, "could not prune the log"),
+    }
+
+    /// Add the next inode reservation to `batch` when one is wanted.
+    fn reserve(&self, batch: &mut Batch) -> Option<Range> {
+        let want = self.fs.writer.want_reserved.load(Ordering::Acquire);
+        let had = self.fs.writer.reserved.load(Ordering::Acquire);
+        if want <= had {
+            return None;
+        }
+        batch.ino_reserved = Some(want);
+        let rec = journal::Record::new(
+            journal::Op::Reserve,
+            journal::Status::Pending,
+            None,
+            serde_json::json!({ "from": had, "to": want }),
+        );
+        let range = Range {
+            id: rec.id,
+            to: want,
+            covered_at: None,
+        };
+        batch.journal.push(rec);
+        Some(range)
+    }
+
+    /// Commit the batch. A reservation is durable (fsync) before any
+    /// number in it is used: objects of those numbers may be created at
+    /// once.
+    fn commit(&self, p: &Pending) -> Result<()> {
+        self.fs.meta.apply(&p.batch)?;
+        if p.batch.ino_reserved.is_some() {
+            self.fs.meta.sync()?;
+        }
+        Ok(())
+    }
+
+    /// After a commit: hand on its sidecars and reservation, reclaim what
+    /// it released, acknowledge waiters, do the periodic upkeep, and stop
+    /// once asked to with nothing left.
+    fn committed(&mut self, p: Pending) -> Next {
+        crate::crash_point!("writer::after_commit");
+        if let Some((id, inos)) = p.sidecars {
+            self.fs.sidecars.push(id, inos);
+        }
+        if let Some(r) = p.new_range {
+            self.fs.writer.reserved.fetch_max(r.to, Ordering::AcqRel);
+            self.ranges.push(r);
+        }
+        let mut more = self.reclaim(p.seq);
+        let flushed = self.acknowledge(p.seq);
+        more |= settle_ranges(&self.fs, &mut self.ranges, flushed);
+        self.restore_ballast();
+        self.prune_journal();
+        self.finish_round(more)
+    }
+
+    /// Delete the objects of inodes removed by what just committed, and
+    /// stage the settlement of their log rows. Returns whether it staged
+    /// anything.
+    fn reclaim(&self, seq: u64) -> bool {
+        let mut more = false;
+        for (id, inos) in self.fs.cache.committed(seq) {
+            let mut removed = 0;
+            for ino in &inos {
+                match self.fs.objects.remove(*ino) {
+                    Ok(()) => removed += 1,
+                    Err(e) => {
+                        tracing::warn!(ino, error = %e, "could not remove released object")
                     }
                 }
-                let mut s = fs.writer.state.lock();
-                fs.writer.done.notify_all();
-                if more {
-                    s.kicked = true;
-                    continue;
-                }
-                if s.shutdown && fs.cache.seq() <= s.flushed_seq && !s.kicked {
-                    if !ranges.is_empty() {
-                        // Everything is committed and nothing more is
-                        // allocated: every open range is settled.
-                        for r in ranges.drain(..) {
-                            fs.cache.push_journal_done(range_done(r.id));
-                        }
-                        s.kicked = true;
-                        continue;
-                    }
-                    s.stopped = true;
-                    fs.writer.done.notify_all();
-                    return;
-                }
             }
-            Err(e) if e.is_disk_full() && fs.ballast.release().unwrap_or(false) => {
-                // Objects filled the disk: give the database the reserve so
-                // this commit (which may free space) goes through.
-                tracing::warn!(
-                    bytes = fs.ballast.size(),
-                    "BACKING is full: released the space reserved for the database"
-                );
-                let mut s = fs.writer.state.lock();
-                s.kicked = true;
-                ballast_out = Some(Instant::now());
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "metadata commit failed; retrying");
-                let mut s = fs.writer.state.lock();
-                s.last_error = Some(e.to_string());
-                s.kicked = true;
-                fs.writer.done.notify_all();
-                if s.shutdown {
-                    // Nothing more can be saved; recovery at next mount
-                    // sees the last committed state.
-                    s.stopped = true;
-                    fs.writer.done.notify_all();
-                    return;
+            crate::crash_point!("writer::after_reclaim");
+            self.fs.cache.push_journal_done(journal::Update::new(
+                id,
+                journal::Status::Committed,
+                format!("removed {removed} of {} objects", inos.len()),
+            ));
+            more = true;
+        }
+        more
+    }
+
+    /// Record `seq` as committed; returns the committed sequence.
+    fn acknowledge(&self, seq: u64) -> u64 {
+        let mut s = self.fs.writer.state.lock();
+        s.flushed_seq = s.flushed_seq.max(seq);
+        s.last_error = None;
+        s.flushed_seq
+    }
+
+    /// Put the database's reserve back a while after it was released.
+    fn restore_ballast(&mut self) {
+        if self
+            .ballast_out
+            .is_some_and(|t| t.elapsed() > BALLAST_RETRY)
+        {
+            self.ballast_out = match self.fs.ballast.ensure() {
+                Ok(true) => {
+                    tracing::info!("space reserved for the database again");
+                    None
                 }
-                drop(s);
-                std::thread::sleep(Duration::from_millis(200));
+                _ => Some(Instant::now()),
+            };
+        }
+    }
+
+    /// Delete settled log rows past their retention, now and then.
+    fn prune_journal(&mut self) {
+        if self.last_prune.is_none_or(|t| t.elapsed() > PRUNE_EVERY) {
+            self.last_prune = Some(Instant::now());
+            match self.fs.meta.prune_journal(&self.fs.journal_retention) {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(rows = n, "pruned settled log rows"),
+                Err(e) => tracing::warn!(error = %e, "could not prune the log"),
             }
         }
     }
+
+    /// Wake the waiters; go round again if something was staged meanwhile
+    /// by the writer itself; stop when shutting down with everything
+    /// committed (settling the open reservation ranges first).
+    fn finish_round(&mut self, more: bool) -> Next {
+        let w = &self.fs.writer;
+        let mut s = w.state.lock();
+        w.done.notify_all();
+        if more {
+            s.kicked = true;
+            return Next::Continue;
+        }
+        if s.shutdown && self.fs.cache.seq() <= s.flushed_seq && !s.kicked {
+            if !self.ranges.is_empty() {
+                // Everything is committed and nothing more is allocated:
+                // every open range is settled.
+                for r in self.ranges.drain(..) {
+                    self.fs.cache.push_journal_done(range_done(r.id));
+                }
+                s.kicked = true;
+                return Next::Continue;
+            }
+            s.stopped = true;
+            w.done.notify_all();
+            return Next::Stop;
+        }
+        Next::Continue
+    }
+
+    /// A commit failed. On a full disk, release the database's reserve and
+    /// retry at once; otherwise report the error to waiters and retry
+    /// shortly (or stop, when shutting down).
+    fn failed(&mut self, e: Error) -> Next {
+        if e.is_disk_full() && self.fs.ballast.release().unwrap_or(false) {
+            // Objects filled the disk: give the database the reserve so
+            // this commit (which may free space) goes through.
+            tracing::warn!(
+                bytes = self.fs.ballast.size(),
+                "BACKING is full: released the space reserved for the database"
+            );
+            self.fs.writer.state.lock().kicked = true;
+            self.ballast_out = Some(Instant::now());
+            return Next::Continue;
+        }
+        tracing::error!(error = %e, "metadata commit failed; retrying");
+        let w = &self.fs.writer;
+        let mut s = w.state.lock();
+        s.last_error = Some(Arc::new(e));
+        s.kicked = true;
+        w.done.notify_all();
+        if s.shutdown {
+            // Nothing more can be saved; recovery at next mount sees the
+            // last committed state.
+            s.stopped = true;
+            w.done.notify_all();
+            return Next::Stop;
+        }
+        drop(s);
+        std::thread::sleep(Duration::from_millis(200));
+        Next::Continue
+    }
+}
+
+/// Sidecars of what `batch` changes are stale until rewritten: add a
+/// pending `sidecars` row naming them.
+fn sidecar_row(batch: &mut Batch) -> Option<(uuid::Uuid, Vec<u64>)> {
+    let mut touched: Vec<u64> = batch
+        .inodes
+        .iter()
+        .map(|(i, _)| *i)
+        .chain(batch.xattrs.iter().map(|(i, _)| *i))
+        .collect();
+    touched.sort_unstable();
+    touched.dedup();
+    if touched.is_empty() {
+        return None;
+    }
+    let rec = journal::Record::new(
+        journal::Op::Sidecars,
+        journal::Status::Pending,
+        None,
+        serde_json::json!({ "inos": touched }),
+    );
+    let id = rec.id;
+    batch.journal.push(rec);
+    Some((id, touched))
 }
 
 fn range_done(id: uuid::Uuid) -> journal::Update {
@@ -368,3 +503,7 @@ fn settle_ranges(fs: &Fs, ranges: &mut Vec<Range>, flushed: u64) -> bool {
     });
     any
 }
+
+#[cfg(test)]
+#[path = "writer_tests.rs"]
+mod tests;

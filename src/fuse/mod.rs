@@ -6,6 +6,7 @@ mod awake;
 mod mount;
 mod notify;
 mod offload;
+mod opstats;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -25,20 +26,13 @@ use parking_lot::Mutex;
 use tracing::{debug_span, warn};
 
 use crate::core::namespace::NewNode;
-use crate::core::{opstats, Attr, Fs, Handle};
-use crate::types::error::Error;
+use crate::core::{Attr, Fs, Handle};
+use crate::types::error::{enotdir, errno_label, Context, Error};
 use crate::types::{Caller, Kind, RenameMode, SetAttr, SetTime, Timestamp};
+use opstats::FuseOps;
 
 pub use mount::{check_mountpoint, serve, MountOptions};
 pub use notify::KernelInvalidator;
-
-/// How long the kernel may trust entries and attributes. The daemon owns
-/// its metadata, so this is long; changes made behind the kernel's back
-/// are pushed out through the notifier.
-const DEFAULT_TTL: Duration = Duration::from_secs(3600);
-
-/// How long a CPU is kept awake after a request (see `awake`).
-const DEFAULT_KEEP_AWAKE: Duration = Duration::from_millis(1);
 
 /// The door: what its requests share. Requests that may block run on a
 /// helper thread with a clone of it (see `offload`).
@@ -121,17 +115,35 @@ fn caller(req: &Request) -> Caller {
     }
 }
 
-fn errno(e: &Error) -> Errno {
-    Errno::from_i32(e.errno())
+/// A reply that can carry an errno (every fuser reply type can).
+trait ErrorReply {
+    fn error(self, errno: Errno);
 }
 
-/// Answer a request whose reply carries nothing but success or an errno.
-fn empty(reply: ReplyEmpty, r: Result<(), Error>) {
-    match r {
-        Ok(()) => reply.ok(),
-        Err(e) => reply.error(errno(&e)),
-    }
+macro_rules! error_reply {
+    ($($t:ty),*) => {$(
+        impl ErrorReply for $t {
+            fn error(self, errno: Errno) {
+                <$t>::error(self, errno)
+            }
+        }
+    )*};
 }
+
+error_reply!(
+    ReplyAttr,
+    ReplyCreate,
+    ReplyData,
+    ReplyDirectory,
+    ReplyDirectoryPlus,
+    ReplyEmpty,
+    ReplyEntry,
+    ReplyLseek,
+    ReplyOpen,
+    ReplyStatfs,
+    ReplyWrite,
+    ReplyXattr
+);
 
 fn file_type(k: Kind) -> FileType {
     match k {
@@ -192,7 +204,7 @@ impl FuseFs {
             inner: Arc::new(Shared {
                 fs,
                 notifier: Arc::default(),
-                ttl: DEFAULT_TTL,
+                ttl: MountOptions::default().ttl,
                 passthrough: AtomicBool::new(false),
                 backing_by_ino: Mutex::default(),
                 backing_by_fh: Mutex::default(),
@@ -297,13 +309,66 @@ impl Shared {
         }
     }
 
-    fn entry(&self, reply: ReplyEntry, r: Result<Attr, Error>) {
+    /// Answer a request with an error: the one way every error reply goes
+    /// (but flush's ENOSYS and ioctl's ENOTTY, protocol answers sent on
+    /// every close and open, which are neither logged nor counted). Counts
+    /// it in `artfs_fuse_errors_total{op, errno}` and logs it once
+    /// (`Error::log`: at the level the error picks, ENOENT debug, EIO
+    /// error) with the operation, the inode (the parent, for a request
+    /// naming an entry), the name when there is one, and the causes.
+    fn fail(
+        &self,
+        op: &'static str,
+        ino: u64,
+        name: Option<&[u8]>,
+        e: Error,
+        reply: impl ErrorReply,
+    ) {
+        let errno = e.errno();
+        self.fs.ops().error(&opstats::OPS, opstats::op_index(op), errno);
+        let mut at = Context::op(op).ino(ino);
+        if let Some(n) = name {
+            at = at.path(String::from_utf8_lossy(n));
+        }
+        e.with_context(at).log(&errno_label(errno));
+        reply.error(Errno::from_i32(errno));
+    }
+
+    /// Answer a request whose reply carries nothing but success or an errno.
+    fn empty(&self, op: &'static str, ino: u64, reply: ReplyEmpty, r: Result<(), Error>) {
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => self.fail(op, ino, None, e, reply),
+        }
+    }
+
+    /// Answer a request for an entry (`parent`/`name`).
+    fn entry(
+        &self,
+        op: &'static str,
+        parent: u64,
+        name: &[u8],
+        reply: ReplyEntry,
+        r: Result<Attr, Error>,
+    ) {
         match r {
             Ok(a) => {
                 self.note_lookup(&a);
                 reply.entry(&self.ttl, &fuse_attr(&a), Generation(0))
             }
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => self.fail(op, parent, Some(name), e, reply),
+        }
+    }
+
+    /// xattr(7) size protocol: size 0 probes, too small a buffer is ERANGE.
+    fn xattr_reply(&self, op: &'static str, ino: u64, reply: ReplyXattr, value: &[u8], size: u32) {
+        if size == 0 {
+            reply.size(value.len() as u32);
+        } else if value.len() > size as usize {
+            let e = Error::posix(libc::ERANGE, "the buffer is smaller than the value");
+            self.fail(op, ino, None, e, reply);
+        } else {
+            reply.data(value);
         }
     }
 
@@ -419,7 +484,7 @@ impl Shared {
         let _s = debug_span!("setattr", ino).entered();
         match self.fs.setattr(who, ino, set) {
             Ok(a) => reply.attr(&self.ttl, &fuse_attr(&a)),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => self.fail("setattr", ino, None, e, reply),
         }
     }
 
@@ -438,7 +503,7 @@ impl Shared {
                     self.invalidate(h.ino, false);
                 }
             }
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => self.fail("open", ino, None, e, reply),
         }
     }
 
@@ -451,7 +516,7 @@ impl Shared {
         });
         match r {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => self.fail("readdir", ino, None, e, reply),
         }
     }
 
@@ -479,7 +544,7 @@ impl Shared {
         });
         match r {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => self.fail("readdirplus", ino, None, e, reply),
         }
     }
 }
@@ -534,7 +599,8 @@ impl Filesystem for FuseFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let _t = self.timed(const { opstats::op_index("lookup") });
         let _s = debug_span!("lookup", parent = parent.0).entered();
-        self.entry(reply, self.fs.lookup(parent.0, name.as_bytes()));
+        let r = self.fs.lookup(parent.0, name.as_bytes());
+        self.entry("lookup", parent.0, name.as_bytes(), reply, r);
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -556,7 +622,7 @@ impl Filesystem for FuseFs {
                 let kept = self.held.lock().get(&ino.0).and_then(|h| h.removed);
                 match kept {
                     Some(fa) if e.errno() == libc::ENOENT => reply.attr(&self.ttl, &fa),
-                    _ => reply.error(errno(&e)),
+                    _ => self.fail("getattr", ino.0, None, e, reply),
                 }
             }
         }
@@ -602,7 +668,7 @@ impl Filesystem for FuseFs {
         let _t = self.timed(const { opstats::op_index("readlink") });
         match self.fs.readlink(ino.0) {
             Ok(t) => reply.data(&t),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => self.fail("readlink", ino.0, None, e, reply),
         }
     }
 
@@ -621,14 +687,15 @@ impl Filesystem for FuseFs {
         let node = match Kind::from_mode(mode) {
             Some(Kind::File) | None => NewNode::File,
             Some(Kind::Dir) | Some(Kind::Symlink) => {
-                return reply.error(Errno::EINVAL);
+                let e = Error::posix(libc::EINVAL, "mknod makes no directory or symlink");
+                return self.fail("mknod", parent.0, Some(name.as_bytes()), e, reply);
             }
             Some(kind) => NewNode::Special { kind, rdev },
         };
         let r = self
             .fs
             .create_node(&caller(req), parent.0, name.as_bytes(), node, mode, umask);
-        self.entry(reply, r);
+        self.entry("mknod", parent.0, name.as_bytes(), reply, r);
     }
 
     fn mkdir(
@@ -650,7 +717,7 @@ impl Filesystem for FuseFs {
             mode,
             umask,
         );
-        self.entry(reply, r);
+        self.entry("mkdir", parent.0, name.as_bytes(), reply, r);
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -662,17 +729,17 @@ impl Filesystem for FuseFs {
                 self.keep_removed(victim);
                 reply.ok()
             }
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => self.fail("unlink", parent.0, Some(name.as_bytes()), e, reply),
         }
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _t = self.timed(const { opstats::op_index("rmdir") });
         let _s = debug_span!("rmdir", parent = parent.0).entered();
-        empty(
-            reply,
-            self.fs.rmdir(&caller(req), parent.0, name.as_bytes()),
-        )
+        match self.fs.rmdir(&caller(req), parent.0, name.as_bytes()) {
+            Ok(()) => reply.ok(),
+            Err(e) => self.fail("rmdir", parent.0, Some(name.as_bytes()), e, reply),
+        }
     }
 
     fn symlink(
@@ -693,7 +760,7 @@ impl Filesystem for FuseFs {
             0o777,
             0,
         );
-        self.entry(reply, r);
+        self.entry("symlink", parent.0, link_name.as_bytes(), reply, r);
     }
 
     fn rename(
@@ -715,7 +782,8 @@ impl Filesystem for FuseFs {
         } else if flags.is_empty() {
             RenameMode::Replace
         } else {
-            return reply.error(Errno::EINVAL);
+            let e = Error::posix(libc::EINVAL, "unknown rename flags");
+            return self.fail("rename", parent.0, Some(name.as_bytes()), e, reply);
         };
         // A replaced special file the kernel holds stays visible to it.
         let victim = match mode {
@@ -745,7 +813,7 @@ impl Filesystem for FuseFs {
                     self.invalidate(dir, true);
                 }
             }
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => self.fail("rename", parent.0, Some(name.as_bytes()), e, reply),
         }
     }
 
@@ -762,7 +830,7 @@ impl Filesystem for FuseFs {
         let r = self
             .fs
             .link(&caller(req), ino.0, newparent.0, newname.as_bytes());
-        self.entry(reply, r);
+        self.entry("link", newparent.0, newname.as_bytes(), reply, r);
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -812,14 +880,14 @@ impl Filesystem for FuseFs {
                     ),
                 }
             }
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => self.fail("create", parent.0, Some(name.as_bytes()), e, reply),
         }
     }
 
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -832,7 +900,7 @@ impl Filesystem for FuseFs {
             let _t = fs.ops().time_at(const { opstats::op_index("read") });
             match fs.read(fh.0, offset, size as usize) {
                 Ok(d) => reply.data(&d),
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => me.fail("read", ino.0, None, e, reply),
             }
         });
     }
@@ -840,7 +908,7 @@ impl Filesystem for FuseFs {
     fn write(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -855,7 +923,7 @@ impl Filesystem for FuseFs {
             let _t = fs.ops().time_at(const { opstats::op_index("write") });
             match fs.write(fh.0, offset, &data) {
                 Ok(n) => reply.written(n as u32),
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => me.fail("write", ino.0, None, e, reply),
             }
         });
     }
@@ -871,13 +939,14 @@ impl Filesystem for FuseFs {
         let _t = self.timed(const { opstats::op_index("flush") });
         // Nothing to do at close (metadata catches up at release); ENOSYS
         // tells the kernel to stop sending flush, saving a round trip per close.
+        // A protocol answer, not a failure: not logged or counted (see `fail`).
         reply.error(Errno::ENOSYS);
     }
 
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
@@ -894,13 +963,13 @@ impl Filesystem for FuseFs {
         let backing = self.backing_by_fh.lock().remove(&fh.0);
         let r = self.fs.release(fh.0);
         drop(backing);
-        empty(reply, r)
+        self.empty("release", ino.0, reply, r)
     }
 
     fn fsync(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         datasync: bool,
         reply: ReplyEmpty,
@@ -909,7 +978,7 @@ impl Filesystem for FuseFs {
             let fs = &me.fs;
             let _t = fs.ops().time_at(const { opstats::op_index("fsync") });
             let _s = debug_span!("fsync", fh = fh.0).entered();
-            empty(reply, fs.fsync(fh.0, datasync))
+            me.empty("fsync", ino.0, reply, fs.fsync(fh.0, datasync))
         });
     }
 
@@ -928,8 +997,8 @@ impl Filesystem for FuseFs {
                 }
                 reply.opened(FileHandle(fh), flags)
             }
-            Ok(_) => reply.error(Errno::ENOTDIR),
-            Err(e) => reply.error(errno(&e)),
+            Ok(_) => self.fail("opendir", ino.0, None, enotdir(), reply),
+            Err(e) => self.fail("opendir", ino.0, None, e, reply),
         }
     }
 
@@ -983,7 +1052,7 @@ impl Filesystem for FuseFs {
     fn fsyncdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
@@ -991,17 +1060,17 @@ impl Filesystem for FuseFs {
         self.blocking(move |me| {
             let fs = &me.fs;
             let _t = fs.ops().time_at(const { opstats::op_index("fsyncdir") });
-            empty(reply, fs.sync_meta())
+            me.empty("fsyncdir", ino.0, reply, fs.sync_meta())
         });
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
         let _t = self.timed(const { opstats::op_index("statfs") });
         match self.fs.statfs() {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
             ),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => self.fail("statfs", ino.0, None, e, reply),
         }
     }
 
@@ -1017,36 +1086,33 @@ impl Filesystem for FuseFs {
     ) {
         let _t = self.timed(const { opstats::op_index("setxattr") });
         let _s = debug_span!("setxattr", ino = ino.0).entered();
-        empty(
-            reply,
-            self.fs
-                .setxattr(&caller(req), ino.0, name.as_bytes(), value, flags),
-        )
+        let r = self
+            .fs
+            .setxattr(&caller(req), ino.0, name.as_bytes(), value, flags);
+        self.empty("setxattr", ino.0, reply, r)
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let _t = self.timed(const { opstats::op_index("getxattr") });
         let _s = debug_span!("getxattr", ino = ino.0).entered();
         match self.fs.getxattr(ino.0, name.as_bytes()) {
-            Ok(v) => xattr_reply(reply, &v, size),
-            Err(e) => reply.error(errno(&e)),
+            Ok(v) => self.xattr_reply("getxattr", ino.0, reply, &v, size),
+            Err(e) => self.fail("getxattr", ino.0, None, e, reply),
         }
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let _t = self.timed(const { opstats::op_index("listxattr") });
         match self.fs.listxattr_with(ino.0, self.list_computed_xattrs) {
-            Ok(v) => xattr_reply(reply, &v, size),
-            Err(e) => reply.error(errno(&e)),
+            Ok(v) => self.xattr_reply("listxattr", ino.0, reply, &v, size),
+            Err(e) => self.fail("listxattr", ino.0, None, e, reply),
         }
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _t = self.timed(const { opstats::op_index("removexattr") });
-        empty(
-            reply,
-            self.fs.removexattr(&caller(req), ino.0, name.as_bytes()),
-        )
+        let r = self.fs.removexattr(&caller(req), ino.0, name.as_bytes());
+        self.empty("removexattr", ino.0, reply, r)
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
@@ -1054,14 +1120,14 @@ impl Filesystem for FuseFs {
         // With default_permissions the kernel checks mode bits itself.
         match self.fs.getattr(ino.0) {
             Ok(_) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => self.fail("access", ino.0, None, e, reply),
         }
     }
 
     fn fallocate(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         length: u64,
@@ -1071,7 +1137,12 @@ impl Filesystem for FuseFs {
         self.blocking(move |me| {
             let fs = &me.fs;
             let _t = fs.ops().time_at(const { opstats::op_index("fallocate") });
-            empty(reply, fs.fallocate(fh.0, offset, length, mode))
+            me.empty(
+                "fallocate",
+                ino.0,
+                reply,
+                fs.fallocate(fh.0, offset, length, mode),
+            )
         });
     }
 
@@ -1090,13 +1161,14 @@ impl Filesystem for FuseFs {
         reply: fuser::ReplyIoctl,
     ) {
         let _t = self.timed(const { opstats::op_index("ioctl") });
+        // Not logged or counted either (see `fail`).
         reply.error(Errno::ENOTTY);
     }
 
     fn lseek(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: i64,
         whence: i32,
@@ -1105,18 +1177,7 @@ impl Filesystem for FuseFs {
         let _t = self.timed(const { opstats::op_index("lseek") });
         match self.fs.lseek(fh.0, offset, whence) {
             Ok(o) => reply.offset(o),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => self.fail("lseek", ino.0, None, e, reply),
         }
-    }
-}
-
-/// xattr(7) size protocol: size 0 probes, too small a buffer is ERANGE.
-fn xattr_reply(reply: ReplyXattr, value: &[u8], size: u32) {
-    if size == 0 {
-        reply.size(value.len() as u32);
-    } else if value.len() > size as usize {
-        reply.error(Errno::ERANGE);
-    } else {
-        reply.data(value);
     }
 }

@@ -44,16 +44,28 @@ pub struct MountOptions {
     pub list_computed_xattrs: bool,
 }
 
+/// Request threads unless told otherwise (see [`MountOptions::threads`]).
+const DEFAULT_THREADS: usize = 1;
+
+/// The `[mount]` defaults (`config::MountConfig`, their one home).
 impl Default for MountOptions {
     fn default() -> Self {
+        MountOptions::from(&crate::config::MountConfig::default())
+    }
+}
+
+/// The `[mount]` settings (file, flags and `ARTFS_*` merged) as the
+/// session's options.
+impl From<&crate::config::MountConfig> for MountOptions {
+    fn from(m: &crate::config::MountConfig) -> Self {
         MountOptions {
-            threads: 1,
-            allow_other: false,
-            force: false,
-            ttl: super::DEFAULT_TTL,
-            keep_awake: super::DEFAULT_KEEP_AWAKE,
-            io_uring: true,
-            list_computed_xattrs: false,
+            threads: m.threads.unwrap_or(DEFAULT_THREADS),
+            allow_other: m.allow_other,
+            force: m.force,
+            ttl: Duration::from_secs(m.attr_ttl),
+            keep_awake: Duration::from_micros(m.keep_awake_us),
+            io_uring: m.io_uring,
+            list_computed_xattrs: m.list_computed_xattrs,
         }
     }
 }

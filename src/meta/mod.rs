@@ -7,7 +7,8 @@
 //! `core::writer`). The interface is synchronous: the core is plain
 //! blocking code; a backend on an async driver blocks on its own runtime.
 
-mod migrate;
+pub mod migrate;
+pub mod postgres;
 pub mod query;
 pub mod sqlite;
 
@@ -184,10 +185,17 @@ pub trait MetaStore: Send + Sync {
     fn close(&self);
 }
 
-/// Database errors become the core's metadata error (EIO at the doors).
+/// Database errors become the core's metadata error (EIO at the doors),
+/// keeping the engine's code (SQLite's extended result code, PostgreSQL's
+/// SQLSTATE) and the driver's error as the source.
 impl From<sqlx::Error> for crate::types::error::Error {
     fn from(e: sqlx::Error) -> Self {
-        crate::types::error::Error::Meta(e.to_string())
+        let code = match &e {
+            sqlx::Error::Database(d) => d.code().map(|c| c.into_owned()),
+            _ => None,
+        };
+        let message = e.to_string();
+        crate::types::error::Error::database(code, message, e)
     }
 }
 
@@ -204,14 +212,84 @@ pub fn sqlite_path(url: &str) -> Option<&str> {
     )
 }
 
+/// Whether a URL names a PostgreSQL database (`postgres://`,
+/// `postgresql://`).
+pub fn is_postgres_url(url: &str) -> bool {
+    let scheme = url.split_once("://").map_or("", |(s, _)| s);
+    scheme.eq_ignore_ascii_case("postgres") || scheme.eq_ignore_ascii_case("postgresql")
+}
+
+/// A database URL fit for logs and error messages: any password (in the
+/// user info or a `password=` parameter) replaced by `***`. Use it for
+/// every URL that leaves the process.
+pub fn redact(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (Some(s), r),
+        None => (None, url),
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => authority.to_string(),
+        },
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => kv.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", params.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    match scheme {
+        Some(s) => format!("{s}://{authority}{tail}"),
+        None => format!("{authority}{tail}"),
+    }
+}
+
 /// Open the metadata store a URL names, tables under `prefix`. The one
 /// place that knows which engines exist.
 pub fn open(url: &str, prefix: &str, rt: tokio::runtime::Handle) -> Result<Box<dyn MetaStore>> {
-    if sqlite_path(url).is_some() {
+    if is_postgres_url(url) {
+        Ok(Box::new(postgres::PgStore::open(url, prefix, rt)?))
+    } else if sqlite_path(url).is_some() {
         Ok(Box::new(sqlite::SqliteStore::open(url, prefix, rt)?))
     } else {
         Err(Error::Meta(format!(
-            "unsupported database URL {url}: this build serves sqlite:// only"
+            "unsupported database URL {}: use sqlite://PATH, postgres:// or postgresql://",
+            redact(url)
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_redacted_and_dispatched() {
+        assert_eq!(
+            redact("postgres://artfs:s3cr%40t@db.example:5432/meta?sslmode=require"),
+            "postgres://artfs:***@db.example:5432/meta?sslmode=require"
+        );
+        assert_eq!(
+            redact("postgresql:///meta?host=/run/pg&password=hunter2&user=u"),
+            "postgresql:///meta?host=/run/pg&password=***&user=u"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("sqlite:///a/b.db"), "sqlite:///a/b.db");
+        assert!(is_postgres_url("postgres://h/db"));
+        assert!(is_postgres_url("postgresql:///db?host=/tmp"));
+        assert!(!is_postgres_url("sqlite:///x"));
+        assert!(!is_postgres_url("/tmp/postgres://x"));
+        assert_eq!(sqlite_path("postgres://h/db"), None);
     }
 }

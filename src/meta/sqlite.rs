@@ -13,7 +13,7 @@ use sqlx::sqlite::{
 use sqlx::{Arguments, Row, Sqlite};
 use tokio::runtime::Handle;
 
-use super::migrate::{self, valid_prefix};
+use super::migrate;
 use super::{Batch, Counters, Dentry, MetaStore, XattrList};
 use crate::types::error::{Error, Result};
 use crate::types::journal;
@@ -47,11 +47,7 @@ impl SqliteStore {
     /// Open (creating and migrating if needed) the database at `url`
     /// (`sqlite://PATH` or a plain path).
     pub fn open(url: &str, prefix: &str, rt: Handle) -> Result<SqliteStore> {
-        if !valid_prefix(prefix) {
-            return Err(Error::Meta(format!(
-                "invalid table prefix {prefix:?}: use letters, digits and '_', starting with a letter"
-            )));
-        }
+        migrate::check_prefix(prefix)?;
         let path = url
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
@@ -124,41 +120,10 @@ impl SqliteStore {
     }
 
     fn migrate(&self) -> Result<()> {
-        let p = &self.p;
         self.rt.block_on(async {
             let mut conn = self.pool.acquire().await?;
-            sqlx::query(&format!(
-                "CREATE TABLE IF NOT EXISTS {p}_migrations (version INTEGER PRIMARY KEY, \
-                 name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
-            ))
-            .execute(&mut *conn)
-            .await?;
-            let applied: Vec<i64> =
-                sqlx::query_scalar(&format!("SELECT version FROM {p}_migrations"))
-                    .fetch_all(&mut *conn)
-                    .await?;
-            for m in migrate::SQLITE {
-                if applied.contains(&m.version) {
-                    continue;
-                }
-                tracing::info!(version = m.version, name = m.name, "applying migration");
-                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-                for stmt in migrate::statements(m, p) {
-                    sqlx::query(&stmt).execute(&mut *tx).await?;
-                }
-                sqlx::query(&format!(
-                    "INSERT INTO {p}_migrations (version, name, applied_at) VALUES (?, ?, ?)"
-                ))
-                .bind(m.version)
-                .bind(m.name)
-                .bind(Timestamp::now().0)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-            }
-            Ok::<_, sqlx::Error>(())
-        })?;
-        Ok(())
+            migrate::run_sqlite(&mut conn, &self.p).await
+        })
     }
 }
 
@@ -249,12 +214,30 @@ fn tuples(rows: usize, cols: usize) -> String {
     vec![one; rows].join(", ")
 }
 
+/// One transaction's connection, as the apply steps below take it.
+type Conn = sqlx::SqliteConnection;
+type SqlResult = std::result::Result<(), sqlx::Error>;
+
 impl SqliteStore {
-    async fn apply_async(&self, b: &Batch) -> std::result::Result<(), sqlx::Error> {
-        let p = &self.p;
+    /// Commit one batch in one transaction, one table family at a time.
+    /// Entries first go away (all touched keys), then come back with their
+    /// final state, so moves and replacements never collide.
+    async fn apply_async(&self, b: &Batch) -> SqlResult {
         let mut tx = self.pool.begin().await?;
-        // Entries first go away (all touched keys), then come back with
-        // their final state, so moves and replacements never collide.
+        self.delete_dentries(&mut tx, b).await?;
+        self.write_inodes(&mut tx, b).await?;
+        self.write_xattrs(&mut tx, b).await?;
+        self.insert_dentries(&mut tx, b).await?;
+        self.insert_journal(&mut tx, b).await?;
+        self.settle_journal(&mut tx, b).await?;
+        self.update_search(&mut tx, b).await?;
+        self.write_config(&mut tx, b).await?;
+        tx.commit().await
+    }
+
+    /// Remove every entry key the batch touches.
+    async fn delete_dentries(&self, tx: &mut Conn, b: &Batch) -> SqlResult {
+        let p = &self.p;
         for chunk in b.dentries.chunks(CHUNK) {
             let sql = format!(
                 "DELETE FROM {p}_dentries WHERE (parent, name) IN (VALUES {})",
@@ -267,6 +250,38 @@ impl SqliteStore {
             }
             sqlx::query_with(&sql, args).execute(&mut *tx).await?;
         }
+        Ok(())
+    }
+
+    /// Insert the entries the batch leaves present (after the deletes).
+    async fn insert_dentries(&self, tx: &mut Conn, b: &Batch) -> SqlResult {
+        let p = &self.p;
+        let present: Vec<(&(u64, Vec<u8>), &Dentry)> = b
+            .dentries
+            .iter()
+            .filter_map(|(k, d)| d.as_ref().map(|d| (k, d)))
+            .collect();
+        for chunk in present.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO {p}_dentries (id, parent, name, ino, kind) VALUES {}",
+                tuples(chunk.len(), 5)
+            );
+            let mut args = SqliteArguments::default();
+            for ((parent, name), d) in chunk {
+                add(&mut args, d.id as i64);
+                add(&mut args, *parent as i64);
+                add(&mut args, name.as_slice());
+                add(&mut args, d.ino as i64);
+                add(&mut args, d.kind as i64);
+            }
+            sqlx::query_with(&sql, args).execute(&mut *tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Delete the removed inodes, then write the final state of the others.
+    async fn write_inodes(&self, tx: &mut Conn, b: &Batch) -> SqlResult {
+        let p = &self.p;
         let gone: Vec<i64> = b
             .inodes
             .iter()
@@ -296,6 +311,12 @@ impl SqliteStore {
             }
             sqlx::query_with(&sql, args).execute(&mut *tx).await?;
         }
+        Ok(())
+    }
+
+    /// Replace the whole attribute list of every inode the batch touches.
+    async fn write_xattrs(&self, tx: &mut Conn, b: &Batch) -> SqlResult {
+        let p = &self.p;
         for chunk in b.xattrs.chunks(CHUNK) {
             let sql = format!(
                 "DELETE FROM {p}_xattrs WHERE ino IN ({})",
@@ -326,26 +347,12 @@ impl SqliteStore {
             }
             sqlx::query_with(&sql, args).execute(&mut *tx).await?;
         }
-        let present: Vec<(&(u64, Vec<u8>), &Dentry)> = b
-            .dentries
-            .iter()
-            .filter_map(|(k, d)| d.as_ref().map(|d| (k, d)))
-            .collect();
-        for chunk in present.chunks(CHUNK) {
-            let sql = format!(
-                "INSERT INTO {p}_dentries (id, parent, name, ino, kind) VALUES {}",
-                tuples(chunk.len(), 5)
-            );
-            let mut args = SqliteArguments::default();
-            for ((parent, name), d) in chunk {
-                add(&mut args, d.id as i64);
-                add(&mut args, *parent as i64);
-                add(&mut args, name.as_slice());
-                add(&mut args, d.ino as i64);
-                add(&mut args, d.kind as i64);
-            }
-            sqlx::query_with(&sql, args).execute(&mut *tx).await?;
-        }
+        Ok(())
+    }
+
+    /// Insert the batch's new intent-log rows.
+    async fn insert_journal(&self, tx: &mut Conn, b: &Batch) -> SqlResult {
+        let p = &self.p;
         for chunk in b.journal.chunks(CHUNK / 2) {
             let sql = format!(
                 "INSERT INTO {p}_wal ({WAL_COLS}) VALUES {}",
@@ -367,6 +374,12 @@ impl SqliteStore {
             }
             sqlx::query_with(&sql, args).execute(&mut *tx).await?;
         }
+        Ok(())
+    }
+
+    /// Settle intent-log rows (status, outcome, completion time).
+    async fn settle_journal(&self, tx: &mut Conn, b: &Batch) -> SqlResult {
+        let p = &self.p;
         for u in &b.journal_done {
             let done = journal::rfc3339(u.completed_at);
             sqlx::query(&format!(
@@ -385,8 +398,12 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
-        // The search index follows every inode whose names or attributes
-        // may have changed (every entry change also changes its inode).
+        Ok(())
+    }
+
+    /// The search index follows every inode whose names or attributes may
+    /// have changed (every entry change also changes its inode).
+    async fn update_search(&self, tx: &mut Conn, b: &Batch) -> SqlResult {
         let mut touched: Vec<i64> = b
             .inodes
             .iter()
@@ -410,6 +427,12 @@ impl SqliteStore {
             del.execute(&mut *tx).await?;
             ins.execute(&mut *tx).await?;
         }
+        Ok(())
+    }
+
+    /// The store's settings, usage counters and inode reservation.
+    async fn write_config(&self, tx: &mut Conn, b: &Batch) -> SqlResult {
+        let p = &self.p;
         if let Some(c) = &b.config {
             sqlx::query(&format!(
                 "INSERT INTO {p}_config \
@@ -443,7 +466,7 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await
+        Ok(())
     }
 }
 
@@ -507,6 +530,13 @@ impl MetaStore for SqliteStore {
     }
 
     fn lookup(&self, parent: u64, name: &[u8]) -> Result<Option<Dentry>> {
+        // Test builds: a lookup SQLite itself refuses (a real database
+        // error, with its code), for tests/error_replies.rs.
+        fail::fail_point!("meta::lookup", |_| -> Result<Option<Dentry>> {
+            let q = sqlx::query("SELECT * FROM fail_point_meta_lookup");
+            self.rt.block_on(q.execute(&self.pool))?;
+            Ok(None)
+        });
         let row: Option<(i64, i64, i64)> = self.rt.block_on(
             sqlx::query_as(&self.q_lookup)
                 .bind(parent as i64)

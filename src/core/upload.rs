@@ -1,0 +1,245 @@
+//! An upload of a whole file as one core operation, [`Fs::upload`]: check
+//! the target (the directory's path and permissions, that no directory
+//! has the name, the client's condition), fill a nameless staging file
+//! from a reader while hashing it, make it durable, set the attributes
+//! sent with it and publish it under its name (see `publish`), durably.
+//!
+//! Every rule (permissions, mode, capacity, conditions, retention) is
+//! checked here or below; a door parses its request and hands over the
+//! content as a reader.
+
+use std::io::Read;
+
+use sha2::{Digest, Sha256};
+
+use super::publish::{Expect, Published};
+use super::{Attr, Fs};
+use crate::types::error::{enotdir, Error, Result};
+use crate::types::Caller;
+
+/// Bytes read from the content before each write.
+const WRITE_CHUNK: usize = 1 << 20;
+
+/// Matches the current file's checksum (None: unknown yet) against what
+/// the client listed. How tags are compared is the door's business.
+pub type ChecksumMatch = Box<dyn Fn(Option<&str>) -> bool + Send>;
+
+/// What the client requires of the name (HTTP `If-Match`,
+/// `If-None-Match`).
+pub enum Condition {
+    /// Create or replace.
+    Any,
+    /// Only create (`If-None-Match: *`).
+    Absent,
+    /// Fail if the current file matches (`If-None-Match` with tags).
+    NoneOf(ChecksumMatch),
+    /// Only replace a current file that matches (`If-Match`).
+    OneOf(ChecksumMatch),
+}
+
+/// What an upload asks for besides its content.
+pub struct UploadOptions {
+    pub condition: Condition,
+    /// Permission bits of the new file, used as given (no umask).
+    pub perm: u32,
+    /// Recorded as the file's creator.
+    pub created_by: String,
+    /// Attributes set and removed with the content (all or none).
+    pub set: Vec<(Vec<u8>, Vec<u8>)>,
+    pub remove: Vec<Vec<u8>>,
+}
+
+/// A published upload. It keeps the file open until [`Uploaded::finish`]
+/// (or drop), so the door can still describe it when a concurrent upload
+/// replaces it the moment it is published.
+pub struct Uploaded<'a> {
+    staging: Staging<'a>,
+    /// The directory the name went into.
+    pub parent: u64,
+    pub ino: u64,
+    /// The inode whose link the upload replaced.
+    pub replaced: Option<u64>,
+}
+
+impl Uploaded<'_> {
+    /// Close the file.
+    pub fn finish(self) -> Result<()> {
+        self.staging.release()
+    }
+}
+
+/// The staging file's handle. Released when dropped: an unpublished
+/// staging inode goes away before an error of the upload reaches the
+/// caller (so usage figures never count it afterwards), and also when the
+/// caller unwinds.
+struct Staging<'a> {
+    fs: &'a Fs,
+    fh: u64,
+    released: bool,
+}
+
+impl Staging<'_> {
+    fn release(mut self) -> Result<()> {
+        self.released = true;
+        self.fs.release(self.fh)
+    }
+}
+
+impl Drop for Staging<'_> {
+    fn drop(&mut self) {
+        if !self.released {
+            if let Err(e) = self.fs.release(self.fh) {
+                tracing::warn!(fh = self.fh, error = %e, "could not discard an upload");
+            }
+        }
+    }
+}
+
+/// A failed client condition (the door's 412).
+fn failed(why: &'static str) -> Error {
+    Error::posix(libc::ESTALE, why)
+}
+
+impl Fs {
+    /// Upload `content` as `name` in the directory at path `dir`, as
+    /// `caller`: all or nothing. A failure (refused, over capacity, the
+    /// content's reader failing) leaves no trace, the staging file
+    /// included, by the time it is returned.
+    pub fn upload<'a>(
+        &'a self,
+        caller: &Caller,
+        dir: &[Vec<u8>],
+        name: &[u8],
+        content: &mut dyn Read,
+        opts: UploadOptions,
+    ) -> Result<Uploaded<'a>> {
+        let (parent, expect) = self.upload_target(caller, dir, name, opts.condition)?;
+        let (ino, h) = self.create_staging(caller, parent, opts.perm, &opts.created_by)?;
+        let staging = Staging {
+            fs: self,
+            fh: h.fh,
+            released: false,
+        };
+        let sha256 = self.fill(h.fh, content)?;
+        self.fsync(h.fh, false)?;
+        self.update_xattrs(caller, ino, &opts.set, &opts.remove)?;
+        let published = self.publish_durably(caller, ino, parent, name, &expect, sha256)?;
+        Ok(Uploaded {
+            staging,
+            parent,
+            ino,
+            replaced: published.replaced,
+        })
+    }
+
+    /// Check that `caller` may upload `name` into the directory at path
+    /// `dir` under `cond`. Returns the directory and what publishing must
+    /// find under the name.
+    fn upload_target(
+        &self,
+        caller: &Caller,
+        dir: &[Vec<u8>],
+        name: &[u8],
+        cond: Condition,
+    ) -> Result<(u64, Expect)> {
+        let dir = self.walk(caller, dir)?;
+        if !dir.inode.kind.is_dir() {
+            return Err(enotdir());
+        }
+        let parent = dir.inode.ino;
+        let existing = match self.lookup(parent, name) {
+            Ok(a) => Some(a),
+            Err(e) if e.errno() == libc::ENOENT => None,
+            Err(e) => return Err(e),
+        };
+        if existing.as_ref().is_some_and(|a| a.inode.kind.is_dir()) {
+            return Err(Error::posix(libc::EEXIST, "a directory has that name"));
+        }
+        self.check_dir_change(caller, parent, existing.as_ref().map(|a| a.inode.ino))?;
+        Ok((parent, self.expectation(cond, existing.as_ref())?))
+    }
+
+    /// Turn the client's condition into what publishing must find, or
+    /// refuse at once when the name already fails it.
+    fn expectation(&self, cond: Condition, existing: Option<&Attr>) -> Result<Expect> {
+        let matches = |a: &Attr, m: &ChecksumMatch| -> Result<bool> {
+            Ok(m(self.sha256(a.inode.ino)?.as_deref()))
+        };
+        match (cond, existing) {
+            (Condition::Any, _) => Ok(Expect::Any),
+            (Condition::Absent, None) => Ok(Expect::Absent),
+            (Condition::Absent, Some(_)) => Err(failed("the file exists (If-None-Match: *)")),
+            (Condition::NoneOf(m), Some(a)) if matches(a, &m)? => {
+                Err(failed("the current file matches If-None-Match"))
+            }
+            (Condition::NoneOf(_), Some(a)) => Ok(Expect::FileId(a.inode.file_id.clone())),
+            (Condition::NoneOf(_), None) => Ok(Expect::Absent),
+            (Condition::OneOf(m), Some(a)) if matches(a, &m)? => {
+                Ok(Expect::FileId(a.inode.file_id.clone()))
+            }
+            (Condition::OneOf(_), Some(_)) => {
+                Err(failed("the current file does not match If-Match"))
+            }
+            (Condition::OneOf(_), None) => Err(failed("no file to match (If-Match)")),
+        }
+    }
+
+    /// Write everything `content` yields into handle `fh` from offset 0;
+    /// returns its SHA-256 (hex).
+    fn fill(&self, fh: u64, content: &mut dyn Read) -> Result<String> {
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; WRITE_CHUNK];
+        let mut offset = 0u64;
+        loop {
+            let n = read_full(content, &mut buf)?;
+            if n > 0 {
+                hasher.update(&buf[..n]);
+                self.write(fh, offset, &buf[..n])?;
+                offset += n as u64;
+            }
+            if n < buf.len() {
+                return Ok(hex::encode(hasher.finalize()));
+            }
+        }
+    }
+
+    /// Link the filled staging file under its name, then make that
+    /// durable. A create-only upload that finds the name taken meanwhile
+    /// failed its condition.
+    fn publish_durably(
+        &self,
+        caller: &Caller,
+        ino: u64,
+        parent: u64,
+        name: &[u8],
+        expect: &Expect,
+        sha256: String,
+    ) -> Result<Published> {
+        let publish = || -> Result<Published> {
+            let p = self.publish(caller, ino, parent, name, expect, Some(sha256))?;
+            self.sync_meta()?;
+            Ok(p)
+        };
+        publish().map_err(|e| {
+            if *expect == Expect::Absent && e.errno() == libc::EEXIST {
+                failed("the file exists (If-None-Match: *)")
+            } else {
+                e
+            }
+        })
+    }
+}
+
+/// Read until `buf` is full or the content ends; returns the bytes read.
+fn read_full(content: &mut dyn Read, buf: &mut [u8]) -> Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match content.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(n)
+}
