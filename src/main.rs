@@ -14,10 +14,21 @@ use artfs::fuse::{serve, MountOptions};
 #[derive(Parser)]
 #[command(
     name = "artfs",
-    version,
-    about = "A crash-safe POSIX filesystem with SQL metadata"
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("ARTFS_GIT_COMMIT"), ")"),
+    about = "A crash-safe POSIX filesystem with SQL metadata",
+    after_help = "Also a mount helper: `artfs BACKING MOUNTPOINT -o OPTIONS` (as mount.fuse3 \
+                  runs it for `mount -t fuse.artfs` and fstab) mounts in the background."
 )]
 struct Cli {
+    /// Log lines as text, or as one JSON object per line for collectors.
+    #[arg(
+        long,
+        global = true,
+        env = "ARTFS_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
+    log_format: artfs::logging::LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -60,6 +71,20 @@ enum Cmd {
     /// store is mounted; then use `rm` inside /.trash (or the HTTP API's
     /// /api/v1/trash).
     Trash(TrashArgs),
+    /// Print a shell completion script, e.g. `artfs completions bash >
+    /// /etc/bash_completion.d/artfs`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page artfs(1), or write a page per command into
+    /// --dir (artfs.1, artfs-mount.1, ...).
+    Man {
+        /// Directory to write every page into.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -368,13 +393,21 @@ impl Cmd {
             Cmd::Trash(TrashArgs {
                 cmd: TrashCmd::List { store } | TrashCmd::Empty { store, .. },
             }) => store,
-            Cmd::Token(_) | Cmd::Import(_) | Cmd::Config(_) => return None,
+            Cmd::Token(_)
+            | Cmd::Import(_)
+            | Cmd::Config(_)
+            | Cmd::Completions { .. }
+            | Cmd::Man { .. } => return None,
         };
         store.config.as_deref()
     }
 }
 
 fn main() -> std::process::ExitCode {
+    // `artfs BACKING MNT -o OPTS`, as mount.fuse3 and mount(8) run it.
+    if let Some(code) = artfs::mount_helper::run(&Cli::command()) {
+        return code;
+    }
     let cli = Cli::parse();
     // The file first: its [log] filter sets up logging (ARTFS_LOG wins).
     let file = Config::load(cli.cmd.config_file());
@@ -394,10 +427,7 @@ fn main() -> std::process::ExitCode {
         (from_file, Err(_)) => from_file
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(artfs::config::DEFAULT_LOG)),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    artfs::logging::init(filter, cli.log_format);
     // Crash points from FAILPOINTS (test builds only; inert otherwise).
     let _failpoints = fail::FailScenario::setup();
     let result = file.and_then(|file| match cli.cmd {
@@ -413,6 +443,11 @@ fn main() -> std::process::ExitCode {
         Cmd::Import(args) => import(args),
         Cmd::Config(args) => config(args),
         Cmd::Trash(args) => trash(args, file),
+        Cmd::Completions { shell } => {
+            artfs::cli_docs::completions(shell, &mut Cli::command(), &mut std::io::stdout())?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Cmd::Man { dir } => man(dir),
     });
     match result {
         Ok(code) => code,
@@ -498,6 +533,19 @@ fn mount(args: MountArgs, cfg: Config) -> anyhow::Result<()> {
     }
     fs.close();
     served
+}
+
+/// `artfs man [--dir DIR]`.
+fn man(dir: Option<PathBuf>) -> anyhow::Result<std::process::ExitCode> {
+    match dir {
+        None => artfs::cli_docs::man_page(Cli::command(), &mut std::io::stdout())?,
+        Some(dir) => {
+            let pages = artfs::cli_docs::man_pages(Cli::command(), &dir)
+                .with_context(|| format!("cannot write manual pages into {}", dir.display()))?;
+            println!("{} pages in {}", pages.len(), dir.display());
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 /// `artfs config example|check`.

@@ -12,6 +12,9 @@
 //! nothing, and a failure to send is logged once and never fails the mount.
 //! `NOTIFY_SOCKET` is left in the environment: the daemon starts no
 //! children that could misuse it.
+//!
+//! The same socket serves the mount helper (`artfs BACKING MNT -o ...`),
+//! which waits for READY=1 and then exits.
 
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
@@ -29,6 +32,8 @@ static SOCKET: OnceLock<Option<Socket>> = OnceLock::new();
 static FAILED: AtomicBool = AtomicBool::new(false);
 /// STOPPING=1 was sent (at most once).
 static STOPPING: AtomicBool = AtomicBool::new(false);
+/// The mount helper that started us has gone: nobody listens any more.
+static HELPER_GONE: AtomicBool = AtomicBool::new(false);
 
 fn socket() -> Option<&'static Socket> {
     SOCKET
@@ -71,7 +76,9 @@ pub fn enabled() -> bool {
 
 /// Send `KEY=VALUE` lines as one datagram. False if not sent.
 pub fn send(state: &str) -> bool {
-    let Some(s) = socket() else { return false };
+    let Some(s) = socket().filter(|_| !HELPER_GONE.load(Ordering::Relaxed)) else {
+        return false;
+    };
     match s.sock.send_to_addr(state.as_bytes(), &s.addr) {
         Ok(_) => true,
         Err(e) => {
@@ -96,6 +103,35 @@ pub fn status(status: &str) {
 /// READY=1 with a status: the mount serves requests.
 pub fn ready(status: &str) {
     send(&format!("READY=1\nSTATUS={}", line(status)));
+    if let Some(how) = std::env::var_os(MOUNT_HELPER) {
+        // The helper exits now: its socket goes, and its pipe if it
+        // relayed our stderr (`eprintln!` would panic on a closed pipe).
+        HELPER_GONE.store(true, Ordering::Relaxed);
+        if how == RELAY {
+            detach_stdio();
+        }
+    }
+}
+
+/// Set by the mount helper (`crate::mount_helper`) on the daemon it
+/// starts: it listens only until READY=1, then exits. [`RELAY`] when
+/// stdout and stderr are its pipe.
+pub const MOUNT_HELPER: &str = "ARTFS_MOUNT_HELPER";
+/// The value of [`MOUNT_HELPER`] when the helper relays stderr.
+pub const RELAY: &str = "relay";
+
+/// Point stdout and stderr at /dev/null. Best effort.
+fn detach_stdio() {
+    use std::os::fd::AsRawFd;
+    let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") else {
+        return;
+    };
+    // SAFETY: dup2 onto the standard descriptors; `null` stays open
+    // through the calls.
+    unsafe {
+        libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO);
+        libc::dup2(null.as_raw_fd(), libc::STDERR_FILENO);
+    }
 }
 
 /// STOPPING=1 with a status (sent once; later calls only update STATUS).

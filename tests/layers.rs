@@ -13,6 +13,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("types", 0),
     ("failpoints", 0),
     ("auth", 0),
+    ("logging", 0),
     // 1: the stores behind the core.
     ("meta", 1),
     ("blob", 1),
@@ -22,9 +23,11 @@ const LAYERS: &[(&str, u8)] = &[
     ("cmd", 3),
     ("config", 3),
     ("notify", 3),
+    ("cli_docs", 3),
     // 4: the doors.
     ("fuse", 4),
     ("api", 4),
+    ("mount_helper", 4),
 ];
 
 /// Macros exported at the crate root, by the module that defines them.

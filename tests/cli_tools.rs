@@ -1,0 +1,160 @@
+//! The command line's self-description and its log output: shell
+//! completions and manual pages generated from the clap definition,
+//! `--version` with the git commit, and log lines without colour codes
+//! when stderr is not a terminal, or as JSON with `--log-format json`.
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+
+use common::bin;
+
+fn artfs(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run artfs")
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(o.status.success(), "{}", common::output_text(o));
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+#[test]
+fn completions_for_each_shell() {
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef artfs"),
+        ("fish", "complete -c artfs"),
+    ] {
+        let s = stdout(&artfs(&["completions", shell]));
+        assert!(s.contains(marker), "{shell}: no {marker:?}");
+        // Subcommands and their flags come from the definition.
+        for word in ["mount", "fsck", "trash-days"] {
+            assert!(s.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    let o = artfs(&["completions", "tcsh"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+}
+
+#[test]
+fn manual_pages() {
+    let page = stdout(&artfs(&["man"]));
+    assert!(page.contains(".TH artfs 1"), "{page}");
+    assert!(page.contains("mount"), "the page lists the commands");
+    let dir = tempfile::tempdir().unwrap();
+    let out = stdout(&artfs(&["man", "--dir", dir.path().to_str().unwrap()]));
+    assert!(out.contains("pages in"), "{out}");
+    let mount = std::fs::read_to_string(dir.path().join("artfs-mount.1")).unwrap();
+    assert!(
+        mount.contains("trash\\-days"),
+        "the mount page has its flags"
+    );
+    assert!(dir.path().join("artfs.1").exists());
+}
+
+#[test]
+fn version_names_the_commit() {
+    let v = stdout(&artfs(&["--version"]));
+    let want = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or("unknown".to_string(), |o| {
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        });
+    assert_eq!(
+        v.trim(),
+        format!("artfs {} ({want})", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+/// `artfs [EXTRA] import EMPTY NEW_STORE` at debug level: initialising
+/// the store logs its database statements.
+fn import(extra: &[&str]) -> (Command, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    for d in ["src", "store"] {
+        std::fs::create_dir(dir.path().join(d)).unwrap();
+    }
+    let mut cmd = Command::new(bin());
+    cmd.args(extra)
+        .arg("import")
+        .arg(dir.path().join("src"))
+        .arg(dir.path().join("store"))
+        .env("ARTFS_LOG", "debug")
+        .env_remove("JOURNAL_STREAM")
+        .stdin(Stdio::null());
+    (cmd, dir)
+}
+
+/// The log lines of [`import`] with stderr on a pipe.
+fn log_lines(extra: &[&str], env: &[(&str, &str)]) -> Vec<String> {
+    let (mut cmd, _dir) = import(extra);
+    let out = cmd.envs(env.iter().copied()).output().unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<String> = err.lines().map(str::to_string).collect();
+    assert!(!lines.is_empty(), "no log lines");
+    lines
+}
+
+#[test]
+fn no_colour_codes_on_a_pipe() {
+    let lines = log_lines(&[], &[]);
+    assert!(
+        lines.iter().all(|l| !l.contains('\x1b')),
+        "escape codes in {lines:?}"
+    );
+    // Text lines start with a timestamp (no journald to add one).
+    assert!(lines.iter().any(|l| l.starts_with("20")), "{lines:?}");
+}
+
+#[test]
+fn json_lines_parse() {
+    for lines in [
+        log_lines(&["--log-format", "json"], &[]),
+        log_lines(&[], &[("ARTFS_LOG_FORMAT", "json")]),
+    ] {
+        let mut events = 0;
+        for l in lines.iter().filter(|l| l.starts_with('{')) {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            assert!(
+                v.get("level").is_some() && v.get("timestamp").is_some(),
+                "{l}"
+            );
+            events += 1;
+        }
+        assert!(events > 0, "no JSON lines in {lines:?}");
+    }
+}
+
+#[test]
+fn no_timestamps_for_journald() {
+    // stderr is "the journal" when JOURNAL_STREAM names its device and
+    // inode, as systemd sets it; journald stamps lines itself.
+    use std::os::unix::fs::MetadataExt;
+    let (mut cmd, dir) = import(&[]);
+    let path = dir.path().join("journal");
+    let file = std::fs::File::create(&path).unwrap();
+    let m = file.metadata().unwrap();
+    cmd.env("JOURNAL_STREAM", format!("{}:{}", m.dev(), m.ino()))
+        .stdout(Stdio::null())
+        .stderr(file)
+        .status()
+        .unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(!text.is_empty(), "no log lines");
+    for l in text.lines() {
+        assert!(!l.starts_with("20"), "a timestamp under journald: {l}");
+        assert!(!l.contains('\x1b'), "escape codes: {l}");
+    }
+}
