@@ -10,6 +10,7 @@
 pub mod migrate;
 pub mod postgres;
 pub mod query;
+mod rows;
 pub mod sqlite;
 
 use crate::types::error::{Error, Result};

@@ -19,14 +19,14 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Arguments, Postgres, Row};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Arguments, Postgres};
 use tokio::runtime::{Handle, Runtime, RuntimeFlavor};
 
-use super::{migrate, redact, Batch, Counters, Dentry, MetaStore, XattrList};
+use super::{migrate, redact, rows, Batch, Counters, Dentry, MetaStore, XattrList};
 use crate::types::error::{Error, Result};
 use crate::types::journal;
-use crate::types::{DirEntry, Inode, Kind, Timestamp};
+use crate::types::{DirEntry, Inode, Timestamp};
 
 const INODE_COLS: &str = "ino, file_id, kind, perm, uid, gid, nlink, size, atime, mtime, ctime, \
                           crtime, rdev, parent, target, created_by, original_name, sha256, blocks";
@@ -139,85 +139,12 @@ impl PgStore {
     }
 }
 
-fn row_to_inode(row: &PgRow) -> Result<Inode> {
-    let kind: i64 = row.try_get(2)?;
-    Ok(Inode {
-        ino: row.try_get::<i64, _>(0)? as u64,
-        file_id: row.try_get(1)?,
-        kind: kind_of(kind)?,
-        perm: row.try_get::<i64, _>(3)? as u32,
-        uid: row.try_get::<i64, _>(4)? as u32,
-        gid: row.try_get::<i64, _>(5)? as u32,
-        nlink: row.try_get::<i64, _>(6)? as u32,
-        size: row.try_get::<i64, _>(7)? as u64,
-        atime: Timestamp(row.try_get(8)?),
-        mtime: Timestamp(row.try_get(9)?),
-        ctime: Timestamp(row.try_get(10)?),
-        crtime: Timestamp(row.try_get(11)?),
-        rdev: row.try_get::<i64, _>(12)? as u32,
-        parent: row.try_get::<i64, _>(13)? as u64,
-        target: row.try_get(14)?,
-        created_by: row.try_get(15)?,
-        original_name: row.try_get(16)?,
-        sha256: row.try_get(17)?,
-        blocks: row.try_get::<Option<i64>, _>(18)?.map(|b| b as u64),
-    })
-}
-
-fn row_to_record(row: &PgRow) -> Result<journal::Record> {
-    let bad = |what: &str| Error::Meta(format!("corrupt log row: bad {what}"));
-    let id: String = row.try_get(0)?;
-    let op: String = row.try_get(1)?;
-    let status: String = row.try_get(2)?;
-    let data: String = row.try_get(4)?;
-    let started: String = row.try_get(6)?;
-    let completed: Option<String> = row.try_get(7)?;
-    Ok(journal::Record {
-        id: uuid::Uuid::parse_str(&id).map_err(|_| bad("transaction_id"))?,
-        op: journal::Op::parse(&op).ok_or_else(|| bad("operation_type"))?,
-        status: journal::Status::parse(&status).ok_or_else(|| bad("status"))?,
-        file_id: row.try_get(3)?,
-        data: serde_json::from_str(&data).map_err(|_| bad("operation_data"))?,
-        error: row.try_get(5)?,
-        started_at: journal::parse_rfc3339(&started).ok_or_else(|| bad("started_at"))?,
-        completed_at: completed.as_deref().and_then(journal::parse_rfc3339),
-        user_id: row.try_get(9)?,
-        outcome: row.try_get(10)?,
-    })
-}
-
-fn kind_of(v: i64) -> Result<Kind> {
-    Kind::from_i64(v).ok_or_else(|| Error::Meta(format!("corrupt kind {v} in metadata")))
-}
-
 fn add<'q, T>(args: &mut PgArguments, v: T)
 where
     T: 'q + sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres>,
 {
     // Encoding plain integers, strings and byte strings cannot fail.
     let _ = args.add(v);
-}
-
-fn push_inode(args: &mut PgArguments, i: &Inode) {
-    add(args, i.ino as i64);
-    add(args, i.file_id.as_str());
-    add(args, i.kind as i64);
-    add(args, i.perm as i64);
-    add(args, i.uid as i64);
-    add(args, i.gid as i64);
-    add(args, i.nlink as i64);
-    add(args, i.size as i64);
-    add(args, i.atime.0);
-    add(args, i.mtime.0);
-    add(args, i.ctime.0);
-    add(args, i.crtime.0);
-    add(args, i.rdev as i64);
-    add(args, i.parent as i64);
-    add(args, i.target.as_deref());
-    add(args, i.created_by.as_str());
-    add(args, i.original_name.as_slice());
-    add(args, i.sha256.as_deref());
-    add(args, i.blocks.map(|b| b as i64));
 }
 
 /// "($1, $2), ($3, $4)" for `rows` rows of `cols` columns.
@@ -337,7 +264,7 @@ impl PgStore {
             );
             let mut args = PgArguments::default();
             for i in chunk {
-                push_inode(&mut args, i);
+                rows::push_inode(&mut args, i);
             }
             sqlx::query_with(&sql, args).execute(&mut *tx).await?;
         }
@@ -595,7 +522,7 @@ impl MetaStore for PgStore {
                 .bind(ino as i64)
                 .fetch_optional(&self.pool),
         )?;
-        row.as_ref().map(row_to_inode).transpose()
+        row.as_ref().map(rows::inode).transpose()
     }
 
     fn lookup(&self, parent: u64, name: &[u8]) -> Result<Option<Dentry>> {
@@ -608,7 +535,7 @@ impl MetaStore for PgStore {
         row.map(|(ino, k, id)| {
             Ok(Dentry {
                 ino: ino as u64,
-                kind: kind_of(k)?,
+                kind: rows::kind_of(k)?,
                 id: id as u64,
             })
         })
@@ -628,7 +555,7 @@ impl MetaStore for PgStore {
                 Ok(DirEntry {
                     offset: id as u64,
                     ino: ino as u64,
-                    kind: kind_of(kind)?,
+                    kind: rows::kind_of(kind)?,
                     name,
                 })
             })
@@ -692,7 +619,7 @@ impl MetaStore for PgStore {
             .bind(ino_array(inos.iter().copied()))
             .fetch_all(&self.pool),
         )?;
-        rows.iter().map(row_to_inode).collect()
+        rows.iter().map(rows::inode).collect()
     }
 
     fn links_of(&self, inos: &[u64]) -> Result<Vec<(u64, u64, Vec<u8>)>> {
@@ -849,7 +776,7 @@ impl MetaStore for PgStore {
             ))
             .fetch_all(&self.pool),
         )?;
-        rows.iter().map(row_to_record).collect()
+        rows.iter().map(rows::record).collect()
     }
 
     fn journal_counts(&self) -> Result<Vec<(String, u64)>> {
@@ -909,7 +836,7 @@ impl MetaStore for PgStore {
             sqlx::query(&format!("SELECT {INODE_COLS} FROM {p}_inodes ORDER BY ino"))
                 .fetch_all(&self.pool),
         )?;
-        rows.iter().map(row_to_inode).collect()
+        rows.iter().map(rows::inode).collect()
     }
 
     fn all_dentries(&self) -> Result<Vec<(u64, Vec<u8>, Dentry)>> {
@@ -927,7 +854,7 @@ impl MetaStore for PgStore {
                     name,
                     Dentry {
                         ino: ino as u64,
-                        kind: kind_of(kind)?,
+                        kind: rows::kind_of(kind)?,
                         id: id as u64,
                     },
                 ))
