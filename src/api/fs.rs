@@ -625,6 +625,8 @@ async fn upload(
         created_by: who.sub.clone(),
         set: changes.set,
         remove: changes.remove,
+        file_id: None,
+        original_name: None,
     };
     let mut content = BodyRead::new(body, &st.limits);
     // The upload runs to its end even if the client goes away meanwhile

@@ -12,11 +12,13 @@
 //!
 //! Modules: `config` (CLI flags, defaults), `server` (binding, TLS, limits,
 //! SIGHUP), `guard` (bearer tokens), `path` (safe path parsing), `error`
-//! (statuses), one module per door: `health`, `fs`, `meta`, `files`; and
+//! (statuses), one module per door: `health`, `fs`, `meta`, `files`,
+//! `artstore_upload` (the original element's multipart upload); and
 //! `metrics`, `openapi`, `connections` (connection cap, idle close),
 //! `uploads` (upload slots per subject, minimum body rate).
 
 mod admin;
+mod artstore_upload;
 mod connections;
 pub mod element;
 mod error;
@@ -163,6 +165,7 @@ pub fn router(state: AppState) -> Router {
             get(files::get).patch(files::patch).delete(files::delete),
         )
         .route("/api/v1/files/{file_id}/download", get(files::download))
+        .route("/api/v1/files/upload", axum::routing::post(artstore_upload::upload))
         .route("/api/v1/search", get(admin::search))
         .route("/api/v1/mode", axum::routing::post(admin::change_mode))
         .route("/api/v1/trash", get(trash::list).delete(trash::empty))

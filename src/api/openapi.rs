@@ -50,6 +50,7 @@ impl Modify for BearerAuth {
         super::files::download,
         super::files::patch,
         super::files::delete,
+        super::artstore_upload::upload,
         super::admin::search,
         super::admin::change_mode,
         super::admin::start_job,
@@ -72,6 +73,7 @@ impl Modify for BearerAuth {
         super::admin::SearchHit,
         super::admin::ModeChange,
         super::admin::Job,
+        super::artstore_upload::UploadReply,
     )),
     modifiers(&BearerAuth),
     tags(

@@ -52,7 +52,11 @@ pub struct Published {
 impl Fs {
     /// A nameless regular file in directory `parent` (which must exist) to
     /// write an upload into, open for writing. `perm` is used as given (no
-    /// umask); `created_by` is recorded as the file's creator. Write with
+    /// umask); `created_by` is recorded as the file's creator. `file_id`:
+    /// the id a caller chose (EEXIST when any inode of the store, trashed
+    /// ones included, has it), else a fresh UUIDv7. `original_name`, when
+    /// not empty, is kept as the original filename instead of the name the
+    /// file is published under. Write with
     /// [`Fs::write`], make durable with [`Fs::fsync`], then
     /// [`Fs::publish`] and [`Fs::release`]; releasing without publishing
     /// discards it.
@@ -62,15 +66,24 @@ impl Fs {
         parent: u64,
         perm: u32,
         created_by: &str,
+        file_id: Option<&str>,
+        original_name: &[u8],
     ) -> Result<(u64, Arc<Handle>)> {
         self.allow(super::policy::Change::Create)?;
         let (ino, intent) = self.mutate(|tx| {
             let dir = tx.live_dir(parent)?;
+            let file_id = match file_id {
+                Some(id) => {
+                    self.check_new_file_id(id)?;
+                    id.to_string()
+                }
+                None => uuid::Uuid::now_v7().to_string(),
+            };
             let (perm, gid) = owner_in(caller, &dir, Kind::File, perm & 0o7777);
             let now = Timestamp::now();
             let new = tx.insert(Inode {
                 ino: 0,
-                file_id: uuid::Uuid::now_v7().to_string(),
+                file_id,
                 kind: Kind::File,
                 perm,
                 uid: caller.uid,
@@ -89,7 +102,7 @@ impl Fs {
                 } else {
                     created_by.to_string()
                 },
-                original_name: Vec::new(),
+                original_name: original_name.to_vec(),
                 sha256: None,
                 blocks: None,
             })?;
@@ -117,6 +130,18 @@ impl Fs {
                 Err(e)
             }
         }
+    }
+
+    /// Refuse `file_id` when an inode of the store has it. Called inside a
+    /// mutation: mutations are serial, so once the earlier ones are
+    /// committed the store's table is the whole truth (the column is unique;
+    /// the writer must never meet a duplicate).
+    fn check_new_file_id(&self, file_id: &str) -> Result<()> {
+        self.wait_committed()?;
+        if self.meta.find_by_file_id(file_id)?.is_some() {
+            return Err(Error::posix(libc::EEXIST, "a file with this file_id exists"));
+        }
+        Ok(())
     }
 
     /// Link the staged inode `ino` as `name` in `parent`, replacing a file
@@ -173,7 +198,9 @@ impl Fs {
             tx.add_entry(parent, name, ino, Kind::File)?;
             new.nlink = 1;
             new.parent = parent;
-            new.original_name = name.to_vec();
+            if new.original_name.is_empty() {
+                new.original_name = name.to_vec();
+            }
             new.ctime = now;
             if sha256.is_some() {
                 new.sha256 = sha256;

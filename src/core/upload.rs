@@ -47,6 +47,12 @@ pub struct UploadOptions {
     /// Attributes set and removed with the content (all or none).
     pub set: Vec<(Vec<u8>, Vec<u8>)>,
     pub remove: Vec<Vec<u8>>,
+    /// The new file's id, chosen by the client (the original API's
+    /// `file_id`); EEXIST when the store has it. None: a fresh UUIDv7.
+    pub file_id: Option<String>,
+    /// Kept as the original filename when the file is published under a
+    /// name of the door's making; None: the name itself.
+    pub original_name: Option<Vec<u8>>,
 }
 
 /// A published upload. It keeps the file open until [`Uploaded::finish`]
@@ -114,7 +120,14 @@ impl Fs {
         opts: UploadOptions,
     ) -> Result<Uploaded<'a>> {
         let (parent, expect) = self.upload_target(caller, dir, name, opts.condition)?;
-        let (ino, h) = self.create_staging(caller, parent, opts.perm, &opts.created_by)?;
+        let (ino, h) = self.create_staging(
+            caller,
+            parent,
+            opts.perm,
+            &opts.created_by,
+            opts.file_id.as_deref(),
+            opts.original_name.as_deref().unwrap_or_default(),
+        )?;
         let staging = Staging {
             fs: self,
             fh: h.fh,
@@ -243,3 +256,7 @@ fn read_full(content: &mut dyn Read, buf: &mut [u8]) -> Result<usize> {
     }
     Ok(n)
 }
+
+#[cfg(test)]
+#[path = "upload_tests.rs"]
+mod tests;

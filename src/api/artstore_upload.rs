@@ -1,0 +1,567 @@
+//! The original element's upload, `POST /api/v1/files/upload`: a
+//! multipart form (`file` plus `description`, `version`, `file_id`,
+//! `retention_policy`, `finalize_transaction_id`) stored under a path of
+//! artfs's making, `/uploads/YYYY/MM/DD/{stem}_{file_id}{ext}` (UTC), by
+//! the core's one upload operation ([`Fs::upload`]): same rules, same
+//! atomicity and durability as a PUT. Replies and errors in the original's
+//! shapes (`{"detail": ...}`).
+//!
+//! The form is parsed as it streams (multer): the fields before `file` are
+//! known when the file starts, and its content goes to the core on the
+//! blocking pool through a small channel, never whole in memory. A form
+//! field the upload needs that comes after the file is refused (422):
+//! common clients (httpx, requests) send fields first.
+//!
+//! An error answered before the body is read would break async clients
+//! (they see a read error, not the status, so the Ingester's 507 failover
+//! never starts): the rest of the body is read, up to a bound, first.
+
+use std::io::Read;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Extension, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ApiResult};
+use super::file_meta::MetaChanges;
+use super::uploads::BodyReader;
+use super::AppState;
+use crate::auth::{Action, Principal};
+use crate::core::namespace::NewNode;
+use crate::core::{Condition, UploadOptions};
+use crate::types::Caller;
+
+/// The directory every upload goes below.
+const UPLOADS: &[u8] = b"uploads";
+/// Longest text form field.
+const FIELD_MAX: usize = 64 << 10;
+/// Longest original filename kept.
+const ORIGINAL_NAME_MAX: usize = 1024;
+/// Longest extension kept in the stored name (`.gz`, `.docx`, ...).
+const EXT_MAX: usize = 16;
+/// Chunks in flight between the form and the core.
+const DEPTH: usize = 4;
+/// What a form may carry besides the file's bytes (headers, text fields).
+const FORM_SLACK: u64 = 1 << 20;
+
+/// The fields the upload uses; they must come before `file`.
+const FIELDS: [&str; 5] = [
+    "description",
+    "version",
+    "file_id",
+    "retention_policy",
+    "finalize_transaction_id",
+];
+
+/// The reply to an upload (201).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UploadReply {
+    pub file_id: String,
+    pub original_filename: String,
+    pub file_size: u64,
+    /// SHA-256 of the content, hex.
+    pub checksum: String,
+    pub message: String,
+    /// Where the file is on the mount (artfs's addition).
+    pub path: String,
+}
+
+/// Upload a file the original element's way (multipart form).
+#[utoipa::path(post, path = "/api/v1/files/upload", tag = "files", security(("bearer" = [])),
+    request_body(content_type = "multipart/form-data",
+        description = "`file` (with its filename and content type); optional `description`, `version`, \
+                       `file_id` (a UUID), `retention_policy` (temporary|permanent), \
+                       `finalize_transaction_id`, all before `file`"),
+    responses((status = 201, body = UploadReply),
+              (status = 403, description = "the role or the mode forbids writing"),
+              (status = 409, description = "a file has this file_id"),
+              (status = 413, description = "larger than --api-max-upload"),
+              (status = 422, description = "a malformed form or UUID"),
+              (status = 507, description = "over capacity")))]
+pub async fn upload(
+    State(st): State<AppState>,
+    Extension(who): Extension<Principal>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut source = Source {
+        reader: BodyReader::new(body, &st.limits),
+        read: 0,
+        ended: false,
+        failure: None,
+    };
+    match receive(&st, &who, &headers, &mut source).await {
+        Ok(reply) => (StatusCode::CREATED, Json(reply)).into_response(),
+        Err(e) => {
+            source.drain(st.limits.max_upload.saturating_add(FORM_SLACK)).await;
+            detail(e)
+        }
+    }
+}
+
+/// An error in FastAPI's shape, `{"detail": TEXT}`, keeping the status,
+/// headers and what the metrics layer logs.
+fn detail(e: ApiError) -> Response {
+    let text = e.message.clone();
+    let (mut parts, _) = e.into_response().into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let body = serde_json::json!({ "detail": text }).to_string();
+    Response::from_parts(parts, Body::from(body))
+}
+
+fn unprocessable(message: impl Into<String>) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unprocessable_entity",
+        message,
+    )
+}
+
+/// The request body, read by the form parser and, after an error, drained.
+struct Source {
+    reader: BodyReader,
+    read: u64,
+    ended: bool,
+    /// Why the body failed (too slow, broken): the answer to give.
+    failure: Option<ApiError>,
+}
+
+impl Source {
+    fn stream(
+        &mut self,
+    ) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + '_ {
+        futures_util::stream::unfold(self, |s| async move {
+            if s.ended {
+                return None;
+            }
+            match s.reader.next().await {
+                Ok(Some(b)) => {
+                    s.read += b.len() as u64;
+                    Some((Ok(b), s))
+                }
+                Ok(None) => {
+                    s.ended = true;
+                    None
+                }
+                Err(e) => {
+                    s.ended = true;
+                    let io = std::io::Error::other(e.message.clone());
+                    s.failure = Some(e);
+                    Some((Err(io), s))
+                }
+            }
+        })
+    }
+
+    /// Read and drop the rest of the body, until `bound` bytes were read
+    /// in all (the body's pacing limits apply).
+    async fn drain(&mut self, bound: u64) {
+        while !self.ended && self.read <= bound {
+            match self.reader.next().await {
+                Ok(Some(b)) => self.read += b.len() as u64,
+                _ => self.ended = true,
+            }
+        }
+    }
+}
+
+async fn receive(
+    st: &AppState,
+    who: &Principal,
+    headers: &HeaderMap,
+    source: &mut Source,
+) -> ApiResult<UploadReply> {
+    who.require(Action::Write)?;
+    let max = st.limits.max_upload;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max.saturating_add(FORM_SLACK)) {
+        return Err(too_large(max));
+    }
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let boundary = multer::parse_boundary(ctype)
+        .map_err(|_| unprocessable("the body must be a multipart/form-data form"))?;
+    let _slot = st.uploads.admit(&who.sub)?;
+    let result = {
+        let mut form = multer::Multipart::new(source.stream(), boundary);
+        read_form(st, who, &mut form).await
+    };
+    // The body's own failure is the answer, not what it caused.
+    result.map_err(|e| source.failure.take().unwrap_or(e))
+}
+
+fn form_error(e: multer::Error) -> ApiError {
+    unprocessable(format!("malformed multipart form: {e}"))
+}
+
+/// The fields before `file`, as given (empty ones count as absent).
+#[derive(Default)]
+struct Form {
+    description: Option<String>,
+    version: Option<String>,
+    file_id: Option<uuid::Uuid>,
+    retention_policy: Option<String>,
+    finalize_transaction_id: Option<String>,
+}
+
+impl Form {
+    fn set(&mut self, name: &str, value: String) -> ApiResult<()> {
+        if value.is_empty() {
+            return Ok(());
+        }
+        match name {
+            "description" => self.description = Some(value),
+            "version" => self.version = Some(value),
+            "file_id" => {
+                let id = uuid::Uuid::parse_str(value.trim())
+                    .map_err(|_| unprocessable("file_id is not a valid UUID"))?;
+                self.file_id = Some(id);
+            }
+            "retention_policy" => match value.as_str() {
+                "temporary" | "permanent" => self.retention_policy = Some(value),
+                _ => {
+                    return Err(unprocessable(
+                        "retention_policy must be temporary or permanent",
+                    ))
+                }
+            },
+            _ => self.finalize_transaction_id = Some(value),
+        }
+        Ok(())
+    }
+
+    /// The attributes the file is stored with.
+    fn changes(&self, content_type: Option<String>) -> ApiResult<MetaChanges> {
+        let mut c = MetaChanges::default();
+        let as_422 = |e: ApiError| unprocessable(e.message);
+        for (field, value) in [
+            ("description", self.description.clone()),
+            ("version", self.version.clone()),
+            ("content_type", content_type),
+        ] {
+            if value.is_some() {
+                c.field(field, value).map_err(as_422)?;
+            }
+        }
+        // What artfs has no field for is kept as custom attributes.
+        for (key, value) in [
+            ("retention_policy", &self.retention_policy),
+            ("finalize_transaction_id", &self.finalize_transaction_id),
+        ] {
+            if let Some(v) = value {
+                c.custom(key, Some(v.clone().into_bytes()))
+                    .map_err(as_422)?;
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// Read a text field, at most [`FIELD_MAX`] bytes.
+async fn text(mut field: multer::Field<'_>) -> ApiResult<String> {
+    let name = field.name().unwrap_or_default().to_string();
+    let mut buf = Vec::new();
+    while let Some(c) = field.chunk().await.map_err(form_error)? {
+        if buf.len() + c.len() > FIELD_MAX {
+            return Err(unprocessable(format!("{name} is longer than 64 KiB")));
+        }
+        buf.extend_from_slice(&c);
+    }
+    String::from_utf8(buf).map_err(|_| unprocessable(format!("{name} is not UTF-8")))
+}
+
+async fn read_form(
+    st: &AppState,
+    who: &Principal,
+    mp: &mut multer::Multipart<'_>,
+) -> ApiResult<UploadReply> {
+    let mut form = Form::default();
+    loop {
+        let Some(field) = mp.next_field().await.map_err(form_error)? else {
+            return Err(unprocessable("field required: file"));
+        };
+        match field.name() {
+            Some("file") => return store(st, who, form, field, mp).await,
+            Some(name) if FIELDS.contains(&name) => {
+                let name = name.to_string();
+                form.set(&name, text(field).await?)?;
+            }
+            // Unknown fields are ignored, as the original did.
+            _ => {}
+        }
+    }
+}
+
+/// The name a file is stored under: the client's filename's stem (its
+/// last path component, control characters replaced, a leading dot made
+/// visible, shortened to fit 255 bytes), `_`, the id, and a short
+/// alphanumeric extension.
+fn stored_name(original: &str, file_id: &str) -> Vec<u8> {
+    let base = original.rsplit(['/', '\\']).next().unwrap_or_default();
+    let (stem, ext) = match base.rsplit_once('.') {
+        Some((s, e))
+            if !s.is_empty()
+                && !e.is_empty()
+                && e.len() <= EXT_MAX
+                && e.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+        {
+            (s, format!(".{e}"))
+        }
+        _ => (base, String::new()),
+    };
+    let mut stem: String = stem
+        .chars()
+        .map(|c| if c.is_control() { '_' } else { c })
+        .collect();
+    if stem.starts_with('.') {
+        stem.replace_range(..1, "_");
+    }
+    if stem.is_empty() {
+        stem = "file".into();
+    }
+    let room = 255 - 1 - file_id.len() - ext.len();
+    let mut cut = stem.len().min(room);
+    while !stem.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}_{file_id}{ext}", &stem[..cut]).into_bytes()
+}
+
+/// `uploads/YYYY/MM/DD` for now, UTC.
+fn day_dir() -> Vec<Vec<u8>> {
+    let now = time::OffsetDateTime::now_utc();
+    vec![
+        UPLOADS.to_vec(),
+        format!("{:04}", now.year()).into_bytes(),
+        format!("{:02}", u8::from(now.month())).into_bytes(),
+        format!("{:02}", now.day()).into_bytes(),
+    ]
+}
+
+/// Make the directories of `dir` that are missing, as `caller` (the
+/// permission rules of `?mkdir`); one a concurrent upload made is fine.
+fn make_dirs(st: &AppState, caller: &Caller, dir: &[Vec<u8>]) -> ApiResult<()> {
+    let mut parent = crate::types::ROOT_INO;
+    for name in dir {
+        parent = match st.fs.lookup(parent, name) {
+            Ok(a) if a.inode.kind.is_dir() => a.inode.ino,
+            Ok(_) => return Err(crate::types::error::enotdir().into()),
+            Err(e) if e.errno() == libc::ENOENT => {
+                st.fs.check_dir_change(caller, parent, None)?;
+                match st
+                    .fs
+                    .create_node(caller, parent, name, NewNode::Dir, st.dir_mode, 0)
+                {
+                    Ok(a) => {
+                        st.invalidate_entry(parent, name);
+                        a.inode.ino
+                    }
+                    Err(e) if e.errno() == libc::EEXIST => st.fs.lookup(parent, name)?.inode.ino,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
+    }
+    Ok(())
+}
+
+/// Store the `file` field: the core reads it from a channel on the
+/// blocking pool while this task feeds it; then the rest of the form is
+/// checked before the content ends, so a refused form publishes nothing.
+async fn store(
+    st: &AppState,
+    who: &Principal,
+    form: Form,
+    mut field: multer::Field<'_>,
+    mp: &mut multer::Multipart<'_>,
+) -> ApiResult<UploadReply> {
+    let original = match field.file_name() {
+        Some(n) if !n.is_empty() => n.to_string(),
+        _ => return Err(unprocessable("file must be a file part with a filename")),
+    };
+    if original.len() > ORIGINAL_NAME_MAX || original.contains('\0') {
+        return Err(unprocessable("the filename is too long or holds a NUL"));
+    }
+    let changes = form.changes(field.content_type().map(|m| m.to_string()))?;
+    // New ids are v4, as the original's clients expect in places.
+    let file_id = form
+        .file_id
+        .unwrap_or_else(uuid::Uuid::new_v4)
+        .hyphenated()
+        .to_string();
+    let dir = day_dir();
+    let name = stored_name(&original, &file_id);
+    let path = format!(
+        "/{}/{}",
+        dir.iter()
+            .map(|d| String::from_utf8_lossy(d).into_owned())
+            .collect::<Vec<_>>()
+            .join("/"),
+        String::from_utf8_lossy(&name)
+    );
+    let (tx, rx) = mpsc::channel(DEPTH);
+    let caller = st.caller_for(who);
+    let opts = UploadOptions {
+        // The name holds the id: it exists only if the id does (409).
+        condition: Condition::Absent,
+        perm: st.file_mode,
+        created_by: who.sub.clone(),
+        set: changes.set,
+        remove: Vec::new(),
+        file_id: Some(file_id.clone()),
+        original_name: Some(original.clone().into_bytes()),
+    };
+    // Spawned now: it must read while this task feeds it.
+    let job = {
+        let (st, id) = (st.clone(), file_id.clone());
+        tokio::task::spawn_blocking(move || -> ApiResult<(u64, String)> {
+            make_dirs(&st, &caller, &dir)?;
+            let mut content = ChannelRead {
+                rx,
+                chunk: Bytes::new(),
+            };
+            let up = st
+                .fs
+                .upload(&caller, &dir, &name, &mut content, opts)
+                .map_err(|e| match e.errno() {
+                    libc::EEXIST | libc::ESTALE => {
+                        ApiError::new(StatusCode::CONFLICT, "conflict", format!("file_id {id} exists"))
+                    }
+                    _ => e.into(),
+                })?;
+            st.invalidate_entry(up.parent, &name);
+            let attr = st.fs.getattr(up.ino)?;
+            let checksum = st.fs.sha256(up.ino)?.unwrap_or_default();
+            up.finish()?;
+            Ok((attr.inode.size, checksum))
+        })
+    };
+    let fed = feed(&mut field, &tx, st.limits.max_upload).await;
+    drop(field);
+    let fed = match fed {
+        Ok(true) => rest(mp).await,
+        other => other,
+    };
+    if let Err(e) = &fed {
+        // The core discards the upload on a failed read.
+        let _ = tx.send(Err(std::io::Error::other(e.message.clone()))).await;
+    }
+    drop(tx);
+    let stored = job
+        .await
+        .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?;
+    fed?;
+    let (file_size, checksum) = stored?;
+    Ok(UploadReply {
+        file_id,
+        original_filename: original,
+        file_size,
+        checksum,
+        message: "File uploaded successfully".into(),
+        path,
+    })
+}
+
+/// Send the file's content to the core. `Ok(false)`: the core stopped
+/// reading (it failed; its error is the answer).
+async fn feed(
+    field: &mut multer::Field<'_>,
+    tx: &mpsc::Sender<std::io::Result<Bytes>>,
+    max: u64,
+) -> ApiResult<bool> {
+    let mut total = 0u64;
+    while let Some(chunk) = field.chunk().await.map_err(form_error)? {
+        total += chunk.len() as u64;
+        if total > max {
+            return Err(too_large(max));
+        }
+        if tx.send(Ok(chunk)).await.is_err() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The parts after the file: a field the upload uses is refused (it came
+/// too late to apply), a second file too; others are ignored.
+async fn rest(mp: &mut multer::Multipart<'_>) -> ApiResult<bool> {
+    while let Some(field) = mp.next_field().await.map_err(form_error)? {
+        match field.name() {
+            Some("file") => return Err(unprocessable("only one file per upload")),
+            Some(n) if FIELDS.contains(&n) => {
+                return Err(unprocessable(format!(
+                    "{n} must come before the file in the form"
+                )))
+            }
+            _ => {}
+        }
+    }
+    Ok(true)
+}
+
+fn too_large(max: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("uploads are limited to {max} bytes"),
+    )
+}
+
+/// The content as the core reads it: chunks from the form, an error when
+/// the form failed, the end when the sender is gone.
+struct ChannelRead {
+    rx: mpsc::Receiver<std::io::Result<Bytes>>,
+    chunk: Bytes,
+}
+
+impl Read for ChannelRead {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(c)) => self.chunk = c,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.chunk.len());
+        out[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "0b7e7c3e-5f43-4d2a-9a57-7d4d8c1e2f30";
+
+    fn name(original: &str) -> String {
+        String::from_utf8(stored_name(original, ID)).unwrap()
+    }
+
+    #[test]
+    fn stored_names_keep_stem_and_extension() {
+        assert_eq!(name("report.pdf"), format!("report_{ID}.pdf"));
+        assert_eq!(name("a.tar.gz"), format!("a.tar_{ID}.gz"));
+        assert_eq!(name("C:\\docs\\x.txt"), format!("x_{ID}.txt"));
+        assert_eq!(name("../../etc/passwd"), format!("passwd_{ID}"));
+        assert_eq!(name(".bashrc"), format!("_bashrc_{ID}"));
+        assert_eq!(name("odd.ext with space"), format!("odd.ext with space_{ID}"));
+        assert_eq!(name("tab\there"), format!("tab_here_{ID}"));
+        assert_eq!(name("dir/"), format!("file_{ID}"));
+        let long = "д".repeat(300) + ".bin";
+        let n = name(&long);
+        assert!(n.len() <= 255 && n.ends_with(&format!("_{ID}.bin")), "{n}");
+    }
+}
