@@ -168,10 +168,17 @@ impl Mount {
         let _ = nix::mount::umount2(&self.mnt, nix::mount::MntFlags::MNT_DETACH);
     }
 
+    /// `artfs SUB BACKING` with the store's flags (its database on
+    /// PostgreSQL): an offline command on this store.
+    pub fn command(&self, sub: &str) -> Command {
+        let mut c = Command::new(bin());
+        c.arg(sub).arg(&self.backing).args(&self.db.args);
+        c
+    }
+
     /// Run `artfs fsck` on this store: (exit code, output).
     pub fn fsck(&self, repair: bool) -> (i32, String) {
-        let mut c = Command::new(bin());
-        c.arg("fsck").arg(&self.backing);
+        let mut c = self.command("fsck");
         if repair {
             c.arg("--repair");
         }
