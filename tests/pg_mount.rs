@@ -66,3 +66,24 @@ fn a_store_mounts_and_remounts_on_postgresql() {
     let (code, out) = artfs(&[&["fsck", backing][..], &["--db", db.url.as_str()][..]].concat());
     assert_ne!(code, 0, "another prefix holds no store:\n{out}");
 }
+
+/// The engine helper really moves a test's tables: on SQLite they are in
+/// BACKING, on PostgreSQL nothing of them is (and commands need the
+/// store's flags).
+#[test]
+fn every_engine_puts_the_tables_where_it_says() {
+    use common::engine::{current, every_engine, Engine};
+    let seen = std::sync::Mutex::new(Vec::new());
+    every_engine(|| {
+        let m = Mount::new();
+        std::fs::write(m.path("f"), b"x").unwrap();
+        let in_backing = m.backing.join(".artfs/meta.db").exists();
+        assert_eq!(in_backing, current() == Engine::Sqlite, "{:?}", current());
+        assert_eq!(m.store_args().is_empty(), current() == Engine::Sqlite);
+        seen.lock().unwrap().push(current());
+    });
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![Engine::Sqlite, Engine::Postgres]
+    );
+}

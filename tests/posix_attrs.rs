@@ -110,56 +110,60 @@ type Op<'a> = (&'static str, Box<dyn Fn() + 'a>);
 
 #[test]
 fn chmod_sets_all_mode_bits_and_ctime() {
-    let mut m = Mount::new();
-    let f = m.path("f");
-    fs::write(&f, b"").unwrap();
-    fs::create_dir(m.path("d")).unwrap();
-    for bits in [0o7777, 0o4755, 0o2755, 0o1777, 0o0, 0o640, 0o777] {
-        let c0 = ctime(&f);
-        tick();
-        chmod(&f, bits);
-        assert_eq!(mode(&f), bits, "file {bits:o}");
-        assert!(ctime(&f) > c0, "chmod {bits:o} did not change ctime");
-        chmod(&m.path("d"), bits);
-        assert_eq!(mode(&m.path("d")), bits, "dir {bits:o}");
-    }
-    chmod(&f, 0o4751);
-    chmod(&m.path("d"), 0o3750);
-    let c = ctime(&f);
-    m.remount();
-    assert_eq!(mode(&f), 0o4751);
-    assert_eq!(mode(&m.path("d")), 0o3750);
-    assert_eq!(ctime(&f), c);
-    assert!(fs::metadata(&f).unwrap().is_file());
-    assert!(fs::metadata(m.path("d")).unwrap().is_dir());
+    common::engine::every_engine(|| {
+        let mut m = Mount::new();
+        let f = m.path("f");
+        fs::write(&f, b"").unwrap();
+        fs::create_dir(m.path("d")).unwrap();
+        for bits in [0o7777, 0o4755, 0o2755, 0o1777, 0o0, 0o640, 0o777] {
+            let c0 = ctime(&f);
+            tick();
+            chmod(&f, bits);
+            assert_eq!(mode(&f), bits, "file {bits:o}");
+            assert!(ctime(&f) > c0, "chmod {bits:o} did not change ctime");
+            chmod(&m.path("d"), bits);
+            assert_eq!(mode(&m.path("d")), bits, "dir {bits:o}");
+        }
+        chmod(&f, 0o4751);
+        chmod(&m.path("d"), 0o3750);
+        let c = ctime(&f);
+        m.remount();
+        assert_eq!(mode(&f), 0o4751);
+        assert_eq!(mode(&m.path("d")), 0o3750);
+        assert_eq!(ctime(&f), c);
+        assert!(fs::metadata(&f).unwrap().is_file());
+        assert!(fs::metadata(m.path("d")).unwrap().is_dir());
+    });
 }
 
 #[test]
 fn chown_by_root_sets_owner_and_group() {
-    let mut m = Mount::new();
-    let f = m.path("f");
-    fs::write(&f, b"").unwrap();
-    let c0 = ctime(&f);
-    tick();
-    assert_eq!(chown(&f, Some(1000), Some(2000)), 0);
-    let md = fs::metadata(&f).unwrap();
-    assert_eq!((md.uid(), md.gid()), (1000, 2000));
-    assert!(ctime(&f) > c0);
-    assert_eq!(chown(&f, None, Some(3000)), 0);
-    assert_eq!(chown(&f, Some(4000), None), 0);
-    let md = fs::metadata(&f).unwrap();
-    assert_eq!((md.uid(), md.gid()), (4000, 3000));
-    // Of a symlink itself (lchown) and through it.
-    std::os::unix::fs::symlink("f", m.path("l")).unwrap();
-    std::os::unix::fs::lchown(m.path("l"), Some(7), Some(8)).unwrap();
-    let lmd = fs::symlink_metadata(m.path("l")).unwrap();
-    assert_eq!((lmd.uid(), lmd.gid()), (7, 8));
-    assert_eq!(fs::metadata(&f).unwrap().uid(), 4000);
-    m.remount();
-    let md = fs::metadata(&f).unwrap();
-    assert_eq!((md.uid(), md.gid()), (4000, 3000));
-    let lmd = fs::symlink_metadata(m.path("l")).unwrap();
-    assert_eq!((lmd.uid(), lmd.gid()), (7, 8));
+    common::engine::every_engine(|| {
+        let mut m = Mount::new();
+        let f = m.path("f");
+        fs::write(&f, b"").unwrap();
+        let c0 = ctime(&f);
+        tick();
+        assert_eq!(chown(&f, Some(1000), Some(2000)), 0);
+        let md = fs::metadata(&f).unwrap();
+        assert_eq!((md.uid(), md.gid()), (1000, 2000));
+        assert!(ctime(&f) > c0);
+        assert_eq!(chown(&f, None, Some(3000)), 0);
+        assert_eq!(chown(&f, Some(4000), None), 0);
+        let md = fs::metadata(&f).unwrap();
+        assert_eq!((md.uid(), md.gid()), (4000, 3000));
+        // Of a symlink itself (lchown) and through it.
+        std::os::unix::fs::symlink("f", m.path("l")).unwrap();
+        std::os::unix::fs::lchown(m.path("l"), Some(7), Some(8)).unwrap();
+        let lmd = fs::symlink_metadata(m.path("l")).unwrap();
+        assert_eq!((lmd.uid(), lmd.gid()), (7, 8));
+        assert_eq!(fs::metadata(&f).unwrap().uid(), 4000);
+        m.remount();
+        let md = fs::metadata(&f).unwrap();
+        assert_eq!((md.uid(), md.gid()), (4000, 3000));
+        let lmd = fs::symlink_metadata(m.path("l")).unwrap();
+        assert_eq!((lmd.uid(), lmd.gid()), (7, 8));
+    });
 }
 
 /// chown/chmod by owners and others, and what happens to setuid/setgid.
@@ -246,31 +250,33 @@ fn chown_rules(d: &Path) -> Vec<(i32, u32, u32, u32)> {
 
 #[test]
 fn chown_and_chmod_permission_rules_match_ext4() {
-    let m = Mount::new();
-    open_up(&m);
-    let got = chown_rules(&m.mnt);
-    let reference = ext4_dir();
-    let want = chown_rules(reference.path());
-    let n = NOBODY;
-    assert_eq!(
-        want,
-        vec![
-            (0, 0o755, 1, 1),
-            (0, 0o2745, 1, 1),
-            (0, 0o700, 1, 1),
-            (0, 0o6755, n, n),
-            (0, 0o775, n, GROUP),
-            (libc::EPERM, 0o6775, n, n),
-            (libc::EPERM, 0o6775, n, n),
-            (0, 0o775, n, n),
-            (libc::EPERM, 0o6775, n, n),
-            (libc::EPERM, 0o6775, n, n),
-            (0, 0o770, n, GROUP),
-            (0, 0o2770, n, GROUP),
-        ],
-        "ext4 reference changed?"
-    );
-    assert_eq!(got, want);
+    common::engine::every_engine(|| {
+        let m = Mount::new();
+        open_up(&m);
+        let got = chown_rules(&m.mnt);
+        let reference = ext4_dir();
+        let want = chown_rules(reference.path());
+        let n = NOBODY;
+        assert_eq!(
+            want,
+            vec![
+                (0, 0o755, 1, 1),
+                (0, 0o2745, 1, 1),
+                (0, 0o700, 1, 1),
+                (0, 0o6755, n, n),
+                (0, 0o775, n, GROUP),
+                (libc::EPERM, 0o6775, n, n),
+                (libc::EPERM, 0o6775, n, n),
+                (0, 0o775, n, n),
+                (libc::EPERM, 0o6775, n, n),
+                (libc::EPERM, 0o6775, n, n),
+                (0, 0o770, n, GROUP),
+                (0, 0o2770, n, GROUP),
+            ],
+            "ext4 reference changed?"
+        );
+        assert_eq!(got, want);
+    });
 }
 
 /// Writes and truncates by an unprivileged owner of setuid/setgid files.
@@ -320,113 +326,119 @@ fn write_kills_suid(d: &Path) -> Vec<(i32, u32)> {
 
 #[test]
 fn unprivileged_write_clears_setuid_and_setgid_as_ext4() {
-    let m = Mount::new();
-    open_up(&m);
-    let got = write_kills_suid(&m.mnt);
-    let reference = ext4_dir();
-    let want = write_kills_suid(reference.path());
-    assert_eq!(
-        want,
-        vec![(0, 0o775), (0, 0o2745), (0, 0o755), (0, 0o775), (0, 0o6775)],
-        "ext4 reference changed?"
-    );
-    assert_eq!(got, want);
-    // And it stays cleared (the daemon has it, not only the kernel cache).
-    let mut m = m;
-    m.remount();
-    assert_eq!(mode(&m.path("w1")), 0o775);
-    assert_eq!(mode(&m.path("t1")), 0o775);
-    assert_eq!(fs::metadata(m.path("w1")).unwrap().len(), 1);
+    common::engine::every_engine(|| {
+        let m = Mount::new();
+        open_up(&m);
+        let got = write_kills_suid(&m.mnt);
+        let reference = ext4_dir();
+        let want = write_kills_suid(reference.path());
+        assert_eq!(
+            want,
+            vec![(0, 0o775), (0, 0o2745), (0, 0o755), (0, 0o775), (0, 0o6775)],
+            "ext4 reference changed?"
+        );
+        assert_eq!(got, want);
+        // And it stays cleared (the daemon has it, not only the kernel cache).
+        let mut m = m;
+        m.remount();
+        assert_eq!(mode(&m.path("w1")), 0o775);
+        assert_eq!(mode(&m.path("t1")), 0o775);
+        assert_eq!(fs::metadata(m.path("w1")).unwrap().len(), 1);
+    });
 }
 
 #[test]
 fn utimensat_explicit_now_and_omit() {
-    let mut m = Mount::new();
-    let f = m.path("f");
-    fs::write(&f, b"").unwrap();
-    // Explicit times with nanoseconds, and one before the epoch.
-    assert_eq!(
-        utimens(
-            &f,
-            ts(1_000_000_000, 123_456_789),
-            ts(1_500_000_000, 987_654_321),
+    common::engine::every_engine(|| {
+        let mut m = Mount::new();
+        let f = m.path("f");
+        fs::write(&f, b"").unwrap();
+        // Explicit times with nanoseconds, and one before the epoch.
+        assert_eq!(
+            utimens(
+                &f,
+                ts(1_000_000_000, 123_456_789),
+                ts(1_500_000_000, 987_654_321),
+                0
+            ),
             0
-        ),
-        0
-    );
-    assert_eq!(atime(&f), (1_000_000_000, 123_456_789));
-    assert_eq!(mtime(&f), (1_500_000_000, 987_654_321));
-    let c1 = ctime(&f);
-    assert!(c1.0 >= now().0 - 5, "ctime is not the time of the change");
+        );
+        assert_eq!(atime(&f), (1_000_000_000, 123_456_789));
+        assert_eq!(mtime(&f), (1_500_000_000, 987_654_321));
+        let c1 = ctime(&f);
+        assert!(c1.0 >= now().0 - 5, "ctime is not the time of the change");
 
-    // OMIT atime, NOW mtime.
-    tick();
-    let before = now();
-    assert_eq!(utimens(&f, ts(0, OMIT), ts(0, NOW), 0), 0);
-    let after = now();
-    assert_eq!(atime(&f), (1_000_000_000, 123_456_789));
-    let mt = mtime(&f);
-    assert!(
-        mt >= (before.0, 0) && mt <= after,
-        "UTIME_NOW mtime {mt:?} not in [{before:?}, {after:?}]"
-    );
-    assert!(ctime(&f) > c1);
+        // OMIT atime, NOW mtime.
+        tick();
+        let before = now();
+        assert_eq!(utimens(&f, ts(0, OMIT), ts(0, NOW), 0), 0);
+        let after = now();
+        assert_eq!(atime(&f), (1_000_000_000, 123_456_789));
+        let mt = mtime(&f);
+        assert!(
+            mt >= (before.0, 0) && mt <= after,
+            "UTIME_NOW mtime {mt:?} not in [{before:?}, {after:?}]"
+        );
+        assert!(ctime(&f) > c1);
 
-    // NOW atime, OMIT mtime.
-    tick();
-    assert_eq!(utimens(&f, ts(0, NOW), ts(0, OMIT), 0), 0);
-    assert_eq!(mtime(&f), mt);
-    assert!(atime(&f).0 >= before.0);
+        // NOW atime, OMIT mtime.
+        tick();
+        assert_eq!(utimens(&f, ts(0, NOW), ts(0, OMIT), 0), 0);
+        assert_eq!(mtime(&f), mt);
+        assert!(atime(&f).0 >= before.0);
 
-    // Both OMIT changes nothing, not even ctime.
-    let c2 = ctime(&f);
-    let a2 = atime(&f);
-    tick();
-    assert_eq!(utimens(&f, ts(0, OMIT), ts(0, OMIT), 0), 0);
-    assert_eq!((ctime(&f), atime(&f), mtime(&f)), (c2, a2, mt));
+        // Both OMIT changes nothing, not even ctime.
+        let c2 = ctime(&f);
+        let a2 = atime(&f);
+        tick();
+        assert_eq!(utimens(&f, ts(0, OMIT), ts(0, OMIT), 0), 0);
+        assert_eq!((ctime(&f), atime(&f), mtime(&f)), (c2, a2, mt));
 
-    // Before 1970 (whole seconds) and an invalid nanosecond value.
-    assert_eq!(utimens(&f, ts(-86_400, 0), ts(-1, 0), 0), 0);
-    assert_eq!(atime(&f), (-86_400, 0));
-    assert_eq!(mtime(&f), (-1, 0));
-    assert_eq!(
-        utimens(&f, ts(0, 1_000_000_000), ts(0, OMIT), 0),
-        libc::EINVAL
-    );
+        // Before 1970 (whole seconds) and an invalid nanosecond value.
+        assert_eq!(utimens(&f, ts(-86_400, 0), ts(-1, 0), 0), 0);
+        assert_eq!(atime(&f), (-86_400, 0));
+        assert_eq!(mtime(&f), (-1, 0));
+        assert_eq!(
+            utimens(&f, ts(0, 1_000_000_000), ts(0, OMIT), 0),
+            libc::EINVAL
+        );
 
-    // A symlink's own times.
-    std::os::unix::fs::symlink("f", m.path("l")).unwrap();
-    assert_eq!(
-        utimens(
-            &m.path("l"),
-            ts(111, 1),
-            ts(222, 2),
-            libc::AT_SYMLINK_NOFOLLOW
-        ),
-        0
-    );
-    assert_eq!(mtime(&m.path("l")), (222, 2));
-    assert_eq!(mtime(&f), (-1, 0));
+        // A symlink's own times.
+        std::os::unix::fs::symlink("f", m.path("l")).unwrap();
+        assert_eq!(
+            utimens(
+                &m.path("l"),
+                ts(111, 1),
+                ts(222, 2),
+                libc::AT_SYMLINK_NOFOLLOW
+            ),
+            0
+        );
+        assert_eq!(mtime(&m.path("l")), (222, 2));
+        assert_eq!(mtime(&f), (-1, 0));
 
-    m.remount();
-    assert_eq!(atime(&f), (-86_400, 0));
-    assert_eq!(mtime(&f), (-1, 0));
-    assert_eq!(mtime(&m.path("l")), (222, 2));
-    assert_eq!(atime(&m.path("l")), (111, 1));
+        m.remount();
+        assert_eq!(atime(&f), (-86_400, 0));
+        assert_eq!(mtime(&f), (-1, 0));
+        assert_eq!(mtime(&m.path("l")), (222, 2));
+        assert_eq!(atime(&m.path("l")), (111, 1));
+    });
 }
 
 #[test]
 fn pre_epoch_times_keep_their_nanoseconds() {
-    let mut m = Mount::new();
-    let f = m.path("f");
-    fs::write(&f, b"").unwrap();
-    // -86399.999999995 s and -0.000000001 s, as ext4 stores them.
-    assert_eq!(utimens(&f, ts(-86_400, 5), ts(-1, 999_999_999), 0), 0);
-    assert_eq!(atime(&f), (-86_400, 5));
-    assert_eq!(mtime(&f), (-1, 999_999_999));
-    m.remount();
-    assert_eq!(atime(&f), (-86_400, 5));
-    assert_eq!(mtime(&f), (-1, 999_999_999));
+    common::engine::every_engine(|| {
+        let mut m = Mount::new();
+        let f = m.path("f");
+        fs::write(&f, b"").unwrap();
+        // -86399.999999995 s and -0.000000001 s, as ext4 stores them.
+        assert_eq!(utimens(&f, ts(-86_400, 5), ts(-1, 999_999_999), 0), 0);
+        assert_eq!(atime(&f), (-86_400, 5));
+        assert_eq!(mtime(&f), (-1, 999_999_999));
+        m.remount();
+        assert_eq!(atime(&f), (-86_400, 5));
+        assert_eq!(mtime(&f), (-1, 999_999_999));
+    });
 }
 
 /// Who may set which times: owner, writer, stranger.
@@ -464,131 +476,137 @@ fn utime_permissions(d: &Path) -> Vec<i32> {
 
 #[test]
 fn utimensat_permissions_match_ext4() {
-    let m = Mount::new();
-    open_up(&m);
-    let got = utime_permissions(&m.mnt);
-    let reference = ext4_dir();
-    let want = utime_permissions(reference.path());
-    assert_eq!(
-        want,
-        vec![0, libc::EPERM, libc::EPERM, libc::EACCES, libc::EPERM, 0],
-        "ext4 reference changed?"
-    );
-    assert_eq!(got, want);
+    common::engine::every_engine(|| {
+        let m = Mount::new();
+        open_up(&m);
+        let got = utime_permissions(&m.mnt);
+        let reference = ext4_dir();
+        let want = utime_permissions(reference.path());
+        assert_eq!(
+            want,
+            vec![0, libc::EPERM, libc::EPERM, libc::EACCES, libc::EPERM, 0],
+            "ext4 reference changed?"
+        );
+        assert_eq!(got, want);
+    });
 }
 
 #[test]
 fn ctime_changes_on_chmod_link_rename_xattr_and_truncate() {
-    let mut m = Mount::new();
-    let f = m.path("f");
-    fs::write(&f, b"abc").unwrap();
-    fs::create_dir(m.path("d")).unwrap();
-    let name = CString::new("user.k").unwrap();
-    let ops: Vec<Op> = vec![
-        ("chmod", Box::new(|| chmod(&m.path("d/g"), 0o600))),
-        (
-            "link",
-            Box::new(|| fs::hard_link(m.path("d/g"), m.path("d/h")).unwrap()),
-        ),
-        (
-            "rename",
-            Box::new(|| fs::rename(m.path("d/g"), m.path("d/g2")).unwrap()),
-        ),
-        (
-            "setxattr",
-            Box::new(|| {
-                let c = cpath(&m.path("d/g2"));
-                // SAFETY: valid C strings and buffer.
-                let r = unsafe {
-                    libc::setxattr(c.as_ptr(), name.as_ptr(), b"v".as_ptr().cast(), 1, 0)
-                };
-                assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
-            }),
-        ),
-        (
-            "removexattr",
-            Box::new(|| {
-                let c = cpath(&m.path("d/g2"));
-                // SAFETY: valid C strings.
-                let r = unsafe { libc::removexattr(c.as_ptr(), name.as_ptr()) };
-                assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
-            }),
-        ),
-        (
-            "unlink of another link",
-            Box::new(|| fs::remove_file(m.path("d/h")).unwrap()),
-        ),
-        (
-            "truncate",
-            Box::new(|| nix::unistd::truncate(&m.path("d/g2"), 1).unwrap()),
-        ),
-        (
-            "chown",
-            Box::new(|| assert_eq!(chown(&m.path("d/g2"), Some(5), Some(5)), 0)),
-        ),
-    ];
-    fs::rename(&f, m.path("d/g")).unwrap();
-    let mut last = ctime(&m.path("d/g"));
-    let mut current = m.path("d/g");
-    for (what, op) in ops {
-        tick();
-        let mt = mtime(&current);
-        op();
-        if what == "rename" {
-            current = m.path("d/g2");
+    common::engine::every_engine(|| {
+        let mut m = Mount::new();
+        let f = m.path("f");
+        fs::write(&f, b"abc").unwrap();
+        fs::create_dir(m.path("d")).unwrap();
+        let name = CString::new("user.k").unwrap();
+        let ops: Vec<Op> = vec![
+            ("chmod", Box::new(|| chmod(&m.path("d/g"), 0o600))),
+            (
+                "link",
+                Box::new(|| fs::hard_link(m.path("d/g"), m.path("d/h")).unwrap()),
+            ),
+            (
+                "rename",
+                Box::new(|| fs::rename(m.path("d/g"), m.path("d/g2")).unwrap()),
+            ),
+            (
+                "setxattr",
+                Box::new(|| {
+                    let c = cpath(&m.path("d/g2"));
+                    // SAFETY: valid C strings and buffer.
+                    let r = unsafe {
+                        libc::setxattr(c.as_ptr(), name.as_ptr(), b"v".as_ptr().cast(), 1, 0)
+                    };
+                    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+                }),
+            ),
+            (
+                "removexattr",
+                Box::new(|| {
+                    let c = cpath(&m.path("d/g2"));
+                    // SAFETY: valid C strings.
+                    let r = unsafe { libc::removexattr(c.as_ptr(), name.as_ptr()) };
+                    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+                }),
+            ),
+            (
+                "unlink of another link",
+                Box::new(|| fs::remove_file(m.path("d/h")).unwrap()),
+            ),
+            (
+                "truncate",
+                Box::new(|| nix::unistd::truncate(&m.path("d/g2"), 1).unwrap()),
+            ),
+            (
+                "chown",
+                Box::new(|| assert_eq!(chown(&m.path("d/g2"), Some(5), Some(5)), 0)),
+            ),
+        ];
+        fs::rename(&f, m.path("d/g")).unwrap();
+        let mut last = ctime(&m.path("d/g"));
+        let mut current = m.path("d/g");
+        for (what, op) in ops {
+            tick();
+            let mt = mtime(&current);
+            op();
+            if what == "rename" {
+                current = m.path("d/g2");
+            }
+            let c = ctime(&current);
+            assert!(c > last, "{what} did not advance ctime ({last:?} -> {c:?})");
+            if what != "truncate" {
+                assert_eq!(mtime(&current), mt, "{what} changed mtime");
+            }
+            last = c;
         }
-        let c = ctime(&current);
-        assert!(c > last, "{what} did not advance ctime ({last:?} -> {c:?})");
-        if what != "truncate" {
-            assert_eq!(mtime(&current), mt, "{what} changed mtime");
-        }
-        last = c;
-    }
-    let before = (ctime(&current), mtime(&current));
-    m.remount();
-    assert_eq!((ctime(&current), mtime(&current)), before);
+        let before = (ctime(&current), mtime(&current));
+        m.remount();
+        assert_eq!((ctime(&current), mtime(&current)), before);
+    });
 }
 
 #[test]
 fn mtime_and_ctime_move_on_write_not_on_read() {
-    let mut m = Mount::new();
-    let p = m.path("f");
-    fs::write(&p, b"initial").unwrap();
-    let (m0, c0) = (mtime(&p), ctime(&p));
-    tick();
-    let _ = fs::read(&p).unwrap();
-    assert_eq!((mtime(&p), ctime(&p)), (m0, c0), "read changed times");
-    let mut f = fs::OpenOptions::new().write(true).open(&p).unwrap();
-    std::io::Write::write_all(&mut f, b"more").unwrap();
-    // Visible while still open, through the path and the descriptor.
-    let m1 = mtime(&p);
-    assert!(m1 > m0, "write did not advance mtime: {m0:?} -> {m1:?}");
-    assert!(ctime(&p) > c0);
-    let fm = f.metadata().unwrap();
-    assert_eq!((fm.mtime(), fm.mtime_nsec()), m1);
-    tick();
-    std::io::Write::write_all(&mut f, b"again").unwrap();
-    let m2 = mtime(&p);
-    assert!(m2 > m1, "second write did not advance mtime");
-    drop(f);
-    let after_close = (mtime(&p), ctime(&p));
-    assert!(after_close.0 >= m2);
-    let n = now();
-    assert!(
-        (n.0 - after_close.0 .0).abs() <= 5,
-        "mtime {after_close:?} is not now {n:?}"
-    );
-    m.remount();
-    assert_eq!((mtime(&p), ctime(&p)), after_close);
-    // Through a fresh handle after the remount.
-    tick();
-    fs::OpenOptions::new()
-        .append(true)
-        .open(&p)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, b"!"))
-        .unwrap();
-    assert!(mtime(&p) > after_close.0);
-    assert_eq!(fs::read(&p).unwrap(), b"moreagain!");
+    common::engine::every_engine(|| {
+        let mut m = Mount::new();
+        let p = m.path("f");
+        fs::write(&p, b"initial").unwrap();
+        let (m0, c0) = (mtime(&p), ctime(&p));
+        tick();
+        let _ = fs::read(&p).unwrap();
+        assert_eq!((mtime(&p), ctime(&p)), (m0, c0), "read changed times");
+        let mut f = fs::OpenOptions::new().write(true).open(&p).unwrap();
+        std::io::Write::write_all(&mut f, b"more").unwrap();
+        // Visible while still open, through the path and the descriptor.
+        let m1 = mtime(&p);
+        assert!(m1 > m0, "write did not advance mtime: {m0:?} -> {m1:?}");
+        assert!(ctime(&p) > c0);
+        let fm = f.metadata().unwrap();
+        assert_eq!((fm.mtime(), fm.mtime_nsec()), m1);
+        tick();
+        std::io::Write::write_all(&mut f, b"again").unwrap();
+        let m2 = mtime(&p);
+        assert!(m2 > m1, "second write did not advance mtime");
+        drop(f);
+        let after_close = (mtime(&p), ctime(&p));
+        assert!(after_close.0 >= m2);
+        let n = now();
+        assert!(
+            (n.0 - after_close.0 .0).abs() <= 5,
+            "mtime {after_close:?} is not now {n:?}"
+        );
+        m.remount();
+        assert_eq!((mtime(&p), ctime(&p)), after_close);
+        // Through a fresh handle after the remount.
+        tick();
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"!"))
+            .unwrap();
+        assert!(mtime(&p) > after_close.0);
+        assert_eq!(fs::read(&p).unwrap(), b"moreagain!");
+    });
 }
 
 /// Reads mark atime as a relatime ext4 does: when atime is not newer than
@@ -609,19 +627,21 @@ fn relatime_probe(d: &Path) -> (bool, bool) {
 
 #[test]
 fn read_updates_atime_like_relatime_ext4() {
-    let m = Mount::new();
-    let reference = ext4_dir();
-    let want = relatime_probe(reference.path());
-    let opts = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let root_opts = opts
-        .lines()
-        .find(|l| l.split(' ').nth(4) == Some("/"))
-        .unwrap_or("");
-    if !root_opts.contains("relatime") {
-        // The reference needs a relatime root; say what we compare to.
-        assert!(!want.0, "no relatime on /, yet atime moved");
-    }
-    assert_eq!(relatime_probe(&m.mnt), want);
+    common::engine::every_engine(|| {
+        let m = Mount::new();
+        let reference = ext4_dir();
+        let want = relatime_probe(reference.path());
+        let opts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let root_opts = opts
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some("/"))
+            .unwrap_or("");
+        if !root_opts.contains("relatime") {
+            // The reference needs a relatime root; say what we compare to.
+            assert!(!want.0, "no relatime on /, yet atime moved");
+        }
+        assert_eq!(relatime_probe(&m.mnt), want);
+    });
 }
 
 /// The test body run under TZ=Europe/Moscow (daemon and client alike).
@@ -674,27 +694,29 @@ fn utc_body() {
 
 #[test]
 fn times_are_utc_under_a_non_utc_timezone() {
-    if std::env::var_os("ARTFS_TZ_CHILD").is_some() {
-        utc_body();
-        return;
-    }
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "times_are_utc_under_a_non_utc_timezone",
-            "--exact",
-            "--test-threads=1",
-            "--nocapture",
-        ])
-        .env("ARTFS_TZ_CHILD", "1")
-        .env("TZ", "Europe/Moscow")
-        .output()
-        .unwrap();
-    let text = common::output_text(&out);
-    assert!(
-        out.status.success(),
-        "child under TZ=Europe/Moscow failed:\n{text}"
-    );
-    assert!(text.contains("1 passed"), "the body did not run:\n{text}");
+    common::engine::every_engine(|| {
+        if std::env::var_os("ARTFS_TZ_CHILD").is_some() {
+            utc_body();
+            return;
+        }
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "times_are_utc_under_a_non_utc_timezone",
+                "--exact",
+                "--test-threads=1",
+                "--nocapture",
+            ])
+            .env("ARTFS_TZ_CHILD", "1")
+            .env("TZ", "Europe/Moscow")
+            .output()
+            .unwrap();
+        let text = common::output_text(&out);
+        assert!(
+            out.status.success(),
+            "child under TZ=Europe/Moscow failed:\n{text}"
+        );
+        assert!(text.contains("1 passed"), "the body did not run:\n{text}");
+    });
 }
 
 /// Creation in a setgid directory, by root and by a non-member.
@@ -744,34 +766,36 @@ fn setgid_dir(d: &Path) -> Vec<(u32, u32)> {
 
 #[test]
 fn setgid_directory_inheritance_matches_ext4() {
-    let mut m = Mount::new();
-    open_up(&m);
-    // SAFETY: umask is process-wide; both runs use the same value.
-    let old = unsafe { libc::umask(0o022) };
-    let got = setgid_dir(&m.mnt);
-    let reference = ext4_dir();
-    let want = setgid_dir(reference.path());
-    unsafe { libc::umask(old) };
-    let g = GROUP;
-    assert_eq!(
-        want,
-        vec![
-            (0o2777, g),
-            (0o644, g),
-            (0o2755, g),
-            (0o644, g),
-            (0o755, g),
-            (0o2755, g),
-            (0o644, 0),
-            (0, g),
-            (0o644, 0),
-        ],
-        "ext4 reference changed?"
-    );
-    assert_eq!(got, want);
-    m.remount();
-    assert_eq!(fs::metadata(m.path("g/sub")).unwrap().gid(), GROUP);
-    assert_eq!(mode(&m.path("g/sub")), 0o2755);
+    common::engine::every_engine(|| {
+        let mut m = Mount::new();
+        open_up(&m);
+        // SAFETY: umask is process-wide; both runs use the same value.
+        let old = unsafe { libc::umask(0o022) };
+        let got = setgid_dir(&m.mnt);
+        let reference = ext4_dir();
+        let want = setgid_dir(reference.path());
+        unsafe { libc::umask(old) };
+        let g = GROUP;
+        assert_eq!(
+            want,
+            vec![
+                (0o2777, g),
+                (0o644, g),
+                (0o2755, g),
+                (0o644, g),
+                (0o755, g),
+                (0o2755, g),
+                (0o644, 0),
+                (0, g),
+                (0o644, 0),
+            ],
+            "ext4 reference changed?"
+        );
+        assert_eq!(got, want);
+        m.remount();
+        assert_eq!(fs::metadata(m.path("g/sub")).unwrap().gid(), GROUP);
+        assert_eq!(mode(&m.path("g/sub")), 0o2755);
+    });
 }
 
 /// Who may remove or rename what in a sticky world-writable directory.
@@ -853,89 +877,93 @@ fn sticky_rules(d: &Path) -> Vec<i32> {
 
 #[test]
 fn sticky_directory_rules_match_ext4() {
-    let m = Mount::new();
-    open_up(&m);
-    let got = sticky_rules(&m.mnt);
-    let reference = ext4_dir();
-    let want = sticky_rules(reference.path());
-    use libc::{EACCES, EPERM};
-    assert_eq!(
-        want,
-        vec![0, 0, EPERM, EPERM, EPERM, 0, EPERM, EPERM, 0, 0, 0, 0, EACCES],
-        "ext4 reference changed?"
-    );
-    assert_eq!(got, want);
-    assert!(fs::metadata(m.path("tmp/nobody-other")).is_ok());
-    assert!(fs::metadata(m.path("tmp/root-file")).is_err());
+    common::engine::every_engine(|| {
+        let m = Mount::new();
+        open_up(&m);
+        let got = sticky_rules(&m.mnt);
+        let reference = ext4_dir();
+        let want = sticky_rules(reference.path());
+        use libc::{EACCES, EPERM};
+        assert_eq!(
+            want,
+            vec![0, 0, EPERM, EPERM, EPERM, 0, EPERM, EPERM, 0, 0, 0, 0, EACCES],
+            "ext4 reference changed?"
+        );
+        assert_eq!(got, want);
+        assert!(fs::metadata(m.path("tmp/nobody-other")).is_ok());
+        assert!(fs::metadata(m.path("tmp/root-file")).is_err());
+    });
 }
 
 #[test]
 fn access_checks_for_unprivileged_users() {
-    let m = Mount::new();
-    open_up(&m);
-    let p = |s: &str| m.path(s);
-    fs::write(p("private"), b"secret").unwrap();
-    chmod(&p("private"), 0o600);
-    fs::create_dir(p("locked")).unwrap();
-    fs::write(p("locked/inner"), b"").unwrap();
-    chmod(&p("locked"), 0o700);
-    fs::write(p("public"), b"").unwrap();
-    chmod(&p("public"), 0o644);
-    let (private, inner, public) = (
-        cpath(&p("private")),
-        cpath(&p("locked/inner")),
-        cpath(&p("public")),
-    );
-    let new_in_root = cpath(&p("new"));
-    let open = |c: &CString, flags| unsafe {
-        let fd = libc::open(c.as_ptr(), flags, 0o644);
-        if fd >= 0 {
-            libc::close(fd);
-        }
-        rc(fd)
-    };
-    assert_eq!(
-        common::as_user_in(NOBODY, NOBODY, &[], || open(&private, libc::O_RDONLY)),
-        libc::EACCES
-    );
-    assert_eq!(
-        common::as_user_in(NOBODY, NOBODY, &[], || open(&inner, libc::O_RDONLY)),
-        libc::EACCES
-    );
-    assert_eq!(
-        common::as_user_in(NOBODY, NOBODY, &[], || open(&public, libc::O_RDONLY)),
-        0
-    );
-    assert_eq!(
-        common::as_user_in(NOBODY, NOBODY, &[], || open(&public, libc::O_WRONLY)),
-        libc::EACCES
-    );
-    assert_eq!(
-        common::as_user_in(NOBODY, NOBODY, &[], || open(
-            &new_in_root,
-            libc::O_CREAT | libc::O_WRONLY
-        )),
-        libc::EACCES
-    );
-    // A file created by an unprivileged user belongs to it.
-    fs::create_dir(p("open-dir")).unwrap();
-    chmod(&p("open-dir"), 0o777);
-    let created = cpath(&p("open-dir/mine"));
-    assert_eq!(
-        common::as_user_in(NOBODY, NOBODY, &[], || open(
-            &created,
-            libc::O_CREAT | libc::O_WRONLY
-        )),
-        0
-    );
-    let md = fs::metadata(p("open-dir/mine")).unwrap();
-    assert_eq!((md.uid(), md.gid()), (NOBODY, NOBODY));
-    // The owner's group may read once given the bits.
-    chown(&p("private"), None, Some(GROUP));
-    chmod(&p("private"), 0o640);
-    assert_eq!(
-        common::as_user_in(NOBODY, NOBODY, &[GROUP], || open(&private, libc::O_RDONLY)),
-        0
-    );
-    assert!(fs::metadata(p("new")).is_err());
+    common::engine::every_engine(|| {
+        let m = Mount::new();
+        open_up(&m);
+        let p = |s: &str| m.path(s);
+        fs::write(p("private"), b"secret").unwrap();
+        chmod(&p("private"), 0o600);
+        fs::create_dir(p("locked")).unwrap();
+        fs::write(p("locked/inner"), b"").unwrap();
+        chmod(&p("locked"), 0o700);
+        fs::write(p("public"), b"").unwrap();
+        chmod(&p("public"), 0o644);
+        let (private, inner, public) = (
+            cpath(&p("private")),
+            cpath(&p("locked/inner")),
+            cpath(&p("public")),
+        );
+        let new_in_root = cpath(&p("new"));
+        let open = |c: &CString, flags| unsafe {
+            let fd = libc::open(c.as_ptr(), flags, 0o644);
+            if fd >= 0 {
+                libc::close(fd);
+            }
+            rc(fd)
+        };
+        assert_eq!(
+            common::as_user_in(NOBODY, NOBODY, &[], || open(&private, libc::O_RDONLY)),
+            libc::EACCES
+        );
+        assert_eq!(
+            common::as_user_in(NOBODY, NOBODY, &[], || open(&inner, libc::O_RDONLY)),
+            libc::EACCES
+        );
+        assert_eq!(
+            common::as_user_in(NOBODY, NOBODY, &[], || open(&public, libc::O_RDONLY)),
+            0
+        );
+        assert_eq!(
+            common::as_user_in(NOBODY, NOBODY, &[], || open(&public, libc::O_WRONLY)),
+            libc::EACCES
+        );
+        assert_eq!(
+            common::as_user_in(NOBODY, NOBODY, &[], || open(
+                &new_in_root,
+                libc::O_CREAT | libc::O_WRONLY
+            )),
+            libc::EACCES
+        );
+        // A file created by an unprivileged user belongs to it.
+        fs::create_dir(p("open-dir")).unwrap();
+        chmod(&p("open-dir"), 0o777);
+        let created = cpath(&p("open-dir/mine"));
+        assert_eq!(
+            common::as_user_in(NOBODY, NOBODY, &[], || open(
+                &created,
+                libc::O_CREAT | libc::O_WRONLY
+            )),
+            0
+        );
+        let md = fs::metadata(p("open-dir/mine")).unwrap();
+        assert_eq!((md.uid(), md.gid()), (NOBODY, NOBODY));
+        // The owner's group may read once given the bits.
+        chown(&p("private"), None, Some(GROUP));
+        chmod(&p("private"), 0o640);
+        assert_eq!(
+            common::as_user_in(NOBODY, NOBODY, &[GROUP], || open(&private, libc::O_RDONLY)),
+            0
+        );
+        assert!(fs::metadata(p("new")).is_err());
+    });
 }

@@ -128,235 +128,249 @@ fn rename_errnos(d: &Path) -> Vec<i32> {
 
 #[test]
 fn rename_errnos_match_ext4() {
-    let m = Mount::new();
-    fs::create_dir(m.path("t")).unwrap();
-    let got = rename_errnos(&m.path("t"));
-    let reference = ext4_dir();
-    let want = rename_errnos(reference.path());
-    use libc::*;
-    assert_eq!(
-        want,
-        vec![
-            EINVAL, EINVAL, EINVAL, ENOTEMPTY, ENOTEMPTY, ENOTDIR, EISDIR, EISDIR, ENOENT, ENOENT,
-            ENOTDIR, ENOTDIR, EBUSY, EBUSY, EBUSY, EEXIST, EEXIST, ENOENT, ENOENT, EINVAL, EINVAL,
-            EINVAL, EINVAL, 0, 0, 0, 0
-        ],
-        "ext4 reference changed?"
-    );
-    assert_eq!(got, want);
-    let t = m.path("t");
-    // The failed and no-op renames changed nothing.
-    assert_eq!(fs::read(t.join("f")).unwrap(), b"f");
-    assert_eq!(fs::read(t.join("f2")).unwrap(), b"f");
-    assert_eq!(nlink(&t.join("f")), 2);
-    assert_eq!(fs::read(t.join("g-moved")).unwrap(), b"g");
-    assert!(fs::metadata(t.join("a/b/c")).unwrap().is_dir());
-    assert!(fs::metadata(t.join("full/x")).unwrap().is_file());
-    assert!(fs::metadata(t.join("empty")).unwrap().is_dir());
+    common::engine::every_engine(|| {
+        let m = Mount::new();
+        fs::create_dir(m.path("t")).unwrap();
+        let got = rename_errnos(&m.path("t"));
+        let reference = ext4_dir();
+        let want = rename_errnos(reference.path());
+        use libc::*;
+        assert_eq!(
+            want,
+            vec![
+                EINVAL, EINVAL, EINVAL, ENOTEMPTY, ENOTEMPTY, ENOTDIR, EISDIR, EISDIR, ENOENT,
+                ENOENT, ENOTDIR, ENOTDIR, EBUSY, EBUSY, EBUSY, EEXIST, EEXIST, ENOENT, ENOENT,
+                EINVAL, EINVAL, EINVAL, EINVAL, 0, 0, 0, 0
+            ],
+            "ext4 reference changed?"
+        );
+        assert_eq!(got, want);
+        let t = m.path("t");
+        // The failed and no-op renames changed nothing.
+        assert_eq!(fs::read(t.join("f")).unwrap(), b"f");
+        assert_eq!(fs::read(t.join("f2")).unwrap(), b"f");
+        assert_eq!(nlink(&t.join("f")), 2);
+        assert_eq!(fs::read(t.join("g-moved")).unwrap(), b"g");
+        assert!(fs::metadata(t.join("a/b/c")).unwrap().is_dir());
+        assert!(fs::metadata(t.join("full/x")).unwrap().is_file());
+        assert!(fs::metadata(t.join("empty")).unwrap().is_dir());
+    });
 }
 
 #[test]
 fn rename_replaces_a_file_atomically() {
-    let mut m = Mount::new();
-    fs::write(m.path("new"), b"new content").unwrap();
-    fs::write(m.path("old"), b"old").unwrap();
-    let new_ino = ino(&m.path("new"));
-    // A descriptor on the replaced file keeps reading the old content.
-    let held = fs::File::open(m.path("old")).unwrap();
-    fs::rename(m.path("new"), m.path("old")).unwrap();
-    assert_eq!(common::errno(fs::metadata(m.path("new"))), libc::ENOENT);
-    assert_eq!(fs::read(m.path("old")).unwrap(), b"new content");
-    assert_eq!(ino(&m.path("old")), new_ino);
-    assert_eq!(held.metadata().unwrap().nlink(), 0);
-    let mut s = String::new();
-    std::io::Read::read_to_string(&mut &held, &mut s).unwrap();
-    assert_eq!(s, "old");
-    drop(held);
-    // An empty directory can be replaced by a directory.
-    fs::create_dir(m.path("d1")).unwrap();
-    fs::write(m.path("d1/inner"), b"i").unwrap();
-    fs::create_dir(m.path("d2")).unwrap();
-    let root_links = nlink(&m.mnt);
-    fs::rename(m.path("d1"), m.path("d2")).unwrap();
-    assert_eq!(nlink(&m.mnt), root_links - 1);
-    assert_eq!(fs::read(m.path("d2/inner")).unwrap(), b"i");
-    m.remount();
-    assert_eq!(common::names(&m.mnt), ["d2", "old"]);
-    assert_eq!(fs::read(m.path("old")).unwrap(), b"new content");
-    assert_eq!(ino(&m.path("old")), new_ino);
-    assert_eq!(nlink(&m.mnt), root_links - 1);
+    common::engine::every_engine(|| {
+        let mut m = Mount::new();
+        fs::write(m.path("new"), b"new content").unwrap();
+        fs::write(m.path("old"), b"old").unwrap();
+        let new_ino = ino(&m.path("new"));
+        // A descriptor on the replaced file keeps reading the old content.
+        let held = fs::File::open(m.path("old")).unwrap();
+        fs::rename(m.path("new"), m.path("old")).unwrap();
+        assert_eq!(common::errno(fs::metadata(m.path("new"))), libc::ENOENT);
+        assert_eq!(fs::read(m.path("old")).unwrap(), b"new content");
+        assert_eq!(ino(&m.path("old")), new_ino);
+        assert_eq!(held.metadata().unwrap().nlink(), 0);
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut &held, &mut s).unwrap();
+        assert_eq!(s, "old");
+        drop(held);
+        // An empty directory can be replaced by a directory.
+        fs::create_dir(m.path("d1")).unwrap();
+        fs::write(m.path("d1/inner"), b"i").unwrap();
+        fs::create_dir(m.path("d2")).unwrap();
+        let root_links = nlink(&m.mnt);
+        fs::rename(m.path("d1"), m.path("d2")).unwrap();
+        assert_eq!(nlink(&m.mnt), root_links - 1);
+        assert_eq!(fs::read(m.path("d2/inner")).unwrap(), b"i");
+        m.remount();
+        assert_eq!(common::names(&m.mnt), ["d2", "old"]);
+        assert_eq!(fs::read(m.path("old")).unwrap(), b"new content");
+        assert_eq!(ino(&m.path("old")), new_ino);
+        assert_eq!(nlink(&m.mnt), root_links - 1);
+    });
 }
 
 #[test]
 fn rename_noreplace_moves_only_to_a_free_name() {
-    let mut m = Mount::new();
-    fs::write(m.path("a"), b"A").unwrap();
-    fs::write(m.path("b"), b"B").unwrap();
-    assert_eq!(
-        rename2(&m.path("a"), &m.path("b"), NOREPLACE),
-        Err(libc::EEXIST)
-    );
-    assert_eq!(fs::read(m.path("a")).unwrap(), b"A");
-    assert_eq!(fs::read(m.path("b")).unwrap(), b"B");
-    fs::create_dir(m.path("d")).unwrap();
-    rename2(&m.path("a"), &m.path("d/c"), NOREPLACE).unwrap();
-    assert_eq!(fs::read(m.path("d/c")).unwrap(), b"A");
-    assert!(fs::symlink_metadata(m.path("a")).is_err());
-    m.remount();
-    assert_eq!(fs::read(m.path("d/c")).unwrap(), b"A");
-    assert!(fs::symlink_metadata(m.path("a")).is_err());
+    common::engine::every_engine(|| {
+        let mut m = Mount::new();
+        fs::write(m.path("a"), b"A").unwrap();
+        fs::write(m.path("b"), b"B").unwrap();
+        assert_eq!(
+            rename2(&m.path("a"), &m.path("b"), NOREPLACE),
+            Err(libc::EEXIST)
+        );
+        assert_eq!(fs::read(m.path("a")).unwrap(), b"A");
+        assert_eq!(fs::read(m.path("b")).unwrap(), b"B");
+        fs::create_dir(m.path("d")).unwrap();
+        rename2(&m.path("a"), &m.path("d/c"), NOREPLACE).unwrap();
+        assert_eq!(fs::read(m.path("d/c")).unwrap(), b"A");
+        assert!(fs::symlink_metadata(m.path("a")).is_err());
+        m.remount();
+        assert_eq!(fs::read(m.path("d/c")).unwrap(), b"A");
+        assert!(fs::symlink_metadata(m.path("a")).is_err());
+    });
 }
 
 #[test]
 fn rename_exchange_swaps_files_and_directories() {
-    let mut m = Mount::new();
-    fs::write(m.path("f"), b"file").unwrap();
-    fs::create_dir(m.path("d")).unwrap();
-    fs::write(m.path("d/inside"), b"in").unwrap();
-    fs::create_dir(m.path("other")).unwrap();
-    fs::write(m.path("other/g"), b"g").unwrap();
-    let (f_ino, d_ino, g_ino) = (
-        ino(&m.path("f")),
-        ino(&m.path("d")),
-        ino(&m.path("other/g")),
-    );
-    // Same directory: file <-> directory.
-    rename2(&m.path("f"), &m.path("d"), EXCHANGE).unwrap();
-    assert_eq!(ino(&m.path("f")), d_ino);
-    assert_eq!(ino(&m.path("d")), f_ino);
-    assert_eq!(fs::read(m.path("d")).unwrap(), b"file");
-    assert_eq!(fs::read(m.path("f/inside")).unwrap(), b"in");
-    assert_eq!(nlink(&m.mnt), 4); // ".", "..", "f" (a dir) and "other"
+    common::engine::every_engine(|| {
+        let mut m = Mount::new();
+        fs::write(m.path("f"), b"file").unwrap();
+        fs::create_dir(m.path("d")).unwrap();
+        fs::write(m.path("d/inside"), b"in").unwrap();
+        fs::create_dir(m.path("other")).unwrap();
+        fs::write(m.path("other/g"), b"g").unwrap();
+        let (f_ino, d_ino, g_ino) = (
+            ino(&m.path("f")),
+            ino(&m.path("d")),
+            ino(&m.path("other/g")),
+        );
+        // Same directory: file <-> directory.
+        rename2(&m.path("f"), &m.path("d"), EXCHANGE).unwrap();
+        assert_eq!(ino(&m.path("f")), d_ino);
+        assert_eq!(ino(&m.path("d")), f_ino);
+        assert_eq!(fs::read(m.path("d")).unwrap(), b"file");
+        assert_eq!(fs::read(m.path("f/inside")).unwrap(), b"in");
+        assert_eq!(nlink(&m.mnt), 4); // ".", "..", "f" (a dir) and "other"
 
-    // Across directories: the directory "f" <-> the file "other/g". The
-    // moved directory's '..' and both parents' link counts follow.
-    let (root_ino, other_ino) = (ino(&m.mnt), ino(&m.path("other")));
-    rename2(&m.path("f"), &m.path("other/g"), EXCHANGE).unwrap();
-    assert_eq!(ino(&m.path("f")), g_ino);
-    assert_eq!(ino(&m.path("other/g")), d_ino);
-    assert_eq!(fs::read(m.path("other/g/inside")).unwrap(), b"in");
-    assert_eq!(fs::read(m.path("f")).unwrap(), b"g");
-    assert_eq!(nlink(&m.mnt), 3);
-    assert_eq!(nlink(&m.path("other")), 3);
-    assert_eq!(dotdot_ino(&m.path("other/g")), other_ino);
-    assert_eq!(fs::metadata(m.path("other/g/..")).unwrap().ino(), other_ino);
+        // Across directories: the directory "f" <-> the file "other/g". The
+        // moved directory's '..' and both parents' link counts follow.
+        let (root_ino, other_ino) = (ino(&m.mnt), ino(&m.path("other")));
+        rename2(&m.path("f"), &m.path("other/g"), EXCHANGE).unwrap();
+        assert_eq!(ino(&m.path("f")), g_ino);
+        assert_eq!(ino(&m.path("other/g")), d_ino);
+        assert_eq!(fs::read(m.path("other/g/inside")).unwrap(), b"in");
+        assert_eq!(fs::read(m.path("f")).unwrap(), b"g");
+        assert_eq!(nlink(&m.mnt), 3);
+        assert_eq!(nlink(&m.path("other")), 3);
+        assert_eq!(dotdot_ino(&m.path("other/g")), other_ino);
+        assert_eq!(fs::metadata(m.path("other/g/..")).unwrap().ino(), other_ino);
 
-    // Two directories in different parents.
-    fs::create_dir(m.path("x")).unwrap();
-    fs::write(m.path("x/mark"), b"x").unwrap();
-    rename2(&m.path("x"), &m.path("other/g"), EXCHANGE).unwrap();
-    assert_eq!(fs::read(m.path("x/inside")).unwrap(), b"in");
-    assert_eq!(fs::read(m.path("other/g/mark")).unwrap(), b"x");
-    assert_eq!(dotdot_ino(&m.path("x")), root_ino);
-    assert_eq!(dotdot_ino(&m.path("other/g")), other_ino);
+        // Two directories in different parents.
+        fs::create_dir(m.path("x")).unwrap();
+        fs::write(m.path("x/mark"), b"x").unwrap();
+        rename2(&m.path("x"), &m.path("other/g"), EXCHANGE).unwrap();
+        assert_eq!(fs::read(m.path("x/inside")).unwrap(), b"in");
+        assert_eq!(fs::read(m.path("other/g/mark")).unwrap(), b"x");
+        assert_eq!(dotdot_ino(&m.path("x")), root_ino);
+        assert_eq!(dotdot_ino(&m.path("other/g")), other_ino);
 
-    m.remount();
-    assert_eq!(fs::read(m.path("x/inside")).unwrap(), b"in");
-    assert_eq!(fs::read(m.path("other/g/mark")).unwrap(), b"x");
-    assert_eq!(fs::read(m.path("f")).unwrap(), b"g");
-    assert_eq!(fs::read(m.path("d")).unwrap(), b"file");
-    assert_eq!(nlink(&m.mnt), 4);
-    assert_eq!(nlink(&m.path("other")), 3);
-    assert_eq!(dotdot_ino(&m.path("x")), root_ino);
-    assert_eq!(dotdot_ino(&m.path("other/g")), other_ino);
+        m.remount();
+        assert_eq!(fs::read(m.path("x/inside")).unwrap(), b"in");
+        assert_eq!(fs::read(m.path("other/g/mark")).unwrap(), b"x");
+        assert_eq!(fs::read(m.path("f")).unwrap(), b"g");
+        assert_eq!(fs::read(m.path("d")).unwrap(), b"file");
+        assert_eq!(nlink(&m.mnt), 4);
+        assert_eq!(nlink(&m.path("other")), 3);
+        assert_eq!(dotdot_ino(&m.path("x")), root_ino);
+        assert_eq!(dotdot_ino(&m.path("other/g")), other_ino);
+    });
 }
 
 #[test]
 fn rename_across_directories_updates_dotdot_and_nlink() {
-    let mut m = Mount::new();
-    fs::create_dir_all(m.path("a/moving/deeper")).unwrap();
-    fs::write(m.path("a/moving/file"), b"payload").unwrap();
-    fs::create_dir(m.path("b")).unwrap();
-    let (a, b) = (ino(&m.path("a")), ino(&m.path("b")));
-    assert_eq!((nlink(&m.path("a")), nlink(&m.path("b"))), (3, 2));
-    let moving = ino(&m.path("a/moving"));
-    let ctime0 = fs::metadata(m.path("a/moving")).unwrap().ctime_nsec();
-    std::thread::sleep(std::time::Duration::from_millis(10));
+    common::engine::every_engine(|| {
+        let mut m = Mount::new();
+        fs::create_dir_all(m.path("a/moving/deeper")).unwrap();
+        fs::write(m.path("a/moving/file"), b"payload").unwrap();
+        fs::create_dir(m.path("b")).unwrap();
+        let (a, b) = (ino(&m.path("a")), ino(&m.path("b")));
+        assert_eq!((nlink(&m.path("a")), nlink(&m.path("b"))), (3, 2));
+        let moving = ino(&m.path("a/moving"));
+        let ctime0 = fs::metadata(m.path("a/moving")).unwrap().ctime_nsec();
+        std::thread::sleep(std::time::Duration::from_millis(10));
 
-    fs::rename(m.path("a/moving"), m.path("b/moved")).unwrap();
-    assert_eq!(ino(&m.path("b/moved")), moving);
-    assert_eq!((nlink(&m.path("a")), nlink(&m.path("b"))), (2, 3));
-    assert_eq!(nlink(&m.path("b/moved")), 3);
-    assert_eq!(dotdot_ino(&m.path("b/moved")), b);
-    assert_eq!(fs::metadata(m.path("b/moved/..")).unwrap().ino(), b);
-    assert_eq!(dotdot_ino(&m.path("b/moved/deeper")), moving);
-    assert_eq!(fs::read(m.path("b/moved/file")).unwrap(), b"payload");
-    assert_ne!(
-        fs::metadata(m.path("b/moved")).unwrap().ctime_nsec(),
-        ctime0,
-        "rename did not change the moved directory's ctime"
-    );
-    // A file moved across directories.
-    fs::rename(m.path("b/moved/file"), m.path("a/file")).unwrap();
-    assert_eq!((nlink(&m.path("a")), nlink(&m.path("b"))), (2, 3));
+        fs::rename(m.path("a/moving"), m.path("b/moved")).unwrap();
+        assert_eq!(ino(&m.path("b/moved")), moving);
+        assert_eq!((nlink(&m.path("a")), nlink(&m.path("b"))), (2, 3));
+        assert_eq!(nlink(&m.path("b/moved")), 3);
+        assert_eq!(dotdot_ino(&m.path("b/moved")), b);
+        assert_eq!(fs::metadata(m.path("b/moved/..")).unwrap().ino(), b);
+        assert_eq!(dotdot_ino(&m.path("b/moved/deeper")), moving);
+        assert_eq!(fs::read(m.path("b/moved/file")).unwrap(), b"payload");
+        assert_ne!(
+            fs::metadata(m.path("b/moved")).unwrap().ctime_nsec(),
+            ctime0,
+            "rename did not change the moved directory's ctime"
+        );
+        // A file moved across directories.
+        fs::rename(m.path("b/moved/file"), m.path("a/file")).unwrap();
+        assert_eq!((nlink(&m.path("a")), nlink(&m.path("b"))), (2, 3));
 
-    m.remount();
-    assert_eq!((nlink(&m.path("a")), nlink(&m.path("b"))), (2, 3));
-    assert_eq!(dotdot_ino(&m.path("b/moved")), b);
-    assert_eq!(dotdot_ino(&m.path("a")), ino(&m.mnt));
-    assert_ne!(dotdot_ino(&m.path("b/moved")), a);
-    assert_eq!(fs::read(m.path("a/file")).unwrap(), b"payload");
-    // Moving back and then removing the tree works (nothing dangling).
-    fs::rename(m.path("b/moved"), m.path("a/back")).unwrap();
-    assert_eq!((nlink(&m.path("a")), nlink(&m.path("b"))), (3, 2));
-    fs::remove_dir(m.path("a/back/deeper")).unwrap();
-    fs::remove_dir(m.path("a/back")).unwrap();
-    fs::remove_file(m.path("a/file")).unwrap();
-    fs::remove_dir(m.path("a")).unwrap();
-    fs::remove_dir(m.path("b")).unwrap();
-    assert_eq!(nlink(&m.mnt), 2);
+        m.remount();
+        assert_eq!((nlink(&m.path("a")), nlink(&m.path("b"))), (2, 3));
+        assert_eq!(dotdot_ino(&m.path("b/moved")), b);
+        assert_eq!(dotdot_ino(&m.path("a")), ino(&m.mnt));
+        assert_ne!(dotdot_ino(&m.path("b/moved")), a);
+        assert_eq!(fs::read(m.path("a/file")).unwrap(), b"payload");
+        // Moving back and then removing the tree works (nothing dangling).
+        fs::rename(m.path("b/moved"), m.path("a/back")).unwrap();
+        assert_eq!((nlink(&m.path("a")), nlink(&m.path("b"))), (3, 2));
+        fs::remove_dir(m.path("a/back/deeper")).unwrap();
+        fs::remove_dir(m.path("a/back")).unwrap();
+        fs::remove_file(m.path("a/file")).unwrap();
+        fs::remove_dir(m.path("a")).unwrap();
+        fs::remove_dir(m.path("b")).unwrap();
+        assert_eq!(nlink(&m.mnt), 2);
+    });
 }
 
 #[test]
 fn rename_between_hard_links_and_over_a_link() {
-    let mut m = Mount::new();
-    fs::write(m.path("one"), b"shared").unwrap();
-    fs::hard_link(m.path("one"), m.path("two")).unwrap();
-    fs::create_dir(m.path("d")).unwrap();
-    fs::hard_link(m.path("one"), m.path("d/three")).unwrap();
-    let i = ino(&m.path("one"));
-    assert_eq!(nlink(&m.path("one")), 3);
-    // Renaming one name onto another of the same inode does nothing.
-    fs::rename(m.path("one"), m.path("two")).unwrap();
-    assert_eq!(ino(&m.path("one")), i);
-    assert_eq!(ino(&m.path("two")), i);
-    assert_eq!(nlink(&m.path("two")), 3);
-    // Renaming a link keeps the count; replacing another file drops that one.
-    fs::rename(m.path("d/three"), m.path("d/four")).unwrap();
-    assert_eq!(nlink(&m.path("one")), 3);
-    fs::write(m.path("victim"), b"v").unwrap();
-    fs::rename(m.path("two"), m.path("victim")).unwrap();
-    assert_eq!(nlink(&m.path("one")), 3);
-    assert_eq!(fs::read(m.path("victim")).unwrap(), b"shared");
-    // Replacing one of the links with another file drops the count.
-    fs::write(m.path("other"), b"o").unwrap();
-    fs::rename(m.path("other"), m.path("victim")).unwrap();
-    assert_eq!(nlink(&m.path("one")), 2);
-    m.remount();
-    assert_eq!(nlink(&m.path("one")), 2);
-    assert_eq!(nlink(&m.path("d/four")), 2);
-    assert_eq!(fs::read(m.path("d/four")).unwrap(), b"shared");
-    assert_eq!(fs::read(m.path("victim")).unwrap(), b"o");
+    common::engine::every_engine(|| {
+        let mut m = Mount::new();
+        fs::write(m.path("one"), b"shared").unwrap();
+        fs::hard_link(m.path("one"), m.path("two")).unwrap();
+        fs::create_dir(m.path("d")).unwrap();
+        fs::hard_link(m.path("one"), m.path("d/three")).unwrap();
+        let i = ino(&m.path("one"));
+        assert_eq!(nlink(&m.path("one")), 3);
+        // Renaming one name onto another of the same inode does nothing.
+        fs::rename(m.path("one"), m.path("two")).unwrap();
+        assert_eq!(ino(&m.path("one")), i);
+        assert_eq!(ino(&m.path("two")), i);
+        assert_eq!(nlink(&m.path("two")), 3);
+        // Renaming a link keeps the count; replacing another file drops that one.
+        fs::rename(m.path("d/three"), m.path("d/four")).unwrap();
+        assert_eq!(nlink(&m.path("one")), 3);
+        fs::write(m.path("victim"), b"v").unwrap();
+        fs::rename(m.path("two"), m.path("victim")).unwrap();
+        assert_eq!(nlink(&m.path("one")), 3);
+        assert_eq!(fs::read(m.path("victim")).unwrap(), b"shared");
+        // Replacing one of the links with another file drops the count.
+        fs::write(m.path("other"), b"o").unwrap();
+        fs::rename(m.path("other"), m.path("victim")).unwrap();
+        assert_eq!(nlink(&m.path("one")), 2);
+        m.remount();
+        assert_eq!(nlink(&m.path("one")), 2);
+        assert_eq!(nlink(&m.path("d/four")), 2);
+        assert_eq!(fs::read(m.path("d/four")).unwrap(), b"shared");
+        assert_eq!(fs::read(m.path("victim")).unwrap(), b"o");
+    });
 }
 
 #[test]
 fn rename_of_a_symlink_and_of_an_open_file() {
-    let m = Mount::new();
-    std::os::unix::fs::symlink("target-text", m.path("ln")).unwrap();
-    fs::create_dir(m.path("d")).unwrap();
-    fs::rename(m.path("ln"), m.path("d/ln2")).unwrap();
-    assert_eq!(
-        fs::read_link(m.path("d/ln2")).unwrap().as_os_str(),
-        "target-text"
-    );
-    // An open file follows its inode, not its name.
-    fs::write(m.path("open"), b"").unwrap();
-    let f = fs::OpenOptions::new()
-        .write(true)
-        .open(m.path("open"))
-        .unwrap();
-    fs::rename(m.path("open"), m.path("d/renamed")).unwrap();
-    std::io::Write::write_all(&mut &f, b"after rename").unwrap();
-    drop(f);
-    assert_eq!(fs::read(m.path("d/renamed")).unwrap(), b"after rename");
+    common::engine::every_engine(|| {
+        let m = Mount::new();
+        std::os::unix::fs::symlink("target-text", m.path("ln")).unwrap();
+        fs::create_dir(m.path("d")).unwrap();
+        fs::rename(m.path("ln"), m.path("d/ln2")).unwrap();
+        assert_eq!(
+            fs::read_link(m.path("d/ln2")).unwrap().as_os_str(),
+            "target-text"
+        );
+        // An open file follows its inode, not its name.
+        fs::write(m.path("open"), b"").unwrap();
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(m.path("open"))
+            .unwrap();
+        fs::rename(m.path("open"), m.path("d/renamed")).unwrap();
+        std::io::Write::write_all(&mut &f, b"after rename").unwrap();
+        drop(f);
+        assert_eq!(fs::read(m.path("d/renamed")).unwrap(), b"after rename");
+    });
 }

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod archive;
+pub mod engine;
 pub mod keys;
 pub mod pg;
 pub mod services;
@@ -17,6 +18,8 @@ pub struct Mount {
     pub mnt: PathBuf,
     child: Option<Child>,
     extra_args: Vec<String>,
+    /// Where the tables live (the test's engine, see `engine`).
+    db: engine::StoreDb,
     _dir: tempfile::TempDir,
 }
 
@@ -56,15 +59,28 @@ impl Mount {
         std::fs::create_dir_all(&backing).unwrap();
         std::fs::create_dir_all(&mnt).unwrap();
         prepare(&backing);
+        // A test that names its own database keeps it.
+        let db = if args.contains(&"--db") {
+            engine::StoreDb::none()
+        } else {
+            engine::new_store_db("mount")
+        };
         let mut m = Mount {
             backing,
             mnt,
             child: None,
             extra_args: args.iter().map(|s| s.to_string()).collect(),
+            db,
             _dir: dir,
         };
         m.mount();
         m
+    }
+
+    /// The flags every command on this store needs besides BACKING
+    /// (`--db URL --table-prefix P` on PostgreSQL; none on SQLite).
+    pub fn store_args(&self) -> Vec<String> {
+        self.db.args.clone()
     }
 
     /// A path inside the mount; a leading `/` means the mount's root
@@ -89,6 +105,7 @@ impl Mount {
             .arg(&self.backing)
             .arg(&self.mnt)
             .arg("--allow-other")
+            .args(&self.db.args)
             .args(&self.extra_args)
             .env(
                 "ARTFS_LOG",
@@ -151,10 +168,17 @@ impl Mount {
         let _ = nix::mount::umount2(&self.mnt, nix::mount::MntFlags::MNT_DETACH);
     }
 
+    /// `artfs SUB BACKING` with the store's flags (its database on
+    /// PostgreSQL): an offline command on this store.
+    pub fn command(&self, sub: &str) -> Command {
+        let mut c = Command::new(bin());
+        c.arg(sub).arg(&self.backing).args(&self.db.args);
+        c
+    }
+
     /// Run `artfs fsck` on this store: (exit code, output).
     pub fn fsck(&self, repair: bool) -> (i32, String) {
-        let mut c = Command::new(bin());
-        c.arg("fsck").arg(&self.backing);
+        let mut c = self.command("fsck");
         if repair {
             c.arg("--repair");
         }
