@@ -32,9 +32,7 @@ use super::file_meta::MetaChanges;
 use super::uploads::BodyReader;
 use super::AppState;
 use crate::auth::{Action, Principal};
-use crate::core::namespace::NewNode;
 use crate::core::{Condition, UploadOptions};
-use crate::types::Caller;
 
 /// The directory every upload goes below.
 const UPLOADS: &[u8] = b"uploads";
@@ -348,34 +346,6 @@ fn day_dir() -> Vec<Vec<u8>> {
     ]
 }
 
-/// Make the directories of `dir` that are missing, as `caller` (the
-/// permission rules of `?mkdir`); one a concurrent upload made is fine.
-fn make_dirs(st: &AppState, caller: &Caller, dir: &[Vec<u8>]) -> ApiResult<()> {
-    let mut parent = crate::types::ROOT_INO;
-    for name in dir {
-        parent = match st.fs.lookup(parent, name) {
-            Ok(a) if a.inode.kind.is_dir() => a.inode.ino,
-            Ok(_) => return Err(crate::types::error::enotdir().into()),
-            Err(e) if e.errno() == libc::ENOENT => {
-                st.fs.check_dir_change(caller, parent, None)?;
-                match st
-                    .fs
-                    .create_node(caller, parent, name, NewNode::Dir, st.dir_mode, 0)
-                {
-                    Ok(a) => {
-                        st.invalidate_entry(parent, name);
-                        a.inode.ino
-                    }
-                    Err(e) if e.errno() == libc::EEXIST => st.fs.lookup(parent, name)?.inode.ino,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Err(e) => return Err(e.into()),
-        };
-    }
-    Ok(())
-}
-
 /// Store the `file` field: the core reads it from a channel on the
 /// blocking pool while this task feeds it; then the rest of the form is
 /// checked before the content ends, so a refused form publishes nothing.
@@ -421,12 +391,13 @@ async fn store(
         remove: Vec::new(),
         file_id: Some(file_id.clone()),
         original_name: Some(original.clone().into_bytes()),
+        // As `?mkdir`: each day's directory made as the caller.
+        make_dirs: Some(st.dir_mode),
     };
     // Spawned now: it must read while this task feeds it.
     let job = {
         let (st, id) = (st.clone(), file_id.clone());
         tokio::task::spawn_blocking(move || -> ApiResult<(u64, String)> {
-            make_dirs(&st, &caller, &dir)?;
             let mut content = ChannelRead {
                 rx,
                 chunk: Bytes::new(),
@@ -440,6 +411,9 @@ async fn store(
                     }
                     _ => e.into(),
                 })?;
+            for (parent, made) in &up.made {
+                st.invalidate_entry(*parent, made);
+            }
             st.invalidate_entry(up.parent, &name);
             let attr = st.fs.getattr(up.ino)?;
             let checksum = st.fs.sha256(up.ino)?.unwrap_or_default();

@@ -627,6 +627,7 @@ async fn upload(
         remove: changes.remove,
         file_id: None,
         original_name: None,
+        make_dirs: None,
     };
     let mut content = BodyRead::new(body, &st.limits);
     // The upload runs to its end even if the client goes away meanwhile

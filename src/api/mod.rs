@@ -15,11 +15,13 @@
 //! (statuses), one module per door: `health`, `fs`, `meta`, `files`,
 //! `artstore_upload` (the original element's multipart upload); and
 //! `metrics`, `openapi`, `connections` (connection cap, idle close),
-//! `uploads` (upload slots per subject, minimum body rate).
+//! `uploads` (upload slots per subject, minimum body rate), `drain` (early
+//! answers readable by a client still sending its body).
 
 mod admin;
 mod artstore_upload;
 mod connections;
+mod drain;
 pub mod element;
 mod error;
 mod file_meta;
@@ -165,7 +167,10 @@ pub fn router(state: AppState) -> Router {
             get(files::get).patch(files::patch).delete(files::delete),
         )
         .route("/api/v1/files/{file_id}/download", get(files::download))
-        .route("/api/v1/files/upload", axum::routing::post(artstore_upload::upload))
+        .route(
+            "/api/v1/files/upload",
+            axum::routing::post(artstore_upload::upload),
+        )
         .route("/api/v1/search", get(admin::search))
         .route("/api/v1/mode", axum::routing::post(admin::change_mode))
         .route("/api/v1/trash", get(trash::list).delete(trash::empty))
@@ -191,6 +196,9 @@ pub fn router(state: AppState) -> Router {
             metrics::track,
         ))
         .layer(middleware::map_response(error::json_errors))
+        // Outermost but the concurrency cap: whatever answered early, the
+        // rest of the body is read before the answer goes out.
+        .layer(middleware::from_fn(drain::drain_unread))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             state.limits.max_in_flight.max(1),
         ))

@@ -12,6 +12,7 @@ use std::io::Read;
 
 use sha2::{Digest, Sha256};
 
+use super::namespace::NewNode;
 use super::publish::{Expect, Published};
 use super::{Attr, Fs};
 use crate::types::error::{enotdir, Error, Result};
@@ -53,6 +54,10 @@ pub struct UploadOptions {
     /// Kept as the original filename when the file is published under a
     /// name of the door's making; None: the name itself.
     pub original_name: Option<Vec<u8>>,
+    /// Make the missing directories of the target's path first, with these
+    /// permission bits (as `mkdir -p` would, each as a create in its
+    /// parent); None: the directory must exist.
+    pub make_dirs: Option<u32>,
 }
 
 /// A published upload. It keeps the file open until [`Uploaded::finish`]
@@ -65,6 +70,8 @@ pub struct Uploaded<'a> {
     pub ino: u64,
     /// The inode whose link the upload replaced.
     pub replaced: Option<u64>,
+    /// The directories made for it (`make_dirs`): (parent, name) each.
+    pub made: Vec<(u64, Vec<u8>)>,
 }
 
 impl Uploaded<'_> {
@@ -119,6 +126,10 @@ impl Fs {
         content: &mut dyn Read,
         opts: UploadOptions,
     ) -> Result<Uploaded<'a>> {
+        let made = match opts.make_dirs {
+            Some(mode) => self.make_dirs(caller, dir, mode)?,
+            None => Vec::new(),
+        };
         let (parent, expect) = self.upload_target(caller, dir, name, opts.condition)?;
         let (ino, h) = self.create_staging(
             caller,
@@ -142,7 +153,36 @@ impl Fs {
             parent,
             ino,
             replaced: published.replaced,
+            made,
         })
+    }
+
+    /// Make the directories of the path `dir` that are missing, as
+    /// `caller`: search permission on the way, and a create's rules (mode,
+    /// write permission on the parent) for each one made; one made
+    /// meanwhile by someone else is taken as it is. Returns what was made.
+    fn make_dirs(&self, caller: &Caller, dir: &[Vec<u8>], mode: u32) -> Result<Vec<(u64, Vec<u8>)>> {
+        let mut made = Vec::new();
+        for depth in 0..dir.len() {
+            // Walked each time: search permission, and the trash hidden.
+            let parent = self.walk(caller, &dir[..depth])?.inode;
+            let name = &dir[depth];
+            if !parent.kind.is_dir() {
+                return Err(enotdir());
+            }
+            match self.lookup(parent.ino, name) {
+                Ok(_) => continue,
+                Err(e) if e.errno() == libc::ENOENT => {}
+                Err(e) => return Err(e),
+            }
+            self.check_dir_change(caller, parent.ino, None)?;
+            match self.create_node(caller, parent.ino, name, NewNode::Dir, mode, 0) {
+                Ok(_) => made.push((parent.ino, name.clone())),
+                Err(e) if e.errno() == libc::EEXIST => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(made)
     }
 
     /// Check that `caller` may upload `name` into the directory at path

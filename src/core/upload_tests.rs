@@ -15,6 +15,7 @@ fn opts(file_id: Option<&str>, original: Option<&[u8]>) -> UploadOptions {
         remove: Vec::new(),
         file_id: file_id.map(str::to_string),
         original_name: original.map(<[u8]>::to_vec),
+        make_dirs: None,
     }
 }
 
