@@ -122,7 +122,10 @@ fn an_upload_lands_on_the_mount_with_its_attributes_and_downloads_by_id() {
             .send()
             .unwrap();
         assert_eq!(r.status(), 200);
-        let cd = r.headers()["content-disposition"].to_str().unwrap().to_string();
+        let cd = r.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .to_string();
         assert!(cd.contains("filename=\"report.txt\""), "{cd}");
         assert_eq!(r.bytes().unwrap().as_ref(), b"changed on the mount");
     });
@@ -185,7 +188,6 @@ fn a_chosen_id_is_kept_once_and_bad_forms_are_422() {
         assert_eq!(stored(&api), before, "no refused upload left anything");
     });
 }
-
 
 /// An upload as an async client sends it: the request head, then the
 /// multipart body in `chunks` pieces of `chunk` bytes with a pause after
@@ -288,7 +290,8 @@ fn refusals_reach_a_client_that_is_still_sending() {
         let (status, text) = status_of(Streamed::upload(addr, None, 64).send());
         assert_eq!(status, 401, "{text}");
         assert!(
-            text.to_ascii_lowercase().contains("www-authenticate: bearer"),
+            text.to_ascii_lowercase()
+                .contains("www-authenticate: bearer"),
             "{text}"
         );
         // A route that does not exist, and a method the route lacks.
@@ -390,7 +393,11 @@ fn odd_filenames_are_stored_under_safe_names_and_kept_as_given() {
             (&long, "жжж"),
         ];
         for (original, stem_start) in cases {
-            let r = post(&api, Role::User, Form::new().part("file", file(b"c", original)));
+            let r = post(
+                &api,
+                Role::User,
+                Form::new().part("file", file(b"c", original)),
+            );
             assert_eq!(r.status(), 201, "{original}");
             let v = json(r);
             assert_eq!(v["original_filename"], original);

@@ -96,7 +96,9 @@ pub async fn upload(
     match receive(&st, &who, &headers, &mut source).await {
         Ok(reply) => (StatusCode::CREATED, Json(reply)).into_response(),
         Err(e) => {
-            source.drain(st.limits.max_upload.saturating_add(FORM_SLACK)).await;
+            source
+                .drain(st.limits.max_upload.saturating_add(FORM_SLACK))
+                .await;
             detail(e)
         }
     }
@@ -130,9 +132,7 @@ struct Source {
 }
 
 impl Source {
-    fn stream(
-        &mut self,
-    ) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + '_ {
+    fn stream(&mut self) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + '_ {
         futures_util::stream::unfold(self, |s| async move {
             if s.ended {
                 return None;
@@ -406,9 +406,11 @@ async fn store(
                 .fs
                 .upload(&caller, &dir, &name, &mut content, opts)
                 .map_err(|e| match e.errno() {
-                    libc::EEXIST | libc::ESTALE => {
-                        ApiError::new(StatusCode::CONFLICT, "conflict", format!("file_id {id} exists"))
-                    }
+                    libc::EEXIST | libc::ESTALE => ApiError::new(
+                        StatusCode::CONFLICT,
+                        "conflict",
+                        format!("file_id {id} exists"),
+                    ),
                     _ => e.into(),
                 })?;
             for (parent, made) in &up.made {
@@ -531,7 +533,10 @@ mod tests {
         assert_eq!(name("C:\\docs\\x.txt"), format!("x_{ID}.txt"));
         assert_eq!(name("../../etc/passwd"), format!("passwd_{ID}"));
         assert_eq!(name(".bashrc"), format!("_bashrc_{ID}"));
-        assert_eq!(name("odd.ext with space"), format!("odd.ext with space_{ID}"));
+        assert_eq!(
+            name("odd.ext with space"),
+            format!("odd.ext with space_{ID}")
+        );
         assert_eq!(name("tab\there"), format!("tab_here_{ID}"));
         assert_eq!(name("dir/"), format!("file_{ID}"));
         let long = "д".repeat(300) + ".bin";

@@ -11,7 +11,8 @@
 //! answered, it reads and drops what is left of the body, at most
 //! [`DRAIN_MAX_BYTES`] or for [`DRAIN_MAX_TIME`], whichever comes first,
 //! and only then lets the response go. A larger or slower rest is cut off
-//! (the connection then closes as before). Handlers that refuse an upload
+//! (the connection then closes as before), and so is a body that pauses
+//! for [`DRAIN_IDLE`]: that client is waiting for the answer, not sending. Handlers that refuse an upload
 //! they have started reading drain it themselves, further (up to
 //! `--api-max-upload`, see `artstore_upload`).
 //!
@@ -37,6 +38,8 @@ use parking_lot::Mutex;
 pub const DRAIN_MAX_BYTES: u64 = 16 << 20;
 /// Longest time spent reading after an early answer.
 pub const DRAIN_MAX_TIME: Duration = Duration::from_secs(10);
+/// Longest pause of the body while draining.
+pub const DRAIN_IDLE: Duration = Duration::from_secs(2);
 
 /// The request body, shared between the handler and this layer.
 #[derive(Default)]
@@ -66,7 +69,11 @@ impl HttpBody for Shared {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.lock().body.as_ref().is_none_or(|b| b.is_end_stream())
+        self.0
+            .lock()
+            .body
+            .as_ref()
+            .is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -96,7 +103,7 @@ pub async fn drain_unread(req: Request, next: Next) -> Response {
     };
     if let Some(body) = rest {
         if resp.status() != StatusCode::REQUEST_TIMEOUT {
-            drain(body, DRAIN_MAX_BYTES, DRAIN_MAX_TIME).await;
+            drain(body, DRAIN_MAX_BYTES, DRAIN_MAX_TIME, DRAIN_IDLE).await;
         }
     }
     resp
@@ -109,16 +116,16 @@ fn expects_continue(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
 }
 
-/// Read and drop `body` until it ends, fails, brought `max_bytes`, or
-/// `max_time` passed. Returns the bytes read.
-pub async fn drain(body: Body, max_bytes: u64, max_time: Duration) -> u64 {
+/// Read and drop `body` until it ends, fails, brought `max_bytes`, paused
+/// for `idle`, or `max_time` passed. Returns the bytes read.
+pub async fn drain(body: Body, max_bytes: u64, max_time: Duration, idle: Duration) -> u64 {
     use futures_util::StreamExt;
     let mut stream = body.into_data_stream();
     let mut read = 0u64;
     let _ = tokio::time::timeout(max_time, async {
         while read < max_bytes {
-            match stream.next().await {
-                Some(Ok(b)) => read += b.len() as u64,
+            match tokio::time::timeout(idle, stream.next()).await {
+                Ok(Some(Ok(b))) => read += b.len() as u64,
                 _ => break,
             }
         }
@@ -135,12 +142,17 @@ mod tests {
     async fn drain_stops_at_its_bounds() {
         let chunks = (0..8).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![0u8; 1024])));
         let body = Body::from_stream(futures_util::stream::iter(chunks));
-        assert_eq!(drain(body, 2048, Duration::from_secs(5)).await, 2048);
+        let long = Duration::from_secs(5);
+        assert_eq!(drain(body, 2048, long, long).await, 2048);
 
-        let body = Body::from_stream(futures_util::stream::pending::<std::io::Result<Bytes>>());
-        let t = std::time::Instant::now();
-        assert_eq!(drain(body, 1 << 20, Duration::from_millis(200)).await, 0);
-        assert!(t.elapsed() < Duration::from_secs(5));
+        // A body that never comes: the shorter of the two times ends it.
+        let short = Duration::from_millis(200);
+        for (total, idle) in [(short, long), (long, short)] {
+            let body = Body::from_stream(futures_util::stream::pending::<std::io::Result<Bytes>>());
+            let t = std::time::Instant::now();
+            assert_eq!(drain(body, 1 << 20, total, idle).await, 0);
+            assert!(t.elapsed() < Duration::from_secs(4));
+        }
     }
 
     #[test]

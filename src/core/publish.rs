@@ -139,7 +139,10 @@ impl Fs {
     fn check_new_file_id(&self, file_id: &str) -> Result<()> {
         self.wait_committed()?;
         if self.meta.find_by_file_id(file_id)?.is_some() {
-            return Err(Error::posix(libc::EEXIST, "a file with this file_id exists"));
+            return Err(Error::posix(
+                libc::EEXIST,
+                "a file with this file_id exists",
+            ));
         }
         Ok(())
     }

@@ -161,7 +161,12 @@ impl Fs {
     /// `caller`: search permission on the way, and a create's rules (mode,
     /// write permission on the parent) for each one made; one made
     /// meanwhile by someone else is taken as it is. Returns what was made.
-    fn make_dirs(&self, caller: &Caller, dir: &[Vec<u8>], mode: u32) -> Result<Vec<(u64, Vec<u8>)>> {
+    fn make_dirs(
+        &self,
+        caller: &Caller,
+        dir: &[Vec<u8>],
+        mode: u32,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
         let mut made = Vec::new();
         for depth in 0..dir.len() {
             // Walked each time: search permission, and the trash hidden.

@@ -32,7 +32,13 @@ fn a_chosen_id_is_kept_and_never_given_twice() {
     let id = "0b7e7c3e-5f43-4d2a-9a57-7d4d8c1e2f30";
 
     let up = fs
-        .upload(&root, &[], b"r_1.txt", &mut &b"one"[..], opts(Some(id), Some(b"r.txt")))
+        .upload(
+            &root,
+            &[],
+            b"r_1.txt",
+            &mut &b"one"[..],
+            opts(Some(id), Some(b"r.txt")),
+        )
         .unwrap();
     let ino = up.ino;
     up.finish().unwrap();
@@ -43,7 +49,13 @@ fn a_chosen_id_is_kept_and_never_given_twice() {
 
     let before = fs.readdir(ROOT_INO, 0, 100).unwrap().len();
     let e = fs
-        .upload(&root, &[], b"r_2.txt", &mut &b"two"[..], opts(Some(id), None))
+        .upload(
+            &root,
+            &[],
+            b"r_2.txt",
+            &mut &b"two"[..],
+            opts(Some(id), None),
+        )
         .err()
         .expect("a second file with the id");
     assert_eq!(e.errno(), libc::EEXIST);
