@@ -335,6 +335,24 @@ fn stored_name(original: &str, file_id: &str) -> Vec<u8> {
     format!("{}_{file_id}{ext}", &stem[..cut]).into_bytes()
 }
 
+/// A quoted filename as the client meant it: clients (httpx, urllib3,
+/// reqwest) send `\` as `\\` (and `"` as `%22` or `\"`); the original's
+/// parser (python-multipart) undid `\\` and `\"`, multer undoes neither.
+fn unescape(quoted: &str) -> String {
+    let mut out = String::with_capacity(quoted.len());
+    let mut chars = quoted.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek()) {
+            ('\\', Some(&next @ ('\\' | '"'))) => {
+                out.push(next);
+                chars.next();
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 /// `uploads/YYYY/MM/DD` for now, UTC.
 fn day_dir() -> Vec<Vec<u8>> {
     let now = time::OffsetDateTime::now_utc();
@@ -357,7 +375,7 @@ async fn store(
     mp: &mut multer::Multipart<'_>,
 ) -> ApiResult<UploadReply> {
     let original = match field.file_name() {
-        Some(n) if !n.is_empty() => n.to_string(),
+        Some(n) if !n.is_empty() => unescape(n),
         _ => return Err(unprocessable("file must be a file part with a filename")),
     };
     if original.len() > ORIGINAL_NAME_MAX || original.contains('\0') {
@@ -539,6 +557,7 @@ mod tests {
         );
         assert_eq!(name("tab\there"), format!("tab_here_{ID}"));
         assert_eq!(name("dir/"), format!("file_{ID}"));
+        assert_eq!(unescape(r#"a\\b\"c\\\"d\x"#), r#"a\b"c\"d\x"#);
         let long = "д".repeat(300) + ".bin";
         let n = name(&long);
         assert!(n.len() <= 255 && n.ends_with(&format!("_{ID}.bin")), "{n}");
