@@ -14,7 +14,9 @@
 //!
 //! An error answered before the body is read would break async clients
 //! (they see a read error, not the status, so the Ingester's 507 failover
-//! never starts): the rest of the body is read, up to a bound, first.
+//! never starts): once the upload has its slot, the rest of the body is
+//! read first, up to `--api-max-upload` (a 507 of a large file must reach
+//! the Ingester too); earlier refusals are left to the `drain` layer.
 
 use std::io::Read;
 
@@ -91,14 +93,20 @@ pub async fn upload(
         reader: BodyReader::new(body, &st.limits),
         read: 0,
         ended: false,
+        started: false,
         failure: None,
     };
     match receive(&st, &who, &headers, &mut source).await {
         Ok(reply) => (StatusCode::CREATED, Json(reply)).into_response(),
         Err(e) => {
-            source
-                .drain(st.limits.max_upload.saturating_add(FORM_SLACK))
-                .await;
+            // A refusal before the upload took its slot (401, the role,
+            // the declared length, not a form, busy) is drained by the
+            // layer, up to its smaller bound.
+            if source.started {
+                source
+                    .drain(st.limits.max_upload.saturating_add(FORM_SLACK))
+                    .await;
+            }
             detail(e)
         }
     }
@@ -127,6 +135,8 @@ struct Source {
     reader: BodyReader,
     read: u64,
     ended: bool,
+    /// The upload holds a slot: the whole body may be read.
+    started: bool,
     /// Why the body failed (too slow, broken): the answer to give.
     failure: Option<ApiError>,
 }
@@ -190,6 +200,7 @@ async fn receive(
     let boundary = multer::parse_boundary(ctype)
         .map_err(|_| unprocessable("the body must be a multipart/form-data form"))?;
     let _slot = st.uploads.admit(&who.sub)?;
+    source.started = true;
     let result = {
         let mut form = multer::Multipart::new(source.stream(), boundary);
         read_form(st, who, &mut form).await
