@@ -359,10 +359,11 @@ fn an_uploader_fails_over_to_the_next_element_on_507() {
     common::engine::every_engine(|| {
         let full = Api::start(&["--mode", "rw", "--capacity", "1M"]);
         let roomy = Api::start(&["--mode", "rw"]);
-        // 3 MiB: more than the first element holds.
-        let (at, reply) = upload_with_failover(&[&full, &roomy], 48);
+        // 20 MiB: more than the first element holds, and more than any
+        // refusal is drained by the layer alone (the upload drains it).
+        let (at, reply) = upload_with_failover(&[&full, &roomy], 320);
         assert_eq!(at, 1, "{reply}");
-        assert_eq!(reply["file_size"], 48 << 16);
+        assert_eq!(reply["file_size"], 320 << 16);
         assert!(stored(&full).is_empty());
         let on_second = stored(&roomy);
         assert_eq!(on_second.len(), 1);
