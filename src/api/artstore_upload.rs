@@ -29,34 +29,18 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use utoipa::ToSchema;
 
+use super::artstore_form::{filename, form_error, text, unprocessable, Form, FIELDS};
+use super::artstore_path::stored_at;
 use super::error::{ApiError, ApiResult};
-use super::file_meta::MetaChanges;
 use super::uploads::BodyReader;
 use super::AppState;
 use crate::auth::{Action, Principal};
 use crate::core::{Condition, UploadOptions};
 
-/// The directory every upload goes below.
-const UPLOADS: &[u8] = b"uploads";
-/// Longest text form field.
-const FIELD_MAX: usize = 64 << 10;
-/// Longest original filename kept.
-const ORIGINAL_NAME_MAX: usize = 1024;
-/// Longest extension kept in the stored name (`.gz`, `.docx`, ...).
-const EXT_MAX: usize = 16;
 /// Chunks in flight between the form and the core.
 const DEPTH: usize = 4;
 /// What a form may carry besides the file's bytes (headers, text fields).
 const FORM_SLACK: u64 = 1 << 20;
-
-/// The fields the upload uses; they must come before `file`.
-const FIELDS: [&str; 5] = [
-    "description",
-    "version",
-    "file_id",
-    "retention_policy",
-    "finalize_transaction_id",
-];
 
 /// The reply to an upload (201).
 #[derive(Debug, Serialize, ToSchema)]
@@ -120,14 +104,6 @@ fn detail(e: ApiError) -> Response {
     parts.headers.remove(header::CONTENT_LENGTH);
     let body = serde_json::json!({ "detail": text }).to_string();
     Response::from_parts(parts, Body::from(body))
-}
-
-fn unprocessable(message: impl Into<String>) -> ApiError {
-    ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "unprocessable_entity",
-        message,
-    )
 }
 
 /// The request body, read by the form parser and, after an error, drained.
@@ -209,86 +185,6 @@ async fn receive(
     result.map_err(|e| source.failure.take().unwrap_or(e))
 }
 
-fn form_error(e: multer::Error) -> ApiError {
-    unprocessable(format!("malformed multipart form: {e}"))
-}
-
-/// The fields before `file`, as given (empty ones count as absent).
-#[derive(Default)]
-struct Form {
-    description: Option<String>,
-    version: Option<String>,
-    file_id: Option<uuid::Uuid>,
-    retention_policy: Option<String>,
-    finalize_transaction_id: Option<String>,
-}
-
-impl Form {
-    fn set(&mut self, name: &str, value: String) -> ApiResult<()> {
-        if value.is_empty() {
-            return Ok(());
-        }
-        match name {
-            "description" => self.description = Some(value),
-            "version" => self.version = Some(value),
-            "file_id" => {
-                let id = uuid::Uuid::parse_str(value.trim())
-                    .map_err(|_| unprocessable("file_id is not a valid UUID"))?;
-                self.file_id = Some(id);
-            }
-            "retention_policy" => match value.as_str() {
-                "temporary" | "permanent" => self.retention_policy = Some(value),
-                _ => {
-                    return Err(unprocessable(
-                        "retention_policy must be temporary or permanent",
-                    ))
-                }
-            },
-            _ => self.finalize_transaction_id = Some(value),
-        }
-        Ok(())
-    }
-
-    /// The attributes the file is stored with.
-    fn changes(&self, content_type: Option<String>) -> ApiResult<MetaChanges> {
-        let mut c = MetaChanges::default();
-        let as_422 = |e: ApiError| unprocessable(e.message);
-        for (field, value) in [
-            ("description", self.description.clone()),
-            ("version", self.version.clone()),
-            ("content_type", content_type),
-        ] {
-            if value.is_some() {
-                c.field(field, value).map_err(as_422)?;
-            }
-        }
-        // What artfs has no field for is kept as custom attributes.
-        for (key, value) in [
-            ("retention_policy", &self.retention_policy),
-            ("finalize_transaction_id", &self.finalize_transaction_id),
-        ] {
-            if let Some(v) = value {
-                c.custom(key, Some(v.clone().into_bytes()))
-                    .map_err(as_422)?;
-            }
-        }
-        Ok(c)
-    }
-}
-
-/// Read a text field, at most [`FIELD_MAX`] bytes.
-async fn text(mut field: multer::Field<'_>) -> ApiResult<String> {
-    let name = field.name().unwrap_or_default().to_string();
-    let mut buf = Vec::new();
-    while let Some(c) = field.chunk().await.map_err(form_error)? {
-        if buf.len() + c.len() > FIELD_MAX {
-            return Err(unprocessable(format!("{name} is longer than 64 KiB")));
-        }
-        buf.extend_from_slice(&c);
-    }
-    String::from_utf8(buf).map_err(|_| unprocessable(format!("{name} is not UTF-8")))
-}
-
 async fn read_form(
     st: &AppState,
     who: &Principal,
@@ -311,70 +207,6 @@ async fn read_form(
     }
 }
 
-/// The name a file is stored under: the client's filename's stem (its
-/// last path component, control characters replaced, a leading dot made
-/// visible, shortened to fit 255 bytes), `_`, the id, and a short
-/// alphanumeric extension.
-fn stored_name(original: &str, file_id: &str) -> Vec<u8> {
-    let base = original.rsplit(['/', '\\']).next().unwrap_or_default();
-    let (stem, ext) = match base.rsplit_once('.') {
-        Some((s, e))
-            if !s.is_empty()
-                && !e.is_empty()
-                && e.len() <= EXT_MAX
-                && e.bytes().all(|b| b.is_ascii_alphanumeric()) =>
-        {
-            (s, format!(".{e}"))
-        }
-        _ => (base, String::new()),
-    };
-    let mut stem: String = stem
-        .chars()
-        .map(|c| if c.is_control() { '_' } else { c })
-        .collect();
-    if stem.starts_with('.') {
-        stem.replace_range(..1, "_");
-    }
-    if stem.is_empty() {
-        stem = "file".into();
-    }
-    let room = 255 - 1 - file_id.len() - ext.len();
-    let mut cut = stem.len().min(room);
-    while !stem.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}_{file_id}{ext}", &stem[..cut]).into_bytes()
-}
-
-/// A quoted filename as the client meant it: clients (httpx, urllib3,
-/// reqwest) send `\` as `\\` (and `"` as `%22` or `\"`); the original's
-/// parser (python-multipart) undid `\\` and `\"`, multer undoes neither.
-fn unescape(quoted: &str) -> String {
-    let mut out = String::with_capacity(quoted.len());
-    let mut chars = quoted.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, chars.peek()) {
-            ('\\', Some(&next @ ('\\' | '"'))) => {
-                out.push(next);
-                chars.next();
-            }
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
-/// `uploads/YYYY/MM/DD` for now, UTC.
-fn day_dir() -> Vec<Vec<u8>> {
-    let now = time::OffsetDateTime::now_utc();
-    vec![
-        UPLOADS.to_vec(),
-        format!("{:04}", now.year()).into_bytes(),
-        format!("{:02}", u8::from(now.month())).into_bytes(),
-        format!("{:02}", now.day()).into_bytes(),
-    ]
-}
-
 /// Store the `file` field: the core reads it from a channel on the
 /// blocking pool while this task feeds it; then the rest of the form is
 /// checked before the content ends, so a refused form publishes nothing.
@@ -385,13 +217,7 @@ async fn store(
     mut field: multer::Field<'_>,
     mp: &mut multer::Multipart<'_>,
 ) -> ApiResult<UploadReply> {
-    let original = match field.file_name() {
-        Some(n) if !n.is_empty() => unescape(n),
-        _ => return Err(unprocessable("file must be a file part with a filename")),
-    };
-    if original.len() > ORIGINAL_NAME_MAX || original.contains('\0') {
-        return Err(unprocessable("the filename is too long or holds a NUL"));
-    }
+    let original = filename(&field)?;
     let changes = form.changes(field.content_type().map(|m| m.to_string()))?;
     // New ids are v4, as the original's clients expect in places.
     let file_id = form
@@ -399,16 +225,7 @@ async fn store(
         .unwrap_or_else(uuid::Uuid::new_v4)
         .hyphenated()
         .to_string();
-    let dir = day_dir();
-    let name = stored_name(&original, &file_id);
-    let path = format!(
-        "/{}/{}",
-        dir.iter()
-            .map(|d| String::from_utf8_lossy(d).into_owned())
-            .collect::<Vec<_>>()
-            .join("/"),
-        String::from_utf8_lossy(&name)
-    );
+    let (dir, name, path) = stored_at(&original, &file_id);
     let (tx, rx) = mpsc::channel(DEPTH);
     let caller = st.caller_for(who);
     let opts = UploadOptions {
@@ -542,35 +359,5 @@ impl Read for ChannelRead {
         let n = out.len().min(self.chunk.len());
         out[..n].copy_from_slice(&self.chunk.split_to(n));
         Ok(n)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const ID: &str = "0b7e7c3e-5f43-4d2a-9a57-7d4d8c1e2f30";
-
-    fn name(original: &str) -> String {
-        String::from_utf8(stored_name(original, ID)).unwrap()
-    }
-
-    #[test]
-    fn stored_names_keep_stem_and_extension() {
-        assert_eq!(name("report.pdf"), format!("report_{ID}.pdf"));
-        assert_eq!(name("a.tar.gz"), format!("a.tar_{ID}.gz"));
-        assert_eq!(name("C:\\docs\\x.txt"), format!("x_{ID}.txt"));
-        assert_eq!(name("../../etc/passwd"), format!("passwd_{ID}"));
-        assert_eq!(name(".bashrc"), format!("_bashrc_{ID}"));
-        assert_eq!(
-            name("odd.ext with space"),
-            format!("odd.ext with space_{ID}")
-        );
-        assert_eq!(name("tab\there"), format!("tab_here_{ID}"));
-        assert_eq!(name("dir/"), format!("file_{ID}"));
-        assert_eq!(unescape(r#"a\\b\"c\\\"d\x"#), r#"a\b"c\"d\x"#);
-        let long = "д".repeat(300) + ".bin";
-        let n = name(&long);
-        assert!(n.len() <= 255 && n.ends_with(&format!("_{ID}.bin")), "{n}");
     }
 }

@@ -13,12 +13,15 @@
 //! Modules: `config` (CLI flags, defaults), `server` (binding, TLS, limits,
 //! SIGHUP), `guard` (bearer tokens), `path` (safe path parsing), `error`
 //! (statuses), one module per door: `health`, `fs`, `meta`, `files`,
-//! `artstore_upload` (the original element's multipart upload); and
+//! `artstore_upload` (the original element's multipart upload, with
+//! `artstore_form`, its fields, and `artstore_path`, where it is stored); and
 //! `metrics`, `openapi`, `connections` (connection cap, idle close),
 //! `uploads` (upload slots per subject, minimum body rate), `drain` (early
 //! answers readable by a client still sending its body).
 
 mod admin;
+mod artstore_form;
+mod artstore_path;
 mod artstore_upload;
 mod connections;
 mod drain;
