@@ -35,7 +35,7 @@ use super::error::{ApiError, ApiResult};
 use super::uploads::BodyReader;
 use super::AppState;
 use crate::auth::{Action, Principal};
-use crate::core::{Condition, UploadOptions};
+use crate::core::{Condition, NewFileId, UploadOptions};
 
 /// Chunks in flight between the form and the core.
 const DEPTH: usize = 4;
@@ -219,12 +219,18 @@ async fn store(
 ) -> ApiResult<UploadReply> {
     let original = filename(&field)?;
     let changes = form.changes(field.content_type().map(|m| m.to_string()))?;
-    // New ids are v4, as the original's clients expect in places.
-    let file_id = form
-        .file_id
-        .unwrap_or_else(uuid::Uuid::new_v4)
-        .hyphenated()
-        .to_string();
+    // New ids are v4, as the original's clients expect in places; one the
+    // client chose is looked up (409 when taken), a random one need not be.
+    let (file_id, new_id) = match form.file_id {
+        Some(id) => {
+            let id = id.hyphenated().to_string();
+            (id.clone(), NewFileId::Chosen(id))
+        }
+        None => {
+            let id = uuid::Uuid::new_v4().hyphenated().to_string();
+            (id.clone(), NewFileId::Made(id))
+        }
+    };
     let (dir, name, path) = stored_at(&original, &file_id);
     let (tx, rx) = mpsc::channel(DEPTH);
     let caller = st.caller_for(who);
@@ -235,7 +241,7 @@ async fn store(
         created_by: who.sub.clone(),
         set: changes.set,
         remove: Vec::new(),
-        file_id: Some(file_id.clone()),
+        file_id: new_id,
         original_name: Some(original.clone().into_bytes()),
         // As `?mkdir`: each day's directory made as the caller.
         make_dirs: Some(st.dir_mode),

@@ -22,7 +22,7 @@ use super::{blocking, AppState};
 use crate::auth::{Action, Principal};
 use crate::core::access::MAY_READ;
 use crate::core::namespace::NewNode;
-use crate::core::{Attr, Condition, Fs, UploadOptions};
+use crate::core::{Attr, Condition, Fs, NewFileId, UploadOptions};
 use crate::types::{Caller, Kind};
 
 const PREFIX: &str = "/api/v1/fs";
@@ -625,7 +625,7 @@ async fn upload(
         created_by: who.sub.clone(),
         set: changes.set,
         remove: changes.remove,
-        file_id: None,
+        file_id: NewFileId::Fresh,
         original_name: None,
         make_dirs: None,
     };

@@ -56,7 +56,7 @@ use writer::Writer;
 pub use data::Handle;
 pub use import::{ImportMeta, ImportOutcome};
 pub use publish::{estale, Expect, Published};
-pub use upload::{Condition, UploadOptions, Uploaded};
+pub use upload::{Condition, NewFileId, UploadOptions, Uploaded};
 
 /// An inode with at least one open handle: the object file is shared by
 /// all handles and is the truth for size and content while open.

@@ -19,7 +19,7 @@ use serde_json::json;
 
 use super::namespace::owner_in;
 use super::namespace::{check_name, check_not_trash, user_name};
-use super::{Attr, Fs, Handle};
+use super::{Attr, Fs, Handle, NewFileId};
 use crate::types::error::{eexist, eisdir, enoent, enotdir, Error, Result};
 use crate::types::journal;
 use crate::types::{Caller, Inode, Kind, Timestamp};
@@ -52,9 +52,8 @@ pub struct Published {
 impl Fs {
     /// A nameless regular file in directory `parent` (which must exist) to
     /// write an upload into, open for writing. `perm` is used as given (no
-    /// umask); `created_by` is recorded as the file's creator. `file_id`:
-    /// the id a caller chose (EEXIST when any inode of the store, trashed
-    /// ones included, has it), else a fresh UUIDv7. `original_name`, when
+    /// umask); `created_by` is recorded as the file's creator; `file_id`
+    /// says which id it gets ([`NewFileId`]). `original_name`, when
     /// not empty, is kept as the original filename instead of the name the
     /// file is published under. Write with
     /// [`Fs::write`], make durable with [`Fs::fsync`], then
@@ -66,18 +65,24 @@ impl Fs {
         parent: u64,
         perm: u32,
         created_by: &str,
-        file_id: Option<&str>,
+        file_id: &NewFileId,
         original_name: &[u8],
     ) -> Result<(u64, Arc<Handle>)> {
         self.allow(super::policy::Change::Create)?;
+        if let NewFileId::Chosen(_) = file_id {
+            // Most of the wait for pending commits done before taking the
+            // mutation lock (the check under it then rarely waits).
+            self.wait_committed()?;
+        }
         let (ino, intent) = self.mutate(|tx| {
             let dir = tx.live_dir(parent)?;
             let file_id = match file_id {
-                Some(id) => {
+                NewFileId::Fresh => uuid::Uuid::now_v7().to_string(),
+                NewFileId::Made(id) => id.clone(),
+                NewFileId::Chosen(id) => {
                     self.check_new_file_id(id)?;
-                    id.to_string()
+                    id.clone()
                 }
-                None => uuid::Uuid::now_v7().to_string(),
             };
             let (perm, gid) = owner_in(caller, &dir, Kind::File, perm & 0o7777);
             let now = Timestamp::now();

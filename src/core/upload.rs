@@ -38,6 +38,19 @@ pub enum Condition {
     OneOf(ChecksumMatch),
 }
 
+/// The id a new file gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NewFileId {
+    /// A fresh UUIDv7, artfs's own kind.
+    Fresh,
+    /// Made by the door, as random as a fresh one (a UUIDv4 for the
+    /// original's clients): taken as it is, never looked up.
+    Made(String),
+    /// Chosen by the client (the original API's `file_id`): EEXIST when
+    /// any inode of the store has it, trashed ones included.
+    Chosen(String),
+}
+
 /// What an upload asks for besides its content.
 pub struct UploadOptions {
     pub condition: Condition,
@@ -48,9 +61,8 @@ pub struct UploadOptions {
     /// Attributes set and removed with the content (all or none).
     pub set: Vec<(Vec<u8>, Vec<u8>)>,
     pub remove: Vec<Vec<u8>>,
-    /// The new file's id, chosen by the client (the original API's
-    /// `file_id`); EEXIST when the store has it. None: a fresh UUIDv7.
-    pub file_id: Option<String>,
+    /// The new file's id.
+    pub file_id: NewFileId,
     /// Kept as the original filename when the file is published under a
     /// name of the door's making; None: the name itself.
     pub original_name: Option<Vec<u8>>,
@@ -136,7 +148,7 @@ impl Fs {
             parent,
             opts.perm,
             &opts.created_by,
-            opts.file_id.as_deref(),
+            &opts.file_id,
             opts.original_name.as_deref().unwrap_or_default(),
         )?;
         let staging = Staging {

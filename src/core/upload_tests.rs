@@ -1,35 +1,46 @@
-//! A caller-chosen file id and original filename on an upload, against a
-//! real store: kept as given, and a duplicate id refused before anything
-//! is written, the store left as it was.
+//! What an upload may be told besides its content, against a real store:
+//! a caller-chosen file id and original filename kept as given, a
+//! duplicate id refused before anything is written (the store left as it
+//! was), and the missing directories of its path made by the rules of a
+//! create.
 
 use super::*;
-use crate::core::{open_store, StoreOptions};
+use std::sync::Arc;
+
+use crate::core::{open_store, StoreLock, StoreOptions};
 use crate::types::ROOT_INO;
 
-fn opts(file_id: Option<&str>, original: Option<&[u8]>) -> UploadOptions {
+fn opts(file_id: NewFileId, original: Option<&[u8]>) -> UploadOptions {
     UploadOptions {
         condition: Condition::Absent,
         perm: 0o644,
         created_by: "svc".into(),
         set: Vec::new(),
         remove: Vec::new(),
-        file_id: file_id.map(str::to_string),
+        file_id,
         original_name: original.map(<[u8]>::to_vec),
         make_dirs: None,
     }
 }
 
-#[test]
-fn a_chosen_id_is_kept_and_never_given_twice() {
-    let dir = tempfile::tempdir().unwrap();
+/// A store on a runtime of its own, for one test.
+fn store(dir: &std::path::Path) -> (tokio::runtime::Runtime, Arc<Fs>, StoreLock) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
-    let (fs, _lock) = open_store(&StoreOptions::new(dir.path()), rt.handle().clone()).unwrap();
+    let (fs, lock) = open_store(&StoreOptions::new(dir), rt.handle().clone()).unwrap();
+    (rt, fs, lock)
+}
+
+#[test]
+fn a_chosen_id_is_kept_and_never_given_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_rt, fs, _lock) = store(dir.path());
     let root = Caller::root();
     let id = "0b7e7c3e-5f43-4d2a-9a57-7d4d8c1e2f30";
+    let chosen = || NewFileId::Chosen(id.to_string());
 
     let up = fs
         .upload(
@@ -37,7 +48,7 @@ fn a_chosen_id_is_kept_and_never_given_twice() {
             &[],
             b"r_1.txt",
             &mut &b"one"[..],
-            opts(Some(id), Some(b"r.txt")),
+            opts(chosen(), Some(b"r.txt")),
         )
         .unwrap();
     let ino = up.ino;
@@ -54,7 +65,7 @@ fn a_chosen_id_is_kept_and_never_given_twice() {
             &[],
             b"r_2.txt",
             &mut &b"two"[..],
-            opts(Some(id), None),
+            opts(chosen(), None),
         )
         .err()
         .expect("a second file with the id");
@@ -62,13 +73,84 @@ fn a_chosen_id_is_kept_and_never_given_twice() {
     assert_eq!(fs.readdir(ROOT_INO, 0, 100).unwrap().len(), before);
     assert_eq!(fs.find_by_file_id(id).unwrap(), Some(ino));
 
-    // Without a chosen name, the published name is the original one.
+    // A door's own id is taken as it is; without a chosen original name,
+    // the published name is the original one.
+    let made = "5d1c3d0e-2b7a-4c55-8f3e-1f2a3b4c5d6e";
     let up = fs
-        .upload(&root, &[], b"plain.txt", &mut &b"p"[..], opts(None, None))
+        .upload(
+            &root,
+            &[],
+            b"plain.txt",
+            &mut &b"p"[..],
+            opts(NewFileId::Made(made.into()), None),
+        )
         .unwrap();
     let a = fs.getattr(up.ino).unwrap();
     up.finish().unwrap();
     assert_eq!(a.inode.original_name, b"plain.txt");
-    assert_ne!(a.inode.file_id, id);
+    assert_eq!(a.inode.file_id, made);
+    // Fresh ids are artfs's v7.
+    let up = fs
+        .upload(
+            &root,
+            &[],
+            b"fresh",
+            &mut &b"f"[..],
+            opts(NewFileId::Fresh, None),
+        )
+        .unwrap();
+    let a = fs.getattr(up.ino).unwrap();
+    up.finish().unwrap();
+    assert_eq!(
+        uuid::Uuid::parse_str(&a.inode.file_id)
+            .unwrap()
+            .get_version_num(),
+        7
+    );
+    fs.close();
+}
+
+#[test]
+fn missing_directories_are_made_as_creates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_rt, fs, _lock) = store(dir.path());
+    let root = Caller::root();
+    let path: Vec<Vec<u8>> = vec![b"uploads".to_vec(), b"2026".to_vec(), b"12".to_vec()];
+    let with_dirs = |mode| UploadOptions {
+        make_dirs: Some(mode),
+        ..opts(NewFileId::Fresh, None)
+    };
+
+    // Someone without write permission on the root: nothing is made.
+    let nobody = Caller {
+        uid: 65534,
+        gid: 65534,
+        ..Caller::root()
+    };
+    let e = fs
+        .upload(&nobody, &path, b"a", &mut &b"a"[..], with_dirs(0o755))
+        .err()
+        .expect("no write permission on the root");
+    assert_eq!(e.errno(), libc::EACCES);
+    assert!(fs.lookup(ROOT_INO, b"uploads").is_err());
+
+    let up = fs
+        .upload(&root, &path, b"a", &mut &b"a"[..], with_dirs(0o750))
+        .unwrap();
+    assert_eq!(up.made.len(), 3);
+    assert_eq!(up.made[0], (ROOT_INO, b"uploads".to_vec()));
+    let parent = up.parent;
+    up.finish().unwrap();
+    let d = fs.walk(&root, &path).unwrap();
+    assert_eq!(d.inode.ino, parent);
+    assert_eq!(d.inode.perm & 0o777, 0o750);
+
+    // Existing ones are used as they are.
+    let up = fs
+        .upload(&root, &path, b"b", &mut &b"b"[..], with_dirs(0o700))
+        .unwrap();
+    assert!(up.made.is_empty());
+    assert_eq!(up.parent, parent);
+    up.finish().unwrap();
     fs.close();
 }
