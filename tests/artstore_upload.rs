@@ -281,10 +281,23 @@ fn status_of(r: std::io::Result<(u16, String)>) -> (u16, String) {
 #[test]
 fn refusals_reach_a_client_that_is_still_sending() {
     common::engine::every_engine(|| {
-        let api = Api::start(&["--mode", "rw", "--capacity", "2M"]);
+        let max = (4 << 20).to_string();
+        let api = Api::start(&[
+            "--mode",
+            "rw",
+            "--capacity",
+            "2M",
+            "--api-max-upload",
+            &max,
+        ]);
         let addr = api.addr.as_str();
         // 4 MiB sent in 64 KiB pieces: the answer is decided long before.
         let user = || Some(token("ingester", Role::User));
+
+        // Declared larger than --api-max-upload (and the form's slack).
+        let (status, text) = status_of(Streamed::upload(addr, user(), 96).send());
+        assert_eq!(status, 413, "{text}");
+        assert!(text.contains("\"detail\""), "{text}");
 
         // No token: the guard answers before the handler runs.
         let (status, text) = status_of(Streamed::upload(addr, None, 64).send());
