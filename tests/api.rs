@@ -1882,15 +1882,9 @@ fn log_rows_of_api_requests_carry_the_token_subject() {
             .status(),
         204
     );
-    let db = api.m.backing.join(".artfs/meta.db");
-    let out = Command::new("sqlite3")
-        .arg(&db)
-        .arg(
-            "SELECT operation_type || '=' || user_id FROM artfs_wal \
-             WHERE operation_type IN ('upload', 'unlink') ORDER BY seq",
-        )
-        .output()
-        .unwrap();
-    let rows = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(rows.trim(), "upload=alice\nunlink=olga", "{rows}");
+    let rows = api.m.query(
+        "SELECT operation_type || '=' || user_id FROM {p}_wal \
+         WHERE operation_type IN ('upload', 'unlink') ORDER BY seq",
+    );
+    assert_eq!(rows, ["upload=alice", "unlink=olga"]);
 }

@@ -74,34 +74,36 @@ fn keep_alive_get(s: &mut TcpStream, path: &str, token: &str) -> (u16, String, V
 /// Nagle's algorithm waiting for the client's delayed ACK.
 #[test]
 fn keep_alive_small_gets_do_not_stall() {
-    let (m, addr) = mount_api(&[]);
-    std::fs::write(m.path("six"), b"hello\n").unwrap();
-    let token = token("speed");
-    let mut s = TcpStream::connect(&addr).unwrap();
-    // The client side as common clients are: Nagle on (the default), so
-    // only the server's option can prevent the stall.
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    // Warm up: the first request pays for the first verification and the
-    // first open of the object.
-    let (status, head, body) = keep_alive_get(&mut s, "/api/v1/fs/six", &token);
-    assert_eq!(status, 200, "{head}");
-    assert_eq!(body, b"hello\n");
-    let mut times = Vec::new();
-    for _ in 0..10 {
-        let t = Instant::now();
+    common::engine::every_engine(|| {
+        let (m, addr) = mount_api(&[]);
+        std::fs::write(m.path("six"), b"hello\n").unwrap();
+        let token = token("speed");
+        let mut s = TcpStream::connect(&addr).unwrap();
+        // The client side as common clients are: Nagle on (the default), so
+        // only the server's option can prevent the stall.
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // Warm up: the first request pays for the first verification and the
+        // first open of the object.
         let (status, head, body) = keep_alive_get(&mut s, "/api/v1/fs/six", &token);
-        times.push(t.elapsed());
         assert_eq!(status, 200, "{head}");
         assert_eq!(body, b"hello\n");
-    }
-    let slow: Vec<_> = times
-        .iter()
-        .filter(|t| **t >= Duration::from_millis(20))
-        .collect();
-    assert!(
-        slow.is_empty(),
-        "keep-alive small GETs stalled: {times:?} (Nagle + delayed ACK)"
-    );
+        let mut times = Vec::new();
+        for _ in 0..10 {
+            let t = Instant::now();
+            let (status, head, body) = keep_alive_get(&mut s, "/api/v1/fs/six", &token);
+            times.push(t.elapsed());
+            assert_eq!(status, 200, "{head}");
+            assert_eq!(body, b"hello\n");
+        }
+        let slow: Vec<_> = times
+            .iter()
+            .filter(|t| **t >= Duration::from_millis(20))
+            .collect();
+        assert!(
+            slow.is_empty(),
+            "keep-alive small GETs stalled: {times:?} (Nagle + delayed ACK)"
+        );
+    });
 }
 
 /// A small file's response leaves in one write (head and body together),
@@ -109,125 +111,129 @@ fn keep_alive_small_gets_do_not_stall() {
 /// not the head and then, a moment later, the body.
 #[test]
 fn a_small_file_response_arrives_in_one_piece() {
-    let (m, addr) = mount_api(&[]);
-    let four_k: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 251) as u8).collect();
-    std::fs::write(m.path("six"), b"hello\n").unwrap();
-    std::fs::write(m.path("four_k"), &four_k).unwrap();
-    let token = token("one-piece");
-    let mut s = TcpStream::connect(&addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    for (name, want) in [("six", &b"hello\n"[..]), ("four_k", &four_k[..])].repeat(5) {
-        let req = format!(
-            "GET /api/v1/fs/{name} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
-        );
-        s.write_all(req.as_bytes()).unwrap();
-        let mut buf = vec![0u8; 256 * 1024];
-        let n = s.read(&mut buf).unwrap();
-        let got = &buf[..n];
-        let split = got
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .unwrap_or_else(|| panic!("{name}: first read has no whole head: {n} bytes"))
-            + 4;
-        assert!(
-            got.starts_with(b"HTTP/1.1 200"),
-            "{name}: {:?}",
-            String::from_utf8_lossy(got)
-        );
-        assert_eq!(
-            &got[split..],
-            want,
-            "{name}: the first read held {} body bytes of {}",
-            n - split,
-            want.len()
-        );
-    }
-    // HEAD and ranges still answer as before.
-    s.write_all(
-        format!(
-            "HEAD /api/v1/fs/four_k HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut byte).unwrap(), 1);
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
-    assert!(head.starts_with("http/1.1 200"), "{head}");
-    assert!(head.contains("content-length: 4096"), "{head}");
-    s.write_all(
-        format!("GET /api/v1/fs/four_k HTTP/1.1\r\nHost: x\r\nRange: bytes=10-19\r\nAuthorization: Bearer {token}\r\n\r\n")
+    common::engine::every_engine(|| {
+        let (m, addr) = mount_api(&[]);
+        let four_k: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(m.path("six"), b"hello\n").unwrap();
+        std::fs::write(m.path("four_k"), &four_k).unwrap();
+        let token = token("one-piece");
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        for (name, want) in [("six", &b"hello\n"[..]), ("four_k", &four_k[..])].repeat(5) {
+            let req = format!(
+                "GET /api/v1/fs/{name} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+            );
+            s.write_all(req.as_bytes()).unwrap();
+            let mut buf = vec![0u8; 256 * 1024];
+            let n = s.read(&mut buf).unwrap();
+            let got = &buf[..n];
+            let split = got
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .unwrap_or_else(|| panic!("{name}: first read has no whole head: {n} bytes"))
+                + 4;
+            assert!(
+                got.starts_with(b"HTTP/1.1 200"),
+                "{name}: {:?}",
+                String::from_utf8_lossy(got)
+            );
+            assert_eq!(
+                &got[split..],
+                want,
+                "{name}: the first read held {} body bytes of {}",
+                n - split,
+                want.len()
+            );
+        }
+        // HEAD and ranges still answer as before.
+        s.write_all(
+            format!(
+                "HEAD /api/v1/fs/four_k HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+            )
             .as_bytes(),
-    )
-    .unwrap();
-    let (status, head, body) = read_response(&mut s);
-    assert_eq!(status, 206, "{head}");
-    assert_eq!(body, &four_k[10..20]);
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut byte).unwrap(), 1);
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(head.contains("content-length: 4096"), "{head}");
+        s.write_all(
+            format!("GET /api/v1/fs/four_k HTTP/1.1\r\nHost: x\r\nRange: bytes=10-19\r\nAuthorization: Bearer {token}\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+        let (status, head, body) = read_response(&mut s);
+        assert_eq!(status, 206, "{head}");
+        assert_eq!(body, &four_k[10..20]);
+    });
 }
 
 /// The same over TLS (rustls): the option is set under the TLS layer too.
 #[test]
 fn keep_alive_small_gets_do_not_stall_over_tls() {
-    let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, tls_key) = common::keys::tls_files(dir.path());
-    let addr = free_addr();
-    let port = addr.rsplit_once(':').unwrap().1.to_string();
-    let m = Mount::with_args(&[
-        "--api",
-        &addr,
-        "--jwt-key",
-        key().public.to_str().unwrap(),
-        "--api-uid",
-        "0",
-        "--tls-cert",
-        cert.to_str().unwrap(),
-        "--tls-key",
-        tls_key.to_str().unwrap(),
-    ]);
-    std::fs::write(m.path("six"), b"hello\n").unwrap();
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap();
-    // One pooled connection, reused (HTTP/1.1 keep-alive).
-    let client = reqwest::blocking::Client::builder()
-        .no_proxy()
-        .add_root_certificate(ca)
-        .http1_only()
-        .pool_max_idle_per_host(1)
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let url = format!("https://localhost:{port}/api/v1/fs/six");
-    let token = token("speed-tls");
-    let get = || {
-        client
-            .get(&url)
-            .bearer_auth(&token)
-            .send()
-            .and_then(|r| Ok((r.status().as_u16(), r.bytes()?)))
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while get().is_err() {
+    common::engine::every_engine(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, cert, tls_key) = common::keys::tls_files(dir.path());
+        let addr = free_addr();
+        let port = addr.rsplit_once(':').unwrap().1.to_string();
+        let m = Mount::with_args(&[
+            "--api",
+            &addr,
+            "--jwt-key",
+            key().public.to_str().unwrap(),
+            "--api-uid",
+            "0",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            tls_key.to_str().unwrap(),
+        ]);
+        std::fs::write(m.path("six"), b"hello\n").unwrap();
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap();
+        // One pooled connection, reused (HTTP/1.1 keep-alive).
+        let client = reqwest::blocking::Client::builder()
+            .no_proxy()
+            .add_root_certificate(ca)
+            .http1_only()
+            .pool_max_idle_per_host(1)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let url = format!("https://localhost:{port}/api/v1/fs/six");
+        let token = token("speed-tls");
+        let get = || {
+            client
+                .get(&url)
+                .bearer_auth(&token)
+                .send()
+                .and_then(|r| Ok((r.status().as_u16(), r.bytes()?)))
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while get().is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the API never answered at {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut times = Vec::new();
+        for _ in 0..10 {
+            let t = Instant::now();
+            let (status, body) = get().unwrap();
+            times.push(t.elapsed());
+            assert_eq!(status, 200);
+            assert_eq!(&body[..], b"hello\n");
+        }
         assert!(
-            Instant::now() < deadline,
-            "the API never answered at {addr}"
+            times.iter().all(|t| *t < Duration::from_millis(20)),
+            "keep-alive small GETs over TLS stalled: {times:?}"
         );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let mut times = Vec::new();
-    for _ in 0..10 {
-        let t = Instant::now();
-        let (status, body) = get().unwrap();
-        times.push(t.elapsed());
-        assert_eq!(status, 200);
-        assert_eq!(&body[..], b"hello\n");
-    }
-    assert!(
-        times.iter().all(|t| *t < Duration::from_millis(20)),
-        "keep-alive small GETs over TLS stalled: {times:?}"
-    );
+    });
 }
 
 // ------------------------------------------------- verified-token cache
@@ -279,127 +285,135 @@ fn write_jwks(path: &std::path::Path, keys: &[&serde_json::Value]) {
 /// without a cache.
 #[test]
 fn a_cached_token_is_refused_once_its_exp_passes() {
-    let pem = key().public.clone();
-    let mut strict = AuthConfig::new(KeySource::Pem(pem.clone()));
-    strict.leeway = Duration::ZERO;
-    let v = Verifier::new(strict).unwrap();
-    let lenient = Verifier::new(AuthConfig::new(KeySource::Pem(pem))).unwrap();
-    let mut req = MintRequest::new(key().private.clone(), "short", Role::User);
-    req.ttl = Duration::from_secs(2);
-    let t = mint(&req).unwrap();
-    let exp = v.verify(&t).unwrap().expires_at;
-    assert_eq!(v.cached_tokens(), 1, "a verified token is remembered");
-    assert!(lenient.verify(&t).is_ok());
-    assert!(v.verify(&t).is_ok(), "served from the cache");
-    while now_secs() < exp {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(reason(v.verify(&t)), InvalidReason::Expired);
-    assert_eq!(reason(v.verify(&t)), InvalidReason::Expired);
-    // Within the default 30 s leeway: accepted, cached or not.
-    assert!(lenient.verify(&t).is_ok());
+    common::engine::every_engine(|| {
+        let pem = key().public.clone();
+        let mut strict = AuthConfig::new(KeySource::Pem(pem.clone()));
+        strict.leeway = Duration::ZERO;
+        let v = Verifier::new(strict).unwrap();
+        let lenient = Verifier::new(AuthConfig::new(KeySource::Pem(pem))).unwrap();
+        let mut req = MintRequest::new(key().private.clone(), "short", Role::User);
+        req.ttl = Duration::from_secs(2);
+        let t = mint(&req).unwrap();
+        let exp = v.verify(&t).unwrap().expires_at;
+        assert_eq!(v.cached_tokens(), 1, "a verified token is remembered");
+        assert!(lenient.verify(&t).is_ok());
+        assert!(v.verify(&t).is_ok(), "served from the cache");
+        while now_secs() < exp {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(reason(v.verify(&t)), InvalidReason::Expired);
+        assert_eq!(reason(v.verify(&t)), InvalidReason::Expired);
+        // Within the default 30 s leeway: accepted, cached or not.
+        assert!(lenient.verify(&t).is_ok());
+    });
 }
 
 /// A key removed from the JWKS stops its tokens at the reload, cached or
 /// not: on an explicit reload (SIGHUP) and when the file change is seen.
 #[test]
 fn a_key_removed_from_the_jwks_stops_its_cached_tokens() {
-    let dir = tempfile::tempdir().unwrap();
-    let (a_priv, a) = ed25519(dir.path(), "a");
-    let (b_priv, b) = ed25519(dir.path(), "b");
-    let path = dir.path().join("jwks.json");
-    write_jwks(&path, &[&a, &b]);
-    let v = Verifier::new(AuthConfig::new(KeySource::Jwks(path.clone()))).unwrap();
-    let by_a = minted(&a_priv, "a", Duration::from_secs(600));
-    let by_b = minted(&b_priv, "b", Duration::from_secs(600));
-    assert!(v.verify(&by_a).is_ok());
-    assert!(v.verify(&by_b).is_ok());
-    assert_eq!(v.cached_tokens(), 2);
+    common::engine::every_engine(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let (a_priv, a) = ed25519(dir.path(), "a");
+        let (b_priv, b) = ed25519(dir.path(), "b");
+        let path = dir.path().join("jwks.json");
+        write_jwks(&path, &[&a, &b]);
+        let v = Verifier::new(AuthConfig::new(KeySource::Jwks(path.clone()))).unwrap();
+        let by_a = minted(&a_priv, "a", Duration::from_secs(600));
+        let by_b = minted(&b_priv, "b", Duration::from_secs(600));
+        assert!(v.verify(&by_a).is_ok());
+        assert!(v.verify(&by_b).is_ok());
+        assert_eq!(v.cached_tokens(), 2);
 
-    // Explicit reload (what SIGHUP does).
-    write_jwks(&path, &[&b]);
-    v.reload().unwrap();
-    assert_eq!(v.cached_tokens(), 0, "a reload empties the cache");
-    assert_eq!(reason(v.verify(&by_a)), InvalidReason::UnknownKid);
-    assert!(v.verify(&by_b).is_ok());
+        // Explicit reload (what SIGHUP does).
+        write_jwks(&path, &[&b]);
+        v.reload().unwrap();
+        assert_eq!(v.cached_tokens(), 0, "a reload empties the cache");
+        assert_eq!(reason(v.verify(&by_a)), InvalidReason::UnknownKid);
+        assert!(v.verify(&by_b).is_ok());
 
-    // The file changes; the verifier notices within a second.
-    write_jwks(&path, &[&a]);
-    std::thread::sleep(Duration::from_millis(1100));
-    assert_eq!(reason(v.verify(&by_b)), InvalidReason::UnknownKid);
-    assert!(v.verify(&by_a).is_ok());
+        // The file changes; the verifier notices within a second.
+        write_jwks(&path, &[&a]);
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(reason(v.verify(&by_b)), InvalidReason::UnknownKid);
+        assert!(v.verify(&by_a).is_ok());
+    });
 }
 
 /// Refused tokens are never remembered: each is checked anew.
 #[test]
 fn a_token_with_a_bad_signature_is_never_cached() {
-    let v = Verifier::new(AuthConfig::new(KeySource::Pem(key().public.clone()))).unwrap();
-    let good = token("sig");
-    let (signed, sig) = good.rsplit_once('.').unwrap();
-    // Another valid-looking signature: that of a different token.
-    let other_sig = token("other").rsplit_once('.').unwrap().1.to_string();
-    assert_ne!(sig, other_sig);
-    let forged = format!("{signed}.{other_sig}");
-    for _ in 0..3 {
+    common::engine::every_engine(|| {
+        let v = Verifier::new(AuthConfig::new(KeySource::Pem(key().public.clone()))).unwrap();
+        let good = token("sig");
+        let (signed, sig) = good.rsplit_once('.').unwrap();
+        // Another valid-looking signature: that of a different token.
+        let other_sig = token("other").rsplit_once('.').unwrap().1.to_string();
+        assert_ne!(sig, other_sig);
+        let forged = format!("{signed}.{other_sig}");
+        for _ in 0..3 {
+            assert_eq!(reason(v.verify(&forged)), InvalidReason::BadSignature);
+            assert_eq!(v.cached_tokens(), 0);
+        }
+        // The real one still passes, and only it is remembered.
+        assert!(v.verify(&good).is_ok());
+        assert_eq!(v.cached_tokens(), 1);
         assert_eq!(reason(v.verify(&forged)), InvalidReason::BadSignature);
-        assert_eq!(v.cached_tokens(), 0);
-    }
-    // The real one still passes, and only it is remembered.
-    assert!(v.verify(&good).is_ok());
-    assert_eq!(v.cached_tokens(), 1);
-    assert_eq!(reason(v.verify(&forged)), InvalidReason::BadSignature);
+    });
 }
 
 /// End to end: the HTTP door stops accepting a token of a key removed
 /// from its JWKS at SIGHUP, though it accepted (and cached) it before.
 #[test]
 fn sighup_revokes_a_removed_key_over_http() {
-    let dir = tempfile::tempdir().unwrap();
-    let (a_priv, a) = ed25519(dir.path(), "a");
-    let (b_priv, b) = ed25519(dir.path(), "b");
-    let path = dir.path().join("jwks.json");
-    write_jwks(&path, &[&a, &b]);
-    let addr = free_addr();
-    let m = Mount::with_args(&[
-        "--api",
-        &addr,
-        "--jwks",
-        path.to_str().unwrap(),
-        "--api-uid",
-        "0",
-    ]);
-    let by_a = minted(&a_priv, "a", Duration::from_secs(600));
-    let by_b = minted(&b_priv, "b", Duration::from_secs(600));
-    let status = |t: &str| -> u16 {
-        let Ok(mut s) = TcpStream::connect(&addr) else {
-            return 0;
+    common::engine::every_engine(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let (a_priv, a) = ed25519(dir.path(), "a");
+        let (b_priv, b) = ed25519(dir.path(), "b");
+        let path = dir.path().join("jwks.json");
+        write_jwks(&path, &[&a, &b]);
+        let addr = free_addr();
+        let m = Mount::with_args(&[
+            "--api",
+            &addr,
+            "--jwks",
+            path.to_str().unwrap(),
+            "--api-uid",
+            "0",
+        ]);
+        let by_a = minted(&a_priv, "a", Duration::from_secs(600));
+        let by_b = minted(&b_priv, "b", Duration::from_secs(600));
+        let status = |t: &str| -> u16 {
+            let Ok(mut s) = TcpStream::connect(&addr) else {
+                return 0;
+            };
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            keep_alive_get(&mut s, "/api/v1/info", t).0
         };
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        keep_alive_get(&mut s, "/api/v1/info", t).0
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while status(&by_a) != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "the API never answered at {addr}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(status(&by_a), 200);
-    assert_eq!(status(&by_b), 200);
-    // Without the key of `a`, then SIGHUP: `a` is refused (401) though
-    // it was cached, `b` still passes.
-    write_jwks(&path, &[&b]);
-    let pid = m.pid().unwrap();
-    // SAFETY: a signal to the daemon this test started.
-    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGHUP) }, 0);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while status(&by_a) != 401 {
-        assert!(
-            Instant::now() < deadline,
-            "a token of a removed key still passes"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(status(&by_b), 200);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while status(&by_a) != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "the API never answered at {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(status(&by_a), 200);
+        assert_eq!(status(&by_b), 200);
+        // Without the key of `a`, then SIGHUP: `a` is refused (401) though
+        // it was cached, `b` still passes.
+        write_jwks(&path, &[&b]);
+        let pid = m.pid().unwrap();
+        // SAFETY: a signal to the daemon this test started.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGHUP) }, 0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while status(&by_a) != 401 {
+            assert!(
+                Instant::now() < deadline,
+                "a token of a removed key still passes"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(status(&by_b), 200);
+    });
 }

@@ -71,220 +71,238 @@ fn write_file(path: &Path, data: &[u8]) {
 
 #[test]
 fn crash_before_a_batch_commits_loses_the_create_whole() {
-    let mut m = Mount::new();
-    write_file(&m.path("keep"), b"kept");
-    sync(&m);
-    let before = objects(&mut m);
-    crash_during(&mut m, "writer::before_commit", |mnt| {
-        let _ = fs::write(mnt.join("new"), b"hello");
+    common::engine::every_engine(|| {
+        let mut m = Mount::new();
+        write_file(&m.path("keep"), b"kept");
+        sync(&m);
+        let before = objects(&mut m);
+        crash_during(&mut m, "writer::before_commit", |mnt| {
+            let _ = fs::write(mnt.join("new"), b"hello");
+        });
+        assert!(!m.path("new").exists(), "an uncommitted create survived");
+        assert_eq!(fs::read(m.path("keep")).unwrap(), b"kept");
+        // The object created for "new" was removed by recovery.
+        assert_eq!(objects(&mut m), before);
     });
-    assert!(!m.path("new").exists(), "an uncommitted create survived");
-    assert_eq!(fs::read(m.path("keep")).unwrap(), b"kept");
-    // The object created for "new" was removed by recovery.
-    assert_eq!(objects(&mut m), before);
 }
 
 #[test]
 fn crash_after_an_unlink_commits_removes_the_object() {
-    // Unlink for real: no trash.
-    let mut m = Mount::with_args(&["--trash-days", "0"]);
-    write_file(&m.path("victim"), b"doomed");
-    write_file(&m.path("keep"), b"kept");
-    sync(&m);
-    let before = objects(&mut m);
-    assert_eq!(before.len(), 2);
-    crash_during(&mut m, "writer::after_commit", |mnt| {
-        let _ = fs::remove_file(mnt.join("victim"));
-        // Make sure a commit happens now.
-        let _ = File::open(mnt).and_then(|d| d.sync_all());
+    common::engine::every_engine(|| {
+        // Unlink for real: no trash.
+        let mut m = Mount::with_args(&["--trash-days", "0"]);
+        write_file(&m.path("victim"), b"doomed");
+        write_file(&m.path("keep"), b"kept");
+        sync(&m);
+        let before = objects(&mut m);
+        assert_eq!(before.len(), 2);
+        crash_during(&mut m, "writer::after_commit", |mnt| {
+            let _ = fs::remove_file(mnt.join("victim"));
+            // Make sure a commit happens now.
+            let _ = File::open(mnt).and_then(|d| d.sync_all());
+        });
+        assert!(!m.path("victim").exists());
+        assert_eq!(fs::read(m.path("keep")).unwrap(), b"kept");
+        assert_eq!(
+            objects(&mut m).len(),
+            1,
+            "the released object was left behind"
+        );
     });
-    assert!(!m.path("victim").exists());
-    assert_eq!(fs::read(m.path("keep")).unwrap(), b"kept");
-    assert_eq!(
-        objects(&mut m).len(),
-        1,
-        "the released object was left behind"
-    );
 }
 
 #[test]
 fn crash_between_object_removal_and_its_log_row() {
-    // Unlink for real: no trash.
-    let mut m = Mount::with_args(&["--trash-days", "0"]);
-    write_file(&m.path("victim"), b"doomed");
-    sync(&m);
-    crash_during(&mut m, "writer::after_reclaim", |mnt| {
-        let _ = fs::remove_file(mnt.join("victim"));
-        let _ = File::open(mnt).and_then(|d| d.sync_all());
+    common::engine::every_engine(|| {
+        // Unlink for real: no trash.
+        let mut m = Mount::with_args(&["--trash-days", "0"]);
+        write_file(&m.path("victim"), b"doomed");
+        sync(&m);
+        crash_during(&mut m, "writer::after_reclaim", |mnt| {
+            let _ = fs::remove_file(mnt.join("victim"));
+            let _ = File::open(mnt).and_then(|d| d.sync_all());
+        });
+        assert!(!m.path("victim").exists());
+        assert!(objects(&mut m).is_empty());
     });
-    assert!(!m.path("victim").exists());
-    assert!(objects(&mut m).is_empty());
 }
 
 #[test]
 fn crash_before_release_records_the_size_rolls_the_write_forward() {
-    let mut m = Mount::new();
-    write_file(&m.path("f"), b"0123456789");
-    sync(&m);
-    crash_during(&mut m, "release::before_persist", |mnt| {
-        let mut f = OpenOptions::new().append(true).open(mnt.join("f")).unwrap();
-        f.write_all(b"abc").unwrap();
-        drop(f);
+    common::engine::every_engine(|| {
+        let mut m = Mount::new();
+        write_file(&m.path("f"), b"0123456789");
+        sync(&m);
+        crash_during(&mut m, "release::before_persist", |mnt| {
+            let mut f = OpenOptions::new().append(true).open(mnt.join("f")).unwrap();
+            f.write_all(b"abc").unwrap();
+            drop(f);
+        });
+        // The appended bytes reached the object before the crash; recovery
+        // makes the metadata follow it.
+        assert_eq!(fs::read(m.path("f")).unwrap(), b"0123456789abc");
+        assert_eq!(fs::metadata(m.path("f")).unwrap().len(), 13);
     });
-    // The appended bytes reached the object before the crash; recovery
-    // makes the metadata follow it.
-    assert_eq!(fs::read(m.path("f")).unwrap(), b"0123456789abc");
-    assert_eq!(fs::metadata(m.path("f")).unwrap().len(), 13);
 }
 
 #[test]
 fn crash_after_the_write_intent_changes_nothing() {
-    let mut m = Mount::new();
-    write_file(&m.path("f"), b"0123456789");
-    sync(&m);
-    crash_during(&mut m, "open::after_intent", |mnt| {
-        if let Ok(mut f) = OpenOptions::new().write(true).open(mnt.join("f")) {
-            let _ = f.write_all(b"XXXXXXXXXXXXXXXXXXXX");
-        }
+    common::engine::every_engine(|| {
+        let mut m = Mount::new();
+        write_file(&m.path("f"), b"0123456789");
+        sync(&m);
+        crash_during(&mut m, "open::after_intent", |mnt| {
+            if let Ok(mut f) = OpenOptions::new().write(true).open(mnt.join("f")) {
+                let _ = f.write_all(b"XXXXXXXXXXXXXXXXXXXX");
+            }
+        });
+        assert_eq!(fs::read(m.path("f")).unwrap(), b"0123456789");
     });
-    assert_eq!(fs::read(m.path("f")).unwrap(), b"0123456789");
 }
 
 #[test]
 fn crash_between_truncate_intent_and_object_leaves_the_old_file() {
-    let mut m = Mount::new();
-    write_file(&m.path("f"), b"0123456789");
-    sync(&m);
-    crash_during(&mut m, "truncate::after_intent", |mnt| {
-        let _ = nix::unistd::truncate(&mnt.join("f"), 3);
+    common::engine::every_engine(|| {
+        let mut m = Mount::new();
+        write_file(&m.path("f"), b"0123456789");
+        sync(&m);
+        crash_during(&mut m, "truncate::after_intent", |mnt| {
+            let _ = nix::unistd::truncate(&mnt.join("f"), 3);
+        });
+        assert_eq!(fs::read(m.path("f")).unwrap(), b"0123456789");
     });
-    assert_eq!(fs::read(m.path("f")).unwrap(), b"0123456789");
 }
 
 #[test]
 fn crash_after_truncating_the_object_completes_the_truncate() {
-    let mut m = Mount::new();
-    write_file(&m.path("f"), b"0123456789");
-    sync(&m);
-    crash_during(&mut m, "truncate::after_object", |mnt| {
-        let _ = nix::unistd::truncate(&mnt.join("f"), 3);
+    common::engine::every_engine(|| {
+        let mut m = Mount::new();
+        write_file(&m.path("f"), b"0123456789");
+        sync(&m);
+        crash_during(&mut m, "truncate::after_object", |mnt| {
+            let _ = nix::unistd::truncate(&mnt.join("f"), 3);
+        });
+        assert_eq!(fs::read(m.path("f")).unwrap(), b"012");
     });
-    assert_eq!(fs::read(m.path("f")).unwrap(), b"012");
 }
 
 #[test]
 fn crash_right_after_create_leaves_nothing_half_made() {
-    let mut m = Mount::new();
-    sync(&m);
-    crash_during(&mut m, "create::after_object", |mnt| {
-        let _ = File::create(mnt.join("g"));
-    });
-    match fs::metadata(m.path("g")) {
-        Ok(md) => {
-            assert!(md.is_file());
-            assert_eq!(md.len(), 0);
+    common::engine::every_engine(|| {
+        let mut m = Mount::new();
+        sync(&m);
+        crash_during(&mut m, "create::after_object", |mnt| {
+            let _ = File::create(mnt.join("g"));
+        });
+        match fs::metadata(m.path("g")) {
+            Ok(md) => {
+                assert!(md.is_file());
+                assert_eq!(md.len(), 0);
+            }
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound),
         }
-        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound),
-    }
+    });
 }
 
 #[test]
 fn crash_during_rename_over_keeps_one_whole_state() {
-    let mut m = Mount::new();
-    write_file(&m.path("a"), b"AAAA");
-    write_file(&m.path("b"), b"BBBBBBBB");
-    sync(&m);
-    crash_during(&mut m, "writer::before_commit", |mnt| {
-        let _ = fs::rename(mnt.join("a"), mnt.join("b"));
+    common::engine::every_engine(|| {
+        let mut m = Mount::new();
+        write_file(&m.path("a"), b"AAAA");
+        write_file(&m.path("b"), b"BBBBBBBB");
+        sync(&m);
+        crash_during(&mut m, "writer::before_commit", |mnt| {
+            let _ = fs::rename(mnt.join("a"), mnt.join("b"));
+        });
+        let a = fs::read(m.path("a")).ok();
+        let b = fs::read(m.path("b")).unwrap();
+        match a {
+            Some(a) => {
+                assert_eq!(a, b"AAAA");
+                assert_eq!(b, b"BBBBBBBB");
+                assert_eq!(objects(&mut m).len(), 2);
+            }
+            None => {
+                assert_eq!(b, b"AAAA");
+                assert_eq!(objects(&mut m).len(), 1);
+            }
+        }
     });
-    let a = fs::read(m.path("a")).ok();
-    let b = fs::read(m.path("b")).unwrap();
-    match a {
-        Some(a) => {
-            assert_eq!(a, b"AAAA");
-            assert_eq!(b, b"BBBBBBBB");
-            assert_eq!(objects(&mut m).len(), 2);
-        }
-        None => {
-            assert_eq!(b, b"AAAA");
-            assert_eq!(objects(&mut m).len(), 1);
-        }
-    }
 }
 
 #[test]
 fn crash_during_recovery_is_recovered_by_the_next_mount() {
-    let mut m = Mount::new();
-    write_file(&m.path("f"), b"0123456789");
-    sync(&m);
-    m.arm(&["release::before_persist=return"]);
-    let mnt = m.mnt.clone();
-    let w = std::thread::spawn(move || {
-        let mut f = OpenOptions::new().append(true).open(mnt.join("f")).unwrap();
-        let _ = f.write_all(b"abc");
+    common::engine::every_engine(|| {
+        let mut m = Mount::new();
+        write_file(&m.path("f"), b"0123456789");
+        sync(&m);
+        m.arm(&["release::before_persist=return"]);
+        let mnt = m.mnt.clone();
+        let w = std::thread::spawn(move || {
+            let mut f = OpenOptions::new().append(true).open(mnt.join("f")).unwrap();
+            let _ = f.write_all(b"abc");
+        });
+        m.expect_crash("release::before_persist");
+        let _ = w.join();
+        // Recovery itself dies before settling its first row...
+        let status = m
+            .try_mount(&[("FAILPOINTS", "recover::before_settle=return")])
+            .expect_err("the mount should have died in recovery");
+        assert!(!status.success());
+        let (code, out) = m.fsck(false);
+        assert_eq!(code, 1, "fsck should see the pending rows:\n{out}");
+        assert!(out.contains("pending"), "{out}");
+        // ...and the next mount recovers everything.
+        m.mount();
+        assert_eq!(fs::read(m.path("f")).unwrap(), b"0123456789abc");
+        m.unmount();
+        m.assert_consistent();
     });
-    m.expect_crash("release::before_persist");
-    let _ = w.join();
-    // Recovery itself dies before settling its first row...
-    let status = m
-        .try_mount(&[("FAILPOINTS", "recover::before_settle=return")])
-        .expect_err("the mount should have died in recovery");
-    assert!(!status.success());
-    let (code, out) = m.fsck(false);
-    assert_eq!(code, 1, "fsck should see the pending rows:\n{out}");
-    assert!(out.contains("pending"), "{out}");
-    // ...and the next mount recovers everything.
-    m.mount();
-    assert_eq!(fs::read(m.path("f")).unwrap(), b"0123456789abc");
-    m.unmount();
-    m.assert_consistent();
 }
 
 #[test]
 fn fsck_reports_damage_and_repair_fixes_it_but_not_while_mounted() {
-    let mut m = Mount::new();
-    write_file(&m.path("a"), b"alpha");
-    write_file(&m.path("b"), b"beta");
-    fs::hard_link(m.path("b"), m.path("b2")).unwrap();
-    sync(&m);
-    let (code, out) = m.fsck(true);
-    assert_eq!(code, 2, "--repair must refuse a mounted store: {out}");
-    assert!(out.contains("mounted"), "{out}");
-    let ino_a = fs::metadata(m.path("a")).unwrap().ino();
-    m.unmount();
-    m.assert_consistent();
+    common::engine::every_engine(|| {
+        let mut m = Mount::new();
+        write_file(&m.path("a"), b"alpha");
+        write_file(&m.path("b"), b"beta");
+        fs::hard_link(m.path("b"), m.path("b2")).unwrap();
+        sync(&m);
+        let (code, out) = m.fsck(true);
+        assert_eq!(code, 2, "--repair must refuse a mounted store: {out}");
+        assert!(out.contains("mounted"), "{out}");
+        let ino_a = fs::metadata(m.path("a")).unwrap().ino();
+        let ino_b = fs::metadata(m.path("b")).unwrap().ino();
+        m.unmount();
+        m.assert_consistent();
 
-    // Damage: an object no file owns, a file whose object grew behind the
-    // metadata, a wrong link count, a stray file.
-    let objdir = m.backing.join("objects");
-    fs::write(objdir.join("ff/00000000000fffff"), b"orphan").unwrap();
-    let obj_a = objdir.join(format!("{:02x}/{:016x}", ino_a & 0xff, ino_a));
-    fs::write(&obj_a, b"alpha and more").unwrap();
-    let db = m.backing.join(".artfs/meta.db");
-    let st = std::process::Command::new("sqlite3")
-        .arg(&db)
-        .arg("UPDATE artfs_inodes SET nlink = 5 WHERE original_name = CAST('b' AS BLOB)")
-        .status();
-    let sqlite_cli = st.is_ok_and(|s| s.success());
-    fs::write(objdir.join("00/stray"), b"?").unwrap();
+        // Damage: an object no file owns, a file whose object grew behind the
+        // metadata, a wrong link count, a stray file.
+        let objdir = m.backing.join("objects");
+        fs::write(objdir.join("ff/00000000000fffff"), b"orphan").unwrap();
+        let obj_a = objdir.join(format!("{:02x}/{:016x}", ino_a & 0xff, ino_a));
+        fs::write(&obj_a, b"alpha and more").unwrap();
+        m.sql(&format!(
+            "UPDATE {{p}}_inodes SET nlink = 5 WHERE ino = {ino_b}"
+        ));
+        fs::write(objdir.join("00/stray"), b"?").unwrap();
 
-    let (code, out) = m.fsck(false);
-    assert_eq!(code, 1, "{out}");
-    assert!(out.contains("belongs to no file"), "{out}");
-    assert!(out.contains("object holds 14 bytes"), "{out}");
-    assert!(out.contains("is not an object"), "{out}");
-    if sqlite_cli {
+        let (code, out) = m.fsck(false);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains("belongs to no file"), "{out}");
+        assert!(out.contains("object holds 14 bytes"), "{out}");
+        assert!(out.contains("is not an object"), "{out}");
         assert!(out.contains("link count 5 recorded, 2 counted"), "{out}");
-    }
-    let (code, out) = m.fsck(true);
-    // The stray file is not ours to delete: reported again, exit 1.
-    assert_eq!(code, 1, "{out}");
-    assert!(out.contains("repaired:"), "{out}");
-    fs::remove_file(objdir.join("00/stray")).unwrap();
-    m.assert_consistent();
-    m.mount();
-    assert_eq!(fs::read(m.path("a")).unwrap(), b"alpha and more");
-    assert_eq!(fs::metadata(m.path("b")).unwrap().nlink(), 2);
+        let (code, out) = m.fsck(true);
+        // The stray file is not ours to delete: reported again, exit 1.
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains("repaired:"), "{out}");
+        fs::remove_file(objdir.join("00/stray")).unwrap();
+        m.assert_consistent();
+        m.mount();
+        assert_eq!(fs::read(m.path("a")).unwrap(), b"alpha and more");
+        assert_eq!(fs::metadata(m.path("b")).unwrap().nlink(), 2);
+    });
 }
 
 #[test]
@@ -304,46 +322,48 @@ fn fsck_on_a_directory_that_is_no_store_fails_clearly() {
 
 #[test]
 fn disk_full_gives_enospc_and_keeps_metadata_true() {
-    let mut m = Mount::prepared(&["--trash-days", "0"], |backing| {
-        nix::mount::mount(
-            Some("tmpfs"),
-            backing,
-            Some("tmpfs"),
-            nix::mount::MsFlags::empty(),
-            Some("size=24m"),
-        )
-        .expect("mount a tmpfs as BACKING (needs root)");
+    common::engine::every_engine(|| {
+        let mut m = Mount::prepared(&["--trash-days", "0"], |backing| {
+            nix::mount::mount(
+                Some("tmpfs"),
+                backing,
+                Some("tmpfs"),
+                nix::mount::MsFlags::empty(),
+                Some("size=24m"),
+            )
+            .expect("mount a tmpfs as BACKING (needs root)");
+        });
+        let _tmpfs = Unmounter(m.backing.clone());
+        write_file(&m.path("small"), b"precious");
+        sync(&m);
+        let mut f = File::create(m.path("big")).unwrap();
+        let chunk = vec![0x5au8; 1 << 20];
+        let mut written = 0u64;
+        let err = loop {
+            match f.write(&chunk) {
+                Ok(n) => written += n as u64,
+                Err(e) => break e,
+            }
+            assert!(written < 64 << 20, "never ran out of space");
+        };
+        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+        drop(f);
+        // What the caller was told it wrote is what the file holds: no more.
+        assert_eq!(fs::metadata(m.path("big")).unwrap().len(), written);
+        assert_eq!(fs::read(m.path("small")).unwrap(), b"precious");
+        // Free the space; the store carries on and stays consistent.
+        fs::remove_file(m.path("big")).unwrap();
+        // Space comes back once the removal commits (fsyncdir waits for it).
+        sync(&m);
+        write_file(&m.path("after"), b"fine");
+        m.unmount();
+        m.assert_consistent();
+        m.mount();
+        assert_eq!(fs::read(m.path("small")).unwrap(), b"precious");
+        assert_eq!(fs::read(m.path("after")).unwrap(), b"fine");
+        assert!(!m.path("big").exists());
+        m.unmount();
     });
-    let _tmpfs = Unmounter(m.backing.clone());
-    write_file(&m.path("small"), b"precious");
-    sync(&m);
-    let mut f = File::create(m.path("big")).unwrap();
-    let chunk = vec![0x5au8; 1 << 20];
-    let mut written = 0u64;
-    let err = loop {
-        match f.write(&chunk) {
-            Ok(n) => written += n as u64,
-            Err(e) => break e,
-        }
-        assert!(written < 64 << 20, "never ran out of space");
-    };
-    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
-    drop(f);
-    // What the caller was told it wrote is what the file holds: no more.
-    assert_eq!(fs::metadata(m.path("big")).unwrap().len(), written);
-    assert_eq!(fs::read(m.path("small")).unwrap(), b"precious");
-    // Free the space; the store carries on and stays consistent.
-    fs::remove_file(m.path("big")).unwrap();
-    // Space comes back once the removal commits (fsyncdir waits for it).
-    sync(&m);
-    write_file(&m.path("after"), b"fine");
-    m.unmount();
-    m.assert_consistent();
-    m.mount();
-    assert_eq!(fs::read(m.path("small")).unwrap(), b"precious");
-    assert_eq!(fs::read(m.path("after")).unwrap(), b"fine");
-    assert!(!m.path("big").exists());
-    m.unmount();
 }
 
 /// Unmount a tmpfs BACKING after the test's mount is gone.
@@ -359,7 +379,7 @@ impl Drop for Unmounter {
 /// Regression: closing any descriptor of the database file drops SQLite's
 /// POSIX locks; an outside reader then thought it was the last user and
 /// deleted the -wal file, so later commits went to an unlinked file and a
-/// crash lost them.
+/// crash lost them. SQLite's own files: SQLite only.
 #[test]
 fn outside_readers_of_the_database_never_make_commits_vanish() {
     let mut m = Mount::new();

@@ -1234,9 +1234,11 @@ fn run_model(fam: Families) {
 /// Namespace, data, attribute and xattr ops through paths only.
 #[test]
 fn model_paths() {
-    run_model(Families {
-        fds: false,
-        remount: false,
+    common::engine::every_engine(|| {
+        run_model(Families {
+            fds: false,
+            remount: false,
+        });
     });
 }
 
@@ -1244,8 +1246,10 @@ fn model_paths() {
 /// renamed files) and remounts.
 #[test]
 fn model_full() {
-    run_model(Families {
-        fds: true,
-        remount: true,
+    common::engine::every_engine(|| {
+        run_model(Families {
+            fds: true,
+            remount: true,
+        });
     });
 }

@@ -344,174 +344,176 @@ fn truncate(s: &str, max: usize) -> &str {
 
 #[test]
 fn pjdfstest_artfs_passes_what_ext4_passes() {
-    let started = Instant::now();
-    let bin = pjdfstest_bin();
-    let config = std::fs::read_to_string(CONFIG).expect("read tests/pjdfstest.toml");
-    check_dummy_users(&config);
-    assert!(
-        nix::unistd::Uid::effective().is_root(),
-        "pjdfstest must run as root (cases switch to the dummy users)"
-    );
-
-    // The dummy users must reach every directory the suite works in: the
-    // temp dirs are 0700 by default.
-    let mut m = common::Mount::new();
-    chmod_755(m.mnt.parent().unwrap());
-    let art_dir = m.path("pjdfstest");
-    std::fs::create_dir(&art_dir).unwrap();
-    chmod_755(&art_dir);
-    // Any directory of the other file system will do for the EXDEV cases.
-    let art_secondary = m.path("secondary");
-    std::fs::create_dir(&art_secondary).unwrap();
-
-    let base = tempfile::Builder::new()
-        .prefix("pjdfstest-ext4-")
-        .tempdir()
-        .unwrap();
-    chmod_755(base.path());
-    let ext4_dir = base.path().join("suite");
-    let ext4_secondary = base.path().join("secondary");
-    std::fs::create_dir(&ext4_dir).unwrap();
-    std::fs::create_dir(&ext4_secondary).unwrap();
-    chmod_755(&ext4_dir);
-    let magic = fs_magic(&ext4_dir);
-    if magic != EXT4_SUPER_MAGIC {
-        eprintln!(
-            "warning: the baseline dir {} is not on ext4 (f_type {magic:#x}); \
-             comparing against that file system instead",
-            ext4_dir.display()
+    common::engine::every_engine(|| {
+        let started = Instant::now();
+        let bin = pjdfstest_bin();
+        let config = std::fs::read_to_string(CONFIG).expect("read tests/pjdfstest.toml");
+        check_dummy_users(&config);
+        assert!(
+            nix::unistd::Uid::effective().is_root(),
+            "pjdfstest must run as root (cases switch to the dummy users)"
         );
-    }
 
-    // (a) Baseline.
-    let ext4 = run_pjdfstest(&bin, "ext4", &ext4_dir, &art_secondary);
-    let total = ext4.summary.as_deref().and_then(summary_total);
-    assert!(
-        ext4.exit.is_some() && total.is_some(),
-        "pjdfstest did not complete on the baseline: {}\nstderr:\n{}",
-        ext4.describe(),
-        ext4.stderr
-    );
-    assert_eq!(
-        total,
-        Some(ext4.cases.len()),
-        "could not parse every case of the baseline run: {}",
-        ext4.describe()
-    );
-    assert!(
-        ext4.count(Status::Ok) > 0,
-        "nothing passes on the baseline: {}\nstderr:\n{}",
-        ext4.describe(),
-        ext4.stderr
-    );
+        // The dummy users must reach every directory the suite works in: the
+        // temp dirs are 0700 by default.
+        let mut m = common::Mount::new();
+        chmod_755(m.mnt.parent().unwrap());
+        let art_dir = m.path("pjdfstest");
+        std::fs::create_dir(&art_dir).unwrap();
+        chmod_755(&art_dir);
+        // Any directory of the other file system will do for the EXDEV cases.
+        let art_secondary = m.path("secondary");
+        std::fs::create_dir(&art_secondary).unwrap();
 
-    // (b) artfs.
-    let art = run_pjdfstest(&bin, "artfs", &art_dir, &ext4_secondary);
-
-    // (c) Compare.
-    let mut regressions = Vec::new();
-    let mut accepted = Vec::new();
-    for (name, base_case) in &ext4.cases {
-        if base_case.status != Status::Ok {
-            continue;
+        let base = tempfile::Builder::new()
+            .prefix("pjdfstest-ext4-")
+            .tempdir()
+            .unwrap();
+        chmod_755(base.path());
+        let ext4_dir = base.path().join("suite");
+        let ext4_secondary = base.path().join("secondary");
+        std::fs::create_dir(&ext4_dir).unwrap();
+        std::fs::create_dir(&ext4_secondary).unwrap();
+        chmod_755(&ext4_dir);
+        let magic = fs_magic(&ext4_dir);
+        if magic != EXT4_SUPER_MAGIC {
+            eprintln!(
+                "warning: the baseline dir {} is not on ext4 (f_type {magic:#x}); \
+                 comparing against that file system instead",
+                ext4_dir.display()
+            );
         }
-        match art.cases.get(name) {
-            Some(c) if c.status == Status::Ok => {}
-            Some(c)
-                if c.status == Status::Skipped
-                    && SKIPPED_ON_FUSE.iter().any(|(n, _)| n == name) =>
-            {
-                accepted.push(name.as_str());
-            }
-            Some(c) => regressions.push((name.as_str(), c.status.word(), c.detail.as_str())),
-            None => regressions.push((name.as_str(), "did not run", "")),
-        }
-    }
-    let improvements: Vec<_> = art
-        .cases
-        .iter()
-        .filter(|(n, c)| {
-            c.status == Status::Ok && ext4.cases.get(*n).is_none_or(|b| b.status != Status::Ok)
-        })
-        .map(|(n, _)| n.as_str())
-        .collect();
 
-    println!(
-        "ext4 passes {} cases, artfs {}; {} regressions; {} skipped on FUSE by design {:?}; \
-         pass on artfs only: {:?}; total {:.1}s",
-        ext4.count(Status::Ok),
-        art.count(Status::Ok),
-        regressions.len(),
-        accepted.len(),
-        accepted,
-        improvements,
-        started.elapsed().as_secs_f64()
-    );
-
-    if !regressions.is_empty() {
-        // A daemon that panicked may take a moment to exit.
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    let alive = daemon_alive(m.pid());
-    let mounted = common::is_mounted(&m.mnt);
-    if !regressions.is_empty() || !alive || !mounted {
-        let mut msg = format!(
-            "{} pjdfstest case(s) pass on ext4 but not on artfs\n{}\n{}\n",
-            regressions.len(),
+        // (a) Baseline.
+        let ext4 = run_pjdfstest(&bin, "ext4", &ext4_dir, &art_secondary);
+        let total = ext4.summary.as_deref().and_then(summary_total);
+        assert!(
+            ext4.exit.is_some() && total.is_some(),
+            "pjdfstest did not complete on the baseline: {}\nstderr:\n{}",
             ext4.describe(),
-            art.describe()
+            ext4.stderr
         );
-        if !alive || !mounted {
-            msg.push_str(&format!(
-                "the artfs daemon {} during the run (mount {}): cases after that fail \
-                 with EIO/ENOTCONN; see its panic on stderr above\n",
-                if alive { "survived" } else { "DIED" },
-                if mounted { "still present" } else { "gone" },
-            ));
+        assert_eq!(
+            total,
+            Some(ext4.cases.len()),
+            "could not parse every case of the baseline run: {}",
+            ext4.describe()
+        );
+        assert!(
+            ext4.count(Status::Ok) > 0,
+            "nothing passes on the baseline: {}\nstderr:\n{}",
+            ext4.describe(),
+            ext4.stderr
+        );
+
+        // (b) artfs.
+        let art = run_pjdfstest(&bin, "artfs", &art_dir, &ext4_secondary);
+
+        // (c) Compare.
+        let mut regressions = Vec::new();
+        let mut accepted = Vec::new();
+        for (name, base_case) in &ext4.cases {
+            if base_case.status != Status::Ok {
+                continue;
+            }
+            match art.cases.get(name) {
+                Some(c) if c.status == Status::Ok => {}
+                Some(c)
+                    if c.status == Status::Skipped
+                        && SKIPPED_ON_FUSE.iter().any(|(n, _)| n == name) =>
+                {
+                    accepted.push(name.as_str());
+                }
+                Some(c) => regressions.push((name.as_str(), c.status.word(), c.detail.as_str())),
+                None => regressions.push((name.as_str(), "did not run", "")),
+            }
         }
-        // Cases that ran and failed first, with the runner's output; then
-        // the ones the runner never reached.
-        let (ran, not_run): (Vec<_>, Vec<_>) = regressions
+        let improvements: Vec<_> = art
+            .cases
             .iter()
-            .partition(|(_, status, _)| *status != "did not run");
-        for (name, status, detail) in ran {
-            msg.push_str(&format!("\n{name}: ext4 ok, artfs {status}\n"));
-            for l in truncate(detail, 1500).lines() {
-                msg.push_str(&format!("    {}\n", l.trim_start()));
+            .filter(|(n, c)| {
+                c.status == Status::Ok && ext4.cases.get(*n).is_none_or(|b| b.status != Status::Ok)
+            })
+            .map(|(n, _)| n.as_str())
+            .collect();
+
+        println!(
+            "ext4 passes {} cases, artfs {}; {} regressions; {} skipped on FUSE by design {:?}; \
+             pass on artfs only: {:?}; total {:.1}s",
+            ext4.count(Status::Ok),
+            art.count(Status::Ok),
+            regressions.len(),
+            accepted.len(),
+            accepted,
+            improvements,
+            started.elapsed().as_secs_f64()
+        );
+
+        if !regressions.is_empty() {
+            // A daemon that panicked may take a moment to exit.
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        let alive = daemon_alive(m.pid());
+        let mounted = common::is_mounted(&m.mnt);
+        if !regressions.is_empty() || !alive || !mounted {
+            let mut msg = format!(
+                "{} pjdfstest case(s) pass on ext4 but not on artfs\n{}\n{}\n",
+                regressions.len(),
+                ext4.describe(),
+                art.describe()
+            );
+            if !alive || !mounted {
+                msg.push_str(&format!(
+                    "the artfs daemon {} during the run (mount {}): cases after that fail \
+                     with EIO/ENOTCONN; see its panic on stderr above\n",
+                    if alive { "survived" } else { "DIED" },
+                    if mounted { "still present" } else { "gone" },
+                ));
+            }
+            // Cases that ran and failed first, with the runner's output; then
+            // the ones the runner never reached.
+            let (ran, not_run): (Vec<_>, Vec<_>) = regressions
+                .iter()
+                .partition(|(_, status, _)| *status != "did not run");
+            for (name, status, detail) in ran {
+                msg.push_str(&format!("\n{name}: ext4 ok, artfs {status}\n"));
+                for l in truncate(detail, 1500).lines() {
+                    msg.push_str(&format!("    {}\n", l.trim_start()));
+                }
+            }
+            if !not_run.is_empty() {
+                msg.push_str(&format!(
+                    "\n{} case(s) passing on ext4 never ran on artfs: the runner stopped after {} \
+                     ({}; it prints nothing when it aborts, typically because it could no \
+                     longer create its per-case directory):\n",
+                    not_run.len(),
+                    art.last_case.as_deref().unwrap_or("no case"),
+                    art.exit
+                        .map_or("none (killed)".to_string(), |s| s.to_string()),
+                ));
+                let names: Vec<&str> = not_run.iter().map(|(n, _, _)| *n).collect();
+                for chunk in names.chunks(4) {
+                    msg.push_str(&format!("    {}\n", chunk.join("  ")));
+                }
+            }
+            if !art.stderr.trim().is_empty() {
+                let tail: Vec<_> = art.stderr.lines().rev().take(20).collect();
+                msg.push_str("\npjdfstest stderr (last lines):\n");
+                for l in tail.into_iter().rev() {
+                    msg.push_str(&format!("    {l}\n"));
+                }
+            }
+            panic!("{msg}");
+        }
+        for (name, why) in SKIPPED_ON_FUSE {
+            if accepted.contains(name) {
+                println!("accepted: {name} is skipped on artfs: {why}");
             }
         }
-        if !not_run.is_empty() {
-            msg.push_str(&format!(
-                "\n{} case(s) passing on ext4 never ran on artfs: the runner stopped after {} \
-                 ({}; it prints nothing when it aborts, typically because it could no \
-                 longer create its per-case directory):\n",
-                not_run.len(),
-                art.last_case.as_deref().unwrap_or("no case"),
-                art.exit
-                    .map_or("none (killed)".to_string(), |s| s.to_string()),
-            ));
-            let names: Vec<&str> = not_run.iter().map(|(n, _, _)| *n).collect();
-            for chunk in names.chunks(4) {
-                msg.push_str(&format!("    {}\n", chunk.join("  ")));
-            }
-        }
-        if !art.stderr.trim().is_empty() {
-            let tail: Vec<_> = art.stderr.lines().rev().take(20).collect();
-            msg.push_str("\npjdfstest stderr (last lines):\n");
-            for l in tail.into_iter().rev() {
-                msg.push_str(&format!("    {l}\n"));
-            }
-        }
-        panic!("{msg}");
-    }
-    for (name, why) in SKIPPED_ON_FUSE {
-        if accepted.contains(name) {
-            println!("accepted: {name} is skipped on artfs: {why}");
-        }
-    }
-    drop(base);
-    // A clean unmount: the daemon must exit successfully after the suite.
-    m.unmount();
+        drop(base);
+        // A clean unmount: the daemon must exit successfully after the suite.
+        m.unmount();
+    });
 }
 
 #[test]

@@ -11,15 +11,14 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use common::{bin, code, removex, setx, Mount};
+use common::{code, removex, setx, Mount};
 
 /// Change the mode with the CLI and wait until the mount follows.
 fn set_mode(m: &Mount, mode: &str, confirm: bool) {
-    let mut c = Command::new(bin());
-    c.arg("mode").arg(&m.backing).arg(mode);
+    let mut c = m.command("mode");
+    c.arg(mode);
     if confirm {
         c.arg("--confirm");
     }
@@ -139,126 +138,127 @@ fn expected(mode: &str, op: &str) -> i32 {
 
 #[test]
 fn every_mode_times_every_operation() {
-    for mode in ["edit", "rw", "ro", "ar"] {
-        let start = if mode == "edit" { "edit" } else { "rw" };
-        let m = Mount::with_args(&["--mode", start]);
-        fixtures(&m);
-        match mode {
-            "ro" => set_mode(&m, "ro", false),
-            "ar" => {
-                set_mode(&m, "ro", false);
-                set_mode(&m, "ar", true);
+    common::engine::every_engine(|| {
+        for mode in ["edit", "rw", "ro", "ar"] {
+            let start = if mode == "edit" { "edit" } else { "rw" };
+            let m = Mount::with_args(&["--mode", start]);
+            fixtures(&m);
+            match mode {
+                "ro" => set_mode(&m, "ro", false),
+                "ar" => {
+                    set_mode(&m, "ro", false);
+                    set_mode(&m, "ar", true);
+                }
+                _ => {}
             }
-            _ => {}
-        }
-        for (name, op) in OPS {
-            let before = snapshot(&m.mnt);
-            let got = code(op(&m.mnt));
-            let want = expected(mode, name);
-            assert_eq!(
-                got, want,
-                "{mode} mode, {name}: errno {got}, expected {want}"
-            );
-            if want != 0 {
+            for (name, op) in OPS {
+                let before = snapshot(&m.mnt);
+                let got = code(op(&m.mnt));
+                let want = expected(mode, name);
                 assert_eq!(
-                    snapshot(&m.mnt),
-                    before,
-                    "{mode} mode, {name} refused but changed"
+                    got, want,
+                    "{mode} mode, {name}: errno {got}, expected {want}"
                 );
+                if want != 0 {
+                    assert_eq!(
+                        snapshot(&m.mnt),
+                        before,
+                        "{mode} mode, {name} refused but changed"
+                    );
+                }
             }
         }
-    }
+    });
 }
 
 #[test]
 fn mode_changes_reach_open_write_handles_and_follow_the_state_machine() {
-    let m = Mount::with_args(&["--mode", "rw"]);
-    let mut f = fs::File::create(m.path("log")).unwrap();
-    f.write_all(b"line 1\n").unwrap();
-    f.flush().unwrap();
-    set_mode(&m, "ro", false);
-    let err = f.write_all(b"line 2\n").unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
-    drop(f);
-    assert_eq!(fs::read(m.path("log")).unwrap(), b"line 1\n");
-    // Refused moves name the allowed ones; ro -> rw needs confirmation.
-    let out = Command::new(bin())
-        .args(["mode".as_ref(), m.backing.as_os_str(), "rw".as_ref()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--confirm"));
-    let out = Command::new(bin())
-        .args(["mode".as_ref(), m.backing.as_os_str(), "edit".as_ref()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("allowed: ar, rw"));
-    set_mode(&m, "rw", true);
-    fs::write(m.path("again"), b"writable again").unwrap();
-    // The mode survives a remount, and --mode does not change an existing store.
-    drop(m);
+    common::engine::every_engine(|| {
+        let m = Mount::with_args(&["--mode", "rw"]);
+        let mut f = fs::File::create(m.path("log")).unwrap();
+        f.write_all(b"line 1\n").unwrap();
+        f.flush().unwrap();
+        set_mode(&m, "ro", false);
+        let err = f.write_all(b"line 2\n").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+        drop(f);
+        assert_eq!(fs::read(m.path("log")).unwrap(), b"line 1\n");
+        // Refused moves name the allowed ones; ro -> rw needs confirmation.
+        let out = m.command("mode").arg("rw").output().unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--confirm"));
+        let out = m.command("mode").arg("edit").output().unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("allowed: ar, rw"));
+        set_mode(&m, "rw", true);
+        fs::write(m.path("again"), b"writable again").unwrap();
+        // The mode survives a remount, and --mode does not change an existing store.
+        drop(m);
+    });
 }
 
 #[test]
 fn edit_mode_has_no_transitions() {
-    let m = Mount::new();
-    let out = Command::new(bin())
-        .args(["mode".as_ref(), m.backing.as_os_str(), "ro".as_ref()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no transitions"));
-    fs::write(m.path("still"), b"edit").unwrap();
+    common::engine::every_engine(|| {
+        let m = Mount::new();
+        let out = m.command("mode").arg("ro").output().unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no transitions"));
+        fs::write(m.path("still"), b"edit").unwrap();
+    });
 }
 
 #[test]
 fn mode_is_kept_across_remounts_and_mount_flag_only_seeds_new_stores() {
-    let mut m = Mount::with_args(&["--mode", "rw"]);
-    fs::write(m.path("a"), b"a").unwrap();
-    m.unmount();
-    // Remounting with another --mode keeps the store's own.
-    m.try_mount(&[("ARTFS_MODE", "edit")]).unwrap();
-    assert_eq!(code(fs::remove_file(m.path("a"))), libc::EPERM);
+    common::engine::every_engine(|| {
+        let mut m = Mount::with_args(&["--mode", "rw"]);
+        fs::write(m.path("a"), b"a").unwrap();
+        m.unmount();
+        // Remounting with another --mode keeps the store's own.
+        m.try_mount(&[("ARTFS_MODE", "edit")]).unwrap();
+        assert_eq!(code(fs::remove_file(m.path("a"))), libc::EPERM);
+    });
 }
 
 #[test]
 fn retention_blocks_changes_until_it_passes_and_only_extends() {
-    let m = Mount::new();
-    let r = m.path("kept");
-    fs::write(&r, b"evidence").unwrap();
-    fs::write(m.path("other"), b"other").unwrap();
-    setx(&r, "user.artstore.retention_until", b"2100-01-01T00:00:00Z").unwrap();
-    assert_eq!(code(fs::remove_file(&r)), libc::EPERM);
-    assert_eq!(code(fs::rename(m.path("other"), &r)), libc::EPERM);
-    assert_eq!(
-        code(nix::unistd::truncate(&r, 0).map_err(std::io::Error::from)),
-        libc::EPERM
-    );
-    assert_eq!(code(OpenOptions::new().append(true).open(&r)), libc::EPERM);
-    assert_eq!(
-        code(setx(
-            &r,
-            "user.artstore.retention_until",
-            b"2099-01-01T00:00:00Z"
-        )),
-        libc::EPERM
-    );
-    assert_eq!(
-        code(removex(&r, "user.artstore.retention_until")),
-        libc::EPERM
-    );
-    // Extending is fine, and so are other metadata and renaming the file itself.
-    setx(&r, "user.artstore.retention_until", b"2101-01-01T00:00:00Z").unwrap();
-    setx(&r, "user.artstore.description", b"legal hold").unwrap();
-    fs::rename(&r, m.path("kept-renamed")).unwrap();
-    assert_eq!(fs::read(m.path("kept-renamed")).unwrap(), b"evidence");
-    // A date in the past holds nothing.
-    let p = m.path("expired");
-    fs::write(&p, b"old").unwrap();
-    setx(&p, "user.artstore.retention_until", b"2001-01-01T00:00:00Z").unwrap();
-    fs::write(&p, b"rewritten").unwrap();
-    fs::remove_file(&p).unwrap();
+    common::engine::every_engine(|| {
+        let m = Mount::new();
+        let r = m.path("kept");
+        fs::write(&r, b"evidence").unwrap();
+        fs::write(m.path("other"), b"other").unwrap();
+        setx(&r, "user.artstore.retention_until", b"2100-01-01T00:00:00Z").unwrap();
+        assert_eq!(code(fs::remove_file(&r)), libc::EPERM);
+        assert_eq!(code(fs::rename(m.path("other"), &r)), libc::EPERM);
+        assert_eq!(
+            code(nix::unistd::truncate(&r, 0).map_err(std::io::Error::from)),
+            libc::EPERM
+        );
+        assert_eq!(code(OpenOptions::new().append(true).open(&r)), libc::EPERM);
+        assert_eq!(
+            code(setx(
+                &r,
+                "user.artstore.retention_until",
+                b"2099-01-01T00:00:00Z"
+            )),
+            libc::EPERM
+        );
+        assert_eq!(
+            code(removex(&r, "user.artstore.retention_until")),
+            libc::EPERM
+        );
+        // Extending is fine, and so are other metadata and renaming the file itself.
+        setx(&r, "user.artstore.retention_until", b"2101-01-01T00:00:00Z").unwrap();
+        setx(&r, "user.artstore.description", b"legal hold").unwrap();
+        fs::rename(&r, m.path("kept-renamed")).unwrap();
+        assert_eq!(fs::read(m.path("kept-renamed")).unwrap(), b"evidence");
+        // A date in the past holds nothing.
+        let p = m.path("expired");
+        fs::write(&p, b"old").unwrap();
+        setx(&p, "user.artstore.retention_until", b"2001-01-01T00:00:00Z").unwrap();
+        fs::write(&p, b"rewritten").unwrap();
+        fs::remove_file(&p).unwrap();
+    });
 }
 
 fn df(p: &Path) -> (u64, u64) {
@@ -271,79 +271,85 @@ fn df(p: &Path) -> (u64, u64) {
 
 #[test]
 fn capacity_is_exact_at_the_boundary_and_df_tells_the_truth() {
-    const CAP: u64 = 1 << 20;
-    // Without the trash, so that unlinking frees space at once.
-    let mut m = Mount::with_args(&["--capacity", "1M", "--trash-days", "0"]);
-    assert_eq!(df(&m.mnt), (CAP, CAP));
-    // Exact fit.
-    let mut f = fs::File::create(m.path("a")).unwrap();
-    f.write_all(&vec![1u8; 600 << 10]).unwrap();
-    drop(f);
-    let mut g = fs::File::create(m.path("b")).unwrap();
-    g.write_all(&vec![2u8; (CAP - (600 << 10)) as usize])
-        .unwrap();
-    assert_eq!(df(&m.mnt), (CAP, 0));
-    // One byte over: ENOSPC, and nothing of it lands.
-    assert_eq!(
-        g.write(b"x").unwrap_err().raw_os_error(),
-        Some(libc::ENOSPC)
-    );
-    drop(g);
-    assert_eq!(fs::metadata(m.path("b")).unwrap().len(), CAP - (600 << 10));
-    assert_eq!(
-        code(nix::unistd::truncate(&m.path("a"), (600 << 10) + 1).map_err(std::io::Error::from)),
-        libc::ENOSPC
-    );
-    // Freeing space gives it back.
-    fs::remove_file(m.path("a")).unwrap();
-    // The kernel sends the release of the closed file asynchronously: the
-    // space comes back when it arrives (as on ext4, at the last close).
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while df(&m.mnt).1 != 600 << 10 {
-        assert!(std::time::Instant::now() < deadline, "space not given back");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    fs::write(m.path("c"), vec![3u8; 600 << 10]).unwrap();
-    // Kept across remounts; fsck agrees with the accounting.
-    m.unmount();
-    m.assert_consistent();
-    m.mount();
-    assert_eq!(df(&m.mnt), (CAP, 0));
-    assert_eq!(code(fs::write(m.path("d"), b"1")), libc::ENOSPC);
-    assert!(!m.path("d").exists() || fs::metadata(m.path("d")).unwrap().len() == 0);
+    common::engine::every_engine(|| {
+        const CAP: u64 = 1 << 20;
+        // Without the trash, so that unlinking frees space at once.
+        let mut m = Mount::with_args(&["--capacity", "1M", "--trash-days", "0"]);
+        assert_eq!(df(&m.mnt), (CAP, CAP));
+        // Exact fit.
+        let mut f = fs::File::create(m.path("a")).unwrap();
+        f.write_all(&vec![1u8; 600 << 10]).unwrap();
+        drop(f);
+        let mut g = fs::File::create(m.path("b")).unwrap();
+        g.write_all(&vec![2u8; (CAP - (600 << 10)) as usize])
+            .unwrap();
+        assert_eq!(df(&m.mnt), (CAP, 0));
+        // One byte over: ENOSPC, and nothing of it lands.
+        assert_eq!(
+            g.write(b"x").unwrap_err().raw_os_error(),
+            Some(libc::ENOSPC)
+        );
+        drop(g);
+        assert_eq!(fs::metadata(m.path("b")).unwrap().len(), CAP - (600 << 10));
+        assert_eq!(
+            code(
+                nix::unistd::truncate(&m.path("a"), (600 << 10) + 1).map_err(std::io::Error::from)
+            ),
+            libc::ENOSPC
+        );
+        // Freeing space gives it back.
+        fs::remove_file(m.path("a")).unwrap();
+        // The kernel sends the release of the closed file asynchronously: the
+        // space comes back when it arrives (as on ext4, at the last close).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while df(&m.mnt).1 != 600 << 10 {
+            assert!(std::time::Instant::now() < deadline, "space not given back");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        fs::write(m.path("c"), vec![3u8; 600 << 10]).unwrap();
+        // Kept across remounts; fsck agrees with the accounting.
+        m.unmount();
+        m.assert_consistent();
+        m.mount();
+        assert_eq!(df(&m.mnt), (CAP, 0));
+        assert_eq!(code(fs::write(m.path("d"), b"1")), libc::ENOSPC);
+        assert!(!m.path("d").exists() || fs::metadata(m.path("d")).unwrap().len() == 0);
+    });
 }
 
 #[test]
 fn concurrent_writers_never_exceed_the_capacity() {
-    const CAP: u64 = 1 << 20;
-    let m = Mount::with_args(&["--capacity", "1M"]);
-    let root = m.mnt.clone();
-    let threads: Vec<_> = (0..6)
-        .map(|t| {
-            let root = root.clone();
-            std::thread::spawn(move || {
-                let mut f = fs::File::create(root.join(format!("w{t}"))).unwrap();
-                let mut written = 0u64;
-                for _ in 0..64 {
-                    match f.write(&[t as u8; 4096]) {
-                        Ok(n) => written += n as u64,
-                        Err(e) => {
-                            assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
-                            break;
+    common::engine::every_engine(|| {
+        const CAP: u64 = 1 << 20;
+        let m = Mount::with_args(&["--capacity", "1M"]);
+        let root = m.mnt.clone();
+        let threads: Vec<_> = (0..6)
+            .map(|t| {
+                let root = root.clone();
+                std::thread::spawn(move || {
+                    let mut f = fs::File::create(root.join(format!("w{t}"))).unwrap();
+                    let mut written = 0u64;
+                    for _ in 0..64 {
+                        match f.write(&[t as u8; 4096]) {
+                            Ok(n) => written += n as u64,
+                            Err(e) => {
+                                assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+                                break;
+                            }
                         }
                     }
-                }
-                written
+                    written
+                })
             })
-        })
-        .collect();
-    let total: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
-    assert_eq!(
-        total, CAP,
-        "6 writers of 256 KiB into 1 MiB fill it exactly"
-    );
-    let on_disk: u64 = (0..6)
-        .map(|t| fs::metadata(m.path(&format!("w{t}"))).unwrap().len())
-        .sum();
-    assert_eq!(on_disk, CAP);
+            .collect();
+        let total: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(
+            total, CAP,
+            "6 writers of 256 KiB into 1 MiB fill it exactly"
+        );
+        let on_disk: u64 = (0..6)
+            .map(|t| fs::metadata(m.path(&format!("w{t}"))).unwrap().len())
+            .sum();
+        assert_eq!(on_disk, CAP);
+    });
 }

@@ -11,9 +11,8 @@ use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use common::{bin, Mount};
+use common::Mount;
 
 fn setxattr(p: &Path, name: &str, value: &[u8]) {
     let c = CString::new(p.as_os_str().as_bytes()).unwrap();
@@ -156,8 +155,10 @@ fn build_tree(m: &Mount) {
     fs::rename(p("a/b/c/deep.txt"), p("a/moved.txt")).unwrap();
 }
 
-fn run(args: &[&OsStr]) -> (i32, String) {
-    let out = Command::new(bin())
+/// `artfs rebuild BACKING <store flags> ARGS`: (exit code, output).
+fn rebuild(m: &Mount, args: &[&str]) -> (i32, String) {
+    let out = m
+        .command("rebuild")
         .args(args)
         .env("ARTFS_LOG", "warn")
         .output()
@@ -167,125 +168,119 @@ fn run(args: &[&OsStr]) -> (i32, String) {
 
 #[test]
 fn losing_the_database_loses_nothing() {
-    // List the computed attributes too: they must come back as well.
-    let mut m = Mount::with_args(&["--list-computed-xattrs"]);
-    build_tree(&m);
-    let before = record(&m.mnt);
-    assert!(before.len() >= 12, "{before:?}");
-    // The archive attributes are part of what must come back.
-    let file_attrs = &before[Path::new("a/file")].xattrs;
-    assert!(file_attrs.contains_key(&b"user.artstore.sha256"[..]));
-    assert!(file_attrs.contains_key(&b"user.artstore.file_id"[..]));
-    let before = record(&m.mnt); // the sha256 just computed is recorded now
-    m.unmount();
+    common::engine::every_engine(|| {
+        // List the computed attributes too: they must come back as well.
+        let mut m = Mount::with_args(&["--list-computed-xattrs"]);
+        build_tree(&m);
+        let before = record(&m.mnt);
+        assert!(before.len() >= 12, "{before:?}");
+        // The archive attributes are part of what must come back.
+        let file_attrs = &before[Path::new("a/file")].xattrs;
+        assert!(file_attrs.contains_key(&b"user.artstore.sha256"[..]));
+        assert!(file_attrs.contains_key(&b"user.artstore.file_id"[..]));
+        let before = record(&m.mnt); // the sha256 just computed is recorded now
+        m.unmount();
 
-    let b = m.backing.clone();
-    let (code, out) = run(&["rebuild".as_ref(), b.as_os_str(), "--check".as_ref()]);
-    assert_eq!(code, 0, "sidecars and tables should agree:\n{out}");
-    for f in ["meta.db", "meta.db-wal", "meta.db-shm"] {
-        let _ = fs::remove_file(b.join(".artfs").join(f));
-    }
-    let (code, out) = run(&["rebuild".as_ref(), b.as_os_str()]);
-    assert_eq!(code, 0, "rebuild failed:\n{out}");
-    m.assert_consistent();
-    m.mount();
-    let after = record(&m.mnt);
-    for (path, seen) in &before {
+        let (code, out) = rebuild(&m, &["--check"]);
+        assert_eq!(code, 0, "sidecars and tables should agree:\n{out}");
+        m.lose_tables();
+        let (code, out) = rebuild(&m, &[]);
+        assert_eq!(code, 0, "rebuild failed:\n{out}");
+        m.assert_consistent();
+        m.mount();
+        let after = record(&m.mnt);
+        for (path, seen) in &before {
+            assert_eq!(
+                after.get(path),
+                Some(seen),
+                "{path:?} differs after rebuild"
+            );
+        }
+        assert_eq!(before.len(), after.len());
         assert_eq!(
-            after.get(path),
-            Some(seen),
-            "{path:?} differs after rebuild"
+            fs::read(m.path("a/b/hardlink")).unwrap(),
+            vec![7u8; 100_000]
         );
-    }
-    assert_eq!(before.len(), after.len());
-    assert_eq!(
-        fs::read(m.path("a/b/hardlink")).unwrap(),
-        vec![7u8; 100_000]
-    );
-    assert_eq!(fs::read(m.path("a/moved.txt")).unwrap(), b"deep content");
-    // Writing after a rebuild allocates fresh inode numbers.
-    fs::write(m.path("new"), b"n").unwrap();
-    let new_ino = fs::metadata(m.path("new")).unwrap().ino();
-    assert!(before.values().all(|s| s.ino != new_ino));
+        assert_eq!(fs::read(m.path("a/moved.txt")).unwrap(), b"deep content");
+        // Writing after a rebuild allocates fresh inode numbers.
+        fs::write(m.path("new"), b"n").unwrap();
+        let new_ino = fs::metadata(m.path("new")).unwrap().ino();
+        assert!(before.values().all(|s| s.ino != new_ino));
+    });
 }
 
 #[test]
 fn check_reports_orphans_both_ways_and_changes_nothing() {
-    let mut m = Mount::new();
-    fs::write(m.path("a"), b"a").unwrap();
-    fs::write(m.path("b"), b"b").unwrap();
-    let ino_a = fs::metadata(m.path("a")).unwrap().ino();
-    m.unmount();
-    let b = m.backing.clone();
-    let sidecar = b.join(format!(
-        "objects/{:02x}/{:016x}.attr.json",
-        ino_a & 0xff,
-        ino_a
-    ));
-    assert!(sidecar.exists());
-    fs::remove_file(&sidecar).unwrap();
-    fs::write(
-        b.join("objects/ee/00000000000000ee.attr.json"),
-        b"{ not json",
-    )
-    .unwrap();
-    let (code, out) = run(&["rebuild".as_ref(), b.as_os_str(), "--check".as_ref()]);
-    assert_eq!(code, 1, "{out}");
-    assert!(
-        out.contains(&format!("rows without sidecar: inode {ino_a}")),
-        "{out}"
-    );
-    assert!(out.contains("unusable sidecar"), "{out}");
-    assert!(!sidecar.exists(), "--check must not write");
-    // The mount still works and serves the file.
-    m.mount();
-    assert_eq!(fs::read(m.path("a")).unwrap(), b"a");
+    common::engine::every_engine(|| {
+        let mut m = Mount::new();
+        fs::write(m.path("a"), b"a").unwrap();
+        fs::write(m.path("b"), b"b").unwrap();
+        let ino_a = fs::metadata(m.path("a")).unwrap().ino();
+        m.unmount();
+        let b = m.backing.clone();
+        let sidecar = b.join(format!(
+            "objects/{:02x}/{:016x}.attr.json",
+            ino_a & 0xff,
+            ino_a
+        ));
+        assert!(sidecar.exists());
+        fs::remove_file(&sidecar).unwrap();
+        fs::write(
+            b.join("objects/ee/00000000000000ee.attr.json"),
+            b"{ not json",
+        )
+        .unwrap();
+        let (code, out) = rebuild(&m, &["--check"]);
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            out.contains(&format!("rows without sidecar: inode {ino_a}")),
+            "{out}"
+        );
+        assert!(out.contains("unusable sidecar"), "{out}");
+        assert!(!sidecar.exists(), "--check must not write");
+        // The mount still works and serves the file.
+        m.mount();
+        assert_eq!(fs::read(m.path("a")).unwrap(), b"a");
+    });
 }
 
 #[test]
 fn rebuild_refuses_a_mounted_store() {
-    let m = Mount::new();
-    let (code, out) = run(&["rebuild".as_ref(), m.backing.as_os_str()]);
-    assert_eq!(code, 2, "{out}");
-    assert!(out.contains("in use by another artfs process"), "{out}");
+    common::engine::every_engine(|| {
+        let m = Mount::new();
+        let (code, out) = rebuild(&m, &[]);
+        assert_eq!(code, 2, "{out}");
+        assert!(out.contains("in use by another artfs process"), "{out}");
+    });
 }
 
 #[test]
 fn incremental_rebuild_adds_only_what_the_tables_lack() {
-    let mut m = Mount::new();
-    fs::create_dir(m.path("d")).unwrap();
-    fs::write(m.path("d/lost"), b"lost row").unwrap();
-    fs::write(m.path("kept"), b"kept row").unwrap();
-    let lost = fs::metadata(m.path("d/lost")).unwrap().ino();
-    m.unmount();
-    // Lose one file's rows (inode, name, attributes) from the tables.
-    let db = m.backing.join(".artfs/meta.db");
-    let sql = format!(
-        "DELETE FROM artfs_inodes WHERE ino = {lost}; DELETE FROM artfs_dentries WHERE ino = {lost}; \
-         UPDATE artfs_config SET used_bytes = used_bytes - 8, file_count = file_count - 1;"
-    );
-    let st = Command::new("sqlite3").arg(&db).arg(&sql).status().unwrap();
-    assert!(st.success());
-    let (code, out) = run(&[
-        "rebuild".as_ref(),
-        m.backing.as_os_str(),
-        "--check".as_ref(),
-    ]);
-    assert_eq!(code, 1, "{out}");
-    assert!(
-        out.contains(&format!("sidecar without rows: inode {lost}")),
-        "{out}"
-    );
-    let (code, out) = run(&[
-        "rebuild".as_ref(),
-        m.backing.as_os_str(),
-        "--incremental".as_ref(),
-    ]);
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("rebuilt 1 inodes, 1 entries"), "{out}");
-    m.assert_consistent();
-    m.mount();
-    assert_eq!(fs::read(m.path("d/lost")).unwrap(), b"lost row");
-    assert_eq!(fs::read(m.path("kept")).unwrap(), b"kept row");
-    assert_eq!(fs::metadata(m.path("d/lost")).unwrap().ino(), lost);
+    common::engine::every_engine(|| {
+        let mut m = Mount::new();
+        fs::create_dir(m.path("d")).unwrap();
+        fs::write(m.path("d/lost"), b"lost row").unwrap();
+        fs::write(m.path("kept"), b"kept row").unwrap();
+        let lost = fs::metadata(m.path("d/lost")).unwrap().ino();
+        m.unmount();
+        // Lose one file's rows (inode, name, attributes) from the tables.
+        m.sql(&format!(
+            "DELETE FROM {{p}}_inodes WHERE ino = {lost}; DELETE FROM {{p}}_dentries WHERE ino = {lost}; \
+             UPDATE {{p}}_config SET used_bytes = used_bytes - 8, file_count = file_count - 1;"
+        ));
+        let (code, out) = rebuild(&m, &["--check"]);
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            out.contains(&format!("sidecar without rows: inode {lost}")),
+            "{out}"
+        );
+        let (code, out) = rebuild(&m, &["--incremental"]);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("rebuilt 1 inodes, 1 entries"), "{out}");
+        m.assert_consistent();
+        m.mount();
+        assert_eq!(fs::read(m.path("d/lost")).unwrap(), b"lost row");
+        assert_eq!(fs::read(m.path("kept")).unwrap(), b"kept row");
+        assert_eq!(fs::metadata(m.path("d/lost")).unwrap().ino(), lost);
+    });
 }

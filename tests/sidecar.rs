@@ -159,138 +159,147 @@ fn check_archive(spec: &ArchiveSpec) {
 
 #[test]
 fn archive_sidecars_parse_as_written() {
-    let spec = ArchiveSpec::default();
-    check_archive(&spec);
+    common::engine::every_engine(|| {
+        let spec = ArchiveSpec::default();
+        check_archive(&spec);
 
-    // The default fixture really covers what it claims to.
-    let dir = tempfile::tempdir().unwrap();
-    let records = archive::write_archive(dir.path(), &spec);
-    assert!(records.iter().any(|r| !r.original_filename.is_ascii()));
-    assert!(records
-        .iter()
-        .any(|r| r.custom_raw.values().any(|v| !v.is_string())));
-    assert!(records
-        .iter()
-        .any(|r| r.schema == Schema::V1 && !r.custom.is_empty()));
-    assert!(records.iter().any(|r| !r.created_at_text.contains('+')));
-    assert!(records
-        .iter()
-        .any(|r| r.created_at_text.ends_with("+00:00")));
-    assert!(records.iter().any(|r| !r.extra.is_empty()));
-    let texts: Vec<String> = records
-        .iter()
-        .map(|r| String::from_utf8(std::fs::read(&r.attr_path).unwrap()).unwrap())
-        .collect();
-    assert!(
-        texts.iter().any(|t| t.contains("\\u")),
-        "some ensure_ascii documents"
-    );
-    assert!(
-        texts.iter().any(|t| !t.is_ascii()),
-        "some raw UTF-8 documents"
-    );
-    // The collision pair: same name, same hour directory, different files.
-    let pair: Vec<&Record> = records.iter().rev().take(2).collect();
-    assert_eq!(pair[0].original_filename, pair[1].original_filename);
-    assert_eq!(pair[0].rel_dir, pair[1].rel_dir);
-    assert_ne!(pair[0].file_id, pair[1].file_id);
-    assert_ne!(pair[0].storage_filename, pair[1].storage_filename);
+        // The default fixture really covers what it claims to.
+        let dir = tempfile::tempdir().unwrap();
+        let records = archive::write_archive(dir.path(), &spec);
+        assert!(records.iter().any(|r| !r.original_filename.is_ascii()));
+        assert!(records
+            .iter()
+            .any(|r| r.custom_raw.values().any(|v| !v.is_string())));
+        assert!(records
+            .iter()
+            .any(|r| r.schema == Schema::V1 && !r.custom.is_empty()));
+        assert!(records.iter().any(|r| !r.created_at_text.contains('+')));
+        assert!(records
+            .iter()
+            .any(|r| r.created_at_text.ends_with("+00:00")));
+        assert!(records.iter().any(|r| !r.extra.is_empty()));
+        let texts: Vec<String> = records
+            .iter()
+            .map(|r| String::from_utf8(std::fs::read(&r.attr_path).unwrap()).unwrap())
+            .collect();
+        assert!(
+            texts.iter().any(|t| t.contains("\\u")),
+            "some ensure_ascii documents"
+        );
+        assert!(
+            texts.iter().any(|t| !t.is_ascii()),
+            "some raw UTF-8 documents"
+        );
+        // The collision pair: same name, same hour directory, different files.
+        let pair: Vec<&Record> = records.iter().rev().take(2).collect();
+        assert_eq!(pair[0].original_filename, pair[1].original_filename);
+        assert_eq!(pair[0].rel_dir, pair[1].rel_dir);
+        assert_ne!(pair[0].file_id, pair[1].file_id);
+        assert_ne!(pair[0].storage_filename, pair[1].storage_filename);
+    });
 }
 
 #[test]
 fn other_seeds_and_shapes() {
-    for seed in 2..=6 {
+    common::engine::every_engine(|| {
+        for seed in 2..=6 {
+            check_archive(&ArchiveSpec {
+                seed,
+                v1: 5,
+                v2: 5,
+                malformed_json: 2,
+                missing_file_id: 2,
+                checksum_mismatch: 3,
+                missing_data: 2,
+                ..ArchiveSpec::default()
+            });
+        }
         check_archive(&ArchiveSpec {
-            seed,
-            v1: 5,
-            v2: 5,
-            malformed_json: 2,
-            missing_file_id: 2,
-            checksum_mismatch: 3,
-            missing_data: 2,
-            ..ArchiveSpec::default()
+            seed: 7,
+            v1: 3,
+            v2: 0,
+            custom_attributes: false,
+            non_ascii_names: false,
+            same_name_same_day: false,
+            malformed_json: 0,
+            missing_file_id: 0,
+            checksum_mismatch: 0,
+            missing_data: 0,
         });
-    }
-    check_archive(&ArchiveSpec {
-        seed: 7,
-        v1: 3,
-        v2: 0,
-        custom_attributes: false,
-        non_ascii_names: false,
-        same_name_same_day: false,
-        malformed_json: 0,
-        missing_file_id: 0,
-        checksum_mismatch: 0,
-        missing_data: 0,
     });
 }
 
 #[test]
 fn generator_is_deterministic() {
-    let (a, b, c) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
-    let spec = ArchiveSpec::default();
-    let ra = archive::write_archive(a.path(), &spec);
-    let rb = archive::write_archive(b.path(), &spec);
-    let rc = archive::write_archive(
-        c.path(),
-        &ArchiveSpec {
-            seed: 99,
-            ..spec.clone()
-        },
-    );
-    assert_eq!(ra.len(), rb.len());
-    for (x, y) in ra.iter().zip(&rb) {
-        let rel = |r: &Record, root: &Path| r.attr_path.strip_prefix(root).unwrap().to_path_buf();
-        assert_eq!(rel(x, a.path()), rel(y, b.path()));
-        assert_eq!(
-            std::fs::read(&x.attr_path).unwrap(),
-            std::fs::read(&y.attr_path).unwrap()
+    common::engine::every_engine(|| {
+        let (a, b, c) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
         );
-        assert_eq!(
-            (&x.file_id, &x.content, &x.custom),
-            (&y.file_id, &y.content, &y.custom)
+        let spec = ArchiveSpec::default();
+        let ra = archive::write_archive(a.path(), &spec);
+        let rb = archive::write_archive(b.path(), &spec);
+        let rc = archive::write_archive(
+            c.path(),
+            &ArchiveSpec {
+                seed: 99,
+                ..spec.clone()
+            },
         );
-    }
-    let ids = |rs: &[Record]| {
-        rs.iter()
-            .map(|r| r.file_id.clone())
-            .collect::<BTreeSet<_>>()
-    };
-    assert!(ids(&ra).is_disjoint(&ids(&rc)));
+        assert_eq!(ra.len(), rb.len());
+        for (x, y) in ra.iter().zip(&rb) {
+            let rel =
+                |r: &Record, root: &Path| r.attr_path.strip_prefix(root).unwrap().to_path_buf();
+            assert_eq!(rel(x, a.path()), rel(y, b.path()));
+            assert_eq!(
+                std::fs::read(&x.attr_path).unwrap(),
+                std::fs::read(&y.attr_path).unwrap()
+            );
+            assert_eq!(
+                (&x.file_id, &x.content, &x.custom),
+                (&y.file_id, &y.content, &y.custom)
+            );
+        }
+        let ids = |rs: &[Record]| {
+            rs.iter()
+                .map(|r| r.file_id.clone())
+                .collect::<BTreeSet<_>>()
+        };
+        assert!(ids(&ra).is_disjoint(&ids(&rc)));
+    });
 }
 
 #[test]
 fn v1_rewritten_is_v2_and_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let records = archive::write_archive(dir.path(), &ArchiveSpec::default());
-    let out = tempfile::tempdir().unwrap();
-    let mut upgraded = 0;
-    for rec in records
-        .iter()
-        .filter(|r| r.schema == Schema::V1 && r.defect.is_none())
-    {
-        let (doc, v) = AttrJson::parse(&std::fs::read(&rec.attr_path).unwrap()).unwrap();
-        assert_eq!(v, SchemaVersion::V1);
-        let path = out
-            .path()
-            .join(format!("{}.attr.json", rec.storage_filename));
-        sidecar::write_atomic(&path, &doc).unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.contains("\"schema_version\": \"2.0\""));
-        assert!(!text.contains("\"metadata\""));
-        let (again, v) = AttrJson::parse(text.as_bytes()).unwrap();
-        assert_eq!(v, SchemaVersion::V2);
-        assert_eq!(again, doc);
-        let mut check = rec.clone();
-        check.schema = Schema::V2;
-        check_record(&check, &Ok((again, v)));
-        upgraded += 1;
-    }
-    assert!(upgraded > 0);
+    common::engine::every_engine(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let records = archive::write_archive(dir.path(), &ArchiveSpec::default());
+        let out = tempfile::tempdir().unwrap();
+        let mut upgraded = 0;
+        for rec in records
+            .iter()
+            .filter(|r| r.schema == Schema::V1 && r.defect.is_none())
+        {
+            let (doc, v) = AttrJson::parse(&std::fs::read(&rec.attr_path).unwrap()).unwrap();
+            assert_eq!(v, SchemaVersion::V1);
+            let path = out
+                .path()
+                .join(format!("{}.attr.json", rec.storage_filename));
+            sidecar::write_atomic(&path, &doc).unwrap();
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(text.contains("\"schema_version\": \"2.0\""));
+            assert!(!text.contains("\"metadata\""));
+            let (again, v) = AttrJson::parse(text.as_bytes()).unwrap();
+            assert_eq!(v, SchemaVersion::V2);
+            assert_eq!(again, doc);
+            let mut check = rec.clone();
+            check.schema = Schema::V2;
+            check_record(&check, &Ok((again, v)));
+            upgraded += 1;
+        }
+        assert!(upgraded > 0);
+    });
 }
 
 /// The time zone the child runs in: UTC+3 all year (no DST since 2014).
@@ -298,27 +307,29 @@ const CHILD_TZ: &str = "Europe/Moscow";
 
 #[test]
 fn utc_whatever_the_local_zone() {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "tz_child_checks",
-            "--exact",
-            "--ignored",
-            "--test-threads=1",
-        ])
-        .env("TZ", CHILD_TZ)
-        .env("ARTFS_TZ_CHILD", "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "child failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains("1 passed"),
-        "child did not run the checks:\n{stdout}"
-    );
+    common::engine::every_engine(|| {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "tz_child_checks",
+                "--exact",
+                "--ignored",
+                "--test-threads=1",
+            ])
+            .env("TZ", CHILD_TZ)
+            .env("ARTFS_TZ_CHILD", "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "child failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("1 passed"),
+            "child did not run the checks:\n{stdout}"
+        );
+    });
 }
 
 /// Run by `utc_whatever_the_local_zone` in a child process with `TZ` set.

@@ -62,79 +62,81 @@ fn rows(db: &std::path::Path) -> Vec<Row> {
 
 #[test]
 fn every_mutation_leaves_a_settled_row_with_utc_times() {
-    // Without the trash, an unlink of a last name reclaims the object.
-    let mut m = Mount::with_args(&["--trash-days", "0"]);
-    let mnt = m.mnt.clone();
-    let p = |s: &str| mnt.join(s);
-    fs::create_dir(p("d")).unwrap();
-    fs::write(p("d/f"), b"x").unwrap();
-    // The kernel releases the create's handle asynchronously; while it is
-    // open its intent covers the next writer, which then logs no row of
-    // its own. A remount makes sure it is gone.
-    m.remount();
-    let mut f = fs::OpenOptions::new().append(true).open(p("d/f")).unwrap();
-    f.write_all(b"yz").unwrap();
-    drop(f);
-    nix::unistd::truncate(&p("d/f"), 1).unwrap();
-    fs::set_permissions(p("d/f"), fs::Permissions::from_mode(0o600)).unwrap();
-    xattr_set(&p("d/f"), "user.k", b"v");
-    xattr_remove(&p("d/f"), "user.k");
-    fs::hard_link(p("d/f"), p("d/g")).unwrap();
-    std::os::unix::fs::symlink("f", p("d/s")).unwrap();
-    nix::unistd::mkfifo(
-        &p("d/fifo"),
-        nix::sys::stat::Mode::from_bits_truncate(0o644),
-    )
-    .unwrap();
-    fs::rename(p("d/g"), p("d/h")).unwrap();
-    fs::remove_file(p("d/h")).unwrap();
-    fs::remove_file(p("d/f")).unwrap();
-    fs::remove_file(p("d/s")).unwrap();
-    fs::remove_file(p("d/fifo")).unwrap();
-    fs::remove_dir(p("d")).unwrap();
-    m.unmount();
+    common::engine::every_engine(|| {
+        // Without the trash, an unlink of a last name reclaims the object.
+        let mut m = Mount::with_args(&["--trash-days", "0"]);
+        let mnt = m.mnt.clone();
+        let p = |s: &str| mnt.join(s);
+        fs::create_dir(p("d")).unwrap();
+        fs::write(p("d/f"), b"x").unwrap();
+        // The kernel releases the create's handle asynchronously; while it is
+        // open its intent covers the next writer, which then logs no row of
+        // its own. A remount makes sure it is gone.
+        m.remount();
+        let mut f = fs::OpenOptions::new().append(true).open(p("d/f")).unwrap();
+        f.write_all(b"yz").unwrap();
+        drop(f);
+        nix::unistd::truncate(&p("d/f"), 1).unwrap();
+        fs::set_permissions(p("d/f"), fs::Permissions::from_mode(0o600)).unwrap();
+        xattr_set(&p("d/f"), "user.k", b"v");
+        xattr_remove(&p("d/f"), "user.k");
+        fs::hard_link(p("d/f"), p("d/g")).unwrap();
+        std::os::unix::fs::symlink("f", p("d/s")).unwrap();
+        nix::unistd::mkfifo(
+            &p("d/fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        fs::rename(p("d/g"), p("d/h")).unwrap();
+        fs::remove_file(p("d/h")).unwrap();
+        fs::remove_file(p("d/f")).unwrap();
+        fs::remove_file(p("d/s")).unwrap();
+        fs::remove_file(p("d/fifo")).unwrap();
+        fs::remove_dir(p("d")).unwrap();
+        m.unmount();
 
-    let rows = rows(&m.backing.join(".artfs/meta.db"));
-    let ops: Vec<&str> = rows.iter().map(|r| r.op.as_str()).collect();
-    for want in [
-        "mkdir",
-        "create",
-        "write",
-        "truncate",
-        "setattr",
-        "xattr_set",
-        "xattr_remove",
-        "link",
-        "symlink",
-        "mknod",
-        "rename",
-        "unlink",
-        "rmdir",
-        "reserve",
-        "reclaim",
-    ] {
-        assert!(ops.contains(&want), "no {want} row in {ops:?}");
-    }
-    for r in &rows {
-        assert_eq!(
-            r.status, "committed",
-            "{r:?} not settled after a clean unmount"
-        );
-        assert!(r.started.ends_with('Z'), "{r:?}");
-        assert!(
-            r.completed.as_deref().is_some_and(|c| c.ends_with('Z')),
-            "{r:?}"
-        );
-        if !matches!(r.op.as_str(), "reserve" | "reclaim" | "sidecars") {
-            assert!(r.file_id.is_some(), "{r:?}");
+        let rows = rows(&m.backing.join(".artfs/meta.db"));
+        let ops: Vec<&str> = rows.iter().map(|r| r.op.as_str()).collect();
+        for want in [
+            "mkdir",
+            "create",
+            "write",
+            "truncate",
+            "setattr",
+            "xattr_set",
+            "xattr_remove",
+            "link",
+            "symlink",
+            "mknod",
+            "rename",
+            "unlink",
+            "rmdir",
+            "reserve",
+            "reclaim",
+        ] {
+            assert!(ops.contains(&want), "no {want} row in {ops:?}");
         }
-        if !matches!(
-            r.op.as_str(),
-            "reserve" | "reclaim" | "sidecars" | "xattr_set" | "xattr_remove"
-        ) {
-            assert_eq!(r.user.as_deref(), Some("0"), "{r:?}");
+        for r in &rows {
+            assert_eq!(
+                r.status, "committed",
+                "{r:?} not settled after a clean unmount"
+            );
+            assert!(r.started.ends_with('Z'), "{r:?}");
+            assert!(
+                r.completed.as_deref().is_some_and(|c| c.ends_with('Z')),
+                "{r:?}"
+            );
+            if !matches!(r.op.as_str(), "reserve" | "reclaim" | "sidecars") {
+                assert!(r.file_id.is_some(), "{r:?}");
+            }
+            if !matches!(
+                r.op.as_str(),
+                "reserve" | "reclaim" | "sidecars" | "xattr_set" | "xattr_remove"
+            ) {
+                assert_eq!(r.user.as_deref(), Some("0"), "{r:?}");
+            }
         }
-    }
+    });
 }
 
 fn xattr_set(path: &std::path::Path, name: &str, value: &[u8]) {
@@ -165,61 +167,65 @@ fn xattr_remove(path: &std::path::Path, name: &str) {
 /// writes the same instants (within the test's run) as `Z` times.
 #[test]
 fn times_are_utc_under_a_non_utc_zone() {
-    let mut m = Mount::prepared(&[], |_| {});
-    m.unmount();
-    // Remount under Moscow time.
-    m.try_mount(&[("TZ", "Europe/Moscow")]).unwrap();
-    let before = Timestamp::now();
-    fs::write(m.path("a"), b"1").unwrap();
-    m.unmount();
-    let after = Timestamp::now();
-    let rows = rows(&m.backing.join(".artfs/meta.db"));
-    let create = rows.iter().find(|r| r.op == "create").unwrap();
-    let t = artfs::types::journal::parse_rfc3339(&create.started).unwrap();
-    assert!(
-        t >= before && t <= after,
-        "started_at {} is not the UTC instant of the create",
-        create.started
-    );
+    common::engine::every_engine(|| {
+        let mut m = Mount::prepared(&[], |_| {});
+        m.unmount();
+        // Remount under Moscow time.
+        m.try_mount(&[("TZ", "Europe/Moscow")]).unwrap();
+        let before = Timestamp::now();
+        fs::write(m.path("a"), b"1").unwrap();
+        m.unmount();
+        let after = Timestamp::now();
+        let rows = rows(&m.backing.join(".artfs/meta.db"));
+        let create = rows.iter().find(|r| r.op == "create").unwrap();
+        let t = artfs::types::journal::parse_rfc3339(&create.started).unwrap();
+        assert!(
+            t >= before && t <= after,
+            "started_at {} is not the UTC instant of the create",
+            create.started
+        );
+    });
 }
 
 #[test]
 fn settled_rows_are_pruned_by_age_and_count_failed_ones_kept_longer() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let db = dir.path().join("meta.db");
-    let store = SqliteStore::open(db.to_str().unwrap(), "artfs", rt.handle().clone()).unwrap();
-    let day = 24 * 3600 * 1_000_000_000i64;
-    let now = Timestamp::now();
-    let mut batch = Batch::default();
-    let mut add = |age_days: i64, status: Status| {
-        let mut r = Record::new(Op::Mkdir, status, None, serde_json::json!({}));
-        r.started_at = Timestamp(now.0 - age_days * day);
-        r.completed_at = Some(r.started_at);
-        batch.journal.push(r);
-    };
-    for _ in 0..3 {
-        add(10, Status::Committed); // past the age limit
-    }
-    for _ in 0..5 {
-        add(1, Status::Committed); // young, but over the count limit
-    }
-    add(30, Status::Failed); // kept: failures stay 90 days
-    add(100, Status::RolledBack); // past even that
-    add(100, Status::Pending); // never pruned
-    store.apply(&batch).unwrap();
-    let keep = Retention {
-        committed_max_rows: 2,
-        committed_max_age: Duration::from_secs(7 * 24 * 3600),
-        failed_max_age: Duration::from_secs(90 * 24 * 3600),
-    };
-    let pruned = store.prune_journal(&keep).unwrap();
-    assert_eq!(pruned, 3 + 3 + 1);
-    let counts: std::collections::BTreeMap<String, u64> =
-        store.journal_counts().unwrap().into_iter().collect();
-    assert_eq!(counts.get("committed"), Some(&2));
-    assert_eq!(counts.get("failed"), Some(&1));
-    assert_eq!(counts.get("rolled_back"), None);
-    assert_eq!(counts.get("pending"), Some(&1));
-    store.close();
+    common::engine::every_engine(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let db = dir.path().join("meta.db");
+        let store = SqliteStore::open(db.to_str().unwrap(), "artfs", rt.handle().clone()).unwrap();
+        let day = 24 * 3600 * 1_000_000_000i64;
+        let now = Timestamp::now();
+        let mut batch = Batch::default();
+        let mut add = |age_days: i64, status: Status| {
+            let mut r = Record::new(Op::Mkdir, status, None, serde_json::json!({}));
+            r.started_at = Timestamp(now.0 - age_days * day);
+            r.completed_at = Some(r.started_at);
+            batch.journal.push(r);
+        };
+        for _ in 0..3 {
+            add(10, Status::Committed); // past the age limit
+        }
+        for _ in 0..5 {
+            add(1, Status::Committed); // young, but over the count limit
+        }
+        add(30, Status::Failed); // kept: failures stay 90 days
+        add(100, Status::RolledBack); // past even that
+        add(100, Status::Pending); // never pruned
+        store.apply(&batch).unwrap();
+        let keep = Retention {
+            committed_max_rows: 2,
+            committed_max_age: Duration::from_secs(7 * 24 * 3600),
+            failed_max_age: Duration::from_secs(90 * 24 * 3600),
+        };
+        let pruned = store.prune_journal(&keep).unwrap();
+        assert_eq!(pruned, 3 + 3 + 1);
+        let counts: std::collections::BTreeMap<String, u64> =
+            store.journal_counts().unwrap().into_iter().collect();
+        assert_eq!(counts.get("committed"), Some(&2));
+        assert_eq!(counts.get("failed"), Some(&1));
+        assert_eq!(counts.get("rolled_back"), None);
+        assert_eq!(counts.get("pending"), Some(&1));
+        store.close();
+    });
 }

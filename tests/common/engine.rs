@@ -7,6 +7,8 @@
 //! [`Mount`]: super::Mount
 
 use std::cell::Cell;
+use std::path::Path;
+use std::process::Command;
 
 use super::pg::{PgDatabase, PgServer};
 
@@ -46,7 +48,68 @@ pub fn run_on(engine: Engine, body: impl FnOnce()) {
 /// every command on that store needs.
 pub struct StoreDb {
     pub args: Vec<String>,
-    _db: Option<PgDatabase>,
+    pg: Option<PgDatabase>,
+}
+
+/// The table prefix tests give PostgreSQL stores (SQLite keeps the default).
+const PG_PREFIX: &str = "t";
+
+impl StoreDb {
+    /// Run SQL on the store's tables, behind artfs's back (to damage them
+    /// on purpose): `{p}` stands for the table prefix. The store must not
+    /// be mounted unless the test means a concurrent writer.
+    pub fn sql(&self, backing: &Path, sql: &str) {
+        match &self.pg {
+            None => {
+                let sql = sql.replace("{p}", "artfs");
+                let db = backing.join(".artfs/meta.db");
+                let out = Command::new("sqlite3").arg(&db).arg(&sql).output().unwrap();
+                assert!(out.status.success(), "sqlite3 {sql}: {out:?}");
+            }
+            Some(db) => {
+                let sql = sql.replace("{p}", PG_PREFIX);
+                super::pg::execute(&db.url, &sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+            }
+        }
+    }
+
+    /// The rows of a query whose first column is text (`{p}` as in
+    /// [`StoreDb::sql`]).
+    pub fn query(&self, backing: &Path, sql: &str) -> Vec<String> {
+        match &self.pg {
+            None => {
+                let sql = sql.replace("{p}", "artfs");
+                let db = backing.join(".artfs/meta.db");
+                let out = Command::new("sqlite3").arg(&db).arg(&sql).output().unwrap();
+                assert!(out.status.success(), "sqlite3 {sql}: {out:?}");
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .map(str::to_string)
+                    .collect()
+            }
+            Some(db) => {
+                let sql = sql.replace("{p}", PG_PREFIX);
+                super::pg::query_lines(&db.url, &sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+            }
+        }
+    }
+
+    /// Lose every table of the store (the disaster `artfs rebuild` recovers
+    /// from): SQLite's files go; on PostgreSQL the store's database is
+    /// emptied.
+    pub fn lose_tables(&self, backing: &Path) {
+        match &self.pg {
+            None => {
+                for f in ["meta.db", "meta.db-wal", "meta.db-shm"] {
+                    let _ = std::fs::remove_file(backing.join(".artfs").join(f));
+                }
+            }
+            Some(db) => {
+                super::pg::execute(&db.url, "DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+                    .unwrap()
+            }
+        }
+    }
 }
 
 impl StoreDb {
@@ -54,7 +117,7 @@ impl StoreDb {
     pub fn none() -> StoreDb {
         StoreDb {
             args: Vec::new(),
-            _db: None,
+            pg: None,
         }
     }
 }
@@ -69,9 +132,9 @@ pub fn new_store_db(tag: &str) -> StoreDb {
                     "--db".into(),
                     db.url.clone(),
                     "--table-prefix".into(),
-                    "t".into(),
+                    PG_PREFIX.into(),
                 ],
-                _db: Some(db),
+                pg: Some(db),
             }
         }
     }

@@ -83,6 +83,22 @@ impl Mount {
         self.db.args.clone()
     }
 
+    /// Run SQL on this store's tables behind artfs's back (`{p}` is the
+    /// table prefix): see [`engine::StoreDb::sql`].
+    pub fn sql(&self, sql: &str) {
+        self.db.sql(&self.backing, sql);
+    }
+
+    /// Rows of a text query on this store's tables (`{p}`: the prefix).
+    pub fn query(&self, sql: &str) -> Vec<String> {
+        self.db.query(&self.backing, sql)
+    }
+
+    /// Lose this store's tables, as a disaster would.
+    pub fn lose_tables(&self) {
+        self.db.lose_tables(&self.backing);
+    }
+
     /// A path inside the mount; a leading `/` means the mount's root
     /// (never the host's: `PathBuf::join` would drop the mount point).
     pub fn path(&self, rel: &str) -> PathBuf {

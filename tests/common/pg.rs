@@ -470,7 +470,28 @@ pub fn with_database(url: &str, db: &str) -> String {
 
 /// One statement on its own connection (on a small runtime of its own, so
 /// any test, async or not, can call it).
-fn execute(url: &str, sql: &str) -> Result<(), sqlx::Error> {
+/// Rows of a query whose first column is text, one string per row.
+pub fn query_lines(url: &str, sql: &str) -> Result<Vec<String>, sqlx::Error> {
+    use sqlx::{Connection, Row};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = url.to_string();
+    let sql = sql.to_string();
+    std::thread::spawn(move || {
+        rt.block_on(async {
+            let mut conn = sqlx::PgConnection::connect(&url).await?;
+            let rows = sqlx::query(&sql).fetch_all(&mut conn).await?;
+            conn.close().await?;
+            rows.iter().map(|r| r.try_get::<String, _>(0)).collect()
+        })
+    })
+    .join()
+    .unwrap()
+}
+
+pub fn execute(url: &str, sql: &str) -> Result<(), sqlx::Error> {
     use sqlx::Connection;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
