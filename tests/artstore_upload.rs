@@ -11,7 +11,7 @@ mod common;
 use std::path::PathBuf;
 
 use artfs::auth::Role;
-use common::api::{json, token, Api};
+use common::api::{json, parse_response, token, Api};
 use common::getx;
 use reqwest::blocking::multipart::{Form, Part};
 use reqwest::blocking::Response;
@@ -262,13 +262,7 @@ impl Streamed<'_> {
         tokio::time::timeout(std::time::Duration::from_secs(60), s.read_to_end(&mut out))
             .await
             .map_err(|_| std::io::Error::other("no answer in 60 s"))??;
-        let text = String::from_utf8_lossy(&out).into_owned();
-        let status = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        Ok((status, text))
+        Ok(parse_response(&out))
     }
 }
 
@@ -282,14 +276,7 @@ fn status_of(r: std::io::Result<(u16, String)>) -> (u16, String) {
 fn refusals_reach_a_client_that_is_still_sending() {
     common::engine::every_engine(|| {
         let max = (4 << 20).to_string();
-        let api = Api::start(&[
-            "--mode",
-            "rw",
-            "--capacity",
-            "2M",
-            "--api-max-upload",
-            &max,
-        ]);
+        let api = Api::start(&["--mode", "rw", "--capacity", "2M", "--api-max-upload", &max]);
         let addr = api.addr.as_str();
         // 4 MiB sent in 64 KiB pieces: the answer is decided long before.
         let user = || Some(token("ingester", Role::User));

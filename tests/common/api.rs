@@ -169,7 +169,12 @@ pub fn raw_http(addr: &str, request: &[u8]) -> (u16, String) {
 pub fn read_response(s: &mut TcpStream) -> (u16, String) {
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).into_owned();
+    parse_response(&out)
+}
+
+/// A raw response as (status, text); status 0 when there is none.
+pub fn parse_response(raw: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(raw).into_owned();
     let status = text
         .split_whitespace()
         .nth(1)
