@@ -113,6 +113,15 @@ fn an_upload_lands_on_the_mount_with_its_attributes_and_downloads_by_id() {
         assert_eq!(x("user.finalize_transaction_id"), "tx-42");
         assert!(getx(&on_mount, "user.something_else").is_err());
 
+        // Durable at the 201: the daemon killed at once keeps it.
+        let mut api = api;
+        api.m.kill();
+        api.m.mount();
+        api.wait();
+        assert_eq!(std::fs::read(&on_mount).unwrap(), body);
+        assert_eq!(x("user.artstore.file_id"), id);
+        assert_eq!(x("user.artstore.description"), "quarterly report");
+
         // Changed on the mount, downloaded by id through the original route.
         std::fs::write(&on_mount, b"changed on the mount").unwrap();
         let r = api
@@ -160,6 +169,28 @@ fn a_chosen_id_is_kept_once_and_bad_forms_are_422() {
         // The same id again, under another name: 409, nothing stored.
         let d = assert_detail(post(&api, Role::User, with_id("b.bin")), 409);
         assert!(d.contains("exists"), "{d}");
+
+        // Racing finalize copies of one new id: exactly one wins.
+        let racing = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
+        let statuses: Vec<u16> = std::thread::scope(|s| {
+            let tasks: Vec<_> = (0..4)
+                .map(|i| {
+                    let api = &api;
+                    s.spawn(move || {
+                        let form = Form::new()
+                            .text("file_id", racing)
+                            .part("file", file(b"race", &format!("race{i}.bin")));
+                        post(api, Role::User, form).status().as_u16()
+                    })
+                })
+                .collect();
+            tasks.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let mut sorted = statuses.clone();
+        sorted.sort();
+        assert_eq!(sorted, [201, 409, 409, 409], "{statuses:?}");
+        let before = stored(&api);
+        assert_eq!(before.len(), 2);
 
         let bad = Form::new()
             .text("file_id", "not-a-uuid")
