@@ -325,6 +325,20 @@ fn refusals_reach_a_client_that_is_still_sending() {
                 .contains("www-authenticate: bearer"),
             "{text}"
         );
+        // A client that waits for `100 Continue` before sending is told
+        // at once, and no 100 comes first: it never has to send the body.
+        let started = std::time::Instant::now();
+        let (status, text) = common::api::raw_http(
+            addr,
+            b"POST /api/v1/files/upload HTTP/1.1\r\nHost: x\r\n\
+              Content-Type: multipart/form-data; boundary=b\r\n\
+              Content-Length: 100000000\r\nExpect: 100-continue\r\n\r\n",
+        );
+        assert_eq!(status, 401, "{text}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "waited for a body that was not coming"
+        );
         // A route that does not exist, and a method the route lacks.
         let mut s = Streamed::upload(addr, user(), 32);
         s.path = "/api/v1/nowhere";
