@@ -526,6 +526,12 @@ impl MetaStore for PgStore {
     }
 
     fn lookup(&self, parent: u64, name: &[u8]) -> Result<Option<Dentry>> {
+        // Test builds: a lookup PostgreSQL itself refuses (a real database
+        // error, with its SQLSTATE), for tests/error_replies.rs.
+        fail::fail_point!("meta::lookup", |_| -> Result<Option<Dentry>> {
+            self.block(sqlx::query("SELECT * FROM fail_point_meta_lookup").execute(&self.pool))?;
+            Ok(None)
+        });
         let row: Option<(i64, i64, i64)> = self.block(
             sqlx::query_as(&self.q_lookup)
                 .bind(parent as i64)
