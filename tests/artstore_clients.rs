@@ -302,9 +302,10 @@ fn downloader_by_id() {
     // A file made on the mount: its creator is the local user, its place
     // the mount's tree.
     std::fs::write(api.m.path("reports/local.bin"), b"local").unwrap();
-    let local_id =
-        String::from_utf8(common::getx(&api.m.path("reports/local.bin"), "user.artstore.file_id").unwrap())
-            .unwrap();
+    let local_id = String::from_utf8(
+        common::getx(&api.m.path("reports/local.bin"), "user.artstore.file_id").unwrap(),
+    )
+    .unwrap();
     let local = json(get(&format!("/api/v1/files/{local_id}"), &ivanov));
     assert_eq!(local["created_by_username"], local_user());
     assert_eq!(local["storage_path"], "reports/");
@@ -313,14 +314,23 @@ fn downloader_by_id() {
     // The downloader: content and the original filename.
     let r = get(&format!("/api/v1/files/{id}/download"), &ivanov);
     assert_eq!(r.status(), 200);
-    let cd = r.headers()["content-disposition"].to_str().unwrap().to_string();
+    let cd = r.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert!(cd.contains("filename=\"q1.txt\""), "{cd}");
     assert_eq!(r.bytes().unwrap().as_ref(), body);
     // Any spelling of the id names the file (upper case, no hyphens).
     let upper = id.to_uppercase();
-    assert_eq!(json(get(&format!("/api/v1/files/{upper}"), &ivanov))["file_id"], id.as_str());
+    assert_eq!(
+        json(get(&format!("/api/v1/files/{upper}"), &ivanov))["file_id"],
+        id.as_str()
+    );
     let simple = id.replace('-', "");
-    assert_eq!(get(&format!("/api/v1/files/{simple}/download"), &ivanov).status(), 200);
+    assert_eq!(
+        get(&format!("/api/v1/files/{simple}/download"), &ivanov).status(),
+        200
+    );
 
     // PATCH as the original: description, version, metadata; the mount
     // sees it at once, in the archive's attributes.
@@ -362,7 +372,10 @@ fn downloader_by_id() {
     );
 
     // Errors as FastAPI answered them, on every by-id route.
-    for path in ["/api/v1/files/not-a-uuid", "/api/v1/files/not-a-uuid/download"] {
+    for path in [
+        "/api/v1/files/not-a-uuid",
+        "/api/v1/files/not-a-uuid/download",
+    ] {
         let v = assert_detail(get(path, &ivanov), 422, "unprocessable_entity");
         assert_eq!(v["detail"][0]["loc"], j!(["path", "file_id"]), "{v}");
         assert_eq!(v["detail"][0]["type"], "uuid_parsing", "{v}");
@@ -372,7 +385,11 @@ fn downloader_by_id() {
         "3f2b8c1e-9d4a-4e6b-8f0a-1c2d3e4f5a6b", // v4, as the original made them
         "0190aaaa-0000-7000-8000-0000000000ff", // v7, as artfs makes them
     ] {
-        let v = assert_detail(get(&format!("/api/v1/files/{missing}"), &ivanov), 404, "not_found");
+        let v = assert_detail(
+            get(&format!("/api/v1/files/{missing}"), &ivanov),
+            404,
+            "not_found",
+        );
         assert_eq!(v["detail"], format!("File {missing} not found"));
         assert_detail(
             get(&format!("/api/v1/files/{missing}/download"), &ivanov),
@@ -381,7 +398,11 @@ fn downloader_by_id() {
         );
     }
     // No token: 401, in the original's shape too.
-    let r = api.client.get(api.url(&format!("/api/v1/files/{id}"))).send().unwrap();
+    let r = api
+        .client
+        .get(api.url(&format!("/api/v1/files/{id}")))
+        .send()
+        .unwrap();
     assert_detail(r, 401, "unauthorized");
     // artfs's own routes keep their shape.
     let v = assert_error(get("/api/v1/fs/missing.txt", &ivanov), 404, "not_found");
@@ -513,7 +534,10 @@ fn lister() {
     let big = list(&api, &user, "?limit=1000");
     assert_eq!(big["total"], 104);
     assert_eq!(big["files"].as_array().unwrap().len(), 100);
-    assert_eq!(list(&api, &user, "")["files"].as_array().unwrap().len(), 100);
+    assert_eq!(
+        list(&api, &user, "")["files"].as_array().unwrap().len(),
+        100
+    );
 
     // Bad values: FastAPI's 422, naming the parameter.
     for (q, name) in [
@@ -578,7 +602,7 @@ fn refused(extra: &[&str]) -> String {
         .arg("mount")
         .arg(&backing)
         .arg(&mnt)
-        .args(["--api", &addr, "--jwt-key", &key])
+        .args(["--api", addr.as_str(), "--jwt-key", key.as_str()])
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -609,6 +633,6 @@ fn bad_element_knobs_are_refused_at_start() {
     let o = refused(&["--api-element-id", ""]);
     assert!(o.contains("--api-element-id") && o.contains("empty"), "{o}");
     let long = "x".repeat(300);
-    let o = refused(&["--api-location", &long]);
+    let o = refused(&["--api-location", long.as_str()]);
     assert!(o.contains("--api-location") && o.contains("at most"), "{o}");
 }

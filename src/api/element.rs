@@ -58,8 +58,16 @@ impl Element {
     /// location, a priority outside 0..=2^31-1 (the original's clients
     /// keep it in a 32-bit integer).
     pub fn check(&self) -> Result<(), String> {
-        check_text("--api-element-id (element_id, default --api-name)", &self.element_id, ID_MAX)?;
-        check_text("--api-display-name (display_name, default --api-name)", &self.display_name, NAME_MAX)?;
+        check_text(
+            "--api-element-id (element_id, default --api-name)",
+            &self.element_id,
+            ID_MAX,
+        )?;
+        check_text(
+            "--api-display-name (display_name, default --api-name)",
+            &self.display_name,
+            NAME_MAX,
+        )?;
         check_text("--api-location (location)", &self.location, ID_MAX)?;
         if !(0..=i64::from(i32::MAX)).contains(&self.priority) {
             return Err(format!(

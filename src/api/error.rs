@@ -41,8 +41,9 @@ pub struct ApiError {
     /// The core's error this answers, if any (see [`Failed`]; boxed: an
     /// `ApiError` travels in every handler's `Result`).
     pub cause: Option<Box<CoreError>>,
-    /// FastAPI's `detail` when it is more than the message (a 422's list).
-    pub detail: Option<serde_json::Value>,
+    /// FastAPI's `detail` when it is more than the message (a 422's list;
+    /// boxed, as `cause`).
+    pub detail: Option<Box<serde_json::Value>>,
 }
 
 /// What an error response answers, as a response extension for the
@@ -85,12 +86,12 @@ impl ApiError {
             "unprocessable_entity",
             format!("{}: {msg}", loc.last().copied().unwrap_or("request")),
         );
-        e.detail = Some(serde_json::json!([{
+        e.detail = Some(Box::new(serde_json::json!([{
             "type": kind,
             "loc": loc,
             "msg": msg,
             "input": input,
-        }]));
+        }])));
         e
     }
 
@@ -183,7 +184,7 @@ impl IntoResponse for ApiError {
         let body = ErrorBody {
             error: self.code.to_string(),
             message: self.message,
-            detail: self.detail,
+            detail: self.detail.map(|d| *d),
         };
         let mut resp = (self.status, axum::Json(body)).into_response();
         let h = resp.headers_mut();

@@ -137,9 +137,8 @@ pub async fn patch(
     who.require(Action::Write)?;
     // A body that is no metadata document at all is FastAPI's 422; a
     // value the archive's rules refuse stays 400, as on the path door.
-    let doc = parse_patch(&body).map_err(|e| {
-        ApiError::unprocessable(&["body"], "model_attributes_type", &e.message, "")
-    })?;
+    let doc = parse_patch(&body)
+        .map_err(|e| ApiError::unprocessable(&["body"], "model_attributes_type", &e.message, ""))?;
     let changes = MetaChanges::from_patch(doc)?;
     let caller = st.caller_for(&who);
     let meta = blocking(move || {

@@ -420,7 +420,7 @@ mod tests {
             location: Some("dc-file".into()),
             ..Default::default()
         };
-        let mut a = ApiArgs {
+        let a = ApiArgs {
             api_name: "se01".into(),
             api_location: Some("dc-flag".into()),
             ..args("127.0.0.1:1")
@@ -432,6 +432,15 @@ mod tests {
         assert_eq!(e.priority, 7);
         assert_eq!(e.location, "dc-flag");
         assert_eq!(e.storage_type, "local");
+        // A knob no client could use fails the start, naming it.
+        let bad = ApiArgs {
+            api_priority: Some(-1),
+            ..args("127.0.0.1:1")
+        };
+        let mut file = crate::config::ApiConfig::default();
+        bad.merge(&mut file);
+        let err = bad.settings(&file).unwrap_err().to_string();
+        assert!(err.contains("--api-priority"), "{err}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! be examined to count the total. Files whose only names are in the trash
 //! are deleted files and never listed, as search leaves them out.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use super::access::{permits, MAY_EXEC, MAY_READ};
@@ -96,11 +97,11 @@ impl Fs {
         }
         links.sort_by_key(|(parent, _)| *parent != inode.parent);
         for (parent, name) in links {
-            if !dirs.contains_key(&parent) {
-                let seen = self.searchable_dir(caller, parent)?;
-                dirs.insert(parent, seen);
-            }
-            if let Some(dir) = &dirs[&parent] {
+            let dir = match dirs.entry(parent) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => e.insert(self.searchable_dir(caller, parent)?),
+            };
+            if let Some(dir) = dir {
                 let mut path = dir.clone();
                 if path != b"/" {
                     path.push(b'/');
