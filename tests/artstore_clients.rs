@@ -397,6 +397,14 @@ fn downloader_by_id() {
             "not_found",
         );
     }
+    // A method the route lacks: the original's shape too.
+    let r = api
+        .client
+        .post(api.url(&format!("/api/v1/files/{id}")))
+        .bearer_auth(&ivanov)
+        .send()
+        .unwrap();
+    assert_detail(r, 405, "method_not_allowed");
     // No token: 401, in the original's shape too.
     let r = api
         .client
