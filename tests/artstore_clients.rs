@@ -453,8 +453,15 @@ fn lister() {
     let file_id = |rel: &str| {
         String::from_utf8(common::getx(&api.m.path(rel), "user.artstore.file_id").unwrap()).unwrap()
     };
-    // Ten readable files, made one after another.
     std::fs::create_dir(api.m.path("pub")).unwrap();
+    std::fs::create_dir(api.m.path("private")).unwrap();
+    // The oldest: a file with two names, one of them where nobody cannot
+    // search (below): listed once, by the name the caller reaches.
+    std::fs::write(api.m.path("private/both.txt"), b"b").unwrap();
+    std::fs::hard_link(api.m.path("private/both.txt"), api.m.path("pub/both.txt")).unwrap();
+    let both = file_id("pub/both.txt");
+    std::thread::sleep(Duration::from_millis(2));
+    // Ten readable files, made one after another.
     let mut made = Vec::new();
     for n in 0..10 {
         let rel = format!("pub/f{n:02}.txt");
@@ -462,10 +469,10 @@ fn lister() {
         made.push(file_id(&rel));
         std::thread::sleep(Duration::from_millis(2));
     }
-    let newest_first: Vec<String> = made.iter().rev().cloned().collect();
+    let mut newest_first: Vec<String> = made.iter().rev().cloned().collect();
+    newest_first.push(both.clone());
     // Hidden from nobody: a file in a directory it cannot search, and one
     // it cannot read. Seen by admin.
-    std::fs::create_dir(api.m.path("private")).unwrap();
     std::fs::write(api.m.path("private/secret.txt"), b"s").unwrap();
     std::fs::set_permissions(
         api.m.path("private"),
@@ -484,12 +491,12 @@ fn lister() {
 
     // The lister with paging: skip and limit, a stable order, a total.
     let whole = list(&api, &user, "?limit=100");
-    assert_eq!(whole["total"], 10, "{whole}");
+    assert_eq!(whole["total"], 11, "{whole}");
     assert_eq!(ids(&whole), newest_first);
     let mut paged = Vec::new();
     for skip in (0..12).step_by(3) {
         let page = list(&api, &user, &format!("?skip={skip}&limit=3"));
-        assert_eq!(page["total"], 10, "every page counts the same");
+        assert_eq!(page["total"], 11, "every page counts the same");
         assert!(page["files"].as_array().unwrap().len() <= 3);
         paged.extend(ids(&page));
     }
@@ -502,6 +509,9 @@ fn lister() {
     assert_eq!(first["path"], "/pub/f09.txt");
     assert_eq!(first["checksum"], sha256_hex(b"file 9"));
     assert_eq!(first["cache_expired"], false);
+    let last = &whole["files"][10];
+    assert_eq!(last["file_id"], both.as_str());
+    assert_eq!(last["path"], "/pub/both.txt");
     // Without the trailing slash, and with the defaults, the same.
     let r = api
         .client
@@ -512,14 +522,17 @@ fn lister() {
     assert_eq!(ids(&json(r)), newest_first);
     // Past the end: an empty page, the same total.
     let end = list(&api, &user, "?skip=50");
-    assert_eq!(end["total"], 10);
+    assert_eq!(end["total"], 11);
     assert_eq!(ids(&end), Vec::<String>::new());
-    assert_eq!(list(&api, &user, "?limit=0")["total"], 10);
+    assert_eq!(list(&api, &user, "?limit=0")["total"], 11);
 
     // Admin reaches everything.
     let all = list(&api, &admin, "");
-    assert_eq!(all["total"], 12);
+    assert_eq!(all["total"], 13);
     let all_ids = ids(&all);
+    assert_eq!(all_ids.iter().filter(|i| **i == both).count(), 1);
+    // Root may search `private`: the recorded parent's name comes first.
+    assert_eq!(all["files"][12]["path"], "/private/both.txt");
     assert!(hidden.iter().all(|h| all_ids.contains(h)), "{all}");
     assert!(hidden.iter().all(|h| !ids(&whole).contains(h)));
     // A deleted file (in the trash) is listed to no one.
@@ -531,16 +544,16 @@ fn lister() {
         .unwrap();
     assert_eq!(r.status(), 204);
     let after = list(&api, &admin, "");
-    assert_eq!(after["total"], 11);
+    assert_eq!(after["total"], 12);
     assert!(!ids(&after).contains(&made[0]));
-    assert_eq!(list(&api, &user, "")["total"], 9);
+    assert_eq!(list(&api, &user, "")["total"], 10);
 
     // The limit is cut to 100, as the original did.
     for n in 0..95 {
         std::fs::write(api.m.path(&format!("pub/g{n:03}")), b"").unwrap();
     }
     let big = list(&api, &user, "?limit=1000");
-    assert_eq!(big["total"], 104);
+    assert_eq!(big["total"], 105);
     assert_eq!(big["files"].as_array().unwrap().len(), 100);
     assert_eq!(
         list(&api, &user, "")["files"].as_array().unwrap().len(),

@@ -454,6 +454,51 @@ mod tests {
     use super::*;
 
     #[test]
+    fn storage_fields_come_from_the_path_reached() {
+        let doc = FileMeta {
+            file_id: String::new(),
+            path: None,
+            kind: "file".into(),
+            original_filename: String::new(),
+            file_size: 0,
+            content_type: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+            modified_at: String::new(),
+            created_by: String::new(),
+            description: None,
+            version: None,
+            checksum: None,
+            retention_until: None,
+            expires_at: None,
+            default_ttl: None,
+            custom_attributes: BTreeMap::new(),
+            mode: String::new(),
+            uid: 0,
+            gid: 0,
+            nlink: 1,
+            storage_filename: None,
+            storage_path: None,
+            created_by_username: String::new(),
+            created_by_fullname: None,
+            cache_updated_at: String::new(),
+            cache_ttl_hours: CACHE_TTL_HOURS,
+            cache_expired: false,
+        };
+        let at = |p: &[u8]| {
+            let d = doc.clone().located(p);
+            (d.storage_path.unwrap(), d.storage_filename.unwrap())
+        };
+        assert_eq!(at(b"/a.txt"), ("".into(), "a.txt".into()));
+        assert_eq!(
+            at(b"/uploads/2026/12/05/q_1.pdf"),
+            ("uploads/2026/12/05/".into(), "q_1.pdf".into())
+        );
+        // Names that are not UTF-8 are shown lossily, as `path` is.
+        assert_eq!(at(b"/d/\xff"), ("d/".into(), "\u{fffd}".into()));
+    }
+
+    #[test]
     fn patch_parses_null_as_removal_and_absent_as_keep() {
         let p: PatchMeta = serde_json::from_str(
             r#"{"description": null, "version": 2, "custom_attributes": {"a": "x", "b": null, "n": [1]}}"#,
