@@ -31,7 +31,9 @@ impl Modify for BearerAuth {
     info(
         title = "artfs HTTP API",
         description = "Authenticated remote access to an artfs store: the same files, rules and \
-                       metadata as the mount. Errors are JSON {\"error\": CODE, \"message\": TEXT}."
+                       metadata as the mount. Errors are JSON {\"error\": CODE, \"message\": TEXT}; \
+                       on the original element's routes (/api/v1/files...) also FastAPI's \
+                       \"detail\"."
     ),
     paths(
         super::health::root,
