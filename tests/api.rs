@@ -1023,10 +1023,11 @@ fn metadata_by_path_and_by_id() {
             404,
             "not_found",
         );
+        // Not a UUID: 422, as the original's FastAPI validation answered.
         assert_error(
             api.get("/api/v1/files/not-a-uuid").send().unwrap(),
-            400,
-            "bad_request",
+            422,
+            "unprocessable_entity",
         );
         assert_error(
             api.get("/api/v1/files/01234567-89ab-7def-8123-456789abcdef/download")
@@ -1196,6 +1197,7 @@ fn health_metrics_and_openapi() {
             "/api/v1/capacity",
             "/api/v1/fs/{path}",
             "/api/v1/meta/{path}",
+            "/api/v1/files/",
             "/api/v1/files/{file_id}",
             "/api/v1/files/{file_id}/download",
         ] {
