@@ -196,6 +196,12 @@ pub struct ApiConfig {
     pub insecure_public: bool,
     /// File holding the secret `/metrics` asks for; `None`: open.
     pub metrics_token_file: Option<PathBuf>,
+    /// What the original element's clients see (`api::element`); `None`:
+    /// the API's name, priority 100, location `default`.
+    pub element_id: Option<String>,
+    pub display_name: Option<String>,
+    pub priority: Option<i64>,
+    pub location: Option<String>,
 }
 
 /// `[log]`: what the daemon logs (to stderr).

@@ -95,57 +95,59 @@ fn open_fds(pid: u32) -> usize {
 /// memory does not grow with them.
 #[test]
 fn junk_methods_and_paths_add_no_metric_series() {
-    let (m, addr) = mount_api(&[]);
-    let pid = m.pid().unwrap();
-    let before = get_metrics(&addr).len();
-    let rss_before = rss_kib(pid);
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let mut junk = |n: usize| -> String {
-        (0..n)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                (b'A' + (seed % 26) as u8) as char
-            })
-            .collect()
-    };
-    let paths = ["/health/live", "/metrics", "/api/v1/fs/a", "/api/v1/info"];
-    for i in 0..3000 {
-        let method = junk(1024);
-        let path = if i % 2 == 0 {
-            paths[i % paths.len()].to_string()
-        } else {
-            format!("/{}/{}", junk(40), junk(200))
+    common::engine::every_engine(|| {
+        let (m, addr) = mount_api(&[]);
+        let pid = m.pid().unwrap();
+        let before = get_metrics(&addr).len();
+        let rss_before = rss_kib(pid);
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut junk = |n: usize| -> String {
+            (0..n)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    (b'A' + (seed % 26) as u8) as char
+                })
+                .collect()
         };
-        let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-        let (status, text) = http(&addr, &req);
-        assert!(status >= 400, "{method:.20} {path:.40}: {text:.200}");
-    }
-    // Junk paths with a known method: counted under `unmatched`.
-    for _ in 0..500 {
-        let req = format!(
-            "GET /{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            junk(300)
+        let paths = ["/health/live", "/metrics", "/api/v1/fs/a", "/api/v1/info"];
+        for i in 0..3000 {
+            let method = junk(1024);
+            let path = if i % 2 == 0 {
+                paths[i % paths.len()].to_string()
+            } else {
+                format!("/{}/{}", junk(40), junk(200))
+            };
+            let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let (status, text) = http(&addr, &req);
+            assert!(status >= 400, "{method:.20} {path:.40}: {text:.200}");
+        }
+        // Junk paths with a known method: counted under `unmatched`.
+        for _ in 0..500 {
+            let req = format!(
+                "GET /{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                junk(300)
+            );
+            assert_eq!(http(&addr, &req).0, 404);
+        }
+        let text = get_metrics(&addr);
+        assert!(
+            text.len() < before + 16 * 1024,
+            "/metrics grew from {before} to {} bytes",
+            text.len()
         );
-        assert_eq!(http(&addr, &req).0, 404);
-    }
-    let text = get_metrics(&addr);
-    assert!(
-        text.len() < before + 16 * 1024,
-        "/metrics grew from {before} to {} bytes",
-        text.len()
-    );
-    assert!(text.contains("method=\"other\""), "{text}");
-    assert!(
-        text.contains("route=\"unmatched\",status=\"404\""),
-        "{text}"
-    );
-    for line in text.lines().filter(|l| l.contains("method=")) {
-        assert!(line.len() < 300, "a long label: {line:.300}");
-    }
-    let grown = rss_kib(pid).saturating_sub(rss_before);
-    assert!(grown < 32 * 1024, "RSS grew by {grown} KiB");
+        assert!(text.contains("method=\"other\""), "{text}");
+        assert!(
+            text.contains("route=\"unmatched\",status=\"404\""),
+            "{text}"
+        );
+        for line in text.lines().filter(|l| l.contains("method=")) {
+            assert!(line.len() < 300, "a long label: {line:.300}");
+        }
+        let grown = rss_kib(pid).saturating_sub(rss_before);
+        assert!(grown < 32 * 1024, "RSS grew by {grown} KiB");
+    });
 }
 
 // ------------------------------------------------------------- point 9
@@ -155,6 +157,7 @@ struct Limited {
     child: Option<Child>,
     mnt: PathBuf,
     stderr: PathBuf,
+    _db: common::engine::StoreDb,
     _dir: tempfile::TempDir,
 }
 
@@ -169,10 +172,12 @@ impl Limited {
         std::fs::create_dir_all(&backing).unwrap();
         std::fs::create_dir_all(&mnt).unwrap();
         let stderr = dir.path().join("stderr");
+        let db = common::engine::new_store_db("limits");
         let mut cmd = Command::new(common::bin());
         cmd.arg("mount")
             .arg(&backing)
             .arg(&mnt)
+            .args(&db.args)
             .args(extra)
             .env("ARTFS_LOG", "warn,fuser::session=error")
             .stdin(Stdio::null())
@@ -206,6 +211,7 @@ impl Limited {
             child: Some(child),
             mnt,
             stderr,
+            _db: db,
             _dir: dir,
         }
     }
@@ -273,88 +279,92 @@ fn idle_connections(addr: &str, n: usize) -> Vec<TcpStream> {
 /// work while they are open, and the API serves again once they go.
 #[test]
 fn idle_connections_cannot_starve_the_mount() {
-    let addr = free_addr();
-    let mut args = api_args(&addr);
-    args.extend(["--api-header-timeout".into(), "120".into()]);
-    let d = Limited::start(128, 256, &args);
-    wait_for_api(&addr);
-    assert_eq!(nofile(d.pid()), (256, 256), "the soft limit was not raised");
+    common::engine::every_engine(|| {
+        let addr = free_addr();
+        let mut args = api_args(&addr);
+        args.extend(["--api-header-timeout".into(), "120".into()]);
+        let d = Limited::start(128, 256, &args);
+        wait_for_api(&addr);
+        assert_eq!(nofile(d.pid()), (256, 256), "the soft limit was not raised");
 
-    let conns = idle_connections(&addr, 400);
-    assert!(conns.len() > 64, "only {} connections opened", conns.len());
-    std::thread::sleep(Duration::from_millis(500));
-    let fds = open_fds(d.pid());
-    assert!(fds < 256 - 64, "the daemon holds {fds} descriptors");
+        let conns = idle_connections(&addr, 400);
+        assert!(conns.len() > 64, "only {} connections opened", conns.len());
+        std::thread::sleep(Duration::from_millis(500));
+        let fds = open_fds(d.pid());
+        assert!(fds < 256 - 64, "the daemon holds {fds} descriptors");
 
-    for i in 0..40 {
-        let p = d.path(&format!("f{i}.txt"));
-        std::fs::write(&p, format!("content {i}")).unwrap();
-        common::setx(&p, "user.artstore.description", b"made under pressure").unwrap();
-    }
-    let mut names = common::names(&d.mnt);
-    names.retain(|n| n.to_string_lossy().starts_with('f'));
-    assert_eq!(names.len(), 40);
-    let held: Vec<_> = (0..40)
-        .map(|i| std::fs::File::open(d.path(&format!("f{i}.txt"))).unwrap())
-        .collect();
-    for i in 0..40 {
-        assert_eq!(
-            std::fs::read_to_string(d.path(&format!("f{i}.txt"))).unwrap(),
-            format!("content {i}")
+        for i in 0..40 {
+            let p = d.path(&format!("f{i}.txt"));
+            std::fs::write(&p, format!("content {i}")).unwrap();
+            common::setx(&p, "user.artstore.description", b"made under pressure").unwrap();
+        }
+        let mut names = common::names(&d.mnt);
+        names.retain(|n| n.to_string_lossy().starts_with('f'));
+        assert_eq!(names.len(), 40);
+        let held: Vec<_> = (0..40)
+            .map(|i| std::fs::File::open(d.path(&format!("f{i}.txt"))).unwrap())
+            .collect();
+        for i in 0..40 {
+            assert_eq!(
+                std::fs::read_to_string(d.path(&format!("f{i}.txt"))).unwrap(),
+                format!("content {i}")
+            );
+        }
+        drop(held);
+        let log = d.log();
+        assert!(
+            !log.contains("os error 24") && !log.contains("Too many open files"),
+            "{log}"
         );
-    }
-    drop(held);
-    let log = d.log();
-    assert!(
-        !log.contains("os error 24") && !log.contains("Too many open files"),
-        "{log}"
-    );
 
-    // The queued clients are served once the idle ones leave.
-    drop(conns);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http(
-        &addr,
-        "GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .0 != 200
-    {
-        assert!(Instant::now() < deadline, "the API did not come back");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // The sidecars were written for real.
-    let p = d.path("f7.txt");
-    assert_eq!(
-        common::getx(&p, "user.artstore.description").unwrap(),
-        b"made under pressure"
-    );
+        // The queued clients are served once the idle ones leave.
+        drop(conns);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http(
+            &addr,
+            "GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .0 != 200
+        {
+            assert!(Instant::now() < deadline, "the API did not come back");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // The sidecars were written for real.
+        let p = d.path("f7.txt");
+        assert_eq!(
+            common::getx(&p, "user.artstore.description").unwrap(),
+            b"made under pressure"
+        );
+    });
 }
 
 /// A connection that sent one request and then nothing is closed after
 /// the idle time (the header timeout), freeing its slot.
 #[test]
 fn idle_keep_alive_connections_are_closed() {
-    let (_m, addr) = mount_api(&["--api-header-timeout", "2"]);
-    let mut s = TcpStream::connect(&addr).unwrap();
-    s.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    let start = Instant::now();
-    let mut buf = [0u8; 4096];
-    let mut got = Vec::new();
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) => panic!("the idle connection stayed open: {e}"),
+    common::engine::every_engine(|| {
+        let (_m, addr) = mount_api(&["--api-header-timeout", "2"]);
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let start = Instant::now();
+        let mut buf = [0u8; 4096];
+        let mut got = Vec::new();
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("the idle connection stayed open: {e}"),
+            }
         }
-    }
-    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
-    let waited = start.elapsed();
-    assert!(
-        waited >= Duration::from_secs(1) && waited < Duration::from_secs(10),
-        "closed after {waited:?}"
-    );
+        assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_secs(1) && waited < Duration::from_secs(10),
+            "closed after {waited:?}"
+        );
+    });
 }
 
 /// The same for HTTP/2 (cleartext, prior knowledge), which has no idle
@@ -362,97 +372,101 @@ fn idle_keep_alive_connections_are_closed() {
 /// says GOAWAY and closes.
 #[test]
 fn idle_http2_connections_are_closed() {
-    let (_m, addr) = mount_api(&["--api-header-timeout", "2"]);
-    let mut s = TcpStream::connect(&addr).unwrap();
-    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    out.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // SETTINGS, empty
-                                                         // HEADERS, END_STREAM | END_HEADERS, stream 1: GET http /health/live
-                                                         // (:path as a literal without indexing, name from the static table).
-    let path = b"/health/live";
-    let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
-    block.extend_from_slice(path);
-    out.extend_from_slice(&[0, 0, block.len() as u8, 1, 5, 0, 0, 0, 1]);
-    out.extend_from_slice(&block);
-    s.write_all(&out).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let start = Instant::now();
-    // Read frames until the server closes, answering SETTINGS and PING as
-    // a client must (the server's graceful close waits for the PING's
-    // ack): a HEADERS frame answers the request (status 200 = 0x88), a
-    // GOAWAY (type 7) comes later.
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    let mut types = Vec::new();
-    let mut i = 0;
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) => panic!("the idle HTTP/2 connection stayed open: {e}; got {got:02x?}"),
+    common::engine::every_engine(|| {
+        let (_m, addr) = mount_api(&["--api-header-timeout", "2"]);
+        let mut s = TcpStream::connect(&addr).unwrap();
+        let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        out.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // SETTINGS, empty
+                                                             // HEADERS, END_STREAM | END_HEADERS, stream 1: GET http /health/live
+                                                             // (:path as a literal without indexing, name from the static table).
+        let path = b"/health/live";
+        let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
+        block.extend_from_slice(path);
+        out.extend_from_slice(&[0, 0, block.len() as u8, 1, 5, 0, 0, 0, 1]);
+        out.extend_from_slice(&block);
+        s.write_all(&out).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let start = Instant::now();
+        // Read frames until the server closes, answering SETTINGS and PING as
+        // a client must (the server's graceful close waits for the PING's
+        // ack): a HEADERS frame answers the request (status 200 = 0x88), a
+        // GOAWAY (type 7) comes later.
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let mut types = Vec::new();
+        let mut i = 0;
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("the idle HTTP/2 connection stayed open: {e}; got {got:02x?}"),
+            }
+            while i + 9 <= got.len() {
+                let len = u32::from_be_bytes([0, got[i], got[i + 1], got[i + 2]]) as usize;
+                if i + 9 + len > got.len() {
+                    break;
+                }
+                let (kind, flags) = (got[i + 3], got[i + 4]);
+                types.push(kind);
+                if kind == 1 {
+                    assert_eq!(got.get(i + 9), Some(&0x88), "not a 200");
+                }
+                if kind == 4 && flags & 1 == 0 {
+                    let _ = s.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]);
+                }
+                if kind == 6 && flags & 1 == 0 {
+                    let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
+                    ack.extend_from_slice(&got[i + 9..i + 17]);
+                    let _ = s.write_all(&ack);
+                }
+                i += 9 + len;
+            }
         }
-        while i + 9 <= got.len() {
-            let len = u32::from_be_bytes([0, got[i], got[i + 1], got[i + 2]]) as usize;
-            if i + 9 + len > got.len() {
-                break;
-            }
-            let (kind, flags) = (got[i + 3], got[i + 4]);
-            types.push(kind);
-            if kind == 1 {
-                assert_eq!(got.get(i + 9), Some(&0x88), "not a 200");
-            }
-            if kind == 4 && flags & 1 == 0 {
-                let _ = s.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]);
-            }
-            if kind == 6 && flags & 1 == 0 {
-                let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
-                ack.extend_from_slice(&got[i + 9..i + 17]);
-                let _ = s.write_all(&ack);
-            }
-            i += 9 + len;
-        }
-    }
-    let waited = start.elapsed();
-    assert!(types.contains(&1), "no response: {types:?}");
-    assert!(types.contains(&7), "no GOAWAY: {types:?}");
-    assert!(
-        waited >= Duration::from_secs(1) && waited < Duration::from_secs(10),
-        "closed after {waited:?}"
-    );
+        let waited = start.elapsed();
+        assert!(types.contains(&1), "no response: {types:?}");
+        assert!(types.contains(&7), "no GOAWAY: {types:?}");
+        assert!(
+            waited >= Duration::from_secs(1) && waited < Duration::from_secs(10),
+            "closed after {waited:?}"
+        );
+    });
 }
 
 /// The idle close never cuts a response being sent: a download read
 /// slowly, for longer than the idle time, arrives whole.
 #[test]
 fn slow_download_outlives_the_idle_time() {
-    let (m, addr) = mount_api(&["--api-header-timeout", "1"]);
-    let data: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
-    std::fs::write(m.path("big.bin"), &data).unwrap();
-    let mut s = TcpStream::connect(&addr).unwrap();
-    let req = format!(
-        "GET /api/v1/fs/big.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
-        token("reader")
-    );
-    s.write_all(req.as_bytes()).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let start = Instant::now();
-    let mut got = Vec::new();
-    let mut buf = vec![0u8; 256 << 10];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) => panic!("read failed after {} bytes: {e}", got.len()),
+    common::engine::every_engine(|| {
+        let (m, addr) = mount_api(&["--api-header-timeout", "1"]);
+        let data: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
+        std::fs::write(m.path("big.bin"), &data).unwrap();
+        let mut s = TcpStream::connect(&addr).unwrap();
+        let req = format!(
+            "GET /api/v1/fs/big.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+            token("reader")
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let start = Instant::now();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("read failed after {} bytes: {e}", got.len()),
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(
-        start.elapsed() > Duration::from_secs(2),
-        "read too fast to test"
-    );
-    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    assert!(got.starts_with(b"HTTP/1.1 200"));
-    assert_eq!(got.len() - head_end, data.len());
-    assert!(got[head_end..] == data[..]);
+        assert!(
+            start.elapsed() > Duration::from_secs(2),
+            "read too fast to test"
+        );
+        let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert!(got.starts_with(b"HTTP/1.1 200"));
+        assert_eq!(got.len() - head_end, data.len());
+        assert!(got[head_end..] == data[..]);
+    });
 }
 
 /// Start an upload on a raw socket: headers and `first` bytes of a body
@@ -494,48 +508,50 @@ fn wait_uploads(addr: &str, n: u64) {
 /// again.
 #[test]
 fn one_subject_cannot_take_every_upload_slot() {
-    let (m, addr) = mount_api(&[
-        "--api-max-uploads",
-        "16",
-        "--api-max-uploads-per-subject",
-        "2",
-    ]);
-    let mallory = token("mallory");
-    let mut drips: Vec<TcpStream> = (0..2)
-        .map(|i| start_upload(&addr, &mallory, &format!("drip{i}"), 100, b"x"))
-        .collect();
-    wait_uploads(&addr, 2);
+    common::engine::every_engine(|| {
+        let (m, addr) = mount_api(&[
+            "--api-max-uploads",
+            "16",
+            "--api-max-uploads-per-subject",
+            "2",
+        ]);
+        let mallory = token("mallory");
+        let mut drips: Vec<TcpStream> = (0..2)
+            .map(|i| start_upload(&addr, &mallory, &format!("drip{i}"), 100, b"x"))
+            .collect();
+        wait_uploads(&addr, 2);
 
-    let body = b"one more";
-    let req = |who: &str, path: &str| {
-        let mut r = format!(
-            "PUT /api/v1/fs/{path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {who}\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        r.extend_from_slice(body);
-        r
-    };
-    let (status, text) = http_bytes(&addr, &req(&mallory, "third"));
-    assert_eq!(status, 503, "{text}");
-    assert!(
-        text.to_ascii_lowercase().contains("retry-after: 1"),
-        "{text}"
-    );
-    assert!(!m.path("third").exists());
+        let body = b"one more";
+        let req = |who: &str, path: &str| {
+            let mut r = format!(
+                "PUT /api/v1/fs/{path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {who}\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            r.extend_from_slice(body);
+            r
+        };
+        let (status, text) = http_bytes(&addr, &req(&mallory, "third"));
+        assert_eq!(status, 503, "{text}");
+        assert!(
+            text.to_ascii_lowercase().contains("retry-after: 1"),
+            "{text}"
+        );
+        assert!(!m.path("third").exists());
 
-    let (status, text) = http_bytes(&addr, &req(&token("bob"), "bobs"));
-    assert_eq!(status, 201, "{text}");
-    assert_eq!(std::fs::read(m.path("bobs")).unwrap(), body);
+        let (status, text) = http_bytes(&addr, &req(&token("bob"), "bobs"));
+        assert_eq!(status, 201, "{text}");
+        assert_eq!(std::fs::read(m.path("bobs")).unwrap(), body);
 
-    // Finish one drip: its slot comes back to mallory.
-    let mut done = drips.remove(0);
-    done.write_all(&[b'x'; 99]).unwrap();
-    assert_eq!(read_response(&mut done).0, 201);
-    let (status, text) = http_bytes(&addr, &req(&mallory, "third"));
-    assert_eq!(status, 201, "{text}");
-    drop(drips);
+        // Finish one drip: its slot comes back to mallory.
+        let mut done = drips.remove(0);
+        done.write_all(&[b'x'; 99]).unwrap();
+        assert_eq!(read_response(&mut done).0, 201);
+        let (status, text) = http_bytes(&addr, &req(&mallory, "third"));
+        assert_eq!(status, 201, "{text}");
+        drop(drips);
+    });
 }
 
 /// A body sent slower than --api-min-upload-rate over a window (but never
@@ -543,51 +559,53 @@ fn one_subject_cannot_take_every_upload_slot() {
 /// published; a body at a fair pace is accepted.
 #[test]
 fn upload_below_the_minimum_rate_is_cut() {
-    let (m, addr) = mount_api(&[
-        "--api-min-upload-rate",
-        "1024",
-        "--api-min-upload-window",
-        "2",
-        "--api-body-timeout",
-        "30",
-    ]);
-    let user = token("slow");
-    let mut s = start_upload(&addr, &user, "slow.bin", 10_000, b"0123456789");
-    let start = Instant::now();
-    let mut cut = false;
-    while start.elapsed() < Duration::from_secs(20) {
-        std::thread::sleep(Duration::from_millis(250));
-        if s.write_all(b"0123456789").is_err() {
-            cut = true;
-            break;
+    common::engine::every_engine(|| {
+        let (m, addr) = mount_api(&[
+            "--api-min-upload-rate",
+            "1024",
+            "--api-min-upload-window",
+            "2",
+            "--api-body-timeout",
+            "30",
+        ]);
+        let user = token("slow");
+        let mut s = start_upload(&addr, &user, "slow.bin", 10_000, b"0123456789");
+        let start = Instant::now();
+        let mut cut = false;
+        while start.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(250));
+            if s.write_all(b"0123456789").is_err() {
+                cut = true;
+                break;
+            }
+            // Stop early once the server has answered.
+            s.set_nonblocking(true).unwrap();
+            let mut b = [0u8; 1];
+            let answered =
+                !matches!(s.peek(&mut b), Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock);
+            s.set_nonblocking(false).unwrap();
+            if answered {
+                cut = true;
+                break;
+            }
         }
-        // Stop early once the server has answered.
-        s.set_nonblocking(true).unwrap();
-        let mut b = [0u8; 1];
-        let answered =
-            !matches!(s.peek(&mut b), Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock);
-        s.set_nonblocking(false).unwrap();
-        if answered {
-            cut = true;
-            break;
-        }
-    }
-    assert!(cut, "the slow upload was never cut");
-    let (status, text) = read_response(&mut s);
-    assert_eq!(status, 408, "{text}");
-    assert!(text.contains("too slowly"), "{text}");
-    assert!(start.elapsed() < Duration::from_secs(10));
-    assert!(!m.path("slow.bin").exists());
-    assert_eq!(uploads_in_flight(&addr), 0);
+        assert!(cut, "the slow upload was never cut");
+        let (status, text) = read_response(&mut s);
+        assert_eq!(status, 408, "{text}");
+        assert!(text.contains("too slowly"), "{text}");
+        assert!(start.elapsed() < Duration::from_secs(10));
+        assert!(!m.path("slow.bin").exists());
+        assert_eq!(uploads_in_flight(&addr), 0);
 
-    // A fair pace passes: 4 KiB every 0.5 s for 3 s.
-    let mut s = start_upload(&addr, &user, "fair.bin", 6 * 4096, &[7u8; 4096]);
-    for _ in 0..5 {
-        std::thread::sleep(Duration::from_millis(500));
-        s.write_all(&[7u8; 4096]).unwrap();
-    }
-    assert_eq!(read_response(&mut s).0, 201);
-    assert_eq!(std::fs::read(m.path("fair.bin")).unwrap().len(), 6 * 4096);
+        // A fair pace passes: 4 KiB every 0.5 s for 3 s.
+        let mut s = start_upload(&addr, &user, "fair.bin", 6 * 4096, &[7u8; 4096]);
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(500));
+            s.write_all(&[7u8; 4096]).unwrap();
+        }
+        assert_eq!(read_response(&mut s).0, 201);
+        assert_eq!(std::fs::read(m.path("fair.bin")).unwrap().len(), 6 * 4096);
+    });
 }
 
 // ------------------------------------------------------------ point 13
@@ -596,34 +614,36 @@ fn upload_below_the_minimum_rate_is_cut() {
 /// and 200 with it; health stays open.
 #[test]
 fn metrics_token_guards_metrics() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("metrics.token");
-    std::fs::write(&file, "a-long-scrape-secret-0123\n").unwrap();
-    let (_m, addr) = mount_api(&["--metrics-token-file", file.to_str().unwrap()]);
-    let get = |auth: &str| {
-        http(
-            &addr,
-            &format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"),
-        )
-    };
-    let (status, text) = get("");
-    assert_eq!(status, 401, "{text}");
-    assert!(!text.contains("artfs_files"));
-    assert_eq!(
-        get("Authorization: Bearer wrong-secret-wrong-secret\r\n").0,
-        401
-    );
-    let (status, text) = get("Authorization: Bearer a-long-scrape-secret-0123\r\n");
-    assert_eq!(status, 200, "{text}");
-    assert!(text.contains("artfs_files"));
-    assert_eq!(
-        http(
-            &addr,
-            "GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .0,
-        200
-    );
+    common::engine::every_engine(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("metrics.token");
+        std::fs::write(&file, "a-long-scrape-secret-0123\n").unwrap();
+        let (_m, addr) = mount_api(&["--metrics-token-file", file.to_str().unwrap()]);
+        let get = |auth: &str| {
+            http(
+                &addr,
+                &format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"),
+            )
+        };
+        let (status, text) = get("");
+        assert_eq!(status, 401, "{text}");
+        assert!(!text.contains("artfs_files"));
+        assert_eq!(
+            get("Authorization: Bearer wrong-secret-wrong-secret\r\n").0,
+            401
+        );
+        let (status, text) = get("Authorization: Bearer a-long-scrape-secret-0123\r\n");
+        assert_eq!(status, 200, "{text}");
+        assert!(text.contains("artfs_files"));
+        assert_eq!(
+            http(
+                &addr,
+                "GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            .0,
+            200
+        );
+    });
 }
 
 /// A metrics token too short to be a secret stops the start.

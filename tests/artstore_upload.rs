@@ -320,6 +320,7 @@ fn refusals_reach_a_client_that_is_still_sending() {
         // No token: the guard answers before the handler runs.
         let (status, text) = status_of(Streamed::upload(addr, None, 64).send());
         assert_eq!(status, 401, "{text}");
+        assert!(text.contains("\"detail\""), "{text}");
         assert!(
             text.to_ascii_lowercase()
                 .contains("www-authenticate: bearer"),

@@ -243,48 +243,50 @@ fn verify(dir: &Path, model: &Model, round: usize) {
 
 #[test]
 fn killed_at_random_moments_the_store_stays_consistent() {
-    let rounds: usize = std::env::var("ARTFS_CRASH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(50);
-    let seed: u64 = std::env::var("ARTFS_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().gen());
-    eprintln!("crash loop: {rounds} rounds, ARTFS_CRASH_SEED={seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut m = Mount::new();
-    let model: Model = Arc::default();
-    let started = Instant::now();
-    for round in 0..rounds {
-        let dir = m.mnt.clone();
-        let mdl = model.clone();
-        let next = model
-            .lock()
-            .unwrap()
-            .keys()
-            .next_back()
-            .copied()
-            .unwrap_or(0)
-            + 1_000;
-        let wseed = rng.gen();
-        let worker = std::thread::spawn(move || workload(&dir, mdl, next, wseed));
-        std::thread::sleep(Duration::from_millis(rng.gen_range(20..250)));
-        // Kill first and let the workload run into the dead mount (ENOTCONN)
-        // before detaching it, so nothing lands in the bare directory.
-        m.kill_only();
-        worker.join().unwrap();
-        m.clear_stale();
-        m.mount();
-        verify(&m.mnt, &model, round);
-        m.unmount();
-        let (code, out) = m.fsck(false);
-        assert_eq!(code, 0, "round {round} (seed {seed}): fsck:\n{out}");
-        m.mount();
-    }
-    eprintln!(
-        "crash loop: {rounds} rounds in {:.1} s, {} files alive",
-        started.elapsed().as_secs_f64(),
-        model.lock().unwrap().len()
-    );
+    common::engine::every_engine(|| {
+        let rounds: usize = std::env::var("ARTFS_CRASH_ROUNDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(50);
+        let seed: u64 = std::env::var("ARTFS_CRASH_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| rand::thread_rng().gen());
+        eprintln!("crash loop: {rounds} rounds, ARTFS_CRASH_SEED={seed}");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut m = Mount::new();
+        let model: Model = Arc::default();
+        let started = Instant::now();
+        for round in 0..rounds {
+            let dir = m.mnt.clone();
+            let mdl = model.clone();
+            let next = model
+                .lock()
+                .unwrap()
+                .keys()
+                .next_back()
+                .copied()
+                .unwrap_or(0)
+                + 1_000;
+            let wseed = rng.gen();
+            let worker = std::thread::spawn(move || workload(&dir, mdl, next, wseed));
+            std::thread::sleep(Duration::from_millis(rng.gen_range(20..250)));
+            // Kill first and let the workload run into the dead mount (ENOTCONN)
+            // before detaching it, so nothing lands in the bare directory.
+            m.kill_only();
+            worker.join().unwrap();
+            m.clear_stale();
+            m.mount();
+            verify(&m.mnt, &model, round);
+            m.unmount();
+            let (code, out) = m.fsck(false);
+            assert_eq!(code, 0, "round {round} (seed {seed}): fsck:\n{out}");
+            m.mount();
+        }
+        eprintln!(
+            "crash loop: {rounds} rounds in {:.1} s, {} files alive",
+            started.elapsed().as_secs_f64(),
+            model.lock().unwrap().len()
+        );
+    });
 }

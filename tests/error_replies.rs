@@ -14,6 +14,7 @@ use std::{fs, io};
 
 use artfs::auth::Role;
 use common::api::{free_addr, key, token};
+use common::engine::Engine;
 use common::{code, is_mounted, stop_daemon};
 
 /// A daemon serving a mount and the API, its log kept in a file.
@@ -24,6 +25,7 @@ struct Daemon {
     base: String,
     http: reqwest::blocking::Client,
     child: Option<Child>,
+    _db: common::engine::StoreDb,
     _dir: tempfile::TempDir,
 }
 
@@ -39,10 +41,12 @@ impl Daemon {
         fs::create_dir_all(&mnt).unwrap();
         let log = dir.path().join("daemon.log");
         let addr = free_addr();
+        let db = common::engine::new_store_db("errors");
         let mut child = Command::new(common::bin())
             .arg("mount")
             .arg(&backing)
             .arg(&mnt)
+            .args(&db.args)
             .args(["--allow-other", "--api", &addr, "--api-uid", "0"])
             .arg("--jwt-key")
             .arg(&key().public)
@@ -76,6 +80,7 @@ impl Daemon {
                 .build()
                 .unwrap(),
             child: Some(child),
+            _db: db,
             _dir: dir,
         };
         while d.http.get(d.url("/health/live")).send().is_err() {
@@ -209,131 +214,141 @@ fn getxattr_into(p: &Path, name: &str, size: usize) -> i32 {
 
 #[test]
 fn fuse_error_replies_are_counted_by_operation_and_errno_and_logged_once() {
-    let d = Daemon::start(&[]);
-    // ENOENT: one lookup, one debug line naming the parent and the name.
-    assert_eq!(code(fs::metadata(d.path("no-such-file"))), libc::ENOENT);
-    assert_eq!(d.counter(&fuse_errors("lookup", "ENOENT")), 1);
-    let line = d.failure(&["path=\"no-such-file\""]);
-    for part in [
-        " DEBUG ",
-        "op=\"lookup\"",
-        "ino=1 ",
-        "errno=\"ENOENT\"",
-        "reply=ENOENT",
-    ] {
-        assert!(line.contains(part), "{part} missing: {line}");
-    }
-    // EEXIST: an attribute created twice (a name made twice is refused
-    // by the kernel itself, from its own dentry).
-    fs::write(d.path("f"), b"x").unwrap();
-    assert_eq!(
-        setxattr(&d.path("f"), "user.a", b"1", libc::XATTR_CREATE),
-        0
-    );
-    assert_eq!(
-        setxattr(&d.path("f"), "user.a", b"2", libc::XATTR_CREATE),
-        libc::EEXIST
-    );
-    assert_eq!(d.counter(&fuse_errors("setxattr", "EEXIST")), 1);
-    let line = d.failure(&["op=\"setxattr\"", "errno=\"EEXIST\""]);
-    assert!(line.contains(" DEBUG "), "{line}");
-    // ENAMETOOLONG: a name of 256 bytes.
-    let long = "n".repeat(256);
-    assert_eq!(code(fs::metadata(d.path(&long))), libc::ENAMETOOLONG);
-    assert_eq!(d.counter(&fuse_errors("lookup", "ENAMETOOLONG")), 1);
-    d.failure(&["errno=\"ENAMETOOLONG\"", &format!("path=\"{long}\"")]);
-    // An attribute larger than the caller's buffer: ERANGE (a value over
-    // 64 KiB is E2BIG from the kernel itself, which never asks artfs).
-    assert_eq!(getxattr_into(&d.path("f"), "user.a", 1), 0);
-    assert_eq!(setxattr(&d.path("f"), "user.big", &[7u8; 100], 0), 0);
-    assert_eq!(getxattr_into(&d.path("f"), "user.big", 10), libc::ERANGE);
-    assert_eq!(d.counter(&fuse_errors("getxattr", "ERANGE")), 1);
-    d.failure(&["op=\"getxattr\"", "errno=\"ERANGE\""]);
-    // Nothing was counted that did not fail.
-    assert_eq!(d.counter(&fuse_errors("setxattr", "ENOENT")), 0);
-    assert_eq!(d.counter(&fuse_errors("lookup", "EEXIST")), 0);
+    common::engine::every_engine(|| {
+        let d = Daemon::start(&[]);
+        // ENOENT: one lookup, one debug line naming the parent and the name.
+        assert_eq!(code(fs::metadata(d.path("no-such-file"))), libc::ENOENT);
+        assert_eq!(d.counter(&fuse_errors("lookup", "ENOENT")), 1);
+        let line = d.failure(&["path=\"no-such-file\""]);
+        for part in [
+            " DEBUG ",
+            "op=\"lookup\"",
+            "ino=1 ",
+            "errno=\"ENOENT\"",
+            "reply=ENOENT",
+        ] {
+            assert!(line.contains(part), "{part} missing: {line}");
+        }
+        // EEXIST: an attribute created twice (a name made twice is refused
+        // by the kernel itself, from its own dentry).
+        fs::write(d.path("f"), b"x").unwrap();
+        assert_eq!(
+            setxattr(&d.path("f"), "user.a", b"1", libc::XATTR_CREATE),
+            0
+        );
+        assert_eq!(
+            setxattr(&d.path("f"), "user.a", b"2", libc::XATTR_CREATE),
+            libc::EEXIST
+        );
+        assert_eq!(d.counter(&fuse_errors("setxattr", "EEXIST")), 1);
+        let line = d.failure(&["op=\"setxattr\"", "errno=\"EEXIST\""]);
+        assert!(line.contains(" DEBUG "), "{line}");
+        // ENAMETOOLONG: a name of 256 bytes.
+        let long = "n".repeat(256);
+        assert_eq!(code(fs::metadata(d.path(&long))), libc::ENAMETOOLONG);
+        assert_eq!(d.counter(&fuse_errors("lookup", "ENAMETOOLONG")), 1);
+        d.failure(&["errno=\"ENAMETOOLONG\"", &format!("path=\"{long}\"")]);
+        // An attribute larger than the caller's buffer: ERANGE (a value over
+        // 64 KiB is E2BIG from the kernel itself, which never asks artfs).
+        assert_eq!(getxattr_into(&d.path("f"), "user.a", 1), 0);
+        assert_eq!(setxattr(&d.path("f"), "user.big", &[7u8; 100], 0), 0);
+        assert_eq!(getxattr_into(&d.path("f"), "user.big", 10), libc::ERANGE);
+        assert_eq!(d.counter(&fuse_errors("getxattr", "ERANGE")), 1);
+        d.failure(&["op=\"getxattr\"", "errno=\"ERANGE\""]);
+        // Nothing was counted that did not fail.
+        assert_eq!(d.counter(&fuse_errors("setxattr", "ENOENT")), 0);
+        assert_eq!(d.counter(&fuse_errors("lookup", "EEXIST")), 0);
+    });
 }
 
 #[test]
 fn a_read_only_store_refuses_with_erofs_logged_at_info() {
-    let d = Daemon::start(&["--mode", "ro"]);
-    assert_eq!(code(fs::create_dir(d.path("new"))), libc::EROFS);
-    assert_eq!(d.counter(&fuse_errors("mkdir", "EROFS")), 1);
-    let line = d.failure(&["op=\"mkdir\"", "path=\"new\""]);
-    assert!(line.contains(" INFO "), "{line}");
-    assert!(line.contains("errno=\"EROFS\""), "{line}");
+    common::engine::every_engine(|| {
+        let d = Daemon::start(&["--mode", "ro"]);
+        assert_eq!(code(fs::create_dir(d.path("new"))), libc::EROFS);
+        assert_eq!(d.counter(&fuse_errors("mkdir", "EROFS")), 1);
+        let line = d.failure(&["op=\"mkdir\"", "path=\"new\""]);
+        assert!(line.contains(" INFO "), "{line}");
+        assert!(line.contains("errno=\"EROFS\""), "{line}");
+    });
 }
 
 #[test]
 fn api_error_responses_are_counted_by_route_status_and_errno() {
-    let d = Daemon::start(&[]);
-    let user = token("alice", Role::User);
-    let fs_route = "/api/v1/fs/{*path}";
-    // A core error: ENOENT, 404, logged at debug with the route and path.
-    let r = d
-        .http
-        .get(d.url("/api/v1/fs/missing.txt"))
-        .bearer_auth(&user);
-    assert_eq!(r.send().unwrap().status(), 404);
-    assert_eq!(d.counter(&api_errors("GET", fs_route, 404, "ENOENT")), 1);
-    let line = d.failure(&["path=\"/api/v1/fs/missing.txt\""]);
-    for part in [
-        " DEBUG ",
-        "op=\"GET /api/v1/fs/{*path}\"",
-        "errno=\"ENOENT\"",
-        "reply=404",
-    ] {
-        assert!(line.contains(part), "{part} missing: {line}");
-    }
-    // A refusal of the door itself: no token.
-    let r = d.http.get(d.url("/api/v1/fs/missing.txt")).send().unwrap();
-    assert_eq!(r.status(), 401);
-    assert_eq!(d.counter(&api_errors("GET", fs_route, 401, "none")), 1);
-    // An oversize attribute value through the API.
-    fs::write(d.path("f"), b"x").unwrap();
-    let big = "v".repeat(70 * 1024);
-    let r = d
-        .http
-        .patch(d.url("/api/v1/meta/f"))
-        .bearer_auth(&user)
-        .json(&serde_json::json!({ "custom_attributes": { "big": big } }))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let meta_route = "/api/v1/meta/{*path}";
-    assert_eq!(d.counter(&api_errors("PATCH", meta_route, 400, "none")), 1);
-    let line = d.failure(&["op=\"PATCH /api/v1/meta/{*path}\""]);
-    assert!(line.contains("larger than 64 KiB"), "{line}");
+    common::engine::every_engine(|| {
+        let d = Daemon::start(&[]);
+        let user = token("alice", Role::User);
+        let fs_route = "/api/v1/fs/{*path}";
+        // A core error: ENOENT, 404, logged at debug with the route and path.
+        let r = d
+            .http
+            .get(d.url("/api/v1/fs/missing.txt"))
+            .bearer_auth(&user);
+        assert_eq!(r.send().unwrap().status(), 404);
+        assert_eq!(d.counter(&api_errors("GET", fs_route, 404, "ENOENT")), 1);
+        let line = d.failure(&["path=\"/api/v1/fs/missing.txt\""]);
+        for part in [
+            " DEBUG ",
+            "op=\"GET /api/v1/fs/{*path}\"",
+            "errno=\"ENOENT\"",
+            "reply=404",
+        ] {
+            assert!(line.contains(part), "{part} missing: {line}");
+        }
+        // A refusal of the door itself: no token.
+        let r = d.http.get(d.url("/api/v1/fs/missing.txt")).send().unwrap();
+        assert_eq!(r.status(), 401);
+        assert_eq!(d.counter(&api_errors("GET", fs_route, 401, "none")), 1);
+        // An oversize attribute value through the API.
+        fs::write(d.path("f"), b"x").unwrap();
+        let big = "v".repeat(70 * 1024);
+        let r = d
+            .http
+            .patch(d.url("/api/v1/meta/f"))
+            .bearer_auth(&user)
+            .json(&serde_json::json!({ "custom_attributes": { "big": big } }))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let meta_route = "/api/v1/meta/{*path}";
+        assert_eq!(d.counter(&api_errors("PATCH", meta_route, 400, "none")), 1);
+        let line = d.failure(&["op=\"PATCH /api/v1/meta/{*path}\""]);
+        assert!(line.contains("larger than 64 KiB"), "{line}");
+    });
 }
 
 #[test]
 fn a_database_failure_is_logged_at_error_with_its_code_and_cause() {
-    let d = Daemon::start(&[]);
-    // Every lookup that reaches the database now fails in SQLite itself.
-    d.arm("meta::lookup=return");
-    assert_eq!(code(fs::metadata(d.path("lost"))), libc::EIO);
-    assert_eq!(d.counter(&fuse_errors("lookup", "EIO")), 1);
-    let line = d.failure(&["path=\"lost\""]);
-    for part in [
-        " ERROR ",
-        "op=\"lookup\"",
-        "errno=\"EIO\"",
-        // SQLITE_ERROR, and SQLite's own words for it.
-        "code=\"1\"",
-        "no such table: fail_point_meta_lookup",
-    ] {
-        assert!(line.contains(part), "{part} missing: {line}");
-    }
-    // The HTTP door: a 500, logged the same way.
-    let user = token("alice", Role::User);
-    let r = d.http.get(d.url("/api/v1/fs/gone")).bearer_auth(&user);
-    assert_eq!(r.send().unwrap().status(), 500);
-    let route = "/api/v1/fs/{*path}";
-    assert_eq!(d.counter(&api_errors("GET", route, 500, "EIO")), 1);
-    let line = d.failure(&["path=\"/api/v1/fs/gone\""]);
-    assert!(line.contains(" ERROR "), "{line}");
-    assert!(line.contains("code=\"1\""), "{line}");
-    d.arm("meta::lookup=off");
-    fs::write(d.path("back"), b"ok").unwrap();
-    assert_eq!(fs::read(d.path("back")).unwrap(), b"ok");
+    common::engine::every_engine(|| {
+        let d = Daemon::start(&[]);
+        // Every lookup that reaches the database now fails in SQLite itself.
+        d.arm("meta::lookup=return");
+        assert_eq!(code(fs::metadata(d.path("lost"))), libc::EIO);
+        assert_eq!(d.counter(&fuse_errors("lookup", "EIO")), 1);
+        let line = d.failure(&["path=\"lost\""]);
+        // The engine's own code and words: SQLITE_ERROR, or PostgreSQL's
+        // SQLSTATE for an undefined table.
+        let (db_code, words) = match common::engine::current() {
+            Engine::Sqlite => ("code=\"1\"", "no such table: fail_point_meta_lookup"),
+            Engine::Postgres => (
+                "code=\"42P01\"",
+                "relation \"fail_point_meta_lookup\" does not exist",
+            ),
+        };
+        for part in [" ERROR ", "op=\"lookup\"", "errno=\"EIO\"", db_code, words] {
+            assert!(line.contains(part), "{part} missing: {line}");
+        }
+        // The HTTP door: a 500, logged the same way.
+        let user = token("alice", Role::User);
+        let r = d.http.get(d.url("/api/v1/fs/gone")).bearer_auth(&user);
+        assert_eq!(r.send().unwrap().status(), 500);
+        let route = "/api/v1/fs/{*path}";
+        assert_eq!(d.counter(&api_errors("GET", route, 500, "EIO")), 1);
+        let line = d.failure(&["path=\"/api/v1/fs/gone\""]);
+        assert!(line.contains(" ERROR "), "{line}");
+        assert!(line.contains(db_code), "{line}");
+        d.arm("meta::lookup=off");
+        fs::write(d.path("back"), b"ok").unwrap();
+        assert_eq!(fs::read(d.path("back")).unwrap(), b"ok");
+    });
 }

@@ -16,6 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use artfs::auth::{Role, Scope};
+use common::engine::StoreDb;
 use common::{as_user, bin, errno, getx, is_mounted, listx, removex, setx, Mount};
 use serde_json::{json, Value};
 
@@ -86,97 +87,101 @@ fn in_days(days: i64) -> String {
 /// years) bounds every lock, root's too.
 #[test]
 fn retention_is_root_only_and_expiry_the_owners_on_the_mount() {
-    let m = Mount::new();
-    open_up(&m);
-    chmod(&m.mnt, 0o777);
-    let own = m.path("own.txt");
-    fs::write(&own, b"mine").unwrap();
-    chown(&own, NOBODY);
-    chmod(&own, 0o666);
+    common::engine::every_engine(|| {
+        let m = Mount::new();
+        open_up(&m);
+        chmod(&m.mnt, 0o777);
+        let own = m.path("own.txt");
+        fs::write(&own, b"mine").unwrap();
+        chown(&own, NOBODY);
+        chmod(&own, 0o666);
 
-    // The owner cannot lock their own file, not for a day, not forever.
-    assert_eq!(setx_as(NOBODY, &own, RETENTION, &in_days(1)), libc::EPERM);
-    assert_eq!(
-        setx_as(NOBODY, &own, RETENTION, "2261-12-31T00:00:00Z"),
-        libc::EPERM
-    );
-    assert_eq!(errno(getx(&own, RETENTION)), libc::ENODATA);
-    // Another user who may write the file may describe it, not schedule
-    // its removal; the owner may.
-    assert_eq!(setx_as(OTHER, &own, "user.artstore.description", "d"), 0);
-    assert_eq!(setx_as(OTHER, &own, EXPIRES, &in_days(30)), libc::EPERM);
-    assert_eq!(setx_as(NOBODY, &own, EXPIRES, &in_days(30)), 0);
-    // Cancelling the removal takes only write access.
-    assert_eq!(removex_as(OTHER, &own, EXPIRES), 0);
-    assert_eq!(errno(getx(&own, EXPIRES)), libc::ENODATA);
-    assert_eq!(setx_as(OTHER, &own, EXPIRES, &in_days(30)), libc::EPERM);
+        // The owner cannot lock their own file, not for a day, not forever.
+        assert_eq!(setx_as(NOBODY, &own, RETENTION, &in_days(1)), libc::EPERM);
+        assert_eq!(
+            setx_as(NOBODY, &own, RETENTION, "2261-12-31T00:00:00Z"),
+            libc::EPERM
+        );
+        assert_eq!(errno(getx(&own, RETENTION)), libc::ENODATA);
+        // Another user who may write the file may describe it, not schedule
+        // its removal; the owner may.
+        assert_eq!(setx_as(OTHER, &own, "user.artstore.description", "d"), 0);
+        assert_eq!(setx_as(OTHER, &own, EXPIRES, &in_days(30)), libc::EPERM);
+        assert_eq!(setx_as(NOBODY, &own, EXPIRES, &in_days(30)), 0);
+        // Cancelling the removal takes only write access.
+        assert_eq!(removex_as(OTHER, &own, EXPIRES), 0);
+        assert_eq!(errno(getx(&own, EXPIRES)), libc::ENODATA);
+        assert_eq!(setx_as(OTHER, &own, EXPIRES, &in_days(30)), libc::EPERM);
 
-    // default_ttl on a directory: its owner's (or root's).
-    let dir = m.path("d");
-    fs::create_dir(&dir).unwrap();
-    chmod(&dir, 0o777);
-    assert_eq!(setx_as(NOBODY, &dir, TTL, "3600"), libc::EPERM);
-    chown(&dir, NOBODY);
-    assert_eq!(setx_as(NOBODY, &dir, TTL, "3600"), 0);
-    assert_eq!(setx_as(OTHER, &dir, TTL, "60"), libc::EPERM);
-    assert_eq!(getx(&dir, TTL).unwrap(), b"3600");
+        // default_ttl on a directory: its owner's (or root's).
+        let dir = m.path("d");
+        fs::create_dir(&dir).unwrap();
+        chmod(&dir, 0o777);
+        assert_eq!(setx_as(NOBODY, &dir, TTL, "3600"), libc::EPERM);
+        chown(&dir, NOBODY);
+        assert_eq!(setx_as(NOBODY, &dir, TTL, "3600"), 0);
+        assert_eq!(setx_as(OTHER, &dir, TTL, "60"), libc::EPERM);
+        assert_eq!(getx(&dir, TTL).unwrap(), b"3600");
 
-    // Root may lock, within the bound.
-    let e = errno(setx(&own, RETENTION, b"2261-12-31T00:00:00Z"));
-    assert_eq!(e, libc::EINVAL, "beyond the default 100 years");
-    assert_eq!(errno(getx(&own, RETENTION)), libc::ENODATA);
-    let until = in_days(2);
-    setx(&own, RETENTION, until.as_bytes()).unwrap();
-    assert_eq!(fs::read(&own).unwrap(), b"mine");
-    // The lock holds against the owner and root alike.
-    assert_eq!(errno(fs::remove_file(&own)), libc::EPERM);
-    assert_eq!(errno(removex(&own, RETENTION)), libc::EPERM);
-    // Extending is still a lock: the owner cannot, root can.
-    assert_eq!(setx_as(NOBODY, &own, RETENTION, &in_days(3)), libc::EPERM);
-    setx(&own, RETENTION, in_days(3).as_bytes()).unwrap();
+        // Root may lock, within the bound.
+        let e = errno(setx(&own, RETENTION, b"2261-12-31T00:00:00Z"));
+        assert_eq!(e, libc::EINVAL, "beyond the default 100 years");
+        assert_eq!(errno(getx(&own, RETENTION)), libc::ENODATA);
+        let until = in_days(2);
+        setx(&own, RETENTION, until.as_bytes()).unwrap();
+        assert_eq!(fs::read(&own).unwrap(), b"mine");
+        // The lock holds against the owner and root alike.
+        assert_eq!(errno(fs::remove_file(&own)), libc::EPERM);
+        assert_eq!(errno(removex(&own, RETENTION)), libc::EPERM);
+        // Extending is still a lock: the owner cannot, root can.
+        assert_eq!(setx_as(NOBODY, &own, RETENTION, &in_days(3)), libc::EPERM);
+        setx(&own, RETENTION, in_days(3).as_bytes()).unwrap();
+    });
 }
 
 #[test]
 fn max_retention_bounds_locks_and_zero_lifts_the_bound() {
-    let m = Mount::with_args(&["--max-retention", "30d"]);
-    let f = m.path("f");
-    fs::write(&f, b"x").unwrap();
-    assert_eq!(
-        errno(setx(&f, RETENTION, in_days(60).as_bytes())),
-        libc::EINVAL
-    );
-    setx(&f, RETENTION, in_days(10).as_bytes()).unwrap();
-    // Refused extensions leave the lock as it was.
-    assert_eq!(
-        errno(setx(&f, RETENTION, in_days(45).as_bytes())),
-        libc::EINVAL
-    );
-    assert!(getx(&f, RETENTION).is_ok());
-    drop(m);
+    common::engine::every_engine(|| {
+        let m = Mount::with_args(&["--max-retention", "30d"]);
+        let f = m.path("f");
+        fs::write(&f, b"x").unwrap();
+        assert_eq!(
+            errno(setx(&f, RETENTION, in_days(60).as_bytes())),
+            libc::EINVAL
+        );
+        setx(&f, RETENTION, in_days(10).as_bytes()).unwrap();
+        // Refused extensions leave the lock as it was.
+        assert_eq!(
+            errno(setx(&f, RETENTION, in_days(45).as_bytes())),
+            libc::EINVAL
+        );
+        assert!(getx(&f, RETENTION).is_ok());
+        drop(m);
 
-    let m = Mount::with_args(&["--max-retention", "0"]);
-    let f = m.path("f");
-    fs::write(&f, b"x").unwrap();
-    setx(&f, RETENTION, b"2200-01-01T00:00:00Z").unwrap();
-    assert_eq!(getx(&f, RETENTION).unwrap(), b"2200-01-01T00:00:00Z");
-    drop(m);
+        let m = Mount::with_args(&["--max-retention", "0"]);
+        let f = m.path("f");
+        fs::write(&f, b"x").unwrap();
+        setx(&f, RETENTION, b"2200-01-01T00:00:00Z").unwrap();
+        assert_eq!(getx(&f, RETENTION).unwrap(), b"2200-01-01T00:00:00Z");
+        drop(m);
 
-    // A bad duration stops the start with a clear message.
-    let d = tempfile::tempdir().unwrap();
-    let (b, mnt) = (d.path().join("b"), d.path().join("m"));
-    fs::create_dir_all(&b).unwrap();
-    fs::create_dir_all(&mnt).unwrap();
-    let out = Command::new(bin())
-        .arg("mount")
-        .arg(&b)
-        .arg(&mnt)
-        .args(["--max-retention", "forever"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not a duration"), "{err}");
-    assert!(!is_mounted(&mnt));
+        // A bad duration stops the start with a clear message.
+        let d = tempfile::tempdir().unwrap();
+        let (b, mnt) = (d.path().join("b"), d.path().join("m"));
+        fs::create_dir_all(&b).unwrap();
+        fs::create_dir_all(&mnt).unwrap();
+        let out = Command::new(bin())
+            .arg("mount")
+            .arg(&b)
+            .arg(&mnt)
+            .args(["--max-retention", "forever"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("not a duration"), "{err}");
+        assert!(!is_mounted(&mnt));
+    });
 }
 
 /// A mount whose daemon logs at info level into a file we can read.
@@ -187,12 +192,13 @@ struct LoggedMount {
 }
 
 impl LoggedMount {
-    fn start(backing: &Path, mnt: &Path, dir: tempfile::TempDir) -> LoggedMount {
+    fn start(backing: &Path, mnt: &Path, db: &StoreDb, dir: tempfile::TempDir) -> LoggedMount {
         let log = fs::File::create(dir.path().join("log")).unwrap();
         let child = Command::new(bin())
             .arg("mount")
             .arg(backing)
             .arg(mnt)
+            .args(&db.args)
             .env("ARTFS_LOG", "info,fuser=error")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -243,74 +249,75 @@ impl Drop for LoggedMount {
 /// already holds stays listable and removable.
 #[test]
 fn reserved_names_are_refused_and_every_refusal_is_logged() {
-    let dir = tempfile::tempdir().unwrap();
-    let (backing, mnt) = (dir.path().join("b"), dir.path().join("m"));
-    fs::create_dir_all(&backing).unwrap();
-    fs::create_dir_all(&mnt).unwrap();
-    let logdir = tempfile::tempdir().unwrap();
-    let lm = LoggedMount::start(&backing, &mnt, logdir);
-    let f = mnt.join("f.txt");
-    fs::write(&f, b"data").unwrap();
+    common::engine::every_engine(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let (backing, mnt) = (dir.path().join("b"), dir.path().join("m"));
+        fs::create_dir_all(&backing).unwrap();
+        fs::create_dir_all(&mnt).unwrap();
+        let logdir = tempfile::tempdir().unwrap();
+        let db = common::engine::new_store_db("grants");
+        let lm = LoggedMount::start(&backing, &mnt, &db, logdir);
+        let f = mnt.join("f.txt");
+        fs::write(&f, b"data").unwrap();
 
-    let typo = "user.artstore.descripton";
-    assert_eq!(errno(setx(&f, typo, b"quarterly")), libc::EINVAL);
-    assert_eq!(errno(getx(&f, typo)), libc::ENODATA);
-    assert!(!listx(&f).iter().any(|n| n == typo));
-    assert_eq!(errno(setx(&f, "user.artstore.sha256", b"00")), libc::EPERM);
-    assert_eq!(
-        errno(setx(&f, "user.artstore.content_type", b"plain")),
-        libc::EINVAL
-    );
-    let long = "x".repeat(5000);
-    assert_eq!(
-        errno(setx(&f, "user.artstore.expires_at", long.as_bytes())),
-        libc::EINVAL
-    );
-    // Outside the reserved namespace, anything goes.
-    setx(&f, "user.project", b"apollo").unwrap();
-    setx(&f, "user.artstore.description", b"fine").unwrap();
+        let typo = "user.artstore.descripton";
+        assert_eq!(errno(setx(&f, typo, b"quarterly")), libc::EINVAL);
+        assert_eq!(errno(getx(&f, typo)), libc::ENODATA);
+        assert!(!listx(&f).iter().any(|n| n == typo));
+        assert_eq!(errno(setx(&f, "user.artstore.sha256", b"00")), libc::EPERM);
+        assert_eq!(
+            errno(setx(&f, "user.artstore.content_type", b"plain")),
+            libc::EINVAL
+        );
+        let long = "x".repeat(5000);
+        assert_eq!(
+            errno(setx(&f, "user.artstore.expires_at", long.as_bytes())),
+            libc::EINVAL
+        );
+        // Outside the reserved namespace, anything goes.
+        setx(&f, "user.project", b"apollo").unwrap();
+        setx(&f, "user.artstore.description", b"fine").unwrap();
 
-    let ino = fs::metadata(&f).unwrap().ino();
-    let logdir = lm.stop(&mnt);
-    let log = fs::read_to_string(logdir.path().join("log")).unwrap();
-    let refusals: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("archive attribute refused"))
-        .collect();
-    assert_eq!(refusals.len(), 4, "one line per refusal:\n{log}");
-    let has = |attr: &str, why: &str| {
-        refusals
-            .iter()
-            .any(|l| l.contains(attr) && l.contains(why) && l.contains("INFO"))
-    };
-    assert!(has("descripton", "reserved user.artstore."), "{log}");
-    assert!(has("sha256", "read-only"), "{log}");
-    assert!(has("content_type", "MIME type"), "{log}");
-    assert!(has("expires_at", "RFC 3339"), "{log}");
-    assert!(!log.contains(&"x".repeat(100)), "long values are cut short");
+        let ino = fs::metadata(&f).unwrap().ino();
+        let logdir = lm.stop(&mnt);
+        let log = fs::read_to_string(logdir.path().join("log")).unwrap();
+        let refusals: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("archive attribute refused"))
+            .collect();
+        assert_eq!(refusals.len(), 4, "one line per refusal:\n{log}");
+        let has = |attr: &str, why: &str| {
+            refusals
+                .iter()
+                .any(|l| l.contains(attr) && l.contains(why) && l.contains("INFO"))
+        };
+        assert!(has("descripton", "reserved user.artstore."), "{log}");
+        assert!(has("sha256", "read-only"), "{log}");
+        assert!(has("content_type", "MIME type"), "{log}");
+        assert!(has("expires_at", "RFC 3339"), "{log}");
+        assert!(!log.contains(&"x".repeat(100)), "long values are cut short");
 
-    // A store holding such a name from before the rule: put one in the
-    // tables while unmounted, as an old version would have stored it.
-    let db = backing.join(".artfs/meta.db");
-    let sql = format!(
-        "INSERT INTO artfs_xattrs VALUES ({ino}, CAST('{typo}' AS BLOB), CAST('old' AS BLOB));"
-    );
-    let out = Command::new("sqlite3").arg(&db).arg(&sql).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lm = LoggedMount::start(&backing, &mnt, logdir);
-    assert_eq!(getx(&f, typo).unwrap(), b"old");
-    assert!(listx(&f).iter().any(|n| n == typo), "{:?}", listx(&f));
-    // Changing it is refused; removing it is fine.
-    assert_eq!(errno(setx(&f, typo, b"new")), libc::EINVAL);
-    removex(&f, typo).unwrap();
-    assert_eq!(errno(getx(&f, typo)), libc::ENODATA);
-    assert_eq!(getx(&f, "user.project").unwrap(), b"apollo");
-    assert!(lm.log().contains("archive attribute refused"));
-    lm.stop(&mnt);
+        // A store holding such a name from before the rule: put one in the
+        // tables while unmounted, as an old version would have stored it.
+        db.sql(
+            &backing,
+            &format!(
+                "INSERT INTO {{p}}_xattrs VALUES ({ino}, {}, {});",
+                db.blob(typo.as_bytes()),
+                db.blob(b"old")
+            ),
+        );
+        let lm = LoggedMount::start(&backing, &mnt, &db, logdir);
+        assert_eq!(getx(&f, typo).unwrap(), b"old");
+        assert!(listx(&f).iter().any(|n| n == typo), "{:?}", listx(&f));
+        // Changing it is refused; removing it is fine.
+        assert_eq!(errno(setx(&f, typo, b"new")), libc::EINVAL);
+        removex(&f, typo).unwrap();
+        assert_eq!(errno(getx(&f, typo)), libc::ENODATA);
+        assert_eq!(getx(&f, "user.project").unwrap(), b"apollo");
+        assert!(lm.log().contains("archive attribute refused"));
+        lm.stop(&mnt);
+    });
 }
 
 // ------------------------------------------------------------ the API
@@ -400,52 +407,54 @@ impl Api {
 /// `--api-uid 0` brings back "every token acts as root".
 #[test]
 fn the_api_acts_as_root_for_admins_and_as_nobody_for_the_others() {
-    let mut api = Api::start(&[]);
-    let (user, op, admin) = (token(Role::User), token(Role::Operator), token(Role::Admin));
-    let private = api.m.path("private");
-    fs::create_dir(&private).unwrap();
-    chmod(&private, 0o700);
-    fs::write(private.join("salaries.txt"), b"secret").unwrap();
-    chmod(&private.join("salaries.txt"), 0o600);
-    let shared = api.m.path("shared");
-    fs::create_dir(&shared).unwrap();
-    chmod(&shared, 0o777);
+    common::engine::every_engine(|| {
+        let mut api = Api::start(&[]);
+        let (user, op, admin) = (token(Role::User), token(Role::Operator), token(Role::Admin));
+        let private = api.m.path("private");
+        fs::create_dir(&private).unwrap();
+        chmod(&private, 0o700);
+        fs::write(private.join("salaries.txt"), b"secret").unwrap();
+        chmod(&private.join("salaries.txt"), 0o600);
+        let shared = api.m.path("shared");
+        fs::create_dir(&shared).unwrap();
+        chmod(&shared, 0o777);
 
-    // The root directory is root's 0755: only the admin may write there.
-    assert_eq!(api.put(&user, "u.txt", &[]).0, 403);
-    assert_eq!(api.put(&op, "o.txt", &[]).0, 403);
-    let (s, meta) = api.put(&admin, "a.txt", &[]);
-    assert_eq!(s, 201, "{meta}");
-    assert_eq!(meta["uid"], 0);
-    assert_eq!(fs::metadata(api.m.path("a.txt")).unwrap().uid(), 0);
-    // Private to root: the admin reads it, the others do not.
-    assert_eq!(api.get(&user, "private/salaries.txt"), 403);
-    assert_eq!(api.get(&op, "private/salaries.txt"), 403);
-    assert_eq!(api.get(&admin, "private/salaries.txt"), 200);
-    let (s, _) = api.patch(&user, "private/salaries.txt", json!({"description": "x"}));
-    assert_eq!(s, 403);
-    // Where the world may write, user and operator tokens write as nobody.
-    let (s, meta) = api.put(&user, "shared/u.txt", &[]);
-    assert_eq!(s, 201, "{meta}");
-    assert_eq!(meta["uid"], NOBODY);
-    assert_eq!(meta["gid"], NOBODY);
-    assert_eq!(fs::metadata(shared.join("u.txt")).unwrap().uid(), NOBODY);
+        // The root directory is root's 0755: only the admin may write there.
+        assert_eq!(api.put(&user, "u.txt", &[]).0, 403);
+        assert_eq!(api.put(&op, "o.txt", &[]).0, 403);
+        let (s, meta) = api.put(&admin, "a.txt", &[]);
+        assert_eq!(s, 201, "{meta}");
+        assert_eq!(meta["uid"], 0);
+        assert_eq!(fs::metadata(api.m.path("a.txt")).unwrap().uid(), 0);
+        // Private to root: the admin reads it, the others do not.
+        assert_eq!(api.get(&user, "private/salaries.txt"), 403);
+        assert_eq!(api.get(&op, "private/salaries.txt"), 403);
+        assert_eq!(api.get(&admin, "private/salaries.txt"), 200);
+        let (s, _) = api.patch(&user, "private/salaries.txt", json!({"description": "x"}));
+        assert_eq!(s, 403);
+        // Where the world may write, user and operator tokens write as nobody.
+        let (s, meta) = api.put(&user, "shared/u.txt", &[]);
+        assert_eq!(s, 201, "{meta}");
+        assert_eq!(meta["uid"], NOBODY);
+        assert_eq!(meta["gid"], NOBODY);
+        assert_eq!(fs::metadata(shared.join("u.txt")).unwrap().uid(), NOBODY);
 
-    // A root directory owned by a user: that user is the default identity.
-    chown(&api.m.mnt, 4321);
-    api.m.unmount();
-    api.m.mount();
-    api.wait();
-    let (s, meta) = api.put(&user, "u.txt", &[]);
-    assert_eq!(s, 201, "{meta}");
-    assert_eq!(meta["uid"], 4321);
-    drop(api);
+        // A root directory owned by a user: that user is the default identity.
+        chown(&api.m.mnt, 4321);
+        api.m.unmount();
+        api.m.mount();
+        api.wait();
+        let (s, meta) = api.put(&user, "u.txt", &[]);
+        assert_eq!(s, 201, "{meta}");
+        assert_eq!(meta["uid"], 4321);
+        drop(api);
 
-    // --api-uid 0: every token acts as root (the old default).
-    let api = Api::start(&["--api-uid", "0"]);
-    let (s, meta) = api.put(&user, "u.txt", &[]);
-    assert_eq!(s, 201, "{meta}");
-    assert_eq!(meta["uid"], 0);
+        // --api-uid 0: every token acts as root (the old default).
+        let api = Api::start(&["--api-uid", "0"]);
+        let (s, meta) = api.put(&user, "u.txt", &[]);
+        assert_eq!(s, 201, "{meta}");
+        assert_eq!(meta["uid"], 0);
+    });
 }
 
 /// Through the API a retention lock takes operator or admin (and
@@ -454,85 +463,87 @@ fn the_api_acts_as_root_for_admins_and_as_nobody_for_the_others() {
 /// cancelling one takes only write access; the store's bound is a 400.
 #[test]
 fn retention_and_expiry_through_the_api_follow_the_role() {
-    // Every token acts as root here: the role alone decides.
-    let api = Api::start(&["--api-uid", "0"]);
-    let (user, op, admin) = (token(Role::User), token(Role::Operator), token(Role::Admin));
-    assert_eq!(api.put(&user, "f.txt", &[]).0, 201);
+    common::engine::every_engine(|| {
+        // Every token acts as root here: the role alone decides.
+        let api = Api::start(&["--api-uid", "0"]);
+        let (user, op, admin) = (token(Role::User), token(Role::Operator), token(Role::Admin));
+        assert_eq!(api.put(&user, "f.txt", &[]).0, 201);
 
-    // The review's attack: a user token locking a file until 2261.
-    let (s, body) = api.patch(
-        &user,
-        "f.txt",
-        json!({"retention_until": "2261-12-31T00:00:00Z"}),
-    );
-    assert_eq!(s, 403, "{body}");
-    assert!(
-        body["message"].as_str().unwrap().contains("privileged"),
-        "{body}"
-    );
-    let (s, _) = api.patch(&user, "f.txt", json!({"retention_until": in_days(1)}));
-    assert_eq!(s, 403);
-    // Nor at upload time, and the refused upload leaves nothing.
-    let (s, _) = api.put(&user, "g.txt", &[("X-Artfs-Retention-Until", &in_days(1))]);
-    assert_eq!(s, 403);
-    assert!(!api.m.path("g.txt").exists());
-    // A scoped admin token without storage:admin may not lock either.
-    let files_only = scoped(Role::Admin, &[Scope::FilesRead, Scope::FilesWrite]);
-    assert_eq!(
-        api.patch(&files_only, "f.txt", json!({"retention_until": in_days(1)}))
-            .0,
-        403
-    );
+        // The review's attack: a user token locking a file until 2261.
+        let (s, body) = api.patch(
+            &user,
+            "f.txt",
+            json!({"retention_until": "2261-12-31T00:00:00Z"}),
+        );
+        assert_eq!(s, 403, "{body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("privileged"),
+            "{body}"
+        );
+        let (s, _) = api.patch(&user, "f.txt", json!({"retention_until": in_days(1)}));
+        assert_eq!(s, 403);
+        // Nor at upload time, and the refused upload leaves nothing.
+        let (s, _) = api.put(&user, "g.txt", &[("X-Artfs-Retention-Until", &in_days(1))]);
+        assert_eq!(s, 403);
+        assert!(!api.m.path("g.txt").exists());
+        // A scoped admin token without storage:admin may not lock either.
+        let files_only = scoped(Role::Admin, &[Scope::FilesRead, Scope::FilesWrite]);
+        assert_eq!(
+            api.patch(&files_only, "f.txt", json!({"retention_until": in_days(1)}))
+                .0,
+            403
+        );
 
-    // The operator may, within the bound (a 400 that says why beyond it).
-    let (s, body) = api.patch(
-        &op,
-        "f.txt",
-        json!({"retention_until": "2261-12-31T00:00:00Z"}),
-    );
-    assert_eq!(s, 400, "{body}");
-    assert!(
-        body["message"].as_str().unwrap().contains("max-retention"),
-        "{body}"
-    );
-    let (s, body) = api.patch(&op, "f.txt", json!({"retention_until": in_days(1)}));
-    assert_eq!(s, 200, "{body}");
-    assert!(body["retention_until"].is_string());
-    // An admin token holding storage:admin may extend it.
-    let storage = scoped(Role::Admin, &[Scope::FilesWrite, Scope::StorageAdmin]);
-    assert_eq!(
-        api.patch(&storage, "f.txt", json!({"retention_until": in_days(2)}))
-            .0,
-        200
-    );
-    let (s, meta) = api.put(&op, "h.txt", &[("X-Artfs-Retention-Until", &in_days(1))]);
-    assert_eq!(s, 201, "{meta}");
-    assert!(meta["retention_until"].is_string());
+        // The operator may, within the bound (a 400 that says why beyond it).
+        let (s, body) = api.patch(
+            &op,
+            "f.txt",
+            json!({"retention_until": "2261-12-31T00:00:00Z"}),
+        );
+        assert_eq!(s, 400, "{body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("max-retention"),
+            "{body}"
+        );
+        let (s, body) = api.patch(&op, "f.txt", json!({"retention_until": in_days(1)}));
+        assert_eq!(s, 200, "{body}");
+        assert!(body["retention_until"].is_string());
+        // An admin token holding storage:admin may extend it.
+        let storage = scoped(Role::Admin, &[Scope::FilesWrite, Scope::StorageAdmin]);
+        assert_eq!(
+            api.patch(&storage, "f.txt", json!({"retention_until": in_days(2)}))
+                .0,
+            200
+        );
+        let (s, meta) = api.put(&op, "h.txt", &[("X-Artfs-Retention-Until", &in_days(1))]);
+        assert_eq!(s, 201, "{meta}");
+        assert!(meta["retention_until"].is_string());
 
-    // Expiry and default_ttl: what deleting takes.
-    assert_eq!(api.put(&user, "e.txt", &[]).0, 201);
-    let (s, _) = api.patch(&user, "e.txt", json!({"expires_at": in_days(7)}));
-    assert_eq!(s, 403);
-    let (s, body) = api.patch(&op, "e.txt", json!({"expires_at": in_days(7)}));
-    assert_eq!(s, 200, "{body}");
-    assert!(body["expires_at"].is_string(), "{body}");
-    assert!(getx(&api.m.path("e.txt"), EXPIRES).is_ok());
-    // Cancelling it: any token that may write the file.
-    let (s, body) = api.patch(&user, "e.txt", json!({"expires_at": null}));
-    assert_eq!(s, 200, "{body}");
-    assert!(body.get("expires_at").is_none(), "{body}");
-    fs::create_dir(api.m.path("d")).unwrap();
-    assert_eq!(api.patch(&user, "d", json!({"default_ttl": 3600})).0, 403);
-    let (s, body) = api.patch(&admin, "d", json!({"default_ttl": 3600}));
-    assert_eq!(s, 200, "{body}");
-    assert_eq!(body["default_ttl"], "3600");
-    // Unknown names in the reserved namespace are not custom attributes.
-    let (s, _) = api.patch(
-        &admin,
-        "e.txt",
-        json!({"custom_attributes": {"artstore.descripton": "x"}}),
-    );
-    assert_eq!(s, 400);
+        // Expiry and default_ttl: what deleting takes.
+        assert_eq!(api.put(&user, "e.txt", &[]).0, 201);
+        let (s, _) = api.patch(&user, "e.txt", json!({"expires_at": in_days(7)}));
+        assert_eq!(s, 403);
+        let (s, body) = api.patch(&op, "e.txt", json!({"expires_at": in_days(7)}));
+        assert_eq!(s, 200, "{body}");
+        assert!(body["expires_at"].is_string(), "{body}");
+        assert!(getx(&api.m.path("e.txt"), EXPIRES).is_ok());
+        // Cancelling it: any token that may write the file.
+        let (s, body) = api.patch(&user, "e.txt", json!({"expires_at": null}));
+        assert_eq!(s, 200, "{body}");
+        assert!(body.get("expires_at").is_none(), "{body}");
+        fs::create_dir(api.m.path("d")).unwrap();
+        assert_eq!(api.patch(&user, "d", json!({"default_ttl": 3600})).0, 403);
+        let (s, body) = api.patch(&admin, "d", json!({"default_ttl": 3600}));
+        assert_eq!(s, 200, "{body}");
+        assert_eq!(body["default_ttl"], "3600");
+        // Unknown names in the reserved namespace are not custom attributes.
+        let (s, _) = api.patch(
+            &admin,
+            "e.txt",
+            json!({"custom_attributes": {"artstore.descripton": "x"}}),
+        );
+        assert_eq!(s, 400);
+    });
 }
 
 /// ro -> ar is irreversible: like ro -> rw it needs confirmation, through
@@ -540,56 +551,45 @@ fn retention_and_expiry_through_the_api_follow_the_role() {
 /// is fixed for its life and how to make a store that can be frozen.
 #[test]
 fn irreversible_and_impossible_mode_changes_say_so() {
-    let api = Api::start(&["--mode", "rw"]);
-    assert_eq!(api.mode("ro", false).0, 200);
-    let (s, body) = api.mode("ar", false);
-    assert_eq!(s, 409, "{body}");
-    assert!(
-        body["message"].as_str().unwrap().contains("irreversible"),
-        "{body}"
-    );
-    let run = |args: &[&str]| {
-        Command::new(bin())
-            .arg("mode")
-            .arg(&api.m.backing)
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let out = run(&["ar"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("irreversible") && err.contains("--confirm"),
-        "{err}"
-    );
-    assert!(String::from_utf8_lossy(&run(&[]).stdout).starts_with("ro"));
-    let out = run(&["ar", "--confirm"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&run(&[]).stdout).starts_with("ar"));
-    drop(api);
+    common::engine::every_engine(|| {
+        let api = Api::start(&["--mode", "rw"]);
+        assert_eq!(api.mode("ro", false).0, 200);
+        let (s, body) = api.mode("ar", false);
+        assert_eq!(s, 409, "{body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("irreversible"),
+            "{body}"
+        );
+        let run = |args: &[&str]| api.m.command("mode").args(args).output().unwrap();
+        let out = run(&["ar"]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("irreversible") && err.contains("--confirm"),
+            "{err}"
+        );
+        assert!(String::from_utf8_lossy(&run(&[]).stdout).starts_with("ro"));
+        let out = run(&["ar", "--confirm"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&run(&[]).stdout).starts_with("ar"));
+        drop(api);
 
-    let m = Mount::new();
-    let out = Command::new(bin())
-        .args(["mode".as_ref(), m.backing.as_os_str(), "rw".as_ref()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("fixed for the store's life"), "{err}");
-    assert!(err.contains("--mode rw"), "{err}");
-    // Showing the mode says so too.
-    let out = Command::new(bin())
-        .args(["mode".as_ref(), m.backing.as_os_str()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.starts_with("edit ") && text.contains("--mode rw"),
-        "{text}"
-    );
+        let m = Mount::new();
+        let out = m.command("mode").arg("rw").output().unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("fixed for the store's life"), "{err}");
+        assert!(err.contains("--mode rw"), "{err}");
+        // Showing the mode says so too.
+        let out = m.command("mode").output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.starts_with("edit ") && text.contains("--mode rw"),
+            "{text}"
+        );
+    });
 }

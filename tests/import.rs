@@ -21,9 +21,11 @@ use common::{bin, Mount};
 
 /// Run `artfs import SRC BACKING ARGS..`: (exit code, stdout + stderr).
 /// `None` for the code when killed by a signal.
+/// `store` names the store's tables (`Mount::store_args`).
 fn import(
     src: &Path,
     backing: &Path,
+    store: &[String],
     args: &[&str],
     env: &[(&str, &str)],
 ) -> (Option<i32>, String) {
@@ -31,6 +33,7 @@ fn import(
         .arg("import")
         .arg(src)
         .arg(backing)
+        .args(store)
         .args(args)
         // A non-UTC zone: nothing may depend on it.
         .env("TZ", "Europe/Moscow")
@@ -201,230 +204,248 @@ fn check_broken_reported(records: &[Record], out: &str) {
 
 #[test]
 fn imports_an_archive_with_its_metadata_once() {
-    let archive = tempfile::tempdir().unwrap();
-    let spec = ArchiveSpec::default();
-    let records = write_archive(archive.path(), &spec);
-    let healthy = records.iter().filter(|r| r.defect.is_none()).count();
-    let broken = records.len() - healthy;
-    assert!(healthy >= 18 && broken == 4);
+    common::engine::every_engine(|| {
+        let archive = tempfile::tempdir().unwrap();
+        let spec = ArchiveSpec::default();
+        let records = write_archive(archive.path(), &spec);
+        let healthy = records.iter().filter(|r| r.defect.is_none()).count();
+        let broken = records.len() - healthy;
+        assert!(healthy >= 18 && broken == 4);
 
-    // Import into an empty BACKING: the import initialises the store.
-    let mut first = None;
-    let mut m = Mount::prepared(&[], |backing| {
-        first = Some(import(
+        // Import into an empty BACKING: the import initialises the store.
+        let mut first = None;
+        let mut m = Mount::prepared_store(&[], |backing, store| {
+            first = Some(import(
+                archive.path(),
+                backing,
+                store,
+                &["--dest", "/archive"],
+                &[],
+            ));
+        });
+        let (code, out) = first.unwrap();
+        assert_eq!(code, Some(1), "broken files make exit 1:\n{out}");
+        assert!(
+            out.contains(&format!(
+                "{healthy} imported, 0 already present, {broken} skipped"
+            )),
+            "{out}"
+        );
+        check_broken_reported(&records, &out);
+        // The same-name pair: one plain, one suffixed, both reported.
+        assert!(out.contains("name taken: suffixed"), "{out}");
+        check_mount(&m, &records, "/archive");
+        m.unmount();
+        m.assert_consistent();
+
+        // Twice: nothing new, nothing duplicated.
+        let (code, out) = import(
             archive.path(),
-            backing,
+            &m.backing,
+            &m.store_args(),
             &["--dest", "/archive"],
             &[],
-        ));
+        );
+        assert_eq!(code, Some(1), "{out}");
+        assert!(
+            out.contains(&format!(
+                "0 imported, {healthy} already present, {broken} skipped"
+            )),
+            "{out}"
+        );
+        m.assert_consistent();
+        m.mount();
+        check_mount(&m, &records, "/archive");
+        m.unmount();
     });
-    let (code, out) = first.unwrap();
-    assert_eq!(code, Some(1), "broken files make exit 1:\n{out}");
-    assert!(
-        out.contains(&format!(
-            "{healthy} imported, 0 already present, {broken} skipped"
-        )),
-        "{out}"
-    );
-    check_broken_reported(&records, &out);
-    // The same-name pair: one plain, one suffixed, both reported.
-    assert!(out.contains("name taken: suffixed"), "{out}");
-    check_mount(&m, &records, "/archive");
-    m.unmount();
-    m.assert_consistent();
-
-    // Twice: nothing new, nothing duplicated.
-    let (code, out) = import(archive.path(), &m.backing, &["--dest", "/archive"], &[]);
-    assert_eq!(code, Some(1), "{out}");
-    assert!(
-        out.contains(&format!(
-            "0 imported, {healthy} already present, {broken} skipped"
-        )),
-        "{out}"
-    );
-    m.assert_consistent();
-    m.mount();
-    check_mount(&m, &records, "/archive");
-    m.unmount();
 }
 
 #[test]
 fn link_shares_the_inode_with_the_source() {
-    let archive = tempfile::tempdir().unwrap();
-    let spec = ArchiveSpec {
-        seed: 7,
-        v1: 3,
-        v2: 3,
-        same_name_same_day: false,
-        malformed_json: 0,
-        missing_file_id: 0,
-        checksum_mismatch: 0,
-        missing_data: 0,
-        ..ArchiveSpec::default()
-    };
-    let records = write_archive(archive.path(), &spec);
-    let mut result = None;
-    let mut m = Mount::prepared(&[], |backing| {
-        // Same filesystem (both temp dirs): the link must succeed.
-        assert_eq!(
-            std::fs::metadata(backing).unwrap().dev(),
-            std::fs::metadata(archive.path()).unwrap().dev()
+    common::engine::every_engine(|| {
+        let archive = tempfile::tempdir().unwrap();
+        let spec = ArchiveSpec {
+            seed: 7,
+            v1: 3,
+            v2: 3,
+            same_name_same_day: false,
+            malformed_json: 0,
+            missing_file_id: 0,
+            checksum_mismatch: 0,
+            missing_data: 0,
+            ..ArchiveSpec::default()
+        };
+        let records = write_archive(archive.path(), &spec);
+        let mut result = None;
+        let mut m = Mount::prepared_store(&[], |backing, store| {
+            // Same filesystem (both temp dirs): the link must succeed.
+            assert_eq!(
+                std::fs::metadata(backing).unwrap().dev(),
+                std::fs::metadata(archive.path()).unwrap().dev()
+            );
+            result = Some(import(archive.path(), backing, store, &["--link"], &[]));
+        });
+        let (code, out) = result.unwrap();
+        assert_eq!(code, Some(0), "{out}");
+        assert!(
+            out.contains("6 imported, 0 already present, 0 skipped"),
+            "{out}"
         );
-        result = Some(import(archive.path(), backing, &["--link"], &[]));
+        let want = expected_paths(&records, "/");
+        for r in &records {
+            let path = m.mnt.join(want[&r.file_id].strip_prefix("/").unwrap());
+            assert_eq!(std::fs::read(&path).unwrap(), r.content);
+            let ino = std::fs::metadata(&path).unwrap().ino();
+            let object = m
+                .backing
+                .join("objects")
+                .join(format!("{:02x}", ino & 0xff))
+                .join(format!("{ino:016x}"));
+            let obj = std::fs::metadata(&object).unwrap();
+            let src = std::fs::metadata(&r.data_path).unwrap();
+            assert_eq!(obj.ino(), src.ino(), "{}: object is the source", r.file_id);
+            assert_eq!(obj.nlink(), 2);
+            assert_eq!(
+                xattr_text(&path, "user.artstore.sha256").as_deref(),
+                Some(r.sha256.as_str())
+            );
+        }
+        check_mount(&m, &records, "/");
+        m.unmount();
+        m.assert_consistent();
     });
-    let (code, out) = result.unwrap();
-    assert_eq!(code, Some(0), "{out}");
-    assert!(
-        out.contains("6 imported, 0 already present, 0 skipped"),
-        "{out}"
-    );
-    let want = expected_paths(&records, "/");
-    for r in &records {
-        let path = m.mnt.join(want[&r.file_id].strip_prefix("/").unwrap());
-        assert_eq!(std::fs::read(&path).unwrap(), r.content);
-        let ino = std::fs::metadata(&path).unwrap().ino();
-        let object = m
-            .backing
-            .join("objects")
-            .join(format!("{:02x}", ino & 0xff))
-            .join(format!("{ino:016x}"));
-        let obj = std::fs::metadata(&object).unwrap();
-        let src = std::fs::metadata(&r.data_path).unwrap();
-        assert_eq!(obj.ino(), src.ino(), "{}: object is the source", r.file_id);
-        assert_eq!(obj.nlink(), 2);
-        assert_eq!(
-            xattr_text(&path, "user.artstore.sha256").as_deref(),
-            Some(r.sha256.as_str())
-        );
-    }
-    check_mount(&m, &records, "/");
-    m.unmount();
-    m.assert_consistent();
 }
 
 #[test]
 fn a_mounted_store_is_refused() {
-    let archive = tempfile::tempdir().unwrap();
-    write_archive(
-        archive.path(),
-        &ArchiveSpec {
-            v1: 1,
-            v2: 1,
-            ..ArchiveSpec::default()
-        },
-    );
-    let mut m = Mount::new();
-    let (code, out) = import(archive.path(), &m.backing, &[], &[]);
-    assert_eq!(code, Some(2), "{out}");
-    assert!(
-        out.contains("is mounted") && out.contains("unmount"),
-        "{out}"
-    );
-    assert_eq!(std::fs::read_dir(&m.mnt).unwrap().count(), 0);
-    m.unmount();
-    m.assert_consistent();
+    common::engine::every_engine(|| {
+        let archive = tempfile::tempdir().unwrap();
+        write_archive(
+            archive.path(),
+            &ArchiveSpec {
+                v1: 1,
+                v2: 1,
+                ..ArchiveSpec::default()
+            },
+        );
+        let mut m = Mount::new();
+        let (code, out) = import(archive.path(), &m.backing, &m.store_args(), &[], &[]);
+        assert_eq!(code, Some(2), "{out}");
+        assert!(
+            out.contains("is mounted") && out.contains("unmount"),
+            "{out}"
+        );
+        assert_eq!(std::fs::read_dir(&m.mnt).unwrap().count(), 0);
+        m.unmount();
+        m.assert_consistent();
+    });
 }
 
 #[test]
 fn a_crash_mid_import_leaves_nothing_behind() {
-    let archive = tempfile::tempdir().unwrap();
-    let spec = ArchiveSpec {
-        seed: 11,
-        v1: 2,
-        v2: 2,
-        malformed_json: 0,
-        missing_file_id: 0,
-        checksum_mismatch: 0,
-        missing_data: 0,
-        ..ArchiveSpec::default()
-    };
-    let records = write_archive(archive.path(), &spec);
-    let mut crashed = None;
-    let mut m = Mount::prepared(&[], |backing| {
-        // Dies with the first object in place and its inode not staged.
-        let run = import(
-            archive.path(),
-            backing,
-            &[],
-            &[("FAILPOINTS", "import::after_object=return")],
-        );
-        assert_eq!(
-            run.0, None,
-            "the import should die at the crash point: {}",
-            run.1
-        );
-        crashed = Some(run);
-        let objects: usize = std::fs::read_dir(backing.join("objects"))
-            .unwrap()
-            .map(|d| {
-                std::fs::read_dir(d.unwrap().path())
-                    .unwrap()
-                    // Objects only, not the sidecars beside them.
-                    .filter(|e| {
-                        !e.as_ref()
-                            .unwrap()
-                            .file_name()
-                            .to_string_lossy()
-                            .contains('.')
-                    })
-                    .count()
-            })
-            .sum();
-        assert_eq!(objects, 1, "the crash left the first object");
-        // The next import recovers (the object goes) and imports all.
-        let (code, out) = import(archive.path(), backing, &[], &[]);
-        assert_eq!(code, Some(0), "{out}");
-        assert!(out.contains("6 imported"), "{out}");
+    common::engine::every_engine(|| {
+        let archive = tempfile::tempdir().unwrap();
+        let spec = ArchiveSpec {
+            seed: 11,
+            v1: 2,
+            v2: 2,
+            malformed_json: 0,
+            missing_file_id: 0,
+            checksum_mismatch: 0,
+            missing_data: 0,
+            ..ArchiveSpec::default()
+        };
+        let records = write_archive(archive.path(), &spec);
+        let mut crashed = None;
+        let mut m = Mount::prepared_store(&[], |backing, store| {
+            // Dies with the first object in place and its inode not staged.
+            let run = import(
+                archive.path(),
+                backing,
+                store,
+                &[],
+                &[("FAILPOINTS", "import::after_object=return")],
+            );
+            assert_eq!(
+                run.0, None,
+                "the import should die at the crash point: {}",
+                run.1
+            );
+            crashed = Some(run);
+            let objects: usize = std::fs::read_dir(backing.join("objects"))
+                .unwrap()
+                .map(|d| {
+                    std::fs::read_dir(d.unwrap().path())
+                        .unwrap()
+                        // Objects only, not the sidecars beside them.
+                        .filter(|e| {
+                            !e.as_ref()
+                                .unwrap()
+                                .file_name()
+                                .to_string_lossy()
+                                .contains('.')
+                        })
+                        .count()
+                })
+                .sum();
+            assert_eq!(objects, 1, "the crash left the first object");
+            // The next import recovers (the object goes) and imports all.
+            let (code, out) = import(archive.path(), backing, store, &[], &[]);
+            assert_eq!(code, Some(0), "{out}");
+            assert!(out.contains("6 imported"), "{out}");
+        });
+        let (code, out) = crashed.unwrap();
+        assert_eq!(code, None, "killed at the crash point: {out}");
+        check_mount(&m, &records, "/");
+        m.unmount();
+        m.assert_consistent();
     });
-    let (code, out) = crashed.unwrap();
-    assert_eq!(code, None, "killed at the crash point: {out}");
-    check_mount(&m, &records, "/");
-    m.unmount();
-    m.assert_consistent();
 }
 
 #[test]
 fn link_across_filesystems_falls_back_to_copying() {
-    let archive = tempfile::tempdir().unwrap();
-    let spec = ArchiveSpec {
-        seed: 3,
-        v1: 1,
-        v2: 1,
-        same_name_same_day: false,
-        malformed_json: 0,
-        missing_file_id: 0,
-        checksum_mismatch: 0,
-        missing_data: 0,
-        ..ArchiveSpec::default()
-    };
-    let records = write_archive(archive.path(), &spec);
-    let mut result = None;
-    let mut m = Mount::prepared(&[], |backing| {
-        nix::mount::mount(
-            Some("tmpfs"),
-            backing,
-            Some("tmpfs"),
-            nix::mount::MsFlags::empty(),
-            Some("size=64m"),
-        )
-        .expect("mount a tmpfs as BACKING (needs root)");
-        result = Some(import(archive.path(), backing, &["--link"], &[]));
+    common::engine::every_engine(|| {
+        let archive = tempfile::tempdir().unwrap();
+        let spec = ArchiveSpec {
+            seed: 3,
+            v1: 1,
+            v2: 1,
+            same_name_same_day: false,
+            malformed_json: 0,
+            missing_file_id: 0,
+            checksum_mismatch: 0,
+            missing_data: 0,
+            ..ArchiveSpec::default()
+        };
+        let records = write_archive(archive.path(), &spec);
+        let mut result = None;
+        let mut m = Mount::prepared_store(&[], |backing, store| {
+            nix::mount::mount(
+                Some("tmpfs"),
+                backing,
+                Some("tmpfs"),
+                nix::mount::MsFlags::empty(),
+                Some("size=64m"),
+            )
+            .expect("mount a tmpfs as BACKING (needs root)");
+            result = Some(import(archive.path(), backing, store, &["--link"], &[]));
+        });
+        let _tmpfs = Unmounter(m.backing.clone());
+        let (code, out) = result.unwrap();
+        assert_eq!(code, Some(0), "{out}");
+        assert_eq!(
+            out.matches("note: copied instead of linked").count(),
+            2,
+            "{out}"
+        );
+        assert!(!out.contains(", linked)"), "{out}");
+        check_mount(&m, &records, "/");
+        for r in &records {
+            assert_eq!(std::fs::metadata(&r.data_path).unwrap().nlink(), 1);
+        }
+        m.unmount();
+        m.assert_consistent();
     });
-    let _tmpfs = Unmounter(m.backing.clone());
-    let (code, out) = result.unwrap();
-    assert_eq!(code, Some(0), "{out}");
-    assert_eq!(
-        out.matches("note: copied instead of linked").count(),
-        2,
-        "{out}"
-    );
-    assert!(!out.contains(", linked)"), "{out}");
-    check_mount(&m, &records, "/");
-    for r in &records {
-        assert_eq!(std::fs::metadata(&r.data_path).unwrap().nlink(), 1);
-    }
-    m.unmount();
-    m.assert_consistent();
 }
 
 /// Unmount a tmpfs BACKING after the test's mount is gone.

@@ -83,13 +83,15 @@ fn exercise(m: &common::Mount) {
 
 #[test]
 fn io_uring() {
-    let _on = EnableUring::new();
-    mount_serves_and_unmounts();
-    io_uring_false_stays_on_dev_fuse();
-    concurrent_callers();
-    setup_failure_falls_back_to_dev_fuse();
-    kill_9_leaves_a_stale_mount_that_force_recovers();
-    unmount_while_a_helper_holds_a_ring_entry();
+    common::engine::every_engine(|| {
+        let _on = EnableUring::new();
+        mount_serves_and_unmounts();
+        io_uring_false_stays_on_dev_fuse();
+        concurrent_callers();
+        setup_failure_falls_back_to_dev_fuse();
+        kill_9_leaves_a_stale_mount_that_force_recovers();
+        unmount_while_a_helper_holds_a_ring_entry();
+    });
 }
 
 fn mount_serves_and_unmounts() {
@@ -196,6 +198,7 @@ fn kill_9_leaves_a_stale_mount_that_force_recovers() {
         .arg("mount")
         .arg(&m.backing)
         .arg(&m.mnt)
+        .args(m.store_args())
         .arg("--io-uring")
         .output()
         .unwrap();

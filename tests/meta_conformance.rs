@@ -125,6 +125,7 @@ conformance!(
     every_field_round_trips,
     names_are_bytes,
     cookies_page_in_order_across_changes,
+    files_page_newest_first,
     moves_and_swaps_in_one_batch,
     xattr_lists_are_replaced_whole,
     search_grammar,
@@ -478,6 +479,69 @@ fn cookies_page_in_order_across_changes(e: Engine) {
     assert_eq!(s.read_dir(999, 0, 10).unwrap(), vec![]);
     assert_eq!(s.read_dir(2, 0, 0).unwrap(), vec![]);
     assert_eq!(s.counters().unwrap().max_dentry_id, 1000);
+}
+
+fn files_page_newest_first(e: Engine) {
+    let db = Db::new(e, "listing");
+    let s = db.fresh("t");
+    let mut b = Batch::default();
+    b.inodes.push((2, Some(node(2, Kind::Dir, ROOT_INO, b"d"))));
+    b.dentries.push(entry(ROOT_INO, b"d", 2, Kind::Dir, 1));
+    // Twelve files; times repeat so the file id decides among equals,
+    // and the ids are given out of order so neither ino nor insertion
+    // order is the answer.
+    for n in 0..12u64 {
+        file(&mut b, 100 + n, 2, format!("f{n}").as_bytes(), 10 + n);
+    }
+    for (ino, i) in b.inodes.iter_mut() {
+        let Some(i) = i.as_mut().filter(|i| i.kind == Kind::File) else {
+            continue;
+        };
+        let n = *ino - 100;
+        i.crtime = Timestamp(1_000 + (n as i64 % 4));
+        i.file_id = format!("0190aaaa-0000-4000-8000-{:012x}", (n * 7) % 12);
+    }
+    // Not listed: a directory (above), a symlink, a file without a name.
+    let mut link = node(200, Kind::Symlink, 2, b"l");
+    link.target = Some(b"f1".to_vec());
+    b.inodes.push((200, Some(link)));
+    b.dentries.push(entry(2, b"l", 200, Kind::Symlink, 50));
+    let mut orphan = node(201, Kind::File, 2, b"gone");
+    orphan.nlink = 0;
+    b.inodes.push((201, Some(orphan)));
+    s.apply(&b).unwrap();
+
+    let mut want: Vec<(i64, String, u64)> = (0..12u64)
+        .map(|n| {
+            let id = format!("0190aaaa-0000-4000-8000-{:012x}", (n * 7) % 12);
+            (1_000 + (n as i64 % 4), id, 100 + n)
+        })
+        .collect();
+    want.sort_by(|a, b| (b.0, &b.1).cmp(&(a.0, &a.1)));
+    let want: Vec<u64> = want.into_iter().map(|w| w.2).collect();
+
+    let mut seen: Vec<Inode> = Vec::new();
+    loop {
+        let after = seen.last().map(|i| (i.crtime, i.file_id.as_str()));
+        let page = s.files_newest_first(after, 5).unwrap();
+        assert!(page.len() <= 5);
+        let done = page.len() < 5;
+        seen.extend(page);
+        if done {
+            break;
+        }
+    }
+    assert_eq!(seen.iter().map(|i| i.ino).collect::<Vec<_>>(), want);
+    assert!(seen.iter().all(|i| i.kind == Kind::File && i.nlink == 1));
+    assert_eq!(s.files_newest_first(None, 0).unwrap(), vec![]);
+    // A file removed between batches is simply not met again.
+    let mut b = Batch::default();
+    b.dentries.push(unlink(2, b"f0"));
+    b.inodes.push((100, None));
+    s.apply(&b).unwrap();
+    let all = s.files_newest_first(None, 100).unwrap();
+    assert_eq!(all.len(), 11);
+    assert!(all.iter().all(|i| i.ino != 100));
 }
 
 fn moves_and_swaps_in_one_batch(e: Engine) {

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::engine::StoreDb;
 use common::{bin, is_mounted};
 
 /// A daemon started by the test with NOTIFY_SOCKET set, and the socket
@@ -19,6 +20,8 @@ struct Daemon {
     mnt: PathBuf,
     sock: UnixDatagram,
     child: Option<Child>,
+    /// The tables of a fresh store (a given one keeps its own).
+    _db: Option<StoreDb>,
 }
 
 impl Daemon {
@@ -29,9 +32,10 @@ impl Daemon {
         Daemon::start_on(None, abstract_name, env, args)
     }
 
-    /// [`Daemon::start`] on an existing BACKING (None: a fresh one).
+    /// [`Daemon::start`] on an existing (unmounted) store (None: a fresh
+    /// one).
     fn start_on(
-        backing: Option<&Path>,
+        store: Option<&common::Mount>,
         abstract_name: bool,
         env: &[(&str, &str)],
         args: &[&str],
@@ -40,7 +44,18 @@ impl Daemon {
             .prefix("artfs-systemd-")
             .tempdir()
             .unwrap();
-        let backing = backing.map_or_else(|| dir.path().join("backing"), Path::to_path_buf);
+        let (backing, db) = match store {
+            Some(m) => (m.backing.clone(), None),
+            None => (
+                dir.path().join("backing"),
+                Some(common::engine::new_store_db("systemd")),
+            ),
+        };
+        let store_args = match (store, &db) {
+            (Some(m), _) => m.store_args(),
+            (None, Some(db)) => db.args.clone(),
+            (None, None) => unreachable!(),
+        };
         let mnt = dir.path().join("mnt");
         std::fs::create_dir_all(&backing).unwrap();
         std::fs::create_dir_all(&mnt).unwrap();
@@ -64,6 +79,7 @@ impl Daemon {
             .arg("mount")
             .arg(&backing)
             .arg(&mnt)
+            .args(&store_args)
             .arg("--allow-other")
             .args(args)
             .env("ARTFS_LOG", "warn,fuser::session=error")
@@ -77,6 +93,7 @@ impl Daemon {
             mnt,
             sock,
             child: Some(child),
+            _db: db,
         }
     }
 
@@ -168,106 +185,114 @@ fn statuses(msgs: &[String]) -> Vec<&str> {
 
 #[test]
 fn ready_only_once_the_mount_answers_then_stopping_at_sigterm() {
-    let mut d = Daemon::start(false, &[], &["--mode", "rw"]);
-    let before = d.until("READY=1", Duration::from_secs(30));
-    // At the moment READY=1 arrives the mount is there and serves.
-    assert!(is_mounted(&d.mnt), "READY=1 before the mount appeared");
-    std::fs::read_dir(&d.mnt).expect("READY=1 but the mount does not answer");
-    std::fs::write(d.mnt.join("f"), b"x").unwrap();
-    assert_eq!(std::fs::metadata(d.mnt.join("f")).unwrap().len(), 1);
-    let st = statuses(&before);
-    assert!(
-        st.first().is_some_and(|s| s.starts_with("recovering")),
-        "the first status is not the recovery: {st:?}"
-    );
-    let serving = st.last().unwrap();
-    assert!(
-        serving.starts_with("serving") && serving.contains("mode rw"),
-        "READY=1 comes without the serving status and mode: {st:?}"
-    );
-    assert!(
-        serving.contains(&d.mnt.display().to_string()),
-        "status names no mount point: {serving}"
-    );
-    let after = d.terminate();
-    let st = statuses(&after);
-    assert!(
-        st.iter().any(|s| s.starts_with("stopping")),
-        "no stopping status: {st:?}"
-    );
+    common::engine::every_engine(|| {
+        let mut d = Daemon::start(false, &[], &["--mode", "rw"]);
+        let before = d.until("READY=1", Duration::from_secs(30));
+        // At the moment READY=1 arrives the mount is there and serves.
+        assert!(is_mounted(&d.mnt), "READY=1 before the mount appeared");
+        std::fs::read_dir(&d.mnt).expect("READY=1 but the mount does not answer");
+        std::fs::write(d.mnt.join("f"), b"x").unwrap();
+        assert_eq!(std::fs::metadata(d.mnt.join("f")).unwrap().len(), 1);
+        let st = statuses(&before);
+        assert!(
+            st.first().is_some_and(|s| s.starts_with("recovering")),
+            "the first status is not the recovery: {st:?}"
+        );
+        let serving = st.last().unwrap();
+        assert!(
+            serving.starts_with("serving") && serving.contains("mode rw"),
+            "READY=1 comes without the serving status and mode: {st:?}"
+        );
+        assert!(
+            serving.contains(&d.mnt.display().to_string()),
+            "status names no mount point: {serving}"
+        );
+        let after = d.terminate();
+        let st = statuses(&after);
+        assert!(
+            st.iter().any(|s| s.starts_with("stopping")),
+            "no stopping status: {st:?}"
+        );
+    });
 }
 
 #[test]
 fn a_long_recovery_extends_the_start_timeout_before_ready() {
-    // A crash leaves a pending log row: the daemon dies right after the
-    // durable intent of an open for writing.
-    let mut m = common::Mount::new();
-    std::fs::write(m.path("f"), b"old").unwrap();
-    m.arm(&["open::after_intent=return"]);
-    let _ = std::fs::OpenOptions::new().write(true).open(m.path("f"));
-    m.expect_crash("open::after_intent");
-    // Recovery of its first row now takes 11 s: the daemon must ask systemd
-    // for more start time (every 10 s) before READY=1.
-    let mut d = Daemon::start_on(
-        Some(&m.backing),
-        false,
-        &[("FAILPOINTS", "recover::before_settle=1*sleep(11000)")],
-        &[],
-    );
-    let msgs = d.until("READY=1", Duration::from_secs(60));
-    let extend = msgs
-        .iter()
-        .position(|m| m.lines().any(|l| l.starts_with("EXTEND_TIMEOUT_USEC=")))
-        .unwrap_or_else(|| panic!("no EXTEND_TIMEOUT_USEC during recovery: {msgs:?}"));
-    assert!(
-        extend < msgs.len() - 1,
-        "EXTEND_TIMEOUT_USEC with or after READY=1"
-    );
-    let st = statuses(&msgs);
-    assert!(
-        st.last().unwrap().contains(" log rows"),
-        "READY=1 status does not tell the recovery: {st:?}"
-    );
-    d.terminate();
+    common::engine::every_engine(|| {
+        // A crash leaves a pending log row: the daemon dies right after the
+        // durable intent of an open for writing.
+        let mut m = common::Mount::new();
+        std::fs::write(m.path("f"), b"old").unwrap();
+        m.arm(&["open::after_intent=return"]);
+        let _ = std::fs::OpenOptions::new().write(true).open(m.path("f"));
+        m.expect_crash("open::after_intent");
+        // Recovery of its first row now takes 11 s: the daemon must ask systemd
+        // for more start time (every 10 s) before READY=1.
+        let mut d = Daemon::start_on(
+            Some(&m),
+            false,
+            &[("FAILPOINTS", "recover::before_settle=1*sleep(11000)")],
+            &[],
+        );
+        let msgs = d.until("READY=1", Duration::from_secs(60));
+        let extend = msgs
+            .iter()
+            .position(|m| m.lines().any(|l| l.starts_with("EXTEND_TIMEOUT_USEC=")))
+            .unwrap_or_else(|| panic!("no EXTEND_TIMEOUT_USEC during recovery: {msgs:?}"));
+        assert!(
+            extend < msgs.len() - 1,
+            "EXTEND_TIMEOUT_USEC with or after READY=1"
+        );
+        let st = statuses(&msgs);
+        assert!(
+            st.last().unwrap().contains(" log rows"),
+            "READY=1 status does not tell the recovery: {st:?}"
+        );
+        d.terminate();
+    });
 }
 
 #[test]
 fn abstract_socket_and_watchdog_pings() {
-    let mut d = Daemon::start(true, &[("WATCHDOG_USEC", "200000")], &[]);
-    let before = d.until("READY=1", Duration::from_secs(30));
-    assert!(
-        statuses(&before).last().unwrap().contains("mode edit"),
-        "{before:?}"
-    );
-    // Pings every 100 ms (half of WATCHDOG_USEC): several within 1.5 s.
-    let start = Instant::now();
-    let mut pings = 0;
-    while start.elapsed() < Duration::from_millis(1500) {
-        if let Some(m) = d.recv(Duration::from_millis(500)) {
-            pings += m.lines().filter(|l| *l == "WATCHDOG=1").count();
+    common::engine::every_engine(|| {
+        let mut d = Daemon::start(true, &[("WATCHDOG_USEC", "200000")], &[]);
+        let before = d.until("READY=1", Duration::from_secs(30));
+        assert!(
+            statuses(&before).last().unwrap().contains("mode edit"),
+            "{before:?}"
+        );
+        // Pings every 100 ms (half of WATCHDOG_USEC): several within 1.5 s.
+        let start = Instant::now();
+        let mut pings = 0;
+        while start.elapsed() < Duration::from_millis(1500) {
+            if let Some(m) = d.recv(Duration::from_millis(500)) {
+                pings += m.lines().filter(|l| *l == "WATCHDOG=1").count();
+            }
         }
-    }
-    assert!(pings >= 5, "only {pings} WATCHDOG=1 pings in 1.5 s");
-    d.terminate();
+        assert!(pings >= 5, "only {pings} WATCHDOG=1 pings in 1.5 s");
+        d.terminate();
+    });
 }
 
 #[test]
 fn watchdog_of_another_pid_is_not_ours() {
-    // WATCHDOG_PID names the process the watchdog is for (pid 1 here):
-    // not this daemon, so it must not ping.
-    let mut d = Daemon::start(
-        false,
-        &[("WATCHDOG_USEC", "200000"), ("WATCHDOG_PID", "1")],
-        &[],
-    );
-    d.until("READY=1", Duration::from_secs(30));
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_millis(700) {
-        if let Some(m) = d.recv(Duration::from_millis(200)) {
-            assert!(!m.contains("WATCHDOG=1"), "pinged for another pid: {m}");
+    common::engine::every_engine(|| {
+        // WATCHDOG_PID names the process the watchdog is for (pid 1 here):
+        // not this daemon, so it must not ping.
+        let mut d = Daemon::start(
+            false,
+            &[("WATCHDOG_USEC", "200000"), ("WATCHDOG_PID", "1")],
+            &[],
+        );
+        d.until("READY=1", Duration::from_secs(30));
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(700) {
+            if let Some(m) = d.recv(Duration::from_millis(200)) {
+                assert!(!m.contains("WATCHDOG=1"), "pinged for another pid: {m}");
+            }
         }
-    }
-    d.terminate();
+        d.terminate();
+    });
 }
 
 #[test]
@@ -305,39 +330,43 @@ fn a_failed_start_reports_its_error_and_never_ready() {
 
 #[test]
 fn an_unusable_notify_socket_never_fails_the_mount() {
-    let dir = tempfile::tempdir().unwrap();
-    let (backing, mnt) = (dir.path().join("backing"), dir.path().join("mnt"));
-    std::fs::create_dir_all(&backing).unwrap();
-    std::fs::create_dir_all(&mnt).unwrap();
-    let mut child = Command::new(bin())
-        .arg("mount")
-        .arg(&backing)
-        .arg(&mnt)
-        .env("ARTFS_LOG", "warn")
-        .env("NOTIFY_SOCKET", dir.path().join("nobody-listens"))
-        .env("WATCHDOG_USEC", "200000")
-        .stdin(Stdio::null())
-        .spawn()
+    common::engine::every_engine(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let (backing, mnt) = (dir.path().join("backing"), dir.path().join("mnt"));
+        std::fs::create_dir_all(&backing).unwrap();
+        std::fs::create_dir_all(&mnt).unwrap();
+        let db = common::engine::new_store_db("systemd");
+        let mut child = Command::new(bin())
+            .arg("mount")
+            .arg(&backing)
+            .arg(&mnt)
+            .args(&db.args)
+            .env("ARTFS_LOG", "warn")
+            .env("NOTIFY_SOCKET", dir.path().join("nobody-listens"))
+            .env("WATCHDOG_USEC", "200000")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !is_mounted(&mnt) {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "artfs exited: the notify socket failed the mount"
+            );
+            assert!(Instant::now() < deadline, "mount did not appear");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::fs::read_dir(&mnt).expect("the mount answers");
+        std::thread::sleep(Duration::from_millis(300)); // a few failed pings
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !is_mounted(&mnt) {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "artfs exited: the notify socket failed the mount"
-        );
-        assert!(Instant::now() < deadline, "mount did not appear");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::fs::read_dir(&mnt).expect("the mount answers");
-    std::thread::sleep(Duration::from_millis(300)); // a few failed pings
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let status = wait_exit(&mut child, Duration::from_secs(20));
-    assert!(status.success(), "artfs exited with {status}");
-    assert!(!is_mounted(&mnt));
+        let status = wait_exit(&mut child, Duration::from_secs(20));
+        assert!(status.success(), "artfs exited with {status}");
+        assert!(!is_mounted(&mnt));
+    });
 }
 
 fn repo() -> &'static Path {

@@ -403,6 +403,7 @@ fn the_trash_command_lists_and_empties_it() {
                 .arg("trash")
                 .args(args)
                 .arg(&m.backing)
+                .args(m.store_args())
                 .env("ARTFS_LOG", "warn")
                 .output()
                 .unwrap();

@@ -3,8 +3,8 @@
 //! `retention_policy`, `finalize_transaction_id`) stored under a path of
 //! artfs's making, `/uploads/YYYY/MM/DD/{stem}_{file_id}{ext}` (UTC), by
 //! the core's one upload operation ([`Fs::upload`]): same rules, same
-//! atomicity and durability as a PUT. Replies and errors in the original's
-//! shapes (`{"detail": ...}`).
+//! atomicity and durability as a PUT. Replies in the original's shape;
+//! errors get its `detail` from the route's `original_shape` layer.
 //!
 //! The form is parsed as it streams (multer): the fields before `file` are
 //! known when the file starts, and its content goes to the core on the
@@ -91,19 +91,9 @@ pub async fn upload(
                     .drain(st.limits.max_upload.saturating_add(FORM_SLACK))
                     .await;
             }
-            detail(e)
+            e.into_response()
         }
     }
-}
-
-/// An error in FastAPI's shape, `{"detail": TEXT}`, keeping the status,
-/// headers and what the metrics layer logs.
-fn detail(e: ApiError) -> Response {
-    let text = e.message.clone();
-    let (mut parts, _) = e.into_response().into_parts();
-    parts.headers.remove(header::CONTENT_LENGTH);
-    let body = serde_json::json!({ "detail": text }).to_string();
-    Response::from_parts(parts, Body::from(body))
 }
 
 /// The request body, read by the form parser and, after an error, drained.

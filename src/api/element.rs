@@ -31,3 +31,76 @@ impl Element {
         }
     }
 }
+
+/// Longest `element_id` and `location`, in characters.
+pub const ID_MAX: usize = 128;
+/// Longest `display_name`, in characters.
+pub const NAME_MAX: usize = 256;
+
+/// Check one text knob: not blank, no control characters, at most `max`
+/// characters (the original's clients show these and use the id as a key).
+fn check_text(knob: &str, value: &str, max: usize) -> Result<(), String> {
+    if value.trim().is_empty() {
+        return Err(format!("{knob} is empty"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(format!("{knob} {value:?} has a control character"));
+    }
+    let n = value.chars().count();
+    if n > max {
+        return Err(format!("{knob} is {n} characters long, at most {max}"));
+    }
+    Ok(())
+}
+
+impl Element {
+    /// Refuse what no client could use: a blank or overlong id, name or
+    /// location, a priority outside 0..=2^31-1 (the original's clients
+    /// keep it in a 32-bit integer).
+    pub fn check(&self) -> Result<(), String> {
+        check_text(
+            "--api-element-id (element_id, default --api-name)",
+            &self.element_id,
+            ID_MAX,
+        )?;
+        check_text(
+            "--api-display-name (display_name, default --api-name)",
+            &self.display_name,
+            NAME_MAX,
+        )?;
+        check_text("--api-location (location)", &self.location, ID_MAX)?;
+        if !(0..=i64::from(i32::MAX)).contains(&self.priority) {
+            return Err(format!(
+                "--api-priority (priority) {} is outside 0..={}",
+                self.priority,
+                i32::MAX
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn knobs_are_checked() {
+        assert_eq!(Element::named("se-01").check(), Ok(()));
+        let bad = |f: &dyn Fn(&mut Element)| {
+            let mut e = Element::named("se-01");
+            f(&mut e);
+            e.check().unwrap_err()
+        };
+        assert!(bad(&|e| e.element_id = " ".into()).contains("empty"));
+        assert!(bad(&|e| e.element_id = "x".repeat(ID_MAX + 1)).contains("at most 128"));
+        assert!(bad(&|e| e.display_name = "a\nb".into()).contains("control"));
+        assert!(bad(&|e| e.location = String::new()).contains("location"));
+        assert!(bad(&|e| e.priority = -1).contains("outside"));
+        assert!(bad(&|e| e.priority = 1 << 31).contains("outside"));
+        let mut ok = Element::named("Склад 1");
+        ok.priority = 0;
+        ok.display_name = "é".repeat(NAME_MAX);
+        assert_eq!(ok.check(), Ok(()));
+    }
+}

@@ -1,6 +1,8 @@
 //! Errors as HTTP responses: `{"error": CODE, "message": TEXT}` with the
 //! status the core's errno (or the auth error) implies. A client's mistake
 //! is never a 500: only failures of the store itself (I/O, database) are.
+//! The original element's routes add FastAPI's `"detail": TEXT`
+//! ([`original_shape`]), which its clients read.
 
 use std::sync::Arc;
 
@@ -20,6 +22,11 @@ pub struct ErrorBody {
     pub error: String,
     /// Human-readable explanation (never contains a token).
     pub message: String,
+    /// On the original element's routes only: FastAPI's `detail`, the
+    /// message, or for a 422 the list of what failed validation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub detail: Option<serde_json::Value>,
 }
 
 #[derive(Debug)]
@@ -34,6 +41,9 @@ pub struct ApiError {
     /// The core's error this answers, if any (see [`Failed`]; boxed: an
     /// `ApiError` travels in every handler's `Result`).
     pub cause: Option<Box<CoreError>>,
+    /// FastAPI's `detail` when it is more than the message (a 422's list;
+    /// boxed, as `cause`).
+    pub detail: Option<Box<serde_json::Value>>,
 }
 
 /// What an error response answers, as a response extension for the
@@ -63,7 +73,26 @@ impl ApiError {
             www_authenticate: None,
             headers: Vec::new(),
             cause: None,
+            detail: None,
         }
+    }
+
+    /// 422 as FastAPI's validation answered the original's clients: the
+    /// parameter at `loc` (e.g. `["query", "limit"]`) is not what it must
+    /// be; `detail` is the list FastAPI gave, `kind` its `type`.
+    pub fn unprocessable(loc: &[&str], kind: &str, msg: &str, input: &str) -> ApiError {
+        let mut e = ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable_entity",
+            format!("{}: {msg}", loc.last().copied().unwrap_or("request")),
+        );
+        e.detail = Some(Box::new(serde_json::json!([{
+            "type": kind,
+            "loc": loc,
+            "msg": msg,
+            "input": input,
+        }])));
+        e
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -141,6 +170,7 @@ impl From<AuthError> for ApiError {
             www_authenticate: Some(e.www_authenticate()),
             headers: Vec::new(),
             cause: None,
+            detail: None,
         }
     }
 }
@@ -154,6 +184,7 @@ impl IntoResponse for ApiError {
         let body = ErrorBody {
             error: self.code.to_string(),
             message: self.message,
+            detail: self.detail.map(|d| *d),
         };
         let mut resp = (self.status, axum::Json(body)).into_response();
         let h = resp.headers_mut();
@@ -215,11 +246,31 @@ fn code_of(status: StatusCode) -> &'static str {
 /// Longest plain-text error body turned into a message.
 const REJECTION_TEXT_MAX: usize = 4096;
 
+/// Longest JSON error body given a `detail` (an error document is small;
+/// its message may name a long path).
+const ERROR_JSON_MAX: usize = 64 << 10;
+
+/// Marks a response of the original element's routes: [`json_errors`]
+/// gives its error body FastAPI's `detail` too.
+#[derive(Clone, Copy, Debug)]
+pub struct OriginalShape;
+
+/// Route layer (`map_response`) of the original's routes: marks every
+/// response, the refusals of the token guard and of axum's extractors
+/// included, so the one place that shapes error bodies knows.
+pub async fn original_shape(mut resp: Response) -> Response {
+    resp.extensions_mut().insert(OriginalShape);
+    resp
+}
+
 /// Middleware (`map_response`): every error response has the documented
 /// `{"error", "message"}` JSON body, also those made outside the handlers
 /// (axum's rejections of bad JSON, a wrong content type or a bad query
 /// string are plain text; a 405 has no body). The status and headers are
-/// kept; the plain text becomes the message.
+/// kept; the plain text becomes the message. On the original's routes
+/// ([`OriginalShape`]) the body also has `"detail"`: the message, as
+/// FastAPI's `HTTPException` put it; the other two fields stay, so one
+/// error document serves both kinds of client.
 pub async fn json_errors(resp: Response) -> Response {
     let status = resp.status();
     let is_json = resp
@@ -227,24 +278,37 @@ pub async fn json_errors(resp: Response) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+    let original = resp.extensions().get::<OriginalShape>().is_some();
+    if !(status.is_client_error() || status.is_server_error()) || (is_json && !original) {
         return resp;
     }
     let (mut parts, body) = resp.into_parts();
-    let text = axum::body::to_bytes(body, REJECTION_TEXT_MAX)
-        .await
-        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
-        .unwrap_or_default();
-    let message = if text.is_empty() {
-        status.canonical_reason().unwrap_or("error").to_string()
+    let limit = if is_json {
+        ERROR_JSON_MAX
     } else {
-        text
+        REJECTION_TEXT_MAX
     };
-    let body = ErrorBody {
-        error: code_of(status).to_string(),
-        message,
-    };
-    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let bytes = axum::body::to_bytes(body, limit).await.unwrap_or_default();
+    let parsed = is_json
+        .then(|| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .flatten();
+    let mut doc = parsed.unwrap_or_else(|| {
+        let text = String::from_utf8_lossy(&bytes).trim().to_string();
+        let message = if text.is_empty() {
+            status.canonical_reason().unwrap_or("error").to_string()
+        } else {
+            text
+        };
+        serde_json::json!({ "error": code_of(status), "message": message })
+    });
+    if let Some(obj) = doc.as_object_mut() {
+        if original && !obj.contains_key("detail") {
+            if let Some(m) = obj.get("message").cloned() {
+                obj.insert("detail".into(), m);
+            }
+        }
+    }
+    let bytes = serde_json::to_vec(&doc).unwrap_or_default();
     parts.headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -67,6 +67,49 @@ pub struct FileMeta {
     pub uid: u32,
     pub gid: u32,
     pub nlink: u32,
+    // The original element's fields (docs/API.md, "Metadata"), so its
+    // clients read this document unchanged.
+    /// The file's name in its directory, as the caller reaches it (`null`
+    /// when reached by no path).
+    pub storage_filename: Option<String>,
+    /// That directory below the mount's root, with a trailing `/` as the
+    /// original's `YYYY/MM/DD/HH/` (empty at the root).
+    pub storage_path: Option<String>,
+    /// `created_by`, under the original's name: a token's `name` (else
+    /// its `sub`) for files made through the API, the local user's name
+    /// for files made on the mount.
+    pub created_by_username: String,
+    /// Always null: artfs keeps no full names.
+    pub created_by_fullname: Option<String>,
+    /// The original served metadata from a cache of its attr files that
+    /// could go stale; artfs's metadata is the database itself, read for
+    /// this answer: so the time of the answer, [`CACHE_TTL_HOURS`], and
+    /// never expired.
+    pub cache_updated_at: String,
+    pub cache_ttl_hours: u32,
+    pub cache_expired: bool,
+}
+
+/// `cache_ttl_hours` of every document: the original's default.
+pub const CACHE_TTL_HOURS: u32 = 24;
+
+impl FileMeta {
+    /// Fill the original's `storage_path` and `storage_filename` from the
+    /// path the caller reaches the file by (`/a/b/c.txt`: `a/b/`, `c.txt`).
+    /// The original stored uploads under a date tree of its own; here the
+    /// tree is the mount's, which the original's upload route fills by date
+    /// too.
+    pub fn located(mut self, path: &[u8]) -> FileMeta {
+        let path = String::from_utf8_lossy(path);
+        let rel = path.trim_start_matches('/');
+        let (dir, name) = match rel.rfind('/') {
+            Some(i) => (&rel[..=i], &rel[i + 1..]),
+            None => ("", rel),
+        };
+        self.storage_path = Some(dir.to_string());
+        self.storage_filename = Some(name.to_string());
+        self
+    }
 }
 
 pub fn kind_name(k: Kind) -> &'static str {
@@ -138,7 +181,8 @@ pub fn file_meta(fs: &Fs, attr: &Attr, path: Option<String>) -> ApiResult<FileMe
     } else {
         None
     };
-    Ok(FileMeta {
+    let located = path.clone();
+    let meta = FileMeta {
         file_id: i.file_id.clone(),
         path,
         kind: kind_name(i.kind).into(),
@@ -160,6 +204,17 @@ pub fn file_meta(fs: &Fs, attr: &Attr, path: Option<String>) -> ApiResult<FileMe
         uid: i.uid,
         gid: i.gid,
         nlink: i.nlink,
+        storage_filename: None,
+        storage_path: None,
+        created_by_username: i.created_by.clone(),
+        created_by_fullname: None,
+        cache_updated_at: crate::types::Timestamp::now().to_rfc3339(),
+        cache_ttl_hours: CACHE_TTL_HOURS,
+        cache_expired: false,
+    };
+    Ok(match located {
+        Some(p) => meta.located(p.as_bytes()),
+        None => meta,
     })
 }
 
@@ -397,6 +452,51 @@ pub fn patch_inode(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storage_fields_come_from_the_path_reached() {
+        let doc = FileMeta {
+            file_id: String::new(),
+            path: None,
+            kind: "file".into(),
+            original_filename: String::new(),
+            file_size: 0,
+            content_type: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+            modified_at: String::new(),
+            created_by: String::new(),
+            description: None,
+            version: None,
+            checksum: None,
+            retention_until: None,
+            expires_at: None,
+            default_ttl: None,
+            custom_attributes: BTreeMap::new(),
+            mode: String::new(),
+            uid: 0,
+            gid: 0,
+            nlink: 1,
+            storage_filename: None,
+            storage_path: None,
+            created_by_username: String::new(),
+            created_by_fullname: None,
+            cache_updated_at: String::new(),
+            cache_ttl_hours: CACHE_TTL_HOURS,
+            cache_expired: false,
+        };
+        let at = |p: &[u8]| {
+            let d = doc.clone().located(p);
+            (d.storage_path.unwrap(), d.storage_filename.unwrap())
+        };
+        assert_eq!(at(b"/a.txt"), ("".into(), "a.txt".into()));
+        assert_eq!(
+            at(b"/uploads/2026/12/05/q_1.pdf"),
+            ("uploads/2026/12/05/".into(), "q_1.pdf".into())
+        );
+        // Names that are not UTF-8 are shown lossily, as `path` is.
+        assert_eq!(at(b"/d/\xff"), ("d/".into(), "\u{fffd}".into()));
+    }
 
     #[test]
     fn patch_parses_null_as_removal_and_absent_as_keep() {

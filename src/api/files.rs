@@ -7,14 +7,28 @@
 //! see it), and then read or write permission on the file applies as for
 //! the path door. A file the caller cannot reach is 404, as an unknown id,
 //! so ids of hidden files are not confirmed.
+//!
+//! The listing, `GET /api/v1/files/`, shows what the caller could read by
+//! id, no more (`Fs::list_files_as`).
+//!
+//! These are the original's routes: their errors carry FastAPI's `detail`
+//! too (`error::original_shape`, laid on them in `router`), and a
+//! malformed id or parameter is 422 as FastAPI's validation answered.
+
+use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, State};
-use axum::http::HeaderMap;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult};
-use super::file_meta::{file_meta, parse_patch, patch_inode, with_etag, MetaChanges, PatchMeta};
+use super::file_meta::{
+    file_meta, parse_patch, patch_inode, with_etag, FileMeta, MetaChanges, PatchMeta,
+};
 use super::fs::{remove_name, serve_file};
 use super::path::encode_segment;
 use super::{blocking, AppState};
@@ -23,19 +37,30 @@ use crate::core::access::{Reach, MAY_READ};
 use crate::core::Fs;
 use crate::types::{Caller, Kind};
 
-/// How `caller` reaches the file with this id, or 404 (400 when it is not
-/// a UUID).
+/// How `caller` reaches the file with this id, or 404 (422 when it is not
+/// a UUID, as the original's FastAPI validation answered).
+/// Any UUID version is an id: artfs makes v7, the original and its
+/// clients v4 (docs/API.md, "File ids"); every spelling the `uuid` crate
+/// reads (upper case, braces, no hyphens) names the same file.
 fn by_id(fs: &Fs, caller: &Caller, file_id: &str) -> ApiResult<Reach> {
-    let id = uuid::Uuid::parse_str(file_id)
-        .map_err(|_| ApiError::bad_request("file_id is not a UUID"))?;
-    fs.reach_by_file_id(caller, &id.hyphenated().to_string())?
-        .ok_or_else(|| ApiError::not_found("no file with this id"))
+    let id = uuid::Uuid::parse_str(file_id).map_err(|_| {
+        ApiError::unprocessable(
+            &["path", "file_id"],
+            "uuid_parsing",
+            "Input should be a valid UUID",
+            file_id,
+        )
+    })?;
+    let id = id.hyphenated().to_string();
+    fs.reach_by_file_id(caller, &id)?
+        .ok_or_else(|| ApiError::not_found(format!("File {id} not found")))
 }
 
 /// Metadata of a file by id.
 #[utoipa::path(get, path = "/api/v1/files/{file_id}", tag = "files", security(("bearer" = [])),
     params(("file_id" = String, Path, description = "the file's UUID")),
-    responses((status = 200, body = super::file_meta::FileMeta), (status = 404, body = super::ErrorBody)))]
+    responses((status = 200, body = super::file_meta::FileMeta), (status = 404, body = super::ErrorBody),
+              (status = 422, description = "not a UUID", body = super::ErrorBody)))]
 pub async fn get(
     State(st): State<AppState>,
     Extension(who): Extension<Principal>,
@@ -47,7 +72,7 @@ pub async fn get(
         let reach = by_id(&st.fs, &caller, &file_id)?;
         st.fs
             .check_access(&caller, reach.attr.inode.ino, MAY_READ)?;
-        file_meta(&st.fs, &reach.attr, None)
+        Ok(file_meta(&st.fs, &reach.attr, None)?.located(&reach.path))
     })
     .await?;
     Ok(with_etag(meta))
@@ -110,14 +135,88 @@ pub async fn patch(
     body: Bytes,
 ) -> ApiResult<Response> {
     who.require(Action::Write)?;
-    let changes = MetaChanges::from_patch(parse_patch(&body)?)?;
+    // A body that is no metadata document at all is FastAPI's 422; a
+    // value the archive's rules refuse stays 400, as on the path door.
+    let doc = parse_patch(&body)
+        .map_err(|e| ApiError::unprocessable(&["body"], "model_attributes_type", &e.message, ""))?;
+    let changes = MetaChanges::from_patch(doc)?;
     let caller = st.caller_for(&who);
     let meta = blocking(move || {
         let reach = by_id(&st.fs, &caller, &file_id)?;
-        patch_inode(&st, &caller, &reach.attr, &changes, None)
+        Ok(patch_inode(&st, &caller, &reach.attr, &changes, None)?.located(&reach.path))
     })
     .await?;
     Ok(with_etag(meta))
+}
+
+/// Files on one page of the listing when `limit` is not given, and at
+/// most (a larger `limit` is cut to it, as the original did).
+pub const LIST_LIMIT: u64 = 100;
+
+/// One page of the original's file listing.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FileList {
+    /// How many files the caller would see on all pages.
+    pub total: u64,
+    /// Newest first, each with the path the caller reaches it by.
+    pub files: Vec<FileMeta>,
+}
+
+/// A listing parameter: absent is `default`; anything but a whole number
+/// from 0 up is FastAPI's 422.
+fn count_param(q: &HashMap<String, String>, name: &str, default: u64) -> ApiResult<u64> {
+    let Some(text) = q.get(name) else {
+        return Ok(default);
+    };
+    let n: i64 = text.trim().parse().map_err(|_| {
+        ApiError::unprocessable(
+            &["query", name],
+            "int_parsing",
+            "Input should be a valid integer, unable to parse string as an integer",
+            text,
+        )
+    })?;
+    u64::try_from(n).map_err(|_| {
+        ApiError::unprocessable(
+            &["query", name],
+            "greater_than_equal",
+            "Input should be greater than or equal to 0",
+            text,
+        )
+    })
+}
+
+/// The files the caller can read, newest first: `skip` of them left out
+/// (default 0), then at most `limit` (default and most 100), with the
+/// `total` the caller would see.
+#[utoipa::path(get, path = "/api/v1/files/", tag = "files", security(("bearer" = [])),
+    params(("skip" = Option<u64>, Query, description = "files left out first (default 0)"),
+           ("limit" = Option<u64>, Query, description = "files on the page (default and at most 100)")),
+    responses((status = 200, body = FileList),
+              (status = 422, description = "skip or limit not a whole number from 0 up", body = super::ErrorBody)))]
+pub async fn list(
+    State(st): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    who.require(Action::Read)?;
+    let skip = count_param(&q, "skip", 0)?;
+    let limit = count_param(&q, "limit", LIST_LIMIT)?.min(LIST_LIMIT) as usize;
+    let caller = st.caller_for(&who);
+    let doc = blocking(move || {
+        let page = st.fs.list_files_as(&caller, skip, limit)?;
+        let mut files = Vec::with_capacity(page.files.len());
+        for l in &page.files {
+            let path = String::from_utf8_lossy(&l.path).into_owned();
+            files.push(file_meta(&st.fs, &l.attr, Some(path))?);
+        }
+        Ok(FileList {
+            total: page.total,
+            files,
+        })
+    })
+    .await?;
+    Ok(Json(doc).into_response())
 }
 
 /// Delete a file (or empty directory) by id (operator or admin): the name
@@ -139,7 +238,7 @@ pub async fn delete(
         let reach = by_id(&st.fs, &caller, &file_id)?;
         if reach.name.is_empty() {
             return Err(ApiError::new(
-                axum::http::StatusCode::FORBIDDEN,
+                StatusCode::FORBIDDEN,
                 "forbidden",
                 "the root directory cannot be deleted",
             ));
@@ -147,7 +246,7 @@ pub async fn delete(
         remove_name(&st, &caller, reach.dir, &reach.name)
     })
     .await?;
-    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[cfg(test)]

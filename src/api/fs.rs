@@ -622,7 +622,7 @@ async fn upload(
     let opts = UploadOptions {
         condition,
         perm: st.file_mode,
-        created_by: who.sub.clone(),
+        created_by: who.creator().to_string(),
         set: changes.set,
         remove: changes.remove,
         file_id: NewFileId::Fresh,

@@ -165,15 +165,6 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/meta", meta_routes())
         .route("/api/v1/meta/", meta_routes())
         .route("/api/v1/meta/{*path}", meta_routes())
-        .route(
-            "/api/v1/files/{file_id}",
-            get(files::get).patch(files::patch).delete(files::delete),
-        )
-        .route("/api/v1/files/{file_id}/download", get(files::download))
-        .route(
-            "/api/v1/files/upload",
-            axum::routing::post(artstore_upload::upload),
-        )
         .route("/api/v1/search", get(admin::search))
         .route("/api/v1/mode", axum::routing::post(admin::change_mode))
         .route("/api/v1/trash", get(trash::list).delete(trash::empty))
@@ -185,6 +176,25 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             guard::require_token,
         ));
+    // The original's routes: token as above, errors with `detail` too
+    // (the outer layer, so the guard's refusals get it as well).
+    let original = Router::new()
+        .route("/api/v1/files", get(files::list))
+        .route("/api/v1/files/", get(files::list))
+        .route(
+            "/api/v1/files/{file_id}",
+            get(files::get).patch(files::patch).delete(files::delete),
+        )
+        .route("/api/v1/files/{file_id}/download", get(files::download))
+        .route(
+            "/api/v1/files/upload",
+            axum::routing::post(artstore_upload::upload),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::require_token,
+        ))
+        .route_layer(middleware::map_response(error::original_shape));
     let public = Router::new()
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
@@ -192,6 +202,7 @@ pub fn router(state: AppState) -> Router {
     public
         .merge(open)
         .merge(api)
+        .merge(original)
         .fallback(health::no_route)
         // Outside the routes, so a path no route serves counts as `unmatched`.
         .layer(middleware::from_fn_with_state(

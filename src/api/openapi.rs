@@ -31,7 +31,9 @@ impl Modify for BearerAuth {
     info(
         title = "artfs HTTP API",
         description = "Authenticated remote access to an artfs store: the same files, rules and \
-                       metadata as the mount. Errors are JSON {\"error\": CODE, \"message\": TEXT}."
+                       metadata as the mount. Errors are JSON {\"error\": CODE, \"message\": TEXT}; \
+                       on the original element's routes (/api/v1/files...) also FastAPI's \
+                       \"detail\"."
     ),
     paths(
         super::health::root,
@@ -46,6 +48,7 @@ impl Modify for BearerAuth {
         super::fs::delete,
         super::file_meta::get,
         super::file_meta::patch,
+        super::files::list,
         super::files::get,
         super::files::download,
         super::files::patch,
@@ -62,6 +65,7 @@ impl Modify for BearerAuth {
         super::error::ErrorBody,
         super::file_meta::FileMeta,
         super::file_meta::PatchMeta,
+        super::files::FileList,
         super::fs::Listing,
         super::fs::ListEntry,
         super::health::Info,

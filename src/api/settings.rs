@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
+use super::element::Element;
 use crate::auth::{AuthConfig, KeySource};
 use crate::config::over;
 
@@ -112,7 +113,7 @@ pub struct ApiConfig {
     pub name: String,
     /// What the original's clients see of this element; default
     /// `Element::named(name)`.
-    pub element: Option<super::element::Element>,
+    pub element: Option<Element>,
     /// Permission bits of uploaded files and of directories made by `?mkdir`.
     pub file_mode: u32,
     pub dir_mode: u32,
@@ -206,6 +207,22 @@ pub struct ApiArgs {
     /// Name reported by /api/v1/info.
     #[arg(long, env = "ARTFS_API_NAME", default_value = DEFAULT_NAME)]
     pub api_name: String,
+    /// The element's service-discovery id: `element_id` in /api/v1/info,
+    /// `storage_id` in /api/v1/capacity [default: --api-name].
+    #[arg(long, env = "ARTFS_API_ELEMENT_ID", value_name = "ID")]
+    pub api_element_id: Option<String>,
+    /// The element's name for people (`display_name` in /api/v1/info)
+    /// [default: --api-name].
+    #[arg(long, env = "ARTFS_API_DISPLAY_NAME", value_name = "S")]
+    pub api_display_name: Option<String>,
+    /// The element's priority among its peers, lower fills first
+    /// (`priority` in /api/v1/info) [default: 100].
+    #[arg(long, env = "ARTFS_API_PRIORITY", value_name = "N")]
+    pub api_priority: Option<i64>,
+    /// The element's location label, e.g. a datacenter (`location` in
+    /// /api/v1/capacity) [default: default].
+    #[arg(long, env = "ARTFS_API_LOCATION", value_name = "S")]
+    pub api_location: Option<String>,
     /// Largest upload, in bytes.
     #[arg(long, env = "ARTFS_API_MAX_UPLOAD", default_value_t = Limits::default().max_upload)]
     pub api_max_upload: u64,
@@ -263,6 +280,13 @@ impl ApiArgs {
             &mut file.metrics_token_file,
             self.metrics_token_file.clone().map(Some),
         );
+        over(&mut file.element_id, self.api_element_id.clone().map(Some));
+        over(
+            &mut file.display_name,
+            self.api_display_name.clone().map(Some),
+        );
+        over(&mut file.priority, self.api_priority.map(Some));
+        over(&mut file.location, self.api_location.clone().map(Some));
     }
 
     /// The configuration from these flags alone (no config file).
@@ -303,6 +327,18 @@ impl ApiArgs {
         c.uid = self.api_uid;
         c.gid = self.api_gid;
         c.name = self.api_name.clone();
+        let named = Element::named(&c.name);
+        let element = Element {
+            element_id: api.element_id.clone().unwrap_or(named.element_id),
+            display_name: api.display_name.clone().unwrap_or(named.display_name),
+            priority: api.priority.unwrap_or(named.priority),
+            location: api.location.clone().unwrap_or(named.location),
+            storage_type: named.storage_type,
+        };
+        if let Err(e) = element.check() {
+            bail!("{e}");
+        }
+        c.element = Some(element);
         c.limits.max_upload = self.api_max_upload;
         c.limits.max_concurrent_uploads = self.api_max_uploads.max(1);
         c.limits.max_header_bytes = self.api_max_header_bytes;
@@ -368,9 +404,43 @@ mod tests {
         assert_eq!(c.auth.issuer.as_deref(), Some("flag-iss"));
         assert!(c.insecure_public);
         assert_eq!(c.name, DEFAULT_NAME);
+        assert_eq!(c.element, Some(Element::named(DEFAULT_NAME)));
         // Nothing to listen on: no API.
         let none = crate::config::ApiConfig::default();
         assert!(ApiArgs::default().settings(&none).unwrap().is_none());
+    }
+
+    #[test]
+    fn element_knobs_come_from_flags_over_the_file_else_the_name() {
+        let mut file = crate::config::ApiConfig {
+            listen: Some("127.0.0.1:1".into()),
+            jwt_key: Some("/k.pub".into()),
+            element_id: Some("se-file".into()),
+            priority: Some(7),
+            location: Some("dc-file".into()),
+            ..Default::default()
+        };
+        let a = ApiArgs {
+            api_name: "se01".into(),
+            api_location: Some("dc-flag".into()),
+            ..args("127.0.0.1:1")
+        };
+        a.merge(&mut file);
+        let e = a.settings(&file).unwrap().unwrap().element.unwrap();
+        assert_eq!(e.element_id, "se-file");
+        assert_eq!(e.display_name, "se01", "the name when not given");
+        assert_eq!(e.priority, 7);
+        assert_eq!(e.location, "dc-flag");
+        assert_eq!(e.storage_type, "local");
+        // A knob no client could use fails the start, naming it.
+        let bad = ApiArgs {
+            api_priority: Some(-1),
+            ..args("127.0.0.1:1")
+        };
+        let mut file = crate::config::ApiConfig::default();
+        bad.merge(&mut file);
+        let err = bad.settings(&file).unwrap_err().to_string();
+        assert!(err.contains("--api-priority"), "{err}");
     }
 
     #[test]

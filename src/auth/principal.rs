@@ -199,6 +199,16 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// Who the files this token makes are recorded as made by
+    /// (`created_by`, the original's `created_by_username`): its `name`,
+    /// as the original recorded the user's name, else its `sub`.
+    pub fn creator(&self) -> &str {
+        self.name
+            .as_deref()
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or(&self.sub)
+    }
+
     /// Whether the role allows `action` and, when the token carries a
     /// scope claim, the scope does too.
     pub fn allows(&self, action: Action) -> bool {

@@ -15,6 +15,7 @@ mod checksum;
 pub mod collector;
 mod data;
 mod import;
+pub mod listing;
 mod maintenance;
 pub mod mountinfo;
 pub mod namespace;

@@ -47,6 +47,7 @@ pub const SQLITE: &[Migration] = migrations!("sqlite":
     4 "search" "0004_search.sql",
     5 "config" "0005_config.sql",
     6 "blocks" "0006_blocks.sql",
+    7 "listing" "0007_listing.sql",
 );
 
 /// The same versions, names and meaning as [`SQLITE`].
@@ -57,6 +58,7 @@ pub const POSTGRES: &[Migration] = migrations!("postgres":
     4 "search" "0004_search.sql",
     5 "config" "0005_config.sql",
     6 "blocks" "0006_blocks.sql",
+    7 "listing" "0007_listing.sql",
 );
 
 /// Longest identifier PostgreSQL keeps whole (NAMEDATALEN - 1 bytes).

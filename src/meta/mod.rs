@@ -15,7 +15,7 @@ pub mod sqlite;
 
 use crate::types::error::{Error, Result};
 use crate::types::journal;
-use crate::types::{DirEntry, Inode, Kind};
+use crate::types::{DirEntry, Inode, Kind, Timestamp};
 
 /// A directory entry's target and readdir cookie.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,6 +123,15 @@ pub trait MetaStore: Send + Sync {
 
     /// The inode with this stable file id.
     fn find_by_file_id(&self, file_id: &str) -> Result<Option<u64>>;
+    /// Regular files with a name, newest first (creation time, then file
+    /// id bytewise, both descending), after `after` in that order (a
+    /// keyset, so batches neither skip nor repeat a file), at most
+    /// `limit`: the original API's file listing walks them in batches.
+    fn files_newest_first(
+        &self,
+        after: Option<(Timestamp, &str)>,
+        limit: usize,
+    ) -> Result<Vec<Inode>>;
     /// Log rows still pending, oldest first.
     fn pending_journal(&self) -> Result<Vec<journal::Record>>;
     /// Number of log rows per status.

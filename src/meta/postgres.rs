@@ -526,6 +526,12 @@ impl MetaStore for PgStore {
     }
 
     fn lookup(&self, parent: u64, name: &[u8]) -> Result<Option<Dentry>> {
+        // Test builds: a lookup PostgreSQL itself refuses (a real database
+        // error, with its SQLSTATE), for tests/error_replies.rs.
+        fail::fail_point!("meta::lookup", |_| -> Result<Option<Dentry>> {
+            self.block(sqlx::query("SELECT * FROM fail_point_meta_lookup").execute(&self.pool))?;
+            Ok(None)
+        });
         let row: Option<(i64, i64, i64)> = self.block(
             sqlx::query_as(&self.q_lookup)
                 .bind(parent as i64)
@@ -766,6 +772,35 @@ impl MetaStore for PgStore {
                 .fetch_optional(&self.pool),
         )?;
         Ok(v.map(|i| i as u64))
+    }
+
+    fn files_newest_first(
+        &self,
+        after: Option<(Timestamp, &str)>,
+        limit: usize,
+    ) -> Result<Vec<Inode>> {
+        let p = &self.p;
+        // File ids compare bytewise (`C`), as on SQLite and as the partial
+        // index `{p}_inodes_listing` is ordered, whatever the collation.
+        let (key, n) = if after.is_some() {
+            (
+                "AND (crtime < $1 OR (crtime = $1 AND file_id COLLATE \"C\" < $2))",
+                3,
+            )
+        } else {
+            ("", 1)
+        };
+        let sql = format!(
+            "SELECT {INODE_COLS} FROM {p}_inodes WHERE kind = 1 AND nlink > 0 {key} \
+             ORDER BY crtime DESC, file_id COLLATE \"C\" DESC LIMIT ${n}"
+        );
+        let mut q = sqlx::query(&sql);
+        if let Some((t, id)) = after {
+            q = q.bind(t.0).bind(id.to_string());
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.block(q.bind(limit).fetch_all(&self.pool))?;
+        rows.iter().map(rows::inode).collect()
     }
 
     fn pending_journal(&self) -> Result<Vec<journal::Record>> {

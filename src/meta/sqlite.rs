@@ -720,6 +720,31 @@ impl MetaStore for SqliteStore {
         Ok(v.map(|i| i as u64))
     }
 
+    fn files_newest_first(
+        &self,
+        after: Option<(Timestamp, &str)>,
+        limit: usize,
+    ) -> Result<Vec<Inode>> {
+        let p = &self.p;
+        // The terms of the partial index `{p}_inodes_listing`, so it serves.
+        let key = if after.is_some() {
+            "AND (crtime < ? OR (crtime = ? AND file_id < ?))"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT {INODE_COLS} FROM {p}_inodes WHERE kind = 1 AND nlink > 0 {key} \
+             ORDER BY crtime DESC, file_id DESC LIMIT ?"
+        );
+        let mut q = sqlx::query(&sql);
+        if let Some((t, id)) = after {
+            q = q.bind(t.0).bind(t.0).bind(id.to_string());
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.rt.block_on(q.bind(limit).fetch_all(&self.pool))?;
+        rows.iter().map(rows::inode).collect()
+    }
+
     fn pending_journal(&self) -> Result<Vec<journal::Record>> {
         let p = &self.p;
         let rows = self.rt.block_on(

@@ -73,6 +73,15 @@ impl StoreDb {
         }
     }
 
+    /// `bytes` as an SQL literal of the engine's binary type.
+    pub fn blob(&self, bytes: &[u8]) -> String {
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        match &self.pg {
+            None => format!("X'{hex}'"),
+            Some(_) => format!("'\\x{hex}'::bytea"),
+        }
+    }
+
     /// The rows of a query whose first column is text (`{p}` as in
     /// [`StoreDb::sql`]).
     pub fn query(&self, backing: &Path, sql: &str) -> Vec<String> {

@@ -50,6 +50,12 @@ impl Mount {
     /// Mount a fresh store after `prepare` ran on the empty BACKING
     /// directory (e.g. to mount a small tmpfs there).
     pub fn prepared(args: &[&str], prepare: impl FnOnce(&Path)) -> Mount {
+        Mount::prepared_store(args, |backing, _| prepare(backing))
+    }
+
+    /// As [`Mount::prepared`], and `prepare` also gets the flags that name
+    /// the store's tables (for a command that makes the store, like import).
+    pub fn prepared_store(args: &[&str], prepare: impl FnOnce(&Path, &[String])) -> Mount {
         let dir = tempfile::Builder::new()
             .prefix("artfs-test-")
             .tempdir()
@@ -58,13 +64,13 @@ impl Mount {
         let mnt = dir.path().join("mnt");
         std::fs::create_dir_all(&backing).unwrap();
         std::fs::create_dir_all(&mnt).unwrap();
-        prepare(&backing);
         // A test that names its own database keeps it.
         let db = if args.contains(&"--db") {
             engine::StoreDb::none()
         } else {
             engine::new_store_db("mount")
         };
+        prepare(&backing, &db.args);
         let mut m = Mount {
             backing,
             mnt,
@@ -92,6 +98,11 @@ impl Mount {
     /// Rows of a text query on this store's tables (`{p}`: the prefix).
     pub fn query(&self, sql: &str) -> Vec<String> {
         self.db.query(&self.backing, sql)
+    }
+
+    /// `bytes` as an SQL literal of the engine's binary type.
+    pub fn blob(&self, bytes: &[u8]) -> String {
+        self.db.blob(bytes)
     }
 
     /// Lose this store's tables, as a disaster would.
