@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use artfs::meta::{self, migrate, Batch, Dentry, MetaStore, StoreConfig};
+use artfs::types::error::Error;
 use artfs::types::journal::{self, Op, Record, Retention, Status, Update};
 use artfs::types::{DentryKey, Inode, Kind, Timestamp, ROOT_INO};
 use common::pg::{PgDatabase, PgServer};
@@ -121,6 +122,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    a_writer_whose_lease_moved_commits_nothing,
     identity_counters_and_config,
     every_field_round_trips,
     names_are_bytes,
@@ -189,6 +191,34 @@ fn hits(s: &dyn MetaStore, q: &str) -> BTreeSet<u64> {
 
 fn set(v: &[u64]) -> BTreeSet<u64> {
     v.iter().copied().collect()
+}
+
+/// Fencing (meta/lease.rs): once another writer took the lease, a batch
+/// of the old holder commits nothing and says why (EROFS). SQLite's guard
+/// is the flock in BACKING: no lease there to lose.
+fn a_writer_whose_lease_moved_commits_nothing(e: Engine) {
+    let db = Db::new(e, "lease");
+    let s = db.fresh("l");
+    s.claim_writer(&meta::lease::Holder::me()).unwrap();
+    let mut b = Batch::default();
+    file(&mut b, 10, ROOT_INO, b"kept", 1);
+    s.apply(&b).unwrap();
+    s.heartbeat().unwrap();
+    if e == Engine::Sqlite {
+        assert!(!s.leased());
+        return;
+    }
+    assert!(s.leased());
+    // Another writer takes over (what a claim of a lapsed lease does).
+    db.exec("UPDATE l_lease SET epoch = epoch + 1, holder = 'other', pid = 1");
+    let mut b = Batch::default();
+    file(&mut b, 11, ROOT_INO, b"late", 2);
+    let err = s.apply(&b).unwrap_err();
+    assert!(matches!(err.bare(), Error::Fenced(_)), "{err}");
+    assert_eq!(err.errno(), libc::EROFS);
+    let err = s.heartbeat().unwrap_err();
+    assert!(err.to_string().contains("pid 1 on host"), "{err}");
+    assert_eq!(names(s.as_ref(), ROOT_INO), [b"kept".to_vec()]);
 }
 
 fn identity_counters_and_config(e: Engine) {

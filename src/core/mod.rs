@@ -201,6 +201,10 @@ impl Fs {
 
     /// Whether the current mode allows `change`.
     pub(crate) fn allow(&self, change: policy::Change) -> Result<()> {
+        // A store whose lease passed to another writer is read-only here.
+        if !matches!(change, policy::Change::Read) {
+            self.writer.check_fenced()?;
+        }
         policy::check(self.mode(), change)
     }
 
@@ -420,6 +424,7 @@ impl Fs {
         self.workers.join(workers::SIDECARS);
         self.writer.shutdown();
         self.workers.join(workers::WRITER);
+        self.workers.stop_lease();
         // Nothing commits any more: finish the sidecars of what committed
         // after the drain (the hasher, the last releases), so a clean stop
         // leaves no pending row.

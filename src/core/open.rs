@@ -16,6 +16,7 @@ use super::workers;
 use super::writer::{Writer, INO_RESERVE_STEP};
 use super::Fs;
 use crate::blob::ContentStore;
+use crate::meta::lease;
 use crate::meta::MetaStore;
 use crate::types::error::{Error, Result};
 use crate::types::{Inode, Timestamp, ROOT_INO};
@@ -53,6 +54,7 @@ pub(super) fn open_unstarted(opts: &StoreOptions, rt: Handle) -> Result<(Fs, Sto
 
     let url = opts.db_url();
     let meta = crate::meta::open(&url, &opts.table_prefix, rt)?;
+    meta.claim_writer(&lease::Holder::me())?;
     let store_id = identify(meta.as_ref(), &backing, &state_dir, &url, true)?;
     let objects = crate::blob::open(&backing)?;
     let recovered = recover(meta.as_ref(), objects.as_ref())?;
@@ -266,8 +268,30 @@ fn start_workers(fs: &Arc<Fs>, opts: &StoreOptions) -> Result<()> {
         .set(super::checksum::Hasher::start(Arc::downgrade(fs), w)?);
     let strong = fs.clone();
     w.spawn(workers::WRITER, move || super::writer::run_guarded(strong))?;
+    if fs.meta.leased() {
+        let (weak, stop) = (Arc::downgrade(fs), w.lease());
+        w.spawn(workers::LEASE, move || keep_lease(weak, &stop))?;
+    }
     super::objpool::ObjectPool::start(Arc::downgrade(fs), w)?;
     Ok(())
+}
+
+/// Renew the writer's lease every beat; once it is lost, stop the writer
+/// (changes are refused with EROFS; what was acknowledged is committed).
+fn keep_lease(fs: std::sync::Weak<Fs>, stop: &workers::Stop) {
+    while stop.sleep(crate::meta::lease::BEAT) {
+        let Some(fs) = fs.upgrade() else { return };
+        match fs.meta.heartbeat() {
+            Ok(()) => {}
+            Err(e @ Error::Fenced(_)) => {
+                fs.writer.fence(e);
+                return;
+            }
+            // The database is away: batches retry, and the check inside
+            // each one keeps a lease lost meanwhile from being used.
+            Err(e) => tracing::warn!(error = %e, "could not renew the store's lease"),
+        }
+    }
 }
 
 /// Mode changes by other processes take effect within a second.
@@ -382,6 +406,9 @@ pub fn open_offline(
         }
     }
     let meta = crate::meta::open(&url, &opts.table_prefix, rt)?;
+    if exclusive {
+        meta.claim_writer(&lease::Holder::me())?;
+    }
     identify(meta.as_ref(), &backing, &state_dir, &url, false)?;
     let objects = crate::blob::open(&backing)?;
     Ok((meta, objects, lock))
@@ -409,6 +436,7 @@ pub fn open_for_rebuild(opts: &StoreOptions, rt: Handle) -> Result<Stores<StoreL
     let lock = StoreLock::acquire(&state_dir)?;
     let url = opts.db_url();
     let meta = crate::meta::open(&url, &opts.table_prefix, rt)?;
+    meta.claim_writer(&lease::Holder::me())?;
     match meta.store_identity()? {
         Some((db_id, db_backing)) if db_id != store_id => {
             return Err(setup_err(format!(

@@ -12,7 +12,10 @@
 //!    told to stop;
 //! 4. `artfs-writer`: joined after the shutdown that commits everything
 //!    staged (it stops on its own if it died);
-//! 5. `artfs-hasher` is not joined: it may be hashing a large file and
+//! 5. `artfs-lease` (PostgreSQL's writer lease): stopped and joined after
+//!    the writer, so the lease is renewed until the last commit, then
+//!    released by the store's close;
+//! 6. `artfs-hasher` is not joined: it may be hashing a large file and
 //!    holds the store only weakly; it ends with the store (what it did not
 //!    hash is the next mount's backlog).
 //!
@@ -31,6 +34,7 @@ pub(crate) const SIDECARS: &str = "artfs-sidecars";
 pub(crate) const HASHER: &str = "artfs-hasher";
 pub(crate) const WRITER: &str = "artfs-writer";
 pub(crate) const OBJECTS: &str = "artfs-objects";
+pub(crate) const LEASE: &str = "artfs-lease";
 
 /// A stop signal the periodic threads sleep on.
 #[derive(Default)]
@@ -61,6 +65,8 @@ impl Stop {
 pub struct Workers {
     /// Ends the periodic threads (collector, policy).
     periodic: Arc<Stop>,
+    /// Ends the lease's heartbeat, after the writer.
+    lease: Arc<Stop>,
     threads: Mutex<Vec<(&'static str, JoinHandle<()>)>>,
 }
 
@@ -79,6 +85,17 @@ impl Workers {
     /// The stop signal of the periodic threads, for them to sleep on.
     pub fn periodic(&self) -> Arc<Stop> {
         self.periodic.clone()
+    }
+
+    /// The stop signal of the lease's heartbeat.
+    pub fn lease(&self) -> Arc<Stop> {
+        self.lease.clone()
+    }
+
+    /// Stop the lease's heartbeat and wait for it (step 5).
+    pub fn stop_lease(&self) {
+        self.lease.stop();
+        self.join(LEASE);
     }
 
     /// Tell the periodic threads to stop and wait for them (step 1).

@@ -41,6 +41,8 @@ struct State {
     waiters: usize,
     /// The last commit's error, shared with every waiter it fails.
     last_error: Option<Arc<Error>>,
+    /// The writer lease passed to another process: nothing commits again.
+    fenced: Option<Arc<Error>>,
 }
 
 #[derive(Default)]
@@ -79,6 +81,9 @@ impl Writer {
 
     fn wait_locked(&self, s: &mut parking_lot::MutexGuard<'_, State>, seq: u64) -> Result<()> {
         while s.flushed_seq < seq {
+            if let Some(e) = &s.fenced {
+                return Err(Error::Uncommitted(e.clone()));
+            }
             if s.stopped {
                 return Err(Error::Meta("metadata writer stopped".into()));
             }
@@ -99,6 +104,7 @@ impl Writer {
     /// Make mutations wait while too much is uncommitted; refuse them
     /// (EIO) once the writer has died, as nothing staged would be saved.
     pub fn throttle(&self, fs: &Fs) -> Result<()> {
+        self.check_fenced()?;
         if self.dead() {
             return Err(Error::Meta(
                 "the metadata writer has died: no change can be saved; restart artfs".into(),
@@ -126,6 +132,36 @@ impl Writer {
             "metadata writer died: {why}"
         ))));
         s.stopped = true;
+        self.done.notify_all();
+    }
+
+    /// EROFS (the lease's error) once the store's lease passed to another
+    /// writer.
+    pub fn check_fenced(&self) -> Result<()> {
+        match &self.state.lock().fenced {
+            Some(e) => Err(Error::Uncommitted(e.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// The store's lease passed to another writer (`e` says to whom): stop
+    /// committing, fail everyone waiting, refuse changes (EROFS) from now
+    /// on. Reads go on; the operator unmounts.
+    pub(crate) fn fence(&self, e: Error) {
+        let mut s = self.state.lock();
+        if s.fenced.is_some() {
+            return;
+        }
+        tracing::error!(
+            error = %e,
+            "lost the store's writer lease: no change is committed from now on \
+             (changes are refused with EROFS); unmount this store"
+        );
+        let e = Arc::new(e);
+        s.fenced = Some(e.clone());
+        s.last_error = Some(e);
+        s.kicked = true;
+        self.work.notify_one();
         self.done.notify_all();
     }
 
@@ -410,6 +446,14 @@ impl Run {
     /// retry at once; otherwise report the error to waiters and retry
     /// shortly (or stop, when shutting down).
     fn failed(&mut self, e: Error) -> Next {
+        if matches!(e.bare(), Error::Fenced(_)) {
+            self.fs.writer.fence(e);
+            let w = &self.fs.writer;
+            let mut s = w.state.lock();
+            s.stopped = true;
+            w.done.notify_all();
+            return Next::Stop;
+        }
         if e.is_disk_full() && self.fs.ballast.release().unwrap_or(false) {
             // Objects filled the disk: give the database the reserve so
             // this commit (which may free space) goes through.

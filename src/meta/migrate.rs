@@ -48,6 +48,7 @@ pub const SQLITE: &[Migration] = migrations!("sqlite":
     5 "config" "0005_config.sql",
     6 "blocks" "0006_blocks.sql",
     7 "listing" "0007_listing.sql",
+    8 "lease" "0008_lease.sql",
 );
 
 /// The same versions, names and meaning as [`SQLITE`].
@@ -59,6 +60,7 @@ pub const POSTGRES: &[Migration] = migrations!("postgres":
     5 "config" "0005_config.sql",
     6 "blocks" "0006_blocks.sql",
     7 "listing" "0007_listing.sql",
+    8 "lease" "0008_lease.sql",
 );
 
 /// Longest identifier PostgreSQL keeps whole (NAMEDATALEN - 1 bytes).

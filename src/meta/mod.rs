@@ -7,7 +7,9 @@
 //! `core::writer`). The interface is synchronous: the core is plain
 //! blocking code; a backend on an async driver blocks on its own runtime.
 
+pub mod lease;
 pub mod migrate;
+mod pg_lease;
 pub mod postgres;
 pub mod query;
 mod rows;
@@ -187,11 +189,28 @@ pub trait MetaStore: Send + Sync {
         Ok(Some(path))
     }
 
-    /// Apply a batch atomically.
+    /// Become the store's one writer (see [`lease`]): needed by engines
+    /// several machines share. SQLite's guard is the flock in BACKING, so
+    /// by default there is nothing to do.
+    fn claim_writer(&self, _me: &lease::Holder) -> Result<()> {
+        Ok(())
+    }
+    /// Whether this handle holds a lease that needs [`MetaStore::heartbeat`]
+    /// every [`lease::BEAT`].
+    fn leased(&self) -> bool {
+        false
+    }
+    /// Renew the lease; `Error::Fenced` once another writer took it.
+    fn heartbeat(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Apply a batch atomically (refused with `Error::Fenced` when this
+    /// handle's lease passed to another writer).
     fn apply(&self, batch: &Batch) -> Result<()>;
     /// Make everything committed so far durable (called by fsync).
     fn sync(&self) -> Result<()>;
-    /// Flush and close; called at unmount.
+    /// Flush and close (giving up the lease); called at unmount.
     fn close(&self);
 }
 

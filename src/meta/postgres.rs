@@ -52,6 +52,8 @@ pub struct PgStore {
     /// from other threads (current-thread); kept alive with the pool.
     _own_rt: Option<Runtime>,
     p: String,
+    /// The writer's lease, when this handle claimed it (fencing).
+    lease: super::pg_lease::Lease,
     q_get_inode: String,
     q_lookup: String,
     q_read_dir: String,
@@ -114,6 +116,7 @@ impl PgStore {
             rt,
             _own_rt: own_rt,
             p: p.to_string(),
+            lease: Default::default(),
             q_get_inode: format!("SELECT {INODE_COLS} FROM {p}_inodes WHERE ino = $1"),
             q_lookup: format!(
                 "SELECT ino, kind, id FROM {p}_dentries WHERE parent = $1 AND name = $2"
@@ -198,7 +201,7 @@ fn search_doc(names: &[Vec<u8>], xattrs: &[(Vec<u8>, Vec<u8>)]) -> [String; 4] {
 }
 
 impl PgStore {
-    async fn apply_async(&self, b: &Batch) -> std::result::Result<(), sqlx::Error> {
+    async fn apply_async(&self, b: &Batch) -> Result<()> {
         let p = &self.p;
         // Durable at commit only when the batch carries intents that must
         // be on disk before their side effects (see the module doc).
@@ -214,6 +217,8 @@ impl PgStore {
                 "BEGIN; SET LOCAL synchronous_commit = off"
             })
             .await?;
+        // Fencing: a writer whose lease passed to another commits nothing.
+        self.lease.check(&mut tx, p).await?;
         // Entries first go away (all touched keys), then come back with
         // their final state, so moves and replacements never collide.
         for chunk in b.dentries.chunks(rows_per_chunk(2)) {
@@ -399,7 +404,8 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Rebuild the search rows of `inos` from what this transaction sees:
@@ -910,7 +916,7 @@ impl MetaStore for PgStore {
         if batch.is_empty() {
             return Ok(());
         }
-        self.block(self.apply_async(batch))
+        self.rt.block_on(self.apply_async(batch))
     }
 
     fn sync(&self) -> Result<()> {
@@ -929,7 +935,23 @@ impl MetaStore for PgStore {
         })
     }
 
+    fn claim_writer(&self, me: &super::lease::Holder) -> Result<()> {
+        self.rt.block_on(self.lease.claim(&self.pool, &self.p, me))
+    }
+
+    fn leased(&self) -> bool {
+        self.lease.epoch() != 0
+    }
+
+    fn heartbeat(&self) -> Result<()> {
+        self.rt.block_on(self.lease.beat(&self.pool, &self.p))
+    }
+
     fn close(&self) {
+        if let Err(e) = self.rt.block_on(self.lease.release(&self.pool, &self.p)) {
+            // It lapses on its own: the next writer waits a little longer.
+            tracing::warn!(error = %e, "could not release the store's lease");
+        }
         self.rt.block_on(self.pool.close());
     }
 }

@@ -37,6 +37,9 @@ pub enum Error {
     },
     /// A policy refusal with a message for people (a mode transition).
     Policy(String),
+    /// This process lost the store's writer lease to another (see
+    /// `meta::lease`): nothing it stages can be committed; EROFS.
+    Fenced(String),
     /// The metadata writer could not commit a change someone waits for:
     /// its error, shared by every waiter (so its code and causes stay).
     Uncommitted(Arc<Error>),
@@ -96,6 +99,7 @@ impl fmt::Display for Error {
             Error::Meta(m) => write!(f, "metadata store: {m}"),
             Error::Database { message, .. } => write!(f, "metadata store: {message}"),
             Error::Policy(m) => f.write_str(m),
+            Error::Fenced(m) => write!(f, "fenced: {m}"),
             Error::Uncommitted(e) => write!(f, "cannot commit metadata: {e}"),
             Error::Context { context, inner } => write!(f, "{context}: {inner}"),
         }
@@ -212,7 +216,7 @@ impl Error {
                 code.as_deref().is_some_and(is_full_code) || io_enospc_in(source.as_ref())
             }
             Error::Posix { errno, .. } | Error::PosixMsg { errno, .. } => *errno == libc::ENOSPC,
-            Error::Meta(_) | Error::Policy(_) => false,
+            Error::Meta(_) | Error::Policy(_) | Error::Fenced(_) => false,
             Error::Context { .. } | Error::Uncommitted(_) => unreachable!("bare() sees through it"),
         }
     }
@@ -224,6 +228,7 @@ impl Error {
             Error::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
             Error::Meta(_) | Error::Database { .. } => libc::EIO,
             Error::Policy(_) => libc::EPERM,
+            Error::Fenced(_) => libc::EROFS,
             Error::Context { .. } | Error::Uncommitted(_) => unreachable!("bare() sees through it"),
         }
     }
@@ -240,14 +245,14 @@ impl Error {
     ///   error of the backing directory other than EIO (EMFILE, ENOMEM:
     ///   the host is short of something): the operator must act;
     /// - ERROR: EIO and every database failure: data could not be read or
-    ///   saved.
+    ///   saved; and a lost writer lease (EROFS, but the operator must act).
     pub fn level(&self) -> tracing::Level {
         use tracing::Level;
         if self.is_disk_full() {
             return Level::WARN;
         }
         match self.bare() {
-            Error::Meta(_) | Error::Database { .. } => Level::ERROR,
+            Error::Meta(_) | Error::Database { .. } | Error::Fenced(_) => Level::ERROR,
             Error::Io(e) => match e.raw_os_error() {
                 None | Some(libc::EIO) => Level::ERROR,
                 Some(_) => Level::WARN,
