@@ -1050,6 +1050,7 @@ fn prefixes_do_not_see_each_other(e: Engine) {
         "xattrs",
         "wal",
         "config",
+        "lease",
         "migrations",
     ] {
         db.exec(&format!("DROP TABLE a_{t}"));

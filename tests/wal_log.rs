@@ -25,39 +25,40 @@ struct Row {
     user: Option<String>,
 }
 
-fn rows(db: &std::path::Path) -> Vec<Row> {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-            .await
-            .unwrap();
-        type Cols = (
-            String,
-            String,
-            Option<String>,
-            String,
-            Option<String>,
-            Option<String>,
-        );
-        let v: Vec<Cols> = sqlx::query_as(
-            "SELECT operation_type, status, file_id, started_at, completed_at, user_id \
-                 FROM artfs_wal ORDER BY seq",
-        )
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-        pool.close().await;
-        v.into_iter()
-            .map(|(op, status, file_id, started, completed, user)| Row {
-                op,
-                status,
-                file_id,
-                started,
-                completed,
-                user,
-            })
-            .collect()
-    })
+/// The log rows of `m`'s store, oldest first (on either engine).
+fn rows(m: &Mount) -> Vec<Row> {
+    // One text column per row: fields joined by a unit separator, NULL as
+    // an empty field marked by a leading `-` (values are never empty).
+    let field = |c: &str| format!("coalesce('+' || {c}, '-')");
+    let sql = format!(
+        "SELECT {} FROM {{p}}_wal ORDER BY seq",
+        [
+            "operation_type",
+            "status",
+            "file_id",
+            "started_at",
+            "completed_at",
+            "user_id"
+        ]
+        .map(field)
+        .join(" || '|' || ")
+    );
+    let opt = |f: &str| f.strip_prefix('+').map(str::to_string);
+    m.query(&sql)
+        .iter()
+        .map(|line| {
+            let f: Vec<&str> = line.split('|').collect();
+            assert_eq!(f.len(), 6, "{line}");
+            Row {
+                op: opt(f[0]).unwrap(),
+                status: opt(f[1]).unwrap(),
+                file_id: opt(f[2]),
+                started: opt(f[3]).unwrap(),
+                completed: opt(f[4]),
+                user: opt(f[5]),
+            }
+        })
+        .collect()
 }
 
 #[test]
@@ -95,7 +96,7 @@ fn every_mutation_leaves_a_settled_row_with_utc_times() {
         fs::remove_dir(p("d")).unwrap();
         m.unmount();
 
-        let rows = rows(&m.backing.join(".artfs/meta.db"));
+        let rows = rows(&m);
         let ops: Vec<&str> = rows.iter().map(|r| r.op.as_str()).collect();
         for want in [
             "mkdir",
@@ -176,7 +177,7 @@ fn times_are_utc_under_a_non_utc_zone() {
         fs::write(m.path("a"), b"1").unwrap();
         m.unmount();
         let after = Timestamp::now();
-        let rows = rows(&m.backing.join(".artfs/meta.db"));
+        let rows = rows(&m);
         let create = rows.iter().find(|r| r.op == "create").unwrap();
         let t = artfs::types::journal::parse_rfc3339(&create.started).unwrap();
         assert!(

@@ -21,18 +21,32 @@ pub async fn live() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// Readiness: the database answers and BACKING is usable; 503 otherwise.
+/// How long readiness waits for the database: a probe must answer in
+/// time during an outage (the pool itself waits far longer for a
+/// connection, as requests should).
+const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Readiness: the database answers (within [`READY_WAIT`]), the writer
+/// commits and BACKING is usable; 503 otherwise.
 #[utoipa::path(get, path = "/health/ready", tag = "health",
     responses((status = 200, description = "ready"),
               (status = 503, description = "database or BACKING unusable", body = super::ErrorBody)))]
 pub async fn ready(State(st): State<AppState>) -> Response {
     let fs = st.fs.clone();
-    match blocking(move || fs.check_ready().map_err(ApiError::from)).await {
+    let check = blocking(move || fs.check_ready().map_err(ApiError::from));
+    let outcome = match tokio::time::timeout(READY_WAIT, check).await {
+        Ok(r) => r.map_err(|e| e.message),
+        Err(_) => Err(format!(
+            "the metadata store did not answer within {} s",
+            READY_WAIT.as_secs()
+        )),
+    };
+    match outcome {
         Ok(()) => Json(serde_json::json!({ "status": "ready" })).into_response(),
-        Err(e) => ApiError::new(
+        Err(why) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
-            format!("not ready: {}", e.message),
+            format!("not ready: {why}"),
         )
         .into_response(),
     }
@@ -305,8 +319,15 @@ pub async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap)
         let cap = capacity_of(&st2)?.detail;
         let unhashed = st2.fs.unhashed_files()?;
         Ok((wal, cap, unhashed))
-    })
-    .await;
+    });
+    // A scrape during a database outage answers in time, with artfs_up 0.
+    let figures = tokio::time::timeout(READY_WAIT, figures)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::from(crate::types::error::Error::meta(
+                "timed out",
+            )))
+        });
     match figures {
         Ok((wal, cap, unhashed)) => {
             out.push_str("# HELP artfs_wal_rows Rows of the intent log per status.\n");
@@ -399,6 +420,14 @@ pub async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap)
             "artfs_fuse_errors_total{{op=\"{op}\",errno=\"{errno}\"}} {n}"
         );
     }
+    let committing = matches!(st.fs.writer_health(), (true, None));
+    let _ = writeln!(
+        out,
+        "# HELP artfs_writer_committing Whether metadata commits succeed (0 during a database \
+         outage, after a lost lease, or once the writer died).\n\
+         # TYPE artfs_writer_committing gauge\nartfs_writer_committing {}",
+        u8::from(committing)
+    );
     let busy = st.uploads.in_flight();
     let _ = writeln!(
         out,

@@ -11,9 +11,15 @@ impl Fs {
         self.meta.journal_counts()
     }
 
-    /// Whether the store can serve: the database answers a query (not the
-    /// cache) and the object area of BACKING is there and writable.
+    /// Whether the store can serve: the writer commits (its last commit
+    /// did not fail, it holds its lease), the database answers a query
+    /// (not the cache) and the object area of BACKING is there and
+    /// writable.
     pub fn check_ready(&self) -> Result<()> {
+        self.writer.check_fenced()?;
+        if let (_, Some(e)) = self.writer.health() {
+            return Err(Error::Meta(format!("metadata commits are failing: {e}")));
+        }
         if self.meta.get_inode(ROOT_INO)?.is_none() {
             return Err(Error::Meta("the root directory is missing".into()));
         }

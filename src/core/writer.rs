@@ -218,7 +218,19 @@ struct Run {
     last_prune: Option<Instant>,
     /// When the ballast was last found missing.
     ballast_out: Option<Instant>,
+    /// Commits failing in a row (a database outage), since when, and when
+    /// that was last logged.
+    failures: u32,
+    failing_since: Option<Instant>,
+    failure_logged: Option<Instant>,
 }
+
+/// Pause after a failed commit: doubling from the first to the last, so
+/// an outage is retried quickly at first and then without hammering.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+/// How often an ongoing failure is logged again.
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(30);
 
 /// The writer thread: [`run`], and on a panic, release everyone waiting
 /// for a commit (a panic must not leave them waiting forever).
@@ -260,6 +272,9 @@ impl Run {
             ranges: Vec::new(),
             last_prune: None,
             ballast_out,
+            failures: 0,
+            failing_since: None,
+            failure_logged: None,
         }
     }
 
@@ -337,6 +352,15 @@ impl Run {
     /// once asked to with nothing left.
     fn committed(&mut self, p: Pending) -> Next {
         crate::crash_point!("writer::after_commit");
+        if let Some(since) = self.failing_since.take() {
+            tracing::info!(
+                attempts = self.failures,
+                failed_secs = format!("{:.1}", since.elapsed().as_secs_f64()),
+                "metadata commits resumed"
+            );
+            self.failures = 0;
+            self.failure_logged = None;
+        }
         if let Some((id, inos)) = p.sidecars {
             self.fs.sidecars.push(id, inos);
         }
@@ -382,7 +406,10 @@ impl Run {
     fn acknowledge(&self, seq: u64) -> u64 {
         let mut s = self.fs.writer.state.lock();
         s.flushed_seq = s.flushed_seq.max(seq);
-        s.last_error = None;
+        // A lost lease stays the error: only empty batches "commit" then.
+        if s.fenced.is_none() {
+            s.last_error = None;
+        }
         s.flushed_seq
     }
 
@@ -465,7 +492,23 @@ impl Run {
             self.ballast_out = Some(Instant::now());
             return Next::Continue;
         }
-        tracing::error!(error = %e, "metadata commit failed; retrying");
+        self.failures += 1;
+        let since = *self.failing_since.get_or_insert_with(Instant::now);
+        let due = self
+            .failure_logged
+            .is_none_or(|t| t.elapsed() >= FAILURE_LOG_EVERY);
+        if due {
+            self.failure_logged = Some(Instant::now());
+            tracing::error!(
+                error = %e,
+                attempts = self.failures,
+                failing_secs = since.elapsed().as_secs(),
+                "metadata commit failed; retrying (staged changes are kept, fsync waits)"
+            );
+        }
+        let pause = RETRY_FIRST
+            .saturating_mul(1 << self.failures.min(8))
+            .min(RETRY_MAX);
         let w = &self.fs.writer;
         let mut s = w.state.lock();
         s.last_error = Some(Arc::new(e));
@@ -479,7 +522,7 @@ impl Run {
             return Next::Stop;
         }
         drop(s);
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(pause);
         Next::Continue
     }
 }

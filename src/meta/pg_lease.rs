@@ -42,15 +42,17 @@ impl Lease {
         loop {
             let mut tx = pool.begin().await?;
             let row = read_locked(&mut tx, p).await?;
-            let free = match &row {
-                None => true,
-                Some(r) => {
-                    r.holder.is_empty()
-                        || r.age > LAPSE.as_secs_f64()
-                        || Holder::is_dead_here(&r.host, r.pid)
+            // Why a held lease may be taken (None: it may not).
+            let taken_from = match &row {
+                None => Some(None),
+                Some(r) if r.holder.is_empty() => Some(None),
+                Some(r) if r.age > LAPSE.as_secs_f64() => Some(Some("stopped renewing it")),
+                Some(r) if Holder::is_dead_here(&r.host, r.pid) => {
+                    Some(Some("is gone from this host"))
                 }
+                Some(_) => None,
             };
-            if free {
+            if let Some(why) = taken_from {
                 let epoch = row.as_ref().map_or(0, |r| r.epoch) + 1;
                 sqlx::query(&format!(
                     "INSERT INTO {p}_lease (id, epoch, holder, host, pid, beat, beat_at) \
@@ -65,11 +67,11 @@ impl Lease {
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
-                if let Some(r) = row.filter(|r| !r.holder.is_empty()) {
+                if let (Some(r), Some(why)) = (row, why) {
                     tracing::warn!(
                         host = %r.host, pid = r.pid, epoch,
                         silent_secs = format!("{:.1}", r.age),
-                        "took over the store's lease from a writer that stopped beating"
+                        "took over the store's lease from a writer that {why}"
                     );
                 }
                 self.epoch.store(epoch, Ordering::Release);

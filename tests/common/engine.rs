@@ -122,6 +122,15 @@ impl StoreDb {
 }
 
 impl StoreDb {
+    /// Tables named by `args` (`--db URL --table-prefix P`), kept by the
+    /// test itself.
+    pub fn given(args: &[&str]) -> StoreDb {
+        StoreDb {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            pg: None,
+        }
+    }
+
     /// Tables wherever the test's own flags say.
     pub fn none() -> StoreDb {
         StoreDb {

@@ -89,6 +89,12 @@ impl Mount {
         self.db.args.clone()
     }
 
+    /// Serve the store from other tables from now on (after `artfs db
+    /// copy`): the flags that name them.
+    pub fn use_tables(&mut self, args: &[&str]) {
+        self.db = engine::StoreDb::given(args);
+    }
+
     /// Run SQL on this store's tables behind artfs's back (`{p}` is the
     /// table prefix): see [`engine::StoreDb::sql`].
     pub fn sql(&self, sql: &str) {
