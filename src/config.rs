@@ -60,6 +60,10 @@ pub struct StoreConfig {
     pub db: Option<String>,
     /// Prefix of the metadata tables.
     pub table_prefix: String,
+    /// A file whose first line is the database password, for a `db` URL
+    /// without one when `ARTFS_DB_PASSWORD` is not set (never on the
+    /// command line, so never in `ps` or shell history).
+    pub db_password_file: Option<PathBuf>,
 }
 
 impl Default for StoreConfig {
@@ -68,7 +72,26 @@ impl Default for StoreConfig {
             backing: None,
             db: None,
             table_prefix: DEFAULT_TABLE_PREFIX.into(),
+            db_password_file: None,
         }
+    }
+}
+
+impl StoreConfig {
+    /// The password `db_password_file` holds, when the environment gives
+    /// none (`ARTFS_DB_PASSWORD` wins): its first line. An unreadable or
+    /// empty file is an error naming it.
+    pub fn db_password(&self) -> anyhow::Result<Option<String>> {
+        let Some(path) = &self.db_password_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("db_password_file {}", path.display()))?;
+        let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
+        if line.is_empty() {
+            anyhow::bail!("db_password_file {} is empty", path.display());
+        }
+        Ok(Some(line.to_string()))
     }
 }
 
@@ -280,6 +303,7 @@ impl Config {
     pub fn resolve_paths(&mut self, dir: &Path) {
         let paths = [
             &mut self.store.backing,
+            &mut self.store.db_password_file,
             &mut self.mount.mountpoint,
             &mut self.api.jwt_key,
             &mut self.api.jwks,

@@ -462,6 +462,16 @@ fn main() -> std::process::ExitCode {
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(artfs::config::DEFAULT_LOG)),
     };
     artfs::logging::init(filter, cli.log_format);
+    // The config file's database password reaches the driver the way
+    // ARTFS_DB_PASSWORD does (set here, before any thread starts).
+    let file = file.and_then(|f| {
+        if std::env::var_os(artfs::meta::postgres::PASSWORD_ENV).is_none() {
+            if let Some(pw) = f.store.db_password()? {
+                std::env::set_var(artfs::meta::postgres::PASSWORD_ENV, pw);
+            }
+        }
+        Ok(f)
+    });
     // Crash points from FAILPOINTS (test builds only; inert otherwise).
     let _failpoints = fail::FailScenario::setup();
     let result = file.and_then(|file| match cli.cmd {

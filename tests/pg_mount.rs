@@ -87,3 +87,75 @@ fn every_engine_puts_the_tables_where_it_says() {
         vec![Engine::Sqlite, Engine::Postgres]
     );
 }
+
+/// A database that asks for a password: it comes from ARTFS_DB_PASSWORD or
+/// the config file's `db_password_file`, never the command line; a wrong
+/// or missing one is refused clearly, and the password is never printed.
+#[test]
+fn the_password_comes_from_the_environment_or_a_file() {
+    let server = PgServer::start();
+    let Some(data) = server.data_dir() else {
+        println!("skipped: an external PostgreSQL's authentication is not ours to change");
+        return;
+    };
+    let db = server.database("password");
+    // scram-sha-256 for one role, ahead of the trust lines initdb wrote.
+    let secret = "s3cret-Pa55";
+    server.execute(&format!(
+        "CREATE ROLE pwuser LOGIN PASSWORD '{secret}'; \
+         GRANT ALL ON DATABASE \"{}\" TO pwuser; ALTER DATABASE \"{}\" OWNER TO pwuser",
+        db.name, db.name
+    ));
+    let hba = data.join("pg_hba.conf");
+    let old = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(&hba, format!("local all pwuser scram-sha-256\n{old}")).unwrap();
+    server.execute("SELECT pg_reload_conf()");
+    let url = db.url.replace("user=postgres", "user=pwuser");
+    assert_ne!(url, db.url, "the test URL names its user: {url}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("b");
+    std::fs::create_dir(&backing).unwrap();
+    let rebuild = |envs: &[(&str, &str)], config: Option<&std::path::Path>| {
+        let mut c = Command::new(bin());
+        c.arg("rebuild")
+            .arg(&backing)
+            .args(["--db", &url, "--table-prefix", "pw"])
+            .env_remove("ARTFS_DB_PASSWORD")
+            .env("ARTFS_LOG", "warn")
+            .envs(envs.iter().copied());
+        if let Some(f) = config {
+            c.arg("--config").arg(f);
+        }
+        let out = c.output().unwrap();
+        (out.status.code().unwrap_or(-1), common::output_text(&out))
+    };
+    std::fs::create_dir(backing.join(".artfs")).unwrap();
+    std::fs::write(backing.join(".artfs/store-id"), "pw-test-store").unwrap();
+    // No password: refused, saying it is authentication.
+    let (code, out) = rebuild(&[], None);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("password"), "{out}");
+    // A wrong one: refused, and not echoed.
+    let (code, out) = rebuild(&[("ARTFS_DB_PASSWORD", "wrong-guess")], None);
+    assert_eq!(code, 2, "{out}");
+    assert!(!out.contains("wrong-guess"), "{out}");
+    // From the environment.
+    let (code, out) = rebuild(&[("ARTFS_DB_PASSWORD", secret)], None);
+    assert_eq!(code, 0, "{out}");
+    // From a file the config names (relative to the config file).
+    std::fs::write(dir.path().join("db.password"), format!("{secret}\n")).unwrap();
+    let cfg = dir.path().join("artfs.toml");
+    std::fs::write(&cfg, "[store]\ndb_password_file = \"db.password\"\n").unwrap();
+    let (code, out) = rebuild(&[], Some(&cfg));
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains(secret), "{out}");
+    // A config naming a missing file says which.
+    std::fs::write(&cfg, "[store]\ndb_password_file = \"nope\"\n").unwrap();
+    let (code, out) = rebuild(&[], Some(&cfg));
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("db_password_file") && out.contains("nope"),
+        "{out}"
+    );
+}
