@@ -203,6 +203,16 @@ impl Cache {
         self.count(k)
     }
 
+    /// Whether `inode` would answer without the database (not counted).
+    pub fn holds_inode(&self, ino: u64) -> bool {
+        !matches!(self.inode_raw(ino), Known::Miss)
+    }
+
+    /// The entry `dentry` would answer, without counting a hit or miss.
+    pub fn peek_dentry(&self, parent: u64, name: &[u8]) -> Known<Dentry> {
+        self.dentry_raw(parent, name)
+    }
+
     fn inode_raw(&self, ino: u64) -> Known<Inode> {
         let mut c = self.inner.lock();
         if let Some((_, v)) = c.d_inodes.get(&ino) {

@@ -2,6 +2,7 @@
 //! and removing names, rename, link, readdir, statfs.
 
 use super::archive_attrs;
+use super::cache::Known;
 use super::policy::Change;
 use super::{Attr, Fs};
 use crate::types::error::{
@@ -74,6 +75,28 @@ impl Fs {
             Some(d) => self.getattr(d.ino),
             None => Err(enoent()),
         }
+    }
+
+    /// Whether [`Fs::lookup`] would be answered from memory. A door whose
+    /// database is a network round trip away serves the others elsewhere.
+    pub fn lookup_in_memory(&self, parent: u64, name: &[u8]) -> bool {
+        self.cache.holds_inode(parent)
+            && match self.cache.peek_dentry(parent, name) {
+                Known::Hit(Some(d)) => self.cache.holds_inode(d.ino),
+                Known::Hit(None) => true,
+                Known::Miss => false,
+            }
+    }
+
+    /// Whether [`Fs::getattr`] would be answered from memory.
+    pub fn getattr_in_memory(&self, ino: u64) -> bool {
+        self.cache.holds_inode(ino)
+    }
+
+    /// Whether a database round trip may take long enough (a network) that
+    /// doors should not make other requests wait for one.
+    pub fn meta_is_remote(&self) -> bool {
+        self.meta.is_remote()
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr> {

@@ -509,6 +509,28 @@ impl Shared {
         }
     }
 
+    fn lookup_now(&self, parent: u64, name: &[u8], reply: ReplyEntry) {
+        let _t = self.timed(const { opstats::op_index("lookup") });
+        let _s = debug_span!("lookup", parent).entered();
+        let r = self.fs.lookup(parent, name);
+        self.entry("lookup", parent, name, reply, r);
+    }
+
+    fn getattr_now(&self, ino: u64, reply: ReplyAttr) {
+        let _t = self.timed(const { opstats::op_index("getattr") });
+        let _s = debug_span!("getattr", ino).entered();
+        match self.fs.getattr(ino) {
+            Ok(a) => reply.attr(&self.ttl, &fuse_attr(&a)),
+            Err(e) => {
+                let kept = self.held.lock().get(&ino).and_then(|h| h.removed);
+                match kept {
+                    Some(fa) if e.errno() == libc::ENOENT => reply.attr(&self.ttl, &fa),
+                    _ => self.fail("getattr", ino, None, e, reply),
+                }
+            }
+        }
+    }
+
     fn readdir_now(&self, ino: u64, fh: u64, offset: u64, mut reply: ReplyDirectory) {
         let _t = self.timed(const { opstats::op_index("readdir") });
         let _s = debug_span!("readdir", ino, offset).entered();
@@ -599,10 +621,14 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let _t = self.timed(const { opstats::op_index("lookup") });
-        let _s = debug_span!("lookup", parent = parent.0).entered();
-        let r = self.fs.lookup(parent.0, name.as_bytes());
-        self.entry("lookup", parent.0, name.as_bytes(), reply, r);
+        // A miss on a remote database is a network round trip: keep it off
+        // the request thread so it holds up no one else.
+        if self.fs.meta_is_remote() && !self.fs.lookup_in_memory(parent.0, name.as_bytes()) {
+            let name = name.as_bytes().to_vec();
+            self.blocking(move |me| me.lookup_now(parent.0, &name, reply));
+        } else {
+            self.lookup_now(parent.0, name.as_bytes(), reply);
+        }
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -616,17 +642,10 @@ impl Filesystem for FuseFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let _t = self.timed(const { opstats::op_index("getattr") });
-        let _s = debug_span!("getattr", ino = ino.0).entered();
-        match self.fs.getattr(ino.0) {
-            Ok(a) => reply.attr(&self.ttl, &fuse_attr(&a)),
-            Err(e) => {
-                let kept = self.held.lock().get(&ino.0).and_then(|h| h.removed);
-                match kept {
-                    Some(fa) if e.errno() == libc::ENOENT => reply.attr(&self.ttl, &fa),
-                    _ => self.fail("getattr", ino.0, None, e, reply),
-                }
-            }
+        if self.fs.meta_is_remote() && !self.fs.getattr_in_memory(ino.0) {
+            self.blocking(move |me| me.getattr_now(ino.0, reply));
+        } else {
+            self.getattr_now(ino.0, reply);
         }
     }
 

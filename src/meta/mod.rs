@@ -189,6 +189,12 @@ pub trait MetaStore: Send + Sync {
         Ok(Some(path))
     }
 
+    /// Whether a query is a network round trip (PostgreSQL), not a local
+    /// file read (SQLite).
+    fn is_remote(&self) -> bool {
+        false
+    }
+
     /// Become the store's one writer (see [`lease`]): needed by engines
     /// several machines share. SQLite's guard is the flock in BACKING, so
     /// by default there is nothing to do.

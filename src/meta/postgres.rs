@@ -943,6 +943,10 @@ impl MetaStore for PgStore {
         self.lease.epoch() != 0
     }
 
+    fn is_remote(&self) -> bool {
+        true
+    }
+
     fn heartbeat(&self) -> Result<()> {
         self.rt.block_on(self.lease.beat(&self.pool, &self.p))
     }
