@@ -22,6 +22,9 @@
 #                  /sys/module/fuse/parameters/enable_uring to Y for the
 #                  run and back afterwards; 0: over /dev/fuse [auto]
 #   ARTFS_BIN      artfs binary [target/release/artfs]
+#   BENCH_PG       auto: also run every row on a second mount whose tables
+#                  are in a throwaway local PostgreSQL (unix socket), the
+#                  "pg" side, reported against SQLite; 0: skip [auto]
 #   BENCH_KEEP     set to 1 to keep the temp dir (and the daemon log)
 #   BENCH_OUT      where to copy the results [target/bench/]
 set -euo pipefail
@@ -74,16 +77,23 @@ if [[ ${BENCH_IO_URING:-auto} != 0 && -w $URING_PARAM ]]; then
     URING_ARGS=--io-uring
 fi
 
+PG_PID=
+PGBIN=
 cleanup() {
     set +e
-    if mountpoint -q "$T/mnt"; then
-        fusermount3 -u "$T/mnt" || fusermount3 -uz "$T/mnt"
-    fi
-    if [[ -n $PID ]]; then
-        for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
-        kill "$PID" 2>/dev/null
-        wait "$PID" 2>/dev/null
-    fi
+    for m in "$T/mnt" "$T/mnt-pg"; do
+        if mountpoint -q "$m"; then
+            fusermount3 -u "$m" || fusermount3 -uz "$m"
+        fi
+    done
+    for p in $PID $PG_PID; do
+        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill "$p" 2>/dev/null
+        wait "$p" 2>/dev/null
+    done
+    # Our own server in our own fresh data directory.
+    [[ -n $PGBIN && -d $T/pg/data ]] &&
+        runuser -u postgres -- "$PGBIN/pg_ctl" -D "$T/pg/data" -m immediate stop >/dev/null 2>&1
     [[ -n $URING_WAS ]] && echo "$URING_WAS" >"$URING_PARAM"
     if [[ ${BENCH_KEEP:-0} == 1 ]]; then
         echo "kept $T"
@@ -117,6 +127,36 @@ mountpoint -q "$T/mnt" || die "artfs did not mount within 10 s"
 
 declare -A DIRS=([raw]="$T/raw" [artfs]="$T/mnt")
 SIDES=(raw artfs)
+
+# The "pg" side: the same daemon with its tables in PostgreSQL, on a
+# private unix socket (no TCP), the server started and stopped here.
+if [[ ${BENCH_PG:-auto} != 0 ]]; then
+    PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+    if [[ -n $PGBIN ]] && id postgres >/dev/null 2>&1; then
+        chmod o+x "$T"
+        mkdir -p "$T/pg/sock" "$T/backing-pg" "$T/mnt-pg"
+        chown -R postgres: "$T/pg"
+        runuser -u postgres -- "$PGBIN/initdb" -D "$T/pg/data" -A trust -U postgres >/dev/null
+        runuser -u postgres -- "$PGBIN/pg_ctl" -D "$T/pg/data" -l "$T/pg/log" -w \
+            -o "-k $T/pg/sock -c listen_addresses= -p 5499" start >/dev/null
+        runuser -u postgres -- "$PGBIN/createdb" -h "$T/pg/sock" -p 5499 artfs
+        PG_URL="postgres:///artfs?host=$T/pg/sock&port=5499&user=postgres"
+        # shellcheck disable=SC2086 # BENCH_MOUNT_ARGS is a list of arguments
+        ARTFS_LOG=${ARTFS_LOG:-info,fuser::session=error} "$BIN" mount "$T/backing-pg" "$T/mnt-pg" \
+            --db "$PG_URL" $URING_ARGS ${BENCH_MOUNT_ARGS:-} >"$T/artfs-pg.log" 2>&1 &
+        PG_PID=$!
+        for _ in $(seq 100); do
+            mountpoint -q "$T/mnt-pg" && break
+            kill -0 "$PG_PID" 2>/dev/null || { cat "$T/artfs-pg.log" >&2; die "artfs (pg) exited before mounting"; }
+            sleep 0.1
+        done
+        mountpoint -q "$T/mnt-pg" || die "artfs (pg) did not mount within 10 s"
+        DIRS[pg]="$T/mnt-pg"
+        SIDES+=(pg)
+    else
+        echo "# no PostgreSQL here (scripts/install-deps.sh installs it): pg rows skipped"
+    fi
+fi
 
 # Write back dirty data and drop page cache, dentries and inodes, so that
 # each measured run starts from the same state on both sides. (The artfs
