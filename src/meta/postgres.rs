@@ -833,6 +833,47 @@ impl MetaStore for PgStore {
         Ok(rows.into_iter().map(|(s, n)| (s, n as u64)).collect())
     }
 
+    fn record_check(&self, r: &super::CheckResult) -> Result<()> {
+        super::check_result_valid(r)?;
+        let p = &self.p;
+        self.block(
+            sqlx::query(&format!(
+                "INSERT INTO {p}_checks (kind, finished_at, outcome, problems, summary) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (kind) DO UPDATE SET \
+                 finished_at = excluded.finished_at, outcome = excluded.outcome, \
+                 problems = excluded.problems, summary = excluded.summary"
+            ))
+            .bind(&r.kind)
+            .bind(&r.finished_at)
+            .bind(&r.outcome)
+            .bind(i64::try_from(r.problems).unwrap_or(i64::MAX))
+            .bind(&r.summary)
+            .execute(&self.pool),
+        )?;
+        Ok(())
+    }
+
+    fn checks(&self) -> Result<Vec<super::CheckResult>> {
+        let p = &self.p;
+        let rows: Vec<(String, String, String, i64, String)> = self.block(
+            sqlx::query_as(&format!(
+                "SELECT kind, finished_at, outcome, problems, summary FROM {p}_checks \
+                 ORDER BY kind"
+            ))
+            .fetch_all(&self.pool),
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|(kind, finished_at, outcome, problems, summary)| super::CheckResult {
+                kind,
+                finished_at,
+                outcome,
+                problems: problems.max(0) as u64,
+                summary,
+            })
+            .collect())
+    }
+
     fn prune_journal(&self, keep: &journal::Retention) -> Result<u64> {
         let p = &self.p;
         let now = Timestamp::now().0;
@@ -933,6 +974,24 @@ impl MetaStore for PgStore {
                 .await?;
             tx.commit().await
         })
+    }
+
+    fn lease_state(&self) -> Result<Option<super::LeaseState>> {
+        let p = &self.p;
+        let row: Option<(i64, String, String, i64, f64)> = self.block(
+            sqlx::query_as(&format!(
+                "SELECT epoch, holder, host, pid, \
+                 EXTRACT(EPOCH FROM (now() - beat_at))::float8 FROM {p}_lease WHERE id = 1"
+            ))
+            .fetch_optional(&self.pool),
+        )?;
+        Ok(row.map(|(epoch, holder, host, pid, age)| super::LeaseState {
+            epoch: epoch.max(0) as u64,
+            holder,
+            host,
+            pid,
+            beat_age_secs: age,
+        }))
     }
 
     fn claim_writer(&self, me: &super::lease::Holder) -> Result<()> {

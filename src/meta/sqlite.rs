@@ -767,6 +767,47 @@ impl MetaStore for SqliteStore {
         Ok(rows.into_iter().map(|(s, n)| (s, n as u64)).collect())
     }
 
+    fn record_check(&self, r: &super::CheckResult) -> Result<()> {
+        super::check_result_valid(r)?;
+        let p = &self.p;
+        self.rt.block_on(
+            sqlx::query(&format!(
+                "INSERT INTO {p}_checks (kind, finished_at, outcome, problems, summary) \
+                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (kind) DO UPDATE SET \
+                 finished_at = excluded.finished_at, outcome = excluded.outcome, \
+                 problems = excluded.problems, summary = excluded.summary"
+            ))
+            .bind(&r.kind)
+            .bind(&r.finished_at)
+            .bind(&r.outcome)
+            .bind(i64::try_from(r.problems).unwrap_or(i64::MAX))
+            .bind(&r.summary)
+            .execute(&self.pool),
+        )?;
+        Ok(())
+    }
+
+    fn checks(&self) -> Result<Vec<super::CheckResult>> {
+        let p = &self.p;
+        let rows: Vec<(String, String, String, i64, String)> = self.rt.block_on(
+            sqlx::query_as(&format!(
+                "SELECT kind, finished_at, outcome, problems, summary FROM {p}_checks \
+                 ORDER BY kind"
+            ))
+            .fetch_all(&self.pool),
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|(kind, finished_at, outcome, problems, summary)| super::CheckResult {
+                kind,
+                finished_at,
+                outcome,
+                problems: problems.max(0) as u64,
+                summary,
+            })
+            .collect())
+    }
+
     fn prune_journal(&self, keep: &journal::Retention) -> Result<u64> {
         let p = &self.p;
         let now = Timestamp::now().0;
