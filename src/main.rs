@@ -707,7 +707,10 @@ fn fsck_summary(report: &fsck::Report, repairs: usize, mounted: bool) -> String 
         s.push_str(&format!(", {repairs} repaired"));
     }
     if let Some(first) = report.findings.first() {
-        s.push_str(&format!(", {} problems (first: {first})", report.findings.len()));
+        s.push_str(&format!(
+            ", {} problems (first: {first})",
+            report.findings.len()
+        ));
     }
     if mounted {
         s.push_str(" (while mounted)");
@@ -936,7 +939,10 @@ fn scrub(args: ScrubArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitC
     bar.finish_and_clear();
     // --dry-run changes nothing, this row included.
     if !args.dry_run {
-        let first = r.damaged.first().map(|(p, w)| format!(" (first: {p}: {w})"));
+        let first = r
+            .damaged
+            .first()
+            .map(|(p, w)| format!(" (first: {p}: {w})"));
         artfs::cmd::status::record(
             meta.as_ref(),
             "scrub",

@@ -311,7 +311,10 @@ fn check_line(c: &Option<Check>) -> String {
     match c {
         None => "never".into(),
         Some(c) => {
-            let ago = c.age_secs.map(|a| format!(", {} ago", ago(a))).unwrap_or_default();
+            let ago = c
+                .age_secs
+                .map(|a| format!(", {} ago", ago(a)))
+                .unwrap_or_default();
             let n = if c.outcome == "problems" {
                 format!(" ({} problems)", c.problems)
             } else {

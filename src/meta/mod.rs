@@ -335,7 +335,10 @@ pub fn check_result_valid(r: &CheckResult) -> Result<()> {
         return Err(Error::Meta(format!("unknown check kind {:?}", r.kind)));
     }
     if !CHECK_OUTCOMES.contains(&r.outcome.as_str()) {
-        return Err(Error::Meta(format!("unknown check outcome {:?}", r.outcome)));
+        return Err(Error::Meta(format!(
+            "unknown check outcome {:?}",
+            r.outcome
+        )));
     }
     Ok(())
 }

@@ -864,13 +864,15 @@ impl MetaStore for PgStore {
         )?;
         Ok(rows
             .into_iter()
-            .map(|(kind, finished_at, outcome, problems, summary)| super::CheckResult {
-                kind,
-                finished_at,
-                outcome,
-                problems: problems.max(0) as u64,
-                summary,
-            })
+            .map(
+                |(kind, finished_at, outcome, problems, summary)| super::CheckResult {
+                    kind,
+                    finished_at,
+                    outcome,
+                    problems: problems.max(0) as u64,
+                    summary,
+                },
+            )
             .collect())
     }
 
@@ -985,13 +987,15 @@ impl MetaStore for PgStore {
             ))
             .fetch_optional(&self.pool),
         )?;
-        Ok(row.map(|(epoch, holder, host, pid, age)| super::LeaseState {
-            epoch: epoch.max(0) as u64,
-            holder,
-            host,
-            pid,
-            beat_age_secs: age,
-        }))
+        Ok(
+            row.map(|(epoch, holder, host, pid, age)| super::LeaseState {
+                epoch: epoch.max(0) as u64,
+                holder,
+                host,
+                pid,
+                beat_age_secs: age,
+            }),
+        )
     }
 
     fn claim_writer(&self, me: &super::lease::Holder) -> Result<()> {

@@ -798,13 +798,15 @@ impl MetaStore for SqliteStore {
         )?;
         Ok(rows
             .into_iter()
-            .map(|(kind, finished_at, outcome, problems, summary)| super::CheckResult {
-                kind,
-                finished_at,
-                outcome,
-                problems: problems.max(0) as u64,
-                summary,
-            })
+            .map(
+                |(kind, finished_at, outcome, problems, summary)| super::CheckResult {
+                    kind,
+                    finished_at,
+                    outcome,
+                    problems: problems.max(0) as u64,
+                    summary,
+                },
+            )
             .collect())
     }
 
