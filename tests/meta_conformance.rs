@@ -1052,6 +1052,7 @@ fn prefixes_do_not_see_each_other(e: Engine) {
         "wal",
         "config",
         "lease",
+        "checks",
         "migrations",
     ] {
         db.exec(&format!("DROP TABLE a_{t}"));
