@@ -99,7 +99,16 @@ fn status_shows_the_store() {
         // Both hashes recorded (the hasher works after close).
         common::getx(&m.path("a"), "user.artstore.sha256").unwrap();
         common::getx(&m.path("b"), "user.artstore.sha256").unwrap();
-        let j = status_json(&m);
+        // Status shows committed state; the daemon commits in batches.
+        fs::File::open(&m.mnt).unwrap().sync_all().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let j = loop {
+            let j = status_json(&m);
+            if j["files"] == 2 && j["used_bytes"] == 4000 || std::time::Instant::now() > deadline {
+                break j;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
         assert_eq!(j["files"], 2, "{j}");
         assert_eq!(j["used_bytes"], 4000, "{j}");
         assert_eq!(j["mounted"], true, "{j}");
@@ -146,6 +155,7 @@ fn status_shows_the_store() {
         let j = status_json(&m);
         assert_eq!(j["mounted"], false, "{j}");
         assert!(j["lock_pid"].is_null() && j["mountpoint"].is_null(), "{j}");
+        assert!(j["stale_mountpoint"].is_null(), "{j}");
         assert_eq!(j["files"], 2, "{j}");
         assert_eq!(j["used_bytes"], 4000, "{j}");
         assert_eq!(j["log_pending"], 0, "{j}");
@@ -212,6 +222,22 @@ fn status_shows_the_store() {
             line(&text, "last fsck").starts_with("problems (1 problems) at"),
             "{text}"
         );
+
+        // A killed daemon's mount: not mounted, and named as stale.
+        m.mount();
+        m.kill_only();
+        let text = status_text(&m);
+        let mounted = line(&text, "mounted");
+        assert!(
+            mounted.starts_with("no, but a dead daemon's mount remains at")
+                && mounted.contains(&m.mnt.display().to_string()),
+            "{text}"
+        );
+        let j = status_json(&m);
+        assert_eq!(j["mounted"], false, "{j}");
+        assert_eq!(j["stale_mountpoint"], m.mnt.display().to_string(), "{j}");
+        m.clear_stale();
+        assert!(status_json(&m)["stale_mountpoint"].is_null());
     });
 }
 

@@ -40,6 +40,9 @@ pub struct Status {
     /// A live artfs daemon serves the store from this machine.
     pub mounted: bool,
     pub mountpoint: Option<PathBuf>,
+    /// A mount of the store left by a killed daemon (no process holds the
+    /// lock): its users get ENOTCONN until it is detached.
+    pub stale_mountpoint: Option<PathBuf>,
     /// The process holding the store lock (a daemon, or a repairing
     /// command), on this machine.
     pub lock_pid: Option<u32>,
@@ -116,7 +119,12 @@ pub fn gather(meta: &dyn MetaStore, backing: &Path, db_url: &str, prefix: &str) 
         .map(|c| (c.kind.clone(), Check::from(c)))
         .collect();
     let lock_pid = lock_holder(backing);
-    let mountpoint = lock_pid.and(crate::core::serving_mount(backing));
+    // Listed in mountinfo is not proof of life: only a lock holder serves.
+    let listed = crate::core::serving_mount(backing);
+    let (mountpoint, stale) = match lock_pid {
+        Some(_) => (listed, None),
+        None => (None, listed),
+    };
     let (capacity, used, files) = config
         .as_ref()
         .map_or((None, 0, 0), |c| (c.capacity, c.used_bytes, c.file_count));
@@ -141,6 +149,7 @@ pub fn gather(meta: &dyn MetaStore, backing: &Path, db_url: &str, prefix: &str) 
         inodes: meta.inode_count()?,
         mounted: mountpoint.is_some(),
         mountpoint,
+        stale_mountpoint: stale,
         lock_pid,
         lease: meta.lease_state()?.map(Lease::from),
         log_pending: counts.get("pending").copied().unwrap_or(0),
@@ -254,6 +263,11 @@ impl Status {
             (
                 "mounted",
                 match (&self.mountpoint, self.lock_pid) {
+                    _ if self.stale_mountpoint.is_some() => format!(
+                        "no, but a dead daemon's mount remains at {} (detach it: \
+                         fusermount3 -u, or artfs mount --force)",
+                        self.stale_mountpoint.as_ref().expect("matched").display()
+                    ),
                     (Some(m), Some(pid)) => format!("yes, at {} by pid {pid}", m.display()),
                     (_, Some(pid)) => {
                         format!("no (pid {pid} holds the store lock: a command or a daemon)")
