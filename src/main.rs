@@ -988,7 +988,25 @@ fn status(args: StatusArgs, mut cfg: Config) -> anyhow::Result<std::process::Exi
         .backing
         .canonicalize()
         .with_context(|| format!("BACKING {} is not usable", sopts.backing.display()))?;
+    if !sopts.backing.join(".artfs").is_dir() {
+        anyhow::bail!(
+            "{} holds no artfs store (no .artfs directory)",
+            sopts.backing.display()
+        );
+    }
     let rt = runtime()?;
+    // Opening creates missing tables: a wrong --db or --table-prefix must
+    // not leave empty ones behind.
+    let url = sopts.db_url();
+    if !artfs::meta::prefix_exists(&url, &sopts.table_prefix, rt.handle())? {
+        anyhow::bail!(
+            "database {} has no tables with prefix {:?}: not the database of the store in {} \
+             (check --db and --table-prefix), or it was never mounted",
+            artfs::meta::redact(&url),
+            sopts.table_prefix,
+            sopts.backing.display()
+        );
+    }
     let (meta, _, _) = open_offline(&sopts, rt.handle().clone(), false)
         .with_context(|| format!("cannot read the status of {}", sopts.backing.display()))?;
     let status = artfs::cmd::status::gather(

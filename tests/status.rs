@@ -161,6 +161,28 @@ fn status_shows_the_store() {
         assert_eq!(j["log_pending"], 0, "{j}");
         assert_eq!(line(&text, "pending log rows"), "0", "{text}");
 
+        // Another prefix: refused, and no tables are made for it.
+        let mut args = m.store_args();
+        match args.iter().position(|a| a == "--table-prefix") {
+            Some(i) => args[i + 1] = "other".into(),
+            None => args.extend(["--table-prefix".into(), "other".into()]),
+        }
+        let out = std::process::Command::new(common::bin())
+            .arg("status")
+            .arg(&m.backing)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no tables with prefix \"other\""), "{err}");
+        let tables = if pg {
+            "SELECT count(*)::text FROM pg_class WHERE relname LIKE 'other%'"
+        } else {
+            "SELECT count(*) FROM sqlite_master WHERE name LIKE 'other%'"
+        };
+        assert_eq!(m.query(tables), ["0"]);
+
         // fsck and scrub results with their times.
         let (code, out) = run(&m, &["fsck"]);
         assert_eq!(code, 0, "{out}");

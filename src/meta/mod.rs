@@ -343,6 +343,21 @@ pub fn check_result_valid(r: &CheckResult) -> Result<()> {
     Ok(())
 }
 
+/// Whether the database a URL names has the tables of `prefix`, found
+/// without creating or migrating anything (`artfs status` reads only).
+pub fn prefix_exists(url: &str, prefix: &str, rt: &tokio::runtime::Handle) -> Result<bool> {
+    if is_postgres_url(url) {
+        rt.block_on(postgres::prefix_exists(url, prefix))
+    } else if let Some(path) = sqlite_path(url) {
+        rt.block_on(sqlite::prefix_exists(path, prefix))
+    } else {
+        Err(Error::Meta(format!(
+            "unsupported database URL {}: use sqlite://PATH, postgres:// or postgresql://",
+            redact(url)
+        )))
+    }
+}
+
 /// Open the metadata store a URL names, tables under `prefix`. The one
 /// place that knows which engines exist.
 pub fn open(url: &str, prefix: &str, rt: tokio::runtime::Handle) -> Result<Box<dyn MetaStore>> {

@@ -74,6 +74,36 @@ fn has_password(url: &str) -> bool {
     in_userinfo || query.is_some_and(|q| q.split('&').any(|kv| kv.starts_with("password=")))
 }
 
+/// How to connect to `url`, with the password from [`PASSWORD_ENV`] when
+/// the URL has none.
+fn connect_options(url: &str) -> Result<PgConnectOptions> {
+    let mut opts = PgConnectOptions::from_str(url)
+        .map_err(|e| Error::Meta(format!("invalid database URL {}: {e}", redact(url))))?
+        .application_name("artfs");
+    if !has_password(url) {
+        if let Some(pw) = std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()) {
+            opts = opts.password(&pw);
+        }
+    }
+    Ok(opts)
+}
+
+/// Whether the database at `url` has the tables of `prefix`, found
+/// without creating or migrating anything (for read-only commands).
+pub async fn prefix_exists(url: &str, prefix: &str) -> Result<bool> {
+    migrate::check_prefix(prefix)?;
+    let mut conn: sqlx::PgConnection = sqlx::Connection::connect_with(&connect_options(url)?)
+        .await
+        .map_err(|e| Error::Meta(format!("cannot connect to {}: {e}", redact(url))))?;
+    // Unquoted, as the tables were created: PostgreSQL folds the case.
+    let found: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(format!("{prefix}_store"))
+        .fetch_one(&mut conn)
+        .await?;
+    let _ = sqlx::Connection::close(conn).await;
+    Ok(found)
+}
+
 impl PgStore {
     /// Connect to `url` (`postgres://` or `postgresql://`, with `host=` a
     /// socket directory, `sslmode=`, ...), and create or migrate the
@@ -82,14 +112,7 @@ impl PgStore {
     pub fn open(url: &str, prefix: &str, rt: Handle) -> Result<PgStore> {
         migrate::check_prefix(prefix)?;
         let shown = redact(url);
-        let mut opts = PgConnectOptions::from_str(url)
-            .map_err(|e| Error::Meta(format!("invalid database URL {shown}: {e}")))?
-            .application_name("artfs");
-        if !has_password(url) {
-            if let Some(pw) = std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()) {
-                opts = opts.password(&pw);
-            }
-        }
+        let opts = connect_options(url)?;
         let own_rt = match rt.runtime_flavor() {
             RuntimeFlavor::CurrentThread => Some(
                 tokio::runtime::Builder::new_multi_thread()

@@ -43,6 +43,27 @@ pub struct SqliteStore {
     sync_files: parking_lot::Mutex<Vec<std::fs::File>>,
 }
 
+/// Whether the database file at `path` has the tables of `prefix`, found
+/// read-only (a missing file has none; nothing is created).
+pub async fn prefix_exists(path: &str, prefix: &str) -> Result<bool> {
+    migrate::check_prefix(prefix)?;
+    if !Path::new(path).exists() {
+        return Ok(false);
+    }
+    let opts = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .busy_timeout(Duration::from_secs(30));
+    let mut conn: sqlx::SqliteConnection = sqlx::Connection::connect_with(&opts).await?;
+    let n: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?")
+            .bind(format!("{prefix}_store"))
+            .fetch_one(&mut conn)
+            .await?;
+    let _ = sqlx::Connection::close(conn).await;
+    Ok(n > 0)
+}
+
 impl SqliteStore {
     /// Open (creating and migrating if needed) the database at `url`
     /// (`sqlite://PATH` or a plain path).
