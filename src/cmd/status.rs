@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::meta::{CheckResult, LeaseState, MetaStore};
+use crate::types::error::Result;
 use crate::types::Timestamp;
 
 /// Everything `artfs status` shows. The JSON field names are stable
@@ -159,8 +160,6 @@ pub fn gather(meta: &dyn MetaStore, backing: &Path, db_url: &str, prefix: &str) 
         last_scrub: checks.remove("scrub"),
     })
 }
-
-type Result<T> = crate::types::error::Result<T>;
 
 /// The pid holding the store lock under `backing`, if any process holds
 /// it: read from /proc/locks (a flock on the lock file's inode), so the
