@@ -47,6 +47,11 @@ enum Cmd {
     /// Verify every file's content against its recorded SHA-256; exit 1
     /// if any is damaged. Read-only: safe while mounted.
     Scrub(ScrubArgs),
+    /// Show the store's state: mode, capacity and use, files, whether it is
+    /// mounted (and by which pid), the writer's lease (PostgreSQL), pending
+    /// log rows, unhashed files, and the last fsck and scrub results.
+    /// Read-only: safe while mounted; never takes the store lock.
+    Status(StatusArgs),
     /// Full-text search over names, descriptions, versions and custom
     /// attributes; prints matching paths, best first.
     Search(SearchArgs),
@@ -255,6 +260,16 @@ struct ScrubArgs {
 }
 
 #[derive(clap::Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Print one JSON object (field names in docs/OPERATIONS.md) instead
+    /// of `key: value` lines.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
 struct SearchArgs {
     #[command(flatten)]
     store: StoreArgs,
@@ -420,6 +435,7 @@ impl Cmd {
             Cmd::Rebuild(a) => &a.store,
             Cmd::Scrub(a) => &a.store,
             Cmd::Search(a) => &a.store,
+            Cmd::Status(a) => &a.store,
             Cmd::Mode(a) => &a.store,
             Cmd::Db(DbArgs {
                 cmd: DbCmd::Copy(a),
@@ -485,6 +501,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Rebuild(args) => rebuild(args, file),
         Cmd::Scrub(args) => scrub(args, file),
         Cmd::Search(args) => search(args, file),
+        Cmd::Status(args) => status(args, file),
         Cmd::Mode(args) => mode(args, file),
         Cmd::Token(args) => Ok(token(args)),
         Cmd::Import(args) => import(args),
@@ -650,12 +667,23 @@ fn fsck(args: FsckArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitCod
     if mounted {
         println!("note: the store is mounted; this checks its last committed state");
     }
+    let mut repairs = 0;
     if args.repair {
         for line in fsck::repair(meta.as_ref(), objects.as_ref())? {
             println!("repaired: {line}");
+            repairs += 1;
         }
     }
     let report = fsck::check(meta.as_ref(), objects.as_ref(), mounted)?;
+    // Recorded on a mounted store too: the check reads committed state,
+    // and its own row is all it writes.
+    artfs::cmd::status::record(
+        meta.as_ref(),
+        "fsck",
+        report.findings.len(),
+        repairs > 0,
+        &fsck_summary(&report, repairs, mounted),
+    );
     meta.close();
     println!(
         "checked {} inodes, {} entries, {} objects",
@@ -677,6 +705,27 @@ fn fsck(args: FsckArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitCod
     }
     println!("{} problems", report.findings.len());
     Ok(std::process::ExitCode::from(1))
+}
+
+/// One line for `artfs status`: what was checked, repaired and found.
+fn fsck_summary(report: &fsck::Report, repairs: usize, mounted: bool) -> String {
+    let mut s = format!(
+        "checked {} inodes, {} entries, {} objects",
+        report.inodes, report.entries, report.objects
+    );
+    if repairs > 0 {
+        s.push_str(&format!(", {repairs} repaired"));
+    }
+    if let Some(first) = report.findings.first() {
+        s.push_str(&format!(
+            ", {} problems (first: {first})",
+            report.findings.len()
+        ));
+    }
+    if mounted {
+        s.push_str(" (while mounted)");
+    }
+    s
 }
 
 fn db_copy(args: DbCopyArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitCode> {
@@ -898,6 +947,27 @@ fn scrub(args: ScrubArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitC
         record,
     )?;
     bar.finish_and_clear();
+    // --dry-run changes nothing, this row included.
+    if !args.dry_run {
+        let first = r
+            .damaged
+            .first()
+            .map(|(p, w)| format!(" (first: {p}: {w})"));
+        artfs::cmd::status::record(
+            meta.as_ref(),
+            "scrub",
+            r.damaged.len(),
+            false,
+            &format!(
+                "verified {} files ({} bytes), {} without a recorded hash, {} damaged{}",
+                r.verified,
+                r.bytes,
+                r.unhashed.len(),
+                r.damaged.len(),
+                first.unwrap_or_default()
+            ),
+        );
+    }
     meta.close();
     for path in &r.unhashed {
         println!("no recorded hash: {path}");
@@ -918,6 +988,51 @@ fn scrub(args: ScrubArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitC
     } else {
         std::process::ExitCode::from(1)
     })
+}
+
+/// `artfs status`: read-only, lock-free (see artfs::cmd::status).
+fn status(args: StatusArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitCode> {
+    args.store.merge(&mut cfg);
+    let mut sopts = store_options(&cfg, "status");
+    sopts.backing = sopts
+        .backing
+        .canonicalize()
+        .with_context(|| format!("BACKING {} is not usable", sopts.backing.display()))?;
+    if !sopts.backing.join(".artfs").is_dir() {
+        anyhow::bail!(
+            "{} holds no artfs store (no .artfs directory)",
+            sopts.backing.display()
+        );
+    }
+    let rt = runtime()?;
+    // Opening creates missing tables: a wrong --db or --table-prefix must
+    // not leave empty ones behind.
+    let url = sopts.db_url();
+    if !artfs::meta::prefix_exists(&url, &sopts.table_prefix, rt.handle())? {
+        anyhow::bail!(
+            "database {} has no tables with prefix {:?}: not the database of the store in {} \
+             (check --db and --table-prefix), or it was never mounted",
+            artfs::meta::redact(&url),
+            sopts.table_prefix,
+            sopts.backing.display()
+        );
+    }
+    let (meta, _, _) = open_offline(&sopts, rt.handle().clone(), false)
+        .with_context(|| format!("cannot read the status of {}", sopts.backing.display()))?;
+    let status = artfs::cmd::status::gather(
+        meta.as_ref(),
+        &sopts.backing,
+        &sopts.db_url(),
+        &sopts.table_prefix,
+    );
+    meta.close();
+    let status = status?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", status.render());
+    }
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 fn search(mut args: SearchArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitCode> {

@@ -1908,6 +1908,17 @@ fn capacity_search_and_maintenance_over_http() {
                 _ => assert_eq!(job["result"]["rows_without_sidecars"], json!([]), "{job}"),
             }
         }
+        // The jobs' results are the last ones `artfs status` shows.
+        let out = api.m.command("status").arg("--json").output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(st["capacity_bytes"], 1 << 20, "{st}");
+        assert!(st["used_percent"].as_f64().is_some(), "{st}");
+        for kind in ["last_fsck", "last_scrub"] {
+            assert_eq!(st[kind]["outcome"], "clean", "{st}");
+            let summary = st[kind]["summary"].as_str().unwrap();
+            assert!(summary.contains("HTTP job"), "{st}");
+        }
         let r = api
             .client
             .post(api.url("/api/v1/maintenance/defrag"))

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use artfs::meta::{self, migrate, Batch, Dentry, MetaStore, StoreConfig};
+use artfs::meta::{self, migrate, Batch, CheckResult, Dentry, MetaStore, StoreConfig};
 use artfs::types::error::Error;
 use artfs::types::journal::{self, Op, Record, Retention, Status, Update};
 use artfs::types::{DentryKey, Inode, Kind, Timestamp, ROOT_INO};
@@ -137,6 +137,7 @@ conformance!(
     prefixes_do_not_see_each_other,
     edited_migration_is_refused,
     prefix_length_is_bounded,
+    check_results_and_lease_are_read,
 );
 
 /// The same root every call (fixed id and times), to compare with.
@@ -1051,6 +1052,7 @@ fn prefixes_do_not_see_each_other(e: Engine) {
         "wal",
         "config",
         "lease",
+        "checks",
         "migrations",
     ] {
         db.exec(&format!("DROP TABLE a_{t}"));
@@ -1131,6 +1133,57 @@ fn prefix_length_is_bounded(e: Engine) {
     for bad in ["", "1a", "a-b", "a b", "a;DROP"] {
         assert!(db.open(bad).is_err(), "{bad:?}");
     }
+}
+
+/// The last fsck and scrub results (`artfs status`): one row per kind,
+/// replaced by the next; the lease row as `status` shows it.
+fn check_results_and_lease_are_read(e: Engine) {
+    let db = Db::new(e, "checks");
+    let s = db.fresh("c");
+    assert_eq!(s.checks().unwrap(), []);
+    let result = |kind: &str, outcome: &str, problems: u64, summary: &str| CheckResult {
+        kind: kind.into(),
+        finished_at: "2026-01-02T03:04:05.5Z".into(),
+        outcome: outcome.into(),
+        problems,
+        summary: summary.into(),
+    };
+    let scrub = result("scrub", "problems", 2, "2 damaged: /a, /b");
+    s.record_check(&scrub).unwrap();
+    s.record_check(&result("fsck", "clean", 0, "first"))
+        .unwrap();
+    let fsck = result("fsck", "repaired", 0, "checked 3 inodes, 1 repaired");
+    s.record_check(&fsck).unwrap();
+    assert_eq!(s.checks().unwrap(), [fsck.clone(), scrub.clone()]);
+    // What the tables would refuse is refused before, by name.
+    let err = s.record_check(&result("tune", "clean", 0, "")).unwrap_err();
+    assert!(err.to_string().contains("\"tune\""), "{err}");
+    let err = s.record_check(&result("fsck", "fine", 0, "")).unwrap_err();
+    assert!(err.to_string().contains("\"fine\""), "{err}");
+    // Another handle (a later `artfs status`) reads the same.
+    assert_eq!(db.open("c").unwrap().checks().unwrap(), [fsck, scrub]);
+
+    assert_eq!(s.lease_state().unwrap(), None);
+    let me = meta::lease::Holder::me();
+    s.claim_writer(&me).unwrap();
+    let held = s.lease_state().unwrap();
+    if e == Engine::Sqlite {
+        // The flock in BACKING is SQLite's guard: no lease row.
+        assert_eq!(held, None);
+        return;
+    }
+    let held = held.expect("a claimed lease has a row");
+    assert!(!held.holder.is_empty());
+    assert_eq!(
+        (held.host.as_str(), held.pid),
+        (me.host.as_str(), me.pid as i64)
+    );
+    assert!(held.epoch >= 1 && held.beat_age_secs < 5.0, "{held:?}");
+    s.close();
+    let reader = db.open("c").unwrap();
+    let released = reader.lease_state().unwrap().unwrap();
+    assert!(released.holder.is_empty(), "{released:?}");
+    assert_eq!(released.epoch, held.epoch);
 }
 
 /// PostgreSQL only: daemons and commands opening one fresh prefix at once

@@ -231,11 +231,38 @@ pub async fn start_job(
             let quiet = indicatif::ProgressBar::hidden();
             match kind {
                 "fsck" => crate::cmd::fsck::check(meta, objects, true).map(|r| {
+                    // The last result `artfs status` shows, however run.
+                    crate::cmd::status::record(
+                        meta,
+                        "fsck",
+                        r.findings.len(),
+                        false,
+                        &format!(
+                            "checked {} inodes, {} entries, {} objects, {} problems \
+                             (HTTP job, while mounted)",
+                            r.inodes,
+                            r.entries,
+                            r.objects,
+                            r.findings.len()
+                        ),
+                    );
                     json!({ "consistent": r.is_clean(), "inodes": r.inodes, "entries": r.entries,
                         "objects": r.objects,
                         "problems": r.findings.iter().map(|f| f.to_string()).collect::<Vec<_>>() })
                 }),
                 "scrub" => crate::cmd::scrub::scrub(meta, objects, None, &quiet, false).map(|r| {
+                    crate::cmd::status::record(
+                        meta,
+                        "scrub",
+                        r.damaged.len(),
+                        false,
+                        &format!(
+                            "verified {} files ({} bytes), {} damaged (HTTP job)",
+                            r.verified,
+                            r.bytes,
+                            r.damaged.len()
+                        ),
+                    );
                     json!({ "verified": r.verified, "bytes": r.bytes, "unverified": r.unverified,
                         "damaged": r.damaged.iter()
                             .map(|(p, w)| json!({ "path": p, "problem": w }))

@@ -49,6 +49,7 @@ pub const SQLITE: &[Migration] = migrations!("sqlite":
     6 "blocks" "0006_blocks.sql",
     7 "listing" "0007_listing.sql",
     8 "lease" "0008_lease.sql",
+    9 "checks" "0009_checks.sql",
 );
 
 /// The same versions, names and meaning as [`SQLITE`].
@@ -61,6 +62,7 @@ pub const POSTGRES: &[Migration] = migrations!("postgres":
     6 "blocks" "0006_blocks.sql",
     7 "listing" "0007_listing.sql",
     8 "lease" "0008_lease.sql",
+    9 "checks" "0009_checks.sql",
 );
 
 /// Longest identifier PostgreSQL keeps whole (NAMEDATALEN - 1 bytes).

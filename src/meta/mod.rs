@@ -78,6 +78,40 @@ pub struct StoreConfig {
     pub file_count: u64,
 }
 
+/// The last result of a whole-store check (`artfs fsck`, `artfs scrub`),
+/// one per kind, for `artfs status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckResult {
+    /// `fsck` or `scrub` ([`CHECK_KINDS`]).
+    pub kind: String,
+    /// RFC 3339 UTC.
+    pub finished_at: String,
+    /// `clean`, `problems` or `repaired` ([`CHECK_OUTCOMES`]).
+    pub outcome: String,
+    pub problems: u64,
+    /// One short line.
+    pub summary: String,
+}
+
+/// The kinds of check whose result is kept (the table's CHECK agrees).
+pub const CHECK_KINDS: &[&str] = &["fsck", "scrub"];
+/// What a check can conclude (the table's CHECK agrees).
+pub const CHECK_OUTCOMES: &[&str] = &["clean", "problems", "repaired"];
+
+/// The writer's lease as its row says (see [`lease`]); only engines
+/// several machines share have one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LeaseState {
+    pub epoch: u64,
+    /// Empty once released at a clean unmount.
+    pub holder: String,
+    pub host: String,
+    pub pid: i64,
+    /// Seconds since the last heartbeat (or the release), by the
+    /// database's clock.
+    pub beat_age_secs: f64,
+}
+
 /// Counters the core resumes from at mount.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Counters {
@@ -195,6 +229,17 @@ pub trait MetaStore: Send + Sync {
         false
     }
 
+    /// Keep `result` as the last of its kind (replacing the one before).
+    /// A small write of its own, outside batches: a read-only check of a
+    /// mounted store may record its result too.
+    fn record_check(&self, result: &CheckResult) -> Result<()>;
+    /// The last result of each kind recorded, in kind order.
+    fn checks(&self) -> Result<Vec<CheckResult>>;
+    /// The writer's lease row, where the engine has one.
+    fn lease_state(&self) -> Result<Option<LeaseState>> {
+        Ok(None)
+    }
+
     /// Become the store's one writer (see [`lease`]): needed by engines
     /// several machines share. SQLite's guard is the flock in BACKING, so
     /// by default there is nothing to do.
@@ -287,6 +332,35 @@ pub fn redact(url: &str) -> String {
     match scheme {
         Some(s) => format!("{s}://{authority}{tail}"),
         None => format!("{authority}{tail}"),
+    }
+}
+
+/// Refuse a check result the tables would refuse, with a clear error.
+pub fn check_result_valid(r: &CheckResult) -> Result<()> {
+    if !CHECK_KINDS.contains(&r.kind.as_str()) {
+        return Err(Error::Meta(format!("unknown check kind {:?}", r.kind)));
+    }
+    if !CHECK_OUTCOMES.contains(&r.outcome.as_str()) {
+        return Err(Error::Meta(format!(
+            "unknown check outcome {:?}",
+            r.outcome
+        )));
+    }
+    Ok(())
+}
+
+/// Whether the database a URL names has the tables of `prefix`, found
+/// without creating or migrating anything (`artfs status` reads only).
+pub fn prefix_exists(url: &str, prefix: &str, rt: &tokio::runtime::Handle) -> Result<bool> {
+    if is_postgres_url(url) {
+        rt.block_on(postgres::prefix_exists(url, prefix))
+    } else if let Some(path) = sqlite_path(url) {
+        rt.block_on(sqlite::prefix_exists(path, prefix))
+    } else {
+        Err(Error::Meta(format!(
+            "unsupported database URL {}: use sqlite://PATH, postgres:// or postgresql://",
+            redact(url)
+        )))
     }
 }
 

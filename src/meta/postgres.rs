@@ -74,6 +74,36 @@ fn has_password(url: &str) -> bool {
     in_userinfo || query.is_some_and(|q| q.split('&').any(|kv| kv.starts_with("password=")))
 }
 
+/// How to connect to `url`, with the password from [`PASSWORD_ENV`] when
+/// the URL has none.
+fn connect_options(url: &str) -> Result<PgConnectOptions> {
+    let mut opts = PgConnectOptions::from_str(url)
+        .map_err(|e| Error::Meta(format!("invalid database URL {}: {e}", redact(url))))?
+        .application_name("artfs");
+    if !has_password(url) {
+        if let Some(pw) = std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()) {
+            opts = opts.password(&pw);
+        }
+    }
+    Ok(opts)
+}
+
+/// Whether the database at `url` has the tables of `prefix`, found
+/// without creating or migrating anything (for read-only commands).
+pub async fn prefix_exists(url: &str, prefix: &str) -> Result<bool> {
+    migrate::check_prefix(prefix)?;
+    let mut conn: sqlx::PgConnection = sqlx::Connection::connect_with(&connect_options(url)?)
+        .await
+        .map_err(|e| Error::Meta(format!("cannot connect to {}: {e}", redact(url))))?;
+    // Unquoted, as the tables were created: PostgreSQL folds the case.
+    let found: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(format!("{prefix}_store"))
+        .fetch_one(&mut conn)
+        .await?;
+    let _ = sqlx::Connection::close(conn).await;
+    Ok(found)
+}
+
 impl PgStore {
     /// Connect to `url` (`postgres://` or `postgresql://`, with `host=` a
     /// socket directory, `sslmode=`, ...), and create or migrate the
@@ -82,14 +112,7 @@ impl PgStore {
     pub fn open(url: &str, prefix: &str, rt: Handle) -> Result<PgStore> {
         migrate::check_prefix(prefix)?;
         let shown = redact(url);
-        let mut opts = PgConnectOptions::from_str(url)
-            .map_err(|e| Error::Meta(format!("invalid database URL {shown}: {e}")))?
-            .application_name("artfs");
-        if !has_password(url) {
-            if let Some(pw) = std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()) {
-                opts = opts.password(&pw);
-            }
-        }
+        let opts = connect_options(url)?;
         let own_rt = match rt.runtime_flavor() {
             RuntimeFlavor::CurrentThread => Some(
                 tokio::runtime::Builder::new_multi_thread()
@@ -833,6 +856,49 @@ impl MetaStore for PgStore {
         Ok(rows.into_iter().map(|(s, n)| (s, n as u64)).collect())
     }
 
+    fn record_check(&self, r: &super::CheckResult) -> Result<()> {
+        super::check_result_valid(r)?;
+        let p = &self.p;
+        self.block(
+            sqlx::query(&format!(
+                "INSERT INTO {p}_checks (kind, finished_at, outcome, problems, summary) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (kind) DO UPDATE SET \
+                 finished_at = excluded.finished_at, outcome = excluded.outcome, \
+                 problems = excluded.problems, summary = excluded.summary"
+            ))
+            .bind(&r.kind)
+            .bind(&r.finished_at)
+            .bind(&r.outcome)
+            .bind(i64::try_from(r.problems).unwrap_or(i64::MAX))
+            .bind(&r.summary)
+            .execute(&self.pool),
+        )?;
+        Ok(())
+    }
+
+    fn checks(&self) -> Result<Vec<super::CheckResult>> {
+        let p = &self.p;
+        let rows: Vec<(String, String, String, i64, String)> = self.block(
+            sqlx::query_as(&format!(
+                "SELECT kind, finished_at, outcome, problems, summary FROM {p}_checks \
+                 ORDER BY kind"
+            ))
+            .fetch_all(&self.pool),
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(kind, finished_at, outcome, problems, summary)| super::CheckResult {
+                    kind,
+                    finished_at,
+                    outcome,
+                    problems: problems.max(0) as u64,
+                    summary,
+                },
+            )
+            .collect())
+    }
+
     fn prune_journal(&self, keep: &journal::Retention) -> Result<u64> {
         let p = &self.p;
         let now = Timestamp::now().0;
@@ -933,6 +999,26 @@ impl MetaStore for PgStore {
                 .await?;
             tx.commit().await
         })
+    }
+
+    fn lease_state(&self) -> Result<Option<super::LeaseState>> {
+        let p = &self.p;
+        let row: Option<(i64, String, String, i64, f64)> = self.block(
+            sqlx::query_as(&format!(
+                "SELECT epoch, holder, host, pid, \
+                 EXTRACT(EPOCH FROM (now() - beat_at))::float8 FROM {p}_lease WHERE id = 1"
+            ))
+            .fetch_optional(&self.pool),
+        )?;
+        Ok(
+            row.map(|(epoch, holder, host, pid, age)| super::LeaseState {
+                epoch: epoch.max(0) as u64,
+                holder,
+                host,
+                pid,
+                beat_age_secs: age,
+            }),
+        )
     }
 
     fn claim_writer(&self, me: &super::lease::Holder) -> Result<()> {

@@ -43,6 +43,27 @@ pub struct SqliteStore {
     sync_files: parking_lot::Mutex<Vec<std::fs::File>>,
 }
 
+/// Whether the database file at `path` has the tables of `prefix`, found
+/// read-only (a missing file has none; nothing is created).
+pub async fn prefix_exists(path: &str, prefix: &str) -> Result<bool> {
+    migrate::check_prefix(prefix)?;
+    if !Path::new(path).exists() {
+        return Ok(false);
+    }
+    let opts = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .busy_timeout(Duration::from_secs(30));
+    let mut conn: sqlx::SqliteConnection = sqlx::Connection::connect_with(&opts).await?;
+    let n: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?")
+            .bind(format!("{prefix}_store"))
+            .fetch_one(&mut conn)
+            .await?;
+    let _ = sqlx::Connection::close(conn).await;
+    Ok(n > 0)
+}
+
 impl SqliteStore {
     /// Open (creating and migrating if needed) the database at `url`
     /// (`sqlite://PATH` or a plain path).
@@ -765,6 +786,49 @@ impl MetaStore for SqliteStore {
             .fetch_all(&self.pool),
         )?;
         Ok(rows.into_iter().map(|(s, n)| (s, n as u64)).collect())
+    }
+
+    fn record_check(&self, r: &super::CheckResult) -> Result<()> {
+        super::check_result_valid(r)?;
+        let p = &self.p;
+        self.rt.block_on(
+            sqlx::query(&format!(
+                "INSERT INTO {p}_checks (kind, finished_at, outcome, problems, summary) \
+                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (kind) DO UPDATE SET \
+                 finished_at = excluded.finished_at, outcome = excluded.outcome, \
+                 problems = excluded.problems, summary = excluded.summary"
+            ))
+            .bind(&r.kind)
+            .bind(&r.finished_at)
+            .bind(&r.outcome)
+            .bind(i64::try_from(r.problems).unwrap_or(i64::MAX))
+            .bind(&r.summary)
+            .execute(&self.pool),
+        )?;
+        Ok(())
+    }
+
+    fn checks(&self) -> Result<Vec<super::CheckResult>> {
+        let p = &self.p;
+        let rows: Vec<(String, String, String, i64, String)> = self.rt.block_on(
+            sqlx::query_as(&format!(
+                "SELECT kind, finished_at, outcome, problems, summary FROM {p}_checks \
+                 ORDER BY kind"
+            ))
+            .fetch_all(&self.pool),
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(kind, finished_at, outcome, problems, summary)| super::CheckResult {
+                    kind,
+                    finished_at,
+                    outcome,
+                    problems: problems.max(0) as u64,
+                    summary,
+                },
+            )
+            .collect())
     }
 
     fn prune_journal(&self, keep: &journal::Retention) -> Result<u64> {
