@@ -8,6 +8,8 @@
 
 mod common;
 
+use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use artfs::auth::Role;
@@ -474,5 +476,33 @@ fn odd_filenames_are_stored_under_safe_names_and_kept_as_given() {
         let name = v["path"].as_str().unwrap().rsplit('/').next().unwrap();
         assert!(name.ends_with(".txt") && name.len() <= 255, "{name}");
         assert!(name.len() > 240, "only as short as needed: {name}");
+    });
+}
+
+/// A fresh element takes the original's uploads with the daemon's default
+/// API identity (not root): `/uploads` is made once, owned by that
+/// identity. One an operator made is left as it is.
+#[test]
+fn a_fresh_element_takes_uploads_with_the_default_identity() {
+    common::engine::every_engine(|| {
+        let api = Api::with_default_identity(&[]);
+        let form = Form::new().part("file", file(b"first", "first.txt"));
+        let r = post(&api, Role::User, form);
+        assert_eq!(r.status(), 201, "{:?}", r.text());
+        let uploads = fs::metadata(api.m.path("uploads")).unwrap();
+        let day = stored(&api);
+        assert_eq!(day.len(), 1, "{day:?}");
+        let file_meta = fs::metadata(&day[0]).unwrap();
+        assert_ne!(uploads.uid(), 0, "made for the API's identity, not root");
+        assert_eq!(
+            (uploads.uid(), uploads.gid()),
+            (file_meta.uid(), file_meta.gid())
+        );
+        // An operator's own /uploads (root's, 0755) is not taken over.
+        let api = Api::with_default_identity(&[]);
+        fs::create_dir(api.m.path("uploads")).unwrap();
+        let form = Form::new().part("file", file(b"second", "second.txt"));
+        assert_detail(post(&api, Role::User, form), 403);
+        assert_eq!(fs::metadata(api.m.path("uploads")).unwrap().uid(), 0);
     });
 }

@@ -35,7 +35,9 @@ use super::error::{ApiError, ApiResult};
 use super::uploads::BodyReader;
 use super::AppState;
 use crate::auth::{Action, Principal};
+use crate::core::namespace::NewNode;
 use crate::core::{Condition, NewFileId, UploadOptions};
+use crate::types::{SetAttr, ROOT_INO};
 
 /// Chunks in flight between the form and the core.
 const DEPTH: usize = 4;
@@ -244,6 +246,9 @@ async fn store(
                 rx,
                 chunk: Bytes::new(),
             };
+            if let Some((parent, made)) = uploads_root(&st)? {
+                st.invalidate_entry(parent, &made);
+            }
             let up = st
                 .fs
                 .upload(&caller, &dir, &name, &mut content, opts)
@@ -356,4 +361,41 @@ impl Read for ChannelRead {
         out[..n].copy_from_slice(&self.chunk.split_to(n));
         Ok(n)
     }
+}
+
+/// A fresh element takes uploads out of the box, as the original did:
+/// the daemon makes `/uploads` once, owned by the API's identity (what an
+/// administrator would do by hand), so tokens acting as that identity may
+/// make the day directories in it. An existing `/uploads` is left as it is
+/// (an operator may have chosen other owners or bits). Returns the entry
+/// made, for the kernel's cache.
+fn uploads_root(st: &AppState) -> ApiResult<Option<(u64, Vec<u8>)>> {
+    const NAME: &[u8] = b"uploads";
+    match st.fs.lookup(ROOT_INO, NAME) {
+        Ok(_) => return Ok(None),
+        Err(e) if e.errno() == libc::ENOENT => {}
+        Err(e) => return Err(e.into()),
+    }
+    let root = &st.admin_caller;
+    let made = match st
+        .fs
+        .create_node(root, ROOT_INO, NAME, NewNode::Dir, st.dir_mode, 0)
+    {
+        Ok(a) => a,
+        // Another upload made it meanwhile.
+        Err(e) if e.errno() == libc::EEXIST => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let owner = SetAttr {
+        uid: Some(st.caller.uid),
+        gid: Some(st.caller.gid),
+        ..SetAttr::default()
+    };
+    st.fs.setattr(root, made.inode.ino, &owner)?;
+    tracing::info!(
+        uid = st.caller.uid,
+        gid = st.caller.gid,
+        "made /uploads for the original's upload route, owned by the API's identity"
+    );
+    Ok(Some((ROOT_INO, NAME.to_vec())))
 }
