@@ -17,6 +17,18 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# Python tools from PyPI: httpx plays the original Ingester's async
+# uploader (tests/ingester_httpx.rs); moto_server is the S3 protocol server
+# the content-store tests use.
+py_missing=()
+python3 -c 'import httpx' 2>/dev/null || py_missing+=(httpx)
+command -v moto_server >/dev/null 2>&1 || py_missing+=('moto[server]')
+if ((${#py_missing[@]})); then
+    echo "installing from PyPI: ${py_missing[*]}"
+    python3 -m pip install -q "${py_missing[@]}" 2>/dev/null ||
+        python3 -m pip install -q --break-system-packages "${py_missing[@]}"
+fi
+
 # The POSIX conformance suite (Rust port of pjdfstest) from crates.io.
 if ! command -v pjdfstest >/dev/null 2>&1; then
     cargo install pjdfstest --locked --version 0.2.2

@@ -8,8 +8,9 @@
 //! never start.
 //!
 //! This layer keeps a hold on the request body; once the handler has
-//! answered, it reads and drops what is left of the body, at most
-//! [`DRAIN_MAX_BYTES`] or for [`DRAIN_MAX_TIME`], whichever comes first,
+//! answered, it reads and drops what is left of the body, at most what the
+//! client declared (up to [`DRAIN_DECLARED_MAX`]; [`DRAIN_MAX_BYTES`] for a
+//! chunked body) or for [`DRAIN_MAX_TIME`], whichever comes first,
 //! and only then lets the response go. A larger or slower rest is cut off
 //! (the connection then closes as before), and so is a body that pauses
 //! for [`DRAIN_IDLE`]: that client is waiting for the answer, not sending. Handlers that refuse an upload
@@ -34,8 +35,15 @@ use axum::response::Response;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use parking_lot::Mutex;
 
-/// Most bytes read after an early answer.
+/// Most bytes read after an early answer to a body of unknown length
+/// (chunked).
 pub const DRAIN_MAX_BYTES: u64 = 16 << 20;
+/// Most bytes read after an early answer to a body whose length the client
+/// declared: all of it up to this. A client uploading a large file with an
+/// expired token must still read its 401 (found with httpx: a 24 MiB body
+/// cut at 16 MiB gave it a read error); [`DRAIN_MAX_TIME`] still bounds
+/// what any client costs.
+pub const DRAIN_DECLARED_MAX: u64 = 1 << 30;
 /// Longest time spent reading after an early answer.
 pub const DRAIN_MAX_TIME: Duration = Duration::from_secs(10);
 /// Longest pause of the body while draining.
@@ -89,6 +97,9 @@ impl HttpBody for Shared {
 /// The layer (see the module's documentation).
 pub async fn drain_unread(req: Request, next: Next) -> Response {
     let waits_for_continue = expects_continue(req.headers());
+    let max_bytes = declared_length(req.headers()).map_or(DRAIN_MAX_BYTES, |n| {
+        n.clamp(DRAIN_MAX_BYTES, DRAIN_DECLARED_MAX)
+    });
     let (parts, body) = req.into_parts();
     let held = Arc::new(Mutex::new(Held {
         body: Some(body),
@@ -103,10 +114,18 @@ pub async fn drain_unread(req: Request, next: Next) -> Response {
     };
     if let Some(body) = rest {
         if resp.status() != StatusCode::REQUEST_TIMEOUT {
-            drain(body, DRAIN_MAX_BYTES, DRAIN_MAX_TIME, DRAIN_IDLE).await;
+            drain(body, max_bytes, DRAIN_MAX_TIME, DRAIN_IDLE).await;
         }
     }
     resp
+}
+
+/// The body length the client declared (`Content-Length`), if any.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
 }
 
 fn expects_continue(headers: &HeaderMap) -> bool {
