@@ -351,6 +351,21 @@ fn downloader_by_id() {
     assert_eq!(on_mount("user.artstore.description"), b"Q1, final");
     assert_eq!(on_mount("user.artstore.version"), b"2.0");
     assert_eq!(on_mount("user.dept"), b"fin");
+    // As the original's request model read it, `null` is "not given":
+    // nothing is removed (artfs's own /api/v1/meta route removes).
+    let r = api
+        .client
+        .patch(api.url(&format!("/api/v1/files/{id}")))
+        .bearer_auth(&ivanov)
+        .json(
+            &j!({ "description": "Q1, final (2)", "version": null, "metadata": { "dept": null } }),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(on_mount("user.artstore.description"), b"Q1, final (2)");
+    assert_eq!(on_mount("user.artstore.version"), b"2.0");
+    assert_eq!(on_mount("user.dept"), b"fin");
     // A body that is no document: 422; a value the rules refuse: 400.
     let patch = |body: &str| {
         api.client
@@ -367,7 +382,7 @@ fn downloader_by_id() {
     assert_eq!(v["detail"], v["message"]);
     assert_eq!(
         String::from_utf8(on_mount("user.artstore.description")).unwrap(),
-        "Q1, final",
+        "Q1, final (2)",
         "a refused PATCH changes nothing"
     );
 

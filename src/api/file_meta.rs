@@ -261,6 +261,31 @@ pub struct PatchMeta {
 
 /// Parse a PATCH body; malformed JSON or unknown fields are a 400 with a
 /// JSON error like every other.
+impl PatchMeta {
+    /// As the original's `PATCH /api/v1/files/{id}` reads a document: its
+    /// request model made `null` the same as absent (pydantic's `None`),
+    /// so a `null` there leaves a field, or a custom attribute, as it is.
+    /// (artfs's own route keeps `null` = remove.)
+    pub fn nulls_unchanged(mut self) -> PatchMeta {
+        for f in [
+            &mut self.description,
+            &mut self.version,
+            &mut self.content_type,
+            &mut self.retention_until,
+            &mut self.expires_at,
+            &mut self.default_ttl,
+        ] {
+            if matches!(f, Some(None)) {
+                *f = None;
+            }
+        }
+        if let Some(m) = &mut self.custom_attributes {
+            m.retain(|_, v| !v.is_null());
+        }
+        self
+    }
+}
+
 pub fn parse_patch(body: &[u8]) -> ApiResult<PatchMeta> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("invalid metadata document: {e}")))

@@ -139,7 +139,7 @@ pub async fn patch(
     // value the archive's rules refuse stays 400, as on the path door.
     let doc = parse_patch(&body)
         .map_err(|e| ApiError::unprocessable(&["body"], "model_attributes_type", &e.message, ""))?;
-    let changes = MetaChanges::from_patch(doc)?;
+    let changes = MetaChanges::from_patch(doc.nulls_unchanged())?;
     let caller = st.caller_for(&who);
     let meta = blocking(move || {
         let reach = by_id(&st.fs, &caller, &file_id)?;
