@@ -93,6 +93,28 @@ pub struct CheckResult {
     pub summary: String,
 }
 
+/// A `{p}_checks` row as both engines read it.
+pub(crate) type CheckRow = (String, String, String, i64, String);
+
+impl CheckResult {
+    /// The query that reads every kind's row, in kind order.
+    pub(crate) fn select_sql(p: &str) -> String {
+        format!(
+            "SELECT kind, finished_at, outcome, problems, summary FROM {p}_checks ORDER BY kind"
+        )
+    }
+
+    pub(crate) fn from_row((kind, finished_at, outcome, problems, summary): CheckRow) -> Self {
+        CheckResult {
+            kind,
+            finished_at,
+            outcome,
+            problems: problems.max(0) as u64,
+            summary,
+        }
+    }
+}
+
 /// The kinds of check whose result is kept (the table's CHECK agrees).
 pub const CHECK_KINDS: &[&str] = &["fsck", "scrub"];
 /// What a check can conclude (the table's CHECK agrees).

@@ -877,26 +877,10 @@ impl MetaStore for PgStore {
     }
 
     fn checks(&self) -> Result<Vec<super::CheckResult>> {
-        let p = &self.p;
-        let rows: Vec<(String, String, String, i64, String)> = self.block(
-            sqlx::query_as(&format!(
-                "SELECT kind, finished_at, outcome, problems, summary FROM {p}_checks \
-                 ORDER BY kind"
-            ))
-            .fetch_all(&self.pool),
+        let rows: Vec<super::CheckRow> = self.block(
+            sqlx::query_as(&super::CheckResult::select_sql(&self.p)).fetch_all(&self.pool),
         )?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(kind, finished_at, outcome, problems, summary)| super::CheckResult {
-                    kind,
-                    finished_at,
-                    outcome,
-                    problems: problems.max(0) as u64,
-                    summary,
-                },
-            )
-            .collect())
+        Ok(rows.into_iter().map(super::CheckResult::from_row).collect())
     }
 
     fn prune_journal(&self, keep: &journal::Retention) -> Result<u64> {

@@ -470,43 +470,42 @@ pub fn with_database(url: &str, db: &str) -> String {
 
 /// One statement on its own connection (on a small runtime of its own, so
 /// any test, async or not, can call it).
-/// Rows of a query whose first column is text, one string per row.
-pub fn query_lines(url: &str, sql: &str) -> Result<Vec<String>, sqlx::Error> {
+/// Run `sql` on a connection of its own to `url`, on a thread and runtime
+/// of its own (the caller may itself be inside a runtime): as statements,
+/// or (`lines`) as a query whose rows' first column is text.
+fn on_conn(url: &str, sql: &str, lines: bool) -> Result<Vec<String>, sqlx::Error> {
     use sqlx::{Connection, Row};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let url = url.to_string();
-    let sql = sql.to_string();
+    let (url, sql) = (url.to_string(), sql.to_string());
     std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let mut conn = sqlx::PgConnection::connect(&url).await?;
-            let rows = sqlx::query(&sql).fetch_all(&mut conn).await?;
+            let out = if lines {
+                let rows = sqlx::query(&sql).fetch_all(&mut conn).await?;
+                rows.iter().map(|r| r.try_get::<String, _>(0)).collect()
+            } else {
+                sqlx::raw_sql(&sql)
+                    .execute(&mut conn)
+                    .await
+                    .map(|_| Vec::new())
+            };
             conn.close().await?;
-            rows.iter().map(|r| r.try_get::<String, _>(0)).collect()
+            out
         })
     })
     .join()
     .unwrap()
 }
 
+/// Rows of a query whose first column is text, one string per row.
+pub fn query_lines(url: &str, sql: &str) -> Result<Vec<String>, sqlx::Error> {
+    on_conn(url, sql, true)
+}
+
+/// Run statements on `url`.
 pub fn execute(url: &str, sql: &str) -> Result<(), sqlx::Error> {
-    use sqlx::Connection;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let url = url.to_string();
-    let sql = sql.to_string();
-    // A thread of its own: the caller may itself be inside a runtime.
-    std::thread::spawn(move || {
-        rt.block_on(async {
-            let mut conn = sqlx::PgConnection::connect(&url).await?;
-            sqlx::raw_sql(&sql).execute(&mut conn).await?;
-            conn.close().await
-        })
-    })
-    .join()
-    .unwrap()
+    on_conn(url, sql, false).map(drop)
 }
