@@ -65,6 +65,13 @@ fn a_store_mounts_and_remounts_on_postgresql() {
     // database holds none.
     let (code, out) = artfs(&[&["fsck", backing][..], &["--db", db.url.as_str()][..]].concat());
     assert_ne!(code, 0, "another prefix holds no store:\n{out}");
+    // Without the flags, the error says which ones BACKING was served with.
+    let (code, out) = artfs(&["fsck", backing]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("last served with `--db postgres") && out.contains("--table-prefix mnt1`"),
+        "{out}"
+    );
 }
 
 /// The engine helper really moves a test's tables: on SQLite they are in

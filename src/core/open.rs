@@ -56,6 +56,7 @@ pub(super) fn open_unstarted(opts: &StoreOptions, rt: Handle) -> Result<(Fs, Sto
     let meta = crate::meta::open(&url, &opts.table_prefix, rt)?;
     meta.claim_writer(&lease::Holder::me())?;
     let store_id = identify(meta.as_ref(), &backing, &state_dir, &url, true)?;
+    remember_tables(&state_dir, &url, &opts.table_prefix);
     let objects = crate::blob::open(&backing)?;
     let recovered = recover(meta.as_ref(), objects.as_ref())?;
     let mode = settle_config(meta.as_ref(), &backing, opts)?;
@@ -304,6 +305,38 @@ fn follow_policy(fs: std::sync::Weak<Fs>, stop: &workers::Stop) {
     }
 }
 
+/// Where a store's tables were last served from, for commands run
+/// without the flags that name them (the password never written).
+const TABLES_FILE: &str = "tables";
+
+/// Note in BACKING which tables serve the store (`--db URL --table-prefix
+/// P`, the URL redacted). Only a hint for error messages: failing to write
+/// it fails nothing.
+fn remember_tables(state_dir: &Path, url: &str, prefix: &str) {
+    let text = format!(
+        "--db {} --table-prefix {prefix}\n",
+        crate::meta::redact(url)
+    );
+    let path = state_dir.join(TABLES_FILE);
+    if std::fs::read_to_string(&path).is_ok_and(|t| t == text) {
+        return;
+    }
+    if let Err(e) = crate::blob::write_atomic(&path, text.as_bytes()) {
+        tracing::debug!(error = %e, "could not note where the tables are");
+    }
+}
+
+/// "; its daemon last served it with ..." when BACKING says so.
+fn tables_hint(state_dir: &Path) -> String {
+    match std::fs::read_to_string(state_dir.join(TABLES_FILE)) {
+        Ok(t) if !t.trim().is_empty() => format!(
+            "; this store was last served with `{}` (give those flags, or --config)",
+            t.trim()
+        ),
+        _ => String::new(),
+    }
+}
+
 /// Check that the database and BACKING belong to the same store (creating
 /// the store on a first mount when `create`); returns the store id.
 fn identify(
@@ -335,8 +368,9 @@ fn identify(
         (None, Some(f_id)) => {
             return Err(setup_err(format!(
                 "BACKING {} holds store {f_id} but database {url} has no metadata for it; \
-                 rebuild the tables from the sidecars or point --db at the right database",
-                backing.display()
+                 rebuild the tables from the sidecars or point --db at the right database{}",
+                backing.display(),
+                tables_hint(state_dir)
             )))
         }
         (None, None) if !create => {
@@ -402,7 +436,10 @@ pub fn open_offline(
     let url = opts.db_url();
     if let Some(path) = crate::meta::sqlite_path(&url) {
         if !Path::new(path).exists() {
-            return Err(setup_err(format!("database {path} does not exist")));
+            return Err(setup_err(format!(
+                "database {path} does not exist{}",
+                tables_hint(&state_dir)
+            )));
         }
     }
     let meta = crate::meta::open(&url, &opts.table_prefix, rt)?;
