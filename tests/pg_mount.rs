@@ -72,6 +72,12 @@ fn a_store_mounts_and_remounts_on_postgresql() {
         out.contains("last served with `--db postgres") && out.contains("--table-prefix mnt1`"),
         "{out}"
     );
+    // A mount without them is refused the same way, creating nothing.
+    let mnt = tempfile::tempdir().unwrap();
+    let (code, out) = artfs(&["mount", backing, mnt.path().to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("last served with `--db postgres"), "{out}");
+    assert!(!m.backing.join(".artfs/meta.db").exists());
 }
 
 /// The engine helper really moves a test's tables: on SQLite they are in

@@ -53,6 +53,20 @@ pub(super) fn open_unstarted(opts: &StoreOptions, rt: Handle) -> Result<(Fs, Sto
     let lock = StoreLock::acquire(&state_dir)?;
 
     let url = opts.db_url();
+    // A store whose SQLite file is gone (or whose tables live elsewhere):
+    // refused before opening would create an empty database in BACKING.
+    if let Some(path) = crate::meta::sqlite_path(&url) {
+        let id = std::fs::read_to_string(state_dir.join("store-id"));
+        if let (false, Ok(id)) = (Path::new(path).exists(), id) {
+            return Err(setup_err(format!(
+                "BACKING {} holds store {} but database {path} does not exist; rebuild the \
+                 tables from the sidecars or point --db at the right database{}",
+                backing.display(),
+                id.trim(),
+                tables_hint(&state_dir)
+            )));
+        }
+    }
     let meta = crate::meta::open(&url, &opts.table_prefix, rt)?;
     meta.claim_writer(&lease::Holder::me())?;
     let store_id = identify(meta.as_ref(), &backing, &state_dir, &url, true)?;
