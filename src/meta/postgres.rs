@@ -735,16 +735,7 @@ impl MetaStore for PgStore {
         // The grammar both backends share (meta/query.rs): the same queries
         // are accepted and refused as on SQLite; no input reaches
         // to_tsquery raw.
-        let expr = match super::query::parse(query) {
-            Ok(q) => super::query::to_tsquery(&q),
-            Err(e) => {
-                tracing::debug!(query, error = %e, "search query refused");
-                return Err(Error::posix_msg(
-                    libc::EINVAL,
-                    format!("malformed search query: {e}"),
-                ));
-            }
-        };
+        let expr = super::query::to_tsquery(&super::query::parse_search(query)?);
         tracing::debug!(query, tsquery = %expr, "search");
         // Rank: ts_rank_cd, negated so that lower is better as with FTS5's
         // bm25; ties by inode number.

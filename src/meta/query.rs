@@ -493,6 +493,15 @@ fn flat(items: Vec<Query>, or: bool) -> Query {
     }
 }
 
+/// [`parse`] for a search both doors answer: a refusal is EINVAL (400
+/// over HTTP) with "malformed search query: ..." on every engine.
+pub fn parse_search(query: &str) -> crate::types::error::Result<Query> {
+    parse(query).map_err(|e| {
+        tracing::debug!(query, error = %e, "search query refused");
+        crate::types::error::Error::posix_msg(libc::EINVAL, format!("malformed search query: {e}"))
+    })
+}
+
 /// Parse a query (see the module doc). Refusals say what is wrong and how
 /// to write it instead.
 pub fn parse(query: &str) -> Result<Query, QueryError> {

@@ -676,16 +676,7 @@ impl MetaStore for SqliteStore {
         let p = &self.p;
         // artfs's grammar, not FTS5's (meta/query.rs): the same queries
         // are accepted on every backend, and no input reaches FTS5 raw.
-        let expr = match super::query::parse(query) {
-            Ok(q) => super::query::to_fts5(&q),
-            Err(e) => {
-                tracing::debug!(query, error = %e, "search query refused");
-                return Err(Error::posix_msg(
-                    libc::EINVAL,
-                    format!("malformed search query: {e}"),
-                ));
-            }
-        };
+        let expr = super::query::to_fts5(&super::query::parse_search(query)?);
         tracing::debug!(query, fts5 = %expr, "search");
         let rows: std::result::Result<Vec<(i64, f64)>, sqlx::Error> = self.rt.block_on(
             sqlx::query_as(&format!(
