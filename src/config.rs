@@ -29,7 +29,7 @@ use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
 use crate::core::collector::CollectorConfig;
-use crate::core::options::{StoreOptions, DEFAULT_CACHE_ENTRIES, DEFAULT_TABLE_PREFIX};
+use crate::core::options::{Role, StoreOptions, DEFAULT_CACHE_ENTRIES, DEFAULT_TABLE_PREFIX};
 use crate::core::policy::Mode;
 use crate::types::journal::Retention;
 
@@ -46,8 +46,34 @@ pub struct Config {
     pub store: StoreConfig,
     pub mount: MountConfig,
     pub policy: PolicyConfig,
+    pub cluster: ClusterConfig,
     pub api: ApiConfig,
     pub log: LogConfig,
+}
+
+/// `[cluster]`: what this daemon is to a store several machines serve
+/// (docs/CLUSTER.md).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// writer (the default), replica or standby.
+    pub role: Role,
+    /// Milliseconds between a follower's reads of the change feed.
+    pub poll_ms: u64,
+    /// Seconds of silence from the writer before a standby takes over.
+    pub takeover_secs: f64,
+}
+
+/// The store's defaults ([`StoreOptions::default`]).
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        let o = StoreOptions::default();
+        ClusterConfig {
+            role: o.role,
+            poll_ms: o.poll.as_millis() as u64,
+            takeover_secs: o.takeover_after.as_secs_f64(),
+        }
+    }
 }
 
 /// `[store]`: where a store is. Read by every command that opens one.
@@ -279,7 +305,22 @@ impl Config {
         if !(p.trash_days >= 0.0 && p.trash_days.is_finite()) {
             anyhow::bail!("--trash-days must be 0 or more");
         }
+        let c = &self.cluster;
+        if c.poll_ms == 0 {
+            anyhow::bail!("--poll-ms must be at least 1");
+        }
+        let min = crate::core::options::MIN_TAKEOVER.as_secs_f64();
+        if !(c.takeover_secs >= min && c.takeover_secs <= 3600.0) {
+            anyhow::bail!(
+                "--takeover-secs must be between {min} and 3600: a shorter silence is too \
+                 close to the writer's heartbeat (every {} s)",
+                crate::meta::lease::BEAT.as_secs()
+            );
+        }
         Ok(StoreOptions {
+            role: c.role,
+            poll: std::time::Duration::from_millis(c.poll_ms),
+            takeover_after: std::time::Duration::from_secs_f64(c.takeover_secs),
             cache_entries: self.mount.cache_entries,
             journal_retention: p.retention(),
             initial_mode: p.mode,

@@ -388,6 +388,24 @@ struct MountArgs {
     /// store keeps its mode (change it with `artfs mode`).
     #[arg(long, env = "ARTFS_MODE")]
     mode: Option<artfs::core::policy::Mode>,
+    /// Serve the store read-only as a replica of its writer on another
+    /// node, following its changes (tables in PostgreSQL; docs/CLUSTER.md)
+    /// [or [cluster] role = "replica"].
+    #[arg(long, conflicts_with = "standby")]
+    replica: bool,
+    /// Serve as a replica that takes over as writer, without unmounting,
+    /// when the writer stops renewing its lease [or [cluster] role =
+    /// "standby"].
+    #[arg(long)]
+    standby: bool,
+    /// Milliseconds between a follower's reads of the writer's change feed
+    /// [default: 1000].
+    #[arg(long, env = "ARTFS_POLL_MS")]
+    poll_ms: Option<u64>,
+    /// Seconds the writer may be silent before a standby takes over (at
+    /// least 3) [default: 6].
+    #[arg(long, env = "ARTFS_TAKEOVER_SECS")]
+    takeover_secs: Option<f64>,
     /// Run in the foreground (the default; accepted for compatibility).
     #[arg(long, short = 'f')]
     foreground: bool,
@@ -417,6 +435,16 @@ impl MountArgs {
         over(&mut cfg.policy.mode, self.mode);
         over(&mut cfg.policy.trash_days, self.trash_days);
         over(&mut cfg.policy.max_retention, self.max_retention);
+        let role = if self.replica {
+            Some(artfs::core::options::Role::Replica)
+        } else if self.standby {
+            Some(artfs::core::options::Role::Standby)
+        } else {
+            None
+        };
+        over(&mut cfg.cluster.role, role);
+        over(&mut cfg.cluster.poll_ms, self.poll_ms);
+        over(&mut cfg.cluster.takeover_secs, self.takeover_secs);
         over(&mut cfg.policy.wal_keep_rows, self.wal_keep_rows);
         over(&mut cfg.policy.wal_keep_days, self.wal_keep_days);
         over(

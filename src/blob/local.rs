@@ -41,7 +41,12 @@ impl LocalDir {
     pub fn open(backing: &Path) -> io::Result<LocalDir> {
         let root = backing.join("objects");
         for i in 0..=255u8 {
-            std::fs::create_dir_all(root.join(format!("{i:02x}")))?;
+            let dir = root.join(format!("{i:02x}"));
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                // A dangling `objects` link (shared content not mounted)
+                // says only "File exists" otherwise.
+                io::Error::new(e.kind(), format!("{}: {e}", dir.display()))
+            })?;
         }
         Ok(LocalDir {
             root,

@@ -473,6 +473,36 @@ impl Cache {
     pub fn seq(&self) -> u64 {
         self.inner.lock().seq
     }
+
+    /// Another node committed changes to these inodes and entries (a
+    /// replica following the writer): forget what the committed tier
+    /// holds of them, and the listings they belong to. Fills that read
+    /// the database before now are dropped (the generation moves).
+    pub fn forget(&self, inos: &[u64], entries: &[(u64, Vec<u8>)]) {
+        let mut c = self.inner.lock();
+        c.gen += 1;
+        for ino in inos {
+            c.inodes.pop(ino);
+            c.xattrs.pop(ino);
+        }
+        for k in entries {
+            c.dentries.pop(k);
+            c.complete.remove(&k.0);
+            c.listings.remove(&k.0);
+        }
+    }
+
+    /// Forget the whole committed tier (a replica that lost track of the
+    /// writer's changes).
+    pub fn forget_all(&self) {
+        let mut c = self.inner.lock();
+        c.gen += 1;
+        c.inodes.clear();
+        c.dentries.clear();
+        c.xattrs.clear();
+        c.complete.clear();
+        c.listings.clear();
+    }
 }
 
 /// Remove the overlay entries that the batch reaching `seq` committed

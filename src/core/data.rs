@@ -316,8 +316,15 @@ impl Fs {
         crate::crash_point!("release::before_persist");
         // Every release records the object's size and times (staged in
         // memory, so cheap): no write through any handle goes unrecorded,
-        // whichever handle happens to close last.
-        let result = self.persist_open(h.ino, &settle);
+        // whichever handle happens to close last. Not on a follower: it
+        // wrote nothing, and what the shared object shows is the writer's
+        // to record.
+        let follower = self.role() != super::options::Role::Writer;
+        let result = if follower {
+            Ok(())
+        } else {
+            self.persist_open(h.ino, &settle)
+        };
         let last = {
             let mut open = self.open.lock();
             match open.get_mut(&h.ino) {
@@ -333,7 +340,7 @@ impl Fs {
             }
         };
         // Reclaim the inode if its last name went while it was open.
-        if last && self.inode(h.ino).is_ok_and(|i| i.nlink == 0) {
+        if last && !follower && self.inode(h.ino).is_ok_and(|i| i.nlink == 0) {
             self.mutate(|tx| {
                 let inode = tx.inode(h.ino)?;
                 if inode.nlink == 0 && !self.is_open(h.ino) {

@@ -27,8 +27,10 @@ pub mod policy;
 mod publish;
 pub mod recover;
 pub mod render;
+pub mod replica;
 pub mod search;
 mod sidecar_sync;
+mod start;
 mod stats;
 pub mod trash;
 mod upload;
@@ -118,6 +120,8 @@ pub struct Fs {
     renamed_fresh: Mutex<HashMap<u64, crate::types::Timestamp>>,
     /// The background threads, and who stops them when (see `workers`).
     workers: workers::Workers,
+    /// Writer, replica or standby, and how far a follower has followed.
+    follow: replica::Follow,
 }
 
 /// Lower the calling thread's CPU priority: background upkeep (sidecars,
@@ -139,6 +143,9 @@ pub trait Invalidator: Send + Sync {
     fn entry(&self, parent: u64, name: &[u8]);
     /// The attributes or content of `ino` changed.
     fn inode(&self, ino: u64);
+    /// Anything may have changed (a replica that lost track of the
+    /// writer's changes): drop every name and inode the door caches.
+    fn everything(&self);
 }
 
 /// Attributes as a door shows them.
@@ -203,6 +210,7 @@ impl Fs {
     pub(crate) fn allow(&self, change: policy::Change) -> Result<()> {
         // A store whose lease passed to another writer is read-only here.
         if !matches!(change, policy::Change::Read) {
+            self.refuse_as_follower()?;
             self.writer.check_fenced()?;
         }
         policy::check(self.mode(), change)
@@ -321,6 +329,9 @@ impl Fs {
     /// in-memory layer atomically and let the writer commit them. An error
     /// drops everything staged.
     fn mutate<T>(&self, f: impl FnOnce(&mut Mutation<'_>) -> Result<T>) -> Result<T> {
+        // A follower runs no writer: whatever it staged would shadow the
+        // writer's changes forever.
+        self.refuse_as_follower()?;
         self.writer.throttle(self)?;
         let _guard = self.mutate.lock();
         let mut tx = Mutation {
@@ -409,6 +420,12 @@ impl Fs {
     /// The threads end in the order `workers` documents.
     pub fn close(&self) {
         self.workers.stop_periodic();
+        if self.role() != options::Role::Writer {
+            // A follower staged nothing and runs no writer.
+            self.release_all();
+            self.meta.close();
+            return;
+        }
         self.release_all();
         if let Err(e) = self.wait_committed() {
             tracing::error!(error = %e, "could not commit metadata at close");

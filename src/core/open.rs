@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio::runtime::Handle;
 
 use super::cache::Cache;
-use super::options::StoreOptions;
+use super::options::{Role, StoreOptions};
 use super::workers;
 use super::writer::{Writer, INO_RESERVE_STEP};
 use super::Fs;
@@ -34,12 +34,77 @@ fn setup_err(msg: String) -> Error {
 /// they belong together; recover what a crash left; settle the store's
 /// settings; build the [`Fs`]; start its workers; reclaim orphans.
 pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock)> {
+    if opts.role != Role::Writer {
+        return open_follower(opts, rt);
+    }
     let (fs, lock) = open_unstarted(opts, rt)?;
     let fs = Arc::new(fs);
-    start_workers(&fs, opts)?;
+    super::start::start_workers(&fs)?;
     fs.reclaim_orphans()?;
     fs.wait_committed()?;
     Ok((fs, lock))
+}
+
+/// Open a store another daemon writes, as a replica or standby
+/// (`core::replica`): no lock, no lease, no recovery, nothing written;
+/// the tables must be ones several machines share (PostgreSQL).
+fn open_follower(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock)> {
+    let backing = opts.backing.canonicalize().map_err(|e| {
+        setup_err(format!(
+            "BACKING {} is not usable: {e}",
+            opts.backing.display()
+        ))
+    })?;
+    let state_dir = backing.join(".artfs");
+    let url = opts.db_url();
+    if crate::meta::sqlite_path(&url).is_some() {
+        return Err(setup_err(format!(
+            "a {} serves a store whose tables several machines share: give --db \
+             postgres://... (a SQLite store is served by its one daemon){}",
+            opts.role,
+            tables_hint(&state_dir)
+        )));
+    }
+    let meta = crate::meta::open(&url, &opts.table_prefix, rt)?;
+    // Where the feed stands before anything is read: every change after
+    // it reaches this node's caches through the feed.
+    let head = meta
+        .changes_since(u64::MAX - 1, 1)?
+        .ok_or_else(|| setup_err("this store's database keeps no change feed".into()))?
+        .head;
+    let store_id = identify(meta.as_ref(), &backing, &state_dir, &url, false)?;
+    let Some(config) = meta.config()? else {
+        return Err(setup_err(format!(
+            "store {store_id} has never been served by a writer: mount it once without --{}",
+            opts.role
+        )));
+    };
+    let mode: super::policy::Mode = config.mode.parse().map_err(Error::Meta)?;
+    let objects = crate::blob::open(&backing)?;
+    let ballast = crate::blob::ballast::Ballast::new(&state_dir)?;
+    let fs = build_fs(
+        opts,
+        Parts {
+            meta,
+            objects,
+            backing,
+            store_id,
+            ballast,
+            mode,
+            recovered: 0,
+        },
+    )?;
+    fs.follow.set_role(opts.role);
+    fs.follow.start_at(head);
+    fs.load_state()?;
+    let fs = Arc::new(fs);
+    let (weak, stop) = (Arc::downgrade(&fs), fs.workers.periodic());
+    fs.workers.spawn(workers::POLICY, move || {
+        super::start::follow_policy(weak, &stop)
+    })?;
+    super::replica::start(&fs, opts.role, opts.poll, opts.takeover_after)?;
+    tracing::info!(role = %opts.role, feed = head, "following the store's writer");
+    Ok((fs, StoreLock::none()))
 }
 
 /// Every step of [`open_store`] but the threads: the [`Fs`] with its
@@ -72,9 +137,9 @@ pub(super) fn open_unstarted(opts: &StoreOptions, rt: Handle) -> Result<(Fs, Sto
     let store_id = identify(meta.as_ref(), &backing, &state_dir, &url, true)?;
     remember_tables(&state_dir, &url, &opts.table_prefix);
     let objects = crate::blob::open(&backing)?;
-    let recovered = recover(meta.as_ref(), objects.as_ref())?;
+    let recovered = super::start::recover(meta.as_ref(), objects.as_ref())?;
     let mode = settle_config(meta.as_ref(), &backing, opts)?;
-    let ballast = reserve_ballast(&state_dir)?;
+    let ballast = super::start::reserve_ballast(&state_dir)?;
 
     let fs = build_fs(
         opts,
@@ -113,40 +178,6 @@ fn usable_backing(opts: &StoreOptions) -> Result<PathBuf> {
         )));
     }
     Ok(backing)
-}
-
-/// Before anything is served: settle what a crash left pending, and give
-/// a new store's root its sidecar. Returns how many log rows it settled.
-fn recover(meta: &dyn MetaStore, objects: &dyn ContentStore) -> Result<u64> {
-    let settled = crate::core::recover::recover(meta, objects)?;
-    // Pending `sidecars` rows are deferred housekeeping (the tables hold
-    // everything; only attr.json copies lagged), not an interrupted
-    // operation: a clean stop may leave them when it runs out of time.
-    let deferred = settled
-        .iter()
-        .filter(|s| s.op == crate::types::journal::Op::Sidecars)
-        .count();
-    if settled.len() > deferred {
-        tracing::warn!(
-            rows = settled.len() - deferred,
-            "recovered operations interrupted by a crash (see the log table for each)"
-        );
-    }
-    if deferred > 0 {
-        tracing::info!(
-            rows = deferred,
-            "wrote the sidecars of deferred sidecar rewrites (housekeeping)"
-        );
-    }
-    if matches!(
-        objects.read_sidecar(ROOT_INO),
-        Ok(None) | Err(crate::blob::sidecar::SidecarError::Io(_))
-    ) {
-        // A new store's root: every other inode gets its sidecar when a
-        // batch first changes it.
-        crate::core::render::rewrite(meta, objects, &[ROOT_INO])?;
-    }
-    Ok(settled.len() as u64)
 }
 
 /// The store's settings row: created on a first mount, the capacity
@@ -189,21 +220,6 @@ fn settle_config(
     Ok(m)
 }
 
-/// Keep space back for the database (see `blob::ballast`); a full
-/// BACKING only warns.
-fn reserve_ballast(state_dir: &Path) -> Result<crate::blob::ballast::Ballast> {
-    let ballast = crate::blob::ballast::Ballast::new(state_dir)?;
-    match ballast.ensure() {
-        Ok(true) => {}
-        Ok(false) => tracing::warn!(
-            bytes = ballast.size(),
-            "BACKING is nearly full: no space reserved for the database"
-        ),
-        Err(e) => tracing::warn!(error = %e, "could not reserve space for the database"),
-    }
-    Ok(ballast)
-}
-
 /// What opening found, for [`build_fs`].
 struct Parts {
     meta: Box<dyn MetaStore>,
@@ -218,26 +234,14 @@ struct Parts {
 /// The [`Fs`], resuming inode and entry numbers above every number that
 /// may have been handed out. No thread runs yet.
 fn build_fs(opts: &StoreOptions, p: Parts) -> Result<Fs> {
-    let counters = p.meta.counters()?;
-    let next_ino = counters
-        .max_ino
-        .max(counters.ino_reserved.saturating_sub(1))
-        + 1;
-    let writer = Writer::default();
-    writer
-        .reserved
-        .store(counters.ino_reserved.max(next_ino), Ordering::Release);
-    writer
-        .want_reserved
-        .store(next_ino + INO_RESERVE_STEP, Ordering::Release);
-    Ok(Fs {
+    let fs = Fs {
         meta: p.meta,
         objects: p.objects,
         cache: Cache::new(opts.cache_entries),
-        writer,
+        writer: Writer::default(),
         mutate: Default::default(),
-        next_ino: next_ino.into(),
-        next_dentry_id: (counters.max_dentry_id + 1).into(),
+        next_ino: 0.into(),
+        next_dentry_id: 0.into(),
         open: Default::default(),
         open_dirs: Default::default(),
         handles: Default::default(),
@@ -261,62 +265,10 @@ fn build_fs(opts: &StoreOptions, p: Parts) -> Result<Fs> {
         trash: Default::default(),
         renamed_fresh: Default::default(),
         workers: Default::default(),
-    })
-}
-
-/// Start the store's threads (see [`super::workers`] for who stops them
-/// and when).
-fn start_workers(fs: &Arc<Fs>, opts: &StoreOptions) -> Result<()> {
-    let w = &fs.workers;
-    let (weak, every, stop) = (Arc::downgrade(fs), opts.collector.interval, w.periodic());
-    w.spawn(workers::COLLECTOR, move || {
-        super::collector::run(weak, every, &stop)
-    })?;
-    let (weak, stop) = (Arc::downgrade(fs), w.periodic());
-    w.spawn(workers::POLICY, move || follow_policy(weak, &stop))?;
-    let (sc, weak) = (fs.sidecars.clone(), Arc::downgrade(fs));
-    w.spawn(workers::SIDECARS, move || {
-        super::sidecar_sync::run(sc, weak)
-    })?;
-    let _ = fs
-        .hasher
-        .set(super::checksum::Hasher::start(Arc::downgrade(fs), w)?);
-    let strong = fs.clone();
-    w.spawn(workers::WRITER, move || super::writer::run_guarded(strong))?;
-    if fs.meta.leased() {
-        let (weak, stop) = (Arc::downgrade(fs), w.lease());
-        w.spawn(workers::LEASE, move || keep_lease(weak, &stop))?;
-    }
-    super::objpool::ObjectPool::start(Arc::downgrade(fs), w)?;
-    Ok(())
-}
-
-/// Renew the writer's lease every beat; once it is lost, stop the writer
-/// (changes are refused with EROFS; what was acknowledged is committed).
-fn keep_lease(fs: std::sync::Weak<Fs>, stop: &workers::Stop) {
-    while stop.sleep(crate::meta::lease::BEAT) {
-        let Some(fs) = fs.upgrade() else { return };
-        match fs.meta.heartbeat() {
-            Ok(()) => {}
-            Err(e @ Error::Fenced(_)) => {
-                fs.writer.fence(e);
-                return;
-            }
-            // The database is away: batches retry, and the check inside
-            // each one keeps a lease lost meanwhile from being used.
-            Err(e) => tracing::warn!(error = %e, "could not renew the store's lease"),
-        }
-    }
-}
-
-/// Mode changes by other processes take effect within a second.
-fn follow_policy(fs: std::sync::Weak<Fs>, stop: &workers::Stop) {
-    while stop.sleep(std::time::Duration::from_millis(500)) {
-        let Some(fs) = fs.upgrade() else { return };
-        if let Err(e) = fs.refresh_policy() {
-            tracing::debug!(error = %e, "could not read the policy row");
-        }
-    }
+        follow: Default::default(),
+    };
+    fs.resume_counters()?;
+    Ok(fs)
 }
 
 /// Where a store's tables were last served from, for commands run
@@ -511,7 +463,9 @@ pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// An exclusive lock on a store: one daemon (or repairing fsck) at a time.
 /// Released when dropped or when the process dies.
 pub struct StoreLock {
-    _file: File,
+    /// `None`: a follower's, which locks nothing (the writer's lease
+    /// guards the store).
+    _file: Option<File>,
 }
 
 /// Who holds a store's lock, as far as can be told.
@@ -522,6 +476,11 @@ struct Holder {
 }
 
 impl StoreLock {
+    /// No lock: what a follower holds.
+    pub fn none() -> StoreLock {
+        StoreLock { _file: None }
+    }
+
     /// Take the lock. A holder that still serves a mount of the store is
     /// refused at once; any other holder (a daemon finishing after its
     /// unmount, an offline tool) is waited for, up to [`LOCK_WAIT`].
@@ -541,7 +500,7 @@ impl StoreLock {
             None => {
                 file.set_len(0)?;
                 write!(file, "{}", std::process::id())?;
-                return Ok(StoreLock { _file: file });
+                return Ok(StoreLock { _file: Some(file) });
             }
             Some(h) => h,
         };
@@ -641,9 +600,29 @@ pub fn serving_mount(backing: &Path) -> Option<PathBuf> {
 }
 
 impl Fs {
+    /// Hand out inode and entry numbers above every number that may have
+    /// been handed out (at open, and when a standby takes over).
+    pub(super) fn resume_counters(&self) -> Result<()> {
+        let counters = self.meta.counters()?;
+        let next_ino = counters
+            .max_ino
+            .max(counters.ino_reserved.saturating_sub(1))
+            + 1;
+        self.writer
+            .reserved
+            .store(counters.ino_reserved.max(next_ino), Ordering::Release);
+        self.writer
+            .want_reserved
+            .store(next_ino + INO_RESERVE_STEP, Ordering::Release);
+        self.next_ino.store(next_ino, Ordering::Release);
+        self.next_dentry_id
+            .store(counters.max_dentry_id + 1, Ordering::Release);
+        Ok(())
+    }
+
     /// The live figures the mount starts from: mode and capacity, inode
     /// count, usage.
-    fn load_state(&self) -> Result<()> {
+    pub(super) fn load_state(&self) -> Result<()> {
         self.refresh_policy()?;
         self.inodes
             .store(self.meta.inode_count()? as i64, Ordering::Release);
@@ -656,7 +635,7 @@ impl Fs {
 
     /// Delete inodes left with no links (unlinked while open at the last
     /// stop or crash) and their objects.
-    fn reclaim_orphans(&self) -> Result<()> {
+    pub(super) fn reclaim_orphans(&self) -> Result<()> {
         let orphans = self.meta.orphans()?;
         if orphans.is_empty() {
             return Ok(());

@@ -4,6 +4,7 @@
 //! the two drift apart).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::archive_attrs::DEFAULT_MAX_RETENTION;
 use super::collector::CollectorConfig;
@@ -36,7 +37,54 @@ pub struct StoreOptions {
     /// How far ahead a retention lock may reach (`--max-retention`);
     /// `None`: no bound.
     pub max_retention: Option<std::time::Duration>,
+    /// What this daemon is to the store (docs/CLUSTER.md).
+    pub role: Role,
+    /// How often a replica reads the change feed when nothing wakes it.
+    pub poll: Duration,
+    /// How long a standby lets the writer's heartbeat be silent before it
+    /// takes over (at least [`MIN_TAKEOVER`]).
+    pub takeover_after: Duration,
 }
+
+/// What a daemon is to the store it serves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Holds the store's lease and commits every change (the default).
+    #[default]
+    Writer,
+    /// Serves reads of a store another node writes, following its changes.
+    Replica,
+    /// A replica that becomes the writer when the writer's lease lapses.
+    Standby,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Writer => "writer",
+            Role::Replica => "replica",
+            Role::Standby => "standby",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A replica's feed poll interval unless told otherwise.
+pub const DEFAULT_POLL: Duration = Duration::from_millis(1000);
+
+/// A writer's silence a standby waits out unless told otherwise: the
+/// lease's own lapse, so a standby and a restarted writer agree.
+pub const DEFAULT_TAKEOVER: Duration = crate::meta::lease::LAPSE;
+
+/// Shorter silences than this are too close to the heartbeat interval: a
+/// slow beat would hand the store to a standby while its writer lives.
+pub const MIN_TAKEOVER: Duration = Duration::from_secs(3);
 
 /// The defaults, with an empty BACKING (see [`StoreOptions::new`]).
 impl Default for StoreOptions {
@@ -51,6 +99,9 @@ impl Default for StoreOptions {
             capacity: None,
             collector: CollectorConfig::default(),
             max_retention: Some(DEFAULT_MAX_RETENTION),
+            role: Role::Writer,
+            poll: DEFAULT_POLL,
+            takeover_after: DEFAULT_TAKEOVER,
         }
     }
 }

@@ -4,8 +4,10 @@
 //! which names it and keeps its handle. [`super::Fs::close`] ends them in
 //! this order, each after the step that lets it finish:
 //!
-//! 1. `artfs-collector` and `artfs-policy` (periodic): told to stop and
-//!    joined first, so no sweep or mode change races the close;
+//! 1. `artfs-standby`, `artfs-follower` (a follower's: `replica`),
+//!    `artfs-collector` and `artfs-policy` (periodic): told to stop and
+//!    joined first, so no takeover, sweep or mode change races the close
+//!    (a follower that never took over stops here);
 //! 2. `artfs-objects` (objects made ahead): joined after the pool is
 //!    stopped and its unused objects removed;
 //! 3. `artfs-sidecars`: joined after the queue is drained and the thread
@@ -35,6 +37,8 @@ pub(crate) const HASHER: &str = "artfs-hasher";
 pub(crate) const WRITER: &str = "artfs-writer";
 pub(crate) const OBJECTS: &str = "artfs-objects";
 pub(crate) const LEASE: &str = "artfs-lease";
+pub(crate) const FOLLOWER: &str = "artfs-follower";
+pub(crate) const STANDBY: &str = "artfs-standby";
 
 /// A stop signal the periodic threads sleep on.
 #[derive(Default)]
@@ -101,6 +105,9 @@ impl Workers {
     /// Tell the periodic threads to stop and wait for them (step 1).
     pub fn stop_periodic(&self) {
         self.periodic.stop();
+        // A standby taking over starts the writer's threads: it ends first.
+        self.join(STANDBY);
+        self.join(FOLLOWER);
         self.join(COLLECTOR);
         self.join(POLICY);
     }

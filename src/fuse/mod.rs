@@ -3,6 +3,7 @@
 //! kernel connection has (passthrough backing ids, TTLs). It holds no policy.
 
 mod awake;
+mod known;
 mod mount;
 mod notify;
 mod offload;
@@ -79,6 +80,8 @@ pub struct Shared {
     /// Special inodes (FIFOs, sockets, symlinks, devices) the kernel holds,
     /// by number (see `Held`).
     held: Mutex<HashMap<u64, Held>>,
+    /// Every name the kernel holds, on a follower's mount (see `known`).
+    known: Option<Arc<known::KnownNames>>,
 }
 
 /// A special inode the kernel holds (its lookup count). Removed while held
@@ -215,6 +218,7 @@ impl FuseFs {
                 io_uring: false,
                 list_computed_xattrs: false,
                 held: Mutex::default(),
+                known: None,
             }),
             offload: None,
         }
@@ -246,6 +250,13 @@ impl FuseFs {
     /// List the computed attributes (see `MountOptions::list_computed_xattrs`).
     pub fn with_list_computed_xattrs(mut self, on: bool) -> FuseFs {
         self.building().list_computed_xattrs = on;
+        self
+    }
+
+    /// Keep track of every name the kernel holds (a follower's mount: see
+    /// `known`), shared with the invalidator that drops them.
+    pub fn with_known_names(mut self, known: Arc<known::KnownNames>) -> FuseFs {
+        self.building().known = Some(known);
         self
     }
 
@@ -355,7 +366,7 @@ impl Shared {
     ) {
         match r {
             Ok(a) => {
-                self.note_lookup(&a);
+                self.note_lookup(parent, name, &a);
                 reply.entry(&self.ttl, &fuse_attr(&a), Generation(0))
             }
             Err(e) => self.fail(op, parent, Some(name), e, reply),
@@ -374,8 +385,12 @@ impl Shared {
         }
     }
 
-    /// The kernel takes a reference to `a` (an entry reply).
-    fn note_lookup(&self, a: &Attr) {
+    /// The kernel takes a reference to `a` (an entry reply), under
+    /// `parent`/`name`.
+    fn note_lookup(&self, parent: u64, name: &[u8], a: &Attr) {
+        if let Some(k) = &self.known {
+            k.note(parent, name, a.inode.ino);
+        }
         if is_special(a.inode.kind) {
             self.held
                 .lock()
@@ -562,7 +577,7 @@ impl Shared {
             // The kernel takes a reference to each entry it gets ("." and
             // ".." are directories, never counted here).
             if !full {
-                self.note_lookup(&attr);
+                self.note_lookup(ino, &e.name, &attr);
             }
             Some(full)
         });
@@ -632,6 +647,9 @@ impl Filesystem for FuseFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        if let Some(k) = &self.known {
+            k.forget(ino.0, nlookup);
+        }
         let mut held = self.held.lock();
         if let Some(h) = held.get_mut(&ino.0) {
             h.lookups = h.lookups.saturating_sub(nlookup);

@@ -243,7 +243,14 @@ pub fn serve(fs: Arc<Fs>, mountpoint: &Path, opts: &MountOptions) -> anyhow::Res
     // action, which ends the process. They are acted on once mounted.
     use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
     let signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1])?;
-    let adapter = FuseFs::new(fs.clone())
+    // A follower must be able to drop everything the kernel holds.
+    let known = (fs.role() != crate::core::options::Role::Writer)
+        .then(|| Arc::new(super::known::KnownNames::default()));
+    let mut adapter = FuseFs::new(fs.clone());
+    if let Some(k) = &known {
+        adapter = adapter.with_known_names(k.clone());
+    }
+    let adapter = adapter
         .with_ttl(opts.ttl)
         .with_keep_awake(opts.keep_awake)?
         .with_io_uring(opts.io_uring)
@@ -254,7 +261,10 @@ pub fn serve(fs: Arc<Fs>, mountpoint: &Path, opts: &MountOptions) -> anyhow::Res
         .with_context(|| format!("cannot mount at {}", mountpoint.display()))?;
     let _ = notifier.set(session.notifier());
     // Other doors (the HTTP API) push their changes out of the kernel's caches.
-    fs.set_invalidator(Arc::new(super::KernelInvalidator::new(notifier.clone())));
+    fs.set_invalidator(Arc::new(super::KernelInvalidator::new(
+        notifier.clone(),
+        known,
+    )));
     tracing::info!(mountpoint = %mountpoint.display(), backing = %fs.backing().display(), "mounted");
 
     let detached = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -14,11 +14,16 @@ use crate::core::Invalidator;
 
 pub struct KernelInvalidator {
     notifier: Arc<OnceLock<Notifier>>,
+    /// What the kernel holds, on a follower's mount (see `known`).
+    known: Option<Arc<super::known::KnownNames>>,
 }
 
 impl KernelInvalidator {
-    pub fn new(notifier: Arc<OnceLock<Notifier>>) -> KernelInvalidator {
-        KernelInvalidator { notifier }
+    pub fn new(
+        notifier: Arc<OnceLock<Notifier>>,
+        known: Option<Arc<super::known::KnownNames>>,
+    ) -> KernelInvalidator {
+        KernelInvalidator { notifier, known }
     }
 }
 
@@ -45,6 +50,22 @@ impl Invalidator for KernelInvalidator {
         if let Some(n) = self.notifier.get() {
             // Attributes and cached pages (content, or a directory's listing).
             report("inode", n.inval_inode(INodeNo(ino), 0, 0));
+        }
+    }
+
+    fn everything(&self) {
+        let Some(known) = &self.known else {
+            tracing::warn!(
+                "the kernel's caches of this mount cannot be dropped: names not tracked"
+            );
+            return;
+        };
+        let (names, inos) = known.all();
+        for (parent, name) in &names {
+            self.entry(*parent, name);
+        }
+        for ino in inos.into_iter().chain([crate::types::ROOT_INO]) {
+            self.inode(ino);
         }
     }
 }

@@ -50,6 +50,7 @@ pub const SQLITE: &[Migration] = migrations!("sqlite":
     7 "listing" "0007_listing.sql",
     8 "lease" "0008_lease.sql",
     9 "checks" "0009_checks.sql",
+    10 "feed" "0010_feed.sql",
 );
 
 /// The same versions, names and meaning as [`SQLITE`].
@@ -63,6 +64,7 @@ pub const POSTGRES: &[Migration] = migrations!("postgres":
     7 "listing" "0007_listing.sql",
     8 "lease" "0008_lease.sql",
     9 "checks" "0009_checks.sql",
+    10 "feed" "0010_feed.sql",
 );
 
 /// Longest identifier PostgreSQL keeps whole (NAMEDATALEN - 1 bytes).

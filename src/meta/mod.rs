@@ -7,6 +7,7 @@
 //! `core::writer`). The interface is synchronous: the core is plain
 //! blocking code; a backend on an async driver blocks on its own runtime.
 
+pub mod feed;
 pub mod lease;
 pub mod migrate;
 mod pg_lease;
@@ -276,6 +277,18 @@ pub trait MetaStore: Send + Sync {
     /// Renew the lease; `Error::Fenced` once another writer took it.
     fn heartbeat(&self) -> Result<()> {
         Ok(())
+    }
+    /// A standby's attempt: take the lease if it is free, released, held
+    /// by a dead process here, or silent for longer than `lapse`; never
+    /// wait. False: a writer holds it (or the engine has no lease).
+    fn try_claim_writer(&self, _me: &lease::Holder, _lapse: std::time::Duration) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// The change feed after `after` (at most `limit` rows; see [`feed`]).
+    /// `None`: this engine keeps no feed (one daemon serves its stores).
+    fn changes_since(&self, _after: u64, _limit: usize) -> Result<Option<feed::Page>> {
+        Ok(None)
     }
 
     /// Apply a batch atomically (refused with `Error::Fenced` when this

@@ -40,45 +40,10 @@ impl Lease {
         let deadline = Instant::now() + LAPSE + BEAT;
         let mut first_beat = None;
         loop {
-            let mut tx = pool.begin().await?;
-            let row = read_locked(&mut tx, p).await?;
-            // Why a held lease may be taken (None: it may not).
-            let taken_from = match &row {
-                None => Some(None),
-                Some(r) if r.holder.is_empty() => Some(None),
-                Some(r) if r.age > LAPSE.as_secs_f64() => Some(Some("stopped renewing it")),
-                Some(r) if Holder::is_dead_here(&r.host, r.pid) => {
-                    Some(Some("is gone from this host"))
-                }
-                Some(_) => None,
+            let r = match self.try_take(pool, p, me, LAPSE).await? {
+                None => return Ok(()),
+                Some(r) => r,
             };
-            if let Some(why) = taken_from {
-                let epoch = row.as_ref().map_or(0, |r| r.epoch) + 1;
-                sqlx::query(&format!(
-                    "INSERT INTO {p}_lease (id, epoch, holder, host, pid, beat, beat_at) \
-                     VALUES (1, $1, $2, $3, $4, 0, now()) \
-                     ON CONFLICT (id) DO UPDATE SET epoch = $1, holder = $2, host = $3, \
-                     pid = $4, beat = 0, beat_at = now()"
-                ))
-                .bind(epoch)
-                .bind(&me.id)
-                .bind(&me.host)
-                .bind(i64::from(me.pid))
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                if let (Some(r), Some(why)) = (row, why) {
-                    tracing::warn!(
-                        host = %r.host, pid = r.pid, epoch,
-                        silent_secs = format!("{:.1}", r.age),
-                        "took over the store's lease from a writer that {why}"
-                    );
-                }
-                self.epoch.store(epoch, Ordering::Release);
-                return Ok(());
-            }
-            drop(tx);
-            let r = row.expect("a held lease has a row");
             let moved = *first_beat.get_or_insert(r.beat) != r.beat;
             if moved || Instant::now() > deadline {
                 return Err(Error::posix_msg(
@@ -92,6 +57,65 @@ impl Lease {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
+    /// One look at the lease: take it when it is free, released, silent
+    /// for longer than `lapse`, or held by a dead process on this host
+    /// (`None`: ours now); else the row of whoever holds it.
+    async fn try_take(
+        &self,
+        pool: &PgPool,
+        p: &str,
+        me: &Holder,
+        lapse: Duration,
+    ) -> Result<Option<Row>> {
+        let mut tx = pool.begin().await?;
+        let row = read_locked(&mut tx, p).await?;
+        // Why a held lease may be taken (None: it may not).
+        let taken_from = match &row {
+            None => Some(None),
+            Some(r) if r.holder.is_empty() => Some(None),
+            Some(r) if r.age > lapse.as_secs_f64() => Some(Some("stopped renewing it")),
+            Some(r) if Holder::is_dead_here(&r.host, r.pid) => Some(Some("is gone from this host")),
+            Some(_) => None,
+        };
+        let Some(why) = taken_from else {
+            return Ok(row);
+        };
+        let epoch = row.as_ref().map_or(0, |r| r.epoch) + 1;
+        sqlx::query(&format!(
+            "INSERT INTO {p}_lease (id, epoch, holder, host, pid, beat, beat_at) \
+             VALUES (1, $1, $2, $3, $4, 0, now()) \
+             ON CONFLICT (id) DO UPDATE SET epoch = $1, holder = $2, host = $3, \
+             pid = $4, beat = 0, beat_at = now()"
+        ))
+        .bind(epoch)
+        .bind(&me.id)
+        .bind(&me.host)
+        .bind(i64::from(me.pid))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if let (Some(r), Some(why)) = (row, why) {
+            tracing::warn!(
+                host = %r.host, pid = r.pid, epoch,
+                silent_secs = format!("{:.1}", r.age),
+                "took over the store's lease from a writer that {why}"
+            );
+        }
+        self.epoch.store(epoch, Ordering::Release);
+        Ok(None)
+    }
+
+    /// A standby's try ([`Lease::try_take`]): true when the lease is ours.
+    pub async fn try_claim(
+        &self,
+        pool: &PgPool,
+        p: &str,
+        me: &Holder,
+        lapse: Duration,
+    ) -> Result<bool> {
+        Ok(self.try_take(pool, p, me, lapse).await?.is_none())
     }
 
     /// Renew the lease; [`Error::Fenced`] once another holder took it.

@@ -23,7 +23,7 @@ use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Arguments, Postgres};
 use tokio::runtime::{Handle, Runtime, RuntimeFlavor};
 
-use super::{migrate, redact, rows, Batch, Counters, Dentry, MetaStore, XattrList};
+use super::{feed, migrate, redact, rows, Batch, Counters, Dentry, MetaStore, XattrList};
 use crate::types::error::{Error, Result};
 use crate::types::journal;
 use crate::types::{DirEntry, Inode, Timestamp};
@@ -427,7 +427,35 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
         }
+        if let Some(c) = feed::what_changed(b) {
+            self.record_change(&mut tx, &c).await?;
+        }
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// The batch's row of the change feed (see [`feed`]), numbered by the
+    /// counter row this transaction locks until it commits.
+    async fn record_change(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        c: &feed::Change,
+    ) -> std::result::Result<(), sqlx::Error> {
+        let p = &self.p;
+        let inos: Vec<i64> = c.inos.iter().map(|i| *i as i64).collect();
+        let parents: Vec<i64> = c.entries.iter().map(|(p, _)| *p as i64).collect();
+        let names: Vec<&[u8]> = c.entries.iter().map(|(_, n)| n.as_slice()).collect();
+        sqlx::query(&format!(
+            "WITH s AS (UPDATE {p}_feed SET seq = seq + 1 WHERE id = 1 RETURNING seq) \
+             INSERT INTO {p}_changes (seq, inos, parents, names, everything) \
+             SELECT s.seq, $1, $2, $3, $4 FROM s"
+        ))
+        .bind(&inos)
+        .bind(&parents)
+        .bind(&names)
+        .bind(c.everything)
+        .execute(tx)
+        .await?;
         Ok(())
     }
 
@@ -908,6 +936,16 @@ impl MetaStore for PgStore {
             .execute(&self.pool)
             .await?
             .rows_affected();
+            // The change feed: a replica away longer than this re-reads
+            // everything (it finds the gap).
+            sqlx::query(&format!(
+                "DELETE FROM {p}_changes WHERE at < now() - make_interval(secs => $1) \
+                 OR seq <= (SELECT seq FROM {p}_feed WHERE id = 1) - $2"
+            ))
+            .bind(feed::KEEP.as_secs_f64())
+            .bind(feed::KEEP_ROWS)
+            .execute(&self.pool)
+            .await?;
             Ok(n)
         })
     }
@@ -998,6 +1036,55 @@ impl MetaStore for PgStore {
 
     fn claim_writer(&self, me: &super::lease::Holder) -> Result<()> {
         self.rt.block_on(self.lease.claim(&self.pool, &self.p, me))
+    }
+
+    fn try_claim_writer(&self, me: &super::lease::Holder, lapse: Duration) -> Result<bool> {
+        self.rt
+            .block_on(self.lease.try_claim(&self.pool, &self.p, me, lapse))
+    }
+
+    fn changes_since(&self, after: u64, limit: usize) -> Result<Option<feed::Page>> {
+        let p = &self.p;
+        type Row = (
+            i64,
+            Option<i64>,
+            Option<Vec<i64>>,
+            Option<Vec<i64>>,
+            Option<Vec<Vec<u8>>>,
+            Option<bool>,
+        );
+        // One statement, one snapshot: the head and the rows agree.
+        let rows: Vec<Row> = self.block(
+            sqlx::query_as(&format!(
+                "SELECT f.seq, c.seq, c.inos, c.parents, c.names, c.everything \
+                 FROM {p}_feed f LEFT JOIN LATERAL (SELECT * FROM {p}_changes \
+                 WHERE seq > $1 ORDER BY seq LIMIT $2) c ON true WHERE f.id = 1 ORDER BY c.seq"
+            ))
+            .bind(after as i64)
+            .bind(limit as i64)
+            .fetch_all(&self.pool),
+        )?;
+        let mut page = feed::Page::default();
+        for (head, seq, inos, parents, names, everything) in rows {
+            page.head = head.max(0) as u64;
+            let Some(seq) = seq else { continue };
+            page.changes.push(feed::Change {
+                seq: seq as u64,
+                inos: inos
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|i| i as u64)
+                    .collect(),
+                entries: parents
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|p| p as u64)
+                    .zip(names.unwrap_or_default())
+                    .collect(),
+                everything: everything.unwrap_or(false),
+            });
+        }
+        Ok(Some(page))
     }
 
     fn leased(&self) -> bool {

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod archive;
+pub mod cluster;
 pub mod engine;
 pub mod keys;
 pub mod pg;

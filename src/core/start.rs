@@ -1,0 +1,122 @@
+//! Starting a store's writer: what a mount does once the store is open,
+//! and what a standby does when it takes over (`replica`): settle what a
+//! crash left pending, keep space back for the database, start the
+//! writer's threads.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::options::Role;
+use super::workers;
+use super::Fs;
+use crate::blob::ContentStore;
+use crate::meta::MetaStore;
+use crate::types::error::{Error, Result};
+use crate::types::ROOT_INO;
+
+/// Before anything is served: settle what a crash left pending, and give
+/// a new store's root its sidecar. Returns how many log rows it settled.
+pub(super) fn recover(meta: &dyn MetaStore, objects: &dyn ContentStore) -> Result<u64> {
+    let settled = crate::core::recover::recover(meta, objects)?;
+    // Pending `sidecars` rows are deferred housekeeping (the tables hold
+    // everything; only attr.json copies lagged), not an interrupted
+    // operation: a clean stop may leave them when it runs out of time.
+    let deferred = settled
+        .iter()
+        .filter(|s| s.op == crate::types::journal::Op::Sidecars)
+        .count();
+    if settled.len() > deferred {
+        tracing::warn!(
+            rows = settled.len() - deferred,
+            "recovered operations interrupted by a crash (see the log table for each)"
+        );
+    }
+    if deferred > 0 {
+        tracing::info!(
+            rows = deferred,
+            "wrote the sidecars of deferred sidecar rewrites (housekeeping)"
+        );
+    }
+    if matches!(
+        objects.read_sidecar(ROOT_INO),
+        Ok(None) | Err(crate::blob::sidecar::SidecarError::Io(_))
+    ) {
+        // A new store's root: every other inode gets its sidecar when a
+        // batch first changes it.
+        crate::core::render::rewrite(meta, objects, &[ROOT_INO])?;
+    }
+    Ok(settled.len() as u64)
+}
+
+/// Keep space back for the database (see `blob::ballast`); a full
+/// BACKING only warns.
+pub(super) fn reserve_ballast(state_dir: &Path) -> Result<crate::blob::ballast::Ballast> {
+    let ballast = crate::blob::ballast::Ballast::new(state_dir)?;
+    match ballast.ensure() {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            bytes = ballast.size(),
+            "BACKING is nearly full: no space reserved for the database"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not reserve space for the database"),
+    }
+    Ok(ballast)
+}
+
+/// Start the store's threads (see [`super::workers`] for who stops them
+/// and when).
+pub(super) fn start_workers(fs: &Arc<Fs>) -> Result<()> {
+    let w = &fs.workers;
+    let (weak, every, stop) = (Arc::downgrade(fs), fs.collector.interval, w.periodic());
+    w.spawn(workers::COLLECTOR, move || {
+        super::collector::run(weak, every, &stop)
+    })?;
+    if fs.role() == Role::Writer {
+        // A standby taking over already follows the policy row.
+        let (weak, stop) = (Arc::downgrade(fs), w.periodic());
+        w.spawn(workers::POLICY, move || follow_policy(weak, &stop))?;
+    }
+    let (sc, weak) = (fs.sidecars.clone(), Arc::downgrade(fs));
+    w.spawn(workers::SIDECARS, move || {
+        super::sidecar_sync::run(sc, weak)
+    })?;
+    let _ = fs
+        .hasher
+        .set(super::checksum::Hasher::start(Arc::downgrade(fs), w)?);
+    let strong = fs.clone();
+    w.spawn(workers::WRITER, move || super::writer::run_guarded(strong))?;
+    if fs.meta.leased() {
+        let (weak, stop) = (Arc::downgrade(fs), w.lease());
+        w.spawn(workers::LEASE, move || keep_lease(weak, &stop))?;
+    }
+    super::objpool::ObjectPool::start(Arc::downgrade(fs), w)?;
+    Ok(())
+}
+
+/// Renew the writer's lease every beat; once it is lost, stop the writer
+/// (changes are refused with EROFS; what was acknowledged is committed).
+fn keep_lease(fs: std::sync::Weak<Fs>, stop: &workers::Stop) {
+    while stop.sleep(crate::meta::lease::BEAT) {
+        let Some(fs) = fs.upgrade() else { return };
+        match fs.meta.heartbeat() {
+            Ok(()) => {}
+            Err(e @ Error::Fenced(_)) => {
+                fs.writer.fence(e);
+                return;
+            }
+            // The database is away: batches retry, and the check inside
+            // each one keeps a lease lost meanwhile from being used.
+            Err(e) => tracing::warn!(error = %e, "could not renew the store's lease"),
+        }
+    }
+}
+
+/// Mode changes by other processes take effect within a second.
+pub(super) fn follow_policy(fs: std::sync::Weak<Fs>, stop: &workers::Stop) {
+    while stop.sleep(std::time::Duration::from_millis(500)) {
+        let Some(fs) = fs.upgrade() else { return };
+        if let Err(e) = fs.refresh_policy() {
+            tracing::debug!(error = %e, "could not read the policy row");
+        }
+    }
+}

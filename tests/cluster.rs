@@ -1,0 +1,293 @@
+//! One store served by several nodes (docs/CLUSTER.md): a writer, replicas
+//! that follow its change feed, and a standby that takes over when the
+//! writer stops. PostgreSQL only: the roles exist for tables several
+//! machines share (a SQLite store refuses them, tested here too).
+//!
+//! Every node is a daemon with its own BACKING and mount point (its own
+//! kernel cache: what cross-node invalidation must reach), sharing one
+//! throwaway PostgreSQL and the first node's objects.
+
+mod common;
+
+use std::fs;
+use std::io::ErrorKind;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+
+use common::cluster::{get_xattr, set_xattr, within, write_synced, Node};
+use common::pg::PgServer;
+
+/// How long a change may take to show on a replica polling every 100 ms
+/// (generous: this is a correctness bound, not a benchmark).
+const SHOWS: Duration = Duration::from_secs(5);
+
+const REPLICA: &[&str] = &["--replica", "--poll-ms", "100"];
+
+fn errno(r: std::io::Result<impl Sized>) -> Option<i32> {
+    r.err().and_then(|e| e.raw_os_error())
+}
+
+fn read_or_none(p: &Path) -> Option<Vec<u8>> {
+    fs::read(p).ok()
+}
+
+/// Wait until `check` holds on the replica, or fail with both logs.
+fn shows(what: &str, w: &Node, r: &Node, check: impl FnMut() -> bool) {
+    if within(SHOWS, check).is_none() {
+        // What the feed says, to tell a missing row from a missed one.
+        let feed = common::pg::query_lines(
+            &w.db[1],
+            "SELECT seq::text || ' ' || inos::text FROM t_changes ORDER BY seq",
+        );
+        panic!(
+            "the replica never showed {what}\nfeed: {feed:?}\n--- writer:\n{}\n--- replica:\n{}",
+            w.log(),
+            r.log()
+        );
+    }
+}
+
+#[test]
+fn a_replica_follows_the_writer_and_refuses_changes() {
+    let db = PgServer::shared().database("cluster_follow");
+    let mut w = Node::first(&db);
+    w.start().unwrap();
+    fs::write(w.path("f"), b"one").unwrap();
+    fs::create_dir(w.path("d")).unwrap();
+    let mut r = Node::beside(&w, REPLICA);
+    r.start().unwrap();
+    assert_eq!(fs::read(r.path("f")).unwrap(), b"one");
+
+    // The replica caches what it served (kernel and daemon); changes on
+    // the writer reach both.
+    assert_eq!(fs::metadata(r.path("f")).unwrap().len(), 3);
+    assert_eq!(errno(fs::metadata(r.path("new"))), Some(libc::ENOENT));
+    fs::write(w.path("f"), b"one, longer").unwrap();
+    fs::write(w.path("new"), b"n").unwrap();
+    // (The content is the shared object's: it may show before the
+    // writer commits the new size when the file is closed.)
+    shows("the new content and size", &w, &r, || {
+        read_or_none(&r.path("f")).as_deref() == Some(b"one, longer")
+            && fs::metadata(r.path("f")).is_ok_and(|m| m.len() == 11)
+    });
+    shows("a name it had found absent", &w, &r, || {
+        read_or_none(&r.path("new")).as_deref() == Some(b"n")
+    });
+
+    // Renames, attributes, permissions, removals.
+    let ino = fs::metadata(r.path("f")).unwrap().ino();
+    fs::rename(w.path("f"), w.path("d/g")).unwrap();
+    shows("the rename", &w, &r, || {
+        errno(fs::metadata(r.path("f"))) == Some(libc::ENOENT)
+            && fs::metadata(r.path("d/g")).is_ok_and(|m| m.ino() == ino)
+    });
+    set_xattr(&w.path("d/g"), "user.colour", b"blue").unwrap();
+    shows("the attribute", &w, &r, || {
+        get_xattr(&r.path("d/g"), "user.colour").as_deref() == Some(b"blue")
+    });
+    let mut names: Vec<_> = fs::read_dir(r.path("d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["g"]);
+    fs::write(w.path("d/h"), b"h").unwrap();
+    shows("the new entry in a listed directory", &w, &r, || {
+        fs::read_dir(r.path("d")).unwrap().count() == 2
+    });
+    fs::set_permissions(
+        w.path("d/g"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    shows("the mode", &w, &r, || {
+        fs::metadata(r.path("d/g")).is_ok_and(|m| m.mode() & 0o777 == 0o600)
+    });
+    fs::remove_file(w.path("d/g")).unwrap();
+    shows("the removal", &w, &r, || {
+        errno(fs::metadata(r.path("d/g"))) == Some(libc::ENOENT)
+    });
+
+    // Every change through the replica is refused, and changes nothing.
+    assert_eq!(errno(fs::write(r.path("x"), b"x")), Some(libc::EROFS));
+    assert_eq!(errno(fs::create_dir(r.path("y"))), Some(libc::EROFS));
+    assert_eq!(errno(fs::remove_file(r.path("new"))), Some(libc::EROFS));
+    assert_eq!(
+        errno(fs::rename(r.path("new"), r.path("renamed"))),
+        Some(libc::EROFS)
+    );
+    assert_eq!(
+        errno(set_xattr(&r.path("new"), "user.x", b"1")),
+        Some(libc::EROFS)
+    );
+    assert_eq!(
+        errno(fs::OpenOptions::new().append(true).open(r.path("new"))),
+        Some(libc::EROFS)
+    );
+    assert_eq!(fs::read(w.path("new")).unwrap(), b"n");
+    assert!(
+        r.log().contains("following the store's writer"),
+        "{}",
+        r.log()
+    );
+    r.stop();
+    w.stop();
+    let (code, out) = w.command("fsck", &[]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn a_replica_that_lost_track_drops_everything() {
+    let db = PgServer::shared().database("cluster_lost");
+    let mut w = Node::first(&db);
+    w.start().unwrap();
+    fs::write(w.path("f"), b"old").unwrap();
+    let mut r = Node::beside(&w, REPLICA);
+    r.start().unwrap();
+    assert_eq!(fs::read(r.path("f")).unwrap(), b"old");
+    // The replica is away (paused) while the writer changes f and the
+    // feed rows naming it are pruned: back, it finds the gap and forgets
+    // everything, its kernel's cache included.
+    kill(r.pid(), Signal::SIGSTOP).unwrap();
+    write_synced(&w.path("f"), b"new!");
+    common::pg::execute(&db.url, "DELETE FROM t_changes").unwrap();
+    kill(r.pid(), Signal::SIGCONT).unwrap();
+    shows("the change behind the gap", &w, &r, || {
+        fs::metadata(r.path("f")).is_ok_and(|m| m.len() == 4)
+    });
+    assert_eq!(fs::read(r.path("f")).unwrap(), b"new!");
+    assert!(r.log().contains("dropping every cache"), "{}", r.log());
+    r.stop();
+    w.stop();
+}
+
+#[test]
+fn a_sqlite_store_has_no_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backing, mnt) = (dir.path().join("b"), dir.path().join("m"));
+    fs::create_dir(&backing).unwrap();
+    fs::create_dir(&mnt).unwrap();
+    for role in ["--replica", "--standby"] {
+        let out = std::process::Command::new(common::bin())
+            .arg("mount")
+            .arg(&backing)
+            .arg(&mnt)
+            .arg(role)
+            .output()
+            .unwrap();
+        let text = common::output_text(&out);
+        assert!(!out.status.success(), "{text}");
+        assert!(text.contains("postgres://"), "{text}");
+        assert!(!common::is_mounted(&mnt));
+    }
+    // Nothing was made in BACKING.
+    assert_eq!(fs::read_dir(&backing).unwrap().count(), 0);
+}
+
+/// kill -9 of the writer during a write loop: the standby takes over
+/// within the bound, every fsynced file is there, and the store is
+/// consistent.
+#[test]
+fn a_standby_takes_over_from_a_killed_writer() {
+    let db = PgServer::shared().database("cluster_standby");
+    // The first node's BACKING holds the shared objects: it outlives
+    // every node of the test.
+    let mut first = Node::first(&db);
+    first.start().unwrap();
+    first.stop();
+    let mut w = Node::beside(&first, &[]);
+    w.start().unwrap();
+    let mut s = Node::beside(&first, &["--standby", "--poll-ms", "100"]);
+    s.start().unwrap();
+    assert_eq!(
+        errno(fs::write(s.path("early"), b"x")),
+        Some(libc::EROFS),
+        "a standby is read-only until it takes over"
+    );
+    for round in 0..3 {
+        let mut synced = Vec::new();
+        for i in 0..20 {
+            let name = format!("r{round}-{i}");
+            write_synced(&w.path(&name), name.as_bytes());
+            synced.push(name);
+        }
+        fs::rename(w.path(&synced[0]), w.path(&format!("moved-{round}"))).unwrap();
+        fs::remove_file(w.path(&synced[1])).unwrap();
+        // A committed rename and unlink: fsync of the directory commits.
+        fs::File::open(w.mnt()).unwrap().sync_all().unwrap();
+        w.kill9();
+        let took = within(Duration::from_secs(10), || {
+            fs::write(s.path(&format!("after-{round}")), b"s").is_ok()
+        });
+        assert!(took.is_some(), "no takeover within 10 s: {}", s.log());
+        assert!(
+            s.log().contains("took over as the store's writer"),
+            "{}",
+            s.log()
+        );
+        for name in &synced[2..] {
+            assert_eq!(
+                fs::read(s.path(name)).unwrap_or_else(|e| panic!("{name}: {e}: {}", s.log())),
+                name.as_bytes()
+            );
+        }
+        assert_eq!(
+            fs::read(s.path(&format!("moved-{round}"))).unwrap(),
+            synced[0].as_bytes()
+        );
+        assert_eq!(
+            fs::metadata(s.path(&synced[1])).unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+        // The new writer's node goes on; a fresh standby joins it for the
+        // next round.
+        s.stop();
+        w = Node::beside(&first, &[]);
+        w.start().unwrap();
+        s = Node::beside(&first, &["--standby", "--poll-ms", "100"]);
+        s.start().unwrap();
+    }
+    s.stop();
+    w.stop();
+    let (code, out) = w.command("fsck", &[]);
+    assert_eq!(code, 0, "{out}");
+}
+
+/// SIGSTOP the writer, let the standby take over once the lease lapses,
+/// SIGCONT the old writer: it commits nothing and says so.
+#[test]
+fn a_paused_writer_is_fenced_by_its_standby() {
+    let db = PgServer::shared().database("cluster_fence");
+    let mut w = Node::first(&db);
+    w.start().unwrap();
+    write_synced(&w.path("before"), b"w");
+    let mut s = Node::beside(
+        &w,
+        &["--standby", "--poll-ms", "100", "--takeover-secs", "3"],
+    );
+    s.start().unwrap();
+    kill(w.pid(), Signal::SIGSTOP).unwrap();
+    let took = within(Duration::from_secs(15), || {
+        fs::write(s.path("from-standby"), b"s").is_ok()
+    });
+    assert!(took.is_some(), "no takeover: {}", s.log());
+    kill(w.pid(), Signal::SIGCONT).unwrap();
+    let late = w.path("late");
+    match fs::File::create(&late).and_then(|f| f.sync_all()) {
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}: {}", w.log()),
+        Ok(()) => panic!("a fenced writer made {late:?} durable: {}", w.log()),
+    }
+    assert!(
+        w.log().contains("lost the store's writer lease"),
+        "{}",
+        w.log()
+    );
+    w.stop();
+    // The standby, now the writer, never saw the old writer's late file.
+    shows("the state", &s, &s, || fs::read(s.path("before")).is_ok());
+    assert_eq!(errno(fs::metadata(s.path("late"))), Some(libc::ENOENT));
+    s.stop();
+}
