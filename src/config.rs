@@ -62,6 +62,41 @@ pub struct ClusterConfig {
     pub poll_ms: u64,
     /// Seconds of silence from the writer before a standby takes over.
     pub takeover_secs: f64,
+    /// Redis URL for commit hints and the node registry; `None`: none
+    /// (followers poll).
+    pub redis: Option<String>,
+    /// A file whose first line is Redis's password, for a URL without one
+    /// when `ARTFS_REDIS_PASSWORD` is not set.
+    pub redis_password_file: Option<PathBuf>,
+}
+
+impl ClusterConfig {
+    /// Redis's password: `ARTFS_REDIS_PASSWORD`, else the first line of
+    /// `redis_password_file` (an unreadable or empty file is an error).
+    pub fn redis_password(&self) -> anyhow::Result<Option<String>> {
+        if let Ok(pw) = std::env::var(REDIS_PASSWORD_ENV) {
+            return Ok(Some(pw));
+        }
+        let Some(path) = &self.redis_password_file else {
+            return Ok(None);
+        };
+        first_line(path, "redis_password_file").map(Some)
+    }
+}
+
+/// The variable that gives Redis's password.
+pub const REDIS_PASSWORD_ENV: &str = "ARTFS_REDIS_PASSWORD";
+
+/// The first line of a secret file; an unreadable or empty one is an
+/// error naming the file and the setting.
+fn first_line(path: &Path, setting: &str) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("{setting} {}", path.display()))?;
+    let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
+    if line.is_empty() {
+        anyhow::bail!("{setting} {} is empty", path.display());
+    }
+    Ok(line.to_string())
 }
 
 /// The store's defaults ([`StoreOptions::default`]).
@@ -72,6 +107,8 @@ impl Default for ClusterConfig {
             role: o.role,
             poll_ms: o.poll.as_millis() as u64,
             takeover_secs: o.takeover_after.as_secs_f64(),
+            redis: None,
+            redis_password_file: None,
         }
     }
 }
@@ -111,13 +148,7 @@ impl StoreConfig {
         let Some(path) = &self.db_password_file else {
             return Ok(None);
         };
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("db_password_file {}", path.display()))?;
-        let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
-        if line.is_empty() {
-            anyhow::bail!("db_password_file {} is empty", path.display());
-        }
-        Ok(Some(line.to_string()))
+        first_line(path, "db_password_file").map(Some)
     }
 }
 
@@ -345,6 +376,7 @@ impl Config {
         let paths = [
             &mut self.store.backing,
             &mut self.store.db_password_file,
+            &mut self.cluster.redis_password_file,
             &mut self.mount.mountpoint,
             &mut self.api.jwt_key,
             &mut self.api.jwks,
@@ -564,6 +596,11 @@ mod tests {
             ("mount.mountpoint", c.mount.mountpoint.is_some()),
             ("mount.threads", c.mount.threads.is_some()),
             ("policy.capacity", c.policy.capacity.is_some()),
+            ("cluster.redis", c.cluster.redis.is_some()),
+            (
+                "cluster.redis_password_file",
+                c.cluster.redis_password_file.is_some(),
+            ),
             ("api.listen", c.api.listen.is_some()),
             ("api.jwt_key", c.api.jwt_key.is_some()),
             ("api.jwks", c.api.jwks.is_some()),

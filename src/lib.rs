@@ -4,7 +4,7 @@
 //!
 //! Dependencies point down five layers, checked by `tests/layers.rs`:
 //! 0 `types`, `auth`, `failpoints`, `logging` (know nothing of the crate)
-//! → 1 `meta` (metadata stores), `blob` (content) → 2 `core` (every
+//! → 1 `meta` (metadata stores), `blob` (content), `cluster` (Redis) → 2 `core` (every
 //! filesystem rule, written once) → 3 `cmd` (offline commands), `config`,
 //! `notify`, `cli_docs` → 4 the doors `fuse`, `api` and `mount_helper`
 //! (mount(8)'s). A module names only lower layers; the files of one
@@ -14,6 +14,7 @@ pub mod api;
 pub mod auth;
 pub mod blob;
 pub mod cli_docs;
+pub mod cluster;
 pub mod cmd;
 pub mod config;
 pub mod core;

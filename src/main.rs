@@ -1,6 +1,7 @@
 //! The `artfs` command line.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -267,6 +268,10 @@ struct StatusArgs {
     /// of `key: value` lines.
     #[arg(long)]
     json: bool,
+    /// Also list the nodes serving the store, from the Redis registry
+    /// [or [cluster] redis in the config file].
+    #[arg(long, env = "ARTFS_REDIS", value_name = "URL")]
+    redis: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -406,6 +411,12 @@ struct MountArgs {
     /// least 3) [default: 6].
     #[arg(long, env = "ARTFS_TAKEOVER_SECS")]
     takeover_secs: Option<f64>,
+    /// Redis URL (redis://, rediss://, unix://) for instant change hints
+    /// to followers and the node registry; the password from
+    /// ARTFS_REDIS_PASSWORD or [cluster] redis_password_file [default:
+    /// none: followers poll].
+    #[arg(long, env = "ARTFS_REDIS", value_name = "URL")]
+    redis: Option<String>,
     /// Run in the foreground (the default; accepted for compatibility).
     #[arg(long, short = 'f')]
     foreground: bool,
@@ -445,6 +456,7 @@ impl MountArgs {
         over(&mut cfg.cluster.role, role);
         over(&mut cfg.cluster.poll_ms, self.poll_ms);
         over(&mut cfg.cluster.takeover_secs, self.takeover_secs);
+        over(&mut cfg.cluster.redis, self.redis.map(Some));
         over(&mut cfg.policy.wal_keep_rows, self.wal_keep_rows);
         over(&mut cfg.policy.wal_keep_days, self.wal_keep_days);
         over(
@@ -558,6 +570,8 @@ struct MountPlan {
     mountpoint: PathBuf,
     mount: MountOptions,
     api: Option<artfs::api::ApiConfig>,
+    /// Redis (the client and its URL), checked before anything starts.
+    redis: Option<(redis::Client, String)>,
 }
 
 impl MountArgs {
@@ -580,11 +594,21 @@ impl MountArgs {
         let mut store = cfg.serving(store)?;
         store.collector.interval = Duration::from_secs_f64(collect_interval.max(0.05));
         store.collector.clock_skew = Duration::from_secs(clock_skew);
+        let redis = match &cfg.cluster.redis {
+            None => None,
+            Some(url) => {
+                let pw = cfg.cluster.redis_password()?;
+                let client =
+                    artfs::cluster::client(url, pw.as_deref()).map_err(anyhow::Error::msg)?;
+                Some((client, url.clone()))
+            }
+        };
         Ok(MountPlan {
             store,
             mountpoint,
             mount: MountOptions::from(&cfg.mount),
             api,
+            redis,
         })
     }
 }
@@ -597,6 +621,7 @@ fn mount(args: MountArgs, cfg: Config) -> anyhow::Result<()> {
         mountpoint,
         mount: mopts,
         api,
+        redis,
     } = args.plan(cfg)?;
     // Check the mount point (and, above, the API settings) before touching
     // BACKING, so bad ones change nothing.
@@ -619,12 +644,80 @@ fn mount(args: MountArgs, cfg: Config) -> anyhow::Result<()> {
         Some(Ok(s)) => Some(s),
         None => None,
     };
+    let api_url = server
+        .as_ref()
+        .map(|s| format!("http://{}", s.local_addr()));
+    let link = redis
+        .map(|(client, url)| link_cluster(&fs, client, &url, api_url, &mountpoint, rt.handle()));
     let served = serve(fs.clone(), &mountpoint, &mopts);
+    if let Some(l) = link {
+        l.stop();
+    }
     if let Some(s) = server {
         s.shutdown();
     }
     fs.close();
     served
+}
+
+/// Tie the store to Redis (docs/CLUSTER.md): publish the feed's head
+/// after each commit, wake the follower on hints, keep this node in the
+/// registry.
+fn link_cluster(
+    fs: &Arc<artfs::core::Fs>,
+    client: redis::Client,
+    url: &str,
+    api_url: Option<String>,
+    mountpoint: &std::path::Path,
+    rt: &tokio::runtime::Handle,
+) -> Arc<artfs::cluster::Link> {
+    // rediss:// uses the same TLS provider as the API.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let base = artfs::cluster::NodeRecord {
+        store_id: fs.store_id().to_string(),
+        node_id: uuid::Uuid::now_v7().to_string(),
+        host: artfs::meta::lease::Holder::me().host,
+        pid: std::process::id(),
+        api_url,
+        mountpoint: mountpoint.display().to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at: artfs::types::Timestamp::now().to_rfc3339(),
+        ..Default::default()
+    };
+    let weak = Arc::downgrade(fs);
+    let node = move || {
+        let mut n = base.clone();
+        if let Some(fs) = weak.upgrade() {
+            let f = fs.follow_state();
+            let (used_bytes, file_count) = fs.usage();
+            n.role = f.role.to_string();
+            n.mode = fs.mode().to_string();
+            n.capacity = fs.capacity();
+            n.used_bytes = used_bytes;
+            n.file_count = file_count;
+            n.feed_applied = f.applied;
+            n.feed_behind = f.behind;
+        }
+        n
+    };
+    // Followers (a standby too, until it takes over) wake on hints.
+    let on_hint = (fs.role() != artfs::core::options::Role::Writer).then(|| {
+        let weak = Arc::downgrade(fs);
+        Box::new(move |head| {
+            if let Some(fs) = weak.upgrade() {
+                fs.feed_hint(head);
+            }
+        }) as Box<dyn Fn(u64) + Send + Sync>
+    });
+    let link = artfs::cluster::Link::start(client, url, rt, node, on_hint);
+    let link = Arc::new(link);
+    let publisher = Arc::downgrade(&link);
+    fs.set_feed_publisher(move |head| {
+        if let Some(l) = publisher.upgrade() {
+            l.publish(head);
+        }
+    });
+    link
 }
 
 /// `artfs man [--dir DIR]`.
@@ -1054,7 +1147,16 @@ fn status(args: StatusArgs, mut cfg: Config) -> anyhow::Result<std::process::Exi
         &sopts.table_prefix,
     );
     meta.close();
-    let status = status?;
+    let mut status = status?;
+    artfs::config::over(&mut cfg.cluster.redis, args.redis.map(Some));
+    if let Some(url) = &cfg.cluster.redis {
+        let pw = cfg.cluster.redis_password()?;
+        let client = artfs::cluster::client(url, pw.as_deref()).map_err(anyhow::Error::msg)?;
+        match rt.block_on(artfs::cluster::nodes(&client, status.store_id.as_deref())) {
+            Ok(n) => status.nodes = Some(n),
+            Err(e) => status.nodes_error = Some(e),
+        }
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {

@@ -17,6 +17,7 @@ const LAYERS: &[(&str, u8)] = &[
     // 1: the stores behind the core.
     ("meta", 1),
     ("blob", 1),
+    ("cluster", 1),
     // 2: the filesystem rules.
     ("core", 2),
     // 3: offline commands and jobs, configuration, service glue.

@@ -59,6 +59,13 @@ pub struct Status {
     pub unhashed_files: u64,
     pub last_fsck: Option<Check>,
     pub last_scrub: Option<Check>,
+    /// The change feed's last row (PostgreSQL; docs/CLUSTER.md).
+    pub feed_head: Option<u64>,
+    /// The nodes serving the store, as the Redis registry lists them
+    /// (`--redis`; None without it).
+    pub nodes: Option<Vec<crate::cluster::NodeRecord>>,
+    /// Why the registry could not be read.
+    pub nodes_error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -158,6 +165,9 @@ pub fn gather(meta: &dyn MetaStore, backing: &Path, db_url: &str, prefix: &str) 
         unhashed_files: meta.unhashed_count()?,
         last_fsck: checks.remove("fsck"),
         last_scrub: checks.remove("scrub"),
+        feed_head: meta.changes_since(u64::MAX - 1, 1)?.map(|p| p.head),
+        nodes: None,
+        nodes_error: None,
     })
 }
 
@@ -295,6 +305,31 @@ impl Status {
                         ago(l.beat_age_secs)
                     ),
                 },
+            ));
+        }
+        if let Some(head) = self.feed_head {
+            out.push(("change feed", format!("at row {head}")));
+        }
+        if let Some(e) = &self.nodes_error {
+            out.push(("nodes", format!("unknown: {e}")));
+        }
+        for n in self.nodes.iter().flatten() {
+            let follows = if n.role == "writer" {
+                String::new()
+            } else {
+                format!(", feed row {} ({} behind)", n.feed_applied, n.feed_behind)
+            };
+            let api = n
+                .api_url
+                .as_ref()
+                .map(|u| format!(", API {u}"))
+                .unwrap_or_default();
+            out.push((
+                "node",
+                format!(
+                    "{} pid {} on {} at {} (mode {}, since {}{follows}{api})",
+                    n.role, n.pid, n.host, n.mountpoint, n.mode, n.started_at
+                ),
             ));
         }
         out.push(("pending log rows", self.log_pending.to_string()));

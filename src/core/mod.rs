@@ -419,6 +419,9 @@ impl Fs {
     /// Commit everything, stop the writer and close the store (at unmount).
     /// The threads end in the order `workers` documents.
     pub fn close(&self) {
+        // The follower sleeps on its own wake-up (hints), not the stop.
+        self.workers.signal_periodic();
+        self.follow.wake();
         self.workers.stop_periodic();
         if self.role() != options::Role::Writer {
             // A follower staged nothing and runs no writer.

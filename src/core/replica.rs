@@ -46,6 +46,9 @@ pub(crate) struct Follow {
     /// Wakes the follower before its poll interval (a change hint).
     wake: Mutex<bool>,
     woken: Condvar,
+    /// Told the feed's head after each commit (a writer's hint to its
+    /// followers, e.g. over Redis).
+    publisher: std::sync::OnceLock<Box<dyn Fn(u64) + Send + Sync>>,
 }
 
 impl Default for Follow {
@@ -57,6 +60,7 @@ impl Default for Follow {
             read_at: 0.into(),
             wake: Mutex::new(false),
             woken: Condvar::new(),
+            publisher: Default::default(),
         }
     }
 }
@@ -138,9 +142,27 @@ impl Fs {
         }
     }
 
-    /// Wake the follower (a hint that the writer committed).
-    pub fn feed_hint(&self) {
-        self.follow.wake();
+    /// Wake the follower (a hint that the writer committed up to feed
+    /// row `head`; 0: it may have).
+    pub fn feed_hint(&self, head: u64) {
+        if head == 0 || head > self.follow.applied.load(Ordering::Acquire) {
+            self.follow.wake();
+        }
+    }
+
+    /// Tell `publish` the feed's head after every commit (once, at mount).
+    pub fn set_feed_publisher(&self, publish: impl Fn(u64) + Send + Sync + 'static) {
+        let _ = self.follow.publisher.set(Box::new(publish));
+    }
+
+    /// A batch committed: hand the feed's head to the publisher.
+    pub(crate) fn publish_feed(&self) {
+        if let Some(p) = self.follow.publisher.get() {
+            let head = self.meta.feed_written();
+            if head > 0 {
+                p(head);
+            }
+        }
     }
 
     /// A follower refuses every change: the writer is elsewhere.

@@ -102,6 +102,12 @@ impl Workers {
         self.join(LEASE);
     }
 
+    /// Tell the periodic threads to stop, without waiting (a thread that
+    /// sleeps on something else is then woken by its owner).
+    pub fn signal_periodic(&self) {
+        self.periodic.stop();
+    }
+
     /// Tell the periodic threads to stop and wait for them (step 1).
     pub fn stop_periodic(&self) {
         self.periodic.stop();

@@ -370,6 +370,7 @@ impl Run {
         }
         let mut more = self.reclaim(p.seq);
         let flushed = self.acknowledge(p.seq);
+        self.fs.publish_feed();
         more |= settle_ranges(&self.fs, &mut self.ranges, flushed);
         self.restore_ballast();
         self.prune_journal();

@@ -285,6 +285,12 @@ pub trait MetaStore: Send + Sync {
         Ok(false)
     }
 
+    /// The last change-feed row this handle wrote (0: none yet, or an
+    /// engine without a feed).
+    fn feed_written(&self) -> u64 {
+        0
+    }
+
     /// The change feed after `after` (at most `limit` rows; see [`feed`]).
     /// `None`: this engine keeps no feed (one daemon serves its stores).
     fn changes_since(&self, _after: u64, _limit: usize) -> Result<Option<feed::Page>> {
@@ -334,41 +340,7 @@ pub fn is_postgres_url(url: &str) -> bool {
     scheme.eq_ignore_ascii_case("postgres") || scheme.eq_ignore_ascii_case("postgresql")
 }
 
-/// A database URL fit for logs and error messages: any password (in the
-/// user info or a `password=` parameter) replaced by `***`. Use it for
-/// every URL that leaves the process.
-pub fn redact(url: &str) -> String {
-    let (scheme, rest) = match url.split_once("://") {
-        Some((s, r)) => (Some(s), r),
-        None => (None, url),
-    };
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{host}"),
-            None => authority.to_string(),
-        },
-        None => authority.to_string(),
-    };
-    let tail = match tail.split_once('?') {
-        Some((path, query)) => {
-            let params: Vec<String> = query
-                .split('&')
-                .map(|kv| match kv.split_once('=') {
-                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                    _ => kv.to_string(),
-                })
-                .collect();
-            format!("{path}?{}", params.join("&"))
-        }
-        None => tail.to_string(),
-    };
-    match scheme {
-        Some(s) => format!("{s}://{authority}{tail}"),
-        None => format!("{authority}{tail}"),
-    }
-}
+pub use crate::types::url::redact;
 
 /// Refuse a check result the tables would refuse, with a clear error.
 pub fn check_result_valid(r: &CheckResult) -> Result<()> {

@@ -54,6 +54,8 @@ pub struct PgStore {
     p: String,
     /// The writer's lease, when this handle claimed it (fencing).
     lease: super::pg_lease::Lease,
+    /// The last change-feed row this handle wrote (see [`feed`]).
+    feed_written: std::sync::atomic::AtomicU64,
     q_get_inode: String,
     q_lookup: String,
     q_read_dir: String,
@@ -139,6 +141,7 @@ impl PgStore {
             rt,
             _own_rt: own_rt,
             p: p.to_string(),
+            feed_written: 0.into(),
             lease: Default::default(),
             q_get_inode: format!("SELECT {INODE_COLS} FROM {p}_inodes WHERE ino = $1"),
             q_lookup: format!(
@@ -427,10 +430,15 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
         }
-        if let Some(c) = feed::what_changed(b) {
-            self.record_change(&mut tx, &c).await?;
-        }
+        let seq = match feed::what_changed(b) {
+            Some(c) => Some(self.record_change(&mut tx, &c).await?),
+            None => None,
+        };
         tx.commit().await?;
+        if let Some(seq) = seq {
+            self.feed_written
+                .store(seq, std::sync::atomic::Ordering::Release);
+        }
         Ok(())
     }
 
@@ -440,23 +448,23 @@ impl PgStore {
         &self,
         tx: &mut sqlx::PgConnection,
         c: &feed::Change,
-    ) -> std::result::Result<(), sqlx::Error> {
+    ) -> std::result::Result<u64, sqlx::Error> {
         let p = &self.p;
         let inos: Vec<i64> = c.inos.iter().map(|i| *i as i64).collect();
         let parents: Vec<i64> = c.entries.iter().map(|(p, _)| *p as i64).collect();
         let names: Vec<&[u8]> = c.entries.iter().map(|(_, n)| n.as_slice()).collect();
-        sqlx::query(&format!(
+        let seq: i64 = sqlx::query_scalar(&format!(
             "WITH s AS (UPDATE {p}_feed SET seq = seq + 1 WHERE id = 1 RETURNING seq) \
              INSERT INTO {p}_changes (seq, inos, parents, names, everything) \
-             SELECT s.seq, $1, $2, $3, $4 FROM s"
+             SELECT s.seq, $1, $2, $3, $4 FROM s RETURNING seq"
         ))
         .bind(&inos)
         .bind(&parents)
         .bind(&names)
         .bind(c.everything)
-        .execute(tx)
+        .fetch_one(tx)
         .await?;
-        Ok(())
+        Ok(seq.max(0) as u64)
     }
 
     /// Rebuild the search rows of `inos` from what this transaction sees:
@@ -1041,6 +1049,10 @@ impl MetaStore for PgStore {
     fn try_claim_writer(&self, me: &super::lease::Holder, lapse: Duration) -> Result<bool> {
         self.rt
             .block_on(self.lease.try_claim(&self.pool, &self.p, me, lapse))
+    }
+
+    fn feed_written(&self) -> u64 {
+        self.feed_written.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn changes_since(&self, after: u64, limit: usize) -> Result<Option<feed::Page>> {

@@ -4,6 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod error;
 pub mod journal;
+pub mod url;
 
 /// A directory entry's key: (parent inode, name bytes).
 pub type DentryKey = (u64, Vec<u8>);

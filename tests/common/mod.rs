@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod engine;
 pub mod keys;
 pub mod pg;
+pub mod redis;
 pub mod services;
 
 use std::path::{Path, PathBuf};
