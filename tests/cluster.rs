@@ -30,6 +30,30 @@ fn errno(r: std::io::Result<impl Sized>) -> Option<i32> {
     r.err().and_then(|e| e.raw_os_error())
 }
 
+/// Create `name` in the directory `dir` (an open descriptor), write
+/// `data` and fsync it; Ok once durable.
+fn write_synced_at(dir: &fs::File, name: &str, data: &[u8]) -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let c = std::ffi::CString::new(name).unwrap();
+    // SAFETY: a valid directory descriptor and C string; the returned
+    // descriptor is owned by the File made from it.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC | libc::O_CLOEXEC,
+            0o644,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    let f = unsafe { fs::File::from_raw_fd(fd) };
+    std::io::Write::write_all(&mut &f, data)?;
+    f.sync_all()
+}
+
 fn read_or_none(p: &Path) -> Option<Vec<u8>> {
     fs::read(p).ok()
 }
@@ -187,9 +211,9 @@ fn a_sqlite_store_has_no_replicas() {
     assert_eq!(fs::read_dir(&backing).unwrap().count(), 0);
 }
 
-/// kill -9 of the writer during a write loop: the standby takes over
-/// within the bound, every fsynced file is there, and the store is
-/// consistent.
+/// kill -9 of the writer during a write loop, 20 times: the standby
+/// takes over within the bound, every fsynced file and every committed
+/// rename and unlink is there, and the store is consistent.
 #[test]
 fn a_standby_takes_over_from_a_killed_writer() {
     let db = PgServer::shared().database("cluster_standby");
@@ -207,18 +231,37 @@ fn a_standby_takes_over_from_a_killed_writer() {
         Some(libc::EROFS),
         "a standby is read-only until it takes over"
     );
-    for round in 0..3 {
-        let mut synced = Vec::new();
-        for i in 0..20 {
-            let name = format!("r{round}-{i}");
-            write_synced(&w.path(&name), name.as_bytes());
-            synced.push(name);
-        }
-        fs::rename(w.path(&synced[0]), w.path(&format!("moved-{round}"))).unwrap();
-        fs::remove_file(w.path(&synced[1])).unwrap();
-        // A committed rename and unlink: fsync of the directory commits.
+    let mut written = 0;
+    for round in 0..20 {
+        // Committed before the loop: a rename and an unlink.
+        let keep = format!("keep-{round}");
+        write_synced(&w.path(&keep), keep.as_bytes());
+        write_synced(&w.path("gone"), b"x");
+        fs::rename(w.path(&keep), w.path(&format!("moved-{round}"))).unwrap();
+        fs::remove_file(w.path("gone")).unwrap();
+        // fsync of the directory commits them.
         fs::File::open(w.mnt()).unwrap().sync_all().unwrap();
+        // Killed while a loop writes and fsyncs files: every file whose
+        // fsync returned must survive.
+        // Names are opened relative to the mount's root directory, held
+        // open: once the dead mount is detached, a path would reach the
+        // empty directory beneath it instead of failing.
+        let root = fs::File::open(w.mnt()).unwrap();
+        let looping = std::thread::spawn(move || {
+            let mut synced = Vec::new();
+            for i in 0.. {
+                let name = format!("r{round}-{i}");
+                if write_synced_at(&root, &name, name.as_bytes()).is_err() {
+                    break;
+                }
+                synced.push(name);
+            }
+            synced
+        });
+        std::thread::sleep(Duration::from_millis(100 + 37 * (round % 5)));
         w.kill9();
+        let synced = looping.join().unwrap();
+        written += synced.len();
         let took = within(Duration::from_secs(10), || {
             fs::write(s.path(&format!("after-{round}")), b"s").is_ok()
         });
@@ -228,7 +271,7 @@ fn a_standby_takes_over_from_a_killed_writer() {
             "{}",
             s.log()
         );
-        for name in &synced[2..] {
+        for name in &synced {
             assert_eq!(
                 fs::read(s.path(name)).unwrap_or_else(|e| panic!("{name}: {e}: {}", s.log())),
                 name.as_bytes()
@@ -236,10 +279,10 @@ fn a_standby_takes_over_from_a_killed_writer() {
         }
         assert_eq!(
             fs::read(s.path(&format!("moved-{round}"))).unwrap(),
-            synced[0].as_bytes()
+            format!("keep-{round}").as_bytes()
         );
         assert_eq!(
-            fs::metadata(s.path(&synced[1])).unwrap_err().kind(),
+            fs::metadata(s.path("gone")).unwrap_err().kind(),
             ErrorKind::NotFound
         );
         // The new writer's node goes on; a fresh standby joins it for the
@@ -250,6 +293,7 @@ fn a_standby_takes_over_from_a_killed_writer() {
         s = Node::beside(&first, &["--standby", "--poll-ms", "100"]);
         s.start().unwrap();
     }
+    assert!(written >= 20, "the loops wrote {written} files in all");
     s.stop();
     w.stop();
     let (code, out) = w.command("fsck", &[]);
@@ -290,4 +334,208 @@ fn a_paused_writer_is_fenced_by_its_standby() {
     shows("the state", &s, &s, || fs::read(s.path("before")).is_ok());
     assert_eq!(errno(fs::metadata(s.path("late"))), Some(libc::ENOENT));
     s.stop();
+}
+
+/// The tree under `root` as the writer and replicas must agree on it:
+/// (path, kind, size, mode, content of files, `user.k`).
+type Entry = (String, char, u64, u32, Option<Vec<u8>>, Option<Vec<u8>>);
+
+fn snapshot(root: &Path) -> Vec<Entry> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<Entry>) {
+        let Ok(rd) = fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(m) = fs::symlink_metadata(&p) else {
+                continue;
+            };
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let kind = if m.is_dir() { 'd' } else { 'f' };
+            let content = m.is_file().then(|| fs::read(&p).unwrap_or_default());
+            out.push((
+                rel,
+                kind,
+                if m.is_dir() { 0 } else { m.len() },
+                m.mode(),
+                content,
+                get_xattr(&p, "user.k"),
+            ));
+            if m.is_dir() {
+                walk(root, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
+
+/// Random operations on the writer; after each, both replicas converge
+/// on the writer's tree (names, kinds, sizes, modes, content, attributes)
+/// within the staleness bound, and every change through them is refused.
+#[test]
+fn replicas_converge_on_the_writer_after_every_step() {
+    use rand::{Rng, SeedableRng};
+    let seed = std::env::var("ARTFS_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let db = PgServer::shared().database("cluster_converge");
+    let mut w = Node::first(&db);
+    w.start().unwrap();
+    let mut rs = [Node::beside(&w, REPLICA), Node::beside(&w, REPLICA)];
+    for r in &mut rs {
+        r.start().unwrap();
+    }
+    let dirs = ["", "a", "b", "a/c"];
+    let names = ["x", "y", "z"];
+    let pick = |rng: &mut rand::rngs::StdRng| {
+        let d = dirs[rng.gen_range(0..dirs.len())];
+        let n = names[rng.gen_range(0..names.len())];
+        if d.is_empty() {
+            n.to_string()
+        } else {
+            format!("{d}/{n}")
+        }
+    };
+    for step in 0..60 {
+        let p = pick(&mut rng);
+        let q = pick(&mut rng);
+        let (wp, wq) = (w.path(&p), w.path(&q));
+        let what = match rng.gen_range(0..9) {
+            0 => {
+                let d = dirs[rng.gen_range(1..dirs.len())];
+                let _ = fs::create_dir_all(w.path(d));
+                format!("mkdir {d}")
+            }
+            1 | 2 => {
+                let len = rng.gen_range(0..5000);
+                let data: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+                let _ = fs::write(&wp, &data);
+                format!("write {p} ({len} bytes)")
+            }
+            3 => {
+                let _ = fs::OpenOptions::new()
+                    .append(true)
+                    .open(&wp)
+                    .and_then(|mut f| std::io::Write::write_all(&mut f, b"more"));
+                format!("append {p}")
+            }
+            4 => {
+                let _ = fs::rename(&wp, &wq);
+                format!("rename {p} {q}")
+            }
+            5 => {
+                let _ = fs::remove_file(&wp);
+                format!("unlink {p}")
+            }
+            6 => {
+                let v = format!("v{}", rng.gen_range(0..100));
+                let _ = set_xattr(&wp, "user.k", v.as_bytes());
+                format!("setxattr {p} {v}")
+            }
+            7 => {
+                let mode = [0o600, 0o644, 0o640][rng.gen_range(0..3)];
+                let _ =
+                    fs::set_permissions(&wp, std::os::unix::fs::PermissionsExt::from_mode(mode));
+                format!("chmod {p} {mode:o}")
+            }
+            _ => {
+                let _ = fs::OpenOptions::new()
+                    .write(true)
+                    .open(&wp)
+                    .and_then(|f| f.set_len(rng.gen_range(0..100)));
+                format!("truncate {p}")
+            }
+        };
+        let want = snapshot(&w.mnt());
+        for (i, r) in rs.iter().enumerate() {
+            let mut got = Vec::new();
+            let same = within(SHOWS, || {
+                got = snapshot(&r.mnt());
+                got == want
+            });
+            assert!(
+                same.is_some(),
+                "seed {seed}, step {step} ({what}): replica {i} differs\nwriter: {want:?}\nreplica: {got:?}\n{}",
+                r.log()
+            );
+        }
+        if step % 20 == 0 {
+            assert_eq!(
+                errno(fs::write(rs[0].path("nope"), b"x")),
+                Some(libc::EROFS)
+            );
+        }
+    }
+    for r in &mut rs {
+        r.stop();
+    }
+    w.stop();
+}
+
+/// The HTTP door of a replica serves reads and refuses changes (403),
+/// and its metrics say what it is.
+#[test]
+fn a_replicas_api_reads_and_refuses_changes() {
+    let db = PgServer::shared().database("cluster_api");
+    let mut w = Node::first(&db);
+    w.start().unwrap();
+    fs::write(w.path("f"), b"from the writer").unwrap();
+    let addr = common::api::free_addr();
+    let key = common::api::key().public.to_str().unwrap().to_string();
+    let mut r = Node::beside(
+        &w,
+        &[
+            "--replica",
+            "--poll-ms",
+            "100",
+            "--api",
+            &addr,
+            "--jwt-key",
+            &key,
+            "--api-uid",
+            "0",
+        ],
+    );
+    r.start().unwrap();
+    let client = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap();
+    let auth = format!(
+        "Bearer {}",
+        common::api::token("reader", artfs::auth::Role::Admin)
+    );
+    let url = |p: &str| format!("http://{addr}{p}");
+    let got = client
+        .get(url("/api/v1/fs/f"))
+        .header("authorization", &auth)
+        .send()
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.bytes().unwrap().as_ref(), b"from the writer");
+    let put = client
+        .put(url("/api/v1/fs/g"))
+        .header("authorization", &auth)
+        .body("x")
+        .send()
+        .unwrap();
+    assert_eq!(put.status(), 403, "{:?}", put.text());
+    let del = client
+        .delete(url("/api/v1/fs/f"))
+        .header("authorization", &auth)
+        .send()
+        .unwrap();
+    assert_eq!(del.status(), 403);
+    assert_eq!(fs::read(w.path("f")).unwrap(), b"from the writer");
+    let metrics = client.get(url("/metrics")).send().unwrap().text().unwrap();
+    assert!(
+        metrics.contains("artfs_role{role=\"replica\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("artfs_feed_applied_row"), "{metrics}");
+    r.stop();
+    w.stop();
 }

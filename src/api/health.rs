@@ -428,6 +428,38 @@ pub async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap)
          # TYPE artfs_writer_committing gauge\nartfs_writer_committing {}",
         u8::from(committing)
     );
+    // The node's place in a cluster (docs/CLUSTER.md).
+    let f = st.fs.follow_state();
+    out.push_str(
+        "# HELP artfs_role This daemon's role for the store: 1 for the one it has now.
+         # TYPE artfs_role gauge
+",
+    );
+    for role in ["writer", "replica", "standby"] {
+        let _ = writeln!(
+            out,
+            "artfs_role{{role=\"{role}\"}} {}",
+            u8::from(f.role.as_str() == role)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP artfs_feed_applied_row Last change-feed row a follower's caches reflect.
+         # TYPE artfs_feed_applied_row gauge
+artfs_feed_applied_row {}
+         # HELP artfs_feed_rows_behind Feed rows the writer committed that this follower has          not applied yet (as of its last read).
+         # TYPE artfs_feed_rows_behind gauge
+artfs_feed_rows_behind {}",
+        f.applied, f.behind
+    );
+    if let Some(age) = f.read_age_secs {
+        let _ = writeln!(
+            out,
+            "# HELP artfs_feed_read_age_seconds Seconds since a follower last read the feed.
+             # TYPE artfs_feed_read_age_seconds gauge
+artfs_feed_read_age_seconds {age:.3}"
+        );
+    }
     let busy = st.uploads.in_flight();
     let _ = writeln!(
         out,
