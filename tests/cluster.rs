@@ -539,3 +539,49 @@ fn a_replicas_api_reads_and_refuses_changes() {
     r.stop();
     w.stop();
 }
+
+/// PostgreSQL restarted with a replica attached: the replica serves what
+/// it has cached meanwhile, says it cannot read the feed, and follows the
+/// writer again once the database is back.
+#[test]
+fn a_replica_rides_out_a_database_restart() {
+    let server = PgServer::start();
+    let db = server.database("cluster_pg_restart");
+    let mut w = Node::first(&db);
+    w.start().unwrap();
+    fs::write(w.path("before"), b"cached").unwrap();
+    let mut r = Node::beside(&w, REPLICA);
+    r.start().unwrap();
+    // Quiet first: the writer's hasher records the file's SHA-256 after
+    // it is closed, a change the replica then forgets the file for.
+    let hashed = within(SHOWS, || {
+        get_xattr(&w.path("before"), "user.artstore.sha256").is_some()
+    });
+    assert!(hashed.is_some());
+    shows("the hash", &w, &r, || {
+        get_xattr(&r.path("before"), "user.artstore.sha256").is_some()
+    });
+    assert_eq!(fs::read(r.path("before")).unwrap(), b"cached");
+
+    server.stop();
+    // Cached names and attributes answer; the content is the shared
+    // object's.
+    assert_eq!(fs::read(r.path("before")).unwrap(), b"cached");
+    let said = within(SHOWS, || {
+        r.log().contains("cannot read the writer's changes")
+    });
+    assert!(said.is_some(), "{}", r.log());
+    server.restart();
+
+    fs::write(w.path("after"), b"new").unwrap();
+    shows("a change made after the restart", &w, &r, || {
+        read_or_none(&r.path("after")).as_deref() == Some(b"new")
+    });
+    assert!(
+        r.log().contains("reading the writer's changes again"),
+        "{}",
+        r.log()
+    );
+    r.stop();
+    w.stop();
+}
