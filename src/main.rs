@@ -603,6 +603,10 @@ impl MountArgs {
                 Some((client, url.clone()))
             }
         };
+        let mut api = api;
+        if let (Some(a), Some((client, _))) = (api.as_mut(), &redis) {
+            a.redis = Some(client.clone());
+        }
         Ok(MountPlan {
             store,
             mountpoint,

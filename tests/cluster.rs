@@ -530,6 +530,25 @@ fn a_replicas_api_reads_and_refuses_changes() {
         .unwrap();
     assert_eq!(del.status(), 403);
     assert_eq!(fs::read(w.path("f")).unwrap(), b"from the writer");
+    let cluster: serde_json::Value = client
+        .get(url("/api/v1/cluster"))
+        .header("authorization", &auth)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(cluster["this"]["role"], "replica", "{cluster}");
+    assert!(cluster["nodes"].is_null(), "no --redis: {cluster}");
+    let user = format!(
+        "Bearer {}",
+        common::api::token("someone", artfs::auth::Role::User)
+    );
+    let refused = client
+        .get(url("/api/v1/cluster"))
+        .header("authorization", &user)
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 403);
     let metrics = client.get(url("/metrics")).send().unwrap().text().unwrap();
     assert!(
         metrics.contains("artfs_role{role=\"replica\"} 1"),

@@ -23,6 +23,7 @@ mod admin;
 mod artstore_form;
 mod artstore_path;
 mod artstore_upload;
+mod cluster;
 mod connections;
 mod drain;
 pub mod element;
@@ -78,6 +79,8 @@ pub struct Inner {
     pub jobs: admin::Jobs,
     /// What the original's clients see of this element.
     pub element: element::Element,
+    /// The Redis registry of the store's nodes (`--redis`).
+    pub redis: Option<redis::Client>,
 }
 
 pub type AppState = Arc<Inner>;
@@ -167,6 +170,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/meta/{*path}", meta_routes())
         .route("/api/v1/search", get(admin::search))
         .route("/api/v1/mode", axum::routing::post(admin::change_mode))
+        .route("/api/v1/cluster", get(cluster::get))
         .route("/api/v1/trash", get(trash::list).delete(trash::empty))
         .route(
             "/api/v1/maintenance/{kind}",

@@ -41,6 +41,7 @@ impl Modify for BearerAuth {
         super::health::ready,
         super::health::metrics,
         super::health::info,
+        super::cluster::get,
         super::health::capacity,
         spec,
         super::fs::get,

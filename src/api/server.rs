@@ -115,6 +115,7 @@ pub fn start(
             .element
             .clone()
             .unwrap_or_else(|| super::element::Element::named(&cfg.name)),
+        redis: cfg.redis.clone(),
     });
     // At most `max_connections` at once: the accept loop waits for a free
     // slot, so more wait in the kernel's listen queue, holding no

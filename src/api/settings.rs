@@ -120,6 +120,8 @@ pub struct ApiConfig {
     pub limits: Limits,
     /// A file holding the secret `/metrics` asks for; `None`: open.
     pub metrics_token_file: Option<PathBuf>,
+    /// The Redis registry `/api/v1/cluster` lists (`--redis`).
+    pub redis: Option<redis::Client>,
 }
 
 impl ApiConfig {
@@ -139,6 +141,7 @@ impl ApiConfig {
             dir_mode: 0o755,
             limits: Limits::default(),
             metrics_token_file: None,
+            redis: None,
         }
     }
 
