@@ -257,6 +257,7 @@ impl Fs {
     /// Write everything `content` yields into handle `fh` from offset 0;
     /// returns its SHA-256 (hex).
     fn fill(&self, fh: u64, content: &mut dyn Read) -> Result<String> {
+        let file = self.handle(fh)?.file.clone();
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; WRITE_CHUNK];
         let mut offset = 0u64;
@@ -265,6 +266,7 @@ impl Fs {
             if n > 0 {
                 hasher.update(&buf[..n]);
                 self.write(fh, offset, &buf[..n])?;
+                start_writeback(&file, offset, n);
                 offset += n as u64;
             }
             if n < buf.len() {
@@ -297,6 +299,25 @@ impl Fs {
                 e
             }
         })
+    }
+}
+
+/// Start writing a chunk just written to disk, without waiting for it
+/// (issue 20): the disk then works while the rest of the upload arrives,
+/// and the fsync before the upload is published has little left to do,
+/// where otherwise the whole file would wait in the page cache for it.
+/// Only a hint: durability is still the fsync's, and a filesystem that
+/// refuses the call loses nothing.
+fn start_writeback(file: &std::fs::File, offset: u64, len: usize) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain syscall on a descriptor `file` keeps open.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
     }
 }
 
