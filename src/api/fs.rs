@@ -345,6 +345,8 @@ fn read_exact_at(file: &std::fs::File, pos: u64, len: usize) -> std::io::Result<
 const READ_AHEAD_STREAMS: usize = 32;
 /// Chunks read ahead of what the client has taken.
 const READ_AHEAD_CHUNKS: usize = 4;
+/// Bytes the kernel is asked to read from disk ahead of the reads.
+const READ_AHEAD_DISK: u64 = 16 << 20;
 
 static READ_AHEAD: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
     std::sync::LazyLock::new(|| Arc::new(tokio::sync::Semaphore::new(READ_AHEAD_STREAMS)));
@@ -360,19 +362,33 @@ fn body_of(handle: ReadHandle, range: ByteRange) -> Body {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(READ_AHEAD_CHUNKS);
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        // Tell the kernel to read ahead generously (as `cat` benefits from).
-        // SAFETY: plain syscall on an open descriptor the handle keeps.
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&*handle.file);
+        let end = range.start + range.len;
+        // Ask the kernel to read ahead (asynchronously) the next
+        // READ_AHEAD_DISK bytes: a cold file's reads then find the disk
+        // already at work on them, while this thread copies and the
+        // runtime sends.
+        // SAFETY: plain syscalls on a descriptor the handle keeps open.
+        let will_need = |from: u64, len: u64| unsafe {
+            let len = len.min(end.saturating_sub(from));
+            if len > 0 {
+                libc::posix_fadvise(fd, from as i64, len as i64, libc::POSIX_FADV_WILLNEED);
+            }
+        };
+        // SAFETY: as above.
         unsafe {
             libc::posix_fadvise(
-                std::os::fd::AsRawFd::as_raw_fd(&*handle.file),
+                fd,
                 range.start as i64,
                 range.len as i64,
                 libc::POSIX_FADV_SEQUENTIAL,
             );
         }
+        will_need(range.start, READ_AHEAD_DISK);
         let (mut pos, mut left) = (range.start, range.len);
         while left > 0 {
             let n = left.min(READ_CHUNK as u64) as usize;
+            will_need(pos + READ_AHEAD_DISK, n as u64);
             let chunk = read_exact_at(&handle.file, pos, n);
             let failed = chunk.is_err();
             // The client went away: stop reading.
@@ -816,19 +832,20 @@ async fn upload(
 ///
 /// The body is taken off the connection by a task of its own that
 /// gathers hyper's small pieces (at most the read buffer, 16 KiB by
-/// default) into [`UPLOAD_PIECE`] and keeps a few of those ahead of the
-/// core: the socket is read while the core hashes and writes, and the
-/// blocking thread is woken once per piece rather than per 16 KiB.
+/// default) into batches of [`UPLOAD_BATCH`] bytes, without copying them,
+/// and keeps a few batches ahead of the core: the socket is read while the
+/// core hashes and writes, and the blocking thread is woken once per batch
+/// rather than per 16 KiB.
 struct BodyRead {
-    rx: tokio::sync::mpsc::Receiver<ApiResult<Bytes>>,
-    chunk: Bytes,
+    rx: tokio::sync::mpsc::Receiver<ApiResult<Vec<Bytes>>>,
+    pieces: std::collections::VecDeque<Bytes>,
     ended: bool,
     failure: Option<ApiError>,
 }
 
 /// What the body task gathers before handing it to the core.
-const UPLOAD_PIECE: usize = 1 << 20;
-/// Pieces gathered ahead of the core.
+const UPLOAD_BATCH: usize = 1 << 20;
+/// Batches gathered ahead of the core.
 const UPLOAD_AHEAD: usize = 4;
 
 impl BodyRead {
@@ -839,7 +856,7 @@ impl BodyRead {
         let (tx, rx) = tokio::sync::mpsc::channel(UPLOAD_AHEAD);
         tokio::spawn(async move {
             let mut total = 0u64;
-            let mut piece: Vec<u8> = Vec::new();
+            let (mut batch, mut batched) = (Vec::new(), 0usize);
             loop {
                 // The core stopped reading (it failed, or is done): the
                 // body is let go at once, as it was when read directly.
@@ -847,41 +864,33 @@ impl BodyRead {
                     _ = tx.closed() => return,
                     next = reader.next() => next,
                 };
-                let next = match next {
+                let (item, last) = match next {
                     Ok(Some(c)) => {
                         total += c.len() as u64;
                         if total > max {
-                            Err(too_large(max))
-                        } else if piece.is_empty() && c.len() >= UPLOAD_PIECE {
-                            Ok(Some(c))
+                            (Err(too_large(max)), true)
                         } else {
-                            piece.extend_from_slice(&c);
-                            if piece.len() < UPLOAD_PIECE {
+                            batched += c.len();
+                            batch.push(c);
+                            if batched < UPLOAD_BATCH {
                                 continue;
                             }
-                            Ok(Some(Bytes::from(std::mem::take(&mut piece))))
+                            batched = 0;
+                            (Ok(std::mem::take(&mut batch)), false)
                         }
                     }
-                    Ok(None) => Ok(None),
-                    Err(e) => Err(e),
-                };
-                let (item, last) = match next {
-                    Ok(Some(c)) => (Ok(c), false),
-                    Ok(None) if piece.is_empty() => return,
-                    Ok(None) => (Ok(Bytes::from(std::mem::take(&mut piece))), true),
+                    Ok(None) if batch.is_empty() => return,
+                    Ok(None) => (Ok(std::mem::take(&mut batch)), true),
                     Err(e) => (Err(e), true),
                 };
                 if tx.send(item).await.is_err() || last {
                     return;
                 }
-                if piece.capacity() < UPLOAD_PIECE {
-                    piece.reserve(UPLOAD_PIECE);
-                }
             }
         });
         BodyRead {
             rx,
-            chunk: Bytes::new(),
+            pieces: Default::default(),
             ended: false,
             failure: None,
         }
@@ -890,9 +899,9 @@ impl BodyRead {
 
 impl std::io::Read for BodyRead {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.chunk.is_empty() && !self.ended {
+        if self.pieces.is_empty() && !self.ended {
             match self.rx.blocking_recv() {
-                Some(Ok(c)) => self.chunk = c,
+                Some(Ok(batch)) => self.pieces.extend(batch),
                 None => self.ended = true,
                 Some(Err(e)) => {
                     let io = std::io::Error::other(e.message.clone());
@@ -901,8 +910,19 @@ impl std::io::Read for BodyRead {
                 }
             }
         }
-        let n = out.len().min(self.chunk.len());
-        out[..n].copy_from_slice(&self.chunk.split_to(n));
+        // As much as `out` takes of what is here, across pieces.
+        let mut n = 0;
+        while n < out.len() {
+            let Some(piece) = self.pieces.front_mut() else {
+                break;
+            };
+            let k = piece.len().min(out.len() - n);
+            out[n..n + k].copy_from_slice(&piece.split_to(k));
+            n += k;
+            if piece.is_empty() {
+                self.pieces.pop_front();
+            }
+        }
         Ok(n)
     }
 }
