@@ -442,12 +442,20 @@ raw_up() {
     timed_mibs "$BIG_MIB" sh -c 'cp "$1" "$2" && sync "$2"' - "$T/src.dat" "$T/backing/up.raw"
 }
 ours_up() {
+    # A new file each time, as on the raw side (replacing one would add
+    # moving the old version to the trash).
+    rm -f "$T/mnt/up.dat"
+    sync
     curl_mibs -T "$T/src.dat" -H "$AUTH" "$URL/api/v1/fs/up.dat"
 }
 r_raw=() r_ours=()
 for _ in $(seq "$API_REPS"); do
-    drop; warm "$T/src.dat"; r_raw+=("$(raw_up)")
-    drop; warm "$T/src.dat"; r_ours+=("$(ours_up)")
+    drop
+    warm "$T/src.dat"
+    r_raw+=("$(raw_up)")
+    drop
+    warm "$T/src.dat"
+    r_ours+=("$(ours_up)")
 done
 bulk upload "$(median "${r_ours[@]}")" "cp + fsync into BACKING" "$(median "${r_raw[@]}")" ">= 0.9"
 rm -f "$T/backing/up.raw" "$T/mnt/up.dat" "$T/src.dat"
