@@ -374,7 +374,12 @@ else
     echo "# no nginx here (scripts/install-deps.sh installs it): the nginx reference is skipped"
 fi
 
-median() { python3 -c 'import statistics as s, sys; print(s.median(float(a) for a in sys.argv[1:]))' "$@"; }
+median() { # values... : their median; each run's figure goes to stderr
+    python3 -c 'import statistics as s, sys
+r = [float(a) for a in sys.argv[1:]]
+print("    runs (MiB/s): " + " ".join("%.0f" % x for x in r), file=sys.stderr)
+print(s.median(r))' "$@"
+}
 # MiB/s of one curl transfer: curl-args...; fails unless the status is 2xx.
 curl_mibs() {
     local out

@@ -339,6 +339,53 @@ fn read_exact_at(file: &std::fs::File, pos: u64, len: usize) -> std::io::Result<
     Ok(Bytes::from(buf))
 }
 
+/// Buffers of large bodies' pieces, given back once hyper has sent them:
+/// a fresh buffer is zeroed before each read (that memset was 4% of a warm
+/// download's time).
+static PIECE_BUFFERS: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+/// Buffers kept for reuse (each READ_CHUNK bytes).
+const KEPT_PIECE_BUFFERS: usize = 16;
+
+/// A piece of a body in a buffer that goes back to [`PIECE_BUFFERS`].
+struct Piece(Vec<u8>);
+
+impl AsRef<[u8]> for Piece {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Piece {
+    fn drop(&mut self) {
+        let mut buf = std::mem::take(&mut self.0);
+        if buf.capacity() == READ_CHUNK {
+            if let Ok(mut kept) = PIECE_BUFFERS.lock() {
+                if kept.len() < KEPT_PIECE_BUFFERS {
+                    // Zeroes only what a short last piece left out.
+                    buf.resize(READ_CHUNK, 0);
+                    kept.push(buf);
+                }
+            }
+        }
+    }
+}
+
+/// [`read_exact_at`] of at most READ_CHUNK bytes into a reused buffer.
+fn read_piece(file: &std::fs::File, pos: u64, len: usize) -> std::io::Result<Bytes> {
+    let kept = PIECE_BUFFERS.lock().ok().and_then(|mut k| k.pop());
+    let mut buf = kept.unwrap_or_else(|| vec![0u8; READ_CHUNK]);
+    let len = len.min(buf.len());
+    file.read_exact_at(&mut buf[..len], pos).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            std::io::Error::new(e.kind(), "the file shrank while being sent")
+        } else {
+            e
+        }
+    })?;
+    buf.truncate(len);
+    Ok(Bytes::from_owner(Piece(buf)))
+}
+
 /// At most this many large bodies at once are read ahead by a thread of
 /// their own (each holds one blocking-pool thread while its client
 /// reads); the others are read a chunk at a time.
@@ -389,7 +436,7 @@ fn body_of(handle: ReadHandle, range: ByteRange) -> Body {
         while left > 0 {
             let n = left.min(READ_CHUNK as u64) as usize;
             will_need(pos + READ_AHEAD_DISK, n as u64);
-            let chunk = read_exact_at(&handle.file, pos, n);
+            let chunk = read_piece(&handle.file, pos, n);
             let failed = chunk.is_err();
             // The client went away: stop reading.
             if tx.blocking_send(chunk).is_err() || failed {
@@ -413,7 +460,7 @@ fn body_by_steps(handle: ReadHandle, range: ByteRange) -> Body {
             }
             let n = left.min(READ_CHUNK as u64) as usize;
             let file = h.file.clone();
-            let data = tokio::task::spawn_blocking(move || read_exact_at(&file, pos, n))
+            let data = tokio::task::spawn_blocking(move || read_piece(&file, pos, n))
                 .await
                 .map_err(std::io::Error::other)??;
             Ok(Some((data, (h, pos + n as u64, left - n as u64))))
