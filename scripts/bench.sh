@@ -299,7 +299,7 @@ AUTH="Authorization: Bearer $TOKEN"
 ab_run() { # metric ab-args... : requests per second, p50 and p99 latency
     local metric=$1
     shift
-    ab -q -t "$RUNTIME" -n 1000000 -e "$T/ab.csv" "$@" >"$T/ab.txt" 2>&1 ||
+    ab -q -l -t "$RUNTIME" -n 1000000 -e "$T/ab.csv" "$@" >"$T/ab.txt" 2>&1 ||
         { cat "$T/ab.txt" >&2; die "ab failed"; }
     record api "$metric" "$(python3 - "$T/ab.txt" "$T/ab.csv" <<'PYEOF'
 import json, re, sys
