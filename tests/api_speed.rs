@@ -489,6 +489,14 @@ fn large_ranges_are_exact() {
             );
             assert!(body == data[a..=last], "bytes={a}-{b}: the body differs");
         }
+        // HEAD: the head alone (nothing read ahead is left on the wire),
+        // and the connection goes on.
+        let req = format!(
+            "HEAD /api/v1/fs/big.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let (status, head, len) = read_head(&mut s);
+        assert_eq!((status, len), (200, size), "{head}");
         send_get(
             &mut s,
             "/api/v1/fs/big.bin",

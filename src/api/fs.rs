@@ -402,10 +402,26 @@ static READ_AHEAD: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
 /// handle keeps it open and registered with the core), in large chunks,
 /// by one blocking thread that stays a few chunks ahead of the socket, so
 /// the disk (cold) or the page-cache copy (warm) overlaps with sending.
+///
+/// Nothing is read before the body is first polled: a HEAD request (whose
+/// body is dropped unsent) reads nothing.
 fn body_of(handle: ReadHandle, range: ByteRange) -> Body {
-    let Ok(permit) = READ_AHEAD.clone().try_acquire_owned() else {
-        return body_by_steps(handle, range);
+    use futures_util::StreamExt;
+    let start = async move {
+        match READ_AHEAD.clone().try_acquire_owned() {
+            Ok(permit) => read_ahead(handle, range, permit).left_stream(),
+            Err(_) => by_steps(handle, range).right_stream(),
+        }
     };
+    Body::from_stream(futures_util::stream::once(start).flatten())
+}
+
+/// The pieces of `range`, read by a blocking thread of their own.
+fn read_ahead(
+    handle: ReadHandle,
+    range: ByteRange,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(READ_AHEAD_CHUNKS);
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
@@ -447,12 +463,16 @@ fn body_of(handle: ReadHandle, range: ByteRange) -> Body {
         }
         handle.release_now();
     });
-    Body::from_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-/// [`body_of`] without a thread of its own: one blocking step per chunk.
-fn body_by_steps(handle: ReadHandle, range: ByteRange) -> Body {
-    let stream = futures_util::stream::try_unfold(
+/// The pieces of `range` without a thread of their own: one blocking step
+/// per piece.
+fn by_steps(
+    handle: ReadHandle,
+    range: ByteRange,
+) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> {
+    futures_util::stream::try_unfold(
         (handle, range.start, range.len),
         |(h, pos, left)| async move {
             if left == 0 {
@@ -465,8 +485,7 @@ fn body_by_steps(handle: ReadHandle, range: ByteRange) -> Body {
                 .map_err(std::io::Error::other)??;
             Ok(Some((data, (h, pos + n as u64, left - n as u64))))
         },
-    );
-    Body::from_stream(stream)
+    )
 }
 
 /// The request headers a file GET looks at, owned (for the blocking pool).
