@@ -4,7 +4,8 @@
 # Prints a table of metric / raw / artfs / ratio / target. See benches/README.md.
 #
 # Needs root (drop_caches, mounting), fio, fusermount3 and python3; the
-# "api" rows need ab (apache2-utils) and openssl.
+# "api" rows need ab (apache2-utils), curl and openssl, and nginx for the
+# static-server reference.
 #
 # Environment knobs (defaults in brackets):
 #   BENCH_DIR      parent of the temp dir [/var/tmp]; must not be tmpfs
@@ -15,6 +16,8 @@
 #   BENCH_PHASES   which rows to run: "io" (seq and rand), "meta", "api" (the
 #                  HTTP door under ab, loopback, RS256 token) ["io meta api"]
 #   BENCH_API_CLIENTS concurrent clients of the api rows [32]
+#   BENCH_API_BIG  size of the file of the api bulk rows (download, upload) [1G]
+#   BENCH_API_REPS runs of each api bulk row; the median is reported [3]
 #   BENCH_NO_BUILD set to 1 to skip `cargo build --release`
 #   BENCH_MOUNT_ARGS extra arguments for `artfs mount` (e.g. "--threads 2") []
 #   BENCH_IO_URING auto: serve the mount over FUSE-over-io_uring (`--io-uring`)
@@ -37,6 +40,8 @@ RAND_SIZE=${BENCH_RAND_SIZE:-256M}
 NFILES=${BENCH_FILES:-10000}
 PHASES=${BENCH_PHASES:-io meta api}
 API_CLIENTS=${BENCH_API_CLIENTS:-32}
+API_BIG=${BENCH_API_BIG:-1G}
+API_REPS=${BENCH_API_REPS:-3}
 STAT_PASSES=3
 READDIR_PASSES=5
 SEQ_WRITE_REPS=5
@@ -48,8 +53,8 @@ for t in fio fusermount3 python3 mountpoint; do
     command -v "$t" >/dev/null || die "$t not found (scripts/install-deps.sh installs fio and fuse3)"
 done
 if [[ $PHASES == *api* ]]; then
-    for t in ab openssl; do
-        command -v "$t" >/dev/null || die "$t not found (scripts/install-deps.sh installs apache2-utils and openssl)"
+    for t in ab curl openssl; do
+        command -v "$t" >/dev/null || die "$t not found (scripts/install-deps.sh installs apache2-utils, curl and openssl)"
     done
 fi
 
@@ -79,8 +84,15 @@ fi
 
 PG_PID=
 PGBIN=
+NGINX_PID=
 cleanup() {
     set +e
+    # Our nginx only: the pid it was started with, running our config.
+    if [[ -n $NGINX_PID ]] &&
+        tr '\0' ' ' <"/proc/$NGINX_PID/cmdline" 2>/dev/null | grep -q "nginx.*$T/nginx/nginx.conf"; then
+        kill -QUIT "$NGINX_PID"
+        wait "$NGINX_PID" 2>/dev/null
+    fi
     for m in "$T/mnt" "$T/mnt-pg"; do
         if mountpoint -q "$m"; then
             fusermount3 -u "$m" || fusermount3 -uz "$m"
@@ -287,7 +299,7 @@ AUTH="Authorization: Bearer $TOKEN"
 ab_run() { # metric ab-args... : requests per second, p50 and p99 latency
     local metric=$1
     shift
-    ab -q -t "$RUNTIME" -n 1000000 -e "$T/ab.csv" "$@" >"$T/ab.txt" 2>&1 ||
+    ab -q -l -t "$RUNTIME" -n 1000000 -e "$T/ab.csv" "$@" >"$T/ab.txt" 2>&1 ||
         { cat "$T/ab.txt" >&2; die "ab failed"; }
     record api "$metric" "$(python3 - "$T/ab.txt" "$T/ab.csv" <<'PYEOF'
 import json, re, sys
@@ -308,6 +320,150 @@ ab_run get_small_ka_c$API_CLIENTS -k -c "$API_CLIENTS" -H "$AUTH" "$URL/api/v1/f
 ab_run info_ka_c$API_CLIENTS -k -c "$API_CLIENTS" -H "$AUTH" "$URL/api/v1/info"
 ab_run meta_ka_c$API_CLIENTS -k -c "$API_CLIENTS" -H "$AUTH" "$URL/api/v1/meta/six"
 ab_run live_ka_c$API_CLIENTS -k -c "$API_CLIENTS" "$URL/health/live"
+
+# Bulk rows: a BENCH_API_BIG file (1 GiB) downloaded cold and warm, a Range
+# of it, and uploaded, each against its reference in the same run: reading
+# the raw object file (cold), nginx with sendfile serving the same object
+# file (warm, range), cp + fsync into BACKING (upload). curl is the client.
+BIG_MIB=$(($(numfmt --from=iec "$API_BIG") >> 20))
+echo "== HTTP API bulk (${API_BIG} file, curl, loopback; median of $API_REPS)"
+head -c "$((BIG_MIB << 20))" /dev/urandom >"$T/src.dat"
+cp "$T/src.dat" "$T/mnt/big.dat"
+sync
+OBJ=$(find "$T/backing" -type f -size "$((BIG_MIB << 10))k" ! -path "$T/backing/.artfs/*" | head -1)
+[[ -n $OBJ ]] && cmp -s "$OBJ" "$T/src.dat" || die "cannot find the object file of big.dat under $T/backing"
+RANGE_START=$((BIG_MIB << 18))            # a quarter in
+RANGE_END=$((RANGE_START + (BIG_MIB << 19) - 1)) # half the file
+
+# nginx: a private config in the temp dir, a private port, the object's
+# directory as its root, sendfile on; stopped by the pid it started with.
+NGINX_URL=
+if command -v nginx >/dev/null; then
+    NGINX_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    mkdir -p "$T/nginx"
+    cat >"$T/nginx/nginx.conf" <<NGINXEOF
+daemon off;
+user root;
+worker_processes 2;
+pid $T/nginx/nginx.pid;
+error_log $T/nginx/error.log;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    client_body_temp_path $T/nginx/body;
+    proxy_temp_path $T/nginx/proxy;
+    fastcgi_temp_path $T/nginx/fastcgi;
+    uwsgi_temp_path $T/nginx/uwsgi;
+    scgi_temp_path $T/nginx/scgi;
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        root $(dirname "$OBJ");
+    }
+}
+NGINXEOF
+    nginx -e "$T/nginx/error.log" -p "$T/nginx" -c "$T/nginx/nginx.conf" &
+    NGINX_PID=$!
+    NGINX_URL=http://127.0.0.1:$NGINX_PORT/$(basename "$OBJ")
+    for _ in $(seq 50); do
+        curl -sf -o /dev/null -r 0-0 "$NGINX_URL" && break
+        sleep 0.1
+    done
+else
+    echo "# no nginx here (scripts/install-deps.sh installs it): the nginx reference is skipped"
+fi
+
+median() { # values... : their median; each run's figure goes to stderr
+    python3 -c 'import statistics as s, sys
+r = [float(a) for a in sys.argv[1:]]
+print("    runs (MiB/s): " + " ".join("%.0f" % x for x in r), file=sys.stderr)
+print(s.median(r))' "$@"
+}
+# MiB/s of one curl transfer: curl-args...; fails unless the status is 2xx.
+curl_mibs() {
+    local out
+    out=$(curl -sS -o /dev/null -w '%{http_code} %{size_download} %{size_upload} %{time_total}' "$@")
+    python3 -c 'import sys
+code, down, up, t = sys.argv[1:]
+assert code.startswith("2"), "HTTP " + code
+print(max(int(down), int(up)) / 1048576 / float(t))' $out
+}
+# MiB/s of a command that moves BIG_MIB (or $2 MiB) bytes: cmd...
+timed_mibs() {
+    local mib=$1 t0 t1
+    shift
+    t0=$(date +%s.%N)
+    "$@" >/dev/null
+    t1=$(date +%s.%N)
+    python3 -c 'import sys; print(float(sys.argv[1]) / (float(sys.argv[3]) - float(sys.argv[2])))' "$mib" "$t0" "$t1"
+}
+bulk() { # metric ours reference-name reference target
+    record api_bulk "$1" "$(python3 -c 'import json, sys
+m, ours, name, ref, target = sys.argv[1:]
+print(json.dumps({"value": float(ours), "reference": name,
+                  "reference_mib_s": float(ref) if ref else None, "target": target}))' "$@")"
+}
+reps() { # cmd... : median MiB/s over API_REPS runs, page cache dropped before each if COLD=1
+    local r=()
+    for _ in $(seq "$API_REPS"); do
+        if [[ ${COLD:-0} == 1 ]]; then drop; else warm "$OBJ"; fi
+        r+=("$("$@")")
+    done
+    median "${r[@]}"
+}
+GET=("$URL/api/v1/fs/big.dat" -H "$AUTH")
+RANGE_MIB=$(((RANGE_END - RANGE_START + 1) >> 20))
+
+raw_cold=$(COLD=1 reps timed_mibs "$BIG_MIB" cat "$OBJ")
+ours_cold=$(COLD=1 reps curl_mibs "${GET[@]}")
+bulk download_cold "$ours_cold" "cat of the raw object, cold" "$raw_cold" ">= 0.9"
+ours_warm=$(reps curl_mibs "${GET[@]}")
+ours_range=$(reps curl_mibs -r "$RANGE_START-$RANGE_END" "${GET[@]}")
+if [[ -n $NGINX_PID ]]; then
+    nginx_warm=$(reps curl_mibs "$NGINX_URL")
+    nginx_range=$(reps curl_mibs -r "$RANGE_START-$RANGE_END" "$NGINX_URL")
+    nginx_cold=$(COLD=1 reps curl_mibs "$NGINX_URL")
+else
+    nginx_warm= nginx_range= nginx_cold=
+fi
+bulk download_warm "$ours_warm" "nginx sendfile, warm" "$nginx_warm" ">= 0.8"
+bulk download_range "$ours_range" "nginx sendfile, same range ($RANGE_MIB MiB), warm" "$nginx_range" ">= 0.8"
+bulk nginx_cold "${nginx_cold:-0}" "cat of the raw object, cold" "$raw_cold" "(reference)"
+# Stop nginx by the pid it was started with, once sure it is ours.
+if [[ -n $NGINX_PID ]]; then
+    if tr '\0' ' ' <"/proc/$NGINX_PID/cmdline" 2>/dev/null | grep -q "nginx.*$T/nginx/nginx.conf"; then
+        kill -QUIT "$NGINX_PID"
+        wait "$NGINX_PID" 2>/dev/null || true
+    fi
+    NGINX_PID=
+fi
+rm -f "$T/mnt/big.dat"
+
+# Upload: the source warm in the page cache on both sides; cp then fsync
+# (coreutils sync FILE) into BACKING, and a PUT that answers once durable.
+raw_up() {
+    rm -f "$T/backing/up.raw"
+    timed_mibs "$BIG_MIB" sh -c 'cp "$1" "$2" && sync "$2"' - "$T/src.dat" "$T/backing/up.raw"
+}
+ours_up() {
+    # A new file each time, as on the raw side (replacing one would add
+    # moving the old version to the trash).
+    rm -f "$T/mnt/up.dat"
+    sync
+    curl_mibs -T "$T/src.dat" -H "$AUTH" "$URL/api/v1/fs/up.dat"
+}
+r_raw=() r_ours=()
+for _ in $(seq "$API_REPS"); do
+    drop
+    warm "$T/src.dat"
+    r_raw+=("$(raw_up)")
+    drop
+    warm "$T/src.dat"
+    r_ours+=("$(ours_up)")
+done
+bulk upload "$(median "${r_ours[@]}")" "cp + fsync into BACKING" "$(median "${r_raw[@]}")" ">= 0.9"
+rm -f "$T/backing/up.raw" "$T/mnt/up.dat" "$T/src.dat"
 echo
 python3 - "$RESULTS" "$API_CLIENTS" <<'PYEOF' | tee "$T/api_table.txt"
 import json, sys
@@ -322,11 +478,27 @@ for line in open(sys.argv[1]):
         j = json.loads(parts[3])
         rows.append((parts[1], "%.0f" % j["value"], "%.2f" % j["p50_ms"], "%.2f" % j["p99_ms"],
                      str(j["failed"]), str(j["non_2xx"]), targets.get(parts[1], "")))
-w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-for i, r in enumerate(rows):
-    print("| " + " | ".join(x.ljust(w[j]) if j in (0, 6) else x.rjust(w[j]) for j, x in enumerate(r)) + " |")
-    if i == 0:
-        print("|" + "|".join("-" * (x + 2) for x in w) + "|")
+def table(rows, left):
+    w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for i, r in enumerate(rows):
+        print("| " + " | ".join(x.ljust(w[j]) if j in left else x.rjust(w[j]) for j, x in enumerate(r)) + " |")
+        if i == 0:
+            print("|" + "|".join("-" * (x + 2) for x in w) + "|")
+table(rows, (0, 6))
+bulk = [("api bulk row", "MiB/s", "reference", "ref MiB/s", "ratio", "target", "")]
+for line in open(sys.argv[1]):
+    parts = line.split(None, 3)
+    if len(parts) == 4 and parts[0] == "api_bulk":
+        j = json.loads(parts[3])
+        ref = j["reference_mib_s"]
+        ratio = j["value"] / ref if ref else None
+        need = j["target"][3:] if j["target"].startswith(">= ") else None
+        verdict = "" if ratio is None or need is None else ("ok" if ratio >= float(need) else "MISS")
+        bulk.append((parts[1], "%.0f" % j["value"], j["reference"], "%.0f" % ref if ref else "-",
+                     "%.2f" % ratio if ratio is not None else "-", j["target"], verdict))
+if len(bulk) > 1:
+    print()
+    table(bulk, (0, 2, 5))
 PYEOF
 rm -f "$T/mnt/six"
 fi

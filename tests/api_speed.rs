@@ -27,6 +27,14 @@ fn mount_api(extra: &[&str]) -> (Mount, String) {
 /// Read one response off a keep-alive connection: (status, headers, body),
 /// the body by its Content-Length.
 fn read_response(s: &mut TcpStream) -> (u16, String, Vec<u8>) {
+    let (status, head, len) = read_head(s);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    (status, head, body)
+}
+
+/// Read a response's head: (status, headers, Content-Length).
+fn read_head(s: &mut TcpStream) -> (u16, String, usize) {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
@@ -53,9 +61,15 @@ fn read_response(s: &mut TcpStream) -> (u16, String, Vec<u8>) {
                 .then(|| v.trim().parse().ok())?
         })
         .unwrap_or_else(|| panic!("no Content-Length in {head}"));
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).unwrap();
-    (status, head, body)
+    (status, head, len)
+}
+
+/// Send a GET with `extra` header lines (each ending in CRLF).
+fn send_get(s: &mut TcpStream, path: &str, token: &str, extra: &str) {
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n{extra}Connection: keep-alive\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).unwrap();
 }
 
 fn keep_alive_get(s: &mut TcpStream, path: &str, token: &str) -> (u16, String, Vec<u8>) {
@@ -415,5 +429,136 @@ fn sighup_revokes_a_removed_key_over_http() {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(status(&by_b), 200);
+    });
+}
+
+// ------------------------------------------- large bodies, exactly right
+
+/// Bytes that differ from their neighbours and between seeds, so a piece
+/// sent twice, skipped or taken from another version shows.
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    (0..len as u64)
+        .map(|i| ((i.wrapping_add(seed << 40)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8)
+        .collect()
+}
+
+/// A file larger than what is read while answering is streamed, read
+/// ahead in 1 MiB pieces: whole and in ranges that start and end inside a
+/// piece, cross a piece's edge, are a suffix or lie either side of the
+/// small-body bound (64 KiB), the body is exactly those bytes, one request
+/// after another on one keep-alive connection.
+#[test]
+fn large_ranges_are_exact() {
+    common::engine::every_engine(|| {
+        let (m, addr) = mount_api(&[]);
+        let size: usize = (5 << 20) + 12_345;
+        let data = pattern(size, 1);
+        std::fs::write(m.path("big.bin"), &data).unwrap();
+        let token = token("ranges");
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        send_get(&mut s, "/api/v1/fs/big.bin", &token, "");
+        let (status, head, body) = read_response(&mut s);
+        assert_eq!(status, 200, "{head}");
+        assert!(body == data, "the whole file differs");
+        let mib = 1usize << 20;
+        let ranges = [
+            (0, 0),
+            (1, mib),
+            (mib - 1, mib),
+            (12_345, 3 * mib + 7),
+            (65_536, 2 * 65_536 - 1),
+            (65_537, 2 * 65_536 + 1),
+            (size - 70_000, size - 1),
+            (4 * mib + 1, size + 1_000_000),
+        ];
+        for (a, b) in ranges {
+            send_get(
+                &mut s,
+                "/api/v1/fs/big.bin",
+                &token,
+                &format!("Range: bytes={a}-{b}\r\n"),
+            );
+            let (status, head, body) = read_response(&mut s);
+            let last = b.min(size - 1);
+            assert_eq!(status, 206, "bytes={a}-{b}: {head}");
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains(&format!("content-range: bytes {a}-{last}/{size}")),
+                "bytes={a}-{b}: {head}"
+            );
+            assert!(body == data[a..=last], "bytes={a}-{b}: the body differs");
+        }
+        // HEAD: the head alone (nothing read ahead is left on the wire),
+        // and the connection goes on.
+        let req = format!(
+            "HEAD /api/v1/fs/big.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let (status, head, len) = read_head(&mut s);
+        assert_eq!((status, len), (200, size), "{head}");
+        send_get(
+            &mut s,
+            "/api/v1/fs/big.bin",
+            &token,
+            "Range: bytes=-3000001\r\n",
+        );
+        let (status, _, body) = read_response(&mut s);
+        assert_eq!(status, 206);
+        assert!(body == data[size - 3_000_001..], "the suffix differs");
+        drop(s);
+        let mut m = m;
+        m.unmount();
+        m.assert_consistent();
+    });
+}
+
+/// A download under way when an upload replaces the file goes on with
+/// the version it started with, to its last byte: never a mix. A request
+/// made after the upload gets the new version.
+#[test]
+fn a_download_is_one_version_when_the_file_is_replaced_meanwhile() {
+    common::engine::every_engine(|| {
+        let api = common::api::Api::start(&[]);
+        let token = token("versions");
+        let size: usize = 24 << 20;
+        let (old, new) = (pattern(size, 2), pattern(size, 3));
+        let put = |body: &Vec<u8>| {
+            api.client
+                .put(api.url("/api/v1/fs/v.bin"))
+                .bearer_auth(&token)
+                .body(body.clone())
+                .send()
+                .unwrap()
+                .status()
+                .as_u16()
+        };
+        assert_eq!(put(&old), 201);
+        let mut s = TcpStream::connect(&api.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        send_get(&mut s, "/api/v1/fs/v.bin", &token, "");
+        let (status, head, len) = read_head(&mut s);
+        assert_eq!((status, len), (200, size), "{head}");
+        let mut got = vec![0u8; size];
+        s.read_exact(&mut got[..1 << 20]).unwrap();
+        // Replaced while the first download has most of its way to go.
+        assert_eq!(put(&new), 200);
+        let fresh = api
+            .client
+            .get(api.url("/api/v1/fs/v.bin"))
+            .bearer_auth(&token)
+            .send()
+            .unwrap();
+        assert_eq!(fresh.status().as_u16(), 200);
+        assert!(
+            fresh.bytes().unwrap()[..] == new[..],
+            "a new request gets the new version"
+        );
+        s.read_exact(&mut got[1 << 20..]).unwrap();
+        assert!(got == old, "the first download mixed two versions");
+        drop(s);
+        let mut m = api.m;
+        m.unmount();
+        m.assert_consistent();
     });
 }

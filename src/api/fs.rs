@@ -4,6 +4,7 @@
 //! or an empty directory.
 
 use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -27,7 +28,7 @@ use crate::types::{Caller, Kind};
 
 const PREFIX: &str = "/api/v1/fs";
 /// Bytes read per step when sending a file.
-const READ_CHUNK: usize = 256 << 10;
+const READ_CHUNK: usize = 1 << 20;
 /// Default page of a directory listing.
 const DEFAULT_PAGE: usize = 1000;
 
@@ -79,27 +80,43 @@ pub async fn get(
     who.require(Action::Read)?;
     let p = path::parse(uri.path(), PREFIX)?;
     let caller = st.caller_for(&who);
+    let cond = Conditions::of(&headers);
     let (st2, c2, p2) = (st.clone(), caller.clone(), p.clone());
-    let attr = blocking(move || Ok(p2.resolve(&st2.fs, &c2)?)).await?;
-    match attr.inode.kind {
-        Kind::Dir => list(st, caller, attr, p, &q).await,
-        Kind::File => match serve_file(st.clone(), caller.clone(), attr, &headers, None).await {
-            // Replaced (and reclaimed) between the lookup and the open:
-            // look again and serve the new file.
-            Err(e) if e.status == StatusCode::NOT_FOUND => {
-                let (st2, c2) = (st.clone(), caller.clone());
-                let attr = blocking(move || Ok(p.resolve(&st2.fs, &c2)?)).await?;
-                if attr.inode.kind != Kind::File {
-                    return Err(e);
+    // One trip to the blocking pool for a file: resolve, check, open, and
+    // for a small file read and release too (each trip costs a thread
+    // handoff, which at 32 clients was most of a small GET's time).
+    let found = blocking(move || {
+        let attr = p2.resolve(&st2.fs, &c2)?;
+        match attr.inode.kind {
+            Kind::Dir => Ok(Found::Dir(attr)),
+            Kind::File => match prepare_file(&st2, &c2, attr, &cond, None) {
+                // Replaced (and reclaimed) between the lookup and the
+                // open: look again and serve the new file.
+                Err(e) if e.status == StatusCode::NOT_FOUND => {
+                    let attr = p2.resolve(&st2.fs, &c2)?;
+                    if attr.inode.kind != Kind::File {
+                        return Err(e);
+                    }
+                    Ok(Found::File(prepare_file(&st2, &c2, attr, &cond, None)?))
                 }
-                serve_file(st, caller, attr, &headers, None).await
-            }
-            r => r,
-        },
-        _ => Err(ApiError::bad_request(
-            "not a regular file or directory (symbolic links are not followed)",
-        )),
+                r => Ok(Found::File(r?)),
+            },
+            _ => Err(ApiError::bad_request(
+                "not a regular file or directory (symbolic links are not followed)",
+            )),
+        }
+    })
+    .await?;
+    match found {
+        Found::Dir(attr) => list(st, caller, attr, p, &q).await,
+        Found::File(resp) => Ok(resp),
     }
+}
+
+/// What one GET found: a directory to list, or a file's response.
+enum Found {
+    Dir(Attr),
+    File(Response),
 }
 
 /// A `?cursor=` of a listing or a search: absent or empty is the start;
@@ -265,15 +282,31 @@ pub fn parse_range(value: &str, size: u64) -> Result<Option<ByteRange>, ()> {
     }))
 }
 
-/// An open read handle, released when the response body is done or dropped.
+/// An open read handle, released when the response body is done or
+/// dropped (or at once with [`ReadHandle::release_now`]).
 struct ReadHandle {
     fs: Arc<Fs>,
     fh: u64,
+    /// The object file the handle reads (the core opened it).
+    file: Arc<std::fs::File>,
+    released: bool,
+}
+
+impl ReadHandle {
+    /// Release on this thread (already on the blocking pool).
+    fn release_now(mut self) {
+        self.released = true;
+        if let Err(e) = self.fs.release(self.fh) {
+            tracing::warn!(fh = self.fh, error = %e, "could not release an API handle");
+        }
+    }
 }
 
 impl Drop for ReadHandle {
     fn drop(&mut self) {
-        release_later(self.fs.clone(), self.fh);
+        if !self.released {
+            release_later(self.fs.clone(), self.fh);
+        }
     }
 }
 
@@ -292,30 +325,197 @@ fn release_later(fs: Arc<Fs>, fh: u64) {
     }
 }
 
+/// Read exactly `len` bytes at `pos`, or fail: a file that shrank while
+/// being sent is an error, never a short body.
+fn read_exact_at(file: &std::fs::File, pos: u64, len: usize) -> std::io::Result<Bytes> {
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, pos).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            std::io::Error::new(e.kind(), "the file shrank while being sent")
+        } else {
+            e
+        }
+    })?;
+    Ok(Bytes::from(buf))
+}
+
+/// Buffers of large bodies' pieces, given back once hyper has sent them:
+/// a fresh buffer is zeroed before each read (that memset was 4% of a warm
+/// download's time).
+static PIECE_BUFFERS: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+/// Buffers kept for reuse (each READ_CHUNK bytes).
+const KEPT_PIECE_BUFFERS: usize = 16;
+
+/// A piece of a body in a buffer that goes back to [`PIECE_BUFFERS`].
+struct Piece(Vec<u8>);
+
+impl AsRef<[u8]> for Piece {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Piece {
+    fn drop(&mut self) {
+        let mut buf = std::mem::take(&mut self.0);
+        if buf.capacity() == READ_CHUNK {
+            if let Ok(mut kept) = PIECE_BUFFERS.lock() {
+                if kept.len() < KEPT_PIECE_BUFFERS {
+                    // Zeroes only what a short last piece left out.
+                    buf.resize(READ_CHUNK, 0);
+                    kept.push(buf);
+                }
+            }
+        }
+    }
+}
+
+/// [`read_exact_at`] of at most READ_CHUNK bytes into a reused buffer.
+fn read_piece(file: &std::fs::File, pos: u64, len: usize) -> std::io::Result<Bytes> {
+    let kept = PIECE_BUFFERS.lock().ok().and_then(|mut k| k.pop());
+    let mut buf = kept.unwrap_or_else(|| vec![0u8; READ_CHUNK]);
+    let len = len.min(buf.len());
+    file.read_exact_at(&mut buf[..len], pos).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            std::io::Error::new(e.kind(), "the file shrank while being sent")
+        } else {
+            e
+        }
+    })?;
+    buf.truncate(len);
+    Ok(Bytes::from_owner(Piece(buf)))
+}
+
+/// At most this many large bodies at once are read ahead by a thread of
+/// their own (each holds one blocking-pool thread while its client
+/// reads); the others are read a chunk at a time.
+const READ_AHEAD_STREAMS: usize = 32;
+/// Chunks read ahead of what the client has taken.
+const READ_AHEAD_CHUNKS: usize = 4;
+/// Bytes the kernel is asked to read from disk ahead of the reads.
+const READ_AHEAD_DISK: u64 = 16 << 20;
+
+static READ_AHEAD: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
+    std::sync::LazyLock::new(|| Arc::new(tokio::sync::Semaphore::new(READ_AHEAD_STREAMS)));
+
+/// The body of a large response. The object file is read directly (the
+/// handle keeps it open and registered with the core), in large chunks,
+/// by one blocking thread that stays a few chunks ahead of the socket, so
+/// the disk (cold) or the page-cache copy (warm) overlaps with sending.
+///
+/// Nothing is read before the body is first polled: a HEAD request (whose
+/// body is dropped unsent) reads nothing.
 fn body_of(handle: ReadHandle, range: ByteRange) -> Body {
-    let stream = futures_util::stream::try_unfold(
+    use futures_util::StreamExt;
+    let start = async move {
+        match READ_AHEAD.clone().try_acquire_owned() {
+            Ok(permit) => read_ahead(handle, range, permit).left_stream(),
+            Err(_) => by_steps(handle, range).right_stream(),
+        }
+    };
+    Body::from_stream(futures_util::stream::once(start).flatten())
+}
+
+/// The pieces of `range`, read by a blocking thread of their own.
+fn read_ahead(
+    handle: ReadHandle,
+    range: ByteRange,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(READ_AHEAD_CHUNKS);
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&*handle.file);
+        let end = range.start + range.len;
+        // Ask the kernel to read ahead (asynchronously) the next
+        // READ_AHEAD_DISK bytes: a cold file's reads then find the disk
+        // already at work on them, while this thread copies and the
+        // runtime sends.
+        // SAFETY: plain syscalls on a descriptor the handle keeps open.
+        let will_need = |from: u64, len: u64| unsafe {
+            let len = len.min(end.saturating_sub(from));
+            if len > 0 {
+                libc::posix_fadvise(fd, from as i64, len as i64, libc::POSIX_FADV_WILLNEED);
+            }
+        };
+        // SAFETY: as above.
+        unsafe {
+            libc::posix_fadvise(
+                fd,
+                range.start as i64,
+                range.len as i64,
+                libc::POSIX_FADV_SEQUENTIAL,
+            );
+        }
+        will_need(range.start, READ_AHEAD_DISK);
+        let (mut pos, mut left) = (range.start, range.len);
+        while left > 0 {
+            let n = left.min(READ_CHUNK as u64) as usize;
+            will_need(pos + READ_AHEAD_DISK, n as u64);
+            let chunk = read_piece(&handle.file, pos, n);
+            let failed = chunk.is_err();
+            // The client went away: stop reading.
+            if tx.blocking_send(chunk).is_err() || failed {
+                break;
+            }
+            pos += n as u64;
+            left -= n as u64;
+        }
+        handle.release_now();
+    });
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// The pieces of `range` without a thread of their own: one blocking step
+/// per piece.
+fn by_steps(
+    handle: ReadHandle,
+    range: ByteRange,
+) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> {
+    futures_util::stream::try_unfold(
         (handle, range.start, range.len),
         |(h, pos, left)| async move {
             if left == 0 {
                 return Ok::<_, std::io::Error>(None);
             }
             let n = left.min(READ_CHUNK as u64) as usize;
-            let (fs, fh) = (h.fs.clone(), h.fh);
-            let data = tokio::task::spawn_blocking(move || fs.read(fh, pos, n))
+            let file = h.file.clone();
+            let data = tokio::task::spawn_blocking(move || read_piece(&file, pos, n))
                 .await
-                .map_err(std::io::Error::other)?
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            if data.is_empty() {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "the file shrank while being sent",
-                ));
-            }
-            let got = data.len() as u64;
-            Ok(Some((Bytes::from(data), (h, pos + got, left - got))))
+                .map_err(std::io::Error::other)??;
+            Ok(Some((data, (h, pos + n as u64, left - n as u64))))
         },
-    );
-    Body::from_stream(stream)
+    )
+}
+
+/// The request headers a file GET looks at, owned (for the blocking pool).
+#[derive(Clone, Default)]
+pub struct Conditions {
+    if_match: Option<String>,
+    if_unmodified_since: Option<String>,
+    if_none_match: Option<String>,
+    if_modified_since: Option<String>,
+    if_range: Option<String>,
+    range: Option<String>,
+}
+
+impl Conditions {
+    pub fn of(headers: &HeaderMap) -> Conditions {
+        let hdr = |name: header::HeaderName| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        Conditions {
+            if_match: hdr(header::IF_MATCH),
+            if_unmodified_since: hdr(header::IF_UNMODIFIED_SINCE),
+            if_none_match: hdr(header::IF_NONE_MATCH),
+            if_modified_since: hdr(header::IF_MODIFIED_SINCE),
+            if_range: hdr(header::IF_RANGE),
+            range: hdr(header::RANGE),
+        }
+    }
 }
 
 /// Send a regular file's content, honouring conditional and range
@@ -327,25 +527,39 @@ pub async fn serve_file(
     headers: &HeaderMap,
     disposition: Option<String>,
 ) -> ApiResult<Response> {
+    let cond = Conditions::of(headers);
+    blocking(move || prepare_file(&st, &caller, attr, &cond, disposition)).await
+}
+
+/// Bodies at most this long are read while answering (on the blocking
+/// pool, with the handle released there too); longer ones stream.
+const READ_AT_ONCE: u64 = 64 << 10;
+
+/// [`serve_file`] on the blocking pool: the access check, the
+/// preconditions, the open and, for a small file, the read and the
+/// release, in one step. The response's body streams a large file.
+pub fn prepare_file(
+    st: &AppState,
+    caller: &Caller,
+    attr: Attr,
+    cond: &Conditions,
+    disposition: Option<String>,
+) -> ApiResult<Response> {
     let ino = attr.inode.ino;
-    let (st2, c2) = (st.clone(), caller.clone());
-    let (sha, ctype) = blocking(move || {
-        st2.fs.check_access(&c2, ino, MAY_READ)?;
-        let sha = st2.fs.sha256(ino)?;
-        let ctype = content_type(&st2.fs, ino, &attr.inode.original_name);
-        Ok((sha, ctype))
-    })
-    .await?;
+    st.fs.check_access(caller, ino, MAY_READ)?;
+    let sha = st.fs.sha256(ino)?;
+    let ctype = content_type(&st.fs, ino, &attr.inode.original_name);
     let etag = sha.map(|s| format!("\"{s}\""));
     let mtime = attr.inode.mtime.to_system();
     let last_modified = http_date(mtime);
-    let hdr = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
 
     // RFC 9110 13.2.2: If-Match (strong comparison), else
     // If-Unmodified-Since, decides first: 412 when it fails.
-    let precondition_holds = match hdr(header::IF_MATCH) {
+    let precondition_holds = match cond.if_match.as_deref() {
         Some(list) => etag_listed(list, etag.as_deref(), Compare::Strong),
-        None => hdr(header::IF_UNMODIFIED_SINCE)
+        None => cond
+            .if_unmodified_since
+            .as_deref()
             .and_then(|v| httpdate::parse_http_date(v).ok())
             .is_none_or(|since| secs(mtime) <= secs(since)),
     };
@@ -355,9 +569,11 @@ pub async fn serve_file(
         ));
     }
     // Conditional GET: If-None-Match wins over If-Modified-Since.
-    let not_modified = match hdr(header::IF_NONE_MATCH) {
+    let not_modified = match cond.if_none_match.as_deref() {
         Some(list) => etag_listed(list, etag.as_deref(), Compare::Weak),
-        None => hdr(header::IF_MODIFIED_SINCE)
+        None => cond
+            .if_modified_since
+            .as_deref()
             .and_then(|v| httpdate::parse_http_date(v).ok())
             .is_some_and(|since| secs(mtime) <= secs(since)),
     };
@@ -374,33 +590,37 @@ pub async fn serve_file(
     }
 
     // Open, then take the size the handle sees.
-    let st2 = st.clone();
-    let (handle, size) = blocking(move || {
-        let h = st2.fs.open(&caller, ino, libc::O_RDONLY)?;
-        let handle = ReadHandle {
-            fs: st2.fs.clone(),
-            fh: h.fh,
-        };
-        if h.attrs_changed {
-            st2.invalidate_inode(ino);
+    let h = st.fs.open(caller, ino, libc::O_RDONLY)?;
+    let handle = ReadHandle {
+        fs: st.fs.clone(),
+        fh: h.fh,
+        file: h.file.clone(),
+        released: false,
+    };
+    if h.attrs_changed {
+        st.invalidate_inode(ino);
+    }
+    drop(h);
+    let size = match st.fs.getattr(ino) {
+        Ok(a) => a.inode.size,
+        Err(e) => {
+            handle.release_now();
+            return Err(e.into());
         }
-        let size = st2.fs.getattr(ino)?.inode.size;
-        Ok((handle, size))
-    })
-    .await?;
+    };
 
     // If-Range: the range only applies to the representation named.
-    let range_applies = match hdr(header::IF_RANGE) {
+    let range_applies = match cond.if_range.as_deref() {
         None => true,
         Some(v) if v.starts_with('"') => etag.as_deref() == Some(v.trim()),
         Some(v) => httpdate::parse_http_date(v).is_ok_and(|d| secs(d) == secs(mtime)),
     };
-    let range = match hdr(header::RANGE).filter(|_| range_applies) {
+    let range = match cond.range.as_deref().filter(|_| range_applies) {
         None => None,
         Some(r) => match parse_range(r, size) {
             Ok(r) => r,
             Err(()) => {
-                drop(handle);
+                handle.release_now();
                 return Err(ApiError::new(
                     StatusCode::RANGE_NOT_SATISFIABLE,
                     "range_not_satisfiable",
@@ -420,7 +640,14 @@ pub async fn serve_file(
             },
         ),
     };
-    let mut resp = Response::new(body_of(handle, span));
+    let body = if span.len <= READ_AT_ONCE {
+        let data = read_exact_at(&handle.file, span.start, span.len as usize);
+        handle.release_now();
+        Body::from(data.map_err(|e| ApiError::internal(e.to_string()))?)
+    } else {
+        body_of(handle, span)
+    };
+    let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     let mut set = |name: header::HeaderName, value: &str| {
@@ -668,54 +895,100 @@ async fn upload(
 /// An upload's body as a blocking reader, for the core on the blocking
 /// pool. What ends it early (too large, too slow, broken) is kept as the
 /// answer to give, and reads as an I/O error.
+///
+/// The body is taken off the connection by a task of its own that
+/// gathers hyper's small pieces (at most the read buffer, 16 KiB by
+/// default) into batches of [`UPLOAD_BATCH`] bytes, without copying them,
+/// and keeps a few batches ahead of the core: the socket is read while the
+/// core hashes and writes, and the blocking thread is woken once per batch
+/// rather than per 16 KiB.
 struct BodyRead {
-    body: super::uploads::BodyReader,
-    rt: tokio::runtime::Handle,
-    chunk: Bytes,
-    total: u64,
-    max: u64,
+    rx: tokio::sync::mpsc::Receiver<ApiResult<Vec<Bytes>>>,
+    pieces: std::collections::VecDeque<Bytes>,
     ended: bool,
     failure: Option<ApiError>,
 }
 
+/// What the body task gathers before handing it to the core.
+const UPLOAD_BATCH: usize = 1 << 20;
+/// Batches gathered ahead of the core.
+const UPLOAD_AHEAD: usize = 4;
+
 impl BodyRead {
-    /// Must be made on the runtime (it reads the body through it).
+    /// Must be made on the runtime (its task reads the body there).
     fn new(body: Body, limits: &super::settings::Limits) -> BodyRead {
+        let mut reader = super::uploads::BodyReader::new(body, limits);
+        let max = limits.max_upload;
+        let (tx, rx) = tokio::sync::mpsc::channel(UPLOAD_AHEAD);
+        tokio::spawn(async move {
+            let mut total = 0u64;
+            let (mut batch, mut batched) = (Vec::new(), 0usize);
+            loop {
+                // The core stopped reading (it failed, or is done): the
+                // body is let go at once, as it was when read directly.
+                let next = tokio::select! {
+                    _ = tx.closed() => return,
+                    next = reader.next() => next,
+                };
+                let (item, last) = match next {
+                    Ok(Some(c)) => {
+                        total += c.len() as u64;
+                        if total > max {
+                            (Err(too_large(max)), true)
+                        } else {
+                            batched += c.len();
+                            batch.push(c);
+                            if batched < UPLOAD_BATCH {
+                                continue;
+                            }
+                            batched = 0;
+                            (Ok(std::mem::take(&mut batch)), false)
+                        }
+                    }
+                    Ok(None) if batch.is_empty() => return,
+                    Ok(None) => (Ok(std::mem::take(&mut batch)), true),
+                    Err(e) => (Err(e), true),
+                };
+                if tx.send(item).await.is_err() || last {
+                    return;
+                }
+            }
+        });
         BodyRead {
-            body: super::uploads::BodyReader::new(body, limits),
-            rt: tokio::runtime::Handle::current(),
-            chunk: Bytes::new(),
-            total: 0,
-            max: limits.max_upload,
+            rx,
+            pieces: Default::default(),
             ended: false,
             failure: None,
         }
-    }
-
-    fn fail(&mut self, e: ApiError) -> std::io::Error {
-        let io = std::io::Error::other(e.message.clone());
-        self.failure = Some(e);
-        io
     }
 }
 
 impl std::io::Read for BodyRead {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.chunk.is_empty() && !self.ended {
-            match self.rt.block_on(self.body.next()) {
-                Ok(Some(c)) => {
-                    self.total += c.len() as u64;
-                    if self.total > self.max {
-                        return Err(self.fail(too_large(self.max)));
-                    }
-                    self.chunk = c;
+        if self.pieces.is_empty() && !self.ended {
+            match self.rx.blocking_recv() {
+                Some(Ok(batch)) => self.pieces.extend(batch),
+                None => self.ended = true,
+                Some(Err(e)) => {
+                    let io = std::io::Error::other(e.message.clone());
+                    self.failure = Some(e);
+                    return Err(io);
                 }
-                Ok(None) => self.ended = true,
-                Err(e) => return Err(self.fail(e)),
             }
         }
-        let n = out.len().min(self.chunk.len());
-        out[..n].copy_from_slice(&self.chunk.split_to(n));
+        // As much as `out` takes of what is here, across pieces.
+        let mut n = 0;
+        while n < out.len() {
+            let Some(piece) = self.pieces.front_mut() else {
+                break;
+            };
+            let k = piece.len().min(out.len() - n);
+            out[n..n + k].copy_from_slice(&piece.split_to(k));
+            n += k;
+            if piece.is_empty() {
+                self.pieces.pop_front();
+            }
+        }
         Ok(n)
     }
 }
