@@ -1057,6 +1057,10 @@ fn prefixes_do_not_see_each_other(e: Engine) {
     ] {
         db.exec(&format!("DROP TABLE a_{t}"));
     }
+    // The change feed's tables exist on PostgreSQL only.
+    for t in ["feed", "changes"] {
+        db.exec(&format!("DROP TABLE IF EXISTS a_{t}"));
+    }
     assert_eq!(b.inode_count().unwrap(), 21);
     assert_eq!(hits(b.as_ref(), "beta").len(), 20);
     assert_eq!(b.pending_journal().unwrap().len(), 20);
