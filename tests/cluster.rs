@@ -549,6 +549,14 @@ fn a_replicas_api_reads_and_refuses_changes() {
         .send()
         .unwrap();
     assert_eq!(refused.status(), 403);
+    // Maintenance runs on the writer only.
+    let job = client
+        .post(url("/api/v1/maintenance/fsck"))
+        .header("authorization", &auth)
+        .send()
+        .unwrap();
+    assert_eq!(job.status(), 409);
+    assert!(job.text().unwrap().contains("runs on the store's writer"));
     let metrics = client.get(url("/metrics")).send().unwrap().text().unwrap();
     assert!(
         metrics.contains("artfs_role{role=\"replica\"} 1"),

@@ -205,6 +205,16 @@ pub async fn start_job(
 ) -> ApiResult<(StatusCode, Json<Job>)> {
     who.require(Action::Admin)?;
     let kind = job_kind(&kind)?;
+    // One node per store runs maintenance: the one holding the lease
+    // (docs/CLUSTER.md). A follower's checks would race its writer's.
+    let role = st.fs.role();
+    if role != crate::core::options::Role::Writer {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("maintenance runs on the store's writer; this node is a {role}"),
+        ));
+    }
     let job = Job {
         kind: kind.into(),
         state: "running".into(),
