@@ -308,16 +308,17 @@ fn a_paused_writer_is_fenced_by_its_standby() {
     let mut w = Node::first(&db);
     w.start().unwrap();
     write_synced(&w.path("before"), b"w");
-    let mut s = Node::beside(
-        &w,
-        &["--standby", "--poll-ms", "100", "--takeover-secs", "3"],
-    );
+    // The default takeover time (6 s of silence).
+    let mut s = Node::beside(&w, &["--standby", "--poll-ms", "100"]);
     s.start().unwrap();
     kill(w.pid(), Signal::SIGSTOP).unwrap();
-    let took = within(Duration::from_secs(15), || {
+    let took = within(Duration::from_secs(30), || {
         fs::write(s.path("from-standby"), b"s").is_ok()
     });
-    assert!(took.is_some(), "no takeover: {}", s.log());
+    // The bound is 10 s; a loaded machine gets some slack here.
+    let took = took.unwrap_or_else(|| panic!("no takeover: {}", s.log()));
+    assert!(took < Duration::from_secs(15), "took {took:?}: {}", s.log());
+    eprintln!("takeover of a paused writer took {took:?}");
     kill(w.pid(), Signal::SIGCONT).unwrap();
     let late = w.path("late");
     match fs::File::create(&late).and_then(|f| f.sync_all()) {
@@ -588,6 +589,19 @@ fn a_replica_rides_out_a_database_restart() {
     shows("the hash", &w, &r, || {
         get_xattr(&r.path("before"), "user.artstore.sha256").is_some()
     });
+    // And the feed still for a second (the writer's upkeep after a close
+    // may commit more), then applied by the replica and cached.
+    let head = || common::pg::query_lines(&db.url, "SELECT max(seq)::text FROM t_changes").unwrap();
+    let mut last = head();
+    loop {
+        std::thread::sleep(Duration::from_millis(1000));
+        let now = head();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    std::thread::sleep(Duration::from_millis(300));
     assert_eq!(fs::read(r.path("before")).unwrap(), b"cached");
 
     server.stop();

@@ -111,3 +111,34 @@ fn a_bad_redis_url_fails_the_mount_before_anything_starts() {
     assert!(!err.contains("hunter2"), "the password leaked: {err}");
     assert_eq!(fs::read_dir(w.backing()).unwrap().count(), 0);
 }
+
+/// `rediss://`: the daemon and `artfs status` reach a TLS-only Redis whose
+/// certificate the system's trust (here `SSL_CERT_FILE`) vouches for, and
+/// refuse one it does not.
+#[test]
+fn a_tls_redis_is_reached_through_the_systems_trust() {
+    let (redis, ca) = RedisServer::start_tls();
+    let db = PgServer::shared().database("cluster_redis_tls");
+    let mut w = Node::first(&db);
+    w.extra = vec!["--redis".into(), redis.url.clone()];
+    let trust = ca.to_str().unwrap().to_string();
+    w.start_with(&[("SSL_CERT_FILE", &trust)]).unwrap();
+    let listed = within(Duration::from_secs(10), || {
+        let out = std::process::Command::new(common::bin())
+            .arg("status")
+            .arg(w.backing())
+            .args(&w.db)
+            .args(["--redis", &redis.url])
+            .env("SSL_CERT_FILE", &trust)
+            .output()
+            .unwrap();
+        common::output_text(&out).contains("node:")
+    });
+    assert!(listed.is_some(), "{}", w.log());
+    assert!(!w.log().contains("Redis is unreachable"), "{}", w.log());
+    // Without the CA, the certificate is refused and status says why.
+    let (code, out) = w.command("status", &["--redis", &redis.url]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("nodes:") && out.contains("unknown"), "{out}");
+    w.stop();
+}

@@ -10,8 +10,11 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     pub port: u16,
     pub url: String,
-    dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
     child: Mutex<Option<Child>>,
+    /// Arguments of redis-server and redis-cli for TLS (empty: plain).
+    server_tls: Vec<String>,
+    cli_tls: Vec<String>,
 }
 
 /// A port nobody listens on now.
@@ -34,9 +37,45 @@ impl RedisServer {
                 .tempdir()
                 .unwrap(),
             child: Mutex::new(None),
+            server_tls: Vec::new(),
+            cli_tls: Vec::new(),
         };
         s.restart();
         s
+    }
+
+    /// A server that speaks TLS only (`rediss://localhost:PORT/0`), with a
+    /// certificate for localhost signed by a CA of its own; returns the
+    /// CA's certificate file too.
+    pub fn start_tls() -> (RedisServer, std::path::PathBuf) {
+        let port = free_port();
+        let dir = tempfile::Builder::new()
+            .prefix("artfs-redis-")
+            .tempdir()
+            .unwrap();
+        let (ca, cert, key) = super::keys::tls_files(dir.path());
+        let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+        let s = RedisServer {
+            port,
+            url: format!("rediss://localhost:{port}/0"),
+            server_tls: vec![
+                "--tls-port".into(),
+                port.to_string(),
+                "--tls-cert-file".into(),
+                path(&cert),
+                "--tls-key-file".into(),
+                path(&key),
+                "--tls-ca-cert-file".into(),
+                path(&ca),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ],
+            cli_tls: vec!["--tls".into(), "--cacert".into(), path(&ca)],
+            dir,
+            child: Mutex::new(None),
+        };
+        s.restart();
+        (s, ca)
     }
 
     /// Start the (stopped) server again on the same port.
@@ -44,8 +83,14 @@ impl RedisServer {
         let mut slot = self.child.lock().unwrap();
         assert!(slot.is_none(), "still running");
         let log = std::fs::File::create(self.dir.path().join("log")).unwrap();
+        let plain_port = if self.server_tls.is_empty() {
+            self.port.to_string()
+        } else {
+            "0".to_string()
+        };
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
+            .args(["--port", &plain_port])
+            .args(&self.server_tls)
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -86,6 +131,7 @@ impl RedisServer {
     pub fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
             .args(["-p", &self.port.to_string()])
+            .args(&self.cli_tls)
             .args(args)
             .output()
             .unwrap();
