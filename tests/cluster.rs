@@ -626,3 +626,30 @@ fn a_replica_rides_out_a_database_restart() {
     r.stop();
     w.stop();
 }
+
+/// A follower never changes the schema: it refuses tables that are not
+/// there, or that lack a migration it needs, and leaves them as they are.
+#[test]
+fn a_replica_never_creates_or_migrates_tables() {
+    let db = PgServer::shared().database("cluster_schema");
+    let mut w = Node::first(&db);
+    w.start().unwrap();
+    w.stop();
+    let mut other = Node::beside(&w, REPLICA);
+    other.db[3] = "zz".into();
+    let err = other.start().unwrap_err();
+    assert!(err.contains("mount the store's writer first"), "{err}");
+    let zz = common::pg::query_lines(
+        &db.url,
+        "SELECT count(*)::text FROM pg_tables WHERE tablename LIKE 'zz\\_%'",
+    )
+    .unwrap();
+    assert_eq!(zz, ["0"], "no table of the prefix was made");
+
+    common::pg::execute(&db.url, "DELETE FROM t_migrations WHERE version = 10").unwrap();
+    let mut r = Node::beside(&w, REPLICA);
+    let err = r.start().unwrap_err();
+    assert!(err.contains("lack migration 10 (feed)"), "{err}");
+    let n = common::pg::query_lines(&db.url, "SELECT count(*)::text FROM t_migrations").unwrap();
+    assert_eq!(n, ["9"], "the replica migrated nothing");
+}

@@ -65,7 +65,7 @@ fn open_follower(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock)
             tables_hint(&state_dir)
         )));
     }
-    let meta = crate::meta::open(&url, &opts.table_prefix, rt)?;
+    let meta = crate::meta::open_as(&url, &opts.table_prefix, rt, crate::meta::Schema::Existing)?;
     // Where the feed stands before anything is read: every change after
     // it reaches this node's caches through the feed.
     let head = meta

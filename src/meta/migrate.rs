@@ -290,6 +290,49 @@ pub fn lock_key(prefix: &str) -> i64 {
 /// migration, or finding there is none left) is one transaction holding
 /// the prefix's advisory lock, so concurrent openers queue, and each sees
 /// what the one before it applied.
+/// For a node that must not change the schema (a replica, a standby):
+/// the tables of `p` exist and every migration this binary knows is
+/// applied, unedited. Writes nothing.
+pub async fn check_postgres(conn: &mut PgConnection, p: &str) -> Result<()> {
+    check_prefix(p)?;
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(format!("{p}_migrations"))
+        .fetch_one(&mut *conn)
+        .await?;
+    if !exists {
+        return Err(Error::Meta(format!(
+            "the database has no tables with prefix {p:?}: mount the store's writer first \
+             (a replica or standby never creates them)"
+        )));
+    }
+    let rows: Vec<(i64, String, String)> = sqlx::query_as(&format!(
+        "SELECT version, name, checksum FROM {p}_migrations ORDER BY version"
+    ))
+    .fetch_all(&mut *conn)
+    .await?;
+    let applied: Vec<Applied> = rows
+        .into_iter()
+        .map(|(version, name, checksum)| Applied {
+            version,
+            name,
+            checksum: Some(checksum),
+        })
+        .collect();
+    verify(POSTGRES, &applied, p)?;
+    if let Some(m) = POSTGRES
+        .iter()
+        .find(|m| !applied.iter().any(|a| a.version == m.version))
+    {
+        return Err(Error::Meta(format!(
+            "the tables with prefix {p:?} lack migration {} ({}), which this artfs needs: \
+             upgrade and restart the store's writer first (a replica or standby never \
+             migrates the tables)",
+            m.version, m.name
+        )));
+    }
+    Ok(())
+}
+
 pub async fn run_postgres(conn: &mut PgConnection, p: &str) -> Result<()> {
     check_prefix(p)?;
     loop {

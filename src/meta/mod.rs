@@ -371,11 +371,38 @@ pub fn prefix_exists(url: &str, prefix: &str, rt: &tokio::runtime::Handle) -> Re
     }
 }
 
+/// What opening a store may do to its schema.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schema {
+    /// Create the tables and apply pending migrations (writers, commands).
+    Migrate,
+    /// Only check they exist and are current: a replica or standby
+    /// changes nothing (PostgreSQL; SQLite stores have no such nodes).
+    Existing,
+}
+
 /// Open the metadata store a URL names, tables under `prefix`. The one
 /// place that knows which engines exist.
 pub fn open(url: &str, prefix: &str, rt: tokio::runtime::Handle) -> Result<Box<dyn MetaStore>> {
+    open_as(url, prefix, rt, Schema::Migrate)
+}
+
+/// [`open`], doing to the schema only what `schema` allows.
+pub fn open_as(
+    url: &str,
+    prefix: &str,
+    rt: tokio::runtime::Handle,
+    schema: Schema,
+) -> Result<Box<dyn MetaStore>> {
     if is_postgres_url(url) {
-        Ok(Box::new(postgres::PgStore::open(url, prefix, rt)?))
+        Ok(Box::new(postgres::PgStore::open_as(
+            url, prefix, rt, schema,
+        )?))
+    } else if schema == Schema::Existing {
+        Err(Error::Meta(format!(
+            "{} is not a database several machines share: use postgres://",
+            redact(url)
+        )))
     } else if sqlite_path(url).is_some() {
         Ok(Box::new(sqlite::SqliteStore::open(url, prefix, rt)?))
     } else {

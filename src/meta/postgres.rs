@@ -112,6 +112,12 @@ impl PgStore {
     /// tables of `prefix`. A URL without a password takes the one in
     /// `ARTFS_DB_PASSWORD`, if set.
     pub fn open(url: &str, prefix: &str, rt: Handle) -> Result<PgStore> {
+        Self::open_as(url, prefix, rt, super::Schema::Migrate)
+    }
+
+    /// [`PgStore::open`], creating and migrating the tables or only
+    /// checking they are current (`schema`).
+    pub fn open_as(url: &str, prefix: &str, rt: Handle, schema: super::Schema) -> Result<PgStore> {
         migrate::check_prefix(prefix)?;
         let shown = redact(url);
         let opts = connect_options(url)?;
@@ -155,7 +161,10 @@ impl PgStore {
         };
         store.rt.block_on(async {
             let mut conn = store.pool.acquire().await?;
-            migrate::run_postgres(&mut conn, p).await
+            match schema {
+                super::Schema::Migrate => migrate::run_postgres(&mut conn, p).await,
+                super::Schema::Existing => migrate::check_postgres(&mut conn, p).await,
+            }
         })?;
         Ok(store)
     }
