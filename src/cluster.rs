@@ -88,30 +88,75 @@ pub fn client(url: &str, password: Option<&str>) -> Result<redis::Client, String
     redis::Client::open(info).map_err(|e| format!("Redis URL {}: {e}", redact(url)))
 }
 
-/// A task's view of whether Redis answers, logged on change only.
+/// A task's view of whether Redis answers, logged on change only, with
+/// its backoff and its connection.
 struct Reach {
     what: &'static str,
     url: String,
     down: bool,
+    backoff: Duration,
+    conn: Option<redis::aio::ConnectionManager>,
 }
 
 impl Reach {
-    fn failed(&mut self, e: impl std::fmt::Display, backoff: &mut Duration) -> Duration {
+    fn new(what: &'static str, url: String) -> Reach {
+        Reach {
+            what,
+            url,
+            down: false,
+            backoff: Duration::from_millis(100),
+            conn: None,
+        }
+    }
+
+    /// Say so (once per outage) and wait before the next attempt.
+    async fn failed(&mut self, e: impl std::fmt::Display) {
         if !self.down {
             self.down = true;
             tracing::warn!(redis = %self.url, error = %e,
                 "Redis is unreachable: {} (retrying)", self.what);
         }
-        let wait = *backoff;
-        *backoff = (*backoff * 2).min(BACKOFF_MAX);
-        wait
+        tokio::time::sleep(self.backoff).await;
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
     }
 
-    fn ok(&mut self, backoff: &mut Duration) {
-        *backoff = Duration::from_millis(100);
+    fn ok(&mut self) {
+        self.backoff = Duration::from_millis(100);
         if self.down {
             self.down = false;
             tracing::info!(redis = %self.url, "Redis is reachable again: {}", self.what);
+        }
+    }
+
+    /// Run `cmd` on this task's connection (made first if need be). On a
+    /// failure the connection is dropped (the manager's own reconnects
+    /// give up during a long outage), the outage noted and waited out:
+    /// `None`, try again.
+    async fn query<T: redis::FromRedisValue>(
+        &mut self,
+        client: &redis::Client,
+        cmd: &redis::Cmd,
+    ) -> Option<T> {
+        if self.conn.is_none() {
+            match timed(client.get_connection_manager()).await {
+                Ok(c) => self.conn = Some(c),
+                Err(e) => {
+                    self.failed(e).await;
+                    return None;
+                }
+            }
+        }
+        let c = self.conn.as_mut().expect("connected above");
+        match timed(cmd.query_async::<T>(c)).await {
+            Ok(v) => {
+                self.ok();
+                Some(v)
+            }
+            Err(e) => {
+                self.conn = None;
+                self.failed(e).await;
+                None
+            }
         }
     }
 }
@@ -208,44 +253,13 @@ impl Link {
 /// PUBLISH every new head; a head that could not be sent is sent once
 /// Redis is back (followers poll meanwhile).
 async fn publish(client: redis::Client, url: String, ch: String, mut heads: watch::Receiver<u64>) {
-    let mut reach = Reach {
-        what: "replicas are not told of commits at once (they poll)",
-        url,
-        down: false,
-    };
-    let mut backoff = Duration::from_millis(100);
-    let mut conn = None;
+    let mut reach = Reach::new("replicas are not told of commits at once (they poll)", url);
     while heads.changed().await.is_ok() {
         loop {
             let head = *heads.borrow_and_update();
-            if conn.is_none() {
-                match timed(client.get_connection_manager()).await {
-                    Ok(c) => conn = Some(c),
-                    Err(e) => {
-                        tokio::time::sleep(reach.failed(e, &mut backoff)).await;
-                        continue;
-                    }
-                }
-            }
-            let c = conn.as_mut().expect("connected above");
-            let sent = timed(
-                redis::cmd("PUBLISH")
-                    .arg(&ch)
-                    .arg(head)
-                    .query_async::<i64>(c),
-            )
-            .await;
-            match sent {
-                Ok(_) => {
-                    reach.ok(&mut backoff);
-                    break;
-                }
-                Err(e) => {
-                    // A fresh connection next time: the manager's own
-                    // reconnects give up during a long outage.
-                    conn = None;
-                    tokio::time::sleep(reach.failed(e, &mut backoff)).await;
-                }
+            let cmd = redis::cmd("PUBLISH").arg(&ch).arg(head).clone();
+            if reach.query::<i64>(&client, &cmd).await.is_some() {
+                break;
             }
         }
     }
@@ -259,25 +273,20 @@ async fn subscribe(
     ch: String,
     on_hint: Arc<dyn Fn(u64) + Send + Sync>,
 ) {
-    let mut reach = Reach {
-        what: "followers read the feed at their poll interval only",
-        url,
-        down: false,
-    };
-    let mut backoff = Duration::from_millis(100);
+    let mut reach = Reach::new("followers read the feed at their poll interval only", url);
     loop {
         let mut ps = match timed(client.get_async_pubsub()).await {
             Ok(ps) => ps,
             Err(e) => {
-                tokio::time::sleep(reach.failed(e, &mut backoff)).await;
+                reach.failed(e).await;
                 continue;
             }
         };
         if let Err(e) = timed(ps.subscribe(&ch)).await {
-            tokio::time::sleep(reach.failed(e, &mut backoff)).await;
+            reach.failed(e).await;
             continue;
         }
-        reach.ok(&mut backoff);
+        reach.ok();
         on_hint(0);
         let mut messages = ps.on_message();
         while let Some(m) = messages.next().await {
@@ -290,7 +299,7 @@ async fn subscribe(
         }
         // The connection ended (killed, Redis restarted): resubscribe.
         drop(messages);
-        tokio::time::sleep(reach.failed("the subscription ended", &mut backoff)).await;
+        reach.failed("the subscription ended").await;
     }
 }
 
@@ -301,43 +310,17 @@ async fn register(
     key: String,
     node: Arc<dyn Fn() -> NodeRecord + Send + Sync>,
 ) {
-    let mut reach = Reach {
-        what: "this node is missing from the registry",
-        url,
-        down: false,
-    };
-    let mut backoff = Duration::from_millis(100);
-    let mut conn = None;
+    let mut reach = Reach::new("this node is missing from the registry", url);
     loop {
-        if conn.is_none() {
-            match timed(client.get_connection_manager()).await {
-                Ok(c) => conn = Some(c),
-                Err(e) => {
-                    tokio::time::sleep(reach.failed(e, &mut backoff)).await;
-                    continue;
-                }
-            }
-        }
-        let c = conn.as_mut().expect("connected above");
         let record = serde_json::to_string(&node()).unwrap_or_default();
-        let set = timed(
-            redis::cmd("SET")
-                .arg(&key)
-                .arg(record)
-                .arg("EX")
-                .arg(NODE_TTL.as_secs())
-                .query_async::<()>(c),
-        )
-        .await;
-        match set {
-            Ok(()) => {
-                reach.ok(&mut backoff);
-                tokio::time::sleep(REFRESH).await;
-            }
-            Err(e) => {
-                conn = None;
-                tokio::time::sleep(reach.failed(e, &mut backoff)).await;
-            }
+        let cmd = redis::cmd("SET")
+            .arg(&key)
+            .arg(record)
+            .arg("EX")
+            .arg(NODE_TTL.as_secs())
+            .clone();
+        if reach.query::<()>(&client, &cmd).await.is_some() {
+            tokio::time::sleep(REFRESH).await;
         }
     }
 }

@@ -49,12 +49,7 @@ pub fn open_store(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock
 /// (`core::replica`): no lock, no lease, no recovery, nothing written;
 /// the tables must be ones several machines share (PostgreSQL).
 fn open_follower(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock)> {
-    let backing = opts.backing.canonicalize().map_err(|e| {
-        setup_err(format!(
-            "BACKING {} is not usable: {e}",
-            opts.backing.display()
-        ))
-    })?;
+    let backing = canonical_backing(opts)?;
     let state_dir = backing.join(".artfs");
     let url = opts.db_url();
     if crate::meta::sqlite_path(&url).is_some() {
@@ -157,14 +152,19 @@ pub(super) fn open_unstarted(opts: &StoreOptions, rt: Handle) -> Result<(Fs, Sto
     Ok((fs, lock))
 }
 
-/// BACKING, canonical, checked to be a writable directory.
-fn usable_backing(opts: &StoreOptions) -> Result<PathBuf> {
-    let backing = opts.backing.canonicalize().map_err(|e| {
+/// BACKING, canonical (it must exist).
+fn canonical_backing(opts: &StoreOptions) -> Result<PathBuf> {
+    opts.backing.canonicalize().map_err(|e| {
         setup_err(format!(
             "BACKING {} is not usable: {e}",
             opts.backing.display()
         ))
-    })?;
+    })
+}
+
+/// BACKING, canonical, checked to be a writable directory.
+fn usable_backing(opts: &StoreOptions) -> Result<PathBuf> {
+    let backing = canonical_backing(opts)?;
     if !backing.is_dir() {
         return Err(setup_err(format!(
             "BACKING {} is not a directory",
@@ -381,12 +381,7 @@ pub fn open_offline(
     rt: Handle,
     exclusive: bool,
 ) -> Result<Stores<Option<StoreLock>>> {
-    let backing = opts.backing.canonicalize().map_err(|e| {
-        setup_err(format!(
-            "BACKING {} is not usable: {e}",
-            opts.backing.display()
-        ))
-    })?;
+    let backing = canonical_backing(opts)?;
     let state_dir = backing.join(".artfs");
     if !state_dir.is_dir() {
         return Err(setup_err(format!(
@@ -421,12 +416,7 @@ pub fn open_offline(
 /// the lock taken, but the database may be missing or empty (it is what
 /// gets rebuilt); only a database of another store is refused.
 pub fn open_for_rebuild(opts: &StoreOptions, rt: Handle) -> Result<Stores<StoreLock>> {
-    let backing = opts.backing.canonicalize().map_err(|e| {
-        setup_err(format!(
-            "BACKING {} is not usable: {e}",
-            opts.backing.display()
-        ))
-    })?;
+    let backing = canonical_backing(opts)?;
     let state_dir = backing.join(".artfs");
     let store_id = std::fs::read_to_string(state_dir.join("store-id"))
         .map(|s| s.trim().to_string())

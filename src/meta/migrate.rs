@@ -305,19 +305,7 @@ pub async fn check_postgres(conn: &mut PgConnection, p: &str) -> Result<()> {
              (a replica or standby never creates them)"
         )));
     }
-    let rows: Vec<(i64, String, String)> = sqlx::query_as(&format!(
-        "SELECT version, name, checksum FROM {p}_migrations ORDER BY version"
-    ))
-    .fetch_all(&mut *conn)
-    .await?;
-    let applied: Vec<Applied> = rows
-        .into_iter()
-        .map(|(version, name, checksum)| Applied {
-            version,
-            name,
-            checksum: Some(checksum),
-        })
-        .collect();
+    let applied = applied_pg(conn, p).await?;
     verify(POSTGRES, &applied, p)?;
     if let Some(m) = POSTGRES
         .iter()
@@ -331,6 +319,23 @@ pub async fn check_postgres(conn: &mut PgConnection, p: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The migrations a PostgreSQL prefix has applied, in version order.
+async fn applied_pg(conn: &mut PgConnection, p: &str) -> Result<Vec<Applied>> {
+    let rows: Vec<(i64, String, String)> = sqlx::query_as(&format!(
+        "SELECT version, name, checksum FROM {p}_migrations ORDER BY version"
+    ))
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(version, name, checksum)| Applied {
+            version,
+            name,
+            checksum: Some(checksum),
+        })
+        .collect())
 }
 
 pub async fn run_postgres(conn: &mut PgConnection, p: &str) -> Result<()> {
@@ -348,19 +353,7 @@ pub async fn run_postgres(conn: &mut PgConnection, p: &str) -> Result<()> {
         ))
         .execute(&mut *tx)
         .await?;
-        let rows: Vec<(i64, String, String)> = sqlx::query_as(&format!(
-            "SELECT version, name, checksum FROM {p}_migrations ORDER BY version"
-        ))
-        .fetch_all(&mut *tx)
-        .await?;
-        let applied: Vec<Applied> = rows
-            .into_iter()
-            .map(|(version, name, checksum)| Applied {
-                version,
-                name,
-                checksum: Some(checksum),
-            })
-            .collect();
+        let applied = applied_pg(&mut tx, p).await?;
         verify(POSTGRES, &applied, p)?;
         let Some(m) = POSTGRES
             .iter()
