@@ -17,8 +17,9 @@ use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 
-use common::cluster::{get_xattr, set_xattr, within, write_synced, Node};
+use common::cluster::{within, write_synced, Node};
 use common::pg::PgServer;
+use common::{get_xattr, set_xattr};
 
 /// How long a change may take to show on a replica polling every 100 ms
 /// (generous: this is a correctness bound, not a benchmark).

@@ -15,24 +15,7 @@ use std::path::{Path, PathBuf};
 use common::Mount;
 
 fn setxattr(p: &Path, name: &str, value: &[u8]) {
-    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
-    let n = CString::new(name).unwrap();
-    // SAFETY: valid C strings and buffer.
-    let rc = unsafe {
-        libc::lsetxattr(
-            c.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "setxattr {name} on {p:?}: {}",
-        std::io::Error::last_os_error()
-    );
+    common::set_xattr(p, name, value).unwrap_or_else(|e| panic!("setxattr {name} on {p:?}: {e}"));
 }
 
 /// Every attribute of `p` (not following symlinks), name -> value.
