@@ -44,6 +44,7 @@ pub const DEFAULT_LOG: &str = "info,fuser::session=error";
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub store: StoreConfig,
+    pub s3: S3Section,
     pub mount: MountConfig,
     pub policy: PolicyConfig,
     pub cluster: ClusterConfig,
@@ -82,6 +83,24 @@ impl ClusterConfig {
         };
         first_line(path, "redis_password_file").map(Some)
     }
+}
+
+/// `[s3]`: how to reach the bucket of a store whose BACKING is
+/// `s3://BUCKET[/PREFIX]` (docs/S3.md). Credentials not given here come
+/// from the standard `AWS_*` variables or the shared credentials file.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Section {
+    /// Endpoint URL of an S3-compatible service (MinIO, Ceph RGW, Garage).
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    /// A file whose first line is the secret access key (never on the
+    /// command line).
+    pub secret_access_key_file: Option<PathBuf>,
+    /// Files larger than this are sent in parts [default: 32M].
+    #[serde(deserialize_with = "de_size")]
+    pub multipart_threshold: Option<u64>,
 }
 
 /// The variable that gives Redis's password.
@@ -123,6 +142,11 @@ pub struct StoreConfig {
     pub db: Option<String>,
     /// Prefix of the metadata tables.
     pub table_prefix: String,
+    /// With BACKING `s3://...`: the local cache directory (made if absent).
+    pub cache_dir: Option<PathBuf>,
+    /// With BACKING `s3://...`: bytes of cached copies kept [default: 10G].
+    #[serde(deserialize_with = "de_size")]
+    pub cache_size: Option<u64>,
     /// A file whose first line is the database password, for a `db` URL
     /// without one when `ARTFS_DB_PASSWORD` is not set (never on the
     /// command line, so never in `ps` or shell history).
@@ -135,6 +159,8 @@ impl Default for StoreConfig {
             backing: None,
             db: None,
             table_prefix: DEFAULT_TABLE_PREFIX.into(),
+            cache_dir: None,
+            cache_size: None,
             db_password_file: None,
         }
     }
@@ -319,13 +345,60 @@ impl Config {
 
     /// The store `[store]` names, every other option at its default (what
     /// the offline commands open); `None` without a BACKING.
-    pub fn store_options(&self) -> Option<StoreOptions> {
-        Some(StoreOptions {
-            backing: self.store.backing.clone()?,
+    /// BACKING `s3://BUCKET[/PREFIX]` puts the content in that bucket and
+    /// makes `cache_dir` the store's local directory. Fails on a bad
+    /// bucket URL, or one without a cache directory.
+    pub fn store_options(&self) -> anyhow::Result<Option<StoreOptions>> {
+        let Some(backing) = self.store.backing.clone() else {
+            return Ok(None);
+        };
+        let (backing, content) = match backing.to_str().filter(|b| b.starts_with("s3://")) {
+            None => (backing, crate::blob::Content::Local),
+            Some(url) => {
+                let (bucket, prefix) = crate::blob::S3Config::parse_url(url)
+                    .map_err(|e| anyhow::anyhow!("BACKING {url}: {e}"))?;
+                let Some(cache) = self.store.cache_dir.clone() else {
+                    anyhow::bail!(
+                        "BACKING {url} needs --cache-dir DIR (or [store] cache_dir): the local \
+                         directory where the bucket's objects are cached"
+                    );
+                };
+                let s3 = &self.s3;
+                let credentials = match (&s3.access_key_id, &s3.secret_access_key_file) {
+                    (Some(id), Some(file)) => Some(crate::blob::Credentials {
+                        key_id: id.clone(),
+                        secret: first_line(file, "secret_access_key_file")?,
+                        session_token: None,
+                    }),
+                    (None, None) => None,
+                    _ => anyhow::bail!("[s3] access_key_id and secret_access_key_file go together"),
+                };
+                let cfg = crate::blob::S3Config {
+                    bucket,
+                    prefix,
+                    endpoint: s3.endpoint.clone(),
+                    region: s3.region.clone(),
+                    credentials,
+                    cache_size: self
+                        .store
+                        .cache_size
+                        .unwrap_or(crate::blob::DEFAULT_CACHE_SIZE),
+                    multipart_threshold: s3
+                        .multipart_threshold
+                        .unwrap_or(crate::blob::DEFAULT_MULTIPART_THRESHOLD)
+                        .max(5 << 20),
+                    read_only: false,
+                };
+                (cache, crate::blob::Content::S3(cfg))
+            }
+        };
+        Ok(Some(StoreOptions {
+            backing,
+            content,
             db_url: self.store.db.clone(),
             table_prefix: self.store.table_prefix.clone(),
             ..StoreOptions::default()
-        })
+        }))
     }
 
     /// `store` as `artfs mount` serves it: with `[mount] cache_entries`
@@ -373,8 +446,23 @@ impl Config {
     /// Make the relative paths (and a relative SQLite database) relative
     /// to `dir`, the file's directory, rather than the working directory.
     pub fn resolve_paths(&mut self, dir: &Path) {
+        if self
+            .store
+            .backing
+            .as_ref()
+            .and_then(|b| b.to_str())
+            .is_some_and(|b| b.starts_with("s3://"))
+        {
+            // A bucket, not a path.
+            let url = self.store.backing.take();
+            self.resolve_paths(dir);
+            self.store.backing = url;
+            return;
+        }
         let paths = [
             &mut self.store.backing,
+            &mut self.store.cache_dir,
+            &mut self.s3.secret_access_key_file,
             &mut self.store.db_password_file,
             &mut self.cluster.redis_password_file,
             &mut self.mount.mountpoint,
@@ -562,9 +650,9 @@ mod tests {
         // One home per default: the file's defaults, converted, are the
         // store's own (a copy that drifts fails here).
         let mut c = Config::default();
-        assert_eq!(c.store_options().map(|o| o.backing), None);
+        assert_eq!(c.store_options().unwrap().map(|o| o.backing), None);
         c.store.backing = Some("/b".into());
-        let served = c.serving(c.store_options().unwrap()).unwrap();
+        let served = c.serving(c.store_options().unwrap().unwrap()).unwrap();
         assert_eq!(
             format!("{served:?}"),
             format!("{:?}", StoreOptions::new("/b"))

@@ -185,8 +185,8 @@ struct FsckArgs {
 // `ARTFS_*` variable was given, and then it wins over the file.
 #[derive(clap::Args)]
 struct StoreArgs {
-    /// Directory holding the objects [or `backing` in the config file's
-    /// [store]].
+    /// Directory holding the objects, or s3://BUCKET[/PREFIX] with
+    /// --cache-dir [or `backing` in the config file's [store]].
     #[arg(env = "ARTFS_BACKING")]
     backing: Option<PathBuf>,
     /// Metadata database URL [default: sqlite://BACKING/.artfs/meta.db].
@@ -199,6 +199,20 @@ struct StoreArgs {
     /// (`artfs config example` shows every key).
     #[arg(long, env = "ARTFS_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+    /// With BACKING s3://BUCKET[/PREFIX]: the local directory caching the
+    /// bucket's objects (made if absent).
+    #[arg(long, env = "ARTFS_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// With BACKING s3://...: bytes of cached copies kept [default: 10G].
+    #[arg(long, env = "ARTFS_CACHE_SIZE", value_parser = artfs::config::parse_bytes)]
+    cache_size: Option<u64>,
+    /// With BACKING s3://...: endpoint URL of an S3-compatible service
+    /// [default: AWS, or AWS_ENDPOINT_URL].
+    #[arg(long, env = "ARTFS_S3_ENDPOINT", value_name = "URL")]
+    s3_endpoint: Option<String>,
+    /// With BACKING s3://...: the bucket's region [default: AWS_REGION, else us-east-1].
+    #[arg(long, env = "ARTFS_S3_REGION", value_name = "REGION")]
+    s3_region: Option<String>,
 }
 
 impl StoreArgs {
@@ -207,13 +221,24 @@ impl StoreArgs {
         over(&mut cfg.store.backing, self.backing.map(Some));
         over(&mut cfg.store.db, self.db.map(Some));
         over(&mut cfg.store.table_prefix, self.table_prefix);
+        over(&mut cfg.store.cache_dir, self.cache_dir.map(Some));
+        over(&mut cfg.store.cache_size, self.cache_size.map(Some));
+        over(&mut cfg.s3.endpoint, self.s3_endpoint.map(Some));
+        over(&mut cfg.s3.region, self.s3_region.map(Some));
     }
 }
 
 /// The store the merged settings name; without a BACKING, clap's usage
 /// error for the subcommand (exit 2).
 fn store_options(cfg: &Config, cmd: &str) -> StoreOptions {
-    let Some(o) = cfg.store_options() else {
+    let o = match cfg.store_options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("artfs {cmd}: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    let Some(o) = o else {
         missing(
             cmd,
             "<BACKING>\n(give it on the command line, in ARTFS_BACKING, \

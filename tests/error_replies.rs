@@ -329,7 +329,7 @@ fn a_database_failure_is_logged_at_error_with_its_code_and_cause() {
         // The engine's own code and words: SQLITE_ERROR, or PostgreSQL's
         // SQLSTATE for an undefined table.
         let (db_code, words) = match common::engine::current() {
-            Engine::Sqlite => ("code=\"1\"", "no such table: fail_point_meta_lookup"),
+            Engine::Sqlite | Engine::S3 => ("code=\"1\"", "no such table: fail_point_meta_lookup"),
             Engine::Postgres => (
                 "code=\"42P01\"",
                 "relation \"fail_point_meta_lookup\" does not exist",

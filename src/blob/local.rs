@@ -289,7 +289,7 @@ mod tests {
         conformance::run(
             &store,
             &Faults {
-                interrupt_sidecar_write: &interrupt,
+                interrupt_sidecar_write: Some(&interrupt),
                 damage_sidecar: &damage,
             },
         );
@@ -301,7 +301,7 @@ mod tests {
     fn objects_live_under_backing_objects_by_low_byte() {
         let backing = tempfile::tempdir().unwrap();
         // As the core opens it.
-        let store = crate::blob::open(backing.path()).unwrap();
+        let store = crate::blob::open(backing.path(), &crate::blob::Content::Local, false).unwrap();
         store.create_new(0x1234_56ab).unwrap();
         store
             .write_sidecar(

@@ -1,8 +1,9 @@
 //! Content: the bytes of regular files, one object per inode number, and
 //! beside every inode its `attr.json` sidecar (see `sidecar`). The core
 //! asks for content through [`ContentStore`] only; [`LocalDir`] (objects
-//! as files under `BACKING/objects/`) is the first implementation, an
-//! S3-compatible store with a local staging cache the second (to come).
+//! as files under `BACKING/objects/`) is the first implementation,
+//! [`S3Store`] (an S3-compatible bucket, worked on through a local cache)
+//! the second.
 //!
 //! An object is never created by opening it: a regular file with content
 //! recorded (size > 0) whose object is absent lost it, and the core answers
@@ -52,6 +53,11 @@ pub mod ballast;
 #[cfg(test)]
 mod conformance;
 mod local;
+/// The tests' S3 server, shared with the integration tests.
+#[cfg(test)]
+#[path = "../../tests/common/s3.rs"]
+mod moto;
+mod s3;
 pub mod sidecar;
 
 use std::fs::File;
@@ -60,6 +66,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use local::{remove_legacy_pool, LocalDir};
+pub use s3::{Credentials, S3Config, S3Store, DEFAULT_CACHE_SIZE, DEFAULT_MULTIPART_THRESHOLD};
 
 use crate::types::Timestamp;
 
@@ -95,6 +102,22 @@ pub trait ContentStore: Send + Sync {
     /// On error no object `ino` is left (`staged` may remain: the caller
     /// removes it). Returns the new object's figures.
     fn adopt(&self, ino: u64, staged: &Path) -> io::Result<ObjectStat>;
+
+    /// The core is done with `file`, the local file of object `ino` it
+    /// opened with `open_rw`, `open_or_create` or `create_new`: the last
+    /// handle closed, or a truncate of a closed file is over. A remote
+    /// store sends what changed; `LocalDir` has nothing to do. An error
+    /// leaves the changes in the local file, to be sent later
+    /// ([`ContentStore::flush_pending`]).
+    fn close(&self, _ino: u64, _file: &File) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Send every change still held locally only (a remote store retries
+    /// these on its own too); errors say how many could not go.
+    fn flush_pending(&self) -> io::Result<()> {
+        Ok(())
+    }
 
     /// Make the content written through `file` (a local file of object
     /// `ino` from this store) durable, with its size and times
@@ -162,6 +185,18 @@ pub trait ContentStore: Send + Sync {
     /// what free-space checks watch.
     fn space(&self) -> io::Result<Space>;
 
+    /// The store id the content itself records (a bucket keeps one, so
+    /// that a new cache finds its store); `None` for a store that keeps
+    /// none (`LocalDir`: BACKING's `.artfs/store-id` is the record).
+    fn identity(&self) -> io::Result<Option<String>> {
+        Ok(None)
+    }
+
+    /// Record the store id in the content (see [`ContentStore::identity`]).
+    fn set_identity(&self, _id: &str) -> io::Result<()> {
+        Ok(())
+    }
+
     /// Whether the store can take new objects now (the readiness probe):
     /// `LocalDir` checks the object area is there and writable.
     fn check_ready(&self) -> io::Result<()>;
@@ -216,10 +251,33 @@ pub struct FoundSidecar {
     pub parsed: Result<sidecar::Parsed, sidecar::SidecarError>,
 }
 
+/// Where content lives.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Content {
+    /// Files under BACKING (the default).
+    #[default]
+    Local,
+    /// An S3-compatible bucket; BACKING is then its local cache directory.
+    S3(S3Config),
+}
+
 /// The content store of BACKING: the one place that knows the kinds of
-/// store (today the local directory only).
-pub fn open(backing: &Path) -> io::Result<Arc<dyn ContentStore>> {
-    Ok(Arc::new(LocalDir::open(backing)?))
+/// store. `read_only`: a follower's (a remote store then never writes).
+pub fn open(
+    backing: &Path,
+    content: &Content,
+    read_only: bool,
+) -> io::Result<Arc<dyn ContentStore>> {
+    match content {
+        Content::Local => Ok(Arc::new(LocalDir::open(backing)?)),
+        Content::S3(cfg) => {
+            let cfg = S3Config {
+                read_only,
+                ..cfg.clone()
+            };
+            Ok(S3Store::open(cfg, backing)?)
+        }
+    }
 }
 
 /// Write a small state file atomically: temp file, fsync, rename, fsync

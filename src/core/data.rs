@@ -330,15 +330,20 @@ impl Fs {
             match open.get_mut(&h.ino) {
                 Some(o) if o.count > 1 => {
                     o.count -= 1;
-                    false
+                    None
                 }
-                Some(_) => {
-                    open.remove(&h.ino);
-                    true
-                }
-                None => false,
+                Some(_) => open.remove(&h.ino).map(|o| o.file),
+                None => None,
             }
         };
+        // The last handle: a remote store sends what changed (a failure
+        // keeps the changes in its cache, retried; see `blob::S3Store`).
+        if let Some(file) = &last {
+            if let Err(e) = self.objects.close(h.ino, file) {
+                tracing::warn!(ino = h.ino, error = %e, "could not send a closed file's content");
+            }
+        }
+        let last = last.is_some();
         // Reclaim the inode if its last name went while it was open.
         if last && !follower && self.inode(h.ino).is_ok_and(|i| i.nlink == 0) {
             self.mutate(|tx| {
@@ -583,9 +588,14 @@ impl Fs {
             return Err(Error::posix(libc::EFBIG, "file too large"));
         }
         let shared = self.open.lock().get(&ino).map(|o| o.file.clone());
-        let file = match shared {
-            Some(f) => f,
-            None => Arc::new(self.open_object(ino)?),
+        let Some(file) = shared else {
+            // A closed file: opened for this change alone, and closed.
+            let file = self.open_object(ino)?;
+            file.set_len(size)?;
+            if let Err(e) = self.objects.close(ino, &file) {
+                tracing::warn!(ino, error = %e, "could not send a truncated file's content");
+            }
+            return Ok(file.metadata()?.blocks());
         };
         file.set_len(size)?;
         Ok(file.metadata()?.blocks())

@@ -67,6 +67,7 @@ fn open_follower(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock)
         .changes_since(u64::MAX - 1, 1)?
         .ok_or_else(|| setup_err("this store's database keeps no change feed".into()))?
         .head;
+    let objects = open_content(opts, &backing, &state_dir, true)?;
     let store_id = identify(meta.as_ref(), &backing, &state_dir, &url, false)?;
     let Some(config) = meta.config()? else {
         return Err(setup_err(format!(
@@ -75,7 +76,6 @@ fn open_follower(opts: &StoreOptions, rt: Handle) -> Result<(Arc<Fs>, StoreLock)
         )));
     };
     let mode: super::policy::Mode = config.mode.parse().map_err(Error::Meta)?;
-    let objects = crate::blob::open(&backing)?;
     let ballast = crate::blob::ballast::Ballast::new(&state_dir)?;
     let fs = build_fs(
         opts,
@@ -129,9 +129,12 @@ pub(super) fn open_unstarted(opts: &StoreOptions, rt: Handle) -> Result<(Fs, Sto
     }
     let meta = crate::meta::open(&url, &opts.table_prefix, rt)?;
     meta.claim_writer(&lease::Holder::me())?;
+    let objects = open_content(opts, &backing, &state_dir, false)?;
     let store_id = identify(meta.as_ref(), &backing, &state_dir, &url, true)?;
+    if objects.identity()?.is_none() {
+        objects.set_identity(&store_id)?;
+    }
     remember_tables(&state_dir, &url, &opts.table_prefix);
-    let objects = crate::blob::open(&backing)?;
     let recovered = super::start::recover(meta.as_ref(), objects.as_ref())?;
     let mode = settle_config(meta.as_ref(), &backing, opts)?;
     let ballast = super::start::reserve_ballast(&state_dir)?;
@@ -152,8 +155,58 @@ pub(super) fn open_unstarted(opts: &StoreOptions, rt: Handle) -> Result<(Fs, Sto
     Ok((fs, lock))
 }
 
-/// BACKING, canonical (it must exist).
+/// The content store, paired with BACKING: a store that records its id
+/// in the content (a bucket) hands it to a new BACKING (a fresh cache
+/// directory), and one recording another store's id is refused.
+fn open_content(
+    opts: &StoreOptions,
+    backing: &Path,
+    state_dir: &Path,
+    read_only: bool,
+) -> Result<Arc<dyn ContentStore>> {
+    if matches!(opts.content, crate::blob::Content::S3(_)) && opts.db_url.is_none() {
+        return Err(setup_err(
+            "content in S3 needs --db: the tables cannot live in the cache directory, \
+             which may be lost"
+                .into(),
+        ));
+    }
+    let objects = crate::blob::open(backing, &opts.content, read_only)
+        .map_err(|e| setup_err(format!("cannot open the content store: {e}")))?;
+    let Some(theirs) = objects.identity()? else {
+        return Ok(objects);
+    };
+    let id_path = state_dir.join("store-id");
+    match std::fs::read_to_string(&id_path) {
+        Ok(ours) if ours.trim() == theirs => {}
+        Ok(ours) => {
+            return Err(setup_err(format!(
+                "{} belongs to store {}, but the content holds store {theirs}; refusing to \
+                 mix them",
+                backing.display(),
+                ours.trim()
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(state_dir)?;
+            crate::blob::write_atomic(&id_path, theirs.as_bytes())?;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(objects)
+}
+
+/// BACKING, canonical (it must exist; an S3 store's cache directory is
+/// made).
 fn canonical_backing(opts: &StoreOptions) -> Result<PathBuf> {
+    if matches!(opts.content, crate::blob::Content::S3(_)) {
+        std::fs::create_dir_all(&opts.backing).map_err(|e| {
+            setup_err(format!(
+                "cannot create the cache directory {}: {e}",
+                opts.backing.display()
+            ))
+        })?;
+    }
     opts.backing.canonicalize().map_err(|e| {
         setup_err(format!(
             "BACKING {} is not usable: {e}",
@@ -407,8 +460,8 @@ pub fn open_offline(
     if exclusive {
         meta.claim_writer(&lease::Holder::me())?;
     }
+    let objects = open_content(opts, &backing, &state_dir, false)?;
     identify(meta.as_ref(), &backing, &state_dir, &url, false)?;
-    let objects = crate::blob::open(&backing)?;
     Ok((meta, objects, lock))
 }
 
@@ -418,6 +471,8 @@ pub fn open_offline(
 pub fn open_for_rebuild(opts: &StoreOptions, rt: Handle) -> Result<Stores<StoreLock>> {
     let backing = canonical_backing(opts)?;
     let state_dir = backing.join(".artfs");
+    // A bucket records its store: a new cache directory learns it here.
+    let objects = open_content(opts, &backing, &state_dir, false)?;
     let store_id = std::fs::read_to_string(state_dir.join("store-id"))
         .map(|s| s.trim().to_string())
         .map_err(|_| {
@@ -441,7 +496,6 @@ pub fn open_for_rebuild(opts: &StoreOptions, rt: Handle) -> Result<Stores<StoreL
         Some(_) => {}
         None => meta.init_identity(&store_id, &backing.to_string_lossy(), 0)?,
     }
-    let objects = crate::blob::open(&backing)?;
     Ok((meta, objects, lock))
 }
 

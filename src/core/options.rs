@@ -20,7 +20,11 @@ pub const DEFAULT_CACHE_ENTRIES: usize = 100_000;
 /// How to open a store. Plain data with defaults; the CLI fills it.
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
+    /// The store's local directory: the content itself with the default
+    /// `Content::Local`, the cache of a bucket with `Content::S3`.
     pub backing: PathBuf,
+    /// Where file content lives.
+    pub content: crate::blob::Content,
     /// Metadata database URL; default `sqlite://BACKING/.artfs/meta.db`.
     pub db_url: Option<String>,
     pub table_prefix: String,
@@ -91,6 +95,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             backing: PathBuf::new(),
+            content: crate::blob::Content::Local,
             db_url: None,
             table_prefix: DEFAULT_TABLE_PREFIX.to_string(),
             cache_entries: DEFAULT_CACHE_ENTRIES,

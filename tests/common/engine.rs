@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use super::pg::{PgDatabase, PgServer};
+use super::s3::S3Server;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
@@ -18,6 +19,10 @@ pub enum Engine {
     Sqlite,
     /// A database of its own on the test PostgreSQL (tests/common/pg.rs).
     Postgres,
+    /// Content in a bucket of the test S3 server (tests/common/s3.rs),
+    /// under a prefix of its own; the test's BACKING is its cache
+    /// directory, the tables a SQLite file beside it.
+    S3,
 }
 
 thread_local! {
@@ -48,7 +53,17 @@ pub fn run_on(engine: Engine, body: impl FnOnce()) {
 /// every command on that store needs.
 pub struct StoreDb {
     pub args: Vec<String>,
+    /// Variables every command on the store needs (S3 credentials).
+    pub env: Vec<(String, String)>,
     pg: Option<PgDatabase>,
+    /// S3: the store's URL and the SQLite file outside BACKING.
+    s3: Option<S3Place>,
+}
+
+struct S3Place {
+    prefix: String,
+    sqlite: std::path::PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 /// The table prefix tests give PostgreSQL stores (SQLite keeps the default).
@@ -62,7 +77,7 @@ impl StoreDb {
         match &self.pg {
             None => {
                 let sql = sql.replace("{p}", "artfs");
-                let db = backing.join(".artfs/meta.db");
+                let db = self.sqlite_file(backing);
                 let out = Command::new("sqlite3").arg(&db).arg(&sql).output().unwrap();
                 assert!(out.status.success(), "sqlite3 {sql}: {out:?}");
             }
@@ -88,7 +103,7 @@ impl StoreDb {
         match &self.pg {
             None => {
                 let sql = sql.replace("{p}", "artfs");
-                let db = backing.join(".artfs/meta.db");
+                let db = self.sqlite_file(backing);
                 let out = Command::new("sqlite3").arg(&db).arg(&sql).output().unwrap();
                 assert!(out.status.success(), "sqlite3 {sql}: {out:?}");
                 String::from_utf8_lossy(&out.stdout)
@@ -109,8 +124,11 @@ impl StoreDb {
     pub fn lose_tables(&self, backing: &Path) {
         match &self.pg {
             None => {
-                for f in ["meta.db", "meta.db-wal", "meta.db-shm"] {
-                    let _ = std::fs::remove_file(backing.join(".artfs").join(f));
+                let db = self.sqlite_file(backing);
+                for f in ["", "-wal", "-shm"] {
+                    let mut p = db.clone().into_os_string();
+                    p.push(f);
+                    let _ = std::fs::remove_file(p);
                 }
             }
             Some(db) => {
@@ -127,7 +145,7 @@ impl StoreDb {
     pub fn given(args: &[&str]) -> StoreDb {
         StoreDb {
             args: args.iter().map(|s| s.to_string()).collect(),
-            pg: None,
+            ..StoreDb::none()
         }
     }
 
@@ -135,14 +153,77 @@ impl StoreDb {
     pub fn none() -> StoreDb {
         StoreDb {
             args: Vec::new(),
+            env: Vec::new(),
             pg: None,
+            s3: None,
         }
+    }
+
+    /// The SQLite file of the store (SQLite and S3 engines).
+    fn sqlite_file(&self, backing: &Path) -> std::path::PathBuf {
+        match &self.s3 {
+            Some(p) => p.sqlite.clone(),
+            None => backing.join(".artfs/meta.db"),
+        }
+    }
+
+    /// BACKING as commands name it: the directory, or on S3 the bucket's
+    /// URL with the directory as its cache.
+    pub fn location(&self, backing: &Path) -> Vec<std::ffi::OsString> {
+        match &self.s3 {
+            None => vec![backing.into()],
+            Some(p) => vec![
+                S3Server::shared().url(&p.prefix).into(),
+                "--cache-dir".into(),
+                backing.into(),
+            ],
+        }
+    }
+
+    /// The test server and the store's key prefix (S3 only).
+    pub fn bucket(&self) -> Option<(&'static S3Server, String)> {
+        self.s3
+            .as_ref()
+            .map(|p| (S3Server::shared(), p.prefix.clone()))
     }
 }
 
 pub fn new_store_db(tag: &str) -> StoreDb {
     match current() {
         Engine::Sqlite => StoreDb::none(),
+        Engine::S3 => {
+            static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let server = S3Server::shared();
+            let dir = tempfile::Builder::new()
+                .prefix("artfs-s3-db-")
+                .tempdir()
+                .unwrap();
+            let sqlite = dir.path().join("meta.db");
+            let prefix = format!(
+                "{tag}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            );
+            StoreDb {
+                args: vec![
+                    "--db".into(),
+                    format!("sqlite://{}", sqlite.display()),
+                    "--s3-endpoint".into(),
+                    server.endpoint.clone(),
+                ],
+                env: server
+                    .env()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+                pg: None,
+                s3: Some(S3Place {
+                    prefix,
+                    sqlite,
+                    _dir: dir,
+                }),
+            }
+        }
         Engine::Postgres => {
             let db = PgServer::shared().database(tag);
             StoreDb {
@@ -153,15 +234,27 @@ pub fn new_store_db(tag: &str) -> StoreDb {
                     PG_PREFIX.into(),
                 ],
                 pg: Some(db),
+                ..StoreDb::none()
             }
         }
     }
 }
 
-/// Run a test's body once on every engine, SQLite first (the failing
-/// engine is named on stderr, which cargo shows for a failed test).
+/// Run a test's body once on every metadata engine, SQLite first (the
+/// failing engine is named on stderr, which cargo shows for a failed
+/// test).
 pub fn every_engine(body: impl Fn()) {
     for engine in [Engine::Sqlite, Engine::Postgres] {
+        eprintln!("-- on {engine:?}");
+        run_on(engine, &body);
+    }
+}
+
+/// Run a test's body on every metadata engine and on every content store
+/// (S3 too): for the tests of what the mount does with content (files,
+/// renames, xattrs, the model, crashes, the API).
+pub fn every_store(body: impl Fn()) {
+    for engine in [Engine::Sqlite, Engine::Postgres, Engine::S3] {
         eprintln!("-- on {engine:?}");
         run_on(engine, &body);
     }

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod keys;
 pub mod pg;
 pub mod redis;
+pub mod s3;
 pub mod services;
 
 use std::path::{Path, PathBuf};
@@ -91,6 +92,17 @@ impl Mount {
         self.db.args.clone()
     }
 
+    /// BACKING as commands name it (with `--cache-dir` on S3, where the
+    /// test's BACKING directory is the bucket's cache).
+    pub fn location(&self) -> Vec<std::ffi::OsString> {
+        self.db.location(&self.backing)
+    }
+
+    /// The bucket holding this store's content, and its key prefix (S3 only).
+    pub fn bucket(&self) -> Option<(&'static s3::S3Server, String)> {
+        self.db.bucket()
+    }
+
     /// Serve the store from other tables from now on (after `artfs db
     /// copy`): the flags that name them.
     pub fn use_tables(&mut self, args: &[&str]) {
@@ -137,7 +149,7 @@ impl Mount {
         assert!(self.child.is_none(), "already mounted");
         let child = Command::new(bin())
             .arg("mount")
-            .arg(&self.backing)
+            .args(self.db.location(&self.backing))
             .arg(&self.mnt)
             .arg("--allow-other")
             .args(&self.db.args)
@@ -146,6 +158,7 @@ impl Mount {
                 "ARTFS_LOG",
                 std::env::var("ARTFS_LOG").unwrap_or_else(|_| "warn,fuser::session=error".into()),
             )
+            .envs(self.db.env.iter().map(|(k, v)| (k, v)))
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .spawn()
@@ -207,7 +220,10 @@ impl Mount {
     /// PostgreSQL): an offline command on this store.
     pub fn command(&self, sub: &str) -> Command {
         let mut c = Command::new(bin());
-        c.arg(sub).arg(&self.backing).args(&self.db.args);
+        c.arg(sub)
+            .args(self.db.location(&self.backing))
+            .args(&self.db.args)
+            .envs(self.db.env.iter().map(|(k, v)| (k, v)));
         c
     }
 

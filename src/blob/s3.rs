@@ -1,0 +1,1527 @@
+//! [`S3Store`]: content in an S3-compatible bucket, worked on through a
+//! local cache of whole objects (docs/S3.md).
+//!
+//! ```text
+//! s3://BUCKET/PREFIX/objects/<ino hex16>/<version hex16>.<mtime ns>  one version of the content (immutable)
+//! s3://BUCKET/PREFIX/objects/<ino hex16>/attr.json                   its sidecar
+//! s3://BUCKET/PREFIX/.artfs/store-id                                 the store's id
+//! CACHE/objects/XX/<ino hex16>         local copy, XX = ino & 0xff (what the doors open)
+//! CACHE/objects/XX/<ino hex16>.cached  which version the copy is, and its size and times then
+//! CACHE/.artfs/uploads/<ino>-<version> a multipart upload under way (its id), aborted at start
+//! ```
+//!
+//! **Versions.** Content in the bucket is never overwritten: sending a
+//! file's changes puts version n+1 (a conditional put, so two writers
+//! never share a key), then deletes version n. The highest version is the
+//! content, as the object file is for a local store; a crash between the
+//! put and the delete leaves an older version, deleted when next seen.
+//! The mtime is in the key, so one LIST answers `stat`.
+//!
+//! **The copy.** The doors open local copies (passthrough, pread,
+//! pwrite), fetched whole before `open_*` returns. A copy is *clean* while
+//! its size, mtime and ctime are what they were when it last matched its
+//! version (`.cached` holds them, so this survives a restart); a write,
+//! a truncate or a crash mid-write shows as a change. Changes are sent at
+//! [`ContentStore::fsync`] and at the last close ([`ContentStore::close`]);
+//! one that could not be sent stays in the cache and is retried every
+//! second by the sender thread, and at the next start. A copy with no
+//! `.cached` is content never sent (a new file) if the bucket has no
+//! version of it, else a fetch cut short (thrown away).
+//!
+//! **Eviction.** Past `cache_size`, the least recently used copies that
+//! are clean and not open are removed (a reader holding one keeps its
+//! descriptor; the next open fetches again).
+//!
+//! **Followers** (read-only): never put, delete or write the bucket, and
+//! check the bucket's version at every open, as another node writes it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::{File, OpenOptions};
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path as Key;
+use object_store::{
+    ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+};
+use parking_lot::Mutex;
+
+use super::sidecar::{AttrJson, DirSync, Parsed, SidecarError};
+use super::{ContentStore, FoundSidecar, ObjectStat, Space};
+use crate::types::Timestamp;
+
+/// How to reach a bucket, and the local cache in front of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct S3Config {
+    pub bucket: String,
+    /// Key prefix of the store inside the bucket, without slashes at
+    /// either end; empty for the bucket's root.
+    pub prefix: String,
+    /// Endpoint URL of an S3-compatible service (MinIO, Ceph RGW,
+    /// Garage); `None`: AWS, or `AWS_ENDPOINT_URL` from the environment.
+    pub endpoint: Option<String>,
+    /// `None`: `AWS_REGION`, else us-east-1.
+    pub region: Option<String>,
+    /// `None`: `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, else the
+    /// profile (`AWS_PROFILE`, default `default`) of the shared
+    /// credentials file (`AWS_SHARED_CREDENTIALS_FILE`, default
+    /// `~/.aws/credentials`).
+    pub credentials: Option<Credentials>,
+    /// Bytes of local copies kept (clean, closed copies beyond it are
+    /// evicted; copies with unsent changes never are).
+    pub cache_size: u64,
+    /// Files larger than this are sent as multipart uploads.
+    pub multipart_threshold: u64,
+    /// A follower's store: reads only.
+    pub read_only: bool,
+}
+
+/// An access key; never logged (`Debug` hides the secret).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    pub key_id: String,
+    pub secret: String,
+    pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("key_id", &self.key_id)
+            .field("secret", &"<hidden>")
+            .finish()
+    }
+}
+
+/// Default `cache_size`: 10 GiB.
+pub const DEFAULT_CACHE_SIZE: u64 = 10 << 30;
+/// Default `multipart_threshold`: 32 MiB.
+pub const DEFAULT_MULTIPART_THRESHOLD: u64 = 32 << 20;
+/// Parts are at least this large (S3's minimum is 5 MiB) and grow so that
+/// 5 TiB fits in 10,000 parts.
+const MIN_PART: u64 = 16 << 20;
+/// Fetches of large objects: ranges of this size, this many at once.
+const FETCH_CHUNK: u64 = 8 << 20;
+const FETCH_PARALLEL: usize = 4;
+const PARTS_PARALLEL: usize = 4;
+
+impl S3Config {
+    /// Split `s3://BUCKET[/PREFIX]`.
+    pub fn parse_url(url: &str) -> Result<(String, String), String> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| format!("{url:?} is not an s3:// URL"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let valid = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if !valid {
+            return Err(format!(
+                "{bucket:?} is not a bucket name (3 to 63 of a-z, 0-9, '-' and '.')"
+            ));
+        }
+        let prefix = prefix.trim_matches('/');
+        if prefix.split('/').any(|p| p == "." || p == "..") {
+            return Err(format!("the prefix {prefix:?} may not hold . or .. parts"));
+        }
+        Ok((bucket.to_string(), prefix.to_string()))
+    }
+
+    /// `s3://BUCKET/PREFIX`, for messages.
+    pub fn url(&self) -> String {
+        if self.prefix.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{}", self.bucket, self.prefix)
+        }
+    }
+}
+
+/// Read the shared credentials file's profile, if there is one.
+fn profile_credentials() -> Option<Credentials> {
+    let file = std::env::var_os("AWS_SHARED_CREDENTIALS_FILE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".aws/credentials")))?;
+    let text = std::fs::read_to_string(file).ok()?;
+    let want = std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into());
+    let mut section = String::new();
+    let mut c = Credentials::default();
+    for line in text.lines().map(str::trim) {
+        if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = s.trim().trim_start_matches("profile ").to_string();
+        } else if section == want {
+            if let Some((k, v)) = line.split_once('=') {
+                let v = v.trim().to_string();
+                match k.trim() {
+                    "aws_access_key_id" => c.key_id = v,
+                    "aws_secret_access_key" => c.secret = v,
+                    "aws_session_token" => c.session_token = Some(v),
+                    _ => {}
+                }
+            }
+        }
+    }
+    (!c.key_id.is_empty() && !c.secret.is_empty()).then_some(c)
+}
+
+/// A copy's figures when it last matched its version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Stamp {
+    size: u64,
+    mtime: i64,
+    ctime: i64,
+}
+
+impl Stamp {
+    fn of(m: &std::fs::Metadata) -> Stamp {
+        Stamp {
+            size: m.len(),
+            mtime: Timestamp::mtime_of(m).0,
+            ctime: Timestamp::ctime_of(m).0,
+        }
+    }
+}
+
+/// The `.cached` record beside a copy.
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
+struct Cached {
+    version: u64,
+    #[serde(flatten)]
+    stamp: Stamp,
+}
+
+/// What the cache knows of one copy.
+#[derive(Clone, Debug, Default)]
+struct Entry {
+    /// The version the copy came from or was sent as; 0: none (new).
+    version: u64,
+    /// Its key in the bucket (to delete it when superseded).
+    key: Option<String>,
+    /// The copy's figures when it last matched `version`.
+    clean: Option<Stamp>,
+    /// Opens by the core not yet closed (`open_rw`, `open_or_create`,
+    /// `create_new` .. `close`).
+    writers: u32,
+    /// Checked against the bucket during this run.
+    checked: bool,
+    bytes: u64,
+    used: u64,
+}
+
+#[derive(Default)]
+struct CacheState {
+    entries: HashMap<u64, Entry>,
+    bytes: u64,
+    clock: u64,
+    /// Copies with changes to send once closed (a failed send, a crash).
+    unsent: BTreeSet<u64>,
+}
+
+/// One version found in the bucket.
+#[derive(Clone, Debug)]
+struct Version {
+    number: u64,
+    key: String,
+    size: u64,
+    mtime: Timestamp,
+}
+
+pub struct S3Store {
+    cfg: S3Config,
+    client: Arc<AmazonS3>,
+    rt: Option<tokio::runtime::Runtime>,
+    /// `CACHE/objects`.
+    root: PathBuf,
+    /// `CACHE/.artfs`.
+    state_dir: PathBuf,
+    state: Mutex<CacheState>,
+    /// One lock per stripe of inode numbers: operations on one object
+    /// (fetch, send, remove) never overlap.
+    stripes: Vec<Mutex<()>>,
+    stop: Arc<AtomicBool>,
+    sender: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+fn s3_err(what: &str, key: &str, e: object_store::Error) -> io::Error {
+    use object_store::Error as E;
+    let kind = match &e {
+        E::NotFound { .. } => io::ErrorKind::NotFound,
+        E::AlreadyExists { .. } | E::Precondition { .. } => io::ErrorKind::AlreadyExists,
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => io::ErrorKind::PermissionDenied,
+        _ => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, format!("S3 {what} {key}: {e}"))
+}
+
+fn gone(r: io::Result<()>) -> io::Result<()> {
+    match r {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+impl S3Store {
+    /// Connect to the bucket and open the cache under `cache_dir` (made if
+    /// absent). Checks the bucket answers.
+    pub fn open(cfg: S3Config, cache_dir: &Path) -> io::Result<Arc<S3Store>> {
+        // Client options first: they replace what `with_allow_http` sets.
+        let options = ClientOptions::new()
+            .with_timeout(Duration::from_secs(60))
+            .with_connect_timeout(Duration::from_secs(5));
+        let mut b = AmazonS3Builder::from_env()
+            .with_client_options(options)
+            .with_bucket_name(&cfg.bucket);
+        if let Some(e) = &cfg.endpoint {
+            b = b
+                .with_endpoint(e)
+                .with_allow_http(e.starts_with("http://"))
+                .with_virtual_hosted_style_request(false);
+        }
+        match &cfg.region {
+            Some(r) => b = b.with_region(r),
+            None if std::env::var_os("AWS_REGION").is_none()
+                && std::env::var_os("AWS_DEFAULT_REGION").is_none() =>
+            {
+                b = b.with_region("us-east-1")
+            }
+            None => {}
+        }
+        let creds = cfg.credentials.clone().or_else(|| {
+            std::env::var_os("AWS_ACCESS_KEY_ID")
+                .is_none()
+                .then(profile_credentials)
+                .flatten()
+        });
+        if let Some(c) = creds {
+            b = b
+                .with_access_key_id(c.key_id)
+                .with_secret_access_key(c.secret);
+            if let Some(t) = c.session_token {
+                b = b.with_token(t);
+            }
+        }
+        // Throttling (503 SlowDown), timeouts and 5xx are retried with
+        // backoff; a store still failing after ~20 s gives EIO.
+        let retry = RetryConfig {
+            max_retries: 6,
+            retry_timeout: Duration::from_secs(20),
+            ..RetryConfig::default()
+        };
+        let client = b
+            .with_retry(retry)
+            .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch)
+            .build()
+            .map_err(|e| io::Error::other(format!("S3 {}: {e}", cfg.url())))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("artfs-s3")
+            .enable_all()
+            .build()?;
+        let root = cache_dir.join("objects");
+        for i in 0..=255u8 {
+            std::fs::create_dir_all(root.join(format!("{i:02x}")))?;
+        }
+        let state_dir = cache_dir.join(".artfs");
+        std::fs::create_dir_all(state_dir.join("uploads"))?;
+        let store = Arc::new(S3Store {
+            cfg,
+            client: Arc::new(client),
+            rt: Some(rt),
+            root,
+            state_dir,
+            state: Mutex::new(CacheState::default()),
+            stripes: (0..64).map(|_| Mutex::new(())).collect(),
+            stop: Arc::new(AtomicBool::new(false)),
+            sender: Mutex::new(None),
+        });
+        store.check_bucket()?;
+        store.load_cache()?;
+        if !store.cfg.read_only {
+            store.start_sender();
+        }
+        Ok(store)
+    }
+
+    /// Run `fut` on the store's runtime and wait for it, from any thread
+    /// (the doors call the core from FUSE threads and the API's blocking
+    /// pool alike).
+    fn run<T: Send + 'static>(&self, fut: impl Future<Output = T> + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.rt.as_ref().expect("runtime").spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        rx.recv().expect("the S3 runtime stopped")
+    }
+
+    fn key(&self, rest: &str) -> String {
+        if self.cfg.prefix.is_empty() {
+            rest.to_string()
+        } else {
+            format!("{}/{rest}", self.cfg.prefix)
+        }
+    }
+
+    fn object_dir_key(&self, ino: u64) -> String {
+        self.key(&format!("objects/{ino:016x}/"))
+    }
+
+    fn sidecar_key(&self, ino: u64) -> String {
+        self.key(&format!("objects/{ino:016x}/attr.json"))
+    }
+
+    fn identity_key(&self) -> String {
+        self.key(".artfs/store-id")
+    }
+
+    fn copy_path(&self, ino: u64) -> PathBuf {
+        self.root
+            .join(format!("{:02x}", ino & 0xff))
+            .join(format!("{ino:016x}"))
+    }
+
+    fn record_path(&self, ino: u64) -> PathBuf {
+        self.root
+            .join(format!("{:02x}", ino & 0xff))
+            .join(format!("{ino:016x}.cached"))
+    }
+
+    fn stripe(&self, ino: u64) -> parking_lot::MutexGuard<'_, ()> {
+        self.stripes[(ino % self.stripes.len() as u64) as usize].lock()
+    }
+
+    fn refuse_write(&self) -> io::Result<()> {
+        if self.cfg.read_only {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "a follower never writes the bucket",
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_bucket(&self) -> io::Result<()> {
+        let client = self.client.clone();
+        let prefix = Key::from(self.key(".artfs"));
+        let url = self.cfg.url();
+        self.run(async move { client.list_with_delimiter(Some(&prefix)).await })
+            .map(|_| ())
+            .map_err(|e| io::Error::other(format!("S3 bucket {url}: {e}")))
+    }
+
+    // ---- the bucket ---------------------------------------------------
+
+    /// Every version of object `ino` in the bucket, oldest first.
+    fn versions(&self, ino: u64) -> io::Result<Vec<Version>> {
+        let client = self.client.clone();
+        let dir = self.object_dir_key(ino);
+        let prefix = Key::from(dir.trim_end_matches('/'));
+        let listed: Vec<object_store::ObjectMeta> = self
+            .run(async move { client.list(Some(&prefix)).try_collect().await })
+            .map_err(|e| s3_err("list", &dir, e))?;
+        let mut out: Vec<Version> = listed
+            .into_iter()
+            .filter_map(|m| {
+                let key = m.location.to_string();
+                let name = key.rsplit('/').next()?;
+                let (number, mtime) = parse_version(name)?;
+                Some(Version {
+                    number,
+                    key,
+                    size: m.size,
+                    mtime,
+                })
+            })
+            .collect();
+        out.sort_by_key(|v| v.number);
+        Ok(out)
+    }
+
+    /// The current version of `ino`; older ones left by a crash are
+    /// deleted (not by a follower).
+    fn current(&self, ino: u64) -> io::Result<Option<Version>> {
+        let mut all = self.versions(ino)?;
+        let last = all.pop();
+        if !self.cfg.read_only {
+            for old in all {
+                self.delete_key(&old.key)?;
+            }
+        }
+        Ok(last)
+    }
+
+    fn delete_key(&self, key: &str) -> io::Result<()> {
+        let client = self.client.clone();
+        let k = Key::from(key);
+        gone(
+            self.run(async move { client.delete(&k).await })
+                .map_err(|e| s3_err("delete", key, e)),
+        )
+    }
+
+    fn get_bytes(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
+        let client = self.client.clone();
+        let k = Key::from(key);
+        let got = self.run(async move {
+            match client.get(&k).await {
+                Ok(r) => r.bytes().await.map(Some),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        });
+        got.map(|b| b.map(|b| b.to_vec()))
+            .map_err(|e| s3_err("get", key, e))
+    }
+
+    fn put_bytes(&self, key: &str, bytes: Vec<u8>, mode: PutMode) -> io::Result<()> {
+        let client = self.client.clone();
+        let k = Key::from(key);
+        self.run(async move {
+            client
+                .put_opts(&k, PutPayload::from(bytes), PutOptions::from(mode))
+                .await
+        })
+        .map(|_| ())
+        .map_err(|e| s3_err("put", key, e))
+    }
+
+    /// Download `v` into a new copy of `ino` (temp file, then renamed), and
+    /// record it clean.
+    fn fetch(&self, ino: u64, v: &Version) -> io::Result<Stamp> {
+        let path = self.copy_path(ino);
+        let tmp = path.with_extension("fetch");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        let result = self.download(&file, v).and_then(|()| {
+            file.set_modified(v.mtime.to_system())?;
+            // The copy's bytes are on disk before the record says so.
+            file.sync_data()?;
+            std::fs::rename(&tmp, &path)?;
+            Ok(Stamp::of(&file.metadata()?))
+        });
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        let stamp = result?;
+        self.write_record(ino, v.number, stamp)?;
+        Ok(stamp)
+    }
+
+    fn download(&self, file: &File, v: &Version) -> io::Result<()> {
+        let client = self.client.clone();
+        let key = Key::from(v.key.as_str());
+        let size = v.size;
+        let ranges: Vec<std::ops::Range<u64>> = (0..size.div_ceil(FETCH_CHUNK))
+            .map(|i| i * FETCH_CHUNK..((i + 1) * FETCH_CHUNK).min(size))
+            .collect();
+        let out = file.try_clone()?;
+        self.run(async move {
+            futures_util::stream::iter(ranges)
+                .map(|r| {
+                    let client = client.clone();
+                    let key = key.clone();
+                    async move {
+                        let start = r.start;
+                        let want = r.end - r.start;
+                        let bytes = client.get_range(&key, r).await?;
+                        if bytes.len() as u64 != want {
+                            return Err(object_store::Error::Generic {
+                                store: "S3",
+                                source: format!(
+                                    "a range of {want} bytes at {start} came back with {}",
+                                    bytes.len()
+                                )
+                                .into(),
+                            });
+                        }
+                        Ok((start, bytes))
+                    }
+                })
+                .buffer_unordered(FETCH_PARALLEL)
+                .try_for_each(|(start, bytes)| {
+                    let r =
+                        out.write_all_at(&bytes, start)
+                            .map_err(|e| object_store::Error::Generic {
+                                store: "cache",
+                                source: Box::new(e),
+                            });
+                    async move { r }
+                })
+                .await
+        })
+        .map_err(|e| s3_err("get", &v.key, e))?;
+        file.set_len(size)
+    }
+
+    /// Send the content of `file` (the copy of `ino`) as a new version,
+    /// unless it is unchanged since it last matched. Caller holds the
+    /// stripe.
+    fn send(&self, ino: u64, file: &File) -> io::Result<()> {
+        self.refuse_write()?;
+        let stamp = Stamp::of(&file.metadata()?);
+        let entry = self.state.lock().entries.get(&ino).cloned();
+        let entry = entry.unwrap_or_default();
+        if entry.clean == Some(stamp) {
+            return Ok(());
+        }
+        let mut number = entry.version + 1;
+        let mut superseded = entry.key.clone();
+        let key = loop {
+            let key = self.key(&format!(
+                "objects/{ino:016x}/{}",
+                version_name(number, Timestamp(stamp.mtime))
+            ));
+            match self.upload(ino, number, &key, file, stamp.size) {
+                Ok(()) => break key,
+                Err(e)
+                    if e.kind() == io::ErrorKind::AlreadyExists && number == entry.version + 1 =>
+                {
+                    // Someone wrote this number (a crash after a put, before
+                    // its record): go past what the bucket holds.
+                    let cur = self.versions(ino)?;
+                    number = cur.last().map_or(0, |v| v.number) + 1;
+                    superseded = cur.last().map(|v| v.key.clone());
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        crate::crash_point!("s3::after_put");
+        self.write_record(ino, number, stamp)?;
+        {
+            let mut st = self.state.lock();
+            let e = st.entries.entry(ino).or_default();
+            e.version = number;
+            e.key = Some(key);
+            e.clean = Some(stamp);
+            e.checked = true;
+            st.unsent.remove(&ino);
+        }
+        if let Some(old) = superseded {
+            if let Err(e) = self.delete_key(&old) {
+                // Deleted when next listed.
+                tracing::warn!(ino, key = %old, error = %e, "could not delete a superseded version");
+            }
+        }
+        Ok(())
+    }
+
+    /// Put `size` bytes of `file` under `key`, never over an existing key.
+    fn upload(&self, ino: u64, number: u64, key: &str, file: &File, size: u64) -> io::Result<()> {
+        if size <= self.cfg.multipart_threshold {
+            let mut buf = vec![0u8; size as usize];
+            file.read_exact_at(&mut buf, 0)?;
+            return self.put_bytes(key, buf, PutMode::Create);
+        }
+        let part = MIN_PART.max(size.div_ceil(10_000).next_multiple_of(1 << 20));
+        let client = self.client.clone();
+        let k = Key::from(key);
+        let id = {
+            let (client, k) = (client.clone(), k.clone());
+            self.run(async move { client.create_multipart(&k).await })
+                .map_err(|e| s3_err("create multipart upload", key, e))?
+        };
+        // Recorded so that a crash leaves nothing behind: the next start
+        // aborts it.
+        let marker = self
+            .state_dir
+            .join("uploads")
+            .join(format!("{ino:016x}-{number:016x}"));
+        super::write_atomic(&marker, format!("{key}\n{id}\n").as_bytes())?;
+        let src = file.try_clone()?;
+        let parts: Vec<(usize, u64, u64)> = (0..size.div_ceil(part))
+            .map(|i| (i as usize, i * part, ((i + 1) * part).min(size) - i * part))
+            .collect();
+        let sent = {
+            let (client, k, id) = (client.clone(), k.clone(), id.clone());
+            self.run(async move {
+                let mut done: Vec<(usize, PartId)> = futures_util::stream::iter(parts)
+                    .map(|(idx, off, len)| {
+                        let (client, k, id) = (client.clone(), k.clone(), id.clone());
+                        let src = src.try_clone();
+                        async move {
+                            let src = src.map_err(|e| object_store::Error::Generic {
+                                store: "cache",
+                                source: Box::new(e),
+                            })?;
+                            let buf = tokio::task::spawn_blocking(move || {
+                                let mut buf = vec![0u8; len as usize];
+                                src.read_exact_at(&mut buf, off).map(|()| buf)
+                            })
+                            .await
+                            .expect("read task")
+                            .map_err(|e| {
+                                object_store::Error::Generic {
+                                    store: "cache",
+                                    source: Box::new(e),
+                                }
+                            })?;
+                            let pid = client.put_part(&k, &id, idx, PutPayload::from(buf)).await?;
+                            Ok::<_, object_store::Error>((idx, pid))
+                        }
+                    })
+                    .buffer_unordered(PARTS_PARALLEL)
+                    .try_collect()
+                    .await?;
+                done.sort_by_key(|(i, _)| *i);
+                let parts = done.into_iter().map(|(_, p)| p).collect();
+                crate::crash_point!("s3::before_complete");
+                client.complete_multipart(&k, &id, parts).await
+            })
+        };
+        match sent {
+            Ok(_) => {
+                let _ = std::fs::remove_file(&marker);
+                Ok(())
+            }
+            Err(e) => {
+                let (client, k2, id2) = (client.clone(), k.clone(), id.clone());
+                if self
+                    .run(async move { client.abort_multipart(&k2, &id2).await })
+                    .is_ok()
+                {
+                    let _ = std::fs::remove_file(&marker);
+                }
+                Err(s3_err("multipart upload", key, e))
+            }
+        }
+    }
+
+    /// Abort the multipart uploads a crash left; returns how many.
+    fn abort_leftover_uploads(&self) -> io::Result<usize> {
+        let mut n = 0;
+        for e in std::fs::read_dir(self.state_dir.join("uploads"))? {
+            let path = e?.path();
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let mut lines = text.lines();
+            if let (Some(key), Some(id)) = (lines.next(), lines.next()) {
+                let client = self.client.clone();
+                let (k, id) = (Key::from(key), id.to_string());
+                match self.run(async move { client.abort_multipart(&k, &id).await }) {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(s3_err("abort multipart upload", key, e)),
+                }
+                n += 1;
+            }
+            std::fs::remove_file(&path)?;
+        }
+        Ok(n)
+    }
+
+    // ---- the cache ----------------------------------------------------
+
+    fn write_record(&self, ino: u64, version: u64, stamp: Stamp) -> io::Result<()> {
+        let rec = serde_json::to_vec(&Cached { version, stamp }).expect("record");
+        let path = self.record_path(ino);
+        let tmp = path.with_extension("cached-tmp");
+        std::fs::write(&tmp, rec)?;
+        std::fs::rename(&tmp, &path)
+    }
+
+    fn read_record(&self, ino: u64) -> Option<Cached> {
+        let bytes = std::fs::read(self.record_path(ino)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Drop the copy of `ino` and its record.
+    fn drop_copy(&self, ino: u64) -> io::Result<()> {
+        gone(std::fs::remove_file(self.record_path(ino)))?;
+        gone(std::fs::remove_file(self.copy_path(ino)))?;
+        let mut st = self.state.lock();
+        if let Some(e) = st.entries.remove(&ino) {
+            st.bytes = st.bytes.saturating_sub(e.bytes);
+        }
+        st.unsent.remove(&ino);
+        Ok(())
+    }
+
+    /// Learn the copies already in the cache: their sizes, and which hold
+    /// changes not sent (a crash, a failed send).
+    fn load_cache(&self) -> io::Result<()> {
+        if !self.cfg.read_only {
+            let n = self.abort_leftover_uploads()?;
+            if n > 0 {
+                tracing::info!(count = n, "aborted multipart uploads left by a crash");
+            }
+        }
+        let mut st = self.state.lock();
+        for i in 0..=255u8 {
+            for e in std::fs::read_dir(self.root.join(format!("{i:02x}")))? {
+                let e = e?;
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if name.ends_with(".fetch") || name.ends_with(".cached-tmp") {
+                    // A fetch or record write cut short.
+                    let _ = std::fs::remove_file(e.path());
+                    continue;
+                }
+                let Some(ino) = (name.len() == 16)
+                    .then(|| u64::from_str_radix(&name, 16).ok())
+                    .flatten()
+                else {
+                    continue;
+                };
+                let m = e.metadata()?;
+                let rec = self.read_record(ino);
+                let entry = Entry {
+                    version: rec.map_or(0, |r| r.version),
+                    clean: rec.map(|r| r.stamp),
+                    bytes: m.len(),
+                    ..Entry::default()
+                };
+                if rec.is_some_and(|r| r.stamp != Stamp::of(&m)) {
+                    st.unsent.insert(ino);
+                }
+                st.bytes += m.len();
+                st.entries.insert(ino, entry);
+            }
+        }
+        Ok(())
+    }
+
+    /// Make sure the copy of `ino` is there and current; `Ok(false)` when
+    /// there is no object. Caller holds the stripe.
+    fn materialise(&self, ino: u64) -> io::Result<bool> {
+        let path = self.copy_path(ino);
+        let known = self.state.lock().entries.get(&ino).cloned();
+        let local = match std::fs::metadata(&path) {
+            Ok(m) => Some(m),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        if let (Some(e), Some(m)) = (&known, &local) {
+            if e.checked && !self.cfg.read_only {
+                self.touch(ino, m.len());
+                return Ok(true);
+            }
+            let cur = self.current(ino)?;
+            let keep = match (&cur, e.version) {
+                // A new file, never sent.
+                (None, 0) => e.clean.is_none(),
+                (Some(v), n) if v.number == n && n > 0 => true,
+                (Some(v), 0) if e.clean.is_none() => {
+                    // A copy without a record: a fetch cut short before its
+                    // record, or a new file whose first send was cut short
+                    // after the put. The bucket has the content (or more).
+                    tracing::debug!(ino, version = v.number, "a copy with no record; refetching");
+                    false
+                }
+                _ => false,
+            };
+            if keep {
+                let mut st = self.state.lock();
+                if let Some(e) = st.entries.get_mut(&ino) {
+                    e.checked = true;
+                    if let Some(v) = &cur {
+                        e.key = Some(v.key.clone());
+                    }
+                }
+                drop(st);
+                self.touch(ino, m.len());
+                return Ok(true);
+            }
+            if e.clean.is_some_and(|c| c != Stamp::of(m)) {
+                tracing::warn!(
+                    ino,
+                    "the bucket holds another version than the changed local copy; \
+                    the bucket's wins and the local changes are dropped"
+                );
+            }
+            self.drop_copy(ino)?;
+            return match cur {
+                Some(v) => self.fetch_entry(ino, &v).map(|()| true),
+                None => Ok(false),
+            };
+        }
+        if let Some(m) = local {
+            // A copy the cache did not know (made before this run, no
+            // record): new content if the bucket has none.
+            let cur = self.current(ino)?;
+            if cur.is_none() {
+                let mut st = self.state.lock();
+                st.bytes += m.len();
+                st.unsent.insert(ino);
+                st.entries.insert(
+                    ino,
+                    Entry {
+                        checked: true,
+                        bytes: m.len(),
+                        ..Entry::default()
+                    },
+                );
+                return Ok(true);
+            }
+            self.drop_copy(ino)?;
+            return self.fetch_entry(ino, &cur.unwrap()).map(|()| true);
+        }
+        match self.current(ino)? {
+            Some(v) => self.fetch_entry(ino, &v).map(|()| true),
+            None => {
+                self.drop_copy(ino)?;
+                Ok(false)
+            }
+        }
+    }
+
+    fn fetch_entry(&self, ino: u64, v: &Version) -> io::Result<()> {
+        let stamp = self.fetch(ino, v)?;
+        {
+            let mut st = self.state.lock();
+            st.bytes += stamp.size;
+            st.entries.insert(
+                ino,
+                Entry {
+                    version: v.number,
+                    key: Some(v.key.clone()),
+                    clean: Some(stamp),
+                    checked: true,
+                    bytes: stamp.size,
+                    ..Entry::default()
+                },
+            );
+        }
+        self.touch(ino, stamp.size);
+        Ok(())
+    }
+
+    fn touch(&self, ino: u64, len: u64) {
+        let mut st = self.state.lock();
+        st.clock += 1;
+        let clock = st.clock;
+        let mut delta = 0i64;
+        if let Some(e) = st.entries.get_mut(&ino) {
+            e.used = clock;
+            delta = len as i64 - e.bytes as i64;
+            e.bytes = len;
+        }
+        st.bytes = (st.bytes as i64 + delta).max(0) as u64;
+    }
+
+    fn open_copy(&self, ino: u64, write: bool) -> io::Result<File> {
+        let mut o = OpenOptions::new();
+        o.read(true)
+            .write(write)
+            .custom_flags(libc::O_NOATIME | libc::O_CLOEXEC);
+        o.open(self.copy_path(ino))
+    }
+
+    fn opened(&self, ino: u64) {
+        if let Some(e) = self.state.lock().entries.get_mut(&ino) {
+            e.writers += 1;
+        }
+    }
+
+    /// Remove the least recently used clean, closed copies until the
+    /// cache fits its size.
+    fn evict(&self) {
+        let victims: Vec<u64> = {
+            let st = self.state.lock();
+            if st.bytes <= self.cfg.cache_size {
+                return;
+            }
+            let mut c: Vec<(u64, u64, u64)> = st
+                .entries
+                .iter()
+                .filter(|(ino, e)| {
+                    e.writers == 0 && e.version > 0 && e.clean.is_some() && !st.unsent.contains(ino)
+                })
+                .map(|(ino, e)| (e.used, *ino, e.bytes))
+                .collect();
+            c.sort_unstable();
+            let mut over = st.bytes - self.cfg.cache_size;
+            c.into_iter()
+                .take_while(|(_, _, b)| {
+                    let go = over > 0;
+                    over = over.saturating_sub(*b);
+                    go
+                })
+                .map(|(_, ino, _)| ino)
+                .collect()
+        };
+        for ino in victims {
+            let Some(_g) = self.stripes[(ino % self.stripes.len() as u64) as usize].try_lock()
+            else {
+                continue;
+            };
+            let still = self.state.lock().entries.get(&ino).is_some_and(|e| {
+                e.writers == 0
+                    && std::fs::metadata(self.copy_path(ino))
+                        .is_ok_and(|m| e.clean == Some(Stamp::of(&m)))
+            });
+            if still {
+                if let Err(e) = self.drop_copy(ino) {
+                    tracing::warn!(ino, error = %e, "could not evict a cached copy");
+                }
+            }
+        }
+    }
+
+    /// The thread that retries sending closed copies with changes.
+    fn start_sender(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let stop = self.stop.clone();
+        let h = std::thread::Builder::new()
+            .name("artfs-s3-send".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_secs(1));
+                    let Some(store) = weak.upgrade() else { return };
+                    store.send_unsent();
+                }
+            })
+            .expect("spawn the S3 sender");
+        *self.sender.lock() = Some(h);
+    }
+
+    /// Send what closed copies hold unsent; returns how many failed.
+    pub fn send_unsent(&self) -> usize {
+        let todo: Vec<u64> = {
+            let st = self.state.lock();
+            st.unsent
+                .iter()
+                .filter(|ino| st.entries.get(ino).is_none_or(|e| e.writers == 0))
+                .copied()
+                .collect()
+        };
+        let mut failed = 0;
+        for ino in todo {
+            let _g = self.stripe(ino);
+            if !self.state.lock().unsent.contains(&ino) {
+                continue;
+            }
+            let r = self.open_copy(ino, false).and_then(|f| self.send(ino, &f));
+            match r {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.state.lock().unsent.remove(&ino);
+                }
+                Err(e) => {
+                    failed += 1;
+                    tracing::warn!(ino, error = %e, "could not send a file's changes to S3; retrying");
+                }
+            }
+        }
+        failed
+    }
+
+    /// The store id kept in the bucket, if any.
+    pub fn stored_identity(&self) -> io::Result<Option<String>> {
+        Ok(self
+            .get_bytes(&self.identity_key())?
+            .map(|b| String::from_utf8_lossy(&b).trim().to_string()))
+    }
+}
+
+impl Drop for S3Store {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(rt) = self.rt.take() {
+            // Dropping a runtime inside another's context panics.
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn version_name(number: u64, mtime: Timestamp) -> String {
+    format!("{number:016x}.{}", mtime.0)
+}
+
+fn parse_version(name: &str) -> Option<(u64, Timestamp)> {
+    let (n, t) = name.split_once('.')?;
+    if n.len() != 16 {
+        return None;
+    }
+    Some((u64::from_str_radix(n, 16).ok()?, Timestamp(t.parse().ok()?)))
+}
+
+fn object_stat(size: u64, mtime: Timestamp) -> ObjectStat {
+    ObjectStat {
+        size,
+        mtime,
+        ctime: mtime,
+        blocks: size.div_ceil(4096) * 8,
+    }
+}
+
+impl ContentStore for S3Store {
+    fn open_rw(&self, ino: u64) -> io::Result<File> {
+        let _g = self.stripe(ino);
+        if !self.materialise(ino)? {
+            return Err(io::ErrorKind::NotFound.into());
+        }
+        let f = self.open_copy(ino, !self.cfg.read_only)?;
+        self.opened(ino);
+        Ok(f)
+    }
+
+    fn open_read(&self, ino: u64) -> io::Result<File> {
+        let _g = self.stripe(ino);
+        if !self.materialise(ino)? {
+            return Err(io::ErrorKind::NotFound.into());
+        }
+        self.open_copy(ino, false)
+    }
+
+    fn open_or_create(&self, ino: u64) -> io::Result<File> {
+        let _g = self.stripe(ino);
+        if !self.materialise(ino)? {
+            self.refuse_write()?;
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(self.copy_path(ino))?;
+            self.state.lock().entries.insert(
+                ino,
+                Entry {
+                    checked: true,
+                    ..Entry::default()
+                },
+            );
+        }
+        let f = self.open_copy(ino, !self.cfg.read_only)?;
+        self.opened(ino);
+        Ok(f)
+    }
+
+    fn create_new(&self, ino: u64) -> io::Result<File> {
+        self.refuse_write()?;
+        let _g = self.stripe(ino);
+        // Inode numbers are never reused, so the bucket cannot hold one
+        // not made yet: only the cache is asked.
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOATIME | libc::O_CLOEXEC)
+            .open(self.copy_path(ino))?;
+        self.state.lock().entries.insert(
+            ino,
+            Entry {
+                checked: true,
+                writers: 1,
+                ..Entry::default()
+            },
+        );
+        Ok(f)
+    }
+
+    fn adopt(&self, ino: u64, staged: &Path) -> io::Result<ObjectStat> {
+        self.refuse_write()?;
+        let _g = self.stripe(ino);
+        if std::fs::symlink_metadata(self.copy_path(ino)).is_ok() || !self.versions(ino)?.is_empty()
+        {
+            return Err(io::ErrorKind::AlreadyExists.into());
+        }
+        let file = File::open(staged)?;
+        let stamp = Stamp::of(&file.metadata()?);
+        let key = self.key(&format!(
+            "objects/{ino:016x}/{}",
+            version_name(1, Timestamp(stamp.mtime))
+        ));
+        self.upload(ino, 1, &key, &file, stamp.size)?;
+        std::fs::rename(staged, self.copy_path(ino))?;
+        // A rename changes the ctime of some filesystems' inodes.
+        let stamp = Stamp::of(&std::fs::metadata(self.copy_path(ino))?);
+        self.write_record(ino, 1, stamp)?;
+        let mut st = self.state.lock();
+        st.bytes += stamp.size;
+        st.entries.insert(
+            ino,
+            Entry {
+                version: 1,
+                key: Some(key),
+                clean: Some(stamp),
+                checked: true,
+                bytes: stamp.size,
+                ..Entry::default()
+            },
+        );
+        drop(st);
+        let placed = ObjectStat::of(&std::fs::metadata(self.copy_path(ino))?);
+        self.evict();
+        Ok(placed)
+    }
+
+    fn fsync(&self, ino: u64, file: &File, _data_only: bool) -> io::Result<()> {
+        if self.cfg.read_only {
+            return Ok(());
+        }
+        let _g = self.stripe(ino);
+        let r = self.send(ino, file);
+        if r.is_err() {
+            self.state.lock().unsent.insert(ino);
+        }
+        r
+    }
+
+    fn close(&self, ino: u64, file: &File) -> io::Result<()> {
+        let r = {
+            let _g = self.stripe(ino);
+            let r = if self.cfg.read_only {
+                Ok(())
+            } else {
+                self.send(ino, file)
+            };
+            let mut st = self.state.lock();
+            if r.is_err() {
+                st.unsent.insert(ino);
+            }
+            if let Some(e) = st.entries.get_mut(&ino) {
+                e.writers = e.writers.saturating_sub(1);
+            }
+            r
+        };
+        if let Ok(m) = file.metadata() {
+            self.touch(ino, m.len());
+        }
+        self.evict();
+        r
+    }
+
+    fn stat(&self, ino: u64) -> io::Result<Option<ObjectStat>> {
+        let _g = self.stripe(ino);
+        let known = self.state.lock().entries.get(&ino).cloned();
+        if let Ok(m) = std::fs::metadata(self.copy_path(ino)) {
+            let changed = match &known {
+                Some(e) => e.version == 0 || e.clean != Some(Stamp::of(&m)),
+                None => self
+                    .read_record(ino)
+                    .is_some_and(|r| r.stamp != Stamp::of(&m)),
+            };
+            if changed || known.as_ref().is_some_and(|e| e.checked) {
+                return Ok(Some(ObjectStat::of(&m)));
+            }
+            if known.is_none() && self.read_record(ino).is_none() && self.current(ino)?.is_none() {
+                // New content from before a restart, never sent: to send.
+                self.state.lock().unsent.insert(ino);
+                return Ok(Some(ObjectStat::of(&m)));
+            }
+        }
+        Ok(self.current(ino)?.map(|v| object_stat(v.size, v.mtime)))
+    }
+
+    fn remove(&self, ino: u64) -> io::Result<()> {
+        self.refuse_write()?;
+        let _g = self.stripe(ino);
+        // The copy first: a crash before the bucket's versions go leaves
+        // the object whole (removal is repeated), never a copy that would
+        // look like new content.
+        self.drop_copy(ino)?;
+        for v in self.versions(ino)? {
+            self.delete_key(&v.key)?;
+        }
+        Ok(())
+    }
+
+    fn list(&self) -> io::Result<(Vec<u64>, Vec<PathBuf>)> {
+        let client = self.client.clone();
+        let dir = self.key("objects");
+        let prefix = Key::from(dir.as_str());
+        let listed: Vec<object_store::ObjectMeta> = self
+            .run(async move { client.list(Some(&prefix)).try_collect().await })
+            .map_err(|e| s3_err("list", &dir, e))?;
+        let mut inos = BTreeSet::new();
+        let mut stray = Vec::new();
+        for m in listed {
+            let key = m.location.to_string();
+            let rel = key.strip_prefix(&format!("{dir}/")).unwrap_or(&key);
+            let parsed = rel.split_once('/').and_then(|(i, name)| {
+                let ino = (i.len() == 16).then(|| u64::from_str_radix(i, 16).ok())??;
+                match name {
+                    "attr.json" => Some(None),
+                    n => parse_version(n).map(|_| Some(ino)),
+                }
+            });
+            match parsed {
+                Some(Some(ino)) => {
+                    inos.insert(ino);
+                }
+                Some(None) => {}
+                None => stray.push(PathBuf::from(format!("s3://{}/{key}", self.cfg.bucket))),
+            }
+        }
+        // New content not sent yet is an object too.
+        for i in 0..=255u8 {
+            for e in std::fs::read_dir(self.root.join(format!("{i:02x}")))? {
+                let name = e?.file_name();
+                let name = name.to_string_lossy();
+                if let Some(ino) = (name.len() == 16)
+                    .then(|| u64::from_str_radix(&name, 16).ok())
+                    .flatten()
+                {
+                    if self.read_record(ino).is_none() {
+                        inos.insert(ino);
+                    }
+                }
+            }
+        }
+        Ok((inos.into_iter().collect(), stray))
+    }
+
+    fn location(&self, ino: u64) -> String {
+        format!("s3://{}/{}", self.cfg.bucket, self.object_dir_key(ino))
+    }
+
+    fn read_sidecar(&self, ino: u64) -> Result<Option<Parsed>, SidecarError> {
+        match self.get_bytes(&self.sidecar_key(ino))? {
+            Some(bytes) => AttrJson::parse(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn write_sidecar(&self, ino: u64, doc: &AttrJson, _when: DirSync) -> io::Result<()> {
+        self.refuse_write()?;
+        // A put replaces the document whole and is durable when it returns.
+        self.put_bytes(&self.sidecar_key(ino), doc.to_json(), PutMode::Overwrite)
+    }
+
+    fn remove_sidecar(&self, ino: u64) -> io::Result<()> {
+        self.refuse_write()?;
+        self.delete_key(&self.sidecar_key(ino))
+    }
+
+    fn sidecars(&self) -> Box<dyn Iterator<Item = FoundSidecar> + '_> {
+        let client = self.client.clone();
+        let dir = self.key("objects");
+        let prefix = Key::from(dir.as_str());
+        let bucket = self.cfg.bucket.clone();
+        let found: Result<Vec<FoundSidecar>, object_store::Error> = self.run(async move {
+            let mut keys: Vec<String> = client
+                .list(Some(&prefix))
+                .try_filter_map(|m| {
+                    let k = m.location.to_string();
+                    async move { Ok(k.ends_with("/attr.json").then_some(k)) }
+                })
+                .try_collect()
+                .await?;
+            keys.sort();
+            futures_util::stream::iter(keys)
+                .map(|k| {
+                    let client = client.clone();
+                    let bucket = bucket.clone();
+                    async move {
+                        let bytes = client.get(&Key::from(k.as_str())).await?.bytes().await?;
+                        let ino = k
+                            .rsplit('/')
+                            .nth(1)
+                            .filter(|i| i.len() == 16)
+                            .and_then(|i| u64::from_str_radix(i, 16).ok());
+                        Ok(FoundSidecar {
+                            ino,
+                            path: PathBuf::from(format!("s3://{bucket}/{k}")),
+                            parsed: AttrJson::parse(&bytes),
+                        })
+                    }
+                })
+                .buffered(16)
+                .try_collect()
+                .await
+        });
+        match found {
+            Ok(v) => Box::new(v.into_iter()),
+            Err(e) => Box::new(std::iter::once(FoundSidecar {
+                ino: None,
+                path: PathBuf::from(self.cfg.url()),
+                parsed: Err(s3_err("list", &dir, e).into()),
+            })),
+        }
+    }
+
+    fn sweep_temp(&self) -> io::Result<usize> {
+        // Puts leave no temp objects; multipart uploads a crash left were
+        // aborted at open.
+        Ok(0)
+    }
+
+    fn sync_all(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn staging_dir(&self) -> PathBuf {
+        self.state_dir.join("import")
+    }
+
+    fn space(&self) -> io::Result<Space> {
+        let v = nix::sys::statvfs::statvfs(&self.root).map_err(io::Error::from)?;
+        Ok(Space {
+            frsize: v.fragment_size(),
+            blocks: v.blocks(),
+            bfree: v.blocks_free(),
+            bavail: v.blocks_available(),
+            ffree: v.files_free(),
+        })
+    }
+
+    fn check_ready(&self) -> io::Result<()> {
+        nix::unistd::access(&self.root.join("00"), nix::unistd::AccessFlags::W_OK)
+            .map_err(io::Error::from)?;
+        self.check_bucket()
+    }
+
+    fn identity(&self) -> io::Result<Option<String>> {
+        self.stored_identity()
+    }
+
+    fn set_identity(&self, id: &str) -> io::Result<()> {
+        self.refuse_write()?;
+        self.put_bytes(
+            &self.identity_key(),
+            id.as_bytes().to_vec(),
+            PutMode::Overwrite,
+        )
+    }
+
+    fn flush_pending(&self) -> io::Result<()> {
+        match self.send_unsent() {
+            0 => Ok(()),
+            n => Err(io::Error::other(format!(
+                "{n} files' changes could not be sent to S3"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob::conformance::{self, Faults};
+
+    use crate::blob::moto;
+
+    fn config(server: &moto::S3Server, prefix: &str) -> S3Config {
+        S3Config {
+            bucket: server.bucket.clone(),
+            prefix: prefix.into(),
+            endpoint: Some(server.endpoint.clone()),
+            region: Some(moto::REGION.into()),
+            credentials: Some(Credentials {
+                key_id: moto::ACCESS_KEY.into(),
+                secret: moto::SECRET_KEY.into(),
+                session_token: None,
+            }),
+            cache_size: DEFAULT_CACHE_SIZE,
+            multipart_threshold: DEFAULT_MULTIPART_THRESHOLD,
+            read_only: false,
+        }
+    }
+
+    #[test]
+    fn s3_store_conforms() {
+        let server = moto::S3Server::start();
+        let cache = tempfile::tempdir().unwrap();
+        let store = S3Store::open(config(&server, "conf"), cache.path()).unwrap();
+        let damage =
+            |ino: u64| server.put(&format!("conf/objects/{ino:016x}/attr.json"), b"{ not json");
+        conformance::run(
+            store.as_ref(),
+            &Faults {
+                interrupt_sidecar_write: None,
+                damage_sidecar: &damage,
+            },
+        );
+    }
+
+    #[test]
+    fn urls_split_into_bucket_and_prefix() {
+        assert_eq!(
+            S3Config::parse_url("s3://my-bucket/a/b/").unwrap(),
+            ("my-bucket".to_string(), "a/b".to_string())
+        );
+        assert_eq!(
+            S3Config::parse_url("s3://my-bucket").unwrap(),
+            ("my-bucket".to_string(), String::new())
+        );
+        for bad in [
+            "s3://",
+            "s3://A",
+            "http://b/x",
+            "s3://bucket/../x",
+            "s3://ab",
+        ] {
+            assert!(S3Config::parse_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn versions_are_immutable_keys_and_the_old_one_goes() {
+        let server = moto::S3Server::start();
+        let cache = tempfile::tempdir().unwrap();
+        let store = S3Store::open(config(&server, "v"), cache.path()).unwrap();
+        let f = store.create_new(7).unwrap();
+        f.write_all_at(b"first", 0).unwrap();
+        store.close(7, &f).unwrap();
+        let keys = server.keys("v/objects/");
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        assert!(keys[0].starts_with("v/objects/0000000000000007/0000000000000001."));
+        let f = store.open_rw(7).unwrap();
+        f.write_all_at(b"second", 0).unwrap();
+        store.fsync(7, &f, false).unwrap();
+        // Unchanged since the fsync: the close sends nothing.
+        store.close(7, &f).unwrap();
+        let keys = server.keys("v/objects/");
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        assert!(keys[0].contains("/0000000000000002."), "{keys:?}");
+        assert_eq!(server.get(&keys[0]).unwrap(), b"second");
+    }
+
+    #[test]
+    fn a_lost_cache_refetches_and_a_large_file_goes_in_parts() {
+        let server = moto::S3Server::start();
+        let cache = tempfile::tempdir().unwrap();
+        let mut cfg = config(&server, "big");
+        cfg.multipart_threshold = 1 << 20;
+        let data: Vec<u8> = (0..(40u32 << 20) / 4)
+            .flat_map(|i| i.wrapping_mul(2654435761).to_le_bytes())
+            .collect();
+        {
+            let store = S3Store::open(cfg.clone(), cache.path()).unwrap();
+            let f = store.create_new(9).unwrap();
+            f.write_all_at(&data, 0).unwrap();
+            store.fsync(9, &f, false).unwrap();
+            store.close(9, &f).unwrap();
+        }
+        assert!(server.open_uploads().is_empty());
+        std::fs::remove_dir_all(cache.path()).unwrap();
+        let store = S3Store::open(cfg, cache.path()).unwrap();
+        assert_eq!(store.stat(9).unwrap().unwrap().size, data.len() as u64);
+        let f = store.open_read(9).unwrap();
+        let mut back = vec![0u8; data.len()];
+        f.read_exact_at(&mut back, 0).unwrap();
+        assert!(back == data, "content differs after a refetch");
+    }
+
+    #[test]
+    fn eviction_keeps_the_cache_bounded_and_never_loses_content() {
+        let server = moto::S3Server::start();
+        let cache = tempfile::tempdir().unwrap();
+        let mut cfg = config(&server, "ev");
+        cfg.cache_size = 64 << 10;
+        let store = S3Store::open(cfg, cache.path()).unwrap();
+        for ino in 1..=8u64 {
+            let f = store.create_new(ino).unwrap();
+            f.write_all_at(&vec![ino as u8; 32 << 10], 0).unwrap();
+            store.close(ino, &f).unwrap();
+        }
+        assert!(store.state.lock().bytes <= 64 << 10);
+        let present = (1..=8u64).filter(|i| store.copy_path(*i).exists()).count();
+        assert!(present <= 2, "{present} copies kept");
+        for ino in 1..=8u64 {
+            let f = store.open_read(ino).unwrap();
+            let mut b = vec![0u8; 32 << 10];
+            f.read_exact_at(&mut b, 0).unwrap();
+            assert!(b.iter().all(|x| *x == ino as u8), "object {ino}");
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! A throwaway S3 protocol server for one test: `moto_server` (pip, see
+//! scripts/install-deps.sh) on a free local port, with one empty bucket,
+//! stopped by the pid it was started with when dropped. Self-contained
+//! (std and reqwest only): the crate's own unit tests include this file too.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub struct S3Server {
+    pub port: u16,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    pub bucket: String,
+    pub dir: tempfile::TempDir,
+    child: Mutex<Option<Child>>,
+}
+
+/// Credentials moto accepts (it checks none); set in each daemon's
+/// environment by the tests, as users set theirs.
+pub const ACCESS_KEY: &str = "artfs-test-key";
+pub const SECRET_KEY: &str = "artfs-test-secret";
+pub const REGION: &str = "us-east-1";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl S3Server {
+    /// Start a server with one empty bucket, `artfs-test`.
+    pub fn start() -> S3Server {
+        let port = free_port();
+        let s = S3Server {
+            port,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            bucket: "artfs-test".into(),
+            dir: tempfile::Builder::new()
+                .prefix("artfs-moto-")
+                .tempdir()
+                .unwrap(),
+            child: Mutex::new(None),
+        };
+        s.spawn();
+        s.make_bucket(&s.bucket.clone());
+        s
+    }
+
+    /// The test binary's server, started on first use and stopped when the
+    /// process exits; each store on it takes a prefix of its own.
+    pub fn shared() -> &'static S3Server {
+        static SHARED: OnceLock<S3Server> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            let s = S3Server::start();
+            extern "C" fn stop_shared() {
+                if let Some(s) = SHARED.get() {
+                    s.stop();
+                    // Statics are never dropped: remove the dir here.
+                    let _ = std::fs::remove_dir_all(s.dir.path());
+                }
+            }
+            // SAFETY: registering a plain function; it runs at exit.
+            unsafe { libc::atexit(stop_shared) };
+            s
+        })
+    }
+
+    /// Stop the server (by the pid it was started with).
+    pub fn stop(&self) {
+        if let Some(mut c) = self.child.lock().unwrap().take() {
+            // SAFETY: SIGCONT first, a stopped server would not die.
+            unsafe { libc::kill(c.id() as i32, libc::SIGCONT) };
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn spawn(&self) {
+        let log = std::fs::File::create(self.dir.path().join("moto.log")).unwrap();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("moto_server (run scripts/install-deps.sh)");
+        *self.child.lock().unwrap() = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = reqwest::blocking::Client::new();
+        while client
+            .get(format!("{}/", self.endpoint))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not answer on port {}: {}",
+                self.port,
+                std::fs::read_to_string(self.dir.path().join("moto.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Create another bucket.
+    pub fn make_bucket(&self, name: &str) {
+        let r = reqwest::blocking::Client::new()
+            .put(format!("{}/{name}", self.endpoint))
+            .send()
+            .expect("create bucket");
+        assert!(r.status().is_success(), "create bucket {name}: {r:?}");
+    }
+
+    /// The keys under `prefix` in the bucket (moto answers unsigned
+    /// requests), in name order.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut url = format!(
+                "{}/{}?list-type=2&prefix={}",
+                self.endpoint, self.bucket, prefix
+            );
+            if let Some(t) = &token {
+                url.push_str(&format!("&continuation-token={}", urlencode(t)));
+            }
+            let body = reqwest::blocking::get(url).unwrap().text().unwrap();
+            keys.extend(tags(&body, "Key"));
+            token = tags(&body, "NextContinuationToken").into_iter().next();
+            if token.is_none() {
+                return keys;
+            }
+        }
+    }
+
+    /// A request as a client with credentials makes it (moto refuses
+    /// anonymous object requests, and checks no signature).
+    fn request(&self, method: reqwest::Method, key: &str) -> reqwest::blocking::RequestBuilder {
+        reqwest::blocking::Client::new()
+            .request(method, format!("{}/{}/{key}", self.endpoint, self.bucket))
+            .header(
+                "authorization",
+                format!(
+                    "AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/20260101/{REGION}/s3/aws4_request, \
+                     SignedHeaders=host, Signature=00"
+                ),
+            )
+            .header("content-type", "application/octet-stream")
+    }
+
+    /// The bytes of one object.
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        let r = self.request(reqwest::Method::GET, key).send().unwrap();
+        r.status().is_success().then(|| r.bytes().unwrap().to_vec())
+    }
+
+    /// Replace one object's bytes (damage, for tests).
+    pub fn put(&self, key: &str, bytes: &[u8]) {
+        let r = self
+            .request(reqwest::Method::PUT, key)
+            .body(bytes.to_vec())
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "put {key}: {r:?}");
+    }
+
+    /// Delete one object.
+    pub fn delete(&self, key: &str) {
+        self.request(reqwest::Method::DELETE, key).send().unwrap();
+    }
+
+    /// Multipart uploads begun and neither completed nor aborted.
+    pub fn open_uploads(&self) -> Vec<String> {
+        let body = reqwest::blocking::get(format!("{}/{}?uploads", self.endpoint, self.bucket))
+            .unwrap()
+            .text()
+            .unwrap();
+        tags(&body, "UploadId")
+    }
+
+    /// Stop answering (SIGSTOP), as a server that hangs; `resume` undoes it.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, sig: i32) {
+        if let Some(c) = self.child.lock().unwrap().as_ref() {
+            // SAFETY: a signal to the child this harness started and still holds.
+            unsafe { libc::kill(c.id() as i32, sig) };
+        }
+    }
+
+    /// The variables a daemon needs to reach this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
+            ("AWS_REGION", REGION.into()),
+        ]
+    }
+
+    /// `s3://BUCKET/PREFIX`.
+    pub fn url(&self, prefix: &str) -> String {
+        format!("s3://{}/{prefix}", self.bucket)
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn tags(xml: &str, tag: &str) -> Vec<String> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find(&open) {
+        rest = &rest[i + open.len()..];
+        let Some(j) = rest.find(&close) else { break };
+        out.push(rest[..j].replace("&amp;", "&"));
+        rest = &rest[j + close.len()..];
+    }
+    out
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,199 @@
+//! Content in an S3 bucket (issue 16, docs/S3.md): what only an S3 store
+//! has (versions in the bucket, the cache, multipart uploads, a lost
+//! cache directory, the bucket alone rebuilding the tables). The mount's
+//! general behaviour on S3 is checked by the suites that run on every
+//! store (`common::engine::every_store`).
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use common::engine::{run_on, Engine};
+use common::Mount;
+
+/// Bytes that differ at every offset (a misplaced range shows).
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    (0..len.div_ceil(4) as u32)
+        .flat_map(|i| (i ^ seed).wrapping_mul(2654435761).to_le_bytes())
+        .take(len)
+        .collect()
+}
+
+/// A config file for the mount: `[s3]` and `[store]` settings.
+fn config(dir: &Path, text: &str) -> String {
+    let p = dir.join("s3-test.toml");
+    fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+fn keys(m: &Mount, under: &str) -> Vec<String> {
+    let (server, prefix) = m.bucket().expect("an S3 store");
+    server.keys(&format!("{prefix}/{under}"))
+}
+
+#[test]
+fn content_lives_in_the_bucket_as_versions() {
+    run_on(Engine::S3, || {
+        let mut m = Mount::new();
+        fs::write(m.path("a"), b"one").unwrap();
+        let ino = fs::metadata(m.path("a")).unwrap().ino();
+        let dir = format!("objects/{ino:016x}/");
+        let first = keys(&m, &dir);
+        assert!(
+            first.iter().any(|k| k.contains("/0000000000000001.")),
+            "{first:?}"
+        );
+        // Overwrite: a new version, the old one gone.
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .open(m.path("a"))
+            .unwrap();
+        f.write_all(b"two").unwrap();
+        f.sync_all().unwrap();
+        let (server, _) = m.bucket().unwrap();
+        let now = keys(&m, &dir);
+        let versions: Vec<_> = now.iter().filter(|k| !k.ends_with("attr.json")).collect();
+        assert_eq!(versions.len(), 1, "{now:?}");
+        assert!(versions[0].contains("/0000000000000002."), "{now:?}");
+        assert_eq!(server.get(versions[0]).unwrap(), b"two");
+        drop(f);
+        m.unmount();
+        // The sidecar and the store id are objects too.
+        assert!(keys(&m, &dir).iter().any(|k| k.ends_with("/attr.json")));
+        assert_eq!(keys(&m, ".artfs/store-id").len(), 1);
+        m.assert_consistent();
+    });
+}
+
+#[test]
+fn a_lost_cache_directory_loses_nothing() {
+    run_on(Engine::S3, || {
+        let mut m = Mount::new();
+        let big = pattern(40 << 20, 7);
+        fs::write(m.path("big"), &big).unwrap();
+        fs::create_dir(m.path("d")).unwrap();
+        for i in 0..20 {
+            fs::write(m.path(&format!("d/f{i}")), pattern(1000 + i, i as u32)).unwrap();
+        }
+        common::set_xattr(&m.path("big"), "user.artstore.description", b"large").unwrap();
+        m.unmount();
+        let (server, _) = m.bucket().unwrap();
+        assert!(server.open_uploads().is_empty(), "no multipart upload left");
+        // The disk under the cache dies.
+        fs::remove_dir_all(&m.backing).unwrap();
+        m.mount();
+        assert!(fs::read(m.path("big")).unwrap() == big, "big differs");
+        for i in 0..20 {
+            assert_eq!(
+                fs::read(m.path(&format!("d/f{i}"))).unwrap(),
+                pattern(1000 + i, i as u32)
+            );
+        }
+        assert_eq!(
+            common::get_xattr(&m.path("big"), "user.artstore.description").unwrap(),
+            b"large"
+        );
+        m.unmount();
+        m.assert_consistent();
+    });
+}
+
+#[test]
+fn evicted_files_are_fetched_again() {
+    run_on(Engine::S3, || {
+        let mut m = Mount::with_args(&["--cache-size", "256K"]);
+        for i in 0..16u32 {
+            fs::write(m.path(&format!("f{i}")), pattern(64 << 10, i)).unwrap();
+        }
+        let cached: u64 = walk_sizes(&m.backing.join("objects"));
+        assert!(cached <= 256 << 10, "the cache holds {cached} bytes");
+        for i in 0..16u32 {
+            assert_eq!(
+                fs::read(m.path(&format!("f{i}"))).unwrap(),
+                pattern(64 << 10, i),
+                "f{i}"
+            );
+        }
+        m.unmount();
+        m.assert_consistent();
+    });
+}
+
+fn walk_sizes(dir: &Path) -> u64 {
+    let mut n = 0;
+    for e in fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let m = e.metadata().unwrap();
+        if m.is_dir() {
+            n += walk_sizes(&e.path());
+        } else if !e.file_name().to_string_lossy().contains('.') {
+            n += m.len();
+        }
+    }
+    n
+}
+
+#[test]
+fn a_crash_mid_upload_keeps_what_was_synced_and_leaves_no_upload() {
+    run_on(Engine::S3, || {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), "[s3]\nmultipart_threshold = \"5M\"\n");
+        let mut m = Mount::with_args(&["--config", &cfg]);
+        let synced = pattern(12 << 20, 1);
+        fs::write(m.path("synced"), &synced).unwrap();
+        m.arm(&["s3::before_complete=return"]);
+        let mut f = fs::File::create(m.path("cut")).unwrap();
+        f.write_all(&pattern(12 << 20, 2)).unwrap();
+        // The fsync sends the parts, then dies before completing them.
+        let _ = f.sync_all();
+        drop(f);
+        m.expect_crash("s3::before_complete");
+        let (server, _) = m.bucket().unwrap();
+        assert_eq!(server.open_uploads().len(), 1, "the upload cut short");
+        m.mount();
+        assert!(
+            server.open_uploads().is_empty(),
+            "the restart aborts the upload a crash left"
+        );
+        assert!(fs::read(m.path("synced")).unwrap() == synced);
+        // The cut file's bytes were in the cache: sent after the restart.
+        let cut = fs::read(m.path("cut")).unwrap();
+        assert!(cut == pattern(12 << 20, 2), "cut has {} bytes", cut.len());
+        m.unmount();
+        m.assert_consistent();
+    });
+}
+
+#[test]
+fn an_s3_store_needs_a_database_and_a_cache_dir() {
+    let server = common::s3::S3Server::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(common::bin())
+            .arg("mount")
+            .args(args)
+            .envs(server.env())
+            .output()
+            .unwrap();
+        (out.status.code(), common::output_text(&out))
+    };
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let url = server.url("needs");
+    let mnt = mnt.to_str().unwrap();
+    let (code, out) = run(&[&url, mnt]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("--cache-dir"), "{out}");
+    let cache = dir.path().join("cache");
+    let cache = cache.to_str().unwrap();
+    let (code, out) = run(&[&url, mnt, "--cache-dir", cache]);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("needs --db"), "{out}");
+    let (code, out) = run(&["s3://Bad_Bucket/x", mnt, "--cache-dir", cache]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("not a bucket name"), "{out}");
+    assert!(!common::is_mounted(Path::new(mnt)));
+}
