@@ -80,8 +80,11 @@ fn a_lost_cache_directory_loses_nothing() {
         }
         common::set_xattr(&m.path("big"), "user.artstore.description", b"large").unwrap();
         m.unmount();
-        let (server, _) = m.bucket().unwrap();
-        assert!(server.open_uploads().is_empty(), "no multipart upload left");
+        let (server, prefix) = m.bucket().unwrap();
+        assert!(
+            server.open_uploads(&prefix).is_empty(),
+            "no multipart upload left"
+        );
         // The disk under the cache dies.
         fs::remove_dir_all(&m.backing).unwrap();
         m.mount();
@@ -108,7 +111,13 @@ fn evicted_files_are_fetched_again() {
         for i in 0..16u32 {
             fs::write(m.path(&format!("f{i}")), pattern(64 << 10, i)).unwrap();
         }
-        let cached: u64 = walk_sizes(&m.backing.join("objects"));
+        // Closes reach the daemon after close(2) returns: wait for the last.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut cached = walk_sizes(&m.backing.join("objects"));
+        while cached > 256 << 10 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            cached = walk_sizes(&m.backing.join("objects"));
+        }
         assert!(cached <= 256 << 10, "the cache holds {cached} bytes");
         for i in 0..16u32 {
             assert_eq!(
@@ -143,7 +152,12 @@ fn a_crash_mid_upload_keeps_what_was_synced_and_leaves_no_upload() {
         let cfg = config(dir.path(), "[s3]\nmultipart_threshold = \"5M\"\n");
         let mut m = Mount::with_args(&["--config", &cfg]);
         let synced = pattern(12 << 20, 1);
-        fs::write(m.path("synced"), &synced).unwrap();
+        // fsync: sent now (a close sends later, when the kernel's release
+        // reaches the daemon).
+        let mut f = fs::File::create(m.path("synced")).unwrap();
+        f.write_all(&synced).unwrap();
+        f.sync_all().unwrap();
+        drop(f);
         m.arm(&["s3::before_complete=return"]);
         let mut f = fs::File::create(m.path("cut")).unwrap();
         f.write_all(&pattern(12 << 20, 2)).unwrap();
@@ -151,11 +165,15 @@ fn a_crash_mid_upload_keeps_what_was_synced_and_leaves_no_upload() {
         let _ = f.sync_all();
         drop(f);
         m.expect_crash("s3::before_complete");
-        let (server, _) = m.bucket().unwrap();
-        assert_eq!(server.open_uploads().len(), 1, "the upload cut short");
+        let (server, prefix) = m.bucket().unwrap();
+        assert_eq!(
+            server.open_uploads(&prefix).len(),
+            1,
+            "the upload cut short"
+        );
         m.mount();
         assert!(
-            server.open_uploads().is_empty(),
+            server.open_uploads(&prefix).is_empty(),
             "the restart aborts the upload a crash left"
         );
         assert!(fs::read(m.path("synced")).unwrap() == synced);

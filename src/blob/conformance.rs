@@ -34,6 +34,7 @@ pub(crate) fn run(store: &dyn ContentStore, faults: &Faults) {
     create_write_fsync_read(store);
     create_new_never_replaces(store);
     remove_is_idempotent(store);
+    present_lists_a_range(store);
     large_inos_have_distinct_names(store);
     adopt_makes_an_object(store);
     sidecar_round_trip(store);
@@ -137,6 +138,22 @@ fn create_new_never_replaces(store: &dyn ContentStore) {
     assert_eq!(again.kind(), ErrorKind::AlreadyExists);
     assert_eq!(read_all(store, ino), b"kept");
     store.remove(ino).unwrap();
+}
+
+fn present_lists_a_range(store: &dyn ContentStore) {
+    for ino in [0x500, 0x501, 0x5ff, 0x600] {
+        store.create_new(ino).unwrap();
+    }
+    assert_eq!(
+        store.present(0x500..0x600).unwrap(),
+        vec![0x500, 0x501, 0x5ff]
+    );
+    assert_eq!(store.present(0x502..0x5ff).unwrap(), Vec::<u64>::new());
+    assert_eq!(store.present(0x600..0x600).unwrap(), Vec::<u64>::new());
+    for ino in [0x500, 0x501, 0x5ff, 0x600] {
+        store.remove(ino).unwrap();
+    }
+    assert!(store.present(0x500..0x601).unwrap().is_empty());
 }
 
 fn remove_is_idempotent(store: &dyn ContentStore) {

@@ -107,17 +107,30 @@ pub trait ContentStore: Send + Sync {
     /// opened with `open_rw`, `open_or_create` or `create_new`: the last
     /// handle closed, or a truncate of a closed file is over. A remote
     /// store sends what changed; `LocalDir` has nothing to do. An error
-    /// leaves the changes in the local file, to be sent later
-    /// ([`ContentStore::flush_pending`]).
+    /// leaves the changes in the local file, for the store to send later.
     fn close(&self, _ino: u64, _file: &File) -> io::Result<()> {
         Ok(())
     }
 
-    /// Send every change still held locally only (a remote store retries
-    /// these on its own too); errors say how many could not go.
-    fn flush_pending(&self) -> io::Result<()> {
+    /// Object `ino` is about to be opened: a remote store fetches it now,
+    /// before the core takes the locks an open holds (`LocalDir`: nothing
+    /// to do). Errors are for the open itself to report.
+    fn warm(&self, _ino: u64) -> io::Result<()> {
         Ok(())
     }
+
+    /// This process writes the store from now on (a mount's writer, a
+    /// standby taking over), and recovery is about to run: a remote store
+    /// becomes writable and cleans up what a crash left (multipart
+    /// uploads).
+    fn serve_as_writer(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Recovery is over: a remote store starts sending, in the
+    /// background, the changes its cache holds unsent (not before: the
+    /// content of inodes recovery removes is never sent).
+    fn recovered(&self) {}
 
     /// Make the content written through `file` (a local file of object
     /// `ino` from this store) durable, with its size and times
@@ -127,6 +140,19 @@ pub trait ContentStore: Send + Sync {
 
     /// The figures of object `ino`, `None` when it does not exist.
     fn stat(&self, ino: u64) -> io::Result<Option<ObjectStat>>;
+
+    /// The objects present among the numbers `range` (recovery sweeps
+    /// the numbers a crash left reserved). The default asks `stat` of
+    /// each; a remote store lists the range at once.
+    fn present(&self, range: std::ops::Range<u64>) -> io::Result<Vec<u64>> {
+        let mut out = Vec::new();
+        for ino in range {
+            if self.stat(ino)?.is_some() {
+                out.push(ino);
+            }
+        }
+        Ok(out)
+    }
 
     /// Remove object `ino`; a missing one is already gone (`Ok`).
     fn remove(&self, ino: u64) -> io::Result<()>;

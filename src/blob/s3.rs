@@ -191,12 +191,17 @@ impl Stamp {
     }
 }
 
-/// The `.cached` record beside a copy.
+/// The `.cached` record beside a copy. A copy without one was never
+/// sent (nothing of it is in the bucket).
 #[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 struct Cached {
+    /// The version the copy matched last (0: none).
     version: u64,
-    #[serde(flatten)]
-    stamp: Stamp,
+    /// The copy's figures then.
+    clean: Option<Stamp>,
+    /// A put of this version was begun: it may be in the bucket.
+    #[serde(default)]
+    sending: Option<u64>,
 }
 
 /// What the cache knows of one copy.
@@ -211,6 +216,8 @@ struct Entry {
     /// Opens by the core not yet closed (`open_rw`, `open_or_create`,
     /// `create_new` .. `close`).
     writers: u32,
+    /// A put of this version may have happened (a crash during a send).
+    sending: Option<u64>,
     /// Checked against the bucket during this run.
     checked: bool,
     bytes: u64,
@@ -237,6 +244,11 @@ struct Version {
 
 pub struct S3Store {
     cfg: S3Config,
+    /// Whether this process writes the store (a follower's store becomes
+    /// writable when its standby takes over).
+    writable: AtomicBool,
+    /// This store, for its sender thread (which must not keep it alive).
+    me: std::sync::Weak<S3Store>,
     client: Arc<AmazonS3>,
     rt: Option<tokio::runtime::Runtime>,
     /// `CACHE/objects`.
@@ -332,9 +344,12 @@ impl S3Store {
         }
         let state_dir = cache_dir.join(".artfs");
         std::fs::create_dir_all(state_dir.join("uploads"))?;
-        let store = Arc::new(S3Store {
+        let client = Arc::new(client);
+        let store = Arc::new_cyclic(|me| S3Store {
+            me: me.clone(),
+            writable: AtomicBool::new(!cfg.read_only),
             cfg,
-            client: Arc::new(client),
+            client,
             rt: Some(rt),
             root,
             state_dir,
@@ -345,9 +360,6 @@ impl S3Store {
         });
         store.check_bucket()?;
         store.load_cache()?;
-        if !store.cfg.read_only {
-            store.start_sender();
-        }
         Ok(store)
     }
 
@@ -398,8 +410,12 @@ impl S3Store {
         self.stripes[(ino % self.stripes.len() as u64) as usize].lock()
     }
 
+    fn read_only(&self) -> bool {
+        !self.writable.load(Ordering::Relaxed)
+    }
+
     fn refuse_write(&self) -> io::Result<()> {
-        if self.cfg.read_only {
+        if self.read_only() {
             return Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
                 "a follower never writes the bucket",
@@ -450,7 +466,7 @@ impl S3Store {
     fn current(&self, ino: u64) -> io::Result<Option<Version>> {
         let mut all = self.versions(ino)?;
         let last = all.pop();
-        if !self.cfg.read_only {
+        if !self.read_only() {
             for old in all {
                 self.delete_key(&old.key)?;
             }
@@ -515,7 +531,14 @@ impl S3Store {
             let _ = std::fs::remove_file(&tmp);
         }
         let stamp = result?;
-        self.write_record(ino, v.number, stamp)?;
+        self.write_record(
+            ino,
+            &Cached {
+                version: v.number,
+                clean: Some(stamp),
+                sending: None,
+            },
+        )?;
         Ok(stamp)
     }
 
@@ -576,8 +599,19 @@ impl S3Store {
         if entry.clean == Some(stamp) {
             return Ok(());
         }
-        let mut number = entry.version + 1;
+        let mut number = entry.version.max(entry.sending.unwrap_or(0)) + 1;
+        let first = number;
         let mut superseded = entry.key.clone();
+        // Before the put: from now on a crash leaves a copy that may be in
+        // the bucket, never one taken for content never sent.
+        self.write_record(
+            ino,
+            &Cached {
+                version: entry.version,
+                clean: entry.clean,
+                sending: Some(number),
+            },
+        )?;
         let key = loop {
             let key = self.key(&format!(
                 "objects/{ino:016x}/{}",
@@ -585,9 +619,7 @@ impl S3Store {
             ));
             match self.upload(ino, number, &key, file, stamp.size) {
                 Ok(()) => break key,
-                Err(e)
-                    if e.kind() == io::ErrorKind::AlreadyExists && number == entry.version + 1 =>
-                {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && number == first => {
                     // Someone wrote this number (a crash after a put, before
                     // its record): go past what the bucket holds.
                     let cur = self.versions(ino)?;
@@ -598,21 +630,33 @@ impl S3Store {
             }
         };
         crate::crash_point!("s3::after_put");
-        self.write_record(ino, number, stamp)?;
+        self.write_record(
+            ino,
+            &Cached {
+                version: number,
+                clean: Some(stamp),
+                sending: None,
+            },
+        )?;
         {
             let mut st = self.state.lock();
             let e = st.entries.entry(ino).or_default();
             e.version = number;
             e.key = Some(key);
             e.clean = Some(stamp);
+            e.sending = None;
             e.checked = true;
             st.unsent.remove(&ino);
         }
-        if let Some(old) = superseded {
-            if let Err(e) = self.delete_key(&old) {
-                // Deleted when next listed.
-                tracing::warn!(ino, key = %old, error = %e, "could not delete a superseded version");
-            }
+        let cleared = match superseded {
+            Some(old) => self.delete_key(&old),
+            // Which key it had is not known (a restart): list them.
+            None if entry.version > 0 || entry.sending.is_some() => self.current(ino).map(|_| ()),
+            None => Ok(()),
+        };
+        if let Err(e) = cleared {
+            // Deleted when next listed.
+            tracing::warn!(ino, error = %e, "could not delete a superseded version");
         }
         Ok(())
     }
@@ -721,8 +765,8 @@ impl S3Store {
 
     // ---- the cache ----------------------------------------------------
 
-    fn write_record(&self, ino: u64, version: u64, stamp: Stamp) -> io::Result<()> {
-        let rec = serde_json::to_vec(&Cached { version, stamp }).expect("record");
+    fn write_record(&self, ino: u64, rec: &Cached) -> io::Result<()> {
+        let rec = serde_json::to_vec(rec).expect("record");
         let path = self.record_path(ino);
         let tmp = path.with_extension("cached-tmp");
         std::fs::write(&tmp, rec)?;
@@ -749,12 +793,6 @@ impl S3Store {
     /// Learn the copies already in the cache: their sizes, and which hold
     /// changes not sent (a crash, a failed send).
     fn load_cache(&self) -> io::Result<()> {
-        if !self.cfg.read_only {
-            let n = self.abort_leftover_uploads()?;
-            if n > 0 {
-                tracing::info!(count = n, "aborted multipart uploads left by a crash");
-            }
-        }
         let mut st = self.state.lock();
         for i in 0..=255u8 {
             for e in std::fs::read_dir(self.root.join(format!("{i:02x}")))? {
@@ -773,14 +811,12 @@ impl S3Store {
                     continue;
                 };
                 let m = e.metadata()?;
-                let rec = self.read_record(ino);
-                let entry = Entry {
-                    version: rec.map_or(0, |r| r.version),
-                    clean: rec.map(|r| r.stamp),
-                    bytes: m.len(),
-                    ..Entry::default()
-                };
-                if rec.is_some_and(|r| r.stamp != Stamp::of(&m)) {
+                let entry = self.entry_from_disk(ino, &m);
+                // Copies with a record were sent before (or were being):
+                // changes to them go again. One without was never sent: a
+                // file open at a crash (recovery's `stat` queues it) or an
+                // object made ahead of need (recovery removes it).
+                if (entry.version > 0 || entry.sending.is_some()) && Self::is_unsent(&entry, &m) {
                     st.unsent.insert(ino);
                 }
                 st.bytes += m.len();
@@ -790,87 +826,106 @@ impl S3Store {
         Ok(())
     }
 
+    /// What the record of a copy found on disk says.
+    fn entry_from_disk(&self, ino: u64, m: &std::fs::Metadata) -> Entry {
+        let rec = self.read_record(ino);
+        Entry {
+            version: rec.map_or(0, |r| r.version),
+            clean: rec.and_then(|r| r.clean),
+            sending: rec.and_then(|r| r.sending),
+            bytes: m.len(),
+            ..Entry::default()
+        }
+    }
+
+    /// The cache's entry for `ino` with its copy's figures, learning a
+    /// copy made before this run from its record; `None` without a copy.
+    fn known(&self, ino: u64) -> io::Result<Option<(Entry, std::fs::Metadata)>> {
+        let m = match std::fs::metadata(self.copy_path(ino)) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut st = self.state.lock();
+        if let Some(e) = st.entries.get(&ino) {
+            return Ok(Some((e.clone(), m)));
+        }
+        let e = self.entry_from_disk(ino, &m);
+        st.bytes += m.len();
+        st.entries.insert(ino, e.clone());
+        Ok(Some((e, m)))
+    }
+
+    /// Whether a copy holds content that is not (or may not be) in the
+    /// bucket: new, changed since it matched, or cut short while sent.
+    fn is_unsent(e: &Entry, m: &std::fs::Metadata) -> bool {
+        e.clean != Some(Stamp::of(m)) || e.sending.is_some()
+    }
+
+    fn mark(&self, ino: u64, f: impl FnOnce(&mut Entry)) {
+        if let Some(e) = self.state.lock().entries.get_mut(&ino) {
+            f(e);
+        }
+    }
+
     /// Make sure the copy of `ino` is there and current; `Ok(false)` when
     /// there is no object. Caller holds the stripe.
     fn materialise(&self, ino: u64) -> io::Result<bool> {
-        let path = self.copy_path(ino);
-        let known = self.state.lock().entries.get(&ino).cloned();
-        let local = match std::fs::metadata(&path) {
-            Ok(m) => Some(m),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e),
-        };
-        if let (Some(e), Some(m)) = (&known, &local) {
-            if e.checked && !self.cfg.read_only {
-                self.touch(ino, m.len());
-                return Ok(true);
-            }
-            let cur = self.current(ino)?;
-            let keep = match (&cur, e.version) {
-                // A new file, never sent.
-                (None, 0) => e.clean.is_none(),
-                (Some(v), n) if v.number == n && n > 0 => true,
-                (Some(v), 0) if e.clean.is_none() => {
-                    // A copy without a record: a fetch cut short before its
-                    // record, or a new file whose first send was cut short
-                    // after the put. The bucket has the content (or more).
-                    tracing::debug!(ino, version = v.number, "a copy with no record; refetching");
-                    false
-                }
-                _ => false,
-            };
-            if keep {
-                let mut st = self.state.lock();
-                if let Some(e) = st.entries.get_mut(&ino) {
-                    e.checked = true;
-                    if let Some(v) = &cur {
-                        e.key = Some(v.key.clone());
-                    }
-                }
-                drop(st);
-                self.touch(ino, m.len());
-                return Ok(true);
-            }
-            if e.clean.is_some_and(|c| c != Stamp::of(m)) {
-                tracing::warn!(
-                    ino,
-                    "the bucket holds another version than the changed local copy; \
-                    the bucket's wins and the local changes are dropped"
-                );
-            }
-            self.drop_copy(ino)?;
-            return match cur {
+        let Some((e, m)) = self.known(ino)? else {
+            return match self.current(ino)? {
                 Some(v) => self.fetch_entry(ino, &v).map(|()| true),
                 None => Ok(false),
             };
+        };
+        if e.checked && !self.read_only() {
+            self.touch(ino, m.len());
+            return Ok(true);
         }
-        if let Some(m) = local {
-            // A copy the cache did not know (made before this run, no
-            // record): new content if the bucket has none.
-            let cur = self.current(ino)?;
-            if cur.is_none() {
-                let mut st = self.state.lock();
-                st.bytes += m.len();
-                st.unsent.insert(ino);
-                st.entries.insert(
-                    ino,
-                    Entry {
-                        checked: true,
-                        bytes: m.len(),
-                        ..Entry::default()
-                    },
-                );
-                return Ok(true);
+        let unsent = Self::is_unsent(&e, &m);
+        if e.version == 0 && e.sending.is_none() && !self.read_only() {
+            // Never sent (no record): nothing in the bucket to compare with.
+            self.mark(ino, |e| e.checked = true);
+            self.state.lock().unsent.insert(ino);
+            self.touch(ino, m.len());
+            return Ok(true);
+        }
+        let cur = self.current(ino)?;
+        let ours = e.version.max(e.sending.unwrap_or(0));
+        let keep = match &cur {
+            // The version the copy matched.
+            Some(v) if v.number == e.version && !unsent => true,
+            // Local changes on top of what this node last sent.
+            Some(v) if unsent && v.number <= ours && !self.read_only() => true,
+            // Gone from the bucket behind our back, with local content:
+            // sent again rather than lost.
+            None if unsent && !self.read_only() => true,
+            _ => false,
+        };
+        if keep {
+            self.mark(ino, |en| {
+                en.checked = true;
+                if let Some(v) = &cur {
+                    en.version = v.number.max(en.version);
+                    en.key = Some(v.key.clone());
+                }
+            });
+            if unsent {
+                self.state.lock().unsent.insert(ino);
             }
-            self.drop_copy(ino)?;
-            return self.fetch_entry(ino, &cur.unwrap()).map(|()| true);
+            self.touch(ino, m.len());
+            return Ok(true);
         }
-        match self.current(ino)? {
+        if unsent && !self.read_only() {
+            tracing::warn!(
+                ino,
+                "another node wrote a newer version of a file this cache holds \
+                changes to; the bucket's version wins and the local changes are dropped"
+            );
+        }
+        self.drop_copy(ino)?;
+        match cur {
             Some(v) => self.fetch_entry(ino, &v).map(|()| true),
-            None => {
-                self.drop_copy(ino)?;
-                Ok(false)
-            }
+            None => Ok(false),
         }
     }
 
@@ -968,8 +1023,8 @@ impl S3Store {
     }
 
     /// The thread that retries sending closed copies with changes.
-    fn start_sender(self: &Arc<Self>) {
-        let weak = Arc::downgrade(self);
+    fn start_sender(&self) {
+        let weak = self.me.clone();
         let stop = self.stop.clone();
         let h = std::thread::Builder::new()
             .name("artfs-s3-send".into())
@@ -1060,7 +1115,7 @@ impl ContentStore for S3Store {
         if !self.materialise(ino)? {
             return Err(io::ErrorKind::NotFound.into());
         }
-        let f = self.open_copy(ino, !self.cfg.read_only)?;
+        let f = self.open_copy(ino, !self.read_only())?;
         self.opened(ino);
         Ok(f)
     }
@@ -1090,7 +1145,7 @@ impl ContentStore for S3Store {
                 },
             );
         }
-        let f = self.open_copy(ino, !self.cfg.read_only)?;
+        let f = self.open_copy(ino, !self.read_only())?;
         self.opened(ino);
         Ok(f)
     }
@@ -1134,7 +1189,14 @@ impl ContentStore for S3Store {
         std::fs::rename(staged, self.copy_path(ino))?;
         // A rename changes the ctime of some filesystems' inodes.
         let stamp = Stamp::of(&std::fs::metadata(self.copy_path(ino))?);
-        self.write_record(ino, 1, stamp)?;
+        self.write_record(
+            ino,
+            &Cached {
+                version: 1,
+                clean: Some(stamp),
+                sending: None,
+            },
+        )?;
         let mut st = self.state.lock();
         st.bytes += stamp.size;
         st.entries.insert(
@@ -1155,7 +1217,7 @@ impl ContentStore for S3Store {
     }
 
     fn fsync(&self, ino: u64, file: &File, _data_only: bool) -> io::Result<()> {
-        if self.cfg.read_only {
+        if self.read_only() {
             return Ok(());
         }
         let _g = self.stripe(ino);
@@ -1169,7 +1231,7 @@ impl ContentStore for S3Store {
     fn close(&self, ino: u64, file: &File) -> io::Result<()> {
         let r = {
             let _g = self.stripe(ino);
-            let r = if self.cfg.read_only {
+            let r = if self.read_only() {
                 Ok(())
             } else {
                 self.send(ino, file)
@@ -1192,35 +1254,77 @@ impl ContentStore for S3Store {
 
     fn stat(&self, ino: u64) -> io::Result<Option<ObjectStat>> {
         let _g = self.stripe(ino);
-        let known = self.state.lock().entries.get(&ino).cloned();
-        if let Ok(m) = std::fs::metadata(self.copy_path(ino)) {
-            let changed = match &known {
-                Some(e) => e.version == 0 || e.clean != Some(Stamp::of(&m)),
-                None => self
-                    .read_record(ino)
-                    .is_some_and(|r| r.stamp != Stamp::of(&m)),
-            };
-            if changed || known.as_ref().is_some_and(|e| e.checked) {
+        if let Some((e, m)) = self.known(ino)? {
+            let unsent = Self::is_unsent(&e, &m);
+            if unsent && !self.read_only() {
+                // The copy is the freshest content (a crash, a failed send):
+                // recovery records it, and it is sent.
+                self.state.lock().unsent.insert(ino);
                 return Ok(Some(ObjectStat::of(&m)));
             }
-            if known.is_none() && self.read_record(ino).is_none() && self.current(ino)?.is_none() {
-                // New content from before a restart, never sent: to send.
-                self.state.lock().unsent.insert(ino);
+            if e.checked && !self.read_only() {
                 return Ok(Some(ObjectStat::of(&m)));
             }
         }
         Ok(self.current(ino)?.map(|v| object_stat(v.size, v.mtime)))
     }
 
+    fn present(&self, range: std::ops::Range<u64>) -> io::Result<Vec<u64>> {
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut found = BTreeSet::new();
+        for ino in range.clone() {
+            if self.copy_path(ino).exists() {
+                found.insert(ino);
+            }
+            if ino - range.start > 1 << 20 {
+                break;
+            }
+        }
+        // One listing from the first number on, stopped past the last.
+        let client = self.client.clone();
+        let dir = self.key("objects");
+        let prefix = Key::from(dir.as_str());
+        let offset = Key::from(format!("{dir}/{:016x}", range.start.saturating_sub(1)));
+        let last = format!("{dir}/{:016x}/~", range.end - 1);
+        let listed: Vec<String> = self
+            .run(async move {
+                client
+                    .list_with_offset(Some(&prefix), &offset)
+                    .map_ok(|m| m.location.to_string())
+                    .try_take_while(|k| std::future::ready(Ok(*k <= last)))
+                    .try_collect()
+                    .await
+            })
+            .map_err(|e| s3_err("list", &dir, e))?;
+        for key in listed {
+            let parsed = key
+                .strip_prefix(&format!("{dir}/"))
+                .and_then(|rel| rel.split_once('/'))
+                .filter(|(_, name)| parse_version(name).is_some())
+                .and_then(|(i, _)| u64::from_str_radix(i, 16).ok());
+            if let Some(ino) = parsed.filter(|i| range.contains(i)) {
+                found.insert(ino);
+            }
+        }
+        Ok(found.into_iter().collect())
+    }
+
     fn remove(&self, ino: u64) -> io::Result<()> {
         self.refuse_write()?;
         let _g = self.stripe(ino);
+        let never_sent = self
+            .known(ino)?
+            .is_some_and(|(e, _)| e.version == 0 && e.sending.is_none());
         // The copy first: a crash before the bucket's versions go leaves
         // the object whole (removal is repeated), never a copy that would
         // look like new content.
         self.drop_copy(ino)?;
-        for v in self.versions(ino)? {
-            self.delete_key(&v.key)?;
+        if !never_sent {
+            for v in self.versions(ino)? {
+                self.delete_key(&v.key)?;
+            }
         }
         Ok(())
     }
@@ -1383,12 +1487,23 @@ impl ContentStore for S3Store {
         )
     }
 
-    fn flush_pending(&self) -> io::Result<()> {
-        match self.send_unsent() {
-            0 => Ok(()),
-            n => Err(io::Error::other(format!(
-                "{n} files' changes could not be sent to S3"
-            ))),
+    fn warm(&self, ino: u64) -> io::Result<()> {
+        let _g = self.stripe(ino);
+        self.materialise(ino).map(|_| ())
+    }
+
+    fn serve_as_writer(&self) -> io::Result<()> {
+        self.writable.store(true, Ordering::Relaxed);
+        let n = self.abort_leftover_uploads()?;
+        if n > 0 {
+            tracing::info!(count = n, "aborted multipart uploads left by a crash");
+        }
+        Ok(())
+    }
+
+    fn recovered(&self) {
+        if self.sender.lock().is_none() && !self.read_only() {
+            self.start_sender();
         }
     }
 }
@@ -1492,9 +1607,12 @@ mod tests {
             store.fsync(9, &f, false).unwrap();
             store.close(9, &f).unwrap();
         }
-        assert!(server.open_uploads().is_empty());
+        assert!(server.open_uploads("big").is_empty());
         std::fs::remove_dir_all(cache.path()).unwrap();
         let store = S3Store::open(cfg, cache.path()).unwrap();
+        // Found in the bucket alone.
+        assert_eq!(store.present(0..100).unwrap(), vec![9]);
+        assert_eq!(store.present(10..100).unwrap(), Vec::<u64>::new());
         assert_eq!(store.stat(9).unwrap().unwrap().size, data.len() as u64);
         let f = store.open_read(9).unwrap();
         let mut back = vec![0u8; data.len()];

@@ -100,6 +100,10 @@ impl Fs {
         intent: Option<uuid::Uuid>,
         object: Option<super::objpool::Made>,
     ) -> Result<Arc<Handle>> {
+        if object.is_none() && !self.is_open(ino) {
+            // A remote store fetches here, outside the lock every open takes.
+            let _ = self.objects.warm(ino);
+        }
         let file = {
             let mut open = self.open.lock();
             if let Some(o) = open.get_mut(&ino) {

@@ -460,7 +460,8 @@ pub fn open_offline(
     if exclusive {
         meta.claim_writer(&lease::Holder::me())?;
     }
-    let objects = open_content(opts, &backing, &state_dir, false)?;
+    // Without the lock a daemon may serve the store: read, never write.
+    let objects = open_content(opts, &backing, &state_dir, !exclusive)?;
     identify(meta.as_ref(), &backing, &state_dir, &url, false)?;
     Ok((meta, objects, lock))
 }

@@ -80,8 +80,8 @@ fn settle(
             // Objects in the range whose inode never committed were created
             // by operations that did not happen: remove them.
             let mut removed = 0;
-            for ino in from..to {
-                if objects.stat(ino)?.is_some() && meta.get_inode(ino)?.is_none() {
+            for ino in objects.present(from..to)? {
+                if meta.get_inode(ino)?.is_none() {
                     objects.remove(ino)?;
                     removed += 1;
                 }

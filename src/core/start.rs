@@ -17,6 +17,7 @@ use crate::types::ROOT_INO;
 /// Before anything is served: settle what a crash left pending, and give
 /// a new store's root its sidecar. Returns how many log rows it settled.
 pub(super) fn recover(meta: &dyn MetaStore, objects: &dyn ContentStore) -> Result<u64> {
+    objects.serve_as_writer()?;
     let settled = crate::core::recover::recover(meta, objects)?;
     // Pending `sidecars` rows are deferred housekeeping (the tables hold
     // everything; only attr.json copies lagged), not an interrupted
@@ -45,6 +46,7 @@ pub(super) fn recover(meta: &dyn MetaStore, objects: &dyn ContentStore) -> Resul
         // batch first changes it.
         crate::core::render::rewrite(meta, objects, &[ROOT_INO])?;
     }
+    objects.recovered();
     Ok(settled.len() as u64)
 }
 

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use super::pg::{PgDatabase, PgServer};
-use super::s3::S3Server;
+use super::s3::{Bucket, S3Server};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
@@ -61,6 +61,8 @@ pub struct StoreDb {
 }
 
 struct S3Place {
+    /// The store's own bucket on the shared server.
+    bucket: String,
     prefix: String,
     sqlite: std::path::PathBuf,
     _dir: tempfile::TempDir,
@@ -173,18 +175,24 @@ impl StoreDb {
         match &self.s3 {
             None => vec![backing.into()],
             Some(p) => vec![
-                S3Server::shared().url(&p.prefix).into(),
+                format!("s3://{}/{}", p.bucket, p.prefix).into(),
                 "--cache-dir".into(),
                 backing.into(),
             ],
         }
     }
 
-    /// The test server and the store's key prefix (S3 only).
-    pub fn bucket(&self) -> Option<(&'static S3Server, String)> {
-        self.s3
-            .as_ref()
-            .map(|p| (S3Server::shared(), p.prefix.clone()))
+    /// The store's bucket and key prefix (S3 only).
+    pub fn bucket(&self) -> Option<(Bucket<'static>, String)> {
+        self.s3.as_ref().map(|p| {
+            (
+                Bucket {
+                    server: S3Server::shared(),
+                    name: p.bucket.clone(),
+                },
+                p.prefix.clone(),
+            )
+        })
     }
 }
 
@@ -192,18 +200,14 @@ pub fn new_store_db(tag: &str) -> StoreDb {
     match current() {
         Engine::Sqlite => StoreDb::none(),
         Engine::S3 => {
-            static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
             let server = S3Server::shared();
+            let bucket = server.new_bucket(tag).name;
             let dir = tempfile::Builder::new()
                 .prefix("artfs-s3-db-")
                 .tempdir()
                 .unwrap();
             let sqlite = dir.path().join("meta.db");
-            let prefix = format!(
-                "{tag}-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            );
+            let prefix = "store".to_string();
             StoreDb {
                 args: vec![
                     "--db".into(),
@@ -218,6 +222,7 @@ pub fn new_store_db(tag: &str) -> StoreDb {
                     .collect(),
                 pg: None,
                 s3: Some(S3Place {
+                    bucket,
                     prefix,
                     sqlite,
                     _dir: dir,

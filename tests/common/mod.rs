@@ -99,7 +99,7 @@ impl Mount {
     }
 
     /// The bucket holding this store's content, and its key prefix (S3 only).
-    pub fn bucket(&self) -> Option<(&'static s3::S3Server, String)> {
+    pub fn bucket(&self) -> Option<(s3::Bucket<'static>, String)> {
         self.db.bucket()
     }
 

@@ -118,6 +118,82 @@ impl S3Server {
         assert!(r.status().is_success(), "create bucket {name}: {r:?}");
     }
 
+    /// The test's default bucket.
+    pub fn default_bucket(&self) -> Bucket<'_> {
+        Bucket {
+            server: self,
+            name: self.bucket.clone(),
+        }
+    }
+
+    /// A bucket of its own for one store (a short listing per store: moto
+    /// lists a whole bucket to answer a prefix), made here.
+    pub fn new_bucket(&self, tag: &str) -> Bucket<'_> {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let name = format!(
+            "{}-{}-{}",
+            tag.to_ascii_lowercase().replace('_', "-"),
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        self.make_bucket(&name);
+        Bucket { server: self, name }
+    }
+
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        self.default_bucket().keys(prefix)
+    }
+
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.default_bucket().get(key)
+    }
+
+    pub fn put(&self, key: &str, bytes: &[u8]) {
+        self.default_bucket().put(key, bytes)
+    }
+
+    pub fn open_uploads(&self, prefix: &str) -> Vec<String> {
+        self.default_bucket().open_uploads(prefix)
+    }
+
+    /// Stop answering (SIGSTOP), as a server that hangs; `resume` undoes it.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, sig: i32) {
+        if let Some(c) = self.child.lock().unwrap().as_ref() {
+            // SAFETY: a signal to the child this harness started and still holds.
+            unsafe { libc::kill(c.id() as i32, sig) };
+        }
+    }
+
+    /// The variables a daemon needs to reach this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
+            ("AWS_REGION", REGION.into()),
+        ]
+    }
+
+    /// `s3://BUCKET/PREFIX`.
+    pub fn url(&self, prefix: &str) -> String {
+        format!("s3://{}/{prefix}", self.bucket)
+    }
+}
+
+/// One bucket of a test server.
+pub struct Bucket<'a> {
+    pub server: &'a S3Server,
+    pub name: String,
+}
+
+impl Bucket<'_> {
     /// The keys under `prefix` in the bucket (moto answers unsigned
     /// requests), in name order.
     pub fn keys(&self, prefix: &str) -> Vec<String> {
@@ -126,7 +202,7 @@ impl S3Server {
         loop {
             let mut url = format!(
                 "{}/{}?list-type=2&prefix={}",
-                self.endpoint, self.bucket, prefix
+                self.server.endpoint, self.name, prefix
             );
             if let Some(t) = &token {
                 url.push_str(&format!("&continuation-token={}", urlencode(t)));
@@ -144,7 +220,10 @@ impl S3Server {
     /// anonymous object requests, and checks no signature).
     fn request(&self, method: reqwest::Method, key: &str) -> reqwest::blocking::RequestBuilder {
         reqwest::blocking::Client::new()
-            .request(method, format!("{}/{}/{key}", self.endpoint, self.bucket))
+            .request(
+                method,
+                format!("{}/{}/{key}", self.server.endpoint, self.name),
+            )
             .header(
                 "authorization",
                 format!(
@@ -176,43 +255,24 @@ impl S3Server {
         self.request(reqwest::Method::DELETE, key).send().unwrap();
     }
 
-    /// Multipart uploads begun and neither completed nor aborted.
-    pub fn open_uploads(&self) -> Vec<String> {
-        let body = reqwest::blocking::get(format!("{}/{}?uploads", self.endpoint, self.bucket))
-            .unwrap()
-            .text()
-            .unwrap();
+    /// Multipart uploads under `prefix` begun and neither completed nor
+    /// aborted.
+    pub fn open_uploads(&self, prefix: &str) -> Vec<String> {
+        let body = reqwest::blocking::get(format!(
+            "{}/{}?uploads&prefix={}",
+            self.server.endpoint,
+            self.name,
+            urlencode(prefix)
+        ))
+        .unwrap()
+        .text()
+        .unwrap();
         tags(&body, "UploadId")
-    }
-
-    /// Stop answering (SIGSTOP), as a server that hangs; `resume` undoes it.
-    pub fn pause(&self) {
-        self.signal(libc::SIGSTOP);
-    }
-
-    pub fn resume(&self) {
-        self.signal(libc::SIGCONT);
-    }
-
-    fn signal(&self, sig: i32) {
-        if let Some(c) = self.child.lock().unwrap().as_ref() {
-            // SAFETY: a signal to the child this harness started and still holds.
-            unsafe { libc::kill(c.id() as i32, sig) };
-        }
-    }
-
-    /// The variables a daemon needs to reach this server.
-    pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
-            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
-            ("AWS_REGION", REGION.into()),
-        ]
     }
 
     /// `s3://BUCKET/PREFIX`.
     pub fn url(&self, prefix: &str) -> String {
-        format!("s3://{}/{prefix}", self.bucket)
+        format!("s3://{}/{prefix}", self.name)
     }
 }
 
