@@ -151,7 +151,7 @@ fn rebuild(m: &Mount, args: &[&str]) -> (i32, String) {
 
 #[test]
 fn losing_the_database_loses_nothing() {
-    common::engine::every_engine(|| {
+    common::engine::every_store(|| {
         // List the computed attributes too: they must come back as well.
         let mut m = Mount::with_args(&["--list-computed-xattrs"]);
         build_tree(&m);
@@ -167,6 +167,11 @@ fn losing_the_database_loses_nothing() {
         let (code, out) = rebuild(&m, &["--check"]);
         assert_eq!(code, 0, "sidecars and tables should agree:\n{out}");
         m.lose_tables();
+        if m.bucket().is_some() {
+            // On S3 the cache directory goes too: the bucket alone holds
+            // what the rebuild needs.
+            fs::remove_dir_all(&m.backing).unwrap();
+        }
         let (code, out) = rebuild(&m, &[]);
         assert_eq!(code, 0, "rebuild failed:\n{out}");
         m.assert_consistent();
@@ -194,25 +199,40 @@ fn losing_the_database_loses_nothing() {
 
 #[test]
 fn check_reports_orphans_both_ways_and_changes_nothing() {
-    common::engine::every_engine(|| {
+    common::engine::every_store(|| {
         let mut m = Mount::new();
         fs::write(m.path("a"), b"a").unwrap();
         fs::write(m.path("b"), b"b").unwrap();
         let ino_a = fs::metadata(m.path("a")).unwrap().ino();
         m.unmount();
+        // The sidecar of `a` goes, and a damaged one appears (in BACKING,
+        // or in the bucket of an S3 store).
         let b = m.backing.clone();
         let sidecar = b.join(format!(
             "objects/{:02x}/{:016x}.attr.json",
             ino_a & 0xff,
             ino_a
         ));
-        assert!(sidecar.exists());
-        fs::remove_file(&sidecar).unwrap();
-        fs::write(
-            b.join("objects/ee/00000000000000ee.attr.json"),
-            b"{ not json",
-        )
-        .unwrap();
+        let key = |ino: u64| format!("objects/{ino:016x}/attr.json");
+        let sidecar_exists = || match m.bucket() {
+            Some((bucket, prefix)) => bucket.get(&format!("{prefix}/{}", key(ino_a))).is_some(),
+            None => sidecar.exists(),
+        };
+        assert!(sidecar_exists());
+        match m.bucket() {
+            Some((bucket, prefix)) => {
+                bucket.delete(&format!("{prefix}/{}", key(ino_a)));
+                bucket.put(&format!("{prefix}/{}", key(0xee)), b"{ not json");
+            }
+            None => {
+                fs::remove_file(&sidecar).unwrap();
+                fs::write(
+                    b.join("objects/ee/00000000000000ee.attr.json"),
+                    b"{ not json",
+                )
+                .unwrap();
+            }
+        }
         let (code, out) = rebuild(&m, &["--check"]);
         assert_eq!(code, 1, "{out}");
         assert!(
@@ -220,7 +240,7 @@ fn check_reports_orphans_both_ways_and_changes_nothing() {
             "{out}"
         );
         assert!(out.contains("unusable sidecar"), "{out}");
-        assert!(!sidecar.exists(), "--check must not write");
+        assert!(!sidecar_exists(), "--check must not write");
         // The mount still works and serves the file.
         m.mount();
         assert_eq!(fs::read(m.path("a")).unwrap(), b"a");
@@ -229,7 +249,7 @@ fn check_reports_orphans_both_ways_and_changes_nothing() {
 
 #[test]
 fn rebuild_refuses_a_mounted_store() {
-    common::engine::every_engine(|| {
+    common::engine::every_store(|| {
         let m = Mount::new();
         let (code, out) = rebuild(&m, &[]);
         assert_eq!(code, 2, "{out}");
@@ -239,7 +259,7 @@ fn rebuild_refuses_a_mounted_store() {
 
 #[test]
 fn incremental_rebuild_adds_only_what_the_tables_lack() {
-    common::engine::every_engine(|| {
+    common::engine::every_store(|| {
         let mut m = Mount::new();
         fs::create_dir(m.path("d")).unwrap();
         fs::write(m.path("d/lost"), b"lost row").unwrap();

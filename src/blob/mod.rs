@@ -127,6 +127,12 @@ pub trait ContentStore: Send + Sync {
         Ok(())
     }
 
+    /// Send now what the store holds locally only (a clean stop); errors
+    /// say what could not go (it stays, sent at the next start).
+    fn flush(&self) -> io::Result<()> {
+        Ok(())
+    }
+
     /// Recovery is over: a remote store starts sending, in the
     /// background, the changes its cache holds unsent (not before: the
     /// content of inodes recovery removes is never sent).

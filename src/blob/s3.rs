@@ -882,10 +882,12 @@ impl S3Store {
             return Ok(true);
         }
         let unsent = Self::is_unsent(&e, &m);
-        if e.version == 0 && e.sending.is_none() && !self.read_only() {
+        if e.version == 0 && e.sending.is_none() {
             // Never sent (no record): nothing in the bucket to compare with.
             self.mark(ino, |e| e.checked = true);
-            self.state.lock().unsent.insert(ino);
+            if !self.read_only() {
+                self.state.lock().unsent.insert(ino);
+            }
             self.touch(ino, m.len());
             return Ok(true);
         }
@@ -894,11 +896,12 @@ impl S3Store {
         let keep = match &cur {
             // The version the copy matched.
             Some(v) if v.number == e.version && !unsent => true,
-            // Local changes on top of what this node last sent.
-            Some(v) if unsent && v.number <= ours && !self.read_only() => true,
+            // Local changes on top of what this node last sent (a reader
+            // of this cache, like fsck, sees them as the content too).
+            Some(v) if unsent && v.number <= ours => true,
             // Gone from the bucket behind our back, with local content:
             // sent again rather than lost.
-            None if unsent && !self.read_only() => true,
+            None if unsent => true,
             _ => false,
         };
         if keep {
@@ -909,13 +912,13 @@ impl S3Store {
                     en.key = Some(v.key.clone());
                 }
             });
-            if unsent {
+            if unsent && !self.read_only() {
                 self.state.lock().unsent.insert(ino);
             }
             self.touch(ino, m.len());
             return Ok(true);
         }
-        if unsent && !self.read_only() {
+        if unsent {
             tracing::warn!(
                 ino,
                 "another node wrote a newer version of a file this cache holds \
@@ -1255,11 +1258,12 @@ impl ContentStore for S3Store {
     fn stat(&self, ino: u64) -> io::Result<Option<ObjectStat>> {
         let _g = self.stripe(ino);
         if let Some((e, m)) = self.known(ino)? {
-            let unsent = Self::is_unsent(&e, &m);
-            if unsent && !self.read_only() {
+            if Self::is_unsent(&e, &m) {
                 // The copy is the freshest content (a crash, a failed send):
                 // recovery records it, and it is sent.
-                self.state.lock().unsent.insert(ino);
+                if !self.read_only() {
+                    self.state.lock().unsent.insert(ino);
+                }
                 return Ok(Some(ObjectStat::of(&m)));
             }
             if e.checked && !self.read_only() {
@@ -1356,18 +1360,26 @@ impl ContentStore for S3Store {
                 None => stray.push(PathBuf::from(format!("s3://{}/{key}", self.cfg.bucket))),
             }
         }
-        // New content not sent yet is an object too.
+        // New content not sent yet is an object too; what is neither a
+        // copy nor its record in the cache is a stray (reported, kept).
         for i in 0..=255u8 {
             for e in std::fs::read_dir(self.root.join(format!("{i:02x}")))? {
-                let name = e?.file_name();
+                let e = e?;
+                let name = e.file_name();
                 let name = name.to_string_lossy();
-                if let Some(ino) = (name.len() == 16)
-                    .then(|| u64::from_str_radix(&name, 16).ok())
+                let (stem, ext) = name.split_once('.').unwrap_or((&name, ""));
+                let ino = (stem.len() == 16)
+                    .then(|| u64::from_str_radix(stem, 16).ok())
                     .flatten()
-                {
-                    if self.read_record(ino).is_none() {
-                        inos.insert(ino);
+                    .filter(|ino| ino & 0xff == u64::from(i));
+                match (ino, ext) {
+                    (Some(ino), "") => {
+                        if self.read_record(ino).is_none_or(|r| r.version == 0) {
+                            inos.insert(ino);
+                        }
                     }
+                    (Some(_), "cached" | "fetch" | "cached-tmp") => {}
+                    _ => stray.push(e.path()),
                 }
             }
         }
@@ -1499,6 +1511,19 @@ impl ContentStore for S3Store {
             tracing::info!(count = n, "aborted multipart uploads left by a crash");
         }
         Ok(())
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        if self.read_only() {
+            return Ok(());
+        }
+        match self.send_unsent() {
+            0 => Ok(()),
+            n => Err(io::Error::other(format!(
+                "{n} files' changes could not be sent to {}",
+                self.cfg.url()
+            ))),
+        }
     }
 
     fn recovered(&self) {

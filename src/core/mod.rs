@@ -435,6 +435,11 @@ impl Fs {
         }
         self.pool.stop(self);
         self.workers.join(workers::OBJECTS);
+        // A remote store sends what its cache still holds unsent.
+        if let Err(e) = self.objects.flush() {
+            tracing::error!(error = %e, "content not sent at close stays in the cache; \
+                it is sent at the next mount");
+        }
         // Sidecars of everything committed, then their log rows settled.
         self.sidecars.drain();
         if let Err(e) = self.wait_committed() {

@@ -249,17 +249,34 @@ pub fn new_store_db(tag: &str) -> StoreDb {
 /// failing engine is named on stderr, which cargo shows for a failed
 /// test).
 pub fn every_engine(body: impl Fn()) {
-    for engine in [Engine::Sqlite, Engine::Postgres] {
+    for engine in chosen(&[Engine::Sqlite, Engine::Postgres]) {
         eprintln!("-- on {engine:?}");
         run_on(engine, &body);
     }
+}
+
+/// `engines`, or those of them `ARTFS_TEST_ENGINES` names (a comma list of
+/// sqlite, postgres, s3: to work on one engine's failures quickly).
+fn chosen(engines: &[Engine]) -> Vec<Engine> {
+    let Ok(only) = std::env::var("ARTFS_TEST_ENGINES") else {
+        return engines.to_vec();
+    };
+    let only = only.to_ascii_lowercase();
+    engines
+        .iter()
+        .copied()
+        .filter(|e| {
+            only.split(',')
+                .any(|o| o.trim() == format!("{e:?}").to_ascii_lowercase())
+        })
+        .collect()
 }
 
 /// Run a test's body on every metadata engine and on every content store
 /// (S3 too): for the tests of what the mount does with content (files,
 /// renames, xattrs, the model, crashes, the API).
 pub fn every_store(body: impl Fn()) {
-    for engine in [Engine::Sqlite, Engine::Postgres, Engine::S3] {
+    for engine in chosen(&[Engine::Sqlite, Engine::Postgres, Engine::S3]) {
         eprintln!("-- on {engine:?}");
         run_on(engine, &body);
     }

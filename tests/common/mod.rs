@@ -98,6 +98,11 @@ impl Mount {
         self.db.location(&self.backing)
     }
 
+    /// Variables every command on this store needs (S3 credentials).
+    pub fn store_env(&self) -> Vec<(String, String)> {
+        self.db.env.clone()
+    }
+
     /// The bucket holding this store's content, and its key prefix (S3 only).
     pub fn bucket(&self) -> Option<(s3::Bucket<'static>, String)> {
         self.db.bucket()
