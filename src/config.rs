@@ -101,6 +101,9 @@ pub struct S3Section {
     /// Files larger than this are sent in parts [default: 32M].
     #[serde(deserialize_with = "de_size")]
     pub multipart_threshold: Option<u64>,
+    /// Seconds a failing request is retried before the operation that
+    /// needed it gets EIO [default: 20].
+    pub retry_secs: Option<f64>,
 }
 
 /// The variable that gives Redis's password.
@@ -387,9 +390,16 @@ impl Config {
                         .multipart_threshold
                         .unwrap_or(crate::blob::DEFAULT_MULTIPART_THRESHOLD)
                         .max(5 << 20),
+                    retry_for: match s3.retry_secs {
+                        None => crate::blob::DEFAULT_RETRY_FOR,
+                        Some(s) if (0.5..=3600.0).contains(&s) => {
+                            std::time::Duration::from_secs_f64(s)
+                        }
+                        Some(s) => anyhow::bail!("[s3] retry_secs must be 0.5 to 3600, not {s}"),
+                    },
                     read_only: false,
                 };
-                (cache, crate::blob::Content::S3(cfg))
+                (cache, crate::blob::Content::S3(Box::new(cfg)))
             }
         };
         Ok(Some(StoreOptions {
@@ -681,6 +691,17 @@ mod tests {
         let optional = [
             ("store.backing", c.store.backing.is_some()),
             ("store.db", c.store.db.is_some()),
+            ("store.cache_dir", c.store.cache_dir.is_some()),
+            ("store.cache_size", c.store.cache_size.is_some()),
+            ("s3.endpoint", c.s3.endpoint.is_some()),
+            ("s3.region", c.s3.region.is_some()),
+            ("s3.access_key_id", c.s3.access_key_id.is_some()),
+            (
+                "s3.secret_access_key_file",
+                c.s3.secret_access_key_file.is_some(),
+            ),
+            ("s3.multipart_threshold", c.s3.multipart_threshold.is_some()),
+            ("s3.retry_secs", c.s3.retry_secs.is_some()),
             ("mount.mountpoint", c.mount.mountpoint.is_some()),
             ("mount.threads", c.mount.threads.is_some()),
             ("policy.capacity", c.policy.capacity.is_some()),
@@ -703,7 +724,7 @@ mod tests {
         }
         // Every key of every section appears (the structs' fields, as
         // deny_unknown_fields lists them when given a bad key).
-        for section in ["store", "mount", "policy", "api", "log"] {
+        for section in ["store", "s3", "mount", "policy", "api", "log"] {
             let err = Config::parse(&format!("[{section}]\nno_such_key = 1\n"))
                 .unwrap_err()
                 .to_string();
@@ -717,6 +738,49 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn an_s3_backing_names_a_bucket_and_needs_a_cache_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s3.secret"), "sekrit\n").unwrap();
+        let text = "[store]\nbacking = \"s3://archive-a/elements/one/\"\n";
+        let mut c = Config::parse(text).unwrap();
+        c.resolve_paths(dir.path());
+        let err = c.store_options().unwrap_err().to_string();
+        assert!(err.contains("--cache-dir"), "{err}");
+        let text = format!(
+            "{text}cache_dir = \"cache\"\ncache_size = \"1G\"\n\
+             [s3]\nendpoint = \"http://127.0.0.1:9000\"\naccess_key_id = \"AK\"\n\
+             secret_access_key_file = \"s3.secret\"\n"
+        );
+        let mut c = Config::parse(&text).unwrap();
+        c.resolve_paths(dir.path());
+        let o = c.store_options().unwrap().unwrap();
+        // The cache directory is the store's local directory.
+        assert_eq!(o.backing, dir.path().join("cache"));
+        let crate::blob::Content::S3(s3) = o.content else {
+            panic!("not an S3 store: {:?}", o.content)
+        };
+        assert_eq!(
+            (s3.bucket.as_str(), s3.prefix.as_str()),
+            ("archive-a", "elements/one")
+        );
+        assert_eq!(s3.cache_size, 1 << 30);
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        let creds = s3.credentials.unwrap();
+        assert_eq!(
+            (creds.key_id.as_str(), creds.secret.as_str()),
+            ("AK", "sekrit")
+        );
+        assert!(
+            !format!("{creds:?}").contains("sekrit"),
+            "the secret is never shown"
+        );
+        let mut c = Config::parse("[store]\nbacking = \"s3://x\"\ncache_dir = \"/c\"\n").unwrap();
+        c.resolve_paths(dir.path());
+        let err = c.store_options().unwrap_err().to_string();
+        assert!(err.contains("not a bucket name"), "{err}");
     }
 
     #[test]

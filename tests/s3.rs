@@ -215,3 +215,24 @@ fn an_s3_store_needs_a_database_and_a_cache_dir() {
     assert!(out.contains("not a bucket name"), "{out}");
     assert!(!common::is_mounted(Path::new(mnt)));
 }
+
+#[test]
+fn df_shows_the_capacity_not_the_cache_disk() {
+    run_on(Engine::S3, || {
+        let statvfs = |m: &Mount| nix::sys::statvfs::statvfs(&m.mnt).unwrap();
+        let m = Mount::new();
+        let v = statvfs(&m);
+        let size = v.blocks() * v.fragment_size();
+        assert_eq!(size, 1 << 50, "a bucket without a capacity shows 1 PiB");
+        drop(m);
+        let m = Mount::with_args(&["--capacity", "10M"]);
+        fs::write(m.path("f"), vec![1u8; 1 << 20]).unwrap();
+        let v = statvfs(&m);
+        assert_eq!(v.blocks() * v.fragment_size(), 10 << 20);
+        let free = v.blocks_available() * v.fragment_size();
+        assert!(
+            (8 << 20..=9 << 20).contains(&free),
+            "free {free} of 10 MiB with 1 MiB used"
+        );
+    });
+}

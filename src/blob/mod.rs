@@ -66,7 +66,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use local::{remove_legacy_pool, LocalDir};
-pub use s3::{Credentials, S3Config, S3Store, DEFAULT_CACHE_SIZE, DEFAULT_MULTIPART_THRESHOLD};
+pub use s3::{
+    Credentials, S3Config, S3Store, DEFAULT_CACHE_SIZE, DEFAULT_MULTIPART_THRESHOLD,
+    DEFAULT_RETRY_FOR,
+};
 
 use crate::types::Timestamp;
 
@@ -110,6 +113,12 @@ pub trait ContentStore: Send + Sync {
     /// leaves the changes in the local file, for the store to send later.
     fn close(&self, _ino: u64, _file: &File) -> io::Result<()> {
         Ok(())
+    }
+
+    /// Whether opening an object may wait on the network (a remote store
+    /// fetching it): the doors then open off their request loop.
+    fn is_remote(&self) -> bool {
+        false
     }
 
     /// Object `ino` is about to be opened: a remote store fetches it now,
@@ -290,7 +299,7 @@ pub enum Content {
     #[default]
     Local,
     /// An S3-compatible bucket; BACKING is then its local cache directory.
-    S3(S3Config),
+    S3(Box<S3Config>),
 }
 
 /// The content store of BACKING: the one place that knows the kinds of
@@ -305,7 +314,7 @@ pub fn open(
         Content::S3(cfg) => {
             let cfg = S3Config {
                 read_only,
-                ..cfg.clone()
+                ..(**cfg).clone()
             };
             Ok(S3Store::open(cfg, backing)?)
         }

@@ -80,6 +80,9 @@ pub struct S3Config {
     pub cache_size: u64,
     /// Files larger than this are sent as multipart uploads.
     pub multipart_threshold: u64,
+    /// How long a request is retried (throttling, timeouts, 5xx) before
+    /// the operation that needed it fails with EIO.
+    pub retry_for: Duration,
     /// A follower's store: reads only.
     pub read_only: bool,
 }
@@ -103,6 +106,8 @@ impl std::fmt::Debug for Credentials {
 
 /// Default `cache_size`: 10 GiB.
 pub const DEFAULT_CACHE_SIZE: u64 = 10 << 30;
+/// Default `retry_for`.
+pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(20);
 /// Default `multipart_threshold`: 32 MiB.
 pub const DEFAULT_MULTIPART_THRESHOLD: u64 = 32 << 20;
 /// Parts are at least this large (S3's minimum is 5 MiB) and grow so that
@@ -287,8 +292,14 @@ impl S3Store {
     pub fn open(cfg: S3Config, cache_dir: &Path) -> io::Result<Arc<S3Store>> {
         // Client options first: they replace what `with_allow_http` sets.
         let options = ClientOptions::new()
-            .with_timeout(Duration::from_secs(60))
-            .with_connect_timeout(Duration::from_secs(5));
+            .with_timeout(
+                cfg.retry_for
+                    .clamp(Duration::from_secs(1), Duration::from_secs(60)),
+            )
+            .with_connect_timeout(
+                cfg.retry_for
+                    .clamp(Duration::from_secs(1), Duration::from_secs(5)),
+            );
         let mut b = AmazonS3Builder::from_env()
             .with_client_options(options)
             .with_bucket_name(&cfg.bucket);
@@ -322,10 +333,11 @@ impl S3Store {
             }
         }
         // Throttling (503 SlowDown), timeouts and 5xx are retried with
-        // backoff; a store still failing after ~20 s gives EIO.
+        // backoff; a store still failing after `retry_for` gives EIO. A
+        // request that hangs counts against it too.
         let retry = RetryConfig {
-            max_retries: 6,
-            retry_timeout: Duration::from_secs(20),
+            max_retries: 10,
+            retry_timeout: cfg.retry_for,
             ..RetryConfig::default()
         };
         let client = b
@@ -1499,6 +1511,10 @@ impl ContentStore for S3Store {
         )
     }
 
+    fn is_remote(&self) -> bool {
+        true
+    }
+
     fn warm(&self, ino: u64) -> io::Result<()> {
         let _g = self.stripe(ino);
         self.materialise(ino).map(|_| ())
@@ -1553,6 +1569,7 @@ mod tests {
             }),
             cache_size: DEFAULT_CACHE_SIZE,
             multipart_threshold: DEFAULT_MULTIPART_THRESHOLD,
+            retry_for: DEFAULT_RETRY_FOR,
             read_only: false,
         }
     }

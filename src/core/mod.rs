@@ -165,6 +165,12 @@ impl Fs {
         &self.store_id
     }
 
+    /// Whether content lives in a remote store: opening a file may wait on
+    /// the network while it is fetched.
+    pub fn content_is_remote(&self) -> bool {
+        self.objects.is_remote()
+    }
+
     /// Install the caching door's invalidator (once, at mount).
     pub fn set_invalidator(&self, inv: Arc<dyn Invalidator>) {
         let _ = self.invalidator.set(inv);

@@ -15,6 +15,10 @@ use crate::types::{
 };
 use serde_json::json;
 
+/// What statfs shows as the size of a store in a bucket without a
+/// capacity: 1 PiB (a figure only; nothing enforces it).
+const REMOTE_SIZE: u64 = 1 << 50;
+
 /// Reject names a directory entry cannot have.
 pub fn check_name(name: &[u8]) -> Result<()> {
     if name.len() > NAME_MAX {
@@ -849,6 +853,7 @@ impl Fs {
         Ok(out)
     }
 
+    /// Figures for statfs(2).
     pub fn statfs(&self) -> Result<StatFs> {
         let v = self.objects.space()?;
         let frsize = v.frsize.max(1);
@@ -864,7 +869,16 @@ impl Fs {
         let trash = self.trash_bytes() / bsize;
         bfree = bfree.saturating_add(trash).min(blocks);
         bavail = bavail.saturating_add(trash).min(blocks);
-        if let Some(cap) = self.capacity() {
+        if self.objects.is_remote() {
+            // A bucket has no size: the capacity is the store's size (1 PiB
+            // without one, as other S3 filesystems show); the cache disk
+            // is no limit on what the store holds.
+            let total = self.capacity().unwrap_or(REMOTE_SIZE);
+            let free = (total.saturating_sub(self.usage().0) / bsize).saturating_add(trash);
+            blocks = total / bsize;
+            bfree = free.min(blocks);
+            bavail = bfree;
+        } else if let Some(cap) = self.capacity() {
             // `df` tells the store's own accounting, never more than the
             // backing filesystem can hold (trash included).
             let free = (cap.saturating_sub(self.usage().0) / bsize).saturating_add(trash);

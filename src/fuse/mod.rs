@@ -876,7 +876,8 @@ impl Filesystem for FuseFs {
         let who = caller(req);
         // Opening for writing may wait until its intent is durable.
         let writes = flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
-        if writes {
+        // So may fetching a file a remote content store has not cached.
+        if writes || self.fs.content_is_remote() {
             self.blocking(move |me| me.open_now(&who, ino.0, flags.0, reply));
         } else {
             self.open_now(&who, ino.0, flags.0, reply);
