@@ -24,6 +24,9 @@ pub struct Node {
     /// Flags of `artfs mount` beyond the store's (`--replica`, ...).
     pub extra: Vec<String>,
     pub child: Option<Child>,
+    /// Content in this bucket (`s3://...`), BACKING its cache (each node
+    /// its own); `None`: BACKING's objects, shared by the nodes.
+    pub bucket: Option<String>,
 }
 
 impl Node {
@@ -45,7 +48,16 @@ impl Node {
             ],
             extra: Vec::new(),
             child: None,
+            bucket: None,
         }
+    }
+
+    /// The first node of a store whose content is in a bucket of the test
+    /// S3 server (tests/common/s3.rs).
+    pub fn first_on(db: &PgDatabase, bucket: &super::s3::Bucket) -> Node {
+        let mut n = Node::first(db);
+        n.bucket = Some(bucket.url("store"));
+        n
     }
 
     /// Another node of `other`'s store (which must have been mounted once):
@@ -60,7 +72,13 @@ impl Node {
             db: other.db.clone(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
+            bucket: other.bucket.clone(),
         };
+        if n.bucket.is_some() {
+            // A cache of its own; the store id comes from the bucket.
+            fs::create_dir(n.mnt()).unwrap();
+            return n;
+        }
         fs::create_dir_all(n.backing().join(".artfs")).unwrap();
         fs::create_dir(n.mnt()).unwrap();
         symlink(other.backing().join("objects"), n.backing().join("objects")).unwrap();
@@ -74,6 +92,26 @@ impl Node {
 
     pub fn backing(&self) -> PathBuf {
         self.dir.path().join("backing")
+    }
+
+    /// BACKING as commands name it, and the variables they need.
+    fn location(&self) -> (Vec<std::ffi::OsString>, Vec<(&'static str, String)>) {
+        match &self.bucket {
+            None => (vec![self.backing().into()], Vec::new()),
+            Some(url) => {
+                let server = super::s3::S3Server::shared();
+                (
+                    vec![
+                        url.into(),
+                        "--cache-dir".into(),
+                        self.backing().into(),
+                        "--s3-endpoint".into(),
+                        server.endpoint.clone().into(),
+                    ],
+                    server.env(),
+                )
+            }
+        }
     }
     pub fn mnt(&self) -> PathBuf {
         self.dir.path().join("mnt")
@@ -96,9 +134,10 @@ impl Node {
     /// Start the daemon with more flags (and `env`).
     pub fn start_with(&mut self, env: &[(&str, &str)]) -> Result<(), String> {
         let log = fs::File::create(self.dir.path().join("log")).unwrap();
+        let (location, store_env) = self.location();
         let child = Command::new(bin())
             .arg("mount")
-            .arg(self.backing())
+            .args(location)
             .arg(self.mnt())
             .args(&self.db)
             .args(&self.extra)
@@ -106,6 +145,7 @@ impl Node {
                 "ARTFS_LOG",
                 std::env::var("ARTFS_TEST_NODE_LOG").unwrap_or("info,fuser=error".into()),
             )
+            .envs(store_env)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stderr(log)
@@ -148,10 +188,12 @@ impl Node {
 
     /// `artfs SUB BACKING <store flags> ARGS`: (exit code, output).
     pub fn command(&self, sub: &str, args: &[&str]) -> (i32, String) {
+        let (location, env) = self.location();
         let out = Command::new(bin())
             .arg(sub)
-            .arg(self.backing())
+            .args(location)
             .args(&self.db)
+            .envs(env)
             .args(args)
             .env("ARTFS_LOG", "warn")
             .output()
