@@ -248,14 +248,7 @@ impl ContentStore for LocalDir {
     }
 
     fn space(&self) -> io::Result<Space> {
-        let v = nix::sys::statvfs::statvfs(&self.root).map_err(io::Error::from)?;
-        Ok(Space {
-            frsize: v.fragment_size(),
-            blocks: v.blocks(),
-            bfree: v.blocks_free(),
-            bavail: v.blocks_available(),
-            ffree: v.files_free(),
-        })
+        Space::of(&self.root)
     }
 
     fn check_ready(&self) -> io::Result<()> {

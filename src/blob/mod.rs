@@ -282,6 +282,20 @@ pub struct Space {
     pub ffree: u64,
 }
 
+impl Space {
+    /// The figures of the filesystem holding `path`.
+    pub fn of(path: &Path) -> io::Result<Space> {
+        let v = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
+        Ok(Space {
+            frsize: v.fragment_size(),
+            blocks: v.blocks(),
+            bfree: v.blocks_free(),
+            bavail: v.blocks_available(),
+            ffree: v.files_free(),
+        })
+    }
+}
+
 /// One sidecar found by [`ContentStore::sidecars`].
 #[derive(Debug)]
 pub struct FoundSidecar {

@@ -1482,14 +1482,7 @@ impl ContentStore for S3Store {
     }
 
     fn space(&self) -> io::Result<Space> {
-        let v = nix::sys::statvfs::statvfs(&self.root).map_err(io::Error::from)?;
-        Ok(Space {
-            frsize: v.fragment_size(),
-            blocks: v.blocks(),
-            bfree: v.blocks_free(),
-            bavail: v.blocks_available(),
-            ffree: v.files_free(),
-        })
+        Space::of(&self.root)
     }
 
     fn check_ready(&self) -> io::Result<()> {
