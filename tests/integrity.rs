@@ -8,7 +8,6 @@ mod common;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use artfs::auth::{mint, MintRequest, Role};
@@ -32,18 +31,10 @@ fn cli(m: &Mount, args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
-fn object_path(m: &Mount, ino: u64) -> PathBuf {
-    m.backing
-        .join(format!("objects/{:02x}/{:016x}", ino & 0xff, ino))
-}
-
 /// The checksum the sidecar of `ino` records (what the tables said when
 /// it was last written), if any.
 fn sidecar_checksum(m: &Mount, ino: u64) -> Option<String> {
-    let p = m
-        .backing
-        .join(format!("objects/{:02x}/{:016x}.attr.json", ino & 0xff, ino));
-    let doc: serde_json::Value = serde_json::from_slice(&fs::read(p).ok()?).ok()?;
+    let doc: serde_json::Value = serde_json::from_slice(&m.sidecar_bytes(ino)?).ok()?;
     doc["checksum"].as_str().map(str::to_string)
 }
 
@@ -95,7 +86,7 @@ fn scrub_report(m: &Mount) -> String {
 
 #[test]
 fn files_left_unhashed_by_a_crash_get_their_hash_at_the_next_mount() {
-    common::engine::every_engine(|| {
+    common::engine::every_store(|| {
         let mut m = Mount::new();
         let files = crash_leaving_unhashed(&mut m, 8, 40);
         // Nothing was recorded before the crash.
@@ -144,7 +135,7 @@ fn files_left_unhashed_by_a_crash_get_their_hash_at_the_next_mount() {
 
 #[test]
 fn unhashed_files_are_counted_in_metrics_and_info_until_hashed() {
-    common::engine::every_engine(|| {
+    common::engine::every_store(|| {
         let (mut m, api) = mount_with_api();
         let gauge = |name: &str| -> Option<u64> {
             let text = api
@@ -196,7 +187,7 @@ fn unhashed_files_are_counted_in_metrics_and_info_until_hashed() {
 
 #[test]
 fn scrub_lists_unhashed_files_by_path_and_records_their_hashes() {
-    common::engine::every_engine(|| {
+    common::engine::every_store(|| {
         let mut m = Mount::new();
         let files = crash_leaving_unhashed(&mut m, 2, 6);
         // Settle the crash offline (as a mount's recovery would).
@@ -348,7 +339,7 @@ fn assert_intact(m: &Mount, api: &Api, name: &str, data: &[u8], id: &str) {
 
 #[test]
 fn a_missing_object_under_a_live_mount_is_an_error_on_every_door() {
-    common::engine::every_engine(|| {
+    common::engine::every_store(|| {
         let (mut m, api) = mount_with_api();
         let data = content(7, 100_000);
         fs::write(m.path("f"), &data).unwrap();
@@ -364,9 +355,7 @@ fn a_missing_object_under_a_live_mount_is_an_error_on_every_door() {
         assert_intact(&m, &api, "f", &data, &id);
 
         // The object goes away behind artfs's back.
-        let object = object_path(&m, ino);
-        let saved = m.backing.join("saved-object");
-        fs::rename(&object, &saved).unwrap();
+        let taken = m.take_object(ino);
         let before = api.metric("artfs_missing_objects_total");
 
         // The mount: every open (fresh descriptors) is EIO, also one that
@@ -397,7 +386,7 @@ fn a_missing_object_under_a_live_mount_is_an_error_on_every_door() {
         }
         // Never created in its place; counted; fsck (read-only, mounted)
         // names it and fails.
-        assert!(!object.exists(), "the object was recreated");
+        assert!(!m.object_exists(ino), "the object was recreated");
         assert!(api.metric("artfs_missing_objects_total") >= before + 5);
         let (code, out) = m.fsck(false);
         assert_eq!(code, 1, "{out}");
@@ -409,11 +398,11 @@ fn a_missing_object_under_a_live_mount_is_an_error_on_every_door() {
         );
         // An empty file may lack its object: it is made again, empty.
         let empty = fs::metadata(m.path("empty")).unwrap().ino();
-        fs::remove_file(object_path(&m, empty)).unwrap();
+        drop(m.take_object(empty));
         assert_eq!(fs::read(m.path("empty")).unwrap(), b"");
 
         // Back again: everything as before, through both doors.
-        fs::rename(&saved, &object).unwrap();
+        m.put_back(taken);
         assert_intact(&m, &api, "f", &data, &id);
         m.unmount();
         m.assert_consistent();
@@ -422,7 +411,7 @@ fn a_missing_object_under_a_live_mount_is_an_error_on_every_door() {
 
 #[test]
 fn a_missing_or_short_object_found_unmounted_is_reported_and_never_zeroed() {
-    common::engine::every_engine(|| {
+    common::engine::every_store(|| {
         let (mut m, api) = mount_with_api();
         let data = content(3, 50_000);
         let other = content(4, 3000);
@@ -445,15 +434,8 @@ fn a_missing_or_short_object_found_unmounted_is_reported_and_never_zeroed() {
         m.assert_consistent();
 
         // f's object goes, g's is cut short.
-        let (object, object_g) = (object_path(&m, ino), object_path(&m, ino_g));
-        let saved = m.backing.join("saved-object");
-        fs::rename(&object, &saved).unwrap();
-        OpenOptions::new()
-            .write(true)
-            .open(&object_g)
-            .unwrap()
-            .set_len(1000)
-            .unwrap();
+        let taken = m.take_object(ino);
+        m.cut_object(ino_g, 1000);
         let (code, out) = m.fsck(false);
         assert_eq!(code, 1, "{out}");
         assert!(
@@ -475,7 +457,7 @@ fn a_missing_or_short_object_found_unmounted_is_reported_and_never_zeroed() {
             out.contains("object missing") && out.contains("object short"),
             "{out}"
         );
-        assert!(!object.exists());
+        assert!(!m.object_exists(ino));
         // Scrub names them too.
         let (code, out) = cli(&m, &["scrub", "--dry-run"]);
         assert_eq!(code, 1, "{out}");
@@ -487,12 +469,12 @@ fn a_missing_or_short_object_found_unmounted_is_reported_and_never_zeroed() {
         assert_eq!(common::errno(fs::read(m.path("g"))), libc::EIO);
         assert_eq!(fs::metadata(m.path("f")).unwrap().len(), 50_000);
         assert_eq!(fs::metadata(m.path("g")).unwrap().len(), 3000);
-        assert!(!object.exists(), "the object was recreated");
+        assert!(!m.object_exists(ino), "the object was recreated");
         m.unmount();
 
         // Restored: as before.
-        fs::rename(&saved, &object).unwrap();
-        fs::write(&object_g, &other).unwrap();
+        m.put_back(taken);
+        m.set_object_bytes(ino_g, &other);
         m.assert_consistent();
         m.mount();
         api.wait();
@@ -507,7 +489,7 @@ fn a_missing_or_short_object_found_unmounted_is_reported_and_never_zeroed() {
 
 #[test]
 fn recovery_keeps_the_recorded_size_of_a_file_whose_object_is_missing() {
-    common::engine::every_engine(|| {
+    common::engine::every_store(|| {
         let mut m = Mount::new();
         let data = content(9, 70_000);
         fs::write(m.path("f"), &data).unwrap();
@@ -516,14 +498,12 @@ fn recovery_keeps_the_recorded_size_of_a_file_whose_object_is_missing() {
         let writer = OpenOptions::new().write(true).open(m.path("f")).unwrap();
         m.kill();
         drop(writer);
-        let object = object_path(&m, ino);
-        let saved = m.backing.join("saved-object");
-        fs::rename(&object, &saved).unwrap();
+        let taken = m.take_object(ino);
 
         m.mount();
         assert_eq!(fs::metadata(m.path("f")).unwrap().len(), 70_000);
         assert_eq!(common::errno(fs::read(m.path("f"))), libc::EIO);
-        assert!(!object.exists(), "the object was recreated");
+        assert!(!m.object_exists(ino), "the object was recreated");
         m.unmount();
         let (code, out) = m.fsck(false);
         assert_eq!(code, 1, "{out}");
@@ -532,7 +512,7 @@ fn recovery_keeps_the_recorded_size_of_a_file_whose_object_is_missing() {
             "{out}"
         );
 
-        fs::rename(&saved, &object).unwrap();
+        m.put_back(taken);
         m.assert_consistent();
         m.mount();
         assert_eq!(fs::read(m.path("f")).unwrap(), data);

@@ -645,14 +645,14 @@ impl Fs {
         let object = self.objects.location(ino);
         match held {
             None => tracing::error!(ino, %path, recorded, %object,
-                "the file's object is missing from BACKING; answering EIO (restore the \
-                 object; `artfs fsck` lists every such file)"),
+                "the file's object is missing from the content store; answering EIO \
+                 (restore the object; `artfs fsck` lists every such file)"),
             Some(held) => tracing::error!(ino, %path, recorded, held, %object,
                 "the file's object holds fewer bytes than recorded; answering EIO"),
         }
         Error::posix(
             libc::EIO,
-            "the file's object is missing or short in BACKING",
+            "the file's object is missing or short in the content store",
         )
     }
 }

@@ -98,6 +98,112 @@ impl Mount {
         self.db.location(&self.backing)
     }
 
+    /// The local file of object `ino`: the object itself, or on S3 its
+    /// cached copy.
+    pub fn object_file(&self, ino: u64) -> PathBuf {
+        self.backing
+            .join(format!("objects/{:02x}/{:016x}", ino & 0xff, ino))
+    }
+
+    /// The keys of object `ino`'s versions in the bucket (S3 only).
+    fn version_keys(&self, ino: u64) -> Vec<String> {
+        let Some((bucket, prefix)) = self.bucket() else {
+            return Vec::new();
+        };
+        bucket
+            .keys(&format!("{prefix}/objects/{ino:016x}/"))
+            .into_iter()
+            .filter(|k| !k.ends_with("/attr.json"))
+            .collect()
+    }
+
+    /// Whether object `ino` exists anywhere (BACKING, the bucket, the cache).
+    pub fn object_exists(&self, ino: u64) -> bool {
+        self.object_file(ino).exists() || !self.version_keys(ino).is_empty()
+    }
+
+    /// Take object `ino` away behind artfs's back (on S3: its versions and
+    /// its cached copy), to [`Mount::put_back`] later.
+    pub fn take_object(&self, ino: u64) -> TakenObject {
+        let file = self.object_file(ino);
+        let saved = self.backing.join(format!("taken-{ino}"));
+        let mut keys = Vec::new();
+        if let Some((bucket, _)) = self.bucket() {
+            for k in self.version_keys(ino) {
+                keys.push((k.clone(), bucket.get(&k).expect("version")));
+                bucket.delete(&k);
+            }
+            let _ = std::fs::remove_file(&file);
+            let _ = std::fs::remove_file(file.with_extension("cached"));
+            return TakenObject { file: None, keys };
+        }
+        std::fs::rename(&file, &saved).unwrap();
+        TakenObject {
+            file: Some((saved, file)),
+            keys,
+        }
+    }
+
+    /// Put back what [`Mount::take_object`] took.
+    pub fn put_back(&self, t: TakenObject) {
+        if let Some((saved, file)) = t.file {
+            std::fs::rename(saved, file).unwrap();
+        }
+        if let Some((bucket, _)) = self.bucket() {
+            for (k, bytes) in &t.keys {
+                bucket.put(k, bytes);
+            }
+        }
+    }
+
+    /// Cut object `ino` to `len` bytes behind artfs's back (on S3: its
+    /// current version, and the cached copy dropped).
+    pub fn cut_object(&self, ino: u64, len: usize) {
+        let file = self.object_file(ino);
+        if let Some((bucket, _)) = self.bucket() {
+            let keys = self.version_keys(ino);
+            let key = keys.last().expect("a version");
+            let bytes = bucket.get(key).unwrap();
+            bucket.put(key, &bytes[..len]);
+            let _ = std::fs::remove_file(&file);
+            let _ = std::fs::remove_file(file.with_extension("cached"));
+            return;
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_len(len as u64)
+            .unwrap();
+    }
+
+    /// Replace object `ino`'s bytes behind artfs's back (on S3: its
+    /// current version's, and the cached copy dropped).
+    pub fn set_object_bytes(&self, ino: u64, bytes: &[u8]) {
+        let file = self.object_file(ino);
+        if let Some((bucket, _)) = self.bucket() {
+            let keys = self.version_keys(ino);
+            bucket.put(keys.last().expect("a version"), bytes);
+            let _ = std::fs::remove_file(&file);
+            let _ = std::fs::remove_file(file.with_extension("cached"));
+            return;
+        }
+        std::fs::write(&file, bytes).unwrap();
+    }
+
+    /// The bytes of inode `ino`'s attr.json sidecar, if it has one.
+    pub fn sidecar_bytes(&self, ino: u64) -> Option<Vec<u8>> {
+        match self.bucket() {
+            Some((bucket, prefix)) => bucket.get(&format!("{prefix}/objects/{ino:016x}/attr.json")),
+            None => std::fs::read(self.backing.join(format!(
+                "objects/{:02x}/{:016x}.attr.json",
+                ino & 0xff,
+                ino
+            )))
+            .ok(),
+        }
+    }
+
     /// Variables every command on this store needs (S3 credentials).
     pub fn store_env(&self) -> Vec<(String, String)> {
         self.db.env.clone()
@@ -306,6 +412,14 @@ impl Mount {
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }
+}
+
+/// An object [`Mount::take_object`] took away.
+pub struct TakenObject {
+    /// Where the file went, and where it was.
+    file: Option<(PathBuf, PathBuf)>,
+    /// S3: the versions' keys and bytes.
+    keys: Vec<(String, Vec<u8>)>,
 }
 
 impl Drop for Mount {
