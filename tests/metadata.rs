@@ -43,7 +43,7 @@ fn errno(r: std::io::Result<()>) -> i32 {
 
 #[test]
 fn archive_attributes_read_only_writable_and_custom() {
-    common::engine::every_engine(|| {
+    common::engine::every_store(|| {
         // The computed names are listed only with this option (readable by
         // name either way; tests/legacy_copy.rs checks the default).
         let m = Mount::with_args(&["--list-computed-xattrs"]);
@@ -128,7 +128,7 @@ fn archive_attributes_read_only_writable_and_custom() {
 
 #[test]
 fn sha256_is_never_stale() {
-    common::engine::every_engine(|| {
+    common::engine::every_store(|| {
         let m = Mount::new();
         let f = m.path("f");
         fs::write(&f, b"first").unwrap();
@@ -160,7 +160,7 @@ fn sha256_is_never_stale() {
 
 #[test]
 fn sidecars_repeat_the_metadata_beside_each_object() {
-    common::engine::every_engine(|| {
+    common::engine::every_store(|| {
         let mut m = Mount::new();
         let f = m.path("doc.txt");
         fs::write(&f, b"hello").unwrap();
@@ -169,10 +169,8 @@ fn sidecars_repeat_the_metadata_beside_each_object() {
         let ino = fs::metadata(&f).unwrap().ino();
         let id = get_s(&f, "user.artstore.file_id");
         m.unmount();
-        let path = m
-            .backing
-            .join(format!("objects/{:02x}/{:016x}.attr.json", ino & 0xff, ino));
-        let doc: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        let doc: serde_json::Value =
+            serde_json::from_slice(&m.sidecar_bytes(ino).expect("a sidecar")).unwrap();
         assert_eq!(doc["schema_version"], "2.0");
         assert_eq!(doc["file_id"], id.as_str());
         assert_eq!(doc["original_filename"], "doc.txt");
@@ -203,7 +201,7 @@ fn cli(args: &[&str], m: &Mount) -> (i32, String, String) {
 
 #[test]
 fn search_finds_names_descriptions_and_custom_values() {
-    common::engine::every_engine(|| {
+    common::engine::every_store(|| {
         let m = Mount::new();
         fs::create_dir(m.path("reports")).unwrap();
         let a = m.path("reports/q3-budget.txt");
@@ -251,7 +249,7 @@ fn search_finds_names_descriptions_and_custom_values() {
 
 #[test]
 fn scrub_verifies_and_finds_damage() {
-    common::engine::every_engine(|| {
+    common::engine::every_store(|| {
         let mut m = Mount::new();
         fs::write(m.path("good"), b"good data").unwrap();
         fs::write(m.path("bad"), b"bad data!").unwrap();
@@ -264,12 +262,9 @@ fn scrub_verifies_and_finds_damage() {
         assert_eq!(code, 0, "{out}");
         assert!(out.contains("verified 2 files"), "{out}");
         // Flip one byte of an object behind artfs's back.
-        let obj = m
-            .backing
-            .join(format!("objects/{:02x}/{:016x}", ino & 0xff, ino));
-        let mut data = fs::read(&obj).unwrap();
+        let mut data = b"bad data!".to_vec();
         data[0] ^= 0xff;
-        fs::write(&obj, data).unwrap();
+        m.set_object_bytes(ino, &data);
         let (code, out, _) = cli(&["scrub", "--rate-limit", "100"], &m);
         assert_eq!(code, 1, "{out}");
         assert!(out.contains("damaged: /bad: content hash"), "{out}");
