@@ -113,8 +113,10 @@ pub const DEFAULT_MULTIPART_THRESHOLD: u64 = 32 << 20;
 /// Parts are at least this large (S3's minimum is 5 MiB) and grow so that
 /// 5 TiB fits in 10,000 parts.
 const MIN_PART: u64 = 16 << 20;
-/// Fetches of large objects: ranges of this size, this many at once.
+/// Fetches: this many ranges at once, each of at least `FETCH_CHUNK` and
+/// at most `FETCH_MAX_RANGE` bytes.
 const FETCH_CHUNK: u64 = 8 << 20;
+const FETCH_MAX_RANGE: u64 = 256 << 20;
 const FETCH_PARALLEL: usize = 4;
 const PARTS_PARALLEL: usize = 4;
 
@@ -554,46 +556,54 @@ impl S3Store {
         Ok(stamp)
     }
 
+    /// Fetch version `v` into `file`: the object in `FETCH_PARALLEL`
+    /// ranges or more (each at most `FETCH_MAX_RANGE`), streamed to their
+    /// offsets as the bytes arrive. Few, long ranges: each request has a
+    /// fixed cost (some servers read the whole object to answer a range).
     fn download(&self, file: &File, v: &Version) -> io::Result<()> {
         let client = self.client.clone();
         let key = Key::from(v.key.as_str());
         let size = v.size;
-        let ranges: Vec<std::ops::Range<u64>> = (0..size.div_ceil(FETCH_CHUNK))
-            .map(|i| i * FETCH_CHUNK..((i + 1) * FETCH_CHUNK).min(size))
+        let part = size
+            .div_ceil(FETCH_PARALLEL as u64)
+            .clamp(FETCH_CHUNK, FETCH_MAX_RANGE);
+        let ranges: Vec<std::ops::Range<u64>> = (0..size.div_ceil(part))
+            .map(|i| i * part..((i + 1) * part).min(size))
             .collect();
-        let out = file.try_clone()?;
+        let out = Arc::new(file.try_clone()?);
         self.run(async move {
             futures_util::stream::iter(ranges)
                 .map(|r| {
-                    let client = client.clone();
-                    let key = key.clone();
+                    let (client, key, out) = (client.clone(), key.clone(), out.clone());
                     async move {
-                        let start = r.start;
-                        let want = r.end - r.start;
-                        let bytes = client.get_range(&key, r).await?;
-                        if bytes.len() as u64 != want {
+                        let (start, want) = (r.start, r.end - r.start);
+                        let opts = object_store::GetOptions::new().with_range(Some(r));
+                        let mut body = client.get_opts(&key, opts).await?.into_stream();
+                        let mut at = start;
+                        while let Some(bytes) = body.try_next().await? {
+                            out.write_all_at(&bytes, at).map_err(|e| {
+                                object_store::Error::Generic {
+                                    store: "cache",
+                                    source: Box::new(e),
+                                }
+                            })?;
+                            at += bytes.len() as u64;
+                        }
+                        if at - start != want {
                             return Err(object_store::Error::Generic {
                                 store: "S3",
                                 source: format!(
                                     "a range of {want} bytes at {start} came back with {}",
-                                    bytes.len()
+                                    at - start
                                 )
                                 .into(),
                             });
                         }
-                        Ok((start, bytes))
+                        Ok(())
                     }
                 })
                 .buffer_unordered(FETCH_PARALLEL)
-                .try_for_each(|(start, bytes)| {
-                    let r =
-                        out.write_all_at(&bytes, start)
-                            .map_err(|e| object_store::Error::Generic {
-                                store: "cache",
-                                source: Box::new(e),
-                            });
-                    async move { r }
-                })
+                .try_collect::<Vec<()>>()
                 .await
         })
         .map_err(|e| s3_err("get", &v.key, e))?;
