@@ -199,6 +199,24 @@ struct StoreArgs {
     /// (`artfs config example` shows every key).
     #[arg(long, env = "ARTFS_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    s3: S3Flags,
+}
+
+impl StoreArgs {
+    /// The command line and environment laid over the file's `[store]`.
+    fn merge(self, cfg: &mut Config) {
+        over(&mut cfg.store.backing, self.backing.map(Some));
+        over(&mut cfg.store.db, self.db.map(Some));
+        over(&mut cfg.store.table_prefix, self.table_prefix);
+        self.s3.merge(cfg);
+    }
+}
+
+/// Where a store in a bucket is cached and how the bucket is reached
+/// (every command that opens a store takes these).
+#[derive(clap::Args)]
+struct S3Flags {
     /// With BACKING s3://BUCKET[/PREFIX]: the local directory caching the
     /// bucket's objects (made if absent).
     #[arg(long, env = "ARTFS_CACHE_DIR", value_name = "DIR")]
@@ -215,12 +233,8 @@ struct StoreArgs {
     s3_region: Option<String>,
 }
 
-impl StoreArgs {
-    /// The command line and environment laid over the file's `[store]`.
+impl S3Flags {
     fn merge(self, cfg: &mut Config) {
-        over(&mut cfg.store.backing, self.backing.map(Some));
-        over(&mut cfg.store.db, self.db.map(Some));
-        over(&mut cfg.store.table_prefix, self.table_prefix);
         over(&mut cfg.store.cache_dir, self.cache_dir.map(Some));
         over(&mut cfg.store.cache_size, self.cache_size.map(Some));
         over(&mut cfg.s3.endpoint, self.s3_endpoint.map(Some));
@@ -1331,8 +1345,9 @@ fn trash(args: TrashArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitC
 struct ImportArgs {
     /// The original's tree (holding YYYY/MM/DD/HH/ directories).
     src: PathBuf,
-    /// Directory holding the objects; a new store is initialised if it
-    /// holds none. Refused while mounted.
+    /// Directory holding the objects, or s3://BUCKET[/PREFIX] with
+    /// --cache-dir; a new store is initialised if it holds none. Refused
+    /// while mounted.
     #[arg(env = "ARTFS_BACKING")]
     backing: PathBuf,
     /// Directory of the store (from its root) under which YYYY/MM/DD/ go.
@@ -1349,14 +1364,21 @@ struct ImportArgs {
     /// Prefix of the metadata tables.
     #[arg(long, env = "ARTFS_TABLE_PREFIX", default_value = artfs::core::options::DEFAULT_TABLE_PREFIX)]
     table_prefix: String,
+    #[command(flatten)]
+    s3: S3Flags,
 }
 
 /// `artfs import`: the report on stdout, exit 1 if anything was skipped.
 fn import(args: ImportArgs) -> anyhow::Result<std::process::ExitCode> {
     let rt = runtime()?;
-    let mut store = StoreOptions::new(&args.backing);
-    store.db_url = args.db;
-    store.table_prefix = args.table_prefix;
+    // BACKING may be a bucket: the store's options as every command
+    // builds them.
+    let mut cfg = Config::default();
+    cfg.store.backing = Some(args.backing);
+    cfg.store.db = args.db;
+    cfg.store.table_prefix = args.table_prefix;
+    args.s3.merge(&mut cfg);
+    let store = cfg.store_options()?.expect("BACKING is given");
     let opts = artfs::cmd::import::ImportOptions {
         src: args.src,
         store,

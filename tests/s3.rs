@@ -236,3 +236,62 @@ fn df_shows_the_capacity_not_the_cache_disk() {
         );
     });
 }
+
+#[test]
+fn an_archive_of_the_original_imports_into_a_bucket() {
+    use common::archive::{write_archive, ArchiveSpec};
+    run_on(Engine::S3, || {
+        let archive = tempfile::tempdir().unwrap();
+        let spec = ArchiveSpec {
+            v1: 3,
+            v2: 3,
+            malformed_json: 0,
+            missing_file_id: 0,
+            checksum_mismatch: 0,
+            missing_data: 0,
+            ..ArchiveSpec::default()
+        };
+        let records = write_archive(archive.path(), &spec);
+        // An empty store in the bucket, unmounted, then the import (which
+        // takes the same BACKING arguments as every command).
+        let mut m = Mount::new();
+        m.unmount();
+        fs::remove_dir_all(&m.backing).unwrap();
+        let out = std::process::Command::new(common::bin())
+            .arg("import")
+            .arg(archive.path())
+            .args(m.location())
+            .args(m.store_args())
+            .envs(m.store_env())
+            .env("ARTFS_LOG", "warn")
+            .output()
+            .unwrap();
+        let text = common::output_text(&out);
+        assert_eq!(out.status.code(), Some(0), "{text}");
+        assert!(
+            text.contains(&format!("{} imported", records.len())),
+            "{text}"
+        );
+        // Read back by file id, from a cache emptied again: the bucket
+        // holds the content.
+        fs::remove_dir_all(&m.backing).unwrap();
+        m.mount();
+        let mut found = std::collections::BTreeMap::new();
+        let mut stack = vec![m.mnt.clone()];
+        while let Some(dir) = stack.pop() {
+            for e in fs::read_dir(&dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if let Some(id) = common::get_xattr(&p, "user.artstore.file_id") {
+                    found.insert(String::from_utf8(id).unwrap(), fs::read(&p).unwrap());
+                }
+            }
+        }
+        for r in &records {
+            assert_eq!(found.get(&r.file_id), Some(&r.content), "{}", r.file_id);
+        }
+        m.unmount();
+        m.assert_consistent();
+    });
+}

@@ -402,8 +402,9 @@ fn the_trash_command_lists_and_empties_it() {
             let out = std::process::Command::new(common::bin())
                 .arg("trash")
                 .args(args)
-                .arg(&m.backing)
+                .args(m.location())
                 .args(m.store_args())
+                .envs(m.store_env())
                 .env("ARTFS_LOG", "warn")
                 .output()
                 .unwrap();

@@ -140,6 +140,15 @@ pub fn run(opts: &ImportOptions, rt: tokio::runtime::Handle) -> anyhow::Result<R
     if !src.is_dir() {
         bail!("SRC {} is not a directory", src.display());
     }
+    if matches!(opts.store.content, crate::blob::Content::S3(_)) {
+        // A bucket's cache directory is made on first use.
+        std::fs::create_dir_all(&opts.store.backing).with_context(|| {
+            format!(
+                "cannot create the cache directory {}",
+                opts.store.backing.display()
+            )
+        })?;
+    }
     let backing = opts
         .store
         .backing
