@@ -295,3 +295,34 @@ fn an_archive_of_the_original_imports_into_a_bucket() {
         m.assert_consistent();
     });
 }
+
+#[test]
+fn metrics_show_the_cache_and_the_traffic() {
+    run_on(Engine::S3, || {
+        let api = common::api::Api::start(&["--cache-size", "1G"]);
+        let mut f = fs::File::create(api.m.path("f")).unwrap();
+        f.write_all(&vec![7u8; 100_000]).unwrap();
+        f.sync_all().unwrap();
+        drop(f);
+        let text = api
+            .client
+            .get(api.url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        let value = |name: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+        };
+        assert!(value("artfs_s3_requests_total{op=\"put\"}") >= 1);
+        assert!(value("artfs_s3_requests_total{op=\"list\"}") >= 1);
+        assert!(value("artfs_s3_bytes_total{direction=\"sent\"}") >= 100_000);
+        assert!(value("artfs_s3_cache_bytes") >= 100_000);
+        assert_eq!(value("artfs_s3_cache_limit_bytes"), 1 << 30);
+        assert_eq!(value("artfs_s3_unsent_files"), 0);
+        assert_eq!(value("artfs_s3_request_failures_total"), 0);
+    });
+}

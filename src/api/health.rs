@@ -409,6 +409,65 @@ pub async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap)
             "# HELP artfs_up Whether the store answered.\n# TYPE artfs_up gauge\nartfs_up 0\n",
         ),
     }
+    // In memory: a store in a bucket (docs/S3.md).
+    if let Some(r) = st.fs.content_stats() {
+        for (name, kind, help, v) in [
+            (
+                "artfs_s3_cache_bytes",
+                "gauge",
+                "Bytes of cached copies.",
+                r.cache_bytes,
+            ),
+            (
+                "artfs_s3_cache_limit_bytes",
+                "gauge",
+                "The most the cache keeps (--cache-size).",
+                r.cache_limit,
+            ),
+            ("artfs_s3_cached_files", "gauge", "Cached copies.", r.cached),
+            (
+                "artfs_s3_unsent_files",
+                "gauge",
+                "Cached copies with changes not yet in the bucket.",
+                r.unsent,
+            ),
+            (
+                "artfs_s3_request_failures_total",
+                "counter",
+                "Requests that failed after their retries.",
+                r.failures,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        }
+        out.push_str("# HELP artfs_s3_requests_total Requests to the bucket, per kind.\n");
+        out.push_str("# TYPE artfs_s3_requests_total counter\n");
+        for (op, n) in [
+            ("get", r.gets),
+            ("put", r.puts),
+            ("list", r.lists),
+            ("delete", r.deletes),
+        ] {
+            let _ = writeln!(out, "artfs_s3_requests_total{{op=\"{op}\"}} {n}");
+        }
+        out.push_str(
+            "# HELP artfs_s3_bytes_total Content bytes fetched from and sent to the bucket.\n",
+        );
+        out.push_str("# TYPE artfs_s3_bytes_total counter\n");
+        let _ = writeln!(
+            out,
+            "artfs_s3_bytes_total{{direction=\"fetched\"}} {}",
+            r.bytes_fetched
+        );
+        let _ = writeln!(
+            out,
+            "artfs_s3_bytes_total{{direction=\"sent\"}} {}",
+            r.bytes_sent
+        );
+    }
     // In memory: shown even when the store does not answer.
     out.push_str(
         "# HELP artfs_fuse_errors_total FUSE requests answered with an error, per operation \

@@ -121,6 +121,12 @@ pub trait ContentStore: Send + Sync {
         false
     }
 
+    /// A remote store's cache and traffic, for metrics; `None` for a
+    /// local one.
+    fn remote_stats(&self) -> Option<RemoteStats> {
+        None
+    }
+
     /// Object `ino` is about to be opened: a remote store fetches it now,
     /// before the core takes the locks an open holds (`LocalDir`: nothing
     /// to do). Errors are for the open itself to report.
@@ -294,6 +300,26 @@ impl Space {
             ffree: v.files_free(),
         })
     }
+}
+
+/// A remote store's cache and traffic since it opened (metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RemoteStats {
+    /// Bytes of cached copies, and the most the cache keeps.
+    pub cache_bytes: u64,
+    pub cache_limit: u64,
+    /// Cached copies, and those with changes not sent yet.
+    pub cached: u64,
+    pub unsent: u64,
+    /// Requests by kind (a multipart upload counts each part), and those
+    /// that failed after their retries.
+    pub gets: u64,
+    pub puts: u64,
+    pub lists: u64,
+    pub deletes: u64,
+    pub failures: u64,
+    pub bytes_fetched: u64,
+    pub bytes_sent: u64,
 }
 
 /// One sidecar found by [`ContentStore::sidecars`].

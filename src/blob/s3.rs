@@ -41,7 +41,7 @@ use std::future::Future;
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -249,8 +249,25 @@ struct Version {
     mtime: Timestamp,
 }
 
+/// Requests and bytes, for metrics (`RemoteStats`).
+#[derive(Default)]
+struct Counters {
+    gets: AtomicU64,
+    puts: AtomicU64,
+    lists: AtomicU64,
+    deletes: AtomicU64,
+    failures: AtomicU64,
+    fetched: AtomicU64,
+    sent: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
 pub struct S3Store {
     cfg: S3Config,
+    counters: Arc<Counters>,
     /// Whether this process writes the store (a follower's store becomes
     /// writable when its standby takes over).
     writable: AtomicBool,
@@ -361,6 +378,7 @@ impl S3Store {
         let client = Arc::new(client);
         let store = Arc::new_cyclic(|me| S3Store {
             me: me.clone(),
+            counters: Arc::default(),
             writable: AtomicBool::new(!cfg.read_only),
             cfg,
             client,
@@ -424,6 +442,12 @@ impl S3Store {
         self.stripes[(ino % self.stripes.len() as u64) as usize].lock()
     }
 
+    /// An S3 error as an `io::Error`, counted.
+    fn failed(&self, what: &str, key: &str, e: object_store::Error) -> io::Error {
+        bump(&self.counters.failures, 1);
+        s3_err(what, key, e)
+    }
+
     fn read_only(&self) -> bool {
         !self.writable.load(Ordering::Relaxed)
     }
@@ -454,9 +478,10 @@ impl S3Store {
         let client = self.client.clone();
         let dir = self.object_dir_key(ino);
         let prefix = Key::from(dir.trim_end_matches('/'));
+        bump(&self.counters.lists, 1);
         let listed: Vec<object_store::ObjectMeta> = self
             .run(async move { client.list(Some(&prefix)).try_collect().await })
-            .map_err(|e| s3_err("list", &dir, e))?;
+            .map_err(|e| self.failed("list", &dir, e))?;
         let mut out: Vec<Version> = listed
             .into_iter()
             .filter_map(|m| {
@@ -489,15 +514,17 @@ impl S3Store {
     }
 
     fn delete_key(&self, key: &str) -> io::Result<()> {
+        bump(&self.counters.deletes, 1);
         let client = self.client.clone();
         let k = Key::from(key);
         gone(
             self.run(async move { client.delete(&k).await })
-                .map_err(|e| s3_err("delete", key, e)),
+                .map_err(|e| self.failed("delete", key, e)),
         )
     }
 
     fn get_bytes(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
+        bump(&self.counters.gets, 1);
         let client = self.client.clone();
         let k = Key::from(key);
         let got = self.run(async move {
@@ -508,10 +535,12 @@ impl S3Store {
             }
         });
         got.map(|b| b.map(|b| b.to_vec()))
-            .map_err(|e| s3_err("get", key, e))
+            .map_err(|e| self.failed("get", key, e))
     }
 
     fn put_bytes(&self, key: &str, bytes: Vec<u8>, mode: PutMode) -> io::Result<()> {
+        bump(&self.counters.puts, 1);
+        bump(&self.counters.sent, bytes.len() as u64);
         let client = self.client.clone();
         let k = Key::from(key);
         self.run(async move {
@@ -520,7 +549,7 @@ impl S3Store {
                 .await
         })
         .map(|_| ())
-        .map_err(|e| s3_err("put", key, e))
+        .map_err(|e| self.failed("put", key, e))
     }
 
     /// Download `v` into a new copy of `ino` (temp file, then renamed), and
@@ -571,6 +600,8 @@ impl S3Store {
             .map(|i| i * part..((i + 1) * part).min(size))
             .collect();
         let out = Arc::new(file.try_clone()?);
+        bump(&self.counters.gets, ranges.len() as u64);
+        bump(&self.counters.fetched, size);
         self.run(async move {
             futures_util::stream::iter(ranges)
                 .map(|r| {
@@ -606,7 +637,7 @@ impl S3Store {
                 .try_collect::<Vec<()>>()
                 .await
         })
-        .map_err(|e| s3_err("get", &v.key, e))?;
+        .map_err(|e| self.failed("get", &v.key, e))?;
         file.set_len(size)
     }
 
@@ -696,7 +727,7 @@ impl S3Store {
         let id = {
             let (client, k) = (client.clone(), k.clone());
             self.run(async move { client.create_multipart(&k).await })
-                .map_err(|e| s3_err("create multipart upload", key, e))?
+                .map_err(|e| self.failed("create multipart upload", key, e))?
         };
         // Recorded so that a crash leaves nothing behind: the next start
         // aborts it.
@@ -706,6 +737,9 @@ impl S3Store {
             .join(format!("{ino:016x}-{number:016x}"));
         super::write_atomic(&marker, format!("{key}\n{id}\n").as_bytes())?;
         let src = file.try_clone()?;
+        // The create, each part and the completion.
+        bump(&self.counters.puts, size.div_ceil(part) + 2);
+        bump(&self.counters.sent, size);
         let parts: Vec<(usize, u64, u64)> = (0..size.div_ceil(part))
             .map(|i| (i as usize, i * part, ((i + 1) * part).min(size) - i * part))
             .collect();
@@ -759,7 +793,7 @@ impl S3Store {
                 {
                     let _ = std::fs::remove_file(&marker);
                 }
-                Err(s3_err("multipart upload", key, e))
+                Err(self.failed("multipart upload", key, e))
             }
         }
     }
@@ -776,7 +810,7 @@ impl S3Store {
                 let (k, id) = (Key::from(key), id.to_string());
                 match self.run(async move { client.abort_multipart(&k, &id).await }) {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                    Err(e) => return Err(s3_err("abort multipart upload", key, e)),
+                    Err(e) => return Err(self.failed("abort multipart upload", key, e)),
                 }
                 n += 1;
             }
@@ -1313,6 +1347,7 @@ impl ContentStore for S3Store {
         let dir = self.key("objects");
         let prefix = Key::from(dir.as_str());
         let offset = Key::from(format!("{dir}/{:016x}", range.start.saturating_sub(1)));
+        bump(&self.counters.lists, 1);
         let last = format!("{dir}/{:016x}/~", range.end - 1);
         let listed: Vec<String> = self
             .run(async move {
@@ -1323,7 +1358,7 @@ impl ContentStore for S3Store {
                     .try_collect()
                     .await
             })
-            .map_err(|e| s3_err("list", &dir, e))?;
+            .map_err(|e| self.failed("list", &dir, e))?;
         for key in listed {
             let parsed = key
                 .strip_prefix(&format!("{dir}/"))
@@ -1356,12 +1391,13 @@ impl ContentStore for S3Store {
     }
 
     fn list(&self) -> io::Result<(Vec<u64>, Vec<PathBuf>)> {
+        bump(&self.counters.lists, 1);
         let client = self.client.clone();
         let dir = self.key("objects");
         let prefix = Key::from(dir.as_str());
         let listed: Vec<object_store::ObjectMeta> = self
             .run(async move { client.list(Some(&prefix)).try_collect().await })
-            .map_err(|e| s3_err("list", &dir, e))?;
+            .map_err(|e| self.failed("list", &dir, e))?;
         let mut inos = BTreeSet::new();
         let mut stray = Vec::new();
         for m in listed {
@@ -1431,6 +1467,7 @@ impl ContentStore for S3Store {
     }
 
     fn sidecars(&self) -> Box<dyn Iterator<Item = FoundSidecar> + '_> {
+        bump(&self.counters.lists, 1);
         let client = self.client.clone();
         let dir = self.key("objects");
         let prefix = Key::from(dir.as_str());
@@ -1472,7 +1509,7 @@ impl ContentStore for S3Store {
             Err(e) => Box::new(std::iter::once(FoundSidecar {
                 ino: None,
                 path: PathBuf::from(self.cfg.url()),
-                parsed: Err(s3_err("list", &dir, e).into()),
+                parsed: Err(self.failed("list", &dir, e).into()),
             })),
         }
     }
@@ -1516,6 +1553,25 @@ impl ContentStore for S3Store {
 
     fn is_remote(&self) -> bool {
         true
+    }
+
+    fn remote_stats(&self) -> Option<super::RemoteStats> {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let st = self.state.lock();
+        Some(super::RemoteStats {
+            cache_bytes: st.bytes,
+            cache_limit: self.cfg.cache_size,
+            cached: st.entries.len() as u64,
+            unsent: st.unsent.len() as u64,
+            gets: get(&c.gets),
+            puts: get(&c.puts),
+            lists: get(&c.lists),
+            deletes: get(&c.deletes),
+            failures: get(&c.failures),
+            bytes_fetched: get(&c.fetched),
+            bytes_sent: get(&c.sent),
+        })
     }
 
     fn warm(&self, ino: u64) -> io::Result<()> {

@@ -171,6 +171,11 @@ impl Fs {
         self.objects.is_remote()
     }
 
+    /// A remote content store's cache and traffic (metrics).
+    pub fn content_stats(&self) -> Option<crate::blob::RemoteStats> {
+        self.objects.remote_stats()
+    }
+
     /// Install the caching door's invalidator (once, at mount).
     pub fn set_invalidator(&self, inv: Arc<dyn Invalidator>) {
         let _ = self.invalidator.set(inv);
