@@ -280,8 +280,7 @@ fn fsck_reports_damage_and_repair_fixes_it_but_not_while_mounted() {
         // metadata, a wrong link count, a stray file.
         let objdir = m.backing.join("objects");
         fs::write(objdir.join("ff/00000000000fffff"), b"orphan").unwrap();
-        let obj_a = objdir.join(format!("{:02x}/{:016x}", ino_a & 0xff, ino_a));
-        fs::write(&obj_a, b"alpha and more").unwrap();
+        m.set_object_bytes(ino_a, b"alpha and more");
         m.sql(&format!(
             "UPDATE {{p}}_inodes SET nlink = 5 WHERE ino = {ino_b}"
         ));

@@ -326,3 +326,66 @@ fn metrics_show_the_cache_and_the_traffic() {
         assert_eq!(value("artfs_s3_request_failures_total"), 0);
     });
 }
+
+#[test]
+fn a_damaged_cached_copy_is_fetched_again_never_served_or_sent() {
+    run_on(Engine::S3, || {
+        let mut m = Mount::new();
+        let data = pattern(300_000, 9);
+        fs::write(m.path("f"), &data).unwrap();
+        let ino = fs::metadata(m.path("f")).unwrap().ino();
+        m.unmount();
+        let versions = |m: &Mount| {
+            keys(m, &format!("objects/{ino:016x}/"))
+                .into_iter()
+                .filter(|k| !k.ends_with("attr.json"))
+                .collect::<Vec<_>>()
+        };
+        let before = versions(&m);
+        assert_eq!(before.len(), 1, "{before:?}");
+        // The cached copy is damaged while nothing of artfs wrote it: cut
+        // short, then overwritten with other bytes of the same length.
+        let copy = m.object_file(ino);
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&copy)
+            .unwrap()
+            .set_len(1000)
+            .unwrap();
+        m.mount();
+        assert!(
+            fs::read(m.path("f")).unwrap() == data,
+            "the damaged copy was served"
+        );
+        m.unmount();
+        fs::write(&copy, vec![0u8; data.len()]).unwrap();
+        m.mount();
+        assert!(
+            fs::read(m.path("f")).unwrap() == data,
+            "the damaged copy was served"
+        );
+        m.unmount();
+        assert_eq!(versions(&m), before, "the damage was sent as a new version");
+        m.assert_consistent();
+        // Written through the mount and then killed before the close sends
+        // it: a local write, kept and sent at the next mount.
+        m.mount();
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .open(m.path("f"))
+            .unwrap();
+        f.write_all(b"NEW").unwrap();
+        m.kill();
+        drop(f);
+        m.mount();
+        let mut want = data.clone();
+        want[..3].copy_from_slice(b"NEW");
+        assert!(
+            fs::read(m.path("f")).unwrap() == want,
+            "the local write was lost"
+        );
+        m.unmount();
+        assert_ne!(versions(&m), before, "the local write was never sent");
+        m.assert_consistent();
+    });
+}

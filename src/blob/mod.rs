@@ -127,10 +127,13 @@ pub trait ContentStore: Send + Sync {
         None
     }
 
-    /// Object `ino` is about to be opened: a remote store fetches it now,
-    /// before the core takes the locks an open holds (`LocalDir`: nothing
-    /// to do). Errors are for the open itself to report.
-    fn warm(&self, _ino: u64) -> io::Result<()> {
+    /// Object `ino` is about to be opened, `for_write` if it may be
+    /// written through what is opened (or truncated): a remote store
+    /// fetches it now, before the core takes the locks an open holds, and
+    /// records that local writes may follow (`LocalDir`: nothing to do).
+    /// A failure for a read is for the open itself to report; for a write,
+    /// the write must not happen.
+    fn warm(&self, _ino: u64, _for_write: bool) -> io::Result<()> {
         Ok(())
     }
 

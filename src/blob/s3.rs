@@ -209,6 +209,11 @@ struct Cached {
     /// A put of this version was begun: it may be in the bucket.
     #[serde(default)]
     sending: Option<u64>,
+    /// Opened for writing since it matched: a change of its figures is a
+    /// local write to send. Without it, a change is damage (the copy is
+    /// fetched again, never served or sent).
+    #[serde(default)]
+    writing: bool,
 }
 
 /// What the cache knows of one copy.
@@ -225,6 +230,8 @@ struct Entry {
     writers: u32,
     /// A put of this version may have happened (a crash during a send).
     sending: Option<u64>,
+    /// Opened for writing since it matched (see `Cached::writing`).
+    writing: bool,
     /// Checked against the bucket during this run.
     checked: bool,
     bytes: u64,
@@ -580,6 +587,7 @@ impl S3Store {
                 version: v.number,
                 clean: Some(stamp),
                 sending: None,
+                writing: false,
             },
         )?;
         Ok(stamp)
@@ -663,6 +671,7 @@ impl S3Store {
                 version: entry.version,
                 clean: entry.clean,
                 sending: Some(number),
+                writing: entry.writing,
             },
         )?;
         let key = loop {
@@ -683,12 +692,15 @@ impl S3Store {
             }
         };
         crate::crash_point!("s3::after_put");
+        // Still open: more writes may come.
+        let writing = entry.writers > 0;
         self.write_record(
             ino,
             &Cached {
                 version: number,
                 clean: Some(stamp),
                 sending: None,
+                writing,
             },
         )?;
         {
@@ -698,6 +710,7 @@ impl S3Store {
             e.key = Some(key);
             e.clean = Some(stamp);
             e.sending = None;
+            e.writing = writing;
             e.checked = true;
             st.unsent.remove(&ino);
         }
@@ -889,6 +902,7 @@ impl S3Store {
             version: rec.map_or(0, |r| r.version),
             clean: rec.and_then(|r| r.clean),
             sending: rec.and_then(|r| r.sending),
+            writing: rec.is_some_and(|r| r.writing),
             bytes: m.len(),
             ..Entry::default()
         }
@@ -913,9 +927,15 @@ impl S3Store {
     }
 
     /// Whether a copy holds content that is not (or may not be) in the
-    /// bucket: new, changed since it matched, or cut short while sent.
+    /// bucket: new, written since it matched, or cut short while sent.
     fn is_unsent(e: &Entry, m: &std::fs::Metadata) -> bool {
-        e.clean != Some(Stamp::of(m)) || e.sending.is_some()
+        e.sending.is_some() || (e.clean != Some(Stamp::of(m)) && (e.writing || e.version == 0))
+    }
+
+    /// Whether a copy changed though nothing wrote it: damage (a disk
+    /// error, a hand), fetched again, never served or sent.
+    fn is_damaged(e: &Entry, m: &std::fs::Metadata) -> bool {
+        e.version > 0 && e.sending.is_none() && !e.writing && e.clean != Some(Stamp::of(m))
     }
 
     fn mark(&self, ino: u64, f: impl FnOnce(&mut Entry)) {
@@ -933,6 +953,15 @@ impl S3Store {
                 None => Ok(false),
             };
         };
+        if Self::is_damaged(&e, &m) {
+            tracing::warn!(ino, copy = %self.copy_path(ino).display(),
+                "a cached copy changed though nothing wrote it; fetching it again");
+            self.drop_copy(ino)?;
+            return match self.current(ino)? {
+                Some(v) => self.fetch_entry(ino, &v).map(|()| true),
+                None => Ok(false),
+            };
+        }
         if e.checked && !self.read_only() {
             self.touch(ino, m.len());
             return Ok(true);
@@ -1254,6 +1283,7 @@ impl ContentStore for S3Store {
                 version: 1,
                 clean: Some(stamp),
                 sending: None,
+                writing: false,
             },
         )?;
         let mut st = self.state.lock();
@@ -1299,8 +1329,23 @@ impl ContentStore for S3Store {
             if r.is_err() {
                 st.unsent.insert(ino);
             }
+            let mut settled = None;
             if let Some(e) = st.entries.get_mut(&ino) {
                 e.writers = e.writers.saturating_sub(1);
+                if r.is_ok() && e.writers == 0 && e.writing && e.sending.is_none() {
+                    // Sent and closed: a later change is damage again.
+                    e.writing = false;
+                    settled = Some(Cached {
+                        version: e.version,
+                        clean: e.clean,
+                        sending: None,
+                        writing: false,
+                    });
+                }
+            }
+            drop(st);
+            if let Some(rec) = settled {
+                self.write_record(ino, &rec)?;
             }
             r
         };
@@ -1322,7 +1367,7 @@ impl ContentStore for S3Store {
                 }
                 return Ok(Some(ObjectStat::of(&m)));
             }
-            if e.checked && !self.read_only() {
+            if e.checked && !self.read_only() && !Self::is_damaged(&e, &m) {
                 return Ok(Some(ObjectStat::of(&m)));
             }
         }
@@ -1574,9 +1619,34 @@ impl ContentStore for S3Store {
         })
     }
 
-    fn warm(&self, ino: u64) -> io::Result<()> {
+    fn warm(&self, ino: u64, for_write: bool) -> io::Result<()> {
         let _g = self.stripe(ino);
-        self.materialise(ino).map(|_| ())
+        if !self.materialise(ino)? || !for_write || self.read_only() {
+            return Ok(());
+        }
+        // Recorded before the first write: after a crash, the copy's new
+        // figures are then taken for local writes, not for damage.
+        let e = self
+            .state
+            .lock()
+            .entries
+            .get(&ino)
+            .cloned()
+            .unwrap_or_default();
+        if e.writing || e.version == 0 {
+            return Ok(());
+        }
+        self.write_record(
+            ino,
+            &Cached {
+                version: e.version,
+                clean: e.clean,
+                sending: e.sending,
+                writing: true,
+            },
+        )?;
+        self.mark(ino, |e| e.writing = true);
+        Ok(())
     }
 
     fn serve_as_writer(&self) -> io::Result<()> {

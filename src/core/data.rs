@@ -100,9 +100,18 @@ impl Fs {
         intent: Option<uuid::Uuid>,
         object: Option<super::objpool::Made>,
     ) -> Result<Arc<Handle>> {
-        if object.is_none() && !self.is_open(ino) {
-            // A remote store fetches here, outside the lock every open takes.
-            let _ = self.objects.warm(ino);
+        if object.is_none() && (writable || !self.is_open(ino)) {
+            // A remote store fetches here, outside the lock every open
+            // takes, and records that writes may follow.
+            if let Err(e) = self.objects.warm(ino, writable) {
+                if writable {
+                    let e = Error::from(e);
+                    if let Some(id) = intent {
+                        self.fail_intent(id, &e);
+                    }
+                    return Err(e);
+                }
+            }
         }
         let file = {
             let mut open = self.open.lock();
@@ -591,6 +600,8 @@ impl Fs {
         if size > i64::MAX as u64 {
             return Err(Error::posix(libc::EFBIG, "file too large"));
         }
+        // The object changes: a remote store records it first.
+        self.objects.warm(ino, true)?;
         let shared = self.open.lock().get(&ino).map(|o| o.file.clone());
         let Some(file) = shared else {
             // A closed file: opened for this change alone, and closed.
