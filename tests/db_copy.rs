@@ -104,9 +104,13 @@ fn a_store_moves_to_postgresql_and_back_unchanged() {
     let (code, out) = copy(&m.backing, &["--to", &pg.url, "--to-prefix", "moved"]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("already hold store"), "{out}");
-    // So is a copy onto the store's own tables.
-    let (code, out) = copy(&m.backing, &["--to", &m.store_args().join(" ")]);
+    // So is a copy onto the store's own tables, and one to no database.
+    let own = format!("sqlite://{}", m.backing.join(".artfs/meta.db").display());
+    let (code, out) = copy(&m.backing, &["--to", &own]);
     assert_ne!(code, 0, "{out}");
+    let (code, out) = copy(&m.backing, &["--to", ""]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("unsupported database URL"), "{out}");
 
     // The PostgreSQL copy serves the same tree, and takes changes.
     m.use_tables(&["--db", &pg.url, "--table-prefix", "moved"]);

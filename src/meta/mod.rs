@@ -403,11 +403,13 @@ pub fn open_as(
             "{} is not a database several machines share: use postgres://",
             redact(url)
         )))
-    } else if sqlite_path(url).is_some() {
+    } else if sqlite_path(url).is_some_and(|p| !p.is_empty()) {
         Ok(Box::new(sqlite::SqliteStore::open(url, prefix, rt)?))
     } else {
+        // An empty path among them: SQLite would open a private in-memory
+        // database per connection, never the one meant.
         Err(Error::Meta(format!(
-            "unsupported database URL {}: use sqlite://PATH, postgres:// or postgresql://",
+            "unsupported database URL {:?}: use sqlite://PATH, postgres:// or postgresql://",
             redact(url)
         )))
     }
