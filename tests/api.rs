@@ -257,7 +257,7 @@ fn assert_error(r: Response, status: u16, code: &str) -> Value {
 
 #[test]
 fn tokens_and_roles_decide_access() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let api = Api::start_with(&keys().rsa, &[]);
 
         // Health needs no token; the API does.
@@ -340,7 +340,7 @@ fn tokens_and_roles_decide_access() {
 
 #[test]
 fn put_get_delete_round_trip() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let api = Api::start();
         let body = b"hello, archive\n".to_vec();
         let meta = api.upload("notes.txt", &body);
@@ -485,7 +485,7 @@ fn put_get_delete_round_trip() {
 
 #[test]
 fn ranges_and_conditional_requests() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let api = Api::start();
         let body: Vec<u8> = (0u8..100).collect();
         api.upload("r.bin", &body);
@@ -559,7 +559,7 @@ fn ranges_and_conditional_requests() {
 
 #[test]
 fn api_changes_show_in_the_mount_at_once() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let api = Api::start();
         std::fs::create_dir(api.m.path("d")).unwrap();
         std::fs::write(api.m.path("d/f.txt"), b"old content").unwrap();
@@ -626,7 +626,7 @@ fn api_changes_show_in_the_mount_at_once() {
 
 #[test]
 fn mount_changes_show_in_the_api_at_once() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let api = Api::start();
         std::fs::write(api.m.path("m.txt"), b"one").unwrap();
         assert_eq!(api.read("m.txt"), b"one");
@@ -695,7 +695,7 @@ fn mount_changes_show_in_the_api_at_once() {
 
 #[test]
 fn concurrent_puts_to_one_path_never_tear() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let api = Api::start();
         const N: usize = 6;
         const SIZE: usize = 2 * 1024 * 1024 + 4096;
@@ -781,7 +781,7 @@ fn concurrent_puts_to_one_path_never_tear() {
 
 #[test]
 fn mkdir_and_listing_pages() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let api = Api::start();
         let mkdir = |rel: &str| {
             api.client
@@ -854,7 +854,7 @@ fn mkdir_and_listing_pages() {
 
 #[test]
 fn metadata_by_path_and_by_id() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let api = Api::start();
         let r = api
             .put("отчёт.txt", b"quarterly".to_vec())
@@ -1041,7 +1041,7 @@ fn metadata_by_path_and_by_id() {
 
 #[test]
 fn paths_cannot_leave_the_tree() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let api = Api::start();
         api.upload("inside.txt", b"in");
         let parent = api.m.backing.parent().unwrap().to_path_buf();
@@ -1130,7 +1130,7 @@ fn paths_cannot_leave_the_tree() {
 
 #[test]
 fn health_metrics_and_openapi() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let api = Api::start();
         api.upload("x.txt", b"x");
         api.read("x.txt");
@@ -1221,7 +1221,7 @@ fn health_metrics_and_openapi() {
 
 #[test]
 fn posix_permissions_apply_to_api_callers() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let api = Api::start_with(&keys().ec, &["--api-uid", "1000", "--api-gid", "1000"]);
         let m = &api.m;
         // As root through the mount.
@@ -1359,7 +1359,7 @@ fn user_with_a_supplementary_group() -> (u32, u32, u32) {
 
 #[test]
 fn api_identity_has_its_users_supplementary_groups() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let (uid, gid, extra) = user_with_a_supplementary_group();
         let (u, g) = (uid.to_string(), gid.to_string());
         let api = Api::start_with(&keys().ec, &["--api-uid", &u, "--api-gid", &g]);
@@ -1384,7 +1384,7 @@ fn api_identity_has_its_users_supplementary_groups() {
 
 #[test]
 fn limits_on_size_headers_and_slow_clients() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let api = Api::start_with(
             &keys().ec,
             &[
@@ -1503,7 +1503,7 @@ fn limits_on_size_headers_and_slow_clients() {
 
 #[test]
 fn moscow_time_zone_tokens_and_utc_times() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut api = Api::start();
         api.m.unmount();
         api.m
@@ -1536,7 +1536,7 @@ fn moscow_time_zone_tokens_and_utc_times() {
 
 #[test]
 fn tls_and_key_reload_on_sighup() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let dir = tempfile::tempdir().unwrap();
         let (ca, cert, key) = common::keys::tls_files(dir.path());
         // The verification key is a copy we can replace.
@@ -1641,7 +1641,7 @@ fn refuses_to_start_unsafely() {
 
 #[test]
 fn a_bad_key_file_stops_the_start() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let dir = tempfile::tempdir().unwrap();
         let junk = dir.path().join("junk.pub");
         std::fs::write(&junk, "not a key").unwrap();
@@ -1669,7 +1669,7 @@ fn a_bad_key_file_stops_the_start() {
 
 #[test]
 fn an_upload_cut_short_leaves_nothing() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut api = Api::start();
         api.upload("keep.txt", b"keep");
         let tok = api.user.clone();
@@ -1729,7 +1729,7 @@ fn set_mode(api: &Api, mode: &str, confirm: bool) -> u16 {
 /// the mount).
 #[test]
 fn modes_apply_through_the_api_door_too() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         for mode in ["edit", "rw", "ro", "ar"] {
             let start = if mode == "edit" { "edit" } else { "rw" };
             let api = Api::start_with(&keys().ec, &["--mode", start, "--trash-days", "0"]);
@@ -1795,7 +1795,7 @@ fn modes_apply_through_the_api_door_too() {
 
 #[test]
 fn mode_changes_over_http_follow_the_state_machine() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let api = Api::start_with(&keys().ec, &["--mode", "rw"]);
         // Only admins change modes.
         let r = api
@@ -1826,7 +1826,7 @@ fn mode_changes_over_http_follow_the_state_machine() {
 
 #[test]
 fn capacity_search_and_maintenance_over_http() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let api = Api::start_with(&keys().ec, &["--capacity", "1M", "--trash-days", "0"]);
         let r = api
             .put("notes.txt", b"apollo notes".to_vec())
@@ -1933,7 +1933,7 @@ fn capacity_search_and_maintenance_over_http() {
 /// The log says who did it: the token's subject for HTTP requests.
 #[test]
 fn log_rows_of_api_requests_carry_the_token_subject() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let api = Api::start_with(&keys().ec, &["--trash-days", "0"]);
         api.upload("by-alice.txt", b"a");
         assert_eq!(

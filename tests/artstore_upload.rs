@@ -68,7 +68,7 @@ fn stored(api: &Api) -> Vec<PathBuf> {
 
 #[test]
 fn an_upload_lands_on_the_mount_with_its_attributes_and_downloads_by_id() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let api = Api::start(&[]);
         let body = b"hello archive";
         let form = Form::new()
@@ -144,7 +144,7 @@ fn an_upload_lands_on_the_mount_with_its_attributes_and_downloads_by_id() {
 
 #[test]
 fn a_chosen_id_is_kept_once_and_bad_forms_are_422() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let api = Api::start(&["--mode", "rw"]);
         // The Ingester's finalize step keeps the id it had on another element
         // (any UUID version, any case).
@@ -307,7 +307,7 @@ fn status_of(r: std::io::Result<(u16, String)>) -> (u16, String) {
 
 #[test]
 fn refusals_reach_a_client_that_is_still_sending() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let max = (4 << 20).to_string();
         let api = Api::start(&["--mode", "rw", "--capacity", "2M", "--api-max-upload", &max]);
         let addr = api.addr.as_str();
@@ -404,7 +404,7 @@ fn upload_with_failover(elements: &[&Api], chunks: usize) -> (usize, Value) {
 
 #[test]
 fn an_uploader_fails_over_to_the_next_element_on_507() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let full = Api::start(&["--mode", "rw", "--capacity", "1M"]);
         let roomy = Api::start(&["--mode", "rw"]);
         // 20 MiB: more than the first element holds, and more than any
@@ -429,7 +429,7 @@ fn an_uploader_fails_over_to_the_next_element_on_507() {
 
 #[test]
 fn odd_filenames_are_stored_under_safe_names_and_kept_as_given() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let api = Api::start(&[]);
         let long = "ж".repeat(200) + ".txt";
         let cases: [(&str, &str); 7] = [
@@ -484,7 +484,7 @@ fn odd_filenames_are_stored_under_safe_names_and_kept_as_given() {
 /// identity. One an operator made is left as it is.
 #[test]
 fn a_fresh_element_takes_uploads_with_the_default_identity() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let api = Api::with_default_identity(&[]);
         let form = Form::new().part("file", file(b"first", "first.txt"));
         let r = post(&api, Role::User, form);

@@ -40,7 +40,7 @@ const FAST: [(&str, &str); 1] = [("ARTFS_COLLECT_INTERVAL", "0.2")];
 
 #[test]
 fn unlink_moves_to_a_hidden_trash_restorable_and_purged_later() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         fs::write(m.path("doc"), b"precious").unwrap();
         let ino = fs::metadata(m.path("doc")).unwrap().ino();
@@ -86,7 +86,7 @@ fn unlink_moves_to_a_hidden_trash_restorable_and_purged_later() {
 
 #[test]
 fn the_trash_cannot_be_renamed_replaced_or_made_by_hand() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let m = Mount::new();
         // Before the trash exists: nothing may take its name.
         fs::create_dir(m.path("d")).unwrap();
@@ -128,7 +128,7 @@ fn the_trash_cannot_be_renamed_replaced_or_made_by_hand() {
 
 #[test]
 fn no_trash_when_turned_off_or_outside_edit_mode() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let m = Mount::with_args(&["--trash-days", "0"]);
         fs::write(m.path("f"), b"x").unwrap();
         fs::remove_file(m.path("f")).unwrap();
@@ -138,7 +138,7 @@ fn no_trash_when_turned_off_or_outside_edit_mode() {
 
 #[test]
 fn expired_files_are_removed_unless_retained() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let m = Mount::prepared(&[], |_| {});
         let mut m = m;
         m.unmount();
@@ -192,7 +192,7 @@ fn expired_files_are_removed_unless_retained() {
 
 #[test]
 fn a_directory_default_ttl_gives_new_files_an_expiry() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         fs::create_dir(m.path("tmp")).unwrap();
         assert_eq!(

@@ -71,7 +71,7 @@ fn write_file(path: &Path, data: &[u8]) {
 
 #[test]
 fn crash_before_a_batch_commits_loses_the_create_whole() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         write_file(&m.path("keep"), b"kept");
         sync(&m);
@@ -88,7 +88,7 @@ fn crash_before_a_batch_commits_loses_the_create_whole() {
 
 #[test]
 fn crash_after_an_unlink_commits_removes_the_object() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         // Unlink for real: no trash.
         let mut m = Mount::with_args(&["--trash-days", "0"]);
         write_file(&m.path("victim"), b"doomed");
@@ -113,7 +113,7 @@ fn crash_after_an_unlink_commits_removes_the_object() {
 
 #[test]
 fn crash_between_object_removal_and_its_log_row() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         // Unlink for real: no trash.
         let mut m = Mount::with_args(&["--trash-days", "0"]);
         write_file(&m.path("victim"), b"doomed");
@@ -129,7 +129,7 @@ fn crash_between_object_removal_and_its_log_row() {
 
 #[test]
 fn crash_before_release_records_the_size_rolls_the_write_forward() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         write_file(&m.path("f"), b"0123456789");
         sync(&m);
@@ -147,7 +147,7 @@ fn crash_before_release_records_the_size_rolls_the_write_forward() {
 
 #[test]
 fn crash_after_the_write_intent_changes_nothing() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         write_file(&m.path("f"), b"0123456789");
         sync(&m);
@@ -162,7 +162,7 @@ fn crash_after_the_write_intent_changes_nothing() {
 
 #[test]
 fn crash_between_truncate_intent_and_object_leaves_the_old_file() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         write_file(&m.path("f"), b"0123456789");
         sync(&m);
@@ -175,7 +175,7 @@ fn crash_between_truncate_intent_and_object_leaves_the_old_file() {
 
 #[test]
 fn crash_after_truncating_the_object_completes_the_truncate() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         write_file(&m.path("f"), b"0123456789");
         sync(&m);
@@ -188,7 +188,7 @@ fn crash_after_truncating_the_object_completes_the_truncate() {
 
 #[test]
 fn crash_right_after_create_leaves_nothing_half_made() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         sync(&m);
         crash_during(&mut m, "create::after_object", |mnt| {
@@ -206,7 +206,7 @@ fn crash_right_after_create_leaves_nothing_half_made() {
 
 #[test]
 fn crash_during_rename_over_keeps_one_whole_state() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         write_file(&m.path("a"), b"AAAA");
         write_file(&m.path("b"), b"BBBBBBBB");
@@ -232,7 +232,7 @@ fn crash_during_rename_over_keeps_one_whole_state() {
 
 #[test]
 fn crash_during_recovery_is_recovered_by_the_next_mount() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         write_file(&m.path("f"), b"0123456789");
         sync(&m);
@@ -262,7 +262,7 @@ fn crash_during_recovery_is_recovered_by_the_next_mount() {
 
 #[test]
 fn fsck_reports_damage_and_repair_fixes_it_but_not_while_mounted() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         write_file(&m.path("a"), b"alpha");
         write_file(&m.path("b"), b"beta");
@@ -321,7 +321,7 @@ fn fsck_on_a_directory_that_is_no_store_fails_clearly() {
 
 #[test]
 fn disk_full_gives_enospc_and_keeps_metadata_true() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::prepared(&["--trash-days", "0"], |backing| {
             nix::mount::mount(
                 Some("tmpfs"),

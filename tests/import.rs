@@ -204,7 +204,7 @@ fn check_broken_reported(records: &[Record], out: &str) {
 
 #[test]
 fn imports_an_archive_with_its_metadata_once() {
-    common::engine::every_engine(|| {
+    common::engine::every_metadata_engine(|| {
         let archive = tempfile::tempdir().unwrap();
         let spec = ArchiveSpec::default();
         let records = write_archive(archive.path(), &spec);
@@ -262,7 +262,7 @@ fn imports_an_archive_with_its_metadata_once() {
 
 #[test]
 fn link_shares_the_inode_with_the_source() {
-    common::engine::every_engine(|| {
+    common::engine::every_metadata_engine(|| {
         let archive = tempfile::tempdir().unwrap();
         let spec = ArchiveSpec {
             seed: 7,
@@ -318,7 +318,7 @@ fn link_shares_the_inode_with_the_source() {
 
 #[test]
 fn a_mounted_store_is_refused() {
-    common::engine::every_engine(|| {
+    common::engine::every_metadata_engine(|| {
         let archive = tempfile::tempdir().unwrap();
         write_archive(
             archive.path(),
@@ -343,7 +343,7 @@ fn a_mounted_store_is_refused() {
 
 #[test]
 fn a_crash_mid_import_leaves_nothing_behind() {
-    common::engine::every_engine(|| {
+    common::engine::every_metadata_engine(|| {
         let archive = tempfile::tempdir().unwrap();
         let spec = ArchiveSpec {
             seed: 11,
@@ -404,7 +404,7 @@ fn a_crash_mid_import_leaves_nothing_behind() {
 
 #[test]
 fn link_across_filesystems_falls_back_to_copying() {
-    common::engine::every_engine(|| {
+    common::engine::every_metadata_engine(|| {
         let archive = tempfile::tempdir().unwrap();
         let spec = ArchiveSpec {
             seed: 3,

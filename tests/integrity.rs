@@ -86,7 +86,7 @@ fn scrub_report(m: &Mount) -> String {
 
 #[test]
 fn files_left_unhashed_by_a_crash_get_their_hash_at_the_next_mount() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         let files = crash_leaving_unhashed(&mut m, 8, 40);
         // Nothing was recorded before the crash.
@@ -135,7 +135,7 @@ fn files_left_unhashed_by_a_crash_get_their_hash_at_the_next_mount() {
 
 #[test]
 fn unhashed_files_are_counted_in_metrics_and_info_until_hashed() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let (mut m, api) = mount_with_api();
         let gauge = |name: &str| -> Option<u64> {
             let text = api
@@ -187,7 +187,7 @@ fn unhashed_files_are_counted_in_metrics_and_info_until_hashed() {
 
 #[test]
 fn scrub_lists_unhashed_files_by_path_and_records_their_hashes() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         let files = crash_leaving_unhashed(&mut m, 2, 6);
         // Settle the crash offline (as a mount's recovery would).
@@ -339,7 +339,7 @@ fn assert_intact(m: &Mount, api: &Api, name: &str, data: &[u8], id: &str) {
 
 #[test]
 fn a_missing_object_under_a_live_mount_is_an_error_on_every_door() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let (mut m, api) = mount_with_api();
         let data = content(7, 100_000);
         fs::write(m.path("f"), &data).unwrap();
@@ -411,7 +411,7 @@ fn a_missing_object_under_a_live_mount_is_an_error_on_every_door() {
 
 #[test]
 fn a_missing_or_short_object_found_unmounted_is_reported_and_never_zeroed() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let (mut m, api) = mount_with_api();
         let data = content(3, 50_000);
         let other = content(4, 3000);
@@ -489,7 +489,7 @@ fn a_missing_or_short_object_found_unmounted_is_reported_and_never_zeroed() {
 
 #[test]
 fn recovery_keeps_the_recorded_size_of_a_file_whose_object_is_missing() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         let data = content(9, 70_000);
         fs::write(m.path("f"), &data).unwrap();

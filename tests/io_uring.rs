@@ -83,7 +83,7 @@ fn exercise(m: &common::Mount) {
 
 #[test]
 fn io_uring() {
-    common::engine::every_engine(|| {
+    common::engine::every_metadata_engine(|| {
         let _on = EnableUring::new();
         mount_serves_and_unmounts();
         io_uring_false_stays_on_dev_fuse();

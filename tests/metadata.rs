@@ -43,7 +43,7 @@ fn errno(r: std::io::Result<()>) -> i32 {
 
 #[test]
 fn archive_attributes_read_only_writable_and_custom() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         // The computed names are listed only with this option (readable by
         // name either way; tests/legacy_copy.rs checks the default).
         let m = Mount::with_args(&["--list-computed-xattrs"]);
@@ -128,7 +128,7 @@ fn archive_attributes_read_only_writable_and_custom() {
 
 #[test]
 fn sha256_is_never_stale() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let m = Mount::new();
         let f = m.path("f");
         fs::write(&f, b"first").unwrap();
@@ -160,7 +160,7 @@ fn sha256_is_never_stale() {
 
 #[test]
 fn sidecars_repeat_the_metadata_beside_each_object() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         let f = m.path("doc.txt");
         fs::write(&f, b"hello").unwrap();
@@ -201,7 +201,7 @@ fn cli(args: &[&str], m: &Mount) -> (i32, String, String) {
 
 #[test]
 fn search_finds_names_descriptions_and_custom_values() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let m = Mount::new();
         fs::create_dir(m.path("reports")).unwrap();
         let a = m.path("reports/q3-budget.txt");
@@ -249,7 +249,7 @@ fn search_finds_names_descriptions_and_custom_values() {
 
 #[test]
 fn scrub_verifies_and_finds_damage() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         fs::write(m.path("good"), b"good data").unwrap();
         fs::write(m.path("bad"), b"bad data!").unwrap();

@@ -1234,7 +1234,7 @@ fn run_model(fam: Families) {
 /// Namespace, data, attribute and xattr ops through paths only.
 #[test]
 fn model_paths() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         run_model(Families {
             fds: false,
             remount: false,
@@ -1246,7 +1246,7 @@ fn model_paths() {
 /// renamed files) and remounts.
 #[test]
 fn model_full() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         run_model(Families {
             fds: true,
             remount: true,

@@ -85,9 +85,9 @@ fn a_store_mounts_and_remounts_on_postgresql() {
 /// store's flags).
 #[test]
 fn every_engine_puts_the_tables_where_it_says() {
-    use common::engine::{current, every_engine, Engine};
+    use common::engine::{current, every_metadata_engine, Engine};
     let seen = std::sync::Mutex::new(Vec::new());
-    every_engine(|| {
+    every_metadata_engine(|| {
         let m = Mount::new();
         std::fs::write(m.path("f"), b"x").unwrap();
         let in_backing = m.backing.join(".artfs/meta.db").exists();

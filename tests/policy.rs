@@ -138,7 +138,7 @@ fn expected(mode: &str, op: &str) -> i32 {
 
 #[test]
 fn every_mode_times_every_operation() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         for mode in ["edit", "rw", "ro", "ar"] {
             let start = if mode == "edit" { "edit" } else { "rw" };
             let m = Mount::with_args(&["--mode", start]);
@@ -173,7 +173,7 @@ fn every_mode_times_every_operation() {
 
 #[test]
 fn mode_changes_reach_open_write_handles_and_follow_the_state_machine() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let m = Mount::with_args(&["--mode", "rw"]);
         let mut f = fs::File::create(m.path("log")).unwrap();
         f.write_all(b"line 1\n").unwrap();
@@ -199,7 +199,7 @@ fn mode_changes_reach_open_write_handles_and_follow_the_state_machine() {
 
 #[test]
 fn edit_mode_has_no_transitions() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let m = Mount::new();
         let out = m.command("mode").arg("ro").output().unwrap();
         assert_eq!(out.status.code(), Some(2));
@@ -210,7 +210,7 @@ fn edit_mode_has_no_transitions() {
 
 #[test]
 fn mode_is_kept_across_remounts_and_mount_flag_only_seeds_new_stores() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::with_args(&["--mode", "rw"]);
         fs::write(m.path("a"), b"a").unwrap();
         m.unmount();
@@ -222,7 +222,7 @@ fn mode_is_kept_across_remounts_and_mount_flag_only_seeds_new_stores() {
 
 #[test]
 fn retention_blocks_changes_until_it_passes_and_only_extends() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let m = Mount::new();
         let r = m.path("kept");
         fs::write(&r, b"evidence").unwrap();
@@ -271,7 +271,7 @@ fn df(p: &Path) -> (u64, u64) {
 
 #[test]
 fn capacity_is_exact_at_the_boundary_and_df_tells_the_truth() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         const CAP: u64 = 1 << 20;
         // Without the trash, so that unlinking frees space at once.
         let mut m = Mount::with_args(&["--capacity", "1M", "--trash-days", "0"]);
@@ -319,7 +319,7 @@ fn capacity_is_exact_at_the_boundary_and_df_tells_the_truth() {
 
 #[test]
 fn concurrent_writers_never_exceed_the_capacity() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         const CAP: u64 = 1 << 20;
         let m = Mount::with_args(&["--capacity", "1M"]);
         let root = m.mnt.clone();

@@ -99,7 +99,7 @@ fn open_flag_errnos(dir: &Path) -> Vec<i32> {
 
 #[test]
 fn open_flags_errnos_match_ext4() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let m = Mount::new();
         fs::create_dir(m.path("t")).unwrap();
         let got = open_flag_errnos(&m.path("t"));
@@ -131,7 +131,7 @@ fn open_flags_errnos_match_ext4() {
 
 #[test]
 fn create_applies_mode_and_umask_and_owner() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let m = Mount::new();
         let f = open_raw(
             &m.path("m"),
@@ -153,7 +153,7 @@ fn create_applies_mode_and_umask_and_owner() {
 
 #[test]
 fn o_creat_without_excl_keeps_content_and_o_trunc_empties() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let m = Mount::new();
         let p = m.path("f");
         fs::write(&p, b"0123456789").unwrap();
@@ -177,7 +177,7 @@ fn o_creat_without_excl_keeps_content_and_o_trunc_empties() {
 
 #[test]
 fn o_append_always_writes_at_end() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let m = Mount::new();
         let p = m.path("log");
         fs::write(&p, b"head").unwrap();
@@ -203,7 +203,7 @@ fn o_append_always_writes_at_end() {
 
 #[test]
 fn read_write_at_offsets() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let m = Mount::new();
         let p = m.path("f");
         let f = OpenOptions::new()
@@ -243,7 +243,7 @@ fn read_write_at_offsets() {
 
 #[test]
 fn read_and_write_need_the_right_access_mode() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let m = Mount::new();
         let p = m.path("f");
         fs::write(&p, b"abc").unwrap();
@@ -259,7 +259,7 @@ fn read_and_write_need_the_right_access_mode() {
 
 #[test]
 fn sparse_holes_read_as_zeros() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let m = Mount::new();
         let p = m.path("sparse");
         let f = OpenOptions::new()
@@ -296,7 +296,7 @@ fn sparse_holes_read_as_zeros() {
 
 #[test]
 fn st_blocks_tells_the_real_allocation_after_close_and_remount() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         let sparse = m.path("sparse");
         let f = File::create(&sparse).unwrap();
@@ -340,7 +340,7 @@ fn st_blocks_tells_the_real_allocation_after_close_and_remount() {
 
 #[test]
 fn seek_data_and_hole_match_ext4() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         fn probe(dir: &Path) -> Vec<i64> {
             let p = dir.join("s");
             let f = OpenOptions::new()
@@ -374,7 +374,7 @@ fn seek_data_and_hole_match_ext4() {
 
 #[test]
 fn truncate_up_and_down() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let m = Mount::new();
         let p = m.path("t");
         fs::write(&p, vec![b'x'; 10_000]).unwrap();
@@ -425,7 +425,7 @@ fn truncate_up_and_down() {
 
 #[test]
 fn truncate_persists_across_remount() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         fs::write(m.path("a"), vec![1u8; 5000]).unwrap();
         nix::unistd::truncate(&m.path("a"), 3000).unwrap();
@@ -442,7 +442,7 @@ fn truncate_persists_across_remount() {
 
 #[test]
 fn fallocate_mode_0_extends_and_keep_size_does_not() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         let p = m.path("fa");
         let f = OpenOptions::new()
@@ -499,7 +499,7 @@ fn fallocate_mode_0_extends_and_keep_size_does_not() {
 /// FALLOC_FL_ZERO_RANGE: the same bytes, sizes and errnos as on ext4.
 #[test]
 fn fallocate_zero_range_matches_ext4() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         let ext4 = ext4_dir();
         let run = |p: &Path| -> (Vec<u8>, u64, Vec<u8>, u64, i32) {
@@ -555,7 +555,7 @@ fn fallocate_zero_range_matches_ext4() {
 
 #[test]
 fn fsync_and_fdatasync_succeed_and_survive_a_crash() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         let p = m.path("durable");
         let mut f = File::create(&p).unwrap();
@@ -579,7 +579,7 @@ fn fsync_and_fdatasync_succeed_and_survive_a_crash() {
 
 #[test]
 fn unlink_while_open_stays_usable_until_last_close() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let m = Mount::new();
         let p = m.path("victim");
         fs::write(&p, b"before").unwrap();
@@ -621,7 +621,7 @@ fn unlink_while_open_stays_usable_until_last_close() {
 
 #[test]
 fn unlink_while_open_then_crash_is_reclaimed_at_next_mount() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         let p = m.path("orphan");
         fs::write(&p, vec![3u8; 4096]).unwrap();
@@ -642,7 +642,7 @@ fn unlink_while_open_then_crash_is_reclaimed_at_next_mount() {
 
 #[test]
 fn unlinked_file_object_is_removed_and_hard_link_keeps_it() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         // Unlink for real (the trash would keep the object for a day).
         let m = Mount::with_args(&["--trash-days", "0"]);
         fs::write(m.path("a"), b"x").unwrap();
@@ -659,7 +659,7 @@ fn unlinked_file_object_is_removed_and_hard_link_keeps_it() {
 
 #[test]
 fn shared_mmap_writes_reach_the_file() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         let p = m.path("mapped");
         let f = OpenOptions::new()
@@ -711,7 +711,7 @@ fn shared_mmap_writes_reach_the_file() {
 
 #[test]
 fn replaced_file_object_goes_after_its_last_close() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let m = Mount::new();
         fs::write(m.path("old"), b"old data").unwrap();
         fs::write(m.path("new"), b"new data").unwrap();
@@ -737,7 +737,7 @@ fn replaced_file_object_goes_after_its_last_close() {
 
 #[test]
 fn remount_shows_data_sizes_and_modes() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         fs::create_dir_all(m.path("d/e")).unwrap();
         let files: Vec<(String, Vec<u8>)> = (0..20)

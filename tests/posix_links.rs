@@ -369,12 +369,13 @@ fn statfs_figures_are_sane() {
         assert!(s.files() > 0);
         assert!(s.files_free() <= s.files());
         assert_eq!(s.name_max(), 255);
-        // The capacity roughly matches the backing filesystem's.
+        // The capacity roughly matches the backing filesystem's (a
+        // bucket has none: tests/s3.rs checks what it shows).
         let b = nix::sys::statvfs::statvfs(&m.backing).unwrap();
         let bytes = |v: &nix::sys::statvfs::Statvfs| v.blocks() as u128 * v.fragment_size() as u128;
         let (ours, theirs) = (bytes(&s), bytes(&b));
         assert!(
-            ours * 100 >= theirs * 99 && ours * 99 <= theirs * 100,
+            m.bucket().is_some() || (ours * 100 >= theirs * 99 && ours * 99 <= theirs * 100),
             "capacity {ours} vs backing {theirs}"
         );
         // Creating files is reflected in the inode figures.

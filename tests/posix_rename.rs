@@ -128,7 +128,7 @@ fn rename_errnos(d: &Path) -> Vec<i32> {
 
 #[test]
 fn rename_errnos_match_ext4() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let m = Mount::new();
         fs::create_dir(m.path("t")).unwrap();
         let got = rename_errnos(&m.path("t"));
@@ -159,7 +159,7 @@ fn rename_errnos_match_ext4() {
 
 #[test]
 fn rename_replaces_a_file_atomically() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         fs::write(m.path("new"), b"new content").unwrap();
         fs::write(m.path("old"), b"old").unwrap();
@@ -193,7 +193,7 @@ fn rename_replaces_a_file_atomically() {
 
 #[test]
 fn rename_noreplace_moves_only_to_a_free_name() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         fs::write(m.path("a"), b"A").unwrap();
         fs::write(m.path("b"), b"B").unwrap();
@@ -215,7 +215,7 @@ fn rename_noreplace_moves_only_to_a_free_name() {
 
 #[test]
 fn rename_exchange_swaps_files_and_directories() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         fs::write(m.path("f"), b"file").unwrap();
         fs::create_dir(m.path("d")).unwrap();
@@ -271,7 +271,7 @@ fn rename_exchange_swaps_files_and_directories() {
 
 #[test]
 fn rename_across_directories_updates_dotdot_and_nlink() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         fs::create_dir_all(m.path("a/moving/deeper")).unwrap();
         fs::write(m.path("a/moving/file"), b"payload").unwrap();
@@ -319,7 +319,7 @@ fn rename_across_directories_updates_dotdot_and_nlink() {
 
 #[test]
 fn rename_between_hard_links_and_over_a_link() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         fs::write(m.path("one"), b"shared").unwrap();
         fs::hard_link(m.path("one"), m.path("two")).unwrap();
@@ -353,7 +353,7 @@ fn rename_between_hard_links_and_over_a_link() {
 
 #[test]
 fn rename_of_a_symlink_and_of_an_open_file() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let m = Mount::new();
         std::os::unix::fs::symlink("target-text", m.path("ln")).unwrap();
         fs::create_dir(m.path("d")).unwrap();

@@ -141,7 +141,7 @@ fn removex(p: &Path, name: &str) -> Result<(), i32> {
 
 #[test]
 fn set_get_list_remove_user_xattrs() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let m = Mount::new();
         let f = m.path("f");
         fs::write(&f, b"data").unwrap();
@@ -182,7 +182,7 @@ fn set_get_list_remove_user_xattrs() {
 
 #[test]
 fn create_and_replace_flags() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let m = Mount::new();
         let f = m.path("f");
         fs::write(&f, b"").unwrap();
@@ -222,7 +222,7 @@ fn create_and_replace_flags() {
 
 #[test]
 fn size_probe_and_erange() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         // With the computed user.artstore.* names in the list too.
         let m = Mount::with_args(&["--list-computed-xattrs"]);
         let f = m.path("f");
@@ -263,7 +263,7 @@ fn size_probe_and_erange() {
 
 #[test]
 fn value_size_limits() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         let f = m.path("f");
         fs::write(&f, b"").unwrap();
@@ -290,7 +290,7 @@ fn value_size_limits() {
 /// Namespace handling errnos, run on `p`.
 #[test]
 fn attributes_stop_with_enospc_while_their_names_still_list() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let m = Mount::new();
         let f = m.path("many");
         fs::write(&f, b"").unwrap();
@@ -338,7 +338,7 @@ fn namespace_errnos(p: &Path) -> Vec<i32> {
 
 #[test]
 fn namespace_errnos_match_ext4() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let m = Mount::new();
         fs::write(m.path("f"), b"").unwrap();
         let got = namespace_errnos(&m.path("f"));
@@ -360,7 +360,7 @@ fn namespace_errnos_match_ext4() {
 
 #[test]
 fn xattrs_on_symlinks_and_special_files() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let m = Mount::new();
         fs::write(m.path("target"), b"").unwrap();
         std::os::unix::fs::symlink("target", m.path("l")).unwrap();
@@ -384,7 +384,7 @@ fn xattrs_on_symlinks_and_special_files() {
 
 #[test]
 fn getfattr_dump_shows_user_attributes() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let m = Mount::new();
         let f = m.path("f");
         fs::write(&f, b"").unwrap();
@@ -446,7 +446,7 @@ fn getfattr_dump_shows_user_attributes() {
 
 #[test]
 fn xattrs_survive_remount_and_go_with_the_file() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         let f = m.path("f");
         fs::write(&f, b"").unwrap();

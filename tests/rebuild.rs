@@ -151,7 +151,7 @@ fn rebuild(m: &Mount, args: &[&str]) -> (i32, String) {
 
 #[test]
 fn losing_the_database_loses_nothing() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         // List the computed attributes too: they must come back as well.
         let mut m = Mount::with_args(&["--list-computed-xattrs"]);
         build_tree(&m);
@@ -199,7 +199,7 @@ fn losing_the_database_loses_nothing() {
 
 #[test]
 fn check_reports_orphans_both_ways_and_changes_nothing() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         fs::write(m.path("a"), b"a").unwrap();
         fs::write(m.path("b"), b"b").unwrap();
@@ -249,7 +249,7 @@ fn check_reports_orphans_both_ways_and_changes_nothing() {
 
 #[test]
 fn rebuild_refuses_a_mounted_store() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let m = Mount::new();
         let (code, out) = rebuild(&m, &[]);
         assert_eq!(code, 2, "{out}");
@@ -259,7 +259,7 @@ fn rebuild_refuses_a_mounted_store() {
 
 #[test]
 fn incremental_rebuild_adds_only_what_the_tables_lack() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         fs::create_dir(m.path("d")).unwrap();
         fs::write(m.path("d/lost"), b"lost row").unwrap();

@@ -2,7 +2,7 @@
 //! has (versions in the bucket, the cache, multipart uploads, a lost
 //! cache directory, the bucket alone rebuilding the tables). The mount's
 //! general behaviour on S3 is checked by the suites that run on every
-//! store (`common::engine::every_store`).
+//! store (`common::engine::every_engine`).
 
 mod common;
 

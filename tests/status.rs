@@ -216,16 +216,8 @@ fn status_shows_the_store() {
         assert_eq!(status_json(&m)["last_scrub"]["finished_at"], before);
 
         // A damaged store: its object cut short; both record problems.
-        let object = m
-            .backing
-            .join(format!("objects/{:02x}/{:016x}", ino & 0xff, ino));
-        assert!(object.exists(), "no object at {}", object.display());
-        fs::OpenOptions::new()
-            .write(true)
-            .open(&object)
-            .unwrap()
-            .set_len(10)
-            .unwrap();
+        assert!(m.object_exists(ino), "no object of {ino}");
+        m.cut_object(ino, 10);
         let (code, out) = run(&m, &["fsck"]);
         assert_eq!(code, 1, "{out}");
         let (code, out) = run(&m, &["scrub"]);

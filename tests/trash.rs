@@ -104,7 +104,7 @@ fn settle() {
 
 #[test]
 fn a_file_deleted_from_a_private_directory_stays_private_in_the_trash() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let m = Mount::new();
         fs::create_dir(m.path("secret")).unwrap();
         fs::set_permissions(m.path("secret"), fs::Permissions::from_mode(0o700)).unwrap();
@@ -178,7 +178,7 @@ fn a_file_deleted_from_a_private_directory_stays_private_in_the_trash() {
 
 #[test]
 fn rm_rf_of_a_tree_comes_back_with_one_rename() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         let p = |s: &str| m.path(s);
         for d in ["proj", "proj/src", "proj/src/deep", "proj/docs"] {
@@ -237,7 +237,7 @@ fn rm_rf_of_a_tree_comes_back_with_one_rename() {
 
 #[test]
 fn old_trash_is_purged_with_its_directories() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         fs::create_dir_all(m.path("a/b/c")).unwrap();
         fs::write(m.path("a/b/c/f"), b"1").unwrap();
@@ -277,7 +277,7 @@ fn old_trash_is_purged_with_its_directories() {
 
 #[test]
 fn a_full_capacity_is_freed_by_deleting() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let m = Mount::with_args(&["--capacity", "20M"]);
         const MIB: usize = 1 << 20;
         fill(&m.path("f1"), 10 * MIB, 1).unwrap();
@@ -319,7 +319,7 @@ impl Drop for Unmounter {
 
 #[test]
 fn a_full_backing_filesystem_is_freed_by_deleting() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::prepared(&[], |backing| {
             nix::mount::mount(
                 Some("tmpfs"),
@@ -353,7 +353,7 @@ fn a_full_backing_filesystem_is_freed_by_deleting() {
 
 #[test]
 fn each_deleter_has_a_bucket_and_removing_inside_the_trash_is_for_good() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let m = Mount::new();
         fs::create_dir(m.path("shared")).unwrap();
         fs::set_permissions(m.path("shared"), fs::Permissions::from_mode(0o777)).unwrap();
@@ -389,7 +389,7 @@ fn each_deleter_has_a_bucket_and_removing_inside_the_trash_is_for_good() {
 
 #[test]
 fn the_trash_command_lists_and_empties_it() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let mut m = Mount::new();
         fs::create_dir(m.path("d")).unwrap();
         fs::write(m.path("d/a"), b"12345").unwrap();
@@ -434,7 +434,7 @@ fn the_trash_command_lists_and_empties_it() {
 
 #[test]
 fn operators_list_and_empty_the_trash_over_http() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         use artfs::auth::Role;
         use common::api::{token, Api};
         let (user, operator) = (token("alice", Role::User), token("olga", Role::Operator));
@@ -493,7 +493,7 @@ fn operators_list_and_empty_the_trash_over_http() {
 
 #[test]
 fn a_name_deleted_twice_gets_a_second_bucket() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let m = Mount::new();
         fs::create_dir(m.path("a")).unwrap();
         let was = mode(&m.path("a"));
@@ -529,7 +529,7 @@ fn a_name_deleted_twice_gets_a_second_bucket() {
 
 #[test]
 fn the_trash_yields_when_writes_the_daemon_does_not_see_fill_backing() {
-    common::engine::every_store(|| {
+    common::engine::every_engine(|| {
         let m = Mount::prepared(&[], |backing| {
             nix::mount::mount(
                 Some("tmpfs"),

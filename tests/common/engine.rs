@@ -1,5 +1,6 @@
-//! Which metadata engine a test's stores use. A mounting test runs once on
-//! every engine by wrapping its body in [`every_engine`]; [`Mount`] (and
+//! Which engine a test's stores use (where the tables and the content
+//! live). A mounting test runs once on every engine by wrapping its body
+//! in [`every_engine`]; [`Mount`] (and
 //! `Mount::store_args`, for offline commands) follow the engine of the
 //! test that runs on this thread. SQLite is the default, so a test not yet
 //! wrapped keeps running as it did.
@@ -245,10 +246,11 @@ pub fn new_store_db(tag: &str) -> StoreDb {
     }
 }
 
-/// Run a test's body once on every metadata engine, SQLite first (the
-/// failing engine is named on stderr, which cargo shows for a failed
-/// test).
-pub fn every_engine(body: impl Fn()) {
+/// Run a test's body once on every metadata engine with content in
+/// BACKING, SQLite first: only for tests bound to that layout (they hand
+/// BACKING's path to a command that builds a store in it, or measure the
+/// local transport); every other mounting test uses [`every_engine`].
+pub fn every_metadata_engine(body: impl Fn()) {
     for engine in chosen(&[Engine::Sqlite, Engine::Postgres]) {
         eprintln!("-- on {engine:?}");
         run_on(engine, &body);
@@ -272,10 +274,11 @@ fn chosen(engines: &[Engine]) -> Vec<Engine> {
         .collect()
 }
 
-/// Run a test's body on every metadata engine and on every content store
-/// (S3 too): for the tests of what the mount does with content (files,
-/// renames, xattrs, the model, crashes, the API).
-pub fn every_store(body: impl Fn()) {
+/// Run a test's body once on every engine the project has: SQLite and
+/// PostgreSQL tables with content in BACKING, and content in an S3 bucket
+/// (the failing engine is named on stderr, which cargo shows for a failed
+/// test). The helper every mounting test goes through.
+pub fn every_engine(body: impl Fn()) {
     for engine in chosen(&[Engine::Sqlite, Engine::Postgres, Engine::S3]) {
         eprintln!("-- on {engine:?}");
         run_on(engine, &body);
