@@ -948,19 +948,13 @@ impl S3Store {
     /// there is no object. Caller holds the stripe.
     fn materialise(&self, ino: u64) -> io::Result<bool> {
         let Some((e, m)) = self.known(ino)? else {
-            return match self.current(ino)? {
-                Some(v) => self.fetch_entry(ino, &v).map(|()| true),
-                None => Ok(false),
-            };
+            return self.fetch_version(ino, self.current(ino)?);
         };
         if Self::is_damaged(&e, &m) {
             tracing::warn!(ino, copy = %self.copy_path(ino).display(),
                 "a cached copy changed though nothing wrote it; fetching it again");
             self.drop_copy(ino)?;
-            return match self.current(ino)? {
-                Some(v) => self.fetch_entry(ino, &v).map(|()| true),
-                None => Ok(false),
-            };
+            return self.fetch_version(ino, self.current(ino)?);
         }
         if e.checked && !self.read_only() {
             self.touch(ino, m.len());
@@ -1011,7 +1005,13 @@ impl S3Store {
             );
         }
         self.drop_copy(ino)?;
-        match cur {
+        self.fetch_version(ino, cur)
+    }
+
+    /// Fetch `v` as the copy of `ino`; `Ok(false)` when there is no
+    /// version (no object).
+    fn fetch_version(&self, ino: u64, v: Option<Version>) -> io::Result<bool> {
+        match v {
             Some(v) => self.fetch_entry(ino, &v).map(|()| true),
             None => Ok(false),
         }
