@@ -581,7 +581,12 @@ pub fn as_user_in(uid: u32, gid: u32, groups: &[u32], f: impl FnOnce() -> i32) -
 /// (`<uid>/<when>/<original path>`), sorted; none when there is no trash.
 pub fn trashed(m: &Mount) -> Vec<String> {
     fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) {
-        for e in std::fs::read_dir(dir).unwrap() {
+        // A directory the collector purges while this walks is simply gone.
+        let entries = match std::fs::read_dir(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            r => r.unwrap(),
+        };
+        for e in entries {
             let e = e.unwrap();
             let name = e.file_name().to_string_lossy().into_owned();
             let r = if rel.is_empty() {
