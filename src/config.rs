@@ -207,6 +207,14 @@ pub struct MountConfig {
     pub io_uring: bool,
     /// listxattr lists the computed `user.artstore.*` attributes too.
     pub list_computed_xattrs: bool,
+    /// The kernel ignores device files on the mount (mount's `nodev`).
+    pub nodev: bool,
+    /// The kernel ignores set-user-id and set-group-id bits when running
+    /// programs from the mount (mount's `nosuid`).
+    pub nosuid: bool,
+    /// The kernel refuses to run programs from the mount (mount's
+    /// `noexec`).
+    pub noexec: bool,
 }
 
 impl Default for MountConfig {
@@ -221,6 +229,9 @@ impl Default for MountConfig {
             force: false,
             io_uring: true,
             list_computed_xattrs: false,
+            nodev: false,
+            nosuid: false,
+            noexec: false,
         }
     }
 }

@@ -385,6 +385,24 @@ struct MountArgs {
           require_equals = true, default_missing_value = "true",
           value_parser = artfs::config::parse_bool)]
     list_computed_xattrs: Option<bool>,
+    /// Device files on the mount do not work as devices (mount's nodev)
+    /// [default: false].
+    #[arg(long, env = "ARTFS_NODEV", value_name = "BOOL", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true",
+          value_parser = artfs::config::parse_bool)]
+    nodev: Option<bool>,
+    /// Set-user-id and set-group-id bits do not take effect when programs
+    /// run from the mount (mount's nosuid) [default: false].
+    #[arg(long, env = "ARTFS_NOSUID", value_name = "BOOL", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true",
+          value_parser = artfs::config::parse_bool)]
+    nosuid: Option<bool>,
+    /// Programs on the mount cannot be run (mount's noexec)
+    /// [default: false].
+    #[arg(long, env = "ARTFS_NOEXEC", value_name = "BOOL", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true",
+          value_parser = artfs::config::parse_bool)]
+    noexec: Option<bool>,
     /// Seconds the kernel may cache entries and attributes [default: 3600].
     #[arg(long, env = "ARTFS_ATTR_TTL")]
     attr_ttl: Option<u64>,
@@ -478,6 +496,9 @@ impl MountArgs {
             &mut cfg.mount.list_computed_xattrs,
             self.list_computed_xattrs,
         );
+        over(&mut cfg.mount.nodev, self.nodev);
+        over(&mut cfg.mount.nosuid, self.nosuid);
+        over(&mut cfg.mount.noexec, self.noexec);
         over(&mut cfg.mount.attr_ttl, self.attr_ttl);
         over(&mut cfg.mount.keep_awake_us, self.keep_awake_us);
         over(&mut cfg.mount.cache_entries, self.cache_entries);
@@ -838,7 +859,9 @@ fn fsck(args: FsckArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitCod
             repairs += 1;
         }
     }
-    let report = fsck::check(meta.as_ref(), objects.as_ref(), mounted)?;
+    let bar = counted_progress("checking");
+    let report = fsck::check(meta.as_ref(), objects.as_ref(), mounted, &bar)?;
+    bar.finish_and_clear();
     // Recorded on a mounted store too: the check reads committed state,
     // and its own row is all it writes.
     artfs::cmd::status::record(
@@ -919,7 +942,12 @@ fn db_copy(args: DbCopyArgs, mut cfg: Config) -> anyhow::Result<std::process::Ex
         copied.pending,
         artfs::meta::redact(&args.to)
     );
-    let report = fsck::check(to.as_ref(), objects.as_ref(), false)?;
+    let report = fsck::check(
+        to.as_ref(),
+        objects.as_ref(),
+        false,
+        &indicatif::ProgressBar::hidden(),
+    )?;
     to.close();
     if !report.is_clean() {
         for f in &report.findings {
@@ -1011,6 +1039,23 @@ fn progress(what: &'static str) -> indicatif::ProgressBar {
     bar
 }
 
+/// A bar for work whose size is known (`set_length` once it is): done and
+/// total, rate and time left. Drawn on stderr only when it is a terminal;
+/// the caller prints a one-line summary either way.
+fn counted_progress(what: &'static str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} {msg}: {bar:30} {pos}/{len} ({per_sec}, {eta} left)",
+        )
+        .expect("valid template"),
+    );
+    bar.set_prefix(what);
+    // Shown from the start, before the first item is done.
+    bar.tick();
+    bar
+}
+
 fn rebuild(args: RebuildArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitCode> {
     args.store.merge(&mut cfg);
     let sopts = store_options(&cfg, "rebuild");
@@ -1099,10 +1144,11 @@ fn scrub(args: ScrubArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitC
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
-            "{bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+            "scrubbing: {bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)",
         )
         .expect("valid template"),
     );
+    bar.tick();
     let r = artfs::cmd::scrub::scrub(
         meta.as_ref(),
         objects.as_ref(),
@@ -1474,6 +1520,9 @@ mod tests {
                 "list_computed_xattrs",
                 d.mount.list_computed_xattrs.to_string(),
             ),
+            ("nodev", d.mount.nodev.to_string()),
+            ("nosuid", d.mount.nosuid.to_string()),
+            ("noexec", d.mount.noexec.to_string()),
             ("attr_ttl", d.mount.attr_ttl.to_string()),
             ("keep_awake_us", d.mount.keep_awake_us.to_string()),
             ("cache_entries", d.mount.cache_entries.to_string()),

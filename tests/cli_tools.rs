@@ -158,3 +158,92 @@ fn no_timestamps_for_journald() {
         assert!(!l.contains('\x1b'), "escape codes: {l}");
     }
 }
+
+/// A store of 20 files, made offline by `artfs import` of an archive in
+/// the original's layout.
+fn small_store() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::create_dir(dir.path().join("store")).unwrap();
+    let spec = common::archive::ArchiveSpec {
+        v1: 10,
+        v2: 10,
+        same_name_same_day: false,
+        malformed_json: 0,
+        missing_file_id: 0,
+        checksum_mismatch: 0,
+        missing_data: 0,
+        ..Default::default()
+    };
+    common::archive::write_archive(&src, &spec);
+    let out = Command::new(bin())
+        .arg("import")
+        .arg(&src)
+        .arg(dir.path().join("store"))
+        .env("ARTFS_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::output_text(&out));
+    dir
+}
+
+/// Long commands draw a progress bar on a terminal, nothing on a pipe,
+/// and end with a one-line summary on stdout either way.
+#[test]
+fn progress_on_a_terminal_only_and_a_summary_always() {
+    let dir = small_store();
+    let store = dir.path().join("store");
+    let store = store.to_str().unwrap();
+    // (arguments, what the bar shows, what the summary says)
+    let cases: [(&[&str], &str, &str); 3] = [
+        (&["fsck"], "checking", "inodes, "),
+        (&["scrub"], "scrubbing", "verified 20 files"),
+        (&["rebuild", "--check"], "reading sidecars", "0 problems"),
+    ];
+    for (args, bar, summary) in cases {
+        let mut argv: Vec<&str> = args.to_vec();
+        argv.push(store);
+        // On pipes: no bar, no escape codes, the summary.
+        let out = Command::new(bin())
+            .args(&argv)
+            .env("ARTFS_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let (o, e) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "{argv:?}: {o}{e}");
+        assert!(
+            o.contains(summary),
+            "{argv:?}: no summary {summary:?} in {o}"
+        );
+        assert!(
+            !e.contains(bar) && !e.contains('\x1b') && !e.contains('\r'),
+            "{argv:?}: a bar on a pipe: {e:?}"
+        );
+        // On a terminal (script(1) gives the command a pty): the bar is
+        // drawn (then cleared), and the same summary follows.
+        let line = std::iter::once(bin().to_string())
+            .chain(argv.iter().map(|a| a.to_string()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let out = Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .env("ARTFS_LOG", "warn")
+            .env("TERM", "xterm")
+            .stdin(Stdio::null())
+            .output()
+            .expect("script(1) (util-linux)");
+        let t = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{argv:?} on a pty: {t}");
+        assert!(t.contains(bar), "{argv:?}: no bar on a terminal: {t:?}");
+        assert!(
+            t.contains(summary),
+            "{argv:?}: no summary on a terminal: {t:?}"
+        );
+    }
+}

@@ -330,3 +330,68 @@ fn mount_dot_artfs() {
     assert_eq!(pids.len(), 1, "{pids:?}");
     s.umount(pids[0]);
 }
+
+/// The literal `mount -t fuse.artfs`, as fstab's `fuse.artfs` type runs
+/// it: mount(8) resets PATH for mount.fuse3, which then finds `artfs` in
+/// /usr/local/sbin. The test puts its binary there in a private mount
+/// namespace of its own (a tmpfs over /usr/local/sbin that no other
+/// process sees), mounts with nodev,nosuid,noexec, checks the kernel
+/// applied them and that the store serves, and unmounts, all inside
+/// that namespace.
+#[test]
+fn literal_mount_t_fuse_artfs_with_nodev_nosuid_noexec() {
+    if !usable() {
+        return;
+    }
+    if Command::new("unshare").arg("--help").output().is_err() {
+        eprintln!("skipped: no unshare(1) (package util-linux)");
+        return;
+    }
+    let s = Setup::new();
+    let script = r#"
+set -e
+mount -t tmpfs artfs-test-bin /usr/local/sbin
+ln -s "$ARTFS_BIN" /usr/local/sbin/artfs
+mount -t fuse.artfs "$BACKING" "$MNT" -o allow_other,nodev,nosuid,noexec,capacity=5M
+echo "options: $(awk -v m="$MNT" '$5 == m { print $6 }' /proc/self/mountinfo)"
+echo "type: $(awk -v m="$MNT" '$5 == m { for (i = 7; $i != "-"; i++); print $(i + 1) }' /proc/self/mountinfo)"
+printf hello > "$MNT/greeting"
+echo "read: $(cat "$MNT/greeting")"
+cp /bin/true "$MNT/prog"
+chmod 755 "$MNT/prog"
+if "$MNT/prog" 2>/dev/null; then echo "exec: ran"; else echo "exec: refused"; fi
+umount "$MNT"
+if grep -q " $MNT " /proc/self/mountinfo; then echo "after umount: mounted"; else echo "after umount: gone"; fi
+"#;
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .env("ARTFS_BIN", bin())
+        .env("BACKING", &s.backing)
+        .env("MNT", &s.mnt);
+    let out = s.run(cmd);
+    let t = text(&out);
+    assert!(out.status.success(), "the mount script failed: {t}");
+    let options = t
+        .lines()
+        .find_map(|l| l.strip_prefix("options: "))
+        .unwrap_or_else(|| panic!("no options line: {t}"));
+    let options: Vec<&str> = options.split(',').collect();
+    for o in ["nodev", "nosuid", "noexec"] {
+        assert!(options.contains(&o), "{o} not applied: {options:?}");
+    }
+    assert!(t.contains("type: fuse.artfs"), "{t}");
+    assert!(t.contains("read: hello"), "{t}");
+    assert!(t.contains("exec: refused"), "noexec: {t}");
+    assert!(t.contains("after umount: gone"), "{t}");
+    // The daemon ran inside the namespace: umount stopped it.
+    wait_for(
+        || s.daemons().is_empty().then_some(()),
+        20,
+        "the daemon to exit at umount",
+    );
+    // The file is in the store, as read from outside the namespace.
+    assert!(
+        std::fs::read_dir(s.backing.join("objects")).is_ok_and(|mut d| d.next().is_some()),
+        "the file landed in BACKING"
+    );
+}

@@ -240,7 +240,7 @@ pub async fn start_job(
             let (meta, objects) = fs.stores();
             let quiet = indicatif::ProgressBar::hidden();
             match kind {
-                "fsck" => crate::cmd::fsck::check(meta, objects, true).map(|r| {
+                "fsck" => crate::cmd::fsck::check(meta, objects, true, &quiet).map(|r| {
                     // The last result `artfs status` shows, however run.
                     crate::cmd::status::record(
                         meta,

@@ -294,7 +294,15 @@ impl Covered {
 /// Check the store. Reads everything once; memory grows with the number
 /// of inodes. With `mounted`, pending log rows and files unlinked while
 /// open are the daemon's work in progress, not problems.
-pub fn check(meta: &dyn MetaStore, objects: &dyn ContentStore, mounted: bool) -> Result<Report> {
+///
+/// `progress` counts files checked, twice over: their objects, then their
+/// sidecars (the two passes that read the content store).
+pub fn check(
+    meta: &dyn MetaStore,
+    objects: &dyn ContentStore,
+    mounted: bool,
+    progress: &indicatif::ProgressBar,
+) -> Result<Report> {
     let covered = Covered::read(meta)?;
     let inodes: BTreeMap<u64, Inode> = meta.all_inodes()?.into_iter().map(|i| (i.ino, i)).collect();
     let dentries = meta.all_dentries()?;
@@ -347,7 +355,10 @@ pub fn check(meta: &dyn MetaStore, objects: &dyn ContentStore, mounted: bool) ->
     }
 
     let objects_set: BTreeSet<u64> = object_inos.iter().copied().collect();
+    progress.set_length(2 * inodes.len() as u64);
+    progress.set_message("objects");
     for (ino, i) in &inodes {
+        progress.inc(1);
         let n = names.get(ino).copied().unwrap_or(0);
         if i.kind.is_dir() && n == 0 && i.nlink == 0 && *ino != ROOT_INO {
             // Removed while open (a crash came before its last close).
@@ -434,7 +445,8 @@ pub fn check(meta: &dyn MetaStore, objects: &dyn ContentStore, mounted: bool) ->
             f.push(Finding::OrphanAttributes { ino });
         }
     }
-    check_sidecars(meta, objects, &inodes, &dentries, &covered, f)?;
+    progress.set_message("sidecars");
+    check_sidecars(meta, objects, &inodes, &dentries, &covered, f, progress)?;
     if covered.rows == 0 {
         if let Some(c) = meta.config()? {
             let counted = usage_of(&inodes);
@@ -489,7 +501,7 @@ pub fn repair(meta: &dyn MetaStore, objects: &dyn ContentStore) -> Result<Vec<St
             s.outcome
         ));
     }
-    let report = check(meta, objects, false)?;
+    let report = check(meta, objects, false, &indicatif::ProgressBar::hidden())?;
     let inodes: BTreeMap<u64, Inode> = meta.all_inodes()?.into_iter().map(|i| (i.ino, i)).collect();
     let mut batch = Batch::default();
     let mut fixed: BTreeMap<u64, Inode> = BTreeMap::new();
@@ -621,9 +633,11 @@ fn check_sidecars(
     dentries: &[(u64, Vec<u8>, Dentry)],
     covered: &Covered,
     f: &mut Vec<Finding>,
+    progress: &indicatif::ProgressBar,
 ) -> Result<()> {
     let mut found: BTreeMap<u64, std::result::Result<AttrJson, String>> = BTreeMap::new();
     for crate::blob::FoundSidecar { ino, parsed, .. } in objects.sidecars() {
+        progress.inc(1);
         if let Some(ino) = ino {
             found.insert(ino, parsed.map(|(d, _)| d).map_err(|e| e.to_string()));
         }

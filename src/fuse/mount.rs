@@ -42,6 +42,12 @@ pub struct MountOptions {
     /// names (file_id, sha256, ...); off by default, so copying tools do
     /// not carry them. They are readable by name either way.
     pub list_computed_xattrs: bool,
+    /// mount(8)'s `nodev`, `nosuid` and `noexec`, as the kernel applies
+    /// them to this mount (an archive of files from elsewhere may hold
+    /// device nodes and set-id programs that must not take effect here).
+    pub nodev: bool,
+    pub nosuid: bool,
+    pub noexec: bool,
 }
 
 /// Request threads unless told otherwise (see [`MountOptions::threads`]).
@@ -66,6 +72,9 @@ impl From<&crate::config::MountConfig> for MountOptions {
             keep_awake: Duration::from_micros(m.keep_awake_us),
             io_uring: m.io_uring,
             list_computed_xattrs: m.list_computed_xattrs,
+            nodev: m.nodev,
+            nosuid: m.nosuid,
+            noexec: m.noexec,
         }
     }
 }
@@ -229,9 +238,20 @@ pub fn serve(fs: Arc<Fs>, mountpoint: &Path, opts: &MountOptions) -> anyhow::Res
         MountOption::FSName(format!("artfs:{}", fs.backing().display())),
         MountOption::Subtype("artfs".into()),
         MountOption::DefaultPermissions,
-        MountOption::Dev,
-        MountOption::Suid,
+        if opts.nodev {
+            MountOption::NoDev
+        } else {
+            MountOption::Dev
+        },
+        if opts.nosuid {
+            MountOption::NoSuid
+        } else {
+            MountOption::Suid
+        },
     ];
+    if opts.noexec {
+        config.mount_options.push(MountOption::NoExec);
+    }
     if opts.allow_other {
         config.acl = SessionACL::All;
     }

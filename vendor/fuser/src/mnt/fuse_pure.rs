@@ -477,11 +477,21 @@ fn fuse_mount_sys(
         source = name;
     }
 
+    // As libfuse does: type `fuse.SUBTYPE`, so /proc/mounts, findmnt -t
+    // and umount -t see the filesystem's own type (artfs: fuse.artfs).
+    #[cfg(target_os = "linux")]
+    let fstype = match options.iter().find_map(|x| match x {
+        MountOption::Subtype(s) => Some(s),
+        _ => None,
+    }) {
+        Some(subtype) => format!("fuse.{subtype}"),
+        None => "fuse".to_string(),
+    };
     #[cfg(target_os = "linux")]
     let result = nix::mount::mount(
         Some(source),
         mountpoint,
-        Some("fuse"),
+        Some(fstype.as_str()),
         flags,
         Some(mount_options.as_str()),
     );
