@@ -247,3 +247,77 @@ fn progress_on_a_terminal_only_and_a_summary_always() {
         );
     }
 }
+
+/// scripts/build-deb.sh packages the binary under test: the package
+/// installs artfs, the mount helper link, the systemd unit, man pages,
+/// completions and the example config, and its artfs runs.
+#[test]
+fn debian_package() {
+    if Command::new("dpkg-deb").arg("--version").output().is_err() {
+        eprintln!("skipped: no dpkg-deb (not a Debian system)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new("bash")
+        .arg(format!("{root}/scripts/build-deb.sh"))
+        .args(["--binary", bin(), "--compression", "none", "--out"])
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let deb = stdout(&out).trim().to_string();
+    assert!(deb.ends_with(".deb"), "{deb}");
+    let field = |name: &str| {
+        let o = Command::new("dpkg-deb")
+            .args(["--field", &deb, name])
+            .output()
+            .unwrap();
+        stdout(&o).trim().to_string()
+    };
+    assert_eq!(field("Package"), "artfs");
+    assert_eq!(field("Version"), env!("CARGO_PKG_VERSION"));
+    assert!(field("Depends").contains("fuse3"), "mount.fuse3 is needed");
+    // Unpacked, it holds what an administrator needs.
+    let tree = dir.path().join("tree");
+    let o = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(&tree)
+        .output()
+        .unwrap();
+    stdout(&o);
+    for path in [
+        "usr/bin/artfs",
+        "usr/lib/systemd/system/artfs@.service",
+        "usr/share/man/man1/artfs.1.gz",
+        "usr/share/man/man1/artfs-mount.1.gz",
+        "usr/share/bash-completion/completions/artfs",
+        "usr/share/zsh/vendor-completions/_artfs",
+        "usr/share/fish/vendor_completions.d/artfs.fish",
+        "usr/share/doc/artfs/examples/artfs.example.toml",
+        "usr/share/doc/artfs/OPERATIONS.md",
+        "etc/artfs",
+    ] {
+        assert!(tree.join(path).exists(), "{path} is not in the package");
+    }
+    let helper = std::fs::read_link(tree.join("usr/sbin/mount.artfs")).unwrap();
+    assert_eq!(helper, std::path::Path::new("../bin/artfs"));
+    // The packaged binary is the one built, and the unit starts it from
+    // where the package puts it.
+    let version = Command::new(tree.join("usr/bin/artfs"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(stdout(&version).starts_with("artfs "), "{version:?}");
+    let unit = std::fs::read_to_string(tree.join("usr/lib/systemd/system/artfs@.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/bin/artfs mount"), "{unit}");
+    // An unknown argument is refused, naming it.
+    let o = Command::new("bash")
+        .arg(format!("{root}/scripts/build-deb.sh"))
+        .arg("--frobnicate")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--frobnicate"));
+}
