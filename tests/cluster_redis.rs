@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::cluster::{within, Node};
 use common::pg::PgServer;
-use common::redis::RedisServer;
+use common::redis::{RedisServer, SomeRedis};
 
 /// Well under the replica's poll interval (a minute here): only a hint
 /// can make a change show this fast.
@@ -21,24 +21,65 @@ fn shows(r: &Node, name: &str, bound: Duration) -> bool {
     within(bound, || fs::read(r.path(name)).is_ok()).is_some()
 }
 
-#[test]
-fn hints_make_replicas_follow_at_once_and_redis_faults_lose_nothing() {
-    let redis = RedisServer::start();
-    let db = PgServer::shared().database("cluster_redis");
-    let mut w = Node::first(&db);
-    w.extra = vec!["--redis".into(), redis.url.clone()];
+/// A writer and a replica of one store on `redis`, the replica polling
+/// only once a minute.
+fn writer_and_replica(db: &common::pg::PgDatabase, url: &str) -> (Node, Node) {
+    let mut w = Node::first(db);
+    w.extra = vec!["--redis".into(), url.to_string()];
     w.start().unwrap();
     fs::write(w.path("first"), b"1").unwrap();
-    let mut r = Node::beside(
-        &w,
-        &["--replica", "--poll-ms", "60000", "--redis", &redis.url],
-    );
+    let mut r = Node::beside(&w, &["--replica", "--poll-ms", "60000", "--redis", url]);
     r.start().unwrap();
     // The replica subscribed (it reads the feed once subscribed).
     assert!(shows(&r, "first", HINTED), "{}", r.log());
+    (w, r)
+}
 
+/// On the shared Redis (the compose file's, when there is one).
+#[test]
+fn hints_make_replicas_follow_at_once_and_the_registry_lists_every_node() {
+    let redis = SomeRedis::get();
+    let db = PgServer::shared().database("cluster_redis");
+    let (w, mut r) = writer_and_replica(&db, &redis.url);
     fs::write(w.path("a"), b"a").unwrap();
     assert!(shows(&r, "a", HINTED), "no hint: {}\n{}", w.log(), r.log());
+
+    // The registry lists both nodes.
+    let listed = within(Duration::from_secs(10), || {
+        let (code, out) = w.command("status", &["--redis", &redis.url]);
+        code == 0 && out.matches("node:").count() == 2
+    });
+    let (_, out) = w.command("status", &["--redis", &redis.url, "--json"]);
+    assert!(listed.is_some(), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut roles: Vec<&str> = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["role"].as_str().unwrap())
+        .collect();
+    roles.sort();
+    assert_eq!(roles, ["replica", "writer"], "{out}");
+    assert!(v["feed_head"].as_u64().unwrap() > 0, "{out}");
+
+    // A node that stops leaves the registry.
+    r.stop();
+    let gone = within(Duration::from_secs(5), || {
+        let (_, out) = w.command("status", &["--redis", &redis.url]);
+        out.matches("node:").count() == 1
+    });
+    assert!(gone.is_some());
+    let mut w = w;
+    w.stop();
+}
+
+/// On a server of its own: it kills the server's clients, stops it and
+/// starts it again.
+#[test]
+fn redis_faults_lose_nothing_and_stop_nothing() {
+    let redis = RedisServer::start();
+    let db = PgServer::shared().database("cluster_redis_faults");
+    let (mut w, mut r) = writer_and_replica(&db, &redis.url);
 
     // Pub/sub clients killed: the replica subscribes again.
     let killed = redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
@@ -71,33 +112,13 @@ fn hints_make_replicas_follow_at_once_and_redis_faults_lose_nothing() {
         });
         assert!(balanced.is_some(), "{who}: {}", node.log());
     }
-
-    // The registry lists both nodes (refreshed every 2 s after the
-    // restart wiped it).
+    // The registry the restart wiped is written again (every 2 s).
     let listed = within(Duration::from_secs(10), || {
         let (code, out) = w.command("status", &["--redis", &redis.url]);
         code == 0 && out.matches("node:").count() == 2
     });
-    let (_, out) = w.command("status", &["--redis", &redis.url, "--json"]);
-    assert!(listed.is_some(), "{out}");
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let mut roles: Vec<&str> = v["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["role"].as_str().unwrap())
-        .collect();
-    roles.sort();
-    assert_eq!(roles, ["replica", "writer"], "{out}");
-    assert!(v["feed_head"].as_u64().unwrap() > 0, "{out}");
-
-    // A node that stops leaves the registry.
+    assert!(listed.is_some(), "the registry came back");
     r.stop();
-    let gone = within(Duration::from_secs(5), || {
-        let (_, out) = w.command("status", &["--redis", &redis.url]);
-        out.matches("node:").count() == 1
-    });
-    assert!(gone.is_some());
     w.stop();
 }
 

@@ -117,6 +117,13 @@ fn every_service_the_harness_reads_is_there_and_healthy_first() {
 }
 
 #[test]
+fn the_harness_reads_the_variables_services_rs_lists() {
+    // tests/common/s3.rs is self-contained (the crate's unit tests include
+    // it), so it names its variable itself.
+    assert_eq!(common::s3::ENDPOINT_VAR, common::services::S3_ENDPOINT);
+}
+
+#[test]
 fn the_runner_sets_no_variable_the_harness_ignores() {
     let c = compose();
     for var in c.services[RUNNER].environment.keys() {

@@ -14,6 +14,7 @@ use common::Mount;
 
 #[test]
 fn a_bucket_that_stops_answering_gives_eio_and_never_a_mixed_file() {
+    common::s3::S3Server::own_only();
     run_on(Engine::S3, || {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("s3.toml");

@@ -714,6 +714,9 @@ impl S3Store {
             e.checked = true;
             st.unsent.remove(&ino);
         }
+        // The cache's size counts what was just sent (a file still open
+        // is counted at its last close too).
+        self.touch(ino, stamp.size);
         let cleared = match superseded {
             Some(old) => self.delete_key(&old),
             // Which key it had is not known (a restart): list them.

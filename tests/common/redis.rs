@@ -7,6 +7,31 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// A Redis for a test that only uses it: the outside one
+/// `ARTFS_TEST_REDIS_URL` names (the compose file's redis service), else a
+/// throwaway server of its own. Stores keep their keys and channels apart
+/// by store id, so tests can share one.
+pub struct SomeRedis {
+    pub url: String,
+    /// The throwaway server, when there is no outside one.
+    pub own: Option<RedisServer>,
+}
+
+impl SomeRedis {
+    pub fn get() -> SomeRedis {
+        match std::env::var(super::services::REDIS_URL) {
+            Ok(url) if !url.is_empty() => SomeRedis { url, own: None },
+            _ => {
+                let own = RedisServer::start();
+                SomeRedis {
+                    url: own.url.clone(),
+                    own: Some(own),
+                }
+            }
+        }
+    }
+}
+
 pub struct RedisServer {
     pub port: u16,
     pub url: String,

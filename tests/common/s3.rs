@@ -1,7 +1,9 @@
 //! A throwaway S3 protocol server for one test: `moto_server` (pip, see
 //! scripts/install-deps.sh) on a free local port, with one empty bucket,
-//! stopped by the pid it was started with when dropped. Self-contained
-//! (std and reqwest only): the crate's own unit tests include this file too.
+//! stopped by the pid it was started with when dropped. Or, for the test
+//! binary's shared server, the one `ARTFS_TEST_S3_ENDPOINT` names (the
+//! compose file's s3 service). Self-contained (std and reqwest only): the
+//! crate's own unit tests include this file too.
 
 #![allow(dead_code)]
 
@@ -9,6 +11,13 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+/// The variable naming an outside server (`services::S3_ENDPOINT`, which
+/// tests/containers.rs checks against this).
+pub const ENDPOINT_VAR: &str = "ARTFS_TEST_S3_ENDPOINT";
+
+/// Set by a binary that pauses its server: `shared` then starts its own.
+static OWN_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 pub struct S3Server {
     pub port: u16,
@@ -52,11 +61,47 @@ impl S3Server {
         s
     }
 
+    /// The server `ARTFS_TEST_S3_ENDPOINT` names, with the default bucket
+    /// made there if it is not yet.
+    fn external(endpoint: &str) -> S3Server {
+        let endpoint = endpoint.trim_end_matches('/').to_string();
+        let port = endpoint
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        let s = S3Server {
+            port,
+            endpoint,
+            bucket: "artfs-test".into(),
+            dir: tempfile::Builder::new()
+                .prefix("artfs-moto-")
+                .tempdir()
+                .unwrap(),
+            child: Mutex::new(None),
+        };
+        s.make_bucket(&s.bucket.clone());
+        s
+    }
+
+    /// Never use an outside server in this binary: it pauses its own.
+    pub fn own_only() {
+        OWN_ONLY.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The test binary's server, started on first use and stopped when the
-    /// process exits; each store on it takes a prefix of its own.
+    /// process exits (or the outside one `ARTFS_TEST_S3_ENDPOINT` names);
+    /// each store on it takes a bucket of its own.
     pub fn shared() -> &'static S3Server {
         static SHARED: OnceLock<S3Server> = OnceLock::new();
         SHARED.get_or_init(|| {
+            if !OWN_ONLY.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(endpoint) = std::env::var(ENDPOINT_VAR) {
+                    if !endpoint.is_empty() {
+                        return S3Server::external(&endpoint);
+                    }
+                }
+            }
             let s = S3Server::start();
             extern "C" fn stop_shared() {
                 if let Some(s) = SHARED.get() {
@@ -109,13 +154,18 @@ impl S3Server {
         }
     }
 
-    /// Create another bucket.
+    /// Create another bucket (one already there from an earlier run on an
+    /// outside server is fine).
     pub fn make_bucket(&self, name: &str) {
         let r = reqwest::blocking::Client::new()
             .put(format!("{}/{name}", self.endpoint))
             .send()
             .expect("create bucket");
-        assert!(r.status().is_success(), "create bucket {name}: {r:?}");
+        let owned = r.status() == reqwest::StatusCode::CONFLICT;
+        assert!(
+            r.status().is_success() || owned,
+            "create bucket {name}: {r:?}"
+        );
     }
 
     /// The test's default bucket.
@@ -130,11 +180,20 @@ impl S3Server {
     /// lists a whole bucket to answer a prefix), made here.
     pub fn new_bucket(&self, tag: &str) -> Bucket<'_> {
         static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        // The time too: on an outside server, a later run may have this
+        // process id again. Bucket names are at most 63 bytes.
+        let mut tag = tag.to_ascii_lowercase().replace('_', "-");
+        tag.truncate(28);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
         let name = format!(
-            "{}-{}-{}",
-            tag.to_ascii_lowercase().replace('_', "-"),
+            "{}-{}-{}-{:x}",
+            tag.trim_end_matches('-'),
             std::process::id(),
-            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            nanos
         );
         self.make_bucket(&name);
         Bucket { server: self, name }
@@ -157,7 +216,12 @@ impl S3Server {
     }
 
     /// Stop answering (SIGSTOP), as a server that hangs; `resume` undoes it.
+    /// Only a server this harness started (see `own_only`).
     pub fn pause(&self) {
+        assert!(
+            self.child.lock().unwrap().is_some(),
+            "an outside server cannot be paused: call S3Server::own_only() first"
+        );
         self.signal(libc::SIGSTOP);
     }
 

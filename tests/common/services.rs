@@ -15,10 +15,29 @@ pub struct External {
 /// own database there). Read by tests/common/pg.rs.
 pub const PG_URL: &str = "ARTFS_TEST_PG_URL";
 
-/// Every variable the harness reads, with its service. Redis (issue 15) and
-/// S3 (issue 16) join here when their harnesses read them; compose already
-/// runs those services.
-pub const EXTERNAL: &[External] = &[External {
-    var: PG_URL,
-    service: "postgres",
-}];
+/// A Redis server URL. Read by tests/common/redis.rs for the tests that
+/// only use Redis; those that stop, restart or kill its clients, or need
+/// TLS, always start their own.
+pub const REDIS_URL: &str = "ARTFS_TEST_REDIS_URL";
+
+/// An S3 protocol server's endpoint that answers unsigned requests (moto),
+/// for the test binary's shared server: each store makes a bucket of its
+/// own there. Read by tests/common/s3.rs; a binary that pauses its server
+/// (tests/s3_outage.rs) starts its own.
+pub const S3_ENDPOINT: &str = "ARTFS_TEST_S3_ENDPOINT";
+
+/// Every variable the harness reads, with its service.
+pub const EXTERNAL: &[External] = &[
+    External {
+        var: PG_URL,
+        service: "postgres",
+    },
+    External {
+        var: REDIS_URL,
+        service: "redis",
+    },
+    External {
+        var: S3_ENDPOINT,
+        service: "s3",
+    },
+];
