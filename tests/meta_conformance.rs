@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -138,6 +138,12 @@ conformance!(
     edited_migration_is_refused,
     prefix_length_is_bounded,
     check_results_and_lease_are_read,
+    a_file_id_names_one_inode,
+    clearing_the_namespace_clears_search,
+    a_batch_round_trips,
+    usage_deltas_add_up_on_the_policy_row,
+    reservations_only_grow,
+    a_failed_batch_changes_nothing,
 );
 
 /// The same root every call (fixed id and times), to compare with.
@@ -1235,4 +1241,283 @@ fn postgres_urls_are_redacted() {
         !msg.contains("hunter2") && msg.contains("unsupported"),
         "{msg}"
     );
+}
+
+/// A batch that gives a second inode a file id another inode holds is
+/// refused whole, and the first inode keeps it (never replaced, as an
+/// `INSERT OR REPLACE` on the unique file id would do silently).
+fn a_file_id_names_one_inode(e: Engine) {
+    let db = Db::new(e, "file id unique");
+    let s = db.fresh("t");
+    let mut b = Batch::default();
+    file(&mut b, 10, ROOT_INO, b"first", 10);
+    s.apply(&b).unwrap();
+    let held = s.get_inode(10).unwrap().unwrap().file_id;
+
+    let mut b = Batch::default();
+    let mut twin = node(11, Kind::File, ROOT_INO, b"second");
+    twin.file_id = held.clone();
+    b.inodes.push((11, Some(twin)));
+    b.dentries
+        .push(entry(ROOT_INO, b"second", 11, Kind::File, 11));
+    let err = s.apply(&b).expect_err("a second inode with a held file id");
+    assert!(
+        matches!(err, Error::Database { .. }),
+        "refused by the database: {err:?}"
+    );
+    assert_eq!(s.get_inode(10).unwrap().unwrap().file_id, held);
+    assert_eq!(s.get_inode(11).unwrap(), None, "nothing of the batch");
+    assert_eq!(names(s.as_ref(), ROOT_INO), vec![b"first".to_vec()]);
+    // The same inode rewritten with its own id is an update, not a clash.
+    let mut again = s.get_inode(10).unwrap().unwrap();
+    again.size = 42;
+    s.apply(&Batch {
+        inodes: vec![(10, Some(again))],
+        ..Batch::default()
+    })
+    .unwrap();
+    assert_eq!(s.get_inode(10).unwrap().unwrap().size, 42);
+}
+
+/// `clear_namespace` (a full rebuild) leaves no search rows behind: a
+/// term of a cleared inode finds nothing, and an inode put back under
+/// another name is found by that name only.
+fn clearing_the_namespace_clears_search(e: Engine) {
+    let (_db, s) = search_store(e, "clear search");
+    assert!(!hits(s.as_ref(), "readme").is_empty());
+    s.clear_namespace().unwrap();
+    assert_eq!(hits(s.as_ref(), "readme"), set(&[]));
+    let mut b = Batch::default();
+    b.inodes.push((ROOT_INO, Some(root())));
+    file(&mut b, 10, ROOT_INO, b"ledger.txt", 1);
+    s.apply(&b).unwrap();
+    assert_eq!(hits(s.as_ref(), "ledger"), set(&[10]));
+    assert_eq!(hits(s.as_ref(), "readme"), set(&[]));
+}
+
+/// A file inode with every field set (moved from meta/sqlite_tests.rs).
+fn sized_file(ino: u64, size: u64) -> Inode {
+    Inode {
+        ino,
+        file_id: format!("00000000-0000-7000-8000-{ino:012}"),
+        kind: Kind::File,
+        perm: 0o640,
+        uid: 1000,
+        gid: 100,
+        nlink: 1,
+        size,
+        atime: Timestamp(1),
+        mtime: Timestamp(2),
+        ctime: Timestamp(3),
+        crtime: Timestamp(-4),
+        rdev: 0,
+        parent: ROOT_INO,
+        target: None,
+        created_by: "alice".into(),
+        original_name: format!("f{ino}").into_bytes(),
+        sha256: None,
+        blocks: None,
+    }
+}
+
+fn file_entry(ino: u64, id: u64) -> Option<Dentry> {
+    Some(Dentry {
+        ino,
+        kind: Kind::File,
+        id,
+    })
+}
+
+fn a_batch_round_trips(e: Engine) {
+    let db = Db::new(e, "a batch round trips");
+    let s = db.fresh("t");
+    let m = s.as_ref();
+    let mut link = sized_file(3, 0);
+    link.kind = Kind::Symlink;
+    link.target = Some(b"../some/where\xff".to_vec());
+    let mut hashed = sized_file(2, 12345);
+    hashed.sha256 = Some("ab".repeat(32));
+    hashed.blocks = Some(24);
+    hashed.rdev = 7;
+    let rec = Record::new(
+        Op::Create,
+        Status::Pending,
+        Some(hashed.file_id.clone()),
+        serde_json::json!({"ino": 2}),
+    )
+    .by(1000);
+    let done = Record::new(Op::Mkdir, Status::Committed, None, serde_json::json!({}));
+    m.apply(&Batch {
+        inodes: vec![(2, Some(hashed.clone())), (3, Some(link.clone()))],
+        dentries: vec![
+            ((ROOT_INO, b"h".to_vec()), file_entry(2, 10)),
+            (
+                (ROOT_INO, b"l".to_vec()),
+                Some(Dentry {
+                    ino: 3,
+                    kind: Kind::Symlink,
+                    id: 11,
+                }),
+            ),
+        ],
+        xattrs: vec![(
+            2,
+            Some(vec![
+                (b"user.b".to_vec(), b"2".to_vec()),
+                (b"user.a".to_vec(), b"\x00\xff".to_vec()),
+            ]),
+        )],
+        journal: vec![rec.clone(), done.clone()],
+        ..Batch::default()
+    })
+    .unwrap();
+    assert_eq!(m.get_inode(2).unwrap(), Some(hashed.clone()));
+    assert_eq!(m.get_inode(3).unwrap(), Some(link.clone()));
+    assert_eq!(m.get_inode(4).unwrap(), None);
+    assert_eq!(m.lookup(ROOT_INO, b"h").unwrap(), file_entry(2, 10));
+    assert_eq!(m.lookup(ROOT_INO, b"nope").unwrap(), None);
+    assert_eq!(
+        m.xattrs(2).unwrap(),
+        vec![
+            (b"user.a".to_vec(), b"\x00\xff".to_vec()),
+            (b"user.b".to_vec(), b"2".to_vec())
+        ],
+        "attributes by name"
+    );
+    assert_eq!(m.find_by_file_id(&hashed.file_id).unwrap(), Some(2));
+    assert_eq!(m.inode_count().unwrap(), 3);
+    let c = m.counters().unwrap();
+    assert_eq!((c.max_ino, c.max_dentry_id), (3, 11));
+    let pending = m.pending_journal().unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].id, rec.id);
+    assert_eq!(pending[0].op, Op::Create);
+    assert_eq!(pending[0].user_id.as_deref(), Some("1000"));
+    assert_eq!(pending[0].data, serde_json::json!({"ino": 2}));
+    assert_eq!(pending[0].started_at, rec.started_at, "nanoseconds kept");
+
+    // Settle the row; replace the attributes; remove the link.
+    m.apply(&Batch {
+        inodes: vec![(3, None)],
+        dentries: vec![((ROOT_INO, b"l".to_vec()), None)],
+        xattrs: vec![(2, Some(vec![(b"user.c".to_vec(), b"3".to_vec())]))],
+        journal_done: vec![Update::new(rec.id, Status::Committed, "ok".to_string())],
+        ..Batch::default()
+    })
+    .unwrap();
+    assert!(m.pending_journal().unwrap().is_empty());
+    assert_eq!(
+        m.journal_counts().unwrap(),
+        vec![("committed".to_string(), 2)]
+    );
+    assert_eq!(m.get_inode(3).unwrap(), None);
+    assert_eq!(m.lookup(ROOT_INO, b"l").unwrap(), None);
+    assert_eq!(
+        m.xattrs(2).unwrap(),
+        vec![(b"user.c".to_vec(), b"3".to_vec())]
+    );
+    // `None` and an empty list both clear the attributes.
+    m.apply(&Batch {
+        xattrs: vec![(2, Some(vec![]))],
+        ..Batch::default()
+    })
+    .unwrap();
+    assert!(m.xattrs(2).unwrap().is_empty());
+    assert!(m.xattr_owners().unwrap().is_empty());
+}
+
+fn usage_deltas_add_up_on_the_policy_row(e: Engine) {
+    let db = Db::new(e, "usage deltas add up on the policy row");
+    let s = db.fresh("t");
+    let m = s.as_ref();
+    let cfg = StoreConfig {
+        mode: "edit".into(),
+        mode_changed_at: "2026-01-01T00:00:00Z".into(),
+        mode_changed_by: "test".into(),
+        capacity: Some(1 << 30),
+        used_bytes: 0,
+        file_count: 0,
+    };
+    m.apply(&Batch {
+        config: Some(cfg.clone()),
+        usage_delta: (100, 2),
+        ..Batch::default()
+    })
+    .unwrap();
+    m.apply(&Batch {
+        usage_delta: (-30, -1),
+        ..Batch::default()
+    })
+    .unwrap();
+    let got = m.config().unwrap().unwrap();
+    assert_eq!((got.used_bytes, got.file_count), (70, 1));
+    // A new policy row keeps the usage (it is kept by deltas only).
+    m.apply(&Batch {
+        config: Some(StoreConfig {
+            mode: "ro".into(),
+            capacity: None,
+            ..cfg.clone()
+        }),
+        usage_delta: (5, 0),
+        ..Batch::default()
+    })
+    .unwrap();
+    let got = m.config().unwrap().unwrap();
+    assert_eq!(got.mode, "ro");
+    assert_eq!(got.capacity, None);
+    assert_eq!((got.used_bytes, got.file_count), (75, 1));
+}
+
+fn reservations_only_grow(e: Engine) {
+    let db = Db::new(e, "reservations only grow");
+    let s = db.fresh("t");
+    let m = s.as_ref();
+    let start = m.counters().unwrap().ino_reserved;
+    m.apply(&Batch {
+        ino_reserved: Some(start + 1000),
+        ..Batch::default()
+    })
+    .unwrap();
+    m.apply(&Batch {
+        ino_reserved: Some(start + 10),
+        ..Batch::default()
+    })
+    .unwrap();
+    assert_eq!(m.counters().unwrap().ino_reserved, start + 1000);
+}
+
+fn a_failed_batch_changes_nothing(e: Engine) {
+    let db = Db::new(e, "a failed batch changes nothing");
+    let s = db.fresh("t");
+    let m = s.as_ref();
+    m.apply(&Batch {
+        inodes: vec![(2, Some(sized_file(2, 1)))],
+        dentries: vec![((ROOT_INO, b"a".to_vec()), file_entry(2, 1))],
+        ..Batch::default()
+    })
+    .unwrap();
+    let before: BTreeMap<_, _> = m
+        .all_dentries()
+        .unwrap()
+        .into_iter()
+        .map(|(p, n, d)| ((p, n), d))
+        .collect();
+    // A cookie already taken by another name: the batch fails after its
+    // first statements ran.
+    let err = m.apply(&Batch {
+        inodes: vec![(4, Some(sized_file(4, 1)))],
+        dentries: vec![((ROOT_INO, b"b".to_vec()), file_entry(4, 1))],
+        xattrs: vec![(2, Some(vec![(b"user.x".to_vec(), b"1".to_vec())]))],
+        ..Batch::default()
+    });
+    assert!(err.is_err());
+    let after: BTreeMap<_, _> = m
+        .all_dentries()
+        .unwrap()
+        .into_iter()
+        .map(|(p, n, d)| ((p, n), d))
+        .collect();
+    assert_eq!(after, before);
+    assert_eq!(m.get_inode(4).unwrap(), None);
+    assert!(m.xattrs(2).unwrap().is_empty());
 }

@@ -287,3 +287,42 @@ fn incremental_rebuild_adds_only_what_the_tables_lack() {
         assert_eq!(fs::metadata(m.path("d/lost")).unwrap().ino(), lost);
     });
 }
+
+/// Two sidecars claiming one file id (a file and its sidecar copied by
+/// hand inside BACKING): the rebuild gives the id to the lower inode,
+/// reports the other by path and exits 1, and never merges them.
+#[test]
+fn a_file_id_on_two_sidecars_stays_with_one_file_and_is_reported() {
+    common::engine::every_engine(|| {
+        let mut m = Mount::new();
+        fs::write(m.path("a"), b"alpha").unwrap();
+        fs::write(m.path("b"), b"beta").unwrap();
+        let ia = fs::metadata(m.path("a")).unwrap().ino();
+        let ib = fs::metadata(m.path("b")).unwrap().ino();
+        assert!(ia < ib);
+        m.unmount();
+        let doc = |ino| -> serde_json::Value {
+            serde_json::from_slice(&m.sidecar_bytes(ino).expect("a sidecar")).unwrap()
+        };
+        let id = doc(ia)["file_id"].as_str().unwrap().to_string();
+        let mut twin = doc(ib);
+        twin["file_id"] = serde_json::Value::String(id.clone());
+        m.set_sidecar_bytes(ib, &serde_json::to_vec(&twin).unwrap());
+
+        m.lose_tables();
+        let (code, out) = rebuild(&m, &[]);
+        assert_eq!(code, 1, "a skipped sidecar is reported:\n{out}");
+        assert!(
+            out.contains(&format!("file id {id} is also inode {ia}")),
+            "{out}"
+        );
+        m.mount();
+        assert_eq!(fs::read(m.path("a")).unwrap(), b"alpha");
+        assert_eq!(
+            common::get_xattr(&m.path("a"), "user.artstore.file_id"),
+            Some(id.into_bytes()),
+            "the lower inode keeps the id"
+        );
+        assert!(!m.path("b").exists(), "the twin is not served");
+    });
+}

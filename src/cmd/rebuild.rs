@@ -33,6 +33,7 @@ fn read_all(
     progress: &indicatif::ProgressBar,
 ) -> (BTreeMap<u64, AttrJson>, Vec<(PathBuf, String)>) {
     let mut docs = BTreeMap::new();
+    let mut paths = HashMap::new();
     let mut skipped = Vec::new();
     for crate::blob::FoundSidecar { path, parsed, .. } in objects.sidecars() {
         progress.inc(1);
@@ -40,11 +41,34 @@ fn read_all(
             Ok((doc, _)) => match doc.fs.as_ref().map(|f| f.ino) {
                 Some(ino) => {
                     docs.insert(ino, doc);
+                    paths.insert(ino, path);
                 }
                 None => skipped.push((path, "no fs section (not written by artfs)".into())),
             },
             Err(e) => skipped.push((path, e.to_string())),
         }
+    }
+    // A file id names one file. Two sidecars with one id (an object and
+    // its sidecar copied by hand inside BACKING): the lower inode keeps
+    // it, the other is reported, never silently merged.
+    let mut holder: HashMap<String, u64> = HashMap::new();
+    let mut twins = Vec::new();
+    for (ino, doc) in &docs {
+        if let Some(first) = holder.get(&doc.file_id) {
+            twins.push((*ino, *first));
+        } else {
+            holder.insert(doc.file_id.clone(), *ino);
+        }
+    }
+    for (ino, first) in twins {
+        let doc = docs.remove(&ino).expect("listed above");
+        skipped.push((
+            paths.remove(&ino).unwrap_or_default(),
+            format!(
+                "file id {} is also inode {first}'s sidecar's (inode {first} keeps it)",
+                doc.file_id
+            ),
+        ));
     }
     (docs, skipped)
 }
@@ -59,21 +83,35 @@ pub fn rebuild(
     incremental: bool,
     progress: &indicatif::ProgressBar,
 ) -> Result<Rebuilt> {
-    let (docs, skipped) = read_all(objects, progress);
+    let (mut docs, skipped) = read_all(objects, progress);
     let mut out = Rebuilt {
         skipped,
         ..Rebuilt::default()
+    };
+    let existing: BTreeSet<u64> = if incremental {
+        let rows = meta.all_inodes()?;
+        // A sidecar whose file id a row of another inode holds is not
+        // added (the row is what the store serves).
+        let ids: HashMap<&str, u64> = rows.iter().map(|i| (i.file_id.as_str(), i.ino)).collect();
+        docs.retain(|ino, doc| match ids.get(doc.file_id.as_str()) {
+            Some(held) if held != ino => {
+                out.skipped.push((
+                    objects.location(*ino).into(),
+                    format!("file id {} is inode {held}'s in the tables", doc.file_id),
+                ));
+                false
+            }
+            _ => true,
+        });
+        rows.iter().map(|i| i.ino).collect()
+    } else {
+        meta.clear_namespace()?;
+        BTreeSet::new()
     };
     let by_file_id: HashMap<&str, u64> = docs
         .iter()
         .map(|(ino, d)| (d.file_id.as_str(), *ino))
         .collect();
-    let existing: BTreeSet<u64> = if incremental {
-        meta.all_inodes()?.into_iter().map(|i| i.ino).collect()
-    } else {
-        meta.clear_namespace()?;
-        BTreeSet::new()
-    };
     let mut next_id = meta.counters()?.max_dentry_id + 1;
     let mut batch = Batch::default();
     for (ino, doc) in &docs {

@@ -28,12 +28,7 @@ use crate::types::error::{Error, Result};
 use crate::types::journal;
 use crate::types::{DirEntry, Inode, Timestamp};
 
-const INODE_COLS: &str = "ino, file_id, kind, perm, uid, gid, nlink, size, atime, mtime, ctime, \
-                          crtime, rdev, parent, target, created_by, original_name, sha256, blocks";
-const INODE_NCOLS: usize = 19;
-const WAL_COLS: &str = "transaction_id, operation_type, status, file_id, operation_data, \
-                        error_message, started_at, completed_at, duration_ms, user_id, outcome";
-const WAL_NCOLS: usize = 11;
+use super::rows::{INODE_COLS, INODE_NCOLS, WAL_COLS, WAL_NCOLS};
 /// Bind parameters per statement the protocol allows (a 16-bit count).
 pub const MAX_PARAMS: usize = 65_535;
 
@@ -280,8 +275,8 @@ impl PgStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        // The last state of an inode wins (SQLite's INSERT OR REPLACE);
-        // one statement may not touch a row twice here.
+        // The last state of an inode wins; one statement may not touch a
+        // row twice here.
         let mut live: Vec<&Inode> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for i in b.inodes.iter().rev().filter_map(|(_, i)| i.as_ref()) {
@@ -291,16 +286,9 @@ impl PgStore {
         }
         live.reverse();
         for chunk in live.chunks(rows_per_chunk(INODE_NCOLS)) {
-            let sql = format!(
-                "INSERT INTO {p}_inodes ({INODE_COLS}) VALUES {} ON CONFLICT (ino) DO UPDATE SET \
-                 file_id = excluded.file_id, kind = excluded.kind, perm = excluded.perm, \
-                 uid = excluded.uid, gid = excluded.gid, nlink = excluded.nlink, \
-                 size = excluded.size, atime = excluded.atime, mtime = excluded.mtime, \
-                 ctime = excluded.ctime, crtime = excluded.crtime, rdev = excluded.rdev, \
-                 parent = excluded.parent, target = excluded.target, \
-                 created_by = excluded.created_by, original_name = excluded.original_name, \
-                 sha256 = excluded.sha256, blocks = excluded.blocks",
-                tuples(chunk.len(), INODE_NCOLS)
+            let sql = super::rows::upsert_inodes(
+                &format!("{p}_inodes"),
+                &tuples(chunk.len(), INODE_NCOLS),
             );
             let mut args = PgArguments::default();
             for i in chunk {
@@ -745,9 +733,7 @@ impl MetaStore for PgStore {
         let p = &self.p;
         self.block(async {
             let mut tx = self.pool.begin().await?;
-            // The search rows follow the inodes they index (FTS5 rows are
-            // left to the next reindex there; none is found without an
-            // inode, so both answer the same).
+            // The search rows follow the inodes they index.
             for t in ["inodes", "dentries", "xattrs", "search"] {
                 sqlx::query(&format!("DELETE FROM {p}_{t}"))
                     .execute(&mut *tx)

@@ -9,6 +9,32 @@ use crate::types::error::{Error, Result};
 use crate::types::journal;
 use crate::types::{Inode, Kind, Timestamp};
 
+/// The inode row's columns, in the order [`push_inode`] binds them.
+pub const INODE_COLS: &str = "ino, file_id, kind, perm, uid, gid, nlink, size, atime, mtime, ctime, \
+                              crtime, rdev, parent, target, created_by, original_name, sha256, blocks";
+pub const INODE_NCOLS: usize = 19;
+/// The log row's columns, in the order its binder binds them.
+pub const WAL_COLS: &str = "transaction_id, operation_type, status, file_id, operation_data, \
+                            error_message, started_at, completed_at, duration_ms, user_id, outcome";
+pub const WAL_NCOLS: usize = 11;
+
+/// `INSERT INTO {table} (INODE_COLS) VALUES {values}` that updates an
+/// existing row of the same inode in place. It conflicts on `ino` only, on
+/// both engines: a file id another inode holds is refused by the unique
+/// index (SQLite's `INSERT OR REPLACE` would delete that other inode).
+pub fn upsert_inodes(table: &str, values: &str) -> String {
+    let set: Vec<String> = INODE_COLS
+        .split(',')
+        .map(str::trim)
+        .filter(|c| *c != "ino")
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    format!(
+        "INSERT INTO {table} ({INODE_COLS}) VALUES {values} ON CONFLICT (ino) DO UPDATE SET {}",
+        set.join(", ")
+    )
+}
+
 /// An inode from the 19 columns of `{p}_inodes`, in table order.
 pub(super) fn inode<'r, R>(row: &'r R) -> Result<Inode>
 where

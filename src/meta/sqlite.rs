@@ -19,12 +19,7 @@ use crate::types::error::{Error, Result};
 use crate::types::journal;
 use crate::types::{DirEntry, Inode, Timestamp};
 
-const INODE_COLS: &str = "ino, file_id, kind, perm, uid, gid, nlink, size, atime, mtime, ctime, \
-                          crtime, rdev, parent, target, created_by, original_name, sha256, blocks";
-const INODE_NCOLS: usize = 19;
-const WAL_COLS: &str = "transaction_id, operation_type, status, file_id, operation_data, \
-                        error_message, started_at, completed_at, duration_ms, user_id, outcome";
-const WAL_NCOLS: usize = 11;
+use super::rows::{INODE_COLS, INODE_NCOLS, WAL_COLS, WAL_NCOLS};
 /// Rows per multi-row statement (SQLite allows 32766 parameters).
 const CHUNK: usize = 100;
 
@@ -249,9 +244,9 @@ impl SqliteStore {
         }
         let live: Vec<&Inode> = b.inodes.iter().filter_map(|(_, i)| i.as_ref()).collect();
         for chunk in live.chunks(CHUNK / 2) {
-            let sql = format!(
-                "INSERT OR REPLACE INTO {p}_inodes ({INODE_COLS}) VALUES {}",
-                tuples(chunk.len(), INODE_NCOLS)
+            let sql = super::rows::upsert_inodes(
+                &format!("{p}_inodes"),
+                &tuples(chunk.len(), INODE_NCOLS),
             );
             let mut args = SqliteArguments::default();
             for i in chunk {
@@ -646,7 +641,8 @@ impl MetaStore for SqliteStore {
         let p = &self.p;
         self.rt.block_on(async {
             let mut tx = self.pool.begin().await?;
-            for t in ["inodes", "dentries", "xattrs"] {
+            // The search rows follow the inodes they index.
+            for t in ["inodes", "dentries", "xattrs", "search"] {
                 sqlx::query(&format!("DELETE FROM {p}_{t}"))
                     .execute(&mut *tx)
                     .await?;
@@ -928,6 +924,3 @@ impl MetaStore for SqliteStore {
         self.rt.block_on(self.pool.close());
     }
 }
-#[cfg(test)]
-#[path = "sqlite_tests.rs"]
-mod tests;

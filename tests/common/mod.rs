@@ -204,6 +204,21 @@ impl Mount {
         }
     }
 
+    /// Replace the attr.json sidecar of `ino` (in the bucket on S3).
+    pub fn set_sidecar_bytes(&self, ino: u64, bytes: &[u8]) {
+        match self.bucket() {
+            Some((bucket, prefix)) => {
+                bucket.put(&format!("{prefix}/objects/{ino:016x}/attr.json"), bytes)
+            }
+            None => std::fs::write(
+                self.backing
+                    .join(format!("objects/{:02x}/{:016x}.attr.json", ino & 0xff, ino)),
+                bytes,
+            )
+            .unwrap(),
+        }
+    }
+
     /// Variables every command on this store needs (S3 credentials).
     pub fn store_env(&self) -> Vec<(String, String)> {
         self.db.env.clone()
