@@ -54,7 +54,11 @@ impl Fs {
 
     /// Whether a handle that may write is open on `ino`.
     pub(crate) fn open_for_write(&self, ino: u64) -> bool {
-        self.open.lock().get(&ino).is_some_and(|o| o.writers > 0)
+        self.files
+            .inodes
+            .lock()
+            .get(&ino)
+            .is_some_and(|o| o.writers > 0)
     }
 
     /// The SHA-256 of a regular file's content, computing (and, when the

@@ -5,28 +5,17 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::archive_attrs;
+use super::handles::{Handle, OpenInode};
 use super::namespace::NewNode;
 use super::policy::Change;
-use super::{Attr, Fs, OpenInode};
+use super::{Attr, Fs};
 use crate::types::error::{ebadf, eisdir, Error, Result};
 use crate::types::journal;
 use crate::types::{Caller, Kind, Timestamp};
 use serde_json::json;
-
-/// One open file handle.
-pub struct Handle {
-    pub fh: u64,
-    pub ino: u64,
-    /// The object file, shared by all handles of the inode.
-    pub file: Arc<File>,
-    pub writable: bool,
-    /// Opening changed the inode's attributes (atime, dropped setuid).
-    pub attrs_changed: bool,
-}
 
 impl Fs {
     pub fn open(&self, caller: &Caller, ino: u64, flags: i32) -> Result<Arc<Handle>> {
@@ -114,7 +103,7 @@ impl Fs {
             }
         }
         let file = {
-            let mut open = self.open.lock();
+            let mut open = self.files.inodes.lock();
             if let Some(o) = open.get_mut(&ino) {
                 o.count += 1;
                 o.writers += u32::from(writable);
@@ -153,7 +142,7 @@ impl Fs {
                 file
             }
         };
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let fh = self.files.next_fh();
         let handle = Arc::new(Handle {
             fh,
             ino,
@@ -161,7 +150,7 @@ impl Fs {
             writable,
             attrs_changed,
         });
-        self.handles.lock().insert(fh, handle.clone());
+        self.files.handles.lock().insert(fh, handle.clone());
         Ok(handle)
     }
 
@@ -236,7 +225,12 @@ impl Fs {
     }
 
     pub fn handle(&self, fh: u64) -> Result<Arc<Handle>> {
-        self.handles.lock().get(&fh).cloned().ok_or_else(ebadf)
+        self.files
+            .handles
+            .lock()
+            .get(&fh)
+            .cloned()
+            .ok_or_else(ebadf)
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: usize) -> Result<Vec<u8>> {
@@ -293,15 +287,15 @@ impl Fs {
     /// their unrecorded sizes, and removed ones would wait for the next
     /// mount to be reclaimed.
     pub(crate) fn release_all(&self) {
-        let fhs: Vec<u64> = self.handles.lock().keys().copied().collect();
+        let fhs: Vec<u64> = self.files.handles.lock().keys().copied().collect();
         for fh in fhs {
             if let Err(e) = self.release(fh) {
                 tracing::warn!(fh, error = %e, "could not close a file left open at unmount");
             }
         }
-        let dirs: Vec<u64> = self.open_dirs.lock().keys().copied().collect();
+        let dirs: Vec<u64> = self.files.dirs.lock().keys().copied().collect();
         for ino in dirs {
-            self.open_dirs.lock().insert(ino, 1);
+            self.files.dirs.lock().insert(ino, 1);
             if let Err(e) = self.releasedir(ino) {
                 tracing::warn!(ino, error = %e, "could not close a directory left open at unmount");
             }
@@ -309,11 +303,11 @@ impl Fs {
     }
 
     pub fn release(&self, fh: u64) -> Result<()> {
-        let h = self.handles.lock().remove(&fh).ok_or_else(ebadf)?;
+        let h = self.files.handles.lock().remove(&fh).ok_or_else(ebadf)?;
         // The intents settle with the last writer (or last handle), in the
         // same commit as the size they lead to.
         let settle = {
-            let mut open = self.open.lock();
+            let mut open = self.files.inodes.lock();
             match open.get_mut(&h.ino) {
                 Some(o) => {
                     o.writers -= u32::from(h.writable);
@@ -339,7 +333,7 @@ impl Fs {
             self.persist_open(h.ino, &settle)
         };
         let last = {
-            let mut open = self.open.lock();
+            let mut open = self.files.inodes.lock();
             match open.get_mut(&h.ino) {
                 Some(o) if o.count > 1 => {
                     o.count -= 1;
@@ -428,7 +422,8 @@ impl Fs {
 
     /// Whether an open handle's durable write intent covers `ino`.
     pub(crate) fn has_write_intent(&self, ino: u64) -> bool {
-        self.open
+        self.files
+            .inodes
             .lock()
             .get(&ino)
             .is_some_and(|o| !o.intents.is_empty())
@@ -470,12 +465,12 @@ impl Fs {
     }
 
     pub(crate) fn is_open(&self, ino: u64) -> bool {
-        self.open.lock().contains_key(&ino)
+        self.files.inodes.lock().contains_key(&ino)
     }
 
     /// Attributes of an open file: size and, once written, times from the object.
     pub(crate) fn open_attr(&self, inode: &crate::types::Inode) -> Result<Option<Attr>> {
-        let (file, base) = match self.open.lock().get(&inode.ino) {
+        let (file, base) = match self.files.inodes.lock().get(&inode.ino) {
             Some(o) => (o.file.clone(), o.base_mtime),
             None => return Ok(None),
         };
@@ -518,7 +513,7 @@ impl Fs {
         // pages are warm (see `checksum`).
         let mut hash = None;
         if !settle.is_empty() {
-            let file = self.open.lock().get(&ino).map(|o| o.file.clone());
+            let file = self.files.inodes.lock().get(&ino).map(|o| o.file.clone());
             if let Some(f) = file {
                 hash = super::checksum::hash_file(&f, super::checksum::HASH_AT_CLOSE_MAX)?;
             }
@@ -572,7 +567,7 @@ impl Fs {
             i.ctime = fresh.ctime;
             tx.put(&i)?;
             // The recorded mtime is now the object's: it is the new base.
-            if let Some(o) = self.open.lock().get_mut(&ino) {
+            if let Some(o) = self.files.inodes.lock().get_mut(&ino) {
                 o.base_mtime = fresh.mtime;
             }
             Ok(())
@@ -587,7 +582,7 @@ impl Fs {
 
     /// After metadata caught up with the object, treat its mtime as the base.
     pub(crate) fn rebase_open(&self, ino: u64) {
-        if let Some(o) = self.open.lock().get_mut(&ino) {
+        if let Some(o) = self.files.inodes.lock().get_mut(&ino) {
             if let Ok(m) = o.file.metadata() {
                 o.base_mtime = Timestamp::mtime_of(&m);
             }
@@ -602,7 +597,7 @@ impl Fs {
         }
         // The object changes: a remote store records it first.
         self.objects.warm(ino, true)?;
-        let shared = self.open.lock().get(&ino).map(|o| o.file.clone());
+        let shared = self.files.inodes.lock().get(&ino).map(|o| o.file.clone());
         let Some(file) = shared else {
             // A closed file: opened for this change alone, and closed.
             let file = self.open_object(ino)?;

@@ -14,6 +14,7 @@ pub mod cache;
 mod checksum;
 pub mod collector;
 mod data;
+mod handles;
 mod import;
 pub mod listing;
 mod maintenance;
@@ -56,25 +57,10 @@ pub use open::{open_for_rebuild, open_offline, open_store, serving_mount, StoreL
 pub use options::StoreOptions;
 use writer::Writer;
 
-pub use data::Handle;
+pub use handles::Handle;
 pub use import::{ImportMeta, ImportOutcome};
 pub use publish::{estale, Expect, Published};
 pub use upload::{Condition, NewFileId, UploadOptions, Uploaded};
-
-/// An inode with at least one open handle: the object file is shared by
-/// all handles and is the truth for size and content while open.
-struct OpenInode {
-    count: u32,
-    file: Arc<std::fs::File>,
-    /// Object mtime when first opened: a different mtime later means the
-    /// content changed through an open handle (possibly via passthrough).
-    base_mtime: crate::types::Timestamp,
-    /// Open handles that may write.
-    writers: u32,
-    /// Pending log rows (write intents) covering content changes through
-    /// these handles; settled when the last writer closes.
-    intents: Vec<uuid::Uuid>,
-}
 
 pub struct Fs {
     meta: Box<dyn MetaStore>,
@@ -84,11 +70,8 @@ pub struct Fs {
     mutate: Mutex<()>,
     next_ino: AtomicU64,
     next_dentry_id: AtomicU64,
-    open: Mutex<HashMap<u64, OpenInode>>,
-    /// Directories a door holds open, with how many handles.
-    open_dirs: Mutex<HashMap<u64, u32>>,
-    handles: Mutex<HashMap<u64, Arc<Handle>>>,
-    next_fh: AtomicU64,
+    /// File handles, open inodes and open directories.
+    files: handles::OpenFiles,
     backing: PathBuf,
     store_id: String,
     journal_retention: journal::Retention,
@@ -99,12 +82,8 @@ pub struct Fs {
     /// Anonymous files made ahead of need for creates.
     pool: Arc<objpool::ObjectPool>,
     invalidator: std::sync::OnceLock<Arc<dyn Invalidator>>,
-    /// The store's mode (`policy::Mode` as u8), followed live.
-    mode: std::sync::atomic::AtomicU8,
-    /// Capacity in bytes of regular files; `u64::MAX`: none.
-    capacity: AtomicU64,
-    /// Last free-space level seen (`policy::Level` as u8).
-    level: std::sync::atomic::AtomicU8,
+    /// The store's mode and capacity, followed live.
+    policy: policy::Live,
     collector: collector::CollectorConfig,
     /// Bound on retention locks (`--max-retention`); `None`: none.
     max_retention: Option<std::time::Duration>,
@@ -214,7 +193,7 @@ impl Fs {
 
     /// The store's mode now.
     pub fn mode(&self) -> policy::Mode {
-        policy::Mode::from_u8(self.mode.load(Ordering::Acquire))
+        self.policy.mode()
     }
 
     /// Whether the current mode allows `change`.
@@ -240,8 +219,7 @@ impl Fs {
     fn note_level(&self) {
         let Some(cap) = self.capacity() else { return };
         let level = policy::Thresholds::default().level(cap, self.usage().0);
-        let old = self.level.swap(level as u8, Ordering::AcqRel);
-        if old != level as u8 {
+        if self.policy.crossed(level) {
             let (used, _) = self.usage();
             if level == policy::Level::Ok {
                 tracing::info!(used, capacity = cap, "capacity level back to ok");
@@ -253,10 +231,7 @@ impl Fs {
 
     /// The capacity (bytes of regular files), if one is set.
     pub fn capacity(&self) -> Option<u64> {
-        match self.capacity.load(Ordering::Acquire) {
-            u64::MAX => None,
-            c => Some(c),
-        }
+        self.policy.capacity()
     }
 
     /// (bytes, files) of regular files, including staged changes.
@@ -268,12 +243,11 @@ impl Fs {
     /// Follow mode changes made by other processes (`artfs mode`).
     pub(crate) fn refresh_policy(&self) -> Result<()> {
         if let Some(c) = self.meta.config()? {
-            self.capacity
-                .store(c.capacity.unwrap_or(u64::MAX), Ordering::Release);
+            self.policy.set_capacity(c.capacity);
             if let Ok(m) = c.mode.parse::<policy::Mode>() {
-                let old = self.mode.swap(m.to_u8(), Ordering::AcqRel);
-                if old != m.to_u8() {
-                    tracing::warn!(from = %policy::Mode::from_u8(old), to = %m,
+                let old = self.policy.set_mode(m);
+                if old != m {
+                    tracing::warn!(from = %old, to = %m,
                         by = %c.mode_changed_by, "store mode changed");
                 }
             }

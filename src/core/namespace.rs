@@ -335,7 +335,7 @@ impl Fs {
         mut dir: Inode,
         now: Timestamp,
     ) -> Result<()> {
-        if self.open_dirs.lock().contains_key(&dir.ino) {
+        if self.files.dirs.lock().contains_key(&dir.ino) {
             dir.nlink = 0;
             dir.ctime = now;
             tx.put(&dir)
@@ -350,14 +350,14 @@ impl Fs {
         if !a.inode.kind.is_dir() {
             return Err(enotdir());
         }
-        *self.open_dirs.lock().entry(ino).or_insert(0) += 1;
+        *self.files.dirs.lock().entry(ino).or_insert(0) += 1;
         Ok(a)
     }
 
     /// A door closed directory `ino`; a removed one goes with its last close.
     pub fn releasedir(&self, ino: u64) -> Result<()> {
         let last = {
-            let mut open = self.open_dirs.lock();
+            let mut open = self.files.dirs.lock();
             match open.get_mut(&ino) {
                 Some(n) if *n > 1 => {
                     *n -= 1;
@@ -373,7 +373,7 @@ impl Fs {
         if last && self.inode(ino).is_ok_and(|i| i.nlink == 0) {
             self.mutate(|tx| {
                 let dir = tx.inode(ino)?;
-                if dir.nlink == 0 && !self.open_dirs.lock().contains_key(&ino) {
+                if dir.nlink == 0 && !self.files.dirs.lock().contains_key(&ino) {
                     tx.remove(&dir)?;
                 }
                 Ok(())

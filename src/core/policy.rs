@@ -200,6 +200,60 @@ pub fn change_mode(
     Ok(from)
 }
 
+/// The store's policy as this process follows it: its mode and capacity
+/// (refreshed from the tables when `artfs mode` changes them) and the last
+/// free-space level seen. Atomics: every request reads them, unlocked.
+pub(crate) struct Live {
+    mode: std::sync::atomic::AtomicU8,
+    /// Bytes of regular files; `u64::MAX`: no capacity.
+    capacity: std::sync::atomic::AtomicU64,
+    /// `Level` as u8.
+    level: std::sync::atomic::AtomicU8,
+}
+
+impl Live {
+    pub(crate) fn new(mode: Mode) -> Live {
+        Live {
+            mode: mode.to_u8().into(),
+            capacity: u64::MAX.into(),
+            level: (Level::Ok as u8).into(),
+        }
+    }
+
+    pub(crate) fn mode(&self) -> Mode {
+        Mode::from_u8(self.mode.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    /// Follow a new mode; returns the one before.
+    pub(crate) fn set_mode(&self, m: Mode) -> Mode {
+        Mode::from_u8(
+            self.mode
+                .swap(m.to_u8(), std::sync::atomic::Ordering::AcqRel),
+        )
+    }
+
+    pub(crate) fn capacity(&self) -> Option<u64> {
+        match self.capacity.load(std::sync::atomic::Ordering::Acquire) {
+            u64::MAX => None,
+            c => Some(c),
+        }
+    }
+
+    pub(crate) fn set_capacity(&self, cap: Option<u64>) {
+        self.capacity.store(
+            cap.unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Release,
+        );
+    }
+
+    /// Record the level usage is at now; whether it differs from the last.
+    pub(crate) fn crossed(&self, level: Level) -> bool {
+        self.level
+            .swap(level as u8, std::sync::atomic::Ordering::AcqRel)
+            != level as u8
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

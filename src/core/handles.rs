@@ -1,0 +1,66 @@
+//! What the doors hold open: file handles, the object file each open inode
+//! shares among its handles (with its writers and their write intents), and
+//! open directories (a removed directory lives on while one is open).
+//! Plain state with its locks; the rules that use it are in data.rs and
+//! namespace.rs.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+/// One open file handle.
+pub struct Handle {
+    pub fh: u64,
+    pub ino: u64,
+    /// The object file, shared by all handles of the inode.
+    pub file: Arc<File>,
+    pub writable: bool,
+    /// Opening changed the inode's attributes (atime, dropped setuid).
+    pub attrs_changed: bool,
+}
+
+/// One open inode: the object file its handles share.
+pub(super) struct OpenInode {
+    pub(super) count: u32,
+    pub(super) file: Arc<File>,
+    /// Object mtime when first opened: a different mtime later means the
+    /// content changed through an open handle (possibly via passthrough).
+    pub(super) base_mtime: crate::types::Timestamp,
+    /// Open handles that may write.
+    pub(super) writers: u32,
+    /// Pending log rows (write intents) covering content changes through
+    /// these handles; settled when the last writer closes.
+    pub(super) intents: Vec<uuid::Uuid>,
+}
+
+pub(super) struct OpenFiles {
+    /// Open regular files, by inode.
+    pub(super) inodes: Mutex<HashMap<u64, OpenInode>>,
+    /// Directories a door holds open, with how many handles.
+    pub(super) dirs: Mutex<HashMap<u64, u32>>,
+    /// File handles, by number.
+    pub(super) handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    next_fh: AtomicU64,
+}
+
+impl Default for OpenFiles {
+    fn default() -> Self {
+        OpenFiles {
+            inodes: Default::default(),
+            dirs: Default::default(),
+            handles: Default::default(),
+            // 0 is no handle for the doors.
+            next_fh: 1.into(),
+        }
+    }
+}
+
+impl OpenFiles {
+    /// A handle number never given before in this run.
+    pub(super) fn next_fh(&self) -> u64 {
+        self.next_fh.fetch_add(1, Ordering::Relaxed)
+    }
+}
