@@ -144,6 +144,7 @@ conformance!(
     usage_deltas_add_up_on_the_policy_row,
     reservations_only_grow,
     a_failed_batch_changes_nothing,
+    many_rows_settle_in_one_batch,
 );
 
 /// The same root every call (fixed id and times), to compare with.
@@ -1520,4 +1521,47 @@ fn a_failed_batch_changes_nothing(e: Engine) {
     assert_eq!(after, before);
     assert_eq!(m.get_inode(4).unwrap(), None);
     assert!(m.xattrs(2).unwrap().is_empty());
+}
+
+/// A batch settles many log rows at once (a writer's batch of unlinks),
+/// one of them twice: the later update wins, as in order.
+fn many_rows_settle_in_one_batch(e: Engine) {
+    let db = Db::new(e, "settle many");
+    let s = db.fresh("t");
+    let rows: Vec<Record> = (0..300)
+        .map(|n| record(Op::Unlink, Status::Pending, 1_700_000_000_000_000_000 + n))
+        .collect();
+    s.apply(&Batch {
+        journal: rows.clone(),
+        ..Batch::default()
+    })
+    .unwrap();
+    assert_eq!(s.pending_journal().unwrap().len(), 300);
+    let mut done: Vec<Update> = rows
+        .iter()
+        .enumerate()
+        .map(|(n, r)| {
+            let status = if n % 3 == 0 {
+                Status::Failed
+            } else {
+                Status::Committed
+            };
+            Update::new(r.id, status, format!("row {n}"))
+        })
+        .collect();
+    // Row 0 first fails, then (later in the same batch) commits.
+    done.push(Update::new(
+        rows[0].id,
+        Status::Committed,
+        "retried".to_string(),
+    ));
+    s.apply(&Batch {
+        journal_done: done,
+        ..Batch::default()
+    })
+    .unwrap();
+    assert!(s.pending_journal().unwrap().is_empty());
+    let counts: BTreeMap<String, u64> = s.journal_counts().unwrap().into_iter().collect();
+    assert_eq!(counts.get("failed"), Some(&99), "{counts:?}");
+    assert_eq!(counts.get("committed"), Some(&201), "{counts:?}");
 }

@@ -363,23 +363,8 @@ impl PgStore {
             }
             sqlx::query_with(&sql, args).execute(&mut *tx).await?;
         }
-        for u in &b.journal_done {
-            let done = journal::rfc3339(u.completed_at);
-            sqlx::query(&format!(
-                "UPDATE {p}_wal SET status = $1, outcome = coalesce($2, outcome), \
-                 error_message = coalesce($3, error_message), completed_at = $4, \
-                 duration_ms = coalesce($5, round(((extract(epoch FROM $4::timestamptz) \
-                 - extract(epoch FROM started_at::timestamptz)) * 1000)::numeric, 3)::float8) \
-                 WHERE transaction_id = $6"
-            ))
-            .bind(u.status.as_str())
-            .bind(u.outcome.as_deref())
-            .bind(u.error.as_deref())
-            .bind(&done)
-            .bind(u.duration_ms)
-            .bind(u.id.to_string())
-            .execute(&mut *tx)
-            .await?;
+        if !b.journal_done.is_empty() {
+            self.settle_rows(&mut tx, &b.journal_done).await?;
         }
         // The search index follows every inode whose names or attributes
         // may have changed (every entry change also changes its inode).
@@ -436,6 +421,55 @@ impl PgStore {
             self.feed_written
                 .store(seq, std::sync::atomic::Ordering::Release);
         }
+        Ok(())
+    }
+
+    /// Settle log rows in one statement (a row per update was one round
+    /// trip each: a batch of unlinks settles as many rows as it holds).
+    /// When a batch settles one row twice, the later update wins, as
+    /// applying them in order would.
+    async fn settle_rows(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        updates: &[journal::Update],
+    ) -> std::result::Result<(), sqlx::Error> {
+        let p = &self.p;
+        let mut last: std::collections::HashMap<uuid::Uuid, &journal::Update> =
+            std::collections::HashMap::new();
+        for u in updates {
+            last.insert(u.id, u);
+        }
+        let mut ids = Vec::with_capacity(last.len());
+        let mut statuses = Vec::with_capacity(last.len());
+        let mut outcomes = Vec::with_capacity(last.len());
+        let mut errors = Vec::with_capacity(last.len());
+        let mut done = Vec::with_capacity(last.len());
+        let mut durations = Vec::with_capacity(last.len());
+        for u in last.values() {
+            ids.push(u.id.to_string());
+            statuses.push(u.status.as_str());
+            outcomes.push(u.outcome.as_deref());
+            errors.push(u.error.as_deref());
+            done.push(journal::rfc3339(u.completed_at));
+            durations.push(u.duration_ms);
+        }
+        sqlx::query(&format!(
+            "UPDATE {p}_wal w SET status = u.status, outcome = coalesce(u.outcome, w.outcome), \
+             error_message = coalesce(u.error, w.error_message), completed_at = u.done, \
+             duration_ms = coalesce(u.ms, round(((extract(epoch FROM u.done::timestamptz) \
+             - extract(epoch FROM w.started_at::timestamptz)) * 1000)::numeric, 3)::float8) \
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                         $6::float8[]) AS u(id, status, outcome, error, done, ms) \
+             WHERE w.transaction_id = u.id"
+        ))
+        .bind(&ids)
+        .bind(&statuses)
+        .bind(&outcomes)
+        .bind(&errors)
+        .bind(&done)
+        .bind(&durations)
+        .execute(tx)
+        .await?;
         Ok(())
     }
 
