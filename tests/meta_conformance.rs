@@ -145,6 +145,7 @@ conformance!(
     reservations_only_grow,
     a_failed_batch_changes_nothing,
     many_rows_settle_in_one_batch,
+    usage_and_reservation_ride_with_changes,
 );
 
 /// The same root every call (fixed id and times), to compare with.
@@ -1564,4 +1565,44 @@ fn many_rows_settle_in_one_batch(e: Engine) {
     let counts: BTreeMap<String, u64> = s.journal_counts().unwrap().into_iter().collect();
     assert_eq!(counts.get("failed"), Some(&99), "{counts:?}");
     assert_eq!(counts.get("committed"), Some(&201), "{counts:?}");
+}
+
+/// A batch that changes the namespace carries its usage delta and inode
+/// reservation too (PostgreSQL writes them with the feed row).
+fn usage_and_reservation_ride_with_changes(e: Engine) {
+    let db = Db::new(e, "usage with changes");
+    let s = db.fresh("t");
+    s.apply(&Batch {
+        config: Some(StoreConfig {
+            mode: "edit".into(),
+            mode_changed_at: "2026-01-01T00:00:00Z".into(),
+            mode_changed_by: "test".into(),
+            capacity: None,
+            used_bytes: 0,
+            file_count: 0,
+        }),
+        ..Batch::default()
+    })
+    .unwrap();
+    let start = s.counters().unwrap().ino_reserved;
+    let mut b = Batch::default();
+    file(&mut b, 10, ROOT_INO, b"f", 10);
+    b.usage_delta = (4096, 1);
+    b.ino_reserved = Some(start + 500);
+    s.apply(&b).unwrap();
+    let mut b = Batch::default();
+    file(&mut b, 11, ROOT_INO, b"g", 11);
+    b.usage_delta = (100, 1);
+    b.ino_reserved = Some(start + 5);
+    s.apply(&b).unwrap();
+    let c = s.config().unwrap().unwrap();
+    assert_eq!((c.used_bytes, c.file_count), (4196, 2));
+    assert_eq!(s.counters().unwrap().ino_reserved, start + 500);
+    // A change without usage or reservation leaves both alone.
+    let mut b = Batch::default();
+    file(&mut b, 12, ROOT_INO, b"h", 12);
+    s.apply(&b).unwrap();
+    let c = s.config().unwrap().unwrap();
+    assert_eq!((c.used_bytes, c.file_count), (4196, 2));
+    assert_eq!(s.counters().unwrap().ino_reserved, start + 500);
 }

@@ -394,27 +394,35 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
         }
-        if b.usage_delta != (0, 0) {
-            sqlx::query(&format!(
-                "UPDATE {p}_config SET used_bytes = used_bytes + $1, \
-                 file_count = file_count + $2 WHERE id = 1"
-            ))
-            .bind(b.usage_delta.0)
-            .bind(b.usage_delta.1)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if let Some(r) = b.ino_reserved {
-            sqlx::query(&format!(
-                "UPDATE {p}_store SET ino_reserved = greatest(ino_reserved, $1) WHERE id = 1"
-            ))
-            .bind(r as i64)
-            .execute(&mut *tx)
-            .await?;
-        }
         let seq = match feed::what_changed(b) {
-            Some(c) => Some(self.record_change(&mut tx, &c).await?),
-            None => None,
+            // One round trip for the feed row, the usage and the
+            // reservation (a create's durable batch waits for each).
+            Some(c) => Some(
+                self.record_change(&mut tx, &c, b.usage_delta, b.ino_reserved)
+                    .await?,
+            ),
+            None => {
+                if b.usage_delta != (0, 0) {
+                    sqlx::query(&format!(
+                        "UPDATE {p}_config SET used_bytes = used_bytes + $1, \
+                         file_count = file_count + $2 WHERE id = 1"
+                    ))
+                    .bind(b.usage_delta.0)
+                    .bind(b.usage_delta.1)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                if let Some(r) = b.ino_reserved {
+                    sqlx::query(&format!(
+                        "UPDATE {p}_store SET ino_reserved = greatest(ino_reserved, $1) \
+                         WHERE id = 1"
+                    ))
+                    .bind(r as i64)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                None
+            }
         };
         tx.commit().await?;
         if let Some(seq) = seq {
@@ -474,18 +482,27 @@ impl PgStore {
     }
 
     /// The batch's row of the change feed (see [`feed`]), numbered by the
-    /// counter row this transaction locks until it commits.
+    /// counter row this transaction locks until it commits; with the
+    /// batch's usage delta and inode reservation in the same statement
+    /// (data-modifying CTEs run whether or not the query reads them).
     async fn record_change(
         &self,
         tx: &mut sqlx::PgConnection,
         c: &feed::Change,
+        usage: (i64, i64),
+        reserved: Option<u64>,
     ) -> std::result::Result<u64, sqlx::Error> {
         let p = &self.p;
         let inos: Vec<i64> = c.inos.iter().map(|i| *i as i64).collect();
         let parents: Vec<i64> = c.entries.iter().map(|(p, _)| *p as i64).collect();
         let names: Vec<&[u8]> = c.entries.iter().map(|(_, n)| n.as_slice()).collect();
         let seq: i64 = sqlx::query_scalar(&format!(
-            "WITH s AS (UPDATE {p}_feed SET seq = seq + 1 WHERE id = 1 RETURNING seq) \
+            "WITH u AS (UPDATE {p}_config SET used_bytes = used_bytes + $5, \
+                          file_count = file_count + $6 \
+                        WHERE id = 1 AND ($5 <> 0 OR $6 <> 0) RETURNING 1), \
+                  r AS (UPDATE {p}_store SET ino_reserved = greatest(ino_reserved, $7) \
+                        WHERE id = 1 AND $7::bigint IS NOT NULL RETURNING 1), \
+                  s AS (UPDATE {p}_feed SET seq = seq + 1 WHERE id = 1 RETURNING seq) \
              INSERT INTO {p}_changes (seq, inos, parents, names, everything) \
              SELECT s.seq, $1, $2, $3, $4 FROM s RETURNING seq"
         ))
@@ -493,6 +510,9 @@ impl PgStore {
         .bind(&parents)
         .bind(&names)
         .bind(c.everything)
+        .bind(usage.0)
+        .bind(usage.1)
+        .bind(reserved.map(|r| r as i64))
         .fetch_one(tx)
         .await?;
         Ok(seq.max(0) as u64)
