@@ -644,6 +644,19 @@ fn read_updates_atime_like_relatime_ext4() {
     });
 }
 
+/// `--noatime`: reads never move atime; `--strictatime`: every read
+/// does, even right after the last one (as those mount options on ext4).
+#[test]
+fn noatime_and_strictatime_mounts() {
+    common::engine::every_engine(|| {
+        let m = Mount::with_args(&["--noatime"]);
+        assert_eq!(relatime_probe(&m.mnt), (false, true), "noatime");
+        drop(m);
+        let m = Mount::with_args(&["--strictatime"]);
+        assert_eq!(relatime_probe(&m.mnt), (true, false), "strictatime");
+    });
+}
+
 /// The test body run under TZ=Europe/Moscow (daemon and client alike).
 fn utc_body() {
     let out = Command::new("date").arg("+%z").output().unwrap();
@@ -965,5 +978,36 @@ fn access_checks_for_unprivileged_users() {
             0
         );
         assert!(fs::metadata(p("new")).is_err());
+    });
+}
+
+/// Times the daemon gives (a create) and times the kernel gives (a write
+/// through passthrough stamps the object) order as the events did: a file
+/// made or written after another never looks older, as on ext4.
+#[test]
+fn daemon_and_kernel_times_never_go_backwards() {
+    common::engine::every_engine(|| {
+        let m = Mount::new();
+        for i in 0..200 {
+            let made = m.path(&format!("made{i}"));
+            drop(fs::File::create(&made).unwrap());
+            let t_made = mtime(&made);
+            let written = m.path(&format!("written{i}"));
+            let mut f = fs::File::create(&written).unwrap();
+            std::io::Write::write_all(&mut f, b"x").unwrap();
+            drop(f);
+            let t_written = mtime(&written);
+            assert!(
+                t_written >= t_made,
+                "round {i}: written after, but older: {t_made:?} -> {t_written:?}"
+            );
+            let after = m.path(&format!("after{i}"));
+            drop(fs::File::create(&after).unwrap());
+            let t_after = mtime(&after);
+            assert!(
+                t_after >= t_written,
+                "round {i}: made after, but older: {t_written:?} -> {t_after:?}"
+            );
+        }
     });
 }

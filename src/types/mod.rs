@@ -71,9 +71,48 @@ impl Kind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Timestamp(pub i64);
 
+/// The latest time [`Timestamp::now`] gave or [`Timestamp::observe`] saw.
+static FLOOR: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(i64::MIN);
+
+/// How far ahead of the coarse clock a kernel-made time may be (the
+/// kernel's fine-grained stamps lead it by at most a tick).
+const KERNEL_LEAD_NS: i64 = 50_000_000;
+
+/// The kernel's coarse real-time clock, the one it stamps files with.
+fn coarse_now() -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec for the kernel to fill.
+    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } != 0 {
+        return Timestamp::from_system(SystemTime::now()).0;
+    }
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+}
+
 impl Timestamp {
+    /// Now, for file times and every other stamp the store keeps.
+    ///
+    /// From the clock the kernel stamps files with (its coarse clock,
+    /// `current_time()`), never earlier than a time given before or seen
+    /// on an object: writes through passthrough get their times from the
+    /// kernel, the rest from here, and the two must order as the events
+    /// did (a file made after another never looks older). ext4 has the
+    /// same resolution.
     pub fn now() -> Timestamp {
-        Timestamp::from_system(SystemTime::now())
+        let t = coarse_now();
+        let before = FLOOR.fetch_max(t, std::sync::atomic::Ordering::AcqRel);
+        Timestamp(t.max(before))
+    }
+
+    /// A time the kernel gave an object (a write through passthrough):
+    /// later [`now`](Self::now)s are not earlier. Times set by hand into
+    /// the future (`touch -d`) are not taken as the clock.
+    pub fn observe(t: Timestamp) {
+        if t.0 <= coarse_now().saturating_add(KERNEL_LEAD_NS) {
+            FLOOR.fetch_max(t.0, std::sync::atomic::Ordering::AcqRel);
+        }
     }
 
     pub fn from_system(t: SystemTime) -> Timestamp {
