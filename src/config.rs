@@ -181,6 +181,22 @@ impl StoreConfig {
     }
 }
 
+impl MountConfig {
+    /// When reads move atime: noatime or a read-only mount, never;
+    /// strictatime, always; else relatime.
+    pub fn atime(&self) -> anyhow::Result<crate::core::options::Atime> {
+        use crate::core::options::Atime;
+        Ok(match (self.noatime || self.read_only, self.strictatime) {
+            (true, true) => anyhow::bail!(
+                "--strictatime cannot go with --noatime or --read-only: choose one atime rule"
+            ),
+            (true, false) => Atime::Never,
+            (false, true) => Atime::Always,
+            (false, false) => Atime::Relative,
+        })
+    }
+}
+
 /// `[mount]`: how `artfs mount` serves the store.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -215,6 +231,13 @@ pub struct MountConfig {
     /// The kernel refuses to run programs from the mount (mount's
     /// `noexec`).
     pub noexec: bool,
+    /// The kernel refuses every change through the mount (mount's `ro`);
+    /// the store's mode, and what the HTTP door may do, stay as they are.
+    pub read_only: bool,
+    /// Reads never move atime (mount's `noatime`).
+    pub noatime: bool,
+    /// Every open for reading moves atime (mount's `strictatime`).
+    pub strictatime: bool,
 }
 
 impl Default for MountConfig {
@@ -232,6 +255,9 @@ impl Default for MountConfig {
             nodev: false,
             nosuid: false,
             noexec: false,
+            read_only: false,
+            noatime: false,
+            strictatime: false,
         }
     }
 }
@@ -455,6 +481,7 @@ impl Config {
                 ..store.collector
             },
             max_retention: Some(p.max_retention).filter(|d| !d.is_zero()),
+            atime: self.mount.atime()?,
             ..store
         })
     }

@@ -403,6 +403,26 @@ struct MountArgs {
           require_equals = true, default_missing_value = "true",
           value_parser = artfs::config::parse_bool)]
     noexec: Option<bool>,
+    /// Mount read-only (mount's ro): the kernel refuses every change
+    /// through this mount with EROFS, and reads move no atime; the store's
+    /// mode, and so the HTTP door, are unchanged (`artfs mode` makes the
+    /// store read-only) [default: false].
+    #[arg(long, env = "ARTFS_READ_ONLY", value_name = "BOOL", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true",
+          value_parser = artfs::config::parse_bool)]
+    read_only: Option<bool>,
+    /// Reads never move atime (mount's noatime) [default: false; relatime:
+    /// atime moves when not newer than mtime or ctime, or a day old].
+    #[arg(long, env = "ARTFS_NOATIME", value_name = "BOOL", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true",
+          value_parser = artfs::config::parse_bool)]
+    noatime: Option<bool>,
+    /// Every open for reading moves atime (mount's strictatime)
+    /// [default: false].
+    #[arg(long, env = "ARTFS_STRICTATIME", value_name = "BOOL", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true",
+          value_parser = artfs::config::parse_bool)]
+    strictatime: Option<bool>,
     /// Seconds the kernel may cache entries and attributes [default: 3600].
     #[arg(long, env = "ARTFS_ATTR_TTL")]
     attr_ttl: Option<u64>,
@@ -499,6 +519,9 @@ impl MountArgs {
         over(&mut cfg.mount.nodev, self.nodev);
         over(&mut cfg.mount.nosuid, self.nosuid);
         over(&mut cfg.mount.noexec, self.noexec);
+        over(&mut cfg.mount.read_only, self.read_only);
+        over(&mut cfg.mount.noatime, self.noatime);
+        over(&mut cfg.mount.strictatime, self.strictatime);
         over(&mut cfg.mount.attr_ttl, self.attr_ttl);
         over(&mut cfg.mount.keep_awake_us, self.keep_awake_us);
         over(&mut cfg.mount.cache_entries, self.cache_entries);
@@ -1523,6 +1546,9 @@ mod tests {
             ("nodev", d.mount.nodev.to_string()),
             ("nosuid", d.mount.nosuid.to_string()),
             ("noexec", d.mount.noexec.to_string()),
+            ("read_only", d.mount.read_only.to_string()),
+            ("noatime", d.mount.noatime.to_string()),
+            ("strictatime", d.mount.strictatime.to_string()),
             ("attr_ttl", d.mount.attr_ttl.to_string()),
             ("keep_awake_us", d.mount.keep_awake_us.to_string()),
             ("cache_entries", d.mount.cache_entries.to_string()),

@@ -34,8 +34,24 @@ use std::time::Duration;
 /// Options mount(8) keeps for itself (fstab bookkeeping, systemd ordering)
 /// or that name the kernel's defaults: accepted and ignored.
 const IGNORED: &[&str] = &[
-    "defaults", "rw", "auto", "noauto", "user", "nouser", "users", "owner", "group", "_netdev",
-    "nofail", "dev", "suid", "exec", "async",
+    "defaults",
+    "rw",
+    "auto",
+    "noauto",
+    "user",
+    "nouser",
+    "users",
+    "owner",
+    "group",
+    "_netdev",
+    "nofail",
+    "dev",
+    "suid",
+    "exec",
+    "async",
+    "relatime",
+    "nodiratime",
+    "diratime",
 ];
 
 /// Prefixes of options for other programs (`x-systemd.*`, `comment=`) or
@@ -61,11 +77,6 @@ pub enum HelperError {
     NeedsValue(String),
     #[error("mount option `{0}` takes no value")]
     TakesNoValue(String),
-    #[error(
-        "mount option `ro`: read-only is a mode of the store, not of one mount; \
-         run `artfs mode BACKING ro` (every mount then refuses writes)"
-    )]
-    ReadOnly,
     #[error("mount helper switch `{0}` is not supported")]
     Switch(String),
 }
@@ -164,9 +175,12 @@ pub fn mount_flags(cli: &clap::Command, options: &[String]) -> Result<Vec<String
         {
             continue;
         }
-        if key == "ro" && value.is_none() {
-            return Err(HelperError::ReadOnly);
-        }
+        // mount(8)'s names for two of artfs's flags.
+        let key = match key {
+            "ro" if value.is_none() => "read-only",
+            "atime" if value.is_none() => continue,
+            k => k,
+        };
         let long = key.replace('_', "-");
         let arg = cmd
             .get_arguments()
@@ -354,6 +368,8 @@ mod tests {
                 .arg(Arg::new("backing"))
                 .arg(Arg::new("mountpoint"))
                 .arg(boolean("allow-other"))
+                .arg(boolean("read-only"))
+                .arg(boolean("noatime"))
                 .arg(Arg::new("config").long("config"))
                 .arg(Arg::new("trash-days").long("trash-days"))
                 .arg(
@@ -430,6 +446,11 @@ mod tests {
         assert_eq!(flags("allow_other=false").unwrap(), ["--allow-other=false"]);
         // A value may hold `=`.
         assert_eq!(flags("config=/a=b").unwrap(), ["--config=/a=b"]);
+        // mount(8)'s names: ro is --read-only; noatime is a flag of its own.
+        assert_eq!(
+            flags("ro,noatime,relatime,atime").unwrap(),
+            ["--read-only", "--noatime"]
+        );
     }
 
     #[test]
@@ -442,7 +463,6 @@ mod tests {
 
     #[test]
     fn refuses_what_it_cannot_do() {
-        assert_eq!(flags("ro"), Err(HelperError::ReadOnly));
         assert_eq!(
             flags("nosuch=1"),
             Err(HelperError::Unknown("nosuch".into()))

@@ -240,15 +240,61 @@ fn bad_option_fails_and_leaves_nothing() {
     assert!(t.contains("unknown mount option `no_such_option`"), "{t}");
     assert!(!is_mounted(&s.mnt));
     assert!(s.daemons().is_empty(), "no daemon left");
-    // `ro` is refused with the way to get a read-only store.
-    let out = s.mount(&s.backing, "ro");
+    // Two atime rules at once: the daemon's refusal comes back.
+    let out = s.mount(&s.backing, "noatime,strictatime");
     assert!(!out.status.success());
     assert!(
-        text(&out).contains("artfs mode BACKING ro"),
+        text(&out).contains("choose one atime rule"),
         "{}",
         text(&out)
     );
     assert!(!is_mounted(&s.mnt));
+}
+
+/// `ro` and `noatime` take effect: the kernel refuses changes (EROFS),
+/// reads work and move no atime, and /proc/mounts says so.
+#[test]
+fn ro_and_noatime_take_effect() {
+    if !usable() {
+        return;
+    }
+    let s = Setup::new();
+    // A file to read, written before the read-only mount.
+    let out = s.mount(&s.backing, "allow_other");
+    assert!(out.status.success(), "mount failed: {}", text(&out));
+    std::fs::write(s.mnt.join("kept"), b"data").unwrap();
+    let pids = s.daemons();
+    s.umount(pids[0]);
+
+    let out = s.mount(&s.backing, "ro,noatime,allow_other");
+    assert!(out.status.success(), "mount failed: {}", text(&out));
+    let opts = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(s.mnt.to_str().unwrap()))
+        .and_then(|l| l.split(' ').nth(5).map(str::to_string))
+        .expect("the mount in mountinfo");
+    let opts: Vec<&str> = opts.split(',').collect();
+    assert!(
+        opts.contains(&"ro") && opts.contains(&"noatime"),
+        "{opts:?}"
+    );
+    use std::os::unix::fs::MetadataExt;
+    let atime = std::fs::metadata(s.mnt.join("kept")).unwrap().atime_nsec();
+    assert_eq!(std::fs::read(s.mnt.join("kept")).unwrap(), b"data");
+    let again = std::fs::metadata(s.mnt.join("kept")).unwrap();
+    assert_eq!(again.atime_nsec(), atime, "a read moved atime");
+    for err in [
+        std::fs::write(s.mnt.join("new"), b"x").unwrap_err(),
+        std::fs::write(s.mnt.join("kept"), b"x").unwrap_err(),
+        std::fs::create_dir(s.mnt.join("d")).unwrap_err(),
+        std::fs::remove_file(s.mnt.join("kept")).unwrap_err(),
+    ] {
+        assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    }
+    let pids = s.daemons();
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    s.umount(pids[0]);
 }
 
 #[test]

@@ -173,9 +173,15 @@ impl Fs {
         // A read-only store records no atime (as a read-only mount).
         let stale_atime = readable
             && self.allow(Change::Metadata).is_ok()
-            && (inode.atime <= inode.mtime
-                || inode.atime <= inode.ctime
-                || now.0 - inode.atime.0 > DAY_NS);
+            && match self.atime {
+                super::options::Atime::Never => false,
+                super::options::Atime::Always => true,
+                super::options::Atime::Relative => {
+                    inode.atime <= inode.mtime
+                        || inode.atime <= inode.ctime
+                        || now.0 - inode.atime.0 > DAY_NS
+                }
+            };
         let kill = writable
             && !caller.is_root()
             && (inode.perm & libc::S_ISUID != 0
@@ -186,7 +192,16 @@ impl Fs {
         self.mutate(|tx| {
             let mut i = tx.inode(inode.ino)?;
             if stale_atime {
-                i.atime = now;
+                // Newer than mtime and ctime once read, as relatime needs:
+                // file times have the kernel's coarse resolution, so a read
+                // in the tick of the last change would otherwise tie (a
+                // change time set ahead by hand is not followed).
+                let changed = i.mtime.max(i.ctime);
+                i.atime = if changed >= now && changed.0 - now.0 < 50_000_000 {
+                    Timestamp(changed.0 + 1)
+                } else {
+                    now
+                };
             }
             if kill {
                 i.perm &= !libc::S_ISUID;
@@ -479,6 +494,9 @@ impl Fs {
         inode.size = m.len();
         let mtime = Timestamp::mtime_of(&m);
         if mtime != base {
+            // Written through passthrough: the kernel's times, which the
+            // daemon's later ones must not precede.
+            Timestamp::observe(mtime);
             inode.mtime = mtime;
             inode.ctime = inode.ctime.max(Timestamp::ctime_of(&m));
         }

@@ -87,6 +87,8 @@ pub struct Fs {
     collector: collector::CollectorConfig,
     /// Bound on retention locks (`--max-retention`); `None`: none.
     max_retention: Option<std::time::Duration>,
+    /// When reads move atime (see `on_open`).
+    atime: options::Atime,
     ops: opstats::OpStats,
     /// Log rows recovery settled when this mount started.
     recovered: u64,

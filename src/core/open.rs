@@ -307,6 +307,7 @@ fn build_fs(opts: &StoreOptions, p: Parts) -> Result<Fs> {
         policy: super::policy::Live::new(p.mode),
         collector: opts.collector.clone(),
         max_retention: opts.max_retention,
+        atime: opts.atime,
         ops: Default::default(),
         recovered: p.recovered,
         inodes: 0.into(),

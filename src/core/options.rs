@@ -48,6 +48,23 @@ pub struct StoreOptions {
     /// How long a standby lets the writer's heartbeat be silent before it
     /// takes over (at least [`MIN_TAKEOVER`]).
     pub takeover_after: Duration,
+    /// When reading moves a file's atime (mount's relatime, noatime,
+    /// strictatime).
+    pub atime: Atime,
+}
+
+/// When reading a file moves its atime. Reads through passthrough never
+/// reach the daemon, so opening a file for reading counts as reading it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Atime {
+    /// As ext4's relatime (the kernel's default): when atime is not newer
+    /// than mtime or ctime, or is a day old.
+    #[default]
+    Relative,
+    /// Never (`noatime`; also a read-only mount).
+    Never,
+    /// At every open for reading (`strictatime`).
+    Always,
 }
 
 /// What a daemon is to the store it serves.
@@ -107,6 +124,7 @@ impl Default for StoreOptions {
             role: Role::Writer,
             poll: DEFAULT_POLL,
             takeover_after: DEFAULT_TAKEOVER,
+            atime: Atime::Relative,
         }
     }
 }

@@ -48,6 +48,11 @@ pub struct MountOptions {
     pub nodev: bool,
     pub nosuid: bool,
     pub noexec: bool,
+    /// mount(8)'s `ro`: the kernel refuses changes through this mount.
+    pub read_only: bool,
+    /// mount(8)'s `noatime`, shown in /proc/mounts (the daemon keeps atime,
+    /// see `core::options::Atime`).
+    pub noatime: bool,
 }
 
 /// Request threads unless told otherwise (see [`MountOptions::threads`]).
@@ -75,6 +80,8 @@ impl From<&crate::config::MountConfig> for MountOptions {
             nodev: m.nodev,
             nosuid: m.nosuid,
             noexec: m.noexec,
+            read_only: m.read_only,
+            noatime: m.noatime,
         }
     }
 }
@@ -251,6 +258,12 @@ pub fn serve(fs: Arc<Fs>, mountpoint: &Path, opts: &MountOptions) -> anyhow::Res
     ];
     if opts.noexec {
         config.mount_options.push(MountOption::NoExec);
+    }
+    if opts.read_only {
+        config.mount_options.push(MountOption::RO);
+    }
+    if opts.noatime {
+        config.mount_options.push(MountOption::NoAtime);
     }
     if opts.allow_other {
         config.acl = SessionACL::All;
