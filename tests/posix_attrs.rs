@@ -324,6 +324,67 @@ fn write_kills_suid(d: &Path) -> Vec<(i32, u32)> {
     out
 }
 
+/// Writes, a truncate and an fallocate by users who do not own the file:
+/// setgid without group-execute goes when the writer is not in the file's
+/// group, stays when they are (Linux's setattr_should_drop_sgid).
+fn foreign_write_kills_setgid(d: &Path) -> Vec<(i32, u32)> {
+    let p = |s: &str| d.join(s);
+    let mut out = Vec::new();
+    let cases = [
+        // (name, mode, writer's groups, how)
+        ("outsider", 0o2666, vec![], "write"),
+        ("member", 0o2666, vec![GROUP], "write"),
+        ("truncated", 0o2666, vec![], "truncate"),
+        ("allocated", 0o2666, vec![], "fallocate"),
+        ("both", 0o6666, vec![GROUP], "write"),
+    ];
+    for (name, bits, groups, how) in &cases {
+        fs::write(p(name), b"").unwrap();
+        chown(&p(name), Some(0), Some(GROUP));
+        chmod(&p(name), *bits);
+        let c = cpath(&p(name));
+        let how = *how;
+        let e = common::as_user_in(OTHER, OTHER, groups, || unsafe {
+            if how == "truncate" {
+                return rc(libc::truncate(c.as_ptr(), 10));
+            }
+            let fd = libc::open(c.as_ptr(), libc::O_WRONLY);
+            if fd < 0 {
+                return rc(fd);
+            }
+            let r = if how == "fallocate" {
+                libc::fallocate(fd, 0, 0, 4096)
+            } else if libc::write(fd, b"x".as_ptr().cast(), 1) == 1 {
+                0
+            } else {
+                -1
+            };
+            let e = rc(r);
+            libc::close(fd);
+            e
+        });
+        out.push((e, mode(&p(name))));
+    }
+    out
+}
+
+#[test]
+fn a_write_by_someone_outside_the_group_clears_setgid_as_ext4() {
+    common::engine::every_engine(|| {
+        let m = Mount::new();
+        open_up(&m);
+        let got = foreign_write_kills_setgid(&m.mnt);
+        let reference = ext4_dir();
+        let want = foreign_write_kills_setgid(reference.path());
+        assert_eq!(
+            want,
+            vec![(0, 0o666), (0, 0o2666), (0, 0o666), (0, 0o666), (0, 0o2666)],
+            "ext4 reference changed?"
+        );
+        assert_eq!(got, want);
+    });
+}
+
 #[test]
 fn unprivileged_write_clears_setuid_and_setgid_as_ext4() {
     common::engine::every_engine(|| {
@@ -1009,5 +1070,56 @@ fn daemon_and_kernel_times_never_go_backwards() {
                 "round {i}: made after, but older: {t_written:?} -> {t_after:?}"
             );
         }
+    });
+}
+
+/// statx(2)'s birth time, through `path`: (seconds, nanoseconds), or
+/// None when the filesystem does not report one.
+fn btime(path: &Path) -> Option<(i64, u32)> {
+    let c = cpath(path);
+    // SAFETY: a zeroed statx for the kernel to fill; a NUL-terminated path.
+    let mut sx: libc::statx = unsafe { std::mem::zeroed() };
+    let rc = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            libc::STATX_BASIC_STATS | libc::STATX_BTIME,
+            &mut sx,
+        )
+    };
+    assert_eq!(rc, 0, "statx {path:?}: {}", std::io::Error::last_os_error());
+    (sx.stx_mask & libc::STATX_BTIME != 0).then_some((sx.stx_btime.tv_sec, sx.stx_btime.tv_nsec))
+}
+
+/// statx reports the birth time, as ext4 does: the creation time artfs
+/// records, which writes, chmod and a remount leave alone.
+#[test]
+fn statx_reports_the_birth_time() {
+    common::engine::every_engine(|| {
+        let mut m = Mount::new();
+        let p = m.path("f");
+        fs::write(&p, b"first").unwrap();
+        fs::create_dir(m.path("d")).unwrap();
+        let born = btime(&p).expect("no birth time from statx");
+        let md = fs::metadata(&p).unwrap();
+        assert!(
+            born <= (md.mtime(), md.mtime_nsec() as u32),
+            "born {born:?} after its mtime"
+        );
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!((born.0 - now).abs() < 60, "born {born:?}, now {now}");
+        assert!(btime(&m.path("d")).is_some(), "directories have one too");
+        tick();
+        fs::write(&p, b"second").unwrap();
+        chmod(&p, 0o600);
+        assert_eq!(btime(&p), Some(born), "a write or chmod moved it");
+        m.remount();
+        assert_eq!(btime(&p), Some(born), "a remount moved it");
+        // A plain stat still works beside it (the kernel's getattr path).
+        assert_eq!(fs::metadata(&p).unwrap().len(), 6);
     });
 }

@@ -27,6 +27,22 @@ pub const MAY_WRITE: u32 = 2;
 /// Execute, or search for a directory (`X_OK`).
 pub const MAY_EXEC: u32 = 1;
 
+/// The mode a file keeps after `caller` changes its content (a write, a
+/// truncate), as Linux's kill-suid rules say: root keeps everything;
+/// anyone else drops setuid, and setgid when the file is group-executable
+/// or the writer is not in the file's group (`setattr_should_drop_sgid`;
+/// checked against ext4 by `posix_attrs.rs`).
+pub(crate) fn perm_after_write(perm: u32, gid: u32, caller: &Caller) -> u32 {
+    if caller.is_root() {
+        return perm;
+    }
+    let mut perm = perm & !libc::S_ISUID;
+    if perm & libc::S_ISGID != 0 && (perm & libc::S_IXGRP != 0 || !caller.in_group(gid)) {
+        perm &= !libc::S_ISGID;
+    }
+    perm
+}
+
 /// Whether `caller` has every permission in `mask` on `inode`.
 pub fn permits(caller: &Caller, inode: &Inode, mask: u32) -> bool {
     let mask = mask & 7;

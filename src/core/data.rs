@@ -183,9 +183,8 @@ impl Fs {
                 }
             };
         let kill = writable
-            && !caller.is_root()
-            && (inode.perm & libc::S_ISUID != 0
-                || inode.perm & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP);
+            && inode.perm & (libc::S_ISUID | libc::S_ISGID) != 0
+            && super::access::perm_after_write(inode.perm, inode.gid, caller) != inode.perm;
         if !stale_atime && !kill {
             return Ok(false);
         }
@@ -204,10 +203,7 @@ impl Fs {
                 };
             }
             if kill {
-                i.perm &= !libc::S_ISUID;
-                if i.perm & libc::S_IXGRP != 0 {
-                    i.perm &= !libc::S_ISGID;
-                }
+                i.perm = super::access::perm_after_write(i.perm, i.gid, caller);
                 i.ctime = now;
             }
             tx.put(&i)
@@ -496,9 +492,10 @@ impl Fs {
         if mtime != base {
             // Written through passthrough: the kernel's times, which the
             // daemon's later ones must not precede.
-            Timestamp::observe(mtime);
+            let ctime = Timestamp::ctime_of(&m);
+            Timestamp::observe(mtime.max(ctime));
             inode.mtime = mtime;
-            inode.ctime = inode.ctime.max(Timestamp::ctime_of(&m));
+            inode.ctime = inode.ctime.max(ctime);
         }
         Ok(Some(Attr {
             inode,

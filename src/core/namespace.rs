@@ -706,12 +706,9 @@ impl Fs {
                 i.size = size;
                 i.sha256 = None;
                 // As a write would, truncation by non-root drops setuid
-                // (and setgid when group-executable).
-                if !caller.is_root() && set.mode.is_none() {
-                    i.perm &= !libc::S_ISUID;
-                    if i.perm & libc::S_IXGRP != 0 {
-                        i.perm &= !libc::S_ISGID;
-                    }
+                // and setgid (see `perm_after_write`).
+                if set.mode.is_none() {
+                    i.perm = super::access::perm_after_write(i.perm, i.gid, caller);
                 }
                 if set.mtime.is_none() {
                     i.mtime = now;

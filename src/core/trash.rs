@@ -309,7 +309,11 @@ impl Fs {
             rel.push(b'/');
             rel.extend_from_slice(n);
         }
-        tx.move_entry((parent, name.to_vec()), (cur, name.to_vec()))?;
+        // A fresh entry id, not the moved name's cookie: ids only grow, so
+        // files deleted in one tick of the clock still purge in the order
+        // they came (see `reclaim_trash`).
+        tx.remove_entry(parent, name)?;
+        tx.add_entry(cur, name, inode.ino, inode.kind)?;
         made.push((cur, name.to_vec()));
         rel.push(b'/');
         rel.extend_from_slice(name);
@@ -742,8 +746,10 @@ impl Fs {
             }
             let mut files = Vec::new();
             self.files_of(u.parent, &u.name, &mut files)?;
-            files.sort_by_key(|f| f.0);
-            for (_, parent, name) in files {
+            // By deletion time; within one tick of the clock, in the
+            // order they came into the trash (entry ids only grow).
+            files.sort_by_key(|f| (f.0, f.1));
+            for (_, _, parent, name) in files {
                 if done.bytes >= need {
                     break;
                 }
@@ -775,7 +781,7 @@ impl Fs {
         &self,
         parent: u64,
         name: &[u8],
-        out: &mut Vec<(Timestamp, u64, Vec<u8>)>,
+        out: &mut Vec<(Timestamp, u64, u64, Vec<u8>)>,
     ) -> Result<()> {
         let Some(d) = self.child(parent, name)? else {
             return Ok(());
@@ -785,7 +791,7 @@ impl Fs {
                 self.files_of(d.ino, &e.name, out)?;
             }
         } else {
-            out.push((self.inode(d.ino)?.ctime, parent, name.to_vec()));
+            out.push((self.inode(d.ino)?.ctime, d.id, parent, name.to_vec()));
         }
         Ok(())
     }

@@ -21,7 +21,8 @@ use fuser::{
     AccessFlags, BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
     Generation, INodeNo, InitFlags, KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags,
     ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyStatx, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
 use parking_lot::Mutex;
 use tracing::{debug_span, warn};
@@ -135,6 +136,7 @@ macro_rules! error_reply {
 
 error_reply!(
     ReplyAttr,
+    ReplyStatx,
     ReplyCreate,
     ReplyData,
     ReplyDirectory,
@@ -534,13 +536,33 @@ impl Shared {
     fn getattr_now(&self, ino: u64, reply: ReplyAttr) {
         let _t = self.timed(const { opstats::op_index("getattr") });
         let _s = debug_span!("getattr", ino).entered();
+        match self.attr_of(ino) {
+            Ok(a) => reply.attr(&self.ttl, &a),
+            Err(e) => self.fail("getattr", ino, None, e, reply),
+        }
+    }
+
+    /// statx(2): getattr's answer with the birth time, the recorded
+    /// creation time (`user.artstore.created_at`).
+    fn statx_now(&self, ino: u64, reply: ReplyStatx) {
+        let _t = self.timed(const { opstats::op_index("statx") });
+        let _s = debug_span!("statx", ino).entered();
+        match self.attr_of(ino) {
+            Ok(a) => reply.statx(&self.ttl, &a),
+            Err(e) => self.fail("statx", ino, None, e, reply),
+        }
+    }
+
+    /// What getattr and statx answer: the inode's attributes, or those the
+    /// kernel still holds of one removed while it held it.
+    fn attr_of(&self, ino: u64) -> Result<FileAttr, Error> {
         match self.fs.getattr(ino) {
-            Ok(a) => reply.attr(&self.ttl, &fuse_attr(&a)),
+            Ok(a) => Ok(fuse_attr(&a)),
             Err(e) => {
                 let kept = self.held.lock().get(&ino).and_then(|h| h.removed);
                 match kept {
-                    Some(fa) if e.errno() == libc::ENOENT => reply.attr(&self.ttl, &fa),
-                    _ => self.fail("getattr", ino, None, e, reply),
+                    Some(fa) if e.errno() == libc::ENOENT => Ok(fa),
+                    _ => Err(e),
                 }
             }
         }
@@ -664,6 +686,21 @@ impl Filesystem for FuseFs {
             self.blocking(move |me| me.getattr_now(ino.0, reply));
         } else {
             self.getattr_now(ino.0, reply);
+        }
+    }
+
+    fn statx(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: Option<FileHandle>,
+        _mask: u32,
+        reply: ReplyStatx,
+    ) {
+        if self.fs.meta_is_remote() && !self.fs.getattr_in_memory(ino.0) {
+            self.blocking(move |me| me.statx_now(ino.0, reply));
+        } else {
+            self.statx_now(ino.0, reply);
         }
     }
 

@@ -8,9 +8,10 @@ use crate::core::opstats::{OpStats, MAX_OPS};
 /// The operations counted (the FUSE requests the daemon serves; reads and
 /// writes through passthrough never reach it and are not counted). The
 /// last is the catch-all.
-pub const OPS: [&str; 33] = [
+pub const OPS: [&str; 34] = [
     "lookup",
     "getattr",
+    "statx",
     "setattr",
     "readlink",
     "mknod",

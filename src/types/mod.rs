@@ -98,8 +98,9 @@ impl Timestamp {
     /// `current_time()`), never earlier than a time given before or seen
     /// on an object: writes through passthrough get their times from the
     /// kernel, the rest from here, and the two must order as the events
-    /// did (a file made after another never looks older). ext4 has the
-    /// same resolution.
+    /// did (a file made after another never looks older). Two events in
+    /// one tick may get the same time, as on ext4 (a later stamp that ran
+    /// ahead of the clock would make a kernel stamp after it look older).
     pub fn now() -> Timestamp {
         let t = coarse_now();
         let before = FLOOR.fetch_max(t, std::sync::atomic::Ordering::AcqRel);

@@ -66,6 +66,7 @@ pub use crate::reply::ReplyDirectoryPlus;
 pub use crate::reply::ReplyEmpty;
 pub use crate::reply::ReplyEntry;
 pub use crate::reply::ReplyIoctl;
+pub use crate::reply::ReplyStatx;
 pub use crate::reply::ReplyLock;
 pub use crate::reply::ReplyLseek;
 pub use crate::reply::ReplyOpen;
@@ -437,6 +438,20 @@ pub trait Filesystem: Send + Sync + 'static {
     /// Get file attributes.
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         warn!("[Not Implemented] getattr(ino: {ino:#x?}, fh: {fh:#x?})");
+        reply.error(Errno::ENOSYS);
+    }
+
+    /// Get file attributes for statx(2), with the birth time. `mask` is
+    /// what the caller asked for (`STATX_*`). Without an implementation
+    /// the kernel falls back to `getattr` and reports no birth time.
+    fn statx(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: Option<FileHandle>,
+        _mask: u32,
+        reply: ReplyStatx,
+    ) {
         reply.error(Errno::ENOSYS);
     }
 

@@ -120,6 +120,50 @@ impl ResponseStruct<abi::fuse_attr_out> {
     }
 }
 
+impl ResponseStruct<abi::fuse_statx_out> {
+    /// A statx reply: every basic field and the birth time (`crtime`).
+    pub(crate) fn new_statx(ttl: &Duration, attr: &crate::FileAttr) -> Self {
+        let a = fuse_attr_from_attr(attr);
+        let sx = |secs: i64, nsec: u32| abi::fuse_sx_time {
+            tv_sec: secs,
+            tv_nsec: nsec,
+            reserved: 0,
+        };
+        let (btime_secs, btime_nanos) = time_from_system_time(&attr.crtime);
+        // STATX_BASIC_STATS | STATX_BTIME.
+        const MASK: u32 = 0x07ff | 0x0800;
+        ResponseStruct(abi::fuse_statx_out {
+            attr_valid: ttl.as_secs(),
+            attr_valid_nsec: ttl.subsec_nanos(),
+            flags: 0,
+            spare: [0; 2],
+            stat: abi::fuse_statx {
+                mask: MASK,
+                blksize: a.blksize,
+                attributes: 0,
+                nlink: a.nlink,
+                uid: a.uid,
+                gid: a.gid,
+                mode: a.mode as u16,
+                spare0: [0],
+                ino: a.ino,
+                size: a.size,
+                blocks: a.blocks,
+                attributes_mask: 0,
+                atime: sx(a.atime, a.atimensec),
+                btime: sx(btime_secs, btime_nanos),
+                ctime: sx(a.ctime, a.ctimensec),
+                mtime: sx(a.mtime, a.mtimensec),
+                rdev_major: (a.rdev >> 8) & 0xfff,
+                rdev_minor: (a.rdev & 0xff) | ((a.rdev >> 12) & 0xfff00),
+                dev_major: 0,
+                dev_minor: 0,
+                spare2: [0; 14],
+            },
+        })
+    }
+}
+
 #[cfg(target_os = "macos")]
 impl ResponseStruct<abi::fuse_getxtimes_out> {
     pub(crate) fn new_xtimes(bkuptime: SystemTime, crtime: SystemTime) -> Self {
