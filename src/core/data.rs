@@ -156,11 +156,12 @@ impl Fs {
 
     /// Metadata effects of opening; returns whether attributes changed
     /// (the door must then tell the kernel, whose cached copy is stale).
-    /// - atime as ext4's relatime: reads may bypass the daemon through
-    ///   passthrough, so opening for reading counts as the read;
+    /// - atime by the mount's rule (`options::Atime`: relatime unless
+    ///   mounted noatime or strictatime): reads may bypass the daemon
+    ///   through passthrough, so opening for reading counts as the read;
     /// - setuid/setgid dropped when a non-root caller opens for writing
-    ///   (passthrough writes never reach us; ext4 drops them at the first
-    ///   write).
+    ///   (`access::perm_after_write`; passthrough writes never reach us,
+    ///   ext4 drops them at the first write).
     fn on_open(
         &self,
         caller: &Caller,

@@ -46,16 +46,7 @@ impl S3Server {
     /// Start a server with one empty bucket, `artfs-test`.
     pub fn start() -> S3Server {
         let port = free_port();
-        let s = S3Server {
-            port,
-            endpoint: format!("http://127.0.0.1:{port}"),
-            bucket: "artfs-test".into(),
-            dir: tempfile::Builder::new()
-                .prefix("artfs-moto-")
-                .tempdir()
-                .unwrap(),
-            child: Mutex::new(None),
-        };
+        let s = S3Server::at(port, format!("http://127.0.0.1:{port}"));
         s.spawn();
         s.make_bucket(&s.bucket.clone());
         s
@@ -70,7 +61,14 @@ impl S3Server {
             .next()
             .and_then(|p| p.parse().ok())
             .unwrap_or(0);
-        let s = S3Server {
+        let s = S3Server::at(port, endpoint);
+        s.make_bucket(&s.bucket.clone());
+        s
+    }
+
+    /// A server at `endpoint` with the default bucket's name, no process.
+    fn at(port: u16, endpoint: String) -> S3Server {
+        S3Server {
             port,
             endpoint,
             bucket: "artfs-test".into(),
@@ -79,9 +77,7 @@ impl S3Server {
                 .tempdir()
                 .unwrap(),
             child: Mutex::new(None),
-        };
-        s.make_bucket(&s.bucket.clone());
-        s
+        }
     }
 
     /// Never use an outside server in this binary: it pauses its own.
