@@ -782,3 +782,59 @@ fn remount_shows_data_sizes_and_modes() {
         assert_eq!(fs::read(m.path("open")).unwrap(), b"written before unmount");
     });
 }
+
+/// What the kernel's FUSE client cannot do, on any FUSE filesystem, fails
+/// with a clear errno and changes nothing (docs/SEMANTICS.md lists it): a
+/// swap file, a freeze, a FIEMAP extent map.
+#[test]
+fn what_fuse_cannot_do_fails_cleanly() {
+    common::engine::every_engine(|| {
+        let m = Mount::new();
+        let p = m.path("swap");
+        // A real swap area (mkswap), so only the filesystem can refuse it.
+        let page = vec![0u8; 16 << 20];
+        fs::write(&p, &page).unwrap();
+        let made = std::process::Command::new("mkswap")
+            .arg(&p)
+            .output()
+            .expect("mkswap (util-linux)");
+        assert!(made.status.success(), "{}", common::output_text(&made));
+        let page = fs::read(&p).unwrap();
+        fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path; undone below if it ever succeeds.
+        let rc = unsafe { libc::swapon(c.as_ptr(), 0) };
+        let err = std::io::Error::last_os_error();
+        if rc == 0 {
+            // SAFETY: the same path, swapped on just above.
+            unsafe { libc::swapoff(c.as_ptr()) };
+            panic!("swapon succeeded on a FUSE file: update docs/SEMANTICS.md");
+        }
+        assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "swapon: {err}");
+
+        const FIFREEZE: libc::c_ulong = 0xC004_5877;
+        const FS_IOC_FIEMAP: libc::c_ulong = 0xC020_660B;
+        let dir = File::open(&m.mnt).unwrap();
+        // SAFETY: FIFREEZE takes an int argument.
+        let rc = unsafe { libc::ioctl(dir.as_raw_fd(), FIFREEZE, 0) };
+        let err = std::io::Error::last_os_error();
+        assert_eq!(rc, -1, "the mount froze");
+        assert_eq!(
+            err.raw_os_error(),
+            Some(libc::EOPNOTSUPP),
+            "FIFREEZE: {err}"
+        );
+
+        let f = File::open(&p).unwrap();
+        // A struct fiemap header asking for no extents (32 bytes).
+        let mut map = [0u8; 32];
+        map[8..16].copy_from_slice(&u64::MAX.to_le_bytes()); // fm_length
+                                                             // SAFETY: a 32-byte fiemap header the kernel may read and write.
+        let rc = unsafe { libc::ioctl(f.as_raw_fd(), FS_IOC_FIEMAP, map.as_mut_ptr()) };
+        let err = std::io::Error::last_os_error();
+        assert_eq!(rc, -1);
+        assert_eq!(err.raw_os_error(), Some(libc::EOPNOTSUPP), "FIEMAP: {err}");
+        // The file is as it was.
+        assert_eq!(fs::read(&p).unwrap(), page);
+    });
+}
