@@ -694,6 +694,12 @@ fn shared_mmap_writes_reach_the_file() {
         let mut buf = [0u8; 5];
         File::open(&p).unwrap().read_exact_at(&mut buf, 0).unwrap();
         assert_eq!(&buf, b"mmap!");
+        // And in the times while the file is still open (after msync).
+        let open = fs::metadata(&p).unwrap();
+        assert!(
+            (open.mtime(), open.mtime_nsec()) > (before.mtime(), before.mtime_nsec()),
+            "mmap write did not advance mtime while open"
+        );
         drop(f);
         let after = fs::metadata(&p).unwrap();
         assert!(
