@@ -170,11 +170,7 @@ fn small_store() -> tempfile::TempDir {
         v1: 10,
         v2: 10,
         same_name_same_day: false,
-        malformed_json: 0,
-        missing_file_id: 0,
-        checksum_mismatch: 0,
-        missing_data: 0,
-        ..Default::default()
+        ..common::archive::ArchiveSpec::healthy()
     };
     common::archive::write_archive(&src, &spec);
     let out = Command::new(bin())

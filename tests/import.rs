@@ -269,11 +269,7 @@ fn link_shares_the_inode_with_the_source() {
             v1: 3,
             v2: 3,
             same_name_same_day: false,
-            malformed_json: 0,
-            missing_file_id: 0,
-            checksum_mismatch: 0,
-            missing_data: 0,
-            ..ArchiveSpec::default()
+            ..ArchiveSpec::healthy()
         };
         let records = write_archive(archive.path(), &spec);
         let mut result = None;
@@ -349,11 +345,7 @@ fn a_crash_mid_import_leaves_nothing_behind() {
             seed: 11,
             v1: 2,
             v2: 2,
-            malformed_json: 0,
-            missing_file_id: 0,
-            checksum_mismatch: 0,
-            missing_data: 0,
-            ..ArchiveSpec::default()
+            ..ArchiveSpec::healthy()
         };
         let records = write_archive(archive.path(), &spec);
         let mut crashed = None;
@@ -411,11 +403,7 @@ fn link_across_filesystems_falls_back_to_copying() {
             v1: 1,
             v2: 1,
             same_name_same_day: false,
-            malformed_json: 0,
-            missing_file_id: 0,
-            checksum_mismatch: 0,
-            missing_data: 0,
-            ..ArchiveSpec::default()
+            ..ArchiveSpec::healthy()
         };
         let records = write_archive(archive.path(), &spec);
         let mut result = None;

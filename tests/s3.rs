@@ -245,11 +245,7 @@ fn an_archive_of_the_original_imports_into_a_bucket() {
         let spec = ArchiveSpec {
             v1: 3,
             v2: 3,
-            malformed_json: 0,
-            missing_file_id: 0,
-            checksum_mismatch: 0,
-            missing_data: 0,
-            ..ArchiveSpec::default()
+            ..ArchiveSpec::healthy()
         };
         let records = write_archive(archive.path(), &spec);
         // An empty store in the bucket, unmounted, then the import (which

@@ -221,10 +221,7 @@ fn other_seeds_and_shapes() {
             custom_attributes: false,
             non_ascii_names: false,
             same_name_same_day: false,
-            malformed_json: 0,
-            missing_file_id: 0,
-            checksum_mismatch: 0,
-            missing_data: 0,
+            ..ArchiveSpec::healthy()
         });
     });
 }

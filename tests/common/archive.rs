@@ -74,6 +74,19 @@ impl Default for ArchiveSpec {
     }
 }
 
+impl ArchiveSpec {
+    /// The default archive without its broken entries: healthy files only.
+    pub fn healthy() -> Self {
+        ArchiveSpec {
+            malformed_json: 0,
+            missing_file_id: 0,
+            checksum_mismatch: 0,
+            missing_data: 0,
+            ..ArchiveSpec::default()
+        }
+    }
+}
+
 /// One file as written, and what a correct reader must find in it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Record {
