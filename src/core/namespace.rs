@@ -108,6 +108,40 @@ impl Fs {
         self.attr_of(inode)
     }
 
+    /// An inode by its number alone: the kernel's file handles
+    /// (`open_by_handle_at`, an NFS re-export) carry only the number, and
+    /// look it up as "." once the kernel has forgotten the inode. Inode
+    /// numbers are never reused, so the number is the whole identity. A
+    /// file whose names are all gone, or all in the trash, is gone (ESTALE
+    /// to the caller), as on ext4 after unlink; one still open stays
+    /// reachable, as there.
+    pub fn lookup_number(&self, ino: u64) -> Result<Attr> {
+        let a = self.getattr(ino)?;
+        if ino == ROOT_INO || self.is_open(ino) {
+            return Ok(a);
+        }
+        if a.inode.nlink == 0 {
+            return Err(enoent());
+        }
+        // The trash test reads committed names; handles are looked up
+        // rarely (the kernel forgot the inode), so waiting is cheap.
+        self.wait_committed()?;
+        if super::trash::trashed(self.meta.as_ref(), ino)? {
+            return Err(enoent());
+        }
+        Ok(a)
+    }
+
+    /// The directory holding directory `ino` (a handle's parent, for
+    /// ".." of a directory the kernel reached by handle).
+    pub fn lookup_parent(&self, ino: u64) -> Result<Attr> {
+        let dir = self.inode(ino)?;
+        if !dir.kind.is_dir() {
+            return Err(enotdir());
+        }
+        self.getattr(dir.parent)
+    }
+
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
         let inode = self.inode(ino)?;
         inode.target.ok_or_else(|| einval("not a symbolic link"))

@@ -529,7 +529,14 @@ impl Shared {
     fn lookup_now(&self, parent: u64, name: &[u8], reply: ReplyEntry) {
         let _t = self.timed(const { opstats::op_index("lookup") });
         let _s = debug_span!("lookup", parent).entered();
-        let r = self.fs.lookup(parent, name);
+        // "." and ".." reach the daemon only from file handles (export
+        // support): the kernel asks for an inode it forgot by number, or
+        // for the parent of a directory it reached that way.
+        let r = match name {
+            b"." => self.fs.lookup_number(parent),
+            b".." => self.fs.lookup_parent(parent),
+            _ => self.fs.lookup(parent, name),
+        };
         self.entry("lookup", parent, name, reply, r);
     }
 
@@ -619,7 +626,10 @@ impl Filesystem for FuseFs {
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_CACHE_SYMLINKS
-            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2
+            // File handles (open_by_handle_at, NFS re-export) that outlive
+            // the kernel's inode cache and a remount: see `lookup_now`.
+            | InitFlags::FUSE_EXPORT_SUPPORT;
         let _ = config.add_capabilities(wanted & config.capabilities());
         let _ = config.set_max_write(1024 * 1024);
         if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
