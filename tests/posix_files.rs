@@ -844,3 +844,116 @@ fn what_fuse_cannot_do_fails_cleanly() {
         assert_eq!(fs::read(&p).unwrap(), page);
     });
 }
+
+/// `open(dir, O_TMPFILE | extra, 0640)`.
+fn open_tmpfile(dir: &Path, extra: i32) -> std::io::Result<File> {
+    use std::os::fd::FromRawFd;
+    let c = cpath(dir);
+    // SAFETY: plain open(2); the descriptor is ours.
+    let fd = cvt(unsafe { libc::open(c.as_ptr(), libc::O_TMPFILE | libc::O_RDWR | extra, 0o640) })?;
+    // SAFETY: a new descriptor we own.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// `linkat(fd, "", AT_FDCWD, to, AT_EMPTY_PATH)`: give an open file a name.
+fn link_open_file(f: &File, to: &Path) -> std::io::Result<()> {
+    let to = cpath(to);
+    // SAFETY: valid descriptor and C strings.
+    cvt(unsafe {
+        libc::linkat(
+            f.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    })
+    .map(drop)
+}
+
+/// What ext4 and artfs must agree on for O_TMPFILE files.
+fn tmpfile_outcomes(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut f = open_tmpfile(dir, 0).unwrap();
+    f.write_all(b"written before it had a name").unwrap();
+    let md = f.metadata().unwrap();
+    out.push(format!(
+        "nlink before {} mode {:o}",
+        md.nlink(),
+        md.mode() & 0o7777
+    ));
+    out.push(format!(
+        "listed before {}",
+        fs::read_dir(dir).unwrap().count()
+    ));
+    out.push(format!(
+        "link {:?}",
+        link_open_file(&f, &dir.join("published")).map_err(|e| e.raw_os_error())
+    ));
+    out.push(format!("nlink after {}", f.metadata().unwrap().nlink()));
+    // Writes after publishing go to the same file.
+    f.write_all(b", and after").unwrap();
+    drop(f);
+    out.push(format!(
+        "content {:?}",
+        String::from_utf8(fs::read(dir.join("published")).unwrap())
+    ));
+    // Never linked: nothing is left once it is closed.
+    let mut g = open_tmpfile(dir, 0).unwrap();
+    g.write_all(b"scratch").unwrap();
+    drop(g);
+    out.push(format!(
+        "listed after {}",
+        fs::read_dir(dir).unwrap().count()
+    ));
+    // O_EXCL: may never be linked (the kernel refuses).
+    let e = open_tmpfile(dir, libc::O_EXCL).unwrap();
+    out.push(format!(
+        "excl link {:?}",
+        link_open_file(&e, &dir.join("no")).map_err(|e| e.raw_os_error())
+    ));
+    out
+}
+
+#[test]
+fn o_tmpfile_files_are_published_whole_by_linkat_as_on_ext4() {
+    let reference = ext4_dir();
+    let ext4 = tmpfile_outcomes(reference.path());
+    assert_eq!(ext4[0], "nlink before 0 mode 640", "{ext4:?}");
+    common::engine::every_engine(|| {
+        let mut m = Mount::new();
+        let dir = m.path("d");
+        fs::create_dir(&dir).unwrap();
+        assert_eq!(tmpfile_outcomes(&dir), ext4);
+        // The published file is an ordinary one, named as published.
+        let p = m.path("d/published");
+        assert_eq!(
+            common::get_xattr(&p, "user.artstore.original_filename").as_deref(),
+            Some(&b"published"[..])
+        );
+        let want = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(fs::read(&p).unwrap()))
+        };
+        assert_eq!(
+            common::get_xattr(&p, "user.artstore.sha256"),
+            Some(want.into_bytes())
+        );
+        // A file still unnamed when the daemon dies is gone at the next
+        // mount, and its object with it.
+        let mut lost = open_tmpfile(&dir, 0).unwrap();
+        lost.write_all(b"never published").unwrap();
+        lost.sync_all().unwrap();
+        let lost_ino = lost.metadata().unwrap().ino();
+        std::mem::forget(lost);
+        m.kill();
+        m.mount();
+        assert!(
+            !m.object_exists(lost_ino),
+            "the unnamed file's object is gone"
+        );
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        m.unmount();
+        m.assert_consistent();
+    });
+}

@@ -226,13 +226,35 @@ impl Fs {
         // the row commits; the inode number's `reserve` row covers that.
         // The object is usually one made ahead of need (see `objpool`).
         let (attr, intent, object) = self.with_room(0, || {
-            self.make_node(caller, parent, name, NewNode::File, mode, umask, true)
+            self.make_node(caller, parent, Some(name), NewNode::File, mode, umask, true)
         })?;
         // A new file has nothing to read and no privileges to drop.
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let handle =
             self.open_handle_with(attr.inode.ino, writable, false, Some(intent), object)?;
         crate::crash_point!("create::after_object");
+        Ok((attr, handle))
+    }
+
+    /// `open(2)` with `O_TMPFILE`: a new regular file in directory `parent`
+    /// with no name (nlink 0), open. `link` may name it while it is open
+    /// (`linkat` of the descriptor, how such a file is published whole);
+    /// otherwise it goes at its last close, or at the next mount after a
+    /// crash, as a file unlinked while open does.
+    pub fn tmpfile(
+        &self,
+        caller: &Caller,
+        parent: u64,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+    ) -> Result<(Attr, Arc<Handle>)> {
+        let (attr, intent, object) = self.with_room(0, || {
+            self.make_node(caller, parent, None, NewNode::File, mode, umask, true)
+        })?;
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let handle =
+            self.open_handle_with(attr.inode.ino, writable, false, Some(intent), object)?;
         Ok((attr, handle))
     }
 

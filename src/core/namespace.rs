@@ -159,7 +159,7 @@ impl Fs {
         umask: u32,
     ) -> Result<Attr> {
         Ok(self
-            .make_node(caller, parent, name, node, mode, umask, false)?
+            .make_node(caller, parent, Some(name), node, mode, umask, false)?
             .0)
     }
 
@@ -172,14 +172,18 @@ impl Fs {
         &self,
         caller: &Caller,
         parent: u64,
-        name: &[u8],
+        name: Option<&[u8]>,
         node: NewNode<'_>,
         mode: u32,
         umask: u32,
         open_after: bool,
     ) -> Result<(Attr, uuid::Uuid, Option<super::objpool::Made>)> {
-        check_name(name)?;
-        check_not_trash(parent, name)?;
+        // No name: an O_TMPFILE file, made open with no link (an orphan
+        // until `link` names it, reclaimed at its last close otherwise).
+        if let Some(name) = name {
+            check_name(name)?;
+            check_not_trash(parent, name)?;
+        }
         self.allow(Change::Create)?;
         let (kind, rdev, target) = match node {
             NewNode::File => (Kind::File, 0, None),
@@ -200,8 +204,10 @@ impl Fs {
         let mut pooled = None;
         let made = self.mutate(|tx| {
             let mut dir = tx.live_dir(parent)?;
-            if tx.lookup(parent, name)?.is_some() {
-                return Err(eexist());
+            if let Some(name) = name {
+                if tx.lookup(parent, name)?.is_some() {
+                    return Err(eexist());
+                }
             }
             let mut perm = match kind {
                 Kind::Symlink => 0o777,
@@ -217,7 +223,11 @@ impl Fs {
                 perm,
                 uid: caller.uid,
                 gid,
-                nlink: if kind.is_dir() { 2 } else { 1 },
+                nlink: match (kind.is_dir(), name) {
+                    (true, _) => 2,
+                    (false, Some(_)) => 1,
+                    (false, None) => 0,
+                },
                 size: target.as_ref().map_or(0, |t| t.len() as u64),
                 atime: now,
                 mtime: now,
@@ -227,7 +237,7 @@ impl Fs {
                 parent,
                 target: target.clone(),
                 created_by: user_name(caller.uid),
-                original_name: name.to_vec(),
+                original_name: name.unwrap_or_default().to_vec(),
                 sha256: None,
                 blocks: None,
             };
@@ -242,7 +252,9 @@ impl Fs {
                 },
                 _ => tx.insert(new)?,
             };
-            tx.add_entry(parent, name, new.ino, kind)?;
+            if let Some(name) = name {
+                tx.add_entry(parent, name, new.ino, kind)?;
+            }
             let inherited = self.inherited_expiry(tx, parent, kind, now)?;
             if !inherited.is_empty() {
                 tx.set_xattrs(new.ino, inherited);
@@ -262,7 +274,8 @@ impl Fs {
                 op,
                 status,
                 Some(new.file_id.clone()),
-                json!({ "ino": new.ino, "parent": parent, "name": journal::name_json(name),
+                json!({ "ino": new.ino, "parent": parent,
+                        "name": name.map(journal::name_json),
                         "mode": new.mode(), "rdev": rdev }),
             )
             .by_caller(caller);
@@ -271,9 +284,11 @@ impl Fs {
             if kind.is_dir() {
                 dir.nlink += 1;
             }
-            dir.mtime = now;
-            dir.ctime = now;
-            tx.put(&dir)?;
+            if name.is_some() {
+                dir.mtime = now;
+                dir.ctime = now;
+                tx.put(&dir)?;
+            }
             Ok((new, id))
         });
         let (inode, id) = match made {
@@ -472,8 +487,16 @@ impl Fs {
             if inode.kind.is_dir() {
                 return Err(eperm("hard links to directories are not allowed"));
             }
-            if inode.nlink == 0 {
+            // A file with no link is linkable only while it is an open
+            // O_TMPFILE file that never had a name (the kernel also refuses
+            // one opened O_EXCL); it takes the name it is published under.
+            let unnamed = inode.original_name.is_empty() && self.is_open(ino);
+            if inode.nlink == 0 && !unnamed {
                 return Err(enoent());
+            }
+            if inode.nlink == 0 {
+                inode.original_name = new_name.to_vec();
+                inode.parent = new_parent;
             }
             if inode.nlink >= 65_000 {
                 return Err(Error::posix(libc::EMLINK, "too many links"));

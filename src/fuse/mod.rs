@@ -375,6 +375,29 @@ impl Shared {
         }
     }
 
+    /// Answer a create or tmpfile: the new file, open (with passthrough
+    /// when the handle may use it).
+    fn created(&self, reply: ReplyCreate, attr: &Attr, h: &Handle) {
+        let fa = fuse_attr(attr);
+        match self.backing(h, |f| reply.open_backing(f)) {
+            Some(id) => reply.created_passthrough(
+                &self.ttl,
+                &fa,
+                Generation(0),
+                FileHandle(h.fh),
+                FopenFlags::empty(),
+                &id,
+            ),
+            None => reply.created(
+                &self.ttl,
+                &fa,
+                Generation(0),
+                FileHandle(h.fh),
+                FopenFlags::empty(),
+            ),
+        }
+    }
+
     /// xattr(7) size protocol: size 0 probes, too small a buffer is ERANGE.
     fn xattr_reply(&self, op: &'static str, ino: u64, reply: ReplyXattr, value: &[u8], size: u32) {
         if size == 0 {
@@ -947,27 +970,25 @@ impl Filesystem for FuseFs {
             .fs
             .create(&caller(req), parent.0, name.as_bytes(), mode, umask, flags)
         {
-            Ok((attr, h)) => {
-                let fa = fuse_attr(&attr);
-                match self.backing(&h, |f| reply.open_backing(f)) {
-                    Some(id) => reply.created_passthrough(
-                        &self.ttl,
-                        &fa,
-                        Generation(0),
-                        FileHandle(h.fh),
-                        FopenFlags::empty(),
-                        &id,
-                    ),
-                    None => reply.created(
-                        &self.ttl,
-                        &fa,
-                        Generation(0),
-                        FileHandle(h.fh),
-                        FopenFlags::empty(),
-                    ),
-                }
-            }
+            Ok((attr, h)) => self.created(reply, &attr, &h),
             Err(e) => self.fail("create", parent.0, Some(name.as_bytes()), e, reply),
+        }
+    }
+
+    fn tmpfile(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let _t = self.timed(const { opstats::op_index("tmpfile") });
+        let _s = debug_span!("tmpfile", parent = parent.0).entered();
+        match self.fs.tmpfile(&caller(req), parent.0, mode, umask, flags) {
+            Ok((attr, h)) => self.created(reply, &attr, &h),
+            Err(e) => self.fail("tmpfile", parent.0, None, e, reply),
         }
     }
 

@@ -8,7 +8,7 @@ use crate::core::opstats::{OpStats, MAX_OPS};
 /// The operations counted (the FUSE requests the daemon serves; reads and
 /// writes through passthrough never reach it and are not counted). The
 /// last is the catch-all.
-pub const OPS: [&str; 34] = [
+pub const OPS: [&str; 35] = [
     "lookup",
     "getattr",
     "statx",
@@ -23,6 +23,7 @@ pub const OPS: [&str; 34] = [
     "link",
     "open",
     "create",
+    "tmpfile",
     "read",
     "write",
     "flush",
