@@ -348,6 +348,7 @@ fn every_field_round_trips(e: Engine) {
         original_name: b"n\xe9e".to_vec(),
         sha256: Some("ab".repeat(32)),
         blocks: Some(u64::MAX - 1),
+        flags: u32::MAX,
     };
     let mut dev = node(6, Kind::BlockDev, ROOT_INO, b"dev");
     dev.rdev = 0x0801;
@@ -1319,6 +1320,7 @@ fn sized_file(ino: u64, size: u64) -> Inode {
         original_name: format!("f{ino}").into_bytes(),
         sha256: None,
         blocks: None,
+        flags: 0,
     }
 }
 

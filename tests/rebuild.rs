@@ -61,6 +61,22 @@ struct Seen {
     ctime: (i64, i64),
     xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
     target: Option<PathBuf>,
+    /// `lsattr` of files and directories (chattr's flags).
+    flags: Option<String>,
+}
+
+fn lsattr(p: &Path) -> String {
+    let out = std::process::Command::new("lsattr")
+        .arg("-d")
+        .arg(p)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "lsattr {p:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 /// lstat and attributes of everything under `root`, by relative path.
@@ -91,6 +107,7 @@ fn record(root: &Path) -> BTreeMap<PathBuf, Seen> {
                         .file_type()
                         .is_symlink()
                         .then(|| fs::read_link(&p).unwrap()),
+                    flags: (m.is_file() || m.is_dir()).then(|| lsattr(&p)),
                 },
             );
         }
@@ -136,6 +153,19 @@ fn build_tree(m: &Mount) {
     fs::write(p("gone"), b"x").unwrap();
     fs::remove_file(p("gone")).unwrap();
     fs::rename(p("a/b/c/deep.txt"), p("a/moved.txt")).unwrap();
+    // chattr's flags.
+    for (flag, path) in [
+        ("+i", "a/moved.txt"),
+        ("+a", "empty dir"),
+        ("+dA", "sparse"),
+    ] {
+        let s = std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(p(path))
+            .status()
+            .unwrap();
+        assert!(s.success(), "chattr {flag} {path}");
+    }
 }
 
 /// `artfs rebuild BACKING <store flags> ARGS`: (exit code, output).

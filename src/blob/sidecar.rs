@@ -156,6 +156,14 @@ pub struct FsAttrs {
     /// The name at creation, lossless (`original_filename` is text).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original_name: Option<Bytes>,
+    /// The inode flags `chattr` set (`FS_IOC_SETFLAGS` bits); left out
+    /// when none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub flags: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 /// One directory entry naming the inode.
@@ -631,6 +639,7 @@ mod tests {
             target: None,
             xattrs: vec![],
             original_name: None,
+            flags: 0,
         }
     }
 

@@ -265,6 +265,7 @@ mod tests {
             original_name: Vec::new(),
             sha256: None,
             blocks: None,
+            flags: 0,
         }
     }
 

@@ -29,6 +29,7 @@ fn inode(ino: u64, size: u64) -> Inode {
         original_name: b"x".to_vec(),
         sha256: None,
         blocks: None,
+        flags: 0,
     }
 }
 

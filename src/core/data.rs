@@ -36,6 +36,7 @@ impl Fs {
                 self.allow(Change::Shrink)?;
             }
             archive_attrs::check_retention(&self.xattr_list(ino)?)?;
+            super::flags::check_open_for_writing(&inode, flags)?;
         }
         let changed = self.on_open(caller, &inode, readable, writable)?;
         // Writes through this handle may reach the object without passing
@@ -143,12 +144,17 @@ impl Fs {
             }
         };
         let fh = self.files.next_fh();
+        let append_only = writable
+            && self
+                .inode(ino)
+                .is_ok_and(|i| i.flags & crate::types::flags::APPEND != 0);
         let handle = Arc::new(Handle {
             fh,
             ino,
             file,
             writable,
             attrs_changed,
+            append_only,
         });
         self.files.handles.lock().insert(fh, handle.clone());
         Ok(handle)
@@ -172,7 +178,9 @@ impl Fs {
         const DAY_NS: i64 = 24 * 3600 * 1_000_000_000;
         let now = Timestamp::now();
         // A read-only store records no atime (as a read-only mount).
+        // Nor does a file marked noatime (chattr +A).
         let stale_atime = readable
+            && inode.flags & crate::types::flags::NOATIME == 0
             && self.allow(Change::Metadata).is_ok()
             && match self.atime {
                 super::options::Atime::Never => false,
@@ -293,7 +301,12 @@ impl Fs {
         let end = offset.saturating_add(data.len() as u64);
         // Short of space, the oldest trash makes way (see `trash`).
         let need = data.len() as u64;
-        let size = self.inode(h.ino).map_or(0, |i| i.size);
+        let inode = self.inode(h.ino)?;
+        if inode.flags != 0 {
+            // The object is the truth for an open file's length.
+            super::flags::check_write(&inode, offset, h.file.metadata()?.len())?;
+        }
+        let size = inode.size;
         self.make_room(end.saturating_sub(size));
         self.with_room(need, || self.reserve_size(h.ino, end))?;
         self.with_room(need, || Ok(h.file.write_all_at(data, offset)?))?;
@@ -412,6 +425,14 @@ impl Fs {
         }
         // Punching or zeroing a range discards data, as shrinking does.
         let discards = mode & (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE) != 0;
+        super::flags::check(
+            &self.inode(h.ino)?,
+            if discards {
+                super::flags::Touch::Overwrite
+            } else {
+                super::flags::Touch::Append
+            },
+        )?;
         self.allow(if discards {
             Change::Shrink
         } else {
@@ -500,6 +521,16 @@ impl Fs {
 
     pub(crate) fn is_open(&self, ino: u64) -> bool {
         self.files.inodes.lock().contains_key(&ino)
+    }
+
+    /// How many handles are open on `ino`.
+    pub fn open_count(&self, ino: u64) -> u32 {
+        self.files.inodes.lock().get(&ino).map_or(0, |o| o.count)
+    }
+
+    /// How many handles may write to `ino`.
+    pub(crate) fn open_writers(&self, ino: u64) -> u32 {
+        self.files.inodes.lock().get(&ino).map_or(0, |o| o.writers)
     }
 
     /// Attributes of an open file: size and, once written, times from the object.

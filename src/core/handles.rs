@@ -20,6 +20,9 @@ pub struct Handle {
     pub writable: bool,
     /// Opening changed the inode's attributes (atime, dropped setuid).
     pub attrs_changed: bool,
+    /// A writer of an append-only file: its writes should pass the core,
+    /// which checks each one (see `flags::check_write`).
+    pub append_only: bool,
 }
 
 /// One open inode: the object file its handles share.

@@ -346,6 +346,7 @@ impl Fs {
                 original_name: meta.original_filename.clone(),
                 sha256: Some(actual.clone()),
                 blocks: Some(blocks),
+                flags: 0,
             };
             tx.insert_at(inode, ino);
             tx.set_xattrs(ino, xattrs.clone());

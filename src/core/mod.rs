@@ -14,6 +14,7 @@ pub mod cache;
 mod checksum;
 pub mod collector;
 mod data;
+pub mod flags;
 mod handles;
 mod import;
 pub mod listing;

@@ -3,6 +3,7 @@
 
 use super::archive_attrs;
 use super::cache::Known;
+use super::flags::{self, Touch};
 use super::policy::Change;
 use super::{Attr, Fs};
 use crate::types::error::{
@@ -204,6 +205,7 @@ impl Fs {
         let mut pooled = None;
         let made = self.mutate(|tx| {
             let mut dir = tx.live_dir(parent)?;
+            flags::check(&dir, Touch::AddEntry)?;
             if let Some(name) = name {
                 if tx.lookup(parent, name)?.is_some() {
                     return Err(eexist());
@@ -240,6 +242,7 @@ impl Fs {
                 original_name: name.unwrap_or_default().to_vec(),
                 sha256: None,
                 blocks: None,
+                flags: 0,
             };
             let new = match (kind, open_after) {
                 (Kind::File, true) => match self.pool.take() {
@@ -320,6 +323,8 @@ impl Fs {
             archive_attrs::check_retention(&tx.xattrs(ino)?)?;
             let now = Timestamp::now();
             let inode = tx.inode(ino)?;
+            flags::check(&dir, Touch::RemoveEntry)?;
+            flags::check(&inode, Touch::Name)?;
             if let Some(tname) =
                 self.trash_entry(tx, caller, parent, name, &inode, now, &mut made)?
             {
@@ -449,10 +454,12 @@ impl Fs {
             if !kind.is_dir() {
                 return Err(enotdir());
             }
+            let victim = tx.inode(ino)?;
+            flags::check(&dir, Touch::RemoveEntry)?;
+            flags::check(&victim, Touch::Name)?;
             if !tx.dir_is_empty(ino)? {
                 return Err(enotempty());
             }
-            let victim = tx.inode(ino)?;
             tx.remove_entry(parent, name)?;
             let now = Timestamp::now();
             self.drop_dir(tx, victim.clone(), now)?;
@@ -508,6 +515,8 @@ impl Fs {
             if dir.nlink == 0 {
                 return Err(enoent());
             }
+            flags::check(&inode, Touch::Name)?;
+            flags::check(&dir, Touch::AddEntry)?;
             if tx.lookup(new_parent, new_name)?.is_some() {
                 return Err(eexist());
             }
@@ -561,6 +570,16 @@ impl Fs {
             self.trash_changed_by_hand(tx, &[parent, new_parent])?;
             let (src_ino, src_kind) = tx.lookup(parent, name)?.ok_or_else(enoent)?;
             let dst = tx.lookup(new_parent, new_name)?;
+            // Two names of one file: nothing happens, nothing is refused.
+            if dst.is_none_or(|(d, _)| d != src_ino) {
+                flags::check(&src_dir, Touch::RemoveEntry)?;
+                flags::check(&tx.inode(src_ino)?, Touch::Name)?;
+                flags::check(&dst_dir, Touch::AddEntry)?;
+                if let Some((dst_ino, _)) = dst {
+                    flags::check(&dst_dir, Touch::RemoveEntry)?;
+                    flags::check(&tx.inode(dst_ino)?, Touch::Name)?;
+                }
+            }
             match dst {
                 Some((dst_ino, _)) if dst_ino != src_ino => {
                     self.allow(Change::RenameOver)?;
@@ -717,6 +736,7 @@ impl Fs {
             None => Change::Metadata,
         };
         self.allow(change)?;
+        super::flags::check_setattr(&current, set)?;
         if change != Change::Metadata {
             archive_attrs::check_retention(&self.xattr_list(ino)?)?;
         }

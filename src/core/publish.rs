@@ -110,6 +110,7 @@ impl Fs {
                 original_name: original_name.to_vec(),
                 sha256: None,
                 blocks: None,
+                flags: 0,
             })?;
             // The write intent of the handle about to be opened, as for a
             // file created open; settled at the last release.
@@ -180,6 +181,7 @@ impl Fs {
             if dir.nlink == 0 {
                 return Err(enoent());
             }
+            super::flags::check(&dir, super::flags::Touch::AddEntry)?;
             let existing = tx.lookup(parent, name)?;
             match (expect, existing) {
                 (Expect::Absent, Some(_)) => return Err(eexist()),
@@ -198,6 +200,8 @@ impl Fs {
                 // Replacing a file is what rw mode and retention forbid.
                 self.allow(super::policy::Change::RenameOver)?;
                 super::archive_attrs::check_retention(&tx.xattrs(e_ino)?)?;
+                super::flags::check(&dir, super::flags::Touch::RemoveEntry)?;
+                super::flags::check(&tx.inode(e_ino)?, super::flags::Touch::Name)?;
                 tx.remove_entry(parent, name)?;
                 let victim = tx.inode(e_ino)?;
                 self.drop_link(tx, victim, now)?;

@@ -78,6 +78,7 @@ pub fn to_doc(
             })
             .collect(),
         original_name: Some(Bytes(inode.original_name.clone())),
+        flags: inode.flags,
     });
     doc
 }
@@ -162,5 +163,6 @@ pub fn to_inode(doc: &AttrJson, parent_of: impl Fn(&str) -> Option<u64>) -> Opti
             .unwrap_or_else(|| doc.original_filename.clone().into_bytes()),
         sha256: doc.checksum.clone(),
         blocks: None,
+        flags: fs.flags & crate::types::flags::KEPT,
     })
 }

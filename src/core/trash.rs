@@ -694,8 +694,12 @@ impl Fs {
                 return Ok(false);
             }
             let now = Timestamp::now();
-            tx.remove_entry(parent, name)?;
             let inode = tx.inode(ino)?;
+            // Locked by chattr (+i, +a): kept, as retention keeps a file.
+            if super::flags::check(&inode, super::flags::Touch::Name).is_err() {
+                return Ok(false);
+            }
+            tx.remove_entry(parent, name)?;
             let mut rec = journal::Record::new(
                 if kind.is_dir() {
                     journal::Op::Rmdir

@@ -277,6 +277,7 @@ fn stage_set(
     flags: i32,
 ) -> Result<()> {
     let mut inode = tx.inode(ino)?;
+    super::flags::check(&inode, super::flags::Touch::Attrs)?;
     let mut list = tx.xattrs(ino)?.as_ref().clone();
     if let Class::Writable(n) = archive_attrs::classify(name) {
         if flags & XATTR_CREATE == 0 && list.iter().any(|(k, v)| k == name && v == value) {
@@ -341,6 +342,7 @@ fn stage_set(
 
 fn stage_remove(tx: &mut Mutation<'_>, ino: u64, name: &[u8]) -> Result<()> {
     let mut inode = tx.inode(ino)?;
+    super::flags::check(&inode, super::flags::Touch::Attrs)?;
     if archive_attrs::classify(name) == Class::Writable("retention_until") {
         archive_attrs::check_retention(&tx.xattrs(ino)?)?;
     }

@@ -2,6 +2,7 @@
 //! core calls and core errors into errnos, and manages what only the
 //! kernel connection has (passthrough backing ids, TTLs). It holds no policy.
 
+mod attr_ioctl;
 mod awake;
 mod known;
 mod mount;
@@ -147,7 +148,8 @@ error_reply!(
     ReplyOpen,
     ReplyStatfs,
     ReplyWrite,
-    ReplyXattr
+    ReplyXattr,
+    fuser::ReplyIoctl
 );
 
 fn file_type(k: Kind) -> FileType {
@@ -496,14 +498,25 @@ impl Shared {
         h: &Handle,
         open: impl FnOnce(&std::fs::File) -> std::io::Result<BackingId>,
     ) -> Option<Arc<BackingId>> {
-        // Passthrough hands writes to the kernel; a mode that can change
-        // (anything but edit) needs to see every write.
-        if !self.passthrough.load(Ordering::Relaxed) || self.fs.writes_through_daemon() {
+        if !self.passthrough.load(Ordering::Relaxed) {
             return None;
         }
         let mut by_ino = self.backing_by_ino.lock();
+        // The kernel refuses (EIO) to mix: once an inode is open with
+        // passthrough every open of it must be, and once open without it,
+        // none may be until all its handles are closed.
         let id = match by_ino.get(&h.ino).and_then(Weak::upgrade) {
             Some(id) => id,
+            // Passthrough hands writes to the kernel; a mode that can
+            // change (anything but edit) needs to see every write, and so
+            // does an append-only file's writer (a shared mapping could
+            // write anywhere).
+            _ if self.fs.writes_through_daemon()
+                || h.append_only
+                || self.fs.open_count(h.ino) > 1 =>
+            {
+                return None
+            }
             None => match open(&h.file) {
                 Ok(id) => {
                     let id = Arc::new(id);
@@ -1257,20 +1270,43 @@ impl Filesystem for FuseFs {
     /// No ioctls are served (as ext4 answers TCGETS, which many programs
     /// send at every open): ENOTTY, quietly (fuser's default logs a
     /// warning for each).
+    /// `chattr`/`lsattr`: the kernel turns FS_IOC_GETFLAGS/SETFLAGS and
+    /// FS_IOC_FSGETXATTR/FSSETXATTR into these, on a handle it opened
+    /// itself, after its own permission checks. Anything else is ENOTTY.
     fn ioctl(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         _fh: FileHandle,
         _flags: fuser::IoctlFlags,
-        _cmd: u32,
-        _in_data: &[u8],
+        cmd: u32,
+        in_data: &[u8],
         _out_size: u32,
         reply: fuser::ReplyIoctl,
     ) {
         let _t = self.timed(const { opstats::op_index("ioctl") });
-        // Not logged or counted either (see `fail`).
-        reply.error(Errno::ENOTTY);
+        let ino = ino.0;
+        let r = match cmd {
+            attr_ioctl::GETFLAGS => self.fs.get_flags(ino).map(|f| f.to_ne_bytes().to_vec()),
+            attr_ioctl::FSGETXATTR => self.fs.get_flags(ino).map(attr_ioctl::fsxattr),
+            attr_ioctl::SETFLAGS => attr_ioctl::flags_in(in_data)
+                .and_then(|f| self.fs.set_flags(&caller(req), ino, f))
+                .map(|_| Vec::new()),
+            attr_ioctl::FSSETXATTR => attr_ioctl::xflags_in(in_data)
+                .and_then(|f| self.fs.set_flags(&caller(req), ino, f))
+                .map(|_| Vec::new()),
+            // Not logged or counted either (see `fail`).
+            _ => return reply.error(Errno::ENOTTY),
+        };
+        match r {
+            Ok(out) => {
+                if matches!(cmd, attr_ioctl::SETFLAGS | attr_ioctl::FSSETXATTR) {
+                    self.invalidate(ino, false);
+                }
+                reply.ioctl(0, &out)
+            }
+            Err(e) => self.fail("ioctl", ino, None, e, reply),
+        }
     }
 
     fn lseek(

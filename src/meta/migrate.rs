@@ -51,6 +51,7 @@ pub const SQLITE: &[Migration] = migrations!("sqlite":
     8 "lease" "0008_lease.sql",
     9 "checks" "0009_checks.sql",
     10 "feed" "0010_feed.sql",
+    11 "flags" "0011_flags.sql",
 );
 
 /// The same versions, names and meaning as [`SQLITE`].
@@ -65,6 +66,7 @@ pub const POSTGRES: &[Migration] = migrations!("postgres":
     8 "lease" "0008_lease.sql",
     9 "checks" "0009_checks.sql",
     10 "feed" "0010_feed.sql",
+    11 "flags" "0011_flags.sql",
 );
 
 /// Longest identifier PostgreSQL keeps whole (NAMEDATALEN - 1 bytes).

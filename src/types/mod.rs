@@ -218,6 +218,24 @@ pub struct Inode {
     /// 512-byte blocks a regular file's object held when last recorded;
     /// `None` while unknown (the size stands in).
     pub blocks: Option<u64>,
+    /// The inode flags `chattr` sets (`FS_IOC_SETFLAGS` bits:
+    /// [`flags::IMMUTABLE`], [`flags::APPEND`], ...; see `core::flags`).
+    pub flags: u32,
+}
+
+/// Inode flags as `FS_IOC_GETFLAGS`/`SETFLAGS` carry them (linux/fs.h), the
+/// ones artfs keeps.
+pub mod flags {
+    /// `chattr +i`: no change at all, nor removal.
+    pub const IMMUTABLE: u32 = 0x0000_0010;
+    /// `chattr +a`: content only grows; no removal.
+    pub const APPEND: u32 = 0x0000_0020;
+    /// `chattr +d`: skipped by dump(8); kept, no effect here.
+    pub const NODUMP: u32 = 0x0000_0040;
+    /// `chattr +A`: reads never move the atime.
+    pub const NOATIME: u32 = 0x0000_0080;
+    /// Every flag artfs keeps; setting another is EOPNOTSUPP.
+    pub const KEPT: u32 = IMMUTABLE | APPEND | NODUMP | NOATIME;
 }
 
 impl Inode {
@@ -252,6 +270,7 @@ impl Inode {
             original_name: name.to_vec(),
             sha256: None,
             blocks: None,
+            flags: 0,
         }
     }
 
