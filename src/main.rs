@@ -284,6 +284,14 @@ struct ModeArgs {
     /// Confirm going back from ro to rw, or the irreversible ro -> ar.
     #[arg(long)]
     confirm: bool,
+    /// rw -> ro while files are open for writing: wait for them to be
+    /// closed (they finish their writes; no new writer is let in) instead
+    /// of refusing.
+    #[arg(long)]
+    force: bool,
+    /// With --force: give up after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    wait: f64,
 }
 
 #[derive(clap::Args)]
@@ -1315,6 +1323,11 @@ fn mode(mut args: ModeArgs, mut cfg: Config) -> anyhow::Result<std::process::Exi
     {
         args.mode = lone_mode;
     }
+    let ask = ModeAsk {
+        confirm: args.confirm,
+        force: args.force,
+        wait: args.wait,
+    };
     args.store.merge(&mut cfg);
     let sopts = store_options(&cfg, "mode");
     let rt = runtime()?;
@@ -1340,19 +1353,115 @@ fn mode(mut args: ModeArgs, mut cfg: Config) -> anyhow::Result<std::process::Exi
         Some(to) => {
             let by = artfs::core::namespace::user_name(nix::unistd::getuid().as_raw());
             let backing = sopts.backing.canonicalize()?;
-            artfs::core::policy::change_mode(meta.as_ref(), &backing, to, args.confirm, &by)
-                .map(|from| {
-                    if from == to {
-                        println!("mode is already {to}");
-                    } else {
-                        println!("mode: {from} -> {to}");
-                    }
-                })
-                .map_err(anyhow::Error::from)
+            match serving_daemon(meta.as_ref(), &backing) {
+                // The daemon knows its writers: it makes the change.
+                Some(daemon) => ask_daemon_for_mode(meta.as_ref(), &ask, to, &by, &daemon),
+                None => {
+                    artfs::core::policy::change_mode(meta.as_ref(), &backing, to, args.confirm, &by)
+                        .map(|from| {
+                            if from == to {
+                                println!("mode is already {to}");
+                            } else {
+                                println!("mode: {from} -> {to}");
+                            }
+                        })
+                        .map_err(anyhow::Error::from)
+                }
+            }
         }
     };
     meta.close();
     result.map(|()| std::process::ExitCode::SUCCESS)
+}
+
+/// The process serving the store, if one does: the holder of BACKING's
+/// lock, or of a PostgreSQL store's lease while its heartbeat is fresh.
+fn serving_daemon(meta: &dyn artfs::meta::MetaStore, backing: &std::path::Path) -> Option<String> {
+    if let Some(pid) = artfs::cmd::status::lock_holder(backing) {
+        return Some(format!("pid {pid}"));
+    }
+    let lease = meta.lease_state().ok().flatten()?;
+    (!lease.holder.is_empty() && lease.beat_age_secs < artfs::meta::lease::LAPSE.as_secs_f64())
+        .then(|| format!("pid {} on {}", lease.pid, lease.host))
+}
+
+/// `artfs mode` while a daemon serves the store: leave it the request (a
+/// pending `mode_change` row it serves within a second) and wait for its
+/// answer.
+/// What `artfs mode` asks a serving daemon for, beyond the mode.
+struct ModeAsk {
+    confirm: bool,
+    force: bool,
+    wait: f64,
+}
+
+fn ask_daemon_for_mode(
+    meta: &dyn artfs::meta::MetaStore,
+    args: &ModeAsk,
+    to: artfs::core::policy::Mode,
+    by: &str,
+    daemon: &str,
+) -> anyhow::Result<()> {
+    use artfs::types::journal::{Op, Record, Status};
+    if !(args.wait.is_finite() && args.wait > 0.0) {
+        anyhow::bail!("--wait must be a positive number of seconds");
+    }
+    let mut rec = Record::new(
+        Op::ModeChange,
+        Status::Pending,
+        None,
+        serde_json::json!({ "request": true, "to": to.as_str(), "confirm": args.confirm,
+                            "force": args.force, "wait_secs": args.wait }),
+    );
+    rec.user_id = Some(by.to_string());
+    let id = rec.id;
+    meta.apply(&artfs::meta::Batch {
+        journal: vec![rec],
+        ..Default::default()
+    })?;
+    meta.sync()?;
+    // The daemon looks every 500 ms; with --force it may wait `--wait`.
+    let limit = std::time::Duration::from_secs(15)
+        + if args.force {
+            std::time::Duration::from_secs_f64(args.wait)
+        } else {
+            std::time::Duration::ZERO
+        };
+    let start = std::time::Instant::now();
+    let mut told = false;
+    loop {
+        match meta.journal_row(id)? {
+            Some(r) if r.status == Status::Committed => {
+                println!("mode: {}", r.outcome.unwrap_or_default());
+                return Ok(());
+            }
+            Some(r) if r.status != Status::Pending => {
+                return Err(artfs::types::error::Error::Policy(
+                    r.error
+                        .or(r.outcome)
+                        .unwrap_or_else(|| "mode change refused".into()),
+                )
+                .into());
+            }
+            _ => {}
+        }
+        if start.elapsed() > limit {
+            anyhow::bail!(
+                "the daemon serving the store ({daemon}) did not answer within {} s; \
+                 the request stays and is served when a daemon next serves the store",
+                limit.as_secs()
+            );
+        }
+        if args.force && !told && start.elapsed() > std::time::Duration::from_secs(2) {
+            eprintln!(
+                "artfs: waiting for the files open for writing to be closed \
+                 (up to {} s; the daemon's log names them)",
+                args.wait
+            );
+            told = true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 /// `artfs trash list|empty`: opens the store as a mount would (its lock

@@ -102,10 +102,18 @@ pub struct ModeChange {
     pub mode: String,
     #[serde(default)]
     pub confirm: bool,
+    /// A change to ro while files are open for writing: wait for them to
+    /// be closed (they finish their writes) instead of refusing (409).
+    #[serde(default)]
+    pub force: bool,
+    /// With `force`: give up (409) after this many seconds; default 60.
+    #[serde(default)]
+    pub wait_secs: Option<f64>,
 }
 
 /// Change the store's mode (admin). 409 for a move the state machine
-/// refuses.
+/// refuses, or a change to ro while files are open for writing (unless
+/// `force`, which waits for them).
 #[utoipa::path(post, path = "/api/v1/mode", tag = "store", security(("bearer" = [])),
     request_body = ModeChange,
     responses((status = 200), (status = 403, body = super::ErrorBody),
@@ -144,10 +152,22 @@ pub async fn change_mode(
         .parse()
         .map_err(|m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m))?;
     let by = who.sub.clone();
-    let from = blocking(move || match st.fs.change_mode(to, req.confirm, &by) {
-        Ok(from) => Ok(from),
-        Err(CoreError::Policy(m)) => Err(ApiError::new(StatusCode::CONFLICT, "conflict", m)),
-        Err(e) => Err(e.into()),
+    let wait = match req.wait_secs {
+        Some(w) if !(w.is_finite() && w > 0.0) => {
+            return Err(ApiError::bad_request("wait_secs must be a positive number"))
+        }
+        Some(w) => std::time::Duration::from_secs_f64(w),
+        None => std::time::Duration::from_secs(60),
+    };
+    let from = blocking(move || {
+        match st
+            .fs
+            .change_mode(to, req.confirm, req.force, Some(wait), &by)
+        {
+            Ok(from) => Ok(from),
+            Err(CoreError::Policy(m)) => Err(ApiError::new(StatusCode::CONFLICT, "conflict", m)),
+            Err(e) => Err(e.into()),
+        }
     })
     .await?;
     Ok(Json(json!({ "from": from.as_str(), "mode": to.as_str() })))

@@ -249,7 +249,8 @@ struct Covered {
     ranges: Vec<(u64, u64)>,
     rows: usize,
     /// Pending `sidecars` rows: deferred housekeeping (only attr.json
-    /// copies lag the tables), not an interrupted operation.
+    /// copies lag the tables), not an interrupted operation; and requests
+    /// for the daemon (a mode change), which it serves.
     deferred: usize,
 }
 
@@ -257,7 +258,7 @@ impl Covered {
     fn read(meta: &dyn MetaStore) -> Result<Covered> {
         let mut c = Covered::default();
         for r in meta.pending_journal()? {
-            if r.op == journal::Op::Sidecars {
+            if r.op == journal::Op::Sidecars || journal::is_request(&r) {
                 c.deferred += 1;
             } else {
                 c.rows += 1;

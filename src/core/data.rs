@@ -54,7 +54,7 @@ impl Fs {
             intent = Some(self.durable_intent(rec, Some(ino))?);
             crate::crash_point!("open::after_intent");
         }
-        let handle = self.open_handle(ino, writable, changed, intent)?;
+        let handle = self.open_handle(caller, ino, writable, changed, intent)?;
         if writable {
             // Once this writer is registered no close records a hash (see
             // persist_open); one recorded by a close that raced with this
@@ -73,17 +73,19 @@ impl Fs {
     /// Register a handle on a regular file's object.
     pub(super) fn open_handle(
         &self,
+        caller: &Caller,
         ino: u64,
         writable: bool,
         attrs_changed: bool,
         intent: Option<uuid::Uuid>,
     ) -> Result<Arc<Handle>> {
-        self.open_handle_with(ino, writable, attrs_changed, intent, None)
+        self.open_handle_with(caller, ino, writable, attrs_changed, intent, None)
     }
 
     /// `open_handle`, with the object already open when it was just made.
     fn open_handle_with(
         &self,
+        caller: &Caller,
         ino: u64,
         writable: bool,
         attrs_changed: bool,
@@ -155,6 +157,7 @@ impl Fs {
             writable,
             attrs_changed,
             append_only,
+            opener: caller.describe(),
         });
         self.files.handles.lock().insert(fh, handle.clone());
         Ok(handle)
@@ -238,8 +241,14 @@ impl Fs {
         })?;
         // A new file has nothing to read and no privileges to drop.
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
-        let handle =
-            self.open_handle_with(attr.inode.ino, writable, false, Some(intent), object)?;
+        let handle = self.open_handle_with(
+            caller,
+            attr.inode.ino,
+            writable,
+            false,
+            Some(intent),
+            object,
+        )?;
         crate::crash_point!("create::after_object");
         Ok((attr, handle))
     }
@@ -261,8 +270,14 @@ impl Fs {
             self.make_node(caller, parent, None, NewNode::File, mode, umask, true)
         })?;
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
-        let handle =
-            self.open_handle_with(attr.inode.ino, writable, false, Some(intent), object)?;
+        let handle = self.open_handle_with(
+            caller,
+            attr.inode.ino,
+            writable,
+            false,
+            Some(intent),
+            object,
+        )?;
         Ok((attr, handle))
     }
 
@@ -295,9 +310,9 @@ impl Fs {
         if !h.writable {
             return Err(ebadf());
         }
-        // The mode may have changed since the open (writes reach the daemon
-        // in every mode but edit, which never changes).
-        self.allow(Change::Write)?;
+        // The mode may have changed since the open (a change lets the
+        // writers open before it finish, see `change_mode`).
+        self.allow_handle_write()?;
         let end = offset.saturating_add(data.len() as u64);
         // Short of space, the oldest trash makes way (see `trash`).
         let need = data.len() as u64;
@@ -433,11 +448,11 @@ impl Fs {
                 super::flags::Touch::Append
             },
         )?;
-        self.allow(if discards {
-            Change::Shrink
+        if discards {
+            self.allow(Change::Shrink)?;
         } else {
-            Change::Write
-        })?;
+            self.allow_handle_write()?;
+        }
         if !discards {
             self.make_room(length);
         }

@@ -23,6 +23,9 @@ pub struct Handle {
     /// A writer of an append-only file: its writes should pass the core,
     /// which checks each one (see `flags::check_write`).
     pub append_only: bool,
+    /// Who opened it (`Caller::describe`), for the list of writers a mode
+    /// change waits for.
+    pub opener: String,
 }
 
 /// One open inode: the object file its handles share.

@@ -206,16 +206,32 @@ impl Fs {
             self.refuse_as_follower()?;
             self.writer.check_fenced()?;
         }
-        policy::check(self.mode(), change)
+        policy::check(self.mode(), change)?;
+        // A change of mode under way rules already (see `change_mode`).
+        match self.policy.draining() {
+            Some(to) => policy::check(to, change),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a write through a handle opened earlier may go on: the
+    /// mode's rule, but not a change under way, which lets such writers
+    /// finish.
+    pub(crate) fn allow_handle_write(&self) -> Result<()> {
+        self.refuse_as_follower()?;
+        self.writer.check_fenced()?;
+        policy::check(self.mode(), policy::Change::Write)
     }
 
     /// Whether the daemon must see every write (see `policy`): if so, the
     /// doors must not hand writes to the kernel (FUSE passthrough). True
-    /// in every mode but edit, whenever a capacity is set, and while
-    /// BACKING is nearly full with something in the trash (a write that
-    /// fails for lack of space then purges the trash and is retried).
+    /// whenever a capacity is set, and while BACKING is nearly full with
+    /// something in the trash (a write that fails for lack of space then
+    /// purges the trash and is retried). Not for modes: rw's rules are
+    /// about removal, renames and shrinking, which the daemon always sees,
+    /// and a change to ro or ar waits for (or refuses) open writers.
     pub fn writes_through_daemon(&self) -> bool {
-        self.mode().writes_through_daemon() || self.capacity().is_some() || self.space_tight()
+        self.capacity().is_some() || self.space_tight()
     }
 
     /// Log when usage crosses a free-space level.

@@ -91,11 +91,11 @@ impl Mode {
         })
     }
 
-    /// Whether the daemon must see every write (any mode but edit can
-    /// change while files are open, so FUSE passthrough, which hands
-    /// writes to the kernel, is only used in edit).
-    pub fn writes_through_daemon(self) -> bool {
-        self != Mode::Edit
+    /// Whether files may be written (edit, rw). A change from a mode that
+    /// does to one that does not is made by the daemon serving the store,
+    /// which knows its writers (`Fs::change_mode`).
+    pub fn writable(self) -> bool {
+        matches!(self, Mode::Edit | Mode::Rw)
     }
 }
 
@@ -205,6 +205,13 @@ pub fn change_mode(
 /// free-space level seen. Atomics: every request reads them, unlocked.
 pub(crate) struct Live {
     mode: std::sync::atomic::AtomicU8,
+    /// The mode a change under way goes to (`u8::MAX`: none): it already
+    /// rules every change but the writes of handles open before it.
+    draining: std::sync::atomic::AtomicU8,
+    /// One mode change at a time.
+    pub(crate) changing: parking_lot::Mutex<()>,
+    /// Requests of other processes (`artfs mode`) being served.
+    pub(crate) requests: parking_lot::Mutex<std::collections::HashSet<uuid::Uuid>>,
     /// Bytes of regular files; `u64::MAX`: no capacity.
     capacity: std::sync::atomic::AtomicU64,
     /// `Level` as u8.
@@ -215,6 +222,9 @@ impl Live {
     pub(crate) fn new(mode: Mode) -> Live {
         Live {
             mode: mode.to_u8().into(),
+            draining: u8::MAX.into(),
+            changing: Default::default(),
+            requests: Default::default(),
             capacity: u64::MAX.into(),
             level: (Level::Ok as u8).into(),
         }
@@ -222,6 +232,21 @@ impl Live {
 
     pub(crate) fn mode(&self) -> Mode {
         Mode::from_u8(self.mode.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    /// The mode a change under way goes to.
+    pub(crate) fn draining(&self) -> Option<Mode> {
+        match self.draining.load(std::sync::atomic::Ordering::Acquire) {
+            u8::MAX => None,
+            m => Some(Mode::from_u8(m)),
+        }
+    }
+
+    pub(crate) fn set_draining(&self, to: Option<Mode>) {
+        self.draining.store(
+            to.map_or(u8::MAX, Mode::to_u8),
+            std::sync::atomic::Ordering::Release,
+        );
     }
 
     /// Follow a new mode; returns the one before.

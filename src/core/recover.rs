@@ -29,6 +29,9 @@ pub fn recover(meta: &dyn MetaStore, objects: &dyn ContentStore) -> Result<Vec<S
     let pending = meta.pending_journal()?;
     let mut report = Vec::with_capacity(pending.len());
     for rec in pending {
+        if crate::types::journal::is_request(&rec) {
+            continue; // served by the daemon once it runs
+        }
         let (status, outcome, mut batch) = settle(meta, objects, &rec)?;
         crate::crash_point!("recover::before_settle");
         batch

@@ -120,5 +120,8 @@ pub(super) fn follow_policy(fs: std::sync::Weak<Fs>, stop: &workers::Stop) {
         if let Err(e) = fs.refresh_policy() {
             tracing::debug!(error = %e, "could not read the policy row");
         }
+        if let Err(e) = fs.serve_mode_requests() {
+            tracing::debug!(error = %e, "could not read the mode change requests");
+        }
     }
 }

@@ -193,6 +193,11 @@ pub trait MetaStore: Send + Sync {
     ) -> Result<Vec<Inode>>;
     /// Log rows still pending, oldest first.
     fn pending_journal(&self) -> Result<Vec<journal::Record>>;
+    /// Pending log rows of one operation, oldest first (requests another
+    /// process left for the daemon, such as a mode change).
+    fn pending_of(&self, op: journal::Op) -> Result<Vec<journal::Record>>;
+    /// One log row by its id, if it is still kept.
+    fn journal_row(&self, id: uuid::Uuid) -> Result<Option<journal::Record>>;
     /// Number of log rows per status.
     fn journal_counts(&self) -> Result<Vec<(String, u64)>>;
     /// Delete settled rows past their retention; returns how many went.

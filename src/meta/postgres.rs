@@ -919,6 +919,31 @@ impl MetaStore for PgStore {
         rows.iter().map(rows::record).collect()
     }
 
+    fn pending_of(&self, op: journal::Op) -> Result<Vec<journal::Record>> {
+        let p = &self.p;
+        let rows = self.block(
+            sqlx::query(&format!(
+                "SELECT {WAL_COLS} FROM {p}_wal WHERE status = 'pending' \
+                 AND operation_type = $1 ORDER BY seq"
+            ))
+            .bind(op.as_str())
+            .fetch_all(&self.pool),
+        )?;
+        rows.iter().map(rows::record).collect()
+    }
+
+    fn journal_row(&self, id: uuid::Uuid) -> Result<Option<journal::Record>> {
+        let p = &self.p;
+        let row = self.block(
+            sqlx::query(&format!(
+                "SELECT {WAL_COLS} FROM {p}_wal WHERE transaction_id = $1"
+            ))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool),
+        )?;
+        row.as_ref().map(rows::record).transpose()
+    }
+
     fn journal_counts(&self) -> Result<Vec<(String, u64)>> {
         let p = &self.p;
         // Byte order, as SQLite sorts text.

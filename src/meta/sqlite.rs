@@ -764,6 +764,31 @@ impl MetaStore for SqliteStore {
         rows.iter().map(rows::record).collect()
     }
 
+    fn pending_of(&self, op: journal::Op) -> Result<Vec<journal::Record>> {
+        let p = &self.p;
+        let rows = self.rt.block_on(
+            sqlx::query(&format!(
+                "SELECT {WAL_COLS} FROM {p}_wal WHERE status = 'pending' \
+                 AND operation_type = ? ORDER BY seq"
+            ))
+            .bind(op.as_str())
+            .fetch_all(&self.pool),
+        )?;
+        rows.iter().map(rows::record).collect()
+    }
+
+    fn journal_row(&self, id: uuid::Uuid) -> Result<Option<journal::Record>> {
+        let p = &self.p;
+        let row = self.rt.block_on(
+            sqlx::query(&format!(
+                "SELECT {WAL_COLS} FROM {p}_wal WHERE transaction_id = ?"
+            ))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool),
+        )?;
+        row.as_ref().map(rows::record).transpose()
+    }
+
     fn journal_counts(&self) -> Result<Vec<(String, u64)>> {
         let p = &self.p;
         let rows: Vec<(String, i64)> = self.rt.block_on(

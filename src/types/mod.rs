@@ -317,6 +317,17 @@ pub struct Caller {
     pub grants: Option<Grants>,
 }
 
+impl Caller {
+    /// Who this is, for messages naming the holders of open files: the
+    /// token's subject through the HTTP API, else the process.
+    pub fn describe(&self) -> String {
+        match &self.subject {
+            Some(s) => format!("API client {s}"),
+            None => format!("pid {} (uid {})", self.pid, self.uid),
+        }
+    }
+}
+
 /// What an HTTP caller's role and scope allow beyond its POSIX identity.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Grants {
