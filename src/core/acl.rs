@@ -16,6 +16,7 @@
 //! [`Acl::permits`] for the HTTP door. Callers: `xattr.rs` (set, remove),
 //! `namespace.rs` (create, chmod), `publish.rs` (uploads), `access.rs`.
 
+use crate::meta::XattrList;
 use crate::types::error::{Error, Result};
 use crate::types::Caller;
 
@@ -74,7 +75,7 @@ impl Acl {
             ));
         }
         let body = &value[4..];
-        if body.len() % 8 != 0 {
+        if !body.len().is_multiple_of(8) {
             return Err(einval("POSIX ACL: not a whole number of entries"));
         }
         if body.is_empty() {
@@ -131,7 +132,11 @@ impl Acl {
                 (MASK, State::Group) => State::Other,
                 (OTHER, State::Other) => State::Done,
                 (OTHER, State::Group) if !needs_mask => State::Done,
-                _ => return Err(einval("POSIX ACL: entries missing, repeated or out of order")),
+                _ => {
+                    return Err(einval(
+                        "POSIX ACL: entries missing, repeated or out of order",
+                    ))
+                }
             };
         }
         if state == State::Done {
@@ -237,11 +242,7 @@ impl Acl {
     /// none granted); else other.
     pub fn permits(&self, caller: &Caller, uid: u32, gid: u32, want: u32) -> bool {
         let want = (want & 7) as u16;
-        let mask = self
-            .0
-            .iter()
-            .find(|e| e.tag == MASK)
-            .map_or(7, |e| e.perm);
+        let mask = self.0.iter().find(|e| e.tag == MASK).map_or(7, |e| e.perm);
         let mut found = false;
         for e in &self.0 {
             match e.tag {
@@ -301,7 +302,7 @@ pub fn mode_for(acl: &Acl, perm: u32, gid: u32, caller: &Caller) -> (u32, bool) 
 
 /// `posix_acl_chmod`: `xattrs` with the access ACL following the new
 /// permission bits, or `None` when there is no access ACL to change.
-pub fn chmod(xattrs: &[(Vec<u8>, Vec<u8>)], perm: u32) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+pub fn chmod(xattrs: &[(Vec<u8>, Vec<u8>)], perm: u32) -> Option<XattrList> {
     let i = xattrs.iter().position(|(n, _)| n == ACCESS)?;
     let mut acl = Acl::parse(&xattrs[i].1).ok().flatten()?;
     acl.chmod(perm);
@@ -322,7 +323,7 @@ pub fn inherit(
     is_dir: bool,
     perm: u32,
     umask: u32,
-) -> (u32, Vec<(Vec<u8>, Vec<u8>)>) {
+) -> (u32, XattrList) {
     let default = parent
         .iter()
         .find(|(n, _)| n == DEFAULT)
@@ -383,7 +384,12 @@ mod tests {
         assert_eq!(Acl::parse(&acl(&[])).unwrap(), None);
         let bad = [
             // no mask with a named user
-            acl(&[(USER_OBJ, 6, U), (USER, 6, 1), (GROUP_OBJ, 4, U), (OTHER, 4, U)]),
+            acl(&[
+                (USER_OBJ, 6, U),
+                (USER, 6, 1),
+                (GROUP_OBJ, 4, U),
+                (OTHER, 4, U),
+            ]),
             // out of order
             acl(&[(GROUP_OBJ, 4, U), (USER_OBJ, 6, U), (OTHER, 4, U)]),
             // missing other
@@ -391,9 +397,20 @@ mod tests {
             // bits beyond rwx
             acl(&[(USER_OBJ, 8, U), (GROUP_OBJ, 4, U), (OTHER, 4, U)]),
             // unknown tag
-            acl(&[(USER_OBJ, 6, U), (0x40, 4, U), (GROUP_OBJ, 4, U), (OTHER, 4, U)]),
+            acl(&[
+                (USER_OBJ, 6, U),
+                (0x40, 4, U),
+                (GROUP_OBJ, 4, U),
+                (OTHER, 4, U),
+            ]),
             // a named user without an id
-            acl(&[(USER_OBJ, 6, U), (USER, 6, U), (GROUP_OBJ, 4, U), (MASK, 6, U), (OTHER, 4, U)]),
+            acl(&[
+                (USER_OBJ, 6, U),
+                (USER, 6, U),
+                (GROUP_OBJ, 4, U),
+                (MASK, 6, U),
+                (OTHER, 4, U),
+            ]),
         ];
         for b in bad {
             assert_eq!(Acl::parse(&b).unwrap_err().errno(), libc::EINVAL, "{b:?}");
