@@ -277,5 +277,31 @@ fn the_http_door_honours_access_acls() {
         assert_eq!(status(), 403, "the named user entry decides, not a group");
         let acl = sh(&m.mnt, "setfacl -x u:nobody f; getfacl f");
         assert_eq!(status(), 200, "a named group entry grants:\n{acl}");
+        // A directory only an ACL lets nobody write into; an upload there
+        // inherits its default ACL.
+        sh(
+            &m.mnt,
+            "mkdir d; chmod 755 d; setfacl -m u:nobody:rwx d; setfacl -d -m u:nobody:rwx d",
+        );
+        let r = api
+            .client
+            .put(api.url("/api/v1/fs/d/up.txt"))
+            .bearer_auth(&tok)
+            .body(b"uploaded".to_vec())
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201, "{}", r.text().unwrap());
+        let acl = sh(&m.mnt, "getfacl -p d/up.txt");
+        assert!(acl.contains("\nuser:nobody:rwx"), "{acl}");
+        assert!(acl.contains("\nmask::"), "{acl}");
+        sh(&m.mnt, "setfacl -x u:nobody d");
+        let r = api
+            .client
+            .put(api.url("/api/v1/fs/d/up2.txt"))
+            .bearer_auth(&tok)
+            .body(b"refused".to_vec())
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 403, "without the ACL entry");
     });
 }

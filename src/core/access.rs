@@ -325,6 +325,33 @@ mod tests {
     }
 
     #[test]
+    fn access_acls_decide_for_all_but_the_owner() {
+        let mut acl = 2u32.to_le_bytes().to_vec();
+        // user::rw- user:2000:rw- group::r-- mask::r-- other::---
+        for (tag, perm, id) in [
+            (1u16, 6u16, u32::MAX),
+            (2, 6, 2000),
+            (4, 4, u32::MAX),
+            (0x10, 4, u32::MAX),
+            (0x20, 0, u32::MAX),
+        ] {
+            acl.extend_from_slice(&tag.to_le_bytes());
+            acl.extend_from_slice(&perm.to_le_bytes());
+            acl.extend_from_slice(&id.to_le_bytes());
+        }
+        let acl = Acl::parse(&acl).unwrap().unwrap();
+        let f = inode(Kind::File, 0o640, 1000, 100);
+        assert!(permits_with(&user(2000, 1), &f, Some(&acl), MAY_READ));
+        assert!(!permits_with(&user(2000, 1), &f, Some(&acl), MAY_WRITE));
+        assert!(!permits_with(&user(3000, 1), &f, Some(&acl), MAY_READ));
+        assert!(permits_with(&user(1000, 1), &f, Some(&acl), MAY_WRITE));
+        // Group bits all clear: the kernel does not consult the ACL, the
+        // other bits decide.
+        let g = inode(Kind::File, 0o604, 1000, 100);
+        assert!(permits_with(&user(2000, 1), &g, Some(&acl), MAY_READ));
+    }
+
+    #[test]
     fn trash_paths() {
         assert!(in_trash(b"/.trash"));
         assert!(in_trash(b"/.trash/1-2-x"));
