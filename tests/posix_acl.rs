@@ -133,6 +133,11 @@ fn errnos(root: &Path) -> Vec<(&'static str, i32)> {
         ),
         ("other system names", code(setx(&f, "system.foo", b"1"))),
     ];
+    std::os::unix::fs::symlink("e-file", root.join("e-link")).unwrap();
+    out.push((
+        "on a symlink",
+        code(setx(&root.join("e-link"), "system.posix_acl_access", &ok)),
+    ));
     // Not the owner.
     let c = std::ffi::CString::new(f.as_os_str().as_encoded_bytes()).unwrap();
     let n = c"system.posix_acl_access";
@@ -152,6 +157,12 @@ fn acls_behave_as_on_ext4() {
     let ext4 = ext4_dir();
     let want = scenario(ext4.path());
     let want_errnos = errnos(ext4.path());
+    use libc::{EACCES, EINVAL, ENODATA, EOPNOTSUPP, EPERM};
+    assert_eq!(
+        want_errnos.iter().map(|(_, e)| *e).collect::<Vec<_>>(),
+        [EACCES, 0, 0, 0, EINVAL, EOPNOTSUPP, EINVAL, ENODATA, 0, EOPNOTSUPP, EOPNOTSUPP, EPERM],
+        "ext4 reference changed? {want_errnos:?}"
+    );
     assert!(
         want.contains("user:nobody:rw-"),
         "the reference ext4 directory lacks ACL support?\n{want}"

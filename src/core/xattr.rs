@@ -366,6 +366,10 @@ fn stage_acl(
     value: Option<&[u8]>,
 ) -> Result<()> {
     let mut inode = tx.inode(ino)?;
+    if inode.kind == crate::types::Kind::Symlink {
+        // Linux has no ACL operations for symbolic links.
+        return Err(Error::posix(libc::EOPNOTSUPP, "no ACLs on a symbolic link"));
+    }
     let mut new = match value {
         Some(v) => acl::Acl::parse(v)?,
         None => None,
