@@ -172,17 +172,62 @@ fn every_mode_times_every_operation() {
 }
 
 #[test]
-fn mode_changes_reach_open_write_handles_and_follow_the_state_machine() {
+fn a_change_to_ro_refuses_or_waits_for_open_writers_and_follows_the_state_machine() {
     common::engine::every_engine(|| {
         let m = Mount::with_args(&["--mode", "rw"]);
         let mut f = fs::File::create(m.path("log")).unwrap();
         f.write_all(b"line 1\n").unwrap();
-        f.flush().unwrap();
-        set_mode(&m, "ro", false);
-        let err = f.write_all(b"line 2\n").unwrap_err();
-        assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+        // Refused while a file is open for writing, naming it and who
+        // holds it; the store stays rw.
+        let out = m.command("mode").arg("ro").output().unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("/log (pid ") && err.contains("--force"),
+            "{err}"
+        );
+        f.write_all(b"line 2\n").unwrap();
+        // --force gives up after --wait if the writer stays.
+        let out = m
+            .command("mode")
+            .args(["ro", "--force", "--wait", "1"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("given up"));
+        fs::write(m.path("still-rw"), b"ok").unwrap();
+        // --force: no new writer from now on, the open one finishes, and
+        // the change is done once it closes.
+        let mut cmd = m.command("mode");
+        cmd.args(["ro", "--force", "--wait", "60"]);
+        let waiting = std::thread::spawn(move || cmd.output().unwrap());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while code(fs::write(m.path("new"), b"n")) != libc::EROFS {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "new writers still let in"
+            );
+            let _ = fs::remove_file(m.path("new"));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(!waiting.is_finished(), "done while a writer is open");
+        f.write_all(b"line 3\n").unwrap();
+        f.sync_all().unwrap();
         drop(f);
-        assert_eq!(fs::read(m.path("log")).unwrap(), b"line 1\n");
+        let out = waiting.join().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("rw -> ro"));
+        assert_eq!(code(fs::write(m.path("x"), b"x")), libc::EROFS);
+        let opened = fs::OpenOptions::new().append(true).open(m.path("log"));
+        assert_eq!(code(opened), libc::EROFS);
+        assert_eq!(
+            fs::read(m.path("log")).unwrap(),
+            b"line 1\nline 2\nline 3\n"
+        );
         // Refused moves name the allowed ones; ro -> rw needs confirmation.
         let out = m.command("mode").arg("rw").output().unwrap();
         assert_eq!(out.status.code(), Some(2));
@@ -192,7 +237,6 @@ fn mode_changes_reach_open_write_handles_and_follow_the_state_machine() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("allowed: ar, rw"));
         set_mode(&m, "rw", true);
         fs::write(m.path("again"), b"writable again").unwrap();
-        // The mode survives a remount, and --mode does not change an existing store.
         drop(m);
     });
 }

@@ -6,7 +6,9 @@
 //! other bits; root passes read and write checks, and execute when any
 //! execute bit is set (or on a directory); search permission on every
 //! directory walked; the sticky-directory rule for removing or replacing a
-//! name.
+//! name. An access ACL is honoured as the kernel's `generic_permission`
+//! does ([`permits_with`], the ACL's own rules in `acl.rs`), so both doors
+//! grant the same.
 //!
 //! Reachability (issue 12): a door that finds an inode without walking a
 //! path (by file id, by search) asks [`Fs::reachable`], which succeeds only
@@ -15,6 +17,7 @@
 //! for callers who may see the trash). So every door applies the checks of
 //! a path, written once here.
 
+use super::acl::{access_acl, Acl};
 use super::trash::{in_trash, TRASH};
 use super::{Attr, Fs};
 use crate::types::error::{eacces, enoent, enotdir, eperm, Result};
@@ -43,8 +46,17 @@ pub(crate) fn perm_after_write(perm: u32, gid: u32, caller: &Caller) -> u32 {
     perm
 }
 
-/// Whether `caller` has every permission in `mask` on `inode`.
+/// Whether `caller` has every permission in `mask` on `inode` by its mode
+/// bits alone (no ACL): [`permits_with`] without one.
 pub fn permits(caller: &Caller, inode: &Inode, mask: u32) -> bool {
+    permits_with(caller, inode, None, mask)
+}
+
+/// Whether `caller` has every permission in `mask` on `inode`, whose access
+/// ACL is `acl`, as the kernel's `generic_permission`: root; the owner by
+/// the owner bits; then the ACL, consulted only when the mode's group bits
+/// (an ACL's mask) are not all clear; else the group or other bits.
+pub fn permits_with(caller: &Caller, inode: &Inode, acl: Option<&Acl>, mask: u32) -> bool {
     let mask = mask & 7;
     if mask == 0 {
         return true;
@@ -53,6 +65,11 @@ pub fn permits(caller: &Caller, inode: &Inode, mask: u32) -> bool {
         // As generic_permission: root may read and write anything, and
         // execute what is a directory or executable by someone.
         return mask & MAY_EXEC == 0 || inode.kind.is_dir() || inode.perm & 0o111 != 0;
+    }
+    if caller.uid != inode.uid && inode.perm & 0o070 != 0 {
+        if let Some(acl) = acl {
+            return acl.permits(caller, inode.uid, inode.gid, mask);
+        }
     }
     let bits = if caller.uid == inode.uid {
         (inode.perm >> 6) & 7
@@ -92,11 +109,26 @@ pub fn sees_trash(caller: &Caller) -> bool {
 }
 
 impl Fs {
+    /// [`permits_with`] with the inode's access ACL, read only when it
+    /// could decide.
+    pub(crate) fn may(&self, caller: &Caller, inode: &Inode, mask: u32) -> Result<bool> {
+        let acl = if mask & 7 != 0
+            && !caller.is_root()
+            && caller.uid != inode.uid
+            && inode.perm & 0o070 != 0
+        {
+            access_acl(&self.xattr_list(inode.ino)?)
+        } else {
+            None
+        };
+        Ok(permits_with(caller, inode, acl.as_ref(), mask))
+    }
+
     /// EACCES unless `caller` has every permission in `mask` (a combination
     /// of [`MAY_READ`], [`MAY_WRITE`], [`MAY_EXEC`]) on `ino`.
     pub fn check_access(&self, caller: &Caller, ino: u64, mask: u32) -> Result<()> {
         let inode = self.inode(ino)?;
-        if permits(caller, &inode, mask) {
+        if self.may(caller, &inode, mask)? {
             Ok(())
         } else {
             Err(eacces("permission denied"))
@@ -122,7 +154,7 @@ impl Fs {
             if !attr.inode.kind.is_dir() {
                 return Err(enotdir());
             }
-            if !permits(caller, &attr.inode, MAY_EXEC) {
+            if !self.may(caller, &attr.inode, MAY_EXEC)? {
                 return Err(eacces("search permission denied"));
             }
             if attr.inode.ino == ROOT_INO && name == TRASH && !sees_trash(caller) {
@@ -222,7 +254,7 @@ impl Fs {
         if !d.kind.is_dir() {
             return Err(enotdir());
         }
-        if !permits(caller, &d, MAY_WRITE | MAY_EXEC) {
+        if !self.may(caller, &d, MAY_WRITE | MAY_EXEC)? {
             return Err(eacces("write permission on the directory denied"));
         }
         if let Some(v) = victim {
@@ -291,6 +323,33 @@ mod tests {
         // The owner class decides even when group or other would allow more.
         let g = inode(Kind::File, 0o066, 1000, 100);
         assert!(!permits(&user(1000, 100), &g, MAY_READ));
+    }
+
+    #[test]
+    fn access_acls_decide_for_all_but_the_owner() {
+        let mut acl = 2u32.to_le_bytes().to_vec();
+        // user::rw- user:2000:rw- group::r-- mask::r-- other::---
+        for (tag, perm, id) in [
+            (1u16, 6u16, u32::MAX),
+            (2, 6, 2000),
+            (4, 4, u32::MAX),
+            (0x10, 4, u32::MAX),
+            (0x20, 0, u32::MAX),
+        ] {
+            acl.extend_from_slice(&tag.to_le_bytes());
+            acl.extend_from_slice(&perm.to_le_bytes());
+            acl.extend_from_slice(&id.to_le_bytes());
+        }
+        let acl = Acl::parse(&acl).unwrap().unwrap();
+        let f = inode(Kind::File, 0o640, 1000, 100);
+        assert!(permits_with(&user(2000, 1), &f, Some(&acl), MAY_READ));
+        assert!(!permits_with(&user(2000, 1), &f, Some(&acl), MAY_WRITE));
+        assert!(!permits_with(&user(3000, 1), &f, Some(&acl), MAY_READ));
+        assert!(permits_with(&user(1000, 1), &f, Some(&acl), MAY_WRITE));
+        // Group bits all clear: the kernel does not consult the ACL, the
+        // other bits decide.
+        let g = inode(Kind::File, 0o604, 1000, 100);
+        assert!(permits_with(&user(2000, 1), &g, Some(&acl), MAY_READ));
     }
 
     #[test]

@@ -11,7 +11,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
-use super::access::{permits, MAY_EXEC, MAY_READ};
+use super::access::{MAY_EXEC, MAY_READ};
 use super::trash::in_trash;
 use super::{Attr, Fs};
 use crate::types::error::Result;
@@ -92,7 +92,7 @@ impl Fs {
         mut links: Vec<(u64, Vec<u8>)>,
         dirs: &mut HashMap<u64, Option<Vec<u8>>>,
     ) -> Result<Option<Vec<u8>>> {
-        if !permits(caller, inode, MAY_READ) {
+        if !self.may(caller, inode, MAY_READ)? {
             return Ok(None);
         }
         links.sort_by_key(|(parent, _)| *parent != inode.parent);
@@ -128,7 +128,7 @@ impl Fs {
             .map(<[u8]>::to_vec)
             .collect();
         match self.walk(caller, &comps) {
-            Ok(attr) if attr.inode.ino == dir && permits(caller, &attr.inode, MAY_EXEC) => {
+            Ok(attr) if attr.inode.ino == dir && self.may(caller, &attr.inode, MAY_EXEC)? => {
                 Ok(Some(path))
             }
             Ok(_) => Ok(None),

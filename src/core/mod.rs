@@ -9,6 +9,7 @@
 //! I/O on open files never takes it.
 
 pub mod access;
+pub mod acl;
 pub mod archive_attrs;
 pub mod cache;
 mod checksum;

@@ -211,9 +211,10 @@ impl Fs {
                     return Err(eexist());
                 }
             }
-            let mut perm = match kind {
-                Kind::Symlink => 0o777,
-                _ => mode & 0o7777 & !umask,
+            // The umask, or the directory's default ACL (acl.rs).
+            let (mut perm, acls) = match kind {
+                Kind::Symlink => (0o777, Vec::new()),
+                _ => super::acl::inherit(&tx.xattrs(parent)?, kind.is_dir(), mode & 0o7777, umask),
             };
             let gid;
             (perm, gid) = owner_in(caller, &dir, kind, perm);
@@ -258,7 +259,11 @@ impl Fs {
             if let Some(name) = name {
                 tx.add_entry(parent, name, new.ino, kind)?;
             }
-            let inherited = self.inherited_expiry(tx, parent, kind, now)?;
+            let mut inherited = self.inherited_expiry(tx, parent, kind, now)?;
+            if !acls.is_empty() {
+                inherited.extend(acls);
+                inherited.sort();
+            }
             if !inherited.is_empty() {
                 tx.set_xattrs(new.ino, inherited);
             }
@@ -830,6 +835,10 @@ impl Fs {
                     perm &= !libc::S_ISGID;
                 }
                 i.perm = perm;
+                // An access ACL follows the new mode (acl.rs).
+                if let Some(list) = super::acl::chmod(&tx.xattrs(ino)?, perm) {
+                    tx.set_xattrs(ino, list);
+                }
                 changed = true;
             }
             if let Some(t) = set.atime {

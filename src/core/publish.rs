@@ -84,7 +84,9 @@ impl Fs {
                     id.clone()
                 }
             };
-            let (perm, gid) = owner_in(caller, &dir, Kind::File, perm & 0o7777);
+            // No umask, but the directory's default ACL applies (acl.rs).
+            let (perm, acls) = super::acl::inherit(&tx.xattrs(parent)?, false, perm & 0o7777, 0);
+            let (perm, gid) = owner_in(caller, &dir, Kind::File, perm);
             let now = Timestamp::now();
             let new = tx.insert(Inode {
                 ino: 0,
@@ -112,6 +114,9 @@ impl Fs {
                 blocks: None,
                 flags: 0,
             })?;
+            if !acls.is_empty() {
+                tx.set_xattrs(new.ino, acls);
+            }
             // The write intent of the handle about to be opened, as for a
             // file created open; settled at the last release.
             let rec = journal::Record::new(

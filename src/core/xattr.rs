@@ -1,5 +1,7 @@
 //! Extended attributes. Names in the `user.`, `trusted.` and `security.`
-//! namespaces are stored; `system.` (POSIX ACLs) is not supported.
+//! namespaces are stored, and the two POSIX ACLs of `system.`
+//! (`system.posix_acl_access`, `system.posix_acl_default`), whose rules
+//! are `acl.rs`'s; other `system.` names are not supported.
 //!
 //! The archive attributes (`user.artstore.*`) are checked here for both
 //! doors: read-only names, values, unknown names in the reserved namespace,
@@ -8,6 +10,7 @@
 //! attribute is logged once at info level with its reason, since a mount
 //! can only answer with an errno.
 
+use super::acl;
 use super::archive_attrs::{self, Class};
 use super::policy::Change;
 use super::{Fs, Mutation};
@@ -33,6 +36,9 @@ fn check_xattr_name(name: &[u8]) -> Result<()> {
             libc::ERANGE,
             "attribute name length out of range",
         ));
+    }
+    if acl::is_acl_name(name) {
+        return Ok(());
     }
     let known = [&b"user."[..], b"trusted.", b"security."];
     match known.iter().find(|p| name.starts_with(p)) {
@@ -142,7 +148,7 @@ impl Fs {
         let r = (|| {
             checked_removal(name)?;
             self.allow(Change::Metadata)?;
-            self.mutate(|tx| stage_remove(tx, ino, name))
+            self.mutate(|tx| stage_remove(tx, caller, ino, name))
         })();
         refused(caller, ino, name, None, r)
     }
@@ -180,7 +186,7 @@ impl Fs {
             }
             for name in remove {
                 culprit = Some((name, None));
-                match stage_remove(tx, ino, name) {
+                match stage_remove(tx, caller, ino, name) {
                     Err(e) if e.errno() == libc::ENODATA => {}
                     r => r?,
                 }
@@ -240,6 +246,9 @@ fn checked_value(name: &[u8], value: &[u8]) -> Result<Vec<u8>> {
             "attribute value larger than 64 KiB",
         ));
     }
+    if acl::is_acl_name(name) {
+        return acl::normalise(value);
+    }
     match archive_attrs::classify(name) {
         Class::ReadOnly(_) => Err(read_only()),
         Class::Writable(n) => {
@@ -276,6 +285,9 @@ fn stage_set(
     value: &[u8],
     flags: i32,
 ) -> Result<()> {
+    if acl::is_acl_name(name) {
+        return stage_acl(tx, who.caller, ino, name, Some(value));
+    }
     let mut inode = tx.inode(ino)?;
     super::flags::check(&inode, super::flags::Touch::Attrs)?;
     let mut list = tx.xattrs(ino)?.as_ref().clone();
@@ -340,7 +352,85 @@ fn stage_set(
     tx.put(&inode)
 }
 
-fn stage_remove(tx: &mut Mutation<'_>, ino: u64, name: &[u8]) -> Result<()> {
+/// Set (`Some`, checked by `checked_value`) or remove (`None`) a POSIX
+/// ACL, as ext4 does behind the kernel's checks: a default ACL only on a
+/// directory (EACCES, but removing one from a file is a no-op), only by
+/// the owner or root (EPERM); an access ACL sets the mode's rwx bits and is
+/// stored only when it says more than they do (`acl::mode_for`). Removing
+/// an ACL that is not there succeeds. Flags are ignored, as the kernel
+/// ignores them for ACLs.
+fn stage_acl(
+    tx: &mut Mutation<'_>,
+    caller: &Caller,
+    ino: u64,
+    name: &[u8],
+    value: Option<&[u8]>,
+) -> Result<()> {
+    let mut inode = tx.inode(ino)?;
+    if inode.kind == crate::types::Kind::Symlink {
+        // Linux has no ACL operations for symbolic links.
+        return Err(Error::posix(libc::EOPNOTSUPP, "no ACLs on a symbolic link"));
+    }
+    let mut new = match value {
+        Some(v) => acl::Acl::parse(v)?,
+        None => None,
+    };
+    if name == acl::DEFAULT && !inode.kind.is_dir() {
+        return match new {
+            Some(_) => Err(Error::posix(
+                libc::EACCES,
+                "a default ACL is only for a directory",
+            )),
+            None => Ok(()),
+        };
+    }
+    if !caller.is_root() && caller.uid != inode.uid {
+        return Err(Error::posix(
+            libc::EPERM,
+            "only the owner may change an ACL",
+        ));
+    }
+    let mut list = tx.xattrs(ino)?.as_ref().clone();
+    let removal = new.is_none();
+    if removal && !list.iter().any(|(n, _)| n == name) {
+        return Ok(());
+    }
+    if name == acl::ACCESS {
+        if let Some(a) = &new {
+            let (perm, store) = acl::mode_for(a, inode.perm, inode.gid, caller);
+            inode.perm = perm;
+            if !store {
+                new = None;
+            }
+        }
+    }
+    list.retain(|(n, _)| n != name);
+    let stored = new.map(|a| a.to_bytes());
+    let size = stored.as_ref().map_or(0, Vec::len);
+    if let Some(v) = stored {
+        list.push((name.to_vec(), v));
+        list.sort();
+    }
+    tx.set_xattrs(ino, list);
+    inode.ctime = Timestamp::now();
+    let op = if removal {
+        journal::Op::XattrRemove
+    } else {
+        journal::Op::XattrSet
+    };
+    tx.log(journal::Record::new(
+        op,
+        journal::Status::Committed,
+        Some(inode.file_id.clone()),
+        json!({ "ino": ino, "name": journal::name_json(name), "size": size }),
+    ));
+    tx.put(&inode)
+}
+
+fn stage_remove(tx: &mut Mutation<'_>, caller: &Caller, ino: u64, name: &[u8]) -> Result<()> {
+    if acl::is_acl_name(name) {
+        return stage_acl(tx, caller, ino, name, None);
+    }
     let mut inode = tx.inode(ino)?;
     super::flags::check(&inode, super::flags::Touch::Attrs)?;
     if archive_attrs::classify(name) == Class::Writable("retention_until") {

@@ -665,7 +665,15 @@ impl Filesystem for FuseFs {
             | InitFlags::FUSE_HANDLE_KILLPRIV_V2
             // File handles (open_by_handle_at, NFS re-export) that outlive
             // the kernel's inode cache and a remount: see `lookup_now`.
-            | InitFlags::FUSE_EXPORT_SUPPORT;
+            | InitFlags::FUSE_EXPORT_SUPPORT
+            // POSIX ACLs: the kernel checks them (reading them with
+            // getxattr) and leaves the daemon to keep the mode in step
+            // (core/acl.rs). DONT_MASK: creates carry the unmasked mode and
+            // the umask, for the core applies either the directory's
+            // default ACL or the umask; without it the kernel would mask
+            // first (fs/fuse/dir.c) and a default ACL could not widen.
+            | InitFlags::FUSE_POSIX_ACL
+            | InitFlags::FUSE_DONT_MASK;
         let _ = config.add_capabilities(wanted & config.capabilities());
         let _ = config.set_max_write(1024 * 1024);
         if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
