@@ -90,6 +90,12 @@ fn outcomes(dir: &Path) -> Vec<(String, String)> {
         "setxattr",
         code(common::set_xattr(&f, "user.x", b"1")).to_string(),
     );
+    let setfacl = Command::new("setfacl")
+        .args(["-m", "u:65534:r"])
+        .arg(&f)
+        .status()
+        .unwrap();
+    note("setfacl", setfacl.code().unwrap().to_string());
     // Another name over it.
     fs::write(dir.join("other"), b"o").unwrap();
     note(

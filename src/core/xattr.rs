@@ -367,6 +367,7 @@ fn stage_acl(
     value: Option<&[u8]>,
 ) -> Result<()> {
     let mut inode = tx.inode(ino)?;
+    super::flags::check(&inode, super::flags::Touch::Attrs)?;
     if inode.kind == crate::types::Kind::Symlink {
         // Linux has no ACL operations for symbolic links.
         return Err(Error::posix(libc::EOPNOTSUPP, "no ACLs on a symbolic link"));
