@@ -219,8 +219,10 @@ fn settled_rows_are_pruned_by_age_and_count_failed_ones_kept_longer() {
             committed_max_age: Duration::from_secs(7 * 24 * 3600),
             failed_max_age: Duration::from_secs(90 * 24 * 3600),
         };
-        let pruned = store.prune_journal(&keep).unwrap();
-        assert_eq!(pruned, 3 + 3 + 1);
+        // In chunks of 4: 4, then 3, then nothing.
+        assert_eq!(store.prune_journal(&keep, 4).unwrap(), 4);
+        assert_eq!(store.prune_journal(&keep, 4).unwrap(), 3);
+        assert_eq!(store.prune_journal(&keep, 4).unwrap(), 0);
         let counts: std::collections::BTreeMap<String, u64> =
             store.journal_counts().unwrap().into_iter().collect();
         assert_eq!(counts.get("committed"), Some(&2));

@@ -28,6 +28,9 @@ const MAX_DIRTY: usize = 200_000;
 const GATHER: Duration = Duration::from_millis(5);
 /// How often settled log rows past their retention are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Log rows pruned at most per round: a few milliseconds of the writer's
+/// time (a backlog of 200,000 rows deleted at once held it for seconds).
+const PRUNE_CHUNK: u64 = 2000;
 /// How often to try to put the database's reserve back once released.
 const BALLAST_RETRY: Duration = Duration::from_secs(5);
 
@@ -430,13 +433,24 @@ impl Run {
         }
     }
 
-    /// Delete settled log rows past their retention, now and then.
+    /// Delete settled log rows past their retention, now and then, a
+    /// chunk per round; a full chunk means more are due, taken in the
+    /// next rounds.
     fn prune_journal(&mut self) {
         if self.last_prune.is_none_or(|t| t.elapsed() > PRUNE_EVERY) {
             self.last_prune = Some(Instant::now());
-            match self.fs.meta.prune_journal(&self.fs.journal_retention) {
+            match self
+                .fs
+                .meta
+                .prune_journal(&self.fs.journal_retention, PRUNE_CHUNK)
+            {
                 Ok(0) => {}
-                Ok(n) => tracing::debug!(rows = n, "pruned settled log rows"),
+                Ok(n) => {
+                    tracing::debug!(rows = n, "pruned settled log rows");
+                    if n >= PRUNE_CHUNK {
+                        self.last_prune = None;
+                    }
+                }
                 Err(e) => tracing::warn!(error = %e, "could not prune the log"),
             }
         }

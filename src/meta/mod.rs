@@ -200,8 +200,11 @@ pub trait MetaStore: Send + Sync {
     fn journal_row(&self, id: uuid::Uuid) -> Result<Option<journal::Record>>;
     /// Number of log rows per status.
     fn journal_counts(&self) -> Result<Vec<(String, u64)>>;
-    /// Delete settled rows past their retention; returns how many went.
-    fn prune_journal(&self, keep: &journal::Retention) -> Result<u64>;
+    /// Delete settled rows past their retention, oldest first, at most
+    /// `limit` of them (each statement a short one: the writer commits
+    /// between calls); returns how many went. Call again while it
+    /// returns `limit`.
+    fn prune_journal(&self, keep: &journal::Retention, limit: u64) -> Result<u64>;
 
     /// Regular files with a name and no recorded SHA-256, by inode number
     /// (the hasher's backlog after a crash; scrub).

@@ -984,48 +984,64 @@ impl MetaStore for PgStore {
         Ok(rows.into_iter().map(super::CheckResult::from_row).collect())
     }
 
-    fn prune_journal(&self, keep: &journal::Retention) -> Result<u64> {
+    fn prune_journal(&self, keep: &journal::Retention, limit: u64) -> Result<u64> {
         let p = &self.p;
         let now = Timestamp::now().0;
         let age = |d: std::time::Duration| journal::rfc3339(Timestamp(now - d.as_nanos() as i64));
         let committed_before = age(keep.committed_max_age);
         let failed_before = age(keep.failed_max_age);
+        let left = |n: u64| limit.saturating_sub(n).min(i64::MAX as u64) as i64;
         // RFC 3339 text compares as time in byte order (COLLATE "C", as
         // SQLite compares it); a locale's collation need not.
         self.block(async {
+            // Past the age, then beyond the count (the newest kept), then
+            // failures by their own age: each the oldest first.
             let mut n = sqlx::query(&format!(
-                "DELETE FROM {p}_wal WHERE status = 'committed' \
-                 AND completed_at COLLATE \"C\" < $1"
+                "DELETE FROM {p}_wal WHERE seq IN (SELECT seq FROM {p}_wal \
+                 WHERE status = 'committed' AND completed_at COLLATE \"C\" < $1 \
+                 ORDER BY seq LIMIT $2)"
             ))
             .bind(&committed_before)
+            .bind(left(0))
             .execute(&self.pool)
             .await?
             .rows_affected();
-            n += sqlx::query(&format!(
-                "DELETE FROM {p}_wal WHERE status = 'committed' AND seq <= \
-                 (SELECT seq FROM {p}_wal WHERE status = 'committed' \
-                  ORDER BY seq DESC LIMIT 1 OFFSET $1)"
-            ))
-            .bind(keep.committed_max_rows as i64)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-            n += sqlx::query(&format!(
-                "DELETE FROM {p}_wal WHERE status IN ('failed', 'rolled_back') \
-                 AND completed_at COLLATE \"C\" < $1"
-            ))
-            .bind(&failed_before)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+            if n < limit {
+                n += sqlx::query(&format!(
+                    "DELETE FROM {p}_wal WHERE seq IN (SELECT seq FROM {p}_wal \
+                     WHERE status = 'committed' AND seq <= \
+                     (SELECT seq FROM {p}_wal WHERE status = 'committed' \
+                      ORDER BY seq DESC LIMIT 1 OFFSET $1) ORDER BY seq LIMIT $2)"
+                ))
+                .bind(keep.committed_max_rows as i64)
+                .bind(left(n))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            }
+            if n < limit {
+                n += sqlx::query(&format!(
+                    "DELETE FROM {p}_wal WHERE seq IN (SELECT seq FROM {p}_wal \
+                     WHERE status IN ('failed', 'rolled_back') \
+                     AND completed_at COLLATE \"C\" < $1 ORDER BY seq LIMIT $2)"
+                ))
+                .bind(&failed_before)
+                .bind(left(n))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            }
             // The change feed: a replica away longer than this re-reads
-            // everything (it finds the gap).
+            // everything (it finds the gap). As many rows at most.
             sqlx::query(&format!(
-                "DELETE FROM {p}_changes WHERE at < now() - make_interval(secs => $1) \
-                 OR seq <= (SELECT seq FROM {p}_feed WHERE id = 1) - $2"
+                "DELETE FROM {p}_changes WHERE seq IN (SELECT seq FROM {p}_changes \
+                 WHERE at < now() - make_interval(secs => $1) \
+                 OR seq <= (SELECT seq FROM {p}_feed WHERE id = 1) - $2 \
+                 ORDER BY seq LIMIT $3)"
             ))
             .bind(feed::KEEP.as_secs_f64())
             .bind(feed::KEEP_ROWS)
+            .bind(left(0))
             .execute(&self.pool)
             .await?;
             Ok(n)

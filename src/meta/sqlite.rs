@@ -827,37 +827,51 @@ impl MetaStore for SqliteStore {
         Ok(rows.into_iter().map(super::CheckResult::from_row).collect())
     }
 
-    fn prune_journal(&self, keep: &journal::Retention) -> Result<u64> {
+    fn prune_journal(&self, keep: &journal::Retention, limit: u64) -> Result<u64> {
         let p = &self.p;
         let now = Timestamp::now().0;
         let age = |d: std::time::Duration| journal::rfc3339(Timestamp(now - d.as_nanos() as i64));
         let committed_before = age(keep.committed_max_age);
         let failed_before = age(keep.failed_max_age);
         let n = self.rt.block_on(async {
-            let mut n = sqlx::query(&format!(
-                "DELETE FROM {p}_wal WHERE status = 'committed' AND completed_at < ?"
+            let mut n = 0u64;
+            let left = |n: u64| limit.saturating_sub(n).min(i64::MAX as u64) as i64;
+            // Past the age, then beyond the count (the newest kept), then
+            // failures by their own age: each the oldest first.
+            n += sqlx::query(&format!(
+                "DELETE FROM {p}_wal WHERE seq IN (SELECT seq FROM {p}_wal \
+                 WHERE status = 'committed' AND completed_at < ? ORDER BY seq LIMIT ?)"
             ))
             .bind(&committed_before)
+            .bind(left(n))
             .execute(&self.pool)
             .await?
             .rows_affected();
-            n += sqlx::query(&format!(
-                "DELETE FROM {p}_wal WHERE status = 'committed' AND seq <= \
-                 (SELECT seq FROM {p}_wal WHERE status = 'committed' \
-                  ORDER BY seq DESC LIMIT 1 OFFSET ?)"
-            ))
-            .bind(keep.committed_max_rows as i64)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-            n += sqlx::query(&format!(
-                "DELETE FROM {p}_wal WHERE status IN ('failed', 'rolled_back') \
-                 AND completed_at < ?"
-            ))
-            .bind(&failed_before)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+            if n < limit {
+                n += sqlx::query(&format!(
+                    "DELETE FROM {p}_wal WHERE seq IN (SELECT seq FROM {p}_wal \
+                     WHERE status = 'committed' AND seq <= \
+                     (SELECT seq FROM {p}_wal WHERE status = 'committed' \
+                      ORDER BY seq DESC LIMIT 1 OFFSET ?) ORDER BY seq LIMIT ?)"
+                ))
+                .bind(keep.committed_max_rows as i64)
+                .bind(left(n))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            }
+            if n < limit {
+                n += sqlx::query(&format!(
+                    "DELETE FROM {p}_wal WHERE seq IN (SELECT seq FROM {p}_wal \
+                     WHERE status IN ('failed', 'rolled_back') AND completed_at < ? \
+                     ORDER BY seq LIMIT ?)"
+                ))
+                .bind(&failed_before)
+                .bind(left(n))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            }
             Ok::<_, sqlx::Error>(n)
         })?;
         Ok(n)

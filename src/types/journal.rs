@@ -243,7 +243,6 @@ impl Default for Retention {
     }
 }
 
-/// A name (bytes) in `operation_data`: a string when it is UTF-8, else hex.
 /// Whether `rec` is a request another process left for the daemon serving
 /// the store (a `mode_change` with `"request": true`, see
 /// `Fs::serve_mode_requests`): not an interrupted operation; the daemon
@@ -252,6 +251,7 @@ pub fn is_request(rec: &Record) -> bool {
     rec.op == Op::ModeChange && rec.data.get("request").and_then(Value::as_bool) == Some(true)
 }
 
+/// A name (bytes) in `operation_data`: a string when it is UTF-8, else hex.
 pub fn name_json(name: &[u8]) -> Value {
     match std::str::from_utf8(name) {
         Ok(s) => Value::String(s.to_string()),
