@@ -397,3 +397,52 @@ fn concurrent_writers_never_exceed_the_capacity() {
         assert_eq!(on_disk, CAP);
     });
 }
+
+/// `artfs_fuse_ops_total{op="read"}` from the daemon's metrics.
+fn fuse_reads(api: &common::api::Api) -> u64 {
+    let text = api
+        .client
+        .get(api.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("artfs_fuse_ops_total{op=\"read\"} "))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[test]
+fn with_a_capacity_warm_reads_come_from_the_page_cache_and_follow_changes() {
+    common::engine::every_engine(|| {
+        // A capacity routes I/O through the daemon; the kernel still keeps
+        // the pages of a file nothing changed between opens.
+        let api = common::api::Api::start(&["--capacity", "100M"]);
+        let p = api.m.path("f");
+        fs::write(&p, vec![7u8; 1 << 20]).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), vec![7u8; 1 << 20]);
+        let before = fuse_reads(&api);
+        for _ in 0..3 {
+            assert_eq!(fs::read(&p).unwrap(), vec![7u8; 1 << 20]);
+        }
+        assert_eq!(fuse_reads(&api), before, "warm reads reached the daemon");
+        // Writes through the mount pass the cache: it stays right.
+        let f = OpenOptions::new().write(true).open(&p).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, b"changed", 100).unwrap();
+        drop(f);
+        let got = fs::read(&p).unwrap();
+        assert_eq!(&got[100..107], b"changed");
+        // The object changed behind the kernel's back (same size): its
+        // pages are dropped at the next open.
+        let ino = fs::metadata(&p).unwrap().ino();
+        std::thread::sleep(Duration::from_millis(20));
+        if api.m.bucket().is_none() {
+            let mut bytes = vec![9u8; 1 << 20];
+            bytes[..5].copy_from_slice(b"fresh");
+            api.m.set_object_bytes(ino, &bytes);
+            let got = fs::read(&p).unwrap();
+            assert_eq!(&got[..5], b"fresh");
+            assert_eq!(got[1 << 19], 9);
+        }
+    });
+}

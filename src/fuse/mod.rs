@@ -63,6 +63,11 @@ pub struct Shared {
     /// One kernel backing id per open inode, shared by its handles.
     backing_by_ino: Mutex<HashMap<u64, Weak<BackingId>>>,
     backing_by_fh: Mutex<HashMap<u64, Arc<BackingId>>>,
+    /// Per inode served through the daemon (no passthrough): the object's
+    /// (mtime, size) when the kernel's page cache of it was last known
+    /// good. An open that finds them unchanged keeps that cache (see
+    /// `keep_cache`).
+    page_cache: Mutex<HashMap<u64, (i64, u64)>>,
     /// Per open directory: the rest of the last chunk read from the store.
     /// A reply holds only what fits the kernel's buffer (a few dozen
     /// entries with attributes); the next request continues from here
@@ -215,6 +220,7 @@ impl FuseFs {
                 passthrough: AtomicBool::new(false),
                 backing_by_ino: Mutex::default(),
                 backing_by_fh: Mutex::default(),
+                page_cache: Mutex::default(),
                 listings: Mutex::default(),
                 moved_dirs: Mutex::default(),
                 next_dir_fh: 1.into(),
@@ -395,7 +401,7 @@ impl Shared {
                 &fa,
                 Generation(0),
                 FileHandle(h.fh),
-                FopenFlags::empty(),
+                self.keep_cache(h),
             ),
         }
     }
@@ -531,7 +537,53 @@ impl Shared {
             },
         };
         self.backing_by_fh.lock().insert(h.fh, id.clone());
+        if h.writable {
+            // Its writes bypass the kernel's page cache of the inode.
+            self.page_cache.lock().remove(&h.ino);
+        }
         Some(id)
+    }
+
+    /// The open flags of a handle served through the daemon: keep the
+    /// kernel's cached pages of the file (warm reads then never reach the
+    /// daemon) when the object is as it was when they were last known
+    /// good. Writes through such handles pass the page cache, so it stays
+    /// right; anything else that changes the object (a passthrough writer
+    /// at another time, a crash) changes its mtime or size, and the
+    /// kernel then drops the pages at this open.
+    fn keep_cache(&self, h: &Handle) -> FopenFlags {
+        let Ok(m) = h.file.metadata() else {
+            return FopenFlags::empty();
+        };
+        let now = (
+            std::os::unix::fs::MetadataExt::mtime(&m) * 1_000_000_000
+                + std::os::unix::fs::MetadataExt::mtime_nsec(&m),
+            m.len(),
+        );
+        let before = self.page_cache.lock().insert(h.ino, now);
+        if before == Some(now) {
+            FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::empty()
+        }
+    }
+
+    /// A handle served through the daemon closes: its writes went through
+    /// the kernel's page cache, which is right for the object as it is now.
+    fn cache_known_good(&self, ino: u64, fh: u64) {
+        if !self.page_cache.lock().contains_key(&ino) {
+            return;
+        }
+        if let Ok(h) = self.fs.handle(fh) {
+            if let Ok(m) = h.file.metadata() {
+                let now = (
+                    std::os::unix::fs::MetadataExt::mtime(&m) * 1_000_000_000
+                        + std::os::unix::fs::MetadataExt::mtime_nsec(&m),
+                    m.len(),
+                );
+                self.page_cache.lock().insert(ino, now);
+            }
+        }
     }
 
     fn setattr_now(&self, who: &Caller, ino: u64, set: &SetAttr, reply: ReplyAttr) {
@@ -552,7 +604,7 @@ impl Shared {
                     Some(id) => {
                         reply.opened_passthrough(FileHandle(h.fh), FopenFlags::empty(), &id)
                     }
-                    None => reply.opened(FileHandle(h.fh), FopenFlags::empty()),
+                    None => reply.opened(FileHandle(h.fh), self.keep_cache(&h)),
                 }
                 if h.attrs_changed {
                     self.invalidate(h.ino, false);
@@ -726,6 +778,8 @@ impl Filesystem for FuseFs {
         if let Some(k) = &self.known {
             k.forget(ino.0, nlookup);
         }
+        // The kernel's inode, and its pages, are gone.
+        self.page_cache.lock().remove(&ino.0);
         let mut held = self.held.lock();
         if let Some(h) = held.get_mut(&ino.0) {
             h.lookups = h.lookups.saturating_sub(nlookup);
@@ -1090,6 +1144,9 @@ impl Filesystem for FuseFs {
         let _t = self.timed(const { opstats::op_index("release") });
         let _s = debug_span!("release", fh = fh.0).entered();
         let backing = self.backing_by_fh.lock().remove(&fh.0);
+        if backing.is_none() {
+            self.cache_known_good(ino.0, fh.0);
+        }
         let r = self.fs.release(fh.0);
         drop(backing);
         self.empty("release", ino.0, reply, r)
