@@ -305,6 +305,21 @@ impl Fs {
         Ok(buf)
     }
 
+    /// Whether a write ending at `end` can go without waiting on anything
+    /// but the page cache: it needs no purge of the trash to make room (a
+    /// purge waits for the metadata writer).
+    pub fn write_is_quick(&self, ino: u64, end: u64) -> bool {
+        if self.trash_ino().is_none() || self.trash_bytes_known() == Some(0) {
+            return true;
+        }
+        let grow = end.saturating_sub(self.inode(ino).map_or(0, |i| i.size));
+        grow == 0
+            || (!self.space_tight()
+                && self
+                    .capacity()
+                    .is_none_or(|cap| self.usage().0.saturating_add(grow) <= cap))
+    }
+
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<usize> {
         let h = self.handle(fh)?;
         if !h.writable {
@@ -580,6 +595,11 @@ impl Fs {
     /// even with concurrent writers (they stage one at a time).
     fn reserve_size(&self, ino: u64, end: u64) -> Result<()> {
         if self.capacity().is_none() {
+            return Ok(());
+        }
+        // Within the recorded size (an overwrite, or a size an earlier
+        // write reserved): nothing to reserve.
+        if self.inode(ino).is_ok_and(|i| i.size >= end) {
             return Ok(());
         }
         self.mutate(|tx| {

@@ -595,6 +595,14 @@ impl Fs {
         self.trash.bytes.load(Ordering::Acquire)
     }
 
+    /// [`Fs::trash_bytes`] if known without counting.
+    pub(crate) fn trash_bytes_known(&self) -> Option<u64> {
+        self.trash
+            .known
+            .load(Ordering::Acquire)
+            .then(|| self.trash.bytes.load(Ordering::Acquire))
+    }
+
     /// Purge units last changed before `before` (all with `None`), at most
     /// `budget` removals.
     pub fn trash_empty(&self, before: Option<Timestamp>, budget: usize) -> Result<Purged> {
