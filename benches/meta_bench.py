@@ -120,6 +120,31 @@ def fmt(v):
     return "%.1f" % v
 
 
+def report_cap(res):
+    """The mount with a capacity against raw, with the same targets."""
+    if not any(side == "cap" for side, _ in res):
+        return
+    rows = [("metric (--capacity)", "unit", "raw", "cap", "ratio", "target", "")]
+    below = 0
+    for key, label, unit, target, _ in METRICS:
+        raw, cap = res.get(("raw", key)), res.get(("cap", key))
+        if raw is None or cap is None:
+            continue
+        ratio = cap / raw if raw > 0 else 0.0
+        ok = ratio >= target
+        below += not ok
+        rows.append((label, unit, fmt(raw), fmt(cap), "%.2f" % ratio, ">= %.2f" % target,
+                     "ok" if ok else "BELOW"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    print()
+    for i, r in enumerate(rows):
+        cells = [c.ljust(widths[j]) if j < 2 else c.rjust(widths[j]) for j, c in enumerate(r)]
+        print("| " + " | ".join(cells) + " |")
+        if i == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    print("\n%d of %d --capacity rows below target" % (below, len(rows) - 1))
+
+
 def report(path):
     res = {}
     with open(path) as f:
@@ -149,6 +174,7 @@ def report(path):
         if i == 0:
             print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     print("\n%d of %d rows below target" % (below, len(METRICS)))
+    report_cap(res)
     if not any(side == "pg" for side, _ in res):
         return
     rows = [("metric (PostgreSQL)", "unit", "sqlite", "pg", "pg/sqlite", "pg/raw", "target", "")]

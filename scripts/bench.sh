@@ -25,6 +25,8 @@
 #                  /sys/module/fuse/parameters/enable_uring to Y for the
 #                  run and back afterwards; 0: over /dev/fuse [auto]
 #   ARTFS_BIN      artfs binary [target/release/artfs]
+#   BENCH_CAP      capacity of a third mount measured beside the default
+#                  one (every write checked by the daemon) [100G]; 0: none
 #   BENCH_PG       auto: also run every row on a second mount whose tables
 #                  are in a throwaway local PostgreSQL (unix socket), the
 #                  "pg" side, reported against SQLite; 0: skip [auto]
@@ -83,6 +85,7 @@ if [[ ${BENCH_IO_URING:-auto} != 0 && -w $URING_PARAM ]]; then
 fi
 
 PG_PID=
+CAP_PID=
 PGBIN=
 NGINX_PID=
 cleanup() {
@@ -93,12 +96,12 @@ cleanup() {
         kill -QUIT "$NGINX_PID"
         wait "$NGINX_PID" 2>/dev/null
     fi
-    for m in "$T/mnt" "$T/mnt-pg"; do
+    for m in "$T/mnt" "$T/mnt-pg" "$T/mnt-cap"; do
         if mountpoint -q "$m"; then
             fusermount3 -u "$m" || fusermount3 -uz "$m"
         fi
     done
-    for p in $PID $PG_PID; do
+    for p in $PID $PG_PID $CAP_PID; do
         for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
         kill "$p" 2>/dev/null
         wait "$p" 2>/dev/null
@@ -168,6 +171,24 @@ if [[ ${BENCH_PG:-auto} != 0 ]]; then
     else
         echo "# no PostgreSQL here (scripts/install-deps.sh installs it): pg rows skipped"
     fi
+fi
+
+# The "cap" side: the configuration archives run, a store with a capacity
+# (every write checked by the daemon, so no passthrough for writes).
+if [[ ${BENCH_CAP:-100G} != 0 ]]; then
+    mkdir -p "$T/backing-cap" "$T/mnt-cap"
+    # shellcheck disable=SC2086 # BENCH_MOUNT_ARGS is a list of arguments
+    ARTFS_LOG=${ARTFS_LOG:-info,fuser::session=error} "$BIN" mount "$T/backing-cap" "$T/mnt-cap" \
+        --capacity "${BENCH_CAP:-100G}" $URING_ARGS ${BENCH_MOUNT_ARGS:-} >"$T/artfs-cap.log" 2>&1 &
+    CAP_PID=$!
+    for _ in $(seq 100); do
+        mountpoint -q "$T/mnt-cap" && break
+        kill -0 "$CAP_PID" 2>/dev/null || { cat "$T/artfs-cap.log" >&2; die "artfs (cap) exited before mounting"; }
+        sleep 0.1
+    done
+    mountpoint -q "$T/mnt-cap" || die "artfs (cap) did not mount within 10 s"
+    DIRS[cap]="$T/mnt-cap"
+    SIDES+=(cap)
 fi
 
 # Write back dirty data and drop page cache, dentries and inodes, so that

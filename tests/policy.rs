@@ -446,3 +446,53 @@ fn with_a_capacity_warm_reads_come_from_the_page_cache_and_follow_changes() {
         }
     });
 }
+
+#[test]
+fn the_api_mode_change_refuses_or_waits_for_writers_too() {
+    use artfs::auth::Role;
+    common::engine::every_engine(|| {
+        let api = common::api::Api::start(&["--mode", "rw"]);
+        let admin = common::api::token("admin", Role::Admin);
+        let post = |body: serde_json::Value| {
+            api.client
+                .post(api.url("/api/v1/mode"))
+                .bearer_auth(&admin)
+                .json(&body)
+                .send()
+                .unwrap()
+        };
+        let mut f = fs::File::create(api.m.path("w")).unwrap();
+        f.write_all(b"1").unwrap();
+        let r = post(serde_json::json!({ "mode": "ro" }));
+        assert_eq!(r.status(), 409);
+        assert!(r.text().unwrap().contains("/w ("));
+        let r = post(serde_json::json!({ "mode": "ro", "force": true, "wait_secs": 0.5 }));
+        assert_eq!(r.status(), 409);
+        assert!(r.text().unwrap().contains("given up"));
+        fs::write(api.m.path("still-rw"), b"ok").unwrap();
+        let (client, url, token) = (api.client.clone(), api.url("/api/v1/mode"), admin.clone());
+        let waiting = std::thread::spawn(move || {
+            client
+                .post(url)
+                .bearer_auth(token)
+                .json(&serde_json::json!({ "mode": "ro", "force": true, "wait_secs": 60 }))
+                .send()
+                .unwrap()
+                .status()
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while code(fs::write(api.m.path("new"), b"n")) != libc::EROFS {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "new writers still let in"
+            );
+            let _ = fs::remove_file(api.m.path("new"));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        f.write_all(b"2").unwrap();
+        drop(f);
+        assert_eq!(waiting.join().unwrap(), 200);
+        assert_eq!(fs::read(api.m.path("w")).unwrap(), b"12");
+        assert_eq!(code(fs::write(api.m.path("x"), b"x")), libc::EROFS);
+    });
+}
