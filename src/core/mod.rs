@@ -445,11 +445,8 @@ impl Fs {
             tracing::error!(error = %e, "content not sent at close stays in the cache; \
                 it is sent at the next mount");
         }
-        // Sidecars of everything committed, then their log rows settled.
-        self.sidecars.drain();
-        if let Err(e) = self.wait_committed() {
-            tracing::error!(error = %e, "could not commit metadata at close");
-        }
+        // The sidecar thread stops after the slice it is writing; what it
+        // had queued is written below, in bounded time.
         self.sidecars.stop();
         self.workers.join(workers::SIDECARS);
         self.writer.shutdown();

@@ -26,11 +26,27 @@ pub struct Settled {
 
 /// Settle every pending row. Returns what was done, oldest row first.
 pub fn recover(meta: &dyn MetaStore, objects: &dyn ContentStore) -> Result<Vec<Settled>> {
+    recover_with(meta, objects, false)
+}
+
+/// [`recover`]; with `defer_sidecars`, pending `sidecars` rows (deferred
+/// housekeeping, not an interrupted operation) are left for the sidecar
+/// thread of the daemon about to serve, as ordinary work.
+pub fn recover_with(
+    meta: &dyn MetaStore,
+    objects: &dyn ContentStore,
+    defer_sidecars: bool,
+) -> Result<Vec<Settled>> {
     let pending = meta.pending_journal()?;
     let mut report = Vec::with_capacity(pending.len());
+    let mut deferred = 0;
     for rec in pending {
         if crate::types::journal::is_request(&rec) {
             continue; // served by the daemon once it runs
+        }
+        if defer_sidecars && rec.op == Op::Sidecars {
+            deferred += 1;
+            continue;
         }
         let (status, outcome, mut batch) = settle(meta, objects, &rec)?;
         crate::crash_point!("recover::before_settle");
@@ -50,7 +66,7 @@ pub fn recover(meta: &dyn MetaStore, objects: &dyn ContentStore) -> Result<Vec<S
     if !report.is_empty() {
         meta.sync()?;
     }
-    if report.iter().any(|s| s.op == Op::Sidecars) {
+    if deferred > 0 || report.iter().any(|s| s.op == Op::Sidecars) {
         let n = objects.sweep_temp()?;
         if n > 0 {
             tracing::info!(

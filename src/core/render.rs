@@ -87,6 +87,17 @@ pub fn to_doc(
 /// inodes that are gone). Files are renamed into place but not fsynced:
 /// the caller syncs the filesystem once for the whole set.
 pub fn rewrite(meta: &dyn MetaStore, objects: &dyn ContentStore, inos: &[u64]) -> Result<usize> {
+    rewrite_with(meta, objects, inos, sidecar::DirSync::Deferred)
+}
+
+/// [`rewrite`], each sidecar made durable as `sync` says (`Now`: fsynced
+/// one by one, which flushes nothing else of the filesystem).
+pub fn rewrite_with(
+    meta: &dyn MetaStore,
+    objects: &dyn ContentStore,
+    inos: &[u64],
+    sync: sidecar::DirSync,
+) -> Result<usize> {
     let mut written = 0;
     for chunk in inos.chunks(500) {
         let inodes = meta.inodes_of(chunk)?;
@@ -118,7 +129,7 @@ pub fn rewrite(meta: &dyn MetaStore, objects: &dyn ContentStore, inos: &[u64]) -
                         by_ino.remove(ino).unwrap_or_default(),
                         attrs.get(ino).map(Vec::as_slice).unwrap_or(&[]),
                     );
-                    objects.write_sidecar(*ino, &doc, sidecar::DirSync::Deferred)?;
+                    objects.write_sidecar(*ino, &doc, sync)?;
                     written += 1;
                 }
                 None => objects.remove_sidecar(*ino)?,

@@ -9,14 +9,15 @@
 //! then settles the rows. A crash in between leaves the rows pending, and
 //! recovery rewrites those sidecars: the log covers the window.
 //!
-//! A clean stop leaves no row pending: the store drains the thread, stops
-//! it and the writer, then [`finish_at_close`] writes the sidecars of the
-//! rows committed meanwhile (by changes made while closing, such as the
-//! hasher recording a checksum) and settles them. Rows that still remain
-//! (the close ran out of time, or the disk is full) are deferred
+//! A clean stop: the store stops the thread (after the slice it is
+//! writing) and the writer, then [`finish_at_close`] writes the sidecars
+//! of the rows still pending, each fsynced on its own (a syncfs would also
+//! flush every object a burst of changes just wrote), and settles them,
+//! for at most a second. After a quiet spell that leaves no row pending.
+//! Rows that still remain (after a burst, or on a full disk) are deferred
 //! housekeeping, not an interrupted operation: the tables already hold
-//! everything, only the attr.json copies lag; fsck and the next mount say
-//! so.
+//! everything, only the attr.json copies lag; fsck says so, and the next
+//! mount hands them to this thread as ordinary work.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Weak};
@@ -36,6 +37,8 @@ use crate::types::journal;
 const QUIET: Duration = Duration::from_millis(500);
 /// ...or at the latest this long after the first unwritten change.
 const MAX_DELAY: Duration = Duration::from_secs(5);
+/// Sidecars written per round (then the thread looks for a stop).
+const SLICE: usize = 1000;
 
 #[derive(Default)]
 struct State {
@@ -71,20 +74,29 @@ impl Sidecars {
 
     /// Wait until every queued sidecar is written and synced, for at most
     /// half a minute (if they cannot be written, e.g. on a full disk, their
-    /// rows stay pending and recovery writes them at the next mount).
+    /// rows stay pending and the next mount writes them).
     pub fn drain(&self) {
+        if !self.drain_within(Duration::from_secs(30)) {
+            tracing::warn!("sidecars not all written; the next mount writes them");
+        }
+    }
+
+    /// [`Sidecars::drain`] for at most `within`; whether all were written.
+    pub fn drain_within(&self, within: Duration) -> bool {
         let mut s = self.state.lock();
         let target = s.queued;
         s.urgent = true;
         self.work.notify_one();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let deadline = std::time::Instant::now() + within;
+        let mut all = true;
         while s.handled < target && !s.stop {
             if self.done.wait_until(&mut s, deadline).timed_out() {
-                tracing::warn!("sidecars not all written at close; recovery will finish them");
+                all = false;
                 break;
             }
         }
         s.urgent = false;
+        all
     }
 
     /// Stop the thread, waiting for the sidecars it is writing (so that
@@ -101,8 +113,10 @@ impl Sidecars {
 }
 
 /// How long a clean close may spend on the sidecars left after the drain
-/// (usually a handful); what is left after that stays deferred.
-const FINISH_WITHIN: Duration = Duration::from_secs(20);
+/// (usually a handful); what is left after that stays deferred, and the
+/// next mount writes it in the background: an unmount after a burst of
+/// changes ends within a couple of seconds.
+const FINISH_WITHIN: Duration = Duration::from_secs(1);
 
 /// At a clean close, with the sidecar thread and the writer stopped (no
 /// commit can happen any more): write the sidecars of every `sidecars` row
@@ -124,39 +138,39 @@ pub fn finish_at_close(fs: &Fs) -> usize {
             return 0;
         }
     };
+    // A syncfs would also flush every object a burst just wrote (seconds,
+    // and the process could not exit before it is done): one row at a
+    // time, each sidecar fsynced on its own.
     let deadline = Instant::now() + FINISH_WITHIN;
     let mut left = rows.len();
-    for chunk in rows.chunks(200) {
+    for (id, inos) in &rows {
         if Instant::now() >= deadline {
             break;
         }
-        let inos: BTreeSet<u64> = chunk.iter().flat_map(|(_, v)| v.iter().copied()).collect();
-        let inos: Vec<u64> = inos.into_iter().collect();
-        let result = render::rewrite(fs.meta.as_ref(), fs.objects.as_ref(), &inos)
-            .and_then(|_| Ok(fs.objects.sync_all()?))
-            .and_then(|()| {
-                fs.meta.apply(&crate::meta::Batch {
-                    journal_done: chunk
-                        .iter()
-                        .map(|(id, _)| {
-                            journal::Update::new(
-                                *id,
-                                journal::Status::Committed,
-                                format!("{} sidecars written at close", inos.len()),
-                            )
-                        })
-                        .collect(),
-                    ..Default::default()
-                })
-            });
+        let result = render::rewrite_with(
+            fs.meta.as_ref(),
+            fs.objects.as_ref(),
+            inos,
+            crate::blob::sidecar::DirSync::Now,
+        )
+        .and_then(|n| {
+            fs.meta.apply(&crate::meta::Batch {
+                journal_done: vec![journal::Update::new(
+                    *id,
+                    journal::Status::Committed,
+                    format!("{n} sidecars written at close"),
+                )],
+                ..Default::default()
+            })
+        });
         if let Err(e) = result {
             tracing::warn!(error = %e, "could not write sidecars at close");
             break;
         }
-        left -= chunk.len();
+        left -= 1;
     }
     if left > 0 {
-        tracing::warn!(
+        tracing::info!(
             rows = left,
             "sidecar rewrites deferred to the next mount (housekeeping; the tables hold everything)"
         );
@@ -187,9 +201,20 @@ pub fn run(sc: Arc<Sidecars>, fs: Weak<Fs>) {
                     None => sc.work.wait(&mut s),
                 }
             }
-            s.first_at = None;
+            // A slice at a time, so a stop waits for one slice at most (a
+            // burst queues sidecars of tens of thousands of files).
+            let mut k = 0;
+            let mut inos = 0;
+            while k < s.jobs.len() && inos < SLICE {
+                inos += s.jobs[k].1.len();
+                k += 1;
+            }
+            let rest = s.jobs.split_off(k);
+            if rest.is_empty() {
+                s.first_at = None;
+            }
             s.busy = true;
-            std::mem::take(&mut s.jobs)
+            std::mem::replace(&mut s.jobs, rest)
         };
         let Some(fs) = fs.upgrade() else {
             sc.state.lock().busy = false;

@@ -16,26 +16,17 @@ use crate::types::ROOT_INO;
 
 /// Before anything is served: settle what a crash left pending, and give
 /// a new store's root its sidecar. Returns how many log rows it settled.
+/// Pending `sidecars` rows are deferred housekeeping (the tables hold
+/// everything; only attr.json copies lag), not an interrupted operation:
+/// a clean stop leaves those it had no time for, and the sidecar thread
+/// writes them once serving starts ([`queue_deferred_sidecars`]).
 pub(super) fn recover(meta: &dyn MetaStore, objects: &dyn ContentStore) -> Result<u64> {
     objects.serve_as_writer()?;
-    let settled = crate::core::recover::recover(meta, objects)?;
-    // Pending `sidecars` rows are deferred housekeeping (the tables hold
-    // everything; only attr.json copies lagged), not an interrupted
-    // operation: a clean stop may leave them when it runs out of time.
-    let deferred = settled
-        .iter()
-        .filter(|s| s.op == crate::types::journal::Op::Sidecars)
-        .count();
-    if settled.len() > deferred {
+    let settled = crate::core::recover::recover_with(meta, objects, true)?;
+    if !settled.is_empty() {
         tracing::warn!(
-            rows = settled.len() - deferred,
+            rows = settled.len(),
             "recovered operations interrupted by a crash (see the log table for each)"
-        );
-    }
-    if deferred > 0 {
-        tracing::info!(
-            rows = deferred,
-            "wrote the sidecars of deferred sidecar rewrites (housekeeping)"
         );
     }
     if matches!(
@@ -48,6 +39,26 @@ pub(super) fn recover(meta: &dyn MetaStore, objects: &dyn ContentStore) -> Resul
     }
     objects.recovered();
     Ok(settled.len() as u64)
+}
+
+/// Hand the sidecar thread the `sidecars` rows a stop left pending: it
+/// writes them in the background, as any other.
+pub(super) fn queue_deferred_sidecars(fs: &Fs) -> Result<()> {
+    let rows = fs.meta.pending_of(crate::types::journal::Op::Sidecars)?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(
+        rows = rows.len(),
+        "sidecar rewrites deferred by the last stop are written in the background"
+    );
+    for r in rows {
+        let inos = r.data.get("inos").and_then(serde_json::Value::as_array);
+        let inos = inos.into_iter().flatten();
+        fs.sidecars
+            .push(r.id, inos.filter_map(serde_json::Value::as_u64).collect());
+    }
+    Ok(())
 }
 
 /// Keep space back for the database (see `blob::ballast`); a full
@@ -82,6 +93,9 @@ pub(super) fn start_workers(fs: &Arc<Fs>) -> Result<()> {
     w.spawn(workers::SIDECARS, move || {
         super::sidecar_sync::run(sc, weak)
     })?;
+    if fs.role() == Role::Writer {
+        queue_deferred_sidecars(fs)?;
+    }
     let _ = fs
         .hasher
         .set(super::checksum::Hasher::start(Arc::downgrade(fs), w)?);
