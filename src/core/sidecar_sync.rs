@@ -13,7 +13,8 @@
 //! writing) and the writer, then [`finish_at_close`] writes the sidecars
 //! of the rows still pending, each fsynced on its own (a syncfs would also
 //! flush every object a burst of changes just wrote), and settles them,
-//! for at most a second. After a quiet spell that leaves no row pending.
+//! for at most half a second. After a quiet spell that leaves no row
+//! pending.
 //! Rows that still remain (after a burst, or on a full disk) are deferred
 //! housekeeping, not an interrupted operation: the tables already hold
 //! everything, only the attr.json copies lag; fsck says so, and the next
@@ -116,7 +117,7 @@ impl Sidecars {
 /// (usually a handful); what is left after that stays deferred, and the
 /// next mount writes it in the background: an unmount after a burst of
 /// changes ends within a couple of seconds.
-const FINISH_WITHIN: Duration = Duration::from_secs(1);
+const FINISH_WITHIN: Duration = Duration::from_millis(500);
 
 /// At a clean close, with the sidecar thread and the writer stopped (no
 /// commit can happen any more): write the sidecars of every `sidecars` row

@@ -1163,7 +1163,15 @@ impl Filesystem for FuseFs {
             self.cache_known_good(ino.0, fh.0);
         }
         let r = self.fs.release(fh.0);
-        drop(backing);
+        if let Some(b) = backing {
+            drop(b);
+            // The inode's last passthrough handle: its entry goes too (a
+            // million files created kept a million entries otherwise).
+            let mut by_ino = self.backing_by_ino.lock();
+            if by_ino.get(&ino.0).is_some_and(|w| w.strong_count() == 0) {
+                by_ino.remove(&ino.0);
+            }
+        }
         self.empty("release", ino.0, reply, r)
     }
 
