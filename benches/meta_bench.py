@@ -120,6 +120,17 @@ def fmt(v):
     return "%.1f" % v
 
 
+def print_table(rows):
+    """A Markdown table: the first row is the header; the first two
+    columns left-aligned, the others right-aligned."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for i, r in enumerate(rows):
+        cells = [c.ljust(widths[j]) if j < 2 else c.rjust(widths[j]) for j, c in enumerate(r)]
+        print("| " + " | ".join(cells) + " |")
+        if i == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+
+
 def report_cap(res):
     """The mount with a capacity against raw, with the same targets."""
     if not any(side == "cap" for side, _ in res):
@@ -135,13 +146,8 @@ def report_cap(res):
         below += not ok
         rows.append((label, unit, fmt(raw), fmt(cap), "%.2f" % ratio, ">= %.2f" % target,
                      "ok" if ok else "BELOW"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print()
-    for i, r in enumerate(rows):
-        cells = [c.ljust(widths[j]) if j < 2 else c.rjust(widths[j]) for j, c in enumerate(r)]
-        print("| " + " | ".join(cells) + " |")
-        if i == 0:
-            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    print_table(rows)
     print("\n%d of %d --capacity rows below target" % (below, len(rows) - 1))
 
 
@@ -167,12 +173,7 @@ def report(path):
         below += not ok
         rows.append((label, unit, fmt(raw), fmt(art), "%.2f" % ratio, ">= %.2f" % target,
                      "%.2f" % bindfs, "ok" if ok else "BELOW"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for i, r in enumerate(rows):
-        cells = [c.ljust(widths[j]) if j < 2 else c.rjust(widths[j]) for j, c in enumerate(r)]
-        print("| " + " | ".join(cells) + " |")
-        if i == 0:
-            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    print_table(rows)
     print("\n%d of %d rows below target" % (below, len(METRICS)))
     report_cap(res)
     if not any(side == "pg" for side, _ in res):
@@ -191,13 +192,8 @@ def report(path):
         below += not ok
         rows.append((label, unit, fmt(art), fmt(pg), "%.2f" % vs_sqlite, "%.2f" % vs_raw, goal,
                      "ok" if ok else "BELOW"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print()
-    for i, r in enumerate(rows):
-        cells = [c.ljust(widths[j]) if j < 2 else c.rjust(widths[j]) for j, c in enumerate(r)]
-        print("| " + " | ".join(cells) + " |")
-        if i == 0:
-            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    print_table(rows)
     print("\n%d of %d PostgreSQL rows below target" % (below, len(rows) - 1))
 
 

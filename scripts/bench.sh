@@ -133,12 +133,16 @@ fi
 ARTFS_LOG=${ARTFS_LOG:-info,fuser::session=error} "$BIN" mount "$T/backing" "$T/mnt" \
     $URING_ARGS ${BENCH_MOUNT_ARGS:-} "${API_ARGS[@]}" >"$LOG" 2>&1 &
 PID=$!
-for _ in $(seq 100); do
-    mountpoint -q "$T/mnt" && break
-    kill -0 "$PID" 2>/dev/null || { cat "$LOG" >&2; die "artfs exited before mounting"; }
-    sleep 0.1
-done
-mountpoint -q "$T/mnt" || die "artfs did not mount within 10 s"
+# Wait until daemon $2 (its log $3, named $4 in errors) has mounted $1.
+wait_mounted() {
+    for _ in $(seq 100); do
+        mountpoint -q "$1" && return 0
+        kill -0 "$2" 2>/dev/null || { cat "$3" >&2; die "$4 exited before mounting"; }
+        sleep 0.1
+    done
+    die "$4 did not mount within 10 s"
+}
+wait_mounted "$T/mnt" "$PID" "$LOG" artfs
 
 declare -A DIRS=([raw]="$T/raw" [artfs]="$T/mnt")
 SIDES=(raw artfs)
@@ -160,12 +164,7 @@ if [[ ${BENCH_PG:-auto} != 0 ]]; then
         ARTFS_LOG=${ARTFS_LOG:-info,fuser::session=error} "$BIN" mount "$T/backing-pg" "$T/mnt-pg" \
             --db "$PG_URL" $URING_ARGS ${BENCH_MOUNT_ARGS:-} >"$T/artfs-pg.log" 2>&1 &
         PG_PID=$!
-        for _ in $(seq 100); do
-            mountpoint -q "$T/mnt-pg" && break
-            kill -0 "$PG_PID" 2>/dev/null || { cat "$T/artfs-pg.log" >&2; die "artfs (pg) exited before mounting"; }
-            sleep 0.1
-        done
-        mountpoint -q "$T/mnt-pg" || die "artfs (pg) did not mount within 10 s"
+        wait_mounted "$T/mnt-pg" "$PG_PID" "$T/artfs-pg.log" "artfs (pg)"
         DIRS[pg]="$T/mnt-pg"
         SIDES+=(pg)
     else
@@ -181,12 +180,7 @@ if [[ ${BENCH_CAP:-100G} != 0 ]]; then
     ARTFS_LOG=${ARTFS_LOG:-info,fuser::session=error} "$BIN" mount "$T/backing-cap" "$T/mnt-cap" \
         --capacity "${BENCH_CAP:-100G}" $URING_ARGS ${BENCH_MOUNT_ARGS:-} >"$T/artfs-cap.log" 2>&1 &
     CAP_PID=$!
-    for _ in $(seq 100); do
-        mountpoint -q "$T/mnt-cap" && break
-        kill -0 "$CAP_PID" 2>/dev/null || { cat "$T/artfs-cap.log" >&2; die "artfs (cap) exited before mounting"; }
-        sleep 0.1
-    done
-    mountpoint -q "$T/mnt-cap" || die "artfs (cap) did not mount within 10 s"
+    wait_mounted "$T/mnt-cap" "$CAP_PID" "$T/artfs-cap.log" "artfs (cap)"
     DIRS[cap]="$T/mnt-cap"
     SIDES+=(cap)
 fi

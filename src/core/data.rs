@@ -232,12 +232,27 @@ impl Fs {
         umask: u32,
         flags: i32,
     ) -> Result<(Attr, Arc<Handle>)> {
+        let made = self.make_open(caller, parent, Some(name), mode, umask, flags)?;
+        crate::crash_point!("create::after_object");
+        Ok(made)
+    }
+
+    /// A new regular file, named `name` (none: O_TMPFILE), open.
+    fn make_open(
+        &self,
+        caller: &Caller,
+        parent: u64,
+        name: Option<&[u8]>,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+    ) -> Result<(Attr, Arc<Handle>)> {
         // The create's log row stays pending while the file is open: it is
         // the write intent of the new handle. Its object may appear before
         // the row commits; the inode number's `reserve` row covers that.
         // The object is usually one made ahead of need (see `objpool`).
         let (attr, intent, object) = self.with_room(0, || {
-            self.make_node(caller, parent, Some(name), NewNode::File, mode, umask, true)
+            self.make_node(caller, parent, name, NewNode::File, mode, umask, true)
         })?;
         // A new file has nothing to read and no privileges to drop.
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
@@ -249,7 +264,6 @@ impl Fs {
             Some(intent),
             object,
         )?;
-        crate::crash_point!("create::after_object");
         Ok((attr, handle))
     }
 
@@ -266,19 +280,7 @@ impl Fs {
         umask: u32,
         flags: i32,
     ) -> Result<(Attr, Arc<Handle>)> {
-        let (attr, intent, object) = self.with_room(0, || {
-            self.make_node(caller, parent, None, NewNode::File, mode, umask, true)
-        })?;
-        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
-        let handle = self.open_handle_with(
-            caller,
-            attr.inode.ino,
-            writable,
-            false,
-            Some(intent),
-            object,
-        )?;
-        Ok((attr, handle))
+        self.make_open(caller, parent, None, mode, umask, flags)
     }
 
     pub fn handle(&self, fh: u64) -> Result<Arc<Handle>> {
