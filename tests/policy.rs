@@ -400,14 +400,8 @@ fn concurrent_writers_never_exceed_the_capacity() {
 
 /// `artfs_fuse_ops_total{op="read"}` from the daemon's metrics.
 fn fuse_reads(api: &common::api::Api) -> u64 {
-    let text = api
-        .client
-        .get(api.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    text.lines()
+    api.metrics()
+        .lines()
         .find_map(|l| l.strip_prefix("artfs_fuse_ops_total{op=\"read\"} "))
         .map_or(0, |v| v.trim().parse().unwrap())
 }

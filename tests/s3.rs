@@ -300,13 +300,7 @@ fn metrics_show_the_cache_and_the_traffic() {
         f.write_all(&vec![7u8; 100_000]).unwrap();
         f.sync_all().unwrap();
         drop(f);
-        let text = api
-            .client
-            .get(api.url("/metrics"))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap();
+        let text = api.metrics();
         let value = |name: &str| -> u64 {
             text.lines()
                 .find_map(|l| l.strip_prefix(&format!("{name} ")))

@@ -145,6 +145,16 @@ impl Api {
         format!("{}{path}", self.base)
     }
 
+    /// The daemon's `/metrics` text (no token needed).
+    pub fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    }
+
     /// A request written by hand on a new socket: (status, whole response).
     pub fn raw(&self, request: &str) -> (u16, String) {
         raw_http(&self.addr, request.as_bytes())
