@@ -7,6 +7,11 @@ Python 3 standard library only. Subcommands:
   meta_bench.py stat    DIR N PASSES   os.stat of the N files, PASSES passes
   meta_bench.py readdir DIR N PASSES   os.listdir of DIR (N entries), PASSES passes
   meta_bench.py unlink  DIR N          os.unlink of the N files
+  meta_bench.py scale   DIR N DIRS [PID]  create+write 100 B+close of N files
+                                       spread over DIRS directories, one
+                                       JSON line per checkpoint (the rate of
+                                       the last 10 000 files; PID's RSS)
+  meta_bench.py scale-report RESULTS DIRS  the scale run's table
   meta_bench.py fio     JSON METRIC    extract a figure from fio --output-format=json
   meta_bench.py report  RESULTS        print the table from a results file
 
@@ -90,6 +95,55 @@ def w_unlink(d, n):
     for p in paths:
         ul(p)
     emit(n, time.perf_counter() - t)
+
+
+SCALE_STRETCH = 10000
+
+
+def rss_mib(pid):
+    if not pid:
+        return None
+    with open("/proc/%s/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return None
+
+
+def w_scale(d, n, ndirs, pid=None):
+    """The million-file run (issue 19): files d/dNN/fNNNNNNN, filled one
+    directory after the other, so each directory ends with n/ndirs
+    entries. At each checkpoint, the rate over the last SCALE_STRETCH
+    files: a fall from the first checkpoint to the last is what grows
+    with the store (tables, indexes, caches), not the directory's size
+    alone."""
+    per_dir = n // ndirs
+    marks = []
+    for m in sorted({SCALE_STRETCH, 100000, 250000, 500000, 750000, n}):
+        # Stretches must not overlap: each mark at least a stretch after the last.
+        if m <= n and m - (marks[-1] if marks else 0) >= SCALE_STRETCH:
+            marks.append(m)
+    flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC
+    op, wr, cl = os.open, os.write, os.close
+    data = b"\x5a" * 100
+    done = 0
+    t_stretch = time.perf_counter()
+    t0 = t_stretch
+    for k in range(ndirs):
+        sub = os.path.join(d, "d%02d" % k)
+        os.mkdir(sub)
+        for i in range(per_dir):
+            if done and done + SCALE_STRETCH in marks:
+                t_stretch = time.perf_counter()
+            fd = op(os.path.join(sub, "f%07d" % i), flags, 0o644)
+            wr(fd, data)
+            cl(fd)
+            done += 1
+            if done in marks:
+                now = time.perf_counter()
+                print(json.dumps({"files": done, "value": SCALE_STRETCH / (now - t_stretch),
+                                  "elapsed_s": round(now - t0, 1), "rss_mib": rss_mib(pid)}),
+                      flush=True)
 
 
 def fio_figure(path, metric):
@@ -197,6 +251,55 @@ def report(path):
     print("\n%d of %d PostgreSQL rows below target" % (below, len(rows) - 1))
 
 
+def scale_report(path, ndirs):
+    """The scale run's table: each side's own fall in create rate, the
+    daemon's memory and exit, and ls -l / find against raw."""
+    res = {}
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 3 and parts[1].startswith("scale_"):
+                res[(parts[0], parts[1][6:])] = float(parts[2])
+    if not res:
+        return
+    g = lambda side, k: res.get((side, k))
+    secs = lambda v: "%.3f" % v
+    n = int(g("artfs", "files") or g("raw", "files") or 0)
+    rows = [("scale row", "raw", "artfs", "ratio", "target", "")]
+
+    def row(label, raw, art, ratio, target, ok, f=fmt):
+        rows.append((label, "-" if raw is None else f(raw), "-" if art is None else f(art),
+                     "-" if ratio is None else "%.2f" % ratio, target,
+                     "" if ok is None else ("ok" if ok else "MISS")))
+
+    for side in ("raw", "artfs"):
+        first, last = g(side, "rate_first"), g(side, "rate_last")
+        if first and last:
+            row("%s: files/s, last 10k of %d / first 10k" % (side, n),
+                first if side == "raw" else None, None if side == "raw" else first,
+                last / first, ">= 0.80" if side == "artfs" else "",
+                last / first >= 0.8 if side == "artfs" else None)
+    raw_last, art_last = g("raw", "rate_last"), g("artfs", "rate_last")
+    if raw_last and art_last:
+        row("create files/s at %d" % n, raw_last, art_last, art_last / raw_last, "", None)
+    rss = g("artfs", "rss_mib")
+    if rss is not None:
+        row("daemon RSS MiB at %d files" % n, None, rss, None, "<= 200", rss <= 200)
+    for k, label in (("ls_l_warm", "ls -l of %d entries, warm, s" % (n // ndirs)),
+                     ("ls_l_cold", "ls -l of %d entries, cold, s" % (n // ndirs)),
+                     ("find_warm", "find over %d files, warm, s" % n),
+                     ("find_cold", "find over %d files, cold, s" % n)):
+        raw, art = g("raw", k), g("artfs", k)
+        if raw is not None and art is not None:
+            # A ratio of speeds (raw time / artfs time), as every other row.
+            row(label, raw, art, raw / art if art > 0 else None, "measured", None, secs)
+    ex = g("artfs", "exit_after_umount")
+    if ex is not None:
+        row("daemon exit after umount returned, s", None, ex, None, "< 2", ex < 2, secs)
+    print()
+    print_table(rows)
+
+
 def main(argv):
     if len(argv) < 2:
         sys.exit(__doc__)
@@ -209,6 +312,10 @@ def main(argv):
         w_readdir(args[0], int(args[1]), int(args[2]))
     elif cmd == "unlink":
         w_unlink(args[0], int(args[1]))
+    elif cmd == "scale":
+        w_scale(args[0], int(args[1]), int(args[2]), args[3] if len(args) > 3 else None)
+    elif cmd == "scale-report":
+        scale_report(args[0], int(args[1]))
     elif cmd == "fio":
         fio_figure(args[0], args[1])
     elif cmd == "report":

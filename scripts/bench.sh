@@ -14,7 +14,10 @@
 #   BENCH_RAND_SIZE size of the random-I/O file [256M]
 #   BENCH_FILES    files for the metadata rows [10000]
 #   BENCH_PHASES   which rows to run: "io" (seq and rand), "meta", "api" (the
-#                  HTTP door under ab, loopback, RS256 token) ["io meta api"]
+#                  HTTP door under ab, loopback, RS256 token), "scale" (the
+#                  million-file run; opt-in, minutes long) ["io meta api"]
+#   BENCH_SCALE_FILES files of the scale run [1000000]
+#   BENCH_SCALE_DIRS  directories they are spread over [10]
 #   BENCH_API_CLIENTS concurrent clients of the api rows [32]
 #   BENCH_API_BIG  size of the file of the api bulk rows (download, upload) [1G]
 #   BENCH_API_REPS runs of each api bulk row; the median is reported [3]
@@ -518,6 +521,65 @@ PYEOF
 rm -f "$T/mnt/six"
 fi
 
+# The million-file run (opt-in: BENCH_PHASES=scale, minutes long). One
+# process creates BENCH_SCALE_FILES files of 100 bytes on each side; then
+# `ls -l` of one directory and `find` over all of them, warm (just
+# written) and cold (page cache, dentries and inodes dropped; the daemon's
+# own caches are part of artfs and stay); last, how long the daemon takes
+# to exit once `umount` has returned.
+if [[ $PHASES == *scale* ]]; then
+    SCALE_N=${BENCH_SCALE_FILES:-1000000}
+    SCALE_DIRS=${BENCH_SCALE_DIRS:-10}
+    echo "== scale: $SCALE_N files of 100 B in $SCALE_DIRS directories, one process"
+    secs() { # cmd... : wall seconds of the command, its output discarded
+        local t0 t1
+        t0=$(date +%s.%N)
+        "$@" >/dev/null
+        t1=$(date +%s.%N)
+        python3 -c 'import sys; print(float(sys.argv[2]) - float(sys.argv[1]))' "$t0" "$t1"
+    }
+    scale_record() { # side metric value
+        echo "$1 scale_$2 $3 {}" >>"$RESULTS"
+        printf '  %-6s %-18s %12.3f\n' "$1" "$2" "$3"
+    }
+    for s in raw artfs; do
+        d=${DIRS[$s]}/scale
+        mkdir "$d"
+        drop
+        pid=
+        [[ $s == artfs ]] && pid=$PID
+        python3 "$PY" scale "$d" "$SCALE_N" "$SCALE_DIRS" $pid | tee "$T/scale-$s.jsonl"
+        python3 - "$T/scale-$s.jsonl" "$s" >>"$RESULTS" <<'PYEOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+first, last = rows[0], rows[-1]
+side = sys.argv[2]
+print("%s scale_rate_first %f {}" % (side, first["value"]))
+print("%s scale_rate_last %f {}" % (side, last["value"]))
+print("%s scale_files %d {}" % (side, last["files"]))
+if last.get("rss_mib") is not None:
+    print("%s scale_rss_mib %f {}" % (side, last["rss_mib"]))
+PYEOF
+        sync
+        scale_record "$s" ls_l_warm "$(secs ls -l "$d/d00")"
+        scale_record "$s" find_warm "$(secs find "$d")"
+        drop
+        scale_record "$s" ls_l_cold "$(secs ls -l "$d/d00")"
+        drop
+        scale_record "$s" find_cold "$(secs find "$d")"
+    done
+    # Unmount to exit: the daemon's pid, started by this script.
+    t0=$(date +%s.%N)
+    fusermount3 -u "$T/mnt"
+    t1=$(date +%s.%N)
+    wait "$PID" || true
+    t2=$(date +%s.%N)
+    PID=
+    scale_record artfs umount "$(python3 -c 'import sys; print(float(sys.argv[2]) - float(sys.argv[1]))' "$t0" "$t1")"
+    scale_record artfs exit_after_umount "$(python3 -c 'import sys; print(float(sys.argv[2]) - float(sys.argv[1]))' "$t1" "$t2")"
+    python3 "$PY" scale-report "$RESULTS" "$SCALE_DIRS" | tee "$T/scale_table.txt"
+fi
+
 echo
 if [[ $PHASES == *io* || $PHASES == *meta* ]]; then
     python3 "$PY" report "$RESULTS" | tee "$T/table.txt"
@@ -531,5 +593,6 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
     echo
     cat "$T/table.txt"
     if [[ -f $T/api_table.txt ]]; then echo; cat "$T/api_table.txt"; fi
+    if [[ -f $T/scale_table.txt ]]; then echo; cat "$T/scale_table.txt"; fi
 } >"$OUT_DIR/workload-$stamp.txt"
 echo "results: $OUT_DIR/workload-$stamp.txt"
