@@ -995,14 +995,16 @@ impl MetaStore for PgStore {
         // SQLite compares it); a locale's collation need not.
         self.block(async {
             // Past the age, then beyond the count (the newest kept), then
-            // failures by their own age: each the oldest first.
+            // failures by their own age: each the oldest first, each
+            // walking at most `limit` index rows (as in sqlite.rs, which
+            // says why).
             let mut n = sqlx::query(&format!(
                 "DELETE FROM {p}_wal WHERE seq IN (SELECT seq FROM {p}_wal \
-                 WHERE status = 'committed' AND completed_at COLLATE \"C\" < $1 \
-                 ORDER BY seq LIMIT $2)"
+                 WHERE status = 'committed' ORDER BY seq LIMIT $1) \
+                 AND completed_at COLLATE \"C\" < $2"
             ))
-            .bind(&committed_before)
             .bind(left(0))
+            .bind(&committed_before)
             .execute(&self.pool)
             .await?
             .rows_affected();
@@ -1010,10 +1012,10 @@ impl MetaStore for PgStore {
                 n += sqlx::query(&format!(
                     "DELETE FROM {p}_wal WHERE seq IN (SELECT seq FROM {p}_wal \
                      WHERE status = 'committed' AND seq <= \
-                     (SELECT seq FROM {p}_wal WHERE status = 'committed' \
-                      ORDER BY seq DESC LIMIT 1 OFFSET $1) ORDER BY seq LIMIT $2)"
+                     (SELECT max(seq) FROM {p}_wal WHERE status = 'committed') - $1 \
+                     ORDER BY seq LIMIT $2)"
                 ))
-                .bind(keep.committed_max_rows as i64)
+                .bind(keep.committed_max_rows.min(i64::MAX as u64) as i64)
                 .bind(left(n))
                 .execute(&self.pool)
                 .await?
@@ -1022,11 +1024,11 @@ impl MetaStore for PgStore {
             if n < limit {
                 n += sqlx::query(&format!(
                     "DELETE FROM {p}_wal WHERE seq IN (SELECT seq FROM {p}_wal \
-                     WHERE status IN ('failed', 'rolled_back') \
-                     AND completed_at COLLATE \"C\" < $1 ORDER BY seq LIMIT $2)"
+                     WHERE status IN ('failed', 'rolled_back') ORDER BY seq LIMIT $1) \
+                     AND completed_at COLLATE \"C\" < $2"
                 ))
-                .bind(&failed_before)
                 .bind(left(n))
+                .bind(&failed_before)
                 .execute(&self.pool)
                 .await?
                 .rows_affected();

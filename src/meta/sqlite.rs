@@ -853,13 +853,22 @@ impl MetaStore for SqliteStore {
             let mut n = 0u64;
             let left = |n: u64| limit.saturating_sub(n).min(i64::MAX as u64) as i64;
             // Past the age, then beyond the count (the newest kept), then
-            // failures by their own age: each the oldest first.
+            // failures by their own age: each the oldest first. Every
+            // statement walks at most `limit` rows of an index from its
+            // oldest end, whatever the log holds (issue 19: filtering the
+            // whole log for age, or counting the kept rows with OFFSET,
+            // cost the writer O(log) per call at a million files). So
+            // the age rule looks at the oldest `limit` rows only (a row
+            // settles after those before it, near enough: a younger one
+            // among them just waits), and the count rule keeps the
+            // committed rows among the newest `committed_max_rows`
+            // sequence numbers (at most that many).
             n += sqlx::query(&format!(
                 "DELETE FROM {p}_wal WHERE seq IN (SELECT seq FROM {p}_wal \
-                 WHERE status = 'committed' AND completed_at < ? ORDER BY seq LIMIT ?)"
+                 WHERE status = 'committed' ORDER BY seq LIMIT ?) AND completed_at < ?"
             ))
-            .bind(&committed_before)
             .bind(left(n))
+            .bind(&committed_before)
             .execute(&self.pool)
             .await?
             .rows_affected();
@@ -867,10 +876,10 @@ impl MetaStore for SqliteStore {
                 n += sqlx::query(&format!(
                     "DELETE FROM {p}_wal WHERE seq IN (SELECT seq FROM {p}_wal \
                      WHERE status = 'committed' AND seq <= \
-                     (SELECT seq FROM {p}_wal WHERE status = 'committed' \
-                      ORDER BY seq DESC LIMIT 1 OFFSET ?) ORDER BY seq LIMIT ?)"
+                     (SELECT max(seq) FROM {p}_wal WHERE status = 'committed') - ? \
+                     ORDER BY seq LIMIT ?)"
                 ))
-                .bind(keep.committed_max_rows as i64)
+                .bind(keep.committed_max_rows.min(i64::MAX as u64) as i64)
                 .bind(left(n))
                 .execute(&self.pool)
                 .await?
@@ -879,11 +888,11 @@ impl MetaStore for SqliteStore {
             if n < limit {
                 n += sqlx::query(&format!(
                     "DELETE FROM {p}_wal WHERE seq IN (SELECT seq FROM {p}_wal \
-                     WHERE status IN ('failed', 'rolled_back') AND completed_at < ? \
-                     ORDER BY seq LIMIT ?)"
+                     WHERE status IN ('failed', 'rolled_back') ORDER BY seq LIMIT ?) \
+                     AND completed_at < ?"
                 ))
-                .bind(&failed_before)
                 .bind(left(n))
+                .bind(&failed_before)
                 .execute(&self.pool)
                 .await?
                 .rows_affected();
