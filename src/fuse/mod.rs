@@ -465,6 +465,7 @@ impl Shared {
         ino: u64,
         fh: u64,
         offset: u64,
+        with_attrs: bool,
         mut add: impl FnMut(&crate::types::DirEntry) -> Option<bool>,
     ) -> Result<(), Error> {
         const CHUNK: usize = 1024;
@@ -479,6 +480,10 @@ impl Shared {
                 let fetched = self.fs.readdir(ino, l.next_offset, CHUNK)?;
                 if fetched.is_empty() {
                     break;
+                }
+                if with_attrs {
+                    let inos: Vec<u64> = fetched.iter().map(|e| e.ino).collect();
+                    self.fs.prefetch(&inos);
                 }
                 l.entries.extend(fetched);
             }
@@ -666,7 +671,7 @@ impl Shared {
     fn readdir_now(&self, ino: u64, fh: u64, offset: u64, mut reply: ReplyDirectory) {
         let _t = self.timed(const { opstats::op_index("readdir") });
         let _s = debug_span!("readdir", ino, offset).entered();
-        let r = self.list(ino, fh, offset, |e| {
+        let r = self.list(ino, fh, offset, false, |e| {
             let name = OsStr::from_bytes(&e.name);
             Some(reply.add(INodeNo(e.ino), e.offset, file_type(e.kind), name))
         });
@@ -679,7 +684,7 @@ impl Shared {
     fn readdirplus_now(&self, ino: u64, fh: u64, offset: u64, mut reply: ReplyDirectoryPlus) {
         let _t = self.timed(const { opstats::op_index("readdirplus") });
         let _s = debug_span!("readdirplus", ino, offset).entered();
-        let r = self.list(ino, fh, offset, |e| {
+        let r = self.list(ino, fh, offset, true, |e| {
             // An entry removed since the listing was read is skipped.
             let attr = self.fs.getattr(e.ino).ok()?;
             let name = OsStr::from_bytes(&e.name);
