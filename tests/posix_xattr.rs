@@ -485,3 +485,62 @@ fn xattrs_survive_remount_and_go_with_the_file() {
         assert_eq!(user_names(&m.path("d")), ["user.on-dir"]);
     });
 }
+
+/// A listing with attributes (READDIRPLUS) loads its entries' inodes and
+/// attribute lists a chunk at a time; what `stat` and getxattr answer
+/// afterwards must be each file's own, also for files the small cache
+/// has to evict again, and after changes made while the chunk was read.
+#[test]
+fn attributes_after_a_listing_are_each_files_own() {
+    common::engine::every_engine(|| {
+        let mut m = Mount::with_args(&["--cache-entries", "200"]);
+        let d = m.path("d");
+        fs::create_dir(&d).unwrap();
+        const N: usize = 1200;
+        for i in 0..N {
+            let f = d.join(format!("f{i:05}"));
+            fs::write(&f, vec![b'x'; i % 97]).unwrap();
+            if i % 7 == 0 {
+                setx(&f, "user.n", i.to_string().as_bytes(), 0).unwrap();
+            }
+        }
+        let check = |changed: usize| {
+            // `ls -l` lists with attributes, then stats and asks each
+            // entry's security and ACL attributes.
+            let out = Command::new("ls").arg("-l").arg(&d).output().unwrap();
+            assert!(out.status.success(), "ls -l failed");
+            assert_eq!(
+                out.stdout
+                    .split(|b| *b == b'\n')
+                    .filter(|l| l.starts_with(b"-"))
+                    .count(),
+                N
+            );
+            for i in 0..N {
+                let f = d.join(format!("f{i:05}"));
+                let size = if i == changed { 1000 } else { (i % 97) as u64 };
+                assert_eq!(
+                    fs::metadata(&f).unwrap().len(),
+                    size,
+                    "size of {}",
+                    f.display()
+                );
+                let want = if i % 7 == 0 || i == changed {
+                    Ok(i.to_string().into_bytes())
+                } else {
+                    Err(libc::ENODATA)
+                };
+                assert_eq!(getx(&f, "user.n"), want, "user.n of {}", f.display());
+            }
+        };
+        m.remount();
+        check(usize::MAX);
+        // A change after the entries were loaded is seen, not the loaded state.
+        let f = d.join("f01100");
+        fs::write(&f, vec![b'y'; 1000]).unwrap();
+        setx(&f, "user.n", b"1100", 0).unwrap();
+        check(1100);
+        m.remount();
+        check(1100);
+    });
+}

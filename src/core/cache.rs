@@ -36,6 +36,17 @@ use uuid::Uuid;
 
 pub type Xattrs = Arc<XattrList>;
 
+/// `list` to cache: every empty list shares one allocation, so knowing
+/// that an inode has no attributes costs only its cache slot.
+pub fn xattr_list(list: XattrList) -> Xattrs {
+    static EMPTY: std::sync::LazyLock<Xattrs> = std::sync::LazyLock::new(Xattrs::default);
+    if list.is_empty() {
+        EMPTY.clone()
+    } else {
+        Arc::new(list)
+    }
+}
+
 /// What a tier knows about a key.
 pub enum Known<T> {
     /// Known: `None` means known absent.
@@ -173,7 +184,10 @@ impl Cache {
                 usage_total: (0, 0),
                 inodes: LruCache::new(cap),
                 dentries: LruCache::new(cap),
-                xattrs: LruCache::new(NonZeroUsize::new(capacity.max(64) / 4).unwrap()),
+                // As many as inodes: `ls -l`, `cp -a` and rsync ask every
+                // entry's attributes, and most lists are empty (one shared
+                // allocation, see `xattr_list`).
+                xattrs: LruCache::new(cap),
                 complete: HashSet::new(),
                 listings: HashMap::new(),
             }),

@@ -323,7 +323,7 @@ impl Fs {
             Known::Miss => {
                 let gen = self.cache.generation();
                 self.inode(ino)?;
-                let x = Arc::new(self.meta.xattrs(ino)?);
+                let x = cache::xattr_list(self.meta.xattrs(ino)?);
                 self.cache.fill_xattrs(gen, ino, x.clone());
                 Ok(x)
             }

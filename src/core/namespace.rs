@@ -16,7 +16,6 @@ use crate::types::{
 };
 use serde_json::json;
 use std::collections::HashMap;
-use std::sync::Arc;
 
 /// What statfs shows as the size of a store in a bucket without a
 /// capacity: 1 PiB (a figure only; nothing enforces it).
@@ -139,7 +138,8 @@ impl Fs {
         for inode in &found {
             self.cache.fill_inode(gen, inode);
             let list = lists.remove(&inode.ino).unwrap_or_default();
-            self.cache.fill_xattrs(gen, inode.ino, Arc::new(list));
+            self.cache
+                .fill_xattrs(gen, inode.ino, super::cache::xattr_list(list));
         }
     }
 
