@@ -584,7 +584,26 @@ impl Cmd {
     }
 }
 
+/// glibc's malloc arenas a daemon may use, unless `MALLOC_ARENA_MAX` says
+/// otherwise. Its default (eight per CPU) gave each of the daemon's busy
+/// threads an arena of its own, each keeping what it freed: at a million
+/// files created that was about 30 MiB more resident memory than with four
+/// (issue 19). The threads' allocations are short, so sharing costs little.
+#[cfg(target_env = "gnu")]
+const MALLOC_ARENAS: libc::c_int = 4;
+
+fn limit_malloc_arenas() {
+    #[cfg(target_env = "gnu")]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: called first thing in main, before any other thread.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
+    limit_malloc_arenas();
     // `artfs BACKING MNT -o OPTS`, as mount.fuse3 and mount(8) run it.
     if let Some(code) = artfs::mount_helper::run(&Cli::command()) {
         return code;
