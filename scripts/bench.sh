@@ -300,6 +300,17 @@ for row in create stat readdir unlink; do
     done
 done
 for s in "${SIDES[@]}"; do rmdir "${DIRS[$s]}/meta"; done
+# Just written: create, then at once stat (one pass) and unlink the same
+# files, nothing dropped in between; only the stat and the unlink count.
+for s in "${SIDES[@]}"; do
+    d=${DIRS[$s]}/meta-warm
+    mkdir "$d"
+    drop
+    python3 "$PY" create "$d" "$NFILES" >/dev/null
+    record "$s" stat_warm "$(python3 "$PY" stat "$d" "$NFILES" 1)"
+    record "$s" unlink_warm "$(python3 "$PY" unlink "$d" "$NFILES")"
+    rmdir "$d"
+done
 
 fi
 
