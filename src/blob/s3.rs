@@ -1003,26 +1003,42 @@ impl S3Store {
         }
     }
 
-    /// Make sure the copy of `ino` is there and current; `Ok(false)` when
-    /// there is no object. Caller holds the stripe (from `settled`).
-    fn materialise(&self, ino: u64) -> io::Result<bool> {
-        Ok(!matches!(
-            self.materialise_or_fill(ino, false)?,
-            Got::Absent
-        ))
+    /// The stripe of `ino`, with its copy there and current (`true`) or
+    /// no object (`false`): fetched whole if need be, a large one by a
+    /// [`Fill`] waited for with the stripe let go (a reader through the
+    /// door reads it meanwhile).
+    fn materialise(&self, ino: u64) -> io::Result<(parking_lot::MutexGuard<'_, ()>, bool)> {
+        loop {
+            let g = self.settled(ino)?;
+            match self.materialise_or_fill(ino)? {
+                Got::Copy => return Ok((g, true)),
+                Got::Absent => return Ok((g, false)),
+                Got::Filling(f) => {
+                    drop(g);
+                    f.wait_whole()?;
+                    if !f.whole() {
+                        return Err(io::Error::other(format!(
+                            "the fetch of {} was given up",
+                            f.version.key
+                        )));
+                    }
+                }
+            }
+        }
     }
 
-    /// `materialise`; with `partial`, a large version to fetch is fetched
-    /// while it is read (a [`Fill`]).
-    fn materialise_or_fill(&self, ino: u64, partial: bool) -> io::Result<Got> {
+    /// Make sure the copy of `ino` is there and current, or that a
+    /// [`Fill`] is fetching it (a large version). Caller holds the stripe
+    /// (from `settled`: no fill runs).
+    fn materialise_or_fill(&self, ino: u64) -> io::Result<Got> {
         let Some((e, m)) = self.known(ino)? else {
-            return self.get_version(ino, self.current(ino)?, partial);
+            return self.get_version(ino, self.current(ino)?);
         };
         if Self::is_damaged(&e, &m) {
             tracing::warn!(ino, copy = %self.copy_path(ino).display(),
                 "a cached copy changed though nothing wrote it; fetching it again");
             self.drop_copy(ino)?;
-            return self.get_version(ino, self.current(ino)?, partial);
+            return self.get_version(ino, self.current(ino)?);
         }
         if e.checked && !self.read_only() {
             self.touch(ino, m.len());
@@ -1073,14 +1089,15 @@ impl S3Store {
             );
         }
         self.drop_copy(ino)?;
-        self.get_version(ino, cur, partial)
+        self.get_version(ino, cur)
     }
 
-    /// Fetch `v` as the copy of `ino`, whole or (`partial`, large) while
-    /// it is read; `Got::Absent` when there is no version (no object).
-    fn get_version(&self, ino: u64, v: Option<Version>, partial: bool) -> io::Result<Got> {
+    /// Fetch `v` as the copy of `ino`: whole, or a large one by a fill
+    /// (one GET, readable as it comes, shared by whoever opens it
+    /// meanwhile); `Got::Absent` when there is no version (no object).
+    fn get_version(&self, ino: u64, v: Option<Version>) -> io::Result<Got> {
         match v {
-            Some(v) if partial && v.size >= self.cfg.sparse_threshold => {
+            Some(v) if v.size >= self.cfg.sparse_threshold => {
                 self.start_fill(ino, v).map(Got::Filling)
             }
             Some(v) => self.fetch_entry(ino, &v).map(|()| Got::Copy),
@@ -1399,8 +1416,8 @@ fn object_stat(size: u64, mtime: Timestamp) -> ObjectStat {
 
 impl ContentStore for S3Store {
     fn open_rw(&self, ino: u64) -> io::Result<File> {
-        let _g = self.settled(ino)?;
-        if !self.materialise(ino)? {
+        let (_g, found) = self.materialise(ino)?;
+        if !found {
             return Err(io::ErrorKind::NotFound.into());
         }
         let f = self.open_copy(ino, !self.read_only())?;
@@ -1409,16 +1426,16 @@ impl ContentStore for S3Store {
     }
 
     fn open_read(&self, ino: u64) -> io::Result<File> {
-        let _g = self.settled(ino)?;
-        if !self.materialise(ino)? {
+        let (_g, found) = self.materialise(ino)?;
+        if !found {
             return Err(io::ErrorKind::NotFound.into());
         }
         self.open_copy(ino, false)
     }
 
     fn open_or_create(&self, ino: u64) -> io::Result<File> {
-        let _g = self.settled(ino)?;
-        if !self.materialise(ino)? {
+        let (_g, found) = self.materialise(ino)?;
+        if !found {
             self.refuse_write()?;
             OpenOptions::new()
                 .write(true)
@@ -1848,7 +1865,7 @@ impl ContentStore for S3Store {
                 });
             }
             Some(f) => Got::Filling(f),
-            None => self.materialise_or_fill(ino, true)?,
+            None => self.materialise_or_fill(ino)?,
         };
         let (file, filling) = match got {
             Got::Absent => return Err(io::ErrorKind::NotFound.into()),
@@ -1867,8 +1884,8 @@ impl ContentStore for S3Store {
     }
 
     fn warm(&self, ino: u64, for_write: bool) -> io::Result<()> {
-        let _g = self.settled(ino)?;
-        if !self.materialise(ino)? || !for_write || self.read_only() {
+        let (_g, found) = self.materialise(ino)?;
+        if !found || !for_write || self.read_only() {
             return Ok(());
         }
         // Recorded before the first write: after a crash, the copy's new

@@ -98,6 +98,10 @@ struct State {
     cancelled: bool,
     /// Every byte arrived; placing the copy was handed on.
     finishing: bool,
+    /// The ranges readers wait for: a piece that lands wakes them only
+    /// when it completes one (a wake-up per piece of a few KiB cost as
+    /// much as the copying).
+    waiting: Vec<Range<u64>>,
 }
 
 /// The fetch of one version into a partial copy.
@@ -118,6 +122,7 @@ pub(super) struct Fill {
     cv: Condvar,
     /// Placed and recorded: the local file is the copy.
     whole: AtomicBool,
+    started: std::time::Instant,
 }
 
 fn eio(what: String) -> io::Error {
@@ -151,6 +156,7 @@ impl Fill {
             st: Mutex::new(State::default()),
             cv: Condvar::new(),
             whole: AtomicBool::new(false),
+            started: std::time::Instant::now(),
         })
     }
 
@@ -211,6 +217,8 @@ impl Fill {
             return;
         };
         if done {
+            tracing::debug!(ino = self.ino, bytes = self.size(), took = ?self.started.elapsed(),
+                "fetched a copy while it was read");
             // Renaming and recording take the object's stripe: not on the
             // runtime's threads.
             self.rt.spawn_blocking(move || store.fill_done(&me));
@@ -283,8 +291,11 @@ impl Fill {
             at += n;
             // The rest came by another GET (a far read's range).
             let rest_there = st.have.covers(&(at..r.end));
+            let wake = st.waiting.iter().any(|w| st.have.covers(w));
             drop(st);
-            self.cv.notify_all();
+            if wake {
+                self.cv.notify_all();
+            }
             if rest_there {
                 return Ok(());
             }
@@ -378,7 +389,11 @@ impl Filling for Fill {
                     self.start_stream(&mut st);
                 }
             }
+            st.waiting.push(r.clone());
             self.cv.wait_for(&mut st, Duration::from_secs(1));
+            if let Some(i) = st.waiting.iter().position(|w| *w == r) {
+                st.waiting.swap_remove(i);
+            }
         }
     }
 
