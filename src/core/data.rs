@@ -358,16 +358,36 @@ impl Fs {
             // Holes until the bytes come: never read as zeros.
             f.wait(offset..offset.saturating_add(size as u64))?;
         }
-        let mut buf = vec![0u8; size];
-        let mut done = 0;
-        while done < size {
-            let n = h.file.read_at(&mut buf[done..], offset + done as u64)?;
+        // Read into spare capacity: zeroing the buffer first cost as much
+        // as the copy (reads of a file being fetched are CPU-bound).
+        let mut buf: Vec<u8> = Vec::with_capacity(size);
+        let fd = h.file.as_raw_fd();
+        while buf.len() < size {
+            let done = buf.len();
+            // SAFETY: pread writes at most `size - done` bytes at the end
+            // of the buffer's spare capacity, which is that long; the
+            // length then counts only the bytes it wrote.
+            let n = unsafe {
+                libc::pread(
+                    fd,
+                    buf.as_mut_ptr().add(done).cast(),
+                    size - done,
+                    (offset + done as u64) as libc::off_t,
+                )
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e.into());
+            }
             if n == 0 {
                 break;
             }
-            done += n;
+            // SAFETY: the n bytes after `done` were just written.
+            unsafe { buf.set_len(done + n as usize) };
         }
-        buf.truncate(done);
         Ok(buf)
     }
 
