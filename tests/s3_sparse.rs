@@ -282,3 +282,39 @@ fn seek_data_and_holes_answer_for_the_whole_file() {
         m.assert_consistent();
     });
 }
+
+#[test]
+fn an_api_download_during_the_fetch_is_the_whole_file() {
+    run_on(Engine::S3, || {
+        let mut api = common::api::Api::start(&[]);
+        let data = pattern(SIZE, 7);
+        fs::write(api.m.path("big"), &data).unwrap();
+        let ino = fs::metadata(api.m.path("big")).unwrap().ino();
+        common::get_xattr(&api.m.path("big"), "user.artstore.sha256").unwrap();
+        api.m.unmount();
+        fs::remove_dir_all(&api.m.backing).unwrap();
+        api.m.mount();
+        api.wait();
+        slow_fetch(&api.m, 10);
+        let r = fs::File::open(api.m.path("big")).unwrap();
+        assert!(read_at(&r, 0, MIB) == data[..MIB]);
+        assert!(
+            partial_copy(&api.m, ino),
+            "fetched whole before the first read"
+        );
+        // The API reads the descriptor itself: it waits for the whole copy.
+        let token = common::api::token("reader", artfs::auth::Role::Admin);
+        let got = api
+            .client
+            .get(api.url("/api/v1/fs/big"))
+            .bearer_auth(&token)
+            .send()
+            .unwrap();
+        assert_eq!(got.status(), 200);
+        assert_eq!(sha(&got.bytes().unwrap()), sha(&data));
+        fast_fetch(&api.m);
+        assert!(read_at(&r, SIZE - MIB, MIB) == data[SIZE - MIB..]);
+        drop(r);
+        wait_whole(&api.m, ino);
+    });
+}
