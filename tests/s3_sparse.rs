@@ -35,7 +35,11 @@ fn sha(data: &[u8]) -> String {
 /// the bucket, its cache directory emptied and mounted again: the next
 /// open fetches it. Returns the mount, the file's inode and its bytes.
 fn cold_file(seed: u32) -> (Mount, u64, Vec<u8>) {
-    let mut m = Mount::new();
+    cold_file_with(seed, &[])
+}
+
+fn cold_file_with(seed: u32, args: &[&str]) -> (Mount, u64, Vec<u8>) {
+    let mut m = Mount::with_args(args);
     let data = pattern(SIZE, seed);
     fs::write(m.path("big"), &data).unwrap();
     let ino = fs::metadata(m.path("big")).unwrap().ino();
@@ -316,5 +320,33 @@ fn an_api_download_during_the_fetch_is_the_whole_file() {
         assert!(read_at(&r, SIZE - MIB, MIB) == data[SIZE - MIB..]);
         drop(r);
         wait_whole(&api.m, ino);
+    });
+}
+
+#[test]
+fn eviction_never_takes_a_copy_being_fetched_or_open() {
+    run_on(Engine::S3, || {
+        // A cache far smaller than the file: every close evicts.
+        let (mut m, ino, data) = cold_file_with(8, &["--cache-size", "1M"]);
+        slow_fetch(&m, 1);
+        let r = fs::File::open(m.path("big")).unwrap();
+        assert!(read_at(&r, 0, MIB) == data[..MIB]);
+        assert!(partial_copy(&m, ino), "fetched whole before the first read");
+        for i in 0..8u32 {
+            fs::write(m.path(&format!("small{i}")), pattern(256 << 10, i)).unwrap();
+        }
+        fast_fetch(&m);
+        assert_eq!(sha(&read_at(&r, 0, SIZE)), sha(&data));
+        // Placed while open: kept, however full the cache.
+        wait_whole(&m, ino);
+        for i in 8..12u32 {
+            fs::write(m.path(&format!("small{i}")), pattern(256 << 10, i)).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(m.object_file(ino).exists(), "an open copy was evicted");
+        assert_eq!(sha(&read_at(&r, 0, SIZE)), sha(&data));
+        drop(r);
+        m.unmount();
+        m.assert_consistent();
     });
 }
