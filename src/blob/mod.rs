@@ -47,7 +47,10 @@
 //! So the object calls return the *local file of an object*: for
 //! `LocalDir` the object itself; for a remote store its copy in the local
 //! cache, fetched (materialised) before the call returns, and sent back at
-//! `fsync`. Nothing outside `blob/` builds a path to an object or sidecar.
+//! `fsync`. The one exception is [`ContentStore::open_partial`], for
+//! handles read only through the core: a large copy may come back still
+//! being fetched, with a [`Filling`] to wait on. Nothing outside `blob/`
+//! builds a path to an object or sidecar.
 
 pub mod ballast;
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! s3://BUCKET/PREFIX/.artfs/store-id                                 the store's id
 //! CACHE/objects/XX/<ino hex16>         local copy, XX = ino & 0xff (what the doors open)
 //! CACHE/objects/XX/<ino hex16>.cached  which version the copy is, and its size and times then
+//! CACHE/objects/XX/<ino hex16>.<n>.fetch  a large copy being fetched (see `fill`)
 //! CACHE/.artfs/uploads/<ino>-<version> a multipart upload under way (its id), aborted at start
 //! ```
 //!
@@ -27,6 +28,10 @@
 //! second by the sender thread, and at the next start. A copy with no
 //! `.cached` is content never sent (a new file) if the bucket has no
 //! version of it, else a fetch cut short (thrown away).
+//!
+//! **Large copies** (`sparse_threshold`) are fetched by one streaming GET
+//! into a temp file (`fill`): `open_partial` hands it out while it comes,
+//! the other opens wait for it to be placed (`settled`, `materialise`).
 //!
 //! **Eviction.** Past `cache_size`, the least recently used copies that
 //! are clean and not open are removed (a reader holding one keeps its
