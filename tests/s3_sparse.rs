@@ -3,7 +3,8 @@
 //! not wait for the whole file, reads get exactly the object's bytes
 //! (never a hole's zeros), and whatever else reads or writes the file
 //! sees it whole. The fetch is slowed down by a test point
-//! (`s3::fill_piece`) so that each check acts while it runs.
+//! (`s3::fill_piece`, once per 256 KiB: 192 times for the 48 MiB file)
+//! so that each check acts while it runs.
 
 mod common;
 
@@ -53,7 +54,7 @@ fn cold_file_with(seed: u32, args: &[&str]) -> (Mount, u64, Vec<u8>) {
     (m, ino, data)
 }
 
-/// Slow the fetch: each piece that lands waits `ms` first.
+/// Slow the fetch: each 256 KiB waits `ms` before it lands.
 fn slow_fetch(m: &Mount, ms: u32) {
     m.arm(&[&format!("s3::fill_piece=sleep({ms})")]);
 }
@@ -102,7 +103,7 @@ fn a_large_file_is_read_while_it_is_fetched() {
     run_on(Engine::S3, || {
         let (mut m, ino, data) = cold_file(1);
         let before = versions(&m, ino);
-        slow_fetch(&m, 2);
+        slow_fetch(&m, 10);
         let mut f = fs::File::open(m.path("big")).unwrap();
         let mut head = vec![0u8; MIB];
         f.read_exact(&mut head).unwrap();
@@ -135,7 +136,7 @@ fn a_large_file_is_read_while_it_is_fetched() {
 fn a_tail_read_first_then_the_head() {
     run_on(Engine::S3, || {
         let (mut m, ino, data) = cold_file(2);
-        slow_fetch(&m, 5);
+        slow_fetch(&m, 10);
         let f = fs::File::open(m.path("big")).unwrap();
         let t = Instant::now();
         // Far past the stream: fetched by a range of its own.
@@ -168,7 +169,7 @@ fn a_tail_read_first_then_the_head() {
 fn two_readers_at_once_read_the_same_bytes() {
     run_on(Engine::S3, || {
         let (mut m, ino, data) = cold_file(3);
-        slow_fetch(&m, 1);
+        slow_fetch(&m, 3);
         let want = sha(&data);
         let path = m.path("big");
         std::thread::scope(|s| {
@@ -203,7 +204,7 @@ fn two_readers_at_once_read_the_same_bytes() {
 fn opening_for_writing_during_the_fetch_waits_for_the_whole_file() {
     run_on(Engine::S3, || {
         let (mut m, ino, data) = cold_file(4);
-        slow_fetch(&m, 1);
+        slow_fetch(&m, 5);
         let r = fs::File::open(m.path("big")).unwrap();
         assert!(read_at(&r, 0, MIB) == data[..MIB]);
         assert!(partial_copy(&m, ino), "fetched whole before the first read");
@@ -242,7 +243,7 @@ fn a_daemon_killed_mid_fetch_reads_back_right_and_sends_nothing() {
         let (mut m, ino, data) = cold_file(5);
         let before = versions(&m, ino);
         let mtime = fs::metadata(m.path("big")).unwrap().mtime_nsec();
-        slow_fetch(&m, 2);
+        slow_fetch(&m, 10);
         let f = fs::File::open(m.path("big")).unwrap();
         assert!(read_at(&f, 0, 2 * MIB) == data[..2 * MIB]);
         assert!(partial_copy(&m, ino), "fetched whole before the first read");
@@ -270,7 +271,7 @@ fn a_daemon_killed_mid_fetch_reads_back_right_and_sends_nothing() {
 fn seek_data_and_holes_answer_for_the_whole_file() {
     run_on(Engine::S3, || {
         let (mut m, ino, data) = cold_file(6);
-        slow_fetch(&m, 1);
+        slow_fetch(&m, 5);
         let r = fs::File::open(m.path("big")).unwrap();
         assert!(read_at(&r, 0, 4096) == data[..4096]);
         assert!(partial_copy(&m, ino), "fetched whole before the first read");
@@ -328,7 +329,7 @@ fn eviction_never_takes_a_copy_being_fetched_or_open() {
     run_on(Engine::S3, || {
         // A cache far smaller than the file: every close evicts.
         let (mut m, ino, data) = cold_file_with(8, &["--cache-size", "1M"]);
-        slow_fetch(&m, 1);
+        slow_fetch(&m, 5);
         let r = fs::File::open(m.path("big")).unwrap();
         assert!(read_at(&r, 0, MIB) == data[..MIB]);
         assert!(partial_copy(&m, ino), "fetched whole before the first read");

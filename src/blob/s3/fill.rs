@@ -277,8 +277,11 @@ impl Fill {
                     r.end - r.start
                 )));
             }
-            // Tests slow the fetch down here, to act while it runs.
-            fail::fail_point!("s3::fill_piece");
+            // Tests slow the fetch down here, once per 256 KiB whatever
+            // the pieces' sizes, to act while it runs.
+            for _ in (at >> 18)..((at + n) >> 18) {
+                fail::fail_point!("s3::fill_piece");
+            }
             if self.st.lock().cancelled {
                 return Err("given up".into());
             }
