@@ -106,6 +106,9 @@ for side in local s3; do
 done
 # Read once so both are cached, then measure.
 cat "$T/s3/mnt/big" >/dev/null
+# Its hash recorded now: a file without one is hashed after the next mount,
+# in the background, which fetches it and would race the cold read.
+python3 -c 'import os, sys; os.getxattr(sys.argv[1], "user.artstore.sha256")' "$T/s3/mnt/big"
 HOT_LOCAL=$(seq_read "$T/local/mnt/big")
 HOT_S3=$(seq_read "$T/s3/mnt/big")
 

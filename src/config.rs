@@ -104,6 +104,10 @@ pub struct S3Section {
     /// Seconds a failing request is retried before the operation that
     /// needed it gets EIO [default: 20].
     pub retry_secs: Option<f64>,
+    /// Files at least this large are read through the mount while they
+    /// are fetched, not after [default: 8M].
+    #[serde(deserialize_with = "de_size")]
+    pub sparse_threshold: Option<u64>,
 }
 
 /// The variable that gives Redis's password.
@@ -434,6 +438,9 @@ impl Config {
                         }
                         Some(s) => anyhow::bail!("[s3] retry_secs must be 0.5 to 3600, not {s}"),
                     },
+                    sparse_threshold: s3
+                        .sparse_threshold
+                        .unwrap_or(crate::blob::DEFAULT_SPARSE_THRESHOLD),
                     read_only: false,
                 };
                 (cache, crate::blob::Content::S3(Box::new(cfg)))
@@ -740,6 +747,7 @@ mod tests {
             ),
             ("s3.multipart_threshold", c.s3.multipart_threshold.is_some()),
             ("s3.retry_secs", c.s3.retry_secs.is_some()),
+            ("s3.sparse_threshold", c.s3.sparse_threshold.is_some()),
             ("mount.mountpoint", c.mount.mountpoint.is_some()),
             ("mount.threads", c.mount.threads.is_some()),
             ("policy.capacity", c.policy.capacity.is_some()),

@@ -7,13 +7,18 @@ mod common;
 
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::time::{Duration, Instant};
 
 use common::engine::{run_on, Engine};
 use common::Mount;
 
+/// The tests pause the binary's one server: one at a time.
+static SERVER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn a_bucket_that_stops_answering_gives_eio_and_never_a_mixed_file() {
+    let _one = SERVER.lock().unwrap_or_else(|e| e.into_inner());
     common::s3::S3Server::own_only();
     run_on(Engine::S3, || {
         let dir = tempfile::tempdir().unwrap();
@@ -57,5 +62,73 @@ fn a_bucket_that_stops_answering_gives_eio_and_never_a_mixed_file() {
         );
         m.unmount();
         m.assert_consistent();
+    });
+}
+
+#[test]
+fn a_bucket_that_stops_answering_mid_fetch_gives_eio_never_zeros() {
+    let _one = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    common::s3::S3Server::own_only();
+    run_on(Engine::S3, || {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("s3.toml");
+        fs::write(&cfg, "[s3]\nretry_secs = 2\n").unwrap();
+        let mut m = Mount::with_args(&["--config", cfg.to_str().unwrap()]);
+        let size = 32usize << 20;
+        let data: Vec<u8> = (0..size as u32 / 4)
+            .flat_map(|i| i.wrapping_mul(2654435761).to_le_bytes())
+            .collect();
+        fs::write(m.path("big"), &data).unwrap();
+        let ino = fs::metadata(m.path("big")).unwrap().ino();
+        // Hashed now, or the next mount's hashing fetches it whole.
+        common::get_xattr(&m.path("big"), "user.artstore.sha256").unwrap();
+        m.unmount();
+        fs::remove_dir_all(&m.backing).unwrap();
+        m.mount();
+        // The fetch crawls, so the bucket stops while it runs.
+        m.arm(&["s3::fill_piece=sleep(20)"]);
+        let f = fs::File::open(m.path("big")).unwrap();
+        let mut head = vec![0u8; 1 << 20];
+        f.read_exact_at(&mut head, 0).unwrap();
+        assert!(head == data[..1 << 20]);
+        let (bucket, _) = m.bucket().unwrap();
+        bucket.server.pause();
+        // Far past the stream: a GET of its own, which gets no answer:
+        // EIO once the retries are over, never the partial copy's zeros.
+        // (The kernel may ask again, its read-ahead then the read: each
+        // waits for its own try.)
+        let t = Instant::now();
+        let mut buf = vec![0u8; 1 << 20];
+        let far = f.read_exact_at(&mut buf, 24 << 20);
+        let waited = t.elapsed();
+        // Near the stream's front: what already came (the socket holds
+        // some), else EIO once the stream stalls; never other bytes.
+        let near = f.read_exact_at(&mut buf, 6 << 20).map(|()| buf.clone());
+        bucket.server.resume();
+        assert_eq!(far.map_err(|e| e.raw_os_error()), Err(Some(libc::EIO)));
+        assert!(waited < Duration::from_secs(60), "EIO after {waited:?}");
+        match near {
+            Ok(got) => assert!(got == data[6 << 20..7 << 20], "wrong bytes near the front"),
+            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EIO)),
+        }
+        // The bucket back: the next reads fetch again, and get it right.
+        m.arm(&["s3::fill_piece=off"]);
+        f.read_exact_at(&mut buf, 24 << 20).unwrap();
+        assert!(
+            buf == data[24 << 20..25 << 20],
+            "wrong bytes after the outage"
+        );
+        let mut all = vec![0u8; size];
+        f.read_exact_at(&mut all, 0).unwrap();
+        assert!(all == data, "the file differs after the outage");
+        drop(f);
+        m.unmount();
+        m.assert_consistent();
+        // The bucket alone still holds it whole; nothing was sent.
+        fs::remove_dir_all(&m.backing).unwrap();
+        m.mount();
+        assert!(fs::read(m.path("big")).unwrap() == data);
+        assert_eq!(fs::metadata(m.path("big")).unwrap().ino(), ino);
+        m.unmount();
     });
 }

@@ -47,7 +47,10 @@
 //! So the object calls return the *local file of an object*: for
 //! `LocalDir` the object itself; for a remote store its copy in the local
 //! cache, fetched (materialised) before the call returns, and sent back at
-//! `fsync`. Nothing outside `blob/` builds a path to an object or sidecar.
+//! `fsync`. The one exception is [`ContentStore::open_partial`], for
+//! handles read only through the core: a large copy may come back still
+//! being fetched, with a [`Filling`] to wait on. Nothing outside `blob/`
+//! builds a path to an object or sidecar.
 
 pub mod ballast;
 #[cfg(test)]
@@ -68,7 +71,7 @@ use std::sync::Arc;
 pub use local::{remove_legacy_pool, LocalDir};
 pub use s3::{
     Credentials, S3Config, S3Store, DEFAULT_CACHE_SIZE, DEFAULT_MULTIPART_THRESHOLD,
-    DEFAULT_RETRY_FOR,
+    DEFAULT_RETRY_FOR, DEFAULT_SPARSE_THRESHOLD,
 };
 
 use crate::types::Timestamp;
@@ -135,6 +138,18 @@ pub trait ContentStore: Send + Sync {
     /// the write must not happen.
     fn warm(&self, _ino: u64, _for_write: bool) -> io::Result<()> {
         Ok(())
+    }
+
+    /// Object `ino` opened as `open_rw` opens it (closed by
+    /// [`ContentStore::close`]), for a handle whose reads all go through
+    /// the core (`Fs::read`), never its descriptor: a remote store may
+    /// answer before a large copy is whole, with a [`Filling`] that reads
+    /// wait on. No [`ContentStore::warm`] first: this does its work.
+    fn open_partial(&self, ino: u64) -> io::Result<Partial> {
+        Ok(Partial {
+            file: self.open_rw(ino)?,
+            filling: None,
+        })
     }
 
     /// This process writes the store from now on (a mount's writer, a
@@ -250,6 +265,27 @@ pub trait ContentStore: Send + Sync {
     /// Whether the store can take new objects now (the readiness probe):
     /// `LocalDir` checks the object area is there and writable.
     fn check_ready(&self) -> io::Result<()>;
+}
+
+/// An object's local file from [`ContentStore::open_partial`].
+pub struct Partial {
+    pub file: File,
+    /// `Some` while the copy is being fetched.
+    pub filling: Option<Arc<dyn Filling>>,
+}
+
+/// A local copy still being fetched while it is read (a remote store's
+/// large file; docs/S3.md). Until [`Filling::whole`], the file's bytes
+/// are only those [`Filling::wait`] vouched for, and its own figures
+/// (size, times) mean nothing: [`Filling::figures`] are the content's.
+pub trait Filling: Send + Sync {
+    /// Wait until bytes `range` (clipped to the content's size) are in
+    /// the local file; an error (EIO) when they could not be fetched.
+    fn wait(&self, range: std::ops::Range<u64>) -> io::Result<()>;
+    /// The copy is whole and recorded: the local file is the truth.
+    fn whole(&self) -> bool;
+    /// The figures of the content being fetched.
+    fn figures(&self) -> ObjectStat;
 }
 
 /// The figures of one object.

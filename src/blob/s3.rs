@@ -7,6 +7,7 @@
 //! s3://BUCKET/PREFIX/.artfs/store-id                                 the store's id
 //! CACHE/objects/XX/<ino hex16>         local copy, XX = ino & 0xff (what the doors open)
 //! CACHE/objects/XX/<ino hex16>.cached  which version the copy is, and its size and times then
+//! CACHE/objects/XX/<ino hex16>.<n>.fetch  a large copy being fetched (see `fill`)
 //! CACHE/.artfs/uploads/<ino>-<version> a multipart upload under way (its id), aborted at start
 //! ```
 //!
@@ -27,6 +28,10 @@
 //! second by the sender thread, and at the next start. A copy with no
 //! `.cached` is content never sent (a new file) if the bucket has no
 //! version of it, else a fetch cut short (thrown away).
+//!
+//! **Large copies** (`sparse_threshold`) are fetched by one streaming GET
+//! into a temp file (`fill`): `open_partial` hands it out while it comes,
+//! the other opens wait for it to be placed (`settled`, `materialise`).
 //!
 //! **Eviction.** Past `cache_size`, the least recently used copies that
 //! are clean and not open are removed (a reader holding one keeps its
@@ -55,8 +60,11 @@ use object_store::{
 use parking_lot::Mutex;
 
 use super::sidecar::{AttrJson, DirSync, Parsed, SidecarError};
-use super::{ContentStore, FoundSidecar, ObjectStat, Space};
+use super::{ContentStore, Filling, FoundSidecar, ObjectStat, Partial, Space};
+
+mod fill;
 use crate::types::Timestamp;
+use fill::Fill;
 
 /// How to reach a bucket, and the local cache in front of it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -83,6 +91,10 @@ pub struct S3Config {
     /// How long a request is retried (throttling, timeouts, 5xx) before
     /// the operation that needed it fails with EIO.
     pub retry_for: Duration,
+    /// Files at least this large, opened for reading through the FUSE
+    /// door and not cached, are read while they are fetched (see
+    /// `fill`); smaller ones are fetched whole before the open returns.
+    pub sparse_threshold: u64,
     /// A follower's store: reads only.
     pub read_only: bool,
 }
@@ -110,6 +122,9 @@ pub const DEFAULT_CACHE_SIZE: u64 = 10 << 30;
 pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(20);
 /// Default `multipart_threshold`: 32 MiB.
 pub const DEFAULT_MULTIPART_THRESHOLD: u64 = 32 << 20;
+/// Default `sparse_threshold`: 8 MiB (below it one GET takes little
+/// longer than its first bytes would).
+pub const DEFAULT_SPARSE_THRESHOLD: u64 = 8 << 20;
 /// Parts are at least this large (S3's minimum is 5 MiB) and grow so that
 /// 5 TiB fits in 10,000 parts.
 const MIN_PART: u64 = 16 << 20;
@@ -247,6 +262,16 @@ struct CacheState {
     unsent: BTreeSet<u64>,
 }
 
+/// What `materialise_or_fill` left.
+enum Got {
+    /// No object.
+    Absent,
+    /// The copy is there, whole.
+    Copy,
+    /// The copy is being fetched while read.
+    Filling(Arc<Fill>),
+}
+
 /// One version found in the bucket.
 #[derive(Clone, Debug)]
 struct Version {
@@ -281,6 +306,13 @@ pub struct S3Store {
     /// This store, for its sender thread (which must not keep it alive).
     me: std::sync::Weak<S3Store>,
     client: Arc<AmazonS3>,
+    /// The client of partial copies' GETs: no overall timeout (a large
+    /// object streams as long as it takes; `fill` gives up on a GET that
+    /// stalls instead).
+    fill_client: Arc<AmazonS3>,
+    /// Copies being fetched while read, and a number for their temp files.
+    fills: Mutex<HashMap<u64, Arc<Fill>>>,
+    fill_seq: AtomicU64,
     rt: Option<tokio::runtime::Runtime>,
     /// `CACHE/objects`.
     root: PathBuf,
@@ -316,16 +348,54 @@ impl S3Store {
     /// Connect to the bucket and open the cache under `cache_dir` (made if
     /// absent). Checks the bucket answers.
     pub fn open(cfg: S3Config, cache_dir: &Path) -> io::Result<Arc<S3Store>> {
-        // Client options first: they replace what `with_allow_http` sets.
-        let options = ClientOptions::new()
-            .with_timeout(
+        let connect = ClientOptions::new().with_connect_timeout(
+            cfg.retry_for
+                .clamp(Duration::from_secs(1), Duration::from_secs(5)),
+        );
+        let client = Arc::new(Self::client(
+            &cfg,
+            connect.clone().with_timeout(
                 cfg.retry_for
                     .clamp(Duration::from_secs(1), Duration::from_secs(60)),
-            )
-            .with_connect_timeout(
-                cfg.retry_for
-                    .clamp(Duration::from_secs(1), Duration::from_secs(5)),
-            );
+            ),
+        )?);
+        let fill_client = Arc::new(Self::client(&cfg, connect.with_timeout_disabled())?);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("artfs-s3")
+            .enable_all()
+            .build()?;
+        let root = cache_dir.join("objects");
+        for i in 0..=255u8 {
+            std::fs::create_dir_all(root.join(format!("{i:02x}")))?;
+        }
+        let state_dir = cache_dir.join(".artfs");
+        std::fs::create_dir_all(state_dir.join("uploads"))?;
+        let store = Arc::new_cyclic(|me| S3Store {
+            me: me.clone(),
+            counters: Arc::default(),
+            writable: AtomicBool::new(!cfg.read_only),
+            cfg,
+            client,
+            fill_client,
+            fills: Mutex::default(),
+            fill_seq: AtomicU64::new(0),
+            rt: Some(rt),
+            root,
+            state_dir,
+            state: Mutex::new(CacheState::default()),
+            stripes: (0..64).map(|_| Mutex::new(())).collect(),
+            stop: Arc::new(AtomicBool::new(false)),
+            sender: Mutex::new(None),
+        });
+        store.check_bucket()?;
+        store.load_cache()?;
+        Ok(store)
+    }
+
+    /// A client of the bucket with these options (given first: they
+    /// replace what `with_allow_http` sets).
+    fn client(cfg: &S3Config, options: ClientOptions) -> io::Result<AmazonS3> {
         let mut b = AmazonS3Builder::from_env()
             .with_client_options(options)
             .with_bucket_name(&cfg.bucket);
@@ -366,40 +436,10 @@ impl S3Store {
             retry_timeout: cfg.retry_for,
             ..RetryConfig::default()
         };
-        let client = b
-            .with_retry(retry)
+        b.with_retry(retry)
             .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch)
             .build()
-            .map_err(|e| io::Error::other(format!("S3 {}: {e}", cfg.url())))?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("artfs-s3")
-            .enable_all()
-            .build()?;
-        let root = cache_dir.join("objects");
-        for i in 0..=255u8 {
-            std::fs::create_dir_all(root.join(format!("{i:02x}")))?;
-        }
-        let state_dir = cache_dir.join(".artfs");
-        std::fs::create_dir_all(state_dir.join("uploads"))?;
-        let client = Arc::new(client);
-        let store = Arc::new_cyclic(|me| S3Store {
-            me: me.clone(),
-            counters: Arc::default(),
-            writable: AtomicBool::new(!cfg.read_only),
-            cfg,
-            client,
-            rt: Some(rt),
-            root,
-            state_dir,
-            state: Mutex::new(CacheState::default()),
-            stripes: (0..64).map(|_| Mutex::new(())).collect(),
-            stop: Arc::new(AtomicBool::new(false)),
-            sender: Mutex::new(None),
-        });
-        store.check_bucket()?;
-        store.load_cache()?;
-        Ok(store)
+            .map_err(|e| io::Error::other(format!("S3 {}: {e}", cfg.url())))
     }
 
     /// Run `fut` on the store's runtime and wait for it, from any thread
@@ -570,26 +610,42 @@ impl S3Store {
             .create(true)
             .truncate(true)
             .open(&tmp)?;
-        let result = self.download(&file, v).and_then(|()| {
-            file.set_modified(v.mtime.to_system())?;
-            // The copy's bytes are on disk before the record says so.
-            file.sync_data()?;
-            std::fs::rename(&tmp, &path)?;
-            Ok(Stamp::of(&file.metadata()?))
-        });
+        let result = self
+            .download(&file, v)
+            .and_then(|()| self.place(ino, v, &file, &tmp));
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
-        let stamp = result?;
-        self.write_record(
-            ino,
-            &Cached {
-                version: v.number,
-                clean: Some(stamp),
-                sending: None,
-                writing: false,
-            },
-        )?;
+        result
+    }
+
+    /// Make the fetched temp file `tmp` (`file`, all of `v`) the copy of
+    /// `ino`, recorded clean. The record comes first: a crash before the
+    /// rename leaves a temp file (removed at start), one after it a copy
+    /// whose figures may differ from the record (the rename moves the
+    /// ctime), taken for damage and fetched again; never a copy without
+    /// a record, which would be taken for new content and sent.
+    fn place(&self, ino: u64, v: &Version, file: &File, tmp: &Path) -> io::Result<Stamp> {
+        let path = self.copy_path(ino);
+        file.set_modified(v.mtime.to_system())?;
+        // The copy's bytes are on disk before the record says so.
+        file.sync_data()?;
+        let record = |stamp| Cached {
+            version: v.number,
+            clean: Some(stamp),
+            sending: None,
+            writing: false,
+        };
+        let before = Stamp::of(&file.metadata()?);
+        self.write_record(ino, &record(before))?;
+        if let Err(e) = std::fs::rename(tmp, &path) {
+            let _ = std::fs::remove_file(self.record_path(ino));
+            return Err(e);
+        }
+        let stamp = Stamp::of(&file.metadata()?);
+        if stamp != before {
+            self.write_record(ino, &record(stamp))?;
+        }
         Ok(stamp)
     }
 
@@ -654,6 +710,11 @@ impl S3Store {
     /// stripe.
     fn send(&self, ino: u64, file: &File) -> io::Result<()> {
         self.refuse_write()?;
+        if self.fills.lock().contains_key(&ino) {
+            // Being fetched: nothing of it was written here (writers wait
+            // for the whole copy), and its figures are the fetch's.
+            return Ok(());
+        }
         let stamp = Stamp::of(&file.metadata()?);
         let entry = self.state.lock().entries.get(&ino).cloned();
         let entry = entry.unwrap_or_default();
@@ -947,21 +1008,46 @@ impl S3Store {
         }
     }
 
-    /// Make sure the copy of `ino` is there and current; `Ok(false)` when
-    /// there is no object. Caller holds the stripe.
-    fn materialise(&self, ino: u64) -> io::Result<bool> {
+    /// The stripe of `ino`, with its copy there and current (`true`) or
+    /// no object (`false`): fetched whole if need be, a large one by a
+    /// [`Fill`] waited for with the stripe let go (a reader through the
+    /// door reads it meanwhile).
+    fn materialise(&self, ino: u64) -> io::Result<(parking_lot::MutexGuard<'_, ()>, bool)> {
+        loop {
+            let g = self.settled(ino)?;
+            match self.materialise_or_fill(ino)? {
+                Got::Copy => return Ok((g, true)),
+                Got::Absent => return Ok((g, false)),
+                Got::Filling(f) => {
+                    drop(g);
+                    f.wait_whole()?;
+                    if !f.whole() {
+                        return Err(io::Error::other(format!(
+                            "the fetch of {} was given up",
+                            f.version.key
+                        )));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Make sure the copy of `ino` is there and current, or that a
+    /// [`Fill`] is fetching it (a large version). Caller holds the stripe
+    /// (from `settled`: no fill runs).
+    fn materialise_or_fill(&self, ino: u64) -> io::Result<Got> {
         let Some((e, m)) = self.known(ino)? else {
-            return self.fetch_version(ino, self.current(ino)?);
+            return self.get_version(ino, self.current(ino)?);
         };
         if Self::is_damaged(&e, &m) {
             tracing::warn!(ino, copy = %self.copy_path(ino).display(),
                 "a cached copy changed though nothing wrote it; fetching it again");
             self.drop_copy(ino)?;
-            return self.fetch_version(ino, self.current(ino)?);
+            return self.get_version(ino, self.current(ino)?);
         }
         if e.checked && !self.read_only() {
             self.touch(ino, m.len());
-            return Ok(true);
+            return Ok(Got::Copy);
         }
         let unsent = Self::is_unsent(&e, &m);
         if e.version == 0 && e.sending.is_none() {
@@ -971,7 +1057,7 @@ impl S3Store {
                 self.state.lock().unsent.insert(ino);
             }
             self.touch(ino, m.len());
-            return Ok(true);
+            return Ok(Got::Copy);
         }
         let cur = self.current(ino)?;
         let ours = e.version.max(e.sending.unwrap_or(0));
@@ -998,7 +1084,7 @@ impl S3Store {
                 self.state.lock().unsent.insert(ino);
             }
             self.touch(ino, m.len());
-            return Ok(true);
+            return Ok(Got::Copy);
         }
         if unsent {
             tracing::warn!(
@@ -1008,15 +1094,148 @@ impl S3Store {
             );
         }
         self.drop_copy(ino)?;
-        self.fetch_version(ino, cur)
+        self.get_version(ino, cur)
     }
 
-    /// Fetch `v` as the copy of `ino`; `Ok(false)` when there is no
-    /// version (no object).
-    fn fetch_version(&self, ino: u64, v: Option<Version>) -> io::Result<bool> {
+    /// Fetch `v` as the copy of `ino`: whole, or a large one by a fill
+    /// (one GET, readable as it comes, shared by whoever opens it
+    /// meanwhile); `Got::Absent` when there is no version (no object).
+    fn get_version(&self, ino: u64, v: Option<Version>) -> io::Result<Got> {
         match v {
-            Some(v) => self.fetch_entry(ino, &v).map(|()| true),
-            None => Ok(false),
+            Some(v) if v.size >= self.cfg.sparse_threshold => {
+                self.start_fill(ino, v).map(Got::Filling)
+            }
+            Some(v) => self.fetch_entry(ino, &v).map(|()| Got::Copy),
+            None => Ok(Got::Absent),
+        }
+    }
+
+    /// Begin fetching `v` into a partial copy of `ino`. Caller holds the
+    /// stripe.
+    fn start_fill(&self, ino: u64, v: Version) -> io::Result<Arc<Fill>> {
+        let n = self.fill_seq.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.copy_path(ino).with_extension(format!("{n}.fetch"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&tmp)?;
+        // Full length from the start: holes until the bytes come.
+        if let Err(e) = file.set_len(v.size) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let rt = self.rt.as_ref().expect("runtime").handle().clone();
+        let idle = self
+            .cfg
+            .retry_for
+            .clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let entry = Entry {
+            version: v.number,
+            key: Some(v.key.clone()),
+            ..Entry::default()
+        };
+        let fill = Fill::new(
+            ino,
+            v,
+            tmp,
+            file,
+            self.me.clone(),
+            self.fill_client.clone(),
+            rt,
+            idle,
+            self.counters.clone(),
+        );
+        // No copy yet: eviction skips it (not clean), and no path but the
+        // fill's own reads finds the temp file.
+        self.state.lock().entries.insert(ino, entry);
+        self.fills.lock().insert(ino, fill.clone());
+        fill.start();
+        Ok(fill)
+    }
+
+    /// The stripe of `ino`, once no copy of it is being fetched while
+    /// read (waiting for one that is: whoever takes the stripe sees whole
+    /// copies only). An error when that fetch failed.
+    fn settled(&self, ino: u64) -> io::Result<parking_lot::MutexGuard<'_, ()>> {
+        loop {
+            let g = self.stripe(ino);
+            let Some(f) = self.fills.lock().get(&ino).cloned() else {
+                return Ok(g);
+            };
+            drop(g);
+            f.wait_whole()?;
+        }
+    }
+
+    /// Every byte of `fill` came: place the copy and record it clean.
+    fn fill_done(&self, fill: &Arc<Fill>) {
+        let ino = fill.ino;
+        {
+            let _g = self.stripe(ino);
+            if !self
+                .fills
+                .lock()
+                .get(&ino)
+                .is_some_and(|f| Arc::ptr_eq(f, fill))
+            {
+                return;
+            }
+            match self.place(ino, &fill.version, &fill.file, &fill.tmp) {
+                Ok(stamp) => {
+                    {
+                        let mut st = self.state.lock();
+                        let e = st.entries.entry(ino).or_default();
+                        e.version = fill.version.number;
+                        e.key = Some(fill.version.key.clone());
+                        e.clean = Some(stamp);
+                        e.checked = true;
+                    }
+                    self.touch(ino, stamp.size);
+                    self.fills.lock().remove(&ino);
+                    fill.set_whole();
+                }
+                Err(e) => {
+                    tracing::warn!(ino, error = %e, "could not place a fetched copy");
+                    self.fills.lock().remove(&ino);
+                    fill.cancel();
+                    let _ = self.drop_copy(ino);
+                }
+            }
+        }
+        self.evict();
+    }
+
+    /// The fetches of `fill` failed and none runs: given up if no handle
+    /// holds it (the next open starts again), else kept for its reads to
+    /// try again.
+    fn fill_idle(&self, fill: &Arc<Fill>) {
+        let _g = self.stripe(fill.ino);
+        self.abandon_if_unused(fill);
+    }
+
+    /// Caller holds the stripe.
+    fn abandon_if_unused(&self, fill: &Arc<Fill>) {
+        let ino = fill.ino;
+        let ours = self
+            .fills
+            .lock()
+            .get(&ino)
+            .is_some_and(|f| Arc::ptr_eq(f, fill));
+        let unused = self
+            .state
+            .lock()
+            .entries
+            .get(&ino)
+            .is_none_or(|e| e.writers == 0);
+        if ours && unused && fill.is_idle() {
+            self.fills.lock().remove(&ino);
+            fill.cancel();
+            let mut st = self.state.lock();
+            if let Some(e) = st.entries.remove(&ino) {
+                st.bytes = st.bytes.saturating_sub(e.bytes);
+            }
         }
     }
 
@@ -1202,8 +1421,8 @@ fn object_stat(size: u64, mtime: Timestamp) -> ObjectStat {
 
 impl ContentStore for S3Store {
     fn open_rw(&self, ino: u64) -> io::Result<File> {
-        let _g = self.stripe(ino);
-        if !self.materialise(ino)? {
+        let (_g, found) = self.materialise(ino)?;
+        if !found {
             return Err(io::ErrorKind::NotFound.into());
         }
         let f = self.open_copy(ino, !self.read_only())?;
@@ -1212,16 +1431,16 @@ impl ContentStore for S3Store {
     }
 
     fn open_read(&self, ino: u64) -> io::Result<File> {
-        let _g = self.stripe(ino);
-        if !self.materialise(ino)? {
+        let (_g, found) = self.materialise(ino)?;
+        if !found {
             return Err(io::ErrorKind::NotFound.into());
         }
         self.open_copy(ino, false)
     }
 
     fn open_or_create(&self, ino: u64) -> io::Result<File> {
-        let _g = self.stripe(ino);
-        if !self.materialise(ino)? {
+        let (_g, found) = self.materialise(ino)?;
+        if !found {
             self.refuse_write()?;
             OpenOptions::new()
                 .write(true)
@@ -1323,6 +1542,14 @@ impl ContentStore for S3Store {
     fn close(&self, ino: u64, file: &File) -> io::Result<()> {
         let r = {
             let _g = self.stripe(ino);
+            let filling = self.fills.lock().get(&ino).cloned();
+            if let Some(f) = filling {
+                // Read while fetched: the fetch goes on (the next open
+                // finds the copy), unless it failed.
+                self.mark(ino, |e| e.writers = e.writers.saturating_sub(1));
+                self.abandon_if_unused(&f);
+                return Ok(());
+            }
             let r = if self.read_only() {
                 Ok(())
             } else {
@@ -1423,6 +1650,9 @@ impl ContentStore for S3Store {
     fn remove(&self, ino: u64) -> io::Result<()> {
         self.refuse_write()?;
         let _g = self.stripe(ino);
+        if let Some(f) = self.fills.lock().remove(&ino) {
+            f.cancel();
+        }
         let never_sent = self
             .known(ino)?
             .is_some_and(|(e, _)| e.version == 0 && e.sending.is_none());
@@ -1485,6 +1715,8 @@ impl ContentStore for S3Store {
                         }
                     }
                     (Some(_), "cached" | "fetch" | "cached-tmp") => {}
+                    // A partial copy's temp file (`<ino>.<n>.fetch`).
+                    (Some(_), e) if e.ends_with(".fetch") => {}
                     _ => stray.push(e.path()),
                 }
             }
@@ -1622,9 +1854,43 @@ impl ContentStore for S3Store {
         })
     }
 
-    fn warm(&self, ino: u64, for_write: bool) -> io::Result<()> {
+    fn open_partial(&self, ino: u64) -> io::Result<Partial> {
         let _g = self.stripe(ino);
-        if !self.materialise(ino)? || !for_write || self.read_only() {
+        let running = self.fills.lock().get(&ino).cloned();
+        let got = match running {
+            // A follower fetches only the bucket's current version.
+            Some(f)
+                if self.read_only()
+                    && self.current(ino)?.map(|v| v.number) != Some(f.version.number) =>
+            {
+                drop(_g);
+                return Ok(Partial {
+                    file: self.open_rw(ino)?,
+                    filling: None,
+                });
+            }
+            Some(f) => Got::Filling(f),
+            None => self.materialise_or_fill(ino)?,
+        };
+        let (file, filling) = match got {
+            Got::Absent => return Err(io::ErrorKind::NotFound.into()),
+            Got::Copy => (self.open_copy(ino, !self.read_only())?, None),
+            Got::Filling(f) => {
+                let mut o = OpenOptions::new();
+                o.read(true)
+                    .write(true)
+                    .custom_flags(libc::O_NOATIME | libc::O_CLOEXEC);
+                let file = o.open(&f.tmp)?;
+                (file, Some(f as Arc<dyn Filling>))
+            }
+        };
+        self.opened(ino);
+        Ok(Partial { file, filling })
+    }
+
+    fn warm(&self, ino: u64, for_write: bool) -> io::Result<()> {
+        let (_g, found) = self.materialise(ino)?;
+        if !found || !for_write || self.read_only() {
             return Ok(());
         }
         // Recorded before the first write: after a crash, the copy's new
@@ -1702,6 +1968,7 @@ mod tests {
             cache_size: DEFAULT_CACHE_SIZE,
             multipart_threshold: DEFAULT_MULTIPART_THRESHOLD,
             retry_for: DEFAULT_RETRY_FOR,
+            sparse_threshold: DEFAULT_SPARSE_THRESHOLD,
             read_only: false,
         }
     }
@@ -1792,6 +2059,70 @@ mod tests {
         let mut back = vec![0u8; data.len()];
         f.read_exact_at(&mut back, 0).unwrap();
         assert!(back == data, "content differs after a refetch");
+    }
+
+    #[test]
+    fn a_large_object_not_cached_is_read_while_it_is_fetched() {
+        let server = moto::S3Server::start();
+        let cache = tempfile::tempdir().unwrap();
+        let mut cfg = config(&server, "sp");
+        cfg.sparse_threshold = 4 << 20;
+        let data: Vec<u8> = (0..(12u32 << 20) / 4)
+            .flat_map(|i| i.wrapping_mul(2654435761).to_le_bytes())
+            .collect();
+        let len = data.len() as u64;
+        for (ino, bytes) in [(5u64, &data[..]), (6, &data[..1 << 20])] {
+            let store = S3Store::open(cfg.clone(), cache.path()).unwrap();
+            let f = store.create_new(ino).unwrap();
+            f.write_all_at(bytes, 0).unwrap();
+            store.close(ino, &f).unwrap();
+        }
+        let mtime = S3Store::open(cfg.clone(), cache.path())
+            .unwrap()
+            .stat(5)
+            .unwrap()
+            .unwrap()
+            .mtime;
+        std::fs::remove_dir_all(cache.path()).unwrap();
+        let store = S3Store::open(cfg, cache.path()).unwrap();
+        // Below the threshold: whole at open, as `open_rw`.
+        assert!(store.open_partial(6).unwrap().filling.is_none());
+        let p = store.open_partial(5).unwrap();
+        let fill = p.filling.clone().expect("a partial copy");
+        assert_eq!(fill.figures().size, len);
+        assert_eq!(fill.figures().mtime, mtime);
+        // The tail, then the head, each once its bytes are there.
+        fill.wait(len - 100..len).unwrap();
+        let mut tail = vec![0u8; 100];
+        p.file.read_exact_at(&mut tail, len - 100).unwrap();
+        assert!(tail == data[data.len() - 100..]);
+        fill.wait(0..4096).unwrap();
+        let mut head = vec![0u8; 4096];
+        p.file.read_exact_at(&mut head, 0).unwrap();
+        assert!(head == data[..4096]);
+        // The object's figures are the version's; a send sends nothing.
+        let st = store.stat(5).unwrap().unwrap();
+        assert_eq!((st.size, st.mtime), (len, mtime));
+        store.fsync(5, &p.file, false).unwrap();
+        // Whoever opens the object itself waits for the whole copy.
+        let whole = store.open_read(5).unwrap();
+        assert!(fill.whole());
+        let mut back = vec![0u8; data.len()];
+        whole.read_exact_at(&mut back, 0).unwrap();
+        assert!(back == data, "the copy differs");
+        store.close(5, &p.file).unwrap();
+        let keys: Vec<String> = server
+            .keys("sp/objects/0000000000000005/")
+            .into_iter()
+            .filter(|k| !k.ends_with("attr.json"))
+            .collect();
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        assert!(keys[0].contains("/0000000000000001."), "{keys:?}");
+        // Recorded clean: a new store serves it without fetching.
+        drop((p, whole, store));
+        let store = S3Store::open(config(&server, "sp"), cache.path()).unwrap();
+        assert!(store.open_partial(5).unwrap().filling.is_none());
+        assert_eq!(store.remote_stats().unwrap().bytes_fetched, 0);
     }
 
     #[test]

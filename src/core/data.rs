@@ -18,7 +18,27 @@ use crate::types::{Caller, Kind, Timestamp};
 use serde_json::json;
 
 impl Fs {
+    /// Open a regular file. Whoever holds the handle may read its
+    /// descriptor directly (the API's downloads do): the content is whole.
     pub fn open(&self, caller: &Caller, ino: u64, flags: i32) -> Result<Arc<Handle>> {
+        self.open_with(caller, ino, flags, false)
+    }
+
+    /// [`Fs::open`] for a door that reads only through [`Fs::read`] (the
+    /// FUSE door): opened for reading only, a large file of a remote
+    /// store may be returned while it is fetched, each read waiting for
+    /// the bytes it needs ([`Handle::fill`]).
+    pub fn open_streamed(&self, caller: &Caller, ino: u64, flags: i32) -> Result<Arc<Handle>> {
+        self.open_with(caller, ino, flags, true)
+    }
+
+    fn open_with(
+        &self,
+        caller: &Caller,
+        ino: u64,
+        flags: i32,
+        streamed: bool,
+    ) -> Result<Arc<Handle>> {
         let inode = self.inode(ino)?;
         match inode.kind {
             Kind::File => {}
@@ -54,7 +74,9 @@ impl Fs {
             intent = Some(self.durable_intent(rec, Some(ino))?);
             crate::crash_point!("open::after_intent");
         }
-        let handle = self.open_handle(caller, ino, writable, changed, intent)?;
+        let streamed = streamed && !writable;
+        let handle =
+            self.open_handle_with(caller, ino, writable, changed, intent, None, streamed)?;
         if writable {
             // Once this writer is registered no close records a hash (see
             // persist_open); one recorded by a close that raced with this
@@ -79,10 +101,13 @@ impl Fs {
         attrs_changed: bool,
         intent: Option<uuid::Uuid>,
     ) -> Result<Arc<Handle>> {
-        self.open_handle_with(caller, ino, writable, attrs_changed, intent, None)
+        self.open_handle_with(caller, ino, writable, attrs_changed, intent, None, false)
     }
 
-    /// `open_handle`, with the object already open when it was just made.
+    /// `open_handle`, with the object already open when it was just made;
+    /// `streamed`: for reads through [`Fs::read`] only (see
+    /// [`Fs::open_streamed`]).
+    #[allow(clippy::too_many_arguments)]
     fn open_handle_with(
         &self,
         caller: &Caller,
@@ -91,59 +116,92 @@ impl Fs {
         attrs_changed: bool,
         intent: Option<uuid::Uuid>,
         object: Option<super::objpool::Made>,
+        streamed: bool,
     ) -> Result<Arc<Handle>> {
-        if object.is_none() && (writable || !self.is_open(ino)) {
-            // A remote store fetches here, outside the lock every open
-            // takes, and records that writes may follow.
-            if let Err(e) = self.objects.warm(ino, writable) {
-                if writable {
-                    let e = Error::from(e);
-                    if let Some(id) = intent {
-                        self.fail_intent(id, &e);
+        let fail = |e: Error| {
+            if let Some(id) = intent {
+                self.fail_intent(id, &e);
+            }
+            e
+        };
+        // A streamed reader opening the file first takes its copy as it
+        // comes; anyone else waits for a copy still being fetched.
+        let mut partial = None;
+        if object.is_none() && streamed && !self.is_open(ino) {
+            partial = Some(self.open_object_partial(ino)?);
+        } else if object.is_none() {
+            // A streamed reader shares a copy being fetched as it is.
+            let filling = !streamed && self.fill_of(ino).is_some();
+            if writable || filling || !self.is_open(ino) {
+                // A remote store fetches here, outside the lock every open
+                // takes, and records that writes may follow.
+                if let Err(e) = self.objects.warm(ino, writable) {
+                    if writable || filling {
+                        return Err(fail(Error::from(e)));
                     }
-                    return Err(e);
                 }
             }
         }
-        let file = {
+        let (file, fill) = loop {
             let mut open = self.files.inodes.lock();
             if let Some(o) = open.get_mut(&ino) {
+                if !streamed && o.filling().is_some() {
+                    // Fetched while read since the check above.
+                    drop(open);
+                    self.objects
+                        .warm(ino, writable)
+                        .map_err(|e| fail(e.into()))?;
+                    continue;
+                }
                 o.count += 1;
                 o.writers += u32::from(writable);
                 o.intents.extend(intent);
-                o.file.clone()
-            } else {
-                // A new file's object comes with its mtime; an existing
-                // one is asked.
-                let opened = match object {
-                    Some(m) => Ok((m.file, m.mtime)),
-                    None => self.open_object(ino).and_then(|f| {
-                        let m = f.metadata()?;
-                        Ok((f, Timestamp::mtime_of(&m)))
-                    }),
-                };
-                let (file, base_mtime) = match opened {
-                    Ok((f, mtime)) => (Arc::new(f), mtime),
-                    Err(e) => {
-                        drop(open);
-                        if let Some(id) = intent {
-                            self.fail_intent(id, &e);
-                        }
-                        return Err(e);
+                let shared = (o.file.clone(), o.fill.clone());
+                drop(open);
+                // Another open came first: this one's object goes back.
+                if let Some((f, _)) = partial.take() {
+                    if let Err(e) = self.objects.close(ino, &f) {
+                        tracing::warn!(ino, error = %e, "could not close an object opened twice");
                     }
-                };
-                open.insert(
-                    ino,
-                    OpenInode {
-                        count: 1,
-                        file: file.clone(),
-                        base_mtime,
-                        writers: u32::from(writable),
-                        intents: intent.into_iter().collect(),
-                    },
-                );
-                file
+                }
+                break shared;
             }
+            // A new file's object comes with its mtime; an existing
+            // one is asked (one being fetched: the content's).
+            let opened = match (object, partial.take()) {
+                (Some(m), _) => Ok((m.file, m.mtime, None)),
+                (None, Some((f, Some(fill)))) => {
+                    let mtime = fill.figures().mtime;
+                    Ok((f, mtime, Some(fill)))
+                }
+                (None, Some((f, None))) => f
+                    .metadata()
+                    .map(|m| (f, Timestamp::mtime_of(&m), None))
+                    .map_err(Error::from),
+                (None, None) => self.open_object(ino).and_then(|f| {
+                    let m = f.metadata()?;
+                    Ok((f, Timestamp::mtime_of(&m), None))
+                }),
+            };
+            let (file, base_mtime, fill) = match opened {
+                Ok((f, mtime, fill)) => (Arc::new(f), mtime, fill),
+                Err(e) => {
+                    drop(open);
+                    return Err(fail(e));
+                }
+            };
+            open.insert(
+                ino,
+                OpenInode {
+                    count: 1,
+                    file: file.clone(),
+                    base_mtime,
+                    writers: u32::from(writable),
+                    intents: intent.into_iter().collect(),
+                    fill: fill.clone(),
+                },
+            );
+            break (file, fill);
         };
         let fh = self.files.next_fh();
         let append_only = writable
@@ -158,6 +216,7 @@ impl Fs {
             attrs_changed,
             append_only,
             opener: caller.describe(),
+            fill,
         });
         self.files.handles.lock().insert(fh, handle.clone());
         Ok(handle)
@@ -263,6 +322,7 @@ impl Fs {
             false,
             Some(intent),
             object,
+            false,
         )?;
         Ok((attr, handle))
     }
@@ -294,16 +354,40 @@ impl Fs {
 
     pub fn read(&self, fh: u64, offset: u64, size: usize) -> Result<Vec<u8>> {
         let h = self.handle(fh)?;
-        let mut buf = vec![0u8; size];
-        let mut done = 0;
-        while done < size {
-            let n = h.file.read_at(&mut buf[done..], offset + done as u64)?;
+        if let Some(f) = h.fill.as_ref().filter(|f| !f.whole()) {
+            // Holes until the bytes come: never read as zeros.
+            f.wait(offset..offset.saturating_add(size as u64))?;
+        }
+        // Read into spare capacity: zeroing the buffer first cost as much
+        // as the copy (reads of a file being fetched are CPU-bound).
+        let mut buf: Vec<u8> = Vec::with_capacity(size);
+        let fd = h.file.as_raw_fd();
+        while buf.len() < size {
+            let done = buf.len();
+            // SAFETY: pread writes at most `size - done` bytes at the end
+            // of the buffer's spare capacity, which is that long; the
+            // length then counts only the bytes it wrote.
+            let n = unsafe {
+                libc::pread(
+                    fd,
+                    buf.as_mut_ptr().add(done).cast(),
+                    size - done,
+                    (offset + done as u64) as libc::off_t,
+                )
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e.into());
+            }
             if n == 0 {
                 break;
             }
-            done += n;
+            // SAFETY: the n bytes after `done` were just written.
+            unsafe { buf.set_len(done + n as usize) };
         }
-        buf.truncate(done);
         Ok(buf)
     }
 
@@ -498,6 +582,10 @@ impl Fs {
     /// SEEK_DATA / SEEK_HOLE (and the plain whences) on the object.
     pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> Result<i64> {
         let h = self.handle(fh)?;
+        if let Some(f) = h.fill.as_ref().filter(|f| !f.whole()) {
+            // The holes of a copy being fetched are not the file's.
+            f.wait(0..f.figures().size)?;
+        }
         // SAFETY: lseek on an owned descriptor; I/O uses pread/pwrite, so the
         // shared file position is never relied upon.
         let r = unsafe { libc::lseek(h.file.as_raw_fd(), offset, whence) };
@@ -568,7 +656,18 @@ impl Fs {
     /// Attributes of an open file: size and, once written, times from the object.
     pub(crate) fn open_attr(&self, inode: &crate::types::Inode) -> Result<Option<Attr>> {
         let (file, base) = match self.files.inodes.lock().get(&inode.ino) {
-            Some(o) => (o.file.clone(), o.base_mtime),
+            Some(o) => match o.filling() {
+                // Fetched, never written: the content's figures (the
+                // copy's own move with every byte that lands).
+                Some(f) => {
+                    let fig = f.figures();
+                    let mut inode = inode.clone();
+                    inode.size = fig.size;
+                    let blocks = inode.blocks.unwrap_or(fig.blocks);
+                    return Ok(Some(Attr { inode, blocks }));
+                }
+                None => (o.file.clone(), o.base_mtime),
+            },
             None => return Ok(None),
         };
         let m = file.metadata()?;
@@ -689,7 +788,10 @@ impl Fs {
     /// After metadata caught up with the object, treat its mtime as the base.
     pub(crate) fn rebase_open(&self, ino: u64) {
         if let Some(o) = self.files.inodes.lock().get_mut(&ino) {
-            if let Ok(m) = o.file.metadata() {
+            if let Some(f) = o.filling() {
+                // The mtime the copy has once whole.
+                o.base_mtime = f.figures().mtime;
+            } else if let Ok(m) = o.file.metadata() {
                 o.base_mtime = Timestamp::mtime_of(&m);
             }
         }
@@ -741,6 +843,39 @@ impl Fs {
             return Err(self.lost_object(ino, recorded, Some(len)));
         }
         Ok(file)
+    }
+
+    /// [`Fs::open_object`] through `ContentStore::open_partial`: the
+    /// object, and its fetch while it is not whole.
+    fn open_object_partial(
+        &self,
+        ino: u64,
+    ) -> Result<(File, Option<Arc<dyn crate::blob::Filling>>)> {
+        let recorded = self.inode(ino)?.size;
+        let p = match self.objects.open_partial(ino) {
+            Ok(p) => p,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && recorded == 0 => {
+                return Ok((self.objects.open_or_create(ino)?, None))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(self.lost_object(ino, recorded, None))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let len = match &p.filling {
+            Some(f) => f.figures().size,
+            None => p.file.metadata()?.len(),
+        };
+        if len < recorded {
+            let _ = self.objects.close(ino, &p.file);
+            return Err(self.lost_object(ino, recorded, Some(len)));
+        }
+        Ok((p.file, p.filling))
+    }
+
+    /// The fetch of an open file's copy, while it is not whole.
+    fn fill_of(&self, ino: u64) -> Option<Arc<dyn crate::blob::Filling>> {
+        self.files.inodes.lock().get(&ino)?.filling().cloned()
     }
 
     /// Log and count an object found missing (`held` None) or holding

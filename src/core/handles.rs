@@ -26,6 +26,17 @@ pub struct Handle {
     /// Who opened it (`Caller::describe`), for the list of writers a mode
     /// change waits for.
     pub opener: String,
+    /// The object's copy while a remote store still fetches it (opened
+    /// by `Fs::open_streamed`): reads wait on it.
+    pub fill: Option<Arc<dyn crate::blob::Filling>>,
+}
+
+impl Handle {
+    /// Whether the object is still being fetched: its descriptor then
+    /// holds holes, and only `Fs::read` may read it.
+    pub fn filling(&self) -> bool {
+        self.fill.as_ref().is_some_and(|f| !f.whole())
+    }
 }
 
 /// One open inode: the object file its handles share.
@@ -40,6 +51,15 @@ pub(super) struct OpenInode {
     /// Pending log rows (write intents) covering content changes through
     /// these handles; settled when the last writer closes.
     pub(super) intents: Vec<uuid::Uuid>,
+    /// The copy being fetched, when opened before it was whole.
+    pub(super) fill: Option<Arc<dyn crate::blob::Filling>>,
+}
+
+impl OpenInode {
+    /// The fetch of the copy, while it is not whole.
+    pub(super) fn filling(&self) -> Option<&Arc<dyn crate::blob::Filling>> {
+        self.fill.as_ref().filter(|f| !f.whole())
+    }
 }
 
 pub(super) struct OpenFiles {

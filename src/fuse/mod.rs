@@ -522,8 +522,11 @@ impl Shared {
             // change (anything but edit) needs to see every write, and so
             // does an append-only file's writer (a shared mapping could
             // write anywhere).
+            // A copy still being fetched holds holes: its reads wait in
+            // the daemon for their bytes.
             _ if self.fs.writes_through_daemon()
                 || h.append_only
+                || h.filling()
                 || self.fs.open_count(h.ino) > 1 =>
             {
                 return None
@@ -557,6 +560,11 @@ impl Shared {
     /// at another time, a crash) changes its mtime or size, and the
     /// kernel then drops the pages at this open.
     fn keep_cache(&self, h: &Handle) -> FopenFlags {
+        if h.filling() {
+            // Its figures move as bytes land: nothing to compare with.
+            self.page_cache.lock().remove(&h.ino);
+            return FopenFlags::empty();
+        }
         let Ok(m) = h.file.metadata() else {
             return FopenFlags::empty();
         };
@@ -579,7 +587,7 @@ impl Shared {
         if !self.page_cache.lock().contains_key(&ino) {
             return;
         }
-        if let Ok(h) = self.fs.handle(fh) {
+        if let Some(h) = self.fs.handle(fh).ok().filter(|h| !h.filling()) {
             if let Ok(m) = h.file.metadata() {
                 let now = (
                     std::os::unix::fs::MetadataExt::mtime(&m) * 1_000_000_000
@@ -603,7 +611,9 @@ impl Shared {
     fn open_now(&self, who: &Caller, ino: u64, flags: i32, reply: ReplyOpen) {
         let _t = self.timed(const { opstats::op_index("open") });
         let _s = debug_span!("open", ino).entered();
-        match self.fs.open(who, ino, flags) {
+        // Reads reach the core (`Fs::read`) or go by passthrough, which
+        // a copy still being fetched never gets: it may open streamed.
+        match self.fs.open_streamed(who, ino, flags) {
             Ok(h) => {
                 match self.backing(&h, |f| reply.open_backing(f)) {
                     Some(id) => {
