@@ -297,6 +297,16 @@ impl Cache {
         }
     }
 
+    /// Inode `ino` was just made: unless a change staged its attributes,
+    /// it has none in the database (inode numbers are never reused).
+    pub fn fresh_inode_xattrs(&self, ino: u64) {
+        let mut c = self.inner.lock();
+        // Anything already known (staged, or folded in since) is newer.
+        if !c.d_xattrs.contains_key(&ino) && !c.xattrs.contains(&ino) {
+            c.xattrs.put(ino, xattr_list(Vec::new()));
+        }
+    }
+
     /// Up to `limit` entries of a complete directory after cookie `after`
     /// (`None`: the directory is not complete; ask the store).
     pub fn listing(&self, dir: u64, after: u64, limit: usize) -> Option<Vec<DirEntry>> {

@@ -342,6 +342,10 @@ impl Fs {
                 return Err(e);
             }
         };
+        // Numbers are never reused, so a new inode has no stored
+        // attributes unless it was just given some: known without a query
+        // (the kernel asks for security.capability at its first write).
+        self.cache.fresh_inode_xattrs(inode.ino);
         Ok((self.attr_of(inode)?, id, pooled))
     }
 
