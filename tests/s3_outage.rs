@@ -13,6 +13,16 @@ use std::time::{Duration, Instant};
 use common::engine::{run_on, Engine};
 use common::Mount;
 
+/// A mount whose requests to the bucket give up after 2 s (the config
+/// file lives as long as the returned directory).
+fn mount_giving_up_after_2s() -> (tempfile::TempDir, Mount) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("s3.toml");
+    fs::write(&cfg, "[s3]\nretry_secs = 2\n").unwrap();
+    let m = Mount::with_args(&["--config", cfg.to_str().unwrap()]);
+    (dir, m)
+}
+
 /// The tests pause the binary's one server: one at a time.
 static SERVER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -21,10 +31,7 @@ fn a_bucket_that_stops_answering_gives_eio_and_never_a_mixed_file() {
     let _one = SERVER.lock().unwrap_or_else(|e| e.into_inner());
     common::s3::S3Server::own_only();
     run_on(Engine::S3, || {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("s3.toml");
-        fs::write(&cfg, "[s3]\nretry_secs = 2\n").unwrap();
-        let mut m = Mount::with_args(&["--config", cfg.to_str().unwrap()]);
+        let (_cfg, mut m) = mount_giving_up_after_2s();
         let old = vec![b'a'; 1 << 20];
         let new = vec![b'b'; 1 << 20];
         let mut f = fs::File::create(m.path("f")).unwrap();
@@ -70,10 +77,7 @@ fn a_bucket_that_stops_answering_mid_fetch_gives_eio_never_zeros() {
     let _one = SERVER.lock().unwrap_or_else(|e| e.into_inner());
     common::s3::S3Server::own_only();
     run_on(Engine::S3, || {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("s3.toml");
-        fs::write(&cfg, "[s3]\nretry_secs = 2\n").unwrap();
-        let mut m = Mount::with_args(&["--config", cfg.to_str().unwrap()]);
+        let (_cfg, mut m) = mount_giving_up_after_2s();
         let size = 32usize << 20;
         let data: Vec<u8> = (0..size as u32 / 4)
             .flat_map(|i| i.wrapping_mul(2654435761).to_le_bytes())
