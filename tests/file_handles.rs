@@ -158,7 +158,13 @@ fn removed_file_outcomes(dir: &Path, mount: &Path, remount: impl FnOnce()) -> (i
 #[test]
 fn a_removed_files_handle_is_stale_as_on_ext4() {
     let reference = ext4_dir();
-    let ext4 = removed_file_outcomes(reference.path(), reference.path(), || {});
+    // Both sides forget what they can before the handles are used: the
+    // reference once saw a freed inode still in ext4's cache.
+    let forget = || {
+        nix::unistd::sync();
+        fs::write("/proc/sys/vm/drop_caches", b"2").unwrap();
+    };
+    let ext4 = removed_file_outcomes(reference.path(), reference.path(), forget);
     assert_eq!(ext4, (libc::ESTALE, b"still open".to_vec()));
     common::engine::every_engine(|| {
         // The trash keeps the removed file (default in edit mode): its
@@ -166,11 +172,9 @@ fn a_removed_files_handle_is_stale_as_on_ext4() {
         let m = Mount::new();
         let dir = m.path("d");
         fs::create_dir(&dir).unwrap();
-        let artfs = removed_file_outcomes(&dir, &m.mnt, || {
-            // Make the kernel forget what it can: the removed file's
-            // inode goes at once (no link left in the kernel's view).
-            fs::write("/proc/sys/vm/drop_caches", b"2").unwrap();
-        });
+        // The removed file's inode goes at once (no link left in the
+        // kernel's view).
+        let artfs = removed_file_outcomes(&dir, &m.mnt, forget);
         assert_eq!(artfs, ext4);
         let trash = fs::read_dir(m.path(".trash"))
             .map(|d| d.count())
