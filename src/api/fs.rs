@@ -89,18 +89,27 @@ pub async fn get(
         let attr = p2.resolve(&st2.fs, &c2)?;
         match attr.inode.kind {
             Kind::Dir => Ok(Found::Dir(attr)),
-            Kind::File => match prepare_file(&st2, &c2, attr, &cond, None) {
-                // Replaced (and reclaimed) between the lookup and the
-                // open: look again and serve the new file.
-                Err(e) if e.status == StatusCode::NOT_FOUND => {
-                    let attr = p2.resolve(&st2.fs, &c2)?;
-                    if attr.inode.kind != Kind::File {
-                        return Err(e);
+            Kind::File => {
+                let mut attr = attr;
+                let mut tries = 0;
+                loop {
+                    match prepare_file(&st2, &c2, attr, &cond, None) {
+                        // Replaced (and reclaimed) between the lookup and
+                        // the open: look again and serve the newer file.
+                        // Under a burst of replacements that one may go
+                        // too, so a few times (a name that is replaced
+                        // never stops existing).
+                        Err(e) if e.status == StatusCode::NOT_FOUND && tries < REOPEN_TRIES => {
+                            tries += 1;
+                            attr = p2.resolve(&st2.fs, &c2)?;
+                            if attr.inode.kind != Kind::File {
+                                return Err(e);
+                            }
+                        }
+                        r => return Ok(Found::File(r?)),
                     }
-                    Ok(Found::File(prepare_file(&st2, &c2, attr, &cond, None)?))
                 }
-                r => Ok(Found::File(r?)),
-            },
+            }
             _ => Err(ApiError::bad_request(
                 "not a regular file or directory (symbolic links are not followed)",
             )),
@@ -112,6 +121,10 @@ pub async fn get(
         Found::File(resp) => Ok(resp),
     }
 }
+
+/// Opens a GET tries when the file it found is replaced and reclaimed
+/// before it could open it.
+const REOPEN_TRIES: u32 = 8;
 
 /// What one GET found: a directory to list, or a file's response.
 enum Found {
