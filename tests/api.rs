@@ -728,7 +728,9 @@ fn concurrent_puts_to_one_path_never_tear() {
                     if r.status() == 404 && seen == 0 {
                         continue;
                     }
-                    assert_eq!(r.status(), 200);
+                    if r.status() != 200 {
+                        panic!("GET: {}: {}", r.status(), r.text().unwrap_or_default());
+                    }
                     let data = r.bytes().unwrap();
                     assert_eq!(data.len(), SIZE, "a torn length");
                     assert!(data.iter().all(|b| *b == data[0]), "a torn file");

@@ -91,18 +91,22 @@ pub async fn get(
             Kind::Dir => Ok(Found::Dir(attr)),
             Kind::File => {
                 let mut attr = attr;
-                let mut tries = 0;
+                let since = std::time::Instant::now();
                 loop {
+                    let tried = attr.inode.ino;
                     match prepare_file(&st2, &c2, attr, &cond, None) {
                         // Replaced (and reclaimed) between the lookup and
                         // the open: look again and serve the newer file.
                         // Under a burst of replacements that one may go
-                        // too, so a few times (a name that is replaced
-                        // never stops existing).
-                        Err(e) if e.status == StatusCode::NOT_FOUND && tries < REOPEN_TRIES => {
-                            tries += 1;
+                        // too: again while the name keeps naming newer
+                        // files (a name that is replaced never stops
+                        // existing), for a while.
+                        Err(e)
+                            if e.status == StatusCode::NOT_FOUND
+                                && since.elapsed() < REOPEN_FOR =>
+                        {
                             attr = p2.resolve(&st2.fs, &c2)?;
-                            if attr.inode.kind != Kind::File {
+                            if attr.inode.kind != Kind::File || attr.inode.ino == tried {
                                 return Err(e);
                             }
                         }
@@ -122,9 +126,9 @@ pub async fn get(
     }
 }
 
-/// Opens a GET tries when the file it found is replaced and reclaimed
-/// before it could open it.
-const REOPEN_TRIES: u32 = 8;
+/// How long a GET goes on opening the file its path names when each one
+/// it found was replaced and reclaimed before it could open it.
+const REOPEN_FOR: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What one GET found: a directory to list, or a file's response.
 enum Found {

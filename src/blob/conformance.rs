@@ -34,6 +34,7 @@ pub(crate) fn run(store: &dyn ContentStore, faults: &Faults) {
     create_write_fsync_read(store);
     create_new_never_replaces(store);
     remove_is_idempotent(store);
+    a_handle_closed_after_removal_puts_nothing_back(store);
     present_lists_a_range(store);
     large_inos_have_distinct_names(store);
     adopt_makes_an_object(store);
@@ -173,6 +174,23 @@ fn remove_is_idempotent(store: &dyn ContentStore) {
     assert!(store.read_sidecar(ino).unwrap().is_some());
     store.remove_sidecar(ino).unwrap();
     assert!(store.read_sidecar(ino).unwrap().is_none());
+}
+
+/// A handle may outlive its object's removal (an open racing the last
+/// close of a removed file): what it writes and closes afterwards must
+/// not bring the object back, on a remote store as on a local one.
+fn a_handle_closed_after_removal_puts_nothing_back(store: &dyn ContentStore) {
+    let ino = 5;
+    let f = store.create_new(ino).unwrap();
+    f.write_all_at(b"sent", 0).unwrap();
+    store.close(ino, &f).unwrap();
+    let f = store.open_rw(ino).unwrap();
+    store.remove(ino).unwrap();
+    f.write_all_at(b"changed after removal", 0).unwrap();
+    store.fsync(ino, &f, false).unwrap();
+    store.close(ino, &f).unwrap();
+    assert_eq!(store.stat(ino).unwrap(), None);
+    assert!(!objects(store).contains(&ino), "{:?}", objects(store));
 }
 
 fn large_inos_have_distinct_names(store: &dyn ContentStore) {

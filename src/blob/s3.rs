@@ -44,7 +44,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::future::Future;
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -715,7 +715,14 @@ impl S3Store {
             // for the whole copy), and its figures are the fetch's.
             return Ok(());
         }
-        let stamp = Stamp::of(&file.metadata()?);
+        let m = file.metadata()?;
+        if m.nlink() == 0 {
+            // A copy dropped while a handle held it (the file was removed,
+            // or the copy refetched): it is not the file's content, and
+            // sending it would put back an object nothing owns.
+            return Ok(());
+        }
+        let stamp = Stamp::of(&m);
         let entry = self.state.lock().entries.get(&ino).cloned();
         let entry = entry.unwrap_or_default();
         if entry.clean == Some(stamp) {

@@ -39,6 +39,7 @@ impl Fs {
         flags: i32,
         streamed: bool,
     ) -> Result<Arc<Handle>> {
+        let _pin = self.pin_open(ino);
         let inode = self.inode(ino)?;
         match inode.kind {
             Kind::File => {}
@@ -513,18 +514,46 @@ impl Fs {
                 tracing::warn!(ino = h.ino, error = %e, "could not send a closed file's content");
             }
         }
-        let last = last.is_some();
-        // Reclaim the inode if its last name went while it was open.
-        if last && !follower && self.inode(h.ino).is_ok_and(|i| i.nlink == 0) {
+        if last.is_some() {
+            self.reclaim_if_unlinked(h.ino)?;
+        }
+        result
+    }
+
+    /// Reclaim `ino` if its last name went while it was open and nothing
+    /// holds it open any more.
+    fn reclaim_if_unlinked(&self, ino: u64) -> Result<()> {
+        let follower = self.role() != super::options::Role::Writer;
+        if !follower && self.inode(ino).is_ok_and(|i| i.nlink == 0) {
             self.mutate(|tx| {
-                let inode = tx.inode(h.ino)?;
-                if inode.nlink == 0 && !self.is_open(h.ino) {
+                let inode = match tx.inode(ino) {
+                    Ok(i) => i,
+                    // Reclaimed meanwhile by another last close.
+                    Err(e) if e.errno() == libc::ENOENT => return Ok(()),
+                    Err(e) => return Err(e),
+                };
+                if inode.nlink == 0 && !self.is_open(ino) {
                     tx.remove(&inode)?;
                 }
                 Ok(())
             })?;
         }
-        result
+        Ok(())
+    }
+
+    /// Count `ino` as open until the returned pin is dropped, and make
+    /// sure a reclaim that decided otherwise is visible first: a reclaim
+    /// decides (`is_open`) and removes the inode in one mutation, so once
+    /// the mutation lock has been free after the pin was taken, the inode
+    /// is either gone (the open finds no inode) or stays until the pin, or
+    /// the handle it becomes, goes. Without it an open that found the
+    /// inode could be reclaimed under it while it opened the object (a
+    /// remote store's fetch takes a while), and end up a handle on a file
+    /// that no longer exists.
+    fn pin_open(&self, ino: u64) -> OpenPin<'_> {
+        *self.files.pins.lock().entry(ino).or_default() += 1;
+        drop(self.mutate.lock());
+        OpenPin { fs: self, ino }
     }
 
     pub fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> Result<()> {
@@ -640,7 +669,7 @@ impl Fs {
     }
 
     pub(crate) fn is_open(&self, ino: u64) -> bool {
-        self.files.inodes.lock().contains_key(&ino)
+        self.files.inodes.lock().contains_key(&ino) || self.files.pins.lock().contains_key(&ino)
     }
 
     /// How many handles are open on `ino`.
@@ -901,5 +930,32 @@ impl Fs {
             libc::EIO,
             "the file's object is missing or short in the content store",
         )
+    }
+}
+
+/// An open in progress (see [`Fs::pin_open`]). Dropped once the handle is
+/// registered, or the open failed: then the file is reclaimed if it lost
+/// its last name meanwhile and nothing else holds it.
+struct OpenPin<'a> {
+    fs: &'a Fs,
+    ino: u64,
+}
+
+impl Drop for OpenPin<'_> {
+    fn drop(&mut self) {
+        {
+            let mut pins = self.fs.files.pins.lock();
+            if let Some(n) = pins.get_mut(&self.ino) {
+                *n -= 1;
+                if *n == 0 {
+                    pins.remove(&self.ino);
+                }
+            }
+        }
+        if !self.fs.is_open(self.ino) {
+            if let Err(e) = self.fs.reclaim_if_unlinked(self.ino) {
+                tracing::warn!(ino = self.ino, error = %e, "could not reclaim a removed file");
+            }
+        }
     }
 }

@@ -69,6 +69,9 @@ pub(super) struct OpenFiles {
     pub(super) dirs: Mutex<HashMap<u64, u32>>,
     /// File handles, by number.
     pub(super) handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    /// Regular files being opened, with how many opens: they count as
+    /// open (no reclaim) before their handle exists (see `Fs::pin_open`).
+    pub(super) pins: Mutex<HashMap<u64, u32>>,
     next_fh: AtomicU64,
 }
 
@@ -78,6 +81,7 @@ impl Default for OpenFiles {
             inodes: Default::default(),
             dirs: Default::default(),
             handles: Default::default(),
+            pins: Default::default(),
             // 0 is no handle for the doors.
             next_fh: 1.into(),
         }

@@ -70,6 +70,8 @@ pub enum NewNode<'a> {
 
 impl Fs {
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr> {
+        /// Lookups of a name replaced each time it is read before giving up.
+        const LOOKUP_TRIES: usize = 64;
         if name.len() > NAME_MAX {
             return Err(enametoolong());
         }
@@ -77,10 +79,21 @@ impl Fs {
         if !dir.kind.is_dir() {
             return Err(enotdir());
         }
-        match self.child(parent, name)? {
-            Some(d) => self.getattr(d.ino),
-            None => Err(enoent()),
+        let mut tried = None;
+        for _ in 0..LOOKUP_TRIES {
+            let Some(d) = self.child(parent, name)? else {
+                return Err(enoent());
+            };
+            match self.getattr(d.ino) {
+                // The name was replaced between finding the entry and
+                // reading its inode, and the file it named reclaimed: the
+                // name still exists, so look again (a newer inode each
+                // time, or the error is real).
+                Err(e) if e.errno() == libc::ENOENT && tried != Some(d.ino) => tried = Some(d.ino),
+                r => return r,
+            }
         }
+        Err(enoent())
     }
 
     /// Whether [`Fs::lookup`] would be answered from memory. A door whose
