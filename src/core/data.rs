@@ -128,12 +128,12 @@ impl Fs {
         // A streamed reader opening the file first takes its copy as it
         // comes; anyone else waits for a copy still being fetched.
         let mut partial = None;
-        if object.is_none() && streamed && !self.is_open(ino) {
+        if object.is_none() && streamed && !self.has_handles(ino) {
             partial = Some(self.open_object_partial(ino)?);
         } else if object.is_none() {
             // A streamed reader shares a copy being fetched as it is.
             let filling = !streamed && self.fill_of(ino).is_some();
-            if writable || filling || !self.is_open(ino) {
+            if writable || filling || !self.has_handles(ino) {
                 // A remote store fetches here, outside the lock every open
                 // takes, and records that writes may follow.
                 if let Err(e) = self.objects.warm(ino, writable) {
@@ -668,6 +668,14 @@ impl Fs {
         });
     }
 
+    /// Whether a handle is open on `ino` (an open in progress, pinned,
+    /// not counted).
+    fn has_handles(&self, ino: u64) -> bool {
+        self.files.inodes.lock().contains_key(&ino)
+    }
+
+    /// Whether `ino` is open, or being opened: such a file is reclaimed
+    /// only once the last of them is closed.
     pub(crate) fn is_open(&self, ino: u64) -> bool {
         self.files.inodes.lock().contains_key(&ino) || self.files.pins.lock().contains_key(&ino)
     }
