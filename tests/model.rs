@@ -1246,12 +1246,7 @@ fn model_paths() {
 /// renamed files) and remounts.
 #[test]
 fn model_full() {
-    // Not on S3 yet: one run in a full suite (2026-12-06, seed
-    // 13999086182300136503) saw EIO while reading the tree back, which 5
-    // replays and a rerun with the seed did not repeat; model_paths and
-    // every other suite run there. To find before this goes back to
-    // every_engine.
-    common::engine::every_metadata_engine(|| {
+    common::engine::every_engine(|| {
         run_model(Families {
             fds: true,
             remount: true,

@@ -289,7 +289,7 @@ fn seek_data_and_holes_answer_for_the_whole_file() {
 }
 
 #[test]
-fn an_api_download_during_the_fetch_is_the_whole_file() {
+fn an_api_download_is_sent_while_the_file_is_fetched() {
     run_on(Engine::S3, || {
         let mut api = common::api::Api::start(&[]);
         let data = pattern(SIZE, 7);
@@ -301,26 +301,48 @@ fn an_api_download_during_the_fetch_is_the_whole_file() {
         api.m.mount();
         api.wait();
         slow_fetch(&api.m, 10);
-        let r = fs::File::open(api.m.path("big")).unwrap();
-        assert!(read_at(&r, 0, MIB) == data[..MIB]);
+        let token = common::api::token("reader", artfs::auth::Role::Admin);
+        let get = |range: Option<String>| {
+            let mut req = api.client.get(api.url("/api/v1/fs/big")).bearer_auth(&token);
+            if let Some(r) = range {
+                req = req.header("Range", r);
+            }
+            req.send().unwrap()
+        };
+        // The API opens the cold file first: its first bytes come before
+        // the whole file is fetched.
+        let mut whole = get(None);
+        assert_eq!(whole.status(), 200);
+        let mut head = vec![0u8; MIB];
+        whole.read_exact(&mut head).unwrap();
+        assert!(head == data[..MIB], "the first MiB differs");
         assert!(
             partial_copy(&api.m, ino),
-            "fetched whole before the first read"
+            "the download waited for the whole file"
         );
-        // The API reads the descriptor itself: it waits for the whole copy.
-        let token = common::api::token("reader", artfs::auth::Role::Admin);
-        let got = api
-            .client
-            .get(api.url("/api/v1/fs/big"))
-            .bearer_auth(&token)
-            .send()
-            .unwrap();
-        assert_eq!(got.status(), 200);
-        assert_eq!(sha(&got.bytes().unwrap()), sha(&data));
+        // Ranges during the fetch, read in one piece (4 KiB) and streamed
+        // (the tail, ahead of the fetch): the object's bytes, never holes.
+        let at = 30 * MIB + 123;
+        let small = get(Some(format!("bytes={at}-{}", at + 4095)));
+        assert_eq!(small.status(), 206);
+        assert!(small.bytes().unwrap()[..] == data[at..at + 4096]);
+        let tail = get(Some(format!("bytes={}-", SIZE - MIB)));
+        assert_eq!(tail.status(), 206);
+        assert!(tail.bytes().unwrap()[..] == data[SIZE - MIB..]);
+        // A reader in the mount meanwhile shares the same fetch.
+        let r = fs::File::open(api.m.path("big")).unwrap();
+        assert!(read_at(&r, 20 * MIB, MIB) == data[20 * MIB..21 * MIB]);
+        assert!(partial_copy(&api.m, ino), "fetched whole too early to tell");
         fast_fetch(&api.m);
-        assert!(read_at(&r, SIZE - MIB, MIB) == data[SIZE - MIB..]);
+        let mut rest = Vec::new();
+        whole.read_to_end(&mut rest).unwrap();
+        head.extend_from_slice(&rest);
+        assert_eq!(sha(&head), sha(&data));
         drop(r);
         wait_whole(&api.m, ino);
+        assert_eq!(versions(&api.m, ino).len(), 1, "the fetch sent a version");
+        api.m.unmount();
+        api.m.assert_consistent();
     });
 }
 

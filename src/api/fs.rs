@@ -306,6 +306,9 @@ struct ReadHandle {
     fh: u64,
     /// The object file the handle reads (the core opened it).
     file: Arc<std::fs::File>,
+    /// Its fetch, while a remote store's copy is not whole: each read
+    /// waits for its bytes.
+    fetch: Option<Arc<dyn crate::blob::Filling>>,
     released: bool,
 }
 
@@ -342,9 +345,23 @@ fn release_later(fs: Arc<Fs>, fh: u64) {
     }
 }
 
+/// Wait until `len` bytes at `pos` of a copy being fetched have come.
+fn wait_for(fetch: Option<&dyn crate::blob::Filling>, pos: u64, len: usize) -> std::io::Result<()> {
+    match fetch {
+        Some(f) => f.wait(pos..pos.saturating_add(len as u64)),
+        None => Ok(()),
+    }
+}
+
 /// Read exactly `len` bytes at `pos`, or fail: a file that shrank while
 /// being sent is an error, never a short body.
-fn read_exact_at(file: &std::fs::File, pos: u64, len: usize) -> std::io::Result<Bytes> {
+fn read_exact_at(
+    file: &std::fs::File,
+    fetch: Option<&dyn crate::blob::Filling>,
+    pos: u64,
+    len: usize,
+) -> std::io::Result<Bytes> {
+    wait_for(fetch, pos, len)?;
     let mut buf = vec![0u8; len];
     file.read_exact_at(&mut buf, pos).map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -388,7 +405,13 @@ impl Drop for Piece {
 }
 
 /// [`read_exact_at`] of at most READ_CHUNK bytes into a reused buffer.
-fn read_piece(file: &std::fs::File, pos: u64, len: usize) -> std::io::Result<Bytes> {
+fn read_piece(
+    file: &std::fs::File,
+    fetch: Option<&dyn crate::blob::Filling>,
+    pos: u64,
+    len: usize,
+) -> std::io::Result<Bytes> {
+    wait_for(fetch, pos, len)?;
     let kept = PIECE_BUFFERS.lock().ok().and_then(|mut k| k.pop());
     let mut buf = kept.unwrap_or_else(|| vec![0u8; READ_CHUNK]);
     let len = len.min(buf.len());
@@ -418,7 +441,8 @@ static READ_AHEAD: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
 /// The body of a large response. The object file is read directly (the
 /// handle keeps it open and registered with the core), in large chunks,
 /// by one blocking thread that stays a few chunks ahead of the socket, so
-/// the disk (cold) or the page-cache copy (warm) overlaps with sending.
+/// the disk (cold) or the page-cache copy (warm) overlaps with sending. A
+/// remote store's copy still being fetched is sent as its bytes come.
 ///
 /// Nothing is read before the body is first polled: a HEAD request (whose
 /// body is dropped unsent) reads nothing.
@@ -469,7 +493,7 @@ fn read_ahead(
         while left > 0 {
             let n = left.min(READ_CHUNK as u64) as usize;
             will_need(pos + READ_AHEAD_DISK, n as u64);
-            let chunk = read_piece(&handle.file, pos, n);
+            let chunk = read_piece(&handle.file, handle.fetch.as_deref(), pos, n);
             let failed = chunk.is_err();
             // The client went away: stop reading.
             if tx.blocking_send(chunk).is_err() || failed {
@@ -496,10 +520,11 @@ fn by_steps(
                 return Ok::<_, std::io::Error>(None);
             }
             let n = left.min(READ_CHUNK as u64) as usize;
-            let file = h.file.clone();
-            let data = tokio::task::spawn_blocking(move || read_piece(&file, pos, n))
-                .await
-                .map_err(std::io::Error::other)??;
+            let (file, fetch) = (h.file.clone(), h.fetch.clone());
+            let data =
+                tokio::task::spawn_blocking(move || read_piece(&file, fetch.as_deref(), pos, n))
+                    .await
+                    .map_err(std::io::Error::other)??;
             Ok(Some((data, (h, pos + n as u64, left - n as u64))))
         },
     )
@@ -606,12 +631,14 @@ pub fn prepare_file(
         return Ok(resp);
     }
 
-    // Open, then take the size the handle sees.
-    let h = st.fs.open(caller, ino, libc::O_RDONLY)?;
+    // Open, then take the size the handle sees. Streamed: a large file
+    // of a remote store is sent while it is fetched (reads wait on it).
+    let h = st.fs.open_streamed(caller, ino, libc::O_RDONLY)?;
     let handle = ReadHandle {
         fs: st.fs.clone(),
         fh: h.fh,
         file: h.file.clone(),
+        fetch: h.fetch().cloned(),
         released: false,
     };
     if h.attrs_changed {
@@ -658,7 +685,12 @@ pub fn prepare_file(
         ),
     };
     let body = if span.len <= READ_AT_ONCE {
-        let data = read_exact_at(&handle.file, span.start, span.len as usize);
+        let data = read_exact_at(
+            &handle.file,
+            handle.fetch.as_deref(),
+            span.start,
+            span.len as usize,
+        );
         handle.release_now();
         Body::from(data.map_err(|e| ApiError::internal(e.to_string()))?)
     } else {

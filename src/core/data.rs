@@ -24,10 +24,11 @@ impl Fs {
         self.open_with(caller, ino, flags, false)
     }
 
-    /// [`Fs::open`] for a door that reads only through [`Fs::read`] (the
-    /// FUSE door): opened for reading only, a large file of a remote
-    /// store may be returned while it is fetched, each read waiting for
-    /// the bytes it needs ([`Handle::fill`]).
+    /// [`Fs::open`] for a door that reads through [`Fs::read`] (the FUSE
+    /// door), or waits on [`Handle::fetch`] before it reads the
+    /// descriptor itself (the API's downloads): opened for reading only,
+    /// a large file of a remote store may be returned while it is
+    /// fetched, each read waiting for the bytes it needs.
     pub fn open_streamed(&self, caller: &Caller, ino: u64, flags: i32) -> Result<Arc<Handle>> {
         self.open_with(caller, ino, flags, true)
     }
@@ -355,7 +356,7 @@ impl Fs {
 
     pub fn read(&self, fh: u64, offset: u64, size: usize) -> Result<Vec<u8>> {
         let h = self.handle(fh)?;
-        if let Some(f) = h.fill.as_ref().filter(|f| !f.whole()) {
+        if let Some(f) = h.fetch() {
             // Holes until the bytes come: never read as zeros.
             f.wait(offset..offset.saturating_add(size as u64))?;
         }
@@ -611,7 +612,7 @@ impl Fs {
     /// SEEK_DATA / SEEK_HOLE (and the plain whences) on the object.
     pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> Result<i64> {
         let h = self.handle(fh)?;
-        if let Some(f) = h.fill.as_ref().filter(|f| !f.whole()) {
+        if let Some(f) = h.fetch() {
             // The holes of a copy being fetched are not the file's.
             f.wait(0..f.figures().size)?;
         }

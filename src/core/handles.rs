@@ -37,6 +37,13 @@ impl Handle {
     pub fn filling(&self) -> bool {
         self.fill.as_ref().is_some_and(|f| !f.whole())
     }
+
+    /// The fetch of the object while it is not whole: whoever reads the
+    /// descriptor itself waits on it for the bytes it reads
+    /// ([`crate::blob::Filling::wait`]), as [`super::Fs::read`] does.
+    pub fn fetch(&self) -> Option<&Arc<dyn crate::blob::Filling>> {
+        self.fill.as_ref().filter(|f| !f.whole())
+    }
 }
 
 /// One open inode: the object file its handles share.
