@@ -303,7 +303,10 @@ fn an_api_download_is_sent_while_the_file_is_fetched() {
         slow_fetch(&api.m, 10);
         let token = common::api::token("reader", artfs::auth::Role::Admin);
         let get = |range: Option<String>| {
-            let mut req = api.client.get(api.url("/api/v1/fs/big")).bearer_auth(&token);
+            let mut req = api
+                .client
+                .get(api.url("/api/v1/fs/big"))
+                .bearer_auth(&token);
             if let Some(r) = range {
                 req = req.header("Range", r);
             }

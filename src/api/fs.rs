@@ -345,31 +345,36 @@ fn release_later(fs: Arc<Fs>, fh: u64) {
     }
 }
 
-/// Wait until `len` bytes at `pos` of a copy being fetched have come.
-fn wait_for(fetch: Option<&dyn crate::blob::Filling>, pos: u64, len: usize) -> std::io::Result<()> {
-    match fetch {
-        Some(f) => f.wait(pos..pos.saturating_add(len as u64)),
-        None => Ok(()),
+/// Fill `buf` from `pos` of a body's file, once a copy being fetched has
+/// those bytes; a file that shrank while being sent is an error, never a
+/// short body.
+fn read_body_at(
+    file: &std::fs::File,
+    fetch: Option<&dyn crate::blob::Filling>,
+    pos: u64,
+    buf: &mut [u8],
+) -> std::io::Result<()> {
+    if let Some(f) = fetch {
+        f.wait(pos..pos.saturating_add(buf.len() as u64))?;
     }
+    file.read_exact_at(buf, pos).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            std::io::Error::new(e.kind(), "the file shrank while being sent")
+        } else {
+            e
+        }
+    })
 }
 
-/// Read exactly `len` bytes at `pos`, or fail: a file that shrank while
-/// being sent is an error, never a short body.
+/// Read exactly `len` bytes at `pos` (see [`read_body_at`]).
 fn read_exact_at(
     file: &std::fs::File,
     fetch: Option<&dyn crate::blob::Filling>,
     pos: u64,
     len: usize,
 ) -> std::io::Result<Bytes> {
-    wait_for(fetch, pos, len)?;
     let mut buf = vec![0u8; len];
-    file.read_exact_at(&mut buf, pos).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            std::io::Error::new(e.kind(), "the file shrank while being sent")
-        } else {
-            e
-        }
-    })?;
+    read_body_at(file, fetch, pos, &mut buf)?;
     Ok(Bytes::from(buf))
 }
 
@@ -411,17 +416,10 @@ fn read_piece(
     pos: u64,
     len: usize,
 ) -> std::io::Result<Bytes> {
-    wait_for(fetch, pos, len)?;
     let kept = PIECE_BUFFERS.lock().ok().and_then(|mut k| k.pop());
     let mut buf = kept.unwrap_or_else(|| vec![0u8; READ_CHUNK]);
     let len = len.min(buf.len());
-    file.read_exact_at(&mut buf[..len], pos).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            std::io::Error::new(e.kind(), "the file shrank while being sent")
-        } else {
-            e
-        }
-    })?;
+    read_body_at(file, fetch, pos, &mut buf[..len])?;
     buf.truncate(len);
     Ok(Bytes::from_owner(Piece(buf)))
 }
