@@ -191,6 +191,44 @@ fn rename_replaces_a_file_atomically() {
     });
 }
 
+/// An open that found a file just before the file was replaced (its last
+/// name gone, nothing holding it) still gets that file, and its close
+/// reclaims it: never a handle on a file already reclaimed, nor (on S3)
+/// an object put back that no file owns. A test point holds the open
+/// between its start and its look at the inode while the API replaces
+/// the file (the API: a rename through the mount could wait behind the
+/// held open in the FUSE request loop).
+#[test]
+fn an_open_racing_the_replacement_of_its_file_gets_the_old_file() {
+    common::engine::every_engine(|| {
+        // No trash: the replaced file is reclaimed at once (the trash would
+        // keep it whole, under a hidden name).
+        let api = common::api::Api::start(&["--trash-days", "0"]);
+        let mut m = api.m;
+        fs::write(m.path("f"), b"old content").unwrap();
+        let old_ino = ino(&m.path("f"));
+        m.arm(&["open::pinned=1*sleep(1500)"]);
+        let path = m.path("f");
+        let opener = std::thread::spawn(move || fs::read(path));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let token = common::api::token("writer", artfs::auth::Role::Admin);
+        let put = api
+            .client
+            .put(format!("{}/api/v1/fs/f", api.base))
+            .bearer_auth(&token)
+            .body("new content")
+            .send()
+            .unwrap();
+        assert_eq!(put.status(), 200, "{}", put.text().unwrap_or_default());
+        let got = opener.join().unwrap().expect("the open lost its file");
+        assert_eq!(got, b"old content");
+        assert_eq!(fs::read(m.path("f")).unwrap(), b"new content");
+        assert_ne!(ino(&m.path("f")), old_ino);
+        m.unmount();
+        m.assert_consistent();
+    });
+}
+
 #[test]
 fn rename_noreplace_moves_only_to_a_free_name() {
     common::engine::every_engine(|| {
