@@ -1540,8 +1540,17 @@ fn trash(args: TrashArgs, mut cfg: Config) -> anyhow::Result<std::process::ExitC
 
 #[derive(clap::Args)]
 struct ImportArgs {
-    /// The original's tree (holding YYYY/MM/DD/HH/ directories).
+    /// The original's tree (holding YYYY/MM/DD/HH/ directories): a
+    /// directory, or s3://BUCKET/FOLDER for an element that kept its
+    /// files in a bucket (credentials: AWS_* variables or the profile).
     src: PathBuf,
+    /// With SRC s3://...: endpoint URL of its S3-compatible service
+    /// [default: AWS, or AWS_ENDPOINT_URL].
+    #[arg(long, value_name = "URL")]
+    src_s3_endpoint: Option<String>,
+    /// With SRC s3://...: its bucket's region [default: AWS_REGION, else us-east-1].
+    #[arg(long, value_name = "REGION")]
+    src_s3_region: Option<String>,
     /// Directory holding the objects, or s3://BUCKET[/PREFIX] with
     /// --cache-dir; a new store is initialised if it holds none. Refused
     /// while mounted.
@@ -1576,8 +1585,30 @@ fn import(args: ImportArgs) -> anyhow::Result<std::process::ExitCode> {
     cfg.store.table_prefix = args.table_prefix;
     args.s3.merge(&mut cfg);
     let store = cfg.store_options()?.expect("BACKING is given");
+    let src = match args.src.to_str().filter(|s| s.starts_with("s3://")) {
+        Some(url) => {
+            let (bucket, prefix) = artfs::blob::S3Config::parse_url(url)
+                .map_err(|e| anyhow::anyhow!("SRC {url}: {e}"))?;
+            if args.link {
+                anyhow::bail!("--link shares a file of a directory SRC; SRC {url} is a bucket");
+            }
+            artfs::cmd::import::Source::Bucket(Box::new(artfs::blob::S3Config {
+                bucket,
+                prefix,
+                endpoint: args.src_s3_endpoint,
+                region: args.src_s3_region,
+                retry_for: artfs::blob::DEFAULT_RETRY_FOR,
+                read_only: true,
+                ..Default::default()
+            }))
+        }
+        None if args.src_s3_endpoint.is_some() || args.src_s3_region.is_some() => {
+            anyhow::bail!("--src-s3-endpoint and --src-s3-region go with SRC s3://BUCKET/FOLDER")
+        }
+        None => artfs::cmd::import::Source::Dir(args.src),
+    };
     let opts = artfs::cmd::import::ImportOptions {
-        src: args.src,
+        src,
         store,
         dest: args.dest,
         link: args.link,

@@ -179,6 +179,12 @@ fn check_mount(m: &Mount, records: &[Record], dest: &str) {
 
 /// The report names each broken entry with its reason.
 fn check_broken_reported(records: &[Record], out: &str) {
+    check_broken_reported_as(records, out, |p| p.display().to_string());
+}
+
+/// [`check_broken_reported`], the report naming each source file as `shown`
+/// gives it.
+fn check_broken_reported_as(records: &[Record], out: &str, shown: impl Fn(&Path) -> String) {
     for r in records {
         let (path, why) = match r.defect {
             None => continue,
@@ -187,7 +193,7 @@ fn check_broken_reported(records: &[Record], out: &str) {
             Some(Defect::ChecksumMismatch) => (&r.data_path, "damaged: content SHA-256 is"),
             Some(Defect::MissingData) => (&r.attr_path, "its data file is missing"),
         };
-        let line = format!("skipped: {}: {why}", path.display());
+        let line = format!("skipped: {}: {why}", shown(path));
         assert!(out.contains(&line), "want {line:?} in:\n{out}");
     }
     // A damaged file's report gives the content's actual checksum.
@@ -257,6 +263,82 @@ fn imports_an_archive_with_its_metadata_once() {
         m.mount();
         check_mount(&m, &records, "/archive");
         m.unmount();
+    });
+}
+
+/// An element of the original that kept its files in a bucket: the same
+/// tree, as keys under a folder (`s3://BUCKET/FOLDER`), imported into a
+/// store as a directory's is, reported by URL, and fetched only once.
+#[test]
+fn imports_an_archive_from_a_bucket() {
+    common::engine::every_metadata_engine(|| {
+        let archive = tempfile::tempdir().unwrap();
+        let records = write_archive(archive.path(), &ArchiveSpec::default());
+        let healthy = records.iter().filter(|r| r.defect.is_none()).count();
+        let broken = records.len() - healthy;
+        let server = common::s3::S3Server::shared();
+        let bucket = server.new_bucket("import-src");
+        for f in files_under(archive.path()) {
+            let rel = f.strip_prefix(archive.path()).unwrap().to_str().unwrap();
+            bucket.put(&format!("element-01/{rel}"), &std::fs::read(&f).unwrap());
+        }
+        let url = format!("s3://{}/element-01", bucket.name);
+        let env: Vec<(&str, String)> = server.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let args = ["--src-s3-endpoint", server.endpoint.as_str()];
+        let mut first = None;
+        let mut m = Mount::prepared_store(&[], |backing, store| {
+            first = Some(import(Path::new(&url), backing, store, &args, &env));
+        });
+        let (code, out) = first.unwrap();
+        assert_eq!(code, Some(1), "broken files make exit 1:\n{out}");
+        assert!(
+            out.contains(&format!(
+                "{healthy} imported, 0 already present, {broken} skipped"
+            )),
+            "{out}"
+        );
+        check_broken_reported_as(&records, &out, |p| {
+            format!(
+                "{url}/{}",
+                p.strip_prefix(archive.path()).unwrap().display()
+            )
+        });
+        check_mount(&m, &records, "/");
+        m.unmount();
+        m.assert_consistent();
+        // Again: everything is there already; nothing is fetched twice.
+        let (code, out) = import(Path::new(&url), &m.backing, &m.store_args(), &args, &env);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(
+            out.contains(&format!(
+                "0 imported, {healthy} already present, {broken} skipped"
+            )),
+            "{out}"
+        );
+        // Nothing fetched is left in the staging area.
+        let left: Vec<PathBuf> = files_under(&m.backing)
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains("fetched-"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        m.assert_consistent();
+        // A bucket that does not exist is an error of the run (exit 2),
+        // as a SRC directory that does not exist is.
+        let gone = format!("s3://no-such-bucket-{}/x", std::process::id());
+        let (code, out) = import(Path::new(&gone), &m.backing, &m.store_args(), &args, &env);
+        assert_eq!(code, Some(2), "{out}");
+        assert!(out.contains("cannot be listed"), "{out}");
+        let (code, out) = import(
+            Path::new(&url),
+            &m.backing,
+            &m.store_args(),
+            &[args[0], args[1], "--link"],
+            &env,
+        );
+        assert_eq!(code, Some(2), "{out}");
+        assert!(out.contains("--link"), "{out}");
+        m.assert_consistent();
     });
 }
 

@@ -272,24 +272,78 @@ fn an_archive_of_the_original_imports_into_a_bucket() {
         // holds the content.
         fs::remove_dir_all(&m.backing).unwrap();
         m.mount();
-        let mut found = std::collections::BTreeMap::new();
-        let mut stack = vec![m.mnt.clone()];
+        for r in &records {
+            assert_eq!(
+                by_file_id(&m).get(&r.file_id),
+                Some(&r.content),
+                "{}",
+                r.file_id
+            );
+        }
+        m.unmount();
+        m.assert_consistent();
+
+        // The original's element in a bucket too (`s3://BUCKET/FOLDER`):
+        // fetched, then adopted into the store's bucket.
+        let server = common::s3::S3Server::shared();
+        let src = server.new_bucket("original");
+        let mut stack = vec![archive.path().to_path_buf()];
         while let Some(dir) = stack.pop() {
             for e in fs::read_dir(&dir).unwrap() {
                 let p = e.unwrap().path();
                 if p.is_dir() {
                     stack.push(p);
-                } else if let Some(id) = common::get_xattr(&p, "user.artstore.file_id") {
-                    found.insert(String::from_utf8(id).unwrap(), fs::read(&p).unwrap());
+                } else {
+                    let rel = p.strip_prefix(archive.path()).unwrap().to_str().unwrap();
+                    src.put(&format!("se01/{rel}"), &fs::read(&p).unwrap());
                 }
             }
         }
+        let mut m = Mount::new();
+        m.unmount();
+        fs::remove_dir_all(&m.backing).unwrap();
+        let out = std::process::Command::new(common::bin())
+            .arg("import")
+            .arg(format!("s3://{}/se01", src.name))
+            .args(m.location())
+            .args(m.store_args())
+            .args(["--src-s3-endpoint", server.endpoint.as_str()])
+            .envs(m.store_env())
+            .env("ARTFS_LOG", "warn")
+            .output()
+            .unwrap();
+        let text = common::output_text(&out);
+        assert_eq!(out.status.code(), Some(0), "{text}");
+        assert!(
+            text.contains(&format!("{} imported", records.len())),
+            "{text}"
+        );
+        fs::remove_dir_all(&m.backing).unwrap();
+        m.mount();
+        let found = by_file_id(&m);
         for r in &records {
             assert_eq!(found.get(&r.file_id), Some(&r.content), "{}", r.file_id);
         }
         m.unmount();
         m.assert_consistent();
     });
+}
+
+/// Every file of the mount, by its file id: its content.
+fn by_file_id(m: &Mount) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut found = std::collections::BTreeMap::new();
+    let mut stack = vec![m.mnt.clone()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Some(id) = common::get_xattr(&p, "user.artstore.file_id") {
+                found.insert(String::from_utf8(id).unwrap(), fs::read(&p).unwrap());
+            }
+        }
+    }
+    found
 }
 
 #[test]

@@ -70,7 +70,7 @@ use std::sync::Arc;
 
 pub use local::{remove_legacy_pool, LocalDir};
 pub use s3::{
-    Credentials, S3Config, S3Store, DEFAULT_CACHE_SIZE, DEFAULT_MULTIPART_THRESHOLD,
+    BucketTree, Credentials, S3Config, S3Store, DEFAULT_CACHE_SIZE, DEFAULT_MULTIPART_THRESHOLD,
     DEFAULT_RETRY_FOR, DEFAULT_SPARSE_THRESHOLD,
 };
 

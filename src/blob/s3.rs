@@ -63,8 +63,10 @@ use super::sidecar::{AttrJson, DirSync, Parsed, SidecarError};
 use super::{ContentStore, Filling, FoundSidecar, ObjectStat, Partial, Space};
 
 mod fill;
+mod source;
 use crate::types::Timestamp;
 use fill::Fill;
+pub use source::BucketTree;
 
 /// How to reach a bucket, and the local cache in front of it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -7,6 +7,10 @@
 //! custom attributes. See docs/IMPORT.md for the rules (names, collisions,
 //! what is skipped and why).
 //!
+//! SRC is a directory, or the original's S3 element (`s3://BUCKET/FOLDER`):
+//! its keys are the same tree, each file fetched into BACKING's staging
+//! area before it is adopted.
+//!
 //! What it owns: walking SRC, pairing and parsing sidecars, mapping them to
 //! [`ImportMeta`], choosing names, the progress bar and the report. Files
 //! are created by [`Fs::import_file`], which keeps the WAL protocol.
@@ -22,11 +26,19 @@ use crate::blob::sidecar::{AttrJson, SUFFIX};
 use crate::core::{open_store, Fs, ImportMeta, ImportOutcome, StoreLock, StoreOptions};
 use crate::types::{Caller, Timestamp, NAME_MAX};
 
+/// Where the original's tree is.
+#[derive(Clone, Debug)]
+pub enum Source {
+    Dir(PathBuf),
+    /// An element that kept its files in a bucket (`s3://BUCKET/FOLDER`).
+    Bucket(Box<crate::blob::S3Config>),
+}
+
 /// What to import, and where.
 #[derive(Clone, Debug)]
 pub struct ImportOptions {
     /// The original's tree.
-    pub src: PathBuf,
+    pub src: Source,
     pub store: StoreOptions,
     /// Directory of the store (slash-separated, from its root) under which
     /// the `YYYY/MM/DD` directories go; created if missing.
@@ -133,13 +145,28 @@ struct Candidate {
 /// Run an import. Errors are for the run as a whole (SRC unreadable, the
 /// store unusable or mounted); per-file problems land in the report.
 pub fn run(opts: &ImportOptions, rt: tokio::runtime::Handle) -> anyhow::Result<Report> {
-    let src = opts
-        .src
-        .canonicalize()
-        .with_context(|| format!("SRC {} is not usable", opts.src.display()))?;
-    if !src.is_dir() {
-        bail!("SRC {} is not a directory", src.display());
-    }
+    let origin = match &opts.src {
+        Source::Dir(dir) => {
+            let src = dir
+                .canonicalize()
+                .with_context(|| format!("SRC {} is not usable", dir.display()))?;
+            if !src.is_dir() {
+                bail!("SRC {} is not a directory", src.display());
+            }
+            Origin::Dir(src)
+        }
+        Source::Bucket(cfg) => {
+            let tree = crate::blob::BucketTree::open((**cfg).clone(), rt.clone())
+                .with_context(|| format!("SRC {}", cfg.url()))?;
+            let keys = tree
+                .keys()
+                .with_context(|| format!("SRC {} cannot be listed", cfg.url()))?;
+            Origin::Bucket {
+                tree: Box::new(tree),
+                keys,
+            }
+        }
+    };
     if matches!(opts.store.content, crate::blob::Content::S3(_)) {
         // A bucket's cache directory is made on first use.
         std::fs::create_dir_all(&opts.store.backing).with_context(|| {
@@ -154,12 +181,14 @@ pub fn run(opts: &ImportOptions, rt: tokio::runtime::Handle) -> anyhow::Result<R
         .backing
         .canonicalize()
         .with_context(|| format!("BACKING {} is not usable", opts.store.backing.display()))?;
-    if backing.starts_with(&src) || src.starts_with(&backing) {
-        bail!(
-            "SRC {} and BACKING {} must not contain one another",
-            src.display(),
-            backing.display()
-        );
+    if let Origin::Dir(src) = &origin {
+        if backing.starts_with(src) || src.starts_with(&backing) {
+            bail!(
+                "SRC {} and BACKING {} must not contain one another",
+                src.display(),
+                backing.display()
+            );
+        }
     }
     if StoreLock::is_held(&backing) {
         bail!(
@@ -169,7 +198,7 @@ pub fn run(opts: &ImportOptions, rt: tokio::runtime::Handle) -> anyhow::Result<R
     }
     let (fs, _lock) = open_store(&opts.store, rt)
         .with_context(|| format!("cannot open store {}", backing.display()))?;
-    let result = import_all(&fs, &src, opts);
+    let result = import_all(&fs, &origin, opts);
     let synced = fs.sync_meta();
     fs.close();
     let report = result?;
@@ -177,7 +206,41 @@ pub fn run(opts: &ImportOptions, rt: tokio::runtime::Handle) -> anyhow::Result<R
     Ok(report)
 }
 
-fn import_all(fs: &Fs, src: &Path, opts: &ImportOptions) -> anyhow::Result<Report> {
+/// SRC, opened.
+enum Origin {
+    Dir(PathBuf),
+    Bucket {
+        tree: Box<crate::blob::BucketTree>,
+        /// Every key under the folder, relative to it.
+        keys: Vec<String>,
+    },
+}
+
+impl Origin {
+    /// The root the files' paths start with (a bucket's: its URL).
+    fn root(&self) -> PathBuf {
+        match self {
+            Origin::Dir(d) => d.clone(),
+            Origin::Bucket { tree, .. } => PathBuf::from(tree.url()),
+        }
+    }
+
+    /// The bytes of the file at `path` (a sidecar).
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        match self {
+            Origin::Dir(_) => std::fs::read(path),
+            Origin::Bucket { tree, .. } => tree.get(&self.key_of(path)),
+        }
+    }
+
+    /// A bucket file's key, from its path.
+    fn key_of(&self, path: &Path) -> String {
+        let rel = path.strip_prefix(self.root()).unwrap_or(path);
+        rel.to_string_lossy().into_owned()
+    }
+}
+
+fn import_all(fs: &Fs, origin: &Origin, opts: &ImportOptions) -> anyhow::Result<Report> {
     // Left by an interrupted import; nothing refers to it (we hold the lock).
     let staging = fs.import_staging_dir();
     match std::fs::remove_dir_all(&staging) {
@@ -187,7 +250,7 @@ fn import_all(fs: &Fs, src: &Path, opts: &ImportOptions) -> anyhow::Result<Repor
         _ => {}
     }
     let mut report = Report::default();
-    let (candidates, skipped) = collect(src);
+    let (candidates, skipped) = collect(origin);
     report.skipped = skipped;
 
     let caller = Caller {
@@ -216,7 +279,11 @@ fn import_all(fs: &Fs, src: &Path, opts: &ImportOptions) -> anyhow::Result<Repor
     );
     for c in candidates {
         bar.set_message(c.meta.file_id.clone());
-        match import_one(fs, &caller, &dest, &c, opts.link) {
+        let done = match origin {
+            Origin::Dir(_) => import_one(fs, &caller, &dest, &c, &c.data, opts.link),
+            Origin::Bucket { tree, .. } => import_fetched(fs, &caller, &dest, &c, tree, origin),
+        };
+        match done {
             Ok(Done::Imported(i)) => report.imported.push(i),
             Ok(Done::Present(p)) => report.present.push(p),
             Err(reason) => report.skipped.push(Skipped {
@@ -238,12 +305,49 @@ enum Done {
     Present(Present),
 }
 
-/// Import one file under the first free name of the collision rule.
+/// Import one file of a bucket: fetched into BACKING's staging area first
+/// (unless the store has it already), then adopted as a local file is.
+fn import_fetched(
+    fs: &Fs,
+    caller: &Caller,
+    dest: &str,
+    c: &Candidate,
+    tree: &crate::blob::BucketTree,
+    origin: &Origin,
+) -> Result<Done, String> {
+    // A second run fetches nothing it imported already.
+    if let Ok(Some(ino)) = fs.find_by_file_id(&c.meta.file_id) {
+        return Ok(Done::Present(Present {
+            source: c.data.clone(),
+            file_id: c.meta.file_id.clone(),
+            ino,
+        }));
+    }
+    let staging = fs.import_staging_dir();
+    std::fs::create_dir_all(&staging).map_err(|e| format!("cannot fetch: {e}"))?;
+    let temp = staging.join(format!("fetched-{}", uuid::Uuid::new_v4()));
+    let fetched = tree
+        .download(&origin.key_of(&c.data), &temp)
+        .map_err(|e| format!("cannot fetch: {e}"));
+    // Into a local store the fetched file is linked, not copied again
+    // (same filesystem: BACKING); into a bucket's cache it is copied.
+    let local = !fs.content_is_remote();
+    let done = fetched.and_then(|()| import_one(fs, caller, dest, c, &temp, local));
+    let _ = std::fs::remove_file(&temp);
+    done.map(|d| match d {
+        Done::Imported(i) => Done::Imported(Imported { linked: false, ..i }),
+        d => d,
+    })
+}
+
+/// Import one file (its content at `data`) under the first free name of
+/// the collision rule.
 fn import_one(
     fs: &Fs,
     caller: &Caller,
     dest: &str,
     c: &Candidate,
+    data: &Path,
     link: bool,
 ) -> Result<Done, String> {
     let day = day_dir(c.meta.created_at);
@@ -260,7 +364,7 @@ fn import_one(
         .into_iter()
         .enumerate()
     {
-        match fs.import_file(caller, dir, &name, &c.meta, &c.data, link) {
+        match fs.import_file(caller, dir, &name, &c.meta, data, link) {
             Ok(ImportOutcome::Imported {
                 ino, linked, notes, ..
             }) => {
@@ -306,10 +410,15 @@ fn file_name(p: &Path) -> String {
 /// candidates in import order (oldest `created_at` first, then file_id, so
 /// the oldest of same-named files keeps the plain name) and what cannot be
 /// imported.
-fn collect(src: &Path) -> (Vec<Candidate>, Vec<Skipped>) {
+fn collect(origin: &Origin) -> (Vec<Candidate>, Vec<Skipped>) {
+    let src = origin.root();
     let mut files = BTreeSet::new();
     let mut skipped = Vec::new();
-    walk(src, &mut files, &mut skipped);
+    match origin {
+        Origin::Dir(dir) => walk(dir, &mut files, &mut skipped),
+        Origin::Bucket { keys, .. } => files.extend(keys.iter().map(|k| src.join(k))),
+    }
+    let src = src.as_path();
     let mut candidates = Vec::new();
     for path in &files {
         let name = path.as_os_str().as_bytes();
@@ -322,7 +431,7 @@ fn collect(src: &Path) -> (Vec<Candidate>, Vec<Skipped>) {
                 });
                 continue;
             }
-            match parse(path, &data, src) {
+            match parse(origin, path, &data, src) {
                 Ok(meta) => candidates.push(Candidate {
                     data,
                     attr: path.clone(),
@@ -393,8 +502,8 @@ fn walk(dir: &Path, files: &mut BTreeSet<PathBuf>, skipped: &mut Vec<Skipped>) {
 }
 
 /// Read and map one sidecar.
-fn parse(attr: &Path, data: &Path, src: &Path) -> Result<ImportMeta, String> {
-    let text = std::fs::read(attr).map_err(|e| format!("cannot read: {e}"))?;
+fn parse(origin: &Origin, attr: &Path, data: &Path, src: &Path) -> Result<ImportMeta, String> {
+    let text = origin.read(attr).map_err(|e| format!("cannot read: {e}"))?;
     let (doc, _) = AttrJson::parse(&text).map_err(|e| format!("malformed {SUFFIX}: {e}"))?;
     map_meta(doc, data, src)
 }
