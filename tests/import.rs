@@ -45,6 +45,13 @@ fn import(
     (out.status.code(), text)
 }
 
+/// A run that skipped something (exit 1) with these counts in its report.
+fn assert_counts(code: Option<i32>, out: &str, imported: usize, present: usize, skipped: usize) {
+    assert_eq!(code, Some(1), "broken files make exit 1:\n{out}");
+    let line = format!("{imported} imported, {present} already present, {skipped} skipped");
+    assert!(out.contains(&line), "want {line:?} in:\n{out}");
+}
+
 /// lgetxattr through the mount; None when the attribute is absent.
 fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
     let p = CString::new(path.as_os_str().as_bytes()).unwrap();
@@ -230,13 +237,7 @@ fn imports_an_archive_with_its_metadata_once() {
             ));
         });
         let (code, out) = first.unwrap();
-        assert_eq!(code, Some(1), "broken files make exit 1:\n{out}");
-        assert!(
-            out.contains(&format!(
-                "{healthy} imported, 0 already present, {broken} skipped"
-            )),
-            "{out}"
-        );
+        assert_counts(code, &out, healthy, 0, broken);
         check_broken_reported(&records, &out);
         // The same-name pair: one plain, one suffixed, both reported.
         assert!(out.contains("name taken: suffixed"), "{out}");
@@ -252,13 +253,7 @@ fn imports_an_archive_with_its_metadata_once() {
             &["--dest", "/archive"],
             &[],
         );
-        assert_eq!(code, Some(1), "{out}");
-        assert!(
-            out.contains(&format!(
-                "0 imported, {healthy} already present, {broken} skipped"
-            )),
-            "{out}"
-        );
+        assert_counts(code, &out, 0, healthy, broken);
         m.assert_consistent();
         m.mount();
         check_mount(&m, &records, "/archive");
@@ -291,13 +286,7 @@ fn imports_an_archive_from_a_bucket() {
             first = Some(import(Path::new(&url), backing, store, &args, &env));
         });
         let (code, out) = first.unwrap();
-        assert_eq!(code, Some(1), "broken files make exit 1:\n{out}");
-        assert!(
-            out.contains(&format!(
-                "{healthy} imported, 0 already present, {broken} skipped"
-            )),
-            "{out}"
-        );
+        assert_counts(code, &out, healthy, 0, broken);
         check_broken_reported_as(&records, &out, |p| {
             format!(
                 "{url}/{}",
@@ -309,13 +298,7 @@ fn imports_an_archive_from_a_bucket() {
         m.assert_consistent();
         // Again: everything is there already; nothing is fetched twice.
         let (code, out) = import(Path::new(&url), &m.backing, &m.store_args(), &args, &env);
-        assert_eq!(code, Some(1), "{out}");
-        assert!(
-            out.contains(&format!(
-                "0 imported, {healthy} already present, {broken} skipped"
-            )),
-            "{out}"
-        );
+        assert_counts(code, &out, 0, healthy, broken);
         // Nothing fetched is left in the staging area.
         let left: Vec<PathBuf> = files_under(&m.backing)
             .into_iter()

@@ -248,45 +248,10 @@ fn an_archive_of_the_original_imports_into_a_bucket() {
             ..ArchiveSpec::healthy()
         };
         let records = write_archive(archive.path(), &spec);
-        // An empty store in the bucket, unmounted, then the import (which
-        // takes the same BACKING arguments as every command).
-        let mut m = Mount::new();
-        m.unmount();
-        fs::remove_dir_all(&m.backing).unwrap();
-        let out = std::process::Command::new(common::bin())
-            .arg("import")
-            .arg(archive.path())
-            .args(m.location())
-            .args(m.store_args())
-            .envs(m.store_env())
-            .env("ARTFS_LOG", "warn")
-            .output()
-            .unwrap();
-        let text = common::output_text(&out);
-        assert_eq!(out.status.code(), Some(0), "{text}");
-        assert!(
-            text.contains(&format!("{} imported", records.len())),
-            "{text}"
-        );
-        // Read back by file id, from a cache emptied again: the bucket
-        // holds the content.
-        fs::remove_dir_all(&m.backing).unwrap();
-        m.mount();
-        for r in &records {
-            assert_eq!(
-                by_file_id(&m).get(&r.file_id),
-                Some(&r.content),
-                "{}",
-                r.file_id
-            );
-        }
-        m.unmount();
-        m.assert_consistent();
-
-        // The original's element in a bucket too (`s3://BUCKET/FOLDER`):
-        // fetched, then adopted into the store's bucket.
+        // The same tree as an element of the original that kept its files
+        // in a bucket (`s3://BUCKET/FOLDER`).
         let server = common::s3::S3Server::shared();
-        let src = server.new_bucket("original");
+        let original = server.new_bucket("original");
         let mut stack = vec![archive.path().to_path_buf()];
         while let Some(dir) = stack.pop() {
             for e in fs::read_dir(&dir).unwrap() {
@@ -295,37 +260,49 @@ fn an_archive_of_the_original_imports_into_a_bucket() {
                     stack.push(p);
                 } else {
                     let rel = p.strip_prefix(archive.path()).unwrap().to_str().unwrap();
-                    src.put(&format!("se01/{rel}"), &fs::read(&p).unwrap());
+                    original.put(&format!("se01/{rel}"), &fs::read(&p).unwrap());
                 }
             }
         }
-        let mut m = Mount::new();
-        m.unmount();
-        fs::remove_dir_all(&m.backing).unwrap();
-        let out = std::process::Command::new(common::bin())
-            .arg("import")
-            .arg(format!("s3://{}/se01", src.name))
-            .args(m.location())
-            .args(m.store_args())
-            .args(["--src-s3-endpoint", server.endpoint.as_str()])
-            .envs(m.store_env())
-            .env("ARTFS_LOG", "warn")
-            .output()
-            .unwrap();
-        let text = common::output_text(&out);
-        assert_eq!(out.status.code(), Some(0), "{text}");
-        assert!(
-            text.contains(&format!("{} imported", records.len())),
-            "{text}"
-        );
-        fs::remove_dir_all(&m.backing).unwrap();
-        m.mount();
-        let found = by_file_id(&m);
-        for r in &records {
-            assert_eq!(found.get(&r.file_id), Some(&r.content), "{}", r.file_id);
+        let from_dir = vec![archive.path().as_os_str().to_owned()];
+        let from_bucket: Vec<std::ffi::OsString> = vec![
+            format!("s3://{}/se01", original.name).into(),
+            "--src-s3-endpoint".into(),
+            server.endpoint.clone().into(),
+        ];
+        for src in [from_dir, from_bucket] {
+            // An empty store in the bucket, unmounted, then the import
+            // (which takes the same BACKING arguments as every command).
+            let mut m = Mount::new();
+            m.unmount();
+            fs::remove_dir_all(&m.backing).unwrap();
+            let out = std::process::Command::new(common::bin())
+                .arg("import")
+                .arg(&src[0])
+                .args(m.location())
+                .args(m.store_args())
+                .args(&src[1..])
+                .envs(m.store_env())
+                .env("ARTFS_LOG", "warn")
+                .output()
+                .unwrap();
+            let text = common::output_text(&out);
+            assert_eq!(out.status.code(), Some(0), "{src:?}: {text}");
+            assert!(
+                text.contains(&format!("{} imported", records.len())),
+                "{text}"
+            );
+            // Read back by file id, from a cache emptied again: the
+            // bucket holds the content.
+            fs::remove_dir_all(&m.backing).unwrap();
+            m.mount();
+            let found = by_file_id(&m);
+            for r in &records {
+                assert_eq!(found.get(&r.file_id), Some(&r.content), "{}", r.file_id);
+            }
+            m.unmount();
+            m.assert_consistent();
         }
-        m.unmount();
-        m.assert_consistent();
     });
 }
 
