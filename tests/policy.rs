@@ -490,3 +490,67 @@ fn the_api_mode_change_refuses_or_waits_for_writers_too() {
         assert_eq!(code(fs::write(api.m.path("x"), b"x")), libc::EROFS);
     });
 }
+
+/// Reads in ro mode go by passthrough (issue 19): the bytes are right and
+/// the daemon serves no READ for them (`artfs_fuse_ops_total{op="read"}`
+/// stays put), while a write is still refused with EROFS. The same file
+/// read with a capacity, where the daemon serves the I/O, counts its
+/// reads: the counter is what tells the two apart.
+#[test]
+fn ro_mode_reads_go_by_passthrough() {
+    use artfs::auth::Role;
+    common::engine::every_engine(|| {
+        let reads = |api: &common::api::Api| -> u64 {
+            api.metrics()
+                .lines()
+                .find_map(|l| l.strip_prefix("artfs_fuse_ops_total{op=\"read\"} "))
+                .map_or(0, |n| n.trim().parse().unwrap())
+        };
+        let data: Vec<u8> = (0..(4u32 << 20)).map(|i| (i % 251) as u8).collect();
+        for (args, through_daemon) in [
+            (vec!["--mode", "rw"], false),
+            (vec!["--mode", "rw", "--capacity", "1G"], true),
+        ] {
+            let api = common::api::Api::start(&args);
+            fs::write(api.m.path("f"), &data).unwrap();
+            let admin = common::api::token("admin", Role::Admin);
+            let r = api
+                .client
+                .post(api.url("/api/v1/mode"))
+                .bearer_auth(&admin)
+                // The write's close reaches the daemon after `write`
+                // returns: wait for it rather than be refused.
+                .json(&serde_json::json!({ "mode": "ro", "force": true, "wait_secs": 20 }))
+                .send()
+                .unwrap();
+            assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
+            // Cold: what is read comes from the object, not a page cache
+            // the write left.
+            let f = fs::File::open(api.m.path("f")).unwrap();
+            // SAFETY: plain syscall on an open descriptor.
+            unsafe {
+                libc::posix_fadvise(
+                    std::os::fd::AsRawFd::as_raw_fd(&f),
+                    0,
+                    0,
+                    libc::POSIX_FADV_DONTNEED,
+                )
+            };
+            let before = reads(&api);
+            let mut got = Vec::new();
+            std::io::Read::read_to_end(&mut &f, &mut got).unwrap();
+            assert!(got == data, "ro read returned other bytes");
+            let served = reads(&api) - before;
+            if through_daemon {
+                assert!(served > 0, "with a capacity the daemon serves reads");
+            } else {
+                assert_eq!(served, 0, "ro reads reached the daemon: {served} READs");
+            }
+            assert_eq!(code(fs::write(api.m.path("f"), b"x")), libc::EROFS);
+            drop(f);
+            let mut m = api.m;
+            m.unmount();
+            m.assert_consistent();
+        }
+    });
+}
