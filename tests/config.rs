@@ -151,22 +151,7 @@ impl Daemon {
     fn stop(mut self) {
         // The child stays in `self` until it has exited, so a failure
         // here still leaves Drop to tear the daemon down.
-        // EBUSY for a moment is possible: a child another test thread
-        // forks holds this process's descriptors (one on the mount, say)
-        // until it execs. Tried again for a while before it counts.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let st = Command::new("fusermount3")
-                .arg("-u")
-                .arg(&self.mnt)
-                .status()
-                .expect("fusermount3 (scripts/install-deps.sh installs fuse3)");
-            if st.success() {
-                break;
-            }
-            assert!(Instant::now() < deadline, "fusermount3 -u failed");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        assert!(common::fusermount_u(&self.mnt), "fusermount3 -u failed");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {

@@ -365,12 +365,7 @@ fn stale_mount_after_kill_9_is_reported_and_force_recovers() {
             .filter(|l| l.split(' ').nth(4) == Some(&*a.mnt().to_string_lossy()))
             .count();
         assert_eq!(mounts, 1, "stale mount was not detached");
-        let st = Command::new("fusermount3")
-            .arg("-u")
-            .arg(a.mnt())
-            .status()
-            .unwrap();
-        assert!(st.success());
+        assert!(common::fusermount_u(&a.mnt()));
         assert!(wait_exit(&mut d, 20).success());
         assert!(!is_mounted(&a.mnt()));
     });

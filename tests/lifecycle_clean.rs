@@ -93,15 +93,9 @@ impl Drop for Daemon {
 /// when the daemon exits): `fusermount3 -u`, or umount(2) where fusermount3
 /// is not installed.
 fn unmount(mnt: &Path) {
-    let fm = Command::new("fusermount3")
-        .arg("-u")
-        .arg(mnt)
-        .stderr(Stdio::null())
-        .status();
-    if fm.is_ok_and(|s| s.success()) {
-        return;
+    if !common::fusermount_u(mnt) {
+        nix::mount::umount2(mnt, nix::mount::MntFlags::empty()).expect("unmount");
     }
-    nix::mount::umount2(mnt, nix::mount::MntFlags::empty()).expect("unmount");
 }
 
 /// Never leave a mount behind in the temp dir.

@@ -30,6 +30,31 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_artfs")
 }
 
+/// `fusermount3 -u MNT`, as a user would; true once it succeeded (false
+/// also when fusermount3 is not installed). A mount
+/// found busy is tried again for up to 5 s: a child another test thread
+/// forks holds this process's descriptors (one on the mount, say) until
+/// it execs, and an unmount in that moment is EBUSY.
+pub fn fusermount_u(mnt: &Path) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ok = match Command::new("fusermount3")
+            .arg("-u")
+            .arg(mnt)
+            .stderr(Stdio::null())
+            .status()
+        {
+            Ok(st) => st.success(),
+            // Not installed (scripts/install-deps.sh installs fuse3).
+            Err(_) => return false,
+        };
+        if ok || !is_mounted(mnt) || Instant::now() > deadline {
+            return ok;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Whether `path` is currently a mount point.
 pub fn is_mounted(path: &Path) -> bool {
     let want = path.to_string_lossy().replace(' ', "\\040");
