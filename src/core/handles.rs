@@ -33,9 +33,10 @@ pub struct Handle {
 
 impl Handle {
     /// Whether the object is still being fetched: its descriptor then
-    /// holds holes, and only `Fs::read` may read it.
+    /// holds holes, read only by `Fs::read` or after waiting on
+    /// [`Handle::fetch`].
     pub fn filling(&self) -> bool {
-        self.fill.as_ref().is_some_and(|f| !f.whole())
+        self.fetch().is_some()
     }
 
     /// The fetch of the object while it is not whole: whoever reads the
