@@ -349,6 +349,7 @@ fn every_field_round_trips(e: Engine) {
         sha256: Some("ab".repeat(32)),
         blocks: Some(u64::MAX - 1),
         flags: u32::MAX,
+        version: Some("00000000000000ff.1700000000123456789".into()),
     };
     let mut dev = node(6, Kind::BlockDev, ROOT_INO, b"dev");
     dev.rdev = 0x0801;
@@ -1323,6 +1324,7 @@ fn sized_file(ino: u64, size: u64) -> Inode {
         sha256: None,
         blocks: None,
         flags: 0,
+        version: None,
     }
 }
 

@@ -298,6 +298,7 @@ mod tests {
             sha256: None,
             blocks: None,
             flags: 0,
+            version: None,
         }
     }
 

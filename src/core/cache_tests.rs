@@ -30,6 +30,7 @@ fn inode(ino: u64, size: u64) -> Inode {
         sha256: None,
         blocks: None,
         flags: 0,
+        version: None,
     }
 }
 

@@ -347,6 +347,7 @@ impl Fs {
                 sha256: Some(actual.clone()),
                 blocks: Some(blocks),
                 flags: 0,
+                version: None,
             };
             tx.insert_at(inode, ino);
             tx.set_xattrs(ino, xattrs.clone());

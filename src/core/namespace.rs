@@ -291,6 +291,7 @@ impl Fs {
                 sha256: None,
                 blocks: None,
                 flags: 0,
+                version: None,
             };
             let new = match (kind, open_after) {
                 (Kind::File, true) => match self.pool.take() {

@@ -113,6 +113,7 @@ impl Fs {
                 sha256: None,
                 blocks: None,
                 flags: 0,
+                version: None,
             })?;
             if !acls.is_empty() {
                 tx.set_xattrs(new.ino, acls);

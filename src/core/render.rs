@@ -175,5 +175,6 @@ pub fn to_inode(doc: &AttrJson, parent_of: impl Fn(&str) -> Option<u64>) -> Opti
         sha256: doc.checksum.clone(),
         blocks: None,
         flags: fs.flags & crate::types::flags::KEPT,
+        version: None,
     })
 }

@@ -52,6 +52,7 @@ pub const SQLITE: &[Migration] = migrations!("sqlite":
     9 "checks" "0009_checks.sql",
     10 "feed" "0010_feed.sql",
     11 "flags" "0011_flags.sql",
+    12 "version" "0012_version.sql",
 );
 
 /// The same versions, names and meaning as [`SQLITE`].
@@ -67,6 +68,7 @@ pub const POSTGRES: &[Migration] = migrations!("postgres":
     9 "checks" "0009_checks.sql",
     10 "feed" "0010_feed.sql",
     11 "flags" "0011_flags.sql",
+    12 "version" "0012_version.sql",
 );
 
 /// Longest identifier PostgreSQL keeps whole (NAMEDATALEN - 1 bytes).

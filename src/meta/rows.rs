@@ -11,8 +11,8 @@ use crate::types::{Inode, Kind, Timestamp};
 
 /// The inode row's columns, in the order [`push_inode`] binds them.
 pub const INODE_COLS: &str = "ino, file_id, kind, perm, uid, gid, nlink, size, atime, mtime, ctime, \
-                              crtime, rdev, parent, target, created_by, original_name, sha256, blocks, flags";
-pub const INODE_NCOLS: usize = 20;
+                              crtime, rdev, parent, target, created_by, original_name, sha256, blocks, flags, version";
+pub const INODE_NCOLS: usize = 21;
 /// The log row's columns, in the order its binder binds them.
 pub const WAL_COLS: &str = "transaction_id, operation_type, status, file_id, operation_data, \
                             error_message, started_at, completed_at, duration_ms, user_id, outcome";
@@ -35,7 +35,7 @@ pub fn upsert_inodes(table: &str, values: &str) -> String {
     )
 }
 
-/// An inode from the 20 columns of `{p}_inodes`, in table order.
+/// An inode from the 21 columns of `{p}_inodes`, in table order.
 pub(super) fn inode<'r, R>(row: &'r R) -> Result<Inode>
 where
     R: Row,
@@ -66,10 +66,11 @@ where
         sha256: row.try_get(17)?,
         blocks: row.try_get::<Option<i64>, _>(18)?.map(|b| b as u64),
         flags: int(19)? as u32,
+        version: row.try_get(20)?,
     })
 }
 
-/// Bind an inode's 20 columns, in table order.
+/// Bind an inode's 21 columns, in table order.
 pub(super) fn push_inode<'q, A>(args: &mut A, i: &'q Inode)
 where
     A: Arguments<'q>,
@@ -101,6 +102,7 @@ where
     let _ = args.add(i.sha256.as_deref());
     let _ = args.add(i.blocks.map(|b| b as i64));
     let _ = args.add(i64::from(i.flags));
+    let _ = args.add(i.version.as_deref());
 }
 
 /// A log row of `{p}_wal`, in the column order both engines select.

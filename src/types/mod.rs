@@ -221,6 +221,10 @@ pub struct Inode {
     /// The inode flags `chattr` sets (`FS_IOC_SETFLAGS` bits:
     /// [`flags::IMMUTABLE`], [`flags::APPEND`], ...; see `core::flags`).
     pub flags: u32,
+    /// The content version the tables hold a regular file to be, in a
+    /// store that keeps versions (a bucket: the last part of the object's
+    /// key); `None` in a local directory, or while not recorded.
+    pub version: Option<String>,
 }
 
 /// Inode flags as `FS_IOC_GETFLAGS`/`SETFLAGS` carry them (linux/fs.h), the
@@ -271,6 +275,7 @@ impl Inode {
             sha256: None,
             blocks: None,
             flags: 0,
+            version: None,
         }
     }
 
