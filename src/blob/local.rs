@@ -24,7 +24,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::sidecar::{self, AttrJson, DirSync, Parsed, SidecarError};
-use super::{ContentStore, FoundSidecar, ObjectStat, Space};
+use super::{ContentStore, FoundSidecar, NewVersion, ObjectStat, Space};
 
 pub struct LocalDir {
     /// `BACKING/objects`.
@@ -127,12 +127,13 @@ impl ContentStore for LocalDir {
         placed
     }
 
-    fn fsync(&self, _ino: u64, file: &File, data_only: bool) -> io::Result<()> {
+    fn fsync(&self, _ino: u64, file: &File, data_only: bool) -> io::Result<Option<NewVersion>> {
         if data_only {
-            file.sync_data()
+            file.sync_data()?;
         } else {
-            file.sync_all()
+            file.sync_all()?;
         }
+        Ok(None)
     }
 
     fn stat(&self, ino: u64) -> io::Result<Option<ObjectStat>> {

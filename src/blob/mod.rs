@@ -112,11 +112,49 @@ pub trait ContentStore: Send + Sync {
     /// The core is done with `file`, the local file of object `ino` it
     /// opened with `open_rw`, `open_or_create` or `create_new`: the last
     /// handle closed, or a truncate of a closed file is over. A remote
-    /// store sends what changed; `LocalDir` has nothing to do. An error
-    /// leaves the changes in the local file, for the store to send later.
-    fn close(&self, _ino: u64, _file: &File) -> io::Result<()> {
+    /// store sends what changed, and returns the version it made;
+    /// `LocalDir` has nothing to do. An error leaves the changes in the
+    /// local file, for the store to send later.
+    fn close(&self, _ino: u64, _file: &File) -> io::Result<Option<NewVersion>> {
+        Ok(None)
+    }
+
+    /// Send what `file` (the local file of object `ino`, still open)
+    /// holds that the store does not yet, as a new version: a remote
+    /// store's last release does this before its figures are recorded, so
+    /// that the size and the version commit together. `LocalDir`: nothing
+    /// (`None`). An error leaves the changes to send later.
+    fn send(&self, _ino: u64, _file: &File) -> io::Result<Option<NewVersion>> {
+        Ok(None)
+    }
+
+    /// Versions the store made or found that the core has not been told
+    /// of (sent in the background, sent before a crash cut the commit
+    /// naming them, newer in the bucket than the tables say); each is
+    /// handed out once. `LocalDir`: none.
+    fn take_versions(&self) -> Vec<NewVersion> {
+        Vec::new()
+    }
+
+    /// The tables now durably name version `name` of `ino`: the store
+    /// deletes the versions it `superseded` (never `name` itself), and
+    /// owes no report of it any more. Idempotent (recovery repeats it).
+    fn version_committed(&self, _ino: u64, _name: &str, _superseded: &[String]) -> io::Result<()> {
         Ok(())
     }
+
+    /// The name of the version of `ino` the store holds current (a
+    /// bucket's highest), for recovery to record; `None` for a store
+    /// without versions, or no object.
+    fn current_version(&self, _ino: u64) -> io::Result<Option<String>> {
+        Ok(None)
+    }
+
+    /// The tables name `version` as the content of `ino` (called before
+    /// the object is opened): a remote store follower trusts a copy of
+    /// that version without asking the bucket, and fetches that version
+    /// otherwise. `None`: not recorded (the store finds out itself).
+    fn expect_version(&self, _ino: u64, _version: Option<&str>) {}
 
     /// Whether opening an object may wait on the network (a remote store
     /// fetching it): the doors then open off their request loop.
@@ -175,7 +213,8 @@ pub trait ContentStore: Send + Sync {
     /// `ino` from this store) durable, with its size and times
     /// (`data_only`: the data and size, as `fdatasync`). After it returns
     /// the object is found under `ino`, with this content, after a crash.
-    fn fsync(&self, ino: u64, file: &File, data_only: bool) -> io::Result<()>;
+    /// A remote store returns the version it made (see [`NewVersion`]).
+    fn fsync(&self, ino: u64, file: &File, data_only: bool) -> io::Result<Option<NewVersion>>;
 
     /// The figures of object `ino`, `None` when it does not exist.
     fn stat(&self, ino: u64) -> io::Result<Option<ObjectStat>>;
@@ -265,6 +304,29 @@ pub trait ContentStore: Send + Sync {
     /// Whether the store can take new objects now (the readiness probe):
     /// `LocalDir` checks the object area is there and writable.
     fn check_ready(&self) -> io::Result<()>;
+}
+
+/// A version of an object's content a store that keeps versions (a
+/// bucket) made: the tables record `name` in the commit that records the
+/// size it was sent at, and only once that commit is durable are the
+/// versions it `superseded` deleted (through a `reclaim` log row,
+/// [`ContentStore::version_committed`]). Until then a crash finds both.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewVersion {
+    pub ino: u64,
+    /// The version's name (the last part of its key).
+    pub name: String,
+    /// The version it replaced, if the store knows it.
+    pub superseded: Option<String>,
+}
+
+/// Which of two version names is the later one: names begin with the
+/// version's number as 16 hex digits, so they order as strings do.
+pub fn later_version<'a>(a: Option<&'a str>, b: Option<&'a str>) -> Option<&'a str> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(if y > x { y } else { x }),
+        (x, y) => x.or(y),
+    }
 }
 
 /// An object's local file from [`ContentStore::open_partial`].

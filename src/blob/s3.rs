@@ -60,7 +60,7 @@ use object_store::{
 use parking_lot::Mutex;
 
 use super::sidecar::{AttrJson, DirSync, Parsed, SidecarError};
-use super::{ContentStore, Filling, FoundSidecar, ObjectStat, Partial, Space};
+use super::{ContentStore, Filling, FoundSidecar, NewVersion, ObjectStat, Partial, Space};
 
 mod fill;
 mod source;
@@ -136,6 +136,8 @@ const FETCH_CHUNK: u64 = 8 << 20;
 const FETCH_MAX_RANGE: u64 = 256 << 20;
 const FETCH_PARALLEL: usize = 4;
 const PARTS_PARALLEL: usize = 4;
+/// Hints of versions kept for opens under way (see `expect_version`).
+const MAX_HINTS: usize = 4096;
 
 impl S3Config {
     /// Split `s3://BUCKET[/PREFIX]`.
@@ -231,6 +233,13 @@ struct Cached {
     /// fetched again, never served or sent).
     #[serde(default)]
     writing: bool,
+    /// The tables are known to name `version` (or owe it no record):
+    /// a version this cache sent stays unrecorded until the core's commit
+    /// naming it is durable, and is reported again at the next start if
+    /// a crash came first. Records from before versions were recorded
+    /// read as unrecorded: reported once.
+    #[serde(default)]
+    recorded: bool,
 }
 
 /// What the cache knows of one copy.
@@ -251,6 +260,14 @@ struct Entry {
     writing: bool,
     /// Checked against the bucket during this run.
     checked: bool,
+    /// See `Cached::recorded`.
+    recorded: bool,
+    /// The version the tables name, as the core said before opening
+    /// (`ContentStore::expect_version`): `Some(None)` when they name none.
+    expected: Option<Option<String>>,
+    /// Sent while the version it replaced was not known (a restart): the
+    /// older ones are listed and deleted once the new one is recorded.
+    prune_older: bool,
     bytes: u64,
     used: u64,
 }
@@ -326,6 +343,11 @@ pub struct S3Store {
     stripes: Vec<Mutex<()>>,
     stop: Arc<AtomicBool>,
     sender: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Versions the core has not been told of (`take_versions`).
+    reports: Mutex<Vec<NewVersion>>,
+    /// The versions the tables name, as the core said before opening
+    /// (`expect_version`), until the copy's entry takes them.
+    hints: Mutex<HashMap<u64, Option<String>>>,
 }
 
 fn s3_err(what: &str, key: &str, e: object_store::Error) -> io::Error {
@@ -389,6 +411,8 @@ impl S3Store {
             stripes: (0..64).map(|_| Mutex::new(())).collect(),
             stop: Arc::new(AtomicBool::new(false)),
             sender: Mutex::new(None),
+            reports: Mutex::new(Vec::new()),
+            hints: Mutex::new(HashMap::new()),
         });
         store.check_bucket()?;
         store.load_cache()?;
@@ -562,6 +586,39 @@ impl S3Store {
         Ok(last)
     }
 
+    /// Whether version `number` of `ino` is current, for a follower: the
+    /// version the tables name, if the core said, else the bucket's.
+    fn is_current(&self, ino: u64, number: u64) -> io::Result<bool> {
+        let hint = self.hints.lock().get(&ino).cloned().flatten();
+        let hint = hint.or_else(|| {
+            let st = self.state.lock();
+            st.entries.get(&ino).and_then(|e| e.expected.clone()).flatten()
+        });
+        match hint.as_deref().and_then(parse_version) {
+            Some((n, _)) => Ok(n == number),
+            None => Ok(self.current(ino)?.map(|v| v.number) == Some(number)),
+        }
+    }
+
+    /// [`S3Store::current`], for an open: on the writer, a current
+    /// version other than the one the tables name (`hint`, when the core
+    /// said) is reported for the core to record (a crash cut the commit
+    /// that would have named it, or it predates recorded versions).
+    fn listed(&self, ino: u64, hint: Option<Option<String>>) -> io::Result<Option<Version>> {
+        let cur = self.current(ino)?;
+        if let (Some(named), Some(v), false) = (hint, &cur, self.read_only()) {
+            let name = last_part(&v.key);
+            if named.as_deref() != Some(name) {
+                self.reports.lock().push(NewVersion {
+                    ino,
+                    name: name.to_string(),
+                    superseded: None,
+                });
+            }
+        }
+        Ok(cur)
+    }
+
     fn delete_key(&self, key: &str) -> io::Result<()> {
         bump(&self.counters.deletes, 1);
         let client = self.client.clone();
@@ -637,6 +694,9 @@ impl S3Store {
             clean: Some(stamp),
             sending: None,
             writing: false,
+            // Whether the tables name it was settled when it was chosen
+            // (`materialise_or_fill` reports one they do not).
+            recorded: true,
         };
         let before = Stamp::of(&file.metadata()?);
         self.write_record(ino, &record(before))?;
@@ -708,27 +768,29 @@ impl S3Store {
     }
 
     /// Send the content of `file` (the copy of `ino`) as a new version,
-    /// unless it is unchanged since it last matched. Caller holds the
-    /// stripe.
-    fn send(&self, ino: u64, file: &File) -> io::Result<()> {
+    /// unless it is unchanged since it last matched; returns the version
+    /// made. The version it replaces stays in the bucket until the core has
+    /// recorded the new one ([`ContentStore::version_committed`]): a crash
+    /// before that commit finds both. Caller holds the stripe.
+    fn send(&self, ino: u64, file: &File) -> io::Result<Option<NewVersion>> {
         self.refuse_write()?;
         if self.fills.lock().contains_key(&ino) {
             // Being fetched: nothing of it was written here (writers wait
             // for the whole copy), and its figures are the fetch's.
-            return Ok(());
+            return Ok(None);
         }
         let m = file.metadata()?;
         if m.nlink() == 0 {
             // A copy dropped while a handle held it (the file was removed,
             // or the copy refetched): it is not the file's content, and
             // sending it would put back an object nothing owns.
-            return Ok(());
+            return Ok(None);
         }
         let stamp = Stamp::of(&m);
         let entry = self.state.lock().entries.get(&ino).cloned();
         let entry = entry.unwrap_or_default();
         if entry.clean == Some(stamp) {
-            return Ok(());
+            return Ok(None);
         }
         let mut number = entry.version.max(entry.sending.unwrap_or(0)) + 1;
         let first = number;
@@ -742,6 +804,7 @@ impl S3Store {
                 clean: entry.clean,
                 sending: Some(number),
                 writing: entry.writing,
+                recorded: entry.recorded,
             },
         )?;
         let key = loop {
@@ -771,33 +834,46 @@ impl S3Store {
                 clean: Some(stamp),
                 sending: None,
                 writing,
+                recorded: false,
             },
         )?;
         {
             let mut st = self.state.lock();
             let e = st.entries.entry(ino).or_default();
             e.version = number;
-            e.key = Some(key);
+            e.key = Some(key.clone());
             e.clean = Some(stamp);
             e.sending = None;
             e.writing = writing;
             e.checked = true;
+            e.recorded = false;
+            // Which key it replaced is not known (a restart): the older
+            // ones are listed once the new one is recorded.
+            e.prune_older |= superseded.is_none() && (entry.version > 0 || entry.sending.is_some());
             st.unsent.remove(&ino);
         }
         // The cache's size counts what was just sent (a file still open
         // is counted at its last close too).
         self.touch(ino, stamp.size);
-        let cleared = match superseded {
-            Some(old) => self.delete_key(&old),
-            // Which key it had is not known (a restart): list them.
-            None if entry.version > 0 || entry.sending.is_some() => self.current(ino).map(|_| ()),
-            None => Ok(()),
-        };
-        if let Err(e) = cleared {
-            // Deleted when next listed.
-            tracing::warn!(ino, error = %e, "could not delete a superseded version");
+        Ok(Some(NewVersion {
+            ino,
+            name: last_part(&key).to_string(),
+            superseded: superseded.map(|k| last_part(&k).to_string()),
+        }))
+    }
+
+    /// Send as [`S3Store::send`] does, from a door (an `fsync`, a last
+    /// release): a failure leaves the changes for the sender thread.
+    fn send_now(&self, ino: u64, file: &File) -> io::Result<Option<NewVersion>> {
+        if self.read_only() {
+            return Ok(None);
         }
-        Ok(())
+        let _g = self.stripe(ino);
+        let r = self.send(ino, file);
+        if r.is_err() {
+            self.state.lock().unsent.insert(ino);
+        }
+        r
     }
 
     /// Put `size` bytes of `file` under `key`, never over an existing key.
@@ -961,6 +1037,17 @@ impl S3Store {
                 if (entry.version > 0 || entry.sending.is_some()) && Self::is_unsent(&entry, &m) {
                     st.unsent.insert(ino);
                 }
+                // Sent, and the commit naming it may not have happened
+                // (a crash came first): the core is told again.
+                if let (false, Some(clean), None, 1..) =
+                    (entry.recorded, entry.clean, entry.sending, entry.version)
+                {
+                    self.reports.lock().push(NewVersion {
+                        ino,
+                        name: version_name(entry.version, Timestamp(clean.mtime)),
+                        superseded: None,
+                    });
+                }
                 st.bytes += m.len();
                 st.entries.insert(ino, entry);
             }
@@ -976,6 +1063,7 @@ impl S3Store {
             clean: rec.and_then(|r| r.clean),
             sending: rec.and_then(|r| r.sending),
             writing: rec.is_some_and(|r| r.writing),
+            recorded: rec.is_some_and(|r| r.recorded),
             bytes: m.len(),
             ..Entry::default()
         }
@@ -1045,16 +1133,26 @@ impl S3Store {
     /// [`Fill`] is fetching it (a large version). Caller holds the stripe
     /// (from `settled`: no fill runs).
     fn materialise_or_fill(&self, ino: u64) -> io::Result<Got> {
-        let Some((e, m)) = self.known(ino)? else {
-            return self.get_version(ino, self.current(ino)?);
+        let known = self.known(ino)?;
+        let hint = self.hints.lock().get(&ino).cloned();
+        let hint = hint.or_else(|| known.as_ref().and_then(|(e, _)| e.expected.clone()));
+        let Some((e, m)) = known else {
+            return self.get_version(ino, self.listed(ino, hint)?);
         };
         if Self::is_damaged(&e, &m) {
             tracing::warn!(ino, copy = %self.copy_path(ino).display(),
                 "a cached copy changed though nothing wrote it; fetching it again");
             self.drop_copy(ino)?;
-            return self.get_version(ino, self.current(ino)?);
+            return self.get_version(ino, self.listed(ino, hint)?);
         }
         if e.checked && !self.read_only() {
+            self.touch(ino, m.len());
+            return Ok(Got::Copy);
+        }
+        let named = hint.as_ref().and_then(|h| h.as_deref().and_then(parse_version));
+        if self.read_only() && named.is_some_and(|(n, _)| n == e.version) {
+            // A follower's copy of the version the tables name: current
+            // without asking the bucket.
             self.touch(ino, m.len());
             return Ok(Got::Copy);
         }
@@ -1068,7 +1166,7 @@ impl S3Store {
             self.touch(ino, m.len());
             return Ok(Got::Copy);
         }
-        let cur = self.current(ino)?;
+        let cur = self.listed(ino, hint)?;
         let ours = e.version.max(e.sending.unwrap_or(0));
         let keep = match &cur {
             // The version the copy matched.
@@ -1291,8 +1389,12 @@ impl S3Store {
     }
 
     fn opened(&self, ino: u64) {
+        let hint = self.hints.lock().remove(&ino);
         if let Some(e) = self.state.lock().entries.get_mut(&ino) {
             e.writers += 1;
+            if hint.is_some() {
+                e.expected = hint;
+            }
         }
     }
 
@@ -1376,7 +1478,7 @@ impl S3Store {
             }
             let r = self.open_copy(ino, false).and_then(|f| self.send(ino, &f));
             match r {
-                Ok(()) => {}
+                Ok(made) => self.reports.lock().extend(made),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     self.state.lock().unsent.remove(&ino);
                 }
@@ -1405,6 +1507,11 @@ impl Drop for S3Store {
             rt.shutdown_background();
         }
     }
+}
+
+/// The last part of a key: a version's name.
+fn last_part(key: &str) -> &str {
+    key.rsplit('/').next().unwrap_or(key)
 }
 
 fn version_name(number: u64, mtime: Timestamp) -> String {
@@ -1515,6 +1622,8 @@ impl ContentStore for S3Store {
                 clean: Some(stamp),
                 sending: None,
                 writing: false,
+                // The core records it with the inode it makes.
+                recorded: true,
             },
         )?;
         let mut st = self.state.lock();
@@ -1526,6 +1635,7 @@ impl ContentStore for S3Store {
                 key: Some(key),
                 clean: Some(stamp),
                 checked: true,
+                recorded: true,
                 bytes: stamp.size,
                 ..Entry::default()
             },
@@ -1536,19 +1646,96 @@ impl ContentStore for S3Store {
         Ok(placed)
     }
 
-    fn fsync(&self, ino: u64, file: &File, _data_only: bool) -> io::Result<()> {
+    fn fsync(&self, ino: u64, file: &File, _data_only: bool) -> io::Result<Option<NewVersion>> {
+        self.send_now(ino, file)
+    }
+
+    fn send(&self, ino: u64, file: &File) -> io::Result<Option<NewVersion>> {
+        self.send_now(ino, file)
+    }
+
+    fn take_versions(&self) -> Vec<NewVersion> {
+        std::mem::take(&mut *self.reports.lock())
+    }
+
+    fn version_committed(&self, ino: u64, name: &str, superseded: &[String]) -> io::Result<()> {
         if self.read_only() {
             return Ok(());
         }
+        let Some((number, _)) = parse_version(name) else {
+            return Ok(());
+        };
         let _g = self.stripe(ino);
-        let r = self.send(ino, file);
-        if r.is_err() {
-            self.state.lock().unsent.insert(ino);
+        let dir = self.object_dir_key(ino);
+        for old in superseded {
+            if old != name && parse_version(old).is_some() {
+                self.delete_key(&format!("{dir}{old}"))?;
+            }
         }
-        r
+        let e = self.state.lock().entries.get(&ino).cloned();
+        let Some(e) = e.filter(|e| e.version == number) else {
+            return Ok(());
+        };
+        if e.prune_older {
+            for v in self.versions(ino)? {
+                if v.number < number {
+                    self.delete_key(&v.key)?;
+                }
+            }
+        }
+        if !e.recorded && e.sending.is_none() {
+            self.write_record(
+                ino,
+                &Cached {
+                    version: e.version,
+                    clean: e.clean,
+                    sending: None,
+                    writing: e.writing,
+                    recorded: true,
+                },
+            )?;
+        }
+        self.mark(ino, |en| {
+            if en.version == number {
+                en.recorded = true;
+                en.prune_older = false;
+            }
+        });
+        Ok(())
     }
 
-    fn close(&self, ino: u64, file: &File) -> io::Result<()> {
+    fn current_version(&self, ino: u64) -> io::Result<Option<String>> {
+        if !self.read_only() {
+            let _g = self.stripe(ino);
+            if let Some((e, m)) = self.known(ino)? {
+                if e.checked && !Self::is_unsent(&e, &m) && !Self::is_damaged(&e, &m) {
+                    if let Some(k) = &e.key {
+                        return Ok(Some(last_part(k).to_string()));
+                    }
+                }
+            }
+        }
+        Ok(self
+            .current(ino)?
+            .map(|v| last_part(&v.key).to_string()))
+    }
+
+    fn expect_version(&self, ino: u64, version: Option<&str>) {
+        let v = version.map(str::to_string);
+        let mut st = self.state.lock();
+        if let Some(e) = st.entries.get_mut(&ino) {
+            e.expected = Some(v.clone());
+        }
+        drop(st);
+        let mut hints = self.hints.lock();
+        if hints.len() >= MAX_HINTS {
+            // Hints of opens that never got their copy: stale, dropped.
+            hints.clear();
+        }
+        hints.insert(ino, v);
+    }
+
+    fn close(&self, ino: u64, file: &File) -> io::Result<Option<NewVersion>> {
         let r = {
             let _g = self.stripe(ino);
             let filling = self.fills.lock().get(&ino).cloned();
@@ -1557,10 +1744,14 @@ impl ContentStore for S3Store {
                 // finds the copy), unless it failed.
                 self.mark(ino, |e| e.writers = e.writers.saturating_sub(1));
                 self.abandon_if_unused(&f);
-                return Ok(());
+                return Ok(None);
             }
-            let r = if self.read_only() {
-                Ok(())
+            // A send that just failed (the core sends before the last
+            // release, see `ContentStore::send`) is not tried again here:
+            // the sender thread retries it.
+            let failed = self.state.lock().unsent.contains(&ino);
+            let r = if self.read_only() || failed {
+                Ok(None)
             } else {
                 self.send(ino, file)
             };
@@ -1568,10 +1759,11 @@ impl ContentStore for S3Store {
             if r.is_err() {
                 st.unsent.insert(ino);
             }
+            let sent = r.is_ok() && !st.unsent.contains(&ino);
             let mut settled = None;
             if let Some(e) = st.entries.get_mut(&ino) {
                 e.writers = e.writers.saturating_sub(1);
-                if r.is_ok() && e.writers == 0 && e.writing && e.sending.is_none() {
+                if sent && e.writers == 0 && e.writing && e.sending.is_none() {
                     // Sent and closed: a later change is damage again.
                     e.writing = false;
                     settled = Some(Cached {
@@ -1579,6 +1771,7 @@ impl ContentStore for S3Store {
                         clean: e.clean,
                         sending: None,
                         writing: false,
+                        recorded: e.recorded,
                     });
                 }
             }
@@ -1868,9 +2061,7 @@ impl ContentStore for S3Store {
         let running = self.fills.lock().get(&ino).cloned();
         let got = match running {
             // A follower fetches only the bucket's current version.
-            Some(f)
-                if self.read_only()
-                    && self.current(ino)?.map(|v| v.number) != Some(f.version.number) =>
+            Some(f) if self.read_only() && !self.is_current(ino, f.version.number)? =>
             {
                 drop(_g);
                 return Ok(Partial {
@@ -1921,6 +2112,7 @@ impl ContentStore for S3Store {
                 clean: e.clean,
                 sending: e.sending,
                 writing: true,
+                recorded: e.recorded,
             },
         )?;
         self.mark(ino, |e| e.writing = true);
@@ -2020,25 +2212,68 @@ mod tests {
     }
 
     #[test]
-    fn versions_are_immutable_keys_and_the_old_one_goes() {
+    fn versions_are_immutable_keys_and_the_old_one_goes_once_recorded() {
         let server = moto::S3Server::start();
         let cache = tempfile::tempdir().unwrap();
         let store = S3Store::open(config(&server, "v"), cache.path()).unwrap();
         let f = store.create_new(7).unwrap();
         f.write_all_at(b"first", 0).unwrap();
-        store.close(7, &f).unwrap();
+        let v1 = store.close(7, &f).unwrap().expect("a first version");
+        assert_eq!(v1.superseded, None);
         let keys = server.keys("v/objects/");
         assert_eq!(keys.len(), 1, "{keys:?}");
         assert!(keys[0].starts_with("v/objects/0000000000000007/0000000000000001."));
+        assert!(keys[0].ends_with(&v1.name), "{keys:?} {v1:?}");
+        store.version_committed(7, &v1.name, &[]).unwrap();
         let f = store.open_rw(7).unwrap();
         f.write_all_at(b"second", 0).unwrap();
-        store.fsync(7, &f, false).unwrap();
+        let v2 = store.fsync(7, &f, false).unwrap().expect("a second version");
+        assert!(v2.name.starts_with("0000000000000002."), "{v2:?}");
+        assert_eq!(v2.superseded.as_deref(), Some(v1.name.as_str()));
         // Unchanged since the fsync: the close sends nothing.
-        store.close(7, &f).unwrap();
+        assert_eq!(store.close(7, &f).unwrap(), None);
+        // Both versions stay until the core has recorded the new one.
+        let keys = server.keys("v/objects/");
+        assert_eq!(keys.len(), 2, "{keys:?}");
+        assert_eq!(store.current_version(7).unwrap().as_deref(), Some(v2.name.as_str()));
+        store
+            .version_committed(7, &v2.name, std::slice::from_ref(&v1.name))
+            .unwrap();
         let keys = server.keys("v/objects/");
         assert_eq!(keys.len(), 1, "{keys:?}");
-        assert!(keys[0].contains("/0000000000000002."), "{keys:?}");
+        assert!(keys[0].ends_with(&v2.name), "{keys:?}");
         assert_eq!(server.get(&keys[0]).unwrap(), b"second");
+        // Recorded: nothing is owed at the next start.
+        drop(store);
+        let store = S3Store::open(config(&server, "v"), cache.path()).unwrap();
+        assert_eq!(store.take_versions(), Vec::new());
+    }
+
+    #[test]
+    fn a_version_sent_but_not_recorded_is_reported_at_the_next_start() {
+        let server = moto::S3Server::start();
+        let cache = tempfile::tempdir().unwrap();
+        let store = S3Store::open(config(&server, "r"), cache.path()).unwrap();
+        let f = store.create_new(3).unwrap();
+        f.write_all_at(b"content", 0).unwrap();
+        let v = store.close(3, &f).unwrap().expect("a version");
+        // A crash before the core's commit: the store says so again.
+        drop(store);
+        let store = S3Store::open(config(&server, "r"), cache.path()).unwrap();
+        let reported = store.take_versions();
+        assert_eq!(
+            reported,
+            vec![NewVersion {
+                ino: 3,
+                name: v.name.clone(),
+                superseded: None
+            }]
+        );
+        assert_eq!(store.take_versions(), Vec::new(), "handed out once");
+        store.version_committed(3, &v.name, &[]).unwrap();
+        drop(store);
+        let store = S3Store::open(config(&server, "r"), cache.path()).unwrap();
+        assert_eq!(store.take_versions(), Vec::new());
     }
 
     #[test]

@@ -54,6 +54,27 @@ pub enum Known<T> {
     Miss,
 }
 
+/// A content version the tables now name, and the versions it replaced
+/// (see `blob::NewVersion`): once the commit is durable the store deletes
+/// those, and owes no report of it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RecordedVersion {
+    pub ino: u64,
+    pub name: String,
+    pub superseded: Vec<String>,
+}
+
+/// What a commit released, for the writer to finish after it.
+#[derive(Debug, Default)]
+pub struct Released {
+    /// The `reclaim` log row covering it; none when nothing is deleted
+    /// (only a store's record of a version is owed).
+    pub row: Option<Uuid>,
+    /// Objects of removed inodes.
+    pub objects: Vec<u64>,
+    pub versions: Vec<RecordedVersion>,
+}
+
 /// Changes one mutation staged, applied atomically.
 #[derive(Default)]
 pub struct Staged {
@@ -62,7 +83,10 @@ pub struct Staged {
     pub xattrs: HashMap<u64, Option<Xattrs>>,
     /// Objects to delete once the removal of their inode is committed.
     pub released_objects: Vec<u64>,
-    /// The `reclaim` log row covering `released_objects`.
+    /// Content versions recorded, with those they replaced.
+    pub released_versions: Vec<RecordedVersion>,
+    /// The `reclaim` log row covering `released_objects` and the
+    /// versions replaced.
     pub reclaim: Option<Uuid>,
     /// Log rows of this mutation.
     pub journal: Vec<journal::Record>,
@@ -80,6 +104,7 @@ impl Staged {
             && self.dentries.is_empty()
             && self.xattrs.is_empty()
             && self.released_objects.is_empty()
+            && self.released_versions.is_empty()
             && self.new_dirs.is_empty()
             && self.journal.is_empty()
             && self.journal_done.is_empty()
@@ -95,7 +120,7 @@ struct Inner {
     /// How many keys of `d_dentries` each directory has (none: absent).
     d_parents: HashMap<u64, usize>,
     d_xattrs: HashMap<u64, (u64, Option<Xattrs>)>,
-    released: Vec<(u64, Uuid, Vec<u64>)>,
+    released: Vec<(u64, Released)>,
     journal: Vec<(u64, journal::Record)>,
     journal_done: Vec<(u64, journal::Update)>,
     /// Highest sequence handed to the writer in a snapshot.
@@ -399,9 +424,16 @@ impl Cache {
         for (k, v) in s.xattrs {
             c.d_xattrs.insert(k, (seq, v));
         }
-        if !s.released_objects.is_empty() {
-            let id = s.reclaim.expect("released objects come with a reclaim row");
-            c.released.push((seq, id, s.released_objects));
+        if !s.released_objects.is_empty() || !s.released_versions.is_empty() {
+            debug_assert!(s.released_objects.is_empty() || s.reclaim.is_some());
+            c.released.push((
+                seq,
+                Released {
+                    row: s.reclaim,
+                    objects: s.released_objects,
+                    versions: s.released_versions,
+                },
+            ));
         }
         for r in s.journal {
             c.journal.push((seq, r));
@@ -460,9 +492,9 @@ impl Cache {
     }
 
     /// The batch reaching `seq` is committed: move what did not change
-    /// since into the LRU; return objects now safe to delete, with the
-    /// `reclaim` rows that cover them.
-    pub fn committed(&self, seq: u64) -> Vec<(Uuid, Vec<u64>)> {
+    /// since into the LRU; return objects and versions now safe to
+    /// delete, with the `reclaim` rows that cover them.
+    pub fn committed(&self, seq: u64) -> Vec<Released> {
         let mut c = self.inner.lock();
         c.gen += 1;
         for (k, v) in take_committed(&mut c.d_inodes, seq) {
@@ -483,9 +515,9 @@ impl Cache {
         c.journal.retain(|(s, _)| *s > seq);
         c.usage.retain(|(s, _, _)| *s > seq);
         c.journal_done.retain(|(s, _)| *s > seq);
-        let (done, later): (Vec<_>, Vec<_>) = c.released.drain(..).partition(|(s, _, _)| *s <= seq);
+        let (done, later): (Vec<_>, Vec<_>) = c.released.drain(..).partition(|(s, _)| *s <= seq);
         c.released = later;
-        done.into_iter().map(|(_, id, inos)| (id, inos)).collect()
+        done.into_iter().map(|(_, r)| r).collect()
     }
 
     /// (bytes, files) of regular files including everything staged.

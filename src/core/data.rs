@@ -128,6 +128,12 @@ impl Fs {
             }
             e
         };
+        if object.is_none() && self.objects.is_remote() {
+            // Which version the tables name: a follower's copy of it is
+            // served without asking the bucket.
+            let version = self.inode(ino).ok().and_then(|i| i.version);
+            self.objects.expect_version(ino, version.as_deref());
+        }
         // A streamed reader opening the file first takes its copy as it
         // comes; anyone else waits for a copy still being fetched.
         let mut partial = None;
@@ -164,9 +170,7 @@ impl Fs {
                 drop(open);
                 // Another open came first: this one's object goes back.
                 if let Some((f, _)) = partial.take() {
-                    if let Err(e) = self.objects.close(ino, &f) {
-                        tracing::warn!(ino, error = %e, "could not close an object opened twice");
-                    }
+                    self.close_object(ino, &f);
                 }
                 break shared;
             }
@@ -436,8 +440,8 @@ impl Fs {
     /// Make the file's data and metadata durable.
     pub fn fsync(&self, fh: u64, datasync: bool) -> Result<()> {
         let h = self.handle(fh)?;
-        self.objects.fsync(h.ino, &h.file, datasync)?;
-        self.persist_open(h.ino, &[])?;
+        let sent = self.objects.fsync(h.ino, &h.file, datasync)?;
+        self.persist_open(h.ino, &[], sent.as_ref())?;
         self.sync_meta()
     }
 
@@ -494,10 +498,19 @@ impl Fs {
         // wrote nothing, and what the shared object shows is the writer's
         // to record.
         let follower = self.role() != super::options::Role::Writer;
+        // The last handle on a remote store sends what changed first, so
+        // that the size recorded below and the version it was sent as
+        // commit together (a failure leaves the changes to the store's
+        // sender, and the version to a later commit).
+        let sent = if follower {
+            None
+        } else {
+            self.send_before_last_release(h.ino)
+        };
         let result = if follower {
             Ok(())
         } else {
-            self.persist_open(h.ino, &settle)
+            self.persist_open(h.ino, &settle, sent.as_ref())
         };
         let last = {
             let mut open = self.files.inodes.lock();
@@ -510,17 +523,88 @@ impl Fs {
                 None => None,
             }
         };
-        // The last handle: a remote store sends what changed (a failure
-        // keeps the changes in its cache, retried; see `blob::S3Store`).
+        // The last handle: a remote store sends what changed since (a
+        // failure keeps the changes in its cache, retried; see
+        // `blob::S3Store`).
         if let Some(file) = &last {
-            if let Err(e) = self.objects.close(h.ino, file) {
-                tracing::warn!(ino = h.ino, error = %e, "could not send a closed file's content");
-            }
+            self.close_object(h.ino, file);
         }
         if last.is_some() {
             self.reclaim_if_unlinked(h.ino)?;
         }
         result
+    }
+
+    /// Send the content of `ino`, open, through a remote store, if this
+    /// is its last handle and it is still named (see `release`).
+    fn send_before_last_release(&self, ino: u64) -> Option<crate::blob::NewVersion> {
+        if !self.objects.is_remote() {
+            return None;
+        }
+        let file = match self.files.inodes.lock().get(&ino) {
+            Some(o) if o.count == 1 && o.fill.is_none() => o.file.clone(),
+            _ => return None,
+        };
+        if self.inode(ino).is_ok_and(|i| i.nlink == 0) {
+            // Reclaimed at this close: nothing to keep.
+            return None;
+        }
+        match self.objects.send(ino, &file) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(ino, error = %e, "could not send a closed file's content");
+                None
+            }
+        }
+    }
+
+    /// Hand a local file of `ino` back to the store (the last handle, a
+    /// truncate of a closed file, an open that lost a race), recording
+    /// any version it sent.
+    pub(crate) fn close_object(&self, ino: u64, file: &std::fs::File) {
+        match self.objects.close(ino, file) {
+            Ok(None) => {}
+            Ok(Some(v)) => {
+                if let Err(e) = self.record_versions(vec![v]) {
+                    tracing::warn!(ino, error = %e, "could not record a sent content version");
+                }
+            }
+            Err(e) => tracing::warn!(ino, error = %e, "could not send a closed file's content"),
+        }
+    }
+
+    /// Record content versions a remote store made or found (see
+    /// `blob::NewVersion`): each that is newer than what the tables name.
+    pub(crate) fn record_versions(&self, versions: Vec<crate::blob::NewVersion>) -> Result<()> {
+        if versions.is_empty() {
+            return Ok(());
+        }
+        self.mutate(|tx| {
+            tx.exempt = true;
+            for v in &versions {
+                let mut i = match tx.inode(v.ino) {
+                    Ok(i) => i,
+                    // Removed meanwhile: its versions went with it.
+                    Err(e) if e.errno() == libc::ENOENT => continue,
+                    Err(e) => return Err(e),
+                };
+                if tx.record_version(&mut i, v) {
+                    tx.put(&i)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Record the versions the content store reported since last asked
+    /// (sent in the background, found newer at a restart).
+    pub(crate) fn record_reported_versions(&self) {
+        let versions = self.objects.take_versions();
+        let n = versions.len();
+        if let Err(e) = self.record_versions(versions) {
+            // The store reports them again at its next start.
+            tracing::warn!(count = n, error = %e, "could not record sent content versions");
+        }
     }
 
     /// Reclaim `ino` if its last name went while it was open and nothing
@@ -753,7 +837,12 @@ impl Fs {
         })
     }
 
-    fn persist_open(&self, ino: u64, settle: &[uuid::Uuid]) -> Result<()> {
+    fn persist_open(
+        &self,
+        ino: u64,
+        settle: &[uuid::Uuid],
+        sent: Option<&crate::blob::NewVersion>,
+    ) -> Result<()> {
         // The last writer is closing: hash a small file now, while its
         // pages are warm (see `checksum`).
         let mut hash = None;
@@ -768,6 +857,11 @@ impl Fs {
             // What the object holds is already there: record it.
             tx.exempt = true;
             let mut i = tx.inode(ino)?;
+            // The version a remote store just sent commits with the size
+            // it was sent at (docs/S3.md).
+            if sent.is_some_and(|v| tx.record_version(&mut i, v)) {
+                tx.put(&i)?;
+            }
             let Some(fresh) = self.open_attr(&i)? else {
                 return Ok(());
             };
@@ -850,9 +944,7 @@ impl Fs {
             // A closed file: opened for this change alone, and closed.
             let file = self.open_object(ino)?;
             file.set_len(size)?;
-            if let Err(e) = self.objects.close(ino, &file) {
-                tracing::warn!(ino, error = %e, "could not send a truncated file's content");
-            }
+            self.close_object(ino, &file);
             return Ok(file.metadata()?.blocks());
         };
         file.set_len(size)?;
@@ -907,7 +999,7 @@ impl Fs {
             None => p.file.metadata()?.len(),
         };
         if len < recorded {
-            let _ = self.objects.close(ino, &p.file);
+            self.close_object(ino, &p.file);
             return Err(self.lost_object(ino, recorded, Some(len)));
         }
         Ok((p.file, p.filling))

@@ -355,14 +355,22 @@ impl Fs {
                 }
             }
         }
-        if !tx.staged.released_objects.is_empty() {
-            // Objects go only after the inode removal commits; this intent
-            // lets recovery finish the job if the daemon dies in between.
+        let replaced = tx
+            .staged
+            .released_versions
+            .iter()
+            .any(|v| !v.superseded.is_empty());
+        if !tx.staged.released_objects.is_empty() || replaced {
+            // Objects go only after the inode removal commits, replaced
+            // versions only after the commit naming their successor; this
+            // intent lets recovery finish the job if the daemon dies in
+            // between.
             let rec = journal::Record::new(
                 journal::Op::Reclaim,
                 journal::Status::Pending,
                 None,
-                serde_json::json!({ "inos": tx.staged.released_objects }),
+                serde_json::json!({ "inos": tx.staged.released_objects,
+                                    "versions": tx.staged.released_versions }),
             );
             tx.staged.reclaim = Some(rec.id);
             tx.staged.journal.push(rec);
@@ -445,6 +453,11 @@ impl Fs {
             tracing::error!(error = %e, "content not sent at close stays in the cache; \
                 it is sent at the next mount");
         }
+        // And what it sent is recorded before the writer stops.
+        self.record_reported_versions();
+        if let Err(e) = self.wait_committed() {
+            tracing::error!(error = %e, "could not record the content versions sent at close");
+        }
         // The sidecar thread stops after the slice it is writing; what it
         // had queued is written below, in bounded time.
         self.sidecars.stop();
@@ -472,6 +485,31 @@ pub(crate) struct Mutation<'a> {
 }
 
 impl Mutation<'_> {
+    /// Name `v` as the content version of `i` (a regular file; the caller
+    /// puts `i`) if it is newer than the one recorded, releasing the
+    /// versions it replaced (the recorded one, and the one the store
+    /// replaced) to be deleted once this commits. Returns whether `i`
+    /// changed. A version not newer is only acknowledged to the store.
+    fn record_version(&mut self, i: &mut Inode, v: &crate::blob::NewVersion) -> bool {
+        let newer = i.kind == Kind::File && i.version.as_deref().is_none_or(|cur| cur < v.name.as_str());
+        let mut superseded = Vec::new();
+        if newer {
+            superseded.extend(v.superseded.iter().cloned());
+            if let Some(old) = i.version.take() {
+                if !superseded.contains(&old) {
+                    superseded.push(old);
+                }
+            }
+            i.version = Some(v.name.clone());
+        }
+        self.staged.released_versions.push(cache::RecordedVersion {
+            ino: i.ino,
+            name: v.name.clone(),
+            superseded,
+        });
+        newer
+    }
+
     fn inode(&mut self, ino: u64) -> Result<Inode> {
         match self.staged.inodes.get(&ino) {
             Some(Some(i)) => Ok(i.clone()),

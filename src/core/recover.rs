@@ -160,7 +160,18 @@ fn settle(
                 };
             let before = inode.size;
             let newer = mtime > inode.mtime;
+            // A store that keeps versions: the one it holds current (a
+            // crash may have come between its put and the commit naming
+            // it; the older one goes once this names the newer).
+            let version = objects.current_version(ino)?;
+            let versioned = version.as_deref() > inode.version.as_deref();
+            if versioned {
+                inode.version = version;
+            }
             if size == before && !newer {
+                if versioned {
+                    batch.inodes.push((ino, Some(inode)));
+                }
                 return Ok((
                     Status::Committed,
                     format!("metadata matched the object (size {size})"),
@@ -204,9 +215,33 @@ fn settle(
                     removed += 1;
                 }
             }
+            // Versions replaced by a recorded one (rows from before
+            // versions were recorded have none).
+            let versions: Vec<crate::core::cache::RecordedVersion> = match rec.data.get("versions")
+            {
+                Some(v) => match serde_json::from_value(v.clone()) {
+                    Ok(v) => v,
+                    Err(_) => return Ok(malformed(rec)),
+                },
+                None => Vec::new(),
+            };
+            let mut replaced = 0;
+            for v in versions {
+                let Some(inode) = meta.get_inode(v.ino)? else {
+                    continue;
+                };
+                // Never the version the tables name now.
+                let old: Vec<String> = v
+                    .superseded
+                    .into_iter()
+                    .filter(|o| inode.version.as_deref() != Some(o.as_str()))
+                    .collect();
+                objects.version_committed(v.ino, &v.name, &old)?;
+                replaced += old.len();
+            }
             Ok((
                 Status::Committed,
-                format!("removed {removed} released objects"),
+                format!("removed {removed} released objects, {replaced} replaced versions"),
                 batch,
             ))
         }

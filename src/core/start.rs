@@ -158,5 +158,9 @@ pub(super) fn follow_policy(fs: std::sync::Weak<Fs>, stop: &workers::Stop) {
         if let Err(e) = fs.serve_mode_requests() {
             tracing::debug!(error = %e, "could not read the mode change requests");
         }
+        if fs.role() == Role::Writer {
+            // Content versions a remote store sent in the background.
+            fs.record_reported_versions();
+        }
     }
 }

@@ -381,13 +381,13 @@ impl Run {
     }
 
     /// Delete the objects of inodes removed by what just committed, and
-    /// stage the settlement of their log rows. Returns whether it staged
-    /// anything.
+    /// the content versions it replaced, and stage the settlement of
+    /// their log rows. Returns whether it staged anything.
     fn reclaim(&self, seq: u64) -> bool {
         let mut more = false;
-        for (id, inos) in self.fs.cache.committed(seq) {
+        for r in self.fs.cache.committed(seq) {
             let mut removed = 0;
-            for ino in &inos {
+            for ino in &r.objects {
                 match self.fs.objects.remove(*ino) {
                     Ok(()) => removed += 1,
                     Err(e) => {
@@ -395,13 +395,26 @@ impl Run {
                     }
                 }
             }
+            let mut replaced = 0;
+            for v in &r.versions {
+                match self.fs.objects.version_committed(v.ino, &v.name, &v.superseded) {
+                    Ok(()) => replaced += v.superseded.len(),
+                    Err(e) => tracing::warn!(ino = v.ino, version = %v.name, error = %e,
+                        "could not delete the content versions a recorded one replaced"),
+                }
+            }
             crate::crash_point!("writer::after_reclaim");
-            self.fs.cache.push_journal_done(journal::Update::new(
-                id,
-                journal::Status::Committed,
-                format!("removed {removed} of {} objects", inos.len()),
-            ));
-            more = true;
+            if let Some(id) = r.row {
+                self.fs.cache.push_journal_done(journal::Update::new(
+                    id,
+                    journal::Status::Committed,
+                    format!(
+                        "removed {removed} of {} objects, {replaced} replaced versions",
+                        r.objects.len()
+                    ),
+                ));
+                more = true;
+            }
         }
         more
     }
