@@ -77,3 +77,67 @@ fn nodes_of_a_bucket_store_share_its_content() {
     let (code, out) = fresh.command("fsck", &[]);
     assert_eq!(code, 0, "{out}");
 }
+
+/// Requests of one kind a node made to the bucket, from its `/metrics`.
+fn requests(api: &str, op: &str) -> u64 {
+    let (status, text) = common::api::raw_http(
+        api,
+        b"GET /metrics HTTP/1.1\r\nHost: artfs\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200, "{text}");
+    let name = format!("artfs_s3_requests_total{{op=\"{op}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&name))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+}
+
+#[test]
+fn a_replica_serves_its_copy_of_the_recorded_version_without_asking_the_bucket() {
+    let db = PgServer::shared().database("cluster_s3_versions");
+    let bucket = S3Server::shared().new_bucket("versions");
+    let mut w = Node::first_on(&db, &bucket);
+    w.start().unwrap();
+    write_synced(&w.path("f"), b"version one");
+    let api = common::api::free_addr();
+    let key = common::api::key().public.to_str().unwrap().to_string();
+    let mut r = Node::beside(
+        &w,
+        &[
+            "--replica",
+            "--poll-ms",
+            "100",
+            "--api",
+            &api,
+            "--jwt-key",
+            &key,
+        ],
+    );
+    r.start().unwrap();
+    assert_eq!(fs::read(r.path("f")).unwrap(), b"version one");
+    // The tables name the version the replica's copy holds: each open
+    // serves it as it is, with no request to the bucket.
+    let (lists, gets) = (requests(&api, "list"), requests(&api, "get"));
+    for _ in 0..5 {
+        assert_eq!(fs::read(r.path("f")).unwrap(), b"version one");
+    }
+    assert_eq!(requests(&api, "list"), lists, "a LIST for a current copy");
+    assert_eq!(requests(&api, "get"), gets, "a GET for a current copy");
+
+    // A new version recorded: the copy is stale, never served once the
+    // change reached the replica.
+    write_synced(&w.path("f"), b"version two");
+    let seen = within(Duration::from_secs(10), || {
+        fs::read(r.path("f")).is_ok_and(|b| b == b"version two")
+    });
+    assert!(
+        seen.is_some(),
+        "the replica never read version two: {}",
+        r.log()
+    );
+    assert_eq!(fs::read(r.path("f")).unwrap(), b"version two");
+    r.stop();
+    w.stop();
+    let (code, out) = w.command("fsck", &[]);
+    assert_eq!(code, 0, "{out}");
+}

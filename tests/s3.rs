@@ -68,6 +68,159 @@ fn content_lives_in_the_bucket_as_versions() {
     });
 }
 
+/// The version the tables name for `ino` ("" for none).
+fn recorded_version(m: &Mount, ino: u64) -> String {
+    m.query(&format!(
+        "SELECT coalesce(version, '') FROM {{p}}_inodes WHERE ino = {ino}"
+    ))
+    .concat()
+}
+
+/// The names of the content versions of `ino` in the bucket.
+fn versions(m: &Mount, ino: u64) -> Vec<String> {
+    keys(m, &format!("objects/{ino:016x}/"))
+        .iter()
+        .filter(|k| !k.ends_with("attr.json"))
+        .map(|k| k.rsplit('/').next().unwrap().to_string())
+        .collect()
+}
+
+/// Wait until the bucket holds one version of `ino` and the tables name
+/// it; returns it.
+fn settled_version(m: &Mount, ino: u64) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let (held, named) = (versions(m, ino), recorded_version(m, ino));
+        if held.len() == 1 && held[0] == named {
+            return named;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bucket holds {held:?}, the tables name {named:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_tables_name_the_version_each_write_sent() {
+    run_on(Engine::S3, || {
+        let mut m = Mount::new();
+        // An fsync sends and records before it returns.
+        let mut f = fs::File::create(m.path("a")).unwrap();
+        f.write_all(b"one").unwrap();
+        f.sync_all().unwrap();
+        let ino = fs::metadata(m.path("a")).unwrap().ino();
+        let first = recorded_version(&m, ino);
+        assert!(first.starts_with("0000000000000001."), "{first:?}");
+        assert_eq!(versions(&m, ino), vec![first.clone()]);
+        drop(f);
+        // A last close sends, then records the size and the version in
+        // one commit; the version it replaced goes after that commit.
+        fs::write(m.path("a"), b"two, longer").unwrap();
+        let second = settled_version(&m, ino);
+        assert!(second > first, "{second:?} after {first:?}");
+        let (server, prefix) = m.bucket().unwrap();
+        let key = format!("{prefix}/objects/{ino:016x}/{second}");
+        assert_eq!(server.get(&key).unwrap(), b"two, longer");
+        assert_eq!(
+            m.query(&format!("SELECT size FROM {{p}}_inodes WHERE ino = {ino}")),
+            vec!["11"]
+        );
+        m.unmount();
+        m.assert_consistent();
+        // The tables' version is what the next mount serves.
+        m.mount();
+        assert_eq!(fs::read(m.path("a")).unwrap(), b"two, longer");
+        m.unmount();
+    });
+}
+
+/// Arm `point`, overwrite `a` with `data` aside (its last release sends
+/// it, and records it with the size, settling the write's intent in the
+/// same commit), and wait for the crash.
+fn crash_overwriting(m: &mut Mount, point: &str, data: &'static [u8]) {
+    m.arm(&[&format!("{point}=return")]);
+    let p = m.path("a");
+    let worker = std::thread::spawn(move || {
+        let _ = fs::write(&p, data);
+    });
+    m.expect_crash(point);
+    let _ = worker.join();
+}
+
+/// A store with `a` holding "one", sent and recorded: (mount, ino, version).
+fn store_with_one_version() -> (Mount, u64, String) {
+    let m = Mount::new();
+    let mut f = fs::File::create(m.path("a")).unwrap();
+    f.write_all(b"one").unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    let ino = fs::metadata(m.path("a")).unwrap().ino();
+    let v = settled_version(&m, ino);
+    (m, ino, v)
+}
+
+#[test]
+fn a_crash_between_a_send_and_its_commit_records_the_version_sent() {
+    run_on(Engine::S3, || {
+        let (mut m, ino, one) = store_with_one_version();
+        // The last release sent "two", and died before recording it.
+        crash_overwriting(&mut m, "release::after_send", b"two");
+        assert_eq!(
+            versions(&m, ino).len(),
+            2,
+            "both versions are in the bucket"
+        );
+        assert_eq!(
+            recorded_version(&m, ino),
+            one,
+            "the tables name the old one"
+        );
+        // Recovery rolls the write forward to the version sent.
+        m.mount();
+        assert_eq!(fs::read(m.path("a")).unwrap(), b"two");
+        let now = settled_version(&m, ino);
+        assert!(now > one, "{now:?}");
+        m.unmount();
+        m.assert_consistent();
+    });
+}
+
+#[test]
+fn a_crash_after_the_commit_deletes_the_replaced_version_at_recovery() {
+    run_on(Engine::S3, || {
+        let (mut m, ino, one) = store_with_one_version();
+        crash_overwriting(&mut m, "writer::before_version_reclaim", b"two");
+        let named = recorded_version(&m, ino);
+        assert!(named > one, "the new version is recorded: {named:?}");
+        assert_eq!(versions(&m, ino).len(), 2, "the old one is still there");
+        m.mount();
+        assert_eq!(versions(&m, ino), vec![named.clone()]);
+        assert_eq!(settled_version(&m, ino), named);
+        assert_eq!(fs::read(m.path("a")).unwrap(), b"two");
+        m.unmount();
+        m.assert_consistent();
+    });
+}
+
+#[test]
+fn a_crash_right_after_a_put_sends_again_and_records_the_last() {
+    run_on(Engine::S3, || {
+        let (mut m, ino, one) = store_with_one_version();
+        // The put is in the bucket; the cache's record and the tables
+        // know nothing of it.
+        crash_overwriting(&mut m, "s3::after_put", b"two");
+        assert_eq!(recorded_version(&m, ino), one);
+        m.mount();
+        assert_eq!(fs::read(m.path("a")).unwrap(), b"two");
+        let now = settled_version(&m, ino);
+        assert!(now > one, "{now:?}");
+        m.unmount();
+        m.assert_consistent();
+    });
+}
+
 #[test]
 fn a_lost_cache_directory_loses_nothing() {
     run_on(Engine::S3, || {

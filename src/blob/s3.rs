@@ -592,7 +592,10 @@ impl S3Store {
         let hint = self.hints.lock().get(&ino).cloned().flatten();
         let hint = hint.or_else(|| {
             let st = self.state.lock();
-            st.entries.get(&ino).and_then(|e| e.expected.clone()).flatten()
+            st.entries
+                .get(&ino)
+                .and_then(|e| e.expected.clone())
+                .flatten()
         });
         match hint.as_deref().and_then(parse_version) {
             Some((n, _)) => Ok(n == number),
@@ -1149,7 +1152,9 @@ impl S3Store {
             self.touch(ino, m.len());
             return Ok(Got::Copy);
         }
-        let named = hint.as_ref().and_then(|h| h.as_deref().and_then(parse_version));
+        let named = hint
+            .as_ref()
+            .and_then(|h| h.as_deref().and_then(parse_version));
         if self.read_only() && named.is_some_and(|(n, _)| n == e.version) {
             // A follower's copy of the version the tables name: current
             // without asking the bucket.
@@ -1715,9 +1720,7 @@ impl ContentStore for S3Store {
                 }
             }
         }
-        Ok(self
-            .current(ino)?
-            .map(|v| last_part(&v.key).to_string()))
+        Ok(self.current(ino)?.map(|v| last_part(&v.key).to_string()))
     }
 
     fn expect_version(&self, ino: u64, version: Option<&str>) {
@@ -2061,8 +2064,7 @@ impl ContentStore for S3Store {
         let running = self.fills.lock().get(&ino).cloned();
         let got = match running {
             // A follower fetches only the bucket's current version.
-            Some(f) if self.read_only() && !self.is_current(ino, f.version.number)? =>
-            {
+            Some(f) if self.read_only() && !self.is_current(ino, f.version.number)? => {
                 drop(_g);
                 return Ok(Partial {
                     file: self.open_rw(ino)?,
@@ -2227,7 +2229,10 @@ mod tests {
         store.version_committed(7, &v1.name, &[]).unwrap();
         let f = store.open_rw(7).unwrap();
         f.write_all_at(b"second", 0).unwrap();
-        let v2 = store.fsync(7, &f, false).unwrap().expect("a second version");
+        let v2 = store
+            .fsync(7, &f, false)
+            .unwrap()
+            .expect("a second version");
         assert!(v2.name.starts_with("0000000000000002."), "{v2:?}");
         assert_eq!(v2.superseded.as_deref(), Some(v1.name.as_str()));
         // Unchanged since the fsync: the close sends nothing.
@@ -2235,7 +2240,10 @@ mod tests {
         // Both versions stay until the core has recorded the new one.
         let keys = server.keys("v/objects/");
         assert_eq!(keys.len(), 2, "{keys:?}");
-        assert_eq!(store.current_version(7).unwrap().as_deref(), Some(v2.name.as_str()));
+        assert_eq!(
+            store.current_version(7).unwrap().as_deref(),
+            Some(v2.name.as_str())
+        );
         store
             .version_committed(7, &v2.name, std::slice::from_ref(&v1.name))
             .unwrap();

@@ -507,6 +507,9 @@ impl Fs {
         } else {
             self.send_before_last_release(h.ino)
         };
+        if sent.is_some() {
+            crate::crash_point!("release::after_send");
+        }
         let result = if follower {
             Ok(())
         } else {

@@ -491,7 +491,8 @@ impl Mutation<'_> {
     /// replaced) to be deleted once this commits. Returns whether `i`
     /// changed. A version not newer is only acknowledged to the store.
     fn record_version(&mut self, i: &mut Inode, v: &crate::blob::NewVersion) -> bool {
-        let newer = i.kind == Kind::File && i.version.as_deref().is_none_or(|cur| cur < v.name.as_str());
+        let newer =
+            i.kind == Kind::File && i.version.as_deref().is_none_or(|cur| cur < v.name.as_str());
         let mut superseded = Vec::new();
         if newer {
             superseded.extend(v.superseded.iter().cloned());

@@ -396,8 +396,15 @@ impl Run {
                 }
             }
             let mut replaced = 0;
+            if r.versions.iter().any(|v| !v.superseded.is_empty()) {
+                crate::crash_point!("writer::before_version_reclaim");
+            }
             for v in &r.versions {
-                match self.fs.objects.version_committed(v.ino, &v.name, &v.superseded) {
+                match self
+                    .fs
+                    .objects
+                    .version_committed(v.ino, &v.name, &v.superseded)
+                {
                     Ok(()) => replaced += v.superseded.len(),
                     Err(e) => tracing::warn!(ino = v.ino, version = %v.name, error = %e,
                         "could not delete the content versions a recorded one replaced"),
