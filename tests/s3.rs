@@ -68,40 +68,6 @@ fn content_lives_in_the_bucket_as_versions() {
     });
 }
 
-/// The version the tables name for `ino` ("" for none).
-fn recorded_version(m: &Mount, ino: u64) -> String {
-    m.query(&format!(
-        "SELECT coalesce(version, '') FROM {{p}}_inodes WHERE ino = {ino}"
-    ))
-    .concat()
-}
-
-/// The names of the content versions of `ino` in the bucket.
-fn versions(m: &Mount, ino: u64) -> Vec<String> {
-    keys(m, &format!("objects/{ino:016x}/"))
-        .iter()
-        .filter(|k| !k.ends_with("attr.json"))
-        .map(|k| k.rsplit('/').next().unwrap().to_string())
-        .collect()
-}
-
-/// Wait until the bucket holds one version of `ino` and the tables name
-/// it; returns it.
-fn settled_version(m: &Mount, ino: u64) -> String {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    loop {
-        let (held, named) = (versions(m, ino), recorded_version(m, ino));
-        if held.len() == 1 && held[0] == named {
-            return named;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the bucket holds {held:?}, the tables name {named:?}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn the_tables_name_the_version_each_write_sent() {
     run_on(Engine::S3, || {
@@ -111,14 +77,14 @@ fn the_tables_name_the_version_each_write_sent() {
         f.write_all(b"one").unwrap();
         f.sync_all().unwrap();
         let ino = fs::metadata(m.path("a")).unwrap().ino();
-        let first = recorded_version(&m, ino);
+        let first = m.recorded_version(ino);
         assert!(first.starts_with("0000000000000001."), "{first:?}");
-        assert_eq!(versions(&m, ino), vec![first.clone()]);
+        assert_eq!(m.bucket_versions(ino), vec![first.clone()]);
         drop(f);
         // A last close sends, then records the size and the version in
         // one commit; the version it replaced goes after that commit.
         fs::write(m.path("a"), b"two, longer").unwrap();
-        let second = settled_version(&m, ino);
+        let second = m.settled_version(ino);
         assert!(second > first, "{second:?} after {first:?}");
         let (server, prefix) = m.bucket().unwrap();
         let key = format!("{prefix}/objects/{ino:016x}/{second}");
@@ -157,7 +123,7 @@ fn store_with_one_version() -> (Mount, u64, String) {
     f.sync_all().unwrap();
     drop(f);
     let ino = fs::metadata(m.path("a")).unwrap().ino();
-    let v = settled_version(&m, ino);
+    let v = m.settled_version(ino);
     (m, ino, v)
 }
 
@@ -168,19 +134,15 @@ fn a_crash_between_a_send_and_its_commit_records_the_version_sent() {
         // The last release sent "two", and died before recording it.
         crash_overwriting(&mut m, "release::after_send", b"two");
         assert_eq!(
-            versions(&m, ino).len(),
+            m.bucket_versions(ino).len(),
             2,
             "both versions are in the bucket"
         );
-        assert_eq!(
-            recorded_version(&m, ino),
-            one,
-            "the tables name the old one"
-        );
+        assert_eq!(m.recorded_version(ino), one, "the tables name the old one");
         // Recovery rolls the write forward to the version sent.
         m.mount();
         assert_eq!(fs::read(m.path("a")).unwrap(), b"two");
-        let now = settled_version(&m, ino);
+        let now = m.settled_version(ino);
         assert!(now > one, "{now:?}");
         m.unmount();
         m.assert_consistent();
@@ -192,12 +154,16 @@ fn a_crash_after_the_commit_deletes_the_replaced_version_at_recovery() {
     run_on(Engine::S3, || {
         let (mut m, ino, one) = store_with_one_version();
         crash_overwriting(&mut m, "writer::before_version_reclaim", b"two");
-        let named = recorded_version(&m, ino);
+        let named = m.recorded_version(ino);
         assert!(named > one, "the new version is recorded: {named:?}");
-        assert_eq!(versions(&m, ino).len(), 2, "the old one is still there");
+        assert_eq!(
+            m.bucket_versions(ino).len(),
+            2,
+            "the old one is still there"
+        );
         m.mount();
-        assert_eq!(versions(&m, ino), vec![named.clone()]);
-        assert_eq!(settled_version(&m, ino), named);
+        assert_eq!(m.bucket_versions(ino), vec![named.clone()]);
+        assert_eq!(m.settled_version(ino), named);
         assert_eq!(fs::read(m.path("a")).unwrap(), b"two");
         m.unmount();
         m.assert_consistent();
@@ -211,12 +177,36 @@ fn a_crash_right_after_a_put_sends_again_and_records_the_last() {
         // The put is in the bucket; the cache's record and the tables
         // know nothing of it.
         crash_overwriting(&mut m, "s3::after_put", b"two");
-        assert_eq!(recorded_version(&m, ino), one);
+        assert_eq!(m.recorded_version(ino), one);
         m.mount();
         assert_eq!(fs::read(m.path("a")).unwrap(), b"two");
-        let now = settled_version(&m, ino);
+        let now = m.settled_version(ino);
         assert!(now > one, "{now:?}");
         m.unmount();
+        m.assert_consistent();
+    });
+}
+
+#[test]
+fn fsck_reports_a_recorded_version_that_is_not_the_current_one() {
+    run_on(Engine::S3, || {
+        let (mut m, ino, one) = store_with_one_version();
+        m.unmount();
+        m.assert_consistent();
+        // The tables name a version the bucket does not hold.
+        let gone = "00000000000000ff.1";
+        m.sql(&format!(
+            "UPDATE {{p}}_inodes SET version = '{gone}' WHERE ino = {ino}"
+        ));
+        let (code, out) = m.fsck(false);
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            out.contains(&format!("version {gone} recorded")) && out.contains(&one),
+            "{out}"
+        );
+        let (code, out) = m.fsck(true);
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(m.recorded_version(ino), one);
         m.assert_consistent();
     });
 }
@@ -445,6 +435,13 @@ fn an_archive_of_the_original_imports_into_a_bucket() {
                 text.contains(&format!("{} imported", records.len())),
                 "{text}"
             );
+            // Each imported file's version is recorded with it.
+            let files = m.query("SELECT ino FROM {p}_inodes WHERE kind = 1");
+            assert_eq!(files.len(), records.len(), "{files:?}");
+            for ino in files {
+                let ino: u64 = ino.parse().unwrap();
+                assert_eq!(m.bucket_versions(ino), vec![m.recorded_version(ino)]);
+            }
             // Read back by file id, from a cache emptied again: the
             // bucket holds the content.
             fs::remove_dir_all(&m.backing).unwrap();

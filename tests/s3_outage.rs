@@ -136,3 +136,42 @@ fn a_bucket_that_stops_answering_mid_fetch_gives_eio_never_zeros() {
         m.unmount();
     });
 }
+
+#[test]
+fn a_send_retried_once_the_bucket_is_back_is_recorded() {
+    let _one = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    common::s3::S3Server::own_only();
+    run_on(Engine::S3, || {
+        let (_cfg, mut m) = mount_giving_up_after_2s();
+        fs::write(m.path("f"), b"old").unwrap();
+        let ino = fs::metadata(m.path("f")).unwrap().ino();
+        let old = m.settled_version(ino);
+
+        let (bucket, _) = m.bucket().unwrap();
+        bucket.server.pause();
+        // The last close's send fails: the size is recorded, the version
+        // stays the one the bucket holds.
+        fs::write(m.path("f"), b"new, longer").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while m.query(&format!("SELECT size FROM {{p}}_inodes WHERE ino = {ino}")) != ["11"] {
+            assert!(Instant::now() < deadline, "the close was never recorded");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(m.recorded_version(ino), old);
+        bucket.server.resume();
+
+        // The store's sender puts it, and the version is recorded; the old
+        // one goes after that.
+        let new = m.settled_version(ino);
+        assert!(new > old, "{new:?} after {old:?}");
+        let (server, prefix) = m.bucket().unwrap();
+        assert_eq!(
+            server
+                .get(&format!("{prefix}/objects/{ino:016x}/{new}"))
+                .unwrap(),
+            b"new, longer"
+        );
+        m.unmount();
+        m.assert_consistent();
+    });
+}

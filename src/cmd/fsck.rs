@@ -81,6 +81,14 @@ pub enum Finding {
         recorded: u64,
         object: u64,
     },
+    /// A file in a bucket whose recorded content version is not the
+    /// bucket's current one (a crash between a put and the commit naming
+    /// it, with the cache directory lost; or a version deleted by hand).
+    VersionMismatch {
+        ino: u64,
+        recorded: String,
+        current: String,
+    },
     /// An object no regular file owns.
     OrphanObject {
         ino: u64,
@@ -193,6 +201,14 @@ impl fmt::Display for Finding {
             } => write!(
                 f,
                 "file {ino}: size {recorded} recorded, object holds {object} bytes"
+            ),
+            VersionMismatch {
+                ino,
+                recorded,
+                current,
+            } => write!(
+                f,
+                "file {ino}: version {recorded} recorded, the bucket's current one is {current}"
             ),
             OrphanObject { ino } => write!(f, "object {ino:016x} belongs to no file"),
             StrayFile { path } => write!(f, "{path} is not an object"),
@@ -429,6 +445,18 @@ pub fn check(
                 }),
                 _ => {}
             }
+            // A version recorded is the bucket's current one (none
+            // recorded: the current one is served, and recorded later).
+            if let Some(recorded) = &i.version {
+                match objects.current_version(*ino)? {
+                    Some(current) if current != *recorded => f.push(Finding::VersionMismatch {
+                        ino: *ino,
+                        recorded: recorded.clone(),
+                        current,
+                    }),
+                    _ => {}
+                }
+            }
         }
     }
     for ino in &objects_set {
@@ -535,6 +563,12 @@ pub fn repair(meta: &dyn MetaStore, objects: &dyn ContentStore) -> Result<Vec<St
                 i.size = *object;
                 fixed.insert(*ino, i);
                 done.push(format!("fixed {finding}: size set from the object"));
+            }
+            VersionMismatch { ino, current, .. } => {
+                let Some(mut i) = get(*ino) else { continue };
+                i.version = Some(current.clone());
+                fixed.insert(*ino, i);
+                done.push(format!("fixed {finding}: the current version recorded"));
             }
             // Lost content is never "repaired" by zeroing or shrinking the
             // file: it stays as recorded (EIO on reads) and is reported

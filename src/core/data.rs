@@ -128,21 +128,17 @@ impl Fs {
             }
             e
         };
-        if object.is_none() && self.objects.is_remote() {
-            // Which version the tables name: a follower's copy of it is
-            // served without asking the bucket.
-            let version = self.inode(ino).ok().and_then(|i| i.version);
-            self.objects.expect_version(ino, version.as_deref());
-        }
         // A streamed reader opening the file first takes its copy as it
         // comes; anyone else waits for a copy still being fetched.
         let mut partial = None;
         if object.is_none() && streamed && !self.has_handles(ino) {
+            self.expect_version(ino);
             partial = Some(self.open_object_partial(ino)?);
         } else if object.is_none() {
             // A streamed reader shares a copy being fetched as it is.
             let filling = !streamed && self.fill_of(ino).is_some();
             if writable || filling || !self.has_handles(ino) {
+                self.expect_version(ino);
                 // A remote store fetches here, outside the lock every open
                 // takes, and records that writes may follow.
                 if let Err(e) = self.objects.warm(ino, writable) {
@@ -536,6 +532,16 @@ impl Fs {
             self.reclaim_if_unlinked(h.ino)?;
         }
         result
+    }
+
+    /// Tell a remote store which version of `ino` the tables name, before
+    /// it opens the object: a follower's copy of it is served without
+    /// asking the bucket.
+    fn expect_version(&self, ino: u64) {
+        if self.objects.is_remote() {
+            let version = self.inode(ino).ok().and_then(|i| i.version);
+            self.objects.expect_version(ino, version.as_deref());
+        }
     }
 
     /// Send the content of `ino`, open, through a remote store, if this
@@ -935,8 +941,13 @@ impl Fs {
     }
 
     /// Set an object's length (truncate up or down); returns the blocks
-    /// it then holds.
-    pub(crate) fn truncate_object(&self, ino: u64, size: u64) -> Result<u64> {
+    /// it then holds, and the version a remote store sent of a closed
+    /// file (the caller's mutation records it: this runs inside one).
+    pub(crate) fn truncate_object(
+        &self,
+        ino: u64,
+        size: u64,
+    ) -> Result<(u64, Option<crate::blob::NewVersion>)> {
         if size > i64::MAX as u64 {
             return Err(Error::posix(libc::EFBIG, "file too large"));
         }
@@ -947,11 +958,17 @@ impl Fs {
             // A closed file: opened for this change alone, and closed.
             let file = self.open_object(ino)?;
             file.set_len(size)?;
-            self.close_object(ino, &file);
-            return Ok(file.metadata()?.blocks());
+            let sent = match self.objects.close(ino, &file) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(ino, error = %e, "could not send a truncated file's content");
+                    None
+                }
+            };
+            return Ok((file.metadata()?.blocks(), sent));
         };
         file.set_len(size)?;
-        Ok(file.metadata()?.blocks())
+        Ok((file.metadata()?.blocks(), None))
     }
 }
 

@@ -322,6 +322,8 @@ impl Fs {
             // Durable when it returns; on error no object is left.
             let blocks = self.objects.adopt(ino, &temp)?.blocks;
             renamed = Some(ino);
+            // A bucket's first version of it (known without a request).
+            let version = self.objects.current_version(ino)?;
             crate::crash_point!("import::after_object");
             let now = Timestamp::now();
             let (_, gid) = owner_in(caller, &dir, Kind::File, 0o644);
@@ -347,7 +349,7 @@ impl Fs {
                 sha256: Some(actual.clone()),
                 blocks: Some(blocks),
                 flags: 0,
-                version: None,
+                version,
             };
             tx.insert_at(inode, ino);
             tx.set_xattrs(ino, xattrs.clone());

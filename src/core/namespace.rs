@@ -828,7 +828,11 @@ impl Fs {
                     Kind::Dir => return Err(eisdir()),
                     _ => return Err(einval("cannot truncate this kind of file")),
                 }
-                i.blocks = Some(self.truncate_object(ino, size)?);
+                let (blocks, sent) = self.truncate_object(ino, size)?;
+                i.blocks = Some(blocks);
+                if let Some(v) = &sent {
+                    tx.record_version(&mut i, v);
+                }
                 crate::crash_point!("truncate::after_object");
                 if let Some(id) = intent {
                     tx.settle(journal::Update::new(

@@ -254,6 +254,42 @@ impl Mount {
         self.db.bucket()
     }
 
+    /// The content version the tables name for `ino` ("" for none).
+    pub fn recorded_version(&self, ino: u64) -> String {
+        self.query(&format!(
+            "SELECT coalesce(version, '') FROM {{p}}_inodes WHERE ino = {ino}"
+        ))
+        .concat()
+    }
+
+    /// The names of the content versions of `ino` in the bucket (S3 only).
+    pub fn bucket_versions(&self, ino: u64) -> Vec<String> {
+        let (server, prefix) = self.bucket().expect("an S3 store");
+        server
+            .keys(&format!("{prefix}/objects/{ino:016x}/"))
+            .iter()
+            .filter(|k| !k.ends_with("attr.json"))
+            .map(|k| k.rsplit('/').next().unwrap().to_string())
+            .collect()
+    }
+
+    /// Wait until the bucket holds one version of `ino` and the tables
+    /// name it (S3 only); returns it.
+    pub fn settled_version(&self, ino: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let (held, named) = (self.bucket_versions(ino), self.recorded_version(ino));
+            if held.len() == 1 && held[0] == named {
+                return named;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the bucket holds {held:?}, the tables name {named:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Serve the store from other tables from now on (after `artfs db
     /// copy`): the flags that name them.
     pub fn use_tables(&mut self, args: &[&str]) {
