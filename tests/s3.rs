@@ -473,6 +473,42 @@ fn by_file_id(m: &Mount) -> std::collections::BTreeMap<String, Vec<u8>> {
     found
 }
 
+/// A counter's value in a `/metrics` text.
+fn counter(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+}
+
+#[test]
+fn after_a_restart_a_copy_of_the_recorded_version_is_used_without_a_request() {
+    run_on(Engine::S3, || {
+        let mut api = common::api::Api::start(&[]);
+        fs::write(api.m.path("f"), b"kept").unwrap();
+        let ino = fs::metadata(api.m.path("f")).unwrap().ino();
+        api.m.settled_version(ino);
+        api.m.unmount();
+        api.m.mount();
+        api.wait();
+        let requests = |api: &common::api::Api| {
+            let text = api.metrics();
+            ["list", "get"]
+                .map(|op| counter(&text, &format!("artfs_s3_requests_total{{op=\"{op}\"}}")))
+        };
+        let before = requests(&api);
+        assert_eq!(fs::read(api.m.path("f")).unwrap(), b"kept");
+        assert_eq!(requests(&api), before, "(LISTs, GETs) for a current copy");
+        // The bucket's copy is the one the tables name: a change goes on
+        // from it as usual.
+        fs::write(api.m.path("f"), b"changed").unwrap();
+        let now = api.m.settled_version(ino);
+        assert!(now.starts_with("0000000000000002."), "{now}");
+        api.m.unmount();
+        api.m.assert_consistent();
+    });
+}
+
 #[test]
 fn metrics_show_the_cache_and_the_traffic() {
     run_on(Engine::S3, || {
@@ -482,12 +518,7 @@ fn metrics_show_the_cache_and_the_traffic() {
         f.sync_all().unwrap();
         drop(f);
         let text = api.metrics();
-        let value = |name: &str| -> u64 {
-            text.lines()
-                .find_map(|l| l.strip_prefix(&format!("{name} ")))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
-        };
+        let value = |name: &str| counter(&text, name);
         assert!(value("artfs_s3_requests_total{op=\"put\"}") >= 1);
         assert!(value("artfs_s3_requests_total{op=\"list\"}") >= 1);
         assert!(value("artfs_s3_bytes_total{direction=\"sent\"}") >= 100_000);

@@ -1155,13 +1155,21 @@ impl S3Store {
         let named = hint
             .as_ref()
             .and_then(|h| h.as_deref().and_then(parse_version));
-        if self.read_only() && named.is_some_and(|(n, _)| n == e.version) {
-            // A follower's copy of the version the tables name: current
-            // without asking the bucket.
+        let unsent = Self::is_unsent(&e, &m);
+        if named.is_some_and(|(n, _)| n == e.version) && (self.read_only() || !unsent) {
+            // A copy of the version the tables name is current without
+            // asking the bucket: a follower's; and the writer's when it
+            // holds no changes, for only the writer puts versions, and one
+            // it put that the tables do not name yet is in its record
+            // (sending, or reported at the start).
+            let key = hint.flatten().map(|name| self.object_dir_key(ino) + &name);
+            self.mark(ino, |e| {
+                e.checked = true;
+                e.key = key;
+            });
             self.touch(ino, m.len());
             return Ok(Got::Copy);
         }
-        let unsent = Self::is_unsent(&e, &m);
         if e.version == 0 && e.sending.is_none() {
             // Never sent (no record): nothing in the bucket to compare with.
             self.mark(ino, |e| e.checked = true);
