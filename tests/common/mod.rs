@@ -273,13 +273,14 @@ impl Mount {
             .collect()
     }
 
-    /// Wait until the bucket holds one version of `ino` and the tables
-    /// name it (S3 only); returns it.
-    pub fn settled_version(&self, ino: u64) -> String {
+    /// Wait until the bucket holds one version of `ino`, later than
+    /// `after` ("" for any), and the tables name it (S3 only); returns it.
+    /// (A close's release reaches the daemon after close(2) returns.)
+    pub fn settled_version(&self, ino: u64, after: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let (held, named) = (self.bucket_versions(ino), self.recorded_version(ino));
-            if held.len() == 1 && held[0] == named {
+            if held.len() == 1 && held[0] == named && named.as_str() > after {
                 return named;
             }
             assert!(
