@@ -102,17 +102,21 @@ fn the_tables_name_the_version_each_write_sent() {
     });
 }
 
-/// Arm `point`, overwrite `a` with `data` aside (its last release sends
-/// it, and records it with the size, settling the write's intent in the
-/// same commit), and wait for the crash.
-fn crash_overwriting(m: &mut Mount, point: &str, data: &'static [u8]) {
+/// Arm `point`, change `a` with `change` aside (a close sends it, and
+/// records it with the size), and wait for the crash.
+fn crash_changing(m: &mut Mount, point: &str, change: impl FnOnce(&Path) + Send + 'static) {
     m.arm(&[&format!("{point}=return")]);
     let p = m.path("a");
-    let worker = std::thread::spawn(move || {
-        let _ = fs::write(&p, data);
-    });
+    let worker = std::thread::spawn(move || change(&p));
     m.expect_crash(point);
     let _ = worker.join();
+}
+
+/// [`crash_changing`] by overwriting `a` with `data`.
+fn crash_overwriting(m: &mut Mount, point: &str, data: &'static [u8]) {
+    crash_changing(m, point, move |p| {
+        let _ = fs::write(p, data);
+    });
 }
 
 /// A store with `a` holding "one", sent and recorded: (mount, ino, version).
@@ -131,8 +135,8 @@ fn store_with_one_version() -> (Mount, u64, String) {
 fn a_crash_between_a_send_and_its_commit_records_the_version_sent() {
     run_on(Engine::S3, || {
         let (mut m, ino, one) = store_with_one_version();
-        // The last release sent "two", and died before recording it.
-        crash_overwriting(&mut m, "release::after_send", b"two");
+        // The close sent "two", and died before recording it.
+        crash_overwriting(&mut m, "flush::after_send", b"two");
         assert_eq!(
             m.bucket_versions(ino).len(),
             2,
@@ -152,7 +156,13 @@ fn a_crash_between_a_send_and_its_commit_records_the_version_sent() {
 fn a_crash_after_the_commit_deletes_the_replaced_version_at_recovery() {
     run_on(Engine::S3, || {
         let (mut m, ino, one) = store_with_one_version();
-        crash_overwriting(&mut m, "writer::before_version_reclaim", b"two");
+        // A truncate of the closed file: sent, and recorded with its size
+        // in the commit that settles its intent; only the `reclaim` row
+        // is left pending (a write's intent, rolled forward, would delete
+        // the old version on its own).
+        crash_changing(&mut m, "writer::before_version_reclaim", |p| {
+            let _ = nix::unistd::truncate(p, 2);
+        });
         let named = m.recorded_version(ino);
         assert!(named > one, "the new version is recorded: {named:?}");
         assert_eq!(
@@ -163,7 +173,7 @@ fn a_crash_after_the_commit_deletes_the_replaced_version_at_recovery() {
         m.mount();
         assert_eq!(m.bucket_versions(ino), vec![named.clone()]);
         assert_eq!(m.settled_version(ino, ""), named);
-        assert_eq!(fs::read(m.path("a")).unwrap(), b"two");
+        assert_eq!(fs::read(m.path("a")).unwrap(), b"on");
         m.unmount();
         m.assert_consistent();
     });
@@ -469,6 +479,48 @@ fn by_file_id(m: &Mount) -> std::collections::BTreeMap<String, Vec<u8>> {
         }
     }
     found
+}
+
+#[test]
+fn a_slow_send_at_close_holds_up_only_the_closing_caller() {
+    run_on(Engine::S3, || {
+        let mut m = Mount::new();
+        fs::write(m.path("slow"), b"first").unwrap();
+        let ino = fs::metadata(m.path("slow")).unwrap().ino();
+        let first = m.settled_version(ino, "");
+        // The next put takes 3 s.
+        m.arm(&["s3::before_put=1*sleep(3000)"]);
+        let p = m.path("slow");
+        let writer = std::thread::spawn(move || {
+            let t = std::time::Instant::now();
+            fs::write(&p, b"sent slowly").unwrap();
+            t.elapsed()
+        });
+        // While that close sends, other files are made, written and read.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let t = std::time::Instant::now();
+        for i in 0..10 {
+            let p = m.path(&format!("quick{i}"));
+            fs::write(&p, b"quick").unwrap();
+            assert_eq!(fs::read(&p).unwrap(), b"quick");
+        }
+        let took = t.elapsed();
+        assert!(
+            took < std::time::Duration::from_millis(2000),
+            "other requests waited for the slow send: {took:?}"
+        );
+        // The close returned once the bytes were in the bucket; the
+        // version is recorded with them.
+        let closing = writer.join().unwrap();
+        assert!(
+            closing >= std::time::Duration::from_millis(2900),
+            "the close returned before its send: {closing:?}"
+        );
+        m.settled_version(ino, &first);
+        assert_eq!(fs::read(m.path("slow")).unwrap(), b"sent slowly");
+        m.unmount();
+        m.assert_consistent();
+    });
 }
 
 /// A counter's value in a `/metrics` text.

@@ -815,6 +815,8 @@ impl S3Store {
                 "objects/{ino:016x}/{}",
                 version_name(number, Timestamp(stamp.mtime))
             ));
+            // Tests slow the bucket here (`sleep(ms)`).
+            fail::fail_point!("s3::before_put");
             match self.upload(ino, number, &key, file, stamp.size) {
                 Ok(()) => break key,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && number == first => {
@@ -1664,6 +1666,12 @@ impl ContentStore for S3Store {
     }
 
     fn send(&self, ino: u64, file: &File) -> io::Result<Option<NewVersion>> {
+        if self.state.lock().unsent.contains(&ino) {
+            // A send of it failed (a close's, an fsync's): the sender
+            // thread retries it, and a close need not wait for the bucket's
+            // retries a second time.
+            return Ok(None);
+        }
         self.send_now(ino, file)
     }
 

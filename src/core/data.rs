@@ -433,6 +433,39 @@ impl Fs {
         Ok(data.len())
     }
 
+    /// Whether closing `fh` has work to do before close(2) returns: on a
+    /// remote content store, a handle open for writing sends its changes
+    /// then (see [`Fs::flush`]).
+    pub fn flush_sends(&self, fh: u64) -> bool {
+        self.objects.is_remote() && self.handle(fh).is_ok_and(|h| h.writable)
+    }
+
+    /// A close(2) of `fh` (every descriptor's, not only the last): a
+    /// remote store sends what the file holds that it does not, and the
+    /// size and version are recorded together, as at the last release,
+    /// which then finds nothing left to send. The doors run this aside,
+    /// so a large upload holds up only the closing caller, not the
+    /// mount's other requests (the last release runs in order on the
+    /// request thread). A send that fails is not the close's error: the
+    /// changes stay in the cache and the store's sender retries them.
+    pub fn flush(&self, fh: u64) -> Result<()> {
+        let h = self.handle(fh)?;
+        if !h.writable || !self.objects.is_remote() || self.role() != super::options::Role::Writer {
+            return Ok(());
+        }
+        match self.objects.send(h.ino, &h.file) {
+            Ok(Some(v)) => {
+                crate::crash_point!("flush::after_send");
+                self.persist_open(h.ino, &[], Some(&v))
+            }
+            Ok(None) => Ok(()),
+            Err(e) => {
+                tracing::warn!(ino = h.ino, error = %e, "could not send a closed file's content");
+                Ok(())
+            }
+        }
+    }
+
     /// Make the file's data and metadata durable.
     pub fn fsync(&self, fh: u64, datasync: bool) -> Result<()> {
         let h = self.handle(fh)?;
@@ -503,9 +536,6 @@ impl Fs {
         } else {
             self.send_before_last_release(h.ino)
         };
-        if sent.is_some() {
-            crate::crash_point!("release::after_send");
-        }
         let result = if follower {
             Ok(())
         } else {

@@ -1144,12 +1144,26 @@ impl Filesystem for FuseFs {
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
+        ino: INodeNo,
+        fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
         let _t = self.timed(const { opstats::op_index("flush") });
+        if self.fs.content_is_remote() {
+            // A remote store sends a written file at its close, on a
+            // helper: the caller's close(2) waits for the upload, the
+            // mount's other requests do not (see `Fs::flush`).
+            if self.fs.flush_sends(fh.0) {
+                self.blocking(move |me| {
+                    let _s = debug_span!("flush", fh = fh.0).entered();
+                    me.empty("flush", ino.0, reply, me.fs.flush(fh.0))
+                });
+            } else {
+                reply.ok();
+            }
+            return;
+        }
         // Nothing to do at close (metadata catches up at release); ENOSYS
         // tells the kernel to stop sending flush, saving a round trip per close.
         // A protocol answer, not a failure: not logged or counted (see `fail`).
