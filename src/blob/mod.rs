@@ -344,6 +344,9 @@ pub trait Filling: Send + Sync {
     /// Wait until bytes `range` (clipped to the content's size) are in
     /// the local file; an error (EIO) when they could not be fetched.
     fn wait(&self, range: std::ops::Range<u64>) -> io::Result<()>;
+    /// Whether bytes `range` (clipped as for `wait`) are in the local file
+    /// now: `wait` would return at once.
+    fn ready(&self, range: std::ops::Range<u64>) -> bool;
     /// The copy is whole and recorded: the local file is the truth.
     fn whole(&self) -> bool;
     /// The figures of the content being fetched.

@@ -356,6 +356,17 @@ impl Fs {
             .ok_or_else(ebadf)
     }
 
+    /// Whether a read can be served without waiting on anything but
+    /// memory: the bytes of a copy being fetched that have just landed
+    /// (in the page cache). Other reads through the daemon may wait on
+    /// the disk, or on the fetch.
+    pub fn read_is_quick(&self, fh: u64, offset: u64, size: usize) -> bool {
+        self.handle(fh).is_ok_and(|h| {
+            h.fetch()
+                .is_some_and(|f| f.ready(offset..offset.saturating_add(size as u64)))
+        })
+    }
+
     pub fn read(&self, fh: u64, offset: u64, size: usize) -> Result<Vec<u8>> {
         let h = self.handle(fh)?;
         if let Some(f) = h.fetch() {

@@ -1093,14 +1093,22 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.blocking(move |me| {
+        let read = move |me: &Shared| {
             let fs = &me.fs;
             let _t = fs.ops().time_at(const { opstats::op_index("read") });
             match fs.read(fh.0, offset, size as usize) {
                 Ok(d) => reply.data(&d),
                 Err(e) => me.fail("read", ino.0, None, e, reply),
             }
-        });
+        };
+        // Bytes of a file being fetched that have landed are in memory: a
+        // hand-off would cost more than the copy (a reader trailing the
+        // fetch reads mostly these).
+        if self.fs.read_is_quick(fh.0, offset, size as usize) {
+            read(self);
+        } else {
+            self.blocking(read);
+        }
     }
 
     fn write(

@@ -400,6 +400,11 @@ impl Filling for Fill {
         }
     }
 
+    fn ready(&self, r: Range<u64>) -> bool {
+        let r = r.start.min(self.size())..r.end.min(self.size());
+        self.st.lock().have.covers(&r)
+    }
+
     fn whole(&self) -> bool {
         self.whole.load(Ordering::Acquire)
     }
