@@ -236,9 +236,20 @@ fn clean_unmounts_leave_no_crash_work_over_many_quick_cycles() {
             3,
             "the last round's files are there"
         );
-        // The deferred sidecars are written as ordinary work: after a quiet
-        // spell and a clean stop, nothing is left, deferred or pending.
-        std::thread::sleep(Duration::from_secs(2));
+        // The deferred sidecars are written as ordinary work: once the
+        // mount has caught up (on S3 each is a PUT, which a loaded moto
+        // serves slowly: waiting a fixed 2 s failed once in a full suite),
+        // a clean stop leaves nothing, deferred or pending.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let backlog = "SELECT CAST(count(*) AS TEXT) FROM {p}_wal \
+                       WHERE status = 'pending' AND operation_type = 'sidecars'";
+        while db.query(&backing, backlog) != ["0"] {
+            assert!(
+                Instant::now() < deadline,
+                "the deferred sidecars were never written"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
         unmount(&mnt);
         d.wait_exit();
         let t = text(&fsck(&backing, &db));
