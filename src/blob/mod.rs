@@ -320,13 +320,11 @@ pub struct NewVersion {
     pub superseded: Option<String>,
 }
 
-/// Which of two version names is the later one: names begin with the
-/// version's number as 16 hex digits, so they order as strings do.
-pub fn later_version<'a>(a: Option<&'a str>, b: Option<&'a str>) -> Option<&'a str> {
-    match (a, b) {
-        (Some(x), Some(y)) => Some(if y > x { y } else { x }),
-        (x, y) => x.or(y),
-    }
+/// Whether version `name` is later than `than` (none recorded: any is):
+/// names begin with the version's number as 16 hex digits, so they order
+/// as strings do.
+pub fn is_later_version(name: &str, than: Option<&str>) -> bool {
+    than.is_none_or(|t| name > t)
 }
 
 /// An object's local file from [`ContentStore::open_partial`].

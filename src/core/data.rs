@@ -464,16 +464,12 @@ impl Fs {
         if !h.writable || !self.objects.is_remote() || self.role() != super::options::Role::Writer {
             return Ok(());
         }
-        match self.objects.send(h.ino, &h.file) {
-            Ok(Some(v)) => {
+        match self.send_open(h.ino, &h.file) {
+            Some(v) => {
                 crate::crash_point!("flush::after_send");
                 self.persist_open(h.ino, &[], Some(&v))
             }
-            Ok(None) => Ok(()),
-            Err(e) => {
-                tracing::warn!(ino = h.ino, error = %e, "could not send a closed file's content");
-                Ok(())
-            }
+            None => Ok(()),
         }
     }
 
@@ -599,13 +595,20 @@ impl Fs {
             // Reclaimed at this close: nothing to keep.
             return None;
         }
-        match self.objects.send(ino, &file) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!(ino, error = %e, "could not send a closed file's content");
-                None
-            }
-        }
+        self.send_open(ino, &file)
+    }
+
+    /// Send an open file's changes through a remote store at a close; a
+    /// failure is logged, not the close's error (the changes stay in the
+    /// cache, and the store's sender retries them).
+    fn send_open(&self, ino: u64, file: &std::fs::File) -> Option<crate::blob::NewVersion> {
+        self.objects
+            .send(ino, file)
+            .inspect_err(
+                |e| tracing::warn!(ino, error = %e, "could not send a closed file's content"),
+            )
+            .ok()
+            .flatten()
     }
 
     /// Hand a local file of `ino` back to the store (the last handle, a

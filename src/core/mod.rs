@@ -492,7 +492,7 @@ impl Mutation<'_> {
     /// changed. A version not newer is only acknowledged to the store.
     fn record_version(&mut self, i: &mut Inode, v: &crate::blob::NewVersion) -> bool {
         let newer =
-            i.kind == Kind::File && i.version.as_deref().is_none_or(|cur| cur < v.name.as_str());
+            i.kind == Kind::File && crate::blob::is_later_version(&v.name, i.version.as_deref());
         let mut superseded = Vec::new();
         if newer {
             superseded.extend(v.superseded.iter().cloned());

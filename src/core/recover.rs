@@ -164,7 +164,9 @@ fn settle(
             // crash may have come between its put and the commit naming
             // it; the older one goes once this names the newer).
             let version = objects.current_version(ino)?;
-            let versioned = version.as_deref() > inode.version.as_deref();
+            let versioned = version
+                .as_deref()
+                .is_some_and(|v| crate::blob::is_later_version(v, inode.version.as_deref()));
             if versioned {
                 inode.version = version;
             }
