@@ -241,6 +241,55 @@ fn a_change_to_ro_refuses_or_waits_for_open_writers_and_follows_the_state_machin
     });
 }
 
+/// A shared mapping whose descriptor is closed still writes the file
+/// (through passthrough it maps the object itself): a change to ro counts
+/// it as a writer, refused or waiting for it to go like any other.
+#[test]
+fn a_change_to_ro_waits_for_a_shared_mapping_whose_descriptor_is_closed() {
+    common::engine::every_engine(|| {
+        let m = Mount::with_args(&["--mode", "rw"]);
+        let p = m.path("mapped");
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&p)
+            .unwrap();
+        f.set_len(4096).unwrap();
+        let mut map = common::SharedMap::of(&f, 4096);
+        drop(f);
+        map.write(0, b"before");
+        let out = m.command("mode").arg("ro").output().unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("/mapped (a shared mapping"), "{err}");
+        let mut cmd = m.command("mode");
+        cmd.args(["ro", "--force", "--wait", "60"]);
+        let waiting = std::thread::spawn(move || cmd.output().unwrap());
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(!waiting.is_finished(), "done while a mapping writes");
+        map.write(0, b"after!");
+        drop(map);
+        let out = waiting.join().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("rw -> ro"));
+        assert_eq!(&fs::read(&p).unwrap()[..6], b"after!");
+        let out = m.command("scrub").output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(code(OpenOptions::new().write(true).open(&p)), libc::EROFS);
+        drop(m);
+    });
+}
+
 #[test]
 fn edit_mode_has_no_transitions() {
     common::engine::every_engine(|| {

@@ -715,6 +715,109 @@ fn shared_mmap_writes_reach_the_file() {
     });
 }
 
+fn sha256_of(p: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(fs::read(p).unwrap()))
+}
+
+/// Through passthrough a shared mapping maps the object itself and may
+/// write on after its descriptor is closed, with no request reaching the
+/// daemon: what it writes is recorded all the same (size, mtime, hash; on
+/// S3, sent), never taken for damage.
+#[test]
+fn writes_through_a_mapping_that_outlives_its_descriptor_are_recorded() {
+    common::engine::every_engine(|| {
+        let mut m = Mount::new();
+        let p = m.path("mapped");
+        let len = 3 * 4096;
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&p)
+            .unwrap();
+        f.set_len(len as u64).unwrap();
+        f.write_all_at(b"by write(2)", 0).unwrap();
+        let mut map = common::SharedMap::of(&f, len);
+        drop(f);
+        let closed = fs::metadata(&p).unwrap();
+        // Past the last close, and past the daemon's probe of it.
+        std::thread::sleep(Duration::from_millis(700));
+        map.write(0, b"by the map");
+        map.write(2 * 4096 + 10, b"end");
+        // The hash asked for while the mapping writes is the content's.
+        let hash = || String::from_utf8(common::getx(&p, "user.artstore.sha256").unwrap());
+        assert_eq!(hash().unwrap(), sha256_of(&p));
+        map.write(4096, b"more");
+        assert_eq!(hash().unwrap(), sha256_of(&p));
+        drop(map);
+        let want = {
+            let mut v = vec![0u8; len];
+            v[..11].copy_from_slice(b"by write(2)");
+            v[..10].copy_from_slice(b"by the map");
+            v[4096..4100].copy_from_slice(b"more");
+            v[2 * 4096 + 10..2 * 4096 + 13].copy_from_slice(b"end");
+            v
+        };
+        assert_eq!(fs::read(&p).unwrap(), want);
+        m.remount();
+        assert_eq!(
+            fs::read(&p).unwrap(),
+            want,
+            "the mapping's writes were lost"
+        );
+        let after = fs::metadata(&p).unwrap();
+        assert!(
+            (after.mtime(), after.mtime_nsec()) > (closed.mtime(), closed.mtime_nsec()),
+            "the mapping's mtime was not recorded"
+        );
+        assert_eq!(hash().unwrap(), sha256_of(&p));
+        m.assert_consistent();
+        let out = m.command("scrub").output().unwrap();
+        assert!(out.status.success(), "{}", common::output_text(&out));
+    });
+}
+
+/// A crash while a mapping writes a closed file: its intent, logged when
+/// the mapping was found, recovers what it wrote (on S3 the copy's changes
+/// are sent, not fetched over), even what it wrote after the crash.
+#[test]
+fn a_crash_while_a_mapping_writes_a_closed_file_keeps_its_writes() {
+    common::engine::every_engine(|| {
+        let mut m = Mount::new();
+        let p = m.path("mapped");
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&p)
+            .unwrap();
+        f.set_len(8192).unwrap();
+        let mut map = common::SharedMap::of(&f, 8192);
+        drop(f);
+        map.write(0, b"one");
+        // Asking for the hash finds the mapping (and logs its intent).
+        common::getx(&p, "user.artstore.sha256").unwrap();
+        m.kill();
+        map.write(4096, b"two");
+        drop(map);
+        m.mount();
+        let mut want = vec![0u8; 8192];
+        want[..3].copy_from_slice(b"one");
+        want[4096..4099].copy_from_slice(b"two");
+        assert_eq!(fs::read(&p).unwrap(), want);
+        m.remount();
+        assert_eq!(fs::read(&p).unwrap(), want);
+        assert_eq!(
+            String::from_utf8(common::getx(&p, "user.artstore.sha256").unwrap()).unwrap(),
+            sha256_of(&p)
+        );
+        m.assert_consistent();
+    });
+}
+
 #[test]
 fn replaced_file_object_goes_after_its_last_close() {
     common::engine::every_engine(|| {

@@ -48,6 +48,7 @@ pub(crate) fn run(store: &dyn ContentStore, faults: &Faults) {
     }
     damaged_sidecars_are_errors(store, faults.damage_sidecar);
     local_side(store);
+    writers_are_those_of_the_local_file(store);
 }
 
 fn doc(n: u64) -> AttrJson {
@@ -344,4 +345,26 @@ fn local_side(store: &dyn ContentStore) {
     assert!(s.bfree <= s.blocks && s.bavail <= s.bfree, "{s:?}");
     store.check_ready().expect("ready");
     assert!(store.staging_dir().is_absolute());
+}
+
+/// `writers`: a local file open for writing anywhere (here: a descriptor
+/// of the store's) has writers; closed, its figures; absent, nothing.
+fn writers_are_those_of_the_local_file(store: &dyn ContentStore) {
+    use super::lease::Writers;
+    let ino = 40;
+    assert_eq!(store.writers(ino).unwrap(), None);
+    let f = store.create_new(ino).unwrap();
+    f.write_all_at(b"written", 0).unwrap();
+    assert_eq!(store.writers(ino).unwrap(), Some(Writers::Some));
+    store.fsync(ino, &f, false).unwrap();
+    store.close(ino, &f).unwrap();
+    drop(f);
+    match store.writers(ino).unwrap() {
+        Some(Writers::None(st)) => assert_eq!(st.size, 7),
+        other => panic!("closed, yet {other:?}"),
+    }
+    // Taking changes a writer made unseen is harmless on a quiet file.
+    store.adopt_changes(ino).unwrap();
+    assert_eq!(read_all(store, ino), b"written");
+    store.remove(ino).unwrap();
 }

@@ -144,6 +144,10 @@ impl ContentStore for LocalDir {
         }
     }
 
+    fn writers(&self, ino: u64) -> io::Result<Option<super::lease::Writers>> {
+        super::lease::probe(&self.path(ino))
+    }
+
     fn remove(&self, ino: u64) -> io::Result<()> {
         gone(std::fs::remove_file(self.path(ino)))
     }

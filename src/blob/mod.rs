@@ -55,6 +55,7 @@
 pub mod ballast;
 #[cfg(test)]
 mod conformance;
+pub mod lease;
 mod local;
 /// The tests' S3 server, shared with the integration tests.
 #[cfg(test)]
@@ -218,6 +219,20 @@ pub trait ContentStore: Send + Sync {
 
     /// The figures of object `ino`, `None` when it does not exist.
     fn stat(&self, ino: u64) -> io::Result<Option<ObjectStat>>;
+
+    /// Whether anything holds the local file of object `ino` open for
+    /// writing (a shared mapping whose descriptor was closed, see
+    /// `core::mapped`), with its figures when nothing does; `None`: no
+    /// local file. Asked only when no handle of the core holds it.
+    fn writers(&self, ino: u64) -> io::Result<Option<lease::Writers>>;
+
+    /// A writer the store was not told of (a shared mapping that outlived
+    /// its descriptor) changed, or may still change, the local file of
+    /// `ino` since its last close: a remote store takes its changes for
+    /// local writes to send, not for damage. `LocalDir`: nothing to do.
+    fn adopt_changes(&self, _ino: u64) -> io::Result<()> {
+        Ok(())
+    }
 
     /// The objects present among the numbers `range` (recovery sweeps
     /// the numbers a crash left reserved). The default asks `stat` of

@@ -1825,6 +1825,38 @@ impl ContentStore for S3Store {
         Ok(self.current(ino)?.map(|v| object_stat(v.size, v.mtime)))
     }
 
+    fn writers(&self, ino: u64) -> io::Result<Option<super::lease::Writers>> {
+        super::lease::probe(&self.copy_path(ino))
+    }
+
+    fn adopt_changes(&self, ino: u64) -> io::Result<()> {
+        if self.read_only() {
+            return Ok(());
+        }
+        let _g = self.stripe(ino);
+        let Some((e, _)) = self.known(ino)? else {
+            return Ok(());
+        };
+        if e.writing || e.version == 0 {
+            // Already taken for local writes (or never sent: all of it is).
+            return Ok(());
+        }
+        // Recorded first, as at an open for writing (`warm`): after a
+        // crash the changed copy is sent, not fetched again.
+        self.write_record(
+            ino,
+            &Cached {
+                version: e.version,
+                clean: e.clean,
+                sending: e.sending,
+                writing: true,
+                recorded: e.recorded,
+            },
+        )?;
+        self.mark(ino, |e| e.writing = true);
+        Ok(())
+    }
+
     fn present(&self, range: std::ops::Range<u64>) -> io::Result<Vec<u64>> {
         if range.is_empty() {
             return Ok(Vec::new());

@@ -59,6 +59,7 @@ impl Fs {
             .lock()
             .get(&ino)
             .is_some_and(|o| o.writers > 0)
+            || self.mappings.holds(ino)
     }
 
     /// The SHA-256 of a regular file's content, computing (and, when the
@@ -68,6 +69,9 @@ impl Fs {
         if inode.kind != Kind::File {
             return Ok(None);
         }
+        // A shared mapping may have changed it since its last close.
+        self.settle_if_lingering(ino);
+        let inode = self.inode(ino)?;
         if let Some(h) = inode.sha256 {
             // A recorded hash is of content that must still be there (one
             // stat): a lost object is EIO here as on every other door.

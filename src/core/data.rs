@@ -40,6 +40,9 @@ impl Fs {
         flags: i32,
         streamed: bool,
     ) -> Result<Arc<Handle>> {
+        // What a shared mapping wrote since the last close is recorded
+        // first: a remote store would take it for damage.
+        self.settle_if_lingering(ino);
         let _pin = self.pin_open(ino);
         // Tests hold an open here while the file is replaced.
         fail::fail_point!("open::pinned");
@@ -79,8 +82,15 @@ impl Fs {
             crate::crash_point!("open::after_intent");
         }
         let streamed = streamed && !writable;
-        let handle =
-            self.open_handle_with(caller, ino, writable, changed, intent, None, streamed)?;
+        let handle = self.open_handle_with(
+            caller.describe(),
+            ino,
+            writable,
+            changed,
+            intent,
+            None,
+            streamed,
+        )?;
         if writable {
             // Once this writer is registered no close records a hash (see
             // persist_open); one recorded by a close that raced with this
@@ -105,16 +115,24 @@ impl Fs {
         attrs_changed: bool,
         intent: Option<uuid::Uuid>,
     ) -> Result<Arc<Handle>> {
-        self.open_handle_with(caller, ino, writable, attrs_changed, intent, None, false)
+        self.open_handle_with(
+            caller.describe(),
+            ino,
+            writable,
+            attrs_changed,
+            intent,
+            None,
+            false,
+        )
     }
 
     /// `open_handle`, with the object already open when it was just made;
     /// `streamed`: for reads through [`Fs::read`] only (see
     /// [`Fs::open_streamed`]).
     #[allow(clippy::too_many_arguments)]
-    fn open_handle_with(
+    pub(super) fn open_handle_with(
         &self,
-        caller: &Caller,
+        opener: String,
         ino: u64,
         writable: bool,
         attrs_changed: bool,
@@ -219,7 +237,7 @@ impl Fs {
             writable,
             attrs_changed,
             append_only,
-            opener: caller.describe(),
+            opener,
             fill,
         });
         self.files.handles.lock().insert(fh, handle.clone());
@@ -320,7 +338,7 @@ impl Fs {
         // A new file has nothing to read and no privileges to drop.
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let handle = self.open_handle_with(
-            caller,
+            caller.describe(),
             attr.inode.ino,
             writable,
             false,
@@ -510,21 +528,33 @@ impl Fs {
     }
 
     pub fn release(&self, fh: u64) -> Result<()> {
+        self.release_with(fh, false)
+    }
+
+    /// [`Fs::release`] of a handle whose I/O went to the object without
+    /// passing the daemon (FUSE passthrough): a shared mapping of it may
+    /// write on after the close (see `mapped`).
+    pub fn release_bypassed(&self, fh: u64) -> Result<()> {
+        self.release_with(fh, true)
+    }
+
+    fn release_with(&self, fh: u64, bypassed: bool) -> Result<()> {
         let h = self.files.handles.lock().remove(&fh).ok_or_else(ebadf)?;
         // The intents settle with the last writer (or last handle), in the
         // same commit as the size they lead to.
-        let settle = {
+        let (settle, last_writer) = {
             let mut open = self.files.inodes.lock();
             match open.get_mut(&h.ino) {
                 Some(o) => {
                     o.writers -= u32::from(h.writable);
+                    let last_writer = h.writable && o.writers == 0;
                     if o.writers == 0 || o.count == 1 {
-                        std::mem::take(&mut o.intents)
+                        (std::mem::take(&mut o.intents), last_writer)
                     } else {
-                        Vec::new()
+                        (Vec::new(), last_writer)
                     }
                 }
-                None => Vec::new(),
+                None => (Vec::new(), false),
             }
         };
         crate::crash_point!("release::before_persist");
@@ -567,6 +597,9 @@ impl Fs {
         }
         if last.is_some() {
             self.reclaim_if_unlinked(h.ino)?;
+        }
+        if last_writer && !follower && (bypassed || self.lingers(h.ino)) {
+            self.linger(h.ino, &h.file);
         }
         result
     }
@@ -814,10 +847,13 @@ impl Fs {
         self.files.inodes.lock().contains_key(&ino)
     }
 
-    /// Whether `ino` is open, or being opened: such a file is reclaimed
+    /// Whether `ino` is open, or being opened, or written through a shared
+    /// mapping whose descriptor is closed: such a file is reclaimed
     /// only once the last of them is closed.
     pub(crate) fn is_open(&self, ino: u64) -> bool {
-        self.files.inodes.lock().contains_key(&ino) || self.files.pins.lock().contains_key(&ino)
+        self.files.inodes.lock().contains_key(&ino)
+            || self.files.pins.lock().contains_key(&ino)
+            || self.mappings.holds(ino)
     }
 
     /// How many handles are open on `ino`.

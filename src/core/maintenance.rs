@@ -83,13 +83,19 @@ impl Fs {
         Ok(())
     }
 
-    /// Files open for writing, by inode, with who holds them.
+    /// Files open for writing, by inode, with who holds them: handles,
+    /// and shared mappings whose descriptor is closed (probed now, see
+    /// `mapped`).
     fn writers(&self) -> Vec<(u64, Vec<String>)> {
+        self.settle_all_mappings();
         let mut by_ino: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
         for h in self.files.handles.lock().values() {
             if h.writable {
                 by_ino.entry(h.ino).or_default().push(h.opener.clone());
             }
+        }
+        for (ino, by) in self.mappings.writers() {
+            by_ino.entry(ino).or_default().push(by);
         }
         by_ino.into_iter().collect()
     }

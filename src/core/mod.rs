@@ -20,6 +20,7 @@ mod handles;
 mod import;
 pub mod listing;
 mod maintenance;
+mod mapped;
 pub mod mountinfo;
 pub mod namespace;
 mod objpool;
@@ -74,6 +75,8 @@ pub struct Fs {
     next_dentry_id: AtomicU64,
     /// File handles, open inodes and open directories.
     files: handles::OpenFiles,
+    /// Closed files a shared mapping may still write (see `mapped`).
+    mappings: mapped::Mappings,
     backing: PathBuf,
     store_id: String,
     journal_retention: journal::Retention,
@@ -443,6 +446,10 @@ impl Fs {
             return;
         }
         self.release_all();
+        // What shared mappings wrote after their file's last close is
+        // recorded; one still writing is recorded as it is now.
+        self.settle_all_mappings();
+        self.record_mappings_at_close();
         if let Err(e) = self.wait_committed() {
             tracing::error!(error = %e, "could not commit metadata at close");
         }

@@ -161,6 +161,8 @@ pub(super) fn follow_policy(fs: std::sync::Weak<Fs>, stop: &workers::Stop) {
         if fs.role() == Role::Writer {
             // Content versions a remote store sent in the background.
             fs.record_reported_versions();
+            // What shared mappings wrote after their file's last close.
+            fs.settle_mappings();
         }
     }
 }

@@ -1199,7 +1199,12 @@ impl Filesystem for FuseFs {
         if backing.is_none() {
             self.cache_known_good(ino.0, fh.0);
         }
-        let r = self.fs.release(fh.0);
+        let r = if backing.is_some() {
+            // A shared mapping of it writes the object, past the daemon.
+            self.fs.release_bypassed(fh.0)
+        } else {
+            self.fs.release(fh.0)
+        };
         if let Some(b) = backing {
             drop(b);
             // The inode's last passthrough handle: its entry goes too (a

@@ -748,3 +748,49 @@ pub fn get_xattr(p: &Path, name: &str) -> Option<Vec<u8>> {
         buf
     })
 }
+
+/// A shared writable mapping of a file's first `len` bytes, unmapped on
+/// drop: it may outlive the descriptor it was made from.
+pub struct SharedMap {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl SharedMap {
+    pub fn of(f: &std::fs::File, len: usize) -> SharedMap {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a fresh mapping of an open file; unmapped in Drop.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED, "{}", std::io::Error::last_os_error());
+        SharedMap {
+            ptr: ptr.cast(),
+            len,
+        }
+    }
+
+    /// Write `bytes` at `at` through the mapping and msync it.
+    pub fn write(&mut self, at: usize, bytes: &[u8]) {
+        assert!(at + bytes.len() <= self.len);
+        // SAFETY: within the mapping, which this value owns.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(at), bytes.len());
+            assert_eq!(libc::msync(self.ptr.cast(), self.len, libc::MS_SYNC), 0);
+        }
+    }
+}
+
+impl Drop for SharedMap {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `of`.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
