@@ -492,55 +492,67 @@ fn xattrs_survive_remount_and_go_with_the_file() {
 /// has to evict again, and after changes made while the chunk was read.
 #[test]
 fn attributes_after_a_listing_are_each_files_own() {
-    common::engine::every_engine(|| {
-        let mut m = Mount::with_args(&["--cache-entries", "200"]);
-        let d = m.path("d");
-        fs::create_dir(&d).unwrap();
-        const N: usize = 1200;
-        for i in 0..N {
-            let f = d.join(format!("f{i:05}"));
-            fs::write(&f, vec![b'x'; i % 97]).unwrap();
-            if i % 7 == 0 {
-                setx(&f, "user.n", i.to_string().as_bytes(), 0).unwrap();
-            }
+    common::engine::every_engine(|| listing_then_attributes("200", 1200));
+}
+
+/// The same with a directory larger than a cache that holds several
+/// chunks: a miss then loads the entry's whole chunk again (`core::listed`).
+#[test]
+fn attributes_after_a_listing_larger_than_the_cache_are_each_files_own() {
+    common::engine::every_engine(|| listing_then_attributes("4096", 4500));
+}
+
+/// `n` files, every seventh with an attribute of its own, listed by `ls -l`
+/// and then asked one by one, before and after a change to one of them.
+fn listing_then_attributes(cache_entries: &str, n: usize) {
+    let mut m = Mount::with_args(&["--cache-entries", cache_entries]);
+    let d = m.path("d");
+    fs::create_dir(&d).unwrap();
+    let changed_one = n - 100;
+    for i in 0..n {
+        let f = d.join(format!("f{i:05}"));
+        fs::write(&f, vec![b'x'; i % 97]).unwrap();
+        if i % 7 == 0 {
+            setx(&f, "user.n", i.to_string().as_bytes(), 0).unwrap();
         }
-        let check = |changed: usize| {
-            // `ls -l` lists with attributes, then stats and asks each
-            // entry's security and ACL attributes.
-            let out = Command::new("ls").arg("-l").arg(&d).output().unwrap();
-            assert!(out.status.success(), "ls -l failed");
+    }
+    let check = |changed: usize| {
+        // `ls -l` lists with attributes, then stats and asks each
+        // entry's security and ACL attributes.
+        let out = Command::new("ls").arg("-l").arg(&d).output().unwrap();
+        assert!(out.status.success(), "ls -l failed");
+        assert_eq!(
+            out.stdout
+                .split(|b| *b == b'\n')
+                .filter(|l| l.starts_with(b"-"))
+                .count(),
+            n
+        );
+        for i in 0..n {
+            let f = d.join(format!("f{i:05}"));
+            let size = if i == changed { 1000 } else { (i % 97) as u64 };
             assert_eq!(
-                out.stdout
-                    .split(|b| *b == b'\n')
-                    .filter(|l| l.starts_with(b"-"))
-                    .count(),
-                N
+                fs::metadata(&f).unwrap().len(),
+                size,
+                "size of {}",
+                f.display()
             );
-            for i in 0..N {
-                let f = d.join(format!("f{i:05}"));
-                let size = if i == changed { 1000 } else { (i % 97) as u64 };
-                assert_eq!(
-                    fs::metadata(&f).unwrap().len(),
-                    size,
-                    "size of {}",
-                    f.display()
-                );
-                let want = if i % 7 == 0 || i == changed {
-                    Ok(i.to_string().into_bytes())
-                } else {
-                    Err(libc::ENODATA)
-                };
-                assert_eq!(getx(&f, "user.n"), want, "user.n of {}", f.display());
-            }
-        };
-        m.remount();
-        check(usize::MAX);
-        // A change after the entries were loaded is seen, not the loaded state.
-        let f = d.join("f01100");
-        fs::write(&f, vec![b'y'; 1000]).unwrap();
-        setx(&f, "user.n", b"1100", 0).unwrap();
-        check(1100);
-        m.remount();
-        check(1100);
-    });
+            let want = if i % 7 == 0 || i == changed {
+                Ok(i.to_string().into_bytes())
+            } else {
+                Err(libc::ENODATA)
+            };
+            assert_eq!(getx(&f, "user.n"), want, "user.n of {}", f.display());
+        }
+    };
+    m.remount();
+    check(usize::MAX);
+    // A change after the entries were loaded is seen, not the loaded state.
+    let f = d.join(format!("f{changed_one:05}"));
+    fs::write(&f, vec![b'y'; 1000]).unwrap();
+    setx(&f, "user.n", changed_one.to_string().as_bytes(), 0).unwrap();
+    check(changed_one);
+    check(changed_one);
+    m.remount();
+    check(changed_one);
 }

@@ -238,6 +238,11 @@ impl Cache {
         k
     }
 
+    /// Entries each of its LRU caches holds at most.
+    pub fn capacity(&self) -> usize {
+        self.inner.lock().inodes.cap().get()
+    }
+
     pub fn generation(&self) -> u64 {
         self.inner.lock().gen
     }
@@ -250,6 +255,13 @@ impl Cache {
     /// Whether `inode` would answer without the database (not counted).
     pub fn holds_inode(&self, ino: u64) -> bool {
         !matches!(self.inode_raw(ino), Known::Miss)
+    }
+
+    /// Whether `ino` is known to exist while its attribute list is not
+    /// known (the two LRUs evict apart).
+    pub fn lacks_xattrs(&self, ino: u64) -> bool {
+        matches!(self.inode_raw(ino), Known::Hit(Some(_)))
+            && matches!(self.xattrs(ino), Known::Miss)
     }
 
     /// The entry `dentry` would answer, without counting a hit or miss.

@@ -18,6 +18,7 @@ mod data;
 pub mod flags;
 mod handles;
 mod import;
+mod listed;
 pub mod listing;
 mod maintenance;
 mod mapped;
@@ -77,6 +78,8 @@ pub struct Fs {
     files: handles::OpenFiles,
     /// Closed files a shared mapping may still write (see `mapped`).
     mappings: mapped::Mappings,
+    /// Chunks of recent listings, refilled whole on a miss.
+    listed: listed::Listed,
     backing: PathBuf,
     store_id: String,
     journal_retention: journal::Retention,
@@ -294,7 +297,11 @@ impl Fs {
 
     /// Fetch an inode through the in-memory layer.
     fn inode(&self, ino: u64) -> Result<Inode> {
-        match self.cache.inode(ino) {
+        let mut known = self.cache.inode(ino);
+        if matches!(known, Known::Miss) && self.refill_listed(ino) {
+            known = self.cache.inode(ino);
+        }
+        match known {
             Known::Hit(Some(i)) => Ok(i),
             Known::Hit(None) => Err(enoent()),
             Known::Miss => {
@@ -302,6 +309,23 @@ impl Fs {
                 let inode = self.meta.get_inode(ino)?.ok_or_else(enoent)?;
                 self.cache.fill_inode(gen, &inode);
                 Ok(inode)
+            }
+        }
+    }
+
+    /// After a miss on `ino`: if it was listed lately, load its whole
+    /// chunk of the listing (see `listed`); whether that was done.
+    fn refill_listed(&self, ino: u64) -> bool {
+        let cap = self.cache.capacity() as u64;
+        match self.listed.take(ino, cap) {
+            // Worth it only where a chunk is small beside the cache.
+            Some(chunk) if chunk.len() as u64 * 4 <= cap => {
+                self.fill_listed(&chunk);
+                true
+            }
+            _ => {
+                self.listed.loaded(1);
+                false
             }
         }
     }
@@ -320,7 +344,11 @@ impl Fs {
     }
 
     fn xattr_list(&self, ino: u64) -> Result<Xattrs> {
-        match self.cache.xattrs(ino) {
+        let mut known = self.cache.xattrs(ino);
+        if matches!(known, Known::Miss) && self.refill_listed(ino) {
+            known = self.cache.xattrs(ino);
+        }
+        match known {
             Known::Hit(Some(x)) => Ok(x),
             Known::Hit(None) => Ok(Arc::default()),
             Known::Miss => {

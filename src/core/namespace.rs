@@ -129,19 +129,40 @@ impl Fs {
     /// entry) would otherwise fetch one round trip per entry (issue 19).
     /// Only a hint: a failure leaves each entry to its own query.
     pub fn prefetch(&self, inos: &[u64]) {
+        // A later miss on one of them refills the chunk (see `listed`).
+        self.listed.remember(inos);
+        self.fill_listed(inos);
+    }
+
+    /// Load into the cache the inodes of `inos` it does not hold, with
+    /// their attribute lists: one query each.
+    pub(super) fn fill_listed(&self, inos: &[u64]) {
+        // The inode, and the attribute list, where the cache lacks either:
+        // their LRUs evict apart (`ls -l` asks for attributes only).
         let missing: Vec<u64> = inos
             .iter()
             .copied()
             .filter(|i| !self.cache.holds_inode(*i))
             .collect();
-        if missing.is_empty() {
+        let unlisted: Vec<u64> = inos
+            .iter()
+            .copied()
+            .filter(|i| self.cache.lacks_xattrs(*i))
+            .collect();
+        if missing.is_empty() && unlisted.is_empty() {
             return;
         }
         let gen = self.cache.generation();
-        let Ok(found) = self.meta.inodes_of(&missing) else {
-            return;
+        let found = match missing.is_empty() {
+            true => Vec::new(),
+            false => match self.meta.inodes_of(&missing) {
+                Ok(f) => f,
+                Err(_) => return,
+            },
         };
-        let Ok(rows) = self.meta.xattrs_of(&missing) else {
+        let mut want: Vec<u64> = found.iter().map(|i| i.ino).collect();
+        want.extend(unlisted);
+        let Ok(rows) = self.meta.xattrs_of(&want) else {
             return;
         };
         let mut lists: HashMap<u64, crate::meta::XattrList> = HashMap::new();
@@ -150,9 +171,11 @@ impl Fs {
         }
         for inode in &found {
             self.cache.fill_inode(gen, inode);
-            let list = lists.remove(&inode.ino).unwrap_or_default();
+        }
+        for ino in want {
+            let list = lists.remove(&ino).unwrap_or_default();
             self.cache
-                .fill_xattrs(gen, inode.ino, super::cache::xattr_list(list));
+                .fill_xattrs(gen, ino, super::cache::xattr_list(list));
         }
     }
 

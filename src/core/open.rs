@@ -297,6 +297,7 @@ fn build_fs(opts: &StoreOptions, p: Parts) -> Result<Fs> {
         next_dentry_id: 0.into(),
         files: Default::default(),
         mappings: Default::default(),
+        listed: Default::default(),
         backing: p.backing,
         store_id: p.store_id,
         journal_retention: opts.journal_retention.clone(),
