@@ -1450,6 +1450,13 @@ impl S3Store {
                     && std::fs::metadata(self.copy_path(ino))
                         .is_ok_and(|m| e.clean == Some(Stamp::of(&m)))
             });
+            // Nor a copy a shared mapping may still write, its descriptor
+            // closed (`core::mapped`): its writes would go with the file.
+            let still = still
+                && !matches!(
+                    super::lease::probe(&self.copy_path(ino)),
+                    Ok(Some(super::lease::Writers::Some))
+                );
             if still {
                 if let Err(e) = self.drop_copy(ino) {
                     tracing::warn!(ino, error = %e, "could not evict a cached copy");
@@ -2446,5 +2453,52 @@ mod tests {
             f.read_exact_at(&mut b, 0).unwrap();
             assert!(b.iter().all(|x| *x == ino as u8), "object {ino}");
         }
+    }
+
+    /// A copy a shared mapping still writes (its descriptor closed) stays
+    /// in the cache however full it is; evicted once the mapping goes.
+    #[test]
+    fn a_copy_still_mapped_for_writing_is_never_evicted() {
+        use std::os::fd::AsRawFd;
+        let server = moto::S3Server::start();
+        let cache = tempfile::tempdir().unwrap();
+        let mut cfg = config(&server, "map");
+        cfg.cache_size = 64 << 10;
+        let store = S3Store::open(cfg, cache.path()).unwrap();
+        let f = store.create_new(1).unwrap();
+        f.write_all_at(&[1u8; 32 << 10], 0).unwrap();
+        store.close(1, &f).unwrap();
+        drop(f);
+        let rw = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(store.copy_path(1))
+            .unwrap();
+        // SAFETY: a fresh shared mapping of an open file, unmapped below.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                rw.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(map, libc::MAP_FAILED);
+        drop(rw);
+        let fill = |from: u64| {
+            for ino in from..from + 4 {
+                let f = store.create_new(ino).unwrap();
+                f.write_all_at(&vec![ino as u8; 32 << 10], 0).unwrap();
+                store.close(ino, &f).unwrap();
+            }
+        };
+        fill(2);
+        assert!(store.copy_path(1).exists(), "a mapped copy was evicted");
+        // SAFETY: the mapping made above.
+        assert_eq!(unsafe { libc::munmap(map, 4096) }, 0);
+        fill(6);
+        assert!(!store.copy_path(1).exists(), "kept once the mapping went");
     }
 }

@@ -317,7 +317,9 @@ impl Fs {
     /// chunk of the listing (see `listed`); whether that was done.
     fn refill_listed(&self, ino: u64) -> bool {
         let cap = self.cache.capacity() as u64;
-        match self.listed.take(ino, cap) {
+        // Loaded at least half a cache ago: `ls` of a directory as large
+        // as the cache comes back to a chunk one cache after listing it.
+        match self.listed.take(ino, cap / 2) {
             // Worth it only where a chunk is small beside the cache.
             Some(chunk) if chunk.len() as u64 * 4 <= cap => {
                 self.fill_listed(&chunk);
