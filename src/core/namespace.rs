@@ -821,6 +821,9 @@ impl Fs {
             archive_attrs::check_retention(&self.xattr_list(ino)?)?;
         }
         if let Some(size) = set.size {
+            // What a shared mapping wrote since the last close is recorded
+            // before the object changes here (see `mapped`).
+            self.settle_if_lingering(ino);
             let i = self.inode(ino)?;
             // Growing under a capacity: old trash makes way first.
             self.make_room(size.saturating_sub(i.size));
