@@ -190,7 +190,7 @@ impl Fs {
                 }
                 self.mappings.lingering.lock().remove(&ino);
             }
-            Writers::None(now) if !mapped && now == at_close => {
+            Writers::None(now) if !mapped && unchanged(&now, &at_close) => {
                 self.mappings.lingering.lock().remove(&ino);
             }
             // Changed since the close by a mapping now gone, or a mapping
@@ -311,6 +311,13 @@ impl Fs {
         }
         self.release(h.fh)
     }
+}
+
+/// Whether a file's content can have changed between two looks at its
+/// object: size and times. Not its blocks, which a file system may trim
+/// after the last close (XFS drops its preallocation past the end).
+fn unchanged(now: &ObjectStat, then: &ObjectStat) -> bool {
+    (now.size, now.mtime, now.ctime) == (then.size, then.mtime, then.ctime)
 }
 
 /// Without leases the mappings cannot be told apart from nothing (as
