@@ -145,8 +145,7 @@ impl Fs {
 
     fn settle_mapping(&self, ino: u64) {
         let _one = self.mappings.settling.lock();
-        let lingering = self.mappings.lingering.lock().get(&ino).copied();
-        let closed = lingering.map(|(s, _)| s);
+        let closed = self.mappings.lingering.lock().get(&ino).map(|(s, _)| *s);
         let mapped = self.mappings.holds(ino);
         if closed.is_none() && !mapped {
             // Settled by another caller meanwhile.
@@ -157,17 +156,12 @@ impl Fs {
             // are closed (a writer's close takes the figures afresh).
             return;
         }
-        let mut probe = self.probe_writers(ino);
-        if let (Some(Writers::Some), Some((_, at)), false) = (probe, lingering, mapped) {
-            // Just closed: the closer's last descriptor may still be on
-            // its way out (see SETTLE_AFTER). Ask again once it is gone.
-            let young = SETTLE_AFTER.saturating_sub(at.elapsed());
-            if !young.is_zero() {
-                std::thread::sleep(young);
-                probe = self.probe_writers(ino);
-            }
-        }
-        let Some(probe) = probe else {
+        // (An open racing the close from another thread may find the
+        // closer's descriptor still on its way out, see SETTLE_AFTER, and
+        // take it for a mapping: the next round finds it gone and records
+        // the file again, unchanged. No wait here: this may be the mount's
+        // request thread.)
+        let Some(probe) = self.probe_writers(ino) else {
             // Gone (reclaimed with its last name), or not to be probed.
             self.mappings.lingering.lock().remove(&ino);
             if let Some(m) = self.mappings.mapped.lock().remove(&ino) {
