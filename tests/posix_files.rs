@@ -673,23 +673,10 @@ fn shared_mmap_writes_reach_the_file() {
         let before = fs::metadata(&p).unwrap();
         std::thread::sleep(Duration::from_millis(20));
         let len = 3 * 4096;
-        // SAFETY: a fresh shared mapping of an open file, unmapped below.
-        unsafe {
-            let ptr = libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                f.as_raw_fd(),
-                0,
-            );
-            assert_ne!(ptr, libc::MAP_FAILED, "{}", std::io::Error::last_os_error());
-            let s = std::slice::from_raw_parts_mut(ptr as *mut u8, len);
-            s[..5].copy_from_slice(b"mmap!");
-            s[2 * 4096 + 10..2 * 4096 + 13].copy_from_slice(b"end");
-            assert_eq!(libc::msync(ptr, len, libc::MS_SYNC), 0);
-            assert_eq!(libc::munmap(ptr, len), 0);
-        }
+        let mut map = common::SharedMap::of(&f, len);
+        map.write(0, b"mmap!");
+        map.write(2 * 4096 + 10, b"end");
+        drop(map);
         // Visible through read(2) on another descriptor at once.
         let mut buf = [0u8; 5];
         File::open(&p).unwrap().read_exact_at(&mut buf, 0).unwrap();

@@ -60,6 +60,38 @@ fn ignore_lease_breaks() {
     });
 }
 
+/// A shared writable mapping of a file's first `len` bytes, for tests;
+/// unmapped when dropped, and it outlives the descriptor it was made from.
+#[cfg(test)]
+pub(crate) struct TestMap(*mut libc::c_void, usize);
+
+#[cfg(test)]
+impl TestMap {
+    pub(crate) fn of(file: &File, len: usize) -> TestMap {
+        // SAFETY: a fresh mapping of an open file, unmapped in Drop.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED, "{}", io::Error::last_os_error());
+        TestMap(ptr, len)
+    }
+}
+
+#[cfg(test)]
+impl Drop for TestMap {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `of`.
+        unsafe { libc::munmap(self.0, self.1) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,22 +111,10 @@ mod tests {
         assert_eq!(probe(&p).unwrap(), Some(Writers::Some));
         // A shared writable mapping holds the file open for writing after
         // its descriptor is closed.
-        // SAFETY: a fresh mapping of an open file, unmapped below.
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                writer.as_raw_fd(),
-                0,
-            )
-        };
-        assert_ne!(map, libc::MAP_FAILED);
+        let map = TestMap::of(&writer, 4096);
         drop(writer);
         assert_eq!(probe(&p).unwrap(), Some(Writers::Some));
-        // SAFETY: the mapping made above.
-        assert_eq!(unsafe { libc::munmap(map, 4096) }, 0);
+        drop(map);
         assert!(matches!(probe(&p).unwrap(), Some(Writers::None(_))));
     }
 }

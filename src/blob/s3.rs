@@ -1104,6 +1104,28 @@ impl S3Store {
         e.version > 0 && e.sending.is_none() && !e.writing && e.clean != Some(Stamp::of(m))
     }
 
+    /// Record that local writes may change the copy of `ino` (entry `e`),
+    /// before they do: after a crash its new figures are then taken for
+    /// local writes, not for damage. Nothing to do for a copy already so
+    /// recorded, or never sent (all of it is local).
+    fn mark_writing(&self, ino: u64, e: &Entry) -> io::Result<()> {
+        if e.writing || e.version == 0 {
+            return Ok(());
+        }
+        self.write_record(
+            ino,
+            &Cached {
+                version: e.version,
+                clean: e.clean,
+                sending: e.sending,
+                writing: true,
+                recorded: e.recorded,
+            },
+        )?;
+        self.mark(ino, |e| e.writing = true);
+        Ok(())
+    }
+
     fn mark(&self, ino: u64, f: impl FnOnce(&mut Entry)) {
         if let Some(e) = self.state.lock().entries.get_mut(&ino) {
             f(e);
@@ -1841,27 +1863,12 @@ impl ContentStore for S3Store {
             return Ok(());
         }
         let _g = self.stripe(ino);
-        let Some((e, _)) = self.known(ino)? else {
-            return Ok(());
-        };
-        if e.writing || e.version == 0 {
-            // Already taken for local writes (or never sent: all of it is).
-            return Ok(());
+        match self.known(ino)? {
+            // As at an open for writing: after a crash the changed copy is
+            // sent, not fetched again.
+            Some((e, _)) => self.mark_writing(ino, &e),
+            None => Ok(()),
         }
-        // Recorded first, as at an open for writing (`warm`): after a
-        // crash the changed copy is sent, not fetched again.
-        self.write_record(
-            ino,
-            &Cached {
-                version: e.version,
-                clean: e.clean,
-                sending: e.sending,
-                writing: true,
-                recorded: e.recorded,
-            },
-        )?;
-        self.mark(ino, |e| e.writing = true);
-        Ok(())
     }
 
     fn present(&self, range: std::ops::Range<u64>) -> io::Result<Vec<u64>> {
@@ -2150,8 +2157,6 @@ impl ContentStore for S3Store {
         if !found || !for_write || self.read_only() {
             return Ok(());
         }
-        // Recorded before the first write: after a crash, the copy's new
-        // figures are then taken for local writes, not for damage.
         let e = self
             .state
             .lock()
@@ -2159,21 +2164,7 @@ impl ContentStore for S3Store {
             .get(&ino)
             .cloned()
             .unwrap_or_default();
-        if e.writing || e.version == 0 {
-            return Ok(());
-        }
-        self.write_record(
-            ino,
-            &Cached {
-                version: e.version,
-                clean: e.clean,
-                sending: e.sending,
-                writing: true,
-                recorded: e.recorded,
-            },
-        )?;
-        self.mark(ino, |e| e.writing = true);
-        Ok(())
+        self.mark_writing(ino, &e)
     }
 
     fn serve_as_writer(&self) -> io::Result<()> {
@@ -2459,7 +2450,6 @@ mod tests {
     /// in the cache however full it is; evicted once the mapping goes.
     #[test]
     fn a_copy_still_mapped_for_writing_is_never_evicted() {
-        use std::os::fd::AsRawFd;
         let server = moto::S3Server::start();
         let cache = tempfile::tempdir().unwrap();
         let mut cfg = config(&server, "map");
@@ -2474,18 +2464,7 @@ mod tests {
             .write(true)
             .open(store.copy_path(1))
             .unwrap();
-        // SAFETY: a fresh shared mapping of an open file, unmapped below.
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                rw.as_raw_fd(),
-                0,
-            )
-        };
-        assert_ne!(map, libc::MAP_FAILED);
+        let map = crate::blob::lease::TestMap::of(&rw, 4096);
         drop(rw);
         let fill = |from: u64| {
             for ino in from..from + 4 {
@@ -2496,8 +2475,7 @@ mod tests {
         };
         fill(2);
         assert!(store.copy_path(1).exists(), "a mapped copy was evicted");
-        // SAFETY: the mapping made above.
-        assert_eq!(unsafe { libc::munmap(map, 4096) }, 0);
+        drop(map);
         fill(6);
         assert!(!store.copy_path(1).exists(), "kept once the mapping went");
     }
