@@ -60,8 +60,11 @@ pub(super) struct Mappings {
     settling: parking_lot::Mutex<()>,
 }
 
+/// Who holds a mapped file open, for the writers a mode change names.
+const MAPPING_WRITER: &str = "a shared mapping whose descriptor is closed";
+
 struct Mapping {
-    by: String,
+    /// The write intent covering what the mapping writes.
     intent: uuid::Uuid,
     /// The object's figures at the last close.
     closed: ObjectStat,
@@ -73,12 +76,12 @@ impl Mappings {
         self.mapped.lock().contains_key(&ino)
     }
 
-    /// The files mappings write, with who made them (for a mode change).
+    /// The files mappings write, with who writes them (for a mode change).
     pub(super) fn writers(&self) -> Vec<(u64, String)> {
         self.mapped
             .lock()
-            .iter()
-            .map(|(ino, m)| (*ino, m.by.clone()))
+            .keys()
+            .map(|ino| (*ino, MAPPING_WRITER.to_string()))
             .collect()
     }
 }
@@ -235,14 +238,10 @@ impl Fs {
             "a shared mapping writes a file after its last close; \
             it counts as a writer until it goes"
         );
-        self.mappings.mapped.lock().insert(
-            ino,
-            Mapping {
-                by: "a shared mapping whose descriptor is closed".to_string(),
-                intent,
-                closed,
-            },
-        );
+        self.mappings
+            .mapped
+            .lock()
+            .insert(ino, Mapping { intent, closed });
         Ok(())
     }
 
