@@ -84,14 +84,15 @@ impl Listed {
     }
 
     /// The chunk `ino` was last listed in, to load again, unless it was
-    /// loaded within the last `turnover` entries put into the cache.
-    pub(super) fn take(&self, ino: u64, turnover: u64) -> Option<Arc<[u64]>> {
+    /// loaded within the last `turnover` entries put into the cache or
+    /// holds more than `max_len` entries.
+    pub(super) fn take(&self, ino: u64, turnover: u64, max_len: usize) -> Option<Arc<[u64]>> {
         let mut c = self.inner.lock();
         let seq = *c.by_ino.get(&ino)?;
         let i = usize::try_from(seq.checked_sub(c.first)?).ok()?;
         let now = self.loaded.load(Relaxed);
         let chunk = c.chunks.get_mut(i)?;
-        if now.saturating_sub(chunk.loaded_at) < turnover {
+        if now.saturating_sub(chunk.loaded_at) < turnover || chunk.inos.len() > max_len {
             return None;
         }
         chunk.loaded_at = now;
@@ -112,25 +113,28 @@ mod tests {
         l.remember(&[1, 2, 3]);
         l.remember(&[4, 5]);
         // Just loaded: not again until 10 more entries went in.
-        assert!(l.take(2, 10).is_none());
+        assert!(l.take(2, 10, usize::MAX).is_none());
         l.loaded(10);
-        assert_eq!(l.take(2, 10).as_deref(), Some(&[1, 2, 3][..]));
-        assert!(l.take(1, 10).is_none(), "once per turnover");
-        assert_eq!(l.take(5, 10).as_deref(), Some(&[4, 5][..]));
+        assert_eq!(l.take(2, 10, usize::MAX).as_deref(), Some(&[1, 2, 3][..]));
+        assert!(l.take(1, 10, usize::MAX).is_none(), "once per turnover");
+        assert_eq!(l.take(5, 10, usize::MAX).as_deref(), Some(&[4, 5][..]));
         // Listed again: the newer chunk answers.
         l.remember(&[6, 7]);
         l.remember(&[7, 8]);
         l.loaded(10);
-        assert_eq!(l.take(7, 10).as_deref(), Some(&[7, 8][..]));
-        assert_eq!(l.take(6, 10).as_deref(), Some(&[6, 7][..]));
-        assert!(l.take(99, 0).is_none(), "never listed");
+        assert_eq!(l.take(7, 10, usize::MAX).as_deref(), Some(&[7, 8][..]));
+        assert_eq!(l.take(6, 10, usize::MAX).as_deref(), Some(&[6, 7][..]));
+        assert!(l.take(99, 0, usize::MAX).is_none(), "never listed");
         for i in 0..KEEP_CHUNKS as u64 {
             l.remember(&[100 + i]);
         }
         l.remember(&[9]);
-        assert!(l.take(100, 0).is_none(), "the oldest chunk was dropped");
-        assert_eq!(l.take(101, 0).as_deref(), Some(&[101][..]));
-        assert_eq!(l.take(9, 0).as_deref(), Some(&[9][..]));
+        assert!(
+            l.take(100, 0, usize::MAX).is_none(),
+            "the oldest chunk was dropped"
+        );
+        assert_eq!(l.take(101, 0, usize::MAX).as_deref(), Some(&[101][..]));
+        assert_eq!(l.take(9, 0, usize::MAX).as_deref(), Some(&[9][..]));
         assert!(l.inner.lock().by_ino.len() <= KEEP_CHUNKS);
     }
 }

@@ -319,13 +319,13 @@ impl Fs {
         let cap = self.cache.capacity() as u64;
         // Loaded at least half a cache ago: `ls` of a directory as large
         // as the cache comes back to a chunk one cache after listing it.
-        match self.listed.take(ino, cap / 2) {
-            // Worth it only where a chunk is small beside the cache.
-            Some(chunk) if chunk.len() as u64 * 4 <= cap => {
+        // Worth it only where a chunk is small beside the cache.
+        match self.listed.take(ino, cap / 2, (cap / 4) as usize) {
+            Some(chunk) => {
                 self.fill_listed(&chunk);
                 true
             }
-            _ => {
+            None => {
                 self.listed.loaded(1);
                 false
             }
