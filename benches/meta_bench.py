@@ -201,14 +201,14 @@ def print_table(rows):
             print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
 
 
-def report_cap(res):
-    """The mount with a capacity against raw, with the same targets."""
-    if not any(side == "cap" for side, _ in res):
+def report_cap(res, side="cap", title="--capacity"):
+    """A mount with a capacity against raw, with the same targets."""
+    if not any(s == side for s, _ in res):
         return
-    rows = [("metric (--capacity)", "unit", "raw", "cap", "ratio", "target", "")]
+    rows = [("metric (%s)" % title, "unit", "raw", side, "ratio", "target", "")]
     below = 0
     for key, label, unit, target, _ in METRICS:
-        raw, cap = res.get(("raw", key)), res.get(("cap", key))
+        raw, cap = res.get(("raw", key)), res.get((side, key))
         if raw is None or cap is None:
             continue
         ratio = cap / raw if raw > 0 else 0.0
@@ -218,7 +218,7 @@ def report_cap(res):
                      "ok" if ok else "BELOW"))
     print()
     print_table(rows)
-    print("\n%d of %d --capacity rows below target" % (below, len(rows) - 1))
+    print("\n%d of %d %s rows below target" % (below, len(rows) - 1, title))
 
 
 def report(path):
@@ -246,6 +246,7 @@ def report(path):
     print_table(rows)
     print("\n%d of %d rows below target" % (below, len(METRICS)))
     report_cap(res)
+    report_cap(res, "cappt", "--capacity --capacity-passthrough")
     if not any(side == "pg" for side, _ in res):
         return
     rows = [("metric (PostgreSQL)", "unit", "sqlite", "pg", "pg/sqlite", "pg/raw", "target", "")]

@@ -30,6 +30,8 @@
 #   ARTFS_BIN      artfs binary [target/release/artfs]
 #   BENCH_CAP      capacity of a third mount measured beside the default
 #                  one (every write checked by the daemon) [100G]; 0: none
+#   BENCH_CAP_PT   1: a fourth mount with that capacity and
+#                  --capacity-passthrough (the "cappt" side); 0: none [1]
 #   BENCH_PG       auto: also run every row on a second mount whose tables
 #                  are in a throwaway local PostgreSQL (unix socket), the
 #                  "pg" side, reported against SQLite; 0: skip [auto]
@@ -89,6 +91,7 @@ fi
 
 PG_PID=
 CAP_PID=
+CAPPT_PID=
 PGBIN=
 NGINX_PID=
 cleanup() {
@@ -99,12 +102,12 @@ cleanup() {
         kill -QUIT "$NGINX_PID"
         wait "$NGINX_PID" 2>/dev/null
     fi
-    for m in "$T/mnt" "$T/mnt-pg" "$T/mnt-cap"; do
+    for m in "$T/mnt" "$T/mnt-pg" "$T/mnt-cap" "$T/mnt-cappt"; do
         if mountpoint -q "$m"; then
             fusermount3 -u "$m" || fusermount3 -uz "$m"
         fi
     done
-    for p in $PID $PG_PID $CAP_PID; do
+    for p in $PID $PG_PID $CAP_PID $CAPPT_PID; do
         for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
         kill "$p" 2>/dev/null
         wait "$p" 2>/dev/null
@@ -186,6 +189,19 @@ if [[ ${BENCH_CAP:-100G} != 0 ]]; then
     wait_mounted "$T/mnt-cap" "$CAP_PID" "$T/artfs-cap.log" "artfs (cap)"
     DIRS[cap]="$T/mnt-cap"
     SIDES+=(cap)
+fi
+# The "cappt" side: the same capacity with --capacity-passthrough (writes
+# by passthrough, each checked by fanotify pre-content events).
+if [[ ${BENCH_CAP:-100G} != 0 && ${BENCH_CAP_PT:-1} != 0 ]]; then
+    mkdir -p "$T/backing-cappt" "$T/mnt-cappt"
+    # shellcheck disable=SC2086 # BENCH_MOUNT_ARGS is a list of arguments
+    ARTFS_LOG=${ARTFS_LOG:-info,fuser::session=error} "$BIN" mount "$T/backing-cappt" "$T/mnt-cappt" \
+        --capacity "${BENCH_CAP:-100G}" --capacity-passthrough $URING_ARGS ${BENCH_MOUNT_ARGS:-} \
+        >"$T/artfs-cappt.log" 2>&1 &
+    CAPPT_PID=$!
+    wait_mounted "$T/mnt-cappt" "$CAPPT_PID" "$T/artfs-cappt.log" "artfs (cappt)"
+    DIRS[cappt]="$T/mnt-cappt"
+    SIDES+=(cappt)
 fi
 
 # Write back dirty data and drop page cache, dentries and inodes, so that

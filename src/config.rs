@@ -227,6 +227,10 @@ pub struct MountConfig {
     pub io_uring: bool,
     /// listxattr lists the computed `user.artstore.*` attributes too.
     pub list_computed_xattrs: bool,
+    /// With a capacity, writes go through passthrough, each checked
+    /// against the capacity by the kernel's fanotify pre-content events
+    /// (Linux 6.14+); sendfile and splice into a file are not checked.
+    pub capacity_passthrough: bool,
     /// The kernel ignores device files on the mount (mount's `nodev`).
     pub nodev: bool,
     /// The kernel ignores set-user-id and set-group-id bits when running
@@ -256,6 +260,7 @@ impl Default for MountConfig {
             force: false,
             io_uring: true,
             list_computed_xattrs: false,
+            capacity_passthrough: false,
             nodev: false,
             nosuid: false,
             noexec: false,

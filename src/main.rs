@@ -393,6 +393,15 @@ struct MountArgs {
           require_equals = true, default_missing_value = "true",
           value_parser = artfs::config::parse_bool)]
     list_computed_xattrs: Option<bool>,
+    /// With --capacity, let writes use passthrough (bulk writes at the
+    /// backing filesystem's speed), each checked against the capacity by
+    /// the kernel's fanotify pre-content events (Linux 6.14+, as root);
+    /// sendfile(2) and splice(2) into a file are not checked, so they can
+    /// pass the capacity [default: false].
+    #[arg(long, env = "ARTFS_CAPACITY_PASSTHROUGH", value_name = "BOOL", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true",
+          value_parser = artfs::config::parse_bool)]
+    capacity_passthrough: Option<bool>,
     /// Device files on the mount do not work as devices (mount's nodev)
     /// [default: false].
     #[arg(long, env = "ARTFS_NODEV", value_name = "BOOL", num_args = 0..=1,
@@ -523,6 +532,10 @@ impl MountArgs {
         over(
             &mut cfg.mount.list_computed_xattrs,
             self.list_computed_xattrs,
+        );
+        over(
+            &mut cfg.mount.capacity_passthrough,
+            self.capacity_passthrough,
         );
         over(&mut cfg.mount.nodev, self.nodev);
         over(&mut cfg.mount.nosuid, self.nosuid);
@@ -1701,6 +1714,10 @@ mod tests {
             (
                 "list_computed_xattrs",
                 d.mount.list_computed_xattrs.to_string(),
+            ),
+            (
+                "capacity_passthrough",
+                d.mount.capacity_passthrough.to_string(),
             ),
             ("nodev", d.mount.nodev.to_string()),
             ("nosuid", d.mount.nosuid.to_string()),

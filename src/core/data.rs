@@ -901,6 +901,20 @@ impl Fs {
         }))
     }
 
+    /// Before bytes written past the daemon (a guarded passthrough write,
+    /// `fuse::write_guard`) may grow open file `ino` to `end`: the same
+    /// reservation a write through [`Fs::write`] makes, trash purged first
+    /// when the capacity would be passed. Refused (ENOSPC), the write must
+    /// not happen. The last close records the size the object reached.
+    pub fn reserve_growth(&self, ino: u64, end: u64) -> Result<()> {
+        let size = self.inode(ino)?.size;
+        if end <= size {
+            return Ok(());
+        }
+        self.make_room(end - size);
+        self.with_room(end - size, || self.reserve_size(ino, end))
+    }
+
     /// Write an open file's size and times back to the metadata store.
     /// The object is examined under the mutation lock, so concurrent
     /// persists record sizes in order.

@@ -9,6 +9,7 @@ mod mount;
 mod notify;
 mod offload;
 mod opstats;
+mod write_guard;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -89,6 +90,9 @@ pub struct Shared {
     held: Mutex<HashMap<u64, Held>>,
     /// Every name the kernel holds, on a follower's mount (see `known`).
     known: Option<Arc<known::KnownNames>>,
+    /// Checks passthrough writes against the capacity, when asked for
+    /// (`MountOptions::capacity_passthrough`; see `write_guard`).
+    guard: Option<write_guard::WriteGuard>,
 }
 
 /// A special inode the kernel holds (its lookup count). Removed while held
@@ -229,6 +233,7 @@ impl FuseFs {
                 list_computed_xattrs: false,
                 held: Mutex::default(),
                 known: None,
+                guard: None,
             }),
             offload: None,
         }
@@ -254,6 +259,25 @@ impl FuseFs {
     /// Ask the kernel for FUSE over io_uring (see `MountOptions::io_uring`).
     pub fn with_io_uring(mut self, on: bool) -> FuseFs {
         self.building().io_uring = on;
+        self
+    }
+
+    /// Writes through passthrough under a capacity, checked by a
+    /// [`write_guard::WriteGuard`] (see `MountOptions::capacity_passthrough`).
+    /// Where the kernel cannot (no pre-content events, or no CAP_SYS_ADMIN)
+    /// writes stay served by the daemon, and the log says why.
+    pub fn with_capacity_passthrough(mut self, on: bool) -> FuseFs {
+        if on {
+            let fs = self.fs.clone();
+            match write_guard::WriteGuard::start(fs) {
+                Ok(g) => self.building().guard = Some(g),
+                Err(e) => warn!(
+                    error = %e,
+                    "--capacity-passthrough: the kernel offers no fanotify pre-content events \
+                     (Linux 6.14 or later, as root); writes under the capacity go through the daemon"
+                ),
+            }
+        }
         self
     }
 
@@ -518,18 +542,39 @@ impl Shared {
         // none may be until all its handles are closed.
         let id = match by_ino.get(&h.ino).and_then(Weak::upgrade) {
             Some(id) => id,
-            // Passthrough hands writes to the kernel; a mode that can
-            // change (anything but edit) needs to see every write, and so
-            // does an append-only file's writer (a shared mapping could
-            // write anywhere).
-            // A copy still being fetched holds holes: its reads wait in
-            // the daemon for their bytes.
-            _ if self.fs.writes_through_daemon()
-                || h.append_only
-                || h.filling()
-                || self.fs.open_count(h.ino) > 1 =>
-            {
-                return None
+            // An append-only file's writer must be seen (a shared mapping
+            // could write anywhere). A copy still being fetched holds
+            // holes: its reads wait in the daemon for their bytes.
+            _ if h.append_only || h.filling() || self.fs.open_count(h.ino) > 1 => return None,
+            // Every write must be checked against the capacity, or the
+            // trash purged when BACKING fills: through the daemon, or
+            // through passthrough under the write guard (a writer that
+            // opens the file first, see `write_guard`).
+            None if self.fs.writes_through_daemon() => {
+                let guard = self.guard.as_ref()?;
+                if !h.writable || self.fs.space_tight() {
+                    return None;
+                }
+                let file = match guard.watch(h.ino, &h.file) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        tracing::debug!(error = %e, ino = h.ino, "write guard: cannot watch; served by the daemon");
+                        return None;
+                    }
+                };
+                match open(&file) {
+                    Ok(id) => {
+                        let id = Arc::new(id);
+                        by_ino.insert(h.ino, Arc::downgrade(&id));
+                        id
+                    }
+                    Err(e) => {
+                        guard.unwatch(h.ino);
+                        warn!(error = %e, "passthrough unavailable; serving I/O through the daemon");
+                        self.passthrough.store(false, Ordering::Relaxed);
+                        return None;
+                    }
+                }
             }
             None => match open(&h.file) {
                 Ok(id) => {
@@ -1212,6 +1257,9 @@ impl Filesystem for FuseFs {
             let mut by_ino = self.backing_by_ino.lock();
             if by_ino.get(&ino.0).is_some_and(|w| w.strong_count() == 0) {
                 by_ino.remove(&ino.0);
+                if let Some(g) = &self.guard {
+                    g.unwatch(ino.0);
+                }
             }
         }
         self.empty("release", ino.0, reply, r)

@@ -42,6 +42,12 @@ pub struct MountOptions {
     /// names (file_id, sha256, ...); off by default, so copying tools do
     /// not carry them. They are readable by name either way.
     pub list_computed_xattrs: bool,
+    /// With a capacity, let files opened for writing use passthrough,
+    /// each write checked against the capacity by fanotify's pre-content
+    /// events (`write_guard`): bulk writes at the backing filesystem's
+    /// speed. Off by default: sendfile(2) and splice(2) into such a file
+    /// are not checked (docs/SEMANTICS.md).
+    pub capacity_passthrough: bool,
     /// mount(8)'s `nodev`, `nosuid` and `noexec`, as the kernel applies
     /// them to this mount (an archive of files from elsewhere may hold
     /// device nodes and set-id programs that must not take effect here).
@@ -77,6 +83,7 @@ impl From<&crate::config::MountConfig> for MountOptions {
             keep_awake: Duration::from_micros(m.keep_awake_us),
             io_uring: m.io_uring,
             list_computed_xattrs: m.list_computed_xattrs,
+            capacity_passthrough: m.capacity_passthrough,
             nodev: m.nodev,
             nosuid: m.nosuid,
             noexec: m.noexec,
@@ -288,6 +295,7 @@ pub fn serve(fs: Arc<Fs>, mountpoint: &Path, opts: &MountOptions) -> anyhow::Res
         .with_keep_awake(opts.keep_awake)?
         .with_io_uring(opts.io_uring)
         .with_list_computed_xattrs(opts.list_computed_xattrs)
+        .with_capacity_passthrough(opts.capacity_passthrough)
         .with_helpers(HELPERS)?;
     let notifier = adapter.notifier_cell();
     let session = fuser::Session::new(adapter, &mountpoint, &config)

@@ -1,0 +1,324 @@
+//! Passthrough writes under a capacity (`--capacity-passthrough`).
+//!
+//! Through passthrough the kernel writes the object without asking the
+//! daemon, so a capacity could not be checked, and a capacity sent every
+//! write through the daemon (about a third of the backing filesystem's
+//! speed). fanotify's pre-content events (Linux 6.14) ask first: once an
+//! object is marked (`FAN_PRE_ACCESS`), every read or write through a file
+//! opened on it *afterwards* waits, with the byte range it touches, for
+//! this guard's answer. So the object of a file opened for writing is
+//! marked before its backing file is opened, and an access that could grow
+//! the file past its recorded size asks the core for the growth, the same
+//! exact reservation a write through the daemon makes
+//! ([`Fs::reserve_growth`]). Refused, the write fails with the core's
+//! errno (ENOSPC) before a byte lands. The last close records the real
+//! size, as for any passthrough writer: usage is exact at commit.
+//!
+//! What the events leave open, and the answers (docs/SEMANTICS.md):
+//! - The range is page-rounded, and an `O_APPEND` write reports the
+//!   descriptor's position, not the end it writes at; whether a
+//!   descriptor appends can change (fcntl) without the daemon hearing. So
+//!   the growth asked for is the most the access could add: its rounded
+//!   end, or the size plus its length, whichever is larger. Near a full
+//!   store a write may be refused a little early (by at most its own
+//!   length), never let past.
+//! - Reads raise the same event. One the core refuses is let through when
+//!   its thread is blocked in a read(2)-family call: a read grows nothing.
+//! - The daemon's own accesses (hashing, sending) are answered at once, by
+//!   the thread that reads the events, so they never wait behind a
+//!   reservation (which takes the core's locks).
+//! - splice(2) and sendfile(2) into the file reach the object without an
+//!   event (the kernel's `backing_file_splice_write` checks nothing), so
+//!   they are counted only at the close: they can pass the capacity. This
+//!   is why the guard is asked for, not the default.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::core::Fs;
+
+/// Linux 6.14's pre-content event (not in libc yet).
+const FAN_PRE_ACCESS: u64 = 0x0010_0000;
+/// The info record carrying an event's byte range.
+const FAN_EVENT_INFO_TYPE_RANGE: u8 = 6;
+/// A refusal with an errno (`FAN_DENY_ERRNO`, Linux 6.14).
+fn deny_with(errno: i32) -> u32 {
+    // The errnos a pre-content answer may carry (fanotify_is_valid_errno).
+    let errno = match errno {
+        libc::ENOSPC | libc::EDQUOT | libc::EPERM | libc::EIO | libc::EBUSY | libc::EAGAIN => errno,
+        _ => libc::EIO,
+    };
+    libc::FAN_DENY | ((errno as u32 & 0xff) << 24)
+}
+
+/// One event, as the reader thread hands it to the deciding thread.
+struct Event {
+    fd: OwnedFd,
+    tid: i32,
+    offset: u64,
+    len: u64,
+}
+
+/// An object being written through a guarded backing file.
+struct Watched {
+    ino: u64,
+    /// An `O_PATH` descriptor of the object, which names it while marked:
+    /// the mark is removed through it (the handle's own may be closed by
+    /// then).
+    path: OwnedFd,
+}
+
+pub struct WriteGuard {
+    fan: Arc<OwnedFd>,
+    /// By the object's (device, inode number).
+    watched: Arc<Mutex<HashMap<(u64, u64), Watched>>>,
+    /// By artfs inode, the key above.
+    keys: Mutex<HashMap<u64, (u64, u64)>>,
+}
+
+impl WriteGuard {
+    /// A fanotify group of the pre-content class, and its two threads.
+    /// Fails where the kernel has no pre-content events or the daemon
+    /// lacks CAP_SYS_ADMIN.
+    pub fn start(fs: Arc<Fs>) -> io::Result<WriteGuard> {
+        let flags = libc::FAN_CLASS_PRE_CONTENT | libc::FAN_CLOEXEC | libc::FAN_REPORT_TID;
+        let event_flags = (libc::O_RDONLY | libc::O_LARGEFILE | libc::O_CLOEXEC) as u32;
+        // SAFETY: plain syscall; the descriptor is owned below.
+        let fd = unsafe { libc::fanotify_init(flags, event_flags) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fanotify_init returned a fresh descriptor.
+        let fan = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
+        let watched: Arc<Mutex<HashMap<(u64, u64), Watched>>> = Arc::default();
+        let (tx, rx) = mpsc::channel::<Event>();
+        {
+            let fan = fan.clone();
+            std::thread::Builder::new()
+                .name("artfs-write-guard".into())
+                .spawn(move || read_events(&fan, &tx))?;
+        }
+        {
+            let (fan, watched) = (fan.clone(), watched.clone());
+            std::thread::Builder::new()
+                .name("artfs-write-grant".into())
+                .spawn(move || {
+                    for ev in rx {
+                        let answer = decide(&fs, &watched, &ev);
+                        respond(&fan, &ev.fd, answer);
+                    }
+                })?;
+        }
+        Ok(WriteGuard {
+            fan,
+            watched,
+            keys: Mutex::default(),
+        })
+    }
+
+    /// Mark the object `file` (inode `ino`) and open the file the kernel
+    /// is to write it through: opened after the mark, its accesses wait
+    /// for the guard. Fails where the object's filesystem takes no
+    /// pre-content marks (the caller then serves the handle itself).
+    pub fn watch(&self, ino: u64, file: &File) -> io::Result<File> {
+        let fd_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        let path: OwnedFd = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+            .open(&fd_path)?
+            .into();
+        let m = file.metadata()?;
+        let key = (m.dev(), m.ino());
+        mark(&self.fan, libc::FAN_MARK_ADD, &path)?;
+        self.watched.lock().insert(key, Watched { ino, path });
+        self.keys.lock().insert(ino, key);
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&fd_path)
+        {
+            Ok(f) => Ok(f),
+            Err(e) => {
+                self.unwatch(ino);
+                Err(e)
+            }
+        }
+    }
+
+    /// The last passthrough handle of `ino` is closed: remove its mark.
+    pub fn unwatch(&self, ino: u64) {
+        let Some(key) = self.keys.lock().remove(&ino) else {
+            return;
+        };
+        if let Some(w) = self.watched.lock().remove(&key) {
+            // The object may be gone (unlinked, its inode evicted, which
+            // removes the mark): nothing to undo then.
+            let _ = mark(&self.fan, libc::FAN_MARK_REMOVE, &w.path);
+        }
+    }
+}
+
+fn mark(fan: &OwnedFd, op: libc::c_uint, object: &OwnedFd) -> io::Result<()> {
+    // By the descriptor's /proc link: fanotify_mark takes no O_PATH
+    // descriptor as its object (EBADF), but resolves the link to it.
+    let link = std::ffi::CString::new(format!("/proc/self/fd/{}", object.as_raw_fd()))
+        .expect("no NUL in a number");
+    // SAFETY: the group descriptor is open; the path is a valid C string.
+    let r = unsafe {
+        libc::fanotify_mark(
+            fan.as_raw_fd(),
+            op,
+            FAN_PRE_ACCESS,
+            libc::AT_FDCWD,
+            link.as_ptr(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn respond(fan: &OwnedFd, fd: &OwnedFd, response: u32) {
+    let r = libc::fanotify_response {
+        fd: fd.as_raw_fd(),
+        response,
+    };
+    // SAFETY: writes one plain struct to the group's descriptor.
+    let n = unsafe {
+        libc::write(
+            fan.as_raw_fd(),
+            (&r as *const libc::fanotify_response).cast(),
+            std::mem::size_of::<libc::fanotify_response>(),
+        )
+    };
+    if n < 0 {
+        tracing::warn!(error = %io::Error::last_os_error(), "write guard: answering an event failed");
+    }
+}
+
+/// The reader thread: the daemon's own accesses are let through here, at
+/// once; the others go to the deciding thread.
+fn read_events(fan: &OwnedFd, tx: &mpsc::Sender<Event>) {
+    let me = std::process::id() as i32;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        // SAFETY: reads into a buffer we own.
+        let n = unsafe { libc::read(fan.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            tracing::error!(error = %e, "write guard: reading events failed; it stops");
+            return;
+        }
+        let mut at = 0usize;
+        let n = n as usize;
+        while at + std::mem::size_of::<libc::fanotify_event_metadata>() <= n {
+            // SAFETY: the kernel wrote whole records; read unaligned.
+            let m: libc::fanotify_event_metadata =
+                unsafe { std::ptr::read_unaligned(buf[at..].as_ptr().cast()) };
+            let len = m.event_len as usize;
+            if len == 0 || at + len > n {
+                break;
+            }
+            let (offset, count) = range_of(&buf[at + m.metadata_len as usize..at + len]);
+            at += len;
+            if m.fd < 0 {
+                continue;
+            }
+            // SAFETY: the event's descriptor is ours to close.
+            let fd = unsafe { OwnedFd::from_raw_fd(m.fd) };
+            if m.pid == me || own_thread(m.pid) {
+                respond(fan, &fd, libc::FAN_ALLOW);
+                continue;
+            }
+            let ev = Event {
+                fd,
+                tid: m.pid,
+                offset,
+                len: count,
+            };
+            if let Err(mpsc::SendError(ev)) = tx.send(ev) {
+                respond(fan, &ev.fd, deny_with(libc::EIO));
+            }
+        }
+    }
+}
+
+/// The (offset, count) of an event's range record; (0, 0) without one.
+fn range_of(mut info: &[u8]) -> (u64, u64) {
+    while info.len() >= 4 {
+        let (kind, len) = (info[0], u16::from_ne_bytes([info[2], info[3]]) as usize);
+        if len < 4 || len > info.len() {
+            break;
+        }
+        if kind == FAN_EVENT_INFO_TYPE_RANGE && len >= 24 {
+            let word = |i: usize| u64::from_ne_bytes(info[i..i + 8].try_into().expect("8 bytes"));
+            return (word(8), word(16));
+        }
+        info = &info[len..];
+    }
+    (0, 0)
+}
+
+fn own_thread(tid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
+}
+
+/// Whether thread `tid` is blocked in a call that only reads.
+fn in_read_call(tid: i32) -> bool {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{tid}/syscall")) else {
+        return false;
+    };
+    let Some(nr) = s
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse::<i64>().ok())
+    else {
+        return false;
+    };
+    [
+        libc::SYS_read,
+        libc::SYS_pread64,
+        libc::SYS_readv,
+        libc::SYS_preadv,
+        libc::SYS_preadv2,
+    ]
+    .contains(&nr)
+}
+
+/// Allow, or refuse with the core's errno, an access by another process.
+fn decide(fs: &Fs, watched: &Mutex<HashMap<(u64, u64), Watched>>, ev: &Event) -> u32 {
+    // SAFETY: fstat into a zeroed struct, on a descriptor we hold.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(ev.fd.as_raw_fd(), &mut st) } < 0 {
+        return deny_with(libc::EIO);
+    }
+    let key = (st.st_dev, st.st_ino);
+    let Some(ino) = watched.lock().get(&key).map(|w| w.ino) else {
+        // Marked no more (its last handle closed while this waited).
+        return libc::FAN_ALLOW;
+    };
+    // The most this access could grow the file to (see the module doc).
+    let end = ev
+        .offset
+        .saturating_add(ev.len)
+        .max((st.st_size as u64).saturating_add(ev.len));
+    match fs.reserve_growth(ino, end) {
+        Ok(()) => libc::FAN_ALLOW,
+        Err(_) if in_read_call(ev.tid) => libc::FAN_ALLOW,
+        Err(e) => {
+            tracing::debug!(ino, end, error = %e, "write guard: growth refused");
+            deny_with(e.errno())
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! Writes through passthrough under a capacity (`--capacity-passthrough`,
+//! `fuse::write_guard`, issue 19): the kernel writes the object itself,
+//! and every write that could grow a file waits for the daemon's answer
+//! (fanotify pre-content events). The capacity is never passed, usage is
+//! exact once the writers close, and no write reaches the daemon.
+
+mod common;
+
+use std::fs::{self, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+
+use common::api::Api;
+
+const CAP: u64 = 1 << 20;
+
+fn start() -> Api {
+    Api::start(&[
+        "--capacity",
+        "1M",
+        "--trash-days",
+        "0",
+        "--capacity-passthrough",
+    ])
+}
+
+/// `artfs_fuse_ops_total{op}` from the daemon's metrics.
+fn fuse_ops(api: &Api, op: &str) -> u64 {
+    let prefix = format!("artfs_fuse_ops_total{{op=\"{op}\"}} ");
+    api.metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// Available bytes as df shows them.
+fn avail(api: &Api) -> u64 {
+    let s = nix::sys::statvfs::statvfs(&api.m.mnt).unwrap();
+    s.blocks_available() as u64 * s.fragment_size() as u64
+}
+
+#[test]
+fn concurrent_passthrough_writers_fill_the_capacity_exactly_and_never_pass_it() {
+    common::engine::every_engine(|| {
+        let api = start();
+        let root = api.m.mnt.clone();
+        let threads: Vec<_> = (0..6)
+            .map(|t| {
+                let root = root.clone();
+                std::thread::spawn(move || {
+                    let mut f = fs::File::create(root.join(format!("w{t}"))).unwrap();
+                    let mut written = 0u64;
+                    for _ in 0..64 {
+                        match f.write(&[t as u8; 4096]) {
+                            Ok(n) => written += n as u64,
+                            Err(e) => {
+                                assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+                                break;
+                            }
+                        }
+                    }
+                    written
+                })
+            })
+            .collect();
+        let total: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(
+            total, CAP,
+            "6 writers of 256 KiB into 1 MiB fill it exactly"
+        );
+        assert_eq!(
+            fuse_ops(&api, "write"),
+            0,
+            "the writes went through the daemon, not passthrough"
+        );
+        let mut on_disk = 0;
+        for t in 0..6u8 {
+            let got = fs::read(api.m.path(&format!("w{t}"))).unwrap();
+            assert!(got.iter().all(|b| *b == t), "w{t} holds another's bytes");
+            on_disk += got.len() as u64;
+        }
+        assert_eq!(on_disk, CAP);
+        // Usage is exact once the writers closed (their releases arrive
+        // asynchronously).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while avail(&api) != 0 {
+            assert!(std::time::Instant::now() < deadline, "usage not settled");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(
+            common::code(fs::write(api.m.path("more"), b"x")),
+            libc::ENOSPC
+        );
+        let mut api = api;
+        api.m.unmount();
+        api.m.assert_consistent();
+    });
+}
+
+#[test]
+fn a_write_that_would_pass_the_capacity_is_refused_before_any_byte_lands() {
+    common::engine::every_engine(|| {
+        let api = start();
+        let p = api.m.path("big");
+        let mut f = fs::File::create(&p).unwrap();
+        f.write_all(&vec![1u8; 900 << 10]).unwrap();
+        // 200 KiB more would pass 1 MiB: refused whole, nothing written.
+        let e = f.write(&vec![2u8; 200 << 10]).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+        assert_eq!(fs::metadata(&p).unwrap().len(), 900 << 10);
+        // What is left still fits.
+        f.write_all(&vec![3u8; (CAP - (900 << 10)) as usize])
+            .unwrap();
+        drop(f);
+        let got = fs::read(&p).unwrap();
+        assert_eq!(got.len() as u64, CAP);
+        assert!(got[..900 << 10].iter().all(|b| *b == 1));
+        assert!(got[900 << 10..].iter().all(|b| *b == 3));
+        assert_eq!(fuse_ops(&api, "write"), 0);
+    });
+}
+
+#[test]
+fn appending_set_after_the_open_cannot_pass_the_capacity() {
+    common::engine::every_engine(|| {
+        let api = start();
+        let p = api.m.path("log");
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&p)
+            .unwrap();
+        f.write_all(&vec![1u8; 600 << 10]).unwrap();
+        // O_APPEND turned on behind the daemon's back, the position moved
+        // to 0: the kernel reports the write at offset 0, yet it lands at
+        // the end. 600 + 500 KiB would pass 1 MiB.
+        nix::fcntl::fcntl(
+            f.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_APPEND),
+        )
+        .unwrap();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        let e = f.write(&vec![2u8; 500 << 10]).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+        f.write_all(&vec![3u8; 100 << 10]).unwrap();
+        drop(f);
+        assert_eq!(fs::metadata(&p).unwrap().len(), 700 << 10);
+    });
+}
+
+#[test]
+fn reads_past_the_end_at_a_full_capacity_are_not_refused() {
+    common::engine::every_engine(|| {
+        let api = start();
+        let p = api.m.path("rw");
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&p)
+            .unwrap();
+        f.write_all_at(&vec![5u8; CAP as usize], 0).unwrap();
+        assert_eq!(
+            f.write_at(b"x", CAP).unwrap_err().raw_os_error(),
+            Some(libc::ENOSPC)
+        );
+        // A read whose buffer reaches past the end, through the writer's
+        // own descriptor (the guarded backing file), at a full store.
+        let mut buf = vec![0u8; 64 << 10];
+        assert_eq!(f.read_at(&mut buf, CAP - 10).unwrap(), 10);
+        assert_eq!(&buf[..10], &[5u8; 10]);
+        // And by another reader of the file while it is open for writing.
+        let mut other = fs::File::open(&p).unwrap();
+        let mut all = Vec::new();
+        std::io::Read::read_to_end(&mut other, &mut all).unwrap();
+        assert_eq!(all.len() as u64, CAP);
+    });
+}
+
+#[test]
+fn a_truncate_gives_back_what_a_guarded_writer_may_grow_into() {
+    common::engine::every_engine(|| {
+        let api = start();
+        let p = api.m.path("t");
+        let mut f = fs::File::create(&p).unwrap();
+        f.write_all(&vec![1u8; 800 << 10]).unwrap();
+        // Shrunk through the daemon while open: the capacity it held is
+        // free again, for this writer and others.
+        f.set_len(0).unwrap();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        f.write_all(&vec![2u8; 512 << 10]).unwrap();
+        fs::write(api.m.path("other"), vec![3u8; 512 << 10]).unwrap();
+        assert_eq!(
+            f.write(b"x").unwrap_err().raw_os_error(),
+            Some(libc::ENOSPC)
+        );
+        drop(f);
+        assert_eq!(fs::metadata(&p).unwrap().len(), 512 << 10);
+    });
+}
