@@ -201,3 +201,53 @@ fn a_truncate_gives_back_what_a_guarded_writer_may_grow_into() {
         assert_eq!(fs::metadata(&p).unwrap().len(), 512 << 10);
     });
 }
+
+#[test]
+fn sendfile_is_not_checked_but_counted_at_the_close() {
+    // The documented hole: the kernel's backing-file splice raises no
+    // event, so sendfile(2) into a guarded file passes the capacity. The
+    // close records what it wrote, and the store then refuses growth.
+    common::engine::every_engine(|| {
+        let api = start();
+        let mut src = tempfile::tempfile().unwrap();
+        src.write_all(&vec![4u8; 1536 << 10]).unwrap();
+        src.seek(SeekFrom::Start(0)).unwrap();
+        let dst = fs::File::create(api.m.path("sent")).unwrap();
+        let mut sent = 0;
+        while sent < 1536 << 10 {
+            // SAFETY: both descriptors are open for the call.
+            let n = unsafe {
+                libc::sendfile(
+                    dst.as_raw_fd(),
+                    src.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    (1536 << 10) - sent,
+                )
+            };
+            assert!(n > 0, "sendfile: {}", std::io::Error::last_os_error());
+            sent += n as usize;
+        }
+        drop(dst);
+        assert_eq!(fs::metadata(api.m.path("sent")).unwrap().len(), 1536 << 10);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while avail(&api) != 0 {
+            assert!(std::time::Instant::now() < deadline, "usage not settled");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(
+            common::code(fs::write(api.m.path("more"), b"x")),
+            libc::ENOSPC
+        );
+        // Freed, the store takes writes again.
+        fs::remove_file(api.m.path("sent")).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while avail(&api) != CAP {
+            assert!(std::time::Instant::now() < deadline, "space not given back");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        fs::write(api.m.path("more"), b"x").unwrap();
+        let mut api = api;
+        api.m.unmount();
+        api.m.assert_consistent();
+    });
+}

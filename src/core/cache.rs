@@ -252,6 +252,17 @@ impl Cache {
         self.count(k)
     }
 
+    /// The recorded size of `ino` if the cache holds it and its lock is
+    /// free this instant (never waits: for a thread that must not block
+    /// on the core's locks, see `fuse::write_guard`).
+    pub fn try_size(&self, ino: u64) -> Option<u64> {
+        let mut c = self.inner.try_lock()?;
+        if let Some((_, v)) = c.d_inodes.get(&ino) {
+            return v.as_ref().map(|i| i.size);
+        }
+        c.inodes.get(&ino).map(|i| i.size)
+    }
+
     /// Whether `inode` would answer without the database (not counted).
     pub fn holds_inode(&self, ino: u64) -> bool {
         !matches!(self.inode_raw(ino), Known::Miss)

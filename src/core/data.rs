@@ -915,6 +915,14 @@ impl Fs {
         self.with_room(end - size, || self.reserve_size(ino, end))
     }
 
+    /// Whether growing `ino` to `end` is already covered by its recorded
+    /// size (so [`Fs::reserve_growth`] would have nothing to do), answered
+    /// from memory without waiting on a lock; `None`: ask
+    /// `reserve_growth`.
+    pub fn growth_covered(&self, ino: u64, end: u64) -> Option<bool> {
+        self.cache.try_size(ino).map(|size| end <= size)
+    }
+
     /// Write an open file's size and times back to the metadata store.
     /// The object is examined under the mutation lock, so concurrent
     /// persists record sizes in order.

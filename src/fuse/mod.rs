@@ -268,8 +268,8 @@ impl FuseFs {
     /// writes stay served by the daemon, and the log says why.
     pub fn with_capacity_passthrough(mut self, on: bool) -> FuseFs {
         if on {
-            let fs = self.fs.clone();
-            match write_guard::WriteGuard::start(fs) {
+            let (fs, awake) = (self.fs.clone(), self.awake.clone());
+            match write_guard::WriteGuard::start(fs, awake) {
                 Ok(g) => self.building().guard = Some(g),
                 Err(e) => warn!(
                     error = %e,

@@ -42,6 +42,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use super::awake::KeepAwake;
 use crate::core::Fs;
 
 /// Linux 6.14's pre-content event (not in libc yet).
@@ -73,12 +74,15 @@ struct Watched {
     /// the mark is removed through it (the handle's own may be closed by
     /// then).
     path: OwnedFd,
+    /// The size its checked writes may have grown it to: a larger object
+    /// at the close grew unchecked (splice, sendfile).
+    granted: u64,
 }
 
 pub struct WriteGuard {
     fan: Arc<OwnedFd>,
     /// By the object's (device, inode number).
-    watched: Arc<Mutex<HashMap<(u64, u64), Watched>>>,
+    watched: Arc<Watch>,
     /// By artfs inode, the key above.
     keys: Mutex<HashMap<u64, (u64, u64)>>,
 }
@@ -87,7 +91,9 @@ impl WriteGuard {
     /// A fanotify group of the pre-content class, and its two threads.
     /// Fails where the kernel has no pre-content events or the daemon
     /// lacks CAP_SYS_ADMIN.
-    pub fn start(fs: Arc<Fs>) -> io::Result<WriteGuard> {
+    /// `awake` is pinged at every event: each is two hand-offs, as a FUSE
+    /// request is, and as costly from an idle CPU (see `awake`).
+    pub fn start(fs: Arc<Fs>, awake: Option<Arc<KeepAwake>>) -> io::Result<WriteGuard> {
         let flags = libc::FAN_CLASS_PRE_CONTENT | libc::FAN_CLOEXEC | libc::FAN_REPORT_TID;
         let event_flags = (libc::O_RDONLY | libc::O_LARGEFILE | libc::O_CLOEXEC) as u32;
         // SAFETY: plain syscall; the descriptor is owned below.
@@ -97,13 +103,13 @@ impl WriteGuard {
         }
         // SAFETY: fanotify_init returned a fresh descriptor.
         let fan = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
-        let watched: Arc<Mutex<HashMap<(u64, u64), Watched>>> = Arc::default();
+        let watched: Arc<Watch> = Arc::default();
         let (tx, rx) = mpsc::channel::<Event>();
         {
-            let fan = fan.clone();
+            let (fan, watched, fs) = (fan.clone(), watched.clone(), fs.clone());
             std::thread::Builder::new()
                 .name("artfs-write-guard".into())
-                .spawn(move || read_events(&fan, &tx))?;
+                .spawn(move || read_events(&fan, &fs, &watched, &tx, awake.as_deref()))?;
         }
         {
             let (fan, watched) = (fan.clone(), watched.clone());
@@ -137,7 +143,10 @@ impl WriteGuard {
         let m = file.metadata()?;
         let key = (m.dev(), m.ino());
         mark(&self.fan, libc::FAN_MARK_ADD, &path)?;
-        self.watched.lock().insert(key, Watched { ino, path });
+        let granted = m.len();
+        self.watched
+            .lock()
+            .insert(key, Watched { ino, path, granted });
         self.keys.lock().insert(ino, key);
         match std::fs::OpenOptions::new()
             .read(true)
@@ -161,6 +170,15 @@ impl WriteGuard {
             // The object may be gone (unlinked, its inode evicted, which
             // removes the mark): nothing to undo then.
             let _ = mark(&self.fan, libc::FAN_MARK_REMOVE, &w.path);
+            let size = File::from(w.path).metadata().map_or(0, |m| m.len());
+            if size > w.granted {
+                tracing::warn!(
+                    ino,
+                    unchecked = size - w.granted,
+                    "a file written through passthrough grew past what its checked writes \
+                     could reach (sendfile or splice, which the capacity check cannot see)"
+                );
+            }
         }
     }
 }
@@ -205,9 +223,17 @@ fn respond(fan: &OwnedFd, fd: &OwnedFd, response: u32) {
 }
 
 /// The reader thread: the daemon's own accesses are let through here, at
-/// once; the others go to the deciding thread.
-fn read_events(fan: &OwnedFd, tx: &mpsc::Sender<Event>) {
-    let me = std::process::id() as i32;
+/// once, and so are the accesses the file's recorded size already covers
+/// (overwrites, reads), as far as the core answers without waiting; the
+/// others (growth) go to the deciding thread, which may wait on the
+/// core's locks.
+fn read_events(
+    fan: &OwnedFd,
+    fs: &Fs,
+    watched: &Watch,
+    tx: &mpsc::Sender<Event>,
+    awake: Option<&KeepAwake>,
+) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         // SAFETY: reads into a buffer we own.
@@ -219,6 +245,9 @@ fn read_events(fan: &OwnedFd, tx: &mpsc::Sender<Event>) {
             }
             tracing::error!(error = %e, "write guard: reading events failed; it stops");
             return;
+        }
+        if let Some(a) = awake {
+            a.ping();
         }
         let mut at = 0usize;
         let n = n as usize;
@@ -237,7 +266,7 @@ fn read_events(fan: &OwnedFd, tx: &mpsc::Sender<Event>) {
             }
             // SAFETY: the event's descriptor is ours to close.
             let fd = unsafe { OwnedFd::from_raw_fd(m.fd) };
-            if m.pid == me || own_thread(m.pid) {
+            if own_thread(m.pid) {
                 respond(fan, &fd, libc::FAN_ALLOW);
                 continue;
             }
@@ -247,10 +276,44 @@ fn read_events(fan: &OwnedFd, tx: &mpsc::Sender<Event>) {
                 offset,
                 len: count,
             };
+            if let Some((key, ino, end)) = growth_of(watched, &ev) {
+                if fs.growth_covered(ino, end) == Some(true) {
+                    granted(watched, key, end);
+                    respond(fan, &ev.fd, libc::FAN_ALLOW);
+                    continue;
+                }
+            }
             if let Err(mpsc::SendError(ev)) = tx.send(ev) {
                 respond(fan, &ev.fd, deny_with(libc::EIO));
             }
         }
+    }
+}
+
+type Watch = Mutex<HashMap<(u64, u64), Watched>>;
+
+/// The watched object an event is about (its key and inode) and the most
+/// the access could grow it to (see the module doc); `None` when it is
+/// not watched (any more) or cannot be examined.
+fn growth_of(watched: &Watch, ev: &Event) -> Option<((u64, u64), u64, u64)> {
+    // SAFETY: fstat into a zeroed struct, on a descriptor we hold.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(ev.fd.as_raw_fd(), &mut st) } < 0 {
+        return None;
+    }
+    let key = (st.st_dev, st.st_ino);
+    let ino = watched.lock().get(&key).map(|w| w.ino)?;
+    let end = ev
+        .offset
+        .saturating_add(ev.len)
+        .max((st.st_size as u64).saturating_add(ev.len));
+    Some((key, ino, end))
+}
+
+/// Note that a checked access may have grown the object to `end`.
+fn granted(watched: &Watch, key: (u64, u64), end: u64) {
+    if let Some(w) = watched.lock().get_mut(&key) {
+        w.granted = w.granted.max(end);
     }
 }
 
@@ -270,8 +333,12 @@ fn range_of(mut info: &[u8]) -> (u64, u64) {
     (0, 0)
 }
 
+/// Whether `tid` is a thread of this process: a signal 0 sent to it as a
+/// member of our thread group reaches it only then (cheaper than a /proc
+/// lookup, on every event).
 fn own_thread(tid: i32) -> bool {
-    std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
+    // SAFETY: signal 0 only checks that the target exists.
+    unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, 0) == 0 }
 }
 
 /// Whether thread `tid` is blocked in a call that only reads.
@@ -297,24 +364,17 @@ fn in_read_call(tid: i32) -> bool {
 }
 
 /// Allow, or refuse with the core's errno, an access by another process.
-fn decide(fs: &Fs, watched: &Mutex<HashMap<(u64, u64), Watched>>, ev: &Event) -> u32 {
-    // SAFETY: fstat into a zeroed struct, on a descriptor we hold.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(ev.fd.as_raw_fd(), &mut st) } < 0 {
-        return deny_with(libc::EIO);
-    }
-    let key = (st.st_dev, st.st_ino);
-    let Some(ino) = watched.lock().get(&key).map(|w| w.ino) else {
-        // Marked no more (its last handle closed while this waited).
+fn decide(fs: &Fs, watched: &Watch, ev: &Event) -> u32 {
+    let Some((key, ino, end)) = growth_of(watched, ev) else {
+        // Marked no more (its last handle closed while this waited), or
+        // not examinable: nothing is known to check it against.
         return libc::FAN_ALLOW;
     };
-    // The most this access could grow the file to (see the module doc).
-    let end = ev
-        .offset
-        .saturating_add(ev.len)
-        .max((st.st_size as u64).saturating_add(ev.len));
     match fs.reserve_growth(ino, end) {
-        Ok(()) => libc::FAN_ALLOW,
+        Ok(()) => {
+            granted(watched, key, end);
+            libc::FAN_ALLOW
+        }
         Err(_) if in_read_call(ev.tid) => libc::FAN_ALLOW,
         Err(e) => {
             tracing::debug!(ino, end, error = %e, "write guard: growth refused");
