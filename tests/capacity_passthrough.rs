@@ -251,3 +251,37 @@ fn sendfile_is_not_checked_but_counted_at_the_close() {
         api.m.assert_consistent();
     });
 }
+
+#[test]
+fn a_growing_file_holds_a_little_ahead_and_the_close_gives_back_the_rest() {
+    // With over 1 GiB free, a growing file reserves 8 MiB beyond its
+    // write (one decision per 8 MiB); usage counts it until the close.
+    common::engine::every_engine(|| {
+        const BIG: u64 = 2 << 30;
+        let api = Api::start(&[
+            "--capacity",
+            "2G",
+            "--trash-days",
+            "0",
+            "--capacity-passthrough",
+        ]);
+        let used = || BIG - avail(&api);
+        let mut f = fs::File::create(api.m.path("g")).unwrap();
+        f.write_all(&vec![1u8; 1 << 20]).unwrap();
+        assert_eq!(used(), 9 << 20, "1 MiB written and 8 MiB held ahead");
+        // Writes within what is held ask for nothing more.
+        f.write_all(&vec![2u8; 3 << 20]).unwrap();
+        assert_eq!(used(), 9 << 20);
+        drop(f);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while used() != 4 << 20 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "what was held is not given back: {} used",
+                used()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(fuse_ops(&api, "write"), 0);
+    });
+}

@@ -22,6 +22,12 @@
 //!   end, or the size plus its length, whichever is larger. Near a full
 //!   store a write may be refused a little early (by at most its own
 //!   length), never let past.
+//! - While over 1 GiB of the capacity is free, a growing file reserves
+//!   8 MiB ahead (`AHEAD`), so a sequential writer is decided once per
+//!   8 MiB, not per write; the reader thread answers the writes between.
+//!   What is held counts as used until the last close gives back the
+//!   rest: near a full store, files open for writing may hold up to 8 MiB
+//!   each that another writer is refused.
 //! - Reads raise the same event. One the core refuses is let through when
 //!   its thread is blocked in a read(2)-family call: a read grows nothing.
 //! - The daemon's own accesses (hashing, sending) are answered at once, by
@@ -36,7 +42,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -59,6 +65,13 @@ fn deny_with(errno: i32) -> u32 {
     libc::FAN_DENY | ((errno as u32 & 0xff) << 24)
 }
 
+/// What a writer growing its file reserves beyond the write at hand...
+const AHEAD: u64 = 8 << 20;
+/// ...while at least this much of the capacity is free (so what writers
+/// hold ahead is small beside it). The last close gives back what was
+/// not used.
+const AHEAD_WHEN_FREE: u64 = 1 << 30;
+
 /// One event, as the reader thread hands it to the deciding thread.
 struct Event {
     fd: OwnedFd,
@@ -70,10 +83,9 @@ struct Event {
 /// An object being written through a guarded backing file.
 struct Watched {
     ino: u64,
-    /// An `O_PATH` descriptor of the object, which names it while marked:
-    /// the mark is removed through it (the handle's own may be closed by
-    /// then).
-    path: OwnedFd,
+    /// The object, open (a duplicate of the first handle's descriptor,
+    /// which may be closed first): the mark is removed through it.
+    object: File,
     /// The size its checked writes may have grown it to: a larger object
     /// at the close grew unchecked (splice, sendfile).
     granted: u64,
@@ -134,28 +146,30 @@ impl WriteGuard {
     /// for the guard. Fails where the object's filesystem takes no
     /// pre-content marks (the caller then serves the handle itself).
     pub fn watch(&self, ino: u64, file: &File) -> io::Result<File> {
-        let fd_path = format!("/proc/self/fd/{}", file.as_raw_fd());
-        let path: OwnedFd = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
-            .open(&fd_path)?
-            .into();
-        let m = file.metadata()?;
+        let object = file.try_clone()?;
+        let m = object.metadata()?;
         let key = (m.dev(), m.ino());
-        mark(&self.fan, libc::FAN_MARK_ADD, &path)?;
+        mark(&self.fan, libc::FAN_MARK_ADD, &object)?;
         let granted = m.len();
-        self.watched
-            .lock()
-            .insert(key, Watched { ino, path, granted });
-        self.keys.lock().insert(ino, key);
-        match std::fs::OpenOptions::new()
+        // A new open of the object, after the mark (a duplicate would
+        // share the handle's open file, which has no pre-content events).
+        let reopened = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .open(&fd_path)
-        {
-            Ok(f) => Ok(f),
+            .open(format!("/proc/self/fd/{}", object.as_raw_fd()));
+        match reopened {
+            Ok(f) => {
+                let w = Watched {
+                    ino,
+                    object,
+                    granted,
+                };
+                self.watched.lock().insert(key, w);
+                self.keys.lock().insert(ino, key);
+                Ok(f)
+            }
             Err(e) => {
-                self.unwatch(ino);
+                let _ = mark(&self.fan, libc::FAN_MARK_REMOVE, &object);
                 Err(e)
             }
         }
@@ -169,8 +183,8 @@ impl WriteGuard {
         if let Some(w) = self.watched.lock().remove(&key) {
             // The object may be gone (unlinked, its inode evicted, which
             // removes the mark): nothing to undo then.
-            let _ = mark(&self.fan, libc::FAN_MARK_REMOVE, &w.path);
-            let size = File::from(w.path).metadata().map_or(0, |m| m.len());
+            let _ = mark(&self.fan, libc::FAN_MARK_REMOVE, &w.object);
+            let size = w.object.metadata().map_or(0, |m| m.len());
             if size > w.granted {
                 tracing::warn!(
                     ino,
@@ -183,19 +197,15 @@ impl WriteGuard {
     }
 }
 
-fn mark(fan: &OwnedFd, op: libc::c_uint, object: &OwnedFd) -> io::Result<()> {
-    // By the descriptor's /proc link: fanotify_mark takes no O_PATH
-    // descriptor as its object (EBADF), but resolves the link to it.
-    let link = std::ffi::CString::new(format!("/proc/self/fd/{}", object.as_raw_fd()))
-        .expect("no NUL in a number");
-    // SAFETY: the group descriptor is open; the path is a valid C string.
+fn mark(fan: &OwnedFd, op: libc::c_uint, object: &File) -> io::Result<()> {
+    // SAFETY: both descriptors are open; a null path marks `object` itself.
     let r = unsafe {
         libc::fanotify_mark(
             fan.as_raw_fd(),
             op,
             FAN_PRE_ACCESS,
-            libc::AT_FDCWD,
-            link.as_ptr(),
+            object.as_raw_fd(),
+            std::ptr::null(),
         )
     };
     if r < 0 {
@@ -370,7 +380,20 @@ fn decide(fs: &Fs, watched: &Watch, ev: &Event) -> u32 {
         // not examinable: nothing is known to check it against.
         return libc::FAN_ALLOW;
     };
-    match fs.reserve_growth(ino, end) {
+    // Room to spare: reserve a little ahead, so a sequential writer asks
+    // here once per AHEAD bytes, not per write (the reader thread answers
+    // the writes in between). Short of room, exactly what is asked.
+    let ahead = match fs.capacity() {
+        Some(cap) if cap.saturating_sub(fs.usage().0) >= AHEAD_WHEN_FREE => AHEAD,
+        _ => 0,
+    };
+    let reserved = match ahead {
+        0 => fs.reserve_growth(ino, end),
+        _ => fs
+            .reserve_growth(ino, end.saturating_add(ahead))
+            .or_else(|_| fs.reserve_growth(ino, end)),
+    };
+    match reserved {
         Ok(()) => {
             granted(watched, key, end);
             libc::FAN_ALLOW
