@@ -22,9 +22,10 @@
 //!   end, or the size plus its length, whichever is larger. Near a full
 //!   store a write may be refused a little early (by at most its own
 //!   length), never let past.
-//! - While over 1 GiB of the capacity is free, a growing file reserves
-//!   8 MiB ahead (`AHEAD`), so a sequential writer is decided once per
-//!   8 MiB, not per write; the reader thread answers the writes between.
+//! - While over 1 GiB of the capacity is free, a file holds 8 MiB beyond
+//!   its size from the open, and growth past it reserves 8 MiB beyond the
+//!   write (`AHEAD`), so a sequential writer is decided once per 8 MiB,
+//!   not per write; the reader thread answers the writes between.
 //!   What is held counts as used until the last close gives back the
 //!   rest: near a full store, files open for writing may hold up to 8 MiB
 //!   each that another writer is refused.
@@ -72,6 +73,17 @@ const AHEAD: u64 = 8 << 20;
 /// not used.
 const AHEAD_WHEN_FREE: u64 = 1 << 30;
 
+/// What to reserve beyond a growing file's write: with room to spare a
+/// little ahead, so a sequential writer is decided once per AHEAD bytes,
+/// not per write (the reader thread answers the writes in between); short
+/// of room, nothing beyond what is asked.
+fn ahead(fs: &Fs) -> u64 {
+    match fs.capacity() {
+        Some(cap) if cap.saturating_sub(fs.usage().0) >= AHEAD_WHEN_FREE => AHEAD,
+        _ => 0,
+    }
+}
+
 /// One event, as the reader thread hands it to the deciding thread.
 struct Event {
     fd: OwnedFd,
@@ -97,6 +109,7 @@ pub struct WriteGuard {
     watched: Arc<Watch>,
     /// By artfs inode, the key above.
     keys: Mutex<HashMap<u64, (u64, u64)>>,
+    fs: Arc<Fs>,
 }
 
 impl WriteGuard {
@@ -124,7 +137,7 @@ impl WriteGuard {
                 .spawn(move || read_events(&fan, &fs, &watched, &tx, awake.as_deref()))?;
         }
         {
-            let (fan, watched) = (fan.clone(), watched.clone());
+            let (fan, watched, fs) = (fan.clone(), watched.clone(), fs.clone());
             std::thread::Builder::new()
                 .name("artfs-write-grant".into())
                 .spawn(move || {
@@ -138,6 +151,7 @@ impl WriteGuard {
             fan,
             watched,
             keys: Mutex::default(),
+            fs,
         })
     }
 
@@ -159,6 +173,13 @@ impl WriteGuard {
             .open(format!("/proc/self/fd/{}", object.as_raw_fd()));
         match reopened {
             Ok(f) => {
+                // Held ahead from the start (when there is room): a new
+                // file's first writes are then answered by the reader
+                // thread, with no hop to the deciding one.
+                let ahead = ahead(&self.fs);
+                if ahead > 0 {
+                    let _ = self.fs.reserve_growth(ino, granted.saturating_add(ahead));
+                }
                 let w = Watched {
                     ino,
                     object,
@@ -380,16 +401,9 @@ fn decide(fs: &Fs, watched: &Watch, ev: &Event) -> u32 {
         // not examinable: nothing is known to check it against.
         return libc::FAN_ALLOW;
     };
-    // Room to spare: reserve a little ahead, so a sequential writer asks
-    // here once per AHEAD bytes, not per write (the reader thread answers
-    // the writes in between). Short of room, exactly what is asked.
-    let ahead = match fs.capacity() {
-        Some(cap) if cap.saturating_sub(fs.usage().0) >= AHEAD_WHEN_FREE => AHEAD,
-        _ => 0,
-    };
-    let reserved = match ahead {
+    let reserved = match ahead(fs) {
         0 => fs.reserve_growth(ino, end),
-        _ => fs
+        ahead => fs
             .reserve_growth(ino, end.saturating_add(ahead))
             .or_else(|_| fs.reserve_growth(ino, end)),
     };
