@@ -142,7 +142,12 @@ impl WriteGuard {
                 .name("artfs-write-grant".into())
                 .spawn(move || {
                     for ev in rx {
-                        let answer = decide(&fs, &watched, &ev);
+                        // Every event is answered, even if deciding
+                        // panics: its writer waits until it is.
+                        let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            decide(&fs, &watched, &ev)
+                        }))
+                        .unwrap_or_else(|_| deny_with(libc::EIO));
                         respond(&fan, &ev.fd, answer);
                     }
                 })?;
@@ -270,12 +275,13 @@ fn read_events(
         // SAFETY: reads into a buffer we own.
         let n = unsafe { libc::read(fan.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
         if n < 0 {
+            // Never stop: the writers that wait would wait for ever.
             let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
+            if e.kind() != io::ErrorKind::Interrupted {
+                tracing::error!(error = %e, "write guard: reading events failed; retrying");
+                std::thread::sleep(std::time::Duration::from_millis(10));
             }
-            tracing::error!(error = %e, "write guard: reading events failed; it stops");
-            return;
+            continue;
         }
         if let Some(a) = awake {
             a.ping();
@@ -417,5 +423,51 @@ fn decide(fs: &Fs, watched: &Watch, ev: &Event) -> u32 {
             tracing::debug!(ino, end, error = %e, "write guard: growth refused");
             deny_with(e.errno())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_range_record_is_found_among_others() {
+        let mut info = Vec::new();
+        // A record of another type first (a pidfd: header and an int).
+        info.extend_from_slice(&[4, 0, 8, 0]);
+        info.extend_from_slice(&7i32.to_ne_bytes());
+        // The range: header, padding, offset, count.
+        info.extend_from_slice(&[FAN_EVENT_INFO_TYPE_RANGE, 0, 24, 0]);
+        info.extend_from_slice(&[0; 4]);
+        info.extend_from_slice(&4096u64.to_ne_bytes());
+        info.extend_from_slice(&8192u64.to_ne_bytes());
+        assert_eq!(range_of(&info), (4096, 8192));
+        assert_eq!(range_of(&info[..8]), (0, 0));
+        // A header claiming more than is there is not read past.
+        assert_eq!(
+            range_of(&[FAN_EVENT_INFO_TYPE_RANGE, 0, 24, 0, 1, 2]),
+            (0, 0)
+        );
+    }
+
+    #[test]
+    fn refusals_carry_an_errno_fanotify_accepts() {
+        assert_eq!(deny_with(libc::ENOSPC), libc::FAN_DENY | (28 << 24));
+        assert_eq!(deny_with(libc::EDQUOT) >> 24, libc::EDQUOT as u32);
+        // Others would make the kernel reject the answer: EIO instead.
+        assert_eq!(deny_with(libc::EINVAL) >> 24, libc::EIO as u32);
+    }
+
+    #[test]
+    fn own_threads_are_told_from_others() {
+        // SAFETY: gettid has no preconditions.
+        let me = unsafe { libc::gettid() };
+        assert!(own_thread(me));
+        let other = std::thread::spawn(|| unsafe { libc::gettid() });
+        let other = other.join().unwrap();
+        // Exited: no longer a thread of ours.
+        assert!(!own_thread(other));
+        // Another process's thread (init).
+        assert!(!own_thread(1));
     }
 }
