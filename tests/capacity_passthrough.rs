@@ -289,3 +289,72 @@ fn a_growing_file_holds_a_little_ahead_and_the_close_gives_back_the_rest() {
         assert_eq!(fuse_ops(&api, "write"), 0);
     });
 }
+
+/// Wait until every thread of `pid` is stopped (a SIGSTOP reaches each
+/// thread a moment after kill(2) returns).
+fn wait_stopped(pid: i32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let all = fs::read_dir(format!("/proc/{pid}/task")).unwrap().all(|t| {
+            let stat = fs::read_to_string(t.unwrap().path().join("stat")).unwrap_or_default();
+            // The state follows the parenthesised command name.
+            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+            state.starts_with('T') || state.starts_with('t')
+        });
+        if all {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not stop"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_killed_daemon_leaves_no_writer_waiting_and_recovery_records_what_landed() {
+    // A writer whose write waits for the guard's answer when the daemon
+    // dies is let go by the kernel (the fanotify group is released), and
+    // the next mount records what the object holds.
+    common::engine::every_engine(|| {
+        let mut m = common::Mount::with_args(&[
+            "--capacity",
+            "1M",
+            "--trash-days",
+            "0",
+            "--capacity-passthrough",
+        ]);
+        let mut f = fs::File::create(m.path("w")).unwrap();
+        f.write_all(&[1u8; 4096]).unwrap();
+        // Durable, so the crash cannot take the file itself.
+        f.sync_all().unwrap();
+        let pid = nix::unistd::Pid::from_raw(m.pid().unwrap() as i32);
+        // Stopped, the daemon answers nothing: the next growing write
+        // waits for it.
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+        wait_stopped(pid.as_raw());
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let writer = std::thread::spawn(move || {
+            let r = f.write(&[2u8; 4096]);
+            done_tx.send(r.map_err(|e| e.raw_os_error())).unwrap();
+        });
+        if let Ok(r) = done.recv_timeout(std::time::Duration::from_millis(300)) {
+            panic!("the write did not wait for the stopped daemon: {r:?}");
+        }
+        m.kill_only();
+        let r = done
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the writer still waits after the daemon died");
+        writer.join().unwrap();
+        eprintln!("the waiting write after the daemon died: {r:?}");
+        m.clear_stale();
+        m.mount();
+        let len = fs::metadata(m.path("w")).unwrap().len();
+        let got = fs::read(m.path("w")).unwrap();
+        assert_eq!(got.len() as u64, len);
+        assert!(got[..4096].iter().all(|b| *b == 1));
+        m.unmount();
+        m.assert_consistent();
+    });
+}
