@@ -34,6 +34,20 @@ fn fuse_ops(api: &Api, op: &str) -> u64 {
         .map_or(0, |v| v.trim().parse().unwrap())
 }
 
+/// Wait until df shows `want` bytes available (releases, which settle
+/// usage, arrive asynchronously after a close).
+fn wait_avail(api: &Api, want: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while avail(api) != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "usage not settled: {} available, not {want}",
+            avail(api)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Available bytes as df shows them.
 fn avail(api: &Api) -> u64 {
     let s = nix::sys::statvfs::statvfs(&api.m.mnt).unwrap();
@@ -44,27 +58,7 @@ fn avail(api: &Api) -> u64 {
 fn concurrent_passthrough_writers_fill_the_capacity_exactly_and_never_pass_it() {
     common::engine::every_engine(|| {
         let api = start();
-        let root = api.m.mnt.clone();
-        let threads: Vec<_> = (0..6)
-            .map(|t| {
-                let root = root.clone();
-                std::thread::spawn(move || {
-                    let mut f = fs::File::create(root.join(format!("w{t}"))).unwrap();
-                    let mut written = 0u64;
-                    for _ in 0..64 {
-                        match f.write(&[t as u8; 4096]) {
-                            Ok(n) => written += n as u64,
-                            Err(e) => {
-                                assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
-                                break;
-                            }
-                        }
-                    }
-                    written
-                })
-            })
-            .collect();
-        let total: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        let total = common::fill_concurrently(&api.m.mnt, 6, 64);
         assert_eq!(
             total, CAP,
             "6 writers of 256 KiB into 1 MiB fill it exactly"
@@ -83,11 +77,7 @@ fn concurrent_passthrough_writers_fill_the_capacity_exactly_and_never_pass_it() 
         assert_eq!(on_disk, CAP);
         // Usage is exact once the writers closed (their releases arrive
         // asynchronously).
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while avail(&api) != 0 {
-            assert!(std::time::Instant::now() < deadline, "usage not settled");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        wait_avail(&api, 0);
         assert_eq!(
             common::code(fs::write(api.m.path("more"), b"x")),
             libc::ENOSPC
@@ -155,13 +145,7 @@ fn reads_past_the_end_at_a_full_capacity_are_not_refused() {
     common::engine::every_engine(|| {
         let api = start();
         let p = api.m.path("rw");
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&p)
-            .unwrap();
+        let f = common::create_rw(&p);
         f.write_all_at(&vec![5u8; CAP as usize], 0).unwrap();
         assert_eq!(
             f.write_at(b"x", CAP).unwrap_err().raw_os_error(),
@@ -229,22 +213,14 @@ fn sendfile_is_not_checked_but_counted_at_the_close() {
         }
         drop(dst);
         assert_eq!(fs::metadata(api.m.path("sent")).unwrap().len(), 1536 << 10);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while avail(&api) != 0 {
-            assert!(std::time::Instant::now() < deadline, "usage not settled");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        wait_avail(&api, 0);
         assert_eq!(
             common::code(fs::write(api.m.path("more"), b"x")),
             libc::ENOSPC
         );
         // Freed, the store takes writes again.
         fs::remove_file(api.m.path("sent")).unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while avail(&api) != CAP {
-            assert!(std::time::Instant::now() < deadline, "space not given back");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        wait_avail(&api, CAP);
         fs::write(api.m.path("more"), b"x").unwrap();
         let mut api = api;
         api.m.unmount();
@@ -277,15 +253,8 @@ fn a_growing_file_holds_a_little_ahead_and_the_close_gives_back_the_rest() {
         f.write_all(&vec![3u8; 5 << 20]).unwrap();
         assert_eq!(used(), 17 << 20);
         drop(f);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while used() != 9 << 20 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "what was held is not given back: {} used",
-                used()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        // What was held and not written is given back.
+        wait_avail(&api, BIG - (9 << 20));
         assert_eq!(fuse_ops(&api, "write"), 0);
     });
 }

@@ -415,27 +415,7 @@ fn concurrent_writers_never_exceed_the_capacity() {
     common::engine::every_engine(|| {
         const CAP: u64 = 1 << 20;
         let m = Mount::with_args(&["--capacity", "1M"]);
-        let root = m.mnt.clone();
-        let threads: Vec<_> = (0..6)
-            .map(|t| {
-                let root = root.clone();
-                std::thread::spawn(move || {
-                    let mut f = fs::File::create(root.join(format!("w{t}"))).unwrap();
-                    let mut written = 0u64;
-                    for _ in 0..64 {
-                        match f.write(&[t as u8; 4096]) {
-                            Ok(n) => written += n as u64,
-                            Err(e) => {
-                                assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
-                                break;
-                            }
-                        }
-                    }
-                    written
-                })
-            })
-            .collect();
-        let total: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        let total = common::fill_concurrently(&m.mnt, 6, 64);
         assert_eq!(
             total, CAP,
             "6 writers of 256 KiB into 1 MiB fill it exactly"

@@ -523,6 +523,45 @@ pub fn ext4_dir() -> tempfile::TempDir {
         .unwrap()
 }
 
+/// Open `p` for reading and writing, created or truncated (`O_RDWR |
+/// O_CREAT | O_TRUNC`).
+pub fn create_rw(p: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(p)
+        .unwrap()
+}
+
+/// `writers` threads, each writing its own file `w{t}` under `root` in
+/// 4 KiB blocks of the byte `t`, until ENOSPC (any other error fails) or
+/// `blocks` blocks; the bytes written by all of them.
+pub fn fill_concurrently(root: &Path, writers: u8, blocks: usize) -> u64 {
+    use std::io::Write;
+    let threads: Vec<_> = (0..writers)
+        .map(|t| {
+            let path = root.join(format!("w{t}"));
+            std::thread::spawn(move || {
+                let mut f = std::fs::File::create(path).unwrap();
+                let mut written = 0u64;
+                for _ in 0..blocks {
+                    match f.write(&[t; 4096]) {
+                        Ok(n) => written += n as u64,
+                        Err(e) => {
+                            assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+                            break;
+                        }
+                    }
+                }
+                written
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).sum()
+}
+
 /// 0 for success, else the errno: for comparing outcomes with ext4.
 pub fn code<T>(r: std::io::Result<T>) -> i32 {
     match r {
