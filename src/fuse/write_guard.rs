@@ -206,7 +206,9 @@ impl WriteGuard {
         let Some(key) = self.keys.lock().remove(&ino) else {
             return;
         };
-        if let Some(w) = self.watched.lock().remove(&key) {
+        // Taken out first: the lock is not held across the syscalls.
+        let w = self.watched.lock().remove(&key);
+        if let Some(w) = w {
             // The object may be gone (unlinked, its inode evicted, which
             // removes the mark): nothing to undo then.
             let _ = mark(&self.fan, libc::FAN_MARK_REMOVE, &w.object);
