@@ -549,45 +549,39 @@ impl Shared {
             // Every write must be checked against the capacity, or the
             // trash purged when BACKING fills: through the daemon, or
             // through passthrough under the write guard (a writer that
-            // opens the file first, see `write_guard`).
-            None if self.fs.writes_through_daemon() => {
-                let guard = self.guard.as_ref()?;
-                if !h.writable || self.fs.space_tight() {
-                    return None;
-                }
-                let file = match guard.watch(h.ino, &h.file) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        tracing::debug!(error = %e, ino = h.ino, "write guard: cannot watch; served by the daemon");
+            // opens the file first gets a guarded file, see `write_guard`).
+            None => {
+                let guarded = if self.fs.writes_through_daemon() {
+                    let guard = self.guard.as_ref()?;
+                    if !h.writable || self.fs.space_tight() {
                         return None;
                     }
+                    match guard.watch(h.ino, &h.file) {
+                        Ok(f) => Some(f),
+                        Err(e) => {
+                            tracing::debug!(error = %e, ino = h.ino, "write guard: cannot watch; served by the daemon");
+                            return None;
+                        }
+                    }
+                } else {
+                    None
                 };
-                match open(&file) {
+                match open(guarded.as_ref().unwrap_or(&h.file)) {
                     Ok(id) => {
                         let id = Arc::new(id);
                         by_ino.insert(h.ino, Arc::downgrade(&id));
                         id
                     }
                     Err(e) => {
-                        guard.unwatch(h.ino);
+                        if let (Some(_), Some(g)) = (&guarded, &self.guard) {
+                            g.unwatch(h.ino);
+                        }
                         warn!(error = %e, "passthrough unavailable; serving I/O through the daemon");
                         self.passthrough.store(false, Ordering::Relaxed);
                         return None;
                     }
                 }
             }
-            None => match open(&h.file) {
-                Ok(id) => {
-                    let id = Arc::new(id);
-                    by_ino.insert(h.ino, Arc::downgrade(&id));
-                    id
-                }
-                Err(e) => {
-                    warn!(error = %e, "passthrough unavailable; serving I/O through the daemon");
-                    self.passthrough.store(false, Ordering::Relaxed);
-                    return None;
-                }
-            },
         };
         self.backing_by_fh.lock().insert(h.fh, id.clone());
         if h.writable {
