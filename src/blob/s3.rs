@@ -361,6 +361,13 @@ fn s3_err(what: &str, key: &str, e: object_store::Error) -> io::Error {
     io::Error::new(kind, format!("S3 {what} {key}: {e}"))
 }
 
+/// How long a multipart completion of `size` bytes may take: `retry_for`,
+/// and a second per 32 MiB (a store assembling at 32 MiB/s), at most an
+/// hour.
+fn completion_deadline(retry_for: Duration, size: u64) -> Duration {
+    (retry_for + Duration::from_secs(size / (32 << 20))).min(Duration::from_secs(3600))
+}
+
 fn gone(r: io::Result<()>) -> io::Result<()> {
     match r {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
@@ -912,6 +919,8 @@ impl S3Store {
             .collect();
         let sent = {
             let (client, k, id) = (client.clone(), k.clone(), id.clone());
+            let complete = self.fill_client.clone();
+            let deadline = completion_deadline(self.cfg.retry_for, size);
             self.run(async move {
                 let mut done: Vec<(usize, PartId)> = futures_util::stream::iter(parts)
                     .map(|(idx, off, len)| {
@@ -944,7 +953,21 @@ impl S3Store {
                 done.sort_by_key(|(i, _)| *i);
                 let parts = done.into_iter().map(|(_, p)| p).collect();
                 crate::crash_point!("s3::before_complete");
-                client.complete_multipart(&k, &id, parts).await
+                // The store assembles the parts before it answers (S3 says
+                // a completion may take minutes; moto takes 20 s for 2 GiB
+                // here), so the completion is not held to the per-request
+                // timeout: the client without one, under a deadline that
+                // grows with the size.
+                match tokio::time::timeout(deadline, complete.complete_multipart(&k, &id, parts))
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(object_store::Error::Generic {
+                        store: "S3",
+                        source: format!("the completion took more than {} s", deadline.as_secs())
+                            .into(),
+                    }),
+                }
             })
         };
         match sent {
@@ -2236,6 +2259,15 @@ mod tests {
                 damage_sidecar: &damage,
             },
         );
+    }
+
+    #[test]
+    fn a_completion_may_take_longer_the_larger_the_upload() {
+        let r = Duration::from_secs(20);
+        assert_eq!(completion_deadline(r, 1 << 20), r);
+        // moto took 20 s to assemble 2 GiB here: well inside.
+        assert_eq!(completion_deadline(r, 2 << 30), Duration::from_secs(84));
+        assert_eq!(completion_deadline(r, 5 << 40), Duration::from_secs(3600));
     }
 
     #[test]
