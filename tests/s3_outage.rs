@@ -174,3 +174,58 @@ fn a_send_retried_once_the_bucket_is_back_is_recorded() {
         m.assert_consistent();
     });
 }
+
+#[test]
+fn an_unmount_with_the_bucket_away_exits_soon_and_the_next_mount_sends() {
+    let _one = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    common::s3::S3Server::own_only();
+    run_on(Engine::S3, || {
+        let (_cfg, mut m) = mount_giving_up_after_2s();
+        let names: Vec<String> = (0..8).map(|i| format!("f{i}")).collect();
+        for n in &names {
+            fs::File::create(m.path(n)).unwrap();
+        }
+        let (bucket, _) = m.bucket().unwrap();
+        bucket.server.pause();
+        // Eight files whose closes' sends fail: all of them wait in the
+        // cache, unsent.
+        std::thread::scope(|s| {
+            for n in &names {
+                let p = m.path(n);
+                s.spawn(move || {
+                    let mut f = fs::OpenOptions::new().write(true).open(&p).unwrap();
+                    f.write_all(n.as_bytes()).unwrap();
+                });
+            }
+        });
+        let inos: Vec<u64> = names
+            .iter()
+            .map(|n| fs::metadata(m.path(n)).unwrap().ino())
+            .collect();
+        // Give the closes' sends time to fail (each gives up after 2 s).
+        std::thread::sleep(Duration::from_secs(3));
+        // The unmount tries once and gives up: not 2 s or more per file.
+        let t = Instant::now();
+        m.unmount();
+        let took = t.elapsed();
+        bucket.server.resume();
+        assert!(
+            took < Duration::from_secs(12),
+            "the unmount took {took:?} with the bucket away"
+        );
+        // The next mount sends what the cache held: the bucket alone then
+        // serves every file.
+        m.mount();
+        for ino in &inos {
+            m.settled_version(*ino, "");
+        }
+        m.unmount();
+        fs::remove_dir_all(&m.backing).unwrap();
+        m.mount();
+        for n in &names {
+            assert_eq!(fs::read(m.path(n)).unwrap(), n.as_bytes(), "{n}");
+        }
+        m.unmount();
+        m.assert_consistent();
+    });
+}

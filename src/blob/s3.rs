@@ -1520,15 +1520,18 @@ impl S3Store {
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_secs(1));
                     let Some(store) = weak.upgrade() else { return };
-                    store.send_unsent();
+                    store.send_unsent(false);
                 }
             })
             .expect("spawn the S3 sender");
         *self.sender.lock() = Some(h);
     }
 
-    /// Send what closed copies hold unsent; returns how many failed.
-    pub fn send_unsent(&self) -> usize {
+    /// Send what closed copies hold unsent; returns how many failed (or,
+    /// with `give_up`, were left after the first failure: at unmount a
+    /// bucket that does not answer would cost `retry_for` per file, and
+    /// what is left is sent at the next mount).
+    pub fn send_unsent(&self, give_up: bool) -> usize {
         let todo: Vec<u64> = {
             let st = self.state.lock();
             st.unsent
@@ -1538,7 +1541,15 @@ impl S3Store {
                 .collect()
         };
         let mut failed = 0;
-        for ino in todo {
+        let total = todo.len();
+        for (i, ino) in todo.into_iter().enumerate() {
+            if give_up && failed > 0 {
+                tracing::warn!(
+                    left = total - i,
+                    "the bucket failed a send at unmount: the rest wait for the next mount"
+                );
+                return failed + total - i;
+            }
             let _g = self.stripe(ino);
             if !self.state.lock().unsent.contains(&ino) {
                 continue;
@@ -2203,7 +2214,7 @@ impl ContentStore for S3Store {
         if self.read_only() {
             return Ok(());
         }
-        match self.send_unsent() {
+        match self.send_unsent(true) {
             0 => Ok(()),
             n => Err(io::Error::other(format!(
                 "{n} files' changes could not be sent to {}",
