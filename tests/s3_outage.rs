@@ -181,21 +181,16 @@ fn an_unmount_with_the_bucket_away_exits_soon_and_the_next_mount_sends() {
     common::s3::S3Server::own_only();
     run_on(Engine::S3, || {
         let (_cfg, mut m) = mount_giving_up_after_2s();
-        let names: Vec<String> = (0..8).map(|i| format!("f{i}")).collect();
-        for n in &names {
-            fs::File::create(m.path(n)).unwrap();
-        }
         let (bucket, _) = m.bucket().unwrap();
         bucket.server.pause();
-        // Eight files whose closes' sends fail: all of them wait in the
-        // cache, unsent.
+        // Eight new files (made with the bucket away: a new file needs
+        // nothing from it) whose closes' sends fail: all of them wait in
+        // the cache, unsent.
+        let names: Vec<String> = (0..8).map(|i| format!("f{i}")).collect();
         std::thread::scope(|s| {
             for n in &names {
                 let p = m.path(n);
-                s.spawn(move || {
-                    let mut f = fs::OpenOptions::new().write(true).open(&p).unwrap();
-                    f.write_all(n.as_bytes()).unwrap();
-                });
+                s.spawn(move || fs::write(p, n.as_bytes()).unwrap());
             }
         });
         let inos: Vec<u64> = names
