@@ -1425,6 +1425,27 @@ fn limits_on_size_headers_and_slow_clients() {
             .send()
             .unwrap();
         assert_eq!(r.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        // Just over the limit (16 KiB by default), counted as sent...
+        let r = api
+            .get("/api/v1/fs/small")
+            .header("X-Padding", "p".repeat(16 * 1024 - 200))
+            .send()
+            .unwrap();
+        assert_error(r, 431, "header_fields_too_large");
+        // ...and within it.
+        let r = api
+            .get("/api/v1/fs/small")
+            .header("X-Padding", "p".repeat(16 * 1024 - 1000))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        // Past the read buffer: hyper refuses it before it is parsed.
+        let r = api
+            .get("/api/v1/fs/small")
+            .header("X-Padding", "p".repeat(300 * 1024))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
 
         // Slow loris: headers never finished; the connection is closed.
         let mut s = TcpStream::connect(&api.addr).unwrap();

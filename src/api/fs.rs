@@ -944,8 +944,8 @@ async fn upload(
 /// answer to give, and reads as an I/O error.
 ///
 /// The body is taken off the connection by a task of its own that
-/// gathers hyper's small pieces (at most the read buffer, 16 KiB by
-/// default) into batches of [`UPLOAD_BATCH`] bytes, without copying them,
+/// gathers hyper's pieces (at most its read buffer, `head::READ_BUFFER`)
+/// into batches of [`UPLOAD_BATCH`] bytes, without copying them,
 /// and keeps a few batches ahead of the core: the socket is read while the
 /// core hashes and writes, and the blocking thread is woken once per batch
 /// rather than per 16 KiB.

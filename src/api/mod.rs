@@ -32,6 +32,7 @@ mod file_meta;
 mod files;
 mod fs;
 mod guard;
+mod head;
 mod health;
 mod metrics;
 mod openapi;
@@ -208,6 +209,10 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .merge(original)
         .fallback(health::no_route)
+        .layer(middleware::from_fn({
+            let max = state.limits.max_header_bytes;
+            move |req, next| head::within_limit(max, req, next)
+        }))
         // Outside the routes, so a path no route serves counts as `unmatched`.
         .layer(middleware::from_fn_with_state(
             state.metrics.clone(),

@@ -49,7 +49,9 @@ impl ApiServer {
 fn configure(builder: &mut Builder<hyper_util::rt::TokioExecutor>, limits: &Limits) {
     builder
         .http1()
-        .max_buf_size(limits.max_header_bytes.max(8192))
+        // The head's own limit is checked in `head` (a larger read
+        // buffer makes uploads cheaper).
+        .max_buf_size(limits.max_header_bytes.max(super::head::READ_BUFFER))
         .header_read_timeout(Some(limits.header_timeout));
     builder
         .http2()
