@@ -18,8 +18,6 @@
 //! read first, up to `--api-max-upload` (a 507 of a large file must reach
 //! the Ingester too); earlier refusals are left to the `drain` layer.
 
-use std::io::Read;
-
 use axum::body::{Body, Bytes};
 use axum::extract::{Extension, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -242,10 +240,7 @@ async fn store(
     let job = {
         let (st, id) = (st.clone(), file_id.clone());
         tokio::task::spawn_blocking(move || -> ApiResult<(u64, String)> {
-            let mut content = ChannelRead {
-                rx,
-                chunk: Bytes::new(),
-            };
+            let mut content = ChannelRead { rx, ended: false };
             if let Some((parent, made)) = uploads_root(&st)? {
                 st.invalidate_entry(parent, &made);
             }
@@ -345,21 +340,27 @@ fn too_large(max: u64) -> ApiError {
 /// the form failed, the end when the sender is gone.
 struct ChannelRead {
     rx: mpsc::Receiver<std::io::Result<Bytes>>,
-    chunk: Bytes,
+    ended: bool,
 }
 
-impl Read for ChannelRead {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.chunk.is_empty() {
+/// What the core is handed at a time: the parser's pieces are small.
+const BATCH: usize = 1 << 20;
+
+/// The form's file part, in batches of the parser's pieces.
+impl crate::core::Content for ChannelRead {
+    fn next_pieces(&mut self) -> std::io::Result<Option<Vec<Bytes>>> {
+        let (mut batch, mut len) = (Vec::new(), 0);
+        while len < BATCH && !self.ended {
             match self.rx.blocking_recv() {
-                Some(Ok(c)) => self.chunk = c,
+                Some(Ok(c)) => {
+                    len += c.len();
+                    batch.push(c);
+                }
                 Some(Err(e)) => return Err(e),
-                None => return Ok(0),
+                None => self.ended = true,
             }
         }
-        let n = out.len().min(self.chunk.len());
-        out[..n].copy_from_slice(&self.chunk.split_to(n));
-        Ok(n)
+        Ok((!batch.is_empty()).then_some(batch))
     }
 }
 

@@ -939,19 +939,19 @@ async fn upload(
     Ok(resp)
 }
 
-/// An upload's body as a blocking reader, for the core on the blocking
-/// pool. What ends it early (too large, too slow, broken) is kept as the
-/// answer to give, and reads as an I/O error.
+/// An upload's body as the core's content, taken on the blocking pool.
+/// What ends it early (too large, too slow, broken) is kept as the
+/// answer to give, and reaches the core as an I/O error.
 ///
 /// The body is taken off the connection by a task of its own that
 /// gathers hyper's pieces (at most its read buffer, `head::READ_BUFFER`)
 /// into batches of [`UPLOAD_BATCH`] bytes, without copying them,
 /// and keeps a few batches ahead of the core: the socket is read while the
 /// core hashes and writes, and the blocking thread is woken once per batch
-/// rather than per 16 KiB.
+/// rather than per piece; the core writes and hashes the pieces where
+/// they are.
 struct BodyRead {
     rx: tokio::sync::mpsc::Receiver<ApiResult<Vec<Bytes>>>,
-    pieces: std::collections::VecDeque<Bytes>,
     ended: bool,
     failure: Option<ApiError>,
 }
@@ -1003,40 +1003,29 @@ impl BodyRead {
         });
         BodyRead {
             rx,
-            pieces: Default::default(),
             ended: false,
             failure: None,
         }
     }
 }
 
-impl std::io::Read for BodyRead {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        if self.pieces.is_empty() && !self.ended {
-            match self.rx.blocking_recv() {
-                Some(Ok(batch)) => self.pieces.extend(batch),
-                None => self.ended = true,
-                Some(Err(e)) => {
-                    let io = std::io::Error::other(e.message.clone());
-                    self.failure = Some(e);
-                    return Err(io);
-                }
+impl crate::core::Content for BodyRead {
+    fn next_pieces(&mut self) -> std::io::Result<Option<Vec<Bytes>>> {
+        if self.ended {
+            return Ok(None);
+        }
+        match self.rx.blocking_recv() {
+            Some(Ok(batch)) => Ok(Some(batch)),
+            None => {
+                self.ended = true;
+                Ok(None)
+            }
+            Some(Err(e)) => {
+                let io = std::io::Error::other(e.message.clone());
+                self.failure = Some(e);
+                Err(io)
             }
         }
-        // As much as `out` takes of what is here, across pieces.
-        let mut n = 0;
-        while n < out.len() {
-            let Some(piece) = self.pieces.front_mut() else {
-                break;
-            };
-            let k = piece.len().min(out.len() - n);
-            out[n..n + k].copy_from_slice(&piece.split_to(k));
-            n += k;
-            if piece.is_empty() {
-                self.pieces.pop_front();
-            }
-        }
-        Ok(n)
     }
 }
 

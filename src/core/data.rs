@@ -452,6 +452,34 @@ impl Fs {
     }
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<usize> {
+        self.write_with(fh, offset, data.len(), |file| {
+            Ok(file.write_all_at(data, offset)?)
+        })
+    }
+
+    /// [`Fs::write`] of `pieces`, one after the other, in one `pwritev`
+    /// (an upload's body, written where it arrived).
+    pub(crate) fn write_pieces(
+        &self,
+        fh: u64,
+        offset: u64,
+        pieces: &[bytes::Bytes],
+    ) -> Result<usize> {
+        let len = pieces.iter().map(bytes::Bytes::len).sum();
+        self.write_with(fh, offset, len, |file| {
+            Ok(pwritev_all(file, pieces, offset)?)
+        })
+    }
+
+    /// A write of `len` bytes at `offset` through `fh`, done by `put`
+    /// once every rule allows it and the room is reserved.
+    fn write_with(
+        &self,
+        fh: u64,
+        offset: u64,
+        len: usize,
+        put: impl Fn(&File) -> Result<()>,
+    ) -> Result<usize> {
         let h = self.handle(fh)?;
         if !h.writable {
             return Err(ebadf());
@@ -459,9 +487,9 @@ impl Fs {
         // The mode may have changed since the open (a change lets the
         // writers open before it finish, see `change_mode`).
         self.allow_handle_write()?;
-        let end = offset.saturating_add(data.len() as u64);
+        let end = offset.saturating_add(len as u64);
         // Short of space, the oldest trash makes way (see `trash`).
-        let need = data.len() as u64;
+        let need = len as u64;
         let inode = self.inode(h.ino)?;
         if inode.flags != 0 {
             // The object is the truth for an open file's length.
@@ -470,8 +498,8 @@ impl Fs {
         let size = inode.size;
         self.make_room(end.saturating_sub(size));
         self.with_room(need, || self.reserve_size(h.ino, end))?;
-        self.with_room(need, || Ok(h.file.write_all_at(data, offset)?))?;
-        Ok(data.len())
+        self.with_room(need, || put(&h.file))?;
+        Ok(len)
     }
 
     /// Whether closing `fh` has work to do before close(2) returns: on a
@@ -1195,4 +1223,40 @@ impl Drop for OpenPin<'_> {
             }
         }
     }
+}
+
+/// Write all of `pieces`, in order, at `offset`: `pwritev` of at most
+/// `IOV_MAX` pieces a call, resumed after a short write.
+fn pwritev_all(file: &File, pieces: &[bytes::Bytes], mut offset: u64) -> std::io::Result<()> {
+    use std::io::IoSlice;
+    const IOV_MAX: usize = 1024;
+    for group in pieces.chunks(IOV_MAX) {
+        let mut slices: Vec<IoSlice<'_>> = group.iter().map(|p| IoSlice::new(p)).collect();
+        let mut left = &mut slices[..];
+        while !left.is_empty() {
+            // SAFETY: IoSlice is ABI-compatible with iovec, and the slices
+            // borrow pieces that outlive the call.
+            let n = unsafe {
+                libc::pwritev(
+                    file.as_raw_fd(),
+                    left.as_ptr().cast(),
+                    left.len() as libc::c_int,
+                    offset as libc::off_t,
+                )
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            offset += n as u64;
+            IoSlice::advance_slices(&mut left, n as usize);
+        }
+    }
+    Ok(())
 }

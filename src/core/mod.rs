@@ -64,7 +64,7 @@ use writer::Writer;
 pub use handles::Handle;
 pub use import::{ImportMeta, ImportOutcome};
 pub use publish::{estale, Expect, Published};
-pub use upload::{Condition, NewFileId, UploadOptions, Uploaded};
+pub use upload::{Condition, Content, NewFileId, UploadOptions, Uploaded};
 
 pub struct Fs {
     meta: Box<dyn MetaStore>,

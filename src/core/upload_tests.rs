@@ -154,3 +154,48 @@ fn missing_directories_are_made_as_creates() {
     up.finish().unwrap();
     fs.close();
 }
+
+/// Content handed over in many pieces of odd sizes, more to a batch
+/// than one `pwritev` takes (IOV_MAX, 1024).
+struct Pieces {
+    data: Vec<u8>,
+    at: usize,
+}
+
+impl Content for Pieces {
+    fn next_pieces(&mut self) -> std::io::Result<Option<Vec<bytes::Bytes>>> {
+        let mut batch = Vec::new();
+        let mut size = 1;
+        while self.at < self.data.len() && batch.len() < 3000 {
+            let end = (self.at + size).min(self.data.len());
+            batch.push(bytes::Bytes::copy_from_slice(&self.data[self.at..end]));
+            self.at = end;
+            size = size % 97 + 1;
+        }
+        Ok((!batch.is_empty()).then_some(batch))
+    }
+}
+
+#[test]
+fn pieces_are_written_and_hashed_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_rt, fs, _lock) = store(dir.path());
+    let root = Caller::root();
+    let data: Vec<u8> = (0..400_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut content = Pieces {
+        data: data.clone(),
+        at: 0,
+    };
+    let up = fs
+        .upload(&root, &[], b"p", &mut content, opts(NewFileId::Fresh, None))
+        .unwrap();
+    let ino = up.ino;
+    up.finish().unwrap();
+    assert_eq!(fs.getattr(ino).unwrap().inode.size, data.len() as u64);
+    let h = fs.open(&root, ino, libc::O_RDONLY).unwrap();
+    assert!(fs.read(h.fh, 0, data.len()).unwrap() == data, "the bytes differ");
+    assert_eq!(
+        fs.sha256(ino).unwrap().as_deref(),
+        Some(hex::encode(Sha256::digest(&data)).as_str())
+    );
+}
