@@ -26,12 +26,20 @@ fn mount_giving_up_after_2s() -> (tempfile::TempDir, Mount) {
 /// The tests pause the binary's one server: one at a time.
 static SERVER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-#[test]
-fn a_bucket_that_stops_answering_gives_eio_and_never_a_mixed_file() {
+/// Run `body` on an S3 store of this binary's own server, mounted to give
+/// up on the bucket after 2 s, one test at a time.
+fn with_outage_mount(body: impl Fn(&mut Mount)) {
     let _one = SERVER.lock().unwrap_or_else(|e| e.into_inner());
     common::s3::S3Server::own_only();
     run_on(Engine::S3, || {
         let (_cfg, mut m) = mount_giving_up_after_2s();
+        body(&mut m);
+    });
+}
+
+#[test]
+fn a_bucket_that_stops_answering_gives_eio_and_never_a_mixed_file() {
+    with_outage_mount(|m| {
         let old = vec![b'a'; 1 << 20];
         let new = vec![b'b'; 1 << 20];
         let mut f = fs::File::create(m.path("f")).unwrap();
@@ -74,10 +82,7 @@ fn a_bucket_that_stops_answering_gives_eio_and_never_a_mixed_file() {
 
 #[test]
 fn a_bucket_that_stops_answering_mid_fetch_gives_eio_never_zeros() {
-    let _one = SERVER.lock().unwrap_or_else(|e| e.into_inner());
-    common::s3::S3Server::own_only();
-    run_on(Engine::S3, || {
-        let (_cfg, mut m) = mount_giving_up_after_2s();
+    with_outage_mount(|m| {
         let size = 32usize << 20;
         let data: Vec<u8> = (0..size as u32 / 4)
             .flat_map(|i| i.wrapping_mul(2654435761).to_le_bytes())
@@ -139,10 +144,7 @@ fn a_bucket_that_stops_answering_mid_fetch_gives_eio_never_zeros() {
 
 #[test]
 fn a_send_retried_once_the_bucket_is_back_is_recorded() {
-    let _one = SERVER.lock().unwrap_or_else(|e| e.into_inner());
-    common::s3::S3Server::own_only();
-    run_on(Engine::S3, || {
-        let (_cfg, mut m) = mount_giving_up_after_2s();
+    with_outage_mount(|m| {
         fs::write(m.path("f"), b"old").unwrap();
         let ino = fs::metadata(m.path("f")).unwrap().ino();
         let old = m.settled_version(ino, "");
@@ -177,10 +179,7 @@ fn a_send_retried_once_the_bucket_is_back_is_recorded() {
 
 #[test]
 fn an_unmount_with_the_bucket_away_exits_soon_and_the_next_mount_sends() {
-    let _one = SERVER.lock().unwrap_or_else(|e| e.into_inner());
-    common::s3::S3Server::own_only();
-    run_on(Engine::S3, || {
-        let (_cfg, mut m) = mount_giving_up_after_2s();
+    with_outage_mount(|m| {
         let (bucket, _) = m.bucket().unwrap();
         bucket.server.pause();
         // Eight new files (made with the bucket away: a new file needs

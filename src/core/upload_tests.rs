@@ -193,7 +193,10 @@ fn pieces_are_written_and_hashed_in_order() {
     up.finish().unwrap();
     assert_eq!(fs.getattr(ino).unwrap().inode.size, data.len() as u64);
     let h = fs.open(&root, ino, libc::O_RDONLY).unwrap();
-    assert!(fs.read(h.fh, 0, data.len()).unwrap() == data, "the bytes differ");
+    assert!(
+        fs.read(h.fh, 0, data.len()).unwrap() == data,
+        "the bytes differ"
+    );
     assert_eq!(
         fs.sha256(ino).unwrap().as_deref(),
         Some(hex::encode(Sha256::digest(&data)).as_str())
