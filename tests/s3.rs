@@ -523,6 +523,42 @@ fn a_slow_send_at_close_holds_up_only_the_closing_caller() {
     });
 }
 
+#[test]
+fn a_slow_send_holds_up_no_other_file() {
+    run_on(Engine::S3, || {
+        let mut m = Mount::new();
+        // Two files 64 inode numbers apart: the same lock when locks were
+        // striped by inode number.
+        let mut by_ino = std::collections::HashMap::new();
+        for i in 0..70 {
+            let p = m.path(&format!("f{i}"));
+            fs::write(&p, b"kept").unwrap();
+            by_ino.insert(fs::metadata(&p).unwrap().ino(), p);
+        }
+        let (slow, other) = by_ino
+            .keys()
+            .find_map(|&a| by_ino.get(&(a + 64)).map(|_| (a, a + 64)))
+            .expect("two files 64 numbers apart");
+        m.settled_version(other, "");
+        m.arm(&["s3::before_put=1*sleep(4000)"]);
+        let p = by_ino[&slow].clone();
+        let writer = std::thread::spawn(move || fs::write(&p, b"sent slowly").unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        // The other file opens while the slow one is being sent.
+        let t = std::time::Instant::now();
+        assert_eq!(fs::read(&by_ino[&other]).unwrap(), b"kept");
+        let took = t.elapsed();
+        writer.join().unwrap();
+        assert!(
+            took < std::time::Duration::from_millis(2000),
+            "an open waited for another file's send: {took:?}"
+        );
+        assert_eq!(fs::read(&by_ino[&slow]).unwrap(), b"sent slowly");
+        m.unmount();
+        m.assert_consistent();
+    });
+}
+
 /// A counter's value in a `/metrics` text.
 fn counter(text: &str, name: &str) -> u64 {
     text.lines()

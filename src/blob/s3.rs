@@ -63,6 +63,7 @@ use super::sidecar::{AttrJson, DirSync, Parsed, SidecarError};
 use super::{ContentStore, Filling, FoundSidecar, NewVersion, ObjectStat, Partial, Space};
 
 mod fill;
+mod locks;
 mod source;
 use crate::types::Timestamp;
 use fill::Fill;
@@ -338,9 +339,8 @@ pub struct S3Store {
     /// `CACHE/.artfs`.
     state_dir: PathBuf,
     state: Mutex<CacheState>,
-    /// One lock per stripe of inode numbers: operations on one object
-    /// (fetch, send, remove) never overlap.
-    stripes: Vec<Mutex<()>>,
+    /// One lock per object (`locks.rs`).
+    locks: locks::ObjectLocks,
     stop: Arc<AtomicBool>,
     sender: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Versions the core has not been told of (`take_versions`).
@@ -415,7 +415,7 @@ impl S3Store {
             root,
             state_dir,
             state: Mutex::new(CacheState::default()),
-            stripes: (0..64).map(|_| Mutex::new(())).collect(),
+            locks: locks::ObjectLocks::default(),
             stop: Arc::new(AtomicBool::new(false)),
             sender: Mutex::new(None),
             reports: Mutex::new(Vec::new()),
@@ -518,8 +518,8 @@ impl S3Store {
             .join(format!("{ino:016x}.cached"))
     }
 
-    fn stripe(&self, ino: u64) -> parking_lot::MutexGuard<'_, ()> {
-        self.stripes[(ino % self.stripes.len() as u64) as usize].lock()
+    fn object_lock(&self, ino: u64) -> locks::ObjectGuard<'_> {
+        self.locks.lock(ino)
     }
 
     /// An S3 error as an `io::Error`, counted.
@@ -781,7 +781,7 @@ impl S3Store {
     /// unless it is unchanged since it last matched; returns the version
     /// made. The version it replaces stays in the bucket until the core has
     /// recorded the new one ([`ContentStore::version_committed`]): a crash
-    /// before that commit finds both. Caller holds the stripe.
+    /// before that commit finds both. Caller holds the object's lock.
     fn send(&self, ino: u64, file: &File) -> io::Result<Option<NewVersion>> {
         self.refuse_write()?;
         if self.fills.lock().contains_key(&ino) {
@@ -880,7 +880,7 @@ impl S3Store {
         if self.read_only() {
             return Ok(None);
         }
-        let _g = self.stripe(ino);
+        let _g = self.object_lock(ino);
         let r = self.send(ino, file);
         if r.is_err() {
             self.state.lock().unsent.insert(ino);
@@ -1155,11 +1155,11 @@ impl S3Store {
         }
     }
 
-    /// The stripe of `ino`, with its copy there and current (`true`) or
+    /// The lock of `ino`, with its copy there and current (`true`) or
     /// no object (`false`): fetched whole if need be, a large one by a
-    /// [`Fill`] waited for with the stripe let go (a reader through the
+    /// [`Fill`] waited for with the lock let go (a reader through the
     /// door reads it meanwhile).
-    fn materialise(&self, ino: u64) -> io::Result<(parking_lot::MutexGuard<'_, ()>, bool)> {
+    fn materialise(&self, ino: u64) -> io::Result<(locks::ObjectGuard<'_>, bool)> {
         loop {
             let g = self.settled(ino)?;
             match self.materialise_or_fill(ino)? {
@@ -1180,7 +1180,7 @@ impl S3Store {
     }
 
     /// Make sure the copy of `ino` is there and current, or that a
-    /// [`Fill`] is fetching it (a large version). Caller holds the stripe
+    /// [`Fill`] is fetching it (a large version). Caller holds the lock
     /// (from `settled`: no fill runs).
     fn materialise_or_fill(&self, ino: u64) -> io::Result<Got> {
         let known = self.known(ino)?;
@@ -1278,7 +1278,7 @@ impl S3Store {
     }
 
     /// Begin fetching `v` into a partial copy of `ino`. Caller holds the
-    /// stripe.
+    /// lock.
     fn start_fill(&self, ino: u64, v: Version) -> io::Result<Arc<Fill>> {
         let n = self.fill_seq.fetch_add(1, Ordering::Relaxed);
         let tmp = self.copy_path(ino).with_extension(format!("{n}.fetch"));
@@ -1322,12 +1322,12 @@ impl S3Store {
         Ok(fill)
     }
 
-    /// The stripe of `ino`, once no copy of it is being fetched while
-    /// read (waiting for one that is: whoever takes the stripe sees whole
+    /// The lock of `ino`, once no copy of it is being fetched while
+    /// read (waiting for one that is: whoever takes the lock sees whole
     /// copies only). An error when that fetch failed.
-    fn settled(&self, ino: u64) -> io::Result<parking_lot::MutexGuard<'_, ()>> {
+    fn settled(&self, ino: u64) -> io::Result<locks::ObjectGuard<'_>> {
         loop {
-            let g = self.stripe(ino);
+            let g = self.object_lock(ino);
             let Some(f) = self.fills.lock().get(&ino).cloned() else {
                 return Ok(g);
             };
@@ -1340,7 +1340,7 @@ impl S3Store {
     fn fill_done(&self, fill: &Arc<Fill>) {
         let ino = fill.ino;
         {
-            let _g = self.stripe(ino);
+            let _g = self.object_lock(ino);
             if !self
                 .fills
                 .lock()
@@ -1378,11 +1378,11 @@ impl S3Store {
     /// holds it (the next open starts again), else kept for its reads to
     /// try again.
     fn fill_idle(&self, fill: &Arc<Fill>) {
-        let _g = self.stripe(fill.ino);
+        let _g = self.object_lock(fill.ino);
         self.abandon_if_unused(fill);
     }
 
-    /// Caller holds the stripe.
+    /// Caller holds the object's lock.
     fn abandon_if_unused(&self, fill: &Arc<Fill>) {
         let ino = fill.ino;
         let ours = self
@@ -1486,8 +1486,7 @@ impl S3Store {
                 .collect()
         };
         for ino in victims {
-            let Some(_g) = self.stripes[(ino % self.stripes.len() as u64) as usize].try_lock()
-            else {
+            let Some(_g) = self.locks.try_lock(ino) else {
                 continue;
             };
             let still = self.state.lock().entries.get(&ino).is_some_and(|e| {
@@ -1550,7 +1549,7 @@ impl S3Store {
                 );
                 return failed + total - i;
             }
-            let _g = self.stripe(ino);
+            let _g = self.object_lock(ino);
             if !self.state.lock().unsent.contains(&ino) {
                 continue;
             }
@@ -1656,7 +1655,7 @@ impl ContentStore for S3Store {
 
     fn create_new(&self, ino: u64) -> io::Result<File> {
         self.refuse_write()?;
-        let _g = self.stripe(ino);
+        let _g = self.object_lock(ino);
         // Inode numbers are never reused, so the bucket cannot hold one
         // not made yet: only the cache is asked.
         let f = OpenOptions::new()
@@ -1678,7 +1677,7 @@ impl ContentStore for S3Store {
 
     fn adopt(&self, ino: u64, staged: &Path) -> io::Result<ObjectStat> {
         self.refuse_write()?;
-        let _g = self.stripe(ino);
+        let _g = self.object_lock(ino);
         if std::fs::symlink_metadata(self.copy_path(ino)).is_ok() || !self.versions(ino)?.is_empty()
         {
             return Err(io::ErrorKind::AlreadyExists.into());
@@ -1749,7 +1748,7 @@ impl ContentStore for S3Store {
         let Some((number, _)) = parse_version(name) else {
             return Ok(());
         };
-        let _g = self.stripe(ino);
+        let _g = self.object_lock(ino);
         let dir = self.object_dir_key(ino);
         for old in superseded {
             if old != name && parse_version(old).is_some() {
@@ -1790,7 +1789,7 @@ impl ContentStore for S3Store {
 
     fn current_version(&self, ino: u64) -> io::Result<Option<String>> {
         if !self.read_only() {
-            let _g = self.stripe(ino);
+            let _g = self.object_lock(ino);
             if let Some((e, m)) = self.known(ino)? {
                 if e.checked && !Self::is_unsent(&e, &m) && !Self::is_damaged(&e, &m) {
                     if let Some(k) = &e.key {
@@ -1819,7 +1818,7 @@ impl ContentStore for S3Store {
 
     fn close(&self, ino: u64, file: &File) -> io::Result<Option<NewVersion>> {
         let r = {
-            let _g = self.stripe(ino);
+            let _g = self.object_lock(ino);
             let filling = self.fills.lock().get(&ino).cloned();
             if let Some(f) = filling {
                 // Read while fetched: the fetch goes on (the next open
@@ -1871,7 +1870,7 @@ impl ContentStore for S3Store {
     }
 
     fn stat(&self, ino: u64) -> io::Result<Option<ObjectStat>> {
-        let _g = self.stripe(ino);
+        let _g = self.object_lock(ino);
         if let Some((e, m)) = self.known(ino)? {
             if Self::is_unsent(&e, &m) {
                 // The copy is the freshest content (a crash, a failed send):
@@ -1896,7 +1895,7 @@ impl ContentStore for S3Store {
         if self.read_only() {
             return Ok(());
         }
-        let _g = self.stripe(ino);
+        let _g = self.object_lock(ino);
         match self.known(ino)? {
             // As at an open for writing: after a crash the changed copy is
             // sent, not fetched again.
@@ -1950,7 +1949,7 @@ impl ContentStore for S3Store {
 
     fn remove(&self, ino: u64) -> io::Result<()> {
         self.refuse_write()?;
-        let _g = self.stripe(ino);
+        let _g = self.object_lock(ino);
         if let Some(f) = self.fills.lock().remove(&ino) {
             f.cancel();
         }
@@ -2156,7 +2155,7 @@ impl ContentStore for S3Store {
     }
 
     fn open_partial(&self, ino: u64) -> io::Result<Partial> {
-        let _g = self.stripe(ino);
+        let _g = self.object_lock(ino);
         let running = self.fills.lock().get(&ino).cloned();
         let got = match running {
             // A follower fetches only the bucket's current version.

@@ -219,7 +219,7 @@ impl Fill {
         if done {
             tracing::debug!(ino = self.ino, bytes = self.size(), took = ?self.started.elapsed(),
                 "fetched a copy while it was read");
-            // Renaming and recording take the object's stripe: not on the
+            // Renaming and recording take the object's lock: not on the
             // runtime's threads.
             self.rt.spawn_blocking(move || store.fill_done(&me));
         } else if idle && !st_cancelled {
