@@ -335,7 +335,12 @@ impl Fs {
         let (attr, intent, object) = self.with_room(0, || {
             self.make_node(caller, parent, name, NewNode::File, mode, umask, true)
         })?;
-        let object = object.or_else(|| self.make_object(attr.inode.ino));
+        // None made ahead of need (the first create, or creates outrunning
+        // the pool): made as new here too. The open's own path would ask a
+        // remote store (listing the bucket, failing with it away); it is
+        // left only for what goes wrong.
+        let object =
+            object.or_else(|| super::objpool::Made::create(&*self.objects, attr.inode.ino).ok());
         // A new file has nothing to read and no privileges to drop.
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let handle = self.open_handle_with(
@@ -348,17 +353,6 @@ impl Fs {
             false,
         )?;
         Ok((attr, handle))
-    }
-
-    /// The object of a file just made, when none was made ahead of need
-    /// (the first create, or creates outrunning the pool). Numbers are
-    /// never reused, so it is made as new: a remote store is not asked
-    /// whether it holds one (an open would list the bucket, and fail with
-    /// it away). Anything unexpected leaves it to the open's own path.
-    fn make_object(&self, ino: u64) -> Option<super::objpool::Made> {
-        let file = self.objects.create_new(ino).ok()?;
-        let mtime = Timestamp::mtime_of(&file.metadata().ok()?);
-        Some(super::objpool::Made { ino, file, mtime })
     }
 
     /// `open(2)` with `O_TMPFILE`: a new regular file in directory `parent`

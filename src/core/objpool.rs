@@ -26,6 +26,7 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 
 use super::Fs;
+use crate::blob::ContentStore;
 use crate::types::Timestamp;
 
 /// Refill when fewer objects than this are ready...
@@ -40,6 +41,26 @@ pub(crate) struct Made {
     pub ino: u64,
     pub file: File,
     pub mtime: Timestamp,
+}
+
+impl Made {
+    /// Make the object of the new inode `ino` (numbers are never reused:
+    /// made as new, no store is asked whether it holds one). Nothing is
+    /// left behind on failure.
+    pub(crate) fn create(objects: &dyn ContentStore, ino: u64) -> std::io::Result<Made> {
+        let file = objects.create_new(ino)?;
+        match file.metadata() {
+            Ok(m) => Ok(Made {
+                ino,
+                file,
+                mtime: Timestamp::mtime_of(&m),
+            }),
+            Err(e) => {
+                let _ = objects.remove(ino);
+                Err(e)
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -157,20 +178,7 @@ fn run(pool: &Arc<ObjectPool>, fs: &Weak<Fs>) {
                 s.making = Some(ino);
                 ino
             };
-            let made = fs
-                .objects
-                .create_new(ino)
-                .and_then(|file| match file.metadata() {
-                    Ok(m) => Ok(Made {
-                        ino,
-                        file,
-                        mtime: Timestamp::mtime_of(&m),
-                    }),
-                    Err(e) => {
-                        let _ = fs.objects.remove(ino);
-                        Err(e)
-                    }
-                });
+            let made = Made::create(&*fs.objects, ino);
             let failed = made.is_err();
             let mut s = pool.state.lock();
             let stopped = s.stop;
