@@ -9,6 +9,13 @@
 #
 # Environment knobs (defaults in brackets):
 #   BENCH_DIR      parent of the temp dir [/var/tmp]; must not be tmpfs
+#   BENCH_LOOP     size of a fresh ext4 image (e.g. 24G) made in BENCH_DIR
+#                  and mounted on a loop device (direct I/O) for this run
+#                  alone: both sides then start on a file system no earlier
+#                  run has filled and freed (ext4's inode allocator slows on
+#                  one that has, see benches/README "Noise"); one inode per
+#                  4 KiB, enough for the scale run's 3M files [unset: run in
+#                  BENCH_DIR itself]
 #   BENCH_RUNTIME  seconds per time-bounded fio run [5]
 #   BENCH_SEQ_SIZE size of the sequential file [512M]
 #   BENCH_RAND_SIZE size of the random-I/O file [256M]
@@ -71,7 +78,33 @@ fi
 BIN=${ARTFS_BIN:-$ROOT/target/release/artfs}
 [[ -x $BIN ]] || die "no artfs binary at $BIN"
 
-T=$(mktemp -d "${BENCH_DIR:-/var/tmp}/artfs-bench.XXXXXX")
+PARENT=${BENCH_DIR:-/var/tmp}
+LOOP_IMG=
+LOOP_DEV=
+loop_cleanup() {
+    [[ -n $LOOP_IMG ]] || return 0
+    if [[ ${BENCH_KEEP:-0} == 1 ]]; then
+        echo "kept $LOOP_IMG.mnt on $LOOP_DEV (umount it, then losetup -d $LOOP_DEV and rm $LOOP_IMG)"
+        return 0
+    fi
+    mountpoint -q "$LOOP_IMG.mnt" && umount "$LOOP_IMG.mnt"
+    [[ -n $LOOP_DEV ]] && losetup -d "$LOOP_DEV"
+    rmdir "$LOOP_IMG.mnt" 2>/dev/null
+    rm -f "$LOOP_IMG"
+}
+if [[ -n ${BENCH_LOOP:-} ]]; then
+    command -v mkfs.ext4 >/dev/null && command -v losetup >/dev/null || die "BENCH_LOOP needs mkfs.ext4 and losetup"
+    trap 'set +e; loop_cleanup' EXIT
+    LOOP_IMG=$(mktemp "$PARENT/artfs-bench-fs.XXXXXX")
+    truncate -s "$BENCH_LOOP" "$LOOP_IMG"
+    # Inode tables and journal written now, not by ext4lazyinit during the run.
+    mkfs.ext4 -q -F -i 4096 -E lazy_itable_init=0,lazy_journal_init=0 "$LOOP_IMG"
+    LOOP_DEV=$(losetup --find --show --direct-io=on "$LOOP_IMG")
+    mkdir "$LOOP_IMG.mnt"
+    mount "$LOOP_DEV" "$LOOP_IMG.mnt"
+    PARENT=$LOOP_IMG.mnt
+fi
+T=$(mktemp -d "$PARENT/artfs-bench.XXXXXX")
 [[ $(stat -f -c %T "$T") != tmpfs ]] || die "$T is on tmpfs; set BENCH_DIR to a disk-backed dir"
 # Spread raw/ and backing/ over separate ext4 block groups (Orlov's
 # top-directory rule), away from whatever earlier runs freed near /var/tmp.
@@ -121,6 +154,7 @@ cleanup() {
     else
         rm -rf "$T"
     fi
+    loop_cleanup
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -230,7 +264,7 @@ warm() { cat "$1" >/dev/null; }
 
 echo "# artfs workload bench $(date -u +%FT%TZ)" >"$RESULTS"
 {
-    echo "# host: $(uname -r), $(nproc) CPUs, fs $(stat -f -c %T "$T") under $T"
+    echo "# host: $(uname -r), $(nproc) CPUs, fs $(stat -f -c %T "$T") under $T${LOOP_DEV:+ (a fresh ext4 of ${BENCH_LOOP} on $LOOP_DEV)}"
     transport="/dev/fuse"
     if [[ -n $URING_ARGS ]]; then
         # The ring threads log their first request; touch the mount first.
