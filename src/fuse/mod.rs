@@ -373,11 +373,13 @@ impl Shared {
         self.fs
             .ops()
             .error(&opstats::OPS, opstats::op_index(op), errno);
-        let mut at = Context::op(op).ino(ino);
-        if let Some(n) = name {
-            at = at.path(String::from_utf8_lossy(n));
+        if e.would_log() {
+            let mut at = Context::op(op).ino(ino);
+            if let Some(n) = name {
+                at = at.path(String::from_utf8_lossy(n));
+            }
+            e.with_context(at).log(&errno_label(errno));
         }
-        e.with_context(at).log(&errno_label(errno));
         reply.error(Errno::from_i32(errno));
     }
 

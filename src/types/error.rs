@@ -261,11 +261,23 @@ impl Error {
         }
     }
 
+    /// Whether [`Error::log`] would record anything. The expected failures
+    /// (a lookup of a name about to be created, a getxattr of an attribute
+    /// the file lacks) are debug events, and a door checks this before it
+    /// builds the context and the report they would carry: every create
+    /// answers one of each.
+    pub fn would_log(&self) -> bool {
+        Failure::enabled(self.level())
+    }
+
     /// Log this error once, as a door's answer to a request (`reply`:
     /// what the caller got, an errno name or an HTTP status): at
     /// [`Error::level`], with where it happened (the context's operation,
     /// inode and path), its errno, its database code and its causes.
     pub fn log(&self, reply: &dyn fmt::Display) {
+        if !self.would_log() {
+            return;
+        }
         let failure = Failure {
             at: self.context(),
             errno: errno_label(self.errno()),
@@ -309,6 +321,17 @@ pub struct Failure<'a> {
 }
 
 impl Failure<'_> {
+    /// Whether an event at `level` would be recorded (asked here, where
+    /// the events are made, so that a per-target filter is honoured).
+    pub fn enabled(level: tracing::Level) -> bool {
+        match level {
+            tracing::Level::ERROR => tracing::enabled!(tracing::Level::ERROR),
+            tracing::Level::WARN => tracing::enabled!(tracing::Level::WARN),
+            tracing::Level::INFO => tracing::enabled!(tracing::Level::INFO),
+            _ => tracing::enabled!(tracing::Level::DEBUG),
+        }
+    }
+
     /// Log it once, at `level`.
     pub fn log(&self, level: tracing::Level) {
         let op = self.at.map_or("", |c| c.op.as_ref());
