@@ -63,6 +63,7 @@ mod local;
 mod moto;
 mod s3;
 pub mod sidecar;
+mod unnamed;
 
 use std::fs::File;
 use std::io;

@@ -24,6 +24,7 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
+use super::unnamed;
 use crate::types::{Kind, Timestamp, NAME_MAX};
 
 /// The `schema_version` artfs writes.
@@ -308,23 +309,55 @@ pub fn write_atomic(path: &Path, doc: &AttrJson) -> io::Result<()> {
 
 /// `write_atomic`, optionally leaving the directory fsync to the caller.
 pub fn write_atomic_with(path: &Path, doc: &AttrJson, dir_sync: DirSync) -> io::Result<()> {
+    write_atomic_by(path, doc, dir_sync, true)
+}
+
+/// [`write_atomic_with`]; `unnamed`: try an unnamed file first (see
+/// [`unnamed`]), else the temp-file way alone.
+fn write_atomic_by(
+    path: &Path,
+    doc: &AttrJson,
+    dir_sync: DirSync,
+    unnamed: bool,
+) -> io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let (tmp, mut file) = create_temp(dir)?;
-    let written = file
-        .write_all(&doc.to_json())
-        .and_then(|()| match dir_sync {
-            DirSync::Now => file.sync_all(),
-            DirSync::Deferred => Ok(()),
-        })
-        .and_then(|()| {
-            drop(file);
-            fs::rename(&tmp, path)
-        });
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
+    let json = doc.to_json();
+    let sync_file = |file: &File| match dir_sync {
+        DirSync::Now => file.sync_all(),
+        DirSync::Deferred => Ok(()),
+    };
+    let mut tmp = None;
+    let mut place = || -> io::Result<()> {
+        let file = match unnamed {
+            true => unnamed::write(dir, &json, sync_file)?,
+            false => None,
+        };
+        if let Some(file) = file {
+            match unnamed::link(&file, path)? {
+                unnamed::Linked::Done => return Ok(()),
+                // A rewrite: the new document gets a temp name, then replaces.
+                unnamed::Linked::Taken => {
+                    if let Some(t) = link_temp(&file, dir)? {
+                        return fs::rename(tmp.insert(t), path);
+                    }
+                }
+                unnamed::Linked::Refused => {}
+            }
+        }
+        let (t, mut file) = create_temp(dir)?;
+        let t = tmp.insert(t);
+        file.write_all(&json)?;
+        sync_file(&file)?;
+        drop(file);
+        fs::rename(t, path)
+    };
+    if let Err(e) = place() {
+        if let Some(t) = tmp {
+            let _ = fs::remove_file(t);
+        }
         return Err(e);
     }
     if dir_sync == DirSync::Now {
@@ -343,17 +376,35 @@ pub fn is_temp_name(name: &OsStr) -> bool {
     name.as_bytes().starts_with(TEMP_PREFIX.as_bytes())
 }
 
+/// A temp name in `dir` not used by this process before.
+fn temp_name(dir: &Path) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()))
+}
+
 /// A fresh temp file in `dir`. The name is short whatever the target's
 /// length, so a 255-byte target name still gets one.
 fn create_temp(dir: &Path) -> io::Result<(PathBuf, File)> {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
     loop {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()));
+        let tmp = temp_name(dir);
         match OpenOptions::new().write(true).create_new(true).open(&tmp) {
             // Left by a crashed process that had our pid: take the next number.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             r => return r.map(|f| (tmp, f)),
+        }
+    }
+}
+
+/// `file` (written, unnamed) under a fresh temp name in `dir`; `None`
+/// if linking was refused.
+fn link_temp(file: &File, dir: &Path) -> io::Result<Option<PathBuf>> {
+    loop {
+        let tmp = temp_name(dir);
+        match unnamed::link(file, &tmp)? {
+            unnamed::Linked::Done => return Ok(Some(tmp)),
+            unnamed::Linked::Taken => continue,
+            unnamed::Linked::Refused => return Ok(None),
         }
     }
 }
@@ -1088,6 +1139,20 @@ mod tests {
 
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp() {
+        // Both ways: an unnamed file linked in (where the filesystem has
+        // them, as the temp dir's does), and the temp file renamed.
+        for unnamed in [true, false] {
+            atomic_write_by(unnamed);
+        }
+        assert!(
+            !unnamed::UNSUPPORTED.load(std::sync::atomic::Ordering::Relaxed),
+            "unnamed files were given up on a filesystem that has them"
+        );
+    }
+
+    fn atomic_write_by(unnamed: bool) {
+        let write_atomic =
+            |path: &Path, doc: &AttrJson| write_atomic_by(path, doc, DirSync::Now, unnamed);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(format!("{:016x}{SUFFIX}", 0x42));
         let mut doc = full_doc();
@@ -1095,7 +1160,7 @@ mod tests {
         assert_eq!(AttrJson::parse(&fs::read(&path).unwrap()).unwrap().0, doc);
         doc.description = Some("second".into());
         doc.custom_attributes.clear();
-        write_atomic_with(&path, &doc, DirSync::Deferred).unwrap();
+        write_atomic_by(&path, &doc, DirSync::Deferred, unnamed).unwrap();
         sync_dir(dir.path()).unwrap();
         assert_eq!(fs::read(&path).unwrap(), doc.to_json());
         let names: Vec<_> = fs::read_dir(dir.path())
