@@ -151,9 +151,10 @@ cleanup() {
     [[ -n $URING_WAS ]] && echo "$URING_WAS" >"$URING_PARAM"
     if [[ ${BENCH_KEEP:-0} == 1 ]]; then
         echo "kept $T"
-    else
+    elif [[ -z $LOOP_IMG ]]; then
         rm -rf "$T"
     fi
+    # A fresh file system goes whole (faster than removing 3M files).
     loop_cleanup
 }
 trap cleanup EXIT
