@@ -609,8 +609,11 @@ impl Mutation<'_> {
             self.staged.new_dirs.push(inode.ino);
         }
         self.staged.inodes.insert(inode.ino, Some(inode.clone()));
-        // A fresh number has no attributes: known, not a miss.
-        self.staged.xattrs.insert(inode.ino, None);
+        // A fresh number has no attributes: known, not a miss, and still
+        // known once committed (`None` would be folded in as "forget").
+        self.staged
+            .xattrs
+            .insert(inode.ino, Some(cache::xattr_list(Vec::new())));
         inode
     }
 
@@ -713,11 +716,11 @@ impl Mutation<'_> {
     }
 
     fn set_xattrs(&mut self, ino: u64, list: Vec<(Vec<u8>, Vec<u8>)>) {
-        let v = if list.is_empty() {
-            None
-        } else {
-            Some(Arc::new(list))
-        };
-        self.staged.xattrs.insert(ino, v);
+        // An empty list too is staged as a list: the commit then leaves it
+        // known in the cache instead of forgetting it (only a removed
+        // inode's is `None`).
+        self.staged
+            .xattrs
+            .insert(ino, Some(cache::xattr_list(list)));
     }
 }

@@ -697,3 +697,33 @@ fn listings_stay_consistent_through_changes() {
     s.reopen();
     assert_eq!(s.tree(), before);
 }
+
+#[test]
+fn attribute_lists_known_empty_stay_known_after_their_commit() {
+    // Every unlink checks the file's retention attributes and every first
+    // write asks for security.capability: if a commit made the cache
+    // forget an empty list, each would cost a query.
+    for trash in [false, true] {
+        let s = Store::new(trash);
+        let f = s.file(ROOT_INO, "f", b"x");
+        let g = s.file(ROOT_INO, "g", b"y");
+        s.fs.setxattr(&root(), g, b"user.a", b"1", 0)
+            .expect("setxattr");
+        s.fs.removexattr(&root(), g, b"user.a")
+            .expect("removexattr");
+        s.fs.wait_committed().expect("commit");
+        for ino in [f, g] {
+            match s.fs.cache.xattrs(ino) {
+                Known::Hit(Some(list)) => assert!(list.is_empty(), "inode {ino}: {list:?}"),
+                Known::Hit(None) => panic!("inode {ino}: the list is staged as removed"),
+                Known::Miss => panic!("inode {ino}: the commit forgot its empty attribute list"),
+            }
+            assert!(s.fs.getxattr(ino, b"user.a").is_err());
+        }
+        // The answer is the store's too.
+        assert!(s.fs.meta.xattrs(g).expect("xattrs").is_empty());
+        s.fs.unlink(&root(), ROOT_INO, b"f").expect("unlink");
+        s.fs.wait_committed().expect("commit");
+        assert!(s.absent(ROOT_INO, "f"));
+    }
+}
