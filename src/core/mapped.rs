@@ -46,6 +46,12 @@ use crate::types::journal;
 /// close reached the daemon (the kernel drops it after queueing the
 /// release), and would read as a mapping.
 const SETTLE_AFTER: Duration = Duration::from_millis(50);
+/// Under load the closer's descriptor can take longer to go (the closing
+/// thread preempted between queueing the release and dropping it): a
+/// policy round adopts a writer it finds as a mapping only once the close
+/// is this old, and otherwise looks again at a later round. (An open, a
+/// truncate, a hash asked for or a mode change decide at once.)
+const ADOPT_AFTER: Duration = Duration::from_secs(1);
 
 /// Files whose last writer bypassed the daemon, and mappings found.
 #[derive(Default)]
@@ -114,15 +120,15 @@ impl Fs {
     /// Probe every lingering file closed a moment ago or earlier, and
     /// every mapping found (the policy thread's rounds).
     pub(crate) fn settle_mappings(&self) {
-        self.settle_mappings_older_than(SETTLE_AFTER);
+        self.settle_mappings_older_than(SETTLE_AFTER, false);
     }
 
     /// Probe them all now (a mode change, unmount).
     pub(crate) fn settle_all_mappings(&self) {
-        self.settle_mappings_older_than(Duration::ZERO);
+        self.settle_mappings_older_than(Duration::ZERO, true);
     }
 
-    fn settle_mappings_older_than(&self, age: Duration) {
+    fn settle_mappings_older_than(&self, age: Duration, decide_now: bool) {
         let now = Instant::now();
         let mut inos: Vec<u64> = self
             .mappings
@@ -134,7 +140,7 @@ impl Fs {
             .collect();
         inos.extend(self.mappings.mapped.lock().keys().copied());
         for ino in inos {
-            self.settle_mapping(ino);
+            self.settle_mapping(ino, decide_now);
         }
     }
 
@@ -142,13 +148,16 @@ impl Fs {
     /// its last writer's mapping may have written it since.
     pub(crate) fn settle_if_lingering(&self, ino: u64) {
         if self.lingers(ino) {
-            self.settle_mapping(ino);
+            self.settle_mapping(ino, true);
         }
     }
 
-    fn settle_mapping(&self, ino: u64) {
+    /// `decide_now`: a writer found soon after the close is taken for a
+    /// mapping at once, not looked at again later (see [`ADOPT_AFTER`]).
+    fn settle_mapping(&self, ino: u64, decide_now: bool) {
         let _one = self.mappings.settling.lock();
-        let closed = self.mappings.lingering.lock().get(&ino).map(|(s, _)| *s);
+        let lingering = self.mappings.lingering.lock().get(&ino).copied();
+        let closed = lingering.map(|(s, _)| s);
         let mapped = self.mappings.holds(ino);
         if closed.is_none() && !mapped {
             // Settled by another caller meanwhile.
@@ -159,12 +168,25 @@ impl Fs {
             // are closed (a writer's close takes the figures afresh).
             return;
         }
-        // (An open racing the close from another thread may find the
-        // closer's descriptor still on its way out, see SETTLE_AFTER, and
-        // take it for a mapping: the next round finds it gone and records
-        // the file again, unchanged. No wait here: this may be the mount's
-        // request thread.)
-        let Some(probe) = self.probe_writers(ino) else {
+        let mut probe = self.probe_writers(ino);
+        if let (false, Some((_, at))) = (mapped, lingering) {
+            // A writer found within SETTLE_AFTER of the close may be the
+            // closer's descriptor on its way out (the kernel drops it just
+            // after queueing the release): asked again until then. The
+            // wait (this may be the mount's request thread) happens only
+            // when a writer is found that soon.
+            while matches!(probe, Some(Writers::Some)) && at.elapsed() < SETTLE_AFTER {
+                std::thread::sleep(Duration::from_millis(1));
+                probe = self.probe_writers(ino);
+            }
+            if matches!(probe, Some(Writers::Some)) && !decide_now && at.elapsed() < ADOPT_AFTER {
+                return;
+            }
+        }
+        // (Past that, a writer is taken for a mapping; if it was a slow
+        // closer after all, the next round finds it gone and records the
+        // file again, unchanged.)
+        let Some(probe) = probe else {
             // Gone (reclaimed with its last name), or not to be probed.
             self.mappings.lingering.lock().remove(&ino);
             if let Some(m) = self.mappings.mapped.lock().remove(&ino) {
