@@ -69,11 +69,7 @@ pub fn link(file: &File, path: &Path) -> io::Result<Linked> {
                 flags,
             )
         };
-        if r == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        ok(r)
     };
     let by_proc = || {
         let from = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
@@ -87,11 +83,7 @@ pub fn link(file: &File, path: &Path) -> io::Result<Linked> {
                 libc::AT_SYMLINK_FOLLOW,
             )
         };
-        if r == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        ok(r)
     };
     let r = match by_fd(libc::AT_EMPTY_PATH) {
         Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::ENOENT)) => by_proc(),
@@ -120,5 +112,13 @@ fn unsupported(e: &io::Error) -> bool {
 fn give_up(e: &io::Error) {
     if !UNSUPPORTED.swap(true, Ordering::Relaxed) {
         tracing::info!(error = %e, "sidecars: unnamed files (O_TMPFILE) unusable here; writing them by temp file and rename");
+    }
+}
+
+/// A libc call's result: 0, or -1 with `errno` set.
+fn ok(r: libc::c_int) -> io::Result<()> {
+    match r {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
     }
 }
