@@ -312,13 +312,13 @@ pub fn write_atomic_with(path: &Path, doc: &AttrJson, dir_sync: DirSync) -> io::
     write_atomic_by(path, doc, dir_sync, true)
 }
 
-/// [`write_atomic_with`]; `unnamed`: try an unnamed file first (see
+/// [`write_atomic_with`]; `try_unnamed`: try an unnamed file first (see
 /// [`unnamed`]), else the temp-file way alone.
 fn write_atomic_by(
     path: &Path,
     doc: &AttrJson,
     dir_sync: DirSync,
-    unnamed: bool,
+    try_unnamed: bool,
 ) -> io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -331,9 +331,10 @@ fn write_atomic_by(
     };
     let mut tmp = None;
     let mut place = || -> io::Result<()> {
-        let file = match unnamed {
-            true => unnamed::write(dir, &json, sync_file)?,
-            false => None,
+        let file = if try_unnamed {
+            unnamed::write(dir, &json, sync_file)?
+        } else {
+            None
         };
         if let Some(file) = file {
             match unnamed::link(&file, path)? {
@@ -1141,8 +1142,8 @@ mod tests {
     fn atomic_write_replaces_and_leaves_no_temp() {
         // Both ways: an unnamed file linked in (where the filesystem has
         // them, as the temp dir's does), and the temp file renamed.
-        for unnamed in [true, false] {
-            atomic_write_by(unnamed);
+        for try_unnamed in [true, false] {
+            atomic_write_by(try_unnamed);
         }
         assert!(
             !unnamed::UNSUPPORTED.load(std::sync::atomic::Ordering::Relaxed),
@@ -1150,9 +1151,9 @@ mod tests {
         );
     }
 
-    fn atomic_write_by(unnamed: bool) {
+    fn atomic_write_by(try_unnamed: bool) {
         let write_atomic =
-            |path: &Path, doc: &AttrJson| write_atomic_by(path, doc, DirSync::Now, unnamed);
+            |path: &Path, doc: &AttrJson| write_atomic_by(path, doc, DirSync::Now, try_unnamed);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(format!("{:016x}{SUFFIX}", 0x42));
         let mut doc = full_doc();
@@ -1160,7 +1161,7 @@ mod tests {
         assert_eq!(AttrJson::parse(&fs::read(&path).unwrap()).unwrap().0, doc);
         doc.description = Some("second".into());
         doc.custom_attributes.clear();
-        write_atomic_by(&path, &doc, DirSync::Deferred, unnamed).unwrap();
+        write_atomic_by(&path, &doc, DirSync::Deferred, try_unnamed).unwrap();
         sync_dir(dir.path()).unwrap();
         assert_eq!(fs::read(&path).unwrap(), doc.to_json());
         let names: Vec<_> = fs::read_dir(dir.path())
