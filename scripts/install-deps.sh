@@ -7,8 +7,9 @@ set -euo pipefail
 # binaries (tests/common/pg.rs), as its `postgres` user when run as root;
 # a cluster the package may start itself is not used. nginx and curl: the
 # static-server reference and the client of scripts/bench.sh's api bulk
-# rows (the bench starts its own nginx on a private port and config).
-pkgs=(fuse3 fio attr acl libacl1-dev redis-server sqlite3 openssl rsync apache2-utils curl nginx postgresql-15)
+# rows (the bench starts its own nginx on a private port and config). gcc
+# and make build the bundled C of SQLite and jemalloc.
+pkgs=(gcc make fuse3 fio attr acl libacl1-dev redis-server sqlite3 openssl rsync apache2-utils curl nginx postgresql-15)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -131,11 +131,13 @@ fn keep_lease(fs: std::sync::Weak<Fs>, stop: &workers::Stop) {
 /// Policy rounds (0.5 s each) between two [`trim_heap`] calls.
 const TRIM_EVERY_ROUNDS: u32 = 20;
 
-/// Hand the heap's free pages back to the kernel. glibc keeps what a burst
-/// freed (large batches, a busy thread's arena) as resident memory until
-/// the top of a heap is free, which it rarely is: after a million creates
-/// that was tens of MiB the daemon no longer used (issue 19). A pass over
-/// the free lists takes about a millisecond.
+/// Hand glibc's free heap pages back to the kernel. glibc keeps what a
+/// burst freed as resident memory until the top of a heap is free, which
+/// it rarely is: after a million creates that was tens of MiB the daemon
+/// no longer used (issue 19). The daemon's own allocations go to jemalloc
+/// (which returns pages on its own, after a decay); glibc's heap serves C
+/// code (SQLite) and programs built on this library with the system
+/// allocator. A pass over the free lists takes about a millisecond.
 fn trim_heap() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only releases free memory; it is thread-safe.
