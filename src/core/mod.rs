@@ -465,6 +465,7 @@ impl Fs {
     /// Commit everything, stop the writer and close the store (at unmount).
     /// The threads end in the order `workers` documents.
     pub fn close(&self) {
+        let mut took = CloseTimes::start();
         // The follower sleeps on its own wake-up (hints), not the stop.
         self.workers.signal_periodic();
         self.follow.wake();
@@ -475,6 +476,7 @@ impl Fs {
             self.meta.close();
             return;
         }
+        took.step("threads");
         self.release_all();
         // What shared mappings wrote after their file's last close is
         // recorded; one still writing is recorded as it is now.
@@ -483,8 +485,10 @@ impl Fs {
         if let Err(e) = self.wait_committed() {
             tracing::error!(error = %e, "could not commit metadata at close");
         }
+        took.step("commit");
         self.pool.stop(self);
         self.workers.join(workers::OBJECTS);
+        took.step("objects");
         // A remote store sends what its cache still holds unsent.
         if let Err(e) = self.objects.flush() {
             tracing::error!(error = %e, "content not sent at close stays in the cache; \
@@ -495,18 +499,62 @@ impl Fs {
         if let Err(e) = self.wait_committed() {
             tracing::error!(error = %e, "could not record the content versions sent at close");
         }
-        // The sidecar thread stops after the slice it is writing; what it
-        // had queued is written below, in bounded time.
+        // The sidecar thread stops between two sidecars (before a slice's
+        // syncfs); what it had queued is written below, in bounded time.
         self.sidecars.stop();
         self.workers.join(workers::SIDECARS);
+        took.step("sidecar thread");
         self.writer.shutdown();
         self.workers.join(workers::WRITER);
         self.workers.stop_lease();
+        took.step("writer");
         // Nothing commits any more: finish the sidecars of what committed
         // after the drain (the hasher, the last releases), so a clean stop
         // leaves no pending row.
         sidecar_sync::finish_at_close(self);
+        took.step("sidecars at close");
         self.meta.close();
+        took.step("database");
+        took.log();
+    }
+}
+
+/// How long each step of a writer's close took, logged once at the end:
+/// the time from unmount to exit is a promise (issue 19), and this says
+/// where it went when it is not kept.
+struct CloseTimes {
+    started: std::time::Instant,
+    last: std::time::Instant,
+    steps: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl CloseTimes {
+    fn start() -> CloseTimes {
+        let now = std::time::Instant::now();
+        CloseTimes {
+            started: now,
+            last: now,
+            steps: Vec::new(),
+        }
+    }
+
+    fn step(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.steps.push((name, now - self.last));
+        self.last = now;
+    }
+
+    fn log(&self) {
+        let steps: Vec<String> = self
+            .steps
+            .iter()
+            .map(|(n, d)| format!("{n} {} ms", d.as_millis()))
+            .collect();
+        tracing::info!(
+            ms = self.started.elapsed().as_millis() as u64,
+            steps = %steps.join(", "),
+            "store closed"
+        );
     }
 }
 

@@ -87,17 +87,21 @@ pub fn to_doc(
 /// inodes that are gone). Files are renamed into place but not fsynced:
 /// the caller syncs the filesystem once for the whole set.
 pub fn rewrite(meta: &dyn MetaStore, objects: &dyn ContentStore, inos: &[u64]) -> Result<usize> {
-    rewrite_with(meta, objects, inos, sidecar::DirSync::Deferred)
+    let written = rewrite_until(meta, objects, inos, sidecar::DirSync::Deferred, &|| false)?;
+    Ok(written.expect("never gives up"))
 }
 
 /// [`rewrite`], each sidecar made durable as `sync` says (`Now`: fsynced
-/// one by one, which flushes nothing else of the filesystem).
-pub fn rewrite_with(
+/// one by one, which flushes nothing else of the filesystem), giving up
+/// as soon as `give_up` says so (asked before each sidecar): `None` then
+/// (some sidecars may be written; writing them again is harmless).
+pub fn rewrite_until(
     meta: &dyn MetaStore,
     objects: &dyn ContentStore,
     inos: &[u64],
     sync: sidecar::DirSync,
-) -> Result<usize> {
+    give_up: &dyn Fn() -> bool,
+) -> Result<Option<usize>> {
     let mut written = 0;
     for chunk in inos.chunks(500) {
         let inodes = meta.inodes_of(chunk)?;
@@ -122,6 +126,11 @@ pub fn rewrite_with(
         }
         let live: HashMap<u64, &Inode> = inodes.iter().map(|i| (i.ino, i)).collect();
         for ino in chunk {
+            if give_up() {
+                return Ok(None);
+            }
+            // Slow sidecar writes, for the test of the close's deadline.
+            fail::fail_point!("render::sidecar");
             match live.get(ino) {
                 Some(inode) => {
                     let doc = to_doc(
@@ -136,7 +145,7 @@ pub fn rewrite_with(
             }
         }
     }
-    Ok(written)
+    Ok(Some(written))
 }
 
 /// The inode an artfs sidecar stands for, if it has an `fs` section.

@@ -9,8 +9,8 @@
 //! then settles the rows. A crash in between leaves the rows pending, and
 //! recovery rewrites those sidecars: the log covers the window.
 //!
-//! A clean stop: the store stops the thread (after the slice it is
-//! writing) and the writer, then [`finish_at_close`] writes the sidecars
+//! A clean stop: the store stops the thread (between two sidecars of the
+//! slice it is writing) and the writer, then [`finish_at_close`] writes the sidecars
 //! of the rows still pending, each fsynced on its own (a syncfs would also
 //! flush every object a burst of changes just wrote), and settles them,
 //! for at most half a second. After a quiet spell that leaves no row
@@ -38,7 +38,8 @@ use crate::types::journal;
 const QUIET: Duration = Duration::from_millis(500);
 /// ...or at the latest this long after the first unwritten change.
 const MAX_DELAY: Duration = Duration::from_secs(5);
-/// Sidecars written per round (then the thread looks for a stop).
+/// Sidecars written per round (then the thread syncs them and settles
+/// their rows).
 const SLICE: usize = 1000;
 
 #[derive(Default)]
@@ -57,6 +58,8 @@ struct State {
 
 #[derive(Default)]
 pub struct Sidecars {
+    /// `State::stop`, read between sidecars without the lock.
+    stopping: std::sync::atomic::AtomicBool,
     state: Mutex<State>,
     work: Condvar,
     done: Condvar,
@@ -105,6 +108,8 @@ impl Sidecars {
     pub fn stop(&self) {
         let mut s = self.state.lock();
         s.stop = true;
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.work.notify_one();
         self.done.notify_all();
         while s.busy {
@@ -124,6 +129,11 @@ const FINISH_WITHIN: Duration = Duration::from_millis(500);
 /// still pending and settle the rows, oldest first, in bounded time.
 /// Returns the rows left pending (deferred housekeeping).
 pub fn finish_at_close(fs: &Fs) -> usize {
+    finish_within(fs, FINISH_WITHIN)
+}
+
+/// [`finish_at_close`] in at most about `within` (one more sidecar).
+pub(crate) fn finish_within(fs: &Fs, within: Duration) -> usize {
     let rows: Vec<(Uuid, Vec<u64>)> = match fs.meta.pending_journal() {
         Ok(rows) => rows
             .into_iter()
@@ -142,28 +152,31 @@ pub fn finish_at_close(fs: &Fs) -> usize {
     // A syncfs would also flush every object a burst just wrote (seconds,
     // and the process could not exit before it is done): one row at a
     // time, each sidecar fsynced on its own.
-    let deadline = Instant::now() + FINISH_WITHIN;
+    // The deadline holds within a row too: a row may name thousands of
+    // inodes (a burst's batch), at two fsyncs each.
+    let deadline = Instant::now() + within;
     let mut left = rows.len();
     for (id, inos) in &rows {
-        if Instant::now() >= deadline {
-            break;
-        }
-        let result = render::rewrite_with(
+        let written = render::rewrite_until(
             fs.meta.as_ref(),
             fs.objects.as_ref(),
             inos,
             crate::blob::sidecar::DirSync::Now,
-        )
-        .and_then(|n| {
-            fs.meta.apply(&crate::meta::Batch {
+            &|| Instant::now() >= deadline,
+        );
+        let result = match written {
+            // Out of time: the row stays pending, for the next mount.
+            Ok(None) => break,
+            Ok(Some(n)) => fs.meta.apply(&crate::meta::Batch {
                 journal_done: vec![journal::Update::new(
                     *id,
                     journal::Status::Committed,
                     format!("{n} sidecars written at close"),
                 )],
                 ..Default::default()
-            })
-        });
+            }),
+            Err(e) => Err(e),
+        };
         if let Err(e) = result {
             tracing::warn!(error = %e, "could not write sidecars at close");
             break;
@@ -225,10 +238,30 @@ pub fn run(sc: Arc<Sidecars>, fs: Weak<Fs>) {
         let n = jobs.len() as u64;
         let inos: BTreeSet<u64> = jobs.iter().flat_map(|(_, v)| v.iter().copied()).collect();
         let inos: Vec<u64> = inos.into_iter().collect();
-        let result = render::rewrite(fs.meta.as_ref(), fs.objects.as_ref(), &inos)
-            .and_then(|_| Ok(fs.objects.sync_all()?));
+        // A stop ends the slice between two sidecars: its rows stay
+        // pending, for the close (or the next mount) to finish.
+        let stopping = || sc.stopping.load(std::sync::atomic::Ordering::Relaxed);
+        let result = render::rewrite_until(
+            fs.meta.as_ref(),
+            fs.objects.as_ref(),
+            &inos,
+            crate::blob::sidecar::DirSync::Deferred,
+            &stopping,
+        )
+        .and_then(|n| {
+            if n.is_some() {
+                fs.objects.sync_all()?;
+            }
+            Ok(n)
+        });
         match result {
-            Ok(()) => {
+            Ok(None) => {
+                let mut s = sc.state.lock();
+                s.busy = false;
+                sc.done.notify_all();
+                return;
+            }
+            Ok(Some(_)) => {
                 crate::crash_point!("sidecar_sync::before_settle");
                 for (id, _) in &jobs {
                     fs.cache.push_journal_done(journal::Update::new(

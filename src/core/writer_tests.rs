@@ -245,3 +245,46 @@ fn a_failing_commit_is_an_error_to_waiters_and_not_acknowledged() {
     let err = s.fs.writer.wait_for(seq).expect_err("stopped");
     assert!(err.to_string().contains("stopped"), "{err}");
 }
+
+/// Sidecars still pending at a clean close are written within the close's
+/// budget, and the budget holds inside one row (a burst's row names
+/// thousands of inodes, at two fsyncs each): out of time, the row stays
+/// pending for the next mount, its sidecars not all written.
+#[test]
+fn sidecars_at_close_keep_to_their_time_even_within_one_row() {
+    use crate::core::sidecar_sync::finish_within;
+    let s = store();
+    let inos: Vec<u64> = (0..20).map(|i| mkdir(&s.fs, &format!("d{i}"))).collect();
+    let mut w = Run::new(s.fs.clone());
+    assert!(round(&mut w) == Next::Continue);
+    let sidecar_rows = |fs: &Fs| {
+        let rows = fs.meta.pending_journal().expect("journal");
+        rows.iter()
+            .filter(|r| r.op == journal::Op::Sidecars)
+            .count()
+    };
+    assert_eq!(sidecar_rows(&s.fs), 1, "one row names the 20 inodes");
+    let written = |fs: &Fs| {
+        inos.iter()
+            .filter(|i| fs.objects.read_sidecar(**i).expect("read").is_some())
+            .count()
+    };
+    assert_eq!(written(&s.fs), 0, "no sidecar thread ran");
+    // Each sidecar takes 20 ms: a budget of 100 ms runs out inside the
+    // row, which stays pending with a few of its sidecars written.
+    let scenario = fail::FailScenario::setup();
+    fail::cfg("render::sidecar", "sleep(20)").expect("failpoint");
+    let t = std::time::Instant::now();
+    assert_eq!(finish_within(&s.fs, Duration::from_millis(100)), 1);
+    let took = t.elapsed();
+    fail::remove("render::sidecar");
+    scenario.teardown();
+    assert!(took < Duration::from_millis(300), "took {took:?}");
+    assert_eq!(sidecar_rows(&s.fs), 1);
+    let part = written(&s.fs);
+    assert!(part > 0 && part < inos.len(), "{part} of 20 written");
+    // Time enough: every sidecar is written and the row settled.
+    assert_eq!(finish_within(&s.fs, Duration::from_secs(60)), 0);
+    assert_eq!(sidecar_rows(&s.fs), 0);
+    assert_eq!(written(&s.fs), inos.len());
+}
