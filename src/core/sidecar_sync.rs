@@ -58,8 +58,6 @@ struct State {
 
 #[derive(Default)]
 pub struct Sidecars {
-    /// `State::stop`, read between sidecars without the lock.
-    stopping: std::sync::atomic::AtomicBool,
     state: Mutex<State>,
     work: Condvar,
     done: Condvar,
@@ -108,8 +106,6 @@ impl Sidecars {
     pub fn stop(&self) {
         let mut s = self.state.lock();
         s.stop = true;
-        self.stopping
-            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.work.notify_one();
         self.done.notify_all();
         while s.busy {
@@ -240,7 +236,7 @@ pub fn run(sc: Arc<Sidecars>, fs: Weak<Fs>) {
         let inos: Vec<u64> = inos.into_iter().collect();
         // A stop ends the slice between two sidecars: its rows stay
         // pending, for the close (or the next mount) to finish.
-        let stopping = || sc.stopping.load(std::sync::atomic::Ordering::Relaxed);
+        let stopping = || sc.state.lock().stop;
         let result = render::rewrite_until(
             fs.meta.as_ref(),
             fs.objects.as_ref(),
