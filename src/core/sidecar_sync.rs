@@ -10,10 +10,11 @@
 //! recovery rewrites those sidecars: the log covers the window.
 //!
 //! A clean stop: the store stops the thread (between two sidecars of the
-//! slice it is writing) and the writer, then [`finish_at_close`] writes the sidecars
-//! of the rows still pending, each fsynced on its own (a syncfs would also
-//! flush every object a burst of changes just wrote), and settles them,
-//! for at most half a second. After a quiet spell that leaves no row
+//! slice it is writing) and the writer, then [`finish_at_close`] writes
+//! the sidecars of the rows still pending, each fsynced on its own (a
+//! syncfs would also flush every object a burst of changes just wrote),
+//! and settles them, for at most half a second (checked before each
+//! sidecar). After a quiet spell that leaves no row
 //! pending.
 //! Rows that still remain (after a burst, or on a full disk) are deferred
 //! housekeeping, not an interrupted operation: the tables already hold
