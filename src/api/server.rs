@@ -56,8 +56,20 @@ fn configure(builder: &mut Builder<hyper_util::rt::TokioExecutor>, limits: &Limi
     builder
         .http2()
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(256)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW);
 }
+
+/// HTTP/2 flow-control windows: how much a client may send ahead of what
+/// the door has taken in. An upload over HTTP/2 runs at most one window
+/// per round trip; hyper's 1 MiB gave 18 MB/s at a 50 ms round trip
+/// (HTTP/1.1, on TCP's own window, 250 MB/s), 8 MiB gives 100 MB/s.
+/// Credit, not buffers: the door takes a body in as it comes, so what
+/// waits in memory is a window's worth only while a handler is held up.
+pub const H2_STREAM_WINDOW: u32 = 8 << 20;
+/// Shared by a connection's streams (several uploads on one connection).
+pub const H2_CONNECTION_WINDOW: u32 = 16 << 20;
 
 /// Start the HTTP door on `rt`. Fails (nothing started) without a usable
 /// verification key or certificate, or when the address cannot be bound.
