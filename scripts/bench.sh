@@ -28,6 +28,9 @@
 #   BENCH_API_CLIENTS concurrent clients of the api rows [32]
 #   BENCH_API_BIG  size of the file of the api bulk rows (download, upload) [1G]
 #   BENCH_API_REPS runs of each api bulk row; the median is reported [3]
+#   BENCH_API_TLS  1: the api rows over HTTPS too, from a second daemon
+#                  (its own store, a self-signed certificate) against nginx
+#                  with the same certificate; 0: plain HTTP only [1]
 #   BENCH_NO_BUILD set to 1 to skip `cargo build --release`
 #   BENCH_MOUNT_ARGS extra arguments for `artfs mount` (e.g. "--threads 2") []
 #   BENCH_IO_URING auto: serve the mount over FUSE-over-io_uring (`--io-uring`)
@@ -56,6 +59,7 @@ PHASES=${BENCH_PHASES:-io meta api}
 API_CLIENTS=${BENCH_API_CLIENTS:-32}
 API_BIG=${BENCH_API_BIG:-1G}
 API_REPS=${BENCH_API_REPS:-3}
+API_TLS=${BENCH_API_TLS:-1}
 STAT_PASSES=3
 READDIR_PASSES=5
 SEQ_WRITE_REPS=5
@@ -125,6 +129,7 @@ fi
 PG_PID=
 CAP_PID=
 CAPPT_PID=
+TLS_PID=
 PGBIN=
 NGINX_PID=
 cleanup() {
@@ -135,12 +140,12 @@ cleanup() {
         kill -QUIT "$NGINX_PID"
         wait "$NGINX_PID" 2>/dev/null
     fi
-    for m in "$T/mnt" "$T/mnt-pg" "$T/mnt-cap" "$T/mnt-cappt"; do
+    for m in "$T/mnt" "$T/mnt-pg" "$T/mnt-cap" "$T/mnt-cappt" "$T/mnt-tls"; do
         if mountpoint -q "$m"; then
             fusermount3 -u "$m" || fusermount3 -uz "$m"
         fi
     done
-    for p in $PID $PG_PID $CAP_PID $CAPPT_PID; do
+    for p in $PID $PG_PID $CAP_PID $CAPPT_PID $TLS_PID; do
         for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
         kill "$p" 2>/dev/null
         wait "$p" 2>/dev/null
@@ -168,6 +173,11 @@ if [[ $PHASES == *api* ]]; then
     openssl pkey -in "$T/jwt.key" -pubout -out "$T/jwt.pub"
     API_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     API_ARGS=(--api "127.0.0.1:$API_PORT" --jwt-key "$T/jwt.pub" --api-uid 0)
+    if [[ $API_TLS != 0 ]]; then
+        openssl req -x509 -newkey rsa:2048 -nodes -keyout "$T/tls.key" -out "$T/tls.crt" -days 2 \
+            -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1,DNS:localhost 2>/dev/null
+        TLS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    fi
 fi
 
 # shellcheck disable=SC2086 # BENCH_MOUNT_ARGS is a list of arguments
@@ -186,6 +196,18 @@ wait_mounted() {
 wait_mounted "$T/mnt" "$PID" "$LOG" artfs
 
 declare -A DIRS=([raw]="$T/raw" [artfs]="$T/mnt")
+
+# The HTTPS door: a second daemon on a store of its own (one daemon
+# serves one door), the same key and options.
+if [[ -n ${TLS_PORT:-} ]]; then
+    mkdir -p "$T/backing-tls" "$T/mnt-tls"
+    # shellcheck disable=SC2086 # BENCH_MOUNT_ARGS is a list of arguments
+    ARTFS_LOG=${ARTFS_LOG:-info,fuser::session=error} "$BIN" mount "$T/backing-tls" "$T/mnt-tls" \
+        $URING_ARGS ${BENCH_MOUNT_ARGS:-} --api "127.0.0.1:$TLS_PORT" --jwt-key "$T/jwt.pub" \
+        --api-uid 0 --tls-cert "$T/tls.crt" --tls-key "$T/tls.key" >"$T/artfs-tls.log" 2>&1 &
+    TLS_PID=$!
+    wait_mounted "$T/mnt-tls" "$TLS_PID" "$T/artfs-tls.log" "artfs (tls)"
+fi
 SIDES=(raw artfs)
 
 # The "pg" side: the same daemon with its tables in PostgreSQL, on a
@@ -400,6 +422,19 @@ ab_run get_small_ka_c$API_CLIENTS -k -c "$API_CLIENTS" -H "$AUTH" "$URL/api/v1/f
 ab_run info_ka_c$API_CLIENTS -k -c "$API_CLIENTS" -H "$AUTH" "$URL/api/v1/info"
 ab_run meta_ka_c$API_CLIENTS -k -c "$API_CLIENTS" -H "$AUTH" "$URL/api/v1/meta/six"
 ab_run live_ka_c$API_CLIENTS -k -c "$API_CLIENTS" "$URL/health/live"
+TLS_URL=
+TLS_CURL=()
+if [[ -n $TLS_PID ]]; then
+    TLS_URL=https://127.0.0.1:$TLS_PORT
+    TLS_CURL=(--cacert "$T/tls.crt")
+    for _ in $(seq 100); do
+        curl -sf -o /dev/null "${TLS_CURL[@]}" "$TLS_URL/health/live" && break
+        sleep 0.1
+    done
+    printf 'hello\n' >"$T/mnt-tls/six"
+    ab_run tls_get_small_ka_c1 -k -c 1 -H "$AUTH" "$TLS_URL/api/v1/fs/six"
+    ab_run tls_get_small_ka_c$API_CLIENTS -k -c "$API_CLIENTS" -H "$AUTH" "$TLS_URL/api/v1/fs/six"
+fi
 
 # Bulk rows: a BENCH_API_BIG file (1 GiB) downloaded cold and warm, a Range
 # of it, and uploaded, each against its reference in the same run: reading
@@ -412,6 +447,13 @@ cp "$T/src.dat" "$T/mnt/big.dat"
 sync
 OBJ=$(find "$T/backing" -type f -size "$((BIG_MIB << 10))k" ! -path "$T/backing/.artfs/*" | head -1)
 [[ -n $OBJ ]] && cmp -s "$OBJ" "$T/src.dat" || die "cannot find the object file of big.dat under $T/backing"
+TLS_OBJ=
+if [[ -n $TLS_URL ]]; then
+    cp "$T/src.dat" "$T/mnt-tls/big.dat"
+    sync
+    TLS_OBJ=$(find "$T/backing-tls" -type f -size "$((BIG_MIB << 10))k" ! -path "$T/backing-tls/.artfs/*" | head -1)
+    [[ -n $TLS_OBJ ]] && cmp -s "$TLS_OBJ" "$T/src.dat" || die "cannot find the object file of big.dat under $T/backing-tls"
+fi
 RANGE_START=$((BIG_MIB << 18))            # a quarter in
 RANGE_END=$((RANGE_START + (BIG_MIB << 19) - 1)) # half the file
 
@@ -421,6 +463,13 @@ NGINX_URL=
 if command -v nginx >/dev/null; then
     NGINX_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     mkdir -p "$T/nginx"
+    # With the HTTPS rows, the same file over TLS (the daemon's
+    # certificate), HTTP/1.1 or HTTP/2 as the client asks (ALPN).
+    NGINX_TLS=
+    if [[ -n $TLS_URL ]]; then
+        NGINX_TLS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        NGINX_TLS="server { listen 127.0.0.1:$NGINX_TLS_PORT ssl http2; ssl_certificate $T/tls.crt; ssl_certificate_key $T/tls.key; root $(dirname "$OBJ"); }"
+    fi
     cat >"$T/nginx/nginx.conf" <<NGINXEOF
 daemon off;
 user root;
@@ -441,6 +490,7 @@ http {
         listen 127.0.0.1:$NGINX_PORT;
         root $(dirname "$OBJ");
     }
+    $NGINX_TLS
 }
 NGINXEOF
     nginx -e "$T/nginx/error.log" -p "$T/nginx" -c "$T/nginx/nginx.conf" &
@@ -487,7 +537,7 @@ print(json.dumps({"value": float(ours), "reference": name,
 reps() { # cmd... : median MiB/s over API_REPS runs, page cache dropped before each if COLD=1
     local r=()
     for _ in $(seq "$API_REPS"); do
-        if [[ ${COLD:-0} == 1 ]]; then drop; else warm "$OBJ"; fi
+        if [[ ${COLD:-0} == 1 ]]; then drop; else warm "${WARM:-$OBJ}"; fi
         r+=("$("$@")")
     done
     median "${r[@]}"
@@ -510,6 +560,23 @@ fi
 bulk download_warm "$ours_warm" "nginx sendfile, warm" "$nginx_warm" ">= 0.8"
 bulk download_range "$ours_range" "nginx sendfile, same range ($RANGE_MIB MiB), warm" "$nginx_range" ">= 0.8"
 bulk nginx_cold "${nginx_cold:-0}" "cat of the raw object, cold" "$raw_cold" "(reference)"
+# HTTPS, warm: the daemon over HTTP/1.1 and HTTP/2 against nginx (OpenSSL)
+# with the same certificate and protocol; reported, no target (the issue
+# asks for what rustls allows; curl decrypts on the same CPUs).
+if [[ -n $TLS_URL ]]; then
+    TLS_GET=("${TLS_CURL[@]}" "$TLS_URL/api/v1/fs/big.dat" -H "$AUTH")
+    tls_h1=$(WARM=$TLS_OBJ reps curl_mibs --http1.1 "${TLS_GET[@]}")
+    tls_h2=$(WARM=$TLS_OBJ reps curl_mibs --http2 "${TLS_GET[@]}")
+    nginx_tls_h1= nginx_tls_h2=
+    if [[ -n $NGINX_PID ]]; then
+        NGINX_TLS_URL=https://127.0.0.1:$NGINX_TLS_PORT/$(basename "$OBJ")
+        nginx_tls_h1=$(reps curl_mibs --http1.1 "${TLS_CURL[@]}" "$NGINX_TLS_URL")
+        nginx_tls_h2=$(reps curl_mibs --http2 "${TLS_CURL[@]}" "$NGINX_TLS_URL")
+    fi
+    bulk tls_download_h1 "$tls_h1" "nginx, TLS, HTTP/1.1, warm" "$nginx_tls_h1" "(reported)"
+    bulk tls_download_h2 "$tls_h2" "nginx, TLS, HTTP/2, warm" "$nginx_tls_h2" "(reported)"
+    rm -f "$T/mnt-tls/big.dat"
+fi
 # Stop nginx by the pid it was started with, once sure it is ours.
 if [[ -n $NGINX_PID ]]; then
     if tr '\0' ' ' <"/proc/$NGINX_PID/cmdline" 2>/dev/null | grep -q "nginx.*$T/nginx/nginx.conf"; then
@@ -543,6 +610,25 @@ for _ in $(seq "$API_REPS"); do
     r_ours+=("$(ours_up)")
 done
 bulk upload "$(median "${r_ours[@]}")" "cp + fsync into BACKING" "$(median "${r_raw[@]}")" ">= 0.9"
+# HTTPS uploads, HTTP/1.1 and HTTP/2 (the protocol Go and browsers pick
+# over TLS), against the same cp + fsync figure.
+if [[ -n $TLS_URL ]]; then
+    tls_up() { # curl protocol flag
+        rm -f "$T/mnt-tls/up.dat"
+        sync
+        curl_mibs "$1" "${TLS_CURL[@]}" -T "$T/src.dat" -H "$AUTH" "$TLS_URL/api/v1/fs/up.dat"
+    }
+    for row in h1:--http1.1 h2:--http2; do
+        r=()
+        for _ in $(seq "$API_REPS"); do
+            drop
+            warm "$T/src.dat"
+            r+=("$(tls_up "${row#*:}")")
+        done
+        bulk "tls_upload_${row%%:*}" "$(median "${r[@]}")" "cp + fsync into BACKING" "$(median "${r_raw[@]}")" "(reported)"
+    done
+    rm -f "$T/mnt-tls/up.dat" "$T/mnt-tls/six"
+fi
 rm -f "$T/backing/up.raw" "$T/mnt/up.dat" "$T/src.dat"
 echo
 python3 - "$RESULTS" "$API_CLIENTS" <<'PYEOF' | tee "$T/api_table.txt"
@@ -550,7 +636,9 @@ import json, sys
 c = sys.argv[2]
 targets = {"get_small_ka_c1": "p50 < 1 ms, p99 < 5 ms",
            "get_small_ka_c" + c: ">= 10000 req/s (at 32 clients)",
-           "live_ka_c" + c: "reference: no auth, no store"}
+           "live_ka_c" + c: "reference: no auth, no store",
+           "tls_get_small_ka_c1": "HTTPS (reported)",
+           "tls_get_small_ka_c" + c: "HTTPS (reported)"}
 rows = [("api row", "req/s", "p50 ms", "p99 ms", "failed", "non-2xx", "target")]
 for line in open(sys.argv[1]):
     parts = line.split(None, 3)
