@@ -11,7 +11,10 @@ Python 3 standard library only. Subcommands:
                                        spread over DIRS directories, one
                                        JSON line per checkpoint (the rate of
                                        the first 10 000 files, then of the
-                                       last 50 000; PID's RSS)
+                                       last 50 000; PID's RSS, and the CPU
+                                       each of PID's threads and this
+                                       process spent per file)
+  meta_bench.py scale-threads JSONL    that CPU per file as a table
   meta_bench.py scale-report RESULTS DIRS  the scale run's table
   meta_bench.py fio     JSON METRIC    extract a figure from fio --output-format=json
   meta_bench.py report  RESULTS        print the table from a results file
@@ -116,6 +119,27 @@ def rss_mib(pid):
     return None
 
 
+def thread_cpu(pid):
+    """CPU seconds per thread group of process `pid` (threads named alike,
+    such as tokio's or SQLite's workers, summed), plus this process's own
+    as "client"."""
+    tick = os.sysconf("SC_CLK_TCK")
+    cpu = {}
+    if pid:
+        for t in os.listdir("/proc/%s/task" % pid):
+            try:
+                with open("/proc/%s/task/%s/stat" % (pid, t)) as f:
+                    st = f.read()
+            except OSError:
+                continue  # the thread ended meanwhile
+            name = st[st.index("(") + 1:st.rindex(")")].rstrip("0123456789-")
+            fields = st[st.rindex(")") + 2:].split()
+            cpu[name] = cpu.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    t = os.times()
+    cpu["client"] = t.user + t.system
+    return cpu
+
+
 def w_scale(d, n, ndirs, pid=None):
     """The million-file run (issue 19): files d/dNN/fNNNNNNN, filled one
     directory after the other, so each directory ends with n/ndirs
@@ -124,7 +148,9 @@ def w_scale(d, n, ndirs, pid=None):
     (a longer stretch: background work, such as the sidecars, comes in
     waves of about a second). A fall from the first checkpoint to the
     last is what grows with the store (tables, indexes, caches), not
-    the directory's size alone."""
+    the directory's size alone. Each checkpoint also gives the CPU
+    microseconds per file that this process and each of `pid`'s threads
+    spent over the stretch (where a fall comes from)."""
     per_dir = n // ndirs
     # Stretches must not overlap: each mark a whole stretch after the one
     # before; the last mark is n.
@@ -138,6 +164,7 @@ def w_scale(d, n, ndirs, pid=None):
     data = b"\x5a" * 100
     done = 0
     t_stretch = time.perf_counter()
+    cpu_stretch = thread_cpu(pid)
     t0 = t_stretch
     for k in range(ndirs):
         sub = os.path.join(d, "d%02d" % k)
@@ -145,16 +172,21 @@ def w_scale(d, n, ndirs, pid=None):
         for i in range(per_dir):
             if done in starts:
                 t_stretch = time.perf_counter()
+                cpu_stretch = thread_cpu(pid)
             fd = op(os.path.join(sub, "f%07d" % i), flags, 0o644)
             wr(fd, data)
             cl(fd)
             done += 1
             if done in marks:
                 now = time.perf_counter()
+                cpu = thread_cpu(pid)
                 stretch = SCALE_STRETCH if done == marks[0] else SCALE_LATE
+                us = {k: round((v - cpu_stretch.get(k, 0.0)) * 1e6 / stretch, 1)
+                      for k, v in sorted(cpu.items())}
                 print(json.dumps({"files": done, "stretch": stretch,
                                   "value": stretch / (now - t_stretch),
-                                  "elapsed_s": round(now - t0, 1), "rss_mib": rss_mib(pid)}),
+                                  "elapsed_s": round(now - t0, 1), "rss_mib": rss_mib(pid),
+                                  "cpu_us_per_file": {k: v for k, v in us.items() if v > 0}}),
                       flush=True)
 
 
@@ -317,6 +349,25 @@ def scale_report(path, ndirs):
     print_table(rows)
 
 
+def scale_threads(path):
+    """CPU microseconds per file, per thread group (rows) and checkpoint
+    (columns), from the scale run's JSON lines."""
+    rows = [json.loads(line) for line in open(path)]
+    rows = [r for r in rows if r.get("cpu_us_per_file")]
+    if not rows:
+        return
+    last = rows[-1]["cpu_us_per_file"]
+    names = sorted({k for r in rows for k in r["cpu_us_per_file"]},
+                   key=lambda k: (k == "client", -last.get(k, 0)))
+    table = [["CPU us per file", "thread"] + ["at %dk" % (r["files"] // 1000) for r in rows]]
+    for k in names:
+        table.append([k, "client" if k == "client" else "daemon"]
+                     + ["%.1f" % r["cpu_us_per_file"].get(k, 0) for r in rows])
+    table.append(["files/s", ""] + ["%.0f" % r["value"] for r in rows])
+    print()
+    print_table([tuple(r) for r in table])
+
+
 def main(argv):
     if len(argv) < 2:
         sys.exit(__doc__)
@@ -331,6 +382,8 @@ def main(argv):
         w_unlink(args[0], int(args[1]))
     elif cmd == "scale":
         w_scale(args[0], int(args[1]), int(args[2]), args[3] if len(args) > 3 else None)
+    elif cmd == "scale-threads":
+        scale_threads(args[0])
     elif cmd == "scale-report":
         scale_report(args[0], int(args[1]))
     elif cmd == "fio":

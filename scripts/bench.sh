@@ -728,6 +728,8 @@ PYEOF
     scale_record artfs umount "$(python3 -c 'import sys; print(float(sys.argv[2]) - float(sys.argv[1]))' "$t0" "$t1")"
     scale_record artfs exit_after_umount "$(python3 -c 'import sys; print(float(sys.argv[2]) - float(sys.argv[1]))' "$t1" "$t2")"
     python3 "$PY" scale-report "$RESULTS" "$SCALE_DIRS" | tee "$T/scale_table.txt"
+    # Where the daemon's time per file went, stretch by stretch.
+    python3 "$PY" scale-threads "$T/scale-artfs.jsonl" | tee -a "$T/scale_table.txt"
 fi
 
 echo
