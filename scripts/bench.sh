@@ -31,6 +31,9 @@
 #   BENCH_API_TLS  1: the api rows over HTTPS too, from a second daemon
 #                  (its own store, a self-signed certificate) against nginx
 #                  with the same certificate; 0: plain HTTP only [1]
+#   BENCH_API_RTT_MS with the HTTPS rows: also upload 256 MiB over HTTP/1.1
+#                  and HTTP/2 through a proxy adding this many ms each way
+#                  (benches/delay_proxy.py), a far client; 0: skip [25]
 #   BENCH_NO_BUILD set to 1 to skip `cargo build --release`
 #   BENCH_MOUNT_ARGS extra arguments for `artfs mount` (e.g. "--threads 2") []
 #   BENCH_IO_URING auto: serve the mount over FUSE-over-io_uring (`--io-uring`)
@@ -60,6 +63,7 @@ API_CLIENTS=${BENCH_API_CLIENTS:-32}
 API_BIG=${BENCH_API_BIG:-1G}
 API_REPS=${BENCH_API_REPS:-3}
 API_TLS=${BENCH_API_TLS:-1}
+API_RTT_MS=${BENCH_API_RTT_MS:-25}
 STAT_PASSES=3
 READDIR_PASSES=5
 SEQ_WRITE_REPS=5
@@ -132,8 +136,15 @@ CAPPT_PID=
 TLS_PID=
 PGBIN=
 NGINX_PID=
+PROXY_PID=
 cleanup() {
     set +e
+    # Our delay proxy only: the pid it was started with, running our script.
+    if [[ -n $PROXY_PID ]] &&
+        tr '\0' ' ' <"/proc/$PROXY_PID/cmdline" 2>/dev/null | grep -q "delay_proxy.py"; then
+        kill "$PROXY_PID"
+        wait "$PROXY_PID" 2>/dev/null
+    fi
     # Our nginx only: the pid it was started with, running our config.
     if [[ -n $NGINX_PID ]] &&
         tr '\0' ' ' <"/proc/$NGINX_PID/cmdline" 2>/dev/null | grep -q "nginx.*$T/nginx/nginx.conf"; then
@@ -198,12 +209,13 @@ wait_mounted "$T/mnt" "$PID" "$LOG" artfs
 declare -A DIRS=([raw]="$T/raw" [artfs]="$T/mnt")
 
 # The HTTPS door: a second daemon on a store of its own (one daemon
-# serves one door), the same key and options.
+# serves one door), the same key and options; no trash, so the uploads'
+# files, removed between runs, do not pile up there.
 if [[ -n ${TLS_PORT:-} ]]; then
     mkdir -p "$T/backing-tls" "$T/mnt-tls"
     # shellcheck disable=SC2086 # BENCH_MOUNT_ARGS is a list of arguments
     ARTFS_LOG=${ARTFS_LOG:-info,fuser::session=error} "$BIN" mount "$T/backing-tls" "$T/mnt-tls" \
-        $URING_ARGS ${BENCH_MOUNT_ARGS:-} --api "127.0.0.1:$TLS_PORT" --jwt-key "$T/jwt.pub" \
+        $URING_ARGS ${BENCH_MOUNT_ARGS:-} --trash-days 0 --api "127.0.0.1:$TLS_PORT" --jwt-key "$T/jwt.pub" \
         --api-uid 0 --tls-cert "$T/tls.crt" --tls-key "$T/tls.key" >"$T/artfs-tls.log" 2>&1 &
     TLS_PID=$!
     wait_mounted "$T/mnt-tls" "$TLS_PID" "$T/artfs-tls.log" "artfs (tls)"
@@ -628,6 +640,37 @@ if [[ -n $TLS_URL ]]; then
         bulk "tls_upload_${row%%:*}" "$(median "${r[@]}")" "cp + fsync into BACKING" "$(median "${r_raw[@]}")" "(reported)"
     done
     rm -f "$T/mnt-tls/up.dat" "$T/mnt-tls/six"
+fi
+# A far client: the same HTTPS upload through a proxy that delays each way
+# (a round trip of twice BENCH_API_RTT_MS). HTTP/2 sends at most its
+# flow-control window per round trip, HTTP/1.1 TCP's window.
+if [[ -n $TLS_URL && $API_RTT_MS != 0 ]]; then
+    PROXY_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    python3 "$ROOT/benches/delay_proxy.py" "$PROXY_PORT" "$TLS_PORT" "$API_RTT_MS" &
+    PROXY_PID=$!
+    for _ in $(seq 50); do
+        curl -sf -o /dev/null "${TLS_CURL[@]}" "https://127.0.0.1:$PROXY_PORT/health/live" && break
+        sleep 0.1
+    done
+    head -c 256M "$T/src.dat" >"$T/src-rtt.dat"
+    rtt_up() { # curl protocol flag
+        rm -f "$T/mnt-tls/up.dat"
+        curl_mibs "$1" "${TLS_CURL[@]}" -T "$T/src-rtt.dat" -H "$AUTH" "https://127.0.0.1:$PROXY_PORT/api/v1/fs/up.dat"
+    }
+    declare -A rtt=()
+    for row in h1:--http1.1 h2:--http2; do
+        r=()
+        for _ in $(seq "$API_REPS"); do r+=("$(rtt_up "${row#*:}")"); done
+        rtt[${row%%:*}]=$(median "${r[@]}")
+    done
+    bulk rtt_upload_h1 "${rtt[h1]}" "(a ${API_RTT_MS} ms each way proxy, 256 MiB)" "" "(reported)"
+    bulk rtt_upload_h2 "${rtt[h2]}" "the same over HTTP/1.1" "${rtt[h1]}" "(reported)"
+    if tr '\0' ' ' <"/proc/$PROXY_PID/cmdline" 2>/dev/null | grep -q "delay_proxy.py"; then
+        kill "$PROXY_PID"
+        wait "$PROXY_PID" 2>/dev/null || true
+    fi
+    PROXY_PID=
+    rm -f "$T/mnt-tls/up.dat" "$T/src-rtt.dat"
 fi
 rm -f "$T/backing/up.raw" "$T/mnt/up.dat" "$T/src.dat"
 echo
