@@ -60,7 +60,11 @@ async def pipe(reader, writer, delay, cap):
 
 async def main(listen, target, delay, cap):
     async def handle(client_r, client_w):
-        server_r, server_w = await asyncio.open_connection("127.0.0.1", target)
+        try:
+            server_r, server_w = await asyncio.open_connection("127.0.0.1", target)
+        except OSError:
+            client_w.close()  # the target is down: the client sees a reset
+            return
         await asyncio.gather(pipe(client_r, server_w, delay, cap),
                              pipe(server_r, client_w, delay, cap),
                              return_exceptions=True)
