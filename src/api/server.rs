@@ -68,15 +68,15 @@ fn configure(builder: &mut Builder<hyper_util::rt::TokioExecutor>, limits: &Limi
 /// (HTTP/1.1, on TCP's own window, 250 MB/s), 8 MiB gives 100 MB/s.
 /// Credit, not buffers: the door takes a body in as it comes, so what
 /// waits in memory is a window's worth only while a handler is held up.
-pub const H2_STREAM_WINDOW: u32 = 8 << 20;
+const H2_STREAM_WINDOW: u32 = 8 << 20;
 /// Shared by a connection's streams (several uploads on one connection).
-pub const H2_CONNECTION_WINDOW: u32 = 16 << 20;
+const H2_CONNECTION_WINDOW: u32 = 16 << 20;
 /// Largest frame a client may send (the protocol's default is 16 KiB).
 /// Clients that send frames as large as allowed (Go's, Python's h2) then
 /// cost the door a quarter less CPU per uploaded GiB: 2.0-3.1 CPU-s with
 /// 16 KiB frames, 1.35-1.75 with 256 KiB, over TLS. As large as an
-/// HTTP/1.1 read (`head::READ_BUFFER`).
-pub const H2_MAX_FRAME: u32 = 256 << 10;
+/// HTTP/1.1 read.
+const H2_MAX_FRAME: u32 = super::head::READ_BUFFER as u32;
 
 /// Start the HTTP door on `rt`. Fails (nothing started) without a usable
 /// verification key or certificate, or when the address cannot be bound.
