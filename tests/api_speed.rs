@@ -261,51 +261,33 @@ fn keep_alive_small_gets_do_not_stall_over_tls() {
 fn http2_settings_let_an_upload_run_ahead_in_large_frames() {
     common::engine::every_engine(|| {
         let (_m, addr) = mount_api(&[]);
-        let mut s = TcpStream::connect(&addr).unwrap();
-        // Cleartext HTTP/2 by prior knowledge: the preface, empty SETTINGS.
-        let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        out.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
-        s.write_all(&out).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        // The protocol's initial windows until the server says otherwise.
+        let mut h2 = common::api::H2Conn::open(&addr, &[], Duration::from_secs(10));
+        // The protocol's initial figures until the server says otherwise.
         let (mut stream_window, mut conn_window) = (65_535u64, 65_535u64);
         let mut max_frame = 16_384u64;
         let (mut settings, mut update) = (false, false);
-        let (mut got, mut buf, mut i) = (Vec::new(), [0u8; 4096], 0);
         while !(settings && update) {
-            let n = s
-                .read(&mut buf)
-                .unwrap_or_else(|e| panic!("no SETTINGS and WINDOW_UPDATE: {e}; got {got:02x?}"));
-            assert!(n > 0, "the server closed; got {got:02x?}");
-            got.extend_from_slice(&buf[..n]);
-            while i + 9 <= got.len() {
-                let len = u32::from_be_bytes([0, got[i], got[i + 1], got[i + 2]]) as usize;
-                if i + 9 + len > got.len() {
-                    break;
-                }
-                let (kind, flags) = (got[i + 3], got[i + 4]);
-                let stream =
-                    u32::from_be_bytes(got[i + 5..i + 9].try_into().unwrap()) & 0x7fff_ffff;
-                let payload = &got[i + 9..i + 9 + len];
-                if kind == 4 && flags & 1 == 0 {
-                    // SETTINGS_INITIAL_WINDOW_SIZE (4), per stream, and
-                    // SETTINGS_MAX_FRAME_SIZE (5).
-                    for p in payload.chunks_exact(6) {
-                        let value: u64 = u32::from_be_bytes(p[2..6].try_into().unwrap()).into();
-                        match u16::from_be_bytes([p[0], p[1]]) {
-                            4 => stream_window = value,
-                            5 => max_frame = value,
-                            _ => {}
-                        }
+            let f = h2
+                .next()
+                .unwrap_or_else(|e| panic!("no SETTINGS and WINDOW_UPDATE: {e}"))
+                .expect("the server closed before its SETTINGS and WINDOW_UPDATE");
+            if f.kind == 4 && f.flags & 1 == 0 {
+                // SETTINGS_INITIAL_WINDOW_SIZE (4), per stream, and
+                // SETTINGS_MAX_FRAME_SIZE (5).
+                for p in f.payload.chunks_exact(6) {
+                    let value: u64 = u32::from_be_bytes(p[2..6].try_into().unwrap()).into();
+                    match u16::from_be_bytes([p[0], p[1]]) {
+                        4 => stream_window = value,
+                        5 => max_frame = value,
+                        _ => {}
                     }
-                    settings = true;
                 }
-                if kind == 8 && stream == 0 {
-                    let inc = u32::from_be_bytes(payload[..4].try_into().unwrap()) & 0x7fff_ffff;
-                    conn_window += u64::from(inc);
-                    update = true;
-                }
-                i += 9 + len;
+                settings = true;
+            }
+            if f.kind == 8 && f.stream == 0 {
+                let inc = u32::from_be_bytes(f.payload[..4].try_into().unwrap()) & 0x7fff_ffff;
+                conn_window += u64::from(inc);
+                update = true;
             }
         }
         assert!(

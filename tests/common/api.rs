@@ -193,6 +193,71 @@ pub fn parse_response(raw: &[u8]) -> (u16, String) {
     (status, text)
 }
 
+/// One HTTP/2 frame as it came off the wire.
+pub struct H2Frame {
+    pub kind: u8,
+    pub flags: u8,
+    pub stream: u32,
+    pub payload: Vec<u8>,
+}
+
+/// A cleartext HTTP/2 connection by prior knowledge, spoken in raw
+/// frames: what a test needs to see the server's own frames.
+pub struct H2Conn {
+    s: TcpStream,
+    got: Vec<u8>,
+}
+
+impl H2Conn {
+    /// Connect to `addr`, send the preface and an empty SETTINGS, then
+    /// `more` (frames already encoded); reads wait at most `timeout`.
+    pub fn open(addr: &str, more: &[u8], timeout: Duration) -> H2Conn {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        out.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        out.extend_from_slice(more);
+        s.write_all(&out).unwrap();
+        s.set_read_timeout(Some(timeout)).unwrap();
+        H2Conn { s, got: Vec::new() }
+    }
+
+    /// The next frame; `Ok(None)` once the server has closed.
+    pub fn next(&mut self) -> std::io::Result<Option<H2Frame>> {
+        loop {
+            if self.got.len() >= 9 {
+                let len = u32::from_be_bytes([0, self.got[0], self.got[1], self.got[2]]) as usize;
+                if self.got.len() >= 9 + len {
+                    let head: Vec<u8> = self.got.drain(..9).collect();
+                    return Ok(Some(H2Frame {
+                        kind: head[3],
+                        flags: head[4],
+                        stream: u32::from_be_bytes(head[5..9].try_into().unwrap()) & 0x7fff_ffff,
+                        payload: self.got.drain(..len).collect(),
+                    }));
+                }
+            }
+            let mut buf = [0u8; 4096];
+            match self.s.read(&mut buf)? {
+                0 => return Ok(None),
+                n => self.got.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
+    /// Answer SETTINGS and PING as a client must (a server's graceful
+    /// close waits for its PING's ack); true when `f` was one of them.
+    pub fn ack(&mut self, f: &H2Frame) -> bool {
+        let reply = match (f.kind, f.flags & 1) {
+            (4, 0) => vec![0, 0, 0, 4, 1, 0, 0, 0, 0],
+            (6, 0) => [&[0, 0, 8, 6, 1, 0, 0, 0, 0][..], &f.payload].concat(),
+            _ => return false,
+        };
+        // The server may have closed already; a test sees that in `next`.
+        let _ = self.s.write_all(&reply);
+        true
+    }
+}
+
 /// The body as JSON, or a failure showing it.
 pub fn json(r: Response) -> Value {
     let status = r.status();
