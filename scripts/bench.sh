@@ -137,20 +137,20 @@ TLS_PID=
 PGBIN=
 NGINX_PID=
 PROXY_PID=
+# Stop a helper this script started, by the pid it was started with, and
+# only once its command line shows it is ours (never by name):
+# stop_ours PID PATTERN [SIGNAL].
+stop_ours() {
+    [[ -n $1 ]] || return 0
+    if tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q "$2"; then
+        kill "-${3:-TERM}" "$1"
+        wait "$1" 2>/dev/null || true
+    fi
+}
 cleanup() {
     set +e
-    # Our delay proxy only: the pid it was started with, running our script.
-    if [[ -n $PROXY_PID ]] &&
-        tr '\0' ' ' <"/proc/$PROXY_PID/cmdline" 2>/dev/null | grep -q "delay_proxy.py"; then
-        kill "$PROXY_PID"
-        wait "$PROXY_PID" 2>/dev/null
-    fi
-    # Our nginx only: the pid it was started with, running our config.
-    if [[ -n $NGINX_PID ]] &&
-        tr '\0' ' ' <"/proc/$NGINX_PID/cmdline" 2>/dev/null | grep -q "nginx.*$T/nginx/nginx.conf"; then
-        kill -QUIT "$NGINX_PID"
-        wait "$NGINX_PID" 2>/dev/null
-    fi
+    stop_ours "$PROXY_PID" delay_proxy.py
+    stop_ours "$NGINX_PID" "nginx.*$T/nginx/nginx.conf" QUIT
     for m in "$T/mnt" "$T/mnt-pg" "$T/mnt-cap" "$T/mnt-cappt" "$T/mnt-tls"; do
         if mountpoint -q "$m"; then
             fusermount3 -u "$m" || fusermount3 -uz "$m"
@@ -589,14 +589,9 @@ if [[ -n $TLS_URL ]]; then
     bulk tls_download_h2 "$tls_h2" "nginx, TLS, HTTP/2, warm" "$nginx_tls_h2" "(reported)"
     rm -f "$T/mnt-tls/big.dat"
 fi
-# Stop nginx by the pid it was started with, once sure it is ours.
-if [[ -n $NGINX_PID ]]; then
-    if tr '\0' ' ' <"/proc/$NGINX_PID/cmdline" 2>/dev/null | grep -q "nginx.*$T/nginx/nginx.conf"; then
-        kill -QUIT "$NGINX_PID"
-        wait "$NGINX_PID" 2>/dev/null || true
-    fi
-    NGINX_PID=
-fi
+# nginx is done with: stop it (once sure it is ours).
+stop_ours "$NGINX_PID" "nginx.*$T/nginx/nginx.conf" QUIT
+NGINX_PID=
 rm -f "$T/mnt/big.dat"
 
 # Upload: the source warm in the page cache on both sides; cp then fsync
@@ -665,10 +660,7 @@ if [[ -n $TLS_URL && $API_RTT_MS != 0 ]]; then
     done
     bulk rtt_upload_h1 "${rtt[h1]}" "(a ${API_RTT_MS} ms each way proxy, 256 MiB)" "" "(reported)"
     bulk rtt_upload_h2 "${rtt[h2]}" "the same over HTTP/1.1" "${rtt[h1]}" "(reported)"
-    if tr '\0' ' ' <"/proc/$PROXY_PID/cmdline" 2>/dev/null | grep -q "delay_proxy.py"; then
-        kill "$PROXY_PID"
-        wait "$PROXY_PID" 2>/dev/null || true
-    fi
+    stop_ours "$PROXY_PID" delay_proxy.py
     PROXY_PID=
     rm -f "$T/mnt-tls/up.dat" "$T/src-rtt.dat"
 fi
