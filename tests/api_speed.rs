@@ -82,10 +82,29 @@ fn keep_alive_get(s: &mut TcpStream, path: &str, token: &str) -> (u16, String, V
 
 // ------------------------------------------------------ no 40 ms stall
 
-/// Ten sequential GETs of a 6-byte file on one keep-alive connection each
+/// Nagle's algorithm meeting the client's delayed ACK holds back every
+/// response on the connection by ~40 ms, so a stall shows in most
+/// requests. One slow request is this busy 2-core machine's scheduler
+/// (CI once saw 20.2 ms for one request of ten, the rest under 0.7 ms):
+/// at most a quarter may reach 20 ms.
+fn assert_no_stall(times: &[Duration], what: &str) {
+    let slow = times
+        .iter()
+        .filter(|t| **t >= Duration::from_millis(20))
+        .count();
+    assert!(
+        slow <= times.len() / 4,
+        "{what} stalled: {slow} of {} took 20 ms or more: {times:?} (Nagle + delayed ACK)",
+        times.len()
+    );
+}
+
+/// Twenty sequential GETs of a 6-byte file on one keep-alive connection
 /// take well under the delayed-ACK time (~40 ms on Linux): the server
 /// sets TCP_NODELAY, so a response written in pieces is not held back by
-/// Nagle's algorithm waiting for the client's delayed ACK.
+/// Nagle's algorithm waiting for the client's delayed ACK. Small
+/// responses now leave in one write anyway, so the option is also read
+/// off the daemon's socket: without it this test fails.
 #[test]
 fn keep_alive_small_gets_do_not_stall() {
     common::engine::every_engine(|| {
@@ -102,20 +121,23 @@ fn keep_alive_small_gets_do_not_stall() {
         assert_eq!(status, 200, "{head}");
         assert_eq!(body, b"hello\n");
         let mut times = Vec::new();
-        for _ in 0..10 {
+        for _ in 0..20 {
             let t = Instant::now();
             let (status, head, body) = keep_alive_get(&mut s, "/api/v1/fs/six", &token);
             times.push(t.elapsed());
             assert_eq!(status, 200, "{head}");
             assert_eq!(body, b"hello\n");
         }
-        let slow: Vec<_> = times
-            .iter()
-            .filter(|t| **t >= Duration::from_millis(20))
-            .collect();
+        assert_no_stall(&times, "keep-alive small GETs");
+        // The small responses above leave in one write, so Nagle has
+        // nothing to hold back; larger ones stream in pieces. The option
+        // itself, on the daemon's end of this connection:
+        let port = s.peer_addr().unwrap().port();
+        let ours = s.local_addr().unwrap();
+        let conns = common::api::accepted_nodelay(m.pid().unwrap(), port);
         assert!(
-            slow.is_empty(),
-            "keep-alive small GETs stalled: {times:?} (Nagle + delayed ACK)"
+            conns.contains(&(ours, true)),
+            "the daemon's end of {ours} has no TCP_NODELAY: {conns:?}"
         );
     });
 }
@@ -236,16 +258,19 @@ fn keep_alive_small_gets_do_not_stall_over_tls() {
             std::thread::sleep(Duration::from_millis(50));
         }
         let mut times = Vec::new();
-        for _ in 0..10 {
+        for _ in 0..20 {
             let t = Instant::now();
             let (status, body) = get().unwrap();
             times.push(t.elapsed());
             assert_eq!(status, 200);
             assert_eq!(&body[..], b"hello\n");
         }
+        assert_no_stall(&times, "keep-alive small GETs over TLS");
+        // The option itself, on the daemon's end of the pooled connection.
+        let conns = common::api::accepted_nodelay(m.pid().unwrap(), port.parse().unwrap());
         assert!(
-            times.iter().all(|t| *t < Duration::from_millis(20)),
-            "keep-alive small GETs over TLS stalled: {times:?}"
+            !conns.is_empty() && conns.iter().all(|(_, nodelay)| *nodelay),
+            "a TLS connection without TCP_NODELAY: {conns:?}"
         );
     });
 }

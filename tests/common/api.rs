@@ -88,6 +88,50 @@ pub fn free_addr() -> String {
     l.local_addr().unwrap().to_string()
 }
 
+/// The daemon's ends of the connections it accepted on `port`, each with
+/// whether TCP_NODELAY is set on it. Read off the daemon's own sockets:
+/// pidfd_getfd(2) copies each of its socket descriptors into this process
+/// (root may), where std asks the copy. No client can see the option
+/// from its side of the wire.
+pub fn accepted_nodelay(pid: u32, port: u16) -> Vec<(std::net::SocketAddr, bool)> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    assert!(
+        pidfd >= 0,
+        "pidfd_open({pid}): {}",
+        std::io::Error::last_os_error()
+    );
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
+        let entry = entry.unwrap();
+        let is_socket = std::fs::read_link(entry.path())
+            .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"));
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if !is_socket {
+            continue;
+        }
+        use std::os::fd::AsRawFd;
+        let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+        if copy < 0 {
+            continue; // closed since the listing
+        }
+        // Dropping the stream closes only the copy.
+        let stream = std::net::TcpStream::from(unsafe { OwnedFd::from_raw_fd(copy as i32) });
+        let accepted = stream.local_addr().is_ok_and(|a| a.port() == port);
+        if let (true, Ok(peer)) = (accepted, stream.peer_addr()) {
+            found.push((peer, stream.nodelay().unwrap()));
+        }
+    }
+    found
+}
+
 /// A mount with the API on.
 pub struct Api {
     pub m: Mount,
