@@ -230,6 +230,12 @@ impl Fs {
         policy::check(self.mode(), policy::Change::Write)
     }
 
+    /// Whether the mode refuses every write (ro, ar): a file opened for
+    /// reading then cannot change through the mount while the mode holds.
+    pub fn writes_refused(&self) -> bool {
+        matches!(self.mode(), policy::Mode::Ro | policy::Mode::Ar)
+    }
+
     /// Whether the daemon must see every write (see `policy`): if so, the
     /// doors must not hand writes to the kernel (FUSE passthrough). True
     /// whenever a capacity is set, and while BACKING is nearly full with

@@ -54,6 +54,25 @@ impl std::ops::Deref for FuseFs {
     }
 }
 
+/// A writer refused because readers hold its file open by passthrough
+/// since the store was ro (the kernel lets no other kind of open in
+/// beside them, and a passthrough write would pass the capacity unseen).
+fn readers_hold_it() -> Error {
+    Error::posix(
+        libc::ETXTBSY,
+        "open for writing refused: readers opened this file by passthrough while the store was read-only and still hold it; retry once they close (with a capacity every write must pass the daemon)",
+    )
+}
+
+/// An open inode's kernel backing file, shared by its passthrough handles.
+struct Backed {
+    id: Weak<BackingId>,
+    /// Registered for readers while the store refused every write (ro,
+    /// ar) under a capacity, with no write guard: a write through it would
+    /// pass the capacity unseen, so no writer may share it.
+    readers_only: bool,
+}
+
 pub struct Shared {
     fs: Arc<Fs>,
     /// Set once the session exists; used after replying, never inside a
@@ -62,7 +81,7 @@ pub struct Shared {
     ttl: Duration,
     passthrough: AtomicBool,
     /// One kernel backing id per open inode, shared by its handles.
-    backing_by_ino: Mutex<HashMap<u64, Weak<BackingId>>>,
+    backing_by_ino: Mutex<HashMap<u64, Backed>>,
     backing_by_fh: Mutex<HashMap<u64, Arc<BackingId>>>,
     /// Per inode served through the daemon (no passthrough): the object's
     /// (mtime, size) when the kernel's page cache of it was last known
@@ -409,11 +428,23 @@ impl Shared {
         }
     }
 
+    /// Whether `ino` is open by passthrough readers a writer may not join
+    /// (see [`Backed::readers_only`]) while the daemon must see writes.
+    fn readers_only_backing(&self, ino: u64) -> bool {
+        self.fs.writes_through_daemon()
+            && self
+                .backing_by_ino
+                .lock()
+                .get(&ino)
+                .is_some_and(|b| b.readers_only && b.id.strong_count() > 0)
+    }
+
     /// Answer a create or tmpfile: the new file, open (with passthrough
     /// when the handle may use it).
     fn created(&self, reply: ReplyCreate, attr: &Attr, h: &Handle) {
         let fa = fuse_attr(attr);
-        match self.backing(h, |f| reply.open_backing(f)) {
+        // A new inode has no backing file yet, so nothing to refuse.
+        match self.backing(h, |f| reply.open_backing(f)).ok().flatten() {
             Some(id) => reply.created_passthrough(
                 &self.ttl,
                 &fa,
@@ -529,40 +560,54 @@ impl Shared {
     }
 
     /// The backing id for a handle's inode, registering it on first open.
-    /// `None` means serve I/O through the daemon.
+    /// `None` means serve I/O through the daemon; an error, refuse the
+    /// open (a writer the daemon must see, on an inode its readers hold
+    /// open by passthrough, see [`Backed::readers_only`]).
     fn backing(
         &self,
         h: &Handle,
         open: impl FnOnce(&std::fs::File) -> std::io::Result<BackingId>,
-    ) -> Option<Arc<BackingId>> {
+    ) -> Result<Option<Arc<BackingId>>, Error> {
         if !self.passthrough.load(Ordering::Relaxed) {
-            return None;
+            return Ok(None);
         }
         let mut by_ino = self.backing_by_ino.lock();
         // The kernel refuses (EIO) to mix: once an inode is open with
         // passthrough every open of it must be, and once open without it,
         // none may be until all its handles are closed.
-        let id = match by_ino.get(&h.ino).and_then(Weak::upgrade) {
-            Some(id) => id,
+        let live = by_ino
+            .get(&h.ino)
+            .and_then(|b| Some((b.id.upgrade()?, b.readers_only)));
+        let id = match live {
+            Some((_, true)) if h.writable && self.fs.writes_through_daemon() => {
+                return Err(readers_hold_it())
+            }
+            Some((id, _)) => id,
             // An append-only file's writer must be seen (a shared mapping
             // could write anywhere). A copy still being fetched holds
             // holes: its reads wait in the daemon for their bytes.
-            _ if h.append_only || h.filling() || self.fs.open_count(h.ino) > 1 => return None,
+            _ if h.append_only || h.filling() || self.fs.open_count(h.ino) > 1 => return Ok(None),
             // Every write must be checked against the capacity, or the
             // trash purged when BACKING fills: through the daemon, or
             // through passthrough under the write guard (a writer that
             // opens the file first gets a guarded file, see `write_guard`).
+            // While the mode refuses every write (ro, ar) there is nothing
+            // to check, and a reader goes by passthrough as without a
+            // capacity.
             None => {
-                let guarded = if self.fs.writes_through_daemon() {
-                    let guard = self.guard.as_ref()?;
+                let readers_only = !h.writable && self.fs.writes_refused();
+                let guarded = if self.fs.writes_through_daemon() && !readers_only {
+                    let Some(guard) = self.guard.as_ref() else {
+                        return Ok(None);
+                    };
                     if !h.writable || self.fs.space_tight() {
-                        return None;
+                        return Ok(None);
                     }
                     match guard.watch(h.ino, &h.file) {
                         Ok(f) => Some(f),
                         Err(e) => {
                             tracing::debug!(error = %e, ino = h.ino, "write guard: cannot watch; served by the daemon");
-                            return None;
+                            return Ok(None);
                         }
                     }
                 } else {
@@ -571,7 +616,12 @@ impl Shared {
                 match open(guarded.as_ref().unwrap_or(&h.file)) {
                     Ok(id) => {
                         let id = Arc::new(id);
-                        by_ino.insert(h.ino, Arc::downgrade(&id));
+                        let readers_only = readers_only && self.fs.writes_through_daemon();
+                        let backed = Backed {
+                            id: Arc::downgrade(&id),
+                            readers_only,
+                        };
+                        by_ino.insert(h.ino, backed);
                         id
                     }
                     Err(e) => {
@@ -580,7 +630,7 @@ impl Shared {
                         }
                         warn!(error = %e, "passthrough unavailable; serving I/O through the daemon");
                         self.passthrough.store(false, Ordering::Relaxed);
-                        return None;
+                        return Ok(None);
                     }
                 }
             }
@@ -590,7 +640,7 @@ impl Shared {
             // Its writes bypass the kernel's page cache of the inode.
             self.page_cache.lock().remove(&h.ino);
         }
-        Some(id)
+        Ok(Some(id))
     }
 
     /// The open flags of a handle served through the daemon: keep the
@@ -654,13 +704,29 @@ impl Shared {
         let _s = debug_span!("open", ino).entered();
         // Reads reach the core (`Fs::read`) or go by passthrough, which
         // a copy still being fetched never gets: it may open streamed.
+        // Refused before the open, so the refused writer changes nothing
+        // (opening for writing clears the recorded hash); `backing` asks
+        // again under its lock for a reader that came in between. While
+        // the mode itself refuses writes, the core says so (EROFS).
+        if flags & libc::O_ACCMODE != libc::O_RDONLY
+            && !self.fs.writes_refused()
+            && self.readers_only_backing(ino)
+        {
+            return self.fail("open", ino, None, readers_hold_it(), reply);
+        }
         match self.fs.open_streamed(who, ino, flags) {
             Ok(h) => {
                 match self.backing(&h, |f| reply.open_backing(f)) {
-                    Some(id) => {
+                    Ok(Some(id)) => {
                         reply.opened_passthrough(FileHandle(h.fh), FopenFlags::empty(), &id)
                     }
-                    None => reply.opened(FileHandle(h.fh), self.keep_cache(&h)),
+                    Ok(None) => reply.opened(FileHandle(h.fh), self.keep_cache(&h)),
+                    Err(e) => {
+                        if let Err(r) = self.fs.release(h.fh) {
+                            warn!(error = %r, ino, "releasing a refused writer's handle");
+                        }
+                        return self.fail("open", ino, None, e, reply);
+                    }
                 }
                 if h.attrs_changed {
                     self.invalidate(h.ino, false);
@@ -1251,7 +1317,7 @@ impl Filesystem for FuseFs {
             // The inode's last passthrough handle: its entry goes too (a
             // million files created kept a million entries otherwise).
             let mut by_ino = self.backing_by_ino.lock();
-            if by_ino.get(&ino.0).is_some_and(|w| w.strong_count() == 0) {
+            if by_ino.get(&ino.0).is_some_and(|b| b.id.strong_count() == 0) {
                 by_ino.remove(&ino.0);
                 if let Some(g) = &self.guard {
                     g.unwatch(ino.0);
