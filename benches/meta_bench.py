@@ -6,6 +6,9 @@ Python 3 standard library only. Subcommands:
   meta_bench.py create  DIR N          create+write 4 KiB+close of N new files
   meta_bench.py stat    DIR N PASSES   os.stat of the N files, PASSES passes
   meta_bench.py readdir DIR N PASSES   os.listdir of DIR (N entries), PASSES passes
+  meta_bench.py open_read DIR N PASSES open+read 4 KiB+close of the N files,
+                                       PASSES passes (and the rate of all but
+                                       the first, warm_files_s)
   meta_bench.py unlink  DIR N          os.unlink of the N files
   meta_bench.py scale   DIR N DIRS [PID]  create+write 100 B+close of N files
                                        spread over DIRS directories, one
@@ -38,6 +41,10 @@ METRICS = [
     ("create", "create+write 4K+close", "files/s", 0.2, 0.07),
     ("stat", "stat", "ops/s", 0.5, 0.03),
     ("readdir", "readdir", "entries/s", 0.6, 0.54),
+    # Reading many small files whole (an archive's typical read): an OPEN
+    # and a RELEASE round trip per file; the bytes by passthrough.
+    ("open_read", "open+read 4K+close", "files/s", 0.1, None),
+    ("open_read_warm", "open+read 4K+close, warm", "files/s", 0.1, None),
     ("unlink", "unlink", "files/s", 0.2, 0.08),
     # The same files just written, every cache warm (as `rm -rf` right
     # after an import): raw ext4 at its fastest. No bindfs figure.
@@ -94,6 +101,27 @@ def w_readdir(d, n, passes):
         if got != n:
             sys.exit("readdir: expected %d entries in %s, got %d" % (n, d, got))
     emit(n * passes, time.perf_counter() - t0, per_pass_entries_s=per)
+
+
+def w_open_read(d, n, passes):
+    paths = names(d, n)
+    flags = os.O_RDONLY | os.O_CLOEXEC
+    op, rd, cl = os.open, os.read, os.close
+    per, secs = [], []
+    t0 = time.perf_counter()
+    for _ in range(passes):
+        t = time.perf_counter()
+        for p in paths:
+            fd = op(p, flags)
+            got = len(rd(fd, 4096))
+            cl(fd)
+            if got != 4096:
+                sys.exit("open_read: %s gave %d bytes, not 4096" % (p, got))
+        secs.append(time.perf_counter() - t)
+        per.append(round(n / secs[-1]))
+    # The passes after the first, every cache warm: the round trips alone.
+    warm = n * (passes - 1) / sum(secs[1:]) if passes > 1 else 0.0
+    emit(n * passes, time.perf_counter() - t0, per_pass_files_s=per, warm_files_s=round(warm))
 
 
 def w_unlink(d, n):
@@ -279,6 +307,7 @@ def report(path):
     print("\n%d of %d rows below target" % (below, len(METRICS)))
     report_cap(res)
     report_cap(res, "cappt", "--capacity --capacity-passthrough")
+    report_cap(res, "ro", "ro mode, with the capacity")
     if not any(side == "pg" for side, _ in res):
         return
     rows = [("metric (PostgreSQL)", "unit", "sqlite", "pg", "pg/sqlite", "pg/raw", "target", "")]
@@ -378,6 +407,8 @@ def main(argv):
         w_stat(args[0], int(args[1]), int(args[2]))
     elif cmd == "readdir":
         w_readdir(args[0], int(args[1]), int(args[2]))
+    elif cmd == "open_read":
+        w_open_read(args[0], int(args[1]), int(args[2]))
     elif cmd == "unlink":
         w_unlink(args[0], int(args[1]))
     elif cmd == "scale":

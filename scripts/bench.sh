@@ -45,6 +45,9 @@
 #                  one (every write checked by the daemon) [100G]; 0: none
 #   BENCH_CAP_PT   1: a fourth mount with that capacity and
 #                  --capacity-passthrough (the "cappt" side); 0: none [1]
+#   BENCH_RO       1: a fifth mount, a store in ro mode with that capacity
+#                  (the "ro" side: its files written while it was rw, then
+#                  `artfs mode ro`), measured on the read rows; 0: none [1]
 #   BENCH_PG       auto: also run every row on a second mount whose tables
 #                  are in a throwaway local PostgreSQL (unix socket), the
 #                  "pg" side, reported against SQLite; 0: skip [auto]
@@ -133,6 +136,7 @@ fi
 PG_PID=
 CAP_PID=
 CAPPT_PID=
+RO_PID=
 TLS_PID=
 PGBIN=
 NGINX_PID=
@@ -151,12 +155,12 @@ cleanup() {
     set +e
     stop_ours "$PROXY_PID" delay_proxy.py
     stop_ours "$NGINX_PID" "nginx.*$T/nginx/nginx.conf" QUIT
-    for m in "$T/mnt" "$T/mnt-pg" "$T/mnt-cap" "$T/mnt-cappt" "$T/mnt-tls"; do
+    for m in "$T/mnt" "$T/mnt-pg" "$T/mnt-cap" "$T/mnt-cappt" "$T/mnt-ro" "$T/mnt-tls"; do
         if mountpoint -q "$m"; then
             fusermount3 -u "$m" || fusermount3 -uz "$m"
         fi
     done
-    for p in $PID $PG_PID $CAP_PID $CAPPT_PID $TLS_PID; do
+    for p in $PID $PG_PID $CAP_PID $CAPPT_PID $RO_PID $TLS_PID; do
         for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
         kill "$p" 2>/dev/null
         wait "$p" 2>/dev/null
@@ -273,6 +277,44 @@ if [[ ${BENCH_CAP:-100G} != 0 && ${BENCH_CAP_PT:-1} != 0 ]]; then
     SIDES+=(cappt)
 fi
 
+# The "ro" side: a store as archives keep most of theirs, in ro mode with
+# the capacity (reads by passthrough, as in every mode). Its files are
+# written while it is rw, then `artfs mode` turns it ro under the running
+# mount; only the read rows run on it (RO_SIDE is added to those loops).
+RO_SIDE=()
+if [[ ${BENCH_RO:-1} != 0 && ($PHASES == *io* || $PHASES == *meta*) ]]; then
+    mkdir -p "$T/backing-ro" "$T/mnt-ro"
+    RO_CAP=()
+    [[ ${BENCH_CAP:-100G} == 0 ]] || RO_CAP=(--capacity "${BENCH_CAP:-100G}")
+    # shellcheck disable=SC2086 # BENCH_MOUNT_ARGS is a list of arguments
+    ARTFS_LOG=${ARTFS_LOG:-info,fuser::session=error} "$BIN" mount "$T/backing-ro" "$T/mnt-ro" \
+        --mode rw "${RO_CAP[@]}" $URING_ARGS ${BENCH_MOUNT_ARGS:-} >"$T/artfs-ro.log" 2>&1 &
+    RO_PID=$!
+    wait_mounted "$T/mnt-ro" "$RO_PID" "$T/artfs-ro.log" "artfs (ro)"
+    if [[ $PHASES == *io* ]]; then
+        dd if=/dev/urandom of="$T/mnt-ro/seq.dat" bs=1M \
+            count=$(($(numfmt --from=iec "$SEQ_SIZE") >> 20)) status=none
+        dd if=/dev/zero of="$T/mnt-ro/rand.dat" bs=1M \
+            count=$(($(numfmt --from=iec "$RAND_SIZE") >> 20)) status=none
+    fi
+    if [[ $PHASES == *meta* ]]; then
+        mkdir "$T/mnt-ro/meta"
+        python3 "$PY" create "$T/mnt-ro/meta" "$NFILES" >/dev/null
+    fi
+    "$BIN" mode "$T/backing-ro" ro >/dev/null
+    # The mount follows within a second (a change is then refused, EROFS);
+    # and the files are hashed first, so that no background hashing runs
+    # beside another side's rows.
+    ro_ready() {
+        ! touch -c "$T/mnt-ro" 2>/dev/null &&
+            "$BIN" status "$T/backing-ro" | grep -Eq '^unhashed files: +0$'
+    }
+    for _ in $(seq 600); do ro_ready && break; sleep 0.1; done
+    ro_ready || die "the ro side did not turn read-only and hashed within 60 s (see $T/artfs-ro.log)"
+    DIRS[ro]="$T/mnt-ro"
+    RO_SIDE=(ro)
+fi
+
 # Write back dirty data and drop page cache, dentries and inodes, so that
 # each measured run starts from the same state on both sides. (The artfs
 # daemon's own metadata cache is part of artfs and is not dropped.)
@@ -334,19 +376,20 @@ print(json.dumps({"value": st.median(r), "runs_mib_s": [round(v) for v in r]}))'
 done
 
 echo "== seq read (${SEQ_SIZE}, bs 1M, page cache warmed, ${RUNTIME}s)"
-for s in "${SIDES[@]}"; do
+for s in "${SIDES[@]}" "${RO_SIDE[@]}"; do
     d=${DIRS[$s]}
     drop
     warm "$d/seq.dat"
     fio_run "$s" seq_read --name=seqread --filename="$d/seq.dat" --rw=read --bs=1M \
         --size="$SEQ_SIZE" --time_based --runtime="$RUNTIME"
-    rm -f "$d/seq.dat"
+    [[ $s == ro ]] || rm -f "$d/seq.dat"
 done
 
 echo "== rand read 4k (${RAND_SIZE}, page cache warmed, ${RUNTIME}s)"
-for s in "${SIDES[@]}"; do
+for s in "${SIDES[@]}" "${RO_SIDE[@]}"; do
     d=${DIRS[$s]}
-    dd if=/dev/zero of="$d/rand.dat" bs=1M count=$(($(numfmt --from=iec "$RAND_SIZE") >> 20)) status=none
+    [[ $s == ro ]] ||
+        dd if=/dev/zero of="$d/rand.dat" bs=1M count=$(($(numfmt --from=iec "$RAND_SIZE") >> 20)) status=none
     drop
     warm "$d/rand.dat"
     fio_run "$s" rand_read --name=randread --filename="$d/rand.dat" --rw=randread --bs=4k \
@@ -372,14 +415,23 @@ echo "== metadata (${NFILES} files in one directory)"
 # five minutes when it allocates, and one side's 10 000 unlinks made the
 # other side's creates that follow pay for scanning past them.
 for s in "${SIDES[@]}"; do mkdir "${DIRS[$s]}/meta"; done
-for row in create stat readdir unlink; do
-    for s in "${SIDES[@]}"; do
+for row in create stat readdir open_read unlink; do
+    sides=("${SIDES[@]}")
+    [[ $row == create || $row == unlink ]] || sides+=("${RO_SIDE[@]}")
+    for s in "${sides[@]}"; do
         d=${DIRS[$s]}/meta
         drop
         case $row in
         create) record "$s" create "$(python3 "$PY" create "$d" "$NFILES")" ;;
         stat) record "$s" stat "$(python3 "$PY" stat "$d" "$NFILES" "$STAT_PASSES")" ;;
         readdir) record "$s" readdir "$(python3 "$PY" readdir "$d" "$NFILES" "$READDIR_PASSES")" ;;
+        open_read)
+            out=$(python3 "$PY" open_read "$d" "$NFILES" "$STAT_PASSES")
+            record "$s" open_read "$out"
+            # The passes after the first (page cache and dentries warm) alone.
+            record "$s" open_read_warm "$(python3 -c 'import json, sys
+print(json.dumps({"value": json.loads(sys.argv[1])["warm_files_s"]}))' "$out")"
+            ;;
         unlink) record "$s" unlink "$(python3 "$PY" unlink "$d" "$NFILES")" ;;
         esac
     done
