@@ -476,14 +476,7 @@ fn the_api_mode_change_refuses_or_waits_for_writers_too() {
     common::engine::every_engine(|| {
         let api = common::api::Api::start(&["--mode", "rw"]);
         let admin = common::api::token("admin", Role::Admin);
-        let post = |body: serde_json::Value| {
-            api.client
-                .post(api.url("/api/v1/mode"))
-                .bearer_auth(&admin)
-                .json(&body)
-                .send()
-                .unwrap()
-        };
+        let post = |body| api.post_mode(body);
         let mut f = fs::File::create(api.m.path("w")).unwrap();
         f.write_all(b"1").unwrap();
         let r = post(serde_json::json!({ "mode": "ro" }));
@@ -528,21 +521,13 @@ fn the_api_mode_change_refuses_or_waits_for_writers_too() {
 /// writer is served by the daemon, and the capacity holds.
 #[test]
 fn after_ro_a_writer_waits_for_the_passthrough_readers_under_a_capacity() {
-    use artfs::auth::Role;
     common::engine::every_engine(|| {
         let api = common::api::Api::start(&["--mode", "rw", "--capacity", "1M"]);
         let p = api.m.path("f");
         let data = vec![5u8; 100 << 10];
         fs::write(&p, &data).unwrap();
-        let admin = common::api::token("admin", Role::Admin);
-        let mode = |body: serde_json::Value| {
-            let r = api
-                .client
-                .post(api.url("/api/v1/mode"))
-                .bearer_auth(&admin)
-                .json(&body)
-                .send()
-                .unwrap();
+        let mode = |body| {
+            let r = api.post_mode(body);
             assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
         };
         mode(serde_json::json!({ "mode": "ro", "force": true, "wait_secs": 20 }));
@@ -609,7 +594,6 @@ fn after_ro_a_writer_waits_for_the_passthrough_readers_under_a_capacity() {
 /// the daemon serves the reads itself: the counter tells the two apart.
 #[test]
 fn ro_mode_reads_go_by_passthrough() {
-    use artfs::auth::Role;
     common::engine::every_engine(|| {
         let data: Vec<u8> = (0..(4u32 << 20)).map(|i| (i % 251) as u8).collect();
         for (args, capacity) in [
@@ -641,16 +625,10 @@ fn ro_mode_reads_go_by_passthrough() {
                 let (_, served) = cold_read();
                 assert!(served > 0, "in rw with a capacity the daemon serves reads");
             }
-            let admin = common::api::token("admin", Role::Admin);
-            let r = api
-                .client
-                .post(api.url("/api/v1/mode"))
-                .bearer_auth(&admin)
-                // The write's close reaches the daemon after `write`
-                // returns: wait for it rather than be refused.
-                .json(&serde_json::json!({ "mode": "ro", "force": true, "wait_secs": 20 }))
-                .send()
-                .unwrap();
+            // The write's close reaches the daemon after `write` returns:
+            // wait for it rather than be refused.
+            let r =
+                api.post_mode(serde_json::json!({ "mode": "ro", "force": true, "wait_secs": 20 }));
             assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
             let (f, served) = cold_read();
             assert_eq!(served, 0, "ro reads reached the daemon: {served} READs");

@@ -189,6 +189,17 @@ impl Api {
         format!("{}{path}", self.base)
     }
 
+    /// `POST /api/v1/mode` with `body` (`mode`, `confirm`, `force`,
+    /// `wait_secs`), as an admin.
+    pub fn post_mode(&self, body: Value) -> Response {
+        self.client
+            .post(self.url("/api/v1/mode"))
+            .bearer_auth(token("admin", Role::Admin))
+            .json(&body)
+            .send()
+            .unwrap()
+    }
+
     /// The daemon's `/metrics` text (no token needed).
     pub fn metrics(&self) -> String {
         self.client
