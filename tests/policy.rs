@@ -513,6 +513,30 @@ fn the_api_mode_change_refuses_or_waits_for_writers_too() {
     });
 }
 
+/// A read-only mount (`--read-only`, mount's ro) with a capacity: the
+/// kernel refuses every change, so reads go by passthrough there too,
+/// whatever the store's mode.
+#[test]
+fn a_read_only_mount_reads_by_passthrough_with_a_capacity() {
+    common::engine::every_engine(|| {
+        let mut api = common::api::Api::start(&["--capacity", "1G"]);
+        let data: Vec<u8> = (0..(4u32 << 20)).map(|i| (i % 241) as u8).collect();
+        fs::write(api.m.path("f"), &data).unwrap();
+        api.m.remount_with(&["--read-only"]);
+        api.wait();
+        let before = fuse_reads(&api);
+        assert!(
+            fs::read(api.m.path("f")).unwrap() == data,
+            "other bytes read"
+        );
+        assert_eq!(fuse_reads(&api), before, "reads reached the daemon");
+        assert_eq!(code(fs::write(api.m.path("f"), b"x")), libc::EROFS);
+        let mut m = api.m;
+        m.unmount();
+        m.assert_consistent();
+    });
+}
+
 /// Under a capacity, readers that opened a file by passthrough while the
 /// store was ro keep that open after a change back to rw; a writer may not
 /// join it (its writes would pass the capacity unseen, and the kernel

@@ -67,9 +67,11 @@ fn readers_hold_it() -> Error {
 /// An open inode's kernel backing file, shared by its passthrough handles.
 struct Backed {
     id: Weak<BackingId>,
-    /// Registered for readers while the store refused every write (ro,
-    /// ar) under a capacity, with no write guard: a write through it would
-    /// pass the capacity unseen, so no writer may share it.
+    /// Registered for readers while no write could come (the store in ro
+    /// or ar, or the mount read-only) under a capacity, with no write
+    /// guard: a write through it would pass the capacity unseen, so no
+    /// writer may share it (the mode can change back, the mount be
+    /// remounted rw).
     readers_only: bool,
 }
 
@@ -112,6 +114,8 @@ pub struct Shared {
     /// Checks passthrough writes against the capacity, when asked for
     /// (`MountOptions::capacity_passthrough`; see `write_guard`).
     guard: Option<write_guard::WriteGuard>,
+    /// Mounted read-only (`MountOptions::read_only`).
+    read_only_mount: bool,
 }
 
 /// A special inode the kernel holds (its lookup count). Removed while held
@@ -253,6 +257,7 @@ impl FuseFs {
                 held: Mutex::default(),
                 known: None,
                 guard: None,
+                read_only_mount: false,
             }),
             offload: None,
         }
@@ -273,6 +278,14 @@ impl FuseFs {
     pub fn with_keep_awake(mut self, window: Duration) -> std::io::Result<FuseFs> {
         self.building().awake = awake::KeepAwake::start(window)?;
         Ok(self)
+    }
+
+    /// The mount is read-only (mount's ro): the kernel refuses every change
+    /// before it reaches the daemon, so readers may go by passthrough under
+    /// a capacity too (see [`Backed::readers_only`]).
+    pub fn with_read_only(mut self, on: bool) -> FuseFs {
+        self.building().read_only_mount = on;
+        self
     }
 
     /// Ask the kernel for FUSE over io_uring (see `MountOptions::io_uring`).
@@ -591,11 +604,12 @@ impl Shared {
             // trash purged when BACKING fills: through the daemon, or
             // through passthrough under the write guard (a writer that
             // opens the file first gets a guarded file, see `write_guard`).
-            // While the mode refuses every write (ro, ar) there is nothing
-            // to check, and a reader goes by passthrough as without a
-            // capacity.
+            // While the mode refuses every write (ro, ar), or the kernel
+            // does (a read-only mount), there is nothing to check, and a
+            // reader goes by passthrough as without a capacity.
             None => {
-                let readers_only = !h.writable && self.fs.writes_refused();
+                let readers_only =
+                    !h.writable && (self.fs.writes_refused() || self.read_only_mount);
                 let guarded = if self.fs.writes_through_daemon() && !readers_only {
                     let Some(guard) = self.guard.as_ref() else {
                         return Ok(None);

@@ -486,6 +486,14 @@ impl Mount {
         self.mount();
     }
 
+    /// Mount again with `more` arguments after those it was made with
+    /// (kept for later remounts too).
+    pub fn remount_with(&mut self, more: &[&str]) {
+        self.unmount();
+        self.extra_args.extend(more.iter().map(|a| a.to_string()));
+        self.mount();
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }
