@@ -55,12 +55,12 @@ impl std::ops::Deref for FuseFs {
 }
 
 /// A writer refused because readers hold its file open by passthrough
-/// since the store was ro (the kernel lets no other kind of open in
+/// since no write could come (the kernel lets no other kind of open in
 /// beside them, and a passthrough write would pass the capacity unseen).
 fn readers_hold_it() -> Error {
     Error::posix(
         libc::ETXTBSY,
-        "open for writing refused: readers opened this file by passthrough while the store was read-only and still hold it; retry once they close (with a capacity every write must pass the daemon)",
+        "open for writing refused: readers opened this file by passthrough while the store (or the mount) was read-only and still hold it; retry once they close (with a capacity every write must pass the daemon)",
     )
 }
 
@@ -608,9 +608,9 @@ impl Shared {
             // does (a read-only mount), there is nothing to check, and a
             // reader goes by passthrough as without a capacity.
             None => {
-                let readers_only =
-                    !h.writable && (self.fs.writes_refused() || self.read_only_mount);
-                let guarded = if self.fs.writes_through_daemon() && !readers_only {
+                let through_daemon = self.fs.writes_through_daemon();
+                let only_reads = !h.writable && (self.fs.writes_refused() || self.read_only_mount);
+                let guarded = if through_daemon && !only_reads {
                     let Some(guard) = self.guard.as_ref() else {
                         return Ok(None);
                     };
@@ -630,10 +630,9 @@ impl Shared {
                 match open(guarded.as_ref().unwrap_or(&h.file)) {
                     Ok(id) => {
                         let id = Arc::new(id);
-                        let readers_only = readers_only && self.fs.writes_through_daemon();
                         let backed = Backed {
                             id: Arc::downgrade(&id),
-                            readers_only,
+                            readers_only: only_reads && through_daemon,
                         };
                         by_ino.insert(h.ino, backed);
                         id
@@ -716,18 +715,19 @@ impl Shared {
     fn open_now(&self, who: &Caller, ino: u64, flags: i32, reply: ReplyOpen) {
         let _t = self.timed(const { opstats::op_index("open") });
         let _s = debug_span!("open", ino).entered();
-        // Reads reach the core (`Fs::read`) or go by passthrough, which
-        // a copy still being fetched never gets: it may open streamed.
-        // Refused before the open, so the refused writer changes nothing
-        // (opening for writing clears the recorded hash); `backing` asks
-        // again under its lock for a reader that came in between. While
-        // the mode itself refuses writes, the core says so (EROFS).
+        // A writer passthrough readers keep out is refused before the
+        // open, so it changes nothing (opening for writing clears the
+        // recorded hash); `backing` asks again under its lock, for a
+        // reader that came in between. While the mode itself refuses
+        // writes, the core says so (EROFS).
         if flags & libc::O_ACCMODE != libc::O_RDONLY
             && !self.fs.writes_refused()
             && self.readers_only_backing(ino)
         {
             return self.fail("open", ino, None, readers_hold_it(), reply);
         }
+        // Reads reach the core (`Fs::read`) or go by passthrough, which
+        // a copy still being fetched never gets: it may open streamed.
         match self.fs.open_streamed(who, ino, flags) {
             Ok(h) => {
                 match self.backing(&h, |f| reply.open_backing(f)) {
