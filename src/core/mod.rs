@@ -232,8 +232,9 @@ impl Fs {
 
     /// Whether the mode refuses every write (ro, ar): a file opened for
     /// reading then cannot change through the mount while the mode holds.
+    /// (The mode's own rule, `policy::check`, not a second list of modes.)
     pub fn writes_refused(&self) -> bool {
-        matches!(self.mode(), policy::Mode::Ro | policy::Mode::Ar)
+        policy::check(self.mode(), policy::Change::Write).is_err()
     }
 
     /// Whether the daemon must see every write (see `policy`): if so, the
