@@ -317,6 +317,75 @@ fn append_only_writes_through_the_daemon_only_append() {
     });
 }
 
+/// An append-only file's writer never shares a backing file (passthrough):
+/// through it, a shared mapping could write anywhere. So the file's
+/// readers are served by the daemon too (a writer can join them), and a
+/// writer meeting handles opened by passthrough before the flag was set
+/// is refused with ETXTBSY, changing nothing, until they close. Then
+/// neither `F_SETFL` nor a shared mapping rewrites what is there.
+#[test]
+fn append_only_writers_never_share_passthrough() {
+    common::engine::every_engine(|| {
+        let m = Mount::new();
+        let p = m.path("log");
+        fs::write(&p, b"line 1\n").unwrap();
+        // By passthrough (no capacity): opened before the flag.
+        let early = fs::File::open(&p).unwrap();
+        assert_eq!(chattr("+a", &p, None), 0);
+        let sha = common::getx(&p, "user.artstore.sha256").unwrap();
+        let append = || OpenOptions::new().append(true).open(&p);
+        assert_eq!(code(append()), libc::ETXTBSY);
+        assert_eq!(
+            code(OpenOptions::new().read(true).append(true).open(&p)),
+            libc::ETXTBSY
+        );
+        assert_eq!(common::getx(&p, "user.artstore.sha256").unwrap(), sha);
+        drop(early);
+        // The kernel sends the release after close returns.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let w = loop {
+            match append() {
+                Ok(w) => break w,
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                    assert!(std::time::Instant::now() < deadline, "still refused");
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("open for appending: {e}"),
+            }
+        };
+        // A reader beside the writer, and a second writer that reads.
+        let r = fs::File::open(&p).unwrap();
+        let rw = OpenOptions::new().read(true).append(true).open(&p).unwrap();
+        // SAFETY: fcntl on a descriptor we hold.
+        let rc = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&w), libc::F_SETFL, 0) };
+        assert_eq!(rc, 0);
+        assert_eq!(code(w.write_at(b"XXX", 0)), libc::EPERM);
+        let mut map = common::SharedMap::of(&rw, 4);
+        assert!(map.try_write(0, b"YYYY").is_err(), "a mapping rewrote it");
+        drop(map);
+        // Appending still works (`w` lost O_APPEND: refused at 0 again).
+        assert_eq!(code((&w).write_all(b"no")), libc::EPERM);
+        (&rw).write_all(b"line 2\n").unwrap();
+        drop((w, rw));
+        // What the object holds, not pages the refused mapping left.
+        // SAFETY: plain syscall on an open descriptor.
+        unsafe {
+            libc::posix_fadvise(
+                std::os::fd::AsRawFd::as_raw_fd(&r),
+                0,
+                0,
+                libc::POSIX_FADV_DONTNEED,
+            )
+        };
+        drop(r);
+        assert_eq!(fs::read(&p).unwrap(), b"line 1\nline 2\n");
+        assert_eq!(chattr("-a", &p, None), 0);
+        let mut m = m;
+        m.unmount();
+        m.assert_consistent();
+    });
+}
+
 #[test]
 fn the_http_door_keeps_the_same_locks() {
     use artfs::auth::Role;

@@ -427,23 +427,49 @@ fn concurrent_writers_never_exceed_the_capacity() {
     });
 }
 
-/// `artfs_fuse_ops_total{op="read"}` from the daemon's metrics.
-fn fuse_reads(api: &common::api::Api) -> u64 {
+/// `artfs_fuse_ops_total{op=OP}` from the daemon's metrics.
+fn fuse_ops(api: &common::api::Api, op: &str) -> u64 {
+    let prefix = format!("artfs_fuse_ops_total{{op=\"{op}\"}} ");
     api.metrics()
         .lines()
-        .find_map(|l| l.strip_prefix("artfs_fuse_ops_total{op=\"read\"} "))
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
         .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// READs the daemon served.
+fn fuse_reads(api: &common::api::Api) -> u64 {
+    fuse_ops(api, "read")
+}
+
+/// WRITEs the daemon served.
+fn fuse_writes(api: &common::api::Api) -> u64 {
+    fuse_ops(api, "write")
 }
 
 #[test]
 fn with_a_capacity_warm_reads_come_from_the_page_cache_and_follow_changes() {
     common::engine::every_engine(|| {
-        // A capacity routes I/O through the daemon; the kernel still keeps
-        // the pages of a file nothing changed between opens.
+        // Under a capacity a handle opened first for reading and writing
+        // is served cached by the daemon, and so is every open while it
+        // stays open; the kernel still keeps the pages of a file nothing
+        // changed between opens.
         let api = common::api::Api::start(&["--capacity", "100M"]);
         let p = api.m.path("f");
         fs::write(&p, vec![7u8; 1 << 20]).unwrap();
+        let held = OpenOptions::new().read(true).write(true).open(&p).unwrap();
+        // Served by the daemon: a read of dropped pages reaches it.
+        // SAFETY: plain syscall on an open descriptor.
+        unsafe {
+            libc::posix_fadvise(
+                std::os::fd::AsRawFd::as_raw_fd(&held),
+                0,
+                0,
+                libc::POSIX_FADV_DONTNEED,
+            )
+        };
+        let before = fuse_reads(&api);
         assert_eq!(fs::read(&p).unwrap(), vec![7u8; 1 << 20]);
+        assert!(fuse_reads(&api) > before, "not served by the daemon");
         let before = fuse_reads(&api);
         for _ in 0..3 {
             assert_eq!(fs::read(&p).unwrap(), vec![7u8; 1 << 20]);
@@ -537,14 +563,14 @@ fn a_read_only_mount_reads_by_passthrough_with_a_capacity() {
     });
 }
 
-/// Under a capacity, readers that opened a file by passthrough while the
-/// store was ro keep that open after a change back to rw; a writer may not
-/// join it (its writes would pass the capacity unseen, and the kernel
-/// lets no other kind of open in beside it), so opening for writing is
-/// refused with ETXTBSY and changes nothing, until they close. Then the
-/// writer is served by the daemon, and the capacity holds.
+/// Under a capacity, readers go by passthrough, and a writer joins them:
+/// the kernel sends its reads and writes to the daemon (FOPEN_DIRECT_IO),
+/// which checks each against the capacity, while the readers go on by
+/// passthrough and see its bytes at once. Readers that opened while the
+/// store was ro are the same: after the change back to rw, writers open.
 #[test]
-fn after_ro_a_writer_waits_for_the_passthrough_readers_under_a_capacity() {
+fn under_a_capacity_writers_join_passthrough_readers_and_the_capacity_holds() {
+    use std::os::unix::fs::FileExt;
     common::engine::every_engine(|| {
         let api = common::api::Api::start(&["--mode", "rw", "--capacity", "1M"]);
         let p = api.m.path("f");
@@ -555,9 +581,6 @@ fn after_ro_a_writer_waits_for_the_passthrough_readers_under_a_capacity() {
             assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
         };
         mode(serde_json::json!({ "mode": "ro", "force": true, "wait_secs": 20 }));
-        let sha = || common::getx(&p, "user.artstore.sha256").ok();
-        let sha_before = sha();
-        assert!(sha_before.is_some(), "no recorded hash to compare");
         let reader = fs::File::open(&p).unwrap();
         let before = fuse_reads(&api);
         let mut got = Vec::new();
@@ -569,53 +592,71 @@ fn after_ro_a_writer_waits_for_the_passthrough_readers_under_a_capacity() {
             "the ro reader is not by passthrough"
         );
         mode(serde_json::json!({ "mode": "rw", "confirm": true }));
-        let open_w = || OpenOptions::new().write(true).open(&p);
-        assert_eq!(code(open_w()), libc::ETXTBSY);
+        // Write-only and read-write writers both join the readers.
+        let w = OpenOptions::new().write(true).open(&p).unwrap();
+        let rw = OpenOptions::new().read(true).write(true).open(&p).unwrap();
+        let writes = fuse_writes(&api);
+        w.write_all_at(b"head", 0).unwrap();
+        rw.write_all_at(b"tail", data.len() as u64).unwrap();
         assert_eq!(
-            code(OpenOptions::new().append(true).open(&p)),
-            libc::ETXTBSY
+            fuse_writes(&api),
+            writes + 2,
+            "a writer's write passed the daemon"
         );
-        // Other readers still come in; the refused writers changed nothing.
-        let second = fs::File::open(&p).unwrap();
-        assert_eq!(fs::read(&p).unwrap(), data);
-        assert_eq!(sha(), sha_before, "a refused writer touched the file");
-        // New files are no business of the readers'.
-        fs::write(api.m.path("other"), b"fine").unwrap();
-        drop(second);
-        assert_eq!(code(open_w()), libc::ETXTBSY, "one reader still holds it");
-        drop(reader);
-        // The kernel sends the release after close returns.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let w = loop {
-            match open_w() {
-                Ok(w) => break w,
-                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
-                    assert!(std::time::Instant::now() < deadline, "still refused");
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => panic!("open for writing: {e}"),
-            }
-        };
-        // Served by the daemon: growth past the capacity is refused.
-        use std::os::unix::fs::FileExt;
+        // Growth past the capacity is refused, through either.
         assert_eq!(code(w.write_all_at(&[1u8; 64], 2 << 20)), libc::ENOSPC);
-        w.write_all_at(b"tail", data.len() as u64).unwrap();
-        drop(w);
+        assert_eq!(code(rw.write_all_at(&[1u8; 64], 2 << 20)), libc::ENOSPC);
+        // The passthrough reader sees the writes at once, still without
+        // the daemon.
         let mut want = data.clone();
+        want[..4].copy_from_slice(b"head");
         want.extend_from_slice(b"tail");
+        let before = fuse_reads(&api);
+        let mut got = vec![0u8; want.len() + 10];
+        let n = reader.read_at(&mut got, 0).unwrap();
+        assert_eq!(&got[..n], &want[..], "the reader sees other bytes");
+        assert_eq!(fuse_reads(&api), before, "the reader left passthrough");
+        // The writer's own reads come from the daemon, and are right.
+        let mut back = [0u8; 4];
+        rw.read_exact_at(&mut back, data.len() as u64).unwrap();
+        assert_eq!(&back, b"tail");
+        // A shared mapping of a writer maps the backing file: its bytes
+        // land, and the close records them (size, hash).
+        {
+            // SAFETY: a shared mapping of 4 KiB of an open file, unmapped
+            // below; nothing else maps it in this process.
+            let map = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    4096,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    std::os::fd::AsRawFd::as_raw_fd(&rw),
+                    0,
+                )
+            };
+            assert_ne!(map, libc::MAP_FAILED, "{}", std::io::Error::last_os_error());
+            // SAFETY: within the 4 KiB mapped above.
+            unsafe {
+                std::ptr::copy_nonoverlapping(b"MAP!".as_ptr(), map.cast::<u8>().add(8), 4);
+                libc::munmap(map, 4096);
+            }
+            want[8..12].copy_from_slice(b"MAP!");
+        }
+        drop((w, rw, reader));
         assert_eq!(fs::read(&p).unwrap(), want);
+        let sha = common::getx(&p, "user.artstore.sha256").unwrap();
+        assert_eq!(sha, common::archive::sha256_hex(&want).into_bytes());
         let mut m = api.m;
         m.unmount();
         m.assert_consistent();
     });
 }
 
-/// Reads in ro mode go by passthrough (issue 19), with a capacity too
-/// (no write can come while the mode holds, so there is nothing for the
-/// daemon to check): the bytes are right and the daemon serves no READ
-/// for them (`artfs_fuse_ops_total{op="read"}` stays put), while a write
-/// is still refused with EROFS. Before the change, in rw with a capacity,
-/// the daemon serves the reads itself: the counter tells the two apart.
+/// Reads go by passthrough in rw and in ro (issue 19), with a capacity
+/// too (a reader has nothing for the daemon to check): the bytes are right
+/// and the daemon serves no READ for them (`artfs_fuse_ops_total{op="read"}`
+/// stays put), while a write in ro is still refused with EROFS.
 #[test]
 fn ro_mode_reads_go_by_passthrough() {
     common::engine::every_engine(|| {
@@ -647,7 +688,7 @@ fn ro_mode_reads_go_by_passthrough() {
             };
             if capacity {
                 let (_, served) = cold_read();
-                assert!(served > 0, "in rw with a capacity the daemon serves reads");
+                assert_eq!(served, 0, "rw reads with a capacity reached the daemon");
             }
             // The write's close reaches the daemon after `write` returns:
             // wait for it rather than be refused.

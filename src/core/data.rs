@@ -226,10 +226,7 @@ impl Fs {
             break (file, fill);
         };
         let fh = self.files.next_fh();
-        let append_only = writable
-            && self
-                .inode(ino)
-                .is_ok_and(|i| i.flags & crate::types::flags::APPEND != 0);
+        let append_only = self.is_append_only(ino);
         let handle = Arc::new(Handle {
             fh,
             ino,

@@ -20,8 +20,8 @@ pub struct Handle {
     pub writable: bool,
     /// Opening changed the inode's attributes (atime, dropped setuid).
     pub attrs_changed: bool,
-    /// A writer of an append-only file: its writes should pass the core,
-    /// which checks each one (see `flags::check_write`).
+    /// The file was append-only at the open: its writers' writes should
+    /// pass the core, which checks each one (see `flags::check_write`).
     pub append_only: bool,
     /// Who opened it (`Caller::describe`), for the list of writers a mode
     /// change waits for.

@@ -230,11 +230,11 @@ impl Fs {
         policy::check(self.mode(), policy::Change::Write)
     }
 
-    /// Whether the mode refuses every write (ro, ar): a file opened for
-    /// reading then cannot change through the mount while the mode holds.
-    /// (The mode's own rule, `policy::check`, not a second list of modes.)
-    pub fn writes_refused(&self) -> bool {
-        policy::check(self.mode(), policy::Change::Write).is_err()
+    /// Whether `ino` is append-only (`chattr +a`): its writers' writes
+    /// must pass the core (see `flags::check_write`).
+    pub fn is_append_only(&self, ino: u64) -> bool {
+        self.inode(ino)
+            .is_ok_and(|i| i.flags & crate::types::flags::APPEND != 0)
     }
 
     /// Whether the daemon must see every write (see `policy`): if so, the

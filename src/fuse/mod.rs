@@ -54,25 +54,24 @@ impl std::ops::Deref for FuseFs {
     }
 }
 
-/// A writer refused because readers hold its file open by passthrough
-/// since no write could come (the kernel lets no other kind of open in
-/// beside them, and a passthrough write would pass the capacity unseen).
-fn readers_hold_it() -> Error {
+/// A writer refused because its file is append-only and already open by
+/// passthrough (since before it became append-only): sharing that backing
+/// file, a shared mapping of the writer could write anywhere in it.
+fn append_only_shared() -> Error {
     Error::posix(
         libc::ETXTBSY,
-        "open for writing refused: readers opened this file by passthrough while the store (or the mount) was read-only and still hold it; retry once they close (with a capacity every write must pass the daemon)",
+        "open for writing refused: this append-only file is open by passthrough since before it became append-only, and a writer's shared mapping could write anywhere through it; retry once those handles close",
     )
 }
 
 /// An open inode's kernel backing file, shared by its passthrough handles.
 struct Backed {
     id: Weak<BackingId>,
-    /// Registered for readers while no write could come (the store in ro
-    /// or ar, or the mount read-only) under a capacity, with no write
-    /// guard: a write through it would pass the capacity unseen, so no
-    /// writer may share it (the mode can change back, the mount be
-    /// remounted rw).
-    readers_only: bool,
+    /// Registered on the write guard's watched file: passthrough writes
+    /// through it are checked against the capacity (see `write_guard`).
+    /// Without it, a writer that must be seen joins with its reads and
+    /// writes served by the daemon (see [`Shared::backing`]).
+    guarded: bool,
 }
 
 pub struct Shared {
@@ -114,8 +113,6 @@ pub struct Shared {
     /// Checks passthrough writes against the capacity, when asked for
     /// (`MountOptions::capacity_passthrough`; see `write_guard`).
     guard: Option<write_guard::WriteGuard>,
-    /// Mounted read-only (`MountOptions::read_only`).
-    read_only_mount: bool,
 }
 
 /// A special inode the kernel holds (its lookup count). Removed while held
@@ -257,7 +254,6 @@ impl FuseFs {
                 held: Mutex::default(),
                 known: None,
                 guard: None,
-                read_only_mount: false,
             }),
             offload: None,
         }
@@ -278,14 +274,6 @@ impl FuseFs {
     pub fn with_keep_awake(mut self, window: Duration) -> std::io::Result<FuseFs> {
         self.building().awake = awake::KeepAwake::start(window)?;
         Ok(self)
-    }
-
-    /// The mount is read-only (mount's ro): the kernel refuses every change
-    /// before it reaches the daemon, so readers may go by passthrough under
-    /// a capacity too (see [`Backed::readers_only`]).
-    pub fn with_read_only(mut self, on: bool) -> FuseFs {
-        self.building().read_only_mount = on;
-        self
     }
 
     /// Ask the kernel for FUSE over io_uring (see `MountOptions::io_uring`).
@@ -441,29 +429,48 @@ impl Shared {
         }
     }
 
-    /// Whether `ino` is open by passthrough readers a writer may not join
-    /// (see [`Backed::readers_only`]) while the daemon must see writes.
-    fn readers_only_backing(&self, ino: u64) -> bool {
-        self.fs.writes_through_daemon()
-            && self
-                .backing_by_ino
-                .lock()
-                .get(&ino)
-                .is_some_and(|b| b.readers_only && b.id.strong_count() > 0)
+    /// Whether `ino` is open by passthrough, which an append-only file's
+    /// writer may not join (see [`append_only_shared`]).
+    fn passthrough_open(&self, ino: u64) -> bool {
+        self.backing_by_ino
+            .lock()
+            .get(&ino)
+            .is_some_and(|b| b.id.strong_count() > 0)
+    }
+
+    /// Whether `ino`'s passthrough handles are all gone within a second.
+    /// The kernel sends a handle's release after close(2) returns, so one
+    /// just closed (the `chattr +a` that made the file append-only holds
+    /// one itself) may still be on its way. Called on a helper thread:
+    /// the request thread meanwhile serves the releases.
+    fn passthrough_gone(&self, ino: u64) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while self.passthrough_open(ino) {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
     }
 
     /// Answer a create or tmpfile: the new file, open (with passthrough
     /// when the handle may use it).
-    fn created(&self, reply: ReplyCreate, attr: &Attr, h: &Handle) {
+    fn created(&self, reply: ReplyCreate, attr: &Attr, h: &Handle, flags: i32) {
         let fa = fuse_attr(attr);
         // A new inode has no backing file yet, so nothing to refuse.
-        match self.backing(h, |f| reply.open_backing(f)).ok().flatten() {
-            Some(id) => reply.created_passthrough(
+        let reads = flags & libc::O_ACCMODE != libc::O_WRONLY;
+        match self
+            .backing(h, reads, |f| reply.open_backing(f))
+            .ok()
+            .flatten()
+        {
+            Some((id, flags)) => reply.created_passthrough(
                 &self.ttl,
                 &fa,
                 Generation(0),
                 FileHandle(h.fh),
-                FopenFlags::empty(),
+                flags,
                 &id,
             ),
             None => reply.created(
@@ -572,73 +579,74 @@ impl Shared {
         Ok(())
     }
 
-    /// The backing id for a handle's inode, registering it on first open.
-    /// `None` means serve I/O through the daemon; an error, refuse the
-    /// open (a writer the daemon must see, on an inode its readers hold
-    /// open by passthrough, see [`Backed::readers_only`]).
+    /// The backing id for a handle's inode, registering it on first open,
+    /// and the open flags to go with it. `None` means serve I/O through the
+    /// daemon, cached; an error, refuse the open (an append-only file's
+    /// writer on an inode open by passthrough). `reads`: the handle may
+    /// read (not opened write-only).
+    ///
+    /// Readers go by passthrough (unless the inode is open cached through
+    /// the daemon). A writer whose writes the daemon must see (a capacity,
+    /// or BACKING nearly full), unless the write guard watches it, gets
+    /// FOPEN_DIRECT_IO with its backing file: the kernel then sends its
+    /// reads, writes and splices to the daemon, which checks each one, and
+    /// only its mappings reach the backing file, and a mapping cannot grow
+    /// a file. So readers keep passthrough beside writers in every mode.
     fn backing(
         &self,
         h: &Handle,
+        reads: bool,
         open: impl FnOnce(&std::fs::File) -> std::io::Result<BackingId>,
-    ) -> Result<Option<Arc<BackingId>>, Error> {
+    ) -> Result<Option<(Arc<BackingId>, FopenFlags)>, Error> {
         if !self.passthrough.load(Ordering::Relaxed) {
             return Ok(None);
         }
+        let seen = h.writable && self.fs.writes_through_daemon();
         let mut by_ino = self.backing_by_ino.lock();
         // The kernel refuses (EIO) to mix: once an inode is open with
-        // passthrough every open of it must be, and once open without it,
-        // none may be until all its handles are closed.
+        // passthrough every open of it must be, and once open cached
+        // through the daemon, none may be until all its handles are closed.
         let live = by_ino
             .get(&h.ino)
-            .and_then(|b| Some((b.id.upgrade()?, b.readers_only)));
-        let id = match live {
-            Some((_, true)) if h.writable && self.fs.writes_through_daemon() => {
-                return Err(readers_hold_it())
+            .and_then(|b| Some((b.id.upgrade()?, b.guarded)));
+        let (id, guarded) = match live {
+            // Its writes must be seen, and a shared mapping could write
+            // anywhere through the backing file.
+            Some(_) if h.writable && h.append_only => return Err(append_only_shared()),
+            Some(l) => l,
+            // The same, and a copy still being fetched holds holes: its
+            // reads wait in the daemon for their bytes.
+            None if h.append_only || h.filling() || self.fs.open_count(h.ino) > 1 => {
+                return Ok(None)
             }
-            Some((id, _)) => id,
-            // An append-only file's writer must be seen (a shared mapping
-            // could write anywhere). A copy still being fetched holds
-            // holes: its reads wait in the daemon for their bytes.
-            _ if h.append_only || h.filling() || self.fs.open_count(h.ino) > 1 => return Ok(None),
-            // Every write must be checked against the capacity, or the
-            // trash purged when BACKING fills: through the daemon, or
-            // through passthrough under the write guard (a writer that
-            // opens the file first gets a guarded file, see `write_guard`).
-            // While the mode refuses every write (ro, ar), or the kernel
-            // does (a read-only mount), there is nothing to check, and a
-            // reader goes by passthrough as without a capacity.
             None => {
-                let through_daemon = self.fs.writes_through_daemon();
-                let only_reads = !h.writable && (self.fs.writes_refused() || self.read_only_mount);
-                let guarded = if through_daemon && !only_reads {
-                    let Some(guard) = self.guard.as_ref() else {
-                        return Ok(None);
-                    };
-                    if !h.writable || self.fs.space_tight() {
-                        return Ok(None);
-                    }
-                    match guard.watch(h.ino, &h.file) {
-                        Ok(f) => Some(f),
-                        Err(e) => {
+                let watched = match &self.guard {
+                    Some(g) if seen && !self.fs.space_tight() => g
+                        .watch(h.ino, &h.file)
+                        .map_err(|e| {
                             tracing::debug!(error = %e, ino = h.ino, "write guard: cannot watch; served by the daemon");
-                            return Ok(None);
-                        }
-                    }
-                } else {
-                    None
+                        })
+                        .ok(),
+                    _ => None,
                 };
-                match open(guarded.as_ref().unwrap_or(&h.file)) {
+                // Otherwise a writer that must be seen and also reads is
+                // served cached by the daemon, for its reads to keep the
+                // kernel's page cache. A write-only one has none to keep.
+                if seen && watched.is_none() && reads {
+                    return Ok(None);
+                }
+                match open(watched.as_ref().unwrap_or(&h.file)) {
                     Ok(id) => {
                         let id = Arc::new(id);
                         let backed = Backed {
                             id: Arc::downgrade(&id),
-                            readers_only: only_reads && through_daemon,
+                            guarded: watched.is_some(),
                         };
                         by_ino.insert(h.ino, backed);
-                        id
+                        (id, watched.is_some())
                     }
                     Err(e) => {
-                        if let (Some(_), Some(g)) = (&guarded, &self.guard) {
+                        if let (Some(_), Some(g)) = (&watched, &self.guard) {
                             g.unwatch(h.ino);
                         }
                         warn!(error = %e, "passthrough unavailable; serving I/O through the daemon");
@@ -653,7 +661,12 @@ impl Shared {
             // Its writes bypass the kernel's page cache of the inode.
             self.page_cache.lock().remove(&h.ino);
         }
-        Ok(Some(id))
+        let flags = if seen && !guarded {
+            FopenFlags::FOPEN_DIRECT_IO
+        } else {
+            FopenFlags::empty()
+        };
+        Ok(Some((id, flags)))
     }
 
     /// The open flags of a handle served through the daemon: keep the
@@ -715,25 +728,26 @@ impl Shared {
     fn open_now(&self, who: &Caller, ino: u64, flags: i32, reply: ReplyOpen) {
         let _t = self.timed(const { opstats::op_index("open") });
         let _s = debug_span!("open", ino).entered();
-        // A writer passthrough readers keep out is refused before the
-        // open, so it changes nothing (opening for writing clears the
-        // recorded hash); `backing` asks again under its lock, for a
-        // reader that came in between. While the mode itself refuses
-        // writes, the core says so (EROFS).
+        // An append-only file's writer that passthrough handles keep out
+        // is refused before the open, so it changes nothing (opening for
+        // writing clears the recorded hash); `backing` asks again under its
+        // lock, for a handle that came in between. Opens for writing come
+        // on a helper thread (see `open`), which may wait.
         if flags & libc::O_ACCMODE != libc::O_RDONLY
-            && !self.fs.writes_refused()
-            && self.readers_only_backing(ino)
+            && self.passthrough_open(ino)
+            && self.fs.is_append_only(ino)
+            && !self.passthrough_gone(ino)
         {
-            return self.fail("open", ino, None, readers_hold_it(), reply);
+            return self.fail("open", ino, None, append_only_shared(), reply);
         }
         // Reads reach the core (`Fs::read`) or go by passthrough, which
         // a copy still being fetched never gets: it may open streamed.
         match self.fs.open_streamed(who, ino, flags) {
             Ok(h) => {
-                match self.backing(&h, |f| reply.open_backing(f)) {
-                    Ok(Some(id)) => {
-                        reply.opened_passthrough(FileHandle(h.fh), FopenFlags::empty(), &id)
-                    }
+                match self.backing(&h, flags & libc::O_ACCMODE != libc::O_WRONLY, |f| {
+                    reply.open_backing(f)
+                }) {
+                    Ok(Some((id, flags))) => reply.opened_passthrough(FileHandle(h.fh), flags, &id),
                     Ok(None) => reply.opened(FileHandle(h.fh), self.keep_cache(&h)),
                     Err(e) => {
                         if let Err(r) = self.fs.release(h.fh) {
@@ -1181,7 +1195,7 @@ impl Filesystem for FuseFs {
             .fs
             .create(&caller(req), parent.0, name.as_bytes(), mode, umask, flags)
         {
-            Ok((attr, h)) => self.created(reply, &attr, &h),
+            Ok((attr, h)) => self.created(reply, &attr, &h, flags),
             Err(e) => self.fail("create", parent.0, Some(name.as_bytes()), e, reply),
         }
     }
@@ -1198,7 +1212,7 @@ impl Filesystem for FuseFs {
         let _t = self.timed(const { opstats::op_index("tmpfile") });
         let _s = debug_span!("tmpfile", parent = parent.0).entered();
         match self.fs.tmpfile(&caller(req), parent.0, mode, umask, flags) {
-            Ok((attr, h)) => self.created(reply, &attr, &h),
+            Ok((attr, h)) => self.created(reply, &attr, &h, flags),
             Err(e) => self.fail("tmpfile", parent.0, None, e, reply),
         }
     }

@@ -294,7 +294,6 @@ pub fn serve(fs: Arc<Fs>, mountpoint: &Path, opts: &MountOptions) -> anyhow::Res
         .with_ttl(opts.ttl)
         .with_keep_awake(opts.keep_awake)?
         .with_io_uring(opts.io_uring)
-        .with_read_only(opts.read_only)
         .with_list_computed_xattrs(opts.list_computed_xattrs)
         .with_capacity_passthrough(opts.capacity_passthrough)
         .with_helpers(HELPERS)?;

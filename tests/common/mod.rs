@@ -826,12 +826,21 @@ impl SharedMap {
 
     /// Write `bytes` at `at` through the mapping and msync it.
     pub fn write(&mut self, at: usize, bytes: &[u8]) {
+        self.try_write(at, bytes).expect("msync");
+    }
+
+    /// [`SharedMap::write`], returning msync's error (the write back
+    /// refused).
+    pub fn try_write(&mut self, at: usize, bytes: &[u8]) -> std::io::Result<()> {
         assert!(at + bytes.len() <= self.len);
         // SAFETY: within the mapping, which this value owns.
         unsafe {
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(at), bytes.len());
-            assert_eq!(libc::msync(self.ptr.cast(), self.len, libc::MS_SYNC), 0);
+            if libc::msync(self.ptr.cast(), self.len, libc::MS_SYNC) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
         }
+        Ok(())
     }
 }
 
