@@ -653,6 +653,110 @@ fn under_a_capacity_writers_join_passthrough_readers_and_the_capacity_holds() {
     });
 }
 
+/// Under a capacity, sendfile(2), splice(2) and copy_file_range(2) into a
+/// file open for writing reach the daemon as writes do (FOPEN_DIRECT_IO),
+/// also while a reader holds the file by passthrough: none of them passes
+/// the capacity (the hole `--capacity-passthrough` leaves is not in the
+/// default).
+#[test]
+fn under_a_capacity_sendfile_splice_and_copy_file_range_stop_at_it() {
+    use std::os::fd::AsRawFd;
+    common::engine::every_engine(|| {
+        const CAP: u64 = 4 << 20;
+        let m = Mount::with_args(&["--capacity", "4M", "--trash-days", "0"]);
+        let outside = common::ext4_dir();
+        let src_out = outside.path().join("src");
+        fs::write(&src_out, vec![7u8; 3 << 20]).unwrap();
+        let src_in = m.path("src");
+        fs::write(&src_in, vec![8u8; 1 << 20]).unwrap();
+        let used = || CAP - df(&m.mnt).1;
+        for how in ["sendfile", "splice", "copy_file_range"] {
+            let p = m.path(how);
+            fs::write(&p, b"x").unwrap();
+            let reader = fs::File::open(&p).unwrap();
+            let w = OpenOptions::new().write(true).open(&p).unwrap();
+            let src = fs::File::open(if how == "copy_file_range" {
+                &src_in
+            } else {
+                &src_out
+            })
+            .unwrap();
+            let (sfd, wfd) = (src.as_raw_fd(), w.as_raw_fd());
+            let mut moved = 0u64;
+            let mut out_off: libc::loff_t = 1;
+            let err = loop {
+                let mut in_off: libc::loff_t = 0;
+                // SAFETY: plain syscalls on descriptors held above, with
+                // offsets that live across the call.
+                let n = unsafe {
+                    match how {
+                        "sendfile" => {
+                            libc::lseek(wfd, out_off, libc::SEEK_SET);
+                            libc::sendfile(wfd, sfd, &mut in_off, 1 << 20)
+                        }
+                        "splice" => {
+                            let mut pipe = [0; 2];
+                            assert_eq!(libc::pipe(pipe.as_mut_ptr()), 0);
+                            let got = libc::splice(
+                                sfd,
+                                &mut in_off,
+                                pipe[1],
+                                std::ptr::null_mut(),
+                                64 << 10,
+                                0,
+                            );
+                            assert!(got > 0, "{}", std::io::Error::last_os_error());
+                            let n = libc::splice(
+                                pipe[0],
+                                std::ptr::null_mut(),
+                                wfd,
+                                &mut out_off,
+                                got as usize,
+                                0,
+                            );
+                            let e = std::io::Error::last_os_error();
+                            libc::close(pipe[0]);
+                            libc::close(pipe[1]);
+                            if n < 0 {
+                                break e;
+                            }
+                            out_off -= n as libc::loff_t;
+                            n
+                        }
+                        _ => libc::copy_file_range(sfd, &mut in_off, wfd, &mut out_off, 1 << 20, 0),
+                    }
+                };
+                if n < 0 {
+                    break std::io::Error::last_os_error();
+                }
+                assert!(n > 0, "{how}: nothing moved before the capacity");
+                moved += n as u64;
+                // The source and what moved must fit (stop before BACKING
+                // fills, should it pass).
+                assert!(moved + (1 << 20) < CAP, "{how} passed the capacity");
+                if how != "copy_file_range" {
+                    out_off += n as libc::loff_t;
+                }
+            };
+            assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{how}: {err}");
+            let size = fs::metadata(&p).unwrap().len();
+            assert_eq!(size, 1 + moved, "{how}");
+            assert!(moved >= 1 << 20, "{how} stopped early: {moved}");
+            // The reader, by passthrough, sees what landed.
+            let mut tail = [0u8; 1];
+            std::os::unix::fs::FileExt::read_exact_at(&reader, &mut tail, size - 1).unwrap();
+            assert_ne!(tail[0], 0, "{how}");
+            drop((reader, w));
+            fs::remove_file(&p).unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while used() > 1 << 20 {
+                assert!(std::time::Instant::now() < deadline, "space not given back");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    });
+}
+
 /// Reads go by passthrough in rw and in ro (issue 19), with a capacity
 /// too (a reader has nothing for the daemon to check): the bytes are right
 /// and the daemon serves no READ for them (`artfs_fuse_ops_total{op="read"}`
