@@ -252,7 +252,8 @@ if [[ ${BENCH_PG:-auto} != 0 ]]; then
 fi
 
 # The "cap" side: the configuration archives run, a store with a capacity
-# (every write checked by the daemon, so no passthrough for writes).
+# (every write checked by the daemon: writers are served by it, uncached
+# when write-only; readers go by passthrough).
 if [[ ${BENCH_CAP:-100G} != 0 ]]; then
     mkdir -p "$T/backing-cap" "$T/mnt-cap"
     # shellcheck disable=SC2086 # BENCH_MOUNT_ARGS is a list of arguments

@@ -456,15 +456,10 @@ impl Shared {
 
     /// Answer a create or tmpfile: the new file, open (with passthrough
     /// when the handle may use it).
-    fn created(&self, reply: ReplyCreate, attr: &Attr, h: &Handle, flags: i32) {
+    fn created(&self, reply: ReplyCreate, attr: &Attr, h: &Handle) {
         let fa = fuse_attr(attr);
         // A new inode has no backing file yet, so nothing to refuse.
-        let reads = flags & libc::O_ACCMODE != libc::O_WRONLY;
-        match self
-            .backing(h, reads, |f| reply.open_backing(f))
-            .ok()
-            .flatten()
-        {
+        match self.backing(h, |f| reply.open_backing(f)).ok().flatten() {
             Some((id, flags)) => reply.created_passthrough(
                 &self.ttl,
                 &fa,
@@ -582,20 +577,20 @@ impl Shared {
     /// The backing id for a handle's inode, registering it on first open,
     /// and the open flags to go with it. `None` means serve I/O through the
     /// daemon, cached; an error, refuse the open (an append-only file's
-    /// writer on an inode open by passthrough). `reads`: the handle may
-    /// read (not opened write-only).
+    /// writer on an inode open by passthrough).
     ///
     /// Readers go by passthrough (unless the inode is open cached through
     /// the daemon). A writer whose writes the daemon must see (a capacity,
     /// or BACKING nearly full), unless the write guard watches it, gets
     /// FOPEN_DIRECT_IO with its backing file: the kernel then sends its
-    /// reads, writes and splices to the daemon, which checks each one, and
-    /// only its mappings reach the backing file, and a mapping cannot grow
-    /// a file. So readers keep passthrough beside writers in every mode.
+    /// reads, writes and splices to the daemon, uncached, which checks each
+    /// write; only its mappings reach the backing file, and a mapping
+    /// cannot grow a file. So readers keep passthrough beside writers in
+    /// every mode, and bulk writes skip the page cache copy a cached
+    /// write-through would add.
     fn backing(
         &self,
         h: &Handle,
-        reads: bool,
         open: impl FnOnce(&std::fs::File) -> std::io::Result<BackingId>,
     ) -> Result<Option<(Arc<BackingId>, FopenFlags)>, Error> {
         if !self.passthrough.load(Ordering::Relaxed) {
@@ -614,8 +609,9 @@ impl Shared {
             // anywhere through the backing file.
             Some(_) if h.writable && h.append_only => return Err(append_only_shared()),
             Some(l) => l,
-            // The same, and a copy still being fetched holds holes: its
-            // reads wait in the daemon for their bytes.
+            // An append-only file's handles are served cached, readers too
+            // (so its writers may join them); a copy still being fetched
+            // holds holes: its reads wait in the daemon for their bytes.
             None if h.append_only || h.filling() || self.fs.open_count(h.ino) > 1 => {
                 return Ok(None)
             }
@@ -629,12 +625,6 @@ impl Shared {
                         .ok(),
                     _ => None,
                 };
-                // Otherwise a writer that must be seen and also reads is
-                // served cached by the daemon, for its reads to keep the
-                // kernel's page cache. A write-only one has none to keep.
-                if seen && watched.is_none() && reads {
-                    return Ok(None);
-                }
                 match open(watched.as_ref().unwrap_or(&h.file)) {
                     Ok(id) => {
                         let id = Arc::new(id);
@@ -744,9 +734,7 @@ impl Shared {
         // a copy still being fetched never gets: it may open streamed.
         match self.fs.open_streamed(who, ino, flags) {
             Ok(h) => {
-                match self.backing(&h, flags & libc::O_ACCMODE != libc::O_WRONLY, |f| {
-                    reply.open_backing(f)
-                }) {
+                match self.backing(&h, |f| reply.open_backing(f)) {
                     Ok(Some((id, flags))) => reply.opened_passthrough(FileHandle(h.fh), flags, &id),
                     Ok(None) => reply.opened(FileHandle(h.fh), self.keep_cache(&h)),
                     Err(e) => {
@@ -1195,7 +1183,7 @@ impl Filesystem for FuseFs {
             .fs
             .create(&caller(req), parent.0, name.as_bytes(), mode, umask, flags)
         {
-            Ok((attr, h)) => self.created(reply, &attr, &h, flags),
+            Ok((attr, h)) => self.created(reply, &attr, &h),
             Err(e) => self.fail("create", parent.0, Some(name.as_bytes()), e, reply),
         }
     }
@@ -1212,7 +1200,7 @@ impl Filesystem for FuseFs {
         let _t = self.timed(const { opstats::op_index("tmpfile") });
         let _s = debug_span!("tmpfile", parent = parent.0).entered();
         match self.fs.tmpfile(&caller(req), parent.0, mode, umask, flags) {
-            Ok((attr, h)) => self.created(reply, &attr, &h, flags),
+            Ok((attr, h)) => self.created(reply, &attr, &h),
             Err(e) => self.fail("tmpfile", parent.0, None, e, reply),
         }
     }
