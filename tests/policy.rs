@@ -665,6 +665,104 @@ fn under_a_capacity_writers_join_passthrough_readers_and_the_capacity_holds() {
     });
 }
 
+/// Under a capacity, writers of one file (write-only and read-write, all
+/// served by the daemon) race each other to the limit while readers read
+/// it by passthrough: no write passes the capacity, every byte a reader
+/// sees is one a writer wrote (or a hole), every block a writer was told
+/// it wrote holds its bytes, the reads never reach the daemon, and usage
+/// is exact at commit.
+#[test]
+fn under_a_capacity_racing_writers_and_passthrough_readers_of_one_file() {
+    use std::os::unix::fs::FileExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const CAP: u64 = 2 << 20;
+    const BLOCK: usize = 4096;
+    const WRITERS: usize = 4;
+    common::engine::every_engine(|| {
+        let api = common::api::Api::start(&["--capacity", "2M", "--trash-days", "0"]);
+        let p = api.m.path("shared");
+        fs::write(&p, b"").unwrap();
+        let readers: Vec<fs::File> = (0..2).map(|_| fs::File::open(&p).unwrap()).collect();
+        let reads_before = fuse_reads(&api);
+        let done = AtomicBool::new(false);
+        let written: Vec<Vec<u64>> = std::thread::scope(|sc| {
+            for r in &readers {
+                let done = &done;
+                sc.spawn(move || {
+                    let mut buf = vec![0u8; CAP as usize + BLOCK];
+                    while !done.load(Ordering::Relaxed) {
+                        let n = r.read_at(&mut buf, 0).unwrap();
+                        assert!(n as u64 <= CAP, "a reader saw {n} bytes");
+                        for (i, block) in buf[..n].chunks(BLOCK).enumerate() {
+                            let own = (i % WRITERS) as u8 + 1;
+                            assert!(
+                                block.iter().all(|&b| b == 0 || b == own),
+                                "block {i} holds bytes no writer wrote there"
+                            );
+                        }
+                    }
+                });
+            }
+            let writers: Vec<_> = (0..WRITERS)
+                .map(|t| {
+                    let p = &p;
+                    sc.spawn(move || {
+                        let f = OpenOptions::new()
+                            .read(t % 2 == 1)
+                            .write(true)
+                            .open(p)
+                            .unwrap();
+                        let mut mine = Vec::new();
+                        // Twice what fits, should the capacity not hold.
+                        for k in 0..2 * CAP as usize / (BLOCK * WRITERS) {
+                            let off = ((k * WRITERS + t) * BLOCK) as u64;
+                            match f.write_all_at(&[t as u8 + 1; BLOCK], off) {
+                                Ok(()) => mine.push(off),
+                                Err(e) => {
+                                    assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+                                    break;
+                                }
+                            }
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            let w = writers.into_iter().map(|h| h.join().unwrap()).collect();
+            done.store(true, Ordering::Relaxed);
+            w
+        });
+        assert_eq!(fuse_reads(&api), reads_before, "reads reached the daemon");
+        drop(readers);
+        let size = fs::metadata(&p).unwrap().len();
+        assert!(size <= CAP, "the file grew to {size}, past the capacity");
+        let got = fs::read(&p).unwrap();
+        for (t, offs) in written.iter().enumerate() {
+            assert!(!offs.is_empty(), "writer {t} wrote nothing");
+            for &o in offs {
+                let block = &got[o as usize..o as usize + BLOCK];
+                assert!(
+                    block.iter().all(|&b| b == t as u8 + 1),
+                    "writer {t}'s block at {o}"
+                );
+            }
+        }
+        // The release of the last handle settles the usage: the file's size.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while CAP - df(&api.m.mnt).1 != size {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "usage {} for a file of {size}",
+                CAP - df(&api.m.mnt).1
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut m = api.m;
+        m.unmount();
+        m.assert_consistent();
+    });
+}
+
 /// Under a capacity, sendfile(2), splice(2) and copy_file_range(2) into a
 /// file open for writing reach the daemon as writes do (FOPEN_DIRECT_IO),
 /// also while a reader holds the file by passthrough: none of them passes
