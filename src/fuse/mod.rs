@@ -89,6 +89,9 @@ pub struct Shared {
     /// good. An open that finds them unchanged keeps that cache (see
     /// `keep_cache`).
     page_cache: Mutex<HashMap<u64, (i64, u64)>>,
+    /// Inodes whose refused write back waits for its pages to be dropped
+    /// (see `drop_refused_pages`).
+    refused_pages: Arc<Mutex<std::collections::HashSet<u64>>>,
     /// Per open directory: the rest of the last chunk read from the store.
     /// A reply holds only what fits the kernel's buffer (a few dozen
     /// entries with attributes); the next request continues from here
@@ -245,6 +248,7 @@ impl FuseFs {
                 backing_by_ino: Mutex::default(),
                 backing_by_fh: Mutex::default(),
                 page_cache: Mutex::default(),
+                refused_pages: Arc::default(),
                 listings: Mutex::default(),
                 moved_dirs: Mutex::default(),
                 next_dir_fh: 1.into(),
@@ -371,6 +375,35 @@ impl Shared {
                 // ENOENT: the kernel holds nothing for it; fine.
                 tracing::debug!(ino, error = %e, "kernel invalidation");
             }
+        }
+    }
+
+    /// A write back from the kernel's page cache (a shared mapping's, on a
+    /// handle served cached) was refused, say on an append-only file: its
+    /// pages still hold bytes the object never got, which the file's other
+    /// readers would see. Drop them, from a thread of its own, after the
+    /// reply: the kernel first writes back the file's other dirty pages,
+    /// through this daemon, so no request thread may wait for it.
+    fn drop_refused_pages(&self, ino: u64) {
+        if !self.refused_pages.lock().insert(ino) {
+            return;
+        }
+        let (notifier, pending) = (self.notifier.clone(), self.refused_pages.clone());
+        let spawned = std::thread::Builder::new()
+            .name("artfs-refused".into())
+            .spawn(move || {
+                // Out first: a refusal while the kernel writes back asks
+                // again.
+                pending.lock().remove(&ino);
+                if let Some(n) = notifier.get() {
+                    if let Err(e) = n.inval_inode(INodeNo(ino), 0, 0) {
+                        tracing::debug!(ino, error = %e, "dropping refused pages");
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            self.refused_pages.lock().remove(&ino);
+            warn!(ino, error = %e, "cannot drop the pages of a refused write back");
         }
     }
 
@@ -1241,7 +1274,7 @@ impl Filesystem for FuseFs {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
@@ -1250,6 +1283,7 @@ impl Filesystem for FuseFs {
         // to a helper thread (a wake-up and a copy: with a capacity, 4 KiB
         // random writes ran at half the rate). One that may have to purge
         // the trash first waits for the writer: a helper takes it.
+        let from_cache = write_flags.contains(WriteFlags::FUSE_WRITE_CACHE);
         if self
             .fs
             .write_is_quick(ino.0, offset.saturating_add(data.len() as u64))
@@ -1257,7 +1291,12 @@ impl Filesystem for FuseFs {
             let _t = self.timed(const { opstats::op_index("write") });
             match self.fs.write(fh.0, offset, data) {
                 Ok(n) => reply.written(n as u32),
-                Err(e) => self.fail("write", ino.0, None, e, reply),
+                Err(e) => {
+                    self.fail("write", ino.0, None, e, reply);
+                    if from_cache {
+                        self.drop_refused_pages(ino.0);
+                    }
+                }
             }
             return;
         }
@@ -1267,7 +1306,12 @@ impl Filesystem for FuseFs {
             let _t = fs.ops().time_at(const { opstats::op_index("write") });
             match fs.write(fh.0, offset, &data) {
                 Ok(n) => reply.written(n as u32),
-                Err(e) => me.fail("write", ino.0, None, e, reply),
+                Err(e) => {
+                    me.fail("write", ino.0, None, e, reply);
+                    if from_cache {
+                        me.drop_refused_pages(ino.0);
+                    }
+                }
             }
         });
     }
