@@ -4,9 +4,9 @@
 //! daemon, so a capacity could not be checked, and a capacity sends every
 //! write through the daemon (about two-fifths of the backing filesystem's
 //! speed; see `FuseFs::backing`). fanotify's pre-content events (Linux
-//! 6.14) ask first: once an object is marked (`FAN_PRE_ACCESS`), every read or write through a file
-//! opened on it *afterwards* waits, with the byte range it touches, for
-//! this guard's answer. So the object of a file opened for writing is
+//! 6.14) ask first: once an object is marked (`FAN_PRE_ACCESS`), every
+//! read or write through a file opened on it *afterwards* waits, with the
+//! byte range it touches, for this guard's answer. So the object of a file opened for writing is
 //! marked before its backing file is opened, and an access that could grow
 //! the file past its recorded size asks the core for the growth, the same
 //! exact reservation a write through the daemon makes
