@@ -436,6 +436,21 @@ fn fuse_ops(api: &common::api::Api, op: &str) -> u64 {
         .map_or(0, |v| v.trim().parse().unwrap())
 }
 
+/// Drop the kernel's cached pages of `f`'s file (the next read of them
+/// comes from the daemon, or by passthrough from the object).
+fn drop_cached_pages(f: &fs::File) {
+    // SAFETY: plain syscall on an open descriptor.
+    let rc = unsafe {
+        libc::posix_fadvise(
+            std::os::fd::AsRawFd::as_raw_fd(f),
+            0,
+            0,
+            libc::POSIX_FADV_DONTNEED,
+        )
+    };
+    assert_eq!(rc, 0, "posix_fadvise");
+}
+
 /// READs the daemon served.
 fn fuse_reads(api: &common::api::Api) -> u64 {
     fuse_ops(api, "read")
@@ -465,15 +480,7 @@ fn daemon_served_warm_reads_come_from_the_page_cache_and_follow_changes() {
         // Opens once chattr's own handle is released; while it stays
         // open every open of the file is served cached.
         let log = OpenOptions::new().append(true).open(&p).unwrap();
-        // SAFETY: plain syscall on an open descriptor.
-        unsafe {
-            libc::posix_fadvise(
-                std::os::fd::AsRawFd::as_raw_fd(&log),
-                0,
-                0,
-                libc::POSIX_FADV_DONTNEED,
-            )
-        };
+        drop_cached_pages(&log);
         let before = fuse_reads(&api);
         assert!(fs::read(&p).unwrap() == data, "other bytes read");
         assert!(fuse_reads(&api) > before, "not served by the daemon");
@@ -884,16 +891,8 @@ fn ro_mode_reads_go_by_passthrough() {
             let cold_read = || {
                 let f = fs::File::open(api.m.path("f")).unwrap();
                 // Cold: what is read comes from the object, not a page
-                // cache the write left. SAFETY: plain syscall on an open
-                // descriptor.
-                unsafe {
-                    libc::posix_fadvise(
-                        std::os::fd::AsRawFd::as_raw_fd(&f),
-                        0,
-                        0,
-                        libc::POSIX_FADV_DONTNEED,
-                    )
-                };
+                // cache the write left.
+                drop_cached_pages(&f);
                 let before = fuse_reads(&api);
                 let mut got = Vec::new();
                 std::io::Read::read_to_end(&mut &f, &mut got).unwrap();
