@@ -559,6 +559,54 @@ fn a_slow_send_holds_up_no_other_file() {
     });
 }
 
+/// A send whose put landed but whose local record then failed (a full
+/// disk under the cache) leaves nothing behind: a removal still deletes
+/// that version, and a file kept gets a newer one that supersedes it and
+/// every older one.
+#[test]
+fn a_send_whose_record_fails_after_the_put_leaves_no_stray_version() {
+    run_on(Engine::S3, || {
+        // Removal for real: no trash.
+        let mut m = Mount::with_args(&["--trash-days", "0"]);
+        // A new file, removed after the failed record: the bug left its
+        // first version in the bucket, an object no file owns.
+        m.arm(&["s3::record_after_put=1*return"]);
+        fs::write(m.path("gone"), b"sent, never recorded").unwrap();
+        let gone = fs::metadata(m.path("gone")).unwrap().ino();
+        // The send runs at the release, after close(2) returns; a removal
+        // waits for it (the object's lock).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while m.bucket_versions(gone).is_empty() {
+            assert!(std::time::Instant::now() < deadline, "the put never landed");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        fs::remove_file(m.path("gone")).unwrap();
+        // A file sent before, whose next send's record fails: the retry
+        // supersedes both the version put and the one before it.
+        fs::write(m.path("kept"), b"first").unwrap();
+        let kept = fs::metadata(m.path("kept")).unwrap().ino();
+        let first = m.settled_version(kept, "");
+        m.arm(&["s3::record_after_put=1*return"]);
+        fs::write(m.path("kept"), b"second, sent twice").unwrap();
+        let now = m.settled_version(kept, &first);
+        assert!(now.starts_with("0000000000000003."), "{now}");
+        assert_eq!(fs::read(m.path("kept")).unwrap(), b"second, sent twice");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while !m.bucket_versions(gone).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the removed file's version stays: {:?}",
+                m.bucket_versions(gone)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        m.unmount();
+        m.assert_consistent();
+        m.mount();
+        assert_eq!(fs::read(m.path("kept")).unwrap(), b"second, sent twice");
+    });
+}
+
 /// A counter's value in a `/metrics` text.
 fn counter(text: &str, name: &str) -> u64 {
     text.lines()

@@ -817,6 +817,9 @@ impl S3Store {
                 recorded: entry.recorded,
             },
         )?;
+        // And in memory: a removal from now on lists the bucket, and a
+        // retry goes past this number.
+        self.state.lock().entries.entry(ino).or_default().sending = Some(number);
         let key = loop {
             let key = self.key(&format!(
                 "objects/{ino:016x}/{}",
@@ -837,18 +840,39 @@ impl S3Store {
             }
         };
         crate::crash_point!("s3::after_put");
+        {
+            // The bucket holds it, whatever becomes of the record below: a
+            // removal must delete it, and a retry (the record failed: a
+            // full disk) must supersede it.
+            let mut st = self.state.lock();
+            let e = st.entries.entry(ino).or_default();
+            e.version = number;
+            e.key = Some(key.clone());
+        }
         // Still open: more writes may come.
         let writing = entry.writers > 0;
-        self.write_record(
-            ino,
-            &Cached {
-                version: number,
-                clean: Some(stamp),
-                sending: None,
-                writing,
-                recorded: false,
-            },
-        )?;
+        let recorded = (|| {
+            // Tests fail the record here, as a full disk would.
+            fail::fail_point!("s3::record_after_put", |_| Err(
+                io::Error::from_raw_os_error(libc::ENOSPC)
+            ));
+            self.write_record(
+                ino,
+                &Cached {
+                    version: number,
+                    clean: Some(stamp),
+                    sending: None,
+                    writing,
+                    recorded: false,
+                },
+            )
+        })();
+        if let Err(e) = recorded {
+            // Still `sending`: the retry supersedes this version, and the
+            // one this replaced is listed and deleted once that is recorded.
+            self.mark(ino, |e| e.prune_older = true);
+            return Err(e);
+        }
         {
             let mut st = self.state.lock();
             let e = st.entries.entry(ino).or_default();
