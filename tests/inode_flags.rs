@@ -323,6 +323,58 @@ fn append_only_writes_through_the_daemon_only_append() {
 /// writer meeting handles opened by passthrough before the flag was set
 /// is refused with ETXTBSY, changing nothing, until they close. Then
 /// neither `F_SETFL` nor a shared mapping rewrites what is there.
+/// `FS_IOC_SETFLAGS` through `f`, in this process: no `chattr` start-up
+/// between a close and the lock.
+fn set_flags(f: &fs::File, flags: libc::c_long) -> i32 {
+    const FS_IOC_SETFLAGS: libc::c_ulong = 0x4008_6602;
+    // SAFETY: the ioctl reads a long we own, on a descriptor we hold.
+    let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(f), FS_IOC_SETFLAGS, &flags) };
+    if rc == 0 {
+        0
+    } else {
+        std::io::Error::last_os_error().raw_os_error().unwrap()
+    }
+}
+
+/// A writer's release reaches the daemon after close(2) returns: locking a
+/// file at once after writing it must not find that writer still open.
+#[test]
+fn a_file_locked_as_soon_as_it_is_written_is_locked() {
+    common::engine::every_engine(|| {
+        let mut m = Mount::new();
+        const APPEND: libc::c_long = 0x20;
+        for i in 0..40 {
+            let p = m.path(&format!("f{i}"));
+            fs::write(&p, b"done\n").unwrap();
+            let f = fs::File::open(&p).unwrap();
+            assert_eq!(set_flags(&f, APPEND), 0, "file {i}");
+            assert_eq!(lsattr(&p), "a");
+            assert_eq!(code(fs::write(&p, b"over")), libc::EPERM);
+            assert_eq!(set_flags(&f, 0), 0);
+        }
+        // A release still on its way: with several request threads, the
+        // lock is served beside it (one thread serves them in turn).
+        m.remount_with(&["--threads", "4"]);
+        m.arm(&["fuse::release=1*sleep(300)"]);
+        let p = m.path("slow");
+        fs::write(&p, b"done\n").unwrap();
+        let f = fs::File::open(&p).unwrap();
+        assert_eq!(set_flags(&f, APPEND), 0);
+        assert_eq!(lsattr(&p), "a");
+        assert_eq!(set_flags(&f, 0), 0);
+        drop(f);
+        // A writer still open is refused, after the wait.
+        let p = m.path("open");
+        let w = fs::File::create(&p).unwrap();
+        let f = fs::File::open(&p).unwrap();
+        assert_eq!(set_flags(&f, APPEND), libc::EBUSY);
+        assert_eq!(lsattr(&p), "");
+        drop((w, f));
+        m.unmount();
+        m.assert_consistent();
+    });
+}
+
 #[test]
 fn append_only_writers_never_share_passthrough() {
     common::engine::every_engine(|| {

@@ -141,6 +141,18 @@ struct Listing {
     next_offset: u64,
 }
 
+/// Whether `done` holds within a second, asked every millisecond.
+fn within_a_second(done: impl Fn() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    while !done() {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
 fn caller(req: &Request) -> Caller {
     Caller {
         uid: req.uid(),
@@ -477,14 +489,24 @@ impl Shared {
     /// one itself) may still be on its way. Called on a helper thread:
     /// the request thread meanwhile serves the releases.
     fn passthrough_gone(&self, ino: u64) -> bool {
-        let deadline = std::time::Instant::now() + Duration::from_secs(1);
-        while self.passthrough_open(ino) {
-            if std::time::Instant::now() >= deadline {
-                return false;
+        within_a_second(|| !self.passthrough_open(ino))
+    }
+
+    /// Whether `ino`'s writers are all gone within a second (releases on
+    /// their way, as in `passthrough_gone`). On a helper thread.
+    fn writers_gone(&self, ino: u64) -> bool {
+        within_a_second(|| self.fs.open_writers(ino) == 0)
+    }
+
+    /// `chattr`: set a file's flags (see `ioctl`).
+    fn set_flags_now(&self, who: &Caller, ino: u64, flags: u32, reply: fuser::ReplyIoctl) {
+        match self.fs.set_flags(who, ino, flags) {
+            Ok(_) => {
+                self.invalidate(ino, false);
+                reply.ioctl(0, &[])
             }
-            std::thread::sleep(Duration::from_millis(1));
+            Err(e) => self.fail("ioctl", ino, None, e, reply),
         }
-        true
     }
 
     /// Answer a create or tmpfile: the new file, open (with passthrough
@@ -755,8 +777,10 @@ impl Shared {
         // is refused before the open, so it changes nothing (opening for
         // writing clears the recorded hash); `backing` asks again under its
         // lock, for a handle that came in between. Opens for writing come
-        // on a helper thread (see `open`), which may wait.
+        // on a helper thread (see `open`), which may wait. An open the
+        // core refuses anyway (no O_APPEND, O_TRUNC) gets its EPERM.
         if flags & libc::O_ACCMODE != libc::O_RDONLY
+            && flags & (libc::O_APPEND | libc::O_TRUNC) == libc::O_APPEND
             && self.passthrough_open(ino)
             && self.fs.is_append_only(ino)
             && !self.passthrough_gone(ino)
@@ -1362,6 +1386,8 @@ impl Filesystem for FuseFs {
         // instead of 100-113.)
         let _t = self.timed(const { opstats::op_index("release") });
         let _s = debug_span!("release", fh = fh.0).entered();
+        // Tests slow a release here (`sleep(ms)`), as a busy daemon would.
+        fail::fail_point!("fuse::release");
         let backing = self.backing_by_fh.lock().remove(&fh.0);
         if backing.is_none() {
             self.cache_known_good(ino.0, fh.0);
@@ -1586,26 +1612,40 @@ impl Filesystem for FuseFs {
     ) {
         let _t = self.timed(const { opstats::op_index("ioctl") });
         let ino = ino.0;
-        let r = match cmd {
-            attr_ioctl::GETFLAGS => self.fs.get_flags(ino).map(|f| f.to_ne_bytes().to_vec()),
-            attr_ioctl::FSGETXATTR => self.fs.get_flags(ino).map(attr_ioctl::fsxattr),
-            attr_ioctl::SETFLAGS => attr_ioctl::flags_in(in_data)
-                .and_then(|f| self.fs.set_flags(&caller(req), ino, f))
-                .map(|_| Vec::new()),
-            attr_ioctl::FSSETXATTR => attr_ioctl::xflags_in(in_data)
-                .and_then(|f| self.fs.set_flags(&caller(req), ino, f))
-                .map(|_| Vec::new()),
-            // Not logged or counted either (see `fail`).
-            _ => return reply.error(Errno::ENOTTY),
-        };
-        match r {
-            Ok(out) => {
-                if matches!(cmd, attr_ioctl::SETFLAGS | attr_ioctl::FSSETXATTR) {
-                    self.invalidate(ino, false);
-                }
-                reply.ioctl(0, &out)
+        let set = match cmd {
+            attr_ioctl::SETFLAGS => attr_ioctl::flags_in(in_data),
+            attr_ioctl::FSSETXATTR => attr_ioctl::xflags_in(in_data),
+            _ => {
+                let r = match cmd {
+                    attr_ioctl::GETFLAGS => {
+                        self.fs.get_flags(ino).map(|f| f.to_ne_bytes().to_vec())
+                    }
+                    attr_ioctl::FSGETXATTR => self.fs.get_flags(ino).map(attr_ioctl::fsxattr),
+                    // Not logged or counted either (see `fail`).
+                    _ => return reply.error(Errno::ENOTTY),
+                };
+                return match r {
+                    Ok(out) => reply.ioctl(0, &out),
+                    Err(e) => self.fail("ioctl", ino, None, e, reply),
+                };
             }
-            Err(e) => self.fail("ioctl", ino, None, e, reply),
+        };
+        let flags = match set {
+            Ok(f) => f,
+            Err(e) => return self.fail("ioctl", ino, None, e, reply),
+        };
+        let who = caller(req);
+        if self.fs.open_writers(ino) > 0 {
+            // Locking a file open for writing is EBUSY, but a writer just
+            // closed may still count: the kernel sends its release after
+            // close(2) returns (`echo x > f; chattr +a f`). Waited for on a
+            // helper thread, as the request thread serves that release.
+            self.blocking(move |me| {
+                me.writers_gone(ino);
+                me.set_flags_now(&who, ino, flags, reply);
+            });
+        } else {
+            self.set_flags_now(&who, ino, flags, reply);
         }
     }
 
