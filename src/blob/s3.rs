@@ -867,12 +867,9 @@ impl S3Store {
                 },
             )
         })();
-        if let Err(e) = recorded {
-            // Still `sending`: the retry supersedes this version, and the
-            // one this replaced is listed and deleted once that is recorded.
-            self.mark(ino, |e| e.prune_older = true);
-            return Err(e);
-        }
+        // Still `sending` in memory if this fails: the retry supersedes
+        // this version and every older one.
+        recorded?;
         {
             let mut st = self.state.lock();
             let e = st.entries.entry(ino).or_default();
@@ -883,9 +880,11 @@ impl S3Store {
             e.writing = writing;
             e.checked = true;
             e.recorded = false;
-            // Which key it replaced is not known (a restart): the older
-            // ones are listed once the new one is recorded.
-            e.prune_older |= superseded.is_none() && (entry.version > 0 || entry.sending.is_some());
+            // Which key it replaced is not known (a restart), or an
+            // earlier send may have put a version it never heard back about
+            // (a timeout, a failed record): the older ones are listed and
+            // deleted once the new one is recorded.
+            e.prune_older |= entry.sending.is_some() || (superseded.is_none() && entry.version > 0);
             st.unsent.remove(&ino);
         }
         // The cache's size counts what was just sent (a file still open
