@@ -498,10 +498,10 @@ impl Shared {
         within_a_second(|| self.fs.open_writers(ino) == 0)
     }
 
-    /// `chattr`: set a file's flags (see `ioctl`).
-    fn set_flags_now(&self, who: &Caller, ino: u64, flags: u32, reply: fuser::ReplyIoctl) {
-        match self.fs.set_flags(who, ino, flags) {
-            Ok(_) => {
+    /// Answer a `chattr` (see `ioctl`).
+    fn flags_set(&self, ino: u64, r: Result<(), Error>, reply: fuser::ReplyIoctl) {
+        match r {
+            Ok(()) => {
                 self.invalidate(ino, false);
                 reply.ioctl(0, &[])
             }
@@ -1615,37 +1615,34 @@ impl Filesystem for FuseFs {
         let set = match cmd {
             attr_ioctl::SETFLAGS => attr_ioctl::flags_in(in_data),
             attr_ioctl::FSSETXATTR => attr_ioctl::xflags_in(in_data),
-            _ => {
-                let r = match cmd {
-                    attr_ioctl::GETFLAGS => {
-                        self.fs.get_flags(ino).map(|f| f.to_ne_bytes().to_vec())
-                    }
-                    attr_ioctl::FSGETXATTR => self.fs.get_flags(ino).map(attr_ioctl::fsxattr),
-                    // Not logged or counted either (see `fail`).
-                    _ => return reply.error(Errno::ENOTTY),
-                };
-                return match r {
-                    Ok(out) => reply.ioctl(0, &out),
+            attr_ioctl::GETFLAGS | attr_ioctl::FSGETXATTR => {
+                return match self.fs.get_flags(ino) {
+                    Ok(f) if cmd == attr_ioctl::GETFLAGS => reply.ioctl(0, &f.to_ne_bytes()),
+                    Ok(f) => reply.ioctl(0, &attr_ioctl::fsxattr(f)),
                     Err(e) => self.fail("ioctl", ino, None, e, reply),
                 };
             }
+            // Not logged or counted either (see `fail`).
+            _ => return reply.error(Errno::ENOTTY),
         };
         let flags = match set {
             Ok(f) => f,
             Err(e) => return self.fail("ioctl", ino, None, e, reply),
         };
         let who = caller(req);
-        if self.fs.open_writers(ino) > 0 {
-            // Locking a file open for writing is EBUSY, but a writer just
-            // closed may still count: the kernel sends its release after
-            // close(2) returns (`echo x > f; chattr +a f`). Waited for on a
-            // helper thread, as the request thread serves that release.
-            self.blocking(move |me| {
-                me.writers_gone(ino);
-                me.set_flags_now(&who, ino, flags, reply);
-            });
-        } else {
-            self.set_flags_now(&who, ino, flags, reply);
+        match self.fs.set_flags(&who, ino, flags) {
+            Err(e) if e.errno() == libc::EBUSY => {
+                // A writer just closed may still count: the kernel sends
+                // its release after close(2) returns (`echo x > f; chattr
+                // +a f`). Waited for on a helper thread, as the request
+                // thread serves that release; then asked again.
+                self.blocking(move |me| {
+                    me.writers_gone(ino);
+                    let r = me.fs.set_flags(&who, ino, flags);
+                    me.flags_set(ino, r.map(|_| ()), reply);
+                });
+            }
+            r => self.flags_set(ino, r.map(|_| ()), reply),
         }
     }
 
