@@ -946,6 +946,21 @@ impl Fs {
         self.with_room(end - size, || self.reserve_size(ino, end))
     }
 
+    /// [`Fs::reserve_growth`] to `end`, and `ahead` bytes more when it must
+    /// grow at all (a sequential writer is then decided once per `ahead`
+    /// bytes); short of room for those, to `end` alone. Within what is
+    /// already held, nothing: a growth answered here rather than by
+    /// [`Fs::growth_covered`] (its lock was busy) holds no more than it.
+    pub fn reserve_growth_ahead(&self, ino: u64, end: u64, ahead: u64) -> Result<()> {
+        if self.inode(ino)?.size >= end {
+            return Ok(());
+        }
+        if ahead > 0 && self.reserve_growth(ino, end.saturating_add(ahead)).is_ok() {
+            return Ok(());
+        }
+        self.reserve_growth(ino, end)
+    }
+
     /// Whether growing `ino` to `end` is already covered by its recorded
     /// size (so [`Fs::reserve_growth`] would have nothing to do), answered
     /// from memory without waiting on a lock; `None`: ask

@@ -412,12 +412,7 @@ fn decide(fs: &Fs, watched: &Watch, ev: &Event) -> u32 {
         // not examinable: nothing is known to check it against.
         return libc::FAN_ALLOW;
     };
-    let reserved = match ahead(fs) {
-        0 => fs.reserve_growth(ino, end),
-        ahead => fs
-            .reserve_growth(ino, end.saturating_add(ahead))
-            .or_else(|_| fs.reserve_growth(ino, end)),
-    };
+    let reserved = fs.reserve_growth_ahead(ino, end, ahead(fs));
     match reserved {
         Ok(()) => {
             granted(watched, key, end);
