@@ -462,6 +462,21 @@ impl Fs {
         })
     }
 
+    /// [`Fs::write`] of `data` through `direct`, the handle's object
+    /// opened again with O_DIRECT (an upload's body: see `direct_fill`).
+    /// `data` and `offset` are aligned as O_DIRECT requires.
+    pub(crate) fn write_direct(
+        &self,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        direct: &File,
+    ) -> Result<usize> {
+        self.write_with(fh, offset, data.len(), |_| {
+            Ok(direct.write_all_at(data, offset)?)
+        })
+    }
+
     /// A write of `len` bytes at `offset` through `fh`, done by `put`
     /// once every rule allows it and the room is reserved.
     fn write_with(
@@ -1001,9 +1016,10 @@ impl Fs {
         sent: Option<&crate::blob::NewVersion>,
     ) -> Result<()> {
         // The last writer is closing: hash a small file now, while its
-        // pages are warm (see `checksum`).
+        // pages are warm (see `checksum`), unless its hash is known (an
+        // upload's, recorded at its publish).
         let mut hash = None;
-        if !settle.is_empty() {
+        if !settle.is_empty() && self.inode(ino).is_ok_and(|i| i.sha256.is_none()) {
             let file = self.files.inodes.lock().get(&ino).map(|o| o.file.clone());
             if let Some(f) = file {
                 hash = super::checksum::hash_file(&f, super::checksum::HASH_AT_CLOSE_MAX)?;

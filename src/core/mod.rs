@@ -15,6 +15,7 @@ pub mod cache;
 mod checksum;
 pub mod collector;
 mod data;
+mod direct_fill;
 pub mod flags;
 mod handles;
 mod import;

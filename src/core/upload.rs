@@ -283,9 +283,13 @@ impl Fs {
     /// upload takes about what the slower of them takes. Every byte
     /// written is hashed, in order; the pieces are written (`pwritev`) and
     /// hashed where the door put them, never copied, and freed once both
-    /// are done with them.
+    /// are done with them. Where the object takes O_DIRECT,
+    /// [`Fs::fill_direct`] does this instead.
     fn fill(&self, fh: u64, content: &mut dyn Content) -> Result<String> {
         let file = self.handle(fh)?.file.clone();
+        if let Some(direct) = super::direct_fill::reopen_direct(&file) {
+            return self.fill_direct(fh, content, &direct);
+        }
         std::thread::scope(|scope| {
             // One batch hashed while the next is written.
             let (to_hash, batches) = std::sync::mpsc::sync_channel::<Arc<Vec<Bytes>>>(1);

@@ -202,3 +202,111 @@ fn pieces_are_written_and_hashed_in_order() {
         Some(hex::encode(Sha256::digest(&data)).as_str())
     );
 }
+
+/// How many of `file`'s pages are in the page cache.
+fn resident_pages(file: &std::fs::File) -> usize {
+    use std::os::fd::AsRawFd;
+    let len = file.metadata().unwrap().len() as usize;
+    if len == 0 {
+        return 0;
+    }
+    let page = 4096;
+    let pages = len.div_ceil(page);
+    let mut vec = vec![0u8; pages];
+    // SAFETY: a private read-only mapping of `len` bytes of an open file,
+    // only passed to mincore (which fills `vec`, one byte per page) and
+    // unmapped before returning; nothing reads through it.
+    unsafe {
+        let at = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            file.as_raw_fd(),
+            0,
+        );
+        assert_ne!(at, libc::MAP_FAILED, "{}", std::io::Error::last_os_error());
+        let r = libc::mincore(at, len, vec.as_mut_ptr());
+        libc::munmap(at, len);
+        assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+    }
+    vec.iter().filter(|b| *b & 1 == 1).count()
+}
+
+/// Uploads go to the disk with O_DIRECT where BACKING takes it, in
+/// aligned writes of several megabytes (`direct_fill`), the last partial
+/// block through the page cache: every size around those boundaries keeps
+/// its bytes and its hash, and the page cache holds at most that last
+/// block of the new file.
+#[test]
+fn uploads_of_every_size_around_the_blocks_keep_their_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_rt, fs, _lock) = store(dir.path());
+    let root = Caller::root();
+    // Where the filesystem takes O_DIRECT (ext4, XFS, btrfs, tmpfs since
+    // Linux 6.6), the page cache must show it.
+    let direct = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(dir.path().join("probe"))
+            .is_ok()
+    };
+    let chunk = 4 << 20;
+    for (i, size) in [
+        0,
+        1,
+        4095,
+        4096,
+        4097,
+        chunk - 1,
+        chunk,
+        chunk + 1,
+        2 * chunk + 3 * 4096 + 17,
+        3 * chunk,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let data: Vec<u8> = (0..size as u32).map(|i| (i * 31 % 253) as u8).collect();
+        let mut content = Pieces {
+            data: data.clone(),
+            at: 0,
+        };
+        let name = format!("f{i}");
+        let up = fs
+            .upload(
+                &root,
+                &[],
+                name.as_bytes(),
+                &mut content,
+                opts(NewFileId::Fresh, None),
+            )
+            .unwrap();
+        let ino = up.ino;
+        up.finish().unwrap();
+        assert_eq!(fs.getattr(ino).unwrap().inode.size, size as u64, "{size}");
+        let h = fs.open(&root, ino, libc::O_RDONLY).unwrap();
+        if direct {
+            let cached = resident_pages(&fs.handle(h.fh).unwrap().file);
+            assert!(
+                cached <= usize::from(size % 4096 != 0),
+                "{size} bytes uploaded left {cached} pages in the page cache"
+            );
+        }
+        assert!(
+            fs.read(h.fh, 0, size + 1).unwrap() == data,
+            "{size}: the bytes differ"
+        );
+        fs.release(h.fh).unwrap();
+        assert_eq!(
+            fs.sha256(ino).unwrap().as_deref(),
+            Some(hex::encode(Sha256::digest(&data)).as_str()),
+            "{size}"
+        );
+    }
+    fs.close();
+}

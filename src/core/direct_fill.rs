@@ -1,0 +1,168 @@
+//! An upload's body written with O_DIRECT (issue 20).
+//!
+//! A buffered upload copies every byte into the page cache, and the
+//! kernel then writes it back: on the reference VM that copy cost more
+//! than the disk (a buffered `dd` of 1 GiB took 2.9-3.6 s, 2.4-3.0 s of it
+//! system time, where O_DIRECT took 0.7-1.0 s with 0.2 s), and the page
+//! cache it fills is of no use to an archive that just took a file in.
+//! So the body is gathered into block-aligned buffers (one copy, which
+//! O_DIRECT's alignment needs anyway), each hashed on a thread of its own
+//! while it is written straight to the disk. The last partial block goes
+//! through the page cache, and the upload's fsync still makes it all
+//! durable. A filesystem that takes no O_DIRECT opens gets the buffered
+//! path (`Fs::fill`).
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::sync::mpsc::{channel, sync_channel};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use super::upload::Content;
+use super::Fs;
+use crate::types::error::{Error, Result};
+
+/// What O_DIRECT offsets, lengths and buffers are aligned to: the page
+/// size covers every logical block size in use.
+const ALIGN: usize = 4096;
+/// One write (and one hash batch).
+const CHUNK: usize = 4 << 20;
+/// Buffers in flight: one filling, one being written, one being hashed.
+const BUFFERS: usize = 3;
+
+/// A `CHUNK`-long buffer whose start is `ALIGN`-aligned.
+struct Aligned {
+    raw: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl Aligned {
+    fn new() -> Aligned {
+        let raw = vec![0u8; CHUNK + ALIGN];
+        let start = raw.as_ptr().align_offset(ALIGN);
+        Aligned { raw, start, len: 0 }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.raw[self.start..self.start + self.len]
+    }
+
+    /// Copy as much of `src` as fits; returns how much did.
+    fn take(&mut self, src: &[u8]) -> usize {
+        let n = src.len().min(CHUNK - self.len);
+        let at = self.start + self.len;
+        self.raw[at..at + n].copy_from_slice(&src[..n]);
+        self.len += n;
+        n
+    }
+
+    fn full(&self) -> bool {
+        self.len == CHUNK
+    }
+}
+
+/// The handle's object opened again for writing with O_DIRECT; `None`
+/// where its filesystem refuses that (tmpfs before Linux 6.6, FUSE
+/// without direct I/O, ...).
+pub(super) fn reopen_direct(file: &File) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| tracing::debug!(error = %e, "upload: no O_DIRECT here; buffered"))
+        .ok()
+}
+
+impl Fs {
+    /// Write `content` into the new file `fh` from offset 0 through
+    /// `direct`, hashing it in order; returns the hex SHA-256.
+    pub(super) fn fill_direct(
+        &self,
+        fh: u64,
+        content: &mut dyn Content,
+        direct: &File,
+    ) -> Result<String> {
+        std::thread::scope(|scope| {
+            let (to_hash, batches) = sync_channel::<Arc<Aligned>>(BUFFERS);
+            let (back, returned) = channel::<Arc<Aligned>>();
+            let hasher = std::thread::Builder::new()
+                .name("artfs-upload-hash".into())
+                .spawn_scoped(scope, move || {
+                    let mut hasher = Sha256::new();
+                    for batch in batches {
+                        hasher.update(batch.bytes());
+                        // The writer has let go of it by now, or soon will.
+                        let _ = back.send(batch);
+                    }
+                    hex::encode(hasher.finalize())
+                })?;
+            let mut made = 0;
+            let mut next_buffer = || -> Aligned {
+                if made < BUFFERS {
+                    made += 1;
+                    return Aligned::new();
+                }
+                match returned.recv().map(Arc::try_unwrap) {
+                    Ok(Ok(mut b)) => {
+                        b.len = 0;
+                        b
+                    }
+                    _ => Aligned::new(),
+                }
+            };
+            let mut offset = 0u64;
+            let mut buf = next_buffer();
+            let write = |buf: Aligned, offset: &mut u64, last: bool| -> Result<()> {
+                let buf = Arc::new(buf);
+                if to_hash.send(buf.clone()).is_err() {
+                    return Err(Error::posix(libc::EIO, "upload hash thread ended"));
+                }
+                let data = buf.bytes();
+                let whole = data.len() / ALIGN * ALIGN;
+                debug_assert!(last || whole == data.len());
+                if whole > 0 {
+                    self.write_direct(fh, *offset, &data[..whole], direct)?;
+                }
+                if whole < data.len() {
+                    self.write(fh, *offset + whole as u64, &data[whole..])?;
+                }
+                *offset += data.len() as u64;
+                Ok(())
+            };
+            let written = loop {
+                let pieces: Vec<Bytes> = match content.next_pieces() {
+                    Ok(Some(p)) => p,
+                    Ok(None) => break write(buf, &mut offset, true),
+                    Err(e) => break Err(Error::from(e)),
+                };
+                let mut failed = None;
+                'pieces: for piece in &pieces {
+                    let mut rest = &piece[..];
+                    while !rest.is_empty() {
+                        rest = &rest[buf.take(rest)..];
+                        if buf.full() {
+                            let full = std::mem::replace(&mut buf, next_buffer());
+                            if let Err(e) = write(full, &mut offset, false) {
+                                failed = Some(e);
+                                break 'pieces;
+                            }
+                        }
+                    }
+                }
+                if let Some(e) = failed {
+                    break Err(e);
+                }
+            };
+            drop(to_hash);
+            let hash = hasher
+                .join()
+                .map_err(|_| Error::posix(libc::EIO, "upload hash thread panicked"))?;
+            written.map(|()| hash)
+        })
+    }
+}
