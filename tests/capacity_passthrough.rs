@@ -25,15 +25,6 @@ fn start() -> Api {
     ])
 }
 
-/// `artfs_fuse_ops_total{op}` from the daemon's metrics.
-fn fuse_ops(api: &Api, op: &str) -> u64 {
-    let prefix = format!("artfs_fuse_ops_total{{op=\"{op}\"}} ");
-    api.metrics()
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .map_or(0, |v| v.trim().parse().unwrap())
-}
-
 /// Wait until df shows `want` bytes available (releases, which settle
 /// usage, arrive asynchronously after a close).
 fn wait_avail(api: &Api, want: u64) {
@@ -64,7 +55,7 @@ fn concurrent_passthrough_writers_fill_the_capacity_exactly_and_never_pass_it() 
             "6 writers of 256 KiB into 1 MiB fill it exactly"
         );
         assert_eq!(
-            fuse_ops(&api, "write"),
+            api.fuse_ops("write"),
             0,
             "the writes went through the daemon, not passthrough"
         );
@@ -107,7 +98,7 @@ fn a_write_that_would_pass_the_capacity_is_refused_before_any_byte_lands() {
         assert_eq!(got.len() as u64, CAP);
         assert!(got[..900 << 10].iter().all(|b| *b == 1));
         assert!(got[900 << 10..].iter().all(|b| *b == 3));
-        assert_eq!(fuse_ops(&api, "write"), 0);
+        assert_eq!(api.fuse_ops("write"), 0);
     });
 }
 
@@ -255,7 +246,7 @@ fn a_growing_file_holds_a_little_ahead_and_the_close_gives_back_the_rest() {
         drop(f);
         // What was held and not written is given back.
         wait_avail(&api, BIG - (9 << 20));
-        assert_eq!(fuse_ops(&api, "write"), 0);
+        assert_eq!(api.fuse_ops("write"), 0);
     });
 }
 

@@ -427,15 +427,6 @@ fn concurrent_writers_never_exceed_the_capacity() {
     });
 }
 
-/// `artfs_fuse_ops_total{op=OP}` from the daemon's metrics.
-fn fuse_ops(api: &common::api::Api, op: &str) -> u64 {
-    let prefix = format!("artfs_fuse_ops_total{{op=\"{op}\"}} ");
-    api.metrics()
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .map_or(0, |v| v.trim().parse().unwrap())
-}
-
 /// Drop the kernel's cached pages of `f`'s file (the next read of them
 /// comes from the daemon, or by passthrough from the object).
 fn drop_cached_pages(f: &fs::File) {
@@ -453,12 +444,12 @@ fn drop_cached_pages(f: &fs::File) {
 
 /// READs the daemon served.
 fn fuse_reads(api: &common::api::Api) -> u64 {
-    fuse_ops(api, "read")
+    api.fuse_ops("read")
 }
 
 /// WRITEs the daemon served.
 fn fuse_writes(api: &common::api::Api) -> u64 {
-    fuse_ops(api, "write")
+    api.fuse_ops("write")
 }
 
 /// Handles the daemon serves cached (an append-only file's, here) keep the

@@ -721,6 +721,40 @@ fn read_updates_atime_like_relatime_ext4() {
     });
 }
 
+/// A read that moves atime (relatime) tells the kernel nothing more than
+/// the read itself does: through passthrough the kernel drops its cached
+/// atime at the read, so stat shows the new one, while mode and owner
+/// stay cached and the next open's permission check needs no GETATTR
+/// round trip (a whole-inode invalidation used to cost one per file read
+/// after a write).
+#[test]
+fn a_read_that_moves_atime_costs_the_next_open_no_round_trip() {
+    common::engine::every_engine(|| {
+        let api = common::api::Api::start(&[]);
+        let p = api.m.mnt.join("f");
+        fs::write(&p, b"content").unwrap();
+        // atime well before mtime: the next read moves it.
+        assert_eq!(utimens(&p, ts(1_000_000, 0), ts(0, NOW), 0), 0);
+        assert_eq!(atime(&p), (1_000_000, 0));
+        let before = api.fuse_ops("getattr");
+        assert_eq!(fs::read(&p).unwrap(), b"content");
+        // An invalidation is sent after the open's reply: give one time to
+        // land before the next open.
+        std::thread::sleep(Duration::from_millis(200));
+        drop(fs::File::open(&p).unwrap());
+        assert_eq!(
+            api.fuse_ops("getattr"),
+            before,
+            "the open after the read asked for the attributes again"
+        );
+        let moved = atime(&p);
+        assert!(
+            moved.0 > 1_000_000,
+            "the read did not move atime: {moved:?}"
+        );
+    });
+}
+
 /// `--noatime`: reads never move atime; `--strictatime`: every read
 /// does, even right after the last one (as those mount options on ext4).
 #[test]

@@ -639,7 +639,7 @@ pub fn prepare_file(
         fetch: h.fetch().cloned(),
         released: false,
     };
-    if h.attrs_changed {
+    if h.changed != crate::core::OpenChange::Nothing {
         st.invalidate_inode(ino);
     }
     drop(h);

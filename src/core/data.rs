@@ -8,7 +8,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::sync::Arc;
 
 use super::archive_attrs;
-use super::handles::{Handle, OpenInode};
+use super::handles::{Handle, OpenChange, OpenInode};
 use super::namespace::NewNode;
 use super::policy::Change;
 use super::{Attr, Fs};
@@ -112,14 +112,14 @@ impl Fs {
         caller: &Caller,
         ino: u64,
         writable: bool,
-        attrs_changed: bool,
+        changed: OpenChange,
         intent: Option<uuid::Uuid>,
     ) -> Result<Arc<Handle>> {
         self.open_handle_with(
             caller.describe(),
             ino,
             writable,
-            attrs_changed,
+            changed,
             intent,
             None,
             false,
@@ -135,7 +135,7 @@ impl Fs {
         opener: String,
         ino: u64,
         writable: bool,
-        attrs_changed: bool,
+        changed: OpenChange,
         intent: Option<uuid::Uuid>,
         object: Option<super::objpool::Made>,
         streamed: bool,
@@ -232,7 +232,7 @@ impl Fs {
             ino,
             file,
             writable,
-            attrs_changed,
+            changed,
             append_only,
             opener,
             fill,
@@ -241,8 +241,8 @@ impl Fs {
         Ok(handle)
     }
 
-    /// Metadata effects of opening; returns whether attributes changed
-    /// (the door must then tell the kernel, whose cached copy is stale).
+    /// Metadata effects of opening; returns what changed (the door may
+    /// have to tell the kernel, whose cached copy is stale).
     /// - atime by the mount's rule (`options::Atime`: relatime unless
     ///   mounted noatime or strictatime): reads may bypass the daemon
     ///   through passthrough, so opening for reading counts as the read;
@@ -255,7 +255,7 @@ impl Fs {
         inode: &crate::types::Inode,
         readable: bool,
         writable: bool,
-    ) -> Result<bool> {
+    ) -> Result<OpenChange> {
         const DAY_NS: i64 = 24 * 3600 * 1_000_000_000;
         let now = Timestamp::now();
         // A read-only store records no atime (as a read-only mount).
@@ -276,7 +276,7 @@ impl Fs {
             && inode.perm & (libc::S_ISUID | libc::S_ISGID) != 0
             && super::access::perm_after_write(inode.perm, inode.gid, caller) != inode.perm;
         if !stale_atime && !kill {
-            return Ok(false);
+            return Ok(OpenChange::Nothing);
         }
         self.mutate(|tx| {
             let mut i = tx.inode(inode.ino)?;
@@ -298,7 +298,11 @@ impl Fs {
             }
             tx.put(&i)
         })?;
-        Ok(true)
+        Ok(if kill {
+            OpenChange::Attrs
+        } else {
+            OpenChange::Atime
+        })
     }
 
     pub fn create(
@@ -344,7 +348,7 @@ impl Fs {
             caller.describe(),
             attr.inode.ino,
             writable,
-            false,
+            OpenChange::Nothing,
             Some(intent),
             object,
             false,

@@ -11,6 +11,18 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+/// What an open changed of the inode's attributes, for the doors that
+/// must tell caches of them (the kernel's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OpenChange {
+    #[default]
+    Nothing,
+    /// Only atime moved (a reader, under relatime).
+    Atime,
+    /// More than atime (a writer dropped setuid or setgid).
+    Attrs,
+}
+
 /// One open file handle.
 pub struct Handle {
     pub fh: u64,
@@ -18,8 +30,8 @@ pub struct Handle {
     /// The object file, shared by all handles of the inode.
     pub file: Arc<File>,
     pub writable: bool,
-    /// Opening changed the inode's attributes (atime, dropped setuid).
-    pub attrs_changed: bool,
+    /// What opening changed of the inode's attributes.
+    pub changed: OpenChange,
     /// The file was append-only at the open: its writers' writes should
     /// pass the core, which checks each one (see `flags::check_write`).
     pub append_only: bool,

@@ -304,7 +304,7 @@ impl Fs {
             "a shared mapping".into(),
             ino,
             true,
-            false,
+            super::OpenChange::Nothing,
             Some(intent),
             None,
             false,

@@ -62,7 +62,7 @@ pub use open::{open_for_rebuild, open_offline, open_store, serving_mount, StoreL
 pub use options::StoreOptions;
 use writer::Writer;
 
-pub use handles::Handle;
+pub use handles::{Handle, OpenChange};
 pub use import::{ImportMeta, ImportOutcome};
 pub use publish::{estale, Expect, Published};
 pub use upload::{Condition, Content, NewFileId, UploadOptions, Uploaded};

@@ -131,7 +131,7 @@ impl Fs {
             tx.log(rec);
             Ok((new.ino, id))
         })?;
-        match self.open_handle(caller, ino, true, false, Some(intent)) {
+        match self.open_handle(caller, ino, true, super::OpenChange::Nothing, Some(intent)) {
             Ok(h) => Ok((ino, h)),
             Err(e) => {
                 // Nothing was written: drop the nameless inode now.

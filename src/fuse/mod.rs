@@ -30,7 +30,7 @@ use parking_lot::Mutex;
 use tracing::{debug_span, warn};
 
 use crate::core::namespace::NewNode;
-use crate::core::{Attr, Fs, Handle};
+use crate::core::{Attr, Fs, Handle, OpenChange};
 use crate::types::error::{enotdir, errno_label, Context, Error};
 use crate::types::{Caller, Kind, RenameMode, SetAttr, SetTime, Timestamp};
 use opstats::FuseOps;
@@ -791,8 +791,12 @@ impl Shared {
         // a copy still being fetched never gets: it may open streamed.
         match self.fs.open_streamed(who, ino, flags) {
             Ok(h) => {
+                let mut passthrough = false;
                 match self.backing(&h, |f| reply.open_backing(f)) {
-                    Ok(Some((id, flags))) => reply.opened_passthrough(FileHandle(h.fh), flags, &id),
+                    Ok(Some((id, flags))) => {
+                        passthrough = true;
+                        reply.opened_passthrough(FileHandle(h.fh), flags, &id)
+                    }
                     Ok(None) => reply.opened(FileHandle(h.fh), self.keep_cache(&h)),
                     Err(e) => {
                         if let Err(r) = self.fs.release(h.fh) {
@@ -801,8 +805,14 @@ impl Shared {
                         return self.fail("open", ino, None, e, reply);
                     }
                 }
-                if h.attrs_changed {
-                    self.invalidate(h.ino, false);
+                // A read through passthrough has the kernel drop its atime
+                // itself (fuse_file_accessed): dropping every attribute for
+                // an atime moved here made the next open's permission check
+                // (default_permissions) a GETATTR round trip.
+                match h.changed {
+                    OpenChange::Nothing => {}
+                    OpenChange::Atime if passthrough => {}
+                    OpenChange::Atime | OpenChange::Attrs => self.invalidate(h.ino, false),
                 }
             }
             Err(e) => self.fail("open", ino, None, e, reply),

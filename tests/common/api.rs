@@ -210,6 +210,16 @@ impl Api {
             .unwrap()
     }
 
+    /// `artfs_fuse_ops_total{op}` from the daemon's metrics: how many
+    /// requests of a kind the kernel sent.
+    pub fn fuse_ops(&self, op: &str) -> u64 {
+        let prefix = format!("artfs_fuse_ops_total{{op=\"{op}\"}} ");
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    }
+
     /// A request written by hand on a new socket: (status, whole response).
     pub fn raw(&self, request: &str) -> (u16, String) {
         raw_http(&self.addr, request.as_bytes())
