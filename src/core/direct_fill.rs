@@ -20,7 +20,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use super::upload::Content;
+use super::Content;
 use super::Fs;
 use crate::types::error::{Error, Result};
 
@@ -32,35 +32,42 @@ const CHUNK: usize = 4 << 20;
 /// Buffers in flight: one filling, one being written, one being hashed.
 const BUFFERS: usize = 3;
 
-/// A `CHUNK`-long buffer whose start is `ALIGN`-aligned.
+/// A buffer of up to `CHUNK` bytes whose start is `ALIGN`-aligned. Its
+/// room is allocated once and filled as bytes come, never zeroed first: a
+/// small upload touches only the pages it fills.
 struct Aligned {
     raw: Vec<u8>,
+    /// Where the aligned part starts in `raw` (the bytes before it are
+    /// padding).
     start: usize,
-    len: usize,
 }
 
 impl Aligned {
     fn new() -> Aligned {
-        let raw = vec![0u8; CHUNK + ALIGN];
+        let mut raw: Vec<u8> = Vec::with_capacity(CHUNK + ALIGN);
         let start = raw.as_ptr().align_offset(ALIGN);
-        Aligned { raw, start, len: 0 }
+        raw.resize(start, 0);
+        Aligned { raw, start }
     }
 
     fn bytes(&self) -> &[u8] {
-        &self.raw[self.start..self.start + self.len]
+        &self.raw[self.start..]
     }
 
-    /// Copy as much of `src` as fits; returns how much did.
+    /// Copy as much of `src` as fits; returns how much did. Within the
+    /// capacity, so the buffer never moves.
     fn take(&mut self, src: &[u8]) -> usize {
-        let n = src.len().min(CHUNK - self.len);
-        let at = self.start + self.len;
-        self.raw[at..at + n].copy_from_slice(&src[..n]);
-        self.len += n;
+        let n = src.len().min(CHUNK - self.bytes().len());
+        self.raw.extend_from_slice(&src[..n]);
         n
     }
 
     fn full(&self) -> bool {
-        self.len == CHUNK
+        self.bytes().len() == CHUNK
+    }
+
+    fn clear(&mut self) {
+        self.raw.truncate(self.start);
     }
 }
 
@@ -109,7 +116,7 @@ impl Fs {
                 }
                 match returned.recv().map(Arc::try_unwrap) {
                     Ok(Ok(mut b)) => {
-                        b.len = 0;
+                        b.clear();
                         b
                     }
                     _ => Aligned::new(),
