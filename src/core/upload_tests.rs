@@ -255,7 +255,7 @@ fn uploads_of_every_size_around_the_blocks_keep_their_bytes() {
             .open(dir.path().join("probe"))
             .is_ok()
     };
-    let chunk = 4 << 20;
+    let chunk = 2 << 20;
     for (i, size) in [
         0,
         1,
