@@ -1679,6 +1679,29 @@ fn a_bad_key_file_stops_the_start() {
     });
 }
 
+/// Uploads go to the disk with O_DIRECT (`core/direct_fill.rs`); a
+/// filesystem that opens that way but refuses the writes (EINVAL, another
+/// alignment) gets the rest of the upload buffered, whole and hashed, and
+/// the next upload too.
+#[test]
+fn an_upload_whose_direct_writes_are_refused_is_written_buffered() {
+    common::engine::every_engine(|| {
+        let api = Api::start();
+        api.m.arm(&["upload::direct_write=return"]);
+        for (name, len) in [("a.bin", (5 << 20) + 123), ("b.bin", 4096)] {
+            let body: Vec<u8> = (0..len as u32).map(|i| (i * 13 % 251) as u8).collect();
+            let meta = api.upload(name, &body);
+            assert_eq!(meta["checksum"], sha256_hex(&body), "{name}: {meta}");
+            assert!(api.read(name) == body, "{name}: the bytes differ");
+            assert!(
+                std::fs::read(api.m.path(name)).unwrap() == body,
+                "{name}: the bytes differ through the mount"
+            );
+        }
+        api.m.assert_consistent();
+    });
+}
+
 #[test]
 fn an_upload_cut_short_leaves_nothing() {
     common::engine::every_engine(|| {

@@ -125,6 +125,9 @@ impl Fs {
             };
             let mut offset = 0u64;
             let mut buf = next_buffer();
+            // A filesystem that opens with O_DIRECT but wants another
+            // alignment refuses the write (EINVAL): the rest goes buffered.
+            let direct_works = std::cell::Cell::new(true);
             let write = |buf: Aligned, offset: &mut u64, last: bool| -> Result<()> {
                 let buf = Arc::new(buf);
                 if to_hash.send(buf.clone()).is_err() {
@@ -133,8 +136,26 @@ impl Fs {
                 let data = buf.bytes();
                 let whole = data.len() / ALIGN * ALIGN;
                 debug_assert!(last || whole == data.len());
-                if whole > 0 {
-                    self.write_direct(fh, *offset, &data[..whole], direct)?;
+                if whole > 0 && direct_works.get() {
+                    let put = || {
+                        fail::fail_point!("upload::direct_write", |_| Err(Error::posix(
+                            libc::EINVAL,
+                            "failpoint upload::direct_write"
+                        )));
+                        self.write_direct(fh, *offset, &data[..whole], direct)
+                    };
+                    match put() {
+                        Err(e) if e.errno() == libc::EINVAL => {
+                            tracing::debug!(error = %e, "upload: O_DIRECT write refused; buffered");
+                            direct_works.set(false);
+                        }
+                        r => {
+                            r?;
+                        }
+                    }
+                }
+                if whole > 0 && !direct_works.get() {
+                    self.write(fh, *offset, &data[..whole])?;
                 }
                 if whole < data.len() {
                     self.write(fh, *offset + whole as u64, &data[whole..])?;
