@@ -109,6 +109,45 @@ impl Fs {
     }
 }
 
+/// The SHA-256 (hex) of the batches `fill` sends, in order, computed on a
+/// thread of its own while `fill` goes on (an upload's writes, issue 20:
+/// hashing was as slow as all the rest of an upload together, and with
+/// the two overlapped an upload takes about what the slower one takes).
+/// `feed` hashes a batch, and `done` then gets it back; up to `queue`
+/// batches wait for the hasher. `fill`'s error wins.
+pub(super) fn hashed_beside<B: Send>(
+    queue: usize,
+    feed: impl Fn(&mut Sha256, &B) + Send,
+    mut done: impl FnMut(B) + Send,
+    fill: impl FnOnce(&dyn Fn(B) -> Result<()>) -> Result<()>,
+) -> Result<String> {
+    use crate::types::error::Error;
+    std::thread::scope(|scope| {
+        let (to_hash, batches) = mpsc::sync_channel::<B>(queue);
+        let hasher = std::thread::Builder::new()
+            .name("artfs-upload-hash".into())
+            .spawn_scoped(scope, move || {
+                let mut hasher = Sha256::new();
+                for batch in batches {
+                    feed(&mut hasher, &batch);
+                    done(batch);
+                }
+                hex::encode(hasher.finalize())
+            })?;
+        let send = |batch: B| {
+            to_hash
+                .send(batch)
+                .map_err(|_| Error::posix(libc::EIO, "upload hash thread ended"))
+        };
+        let filled = fill(&send);
+        drop(to_hash);
+        let hash = hasher
+            .join()
+            .map_err(|_| Error::posix(libc::EIO, "upload hash thread panicked"))?;
+        filled.map(|()| hash)
+    })
+}
+
 /// Hash an open object from its start (positioned reads: the descriptor
 /// may be shared) if it holds at most `max` bytes; also returns the
 /// version hashed. The version is the object's before the reads: callers

@@ -14,15 +14,14 @@
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::sync::mpsc::{channel, sync_channel};
+use std::sync::mpsc::channel;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use super::Content;
 use super::Fs;
-use crate::types::error::{Error, Result};
+use crate::types::error::Result;
 
 /// What O_DIRECT offsets, lengths and buffers are aligned to: the page
 /// size covers every logical block size in use.
@@ -95,20 +94,14 @@ impl Fs {
         content: &mut dyn Content,
         direct: &File,
     ) -> Result<String> {
-        std::thread::scope(|scope| {
-            let (to_hash, batches) = sync_channel::<Arc<Aligned>>(BUFFERS);
-            let (back, returned) = channel::<Arc<Aligned>>();
-            let hasher = std::thread::Builder::new()
-                .name("artfs-upload-hash".into())
-                .spawn_scoped(scope, move || {
-                    let mut hasher = Sha256::new();
-                    for batch in batches {
-                        hasher.update(batch.bytes());
-                        // The writer has let go of it by now, or soon will.
-                        let _ = back.send(batch);
-                    }
-                    hex::encode(hasher.finalize())
-                })?;
+        let (back, returned) = channel::<Arc<Aligned>>();
+        let feed = |h: &mut Sha256, batch: &Arc<Aligned>| h.update(batch.bytes());
+        // Each buffer comes back once hashed (the writer has let go of it
+        // by then: it writes before it asks for another).
+        let done = move |batch| {
+            let _ = back.send(batch);
+        };
+        super::checksum::hashed_beside(BUFFERS, feed, done, |to_hash| {
             let mut made = 0;
             let mut next_buffer = || -> Aligned {
                 if made < BUFFERS {
@@ -123,25 +116,23 @@ impl Fs {
                     _ => Aligned::new(),
                 }
             };
-            let mut offset = 0u64;
-            let mut buf = next_buffer();
             // A filesystem that opens with O_DIRECT but wants another
             // alignment refuses the write (EINVAL): the rest goes buffered.
             let direct_works = std::cell::Cell::new(true);
             let write = |buf: Aligned, offset: &mut u64, last: bool| -> Result<()> {
                 let buf = Arc::new(buf);
-                if to_hash.send(buf.clone()).is_err() {
-                    return Err(Error::posix(libc::EIO, "upload hash thread ended"));
-                }
+                to_hash(buf.clone())?;
                 let data = buf.bytes();
                 let whole = data.len() / ALIGN * ALIGN;
                 debug_assert!(last || whole == data.len());
                 if whole > 0 && direct_works.get() {
                     let put = || {
-                        fail::fail_point!("upload::direct_write", |_| Err(Error::posix(
-                            libc::EINVAL,
-                            "failpoint upload::direct_write"
-                        )));
+                        fail::fail_point!("upload::direct_write", |_| Err(
+                            crate::types::error::Error::posix(
+                                libc::EINVAL,
+                                "failpoint upload::direct_write"
+                            )
+                        ));
                         self.write_direct(fh, *offset, &data[..whole], direct)
                     };
                     match put() {
@@ -163,35 +154,21 @@ impl Fs {
                 *offset += data.len() as u64;
                 Ok(())
             };
-            let written = loop {
-                let pieces: Vec<Bytes> = match content.next_pieces() {
-                    Ok(Some(p)) => p,
-                    Ok(None) => break write(buf, &mut offset, true),
-                    Err(e) => break Err(Error::from(e)),
-                };
-                let mut failed = None;
-                'pieces: for piece in &pieces {
+            let mut offset = 0u64;
+            let mut buf = next_buffer();
+            while let Some(pieces) = content.next_pieces()? {
+                for piece in &pieces {
                     let mut rest = &piece[..];
                     while !rest.is_empty() {
                         rest = &rest[buf.take(rest)..];
                         if buf.full() {
                             let full = std::mem::replace(&mut buf, next_buffer());
-                            if let Err(e) = write(full, &mut offset, false) {
-                                failed = Some(e);
-                                break 'pieces;
-                            }
+                            write(full, &mut offset, false)?;
                         }
                     }
                 }
-                if let Some(e) = failed {
-                    break Err(e);
-                }
-            };
-            drop(to_hash);
-            let hash = hasher
-                .join()
-                .map_err(|_| Error::posix(libc::EIO, "upload hash thread panicked"))?;
-            written.map(|()| hash)
+            }
+            write(buf, &mut offset, true)
         })
     }
 }

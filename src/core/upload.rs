@@ -278,55 +278,31 @@ impl Fs {
     /// returns its SHA-256 (hex).
     ///
     /// The hash runs on a thread of its own, a batch of pieces behind the
-    /// writes (issue 20): SHA-256 (about 1.5 GB/s here) was as slow as all
-    /// the rest of an upload together, and with the two overlapped an
-    /// upload takes about what the slower of them takes. Every byte
-    /// written is hashed, in order; the pieces are written (`pwritev`) and
-    /// hashed where the door put them, never copied, and freed once both
-    /// are done with them. Where the object takes O_DIRECT,
+    /// writes (`checksum::hashed_beside`). Every byte written is hashed, in
+    /// order; the pieces are written (`pwritev`) and hashed where the door
+    /// put them, never copied, and freed once both are done with them. Where the object takes O_DIRECT,
     /// [`Fs::fill_direct`] does this instead.
     fn fill(&self, fh: u64, content: &mut dyn Content) -> Result<String> {
         let file = self.handle(fh)?.file.clone();
         if let Some(direct) = super::direct_fill::reopen_direct(&file) {
             return self.fill_direct(fh, content, &direct);
         }
-        std::thread::scope(|scope| {
-            // One batch hashed while the next is written.
-            let (to_hash, batches) = std::sync::mpsc::sync_channel::<Arc<Vec<Bytes>>>(1);
-            let hasher = std::thread::Builder::new()
-                .name("artfs-upload-hash".into())
-                .spawn_scoped(scope, move || {
-                    let mut hasher = Sha256::new();
-                    for batch in batches {
-                        batch.iter().for_each(|p| hasher.update(p));
-                    }
-                    hex::encode(hasher.finalize())
-                })?;
+        // One batch hashed while the next is written.
+        let feed = |h: &mut Sha256, batch: &Arc<Vec<Bytes>>| batch.iter().for_each(|p| h.update(p));
+        super::checksum::hashed_beside(1, feed, drop, |to_hash| {
             let mut offset = 0u64;
-            let written = loop {
-                let pieces = match content.next_pieces() {
-                    Ok(Some(p)) => Arc::new(p),
-                    Ok(None) => break Ok(()),
-                    Err(e) => break Err(Error::from(e)),
-                };
+            while let Some(pieces) = content.next_pieces()? {
+                let pieces = Arc::new(pieces);
                 let n: usize = pieces.iter().map(Bytes::len).sum();
                 if n == 0 {
                     continue;
                 }
-                if to_hash.send(pieces.clone()).is_err() {
-                    break Err(Error::posix(libc::EIO, "upload hash thread ended"));
-                }
-                if let Err(e) = self.write_pieces(fh, offset, &pieces) {
-                    break Err(e);
-                }
+                to_hash(pieces.clone())?;
+                self.write_pieces(fh, offset, &pieces)?;
                 start_writeback(&file, offset, n);
                 offset += n as u64;
-            };
-            drop(to_hash);
-            let hash = hasher
-                .join()
-                .map_err(|_| Error::posix(libc::EIO, "upload hash thread panicked"))?;
-            written.map(|()| hash)
+            }
+            Ok(())
         })
     }
 
