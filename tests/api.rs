@@ -1682,13 +1682,19 @@ fn a_bad_key_file_stops_the_start() {
 /// Uploads go to the disk with O_DIRECT (`core/direct_fill.rs`); a
 /// filesystem that opens that way but refuses the writes (EINVAL, another
 /// alignment) gets the rest of the upload buffered, whole and hashed, and
-/// the next upload too.
+/// the next upload too; so does one that takes no O_DIRECT at all.
 #[test]
 fn an_upload_whose_direct_writes_are_refused_is_written_buffered() {
     common::engine::every_engine(|| {
         let api = Api::start();
         api.m.arm(&["upload::direct_write=return"]);
-        for (name, len) in [("a.bin", (5 << 20) + 123), ("b.bin", 4096)] {
+        let sizes = [("a.bin", (5 << 20) + 123), ("b.bin", 4096)];
+        let mut uploads: Vec<(&str, usize)> = sizes.to_vec();
+        uploads.extend([("c.bin", (5 << 20) + 123), ("d.bin", 4096)]);
+        for (i, (name, len)) in uploads.into_iter().enumerate() {
+            if i == sizes.len() {
+                api.m.arm(&["upload::no_direct=return"]);
+            }
             let body: Vec<u8> = (0..len as u32).map(|i| (i * 13 % 251) as u8).collect();
             let meta = api.upload(name, &body);
             assert_eq!(meta["checksum"], sha256_hex(&body), "{name}: {meta}");
