@@ -204,6 +204,94 @@ fn crash_right_after_create_leaves_nothing_half_made() {
     });
 }
 
+/// Inode `ino`'s attr.json as artfs parses it (`None`: none, or one that
+/// does not parse).
+fn sidecar_doc(m: &Mount, ino: u64) -> Option<artfs::blob::sidecar::AttrJson> {
+    let bytes = m.sidecar_bytes(ino)?;
+    artfs::blob::sidecar::AttrJson::parse(&bytes)
+        .ok()
+        .map(|(doc, _)| doc)
+}
+
+/// The sidecar of `f`, checked against the file, once written.
+fn assert_sidecar_matches(m: &Mount, ino: u64, len: u64) {
+    let doc = sidecar_doc(m, ino).unwrap_or_else(|| {
+        panic!(
+            "inode {ino}: no usable sidecar: {:?}",
+            m.sidecar_bytes(ino)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+        )
+    });
+    assert_eq!(doc.file_size, len);
+    assert_eq!(doc.fs.as_ref().map(|f| f.ino), Some(ino));
+}
+
+#[test]
+fn crash_while_a_new_sidecar_is_written_leaves_it_to_recovery() {
+    // Local content only: a bucket's sidecar is one PUT.
+    common::engine::every_metadata_engine(|| {
+        let mut m = Mount::new();
+        std::thread::sleep(Duration::from_millis(1200));
+        m.arm(&["sidecar::after_create=return"]);
+        // The sidecar thread creates f's sidecar by its name and dies
+        // before writing it: an empty attr.json, its row pending.
+        write_file(&m.path("f"), b"four");
+        let ino = fs::metadata(m.path("f")).unwrap().ino();
+        m.expect_crash("sidecar::after_create");
+        assert_eq!(m.sidecar_bytes(ino), Some(Vec::new()));
+        // The next mount hands the row to the sidecar thread, which
+        // replaces the empty file.
+        m.mount();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while sidecar_doc(&m, ino).is_none() {
+            assert!(std::time::Instant::now() < deadline, "never rewritten");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_sidecar_matches(&m, ino, 4);
+        m.unmount();
+        m.assert_consistent();
+    });
+}
+
+#[test]
+fn crash_after_sidecars_are_synced_rewrites_them() {
+    common::engine::every_engine(|| {
+        let mut m = Mount::new();
+        crash_during(&mut m, "sidecar_sync::before_settle", |mnt| {
+            write_file(&mnt.join("f"), b"four");
+        });
+        let ino = fs::metadata(m.path("f")).unwrap().ino();
+        m.unmount();
+        assert_sidecar_matches(&m, ino, 4);
+        m.assert_consistent();
+    });
+}
+
+#[test]
+fn a_sidecar_that_cannot_be_written_leaves_no_empty_file() {
+    common::engine::every_metadata_engine(|| {
+        let mut m = Mount::new();
+        std::thread::sleep(Duration::from_millis(1200));
+        // Every new sidecar's write fails (as on a full disk) after its
+        // file was created.
+        m.arm(&["sidecar::write_new=return"]);
+        write_file(&m.path("f"), b"four");
+        let ino = fs::metadata(m.path("f")).unwrap().ino();
+        // The thread tries after 500 ms of quiet, then once a second.
+        std::thread::sleep(Duration::from_millis(2500));
+        assert_eq!(m.sidecar_bytes(ino), None, "a failed write left a file");
+        m.arm(&["sidecar::write_new=off"]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while sidecar_doc(&m, ino).is_none() {
+            assert!(std::time::Instant::now() < deadline, "never written");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_sidecar_matches(&m, ino, 4);
+        m.unmount();
+        m.assert_consistent();
+    });
+}
+
 #[test]
 fn crash_during_rename_over_keeps_one_whole_state() {
     common::engine::every_engine(|| {

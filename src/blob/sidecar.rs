@@ -296,8 +296,10 @@ pub enum DirSync {
     Now,
     /// When the caller syncs the whole filesystem once for a batch
     /// (`syncfs`). Until then a crash may leave the old document, the new
-    /// one or an empty file: the caller must be able to rewrite it (a
-    /// pending log row names it), and pays no fsync per document.
+    /// one or an empty or cut-short file: the caller must be able to
+    /// rewrite it (a pending log row names it), and pays no fsync per
+    /// document. A new document is written at its final name, so a
+    /// reader may also see it short while it is written.
     Deferred,
 }
 
@@ -325,6 +327,13 @@ fn write_atomic_by(
         _ => Path::new("."),
     };
     let json = doc.to_json();
+    // A new document, durable only at the caller's syncfs anyway, is
+    // written at its final name: one create, where an unnamed file costs
+    // an inode on the orphan list and a link (at a million files, the
+    // sidecar thread's time per file fell by about half).
+    if dir_sync == DirSync::Deferred && write_new(path, &json)? {
+        return Ok(());
+    }
     let sync_file = |file: &File| match dir_sync {
         DirSync::Now => file.sync_all(),
         DirSync::Deferred => Ok(()),
@@ -365,6 +374,31 @@ fn write_atomic_by(
         sync_dir(dir)?;
     }
     Ok(())
+}
+
+/// Write `json` to a new file at `path`; false if `path` exists. On a
+/// failure nothing is left at `path`.
+fn write_new(path: &Path, json: &[u8]) -> io::Result<bool> {
+    let mut file = match OpenOptions::new().write(true).create_new(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    crate::crash_point!("sidecar::after_create");
+    let written = (|| {
+        fail::fail_point!("sidecar::write_new", |_| Err(io::Error::from_raw_os_error(
+            libc::ENOSPC
+        )));
+        file.write_all(json)
+    })();
+    match written {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            drop(file);
+            let _ = fs::remove_file(path);
+            Err(e)
+        }
+    }
 }
 
 /// Make the entries of `dir` (renames, creations) durable.
@@ -1172,6 +1206,13 @@ mod tests {
         // A failed write (no such directory) leaves nothing and reports.
         let missing = dir.path().join("nope").join("x.attr.json");
         assert!(write_atomic(&missing, &doc).is_err());
+        assert!(write_atomic_by(&missing, &doc, DirSync::Deferred, try_unnamed).is_err());
+        // A new document, deferred, is created at its name: no temp file.
+        let new = dir.path().join(format!("{:016x}{SUFFIX}", 0x43));
+        write_atomic_by(&new, &doc, DirSync::Deferred, try_unnamed).unwrap();
+        assert_eq!(fs::read(&new).unwrap(), doc.to_json());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+        fs::remove_file(&new).unwrap();
         // A long target name still gets a temp name.
         let long = dir
             .path()

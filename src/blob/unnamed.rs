@@ -1,8 +1,11 @@
 //! Files made whole before they get a name: written into an unnamed file
-//! (`O_TMPFILE`) in the target's directory, then linked in. Sidecars are
-//! written this way (`sidecar::write_atomic_with`): a new one (every file a
-//! burst of creates makes) costs one change to its directory instead of a
-//! temp file's creation and its rename, and a crash leaves no temp file.
+//! (`O_TMPFILE`) in the target's directory, then linked in. Sidecars that
+//! must be durable at once are written this way
+//! (`sidecar::write_atomic_with`): a new one costs one change to its
+//! directory instead of a temp file's creation and its rename, and a crash
+//! leaves no temp file; a rewrite links the unnamed file under a temp name
+//! and renames it over. (The sidecar thread's new sidecars, durable only at
+//! its `syncfs`, are created at their names: cheaper still.)
 //! Where the filesystem has no unnamed files, or linking one is refused
 //! (before Linux 6.10 `AT_EMPTY_PATH` needs CAP_DAC_READ_SEARCH; then
 //! `/proc/self/fd` is tried), [`write`] says so from then on and callers
