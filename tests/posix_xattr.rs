@@ -358,6 +358,47 @@ fn namespace_errnos_match_ext4() {
     });
 }
 
+/// A file without an SELinux label answers as a filesystem without labels
+/// (EOPNOTSUPP), so `ls -l` asks once, not once per entry; a label that is
+/// set is kept and returned like any attribute.
+#[test]
+fn a_missing_selinux_label_is_unsupported_so_ls_asks_once() {
+    common::engine::every_engine(|| {
+        let api = common::api::Api::start(&[]);
+        let d = api.m.mnt.join("d");
+        fs::create_dir(&d).unwrap();
+        let n = 300;
+        for i in 0..n {
+            fs::write(d.join(format!("f{i:03}")), b"x").unwrap();
+        }
+        let f = d.join("f000");
+        assert_eq!(getx(&f, "security.selinux"), Err(libc::EOPNOTSUPP));
+        assert_eq!(getx(&f, "security.other"), Err(libc::ENODATA));
+        let ls = || {
+            let out = Command::new("ls").arg("-l").arg(&d).output().unwrap();
+            assert!(out.status.success(), "ls -l failed");
+            let lines = out.stdout.split(|b| *b == b'\n');
+            assert_eq!(lines.filter(|l| l.starts_with(b"-")).count(), n);
+        };
+        // The first listing also loads each file's ACL into the kernel.
+        ls();
+        let before = api.fuse_ops("getxattr");
+        ls();
+        let asked = api.fuse_ops("getxattr") - before;
+        assert!(asked < 5, "ls -l asked {asked} times for {n} entries");
+        // A label set is data: kept, listed, returned, removable.
+        let label = b"system_u:object_r:archive_t:s0\0";
+        setx(&f, "security.selinux", label, 0).unwrap();
+        assert_eq!(getx(&f, "security.selinux").unwrap(), label);
+        let listed = listx_sized(&f, 4096).unwrap();
+        assert!(listed
+            .split(|b| *b == 0)
+            .any(|name| name == b"security.selinux"));
+        removex(&f, "security.selinux").unwrap();
+        assert_eq!(getx(&f, "security.selinux"), Err(libc::EOPNOTSUPP));
+    });
+}
+
 #[test]
 fn xattrs_on_symlinks_and_special_files() {
     common::engine::every_engine(|| {

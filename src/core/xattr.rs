@@ -26,6 +26,25 @@ fn enodata() -> Error {
     Error::posix(libc::ENODATA, "no such attribute")
 }
 
+/// The SELinux label's name (see [`absent`]).
+const SELINUX_LABEL: &[u8] = b"security.selinux";
+
+/// The error for an attribute `name` the inode does not have: ENODATA,
+/// but EOPNOTSUPP for a missing SELinux label. No security module reads
+/// labels from a FUSE mount (policies label FUSE by `genfscon`), so a
+/// stored label is plain data, kept and returned; a file without one
+/// answers as a filesystem without labels does, and libselinux's callers
+/// (`ls -l`, `stat -c %C`, `find -context`) stop asking on this device
+/// after the first file: `ls -l` otherwise costs one GETXATTR round trip
+/// per entry.
+fn absent(name: &[u8]) -> Error {
+    if name == SELINUX_LABEL {
+        Error::posix(libc::EOPNOTSUPP, "no security label")
+    } else {
+        enodata()
+    }
+}
+
 fn read_only() -> Error {
     Error::posix(libc::EPERM, "maintained by artfs: read-only")
 }
@@ -66,7 +85,7 @@ impl Fs {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.clone())
-            .ok_or_else(enodata)
+            .ok_or_else(|| absent(name))
     }
 
     /// The stored names (writable archive attributes and custom ones),
