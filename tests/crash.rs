@@ -42,15 +42,19 @@ fn objects(m: &mut Mount) -> Vec<String> {
     v
 }
 
+/// Arm `point` (`name=actions`) once the sidecar thread has settled what
+/// the setup wrote (it waits for 500 ms of quiet; its rows commit in a
+/// batch of their own), so the point hits the test's own operation.
+fn arm_after_quiet(m: &Mount, point: &str) {
+    std::thread::sleep(Duration::from_millis(1200));
+    sync(m);
+    m.arm(&[point]);
+}
+
 /// Arm `point`, run `op` (which dies with the daemon), and recover:
 /// fsck must then find the unmounted store consistent.
 fn crash_during(m: &mut Mount, point: &str, op: impl FnOnce(&Path) + Send + 'static) {
-    // Let the sidecar thread settle what the setup wrote (it waits for
-    // 500 ms of quiet; its rows commit in a batch of their own), so the
-    // armed point hits the operation's batch.
-    std::thread::sleep(Duration::from_millis(1200));
-    sync(m);
-    m.arm(&[&format!("{point}=return")]);
+    arm_after_quiet(m, &format!("{point}=return"));
     let mnt = m.mnt.clone();
     // The syscall that hits the crash point fails (ENOTCONN) or hangs until
     // the stale mount is detached: run it aside.
@@ -226,13 +230,26 @@ fn assert_sidecar_matches(m: &Mount, ino: u64, len: u64) {
     assert_eq!(doc.fs.as_ref().map(|f| f.ino), Some(ino));
 }
 
+/// Wait (while mounted) for the sidecar thread to write a usable sidecar
+/// of `ino`, then check it.
+fn sidecar_written_soon(m: &Mount, ino: u64, len: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while sidecar_doc(m, ino).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "inode {ino}: sidecar never written"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_sidecar_matches(m, ino, len);
+}
+
 #[test]
 fn crash_while_a_new_sidecar_is_written_leaves_it_to_recovery() {
     // Local content only: a bucket's sidecar is one PUT.
     common::engine::every_metadata_engine(|| {
         let mut m = Mount::new();
-        std::thread::sleep(Duration::from_millis(1200));
-        m.arm(&["sidecar::after_create=return"]);
+        arm_after_quiet(&m, "sidecar::after_create=return");
         // The sidecar thread creates f's sidecar by its name and dies
         // before writing it: an empty attr.json, its row pending.
         write_file(&m.path("f"), b"four");
@@ -242,12 +259,7 @@ fn crash_while_a_new_sidecar_is_written_leaves_it_to_recovery() {
         // The next mount hands the row to the sidecar thread, which
         // replaces the empty file.
         m.mount();
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while sidecar_doc(&m, ino).is_none() {
-            assert!(std::time::Instant::now() < deadline, "never rewritten");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        assert_sidecar_matches(&m, ino, 4);
+        sidecar_written_soon(&m, ino, 4);
         m.unmount();
         m.assert_consistent();
     });
@@ -271,22 +283,16 @@ fn crash_after_sidecars_are_synced_rewrites_them() {
 fn a_sidecar_that_cannot_be_written_leaves_no_empty_file() {
     common::engine::every_metadata_engine(|| {
         let mut m = Mount::new();
-        std::thread::sleep(Duration::from_millis(1200));
         // Every new sidecar's write fails (as on a full disk) after its
         // file was created.
-        m.arm(&["sidecar::write_new=return"]);
+        arm_after_quiet(&m, "sidecar::write_new=return");
         write_file(&m.path("f"), b"four");
         let ino = fs::metadata(m.path("f")).unwrap().ino();
         // The thread tries after 500 ms of quiet, then once a second.
         std::thread::sleep(Duration::from_millis(2500));
         assert_eq!(m.sidecar_bytes(ino), None, "a failed write left a file");
         m.arm(&["sidecar::write_new=off"]);
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while sidecar_doc(&m, ino).is_none() {
-            assert!(std::time::Instant::now() < deadline, "never written");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        assert_sidecar_matches(&m, ino, 4);
+        sidecar_written_soon(&m, ino, 4);
         m.unmount();
         m.assert_consistent();
     });
